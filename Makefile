@@ -1,0 +1,52 @@
+# awopt_ros: every entry point sets up .venv itself (idempotent), then runs.
+#   make demo   -> 10 episodes with the shipped model, JSON report in runs/demo/report.json
+#   make test   -> the test suite (unit, node and integration tests)
+#   make bench  -> latency benchmark, figures in bench/results.json
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.awopt-installed
+APT_PACKAGES := libegl1 libgl1-mesa-dri libglx-mesa0 libosmesa6 libusb-1.0-0
+EPISODES ?= 10
+
+# Network rule: no DDS discovery leaves this machine; shared-memory transport for images.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost_shm.xml
+export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
+export MUJOCO_GL ?= egl
+export PYTHONUNBUFFERED := 1
+ROS_DOMAIN_ID ?= 37
+export ROS_DOMAIN_ID
+
+.PHONY: setup demo test bench collect clean
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "apt-get install $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "warning: missing apt packages (run as root to install): $$missing"; fi; \
+	fi
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/awopt demo --episodes $(EPISODES) --report runs/demo/report.json
+
+collect: $(STAMP)
+	$(VENV)/bin/awopt collect --episodes 200 --out runs/collect
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest test
+
+bench: $(STAMP)
+	$(VENV)/bin/awopt bench --out bench/results.json
+
+clean:
+	rm -rf runs build install log

@@ -1,0 +1,1 @@
+"""ROS-free, torch-free logic: specs, image ops, ONNX wrappers, safety, kinematics, datasets."""

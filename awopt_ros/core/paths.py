@@ -1,0 +1,27 @@
+"""Locate the package's shared files (config/, models/, urdf/, launch/).
+
+Works for a colcon install (ament index share directory) and for a pip/editable install in a
+venv (the source tree next to the ``awopt_ros`` Python package).
+"""
+from pathlib import Path
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def share_dir():
+    """Return the directory holding config/, models/, urdf/ and launch/ (a ``Path``)."""
+    if (_SOURCE_ROOT / 'config').is_dir() and (_SOURCE_ROOT / 'package.xml').is_file():
+        return _SOURCE_ROOT
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory('awopt_ros'))
+    except Exception as exc:  # noqa: BLE001 - any lookup failure means the same thing here
+        raise FileNotFoundError(
+            'cannot find the awopt_ros share directory (no source tree, no ament index entry)'
+        ) from exc
+
+
+def resolve(path):
+    """Resolve ``path``: absolute paths as they are, relative ones against the share dir."""
+    p = Path(path)
+    return p if p.is_absolute() else share_dir() / p

@@ -1,0 +1,45 @@
+"""The grasping task's action and observation spec (AW-Opt task 1, Lu et al. 2021, Sec. 5).
+
+Action, 7-D float32: end-effector translation ``dx, dy, dz`` (m, in ``base_link``), rotation
+about the vertical ``dyaw`` (rad), and three discrete entries ``open``, ``close``,
+``terminate`` that count as set when > 0.5 (``close`` wins over ``open``).
+Proprioception, 6-D float32: ``tcp`` position (m, ``base_link``), sin/cos of its yaw, and the
+gripper closedness in [0, 1].
+"""
+import numpy as np
+
+ACTION_NAMES = ('dx', 'dy', 'dz', 'dyaw', 'open', 'close', 'terminate')
+ACTION_UNITS = ('m', 'm', 'm', 'rad', 'bool', 'bool', 'bool')
+ACTION_LOW = np.array([-0.03, -0.03, -0.03, -0.2, 0.0, 0.0, 0.0], dtype=np.float32)
+ACTION_HIGH = np.array([0.03, 0.03, 0.03, 0.2, 1.0, 1.0, 1.0], dtype=np.float32)
+CONTINUOUS = slice(0, 4)
+DISCRETE = slice(4, 7)
+IDX_OPEN, IDX_CLOSE, IDX_TERMINATE = 4, 5, 6
+ACTION_DIM = len(ACTION_NAMES)
+
+PROPRIO_NAMES = ('ee_x', 'ee_y', 'ee_z', 'sin_yaw', 'cos_yaw', 'gripper_closed')
+PROPRIO_DIM = len(PROPRIO_NAMES)
+
+ARM_JOINTS = tuple(f'iiwa_joint_{i}' for i in range(1, 8))
+GRIPPER_JOINT = 'gripper_finger_joint'
+GRIPPER_CLOSED_M = 0.04
+SOURCE_SIZE = (640, 480)  # camera width, height (px)
+
+
+def is_set(value):
+    """Return True where a discrete action entry counts as set (> 0.5)."""
+    return np.asarray(value) > 0.5
+
+
+def validate_action(action):
+    """Return ``action`` as a float32 (7,) array.
+
+    Raises:
+        ValueError: wrong shape, or any entry NaN or infinite.
+    """
+    a = np.asarray(action, dtype=np.float32).reshape(-1)
+    if a.shape != (ACTION_DIM,):
+        raise ValueError(f'action must have {ACTION_DIM} entries {ACTION_NAMES}, got {a.shape}')
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f'action has non-finite entries: {a.tolist()}')
+    return a

@@ -1,0 +1,1 @@
+"""awopt_ros.ros."""
