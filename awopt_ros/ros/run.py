@@ -5,15 +5,30 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 
+class StartupError(RuntimeError):
+    """A node cannot start (missing model, contract mismatch ...); the message says why.
+
+    Raised from a node's ``__init__``; :func:`spin_node` logs it and returns exit code 1.
+    """
+
+
 def spin_node(node_cls, args=None):
-    """Create ``node_cls()``, spin it until shutdown, and clean up. Returns the exit code."""
+    """Create ``node_cls()``, spin it until shutdown, and clean up. Returns the exit code.
+
+    0 on shutdown / Ctrl-C; 1 when the node raised :class:`StartupError` while starting.
+    """
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
+    code = 0
     try:
         node = node_cls()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except StartupError as exc:
+        rclpy.logging.get_logger(getattr(node_cls, '__name__', 'node')).fatal(
+            f'startup failed: {exc}')
+        code = 1
     finally:
         if node is not None:
             close = getattr(node, 'close', None)
@@ -21,4 +36,4 @@ def spin_node(node_cls, args=None):
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code

@@ -1,0 +1,376 @@
+"""Append finished grasping episodes to an offline-RL dataset in Minari format.
+
+Layout (docs/INTERFACES.md, "Dataset"): one Minari dataset per run under
+``<root_dir>/datasets/<dataset_id>`` (``MINARI_DATASETS_PATH = <root_dir>/datasets``), e.g.
+``awopt/kuka-grasp-v0``. Observation space ``Dict(image: Box uint8 (S, S, 3), proprio: Box
+float32 (6,))``, action space ``Box float32 (7,)`` with the bounds of ``core.spec``.
+
+Per episode of T actions (Minari's convention):
+- ``observations``: T + 1 entries (the observation each action was computed from, then the
+  final one);
+- ``actions`` (T, 7) float32, what the policy commanded, clipped to the action bounds;
+- ``rewards`` (T,) float64: 1.0 on the last step when the episode succeeded, else 0;
+- ``terminations`` / ``truncations`` (T,) bool: set on the last step only, from the episode
+  outcome (terminated = success or terminate action; truncated = timeout/operator/node lost);
+- ``infos``: numeric arrays with T + 1 entries aligned with the observations:
+  ``success_probability`` (float32), ``policy`` (int64, see :data:`POLICY_IDS`) and
+  ``stamp_s`` (float64, the observation image's stamp). Minari stores no strings in infos, so
+  the policy id -> name table is in the dataset metadata (``awopt_policy_ids``).
+
+Episodes are buffered in memory and written only by :meth:`EpisodeRecorder.end`, so a crash
+mid-episode loses that episode and nothing else: the dataset on disk stays loadable.
+Images are stored losslessly (Minari's JPEG encoding is turned off).
+
+No rclpy here. Backed by ``minari`` (HDF5 storage by default; needs ``h5py`` and ``pillow``).
+"""
+import contextlib
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from awopt_ros.core.spec import (ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES,
+                                 PROPRIO_DIM, PROPRIO_NAMES, validate_action)
+
+_LOG = logging.getLogger(__name__)
+
+#: Which policy produced an action (the ``policy`` info); names come from
+#: ``/policy/model_info`` ``kind``; anything else is 'other'.
+POLICY_IDS = {'scripted': 0, 'actor': 1, 'cem': 2, 'other': 3}
+#: Default Minari storage format.
+DEFAULT_DATA_FORMAT = 'hdf5'
+#: Dataset namespace used by :func:`dataset_id_for`.
+NAMESPACE = 'awopt'
+
+_ENV_LOCK = threading.Lock()
+
+
+def policy_id(kind):
+    """Return the integer id of policy ``kind`` ('scripted' 0, 'actor' 1, 'cem' 2, else 3)."""
+    return POLICY_IDS.get(str(kind), POLICY_IDS['other'])
+
+
+def dataset_id_for(name, version=0):
+    """Return the Minari dataset id for dataset ``name``: ``'awopt/<name>-v<version>'``.
+
+    A ``name`` that is already a full id (contains '/' and ends in ``-v<N>``) is returned as
+    it is. Raises ValueError if the result is not a valid Minari id.
+    """
+    name = str(name)
+    if '/' in name and _parse_id(name)[2] is not None:
+        return name
+    dataset_id = f'{NAMESPACE}/{name}-v{int(version)}'
+    _parse_id(dataset_id)
+    return dataset_id
+
+
+def _parse_id(dataset_id):
+    from minari.dataset.minari_dataset import DATASET_ID_RE
+    match = DATASET_ID_RE.fullmatch(dataset_id)
+    if not match:
+        raise ValueError(f'malformed Minari dataset id {dataset_id!r}: expected '
+                         "'namespace/name-vN' (letters, digits, '-', '_')")
+    return match.group('namespace', 'dataset', 'version')
+
+
+def datasets_dir(root_dir):
+    """Return ``<root_dir>/datasets`` (the MINARI_DATASETS_PATH of a run) as a Path."""
+    return Path(root_dir) / 'datasets'
+
+
+@contextlib.contextmanager
+def _minari_path(root_dir):
+    """Point MINARI_DATASETS_PATH at ``<root_dir>/datasets`` for the duration of a call."""
+    path = datasets_dir(root_dir).absolute()  # minari's get_size breaks on relative paths
+    path.mkdir(parents=True, exist_ok=True)
+    with _ENV_LOCK:
+        old = os.environ.get('MINARI_DATASETS_PATH')
+        os.environ['MINARI_DATASETS_PATH'] = str(path)
+        try:
+            yield path
+        finally:
+            if old is None:
+                os.environ.pop('MINARI_DATASETS_PATH', None)
+            else:
+                os.environ['MINARI_DATASETS_PATH'] = old
+
+
+def spaces(image_size=64):
+    """Return ``(observation_space, action_space)`` of the dataset (gymnasium spaces)."""
+    from gymnasium import spaces as gs
+    size = int(image_size)
+    obs = gs.Dict({
+        'image': gs.Box(0, 255, (size, size, 3), dtype=np.uint8),
+        'proprio': gs.Box(-np.inf, np.inf, (PROPRIO_DIM,), dtype=np.float32),
+    })
+    act = gs.Box(ACTION_LOW, ACTION_HIGH, (ACTION_DIM,), dtype=np.float32)
+    return obs, act
+
+
+class EpisodeRecorder:
+    """Buffer one episode at a time and append it to a Minari dataset when it ends.
+
+    Args:
+        root_dir: run directory; the dataset lives in ``<root_dir>/datasets/<dataset_id>``.
+        dataset_id: Minari id ``namespace/name-vN`` (e.g. 'awopt/kuka-grasp-v0').
+        image_size: side S of the square (S, S, 3) uint8 observation image (px).
+        data_format: Minari storage ('hdf5' default, or 'arrow'/'parquet' with pyarrow).
+        description: dataset description (a default naming the spec is used if None).
+
+    An existing dataset with the same id is appended to (its spaces must match).
+
+    Raises:
+        ValueError: malformed ``dataset_id``, ``image_size`` < 1.
+    """
+
+    def __init__(self, root_dir, dataset_id, image_size=64, *, data_format=DEFAULT_DATA_FORMAT,
+                 description=None):
+        import minari  # noqa: F401 - fail at construction, not at the first episode's end
+        _parse_id(dataset_id)
+        if int(image_size) < 1:
+            raise ValueError(f'image_size must be >= 1, got {image_size}')
+        self.root_dir = Path(root_dir).absolute()
+        self.dataset_id = dataset_id
+        self.image_size = int(image_size)
+        self.data_format = data_format
+        self.description = description or (
+            'awopt_ros Kuka iiwa grasping episodes. observation: image uint8 (S, S, 3) RGB, '
+            f'proprio float32 {PROPRIO_NAMES}; action float32 {ACTION_NAMES} '
+            f'(low {ACTION_LOW.tolist()}, high {ACTION_HIGH.tolist()}); infos: '
+            f'success_probability, policy (ids {POLICY_IDS}), stamp_s.')
+        self.observation_space, self.action_space = spaces(self.image_size)
+        self._dataset = None
+        self._episode = None
+        self.episodes_written = 0
+        self.steps_written = 0
+
+    @property
+    def dataset_path(self):
+        """Directory of the dataset (``<root_dir>/datasets/<dataset_id>``)."""
+        return datasets_dir(self.root_dir) / self.dataset_id
+
+    @property
+    def in_episode(self):
+        """True between :meth:`begin` and :meth:`end` / :meth:`abort`."""
+        return self._episode is not None
+
+    @property
+    def steps(self):
+        """Steps buffered in the running episode (0 when none runs)."""
+        return 0 if self._episode is None else len(self._episode['actions'])
+
+    def begin(self, episode, seed=None):
+        """Start buffering episode number ``episode`` (int >= 0) reset with ``seed``.
+
+        A running episode is discarded with a warning (it never ended).
+        """
+        if int(episode) < 0:
+            raise ValueError(f'episode must be >= 0, got {episode}')
+        if self._episode is not None:
+            _LOG.warning('episode %d never ended; discarding its %d steps',
+                         self._episode['episode'], self.steps)
+        self._episode = {'episode': int(episode), 'seed': None if seed is None else int(seed),
+                         'image': [], 'proprio': [], 'actions': [], 'success_probability': [],
+                         'policy': [], 'stamp_s': []}
+
+    def _check_obs(self, image, proprio):
+        img = np.asarray(image)
+        shape = (self.image_size, self.image_size, 3)
+        if img.shape != shape or img.dtype != np.uint8:
+            raise ValueError(f'image must be uint8 {shape}, got {img.dtype} {img.shape}')
+        p = np.asarray(proprio, dtype=np.float32).reshape(-1)
+        if p.shape != (PROPRIO_DIM,):
+            raise ValueError(f'proprio must have {PROPRIO_DIM} entries {PROPRIO_NAMES}, '
+                             f'got {p.shape}')
+        if not np.all(np.isfinite(p)):
+            raise ValueError(f'proprio has non-finite entries: {p.tolist()}')
+        return np.array(img, copy=True), p
+
+    def add_step(self, image, proprio, action, success_probability, policy_id, stamp_s):
+        """Buffer one step: the observation (image, proprio) and the action taken from it.
+
+        Args:
+            image: (S, S, 3) uint8 RGB policy image.
+            proprio: (6,) proprioception (``spec.PROPRIO_NAMES``), finite.
+            action: (7,) commanded action (``spec.ACTION_NAMES``), finite; stored clipped to
+                ``ACTION_LOW``..``ACTION_HIGH``.
+            success_probability: latest success probability in [0, 1] (NaN if none yet).
+            policy_id: int from :data:`POLICY_IDS`.
+            stamp_s: stamp of the image (s).
+
+        Raises:
+            RuntimeError: no episode is running.
+            ValueError: wrong shape/dtype, or non-finite proprio or action.
+        """
+        if self._episode is None:
+            raise RuntimeError('add_step called with no episode running (call begin first)')
+        img, p = self._check_obs(image, proprio)
+        a = np.clip(validate_action(action), ACTION_LOW, ACTION_HIGH).astype(np.float32)
+        ep = self._episode
+        ep['image'].append(img)
+        ep['proprio'].append(p)
+        ep['actions'].append(a)
+        ep['success_probability'].append(np.float32(success_probability))
+        ep['policy'].append(int(policy_id))
+        ep['stamp_s'].append(float(stamp_s))
+
+    def abort(self):
+        """Drop the running episode without writing it. Returns its number of steps."""
+        n = self.steps
+        self._episode = None
+        return n
+
+    def end(self, success, terminated, truncated, final_image, final_proprio, *,
+            final_success_probability=None, final_stamp_s=None):
+        """Finish the running episode and append it to the dataset.
+
+        Args:
+            success: the episode succeeded (reward 1.0 on its last step).
+            terminated: episode terminated (set on the last step's ``terminations``).
+            truncated: episode truncated (set on the last step's ``truncations``).
+            final_image: (S, S, 3) uint8 observation after the last action.
+            final_proprio: (6,) proprioception after the last action.
+            final_success_probability: info for the final observation (default: last step's).
+            final_stamp_s: stamp of ``final_image`` (default: last step's stamp).
+
+        Returns:
+            dict with ``episode``, ``seed``, ``steps`` (T), ``written`` (False when the episode
+            had no action and was skipped), ``index`` (episode index in the dataset or None),
+            ``dataset_id``, ``dataset_path``, ``success``, ``terminated``, ``truncated``.
+
+        Raises:
+            RuntimeError: no episode is running.
+            ValueError: bad final observation (the episode is kept; call again or abort).
+        """
+        if self._episode is None:
+            raise RuntimeError('end called with no episode running')
+        ep = self._episode
+        steps = len(ep['actions'])
+        summary = {'episode': ep['episode'], 'seed': ep['seed'], 'steps': steps,
+                   'written': False, 'index': None, 'dataset_id': self.dataset_id,
+                   'dataset_path': str(self.dataset_path), 'success': bool(success),
+                   'terminated': bool(terminated), 'truncated': bool(truncated)}
+        if steps == 0:
+            _LOG.warning('episode %d has no actions; not written to %s', ep['episode'],
+                         self.dataset_id)
+            self._episode = None
+            return summary
+        img, p = self._check_obs(final_image, final_proprio)
+        final_sp = ep['success_probability'][-1] if final_success_probability is None \
+            else np.float32(final_success_probability)
+        final_stamp = ep['stamp_s'][-1] if final_stamp_s is None else float(final_stamp_s)
+        buffer = self._buffer(ep, img, p, final_sp, final_stamp, bool(success),
+                              bool(terminated), bool(truncated))
+        summary['index'] = self._append(buffer)
+        summary['written'] = True
+        self._episode = None
+        self.episodes_written += 1
+        self.steps_written += steps
+        return summary
+
+    @staticmethod
+    def _buffer(ep, final_image, final_proprio, final_sp, final_stamp, success, terminated,
+                truncated):
+        from minari.data_collector import EpisodeBuffer
+        steps = len(ep['actions'])
+        rewards = np.zeros(steps, dtype=np.float64)
+        terminations = np.zeros(steps, dtype=bool)
+        truncations = np.zeros(steps, dtype=bool)
+        rewards[-1] = 1.0 if success else 0.0
+        terminations[-1] = terminated
+        truncations[-1] = truncated
+        observations = {'image': np.stack(ep['image'] + [final_image]),
+                        'proprio': np.stack(ep['proprio'] + [final_proprio])}
+        infos = {
+            'success_probability': np.array(ep['success_probability'] + [final_sp],
+                                            dtype=np.float32),
+            'policy': np.array(ep['policy'] + [ep['policy'][-1]], dtype=np.int64),
+            'stamp_s': np.array(ep['stamp_s'] + [final_stamp], dtype=np.float64),
+        }
+        return EpisodeBuffer(seed=ep['seed'], options={'episode': ep['episode']},
+                             observations=observations, actions=np.stack(ep['actions']),
+                             rewards=rewards, terminations=terminations,
+                             truncations=truncations, infos=infos)
+
+    def _open_existing(self):
+        from minari import MinariDataset
+        dataset = MinariDataset(self.dataset_path / 'data')
+        if (dataset.observation_space != self.observation_space
+                or dataset.action_space != self.action_space):
+            raise ValueError(f'existing dataset {self.dataset_path} has observation space '
+                             f'{dataset.observation_space} / action space '
+                             f'{dataset.action_space}, expected {self.observation_space} / '
+                             f'{self.action_space}')
+        return dataset
+
+    def _append(self, buffer):
+        import minari
+        with _minari_path(self.root_dir):
+            if self._dataset is None and (self.dataset_path / 'data').is_dir():
+                self._dataset = self._open_existing()
+            if self._dataset is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore', UserWarning)
+                    self._dataset = minari.create_dataset_from_buffers(
+                        dataset_id=self.dataset_id, buffer=[buffer],
+                        observation_space=self.observation_space,
+                        action_space=self.action_space, algorithm_name='awopt_ros',
+                        author='awopt_ros', author_email='dev@awopt-ros.invalid',
+                        code_permalink='awopt_ros', description=self.description,
+                        data_format=self.data_format, jpeg_encoding=False)
+                self._dataset.storage.update_metadata({
+                    'awopt_policy_ids': dict(POLICY_IDS),
+                    'awopt_action_names': list(ACTION_NAMES),
+                    'awopt_proprio_names': list(PROPRIO_NAMES),
+                })
+            else:
+                self._dataset.update_dataset_from_buffer([buffer])
+            return int(self._dataset.total_episodes) - 1
+
+
+def load_episodes(root_dir, dataset_id):
+    """Load every episode of dataset ``dataset_id`` under ``<root_dir>/datasets`` (for training).
+
+    Returns:
+        list of dict, one per episode in order, with numpy arrays (T = steps):
+        ``id`` (int), ``seed`` (int or None), ``episode`` (int, the episode manager's number,
+        or None), ``image`` (T+1, S, S, 3) uint8, ``proprio`` (T+1, 6) float32, ``actions``
+        (T, 7) float32, ``rewards`` (T,) float64, ``terminations`` / ``truncations`` (T,) bool,
+        ``success_probability`` (T+1,) float32, ``policy`` (T+1,) int64, ``stamp_s`` (T+1,)
+        float64.
+
+    Raises:
+        FileNotFoundError: no such dataset.
+        ValueError: malformed ``dataset_id``.
+    """
+    import minari
+    _parse_id(dataset_id)
+    with _minari_path(root_dir):
+        dataset = minari.load_dataset(dataset_id)
+        indices = list(dataset.episode_indices)
+        metadata = list(dataset.storage.get_episode_metadata(indices))
+        episodes = list(dataset.iterate_episodes())
+    out = []
+    for meta, ep in zip(metadata, episodes):
+        infos = ep.infos or {}
+        options = meta.get('options') or {}
+        episode = options.get('episode')
+        out.append({
+            'id': int(ep.id),
+            'seed': None if meta.get('seed') is None else int(meta['seed']),
+            'episode': None if episode is None else int(episode),
+            'image': np.asarray(ep.observations['image'], dtype=np.uint8),
+            'proprio': np.asarray(ep.observations['proprio'], dtype=np.float32),
+            'actions': np.asarray(ep.actions, dtype=np.float32),
+            'rewards': np.asarray(ep.rewards, dtype=np.float64),
+            'terminations': np.asarray(ep.terminations, dtype=bool),
+            'truncations': np.asarray(ep.truncations, dtype=bool),
+            'success_probability': np.asarray(infos.get('success_probability', []),
+                                              dtype=np.float32),
+            'policy': np.asarray(infos.get('policy', []), dtype=np.int64),
+            'stamp_s': np.asarray(infos.get('stamp_s', []), dtype=np.float64),
+        })
+    return out

@@ -1,0 +1,185 @@
+"""Episode bookkeeping for the episode manager (ROS-free).
+
+An episode runs from a reset to one of these outcomes:
+
+============  ==============================================  ==========  =========
+outcome       cause                                           terminated  truncated
+============  ==============================================  ==========  =========
+success       success probability >= threshold for k samples  yes         no
+terminate     the policy's ``terminate`` action entry is set   yes         no
+timeout       ``max_steps`` actions or ``timeout_s`` elapsed   no          yes
+operator      an operator stopped the episode                  no          yes
+node_lost     a required input went silent (dead node)         no          yes
+============  ==============================================  ==========  =========
+
+``terminated``/``truncated`` follow Gymnasium's meaning (an MDP terminal state vs. a cut-off),
+which is what offline-RL datasets (Minari) store.
+"""
+from dataclasses import dataclass, field
+
+from awopt_ros.core import spec
+
+OUTCOMES = ('success', 'terminate', 'timeout', 'operator', 'node_lost')
+TERMINAL_OUTCOMES = ('success', 'terminate')
+
+
+@dataclass
+class EpisodeConfig:
+    """Limits of one episode.
+
+    Attributes:
+        max_steps: actions after which the episode times out (>= 1).
+        timeout_s: time after which the episode times out (s, > 0), on the node clock.
+        success_threshold: success probability that counts as success (0..1].
+        success_debounce: consecutive samples at or above the threshold needed (>= 1).
+        node_timeout_s: an input silent for longer than this ends the episode (s, > 0).
+    """
+
+    max_steps: int = 40
+    timeout_s: float = 30.0
+    success_threshold: float = 0.5
+    success_debounce: int = 2
+    node_timeout_s: float = 2.0
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ValueError(f'max_steps must be >= 1, got {self.max_steps}')
+        if not self.timeout_s > 0:
+            raise ValueError(f'timeout_s must be > 0, got {self.timeout_s}')
+        if not 0.0 < self.success_threshold <= 1.0:
+            raise ValueError(f'success_threshold must be in (0, 1], got {self.success_threshold}')
+        if self.success_debounce < 1:
+            raise ValueError(f'success_debounce must be >= 1, got {self.success_debounce}')
+        if not self.node_timeout_s > 0:
+            raise ValueError(f'node_timeout_s must be > 0, got {self.node_timeout_s}')
+
+
+@dataclass
+class EpisodeResult:
+    """How an episode ended (what the manager publishes in its ``end`` event)."""
+
+    episode: int
+    outcome: str
+    steps: int
+    duration_s: float
+    detail: str = ''
+
+    @property
+    def success(self):
+        return self.outcome == 'success'
+
+    @property
+    def terminated(self):
+        return self.outcome in TERMINAL_OUTCOMES
+
+    @property
+    def truncated(self):
+        return not self.terminated
+
+    def as_event(self, stamp_s):
+        """Return the JSON-ready ``end`` event dict (see docs/INTERFACES.md)."""
+        return {'event': 'end', 'episode': self.episode, 'outcome': self.outcome,
+                'steps': self.steps, 'success': self.success, 'terminated': self.terminated,
+                'truncated': self.truncated, 'duration_s': round(self.duration_s, 4),
+                'detail': self.detail, 'stamp_s': stamp_s}
+
+
+@dataclass
+class Episode:
+    """State of one running episode; feed it inputs, it says when and how it ends.
+
+    Times are seconds on the manager node's clock (simulated time when ``use_sim_time``), except
+    input liveness (``seen``, ``check_inputs``), which uses a wall clock so that a dead simulator
+    (whose clock stops) is still noticed. Every ``on_*``/``check*`` method returns an
+    :class:`EpisodeResult` the first time the episode ends and ``None`` otherwise; after the
+    end it ignores further input.
+    """
+
+    episode: int
+    start_s: float
+    config: EpisodeConfig
+    watched: tuple = ()
+    start_wall_s: float = 0.0
+    steps: int = 0
+    result: EpisodeResult = None
+    _success_run: int = 0
+    _last_seen: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Inputs count from the start: one that never arrives is lost after node_timeout_s.
+        self._last_seen = {name: self.start_wall_s for name in self.watched}
+
+    @property
+    def done(self):
+        return self.result is not None
+
+    def _end(self, outcome, now_s, detail=''):
+        if self.result is None:
+            self.result = EpisodeResult(self.episode, outcome, self.steps,
+                                        now_s - self.start_s, detail)
+            return self.result
+        return None
+
+    def on_action(self, action, now_s):
+        """Count one policy action (7-D, see core.spec); end on terminate or step budget.
+
+        A non-finite action still counts as a step (the safety layer holds the arm); it cannot
+        terminate the episode.
+        """
+        if self.done:
+            return None
+        self.steps += 1
+        try:
+            a = spec.validate_action(action)
+            if spec.is_set(a[spec.IDX_TERMINATE]):
+                return self._end('terminate', now_s)
+        except ValueError:
+            pass
+        if self.steps >= self.config.max_steps:
+            return self._end('timeout', now_s, 'step budget used')
+        return None
+
+    def on_success_probability(self, probability, now_s):
+        """Feed one success-detector sample; success after ``success_debounce`` in a row."""
+        if self.done:
+            return None
+        if probability >= self.config.success_threshold:
+            self._success_run += 1
+        else:
+            self._success_run = 0
+        if self._success_run >= self.config.success_debounce:
+            return self._end('success', now_s, f'p={probability:.2f}')
+        return None
+
+    def seen(self, name, wall_s):
+        """Record that input ``name`` (one of ``watched``) was received at wall time ``wall_s``."""
+        if name in self._last_seen:
+            self._last_seen[name] = max(self._last_seen[name], wall_s)
+
+    def stale_inputs(self, wall_s):
+        """Return the watched inputs silent for longer than ``node_timeout_s`` (wall time)."""
+        return sorted(n for n, t in self._last_seen.items()
+                      if wall_s - t > self.config.node_timeout_s)
+
+    def check_inputs(self, now_s, wall_s):
+        """Periodic liveness check: ends the episode as ``node_lost`` if an input went silent."""
+        if self.done:
+            return None
+        stale = self.stale_inputs(wall_s)
+        if stale:
+            return self._end('node_lost', now_s, 'no data from: ' + ', '.join(stale))
+        return None
+
+    def check(self, now_s):
+        """Periodic check: ends the episode once ``timeout_s`` has elapsed (node clock)."""
+        if self.done:
+            return None
+        if now_s - self.start_s >= self.config.timeout_s:
+            return self._end('timeout', now_s, f'{self.config.timeout_s:.1f} s')
+        return None
+
+    def stop(self, now_s, reason='operator'):
+        """End the episode at an operator's request (truncated)."""
+        if self.done:
+            return None
+        return self._end('operator', now_s, reason)

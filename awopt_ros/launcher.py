@@ -1,0 +1,164 @@
+"""Bring up the stack as separate node processes in a plain venv (no ``ros2 launch`` needed).
+
+The node list and parameter handling here mirror ``launch/awopt_grasp.launch.py``: both start one
+process per node with ``--ros-args --params-file CONFIG`` and the same environment (DDS kept
+on this machine, shared-memory transport for camera frames). ROS-free: it only builds command
+lines and manages subprocesses.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from awopt_ros.core.paths import resolve
+
+#: Nodes of the grasping stack, in start order: (node name, python module).
+STACK_NODES = (
+    ('sim_robot', 'awopt_ros.nodes.sim_robot'),
+    ('camera_pipeline', 'awopt_ros.nodes.camera_pipeline'),
+    ('arm_interface', 'awopt_ros.nodes.arm_interface'),
+    ('episode_manager', 'awopt_ros.nodes.episode_manager'),
+    ('logger', 'awopt_ros.nodes.logger'),
+)
+POLICY_NODES = {'actor': ('policy', 'awopt_ros.nodes.policy'),
+                'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy')}
+DEFAULT_CONFIG = 'config/awopt_ros_kuka_grasp.yaml'
+DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
+
+
+def ros_environment(base=None, domain_id=None):
+    """Return the environment every awopt_ros process runs with (a new dict).
+
+    Forces ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (no discovery traffic leaves the machine;
+    Kilted ignores ROS_LOCALHOST_ONLY) and the Fast DDS profile with shared memory for large
+    messages and UDP on 127.0.0.1 only. ``domain_id`` overrides ``ROS_DOMAIN_ID``.
+    """
+    env = dict(os.environ if base is None else base)
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(resolve(DDS_PROFILE)))
+    env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+    env.setdefault('MUJOCO_GL', 'egl')
+    env.setdefault('PYTHONUNBUFFERED', '1')
+    if domain_id is not None:
+        env['ROS_DOMAIN_ID'] = str(int(domain_id))
+    return env
+
+
+def format_param(value):
+    """Return ``value`` as text for ``-p name:=value`` (YAML syntax)."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(format_param(v) for v in value) + ']'
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+def node_command(module, node_name, config, params=None, python=sys.executable):
+    """Return the argv that starts ``module`` as node ``node_name`` with the params file."""
+    argv = [python, '-m', module, '--ros-args', '-r', f'__node:={node_name}',
+            '--params-file', str(resolve(config))]
+    for key, value in (params or {}).items():
+        argv += ['-p', f'{key}:={format_param(value)}']
+    return argv
+
+
+@dataclass
+class NodeProcess:
+    """One running node: its name, command, process and log file."""
+
+    name: str
+    argv: list
+    log_path: Path
+    process: subprocess.Popen = None
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines=20):
+        """Return the last ``lines`` lines of the node's log (str)."""
+        try:
+            text = self.log_path.read_text(errors='replace')
+        except OSError:
+            return ''
+        return '\n'.join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    """The stack's node processes; start with :meth:`start`, stop with :meth:`stop`.
+
+    Args:
+        config: params YAML (relative paths resolve against the package share dir).
+        policy: 'actor' (ONNX policy node) or 'scripted' (privileged scripted policy).
+        log_dir: where each node's stdout/stderr goes (``<name>.log``).
+        overrides: {node name: {param: value}} applied after the params file.
+        env: environment for the processes (default: :func:`ros_environment`).
+    """
+
+    config: str = DEFAULT_CONFIG
+    policy: str = 'actor'
+    log_dir: Path = Path('runs/latest/logs')
+    overrides: dict = field(default_factory=dict)
+    env: dict = None
+    nodes: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.policy not in POLICY_NODES:
+            raise ValueError(f'policy must be one of {sorted(POLICY_NODES)}, got {self.policy!r}')
+        if not resolve(self.config).is_file():
+            raise FileNotFoundError(f'params file not found: {resolve(self.config)}')
+        self.log_dir = Path(self.log_dir)
+
+    def node_specs(self):
+        """Return [(node name, module)] in start order."""
+        specs = list(STACK_NODES)
+        specs.insert(2, POLICY_NODES[self.policy])
+        return specs
+
+    def start(self):
+        """Start every node process (returns self)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = self.env if self.env is not None else ros_environment()
+        for name, module in self.node_specs():
+            argv = node_command(module, name, self.config, self.overrides.get(name))
+            proc = NodeProcess(name, argv, self.log_dir / f'{name}.log')
+            log = open(proc.log_path, 'wb')  # noqa: SIM115 - closed with the process
+            proc.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, start_new_session=True)
+            log.close()
+            self.nodes.append(proc)
+        return self
+
+    def dead(self):
+        """Return the nodes whose process has exited."""
+        return [n for n in self.nodes if not n.alive()]
+
+    def stop(self, timeout_s=15.0):
+        """Stop all nodes: SIGINT (clean shutdown, the logger closes its files), then kill.
+
+        Returns {node name: exit code}.
+        """
+        for n in self.nodes:
+            if n.alive():
+                n.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        for n in self.nodes:
+            try:
+                n.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.process.kill()
+                n.process.wait()
+        return {n.name: n.process.returncode for n in self.nodes}
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

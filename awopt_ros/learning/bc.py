@@ -1,0 +1,245 @@
+"""Behaviour cloning of the grasping actor (the AW-Opt actor loss without advantage weights).
+
+AW-Opt (Lu et al. 2021, FACTS.md) trains its actor with
+
+    L_A(a, A_phi(s)) = sum_k w_k (mu_k(s) - a_k)^2 + w_d sum_j CE(a_j, p_j(s))
+
+on transitions of successful episodes only ("positive filtering"), weighted by exp(Adv).
+Behaviour cloning is that loss with all advantage weights equal to 1. For task 1 the weights
+are w_x = w_y = w_z = 33.3, w_theta = 5.5 and w_d = 1.0 for each of open, close, terminate.
+Continuous actions are compared after normalising by their bounds (a_k / high_k, so every
+continuous term lives in [-1, 1]); discrete ones use binary cross-entropy on the logits.
+
+Augmentation: random shift of +-``shift_px`` pixels with edge replication (DrQ, Kostrikov et
+al. 2020), applied independently to each image in a batch.
+"""
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from awopt_ros.core import spec
+from awopt_ros.learning.networks import Actor, ActorConfig
+
+#: Task-1 sub-action weights (x, y, z, theta, open, close, terminate), AW-Opt Sec. 5.
+TASK1_WEIGHTS = (33.3, 33.3, 33.3, 5.5, 1.0, 1.0, 1.0)
+
+
+@dataclass
+class BCConfig:
+    """Behaviour-cloning hyper-parameters.
+
+    Attributes:
+        steps: gradient steps.
+        batch_size: transitions per step.
+        lr: Adam learning rate lambda_A (AWAC/AW-Opt use 3e-4).
+        weight_decay: Adam L2 weight decay.
+        weights: w_k for (x, y, z, theta, open, close, terminate), AW-Opt task 1.
+        shift_px: random-shift augmentation range (px, each direction); 0 disables it.
+        holdout_fraction: fraction of transitions kept aside for the held-out loss.
+        eval_every: steps between held-out evaluations (and progress updates).
+        seed: seed of torch and numpy generators used here.
+        num_threads: torch intra-op threads (the target machine has 2 cores).
+        actor: network shape (:class:`ActorConfig`).
+    """
+
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    weights: tuple = TASK1_WEIGHTS
+    shift_px: int = 4
+    holdout_fraction: float = 0.1
+    eval_every: int = 100
+    seed: int = 0
+    num_threads: int = 2
+    actor: ActorConfig = field(default_factory=ActorConfig)
+
+    def __post_init__(self):
+        """Validate the values (ValueError naming the field)."""
+        if self.steps < 1:
+            raise ValueError(f'BCConfig.steps must be >= 1, got {self.steps}')
+        if self.batch_size < 1:
+            raise ValueError(f'BCConfig.batch_size must be >= 1, got {self.batch_size}')
+        if not self.lr > 0:
+            raise ValueError(f'BCConfig.lr must be > 0, got {self.lr}')
+        if len(self.weights) != spec.ACTION_DIM:
+            raise ValueError(f'BCConfig.weights needs {spec.ACTION_DIM} entries, '
+                             f'got {len(self.weights)}')
+        if self.shift_px < 0:
+            raise ValueError(f'BCConfig.shift_px must be >= 0, got {self.shift_px}')
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f'BCConfig.holdout_fraction must be in [0, 1), '
+                             f'got {self.holdout_fraction}')
+        if self.eval_every < 1:
+            raise ValueError(f'BCConfig.eval_every must be >= 1, got {self.eval_every}')
+
+    def to_dict(self):
+        """Return the config as a plain (JSON-friendly) dict."""
+        d = asdict(self)
+        d['weights'] = list(self.weights)
+        return d
+
+
+def random_shift(images, shift_px, generator=None):
+    """Shift each image by a random integer offset in [-shift_px, shift_px] (edge replicate).
+
+    Args:
+        images: uint8 or float tensor (N, H, W, C).
+        shift_px: maximum shift (px); 0 returns ``images`` unchanged.
+        generator: optional ``torch.Generator``.
+
+    Returns:
+        tensor of the same shape and dtype.
+    """
+    if shift_px == 0:
+        return images
+    n, h, w = images.shape[:3]
+    d = torch.randint(-shift_px, shift_px + 1, (n, 2), generator=generator)
+    rows = (torch.arange(h).reshape(1, h) + d[:, :1]).clamp(0, h - 1)    # (N, H)
+    cols = (torch.arange(w).reshape(1, w) + d[:, 1:]).clamp(0, w - 1)    # (N, W)
+    idx_n = torch.arange(n).reshape(n, 1, 1)
+    return images[idx_n, rows.reshape(n, h, 1), cols.reshape(n, 1, w)]
+
+
+def bc_loss(actor, images, proprios, actions, weights):
+    """Return (total loss, dict of per-sub-action losses) for one batch.
+
+    Args:
+        actor: :class:`Actor`.
+        images: uint8 tensor (N, H, W, 3); proprios: float32 (N, 6); actions: float32 (N, 7).
+        weights: 7 sub-action weights w_k.
+
+    total = sum_k w_k mean_n (mu_k/high_k - a_k/high_k)^2 + sum_j w_j mean_n BCE(logit_j, a_j)
+    with discrete targets a_j > 0.5 -> 1 else 0.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    mean_n, logits = actor.normalised(images, proprios)
+    high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
+    target_n = (actions[:, :4] / high).clamp(-1.0, 1.0)
+    mse = ((mean_n - target_n) ** 2).mean(0)                                 # (4,)
+    target_d = (actions[:, 4:] > 0.5).to(torch.float32)
+    bce = F.binary_cross_entropy_with_logits(logits, target_d, reduction='none').mean(0)
+    total = (w[:4] * mse).sum() + (w[4:] * bce).sum()
+    parts = {name: float(v) for name, v in zip(spec.ACTION_NAMES, torch.cat([mse, bce]))}
+    return total, parts
+
+
+def split_holdout(n, fraction, seed):
+    """Return (train indices, held-out indices) of ``n`` samples, shuffled with ``seed``."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_hold = int(round(n * fraction)) if n > 1 else 0
+    n_hold = min(n_hold, n - 1)
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+
+
+def _check_arrays(images, proprios, actions):
+    images = np.asarray(images)
+    proprios = np.asarray(proprios, dtype=np.float32)
+    actions = np.asarray(actions, dtype=np.float32)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f'images must be uint8 (N, H, W, 3), got {images.dtype} '
+                         f'{images.shape}')
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError(f'need at least 2 transitions to train, got {n}')
+    if proprios.shape != (n, spec.PROPRIO_DIM):
+        raise ValueError(f'proprios must be (N={n}, {spec.PROPRIO_DIM}), got {proprios.shape}')
+    if actions.shape != (n, spec.ACTION_DIM):
+        raise ValueError(f'actions must be (N={n}, {spec.ACTION_DIM}), got {actions.shape}')
+    if not (np.all(np.isfinite(proprios)) and np.all(np.isfinite(actions))):
+        raise ValueError('proprios or actions contain non-finite values')
+    return images, proprios, actions
+
+
+@torch.no_grad()
+def evaluate(actor, images, proprios, actions, weights, batch_size=256):
+    """Return the mean BC loss (float) of ``actor`` over tensors, without augmentation."""
+    actor.eval()
+    total, count = 0.0, 0
+    for s in range(0, images.shape[0], batch_size):
+        sl = slice(s, s + batch_size)
+        loss, _ = bc_loss(actor, images[sl], proprios[sl], actions[sl], weights)
+        k = images[sl].shape[0]
+        total += float(loss) * k
+        count += k
+    actor.train()
+    return total / max(count, 1)
+
+
+def train_bc(images, proprios, actions, config=None, progress=True, log=None):
+    """Train an :class:`Actor` by behaviour cloning on (image, proprio) -> action pairs.
+
+    Args:
+        images: uint8 (N, H, W, 3), H = W = ``config.actor.image_size``.
+        proprios: float32 (N, 6). actions: float32 (N, 7), ``spec.ACTION_NAMES``.
+        config: :class:`BCConfig` (defaults if None).
+        progress: show a tqdm progress bar.
+        log: optional callable(str) for progress lines.
+
+    Returns:
+        (actor in eval mode, history dict with lists ``step``, ``train_loss`` (running mean
+        since the last evaluation), ``heldout_loss`` (nan when no held-out data) and the
+        final per-sub-action held-out losses ``heldout_parts``).
+
+    Raises:
+        ValueError: bad array shapes/dtypes or an image size different from the config's.
+    """
+    config = config or BCConfig()
+    images, proprios, actions = _check_arrays(images, proprios, actions)
+    if images.shape[1:3] != (config.actor.image_size, config.actor.image_size):
+        raise ValueError(f'images are {images.shape[1]}x{images.shape[2]}, the actor expects '
+                         f'{config.actor.image_size}x{config.actor.image_size}')
+    torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    train_idx, hold_idx = split_holdout(images.shape[0], config.holdout_fraction, config.seed)
+    t_img = torch.from_numpy(np.ascontiguousarray(images))
+    t_pro = torch.from_numpy(proprios)
+    t_act = torch.from_numpy(actions)
+    tr_idx = torch.from_numpy(train_idx)
+    ho = (t_img[hold_idx], t_pro[hold_idx], t_act[hold_idx]) if len(hold_idx) else None
+
+    actor = Actor(config.actor)
+    actor.train()
+    opt = torch.optim.Adam(actor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history = {'step': [], 'train_loss': [], 'heldout_loss': [], 'heldout_parts': {}}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=config.steps, desc='bc', unit='step', dynamic_ncols=True)
+    running, running_n = 0.0, 0
+    for step in range(1, config.steps + 1):
+        pick = tr_idx[torch.randint(0, len(tr_idx), (config.batch_size,), generator=gen)]
+        img = random_shift(t_img[pick], config.shift_px, gen)
+        loss, _ = bc_loss(actor, img, t_pro[pick], t_act[pick], config.weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += float(loss)
+        running_n += 1
+        if step % config.eval_every == 0 or step == config.steps:
+            held = evaluate(actor, *ho, config.weights) if ho is not None else math.nan
+            history['step'].append(step)
+            history['train_loss'].append(running / running_n)
+            history['heldout_loss'].append(held)
+            if bar is not None:
+                bar.set_postfix(train=f'{running / running_n:.4f}', heldout=f'{held:.4f}')
+            if log is not None:
+                log(f'step {step}/{config.steps} train {running / running_n:.4f} '
+                    f'heldout {held:.4f}')
+            running, running_n = 0.0, 0
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if ho is not None:
+        with torch.no_grad():
+            actor.eval()
+            _, parts = bc_loss(actor, *ho, config.weights)
+        history['heldout_parts'] = parts
+    actor.eval()
+    return actor, history

@@ -1,0 +1,123 @@
+"""Export a trained :class:`~awopt_ros.learning.networks.Actor` to ONNX with its contract.
+
+The graph (docs/INTERFACES.md "Model contract"): inputs ``image`` uint8 (N, H, W, 3) RGB and
+``proprio`` float32 (N, 6), output ``action`` float32 (N, 7), dynamic batch axis N. Continuous
+entries are the actor mean clipped to the bounds; discrete entries are 0/1. Metadata:
+``awopt_contract`` (JSON, checked by ``awopt_ros.core.onnx_policy``) and ``model_card`` (text).
+"""
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from awopt_ros.core import spec
+from awopt_ros.core.onnx_policy import CONTRACT_KEY, CONTRACT_VERSION, MODEL_CARD_KEY
+from awopt_ros.learning.networks import ActorPolicy
+
+OPSET = 17
+PARITY_ATOL = 1e-4
+
+
+def make_contract(image_size, crop_xywh, algorithm='bc', dataset=''):
+    """Return the ``awopt_contract`` dict for a model taking ``image_size`` square images."""
+    if len(list(crop_xywh)) != 4:
+        raise ValueError(f'crop_xywh must have 4 entries, got {list(crop_xywh)}')
+    return {
+        'image_size': [int(image_size), int(image_size)],
+        'crop_xywh': [int(v) for v in crop_xywh],
+        'source_size': list(spec.SOURCE_SIZE),
+        'proprio_names': list(spec.PROPRIO_NAMES),
+        'action_names': list(spec.ACTION_NAMES),
+        'action_low': [float(v) for v in spec.ACTION_LOW],
+        'action_high': [float(v) for v in spec.ACTION_HIGH],
+        'action_units': list(spec.ACTION_UNITS),
+        'algorithm': str(algorithm),
+        'dataset': str(dataset),
+        'version': CONTRACT_VERSION,
+    }
+
+
+def _export_bytes(policy, image, proprio):
+    buf = io.BytesIO()
+    kwargs = dict(input_names=['image', 'proprio'], output_names=['action'],
+                  dynamic_axes={'image': {0: 'N'}, 'proprio': {0: 'N'}, 'action': {0: 'N'}},
+                  opset_version=OPSET)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(policy, (image, proprio), buf, dynamo=False, **kwargs)
+    return buf.getvalue()
+
+
+def parity_check(policy, onnx_path, image_size, batch_sizes=(1, 64), seed=0):
+    """Compare torch and onnxruntime outputs on random inputs; return the max abs difference.
+
+    Returns:
+        dict {batch size: (max abs diff of the continuous parts, number of differing
+        discrete entries)}.
+
+    Raises:
+        ValueError: the continuous difference exceeds ``PARITY_ATOL`` at any batch size.
+    """
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    rng = np.random.default_rng(seed)
+    out = {}
+    for n in batch_sizes:
+        img = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
+        pro = rng.normal(0.0, 0.3, (n, spec.PROPRIO_DIM)).astype(np.float32)
+        with torch.no_grad():
+            ref = policy(torch.from_numpy(img), torch.from_numpy(pro)).numpy()
+        got = sess.run(['action'], {'image': img, 'proprio': pro})[0]
+        if got.shape != (n, spec.ACTION_DIM) or got.dtype != np.float32:
+            raise ValueError(f'ONNX output has shape {got.shape} dtype {got.dtype}, expected '
+                             f'({n}, {spec.ACTION_DIM}) float32')
+        diff = float(np.max(np.abs(ref[:, :4] - got[:, :4])))
+        flips = int(np.sum(ref[:, 4:] != got[:, 4:]))
+        if diff > PARITY_ATOL:
+            raise ValueError(f'ONNX/torch parity failed at batch {n}: max abs diff {diff:.3g} '
+                             f'> {PARITY_ATOL}')
+        out[n] = (diff, flips)
+    return out
+
+
+def export_actor(actor, out_path, crop_xywh, dataset='', algorithm='bc', model_card='',
+                 check_parity=True):
+    """Write ``actor`` as an ONNX file at ``out_path`` with contract metadata.
+
+    Args:
+        actor: trained :class:`Actor` (its ``config.image_size`` sets the input size).
+        out_path: destination ``.onnx`` path (parent directories are created).
+        crop_xywh: (x, y, w, h) crop of the camera frame the model was trained on.
+        dataset: dataset id recorded in the contract.
+        algorithm: training algorithm recorded in the contract.
+        model_card: free text stored under the ``model_card`` metadata key.
+        check_parity: compare torch vs onnxruntime at batch 1 and 64.
+
+    Returns:
+        dict: ``contract`` and ``parity`` ({batch: (max abs diff, discrete flips)} or {}).
+
+    Raises:
+        ValueError: parity fails (the file is still written, for inspection).
+    """
+    import onnx
+    actor = actor.eval()
+    policy = ActorPolicy(actor).eval()
+    size = int(actor.config.image_size)
+    contract = make_contract(size, crop_xywh, algorithm=algorithm, dataset=dataset)
+    dummy_img = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    dummy_pro = torch.zeros((2, spec.PROPRIO_DIM), dtype=torch.float32)
+    model = onnx.load_from_string(_export_bytes(policy, dummy_img, dummy_pro))
+    del model.metadata_props[:]
+    for key, value in ((CONTRACT_KEY, json.dumps(contract)), (MODEL_CARD_KEY, model_card)):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = 'awopt_ros'
+    onnx.checker.check_model(model)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_path))
+    parity = parity_check(policy, out_path, size) if check_parity else {}
+    return {'contract': contract, 'parity': parity}

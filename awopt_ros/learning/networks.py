@@ -1,0 +1,147 @@
+"""Actor network for the grasping task: RGB image + proprioception -> 7-D action.
+
+Architecture (a small version of the AW-Opt actor, Lu et al. 2021: same kind of image
+backbone as the critic, Gaussian mean for the continuous sub-actions and logits for the
+discrete ones; FACTS.md):
+
+    image uint8 (N, H, W, 3) -> float (N, 3, H, W) / 255
+      -> conv trunk (``num_conv`` 3x3 convs, ``channels`` each, first stride 2, rest 1, ReLU)
+      -> spatial softmax (Levine et al. 2016, "End-to-End Training of Deep Visuomotor
+         Policies"): per channel the expected image coordinates (x, y) in [-1, 1] of a softmax
+         over the feature map -> (N, 2 * channels) keypoints
+      -> concat proprio (N, 6) -> MLP (``hidden`` units, ReLU, 2 layers)
+      -> continuous mean (N, 4) = tanh(.) * bound (``core.spec`` ACTION_HIGH, symmetric)
+         and discrete logits (N, 3) for open, close, terminate (independent Bernoulli).
+
+Normalisation lives inside the module so an exported ONNX graph takes uint8 NHWC images.
+"""
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from awopt_ros.core import spec
+
+
+@dataclass
+class ActorConfig:
+    """Shape of the actor network.
+
+    Attributes:
+        image_size: side of the square input image (px).
+        channels: conv channels per layer.
+        num_conv: number of 3x3 conv layers (first stride 2, others stride 1).
+        hidden: MLP hidden units (2 hidden layers).
+    """
+
+    image_size: int = 64
+    channels: int = 32
+    num_conv: int = 4
+    hidden: int = 256
+
+    def __post_init__(self):
+        """Validate the sizes (ValueError naming the field)."""
+        for name in ('image_size', 'channels', 'num_conv', 'hidden'):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f'ActorConfig.{name} must be >= 1, got {getattr(self, name)}')
+        if self.image_size < 8:
+            raise ValueError(f'ActorConfig.image_size must be >= 8, got {self.image_size}')
+
+    def to_dict(self):
+        """Return the config as a plain dict."""
+        return asdict(self)
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map (N, C, H, W) -> keypoints (N, 2C): softmax-expected (x, y) in [-1, 1].
+
+    A learnable temperature scales the logits (Levine et al. 2016).
+    """
+
+    def __init__(self, height, width):
+        """Precompute the coordinate grids for a ``height`` x ``width`` feature map."""
+        super().__init__()
+        ys = torch.linspace(-1.0, 1.0, height)
+        xs = torch.linspace(-1.0, 1.0, width)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+        self.register_buffer('pos_x', grid_x.reshape(1, 1, -1))
+        self.register_buffer('pos_y', grid_y.reshape(1, 1, -1))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features):
+        """Return (N, 2C) keypoints ordered [x_0..x_{C-1}, y_0..y_{C-1}]."""
+        n, c = features.shape[0], features.shape[1]
+        logits = features.reshape(n, c, -1) / torch.exp(self.log_temperature)
+        prob = torch.softmax(logits, dim=-1)                 # (N, C, H*W)
+        kx = (prob * self.pos_x).sum(-1)                     # (N, C)
+        ky = (prob * self.pos_y).sum(-1)
+        return torch.cat([kx, ky], dim=1)
+
+
+class Actor(nn.Module):
+    """The actor: ``forward(image, proprio) -> (mean (N, 4), logits (N, 3))``.
+
+    Args:
+        config: an :class:`ActorConfig`.
+
+    ``image`` is uint8 (N, H, W, 3) RGB (float inputs in 0..255 also work, used by tests);
+    ``proprio`` float32 (N, 6). ``mean`` is in physical units (m, m, m, rad) within
+    ``spec.ACTION_LOW/HIGH[:4]``; ``logits`` are Bernoulli logits of open, close, terminate.
+    """
+
+    def __init__(self, config=None):
+        """Build the layers; see the class docstring."""
+        super().__init__()
+        self.config = config or ActorConfig()
+        c = self.config
+        layers = []
+        in_ch = 3
+        size = c.image_size
+        for i in range(c.num_conv):
+            stride = 2 if i == 0 else 1
+            layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=1), nn.ReLU()]
+            in_ch = c.channels
+            size = (size + 2 - 3) // stride + 1
+        self.trunk = nn.Sequential(*layers)
+        self.keypoints = SpatialSoftmax(size, size)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * c.channels + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
+            nn.Linear(c.hidden, c.hidden), nn.ReLU(),
+            nn.Linear(c.hidden, 4 + 3))
+        high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
+        self.register_buffer('cont_scale', high.reshape(1, 4))
+
+    def normalised(self, image, proprio):
+        """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling."""
+        x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)   # (N, 3, H, W)
+        feats = self.keypoints(self.trunk(x))                               # (N, 2C)
+        h = self.mlp(torch.cat([feats, proprio.to(torch.float32)], dim=1))  # (N, 7)
+        return torch.tanh(h[:, :4]), h[:, 4:]
+
+    def forward(self, image, proprio):
+        """Return (mean (N, 4) in physical units, logits (N, 3))."""
+        mean_n, logits = self.normalised(image, proprio)
+        return mean_n * self.cont_scale, logits
+
+
+class ActorPolicy(nn.Module):
+    """Deployment wrapper: ``forward(image, proprio) -> action (N, 7)`` (the ONNX graph).
+
+    Continuous entries are the actor mean clipped to ``spec.ACTION_LOW/HIGH``; discrete
+    entries are 1.0 where sigmoid(logit) > 0.5 (equivalently logit > 0), else 0.0.
+    """
+
+    def __init__(self, actor):
+        """Wrap ``actor`` (an :class:`Actor`)."""
+        super().__init__()
+        self.actor = actor
+        self.register_buffer('low', torch.as_tensor(spec.ACTION_LOW[spec.CONTINUOUS]).reshape(1, 4))
+        self.register_buffer('high',
+                             torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS]).reshape(1, 4))
+
+    def forward(self, image, proprio):
+        """Return float32 (N, 7) final actions."""
+        mean, logits = self.actor(image, proprio)
+        cont = torch.minimum(torch.maximum(mean, self.low), self.high)
+        disc = (torch.sigmoid(logits) > 0.5).to(torch.float32)
+        return torch.cat([cont, disc], dim=1)

@@ -1,0 +1,202 @@
+"""episode_manager: reset -> run -> done, one episode at a time.
+
+Services ``/episode/start`` and ``/episode/stop`` (std_srvs/Trigger); events on
+``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md). The decisions live in
+:mod:`awopt_ros.core.episode`; this node only wires topics and services to it.
+"""
+import json
+import time
+
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, JointState
+from std_msgs.msg import Float32, String
+from std_srvs.srv import SetBool, Trigger
+
+from awopt_ros.core.episode import Episode, EpisodeConfig
+from awopt_ros.ros import convert, qos
+from awopt_ros.ros.params import declare
+from awopt_ros.ros.run import spin_node
+
+WATCHED = ('camera', 'joint_states', 'policy')
+
+
+class EpisodeManagerNode(Node):
+    """Runs episodes on request: reset the cell, enable the arm, watch for the end."""
+
+    def __init__(self, **kwargs):
+        super().__init__('episode_manager', **kwargs)
+        self.config = EpisodeConfig(
+            max_steps=declare(self, 'max_steps', 40, 'Actions per episode before timeout.',
+                              low=1, high=100000),
+            timeout_s=declare(self, 'timeout_s', 30.0, 'Episode time limit (s, node clock).',
+                              low=0.1, high=86400.0),
+            success_threshold=declare(self, 'success_threshold', 0.5,
+                                      'Success probability that counts as success.',
+                                      low=0.01, high=1.0),
+            success_debounce=declare(self, 'success_debounce_steps', 2,
+                                     'Consecutive success samples needed.', low=1, high=100),
+            node_timeout_s=declare(self, 'node_timeout_s', 2.0,
+                                   'Camera, joint states or policy silent this long ends the '
+                                   'episode as node_lost (s).', low=0.1, high=60.0),
+        )
+        self.reset_timeout_s = declare(self, 'reset_timeout_s', 10.0,
+                                       'Time allowed for the reset service (s, wall).',
+                                       low=0.1, high=600.0)
+        reset_service = declare(self, 'reset_service', '/sim/reset',
+                                'std_srvs/Trigger service that resets the cell to home.',
+                                read_only=True)
+        enable_service = declare(self, 'enable_service', '/arm/enable',
+                                 'std_srvs/SetBool service that enables the arm interface.',
+                                 read_only=True)
+
+        self.episode_index = 0
+        self.episode = None        # Episode while running
+        self.pending = None        # description of the start sequence in progress
+        self.start_request_s = 0.0
+        self.last_seed = None
+
+        self.events = self.create_publisher(String, '/episode/event', qos.LATCHED)
+        self.reset_client = self.create_client(Trigger, reset_service)
+        self.enable_client = self.create_client(SetBool, enable_service)
+        self.create_service(Trigger, '/episode/start', self._on_start)
+        self.create_service(Trigger, '/episode/stop', self._on_stop)
+        self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
+        self.create_subscription(Float32, '/success/probability', self._on_success, qos.COMMAND)
+        self.create_subscription(JointState, '/joint_states',
+                                 lambda _: self._seen('joint_states'), qos.SENSOR)
+        self.create_subscription(CameraInfo, '/camera/color/camera_info',
+                                 lambda _: self._seen('camera'), qos.SENSOR)
+        # Wall-clock timer: with use_sim_time a dead simulator stops the node clock.
+        self.create_timer(0.05, self._on_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # -- time -------------------------------------------------------------------------------
+    def _now_s(self):
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- start sequence: reset -> enable -> running ------------------------------------------
+    def _on_start(self, request, response):
+        if self.episode is not None or self.pending is not None:
+            response.success = False
+            response.message = json.dumps({'error': 'an episode is already running',
+                                           'episode': self.episode_index})
+            return response
+        if not self.reset_client.service_is_ready():
+            response.success = False
+            response.message = json.dumps(
+                {'error': f'reset service {self.reset_client.srv_name} not available'})
+            return response
+        self.episode_index += 1
+        self.pending = 'reset'
+        self.start_request_s = time.monotonic()
+        self.reset_client.call_async(Trigger.Request()).add_done_callback(self._after_reset)
+        response.success = True
+        response.message = json.dumps({'episode': self.episode_index})
+        return response
+
+    def _after_reset(self, future):
+        if self.pending != 'reset':
+            return
+        result = future.result()
+        if result is None or not result.success:
+            self.get_logger().error(f'reset failed: {getattr(result, "message", "no reply")}')
+            self._abort_start('reset failed')
+            return
+        try:
+            self.last_seed = json.loads(result.message).get('seed')
+        except (ValueError, AttributeError):
+            self.last_seed = None
+        self.pending = 'enable'
+        self.enable_client.call_async(SetBool.Request(data=True)).add_done_callback(
+            self._after_enable)
+
+    def _after_enable(self, future):
+        if self.pending != 'enable':
+            return
+        result = future.result()
+        if result is None or not result.success:
+            self.get_logger().error('arm interface refused to enable')
+            self._abort_start('enable failed')
+            return
+        self.pending = None
+        now = self._now_s()
+        self.episode = Episode(self.episode_index, now, self.config, watched=WATCHED,
+                               start_wall_s=time.monotonic())
+        self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
+                       'stamp_s': now})
+        self.get_logger().info(f'episode {self.episode_index} started (seed {self.last_seed})')
+
+    def _abort_start(self, why):
+        self.pending = None
+        self._publish({'event': 'start_failed', 'episode': self.episode_index, 'detail': why,
+                       'stamp_s': self._now_s()})
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _seen(self, name):
+        if self.episode is not None:
+            self.episode.seen(name, time.monotonic())
+
+    def _on_action(self, msg):
+        if self.episode is None:
+            return
+        # Actions computed on frames from before the episode started are not its steps.
+        if convert.stamp_to_s(msg.header.stamp) < self.episode.start_s:
+            return
+        self._seen('policy')
+        try:
+            action = convert.msg_to_action(msg)
+        except ValueError as exc:
+            self.get_logger().error(f'bad action message: {exc}')
+            return
+        self._finish(self.episode.on_action(action, self._now_s()))
+
+    def _on_success(self, msg):
+        if self.episode is not None:
+            self._finish(self.episode.on_success_probability(float(msg.data), self._now_s()))
+
+    def _on_stop(self, request, response):
+        if self.episode is None:
+            response.success = False
+            response.message = json.dumps({'error': 'no episode is running'})
+            return response
+        result = self.episode.stop(self._now_s())
+        response.success = True
+        response.message = json.dumps({'episode': result.episode, 'outcome': result.outcome})
+        self._finish(result)
+        return response
+
+    def _on_timer(self):
+        if self.episode is not None:
+            now = self._now_s()
+            self._finish(self.episode.check_inputs(now, time.monotonic())
+                         or self.episode.check(now))
+        elif self.pending is not None and (
+                time.monotonic() - self.start_request_s > self.reset_timeout_s):
+            self.get_logger().error(f'start sequence stuck in {self.pending}')
+            self._abort_start(f'{self.pending} timed out')
+
+    # -- end ---------------------------------------------------------------------------------
+    def _finish(self, result):
+        if result is None:
+            return
+        self.episode = None
+        if self.enable_client.service_is_ready():
+            self.enable_client.call_async(SetBool.Request(data=False))
+        self._publish(result.as_event(self._now_s()))
+        text = (f'episode {result.episode} ended: {result.outcome} after {result.steps} steps '
+                f'{result.detail}')
+        if result.success:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
+
+    def _publish(self, event):
+        self.events.publish(String(data=json.dumps(event)))
+
+
+def main(args=None):
+    return spin_node(EpisodeManagerNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,139 @@
+"""Conversions between ROS messages and numpy arrays (images, actions, joint states, stamps).
+
+Images are ``sensor_msgs/Image`` with encoding ``rgb8`` and arrays of shape (H, W, 3) uint8.
+Actions travel as ``sensor_msgs/JointState`` with ``name`` = ``core.spec.ACTION_NAMES`` and
+``position`` = the 7 action values (see docs/INTERFACES.md).
+"""
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import Image, JointState
+
+from awopt_ros.core.spec import ACTION_DIM, ACTION_NAMES
+
+RGB8 = 'rgb8'
+ACTION_FRAME = 'base_link'
+
+
+def image_to_numpy(msg):
+    """Return the pixels of an rgb8 ``sensor_msgs/Image`` as a (H, W, 3) uint8 array.
+
+    Row padding (``step`` > 3 * width) is dropped. The result is a copy owned by the caller.
+
+    Raises:
+        ValueError: encoding is not rgb8, ``step`` < 3 * width, or ``data`` shorter than
+            ``step * height``.
+    """
+    if msg.encoding != RGB8:
+        raise ValueError(f'expected image encoding {RGB8!r}, got {msg.encoding!r}')
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = 3 * w
+    if step < row_bytes:
+        raise ValueError(f'image step {step} is smaller than 3 * width = {row_bytes}')
+    try:
+        buf = np.frombuffer(msg.data, dtype=np.uint8)  # array.array / bytes: no copy
+    except TypeError:
+        buf = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
+    if buf.size < step * h:
+        raise ValueError(f'image data has {buf.size} bytes, expected step * height = '
+                         f'{step} * {h} = {step * h}')
+    rows = buf[:step * h].reshape(h, step)
+    return np.ascontiguousarray(rows[:, :row_bytes]).reshape(h, w, 3)
+
+
+def numpy_to_image(arr, stamp, frame_id):
+    """Return a ``sensor_msgs/Image`` (rgb8, no padding) holding ``arr`` (H, W, 3) uint8.
+
+    Args:
+        arr: (H, W, 3) uint8 RGB pixels.
+        stamp: ``builtin_interfaces/Time`` for ``header.stamp``.
+        frame_id: ``header.frame_id`` (e.g. 'camera_color_optical_frame').
+
+    Raises:
+        ValueError: wrong shape or dtype.
+    """
+    a = np.asarray(arr)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f'image array must have shape (H, W, 3), got {a.shape}')
+    if a.dtype != np.uint8:
+        raise ValueError(f'image array must be uint8, got {a.dtype}')
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
+    msg.encoding = RGB8
+    msg.is_bigendian = 0
+    msg.step = 3 * msg.width
+    msg.data = np.ascontiguousarray(a).tobytes()
+    return msg
+
+
+def action_to_msg(action, stamp):
+    """Return the 7-D ``action`` as a ``sensor_msgs/JointState`` for ``/policy/action``.
+
+    ``name`` = ``ACTION_NAMES``, ``position`` = the values (float), ``header.stamp`` = ``stamp``
+    (the source camera frame's stamp), ``header.frame_id`` = 'base_link'.
+
+    Raises:
+        ValueError: ``action`` does not have 7 entries. Non-finite values are passed through
+            (the arm interface rejects them).
+    """
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if a.shape != (ACTION_DIM,):
+        raise ValueError(f'action must have {ACTION_DIM} entries {ACTION_NAMES}, got {a.shape}')
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.header.frame_id = ACTION_FRAME
+    msg.name = list(ACTION_NAMES)
+    msg.position = a.tolist()
+    return msg
+
+
+def msg_to_action(msg):
+    """Return the action carried by a ``/policy/action`` JointState as float32 (7,).
+
+    Values are not checked for finiteness (the safety filter does that).
+
+    Raises:
+        ValueError: ``name`` differs from ``ACTION_NAMES`` (order included) or the number of
+            positions is not 7.
+    """
+    names = tuple(msg.name)
+    if names != ACTION_NAMES:
+        raise ValueError(f'action names must be {ACTION_NAMES}, got {names}')
+    a = np.asarray(msg.position, dtype=np.float32).reshape(-1)
+    if a.shape != (ACTION_DIM,):
+        raise ValueError(f'action must have {ACTION_DIM} positions, got {a.shape[0]}')
+    return a
+
+
+def joint_positions(msg, names):
+    """Return the positions of joints ``names`` (in that order) from a JointState, float64.
+
+    Raises:
+        KeyError: some of ``names`` are missing from ``msg.name`` (the message names them).
+        ValueError: ``msg.position`` is shorter than ``msg.name``.
+    """
+    if len(msg.position) < len(msg.name):
+        raise ValueError(f'joint state has {len(msg.name)} names but only '
+                         f'{len(msg.position)} positions')
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise KeyError(f'joint state lacks joints {missing}')
+    pos = msg.position
+    return np.array([pos[index[n]] for n in names], dtype=np.float64)
+
+
+def stamp_to_s(stamp):
+    """Return a ``builtin_interfaces/Time`` (or rclpy ``Time``) as float seconds."""
+    if hasattr(stamp, 'nanoseconds'):
+        return stamp.nanoseconds * 1e-9
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def s_to_stamp(t_s):
+    """Return float seconds ``t_s`` (>= 0) as a ``builtin_interfaces/Time``."""
+    ns = int(round(float(t_s) * 1e9))
+    if ns < 0:
+        raise ValueError(f'stamp must be >= 0 s, got {t_s}')
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)

@@ -1,0 +1,111 @@
+"""A client node that runs episodes through the episode manager and collects what happened.
+
+Used by ``awopt demo``, ``awopt collect`` and ``awopt bench`` (and the integration tests): it
+calls ``/episode/start``, waits for the matching ``end`` event on ``/episode/event``, and
+gathers frame-to-command latencies, the simulator's and logger's counters and the paths of the
+saved bags and dataset.
+"""
+import json
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
+
+from awopt_ros.ros import qos
+from awopt_ros.ros.diagnostics import parse_values
+
+
+class EpisodeClient(Node):
+    """Starts episodes and records events, latencies, counters and saved-episode records."""
+
+    def __init__(self, **kwargs):
+        super().__init__('awopt_episode_client', **kwargs)
+        self.events = []             # every event dict received, in order
+        self.saved = {}              # episode -> /logger/episode_saved record
+        self.latencies_ms = []       # /arm/frame_to_command_ms samples while episodes ran
+        self.counters = {}           # diagnostic status name -> latest values dict
+        self.recording = False
+        self.start_client = self.create_client(Trigger, '/episode/start')
+        self.stop_client = self.create_client(Trigger, '/episode/stop')
+        self.create_subscription(String, '/episode/event', self._on_event, qos.LATCHED)
+        self.create_subscription(String, '/logger/episode_saved', self._on_saved, qos.LATCHED)
+        self.create_subscription(Float64, '/arm/frame_to_command_ms', self._on_latency,
+                                 qos.COMMAND)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+
+    def _on_event(self, msg):
+        try:
+            self.events.append(json.loads(msg.data))
+        except ValueError:
+            self.get_logger().warning(f'unreadable episode event: {msg.data!r}')
+
+    def _on_saved(self, msg):
+        try:
+            record = json.loads(msg.data)
+            self.saved[int(record['episode'])] = record
+        except (ValueError, KeyError, TypeError):
+            self.get_logger().warning(f'unreadable episode_saved record: {msg.data!r}')
+
+    def _on_latency(self, msg):
+        if self.recording:
+            self.latencies_ms.append(float(msg.data))
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            self.counters[status.name] = parse_values(status)
+
+    # -- blocking helpers (spin this node until a condition or a wall deadline) -------------
+    def spin_until(self, condition, timeout_s, alive=None):
+        """Spin until ``condition()`` is true; False on timeout or when ``alive()`` is False."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            if alive is not None and not alive():
+                return False
+            rclpy.spin_once(self, timeout_sec=0.05)
+        return condition()
+
+    def wait_ready(self, timeout_s=60.0, alive=None):
+        """Wait until ``/episode/start`` is available; False on timeout."""
+        return self.spin_until(self.start_client.service_is_ready, timeout_s, alive)
+
+    def start_episode(self, timeout_s=30.0, alive=None):
+        """Ask for an episode; return its number, or raise RuntimeError with the reason."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            future = self.start_client.call_async(Trigger.Request())
+            if not self.spin_until(future.done, max(0.1, deadline - time.monotonic()), alive):
+                raise RuntimeError('no answer from /episode/start')
+            reply = future.result()
+            info = json.loads(reply.message or '{}')
+            if reply.success:
+                return int(info['episode'])
+            if 'not available' not in info.get('error', '') or time.monotonic() > deadline:
+                raise RuntimeError(f'/episode/start refused: {info.get("error", reply.message)}')
+            time.sleep(0.2)  # the reset service is not up yet: ask again
+
+    def wait_end(self, episode, timeout_s, alive=None):
+        """Wait for episode ``episode``'s ``end`` event; return it, or None on timeout."""
+        def find():
+            for event in self.events:
+                if event.get('episode') == episode and event.get('event') in (
+                        'end', 'start_failed'):
+                    return event
+            return None
+        self.spin_until(lambda: find() is not None, timeout_s, alive)
+        return find()
+
+    def wait_saved(self, episode, timeout_s):
+        """Wait until the logger reports episode ``episode`` saved; return its record or None."""
+        self.spin_until(lambda: episode in self.saved, timeout_s)
+        return self.saved.get(episode)
+
+    def stop_episode(self, timeout_s=5.0):
+        """Ask the manager to end the running episode (operator stop); return the reply."""
+        future = self.stop_client.call_async(Trigger.Request())
+        self.spin_until(future.done, timeout_s)
+        return future.result()

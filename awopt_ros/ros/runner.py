@@ -1,0 +1,162 @@
+"""Run N episodes through the real node processes and report them (demo, collect, bench).
+
+:func:`run_episodes` brings the stack up with :class:`awopt_ros.launcher.Stack`, drives it with
+:class:`awopt_ros.ros.episode_client.EpisodeClient`, prints each episode's outcome, stops the
+processes cleanly and returns the report dict (also written as JSON when ``report_path``).
+"""
+import json
+import os
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.context import Context
+
+from awopt_ros.core.paths import resolve
+from awopt_ros.core.report import latency_summary, summarize_episodes
+from awopt_ros.launcher import Stack, ros_environment
+from awopt_ros.ros.episode_client import EpisodeClient
+
+
+class StackError(RuntimeError):
+    """A node of the stack died or never came up (the message names it and shows its log)."""
+
+
+def _dead_nodes_message(stack):
+    parts = []
+    for node in stack.dead():
+        parts.append(f'node {node.name} exited with code {node.process.returncode}; '
+                     f'last log lines ({node.log_path}):\n{node.log_tail()}')
+    return '\n'.join(parts)
+
+
+def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', policy='actor',
+                 run_dir='runs/demo', model_path=None, seed=None, real_time_factor=None,
+                 report_path=None, episode_timeout_s=120.0, startup_timeout_s=90.0,
+                 extra_overrides=None, out=print):
+    """Run ``episodes`` episodes through the stack; return the report (dict).
+
+    Args:
+        episodes: number of episodes (>= 1).
+        config: params YAML for every node.
+        policy: 'actor' (ONNX model, ``model_path`` or the config's) or 'scripted'.
+        run_dir: output folder: ``logs/`` per node, ``bags/``, ``datasets/`` (Minari).
+        seed: simulator base seed (episode k uses seed + k - 1); None keeps the config's.
+        real_time_factor: > 1 runs the simulator faster than real time on ``/clock`` (every node
+            then uses simulated time); None or 1.0 runs in real time on the wall clock.
+        report_path: where to write the JSON report (None: not written).
+        episode_timeout_s: wall-clock limit for one episode before the run is abandoned.
+        extra_overrides: {node: {param: value}} on top of the ones this function sets.
+        out: where progress lines go (``print`` by default).
+
+    Raises:
+        ValueError: ``episodes`` < 1.
+        StackError: a node died or the stack did not come up; the message names the node.
+    """
+    if episodes < 1:
+        raise ValueError(f'episodes must be >= 1, got {episodes}')
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {'logger': {'output_dir': str(run_dir)}}
+    sim = overrides.setdefault('sim_robot', {})
+    if seed is not None:
+        sim['seed'] = int(seed)
+    sim_time = real_time_factor is not None and real_time_factor != 1.0
+    if real_time_factor is not None:
+        sim['real_time_factor'] = float(real_time_factor)
+    if sim_time:
+        sim['publish_clock'] = True
+        for name in ('sim_robot', 'camera_pipeline', 'policy', 'scripted_policy',
+                     'arm_interface', 'episode_manager', 'logger'):
+            overrides.setdefault(name, {})['use_sim_time'] = True
+    if model_path is not None:
+        overrides.setdefault('policy', {})['model_path'] = str(resolve(model_path))
+    for node, params in (extra_overrides or {}).items():
+        overrides.setdefault(node, {}).update(params)
+
+    env = ros_environment()
+    os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE',
+                                           'FASTDDS_DEFAULT_PROFILES_FILE', 'RMW_IMPLEMENTATION',
+                                           'AMENT_PREFIX_PATH')})
+    stack = Stack(config=config, policy=policy, log_dir=run_dir / 'logs', overrides=overrides,
+                  env=env)
+    context = Context()
+    rclpy.init(context=context)
+    client = EpisodeClient(context=context)
+    t0 = time.monotonic()
+    ends = []
+    error = None
+    stack.start()
+    alive = lambda: not stack.dead()  # noqa: E731
+    try:
+        out(f'bringing up {len(stack.nodes)} nodes (logs in {run_dir / "logs"}) ...')
+        if not client.wait_ready(startup_timeout_s, alive=alive):
+            raise StackError('the stack did not come up: ' + (_dead_nodes_message(stack)
+                             or '/episode/start never appeared'))
+        for _ in range(episodes):
+            client.recording = True
+            k = client.start_episode(timeout_s=startup_timeout_s, alive=alive)
+            event = client.wait_end(k, episode_timeout_s, alive=alive)
+            client.recording = False
+            if event is None:
+                raise StackError(f'episode {k} did not end within {episode_timeout_s:.0f} s. '
+                                 + _dead_nodes_message(stack))
+            if event['event'] == 'start_failed':
+                raise StackError(f'episode {k} could not start: {event.get("detail")}. '
+                                 + _dead_nodes_message(stack))
+            ends.append(event)
+            start = next((e for e in client.events
+                          if e.get('episode') == k and e.get('event') == 'start'), {})
+            out(f'episode {k:3d} seed {start.get("seed")}: {event["outcome"]:<9} '
+                f'after {event["steps"]:2d} steps ({event.get("duration_s", 0.0):.1f} s) '
+                f'[{sum(e["success"] for e in ends)}/{len(ends)} successes]')
+            if stack.dead():
+                raise StackError(_dead_nodes_message(stack))
+        if ends:
+            client.wait_saved(ends[-1]['episode'], timeout_s=30.0)
+    except StackError as exc:
+        error = str(exc)
+    finally:
+        client.spin_until(lambda: False, 1.2)  # last diagnostics
+        codes = stack.stop()
+        client.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+    report = summarize_episodes(ends)
+    report.update(latency_summary(client.latencies_ms))
+    sim_counters = client.counters.get('sim_robot', {})
+    camera_rate_hz = float(sim_counters.get('camera_rate_hz', 10.0))
+    saved = [client.saved[e['episode']] for e in ends if e['episode'] in client.saved]
+    report.update({
+        'policy': policy,
+        'model_path': str(resolve(model_path)) if model_path else None,
+        'camera_frame_period_ms': 1000.0 / camera_rate_hz,
+        'frames_published': int(sim_counters.get('frames_published', 0)),
+        'frames_logged': sum(int(s.get('frames_logged', 0)) for s in saved),
+        'bags': [s.get('bag') for s in saved],
+        'dataset': {'root': saved[-1].get('dataset_root'), 'id': saved[-1].get('dataset_id')}
+        if saved else None,
+        'episode_results': ends,
+        'node_exit_codes': codes,
+        'wall_s': round(time.monotonic() - t0, 2),
+        'error': error,
+    })
+    if report_path is not None:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def print_summary(report, out=print):
+    """Print the report's headline numbers."""
+    p50, p99 = report['frame_to_command_ms_p50'], report['frame_to_command_ms_p99']
+    lat = f'{p50:.1f} / {p99:.1f} ms' if p50 is not None else 'n/a'
+    out(f"success {report['successes']}/{report['episodes']} "
+        f"({100 * report['success_rate']:.0f}%), outcomes {report['outcomes']}")
+    out(f"frame-to-command latency p50/p99 {lat} "
+        f"(camera period {report['camera_frame_period_ms']:.0f} ms, "
+        f"{report['latency_samples']} commands)")
+    out(f"camera frames published {report['frames_published']}, logged "
+        f"{report['frames_logged']}; dataset {report['dataset']}")
+    if report.get('error'):
+        out('ERROR: ' + report['error'])

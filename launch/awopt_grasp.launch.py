@@ -1,0 +1,44 @@
+"""Bring up the awopt_ros grasping stack on a ROS 2 install (``ros2 launch awopt_ros ...``).
+
+Same nodes, same params YAML and same DDS settings as ``awopt bringup`` in a plain venv
+(awopt_ros/launcher.py). Arguments:
+  config:=PATH        params YAML (default: the package's config/awopt_ros_kuka_grasp.yaml)
+  policy:=actor|scripted
+  use_sim_time:=true|false   (true when the simulator publishes /clock)
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import LaunchConfigurationEquals
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+STACK = ('sim_robot', 'camera_pipeline', 'arm_interface', 'episode_manager', 'logger')
+
+
+def generate_launch_description():
+    share = get_package_share_directory('awopt_ros')
+    config = LaunchConfiguration('config')
+    use_sim_time = LaunchConfiguration('use_sim_time')
+    params = [config, {'use_sim_time': use_sim_time}]
+
+    def node(name, **kwargs):
+        return Node(package='awopt_ros', executable=f'awopt_{name}', name=name,
+                    parameters=params, output='screen', emulate_tty=True, **kwargs)
+
+    return LaunchDescription([
+        DeclareLaunchArgument('config', default_value=os.path.join(
+            share, 'config', 'awopt_ros_kuka_grasp.yaml')),
+        DeclareLaunchArgument('policy', default_value='actor',
+                              choices=['actor', 'scripted']),
+        DeclareLaunchArgument('use_sim_time', default_value='false'),
+        # Network rule: discovery stays on this machine; camera frames over shared memory.
+        SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST'),
+        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
+            share, 'config', 'fastdds_localhost_shm.xml')),
+        *[node(name) for name in STACK],
+        node('policy', condition=LaunchConfigurationEquals('policy', 'actor')),
+        node('scripted_policy', condition=LaunchConfigurationEquals('policy', 'scripted')),
+    ])

@@ -1,0 +1,134 @@
+"""episode_manager node in process: start sequence, outcomes and events."""
+import json
+import time
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import CameraInfo, JointState
+from std_msgs.msg import Float32, String
+from std_srvs.srv import SetBool, Trigger
+
+from awopt_ros.nodes.episode_manager import EpisodeManagerNode
+from awopt_ros.ros import convert, qos
+
+
+class FakeCell:
+    """Stands in for sim_robot's reset service, arm_interface's enable, and the sensors."""
+
+    def __init__(self, ctx):
+        self.node = rclpy.create_node('fake_cell', context=ctx)
+        self.resets, self.enables = 0, []
+        self.node.create_service(Trigger, '/sim/reset', self._reset)
+        self.node.create_service(SetBool, '/arm/enable', self._enable)
+        self.events = []
+        self.node.create_subscription(String, '/episode/event',
+                                      lambda m: self.events.append(json.loads(m.data)),
+                                      qos.LATCHED)
+        self.action = self.node.create_publisher(JointState, '/policy/action', qos.COMMAND)
+        self.success = self.node.create_publisher(Float32, '/success/probability', qos.COMMAND)
+        self.joints = self.node.create_publisher(JointState, '/joint_states', qos.SENSOR)
+        self.camera = self.node.create_publisher(CameraInfo, '/camera/color/camera_info',
+                                                 qos.SENSOR)
+        self.start = self.node.create_client(Trigger, '/episode/start')
+        self.stop = self.node.create_client(Trigger, '/episode/stop')
+
+    def _reset(self, request, response):
+        self.resets += 1
+        response.success, response.message = True, json.dumps({'seed': 1000 + self.resets})
+        return response
+
+    def _enable(self, request, response):
+        self.enables.append(request.data)
+        response.success = True
+        return response
+
+    def heartbeat(self):
+        self.joints.publish(JointState())
+        self.camera.publish(CameraInfo())
+
+    def send_action(self, terminate=0.0):
+        stamp = self.node.get_clock().now().to_msg()
+        self.action.publish(convert.action_to_msg([0.01, 0, 0, 0, 0, 0, terminate], stamp))
+
+
+def spin(executor, cond, timeout_s=5.0, cell=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not cond():
+        if cell is not None:
+            cell.heartbeat()
+        executor.spin_once(timeout_sec=0.02)
+    return cond()
+
+
+def setup(ctx, **params):
+    from rclpy.parameter import Parameter
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    manager = EpisodeManagerNode(context=ctx, parameter_overrides=overrides)
+    cell = FakeCell(ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(manager)
+    ex.add_node(cell.node)
+    assert spin(ex, cell.start.service_is_ready)
+    return manager, cell, ex
+
+
+def call(ex, client, cell):
+    future = client.call_async(Trigger.Request())
+    assert spin(ex, future.done, cell=cell)
+    return future.result()
+
+
+def events_of(cell, kind):
+    return [e for e in cell.events if e['event'] == kind]
+
+
+def test_start_resets_enables_and_ends_on_terminate(ros_context):
+    manager, cell, ex = setup(ros_context)
+    reply = call(ex, cell.start, cell)
+    assert reply.success and json.loads(reply.message) == {'episode': 1}
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    start = events_of(cell, 'start')[0]
+    assert start['episode'] == 1 and start['seed'] == 1001 and cell.enables == [True]
+    busy = call(ex, cell.start, cell)
+    assert not busy.success and 'already running' in busy.message
+    cell.send_action()
+    cell.send_action(terminate=1.0)
+    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'terminate' and end['steps'] == 2 and end['terminated']
+    assert spin(ex, lambda: cell.enables == [True, False], cell=cell)  # arm disabled at end
+    manager.destroy_node()
+
+
+def test_success_and_operator_stop(ros_context):
+    manager, cell, ex = setup(ros_context, success_debounce_steps=2)
+    call(ex, cell.start, cell)
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    for _ in range(2):
+        cell.success.publish(Float32(data=1.0))
+    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+    assert events_of(cell, 'end')[0]['outcome'] == 'success'
+    assert not call(ex, cell.stop, cell).success   # nothing running
+    call(ex, cell.start, cell)
+    assert spin(ex, lambda: len(events_of(cell, 'start')) == 2, cell=cell)
+    assert events_of(cell, 'start')[1]['seed'] == 1002
+    assert call(ex, cell.stop, cell).success
+    assert spin(ex, lambda: len(events_of(cell, 'end')) == 2, cell=cell)
+    end = events_of(cell, 'end')[1]
+    assert end['outcome'] == 'operator' and end['truncated'] and end['episode'] == 2
+    manager.destroy_node()
+
+
+def test_dead_camera_ends_episode_as_node_lost(ros_context):
+    manager, cell, ex = setup(ros_context, node_timeout_s=0.3, max_steps=100000)
+    call(ex, cell.start, cell)
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    # Joint states and actions keep coming; the camera has gone silent.
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and not events_of(cell, 'end'):
+        cell.joints.publish(JointState())
+        cell.send_action()
+        ex.spin_once(timeout_sec=0.02)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'node_lost' and 'camera' in end['detail'] and end['truncated']
+    manager.destroy_node()

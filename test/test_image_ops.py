@@ -1,0 +1,79 @@
+"""Tests of awopt_ros.core.image_ops (crop + resize, frame gate)."""
+import numpy as np
+import pytest
+
+from awopt_ros.core.image_ops import FrameGate, check_crop, crop_resize, frame_age_s
+
+
+def _frame(h=480, w=640):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, :, 0] = (np.arange(w) % 256).astype(np.uint8)[None, :]
+    img[:, :, 1] = (np.arange(h) % 256).astype(np.uint8)[:, None]
+    return img
+
+
+def test_crop_resize_shape_dtype_and_area_average():
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[0:240, 80:320] = 200        # top-left quadrant of the crop is bright
+    out = crop_resize(img, [80, 0, 480, 480], 64)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert np.all(out[:32, :32] == 200)
+    assert np.all(out[32:, :] == 0) and np.all(out[:, 32:] == 0)
+
+
+def test_crop_resize_area_is_mean_of_block():
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[0, 0] = 255                 # one bright pixel in the top-left 4x4 block
+    out = crop_resize(img, [0, 0, 8, 8], 2)
+    assert out[0, 0, 0] == 16       # 255 / 16 rounded
+    assert out[1, 1, 0] == 0
+
+
+def test_crop_resize_identity_size_is_exact_crop():
+    img = _frame()
+    out = crop_resize(img, [10, 20, 64, 64], 64)
+    np.testing.assert_array_equal(out, img[20:84, 10:74])
+
+
+@pytest.mark.parametrize('crop, word', [
+    ([600, 0, 100, 100], 'outside'),
+    ([-1, 0, 10, 10], 'outside'),
+    ([0, 400, 100, 100], 'outside'),
+    ([0, 0, 0, 10], 'width and height'),
+    ([0, 0, 10], '4 entries'),
+    ([0.5, 0, 10, 10], 'integers'),
+])
+def test_crop_resize_bad_crop(crop, word):
+    with pytest.raises(ValueError, match=word):
+        crop_resize(_frame(), crop, 64)
+
+
+def test_crop_resize_bad_image():
+    with pytest.raises(ValueError, match='uint8'):
+        crop_resize(np.zeros((480, 640, 3), np.float32), [0, 0, 10, 10], 8)
+    with pytest.raises(ValueError, match=r'\(H, W, 3\)'):
+        crop_resize(np.zeros((480, 640), np.uint8), [0, 0, 10, 10], 8)
+    with pytest.raises(ValueError, match=r'\(H, W, 3\)'):
+        crop_resize(np.zeros((480, 640, 4), np.uint8), [0, 0, 10, 10], 8)
+    with pytest.raises(ValueError, match='numpy array'):
+        crop_resize([[1, 2, 3]], [0, 0, 1, 1], 8)
+    with pytest.raises(ValueError, match='size'):
+        crop_resize(_frame(), [0, 0, 10, 10], 0)
+
+
+def test_check_crop_returns_ints():
+    assert check_crop([80.0, 0, 480, 480], 640, 480) == (80, 0, 480, 480)
+
+
+def test_frame_age_and_gate():
+    assert frame_age_s(10.5, 10.0) == pytest.approx(0.5)
+    gate = FrameGate(0.2)
+    assert gate.accept(10.05, 10.0)            # fresh
+    assert not gate.accept(10.5, 10.1)         # 0.4 s old -> stale
+    assert not gate.accept(10.06, 10.0)        # same stamp again -> out of order
+    assert not gate.accept(10.06, 9.99)        # older stamp -> out of order
+    assert gate.accept(10.2, 10.1)
+    assert gate.counters() == {'accepted': 2, 'dropped_stale': 1, 'dropped_out_of_order': 2}
+    assert gate.dropped == 3
+    with pytest.raises(ValueError, match='max_age_s'):
+        FrameGate(0.0)

@@ -1,0 +1,51 @@
+"""Bringup command lines and environment (awopt_ros.launcher), and the params YAML."""
+import os
+
+import pytest
+import yaml
+
+from awopt_ros.core.paths import resolve
+from awopt_ros.launcher import (DEFAULT_CONFIG, Stack, format_param, node_command,
+                                ros_environment)
+
+
+def test_environment_keeps_dds_on_this_machine():
+    env = ros_environment({'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET', 'PATH': '/bin'},
+                          domain_id=17)
+    assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
+    assert env['ROS_DOMAIN_ID'] == '17'
+    profile = env['FASTDDS_DEFAULT_PROFILES_FILE']
+    assert os.path.isfile(profile)
+    text = open(profile).read()
+    assert '<type>SHM</type>' in text and '16777216' in text and '127.0.0.1' in text
+    assert '<useBuiltinTransports>false</useBuiltinTransports>' in text
+
+
+def test_node_command_uses_params_file_and_overrides():
+    argv = node_command('awopt_ros.nodes.logger', 'logger', DEFAULT_CONFIG,
+                        {'output_dir': "/tmp/it's", 'use_sim_time': True, 'crop': [1, 2]})
+    assert argv[1:4] == ['-m', 'awopt_ros.nodes.logger', '--ros-args']
+    assert '__node:=logger' in argv
+    assert str(resolve(DEFAULT_CONFIG)) in argv
+    assert "output_dir:='/tmp/it''s'" in argv
+    assert 'use_sim_time:=true' in argv and 'crop:=[1, 2]' in argv
+    assert format_param(0.5) == '0.5'
+
+
+def test_stack_nodes_and_bad_arguments(tmp_path):
+    stack = Stack(policy='scripted', log_dir=tmp_path)
+    names = [n for n, _ in stack.node_specs()]
+    assert names == ['sim_robot', 'camera_pipeline', 'scripted_policy', 'arm_interface',
+                     'episode_manager', 'logger']
+    with pytest.raises(ValueError, match='policy'):
+        Stack(policy='telepathy')
+    with pytest.raises(FileNotFoundError, match='params file'):
+        Stack(config=str(tmp_path / 'missing.yaml'))
+
+
+def test_params_yaml_is_keyed_by_node_name():
+    cfg = yaml.safe_load(resolve(DEFAULT_CONFIG).read_text())
+    for name in ('sim_robot', 'camera_pipeline', 'policy', 'scripted_policy', 'arm_interface',
+                 'episode_manager', 'logger'):
+        assert 'ros__parameters' in cfg[name], name
+    assert cfg['/**']['ros__parameters']['use_sim_time'] is False
