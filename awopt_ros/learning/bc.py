@@ -123,7 +123,8 @@ def bc_loss(actor, images, proprios, actions, weights):
     target_d = (actions[:, 4:] > 0.5).to(torch.float32)
     bce = F.binary_cross_entropy_with_logits(logits, target_d, reduction='none').mean(0)
     total = (w[:4] * mse).sum() + (w[4:] * bce).sum()
-    parts = {name: float(v) for name, v in zip(spec.ACTION_NAMES, torch.cat([mse, bce]))}
+    parts = {name: float(v) for name, v in
+             zip(spec.ACTION_NAMES, torch.cat([mse, bce]).detach())}
     return total, parts
 
 
@@ -219,7 +220,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running += float(loss)
+        running += float(loss.detach())
         running_n += 1
         if step % config.eval_every == 0 or step == config.steps:
             held = evaluate(actor, *ho, config.weights) if ho is not None else math.nan

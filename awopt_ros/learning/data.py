@@ -1,5 +1,6 @@
 """Load behaviour-cloning transitions from a logged Minari dataset (docs/INTERFACES.md).
 
+Episodes come from :func:`awopt_ros.core.dataset.load_episodes`.
 Layout: ``<root>/datasets/<dataset_id>/data`` (``MINARI_DATASETS_PATH=<root>/datasets``), e.g.
 ``dataset_id = 'awopt/kuka-grasp/run-v0'``. Each episode has observations ``image`` uint8
 (T+1, 64, 64, 3) and ``proprio`` float32 (T+1, 6), ``actions`` float32 (T, 7), ``rewards``
@@ -8,53 +9,20 @@ Layout: ``<root>/datasets/<dataset_id>/data`` (``MINARI_DATASETS_PATH=<root>/dat
 Behaviour cloning keeps only successful episodes (any reward > 0): AW-Opt's positive
 filtering for the actor (Lu et al. 2021, FACTS.md).
 """
-from pathlib import Path
-
 import numpy as np
 
 from awopt_ros.core import spec
 
 
-def datasets_dir(root_dir):
-    """Return the Minari datasets directory of a run: ``<root>/datasets`` if it exists.
-
-    A ``root_dir`` that already is a datasets directory (no ``datasets`` child) is returned as
-    it is.
-    """
-    root = Path(root_dir)
-    return root / 'datasets' if (root / 'datasets').is_dir() else root
-
-
-def _load_with_minari(root_dir, dataset_id):
-    from minari.dataset.minari_dataset import MinariDataset
-    data_path = datasets_dir(root_dir) / dataset_id / 'data'
-    if not data_path.is_dir():
-        raise FileNotFoundError(f'Minari dataset {dataset_id!r} not found: no directory '
-                                f'{data_path}')
-    ds = MinariDataset(str(data_path))
-    episodes = []
-    for ep in ds.iterate_episodes():
-        episodes.append({'id': int(ep.id), 'observations': ep.observations,
-                         'actions': ep.actions, 'rewards': ep.rewards,
-                         'terminations': ep.terminations, 'truncations': ep.truncations})
-    return episodes
-
-
 def load_episodes(root_dir, dataset_id):
-    """Return the dataset's episodes as a list of dicts (observations, actions, rewards ...).
-
-    Uses ``awopt_ros.core.dataset.load_episodes`` when present, else reads Minari directly.
+    """Return the dataset's episodes: ``awopt_ros.core.dataset.load_episodes`` (list of dict).
 
     Raises:
         FileNotFoundError: the dataset does not exist.
+        ValueError: malformed ``dataset_id``.
     """
-    try:
-        from awopt_ros.core import dataset as core_dataset
-    except ImportError:
-        core_dataset = None
-    if core_dataset is not None and hasattr(core_dataset, 'load_episodes'):
-        return core_dataset.load_episodes(root_dir, dataset_id)
-    return _load_with_minari(root_dir, dataset_id)
+    from awopt_ros.core import dataset
+    return dataset.load_episodes(root_dir, dataset_id)
 
 
 def is_success(episode):
@@ -70,7 +38,7 @@ def episode_transitions(episode):
     Raises:
         ValueError: shapes inconsistent with the spec.
     """
-    obs = episode['observations']
+    obs = episode.get('observations', episode)   # nested Minari layout or flat dict
     actions = np.asarray(episode['actions'], dtype=np.float32)
     t = actions.shape[0]
     images = np.asarray(obs['image'])

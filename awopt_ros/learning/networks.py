@@ -135,9 +135,10 @@ class ActorPolicy(nn.Module):
         """Wrap ``actor`` (an :class:`Actor`)."""
         super().__init__()
         self.actor = actor
-        self.register_buffer('low', torch.as_tensor(spec.ACTION_LOW[spec.CONTINUOUS]).reshape(1, 4))
-        self.register_buffer('high',
-                             torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS]).reshape(1, 4))
+        low = torch.as_tensor(spec.ACTION_LOW[spec.CONTINUOUS]).reshape(1, 4)
+        high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS]).reshape(1, 4)
+        self.register_buffer('low', low)
+        self.register_buffer('high', high)
 
     def forward(self, image, proprio):
         """Return float32 (N, 7) final actions."""

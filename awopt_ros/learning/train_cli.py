@@ -10,6 +10,7 @@ Writes ``<out>`` (ONNX with ``awopt_contract``), ``<out stem>_loss.png`` and
 """
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,17 @@ def plot_losses(history, png_path, title=''):
     fig.tight_layout()
     fig.savefig(str(png_path))
     plt.close(fig)
+
+
+def _json_safe(value):
+    """Return ``value`` with NaN/inf floats replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def run_train(args):
@@ -118,7 +130,7 @@ def run_train(args):
         'contract': result['contract'], 'loss_png': str(png),
     }
     summary_path = out.with_name(out.stem + '_summary.json')
-    summary_path.write_text(json.dumps(summary, indent=2, default=float))
+    summary_path.write_text(json.dumps(_json_safe(summary), indent=2))
     print(f'trained {args.steps} steps in {train_s:.1f} s: train loss '
           f'{summary["final_train_loss"]:.4f}, held-out {summary["final_heldout_loss"]:.4f}')
     print(f'wrote {out}, {png}, {summary_path}')

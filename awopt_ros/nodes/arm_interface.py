@@ -12,7 +12,7 @@ See docs/INTERFACES.md for the topic contract.
 """
 import numpy as np
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -26,6 +26,7 @@ from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import SafetyLimits, Watchdog, filter_action
 from awopt_ros.ros import qos
 from awopt_ros.ros.convert import joint_positions, msg_to_action, stamp_to_s
+from awopt_ros.ros.diagnostics import OK, WARN, diagnostic_array
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
 
@@ -271,7 +272,7 @@ class ArmInterfaceNode(Node):
             return
         stale = self._stale(self._now_s())
         if stale:
-            self.get_logger().warn(f'stale inputs {stale}: holding position',
+            self.get_logger().warning(f'stale inputs {stale}: holding position',
                                    throttle_duration_sec=WARN_THROTTLE_S)
             self._hold(f'stale inputs {stale}')
         else:
@@ -280,21 +281,14 @@ class ArmInterfaceNode(Node):
     def _publish_diagnostics(self):
         now_s = self._now_s()
         stale = self._stale(now_s) if self._enabled else []
-        status = DiagnosticStatus()
-        status.name = 'arm_interface'
-        status.hardware_id = 'iiwa14'
-        if stale:
-            status.level = DiagnosticStatus.WARN
-            status.message = f'holding: stale {stale}'
-        else:
-            status.level = DiagnosticStatus.OK
-            status.message = 'enabled' if self._enabled else 'disabled'
         values = dict(self._counts, enabled=self._enabled, holding=self._holding,
                       stale=','.join(stale))
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
+        if stale:
+            level, message = WARN, f'holding: stale {stale}'
+        else:
+            level, message = OK, ('enabled' if self._enabled else 'disabled')
+        arr = diagnostic_array(self, 'arm_interface', values, message=message, level=level,
+                               hardware_id='iiwa14')
         self._diag_pub.publish(arr)
 
     def counts(self):

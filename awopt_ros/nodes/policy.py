@@ -11,7 +11,6 @@ missing file or a mismatch is logged and the process exits with code 1. ``/polic
 (latched std_msgs/String JSON) says which model runs.
 """
 import json
-import sys
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -146,4 +145,4 @@ def main(args=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,0 +1,433 @@
+"""logger: every topic of an episode -> rosbag2 MCAP, and each episode -> the Minari dataset.
+
+Listens to ``/episode/event`` (latched JSON, docs/INTERFACES.md). On ``start`` it opens
+``<output_dir>/bags/episode_NNNN/`` (:class:`awopt_ros.core.bag.BagWriter`) and starts an
+episode of :class:`awopt_ros.core.dataset.EpisodeRecorder`; on ``end`` (after ``end_grace_s``,
+so that messages still in flight land in the episode) it closes the bag, appends the episode
+to the dataset and publishes ``/logger/episode_saved`` (latched JSON).
+
+Recording uses raw subscriptions (``raw=True``: serialized CDR bytes go to the bag without a
+deserialise round trip). Dataset steps are built per ``/policy/action``: the image is the
+``/policy/image`` whose stamp equals the action's ``header.stamp``, the proprioception comes
+from the latest ``/joint_states`` with a stamp <= that stamp
+(``core.kinematics.proprio_from_joints``), plus the latest ``/success/probability`` and the
+policy kind of the latched ``/policy/model_info``. The node only converts and routes; bag and
+dataset writing live in ``awopt_ros.core``.
+"""
+import importlib
+import json
+import math
+import shutil
+from collections import OrderedDict, deque
+from pathlib import Path
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, String
+
+from awopt_ros.core import robot
+from awopt_ros.core.bag import BagWriter
+from awopt_ros.core.dataset import EpisodeRecorder, dataset_id_for, datasets_dir, policy_id
+from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
+from awopt_ros.ros import convert, diagnostics, qos
+from awopt_ros.ros.params import declare
+from awopt_ros.ros.run import spin_node
+
+CAMERA = '/camera/color/image_raw'
+EVENT = '/episode/event'
+MODEL_INFO = '/policy/model_info'
+POLICY_IMAGE = '/policy/image'
+ACTION = '/policy/action'
+JOINTS = '/joint_states'
+SUCCESS = '/success/probability'
+SAVED = '/logger/episode_saved'
+
+#: The stack's topics (docs/INTERFACES.md): name -> (message type, QoS preset).
+STACK_TOPICS = {
+    CAMERA: ('sensor_msgs/msg/Image', 'sensor'),
+    '/camera/color/camera_info': ('sensor_msgs/msg/CameraInfo', 'sensor'),
+    JOINTS: ('sensor_msgs/msg/JointState', 'sensor'),
+    POLICY_IMAGE: ('sensor_msgs/msg/Image', 'sensor'),
+    ACTION: ('sensor_msgs/msg/JointState', 'reliable'),
+    MODEL_INFO: ('std_msgs/msg/String', 'latched'),
+    '/arm_controller/joint_trajectory': ('trajectory_msgs/msg/JointTrajectory', 'reliable'),
+    '/forward_position_controller/commands': ('std_msgs/msg/Float64MultiArray', 'reliable'),
+    '/gripper_controller/commands': ('std_msgs/msg/Float64MultiArray', 'reliable'),
+    '/arm/frame_to_command_ms': ('std_msgs/msg/Float64', 'reliable'),
+    SUCCESS: ('std_msgs/msg/Float32', 'reliable'),
+    '/sim/object_poses': ('geometry_msgs/msg/PoseArray', 'reliable'),
+    EVENT: ('std_msgs/msg/String', 'latched'),
+    '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
+}
+#: Topics the dataset needs; subscribed even when not recorded to the bag.
+INPUT_TOPICS = (EVENT, MODEL_INFO, POLICY_IMAGE, ACTION, JOINTS, SUCCESS)
+_QOS = {'sensor': qos.SENSOR, 'reliable': qos.COMMAND, 'latched': qos.LATCHED}
+_MAX_IMAGES = 64          # recent policy images kept for stamp matching
+_MAX_JOINT_STATES = 400   # 4 s at 100 Hz
+_MAX_PENDING_ACTIONS = 8  # actions waiting for their image before being dropped
+
+
+def _ns(stamp):
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _message_class(msgtype):
+    """Return the rclpy message class of 'pkg/msg/Name'. Raises ValueError if unknown."""
+    parts = msgtype.split('/')
+    if len(parts) != 3 or parts[1] != 'msg':
+        raise ValueError(f"message type must look like 'pkg/msg/Name', got {msgtype!r}")
+    try:
+        return getattr(importlib.import_module(f'{parts[0]}.msg'), parts[2])
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f'cannot import message type {msgtype!r}: {exc}') from exc
+
+
+def parse_topics(entries):
+    """Return topic -> (msgtype, QoS preset) for the ``topics`` parameter.
+
+    An entry is a stack topic name (its type from :data:`STACK_TOPICS`) or
+    ``'/name:pkg/msg/Type'`` for any other topic (recorded with reliable QoS).
+
+    Raises:
+        ValueError: unknown topic without a type, or a malformed entry.
+    """
+    out = {}
+    for entry in entries:
+        entry = str(entry).strip()
+        name, _, msgtype = entry.partition(':')
+        if not name.startswith('/'):
+            raise ValueError(f'topic names must start with "/", got {entry!r}')
+        if msgtype:
+            _message_class(msgtype)
+            out[name] = (msgtype, STACK_TOPICS.get(name, (None, 'reliable'))[1])
+        elif name in STACK_TOPICS:
+            out[name] = STACK_TOPICS[name]
+        else:
+            raise ValueError(f'unknown topic {entry!r} in "topics": give its type as '
+                             f"'{entry}:pkg/msg/Type' (known: {sorted(STACK_TOPICS)})")
+    return out
+
+
+class LoggerNode(Node):
+    """Record each episode to a rosbag2 MCAP bag and append it to the Minari dataset."""
+
+    def __init__(self, **kwargs):
+        super().__init__('logger', **kwargs)
+        self.output_dir = Path(declare(self, 'output_dir', 'runs/latest',
+                                       'Run directory: bags/ and datasets/ go below it.',
+                                       read_only=True))
+        name = declare(self, 'dataset_name', 'kuka-grasp',
+                       "Dataset name; the Minari id is 'awopt/<name>-v0' (or give a full id).",
+                       read_only=True)
+        topics = declare(self, 'topics', [t for t in STACK_TOPICS],
+                         "Topics recorded to the bags (stack names, or '/name:pkg/msg/Type').",
+                         read_only=True)
+        self.image_size = declare(self, 'image_size', 64, 'Policy image side (px).',
+                                  low=8, high=1024, read_only=True)
+        self.urdf_path = declare(self, 'urdf_path', robot.URDF_PATH,
+                                 'URDF for the proprioception forward kinematics.',
+                                 read_only=True)
+        self.end_grace_s = declare(self, 'end_grace_s', 0.3,
+                                   'Wait after an end event for messages in flight (s).',
+                                   low=0.0, high=5.0)
+        max_queue_mb = declare(self, 'max_queue_mb', 512,
+                               'Bag bytes allowed to wait for the disk before dropping (MB).',
+                               low=1, high=65536, read_only=True)
+        self.recorded = parse_topics(topics)
+        self.dataset_id = dataset_id_for(name)
+        self.dataset_root = datasets_dir(self.output_dir)
+        self.recorder = EpisodeRecorder(self.output_dir, self.dataset_id, self.image_size)
+        self._max_queue_bytes = int(max_queue_mb) * 1024 * 1024
+        self._proprio_fn = None
+
+        self._bag = None
+        self._episode = None      # dict of the running episode (number, seed, bag path, ...)
+        self._ending = None       # (end event dict, timer) while in the end grace period
+        self._step_limit = None   # the end event's step count: later actions are not steps
+        self._latched = {}        # topic -> last raw message of latched topics
+        self._images = OrderedDict()  # stamp ns -> (S, S, 3) uint8, recent policy images
+        self._last_image = None   # (stamp ns, image) of the newest policy image
+        self._joints = deque(maxlen=_MAX_JOINT_STATES)  # (stamp ns, q7, finger m)
+        self._pending = deque()   # (stamp ns, action) waiting for their policy image
+        self._success_p = math.nan
+        self._policy = policy_id('other')
+        self._policy_kind = 'unknown'
+        self.frames_logged_total = 0
+        self.counts = {'episodes_saved': 0, 'steps_total': 0, 'unmatched_actions': 0,
+                       'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0}
+        self.last_saved = None
+        self._start_ns = self.get_clock().now().nanoseconds
+
+        self._saved_pub = self.create_publisher(String, SAVED, qos.LATCHED)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._handlers = {MODEL_INFO: self._on_model_info, POLICY_IMAGE: self._on_policy_image,
+                          ACTION: self._on_action, JOINTS: self._on_joint_states,
+                          SUCCESS: self._on_success}
+        classes = {}
+        for topic in list(self.recorded) + [t for t in INPUT_TOPICS if t not in self.recorded]:
+            msgtype, preset = self.recorded.get(topic, STACK_TOPICS.get(topic))
+            cls = classes.setdefault(msgtype, _message_class(msgtype))
+            self.create_subscription(cls, topic, self._callback(topic), _QOS[preset], raw=True)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f'logging {len(self.recorded)} topics to {self.output_dir}/bags, '
+                               f'dataset {self.dataset_id} in {self.dataset_root}')
+
+    # ---- message routing ----------------------------------------------------------------
+    def _callback(self, topic):
+        def on_raw(data):
+            self._on_raw(topic, data)
+        return on_raw
+
+    def _now_ns(self):
+        return self.get_clock().now().nanoseconds
+
+    def _record(self, topic, data, now_ns=None):
+        if self._bag is None or topic not in self.recorded:
+            return
+        if not self._bag.write(topic, data, self._now_ns() if now_ns is None else now_ns):
+            self.counts['bag_drops'] += 1
+
+    def _on_raw(self, topic, data):
+        if topic == EVENT:
+            self._on_event(data)
+            return
+        if self.recorded.get(topic, (None, ''))[1] == 'latched':
+            self._latched[topic] = data
+        self._record(topic, data)
+        handler = self._handlers.get(topic)
+        if handler is None:
+            return
+        try:
+            handler(data)
+        except (ValueError, KeyError) as exc:
+            self.counts['bad_messages'] += 1
+            self.get_logger().warning(f'bad {topic} message ignored: {exc}',
+                                      throttle_duration_sec=5.0)
+
+    def _on_model_info(self, data):
+        info = json.loads(deserialize_message(data, String).data)
+        kind = str(info.get('kind', 'other')) if isinstance(info, dict) else 'other'
+        self._policy_kind, self._policy = kind, policy_id(kind)
+
+    def _on_success(self, data):
+        self._success_p = float(deserialize_message(data, Float32).data)
+
+    def _on_joint_states(self, data):
+        msg = deserialize_message(data, JointState)
+        q7 = convert.joint_positions(msg, ARM_JOINTS)
+        finger = float(convert.joint_positions(msg, (GRIPPER_JOINT,))[0])
+        self._joints.append((_ns(msg.header.stamp), q7, finger))
+
+    def _on_policy_image(self, data):
+        msg = deserialize_message(data, Image)
+        img = convert.image_to_numpy(msg)
+        size = (self.image_size, self.image_size, 3)
+        if img.shape != size:
+            raise ValueError(f'policy image is {img.shape}, expected {size}')
+        stamp = _ns(msg.header.stamp)
+        self._images[stamp] = img
+        while len(self._images) > _MAX_IMAGES:
+            self._images.popitem(last=False)
+        self._last_image = (stamp, img)
+        self._flush_pending()
+
+    def _on_action(self, data):
+        if self._episode is None:
+            return
+        msg = deserialize_message(data, JointState)
+        action = convert.msg_to_action(msg)
+        self._pending.append((_ns(msg.header.stamp), action))
+        self._flush_pending()
+
+    # ---- dataset steps --------------------------------------------------------------------
+    def _proprio(self, q7, finger_m):
+        if self._proprio_fn is None:
+            from awopt_ros.core import kinematics
+            if self.urdf_path == robot.URDF_PATH:
+                self._proprio_fn = kinematics.proprio_from_joints
+            else:
+                self._proprio_fn = kinematics.Kinematics(self.urdf_path).proprio
+        return self._proprio_fn(q7, finger_m)
+
+    def _proprio_at(self, stamp_ns):
+        """Proprio from the latest joint state with stamp <= ``stamp_ns`` (else the oldest)."""
+        if not self._joints:
+            raise ValueError('no /joint_states received yet')
+        chosen = self._joints[0]
+        for entry in reversed(self._joints):
+            if entry[0] <= stamp_ns:
+                chosen = entry
+                break
+        return self._proprio(chosen[1], chosen[2])
+
+    def _step_limit_reached(self):
+        steps = self._step_limit
+        return isinstance(steps, int) and self.recorder.steps >= steps
+
+    def _flush_pending(self, final=False):
+        """Turn queued actions into dataset steps, in order, as their images are known."""
+        while self._pending:
+            stamp, action = self._pending[0]
+            img = self._images.get(stamp)
+            if img is None and not final and len(self._pending) <= _MAX_PENDING_ACTIONS:
+                return
+            self._pending.popleft()
+            if img is None or self._episode is None or self._step_limit_reached():
+                self.counts['unmatched_actions'] += img is None
+                continue
+            try:
+                self.recorder.add_step(img, self._proprio_at(stamp), action, self._success_p,
+                                       self._policy, stamp * 1e-9)
+            except ValueError as exc:
+                self.counts['bad_messages'] += 1
+                self.get_logger().warning(f'step dropped: {exc}', throttle_duration_sec=5.0)
+
+    # ---- episodes ---------------------------------------------------------------------------
+    def _on_event(self, data):
+        try:
+            event = json.loads(deserialize_message(data, String).data)
+            kind, episode = event['event'], int(event.get('episode', -1))
+        except (ValueError, KeyError, TypeError) as exc:
+            self.counts['bad_messages'] += 1
+            self.get_logger().warning(f'bad episode event ignored: {exc}')
+            return
+        if kind == 'start':
+            if self._episode is not None:
+                self._finish(self._ending[0] if self._ending else
+                             {'event': 'end', 'episode': self._episode['episode'],
+                              'outcome': 'restarted', 'success': False, 'terminated': False,
+                              'truncated': True})
+            self._begin(event, episode)
+            self._record(EVENT, data)
+        elif kind == 'end' and self._episode is not None and self._ending is None:
+            if episode != self._episode['episode']:
+                self.get_logger().warning(f'end of episode {episode} while episode '
+                                          f'{self._episode["episode"]} runs; ending it')
+            self._record(EVENT, data)
+            self._step_limit = event.get('steps')
+            if self.end_grace_s <= 0.0:
+                self._finish(event)
+            else:
+                timer = self.create_timer(self.end_grace_s, self._on_grace_over)
+                self._ending = (event, timer)
+
+    def _on_grace_over(self):
+        if self._ending is not None:
+            self._finish(self._ending[0])
+
+    def _bag_path(self, episode):
+        base = self.output_dir / 'bags' / f'episode_{episode:04d}'
+        path, k = base, 1
+        while path.exists():
+            path, k = base.with_name(f'{base.name}_{k}'), k + 1
+        return path
+
+    def _begin(self, event, episode):
+        path = self._bag_path(max(episode, 0))
+        self._bag = BagWriter(path, {t: v[0] for t, v in self.recorded.items()},
+                              qos={t: v[1] for t, v in self.recorded.items()},
+                              max_queue_bytes=self._max_queue_bytes)
+        now = self._now_ns()
+        for topic, raw in self._latched.items():  # latched state the episode depends on
+            self._record(topic, raw, now)
+        self._episode = {'episode': episode, 'seed': event.get('seed'), 'bag': str(path),
+                         'stamp_s': event.get('stamp_s')}
+        self._pending.clear()
+        self._step_limit = None
+        self.recorder.begin(max(episode, 0), event.get('seed'))
+        self.get_logger().info(f'episode {episode}: recording to {path}')
+
+    def _finish(self, event):
+        """Close the bag, append the dataset episode and announce it. Never raises."""
+        if self._ending is not None:
+            self._ending[1].cancel()
+            self.destroy_timer(self._ending[1])
+            self._ending = None
+        if self._episode is None:
+            return None
+        if self._step_limit is None:
+            self._step_limit = event.get('steps')
+        self._flush_pending(final=True)  # the episode still counts as running here
+        ep, self._episode = self._episode, None
+        bag, self._bag = self._bag, None
+        frames, bag_error = 0, None
+        try:
+            written = bag.close()
+            frames = written.get(CAMERA, 0)
+        except Exception as exc:  # noqa: BLE001 - the episode must still be saved
+            bag_error = str(exc)
+            frames = bag.frames_written.get(CAMERA, 0)
+            self.get_logger().error(f'bag {ep["bag"]}: {exc}')
+        self.frames_logged_total += frames
+        summary = {'steps': 0, 'written': False}
+        try:
+            if self._last_image is not None and self.recorder.steps > 0:
+                stamp, img = self._last_image
+                summary = self.recorder.end(
+                    bool(event.get('success', False)), bool(event.get('terminated', False)),
+                    bool(event.get('truncated', True)), img, self._proprio_at(stamp),
+                    final_success_probability=self._success_p, final_stamp_s=stamp * 1e-9)
+            else:
+                summary = self.recorder.end(False, False, True, None, None)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next episode
+            self.counts['save_errors'] += 1
+            self.recorder.abort()
+            self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: {exc}')
+        if self._is_replayed_history(event, frames, summary['steps']):
+            shutil.rmtree(ep['bag'], ignore_errors=True)
+            self.get_logger().info(f'episode {ep["episode"]} ended before this node started '
+                                   '(latched history): nothing recorded, bag removed')
+            return None
+        self.counts['episodes_saved'] += 1
+        self.counts['steps_total'] += summary['steps']
+        saved = {'episode': ep['episode'], 'bag': ep['bag'], 'frames_logged': frames,
+                 'steps': summary['steps'], 'dataset_id': self.dataset_id,
+                 'dataset_root': str(self.dataset_root), 'outcome': event.get('outcome'),
+                 'dataset_written': summary['written'], 'dataset_index': summary.get('index'),
+                 'bag_error': bag_error}
+        self.last_saved = saved
+        try:
+            if self.context.ok():  # not after a SIGINT/SIGTERM shut the context down
+                self._saved_pub.publish(String(data=json.dumps(saved)))
+        except Exception as exc:  # noqa: BLE001 - context may be shut down at exit
+            self.get_logger().warning(f'could not publish {SAVED}: {exc}')
+        self.get_logger().info(f'episode {ep["episode"]} saved: {frames} camera frames, '
+                               f'{summary["steps"]} steps ({event.get("outcome")})')
+        return saved
+
+    def _is_replayed_history(self, event, frames, steps):
+        """True for an episode whose start and end both predate this node (latched replay)."""
+        stamp_s = event.get('stamp_s')
+        return (frames == 0 and steps == 0 and isinstance(stamp_s, (int, float))
+                and stamp_s < self._start_ns * 1e-9)
+
+    def _publish_diagnostics(self):
+        running = self._episode is not None
+        frames_now = self._bag.frames_written.get(CAMERA, 0) if self._bag is not None else 0
+        values = dict(self.counts, frames_logged=self.frames_logged_total + frames_now,
+                      frames_logged_episode=frames_now, recording=running,
+                      episode=self._episode['episode'] if running else -1,
+                      steps_episode=self.recorder.steps, policy=self._policy_kind,
+                      bag_queue_bytes=self._bag.queued_bytes if self._bag is not None else 0)
+        level = diagnostics.OK if self.counts['save_errors'] == 0 else diagnostics.WARN
+        self._diag_pub.publish(diagnostics.diagnostic_array(
+            self, 'logger', values, level=level,
+            message=f'episode {values["episode"]} recording' if running else 'idle'))
+
+    def close(self):
+        """Save a running episode as truncated (outcome 'shutdown'); called at shutdown."""
+        if self._episode is not None:
+            event = self._ending[0] if self._ending else {
+                'event': 'end', 'episode': self._episode['episode'], 'outcome': 'shutdown',
+                'success': False, 'terminated': False, 'truncated': True}
+            self._finish(event)
+
+
+def main(args=None):
+    return spin_node(LoggerNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

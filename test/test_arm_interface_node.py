@@ -1,0 +1,241 @@
+"""In-process tests of the arm_interface node (private rclpy Context, spin_once loops)."""
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, JointState
+from std_msgs.msg import Float64, Float64MultiArray
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory
+
+from awopt_ros.core.kinematics import default_kinematics, yaw_of
+from awopt_ros.core.robot import HOME_Q
+from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
+from awopt_ros.nodes.arm_interface import ArmInterfaceNode
+from awopt_ros.ros import qos
+from awopt_ros.ros.convert import action_to_msg
+
+
+class Harness:
+    """A peer node that feeds the arm interface and records what it publishes."""
+
+    def __init__(self, ctx, overrides=()):
+        self.arm = ArmInterfaceNode(context=ctx, parameter_overrides=list(overrides))
+        self.peer = rclpy.create_node('arm_interface_test_peer', context=ctx)
+        self.executor = SingleThreadedExecutor(context=ctx)
+        self.executor.add_node(self.arm)
+        self.executor.add_node(self.peer)
+        self.js_pub = self.peer.create_publisher(JointState, '/joint_states', qos.SENSOR)
+        self.info_pub = self.peer.create_publisher(CameraInfo, '/camera/color/camera_info',
+                                                   qos.SENSOR)
+        self.action_pub = self.peer.create_publisher(JointState, '/policy/action', qos.COMMAND)
+        self.got = {'traj': [], 'fwd': [], 'gripper': [], 'latency': [], 'diag': [],
+                    'pose': []}
+        self.peer.create_subscription(DiagnosticArray, '/diagnostics', self.got['diag'].append,
+                                      10)
+        self.peer.create_subscription(PoseStamped, '/arm/ee_pose', self.got['pose'].append, 10)
+        for key, typ, topic in (('traj', JointTrajectory, '/arm_controller/joint_trajectory'),
+                                ('fwd', Float64MultiArray,
+                                 '/forward_position_controller/commands'),
+                                ('gripper', Float64MultiArray, '/gripper_controller/commands'),
+                                ('latency', Float64, '/arm/frame_to_command_ms')):
+            self.peer.create_subscription(typ, topic, self.got[key].append, qos.COMMAND)
+        self.enable_client = self.peer.create_client(SetBool, '/arm/enable')
+        self.q = HOME_Q.copy()
+        self.feed_joints = True
+        self.feed_camera = True
+        self._last_feed = 0.0
+        self.spin_until(lambda: (self.js_pub.get_subscription_count() > 0
+                                 and self.action_pub.get_subscription_count() > 0
+                                 and self.info_pub.get_subscription_count() > 0
+                                 and self.enable_client.service_is_ready()), 10.0)
+
+    def close(self):
+        self.executor.shutdown()
+        self.arm.destroy_node()
+        self.peer.destroy_node()
+
+    def _feed(self):
+        now = time.monotonic()
+        if now - self._last_feed < 0.02:
+            return
+        self._last_feed = now
+        stamp = self.peer.get_clock().now().to_msg()
+        if self.feed_joints:
+            msg = JointState(name=[*ARM_JOINTS, GRIPPER_JOINT],
+                             position=[*self.q.tolist(), 0.0])
+            msg.header.stamp = stamp
+            self.js_pub.publish(msg)
+        if self.feed_camera:
+            info = CameraInfo()
+            info.header.stamp = stamp
+            self.info_pub.publish(info)
+
+    def spin_until(self, cond, timeout_s):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._feed()
+            self.executor.spin_once(timeout_sec=0.01)
+            if cond():
+                return True
+        return False
+
+    def spin_for(self, duration_s):
+        self.spin_until(lambda: False, duration_s)
+
+    def enable(self, on):
+        future = self.enable_client.call_async(SetBool.Request(data=on))
+        assert self.spin_until(future.done, 5.0)
+        assert future.result().success
+
+    def send(self, action):
+        self.action_pub.publish(action_to_msg(np.asarray(action, dtype=np.float64),
+                                              self.peer.get_clock().now().to_msg()))
+
+
+@pytest.fixture
+def harness_factory(ros_context):
+    made = []
+
+    def make(overrides=()):
+        h = Harness(ros_context, overrides)
+        made.append(h)
+        return h
+    yield make
+    for h in made:
+        h.close()
+
+
+def _tcp_delta(q_target):
+    kin = default_kinematics()
+    p0, r0 = kin.fk(HOME_Q)
+    p1, r1 = kin.fk(q_target)
+    dyaw = (yaw_of(r1) - yaw_of(r0) + np.pi) % (2 * np.pi) - np.pi
+    return p1 - p0, dyaw
+
+
+def test_disabled_ignores_then_enabled_commands(harness_factory):
+    h = harness_factory()
+    h.spin_for(0.1)
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    h.spin_for(0.3)
+    assert h.got['traj'] == [] and h.got['gripper'] == []
+
+    h.enable(True)
+    delta = np.array([0.02, -0.01, 0.015])
+    h.send([*delta, 0.1, 0.0, 1.0, 0.0])
+    assert h.spin_until(lambda: h.got['traj'] and h.got['latency'] and h.got['gripper'], 3.0)
+    traj = h.got['traj'][-1]
+    assert list(traj.joint_names) == list(ARM_JOINTS)
+    assert len(traj.points) == 1
+    point = traj.points[0]
+    assert point.time_from_start.sec == 0 and point.time_from_start.nanosec == 100_000_000
+    dpos, dyaw = _tcp_delta(np.array(point.positions))
+    np.testing.assert_allclose(dpos, delta, atol=2e-4)
+    assert dyaw == pytest.approx(0.1, abs=2e-3)
+    assert list(h.got['gripper'][-1].data) == [0.04]
+    assert 0.0 <= h.got['latency'][-1].data < 1000.0
+    assert h.arm.counts()['commands_sent'] == 1
+
+    # Open, with a step beyond the limits: clipped to 3 cm per axis.
+    h.send([0.1, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    assert h.spin_until(lambda: len(h.got['traj']) >= 2 and len(h.got['gripper']) >= 2, 3.0)
+    dpos, _ = _tcp_delta(np.array(h.got['traj'][-1].points[0].positions))
+    np.testing.assert_allclose(dpos, [0.03, 0.0, 0.0], atol=2e-4)
+    assert list(h.got['gripper'][-1].data) == [0.0]
+    assert h.arm.counts()['clipped'] == 1
+
+    # Disable: one hold at the measured joints, then actions are ignored.
+    h.enable(False)
+    assert h.spin_until(lambda: len(h.got['traj']) >= 3, 2.0)
+    np.testing.assert_allclose(h.got['traj'][-1].points[0].positions, HOME_Q, atol=1e-12)
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    h.spin_for(0.3)
+    assert len(h.got['traj']) == 3
+
+
+def test_nan_action_holds(harness_factory):
+    h = harness_factory()
+    h.enable(True)
+    h.send([float('nan'), 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    assert h.spin_until(lambda: h.arm.counts()['rejected'] == 1 and h.got['traj'], 3.0)
+    h.spin_for(0.2)
+    for traj in h.got['traj']:    # only holds at the measured joints, no motion
+        np.testing.assert_allclose(traj.points[0].positions, HOME_Q, atol=1e-12)
+    assert h.got['gripper'] == [] and h.got['latency'] == []
+    assert h.arm.counts()['commands_sent'] == 0
+    assert h.spin_until(lambda: h.got['diag'], 2.0)
+    values = {kv.key: kv.value for kv in h.got['diag'][-1].status[0].values}
+    assert values['rejected'] == '1' and values['commands_sent'] == '0'
+    assert h.got['pose'] and h.got['pose'][-1].header.frame_id == 'base_link'
+    pos = h.got['pose'][-1].pose.position
+    np.testing.assert_allclose([pos.x, pos.y, pos.z], default_kinematics().fk(HOME_Q)[0],
+                               atol=1e-9)
+
+
+def test_stale_joint_states_hold_then_resume(harness_factory):
+    h = harness_factory([Parameter('policy_timeout_s', value=5.0)])
+    h.enable(True)
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: len(h.got['traj']) == 1, 3.0)
+    h.feed_joints = False
+    assert h.spin_until(lambda: len(h.got['traj']) == 2, 2.0)
+    np.testing.assert_allclose(h.got['traj'][1].points[0].positions, HOME_Q, atol=1e-12)
+    assert h.arm.counts()['holds'] == 1
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    h.spin_for(0.3)
+    assert len(h.got['traj']) == 2               # ignored while stale, hold sent only once
+    assert h.arm.counts()['commands_sent'] == 1
+    h.feed_joints = True
+    h.spin_for(0.1)
+    h.send([0.0, 0.02, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: len(h.got['traj']) == 3, 3.0)
+    dpos, _ = _tcp_delta(np.array(h.got['traj'][2].points[0].positions))
+    np.testing.assert_allclose(dpos, [0.0, 0.02, 0.0], atol=2e-4)
+
+
+def test_stale_policy_holds_only_after_first_action(harness_factory):
+    h = harness_factory([Parameter('policy_timeout_s', value=0.2)])
+    h.enable(True)
+    h.spin_for(0.4)                               # no action yet: not stale
+    assert h.got['traj'] == [] and h.arm.counts()['holds'] == 0
+    h.send([0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: len(h.got['traj']) == 2, 2.0)   # command, then a hold
+    np.testing.assert_allclose(h.got['traj'][1].points[0].positions, HOME_Q, atol=1e-12)
+
+
+def test_forward_position_interface(harness_factory):
+    h = harness_factory([Parameter('command_interface', value='forward_position')])
+    h.enable(True)
+    delta = np.array([-0.01, 0.02, -0.02])
+    h.send([*delta, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: h.got['fwd'], 3.0)
+    assert h.got['traj'] == []
+    q = np.array(h.got['fwd'][-1].data)
+    assert q.shape == (7,)
+    dpos, _ = _tcp_delta(q)
+    np.testing.assert_allclose(dpos, delta, atol=2e-4)
+
+
+def test_bad_parameters_rejected(harness_factory):
+    h = harness_factory()
+    result = h.arm.set_parameters([Parameter('workspace_min_m', value=[0.9, -0.3, 0.02])])
+    assert not result[0].successful
+    result = h.arm.set_parameters([Parameter('max_step_m', value=0.01)])
+    assert result[0].successful
+    h.enable(True)
+    h.send([0.03, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: h.got['traj'], 3.0)
+    dpos, _ = _tcp_delta(np.array(h.got['traj'][-1].points[0].positions))
+    np.testing.assert_allclose(dpos, [0.01, 0.0, 0.0], atol=2e-4)
+
+
+def test_bad_command_interface(ros_context):
+    with pytest.raises(ValueError, match='command_interface'):
+        ArmInterfaceNode(context=ros_context,
+                         parameter_overrides=[Parameter('command_interface', value='torque')])

@@ -1,0 +1,142 @@
+"""Tests for awopt_ros.core.dataset: episodes appended to a Minari dataset and read back."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from awopt_ros.core.dataset import (POLICY_IDS, EpisodeRecorder, dataset_id_for, load_episodes,
+                                    policy_id)
+from awopt_ros.core.spec import ACTION_HIGH, ACTION_LOW
+
+DATASET_ID = 'awopt/kuka-grasp-v0'
+
+
+def _episode(rng, steps):
+    return {
+        'image': rng.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8),
+        'proprio': rng.normal(size=(steps + 1, 6)).astype(np.float32),
+        'action': np.clip(rng.normal(scale=0.02, size=(steps, 7)), ACTION_LOW,
+                          ACTION_HIGH).astype(np.float32),
+        'p': rng.uniform(size=steps + 1).astype(np.float32),
+        'stamp': 100.0 + 0.1 * np.arange(steps + 1),
+    }
+
+
+def _record(rec, k, ep, success, policy=1):
+    steps = len(ep['action'])
+    rec.begin(k, 1000 + k)
+    for t in range(steps):
+        rec.add_step(ep['image'][t], ep['proprio'][t], ep['action'][t], ep['p'][t], policy,
+                     ep['stamp'][t])
+    return rec.end(success, success, not success, ep['image'][-1], ep['proprio'][-1],
+                   final_success_probability=ep['p'][-1], final_stamp_s=ep['stamp'][-1])
+
+
+def test_round_trip_three_episodes_and_unfinished_fourth(tmp_path, monkeypatch):
+    import minari
+    monkeypatch.delenv('MINARI_DATASETS_PATH', raising=False)
+    rng = np.random.default_rng(0)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    lengths, success = [3, 7, 12], [False, True, False]
+    eps = [_episode(rng, n) for n in lengths]
+    for k, (ep, s) in enumerate(zip(eps, success)):
+        summary = _record(rec, k, ep, s, policy=k)
+        assert summary['written'] and summary['index'] == k and summary['steps'] == lengths[k]
+    assert 'MINARI_DATASETS_PATH' not in os.environ  # set only during minari calls
+    # A fourth episode begun (steps buffered) but never ended: nothing on disk changes.
+    rec.begin(3, 1003)
+    rec.add_step(eps[0]['image'][0], eps[0]['proprio'][0], eps[0]['action'][0], 0.0, 1, 0.0)
+
+    monkeypatch.setenv('MINARI_DATASETS_PATH', str(tmp_path / 'datasets'))
+    dataset = minari.load_dataset(DATASET_ID)
+    assert dataset.total_episodes == 3 and dataset.total_steps == sum(lengths)
+    assert dataset.storage.metadata['awopt_policy_ids'] == POLICY_IDS
+    for k, got in enumerate(dataset.iterate_episodes()):
+        ep, n = eps[k], lengths[k]
+        np.testing.assert_array_equal(got.observations['image'], ep['image'])
+        np.testing.assert_array_equal(got.observations['proprio'], ep['proprio'])
+        np.testing.assert_array_equal(got.actions, ep['action'])
+        expected_reward = np.zeros(n)
+        expected_reward[-1] = float(success[k])
+        np.testing.assert_array_equal(got.rewards, expected_reward)
+        last = np.zeros(n, dtype=bool)
+        last[-1] = True
+        np.testing.assert_array_equal(got.terminations, last & success[k])
+        np.testing.assert_array_equal(got.truncations, last & (not success[k]))
+        np.testing.assert_array_equal(got.infos['success_probability'], ep['p'])
+        np.testing.assert_array_equal(got.infos['stamp_s'], ep['stamp'])
+        np.testing.assert_array_equal(got.infos['policy'], np.full(n + 1, k))
+
+    loaded = load_episodes(tmp_path, DATASET_ID)
+    assert [e['episode'] for e in loaded] == [0, 1, 2]
+    assert [e['seed'] for e in loaded] == [1000, 1001, 1002]
+    np.testing.assert_array_equal(loaded[2]['image'], eps[2]['image'])
+    np.testing.assert_array_equal(loaded[1]['actions'], eps[1]['action'])
+
+
+def test_append_to_existing_dataset_after_restart(tmp_path):
+    rng = np.random.default_rng(1)
+    _record(EpisodeRecorder(tmp_path, DATASET_ID), 0, _episode(rng, 2), True)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)  # a new process on the same run directory
+    ep = _episode(rng, 4)
+    assert _record(rec, 1, ep, False)['index'] == 1
+    loaded = load_episodes(tmp_path, DATASET_ID)
+    assert [len(e['actions']) for e in loaded] == [2, 4]
+    np.testing.assert_array_equal(loaded[1]['proprio'], ep['proprio'])
+    meta = json.loads((tmp_path / 'datasets' / DATASET_ID / 'data' / 'metadata.json')
+                      .read_text())
+    assert meta['total_episodes'] == 2 and meta['total_steps'] == 6
+    rec32 = EpisodeRecorder(tmp_path, DATASET_ID, image_size=32)  # spaces differ
+    rec32.begin(2)
+    rec32.add_step(np.zeros((32, 32, 3), np.uint8), np.zeros(6), np.zeros(7), 0, 0, 0)
+    with pytest.raises(ValueError, match='observation space'):
+        rec32.end(False, False, True, np.zeros((32, 32, 3), np.uint8), np.zeros(6))
+    assert len(load_episodes(tmp_path, DATASET_ID)) == 2
+
+
+def test_actions_clipped_and_empty_episode_skipped(tmp_path, caplog):
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    rec.begin(0)
+    summary = rec.end(False, False, True, None, None)
+    assert not summary['written'] and summary['steps'] == 0
+    assert 'no actions' in caplog.text
+    assert not (tmp_path / 'datasets' / DATASET_ID).exists()
+    img = np.zeros((64, 64, 3), np.uint8)
+    rec.begin(1, 7)
+    rec.add_step(img, np.zeros(6), [0.5, -0.5, 0.01, 3.0, 2.0, -1.0, 0.7], 0.2, 0, 1.5)
+    rec.end(False, True, False, img, np.zeros(6))
+    (ep,) = load_episodes(tmp_path, DATASET_ID)
+    np.testing.assert_array_equal(ep['actions'][0], np.array(
+        [0.03, -0.03, 0.01, 0.2, 1.0, 0.0, 0.7], dtype=np.float32))
+    np.testing.assert_array_equal(ep['success_probability'], np.float32([0.2, 0.2]))
+    np.testing.assert_array_equal(ep['stamp_s'], [1.5, 1.5])
+    assert ep['terminations'].tolist() == [True] and ep['rewards'].tolist() == [0.0]
+
+
+def test_bad_input(tmp_path):
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    img = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(RuntimeError, match='no episode'):
+        rec.add_step(img, np.zeros(6), np.zeros(7), 0, 0, 0)
+    with pytest.raises(RuntimeError, match='no episode'):
+        rec.end(False, False, True, img, np.zeros(6))
+    rec.begin(0)
+    with pytest.raises(ValueError, match='image'):
+        rec.add_step(np.zeros((64, 64, 3), np.float32), np.zeros(6), np.zeros(7), 0, 0, 0)
+    with pytest.raises(ValueError, match='image'):
+        rec.add_step(np.zeros((32, 32, 3), np.uint8), np.zeros(6), np.zeros(7), 0, 0, 0)
+    with pytest.raises(ValueError, match='proprio'):
+        rec.add_step(img, np.zeros(5), np.zeros(7), 0, 0, 0)
+    with pytest.raises(ValueError, match='non-finite'):
+        rec.add_step(img, np.zeros(6), [np.nan] * 7, 0, 0, 0)
+    with pytest.raises(ValueError, match='action'):
+        rec.add_step(img, np.zeros(6), np.zeros(6), 0, 0, 0)
+    assert rec.steps == 0
+    with pytest.raises(ValueError, match='episode'):
+        rec.begin(-1)
+    with pytest.raises(ValueError, match='Minari dataset id'):
+        EpisodeRecorder(tmp_path, 'awopt/bad name')
+    assert dataset_id_for('kuka-grasp') == DATASET_ID
+    assert dataset_id_for('awopt/kuka-grasp/sim-v2') == 'awopt/kuka-grasp/sim-v2'
+    assert [policy_id(k) for k in ('scripted', 'actor', 'cem', 'bc')] == [0, 1, 2, 3]

@@ -1,0 +1,173 @@
+"""In-process tests of the logger node: episode events -> MCAP bag + Minari dataset."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message
+from rosbags.highlevel import AnyReader
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, String
+
+from awopt_ros.core import kinematics
+from awopt_ros.core.dataset import load_episodes
+from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
+from awopt_ros.nodes.logger import LoggerNode
+from awopt_ros.ros import convert, qos
+
+CAMERA = '/camera/color/image_raw'
+
+
+def fake_proprio(q7, finger_m):
+    """Deterministic stand-in for the FK (the logger only routes its result)."""
+    q = np.asarray(q7, dtype=np.float64)
+    return np.array([q[0], q[1], q[2], np.sin(q[3]), np.cos(q[3]), finger_m / 0.04],
+                    dtype=np.float32)
+
+
+class Harness:
+    """A publisher node beside the logger, both spun by one executor of a private context."""
+
+    def __init__(self, ctx, tmp_path, monkeypatch):
+        monkeypatch.setattr(kinematics, 'proprio_from_joints', fake_proprio)
+        self.logger = LoggerNode(context=ctx, parameter_overrides=[
+            Parameter('output_dir', value=str(tmp_path / 'run')),
+            Parameter('end_grace_s', value=0.2)])
+        self.node = rclpy.create_node('harness', context=ctx)
+        self.executor = SingleThreadedExecutor(context=ctx)
+        self.executor.add_node(self.logger)
+        self.executor.add_node(self.node)
+        n = self.node
+        self.pub = {
+            'event': n.create_publisher(String, '/episode/event', qos.LATCHED),
+            'info': n.create_publisher(String, '/policy/model_info', qos.LATCHED),
+            'camera': n.create_publisher(Image, CAMERA, qos.SENSOR),
+            'pimage': n.create_publisher(Image, '/policy/image', qos.SENSOR),
+            'joints': n.create_publisher(JointState, '/joint_states', qos.SENSOR),
+            'action': n.create_publisher(JointState, '/policy/action', qos.COMMAND),
+            'success': n.create_publisher(Float32, '/success/probability', qos.COMMAND),
+        }
+        self.saved = []
+        n.create_subscription(String, '/logger/episode_saved',
+                              lambda m: self.saved.append(json.loads(m.data)), qos.LATCHED)
+        self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in self.pub.values()))
+
+    def spin_until(self, cond, timeout_s=5.0):
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert time.monotonic() < deadline, 'condition not met in time'
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def event(self, **kw):
+        kw.setdefault('stamp_s', time.time())
+        self.pub['event'].publish(String(data=json.dumps(kw)))
+
+    def close(self):
+        self.executor.shutdown()
+        self.logger.destroy_node()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def harness(ros_context, tmp_path, monkeypatch):
+    h = Harness(ros_context, tmp_path, monkeypatch)
+    yield h
+    h.close()
+
+
+def _run_steps(h, rng, steps, t0_s):
+    """Publish ``steps`` (camera, joints, policy image, success, action) rounds."""
+    sent = {'camera': [], 'image': [], 'action': [], 'q7': [], 'finger': [], 'p': []}
+    for i in range(steps):
+        stamp = convert.s_to_stamp(t0_s + 0.1 * i)
+        q7 = rng.uniform(-1, 1, 7)
+        finger = float(rng.uniform(0, 0.04))
+        js = JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT],
+                        position=q7.tolist() + [finger])
+        js.header.stamp = convert.s_to_stamp(t0_s + 0.1 * i - 0.005)
+        cam = convert.numpy_to_image(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), stamp,
+                                     'camera_color_optical_frame')
+        small = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        action = np.float32([0.01, -0.02, 0.005, 0.1, 0.0, float(i == steps - 1), 0.0])
+        p = np.float32(0.1 * i)
+        h.pub['joints'].publish(js)
+        h.pub['camera'].publish(cam)
+        h.pub['pimage'].publish(convert.numpy_to_image(small, stamp, 'camera_color_optical_frame'))
+        h.pub['success'].publish(Float32(data=float(p)))
+        h.spin_until(lambda: h.logger._success_p == p)
+        h.pub['action'].publish(convert.action_to_msg(action, stamp))
+        h.spin_until(lambda: h.logger.recorder.steps == i + 1)
+        for key, val in (('camera', cam), ('image', small), ('action', action), ('q7', q7),
+                         ('finger', finger), ('p', p)):
+            sent[key].append(val)
+    return sent
+
+
+def _bag_messages(path):
+    out = {}
+    with AnyReader([Path(path)]) as reader:
+        for conn, _, raw in reader.messages():
+            out.setdefault(conn.topic, []).append(raw)
+    return out
+
+
+def test_episode_recorded_to_bag_and_dataset(harness, tmp_path):
+    h, rng = harness, np.random.default_rng(3)
+    h.pub['info'].publish(String(data=json.dumps({'kind': 'actor', 'model': 'm.onnx'})))
+    h.spin_until(lambda: h.logger._policy_kind == 'actor')
+    h.event(event='start', episode=5, seed=1005)
+    h.spin_until(lambda: h.logger.recorder.in_episode)
+    sent = _run_steps(h, rng, 6, 50.0)
+    h.event(event='end', episode=5, outcome='success', steps=6, success=True, terminated=True,
+            truncated=False)
+    h.spin_until(lambda: h.saved)
+    saved = h.saved[0]
+    bag = tmp_path / 'run' / 'bags' / 'episode_0005'
+    assert saved == {'episode': 5, 'bag': str(bag), 'frames_logged': 6, 'steps': 6,
+                     'dataset_id': 'awopt/kuka-grasp-v0',
+                     'dataset_root': str(tmp_path / 'run' / 'datasets'), 'outcome': 'success',
+                     'dataset_written': True, 'dataset_index': 0, 'bag_error': None}
+
+    msgs = _bag_messages(bag)
+    cams = [deserialize_message(raw, Image) for raw in msgs[CAMERA]]
+    assert len(cams) == 6
+    for got, ref in zip(cams, sent['camera']):
+        assert bytes(got.data) == bytes(ref.data) and got.header.stamp == ref.header.stamp
+    assert len(msgs['/policy/action']) == 6 and len(msgs['/policy/image']) == 6
+    events = [json.loads(deserialize_message(r, String).data)['event']
+              for r in msgs['/episode/event']]
+    assert events == ['start', 'end']
+    assert len(msgs['/policy/model_info']) == 1  # latched state copied into the episode
+
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    assert (ep['episode'], ep['seed']) == (5, 1005)
+    np.testing.assert_array_equal(ep['image'][:6], np.stack(sent['image']))
+    np.testing.assert_array_equal(ep['image'][6], sent['image'][-1])  # no newer frame
+    np.testing.assert_array_equal(ep['actions'], np.stack(sent['action']))
+    expected = np.stack([fake_proprio(q, f) for q, f in zip(sent['q7'], sent['finger'])])
+    np.testing.assert_array_equal(ep['proprio'][:6], expected)
+    np.testing.assert_array_equal(ep['success_probability'][:6], np.float32(sent['p']))
+    np.testing.assert_allclose(ep['stamp_s'][:6], 50.0 + 0.1 * np.arange(6), atol=1e-9)
+    assert ep['policy'].tolist() == [1] * 7
+    assert ep['rewards'].tolist() == [0.0] * 5 + [1.0]
+    assert ep['terminations'].tolist() == [False] * 5 + [True]
+    assert not ep['truncations'].any()
+
+
+def test_shutdown_mid_episode_saves_truncated(harness, tmp_path):
+    h, rng = harness, np.random.default_rng(4)
+    h.event(event='start', episode=0, seed=7)
+    h.spin_until(lambda: h.logger.recorder.in_episode)
+    sent = _run_steps(h, rng, 3, 10.0)
+    h.logger.close()  # what spin_node does on Ctrl-C / SIGTERM
+    h.spin_until(lambda: h.saved)
+    assert h.saved[0]['outcome'] == 'shutdown' and h.saved[0]['frames_logged'] == 3
+    assert len(_bag_messages(h.saved[0]['bag'])[CAMERA]) == 3
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    np.testing.assert_array_equal(ep['actions'], np.stack(sent['action']))
+    assert ep['truncations'].tolist() == [False, False, True]
+    assert not ep['terminations'].any() and not ep['rewards'].any()

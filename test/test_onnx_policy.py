@@ -1,0 +1,169 @@
+"""Tests of the ONNX export contract and awopt_ros.core.onnx_policy."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from awopt_ros.core import spec
+from awopt_ros.core.onnx_policy import (CONTRACT_KEY, ModelContractError, OnnxActor,
+                                        expected_contract, read_contract, read_metadata)
+from awopt_ros.learning.export import export_actor
+from awopt_ros.learning.networks import Actor, ActorConfig, ActorPolicy
+
+SIZE = 16
+CROP = [80, 0, 480, 480]
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """Export a small random actor to ONNX; yield (actor, path, export result)."""
+    torch.manual_seed(0)
+    actor = Actor(ActorConfig(image_size=SIZE, channels=4, num_conv=2, hidden=16)).eval()
+    path = tmp_path_factory.mktemp('onnx') / 'tiny.onnx'
+    result = export_actor(actor, path, CROP, dataset='test/set-v0', model_card='tiny test')
+    return actor, path, result
+
+
+def _rewrite_contract(src, dst, **changes):
+    model = onnx.load(str(src))
+    for prop in model.metadata_props:
+        if prop.key == CONTRACT_KEY:
+            contract = json.loads(prop.value)
+            contract.update(changes)
+            prop.value = json.dumps(contract)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_contract_metadata_written(tiny):
+    _, path, result = tiny
+    c = read_contract(path)
+    assert c == result['contract']
+    assert c['image_size'] == [SIZE, SIZE] and c['crop_xywh'] == CROP
+    assert c['source_size'] == [640, 480]
+    assert c['proprio_names'] == list(spec.PROPRIO_NAMES)
+    assert c['action_names'] == list(spec.ACTION_NAMES)
+    assert c['action_units'] == list(spec.ACTION_UNITS)
+    np.testing.assert_allclose(c['action_low'], spec.ACTION_LOW)
+    np.testing.assert_allclose(c['action_high'], spec.ACTION_HIGH)
+    assert (c['algorithm'], c['dataset'], c['version']) == ('bc', 'test/set-v0', 1)
+    assert read_metadata(path)['model_card'] == 'tiny test'
+
+
+def test_graph_io_names_types_and_dynamic_batch(tiny):
+    _, path, _ = tiny
+    g = onnx.load(str(path)).graph
+    ins = {i.name: i.type.tensor_type for i in g.input}
+    assert ins['image'].elem_type == TensorProto.UINT8
+    assert ins['proprio'].elem_type == TensorProto.FLOAT
+    assert g.output[0].name == 'action'
+    assert g.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert ins['image'].shape.dim[0].dim_param == 'N'
+    assert [d.dim_value for d in ins['image'].shape.dim[1:]] == [SIZE, SIZE, 3]
+
+
+@pytest.mark.parametrize('batch', [1, 64])
+def test_parity_torch_vs_onnxruntime(tiny, batch):
+    actor, path, result = tiny
+    assert set(result['parity']) == {1, 64}
+    assert all(d <= 1e-4 for d, _ in result['parity'].values())
+    rng = np.random.default_rng(batch)
+    img = rng.integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8)
+    pro = rng.normal(0, 0.3, (batch, 6)).astype(np.float32)
+    with torch.no_grad():
+        ref = ActorPolicy(actor)(torch.from_numpy(img), torch.from_numpy(pro)).numpy()
+    got = OnnxActor(path, expected_contract(SIZE, CROP)).act(img, pro)
+    assert got.shape == (batch, 7) and got.dtype == np.float32
+    assert np.max(np.abs(got[:, :4] - ref[:, :4])) <= 1e-4
+    assert np.all(got[:, :4] >= spec.ACTION_LOW[:4]) and np.all(got[:, :4] <= spec.ACTION_HIGH[:4])
+    assert set(np.unique(got[:, 4:])) <= {0.0, 1.0}
+    single = OnnxActor(path).act(img[0], pro[0])
+    assert single.shape == (7,)
+    np.testing.assert_allclose(single, got[0], atol=1e-5)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='not found'):
+        OnnxActor(tmp_path / 'nope.onnx', expected_contract(64, CROP))
+
+
+@pytest.mark.parametrize('field, value', [
+    ('image_size', [32, 32]),
+    ('crop_xywh', [0, 0, 640, 480]),
+    ('proprio_names', ['x', 'y', 'z', 'sin_yaw', 'cos_yaw', 'gripper_closed']),
+    ('action_names', ['dx', 'dy', 'dz', 'dyaw', 'open', 'close', 'stop']),
+    ('action_low', [-0.05, -0.03, -0.03, -0.2, 0, 0, 0]),
+    ('action_high', [0.03, 0.03, 0.03, 0.5, 1, 1, 1]),
+])
+def test_contract_mismatch_names_field(tiny, tmp_path, field, value):
+    _, path, _ = tiny
+    bad = _rewrite_contract(path, tmp_path / 'bad.onnx', **{field: value})
+    with pytest.raises(ModelContractError, match=field) as info:
+        OnnxActor(bad, expected_contract(SIZE, CROP))
+    assert len(info.value.mismatches) == 1
+    assert isinstance(info.value, ValueError)
+
+
+def test_contract_mismatch_lists_every_field(tiny):
+    _, path, _ = tiny
+    with pytest.raises(ModelContractError) as info:
+        OnnxActor(path, expected_contract(64, [0, 0, 480, 480]))
+    msg = str(info.value)
+    assert 'image_size' in msg and 'crop_xywh' in msg and len(info.value.mismatches) == 2
+
+
+def test_missing_contract_metadata(tiny, tmp_path):
+    _, path, _ = tiny
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / 'nometa.onnx'))
+    with pytest.raises(ModelContractError, match='awopt_contract'):
+        OnnxActor(tmp_path / 'nometa.onnx', expected_contract(SIZE, CROP))
+
+
+def _handmade_model(path, contract, scale):
+    """Write a graph computing action = (proprio @ ones(6, 7)) * scale (can give inf/nan)."""
+    img = helper.make_tensor_value_info('image', TensorProto.UINT8, ['N', SIZE, SIZE, 3])
+    pro = helper.make_tensor_value_info('proprio', TensorProto.FLOAT, ['N', 6])
+    out = helper.make_tensor_value_info('action', TensorProto.FLOAT, ['N', 7])
+    w = helper.make_tensor('w', TensorProto.FLOAT, [6, 7], [1.0] * 42)
+    s = helper.make_tensor('s', TensorProto.FLOAT, [], [scale])
+    nodes = [helper.make_node('MatMul', ['proprio', 'w'], ['m']),
+             helper.make_node('Mul', ['m', 's'], ['action'])]
+    graph = helper.make_graph(nodes, 'g', [img, pro], [out], initializer=[w, s])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {CONTRACT_KEY: json.dumps(contract)})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_non_finite_output_raises(tiny, tmp_path):
+    contract = read_contract(tiny[1])
+    img = np.zeros((SIZE, SIZE, 3), np.uint8)
+    finite = OnnxActor(_handmade_model(tmp_path / 'ok.onnx', contract, 0.01),
+                       expected_contract(SIZE, CROP))
+    np.testing.assert_allclose(finite.act(img, np.ones(6, np.float32)), np.full(7, 0.06),
+                               rtol=1e-6)
+    actor = OnnxActor(_handmade_model(tmp_path / 'inf.onnx', contract, float('inf')),
+                      expected_contract(SIZE, CROP))
+    with pytest.raises(ValueError, match='non-finite'):
+        actor.act(img, np.ones(6, np.float32))          # inf
+    with pytest.raises(ValueError, match='non-finite'):
+        actor.act(img, np.zeros(6, np.float32))         # 0 * inf = nan
+
+
+def test_act_bad_inputs(tiny):
+    actor = OnnxActor(tiny[1])
+    img = np.zeros((SIZE, SIZE, 3), np.uint8)
+    with pytest.raises(ValueError, match='uint8'):
+        actor.act(img.astype(np.float32), np.zeros(6, np.float32))
+    with pytest.raises(ValueError, match='model expects'):
+        actor.act(np.zeros((8, 8, 3), np.uint8), np.zeros(6, np.float32))
+    with pytest.raises(ValueError, match='proprio'):
+        actor.act(img, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match='proprio'):
+        actor.act(np.zeros((2, SIZE, SIZE, 3), np.uint8), np.zeros((3, 6), np.float32))
