@@ -60,11 +60,15 @@ def format_param(value):
 
 
 def node_command(module, node_name, config, params=None, python=sys.executable):
-    """Return the argv that starts ``module`` as node ``node_name`` with the params file."""
+    """Return the argv that starts ``module`` as node ``node_name`` with the params file.
+
+    ``params`` override the file. They are given as ``-p NODE:NAME:=VALUE``: a plain
+    ``-p NAME:=VALUE`` is a wildcard override, which loses to the file's node-keyed entries.
+    """
     argv = [python, '-m', module, '--ros-args', '-r', f'__node:={node_name}',
             '--params-file', str(resolve(config))]
     for key, value in (params or {}).items():
-        argv += ['-p', f'{key}:={format_param(value)}']
+        argv += ['-p', f'{node_name}:{key}:={format_param(value)}']
     return argv
 
 

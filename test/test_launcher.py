@@ -27,8 +27,8 @@ def test_node_command_uses_params_file_and_overrides():
     assert argv[1:4] == ['-m', 'awopt_ros.nodes.logger', '--ros-args']
     assert '__node:=logger' in argv
     assert str(resolve(DEFAULT_CONFIG)) in argv
-    assert "output_dir:='/tmp/it''s'" in argv
-    assert 'use_sim_time:=true' in argv and 'crop:=[1, 2]' in argv
+    assert "logger:output_dir:='/tmp/it''s'" in argv
+    assert 'logger:use_sim_time:=true' in argv and 'logger:crop:=[1, 2]' in argv
     assert format_param(0.5) == '0.5'
 
 
