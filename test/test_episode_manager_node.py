@@ -44,7 +44,9 @@ class FakeCell:
 
     def heartbeat(self):
         self.joints.publish(JointState())
-        self.camera.publish(CameraInfo())
+        info = CameraInfo()
+        info.header.stamp = self.node.get_clock().now().to_msg()
+        self.camera.publish(info)
 
     def send_action(self, terminate=0.0):
         stamp = self.node.get_clock().now().to_msg()
@@ -88,7 +90,8 @@ def test_start_resets_enables_and_ends_on_terminate(ros_context):
     assert reply.success and json.loads(reply.message) == {'episode': 1}
     assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
     start = events_of(cell, 'start')[0]
-    assert start['episode'] == 1 and start['seed'] == 1001 and cell.enables == [True]
+    assert start['episode'] == 1 and start['seed'] == 1001
+    assert spin(ex, lambda: cell.enables == [True], cell=cell)
     busy = call(ex, cell.start, cell)
     assert not busy.success and 'already running' in busy.message
     cell.send_action()
@@ -104,6 +107,11 @@ def test_success_and_operator_stop(ros_context):
     manager, cell, ex = setup(ros_context, success_debounce_steps=2)
     call(ex, cell.start, cell)
     assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    cell.success.publish(Float32(data=1.0))   # before any new frame: stale, ignored
+    cell.success.publish(Float32(data=1.0))
+    spin(ex, lambda: False, timeout_s=0.1)
+    assert not events_of(cell, 'end')
+    assert spin(ex, lambda: manager.fresh_frame, cell=cell)
     for _ in range(2):
         cell.success.publish(Float32(data=1.0))
     assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
@@ -116,6 +124,20 @@ def test_success_and_operator_stop(ros_context):
     assert spin(ex, lambda: len(events_of(cell, 'end')) == 2, cell=cell)
     end = events_of(cell, 'end')[1]
     assert end['outcome'] == 'operator' and end['truncated'] and end['episode'] == 2
+    manager.destroy_node()
+
+
+def test_arm_that_refuses_to_enable_ends_episode(ros_context):
+    manager, cell, ex = setup(ros_context)
+    cell.node.destroy_service(next(s for s in cell.node.services
+                                   if s.srv_name == '/arm/enable'))
+    refuse = cell.node.create_service(
+        SetBool, '/arm/enable', lambda req, res: setattr(res, 'success', False) or res)
+    assert refuse is not None
+    call(ex, cell.start, cell)
+    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'node_lost' and 'enable' in end['detail']
     manager.destroy_node()
 
 

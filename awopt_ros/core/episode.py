@@ -178,6 +178,12 @@ class Episode:
             return self._end('timeout', now_s, f'{self.config.timeout_s:.1f} s')
         return None
 
+    def abort(self, now_s, detail):
+        """End the episode because part of the stack failed (``node_lost``, truncated)."""
+        if self.done:
+            return None
+        return self._end('node_lost', now_s, detail)
+
     def stop(self, now_s, reason='operator'):
         """End the episode at an operator's request (truncated)."""
         if self.done:

@@ -22,8 +22,9 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from awopt_ros.core import robot, spec
+from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
-from awopt_ros.core.safety import SafetyLimits, Watchdog, filter_action
+from awopt_ros.core.safety import SafetyLimits, Watchdog
 from awopt_ros.ros import qos
 from awopt_ros.ros.convert import joint_positions, msg_to_action, stamp_to_s
 from awopt_ros.ros.diagnostics import OK, WARN, diagnostic_array
@@ -245,23 +246,18 @@ class ArmInterfaceNode(Node):
             self._counts['ignored'] += 1
             self._hold(f'stale inputs {stale}')
             return
-        q = self._q_meas
-        tcp_pos, _ = self._kin.fk(q)
-        safe, flags = filter_action(action, tcp_pos, self._limits)
-        if flags.rejected:
+        cmd = arm_command(self._kin, self._q_meas, action, self._limits, self._period_s)
+        if cmd.flags.rejected:
             self._counts['rejected'] += 1
             self.get_logger().error(f'non-finite action rejected: {action.tolist()}')
             self._holding = False      # always send a hold for a rejected action
             self._hold('non-finite action')
             return
-        self._counts['clipped'] += int(flags.clipped)
-        self._counts['clamped'] += int(flags.clamped)
-        q_target = self._kin.ik_step(q, safe[:3], float(safe[3]), self._period_s)
-        self._send_arm(q_target)
-        if spec.is_set(safe[spec.IDX_CLOSE]):
-            self._gripper_pub.publish(Float64MultiArray(data=[spec.GRIPPER_CLOSED_M]))
-        elif spec.is_set(safe[spec.IDX_OPEN]):
-            self._gripper_pub.publish(Float64MultiArray(data=[0.0]))
+        self._counts['clipped'] += int(cmd.flags.clipped)
+        self._counts['clamped'] += int(cmd.flags.clamped)
+        self._send_arm(cmd.q_target)
+        if cmd.gripper_m is not None:
+            self._gripper_pub.publish(Float64MultiArray(data=[cmd.gripper_m]))
         self._holding = False
         self._counts['commands_sent'] += 1
         latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3

@@ -65,8 +65,11 @@ class EpisodeManagerNode(Node):
         self.create_subscription(Float32, '/success/probability', self._on_success, qos.COMMAND)
         self.create_subscription(JointState, '/joint_states',
                                  lambda _: self._seen('joint_states'), qos.SENSOR)
-        self.create_subscription(CameraInfo, '/camera/color/camera_info',
-                                 lambda _: self._seen('camera'), qos.SENSOR)
+        self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera,
+                                 qos.SENSOR)
+        # Success samples count only after a camera frame newer than the episode's start:
+        # samples still in flight from before the reset must not end the new episode.
+        self.fresh_frame = False
         # Wall-clock timer: with use_sim_time a dead simulator stops the node clock.
         self.create_timer(0.05, self._on_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -81,11 +84,12 @@ class EpisodeManagerNode(Node):
             response.message = json.dumps({'error': 'an episode is already running',
                                            'episode': self.episode_index})
             return response
-        if not self.reset_client.service_is_ready():
-            response.success = False
-            response.message = json.dumps(
-                {'error': f'reset service {self.reset_client.srv_name} not available'})
-            return response
+        for client in (self.reset_client, self.enable_client):
+            if not client.service_is_ready():
+                response.success = False
+                response.message = json.dumps(
+                    {'error': f'service {client.srv_name} not available'})
+                return response
         self.episode_index += 1
         self.pending = 'reset'
         self.start_request_s = time.monotonic()
@@ -106,25 +110,24 @@ class EpisodeManagerNode(Node):
             self.last_seed = json.loads(result.message).get('seed')
         except (ValueError, AttributeError):
             self.last_seed = None
-        self.pending = 'enable'
+        # Announce the episode before the arm may move, so the logger records from its start.
+        now = self._now_s()
+        self.episode = Episode(self.episode_index, now, self.config, watched=WATCHED,
+                               start_wall_s=time.monotonic())
+        self.fresh_frame = False
+        self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
+                       'stamp_s': now})
+        self.get_logger().info(f'episode {self.episode_index} started (seed {self.last_seed})')
+        self.pending = None
         self.enable_client.call_async(SetBool.Request(data=True)).add_done_callback(
             self._after_enable)
 
     def _after_enable(self, future):
-        if self.pending != 'enable':
-            return
         result = future.result()
         if result is None or not result.success:
             self.get_logger().error('arm interface refused to enable')
-            self._abort_start('enable failed')
-            return
-        self.pending = None
-        now = self._now_s()
-        self.episode = Episode(self.episode_index, now, self.config, watched=WATCHED,
-                               start_wall_s=time.monotonic())
-        self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
-                       'stamp_s': now})
-        self.get_logger().info(f'episode {self.episode_index} started (seed {self.last_seed})')
+            if self.episode is not None:
+                self._finish(self.episode.abort(self._now_s(), 'arm interface did not enable'))
 
     def _abort_start(self, why):
         self.pending = None
@@ -135,6 +138,11 @@ class EpisodeManagerNode(Node):
     def _seen(self, name):
         if self.episode is not None:
             self.episode.seen(name, time.monotonic())
+
+    def _on_camera(self, msg):
+        self._seen('camera')
+        if self.episode is not None and not self.fresh_frame:
+            self.fresh_frame = convert.stamp_to_s(msg.header.stamp) > self.episode.start_s
 
     def _on_action(self, msg):
         if self.episode is None:
@@ -151,7 +159,7 @@ class EpisodeManagerNode(Node):
         self._finish(self.episode.on_action(action, self._now_s()))
 
     def _on_success(self, msg):
-        if self.episode is not None:
+        if self.episode is not None and self.fresh_frame:
             self._finish(self.episode.on_success_probability(float(msg.data), self._now_s()))
 
     def _on_stop(self, request, response):

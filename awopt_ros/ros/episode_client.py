@@ -8,8 +8,8 @@ saved bags and dataset.
 import json
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
@@ -35,6 +35,8 @@ class EpisodeClient(Node):
         self.create_subscription(Float64, '/arm/frame_to_command_ms', self._on_latency,
                                  qos.COMMAND)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+        self.executor_ = SingleThreadedExecutor(context=self.context)
+        self.executor_.add_node(self)
 
     def _on_event(self, msg):
         try:
@@ -66,7 +68,7 @@ class EpisodeClient(Node):
                 return True
             if alive is not None and not alive():
                 return False
-            rclpy.spin_once(self, timeout_sec=0.05)
+            self.executor_.spin_once(timeout_sec=0.05)
         return condition()
 
     def wait_ready(self, timeout_s=60.0, alive=None):

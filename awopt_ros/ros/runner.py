@@ -117,8 +117,10 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     except StackError as exc:
         error = str(exc)
     finally:
-        client.spin_until(lambda: False, 1.2)  # last diagnostics
-        codes = stack.stop()
+        try:
+            client.spin_until(lambda: False, 1.2)  # last diagnostics
+        finally:
+            codes = stack.stop()
         client.destroy_node()
         rclpy.try_shutdown(context=context)
 

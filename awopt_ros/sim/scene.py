@@ -31,10 +31,11 @@ OBJECT_DENSITY_KG_M3 = 400.0
 SHAPES = ('box', 'cylinder', 'sphere', 'capsule')
 FINGER_FORCE_N = 25.0
 SETTLE_S = 0.4
-# Camera behind and above the robot, a little to its left, looking at the bin centre.
-CAMERA_POS_M = (-0.42, 0.3, 1.05)
-CAMERA_LOOKAT_M = (0.62, 0.0, 0.0)
-CAMERA_FOVY_DEG = 36.0
+# Camera above the robot's left shoulder looking down at the bin: the bin fills the central
+# 480x480 crop and the gripper stays in view while it works in the bin.
+CAMERA_POS_M = (0.0, 0.6, 1.2)
+CAMERA_LOOKAT_M = (0.6, 0.0, 0.03)
+CAMERA_FOVY_DEG = 28.0
 # Arm servo: stiffness (Nm/rad) and damping (Nms/rad) per joint; forces limited to the URDF
 # effort limits.
 _ARM_KP = (3000.0, 3000.0, 1500.0, 1500.0, 600.0, 300.0, 300.0)
@@ -152,7 +153,7 @@ def build_spec(urdf_path, seed, num_objects=5, physics_dt_s=0.002, image_size=(6
     for name, (pos, size) in walls.items():
         world.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, pos=pos, size=size,
                        rgba=bin_rgba, friction=[1.0, 0.02, 0.002])
-    world.add_geom(name='bin_floor', type=mujoco.mjtGeom.mjGEOM_BOX, pos=[cx, cy, -0.0005],
+    world.add_geom(name='bin_floor', type=mujoco.mjtGeom.mjGEOM_BOX, pos=[cx, cy, 0.0005],
                    size=[ix, iy, 0.0005], rgba=[0.75, 0.75, 0.7, 1.0],
                    contype=0, conaffinity=0)
 

@@ -1,0 +1,82 @@
+"""scripted_policy: the noisy scripted grasping policy as a policy node (simulation only).
+
+It acts exactly where the learned policy node acts: once per ``/policy/image``, publishing
+``/policy/action`` stamped with that image's stamp. It reads the object poses from the
+simulator (``/sim/object_poses``, privileged information), so it exists to collect
+demonstrations, not to run on hardware. Logic: :class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
+"""
+import json
+
+import numpy as np
+from geometry_msgs.msg import PoseArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+
+from awopt_ros.core import spec
+from awopt_ros.core.kinematics import Kinematics
+from awopt_ros.ros import convert, qos
+from awopt_ros.ros.params import declare
+from awopt_ros.ros.run import spin_node
+from awopt_ros.sim.scripted import ScriptedGraspPolicy
+
+
+class ScriptedPolicyNode(Node):
+    """Publishes the scripted policy's action for every policy image."""
+
+    def __init__(self, **kwargs):
+        super().__init__('scripted_policy', **kwargs)
+        noise = declare(self, 'noise_std_m', 0.004, 'Per-step motion noise (m).', low=0.0,
+                        high=0.05, read_only=True)
+        slip = declare(self, 'slip_probability', 0.35, 'Probability of a large per-episode '
+                       'grasp-point error (makes failures).', low=0.0, high=1.0, read_only=True)
+        seed = declare(self, 'seed', 0, 'Noise seed.', low=0, high=2**31 - 1, read_only=True)
+        urdf = declare(self, 'urdf_path', 'urdf/iiwa14_gripper.urdf', 'Robot URDF.',
+                       read_only=True)
+        self.policy = ScriptedGraspPolicy(seed=seed, noise_std_m=noise, slip_probability=slip)
+        self.kin = Kinematics(urdf)
+        self.joints = None
+        self.poses = None
+        self.actions = 0
+        self.pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
+        info = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
+        info.publish(String(data=json.dumps({'kind': 'scripted', 'noise_std_m': noise,
+                                             'slip_probability': slip, 'seed': seed})))
+        self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
+        self.create_subscription(JointState, '/joint_states', self._on_joints, qos.SENSOR)
+        self.create_subscription(PoseArray, '/sim/object_poses', self._on_poses, qos.COMMAND)
+        self.create_subscription(String, '/episode/event', self._on_event, qos.LATCHED)
+
+    def _on_joints(self, msg):
+        try:
+            self.joints = convert.joint_positions(msg, list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT])
+        except (KeyError, ValueError) as exc:
+            self.get_logger().error(f'bad joint state: {exc}', throttle_duration_sec=5.0)
+
+    def _on_poses(self, msg):
+        self.poses = np.array([[p.position.x, p.position.y, p.position.z, p.orientation.w,
+                                p.orientation.x, p.orientation.y, p.orientation.z]
+                               for p in msg.poses])
+
+    def _on_event(self, msg):
+        try:
+            if json.loads(msg.data).get('event') == 'start':
+                self.policy.reset()
+        except ValueError:
+            self.get_logger().warning(f'unreadable episode event {msg.data!r}')
+
+    def _on_image(self, msg):
+        if self.joints is None or self.poses is None or len(self.poses) == 0:
+            return
+        proprio = self.kin.proprio(self.joints[:7], self.joints[7])
+        action = self.policy.act(proprio, self.poses)
+        self.pub.publish(convert.action_to_msg(action, msg.header.stamp))
+        self.actions += 1
+
+
+def main(args=None):
+    return spin_node(ScriptedPolicyNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""sim_robot: the MuJoCo stand-in for a Kuka iiwa 14 cell, speaking the hardware's topics.
+
+Publishes what real drivers publish (realsense2_camera's ``/camera/color/image_raw`` and
+``camera_info``; joint_state_broadcaster's ``/joint_states``) and takes what ros2_control
+controllers take (``/arm_controller/joint_trajectory`` like a joint_trajectory_controller,
+``/forward_position_controller/commands`` like a forward_command_controller, and
+``/gripper_controller/commands``). Simulation-only extras: ``/sim/reset``,
+``/sim/object_poses`` (privileged, for the scripted policy) and ``/success/probability``
+(ground truth: an object lifted). With ``publish_clock`` it publishes ``/clock`` and can run
+faster than real time (``real_time_factor``). The physics and rendering are
+:class:`awopt_ros.sim.scene.GraspSim`.
+"""
+import json
+import math
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Pose, PoseArray
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float32, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from awopt_ros.core import spec
+from awopt_ros.core.paths import resolve
+from awopt_ros.ros import convert, qos
+from awopt_ros.ros.diagnostics import diagnostic_array
+from awopt_ros.ros.params import declare
+from awopt_ros.ros.run import spin_node
+from awopt_ros.sim.scene import GraspSim
+
+CAMERA_FRAME = 'camera_color_optical_frame'
+JOINT_NAMES = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
+TICK_S = 0.005            # wall period of the physics loop
+MAX_LAG_S = 0.25          # sim time more than this behind the wall is dropped, not caught up
+
+
+class SimRobotNode(Node):
+    """Steps the simulation on a wall-clock loop and publishes sensors at their rates."""
+
+    def __init__(self, **kwargs):
+        super().__init__('sim_robot', **kwargs)
+        urdf = declare(self, 'urdf_path', 'urdf/iiwa14_gripper.urdf',
+                       'Robot URDF (relative to the package share dir).', read_only=True)
+        self.base_seed = declare(self, 'seed', 1000, 'Scene seed of the first reset; reset k '
+                                 'uses seed + k.', low=0, high=2**31 - 1)
+        num_objects = declare(self, 'num_objects', 5, 'Objects in the bin.', low=1, high=20,
+                              read_only=True)
+        self.camera_rate_hz = declare(self, 'camera_rate_hz', 10.0,
+                                      'Camera frame rate (Hz, simulated time).', low=1.0,
+                                      high=60.0, read_only=True)
+        self.joint_rate_hz = declare(self, 'joint_state_rate_hz', 100.0,
+                                     '/joint_states rate (Hz, simulated time).', low=1.0,
+                                     high=1000.0, read_only=True)
+        physics_dt_s = declare(self, 'physics_dt_s', 0.002, 'MuJoCo time step (s).',
+                               low=0.0001, high=0.01, read_only=True)
+        self.rtf = declare(self, 'real_time_factor', 1.0, 'Simulated seconds per wall second; '
+                           '0 = as fast as possible (needs publish_clock).', low=0.0,
+                           high=100.0, read_only=True)
+        self.publish_clock = declare(self, 'publish_clock', False,
+                                     'Publish /clock and stamp with simulated time.',
+                                     read_only=True)
+        success_height_m = declare(self, 'success_height_m', 0.12, 'An object this far above '
+                                   'the bin floor counts as lifted (m).', low=0.01, high=1.0,
+                                   read_only=True)
+        width = declare(self, 'image_width', 640, 'Camera width (px).', low=16, high=4096,
+                        read_only=True)
+        height = declare(self, 'image_height', 480, 'Camera height (px).', low=16, high=4096,
+                         read_only=True)
+        if self.rtf != 1.0 and not self.publish_clock:
+            self.get_logger().warning('real_time_factor != 1 without publish_clock: stamps '
+                                      'are wall time while physics is not; set publish_clock')
+
+        self.sim = GraspSim(resolve(urdf), num_objects=num_objects, physics_dt_s=physics_dt_s,
+                            image_size=(width, height), success_height_m=success_height_m)
+        self.resets = 0
+        self.frames_published = 0
+        self.time_offset_s = 0.0     # simulated time before the current scene (monotonic clock)
+        self.next_frame_s = 0.0
+        self.next_joint_s = 0.0
+        self.commands = {'arm': 0, 'gripper': 0, 'rejected': 0}
+        self.camera_info = self._camera_info(width, height)
+        self.sim.reset(self.base_seed)
+        self.current_seed = self.base_seed
+
+        self.image_pub = self.create_publisher(Image, '/camera/color/image_raw', qos.SENSOR)
+        self.info_pub = self.create_publisher(CameraInfo, '/camera/color/camera_info',
+                                              qos.SENSOR)
+        self.joint_pub = self.create_publisher(JointState, '/joint_states', qos.SENSOR)
+        self.success_pub = self.create_publisher(Float32, '/success/probability', qos.COMMAND)
+        self.poses_pub = self.create_publisher(PoseArray, '/sim/object_poses', qos.COMMAND)
+        self.clock_pub = (self.create_publisher(ClockMsg, '/clock', 10)
+                          if self.publish_clock else None)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
+                                 self._on_trajectory, qos.COMMAND)
+        self.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+                                 self._on_forward, qos.COMMAND)
+        self.create_subscription(Float64MultiArray, '/gripper_controller/commands',
+                                 self._on_gripper, qos.COMMAND)
+        self.create_service(Trigger, '/sim/reset', self._on_reset)
+        # The loop runs on the steady clock: with use_sim_time the node clock is our own /clock.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.wall_start = time.monotonic()
+        self.sim_start = self._sim_now()
+        self.create_timer(TICK_S, self._tick, clock=steady)
+        self.create_timer(1.0, self._publish_diagnostics, clock=steady)
+        self._rtf_window = (time.monotonic(), self._sim_now())
+        self.measured_rtf = 0.0
+        self.get_logger().info(f'simulating {num_objects} objects, camera {width}x{height} at '
+                               f'{self.camera_rate_hz:.0f} Hz, real-time factor {self.rtf}')
+
+    # -- time ------------------------------------------------------------------------------
+    def _sim_now(self):
+        return self.time_offset_s + self.sim.time_s
+
+    def _stamp(self):
+        if self.publish_clock:
+            return convert.s_to_stamp(self._sim_now())
+        return self.get_clock().now().to_msg()
+
+    # -- physics loop ----------------------------------------------------------------------
+    def _tick(self):
+        dt = self.sim.physics_dt_s
+        if self.rtf > 0.0:
+            target = self.sim_start + self.rtf * (time.monotonic() - self.wall_start)
+            if target - self._sim_now() > MAX_LAG_S:     # fell behind: do not try to catch up
+                self.sim_start += target - self._sim_now() - MAX_LAG_S
+                target = self._sim_now() + MAX_LAG_S
+        else:
+            target = self._sim_now() + 1.0 / self.camera_rate_hz
+        while self._sim_now() + 0.5 * dt < target:
+            # Step up to the next sensor event, publish it, repeat.
+            next_event = min(self.next_frame_s, self.next_joint_s, target)
+            n = max(1, int(round((next_event - self._sim_now()) / dt)))
+            self.sim.step(n)
+            now = self._sim_now()
+            if self.clock_pub is not None:
+                self.clock_pub.publish(ClockMsg(clock=convert.s_to_stamp(now)))
+            if now + 0.5 * dt >= self.next_joint_s:
+                self._publish_joints()
+                self.next_joint_s += 1.0 / self.joint_rate_hz
+            if now + 0.5 * dt >= self.next_frame_s:
+                self._publish_frame()
+                self.next_frame_s += 1.0 / self.camera_rate_hz
+
+    def _publish_joints(self):
+        msg = JointState(name=JOINT_NAMES)
+        msg.header.stamp = self._stamp()
+        msg.position = self.sim.joint_positions().tolist()
+        msg.velocity = self.sim.joint_velocities().tolist()
+        self.joint_pub.publish(msg)
+
+    def _publish_frame(self):
+        rgb = self.sim.render()
+        stamp = self._stamp()
+        self.camera_info.header.stamp = stamp
+        self.image_pub.publish(convert.numpy_to_image(rgb, stamp, CAMERA_FRAME))
+        self.info_pub.publish(self.camera_info)
+        self.frames_published += 1
+        self.success_pub.publish(Float32(data=1.0 if self.sim.object_lifted() else 0.0))
+        poses = PoseArray()
+        poses.header.stamp = stamp
+        poses.header.frame_id = 'base_link'
+        for x, y, z, qw, qx, qy, qz in self.sim.object_poses():
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = float(x), float(y), float(z)
+            pose.orientation.w, pose.orientation.x = float(qw), float(qx)
+            pose.orientation.y, pose.orientation.z = float(qy), float(qz)
+            poses.poses.append(pose)
+        self.poses_pub.publish(poses)
+
+    def _camera_info(self, width, height):
+        k = self.sim.camera_matrix()
+        info = CameraInfo(width=width, height=height, distortion_model='plumb_bob')
+        info.header.frame_id = CAMERA_FRAME
+        info.d = [0.0] * 5
+        info.k = k.reshape(-1).tolist()
+        info.r = np.eye(3).reshape(-1).tolist()
+        info.p = np.hstack([k, np.zeros((3, 1))]).reshape(-1).tolist()
+        return info
+
+    # -- commands --------------------------------------------------------------------------
+    def _set_arm(self, q, source):
+        try:
+            self.sim.set_arm_target(q)
+            self.commands['arm'] += 1
+        except ValueError as exc:
+            self.commands['rejected'] += 1
+            self.get_logger().warning(f'{source} rejected: {exc}', throttle_duration_sec=2.0)
+
+    def _on_trajectory(self, msg):
+        if not msg.points:
+            self.commands['rejected'] += 1
+            self.get_logger().warning('joint trajectory without points ignored')
+            return
+        index = {n: i for i, n in enumerate(msg.joint_names)}
+        missing = [j for j in spec.ARM_JOINTS if j not in index]
+        positions = msg.points[-1].positions
+        if missing or len(positions) != len(msg.joint_names):
+            self.commands['rejected'] += 1
+            self.get_logger().warning(f'joint trajectory rejected: missing joints {missing} or '
+                                      f'{len(positions)} positions for '
+                                      f'{len(msg.joint_names)} names',
+                                      throttle_duration_sec=2.0)
+            return
+        self._set_arm([positions[index[j]] for j in spec.ARM_JOINTS], 'joint trajectory')
+
+    def _on_forward(self, msg):
+        if len(msg.data) != len(spec.ARM_JOINTS):
+            self.commands['rejected'] += 1
+            self.get_logger().warning(f'forward command needs 7 positions, got {len(msg.data)}',
+                                      throttle_duration_sec=2.0)
+            return
+        self._set_arm(list(msg.data), 'forward command')
+
+    def _on_gripper(self, msg):
+        if len(msg.data) != 1 or not math.isfinite(msg.data[0]):
+            self.commands['rejected'] += 1
+            self.get_logger().warning(f'gripper command needs 1 finite value, got {msg.data}')
+            return
+        self.sim.set_gripper_target(msg.data[0])
+        self.commands['gripper'] += 1
+
+    def _on_reset(self, request, response):
+        self.time_offset_s = self._sim_now()
+        self.resets += 1
+        self.current_seed = self.base_seed + self.resets
+        self.sim.reset(self.current_seed)
+        self.time_offset_s -= self.sim.time_s
+        self.wall_start, self.sim_start = time.monotonic(), self._sim_now()
+        self.next_frame_s = self.next_joint_s = self._sim_now()
+        response.success = True
+        response.message = json.dumps({'seed': self.current_seed})
+        self.get_logger().info(f'reset: scene seed {self.current_seed}')
+        return response
+
+    def _publish_diagnostics(self):
+        wall, sim = time.monotonic(), self._sim_now()
+        w0, s0 = self._rtf_window
+        if wall > w0:
+            self.measured_rtf = (sim - s0) / (wall - w0)
+        self._rtf_window = (wall, sim)
+        values = dict(frames_published=self.frames_published, camera_rate_hz=self.camera_rate_hz,
+                      sim_time_s=round(sim, 3), real_time_factor=round(self.measured_rtf, 3),
+                      resets=self.resets, seed=self.current_seed, **self.commands)
+        self.diag_pub.publish(diagnostic_array(
+            self, 'sim_robot', values, hardware_id='mujoco',
+            message=f'{self.frames_published} frames, rtf {self.measured_rtf:.2f}'))
+
+    def close(self):
+        """Release the renderer."""
+        self.sim.close()
+
+
+def main(args=None):
+    return spin_node(SimRobotNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""A noisy scripted grasping policy (privileged: it reads object poses) and an in-process loop.
+
+The scripted policy produces demonstrations for behaviour cloning and offline RL: it picks the
+object nearest the tool, moves above it while descending, turns the gripper across the
+object's narrow side, descends, closes, lifts and terminates. Noise makes it imperfect on
+purpose: a per-episode grasp-point error (a stand-in for perception error, sometimes large)
+and per-step Gaussian motion noise, so the dataset holds successes and failures.
+
+:func:`run_episode` runs one episode with no ROS at all (same safety filter and IK as the
+arm_interface node via :func:`awopt_ros.core.arm.arm_command`), for fast experiments and tests.
+"""
+import math
+import time
+
+import numpy as np
+
+from awopt_ros.core import spec
+from awopt_ros.core.arm import arm_command
+
+HOVER_M = 0.10          # tool height above the object centre while approaching (m)
+LIFT_Z_M = 0.25         # tool height at which the lift is over (m)
+CLOSE_STEPS = 4         # steps spent closing the gripper
+XY_TOLERANCE_M = 0.008  # descend once this close above the grasp point (m)
+YAW_TOLERANCE_RAD = 0.15
+
+
+def wrap_half_pi(angle):
+    """Wrap ``angle`` (rad) to [-pi/2, pi/2): a parallel gripper is symmetric under pi."""
+    return (angle + math.pi / 2) % math.pi - math.pi / 2
+
+
+def object_yaw(quat_wxyz):
+    """Return the yaw (rad, about base z) of a body's x axis from its wxyz quaternion."""
+    w, x, y, z = quat_wxyz
+    return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+class ScriptedGraspPolicy:
+    """Scripted top-down grasping with configurable noise.
+
+    Args:
+        seed: random seed of the noise (int).
+        noise_std_m: standard deviation of the per-step motion noise (m); the per-episode
+            grasp-point error is 1.5x this, and with probability ``slip_probability`` an episode
+            gets a large error (2-4 cm) that usually makes it fail.
+        slip_probability: probability of a large per-episode grasp-point error.
+    """
+
+    def __init__(self, seed=0, noise_std_m=0.004, slip_probability=0.35):
+        if noise_std_m < 0:
+            raise ValueError(f'noise_std_m must be >= 0, got {noise_std_m}')
+        if not 0.0 <= slip_probability <= 1.0:
+            raise ValueError(f'slip_probability must be in [0, 1], got {slip_probability}')
+        self.rng = np.random.default_rng(seed)
+        self.noise_std_m = float(noise_std_m)
+        self.slip_probability = float(slip_probability)
+        self.reset()
+
+    def reset(self):
+        """Start a new episode: forget the target, draw a new grasp-point error."""
+        self.phase = 'approach'
+        self.target = None
+        self.close_steps = 0
+        self.lifted_steps = 0
+        error = self.rng.normal(0.0, 1.5 * self.noise_std_m, size=2)
+        if self.rng.uniform() < self.slip_probability:
+            angle = self.rng.uniform(-math.pi, math.pi)
+            error = self.rng.uniform(0.02, 0.04) * np.array([math.cos(angle), math.sin(angle)])
+        self.grasp_error_m = error
+
+    def act(self, proprio, object_poses):
+        """Return the next action, float32 (7,) within the spec bounds.
+
+        Args:
+            proprio: (6,) as in core.spec (tool xyz in m, sin/cos yaw, gripper closedness).
+            object_poses: (N, 7) object poses in base_link (xyz m, quat wxyz).
+
+        Raises:
+            ValueError: wrong shapes.
+        """
+        proprio = np.asarray(proprio, dtype=np.float64).reshape(-1)
+        poses = np.asarray(object_poses, dtype=np.float64).reshape(-1, 7)
+        if proprio.shape != (spec.PROPRIO_DIM,):
+            raise ValueError(f'proprio must have {spec.PROPRIO_DIM} entries, got {proprio.shape}')
+        if len(poses) == 0:
+            raise ValueError('object_poses is empty')
+        tool = proprio[:3]
+        tool_yaw = math.atan2(proprio[3], proprio[4])
+        if self.target is None:
+            self.target = int(np.argmin(np.linalg.norm(poses[:, :2] - tool[:2], axis=1)))
+        obj = poses[self.target]
+        goal_xy = obj[:2] + self.grasp_error_m
+        grasp_z = max(obj[2] + 0.005, 0.025)
+        # The gripper closes along the tool's y axis; turn it across the object's narrow side.
+        yaw_error = wrap_half_pi(object_yaw(obj[3:]) - tool_yaw)
+        action = np.zeros(spec.ACTION_DIM)
+        delta = np.zeros(3)
+        xy_error = goal_xy - tool[:2]
+        if self.phase == 'approach':
+            delta[:2] = xy_error
+            delta[2] = (grasp_z + HOVER_M) - tool[2]
+            action[spec.IDX_OPEN] = 1.0
+            if np.linalg.norm(xy_error) < XY_TOLERANCE_M and abs(yaw_error) < YAW_TOLERANCE_RAD:
+                self.phase = 'descend'
+        if self.phase == 'descend':
+            delta[:2] = xy_error
+            delta[2] = grasp_z - tool[2]
+            if tool[2] - grasp_z < 0.01:
+                self.phase = 'close'
+        if self.phase == 'close':
+            action[spec.IDX_CLOSE] = 1.0
+            self.close_steps += 1
+            if self.close_steps >= CLOSE_STEPS:
+                self.phase = 'lift'
+        elif self.phase == 'lift':
+            action[spec.IDX_CLOSE] = 1.0
+            delta[2] = LIFT_Z_M + 0.05 - tool[2]
+            if tool[2] > LIFT_Z_M:
+                self.lifted_steps += 1
+                if self.lifted_steps >= 2:
+                    action[spec.IDX_TERMINATE] = 1.0
+        if self.phase in ('approach', 'descend', 'lift'):
+            delta += self.rng.normal(0.0, self.noise_std_m, size=3)
+        action[:3] = delta
+        action[3] = yaw_error if self.phase in ('approach', 'descend') else 0.0
+        return np.clip(action, spec.ACTION_LOW, spec.ACTION_HIGH).astype(np.float32)
+
+
+def run_episode(sim, policy, kin, limits, seed, max_steps=40, control_period_s=0.1,
+                record=False):
+    """Run one episode in process (no ROS): reset, act at ``1/control_period_s`` Hz, judge.
+
+    Args:
+        sim: :class:`awopt_ros.sim.scene.GraspSim`.
+        policy: object with ``reset()`` and ``act(proprio, object_poses)``
+            (e.g. :class:`ScriptedGraspPolicy`).
+        kin: :class:`awopt_ros.core.kinematics.Kinematics` on the same URDF.
+        limits: :class:`awopt_ros.core.safety.SafetyLimits`.
+        seed: scene seed.
+        max_steps: step budget (the episode manager's ``max_steps``).
+        record: also return the rendered frames (list of (480, 640, 3) uint8) per step.
+
+    Returns:
+        dict: ``success`` (bool, an object lifted), ``outcome`` ('success' | 'terminate' |
+        'timeout'), ``steps`` (int), ``wall_s`` (float), and ``frames`` when ``record``.
+    """
+    t0 = time.monotonic()
+    sim.reset(seed)
+    policy.reset()
+    n_physics = max(1, int(round(control_period_s / sim.physics_dt_s)))
+    frames = []
+    outcome, steps = 'timeout', 0
+    for steps in range(1, max_steps + 1):
+        q = sim.joint_positions()
+        if record:
+            frames.append(sim.render().copy())
+        action = policy.act(kin.proprio(q[:7], q[7]), sim.object_poses())
+        cmd = arm_command(kin, q[:7], action, limits, control_period_s)
+        if cmd.q_target is not None:
+            sim.set_arm_target(cmd.q_target)
+        if cmd.gripper_m is not None:
+            sim.set_gripper_target(cmd.gripper_m)
+        sim.step(n_physics)
+        if sim.object_lifted():
+            outcome = 'success'
+            break
+        if spec.is_set(action[spec.IDX_TERMINATE]):
+            outcome = 'terminate'
+            break
+    result = {'success': outcome == 'success', 'outcome': outcome, 'steps': steps,
+              'wall_s': time.monotonic() - t0}
+    if record:
+        result['frames'] = frames
+    return result
