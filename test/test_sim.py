@@ -1,0 +1,97 @@
+"""Simulated cell (sim.scene) and the scripted policy with the in-process loop (sim.scripted)."""
+import numpy as np
+import pytest
+
+from awopt_ros.core import robot, spec
+from awopt_ros.core.kinematics import Kinematics
+from awopt_ros.core.safety import SafetyLimits
+from awopt_ros.sim.scene import BIN_INNER_M, GraspSim
+from awopt_ros.sim.scripted import ScriptedGraspPolicy, run_episode, wrap_half_pi
+
+URDF = 'urdf/iiwa14_gripper.urdf'
+LIMITS = SafetyLimits(0.03, 0.2, (0.35, -0.3, 0.02), (0.85, 0.3, 0.5))
+
+
+@pytest.fixture(scope='module')
+def sim():
+    from awopt_ros.core.paths import resolve
+    s = GraspSim(resolve(URDF), num_objects=5)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope='module')
+def kin():
+    return Kinematics(URDF)
+
+
+def test_same_seed_same_scene_and_objects_in_bin(sim):
+    sim.reset(7)
+    a = sim.object_poses().copy()
+    sim.reset(8)
+    b = sim.object_poses().copy()
+    sim.reset(7)
+    np.testing.assert_allclose(sim.object_poses(), a, atol=1e-9)
+    assert not np.allclose(a[:, :2], b[:, :2])
+    cx, cy, _ = robot.BIN_CENTER_M
+    assert np.all(np.abs(a[:, 0] - cx) < BIN_INNER_M[0] / 2)
+    assert np.all(np.abs(a[:, 1] - cy) < BIN_INNER_M[1] / 2)
+    assert np.all(a[:, 2] < 0.07) and not sim.object_lifted()   # resting on the bin floor
+
+
+def test_reset_puts_arm_home_and_image_is_rgb(sim, kin):
+    sim.reset(1)
+    q = sim.joint_positions()
+    assert q.shape == (8,)
+    np.testing.assert_allclose(q[:7], robot.HOME_Q, atol=2e-3)
+    assert q[7] == pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_allclose(kin.fk(q[:7])[0], robot.HOME_TCP_M, atol=3e-3)
+    img = sim.render()
+    assert img.shape == (480, 640, 3) and img.dtype == np.uint8 and img.std() > 10
+    k = sim.camera_matrix()
+    assert k[0, 2] == 320 and k[1, 2] == 240 and k[0, 0] > 0
+
+
+def test_arm_tracks_targets_and_gripper_closes(sim):
+    sim.reset(2)
+    target = robot.HOME_Q + np.array([0.2, -0.1, 0.1, 0.1, 0.0, -0.1, 0.3])
+    sim.set_arm_target(target)
+    sim.set_gripper_target(spec.GRIPPER_CLOSED_M)
+    sim.step(500)   # 1 s
+    q = sim.joint_positions()
+    np.testing.assert_allclose(q[:7], target, atol=5e-3)
+    assert q[7] == pytest.approx(spec.GRIPPER_CLOSED_M, abs=2e-3)
+    with pytest.raises(ValueError):
+        sim.set_arm_target([0.0] * 6)
+    with pytest.raises(ValueError):
+        sim.set_arm_target([np.nan] * 7)
+
+
+def test_scripted_policy_grasps_most_scenes(sim, kin):
+    policy = ScriptedGraspPolicy(seed=3, noise_std_m=0.004, slip_probability=0.0)
+    results = [run_episode(sim, policy, kin, LIMITS, seed=s) for s in range(6)]
+    assert sum(r['success'] for r in results) >= 5
+    for r in results:
+        assert r['steps'] <= 40
+    # Noise makes it fail sometimes: with every episode slipping, most fail.
+    slipping = ScriptedGraspPolicy(seed=3, noise_std_m=0.004, slip_probability=1.0)
+    failures = [not run_episode(sim, slipping, kin, LIMITS, seed=s)['success'] for s in range(4)]
+    assert sum(failures) >= 2
+
+
+def test_scripted_actions_stay_in_bounds_and_bad_input_raises():
+    policy = ScriptedGraspPolicy(seed=0)
+    proprio = np.array([0.55, 0.0, 0.35, 0.0, -1.0, 0.0])
+    poses = np.array([[0.7, 0.1, 0.02, 1, 0, 0, 0], [0.5, -0.2, 0.02, 1, 0, 0, 0]])
+    a = policy.act(proprio, poses)
+    assert a.shape == (7,) and a.dtype == np.float32
+    assert np.all(a >= spec.ACTION_LOW) and np.all(a <= spec.ACTION_HIGH)
+    assert a[spec.IDX_OPEN] == 1.0 and a[spec.IDX_CLOSE] == 0.0
+    with pytest.raises(ValueError):
+        policy.act(proprio[:5], poses)
+    with pytest.raises(ValueError):
+        policy.act(proprio, np.zeros((0, 7)))
+    with pytest.raises(ValueError):
+        ScriptedGraspPolicy(noise_std_m=-1.0)
+    assert wrap_half_pi(np.pi) == pytest.approx(0.0, abs=1e-12)
+    assert wrap_half_pi(0.75 * np.pi) == pytest.approx(-0.25 * np.pi)

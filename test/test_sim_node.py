@@ -1,0 +1,94 @@
+"""sim_robot node in process: hardware-like topics, reset service, command interfaces."""
+import json
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float32, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from awopt_ros.core import robot, spec
+from awopt_ros.nodes.sim_robot import SimRobotNode
+from awopt_ros.ros import convert, qos
+
+
+class Peer:
+    def __init__(self, ctx):
+        self.node = rclpy.create_node('sim_peer', context=ctx)
+        self.images, self.infos, self.joints, self.success = [], [], [], []
+        self.node.create_subscription(Image, '/camera/color/image_raw', self.images.append,
+                                      qos.SENSOR)
+        self.node.create_subscription(CameraInfo, '/camera/color/camera_info',
+                                      self.infos.append, qos.SENSOR)
+        self.node.create_subscription(JointState, '/joint_states', self.joints.append,
+                                      qos.SENSOR)
+        self.node.create_subscription(Float32, '/success/probability', self.success.append,
+                                      qos.COMMAND)
+        self.forward = self.node.create_publisher(
+            Float64MultiArray, '/forward_position_controller/commands', qos.COMMAND)
+        self.trajectory = self.node.create_publisher(
+            JointTrajectory, '/arm_controller/joint_trajectory', qos.COMMAND)
+        self.reset = self.node.create_client(Trigger, '/sim/reset')
+
+
+def setup(ctx, **params):
+    sim = SimRobotNode(context=ctx, parameter_overrides=[
+        Parameter(k, value=v) for k, v in params.items()])
+    peer = Peer(ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(sim)
+    ex.add_node(peer.node)
+    return sim, peer, ex
+
+
+def spin(ex, cond, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
+        ex.spin_once(timeout_sec=0.01)
+    return cond()
+
+
+def test_publishes_camera_and_joint_states_like_hardware(ros_context):
+    sim, peer, ex = setup(ros_context, seed=5)
+    assert spin(ex, lambda: len(peer.images) >= 2 and len(peer.joints) >= 10)
+    img = peer.images[-1]
+    assert (img.width, img.height, img.encoding) == (640, 480, 'rgb8')
+    assert img.header.frame_id == 'camera_color_optical_frame'
+    assert convert.image_to_numpy(img).std() > 10
+    info = peer.infos[-1]
+    assert info.width == 640 and info.k[2] == 320.0 and info.header.stamp == img.header.stamp
+    js = peer.joints[-1]
+    assert list(js.name) == list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
+    np.testing.assert_allclose(js.position[:7], robot.HOME_Q, atol=5e-3)
+    assert peer.success and peer.success[-1].data == 0.0
+    sim.destroy_node()
+
+
+def test_reset_returns_next_seed_and_commands_move_the_arm(ros_context):
+    sim, peer, ex = setup(ros_context, seed=100)
+    assert spin(ex, peer.reset.service_is_ready)
+    future = peer.reset.call_async(Trigger.Request())
+    assert spin(ex, future.done)
+    assert future.result().success and json.loads(future.result().message) == {'seed': 101}
+    target = robot.HOME_Q + 0.1
+    peer.forward.publish(Float64MultiArray(data=target.tolist()))
+    assert spin(ex, lambda: peer.joints and np.allclose(
+        peer.joints[-1].position[:7], target, atol=5e-3))
+    # A joint_trajectory_controller-style command, joints in another order.
+    names = list(reversed(spec.ARM_JOINTS))
+    goal = robot.HOME_Q - 0.05
+    msg = JointTrajectory(joint_names=names, points=[JointTrajectoryPoint(
+        positions=[float(goal[spec.ARM_JOINTS.index(n)]) for n in names])])
+    peer.trajectory.publish(msg)
+    assert spin(ex, lambda: np.allclose(peer.joints[-1].position[:7], goal, atol=5e-3))
+    # Bad commands are rejected, the arm stays.
+    peer.forward.publish(Float64MultiArray(data=[0.0] * 3))
+    peer.trajectory.publish(JointTrajectory(joint_names=['nope'], points=[
+        JointTrajectoryPoint(positions=[0.0])]))
+    assert spin(ex, lambda: sim.commands['rejected'] == 2)
+    assert np.allclose(peer.joints[-1].position[:7], goal, atol=5e-3)
+    sim.destroy_node()
