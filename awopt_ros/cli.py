@@ -86,7 +86,7 @@ def cmd_bench(args):
     from awopt_ros.ros.runner import print_summary, run_episodes
     report = run_episodes(args.episodes, config=args.config, policy='actor',
                           run_dir=args.run_dir, model_path=args.model, seed=args.seed,
-                          report_path=Path(args.run_dir) / 'report.json')
+                          report_path=Path(args.run_dir) / 'report.json', warmup_episodes=1)
     print_summary(report)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}

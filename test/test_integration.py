@@ -6,11 +6,14 @@ and every action that was published. Then checks that
 - each episode's bag (read back with the independent ``rosbags`` reader) holds every camera
   frame published while the episode ran, byte for byte, and the episode's actions;
 - the Minari dataset (read with minari's own loader) holds each episode with the actions that
-  were published, one step per action, and flags that match the manager's end event.
+  were published, one step per action, and flags that match the manager's end event;
+- a policy process killed in the middle of a third episode ends that episode as truncated
+  (``node_lost``) and the dataset still loads with every episode, the cut one included.
 """
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +61,22 @@ def run(tmp_path_factory):
         for end in ends:
             assert client.wait_saved(end['episode'], 30.0) is not None, \
                 stack.nodes[-1].log_tail()
+        # Third episode: the policy process dies mid-episode.
+        k = client.start_episode(timeout_s=60.0, alive=alive)
+        policy = next(n for n in stack.nodes if n.name == 'policy')
+        assert client.spin_until(lambda: any(e.get('episode') == k for e in client.events), 30)
+        t_start = next(e['stamp_s'] for e in client.events if e.get('episode') == k)
+        assert client.spin_until(lambda: any(
+            convert.stamp_to_s(m.header.stamp) >= t_start for m in actions), 30)
+        policy.process.send_signal(signal.SIGKILL)
+        lost = client.wait_end(k, 30.0)
+        assert lost is not None, 'the episode with a dead policy did not end'
+        assert client.wait_saved(k, 30.0) is not None
         client.spin_until(lambda: False, 0.5)
     finally:
         codes = stack.stop()
     starts = [e for e in client.events if e['event'] == 'start']
-    result = dict(ends=ends, starts=starts, frames=frames, actions=actions,
+    result = dict(ends=ends, lost=lost, starts=starts, frames=frames, actions=actions,
                   saved=dict(client.saved), codes=codes, out=out)
     client.destroy_node()
     rclpy.try_shutdown(context=ctx)
@@ -70,11 +84,24 @@ def run(tmp_path_factory):
 
 
 def test_nodes_exit_cleanly_and_episodes_end_properly(run):
-    assert all(code == 0 for code in run['codes'].values()), run['codes']
+    codes = dict(run['codes'])
+    assert codes.pop('policy') == -signal.SIGKILL
+    assert all(code == 0 for code in codes.values()), codes
     for end in run['ends']:
         assert end['outcome'] in ('success', 'terminate', 'timeout')
         assert 1 <= end['steps'] <= MAX_STEPS
-    assert [s['seed'] for s in run['starts']] == [4242, 4243]
+    assert [s['seed'] for s in run['starts']] == [4242, 4243, 4244]
+
+
+def test_dead_policy_ends_episode_truncated_and_dataset_still_loads(run):
+    lost = run['lost']
+    assert lost['outcome'] == 'node_lost' and 'policy' in lost['detail']
+    assert lost['truncated'] and not lost['terminated']
+    saved = run['saved'][lost['episode']]
+    episodes = load_episodes(saved['dataset_root'], saved['dataset_id'])
+    assert [e['episode'] for e in episodes] == [e['episode'] for e in run['ends']] + [
+        lost['episode']]
+    assert episodes[-1]['truncations'][-1] and not episodes[-1]['terminations'].any()
 
 
 def _bag_messages(bag_dir):
@@ -118,7 +145,7 @@ def test_bags_hold_every_published_frame_and_action(run):
 def test_dataset_matches_published_actions_and_outcomes(run):
     saved = run['saved'][run['ends'][-1]['episode']]
     episodes = load_episodes(saved['dataset_root'], saved['dataset_id'])
-    assert len(episodes) == 2
+    assert len(episodes) == 3
     for ep, end in zip(episodes, run['ends']):
         t0, t1 = _window(run, end['episode'])
         sent = [m for m in run['actions'] if t0 <= convert.stamp_to_s(m.header.stamp) <= t1]

@@ -3,7 +3,8 @@
 Subscribes ``/camera/color/image_raw`` (rgb8, sensor-data QoS) and publishes ``/policy/image``
 (``image_size`` x ``image_size`` rgb8) with the SOURCE frame's stamp, so that downstream nodes
 can match actions to frames and measure frame-to-command latency. The crop and resize are
-:func:`awopt_ros.core.image_ops.crop_resize`; the age check is :class:`~awopt_ros.core.image_ops.FrameGate`.
+:func:`awopt_ros.core.image_ops.crop_resize`; the age check is
+:class:`awopt_ros.core.image_ops.FrameGate`.
 """
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node

@@ -21,6 +21,9 @@ from awopt_ros.ros.run import spin_node
 from awopt_ros.sim.scripted import ScriptedGraspPolicy
 
 
+JOINT_NAMES = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
+
+
 class ScriptedPolicyNode(Node):
     """Publishes the scripted policy's action for every policy image."""
 
@@ -49,7 +52,7 @@ class ScriptedPolicyNode(Node):
 
     def _on_joints(self, msg):
         try:
-            self.joints = convert.joint_positions(msg, list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT])
+            self.joints = convert.joint_positions(msg, JOINT_NAMES)
         except (KeyError, ValueError) as exc:
             self.get_logger().error(f'bad joint state: {exc}', throttle_duration_sec=5.0)
 

@@ -33,7 +33,7 @@ def _dead_nodes_message(stack):
 def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', policy='actor',
                  run_dir='runs/demo', model_path=None, seed=None, real_time_factor=None,
                  report_path=None, episode_timeout_s=120.0, startup_timeout_s=90.0,
-                 extra_overrides=None, out=print):
+                 extra_overrides=None, warmup_episodes=0, out=print):
     """Run ``episodes`` episodes through the stack; return the report (dict).
 
     Args:
@@ -47,6 +47,8 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         report_path: where to write the JSON report (None: not written).
         episode_timeout_s: wall-clock limit for one episode before the run is abandoned.
         extra_overrides: {node: {param: value}} on top of the ones this function sets.
+        warmup_episodes: episodes run first and left out of the report (first-call costs in
+            every process: lazy imports, allocator and transport warm-up); for benchmarks.
         out: where progress lines go (``print`` by default).
 
     Raises:
@@ -93,8 +95,9 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         if not client.wait_ready(startup_timeout_s, alive=alive):
             raise StackError('the stack did not come up: ' + (_dead_nodes_message(stack)
                              or '/episode/start never appeared'))
-        for _ in range(episodes):
-            client.recording = True
+        for i in range(warmup_episodes + episodes):
+            warmup = i < warmup_episodes
+            client.recording = not warmup
             k = client.start_episode(timeout_s=startup_timeout_s, alive=alive)
             event = client.wait_end(k, episode_timeout_s, alive=alive)
             client.recording = False
@@ -104,6 +107,9 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
             if event['event'] == 'start_failed':
                 raise StackError(f'episode {k} could not start: {event.get("detail")}. '
                                  + _dead_nodes_message(stack))
+            if warmup:
+                out(f'warm-up episode {k}: {event["outcome"]} (not counted)')
+                continue
             ends.append(event)
             start = next((e for e in client.events
                           if e.get('episode') == k and e.get('event') == 'start'), {})

@@ -103,7 +103,8 @@ def urdf_text():
             f'  <joint name="{name}" type="prismatic">\n'
             f'    <parent link="gripper_base"/><child link="{link}"/>\n'
             f'    <origin xyz="0 {sign * FINGER_OPEN_Y} 0"/><axis xyz="0 {-sign} 0"/>\n'
-            f'    <limit lower="0" upper="{FINGER_TRAVEL_M}" effort="100" velocity="0.2"/>{mimic}\n'
+            f'    <limit lower="0" upper="{FINGER_TRAVEL_M}" effort="100" velocity="0.2"/>'
+            f'{mimic}\n'
             '  </joint>\n')
     out.append('  <link name="tcp"/>\n')
     out.append(f'  <joint name="tcp_joint" type="fixed"><parent link="gripper_base"/>'
