@@ -30,7 +30,9 @@ def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo'):
     p.add_argument('--seed', type=int, default=None, help='simulator base seed')
     p.add_argument('--real-time-factor', type=float, default=rtf,
                    help='> 1 runs the simulation faster than real time on /clock')
-    p.add_argument('--run-dir', default=run_dir, help='bags, dataset and logs go here')
+    p.add_argument('--run-dir', default=run_dir,
+                   help='bags, dataset and logs go here' + (
+                       f' (default {run_dir})' if run_dir else ' (default runs/demo/<time>)'))
 
 
 def _run(args, report_path):
@@ -46,6 +48,8 @@ def _run(args, report_path):
 
 def cmd_demo(args):
     """Run the demo (learned policy by default) and write the report."""
+    if args.run_dir is None:   # a fresh folder per demo, so bags and dataset are this run's
+        args.run_dir = str(Path('runs/demo') / time.strftime('%Y%m%d-%H%M%S'))
     return _run(args, args.report)
 
 
@@ -110,7 +114,7 @@ def build_parser():
     sub = parser.add_subparsers(dest='command', required=True)
 
     p = sub.add_parser('demo', help='run episodes with the shipped model and report them')
-    _add_run_args(p)
+    _add_run_args(p, run_dir=None)
     p.add_argument('--report', default='runs/demo/report.json', help='JSON report path')
     p.set_defaults(func=cmd_demo)
 

@@ -32,12 +32,16 @@ class ActorConfig:
         channels: conv channels per layer.
         num_conv: number of 3x3 conv layers (first stride 2, others stride 1).
         hidden: MLP hidden units (2 hidden layers).
+        coord_conv: append two pixel-coordinate channels to the image (CoordConv, Liu et al.
+            2018), so that features can depend on where in the (fixed) camera view they are:
+            e.g. prefer the object nearest a place in the bin.
     """
 
     image_size: int = 64
     channels: int = 32
     num_conv: int = 4
     hidden: int = 256
+    coord_conv: bool = True
 
     def __post_init__(self):
         """Validate the sizes (ValueError naming the field)."""
@@ -95,8 +99,11 @@ class Actor(nn.Module):
         self.config = config or ActorConfig()
         c = self.config
         layers = []
-        in_ch = 3
+        in_ch = 5 if c.coord_conv else 3
         size = c.image_size
+        ramp = torch.linspace(-1.0, 1.0, c.image_size)
+        gy, gx = torch.meshgrid(ramp, ramp, indexing='ij')
+        self.register_buffer('coords', torch.stack([gx, gy]).unsqueeze(0))   # (1, 2, H, W)
         for i in range(c.num_conv):
             stride = 2 if i == 0 else 1
             layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=1), nn.ReLU()]
@@ -114,6 +121,8 @@ class Actor(nn.Module):
     def normalised(self, image, proprio):
         """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling."""
         x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)   # (N, 3, H, W)
+        if self.config.coord_conv:
+            x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
         feats = self.keypoints(self.trunk(x))                               # (N, 2C)
         h = self.mlp(torch.cat([feats, proprio.to(torch.float32)], dim=1))  # (N, 7)
         return torch.tanh(h[:, :4]), h[:, 4:]

@@ -57,7 +57,7 @@ STACK_TOPICS = {
     '/gripper_controller/commands': ('std_msgs/msg/Float64MultiArray', 'reliable'),
     '/arm/frame_to_command_ms': ('std_msgs/msg/Float64', 'reliable'),
     SUCCESS: ('std_msgs/msg/Float32', 'reliable'),
-    '/sim/object_poses': ('geometry_msgs/msg/PoseArray', 'reliable'),
+    '/sim/objects': ('visualization_msgs/msg/MarkerArray', 'reliable'),
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
 }

@@ -98,13 +98,13 @@ class PolicyNode(Node):
         self.counts['images'] += 1
         if self._joint_state is None:
             self.counts['skipped_no_joint_state'] += 1
-            self.get_logger().warn('no joint state yet: image skipped',
+            self.get_logger().warning('no joint state yet: image skipped',
                                    throttle_duration_sec=5.0)
             return
         age_s = self._joint_state_age_s()
         if age_s > self.max_joint_state_age_s:
             self.counts['skipped_stale_joint_state'] += 1
-            self.get_logger().warn(f'joint state is {age_s:.3f} s old (> '
+            self.get_logger().warning(f'joint state is {age_s:.3f} s old (> '
                                    f'{self.max_joint_state_age_s} s): image skipped',
                                    throttle_duration_sec=5.0)
             return

@@ -2,16 +2,16 @@
 
 It acts exactly where the learned policy node acts: once per ``/policy/image``, publishing
 ``/policy/action`` stamped with that image's stamp. It reads the object poses from the
-simulator (``/sim/object_poses``, privileged information), so it exists to collect
+simulator (``/sim/objects`` markers: pose and size, privileged information), so it exists to collect
 demonstrations, not to run on hardware. Logic: :class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
 """
 import json
 
 import numpy as np
-from geometry_msgs.msg import PoseArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
 from awopt_ros.core import spec
 from awopt_ros.core.kinematics import Kinematics
@@ -40,6 +40,7 @@ class ScriptedPolicyNode(Node):
         self.kin = Kinematics(urdf)
         self.joints = None
         self.poses = None
+        self.extents = None
         self.actions = 0
         self.pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
         info = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
@@ -47,7 +48,7 @@ class ScriptedPolicyNode(Node):
                                              'slip_probability': slip, 'seed': seed})))
         self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
         self.create_subscription(JointState, '/joint_states', self._on_joints, qos.SENSOR)
-        self.create_subscription(PoseArray, '/sim/object_poses', self._on_poses, qos.COMMAND)
+        self.create_subscription(MarkerArray, '/sim/objects', self._on_objects, qos.COMMAND)
         self.create_subscription(String, '/episode/event', self._on_event, qos.LATCHED)
 
     def _on_joints(self, msg):
@@ -56,10 +57,12 @@ class ScriptedPolicyNode(Node):
         except (KeyError, ValueError) as exc:
             self.get_logger().error(f'bad joint state: {exc}', throttle_duration_sec=5.0)
 
-    def _on_poses(self, msg):
+    def _on_objects(self, msg):
+        poses = [m.pose for m in msg.markers]
         self.poses = np.array([[p.position.x, p.position.y, p.position.z, p.orientation.w,
                                 p.orientation.x, p.orientation.y, p.orientation.z]
-                               for p in msg.poses])
+                               for p in poses])
+        self.extents = np.array([[m.scale.x, m.scale.y, m.scale.z] for m in msg.markers]) / 2
 
     def _on_event(self, msg):
         try:
@@ -72,7 +75,7 @@ class ScriptedPolicyNode(Node):
         if self.joints is None or self.poses is None or len(self.poses) == 0:
             return
         proprio = self.kin.proprio(self.joints[:7], self.joints[7])
-        action = self.policy.act(proprio, self.poses)
+        action = self.policy.act(proprio, self.poses, self.extents)
         self.pub.publish(convert.action_to_msg(action, msg.header.stamp))
         self.actions += 1
 

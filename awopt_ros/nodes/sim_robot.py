@@ -5,7 +5,7 @@ Publishes what real drivers publish (realsense2_camera's ``/camera/color/image_r
 controllers take (``/arm_controller/joint_trajectory`` like a joint_trajectory_controller,
 ``/forward_position_controller/commands`` like a forward_command_controller, and
 ``/gripper_controller/commands``). Simulation-only extras: ``/sim/reset``,
-``/sim/object_poses`` (privileged, for the scripted policy) and ``/success/probability``
+``/sim/objects`` (markers with pose and size: privileged, for the scripted policy and rviz) and ``/success/probability``
 (ground truth: an object lifted). With ``publish_clock`` it publishes ``/clock`` and can run
 faster than real time (``real_time_factor``). The physics and rendering are
 :class:`awopt_ros.sim.scene.GraspSim`.
@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Pose, PoseArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -24,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import Marker, MarkerArray
 
 from awopt_ros.core import spec
 from awopt_ros.core.paths import resolve
@@ -92,7 +92,7 @@ class SimRobotNode(Node):
                                               qos.SENSOR)
         self.joint_pub = self.create_publisher(JointState, '/joint_states', qos.SENSOR)
         self.success_pub = self.create_publisher(Float32, '/success/probability', qos.COMMAND)
-        self.poses_pub = self.create_publisher(PoseArray, '/sim/object_poses', qos.COMMAND)
+        self.objects_pub = self.create_publisher(MarkerArray, '/sim/objects', qos.COMMAND)
         self.clock_pub = (self.create_publisher(ClockMsg, '/clock', 10)
                           if self.publish_clock else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -163,16 +163,26 @@ class SimRobotNode(Node):
         self.info_pub.publish(self.camera_info)
         self.frames_published += 1
         self.success_pub.publish(Float32(data=1.0 if self.sim.object_lifted() else 0.0))
-        poses = PoseArray()
-        poses.header.stamp = stamp
-        poses.header.frame_id = 'base_link'
-        for x, y, z, qw, qx, qy, qz in self.sim.object_poses():
-            pose = Pose()
-            pose.position.x, pose.position.y, pose.position.z = float(x), float(y), float(z)
-            pose.orientation.w, pose.orientation.x = float(qw), float(qx)
-            pose.orientation.y, pose.orientation.z = float(qy), float(qz)
-            poses.poses.append(pose)
-        self.poses_pub.publish(poses)
+        self.objects_pub.publish(self._object_markers(stamp))
+
+    def _object_markers(self, stamp):
+        """Return the objects as a MarkerArray: pose in base_link, scale = full size (m)."""
+        shapes = {'box': Marker.CUBE, 'sphere': Marker.SPHERE}
+        markers = MarkerArray()
+        extents = self.sim.object_extents()
+        for i, ((x, y, z, qw, qx, qy, qz), obj) in enumerate(
+                zip(self.sim.object_poses(), self.sim.objects)):
+            m = Marker(ns='sim_objects', id=i, action=Marker.ADD,
+                       type=shapes.get(obj['shape'], Marker.CYLINDER))
+            m.header.stamp = stamp
+            m.header.frame_id = 'base_link'
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = float(x), float(y), float(z)
+            m.pose.orientation.w, m.pose.orientation.x = float(qw), float(qx)
+            m.pose.orientation.y, m.pose.orientation.z = float(qy), float(qz)
+            m.scale.x, m.scale.y, m.scale.z = (2.0 * float(e) for e in extents[i])
+            m.color.r, m.color.g, m.color.b, m.color.a = 0.8, 0.5, 0.2, 1.0
+            markers.markers.append(m)
+        return markers
 
     def _camera_info(self, width, height):
         k = self.sim.camera_matrix()

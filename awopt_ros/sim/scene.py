@@ -299,6 +299,10 @@ class GraspSim:
         return np.concatenate([self.data.xpos[self._obj_body],
                                self.data.xquat[self._obj_body]], axis=1)
 
+    def object_extents(self):
+        """Return (N, 3) float64 half extents (m) of each object along its body x, y, z."""
+        return np.array([o['half_extents_m'] for o in self.objects], dtype=np.float64)
+
     def object_lowest_z(self):
         """Return (N,) float64: the lowest point (m, world z) of each object's geometry."""
         m, d = self.model, self.data

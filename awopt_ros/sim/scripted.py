@@ -1,8 +1,10 @@
 """A noisy scripted grasping policy (privileged: it reads object poses) and an in-process loop.
 
 The scripted policy produces demonstrations for behaviour cloning and offline RL: it picks the
-object nearest the tool, moves above it while descending, turns the gripper across the
-object's narrow side, descends, closes, lifts and terminates. Noise makes it imperfect on
+object nearest the bin centre (a rule a camera-based policy can learn: one fixed place in a
+fixed view; re-chosen every step while approaching, so a pushed object changes the choice as it
+would for a learned policy), moves above it while descending, turns the gripper across the
+narrow side of elongated objects, descends, closes, lifts and terminates. Noise makes it imperfect on
 purpose: a per-episode grasp-point error (a stand-in for perception error, sometimes large)
 and per-step Gaussian motion noise, so the dataset holds successes and failures.
 
@@ -14,7 +16,7 @@ import time
 
 import numpy as np
 
-from awopt_ros.core import spec
+from awopt_ros.core import robot, spec
 from awopt_ros.core.arm import arm_command
 
 HOVER_M = 0.10          # tool height above the object centre while approaching (m)
@@ -22,6 +24,7 @@ LIFT_Z_M = 0.25         # tool height at which the lift is over (m)
 CLOSE_STEPS = 4         # steps spent closing the gripper
 XY_TOLERANCE_M = 0.008  # descend once this close above the grasp point (m)
 YAW_TOLERANCE_RAD = 0.15
+ROUND_RATIO = 1.3       # objects whose footprint is this close to round need no yaw alignment
 
 
 def wrap_half_pi(angle):
@@ -68,12 +71,14 @@ class ScriptedGraspPolicy:
             error = self.rng.uniform(0.02, 0.04) * np.array([math.cos(angle), math.sin(angle)])
         self.grasp_error_m = error
 
-    def act(self, proprio, object_poses):
+    def act(self, proprio, object_poses, object_extents=None):
         """Return the next action, float32 (7,) within the spec bounds.
 
         Args:
             proprio: (6,) as in core.spec (tool xyz in m, sin/cos yaw, gripper closedness).
             object_poses: (N, 7) object poses in base_link (xyz m, quat wxyz).
+            object_extents: optional (N, 3) half extents (m) along each body's x, y, z; objects
+                with a near-round footprint are grasped at any yaw. None: align to every object.
 
         Raises:
             ValueError: wrong shapes.
@@ -86,13 +91,18 @@ class ScriptedGraspPolicy:
             raise ValueError('object_poses is empty')
         tool = proprio[:3]
         tool_yaw = math.atan2(proprio[3], proprio[4])
-        if self.target is None:
-            self.target = int(np.argmin(np.linalg.norm(poses[:, :2] - tool[:2], axis=1)))
+        if self.target is None or self.phase == 'approach':
+            centre = np.asarray(robot.BIN_CENTER_M[:2])
+            self.target = int(np.argmin(np.linalg.norm(poses[:, :2] - centre, axis=1)))
         obj = poses[self.target]
+        round_footprint = False
+        if object_extents is not None:
+            hx, hy = np.asarray(object_extents, dtype=np.float64).reshape(-1, 3)[self.target, :2]
+            round_footprint = max(hx, hy) <= ROUND_RATIO * min(hx, hy)
         goal_xy = obj[:2] + self.grasp_error_m
         grasp_z = max(obj[2] + 0.005, 0.025)
         # The gripper closes along the tool's y axis; turn it across the object's narrow side.
-        yaw_error = wrap_half_pi(object_yaw(obj[3:]) - tool_yaw)
+        yaw_error = 0.0 if round_footprint else wrap_half_pi(object_yaw(obj[3:]) - tool_yaw)
         action = np.zeros(spec.ACTION_DIM)
         delta = np.zeros(3)
         xy_error = goal_xy - tool[:2]
@@ -154,7 +164,7 @@ def run_episode(sim, policy, kin, limits, seed, max_steps=40, control_period_s=0
         q = sim.joint_positions()
         if record:
             frames.append(sim.render().copy())
-        action = policy.act(kin.proprio(q[:7], q[7]), sim.object_poses())
+        action = policy.act(kin.proprio(q[:7], q[7]), sim.object_poses(), sim.object_extents())
         cmd = arm_command(kin, q[:7], action, limits, control_period_s)
         if cmd.q_target is not None:
             sim.set_arm_target(cmd.q_target)
