@@ -75,7 +75,7 @@ def test_scripted_policy_grasps_most_scenes(sim, kin):
         assert r['steps'] <= 40
     # Noise makes it fail sometimes: with every episode slipping, most fail.
     slipping = ScriptedGraspPolicy(seed=3, noise_std_m=0.004, slip_probability=1.0)
-    failures = [not run_episode(sim, slipping, kin, LIMITS, seed=s)['success'] for s in range(4)]
+    failures = [not run_episode(sim, slipping, kin, LIMITS, seed=s)['success'] for s in range(10)]
     assert sum(failures) >= 2
 
 

@@ -10,6 +10,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import MarkerArray
 
 from awopt_ros.core import robot, spec
 from awopt_ros.nodes.sim_robot import SimRobotNode
@@ -20,6 +21,9 @@ class Peer:
     def __init__(self, ctx):
         self.node = rclpy.create_node('sim_peer', context=ctx)
         self.images, self.infos, self.joints, self.success = [], [], [], []
+        self.objects = []
+        self.node.create_subscription(MarkerArray, '/sim/objects', self.objects.append,
+                                      qos.COMMAND)
         self.node.create_subscription(Image, '/camera/color/image_raw', self.images.append,
                                       qos.SENSOR)
         self.node.create_subscription(CameraInfo, '/camera/color/camera_info',
@@ -65,6 +69,12 @@ def test_publishes_camera_and_joint_states_like_hardware(ros_context):
     assert list(js.name) == list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
     np.testing.assert_allclose(js.position[:7], robot.HOME_Q, atol=5e-3)
     assert peer.success and peer.success[-1].data == 0.0
+    assert spin(ex, lambda: peer.objects)
+    markers = peer.objects[-1].markers
+    assert len(markers) == 5 and all(m.header.frame_id == 'base_link' for m in markers)
+    np.testing.assert_allclose([[m.pose.position.x, m.pose.position.y] for m in markers],
+                               sim.sim.object_poses()[:, :2], atol=1e-3)
+    assert all(0.02 <= min(m.scale.x, m.scale.y) <= 0.07 for m in markers)
     sim.destroy_node()
 
 
