@@ -198,3 +198,17 @@ def test_load_bc_data_from_minari_and_train_cli(tmp_path, monkeypatch):
     bad = add_train_args(argparse.ArgumentParser()).parse_args([
         '--dataset-root', str(tmp_path), '--dataset-id', 'nope/x-v0', '--out', str(out)])
     assert run_train(bad) == 1
+
+
+@pytest.mark.parametrize('pooling', ['flatten', 'spatial_softmax'])
+def test_actor_poolings_and_coord_channels(pooling):
+    torch.manual_seed(0)
+    cfg = ActorConfig(image_size=32, channels=8, num_conv=3, hidden=16, pooling=pooling)
+    actor = Actor(cfg)
+    assert actor.coords.shape == (1, 3, 32, 32)          # x, y, r CoordConv channels
+    assert float(actor.coords[0, 2].min()) >= 0.0       # r = distance from the centre
+    image = torch.randint(0, 255, (5, 32, 32, 3), dtype=torch.uint8)
+    mean, logits = actor(image, torch.zeros(5, spec.PROPRIO_DIM))
+    assert mean.shape == (5, 4) and logits.shape == (5, 3)
+    with pytest.raises(ValueError, match='pooling'):
+        ActorConfig(pooling='max')

@@ -4,11 +4,12 @@ Architecture (a small version of the AW-Opt actor, Lu et al. 2021: same kind of 
 backbone as the critic, Gaussian mean for the continuous sub-actions and logits for the
 discrete ones; FACTS.md):
 
-    image uint8 (N, H, W, 3) -> float (N, 3, H, W) / 255
-      -> conv trunk (``num_conv`` 3x3 convs, ``channels`` each, first stride 2, rest 1, ReLU)
-      -> spatial softmax (Levine et al. 2016, "End-to-End Training of Deep Visuomotor
-         Policies"): per channel the expected image coordinates (x, y) in [-1, 1] of a softmax
-         over the feature map -> (N, 2 * channels) keypoints
+    image uint8 (N, H, W, 3) -> float (N, 3, H, W) / 255, plus CoordConv channels x, y, r
+      -> conv trunk (``num_conv`` 3x3 convs, ``channels`` each, ReLU)
+      -> pooling: 'flatten' (default; every layer strides 2, features flattened) or
+         'spatial_softmax' (first layer strides 2; Levine et al. 2016, "End-to-End Training
+         of Deep Visuomotor Policies": per channel the expected image coordinates (x, y) in
+         [-1, 1] of a softmax over the feature map -> (N, 2 * channels) keypoints)
       -> concat proprio (N, 6) -> MLP (``hidden`` units, ReLU, 2 layers)
       -> continuous mean (N, 4) = tanh(.) * bound (``core.spec`` ACTION_HIGH, symmetric)
          and discrete logits (N, 3) for open, close, terminate (independent Bernoulli).
@@ -32,9 +33,13 @@ class ActorConfig:
         channels: conv channels per layer.
         num_conv: number of 3x3 conv layers (first stride 2, others stride 1).
         hidden: MLP hidden units (2 hidden layers).
-        coord_conv: append two pixel-coordinate channels to the image (CoordConv, Liu et al.
-            2018), so that features can depend on where in the (fixed) camera view they are:
-            e.g. prefer the object nearest a place in the bin.
+        coord_conv: append pixel-coordinate channels x, y and r (distance from the image
+            centre) to the image (CoordConv with the radius channel, Liu et al. 2018), so that
+            features can depend on where in the (fixed) camera view they are: e.g. prefer the
+            object nearest the bin centre, which the camera looks at.
+        pooling: 'flatten' (all conv features, spatially strided, into the MLP: keeps the
+            relations between objects) or 'spatial_softmax' (2 keypoints per channel, Levine
+            et al. 2016: compact, but averages over look-alike objects).
     """
 
     image_size: int = 64
@@ -42,12 +47,16 @@ class ActorConfig:
     num_conv: int = 4
     hidden: int = 256
     coord_conv: bool = True
+    pooling: str = 'flatten'
 
     def __post_init__(self):
         """Validate the sizes (ValueError naming the field)."""
         for name in ('image_size', 'channels', 'num_conv', 'hidden'):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f'ActorConfig.{name} must be >= 1, got {getattr(self, name)}')
+        if self.pooling not in ('flatten', 'spatial_softmax'):
+            raise ValueError(f"ActorConfig.pooling must be 'flatten' or 'spatial_softmax', "
+                             f'got {self.pooling!r}')
         if self.image_size < 8:
             raise ValueError(f'ActorConfig.image_size must be >= 8, got {self.image_size}')
 
@@ -99,20 +108,27 @@ class Actor(nn.Module):
         self.config = config or ActorConfig()
         c = self.config
         layers = []
-        in_ch = 5 if c.coord_conv else 3
+        in_ch = 6 if c.coord_conv else 3
         size = c.image_size
         ramp = torch.linspace(-1.0, 1.0, c.image_size)
         gy, gx = torch.meshgrid(ramp, ramp, indexing='ij')
-        self.register_buffer('coords', torch.stack([gx, gy]).unsqueeze(0))   # (1, 2, H, W)
+        radius = torch.sqrt(gx ** 2 + gy ** 2)
+        self.register_buffer('coords', torch.stack([gx, gy, radius]).unsqueeze(0))  # (1,3,H,W)
+        flatten = c.pooling == 'flatten'
         for i in range(c.num_conv):
-            stride = 2 if i == 0 else 1
+            stride = 2 if (i == 0 or flatten) else 1
             layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=1), nn.ReLU()]
             in_ch = c.channels
             size = (size + 2 - 3) // stride + 1
         self.trunk = nn.Sequential(*layers)
-        self.keypoints = SpatialSoftmax(size, size)
+        if flatten:   # (N, C, s, s) -> (N, C * s * s)
+            self.keypoints = nn.Flatten()
+            n_features = c.channels * size * size
+        else:         # (N, C, s, s) -> (N, 2C) keypoints
+            self.keypoints = SpatialSoftmax(size, size)
+            n_features = 2 * c.channels
         self.mlp = nn.Sequential(
-            nn.Linear(2 * c.channels + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
+            nn.Linear(n_features + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
             nn.Linear(c.hidden, c.hidden), nn.ReLU(),
             nn.Linear(c.hidden, 4 + 3))
         high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
@@ -123,7 +139,7 @@ class Actor(nn.Module):
         x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)   # (N, 3, H, W)
         if self.config.coord_conv:
             x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
-        feats = self.keypoints(self.trunk(x))                               # (N, 2C)
+        feats = self.keypoints(self.trunk(x))                               # (N, features)
         h = self.mlp(torch.cat([feats, proprio.to(torch.float32)], dim=1))  # (N, 7)
         return torch.tanh(h[:, :4]), h[:, 4:]
 
