@@ -136,6 +136,7 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     camera_rate_hz = float(sim_counters.get('camera_rate_hz', 10.0))
     saved = [client.saved[e['episode']] for e in ends if e['episode'] in client.saved]
     report.update({
+        'latency_clock': 'simulated' if sim_time else 'wall',
         'policy': policy,
         'model_path': str(resolve(model_path)) if model_path else None,
         'camera_frame_period_ms': 1000.0 / camera_rate_hz,
@@ -161,7 +162,8 @@ def print_summary(report, out=print):
     lat = f'{p50:.1f} / {p99:.1f} ms' if p50 is not None else 'n/a'
     out(f"success {report['successes']}/{report['episodes']} "
         f"({100 * report['success_rate']:.0f}%), outcomes {report['outcomes']}")
-    out(f"frame-to-command latency p50/p99 {lat} "
+    clock = '' if report.get('latency_clock') == 'wall' else ' (simulated-time ms)'
+    out(f"frame-to-command latency p50/p99 {lat}{clock} "
         f"(camera period {report['camera_frame_period_ms']:.0f} ms, "
         f"{report['latency_samples']} commands)")
     out(f"camera frames published {report['frames_published']}, logged "
