@@ -129,7 +129,7 @@ def test_episode_recorded_to_bag_and_dataset(harness, tmp_path):
     bag = tmp_path / 'run' / 'bags' / 'episode_0005'
     assert saved == {'episode': 5, 'bag': str(bag), 'frames_logged': 6, 'steps': 6,
                      'dataset_id': 'awopt/kuka-grasp-v0',
-                     'dataset_root': str(tmp_path / 'run' / 'datasets'), 'outcome': 'success',
+                     'dataset_root': str(tmp_path / 'run'), 'outcome': 'success',
                      'dataset_written': True, 'dataset_index': 0, 'bag_error': None}
 
     msgs = _bag_messages(bag)

@@ -227,6 +227,8 @@ class EpisodeRecorder:
             final_success_probability=None, final_stamp_s=None):
         """Finish the running episode and append it to the dataset.
 
+        Same as :meth:`finish` followed by :meth:`append`.
+
         Args:
             success: the episode succeeded (reward 1.0 on its last step).
             terminated: episode terminated (set on the last step's ``terminations``).
@@ -245,6 +247,19 @@ class EpisodeRecorder:
             RuntimeError: no episode is running.
             ValueError: bad final observation (the episode is kept; call again or abort).
         """
+        buffer, summary = self.finish(
+            success, terminated, truncated, final_image, final_proprio,
+            final_success_probability=final_success_probability, final_stamp_s=final_stamp_s)
+        return self.append(buffer, summary)
+
+    def finish(self, success, terminated, truncated, final_image, final_proprio, *,
+               final_success_probability=None, final_stamp_s=None):
+        """Close the running episode in memory (fast); return ``(buffer, summary)``.
+
+        ``buffer`` is None for an episode without actions (nothing to write). A new episode
+        may :meth:`begin` at once; write this one with :meth:`append` (e.g. on a worker
+        thread). Arguments and errors as :meth:`end`.
+        """
         if self._episode is None:
             raise RuntimeError('end called with no episode running')
         ep = self._episode
@@ -257,18 +272,26 @@ class EpisodeRecorder:
             _LOG.warning('episode %d has no actions; not written to %s', ep['episode'],
                          self.dataset_id)
             self._episode = None
-            return summary
+            return None, summary
         img, p = self._check_obs(final_image, final_proprio)
         final_sp = ep['success_probability'][-1] if final_success_probability is None \
             else np.float32(final_success_probability)
         final_stamp = ep['stamp_s'][-1] if final_stamp_s is None else float(final_stamp_s)
         buffer = self._buffer(ep, img, p, final_sp, final_stamp, bool(success),
                               bool(terminated), bool(truncated))
-        summary['index'] = self._append(buffer)
-        summary['written'] = True
         self._episode = None
+        return buffer, summary
+
+    def append(self, buffer, summary):
+        """Append a buffer from :meth:`finish` to the dataset; return the updated summary.
+
+        Calls must not overlap (one writer). ``buffer`` None: nothing is written.
+        """
+        if buffer is None:
+            return summary
+        summary = dict(summary, index=self._append(buffer), written=True)
         self.episodes_written += 1
-        self.steps_written += steps
+        self.steps_written += summary['steps']
         return summary
 
     @staticmethod

@@ -19,6 +19,7 @@ import json
 import math
 import shutil
 from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -139,6 +140,10 @@ class LoggerNode(Node):
         self.dataset_id = dataset_id_for(name)
         self.dataset_root = datasets_dir(self.output_dir)
         self.recorder = EpisodeRecorder(self.output_dir, self.dataset_id, self.image_size)
+        # Dataset appends run on one worker thread: the executor keeps taking camera frames
+        # (a blocked executor overflows the sensor-data queues and loses frames).
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix='dataset')
+        importlib.import_module('minari')   # the first append must not pay for the import
         self._max_queue_bytes = int(max_queue_mb) * 1024 * 1024
         self._proprio_fn = None
 
@@ -340,7 +345,7 @@ class LoggerNode(Node):
         self.get_logger().info(f'episode {episode}: recording to {path}')
 
     def _finish(self, event):
-        """Close the bag, append the dataset episode and announce it. Never raises."""
+        """Close the bag and hand the episode to the dataset worker (a Future); never raises."""
         if self._ending is not None:
             self._ending[1].cancel()
             self.destroy_timer(self._ending[1])
@@ -361,16 +366,16 @@ class LoggerNode(Node):
             frames = bag.frames_written.get(CAMERA, 0)
             self.get_logger().error(f'bag {ep["bag"]}: {exc}')
         self.frames_logged_total += frames
-        summary = {'steps': 0, 'written': False}
+        buffer, summary = None, {'steps': 0, 'written': False}
         try:
             if self._last_image is not None and self.recorder.steps > 0:
                 stamp, img = self._last_image
-                summary = self.recorder.end(
+                buffer, summary = self.recorder.finish(
                     bool(event.get('success', False)), bool(event.get('terminated', False)),
                     bool(event.get('truncated', True)), img, self._proprio_at(stamp),
                     final_success_probability=self._success_p, final_stamp_s=stamp * 1e-9)
             else:
-                summary = self.recorder.end(False, False, True, None, None)
+                buffer, summary = self.recorder.finish(False, False, True, None, None)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next episode
             self.counts['save_errors'] += 1
             self.recorder.abort()
@@ -380,11 +385,20 @@ class LoggerNode(Node):
             self.get_logger().info(f'episode {ep["episode"]} ended before this node started '
                                    '(latched history): nothing recorded, bag removed')
             return None
+        return self._saver.submit(self._save, ep, event, frames, bag_error, buffer, summary)
+
+    def _save(self, ep, event, frames, bag_error, buffer, summary):
+        """Append the episode to the dataset and announce it (on the dataset worker thread)."""
+        try:
+            summary = self.recorder.append(buffer, summary)
+        except Exception as exc:  # noqa: BLE001 - report; the bag is kept either way
+            self.counts['save_errors'] += 1
+            self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: {exc}')
         self.counts['episodes_saved'] += 1
         self.counts['steps_total'] += summary['steps']
         saved = {'episode': ep['episode'], 'bag': ep['bag'], 'frames_logged': frames,
                  'steps': summary['steps'], 'dataset_id': self.dataset_id,
-                 'dataset_root': str(self.dataset_root), 'outcome': event.get('outcome'),
+                 'dataset_root': str(self.output_dir), 'outcome': event.get('outcome'),
                  'dataset_written': summary['written'], 'dataset_index': summary.get('index'),
                  'bag_error': bag_error}
         self.last_saved = saved
@@ -423,6 +437,7 @@ class LoggerNode(Node):
                 'event': 'end', 'episode': self._episode['episode'], 'outcome': 'shutdown',
                 'success': False, 'terminated': False, 'truncated': True}
             self._finish(event)
+        self._saver.shutdown(wait=True)   # every finished episode reaches the dataset
 
 
 def main(args=None):
