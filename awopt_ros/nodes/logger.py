@@ -29,7 +29,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
 
 from awopt_ros.core import robot
-from awopt_ros.core.bag import BagWriter
+from awopt_ros.core.bag import BagWriter, default_typestore
 from awopt_ros.core.dataset import EpisodeRecorder, dataset_id_for, datasets_dir, policy_id
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
 from awopt_ros.ros import convert, diagnostics, qos
@@ -64,7 +64,7 @@ STACK_TOPICS = {
 }
 #: Topics the dataset needs; subscribed even when not recorded to the bag.
 INPUT_TOPICS = (EVENT, MODEL_INFO, POLICY_IMAGE, ACTION, JOINTS, SUCCESS)
-_QOS = {'sensor': qos.SENSOR, 'reliable': qos.COMMAND, 'latched': qos.LATCHED}
+_QOS = {'sensor': qos.RECORD_SENSOR, 'reliable': qos.COMMAND, 'latched': qos.LATCHED}
 _MAX_IMAGES = 64          # recent policy images kept for stamp matching
 _MAX_JOINT_STATES = 400   # 4 s at 100 Hz
 _MAX_PENDING_ACTIONS = 8  # actions waiting for their image before being dropped
@@ -143,6 +143,7 @@ class LoggerNode(Node):
         # Dataset appends run on one worker thread: the executor keeps taking camera frames
         # (a blocked executor overflows the sensor-data queues and loses frames).
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix='dataset')
+        self._typestore = default_typestore()   # built once, not at every episode start
         importlib.import_module('minari')   # the first append must not pay for the import
         self._max_queue_bytes = int(max_queue_mb) * 1024 * 1024
         self._proprio_fn = None
@@ -161,6 +162,7 @@ class LoggerNode(Node):
         self._policy_kind = 'unknown'
         self.frames_logged_total = 0
         self.counts = {'episodes_saved': 0, 'steps_total': 0, 'unmatched_actions': 0,
+                       'pre_start_actions': 0,
                        'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0}
         self.last_saved = None
         self._start_ns = self.get_clock().now().nanoseconds
@@ -242,8 +244,15 @@ class LoggerNode(Node):
         if self._episode is None:
             return
         msg = deserialize_message(data, JointState)
+        stamp_ns = _ns(msg.header.stamp)
+        start_s = self._episode.get('stamp_s')
+        if isinstance(start_s, (int, float)) and stamp_ns * 1e-9 < start_s:
+            # Computed on a frame from before the episode started: not one of its steps
+            # (the episode manager does not count it either).
+            self.counts['pre_start_actions'] += 1
+            return
         action = convert.msg_to_action(msg)
-        self._pending.append((_ns(msg.header.stamp), action))
+        self._pending.append((stamp_ns, action))
         self._flush_pending()
 
     # ---- dataset steps --------------------------------------------------------------------
@@ -332,6 +341,7 @@ class LoggerNode(Node):
     def _begin(self, event, episode):
         path = self._bag_path(max(episode, 0))
         self._bag = BagWriter(path, {t: v[0] for t, v in self.recorded.items()},
+                              typestore=self._typestore,
                               qos={t: v[1] for t, v in self.recorded.items()},
                               max_queue_bytes=self._max_queue_bytes)
         now = self._now_ns()
@@ -357,15 +367,6 @@ class LoggerNode(Node):
         self._flush_pending(final=True)  # the episode still counts as running here
         ep, self._episode = self._episode, None
         bag, self._bag = self._bag, None
-        frames, bag_error = 0, None
-        try:
-            written = bag.close()
-            frames = written.get(CAMERA, 0)
-        except Exception as exc:  # noqa: BLE001 - the episode must still be saved
-            bag_error = str(exc)
-            frames = bag.frames_written.get(CAMERA, 0)
-            self.get_logger().error(f'bag {ep["bag"]}: {exc}')
-        self.frames_logged_total += frames
         buffer, summary = None, {'steps': 0, 'written': False}
         try:
             if self._last_image is not None and self.recorder.steps > 0:
@@ -380,15 +381,28 @@ class LoggerNode(Node):
             self.counts['save_errors'] += 1
             self.recorder.abort()
             self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: {exc}')
-        if self._is_replayed_history(event, frames, summary['steps']):
+        if self._is_replayed_history(event, bag.frames_written.get(CAMERA, 0),
+                                     summary['steps']):
+            bag.close()
             shutil.rmtree(ep['bag'], ignore_errors=True)
             self.get_logger().info(f'episode {ep["episode"]} ended before this node started '
                                    '(latched history): nothing recorded, bag removed')
             return None
-        return self._saver.submit(self._save, ep, event, frames, bag_error, buffer, summary)
+        return self._saver.submit(self._save, ep, event, bag, buffer, summary)
 
-    def _save(self, ep, event, frames, bag_error, buffer, summary):
-        """Append the episode to the dataset and announce it (on the dataset worker thread)."""
+    def _save(self, ep, event, bag, buffer, summary):
+        """Close the bag, append the episode to the dataset and announce it.
+
+        Runs on the dataset worker thread, so the executor keeps taking messages meanwhile.
+        """
+        bag_error = None
+        try:
+            frames = bag.close().get(CAMERA, 0)
+        except Exception as exc:  # noqa: BLE001 - the episode must still be saved
+            bag_error = str(exc)
+            frames = bag.frames_written.get(CAMERA, 0)
+            self.get_logger().error(f'bag {ep["bag"]}: {exc}')
+        self.frames_logged_total += frames
         try:
             summary = self.recorder.append(buffer, summary)
         except Exception as exc:  # noqa: BLE001 - report; the bag is kept either way

@@ -2,8 +2,9 @@
 
 It acts exactly where the learned policy node acts: once per ``/policy/image``, publishing
 ``/policy/action`` stamped with that image's stamp. It reads the object poses from the
-simulator (``/sim/objects`` markers: pose and size, privileged information), so it exists to collect
-demonstrations, not to run on hardware. Logic: :class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
+simulator (``/sim/objects`` markers: pose and size, privileged information), so it exists
+to collect demonstrations, not to run on hardware. Logic:
+:class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
 """
 import json
 

@@ -5,7 +5,8 @@ Publishes what real drivers publish (realsense2_camera's ``/camera/color/image_r
 controllers take (``/arm_controller/joint_trajectory`` like a joint_trajectory_controller,
 ``/forward_position_controller/commands`` like a forward_command_controller, and
 ``/gripper_controller/commands``). Simulation-only extras: ``/sim/reset``,
-``/sim/objects`` (markers with pose and size: privileged, for the scripted policy and rviz) and ``/success/probability``
+``/sim/objects`` (markers with pose and size: privileged, for the scripted policy
+and rviz) and ``/success/probability``
 (ground truth: an object lifted). With ``publish_clock`` it publishes ``/clock`` and can run
 faster than real time (``real_time_factor``). The physics and rendering are
 :class:`awopt_ros.sim.scene.GraspSim`.

@@ -8,3 +8,7 @@ COMMAND = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
 LATCHED = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
                      history=HistoryPolicy.KEEP_LAST,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: Sensor data for recorders: best effort like SENSOR, but a deep queue (about 3 s of 10 Hz
+#: camera frames) so that a recorder busy for a moment (closing a bag) loses nothing.
+RECORD_SENSOR = QoSProfile(depth=30, reliability=ReliabilityPolicy.BEST_EFFORT,
+                           history=HistoryPolicy.KEEP_LAST)

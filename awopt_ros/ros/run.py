@@ -29,6 +29,12 @@ def spin_node(node_cls, args=None):
         rclpy.logging.get_logger(getattr(node_cls, '__name__', 'node')).fatal(
             f'startup failed: {exc}')
         code = 1
+    except RuntimeError as exc:
+        if node is None or node.context.ok():
+            raise
+        # rclpy can fail to take a message that arrives while SIGINT shuts the context down;
+        # that is still a clean shutdown.
+        rclpy.logging.get_logger(node.get_name()).debug(f'error during shutdown: {exc}')
     finally:
         if node is not None:
             close = getattr(node, 'close', None)

@@ -4,9 +4,10 @@ The scripted policy produces demonstrations for behaviour cloning and offline RL
 object nearest the bin centre (a rule a camera-based policy can learn: one fixed place in a
 fixed view; re-chosen every step while approaching, so a pushed object changes the choice as it
 would for a learned policy), moves above it while descending, turns the gripper across the
-narrow side of elongated objects, descends, closes, lifts and terminates. Noise makes it imperfect on
-purpose: a per-episode grasp-point error (a stand-in for perception error, sometimes large)
-and per-step Gaussian motion noise, so the dataset holds successes and failures.
+narrow side of elongated objects, descends, closes, lifts and terminates. Noise makes it
+imperfect on purpose: a per-episode grasp-point error (a stand-in for perception error,
+sometimes large) and per-step Gaussian motion noise, so the dataset holds successes and
+failures.
 
 :func:`run_episode` runs one episode with no ROS at all (same safety filter and IK as the
 arm_interface node via :func:`awopt_ros.core.arm.arm_command`), for fast experiments and tests.
