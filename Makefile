@@ -40,7 +40,7 @@ demo: $(STAMP)
 	$(VENV)/bin/awopt demo --episodes $(EPISODES) --report runs/demo/report.json
 
 collect: $(STAMP)
-	$(VENV)/bin/awopt collect --episodes 200 --out runs/collect
+	$(VENV)/bin/awopt collect --episodes 250 --run-dir runs/collect --seed 0
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest test
