@@ -15,7 +15,7 @@ from launch.conditions import LaunchConfigurationEquals
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-STACK = ('sim_robot', 'camera_pipeline', 'arm_interface', 'episode_manager', 'logger')
+from awopt_ros.launcher import POLICY_NODES, STACK_NODES  # the same nodes as `awopt bringup`
 
 
 def generate_launch_description():
@@ -38,7 +38,7 @@ def generate_launch_description():
         SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST'),
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
             share, 'config', 'fastdds_localhost_shm.xml')),
-        *[node(name) for name in STACK],
-        node('policy', condition=LaunchConfigurationEquals('policy', 'actor')),
-        node('scripted_policy', condition=LaunchConfigurationEquals('policy', 'scripted')),
+        *[node(name) for name, _ in STACK_NODES],
+        *[node(name, condition=LaunchConfigurationEquals('policy', kind))
+          for kind, (name, _) in POLICY_NODES.items()],
     ])

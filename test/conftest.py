@@ -22,6 +22,20 @@ os.environ.setdefault('AMENT_PREFIX_PATH', str(Path(sys.prefix)))
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
 
+def export_tiny_actor(path, seed=0, image_size=16, crop_xywh=(80, 0, 480, 480), **export_kw):
+    """Export a small random actor (image_size px, 4 channels) to ONNX at ``path``.
+
+    Returns ``(actor, export result)``. torch is imported here, not by every test module.
+    """
+    import torch
+
+    from awopt_ros.learning.export import export_actor
+    from awopt_ros.learning.networks import Actor, ActorConfig
+    torch.manual_seed(seed)
+    actor = Actor(ActorConfig(image_size=image_size, channels=4, num_conv=2, hidden=16)).eval()
+    return actor, export_actor(actor, path, list(crop_xywh), **export_kw)
+
+
 @pytest.fixture
 def ros_context():
     """A private rclpy Context, initialised for one test and shut down after it."""

@@ -7,11 +7,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from conftest import export_tiny_actor
+
 from awopt_ros.core import spec
 from awopt_ros.core.onnx_policy import (CONTRACT_KEY, ModelContractError, OnnxActor,
                                         expected_contract, read_contract, read_metadata)
-from awopt_ros.learning.export import export_actor
-from awopt_ros.learning.networks import Actor, ActorConfig, ActorPolicy
+from awopt_ros.learning.networks import ActorPolicy
 
 SIZE = 16
 CROP = [80, 0, 480, 480]
@@ -20,10 +21,9 @@ CROP = [80, 0, 480, 480]
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     """Export a small random actor to ONNX; yield (actor, path, export result)."""
-    torch.manual_seed(0)
-    actor = Actor(ActorConfig(image_size=SIZE, channels=4, num_conv=2, hidden=16)).eval()
     path = tmp_path_factory.mktemp('onnx') / 'tiny.onnx'
-    result = export_actor(actor, path, CROP, dataset='test/set-v0', model_card='tiny test')
+    actor, result = export_tiny_actor(path, seed=0, image_size=SIZE, crop_xywh=CROP,
+                                      dataset='test/set-v0', model_card='tiny test')
     return actor, path, result
 
 

@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
+from conftest import export_tiny_actor
+
 from awopt_ros.core import robot, spec
 from awopt_ros.core.onnx_policy import OnnxActor
-from awopt_ros.learning.export import export_actor
-from awopt_ros.learning.networks import Actor, ActorConfig
 from awopt_ros.nodes.policy import PolicyNode
 from awopt_ros.ros import convert, qos
 from awopt_ros.ros.run import StartupError
@@ -30,10 +29,8 @@ CROP = [80, 0, 480, 480]
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    torch.manual_seed(1)
-    actor = Actor(ActorConfig(image_size=SIZE, channels=4, num_conv=2, hidden=16)).eval()
     path = tmp_path_factory.mktemp('policy') / 'tiny.onnx'
-    export_actor(actor, path, CROP, dataset='test/x-v0')
+    export_tiny_actor(path, seed=1, image_size=SIZE, crop_xywh=CROP, dataset='test/x-v0')
     return path
 
 
