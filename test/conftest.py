@@ -45,3 +45,20 @@ def ros_context():
     rclpy.init(context=ctx)
     yield ctx
     rclpy.try_shutdown(context=ctx)
+
+
+def rewrite_contract(src, dst, **changes):
+    """Copy the ONNX model ``src`` to ``dst`` with ``changes`` applied to its awopt_contract."""
+    import json
+
+    import onnx
+
+    from awopt_ros.core.onnx_policy import CONTRACT_KEY
+    model = onnx.load(str(src))
+    for prop in model.metadata_props:
+        if prop.key == CONTRACT_KEY:
+            contract = json.loads(prop.value)
+            contract.update(changes)
+            prop.value = json.dumps(contract)
+    onnx.save(model, str(dst))
+    return dst

@@ -31,19 +31,22 @@ def _joints(i):
     return msg
 
 
-def test_round_trip_every_frame_present_and_equal(tmp_path):
+@pytest.mark.parametrize('compression', ['zstd', 'none'])
+def test_round_trip_every_frame_present_and_equal(tmp_path, compression):
     rng = np.random.default_rng(0)
     images = [_image(i, rng) for i in range(25)]
     joints = [_joints(i) for i in range(60)]
     path = tmp_path / 'bags' / 'episode_0000'
-    writer = BagWriter(path, TOPICS, qos={IMAGE: 'sensor', JOINTS: 'sensor'})
+    writer = BagWriter(path, TOPICS, qos={IMAGE: 'sensor', JOINTS: 'sensor'},
+                       compression=compression)
     for i, msg in enumerate(images):
         assert writer.write(IMAGE, serialize_message(msg), 1_000_000 * i)
     for i, msg in enumerate(joints):
         assert writer.write(JOINTS, serialize_message(msg), 1_000_000 * i + 1)
     assert writer.close() == {IMAGE: 25, JOINTS: 60}
     assert writer.close() == {IMAGE: 25, JOINTS: 60}  # idempotent
-    assert (path / 'metadata.yaml').is_file()
+    metadata = (path / 'metadata.yaml').read_text()
+    assert ('compression_format: zstd' in metadata) == (compression == 'zstd')
     assert len(list(path.glob('*.mcap'))) == 1
 
     got = {IMAGE: [], JOINTS: []}
@@ -88,6 +91,8 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match='QoS preset'):
         BagWriter(tmp_path / 'a', {'/x': 'std_msgs/msg/String'}, qos={'/x': 'fast'})
     writer = BagWriter(tmp_path / 'a', {'/x': 'std_msgs/msg/String'})
+    with pytest.raises(ValueError, match='compression'):
+        BagWriter(tmp_path / 'c', {'/x': 'std_msgs/msg/String'}, compression='lz4')
     with pytest.raises(FileExistsError):
         BagWriter(tmp_path / 'a', {'/x': 'std_msgs/msg/String'})
     with pytest.raises(ValueError, match='not declared'):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from conftest import export_tiny_actor
+from conftest import export_tiny_actor, rewrite_contract
 
 from awopt_ros.core import spec
 from awopt_ros.core.onnx_policy import (CONTRACT_KEY, ModelContractError, OnnxActor,
@@ -25,17 +25,6 @@ def tiny(tmp_path_factory):
     actor, result = export_tiny_actor(path, seed=0, image_size=SIZE, crop_xywh=CROP,
                                       dataset='test/set-v0', model_card='tiny test')
     return actor, path, result
-
-
-def _rewrite_contract(src, dst, **changes):
-    model = onnx.load(str(src))
-    for prop in model.metadata_props:
-        if prop.key == CONTRACT_KEY:
-            contract = json.loads(prop.value)
-            contract.update(changes)
-            prop.value = json.dumps(contract)
-    onnx.save(model, str(dst))
-    return dst
 
 
 def test_contract_metadata_written(tiny):
@@ -100,7 +89,7 @@ def test_missing_file(tmp_path):
 ])
 def test_contract_mismatch_names_field(tiny, tmp_path, field, value):
     _, path, _ = tiny
-    bad = _rewrite_contract(path, tmp_path / 'bad.onnx', **{field: value})
+    bad = rewrite_contract(path, tmp_path / 'bad.onnx', **{field: value})
     with pytest.raises(ModelContractError, match=field) as info:
         OnnxActor(bad, expected_contract(SIZE, CROP))
     assert len(info.value.mismatches) == 1

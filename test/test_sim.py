@@ -52,6 +52,27 @@ def test_reset_puts_arm_home_and_image_is_rgb(sim, kin):
     assert k[0, 2] == 320 and k[1, 2] == 240 and k[0, 0] > 0
 
 
+def test_random_start_pose_is_seeded_within_jitter_and_points_down(kin):
+    from awopt_ros.core.paths import resolve
+    jitter = np.array([0.08, 0.1, 0.05])
+    s = GraspSim(resolve(URDF), num_objects=1, start_jitter_m=jitter, start_jitter_rad=0.4)
+    try:
+        starts = []
+        for seed in (3, 4, 3):
+            s.reset(seed)
+            q = s.joint_positions()[:7]
+            pos, rot = kin.fk(q)
+            assert np.all(np.abs(pos - robot.HOME_TCP_M) <= jitter + 3e-3)
+            assert rot[2, 2] == pytest.approx(-1.0, abs=1e-2)     # tool z axis points down
+            starts.append(pos)
+        np.testing.assert_allclose(starts[0], starts[2], atol=1e-6)   # same seed, same start
+        assert np.linalg.norm(starts[0] - starts[1]) > 1e-3
+    finally:
+        s.close()
+    with pytest.raises(ValueError, match='start jitter'):
+        GraspSim(resolve(URDF), num_objects=1, start_jitter_m=(0.5, 0.0, 0.0))
+
+
 def test_arm_tracks_targets_and_gripper_closes(sim):
     sim.reset(2)
     target = robot.HOME_Q + np.array([0.2, -0.1, 0.1, 0.1, 0.0, -0.1, 0.3])

@@ -7,6 +7,11 @@ rosbag2 directory (``metadata.yaml`` + one ``.mcap`` file) that ``ros2 bag play`
 ``rosbags.highlevel.AnyReader`` read. Message definitions and type hashes come from the
 rosbags type store of the newest ROS 2 distribution it knows, preferring Kilted.
 
+Compression: by default each message is zstd-compressed (rosbag2's ``--compression-mode
+message --compression-format zstd``), which every rosbag2 reader decompresses transparently;
+a simulated 640x480 frame shrinks about 15x (0.92 MB -> 60 kB) for about 2 ms of the writer
+thread's time.
+
 No rclpy here: this module is usable (and tested) without ROS installed.
 """
 import queue
@@ -15,13 +20,15 @@ from pathlib import Path
 
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 #: rosbag2 metadata format version written (9 = Jazzy and newer).
 BAG_VERSION = 9
 #: Default cap on bytes waiting in the queue; beyond it messages are dropped (and counted).
 DEFAULT_MAX_QUEUE_BYTES = 512 * 1024 * 1024
+#: Accepted ``compression`` values.
+COMPRESSIONS = ('zstd', 'none')
 
 _ZERO = QosTime(sec=0, nsec=0)
 
@@ -63,6 +70,7 @@ class BagWriter:
         max_queue_bytes: bytes allowed to wait for the disk; messages arriving beyond it are
             dropped and counted in :attr:`frames_dropped` (the caller never blocks).
         typestore: rosbags type store (default :func:`default_typestore`).
+        compression: 'zstd' (default: per-message zstd) or 'none'.
 
     Attributes:
         frames_written: topic -> messages written to disk so far (updated by the thread).
@@ -71,13 +79,15 @@ class BagWriter:
 
     Raises:
         ValueError: ``topics`` empty, a topic name not starting with '/', an unknown message
-            type, or an unknown QoS preset.
+            type, an unknown QoS preset or an unknown compression.
         FileExistsError: ``path`` exists already.
     """
 
     def __init__(self, path, topics, *, qos=None, max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
-                 typestore=None):
+                 typestore=None, compression='zstd'):
         self.path = Path(path)
+        if compression not in COMPRESSIONS:
+            raise ValueError(f'unknown bag compression {compression!r} (known: {COMPRESSIONS})')
         if not topics:
             raise ValueError('BagWriter needs at least one topic')
         qos = dict(qos or {})
@@ -99,6 +109,8 @@ class BagWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        if compression == 'zstd':
+            self._writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
         self._writer.open()
         self._connections = {}
         for topic, msgtype in topics.items():

@@ -19,6 +19,11 @@ ACTION_DIM = len(ACTION_NAMES)
 
 PROPRIO_NAMES = ('ee_x', 'ee_y', 'ee_z', 'sin_yaw', 'cos_yaw', 'gripper_closed')
 PROPRIO_DIM = len(PROPRIO_NAMES)
+#: Fixed proprio normalisation used inside the networks: (proprio - OFFSET) / SCALE maps the
+#: tool position over the bin workspace (x 0.35..0.85, y -0.3..0.3, z 0.02..0.5 m) to about
+#: [-1, 1]; sin/cos yaw and gripper closedness are already O(1).
+PROPRIO_OFFSET = (0.6, 0.0, 0.25, 0.0, 0.0, 0.5)
+PROPRIO_SCALE = (0.25, 0.3, 0.25, 1.0, 1.0, 0.5)
 
 ARM_JOINTS = tuple(f'iiwa_joint_{i}' for i in range(1, 8))
 GRIPPER_JOINT = 'gripper_finger_joint'

@@ -51,6 +51,26 @@ def _export_bytes(policy, image, proprio):
     return buf.getvalue()
 
 
+def save_with_metadata(raw, path, contract, model_card=''):
+    """Write the serialized ONNX model ``raw`` to ``path`` with its contract and model card.
+
+    The metadata keys are ``awopt_contract`` (``contract`` as JSON) and ``model_card`` (text);
+    the model is checked with ``onnx.checker`` first. Returns the path (``Path``).
+    """
+    import onnx
+    model = onnx.load_from_string(raw)
+    del model.metadata_props[:]
+    for key, value in ((CONTRACT_KEY, json.dumps(contract)), (MODEL_CARD_KEY, model_card)):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = 'awopt_ros'
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def parity_check(policy, onnx_path, image_size, batch_sizes=(1, 64), seed=0):
     """Compare torch and onnxruntime outputs on random inputs; return the max abs difference.
 
@@ -102,22 +122,13 @@ def export_actor(actor, out_path, crop_xywh, dataset='', algorithm='bc', model_c
     Raises:
         ValueError: parity fails (the file is still written, for inspection).
     """
-    import onnx
     actor = actor.eval()
     policy = ActorPolicy(actor).eval()
     size = int(actor.config.image_size)
     contract = make_contract(size, crop_xywh, algorithm=algorithm, dataset=dataset)
     dummy_img = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     dummy_pro = torch.zeros((2, spec.PROPRIO_DIM), dtype=torch.float32)
-    model = onnx.load_from_string(_export_bytes(policy, dummy_img, dummy_pro))
-    del model.metadata_props[:]
-    for key, value in ((CONTRACT_KEY, json.dumps(contract)), (MODEL_CARD_KEY, model_card)):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name = 'awopt_ros'
-    onnx.checker.check_model(model)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_path))
+    out_path = save_with_metadata(_export_bytes(policy, dummy_img, dummy_pro), out_path,
+                                  contract, model_card)
     parity = parity_check(policy, out_path, size) if check_parity else {}
     return {'contract': contract, 'parity': parity}

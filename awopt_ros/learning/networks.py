@@ -133,6 +133,10 @@ class Actor(nn.Module):
             nn.Linear(c.hidden, 4 + 3))
         high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
         self.register_buffer('cont_scale', high.reshape(1, 4))
+        self.register_buffer('proprio_offset',
+                             torch.tensor(spec.PROPRIO_OFFSET, dtype=torch.float32).reshape(1, -1))
+        self.register_buffer('proprio_scale',
+                             torch.tensor(spec.PROPRIO_SCALE, dtype=torch.float32).reshape(1, -1))
 
     def normalised(self, image, proprio):
         """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling."""
@@ -140,7 +144,8 @@ class Actor(nn.Module):
         if self.config.coord_conv:
             x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
         feats = self.keypoints(self.trunk(x))                               # (N, features)
-        h = self.mlp(torch.cat([feats, proprio.to(torch.float32)], dim=1))  # (N, 7)
+        p = (proprio.to(torch.float32) - self.proprio_offset) / self.proprio_scale
+        h = self.mlp(torch.cat([feats, p], dim=1))                          # (N, 7)
         return torch.tanh(h[:, :4]), h[:, 4:]
 
     def forward(self, image, proprio):

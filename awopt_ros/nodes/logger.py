@@ -29,12 +29,12 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
 
 from awopt_ros.core import robot
-from awopt_ros.core.bag import BagWriter, default_typestore
+from awopt_ros.core.bag import COMPRESSIONS, BagWriter, default_typestore
 from awopt_ros.core.dataset import EpisodeRecorder, dataset_id_for, datasets_dir, policy_id
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
-from awopt_ros.ros.run import spin_node
+from awopt_ros.ros.run import StartupError, spin_node
 
 CAMERA = '/camera/color/image_raw'
 EVENT = '/episode/event'
@@ -136,6 +136,12 @@ class LoggerNode(Node):
         max_queue_mb = declare(self, 'max_queue_mb', 512,
                                'Bag bytes allowed to wait for the disk before dropping (MB).',
                                low=1, high=65536, read_only=True)
+        self._bag_compression = declare(
+            self, 'bag_compression', 'zstd', "Per-message bag compression: 'zstd' or 'none'.",
+            read_only=True)
+        if self._bag_compression not in COMPRESSIONS:
+            raise StartupError(f'logger: bag_compression must be one of {COMPRESSIONS}, got '
+                               f'{self._bag_compression!r}')
         self.recorded = parse_topics(topics)
         self.dataset_id = dataset_id_for(name)
         self.dataset_root = datasets_dir(self.output_dir)
@@ -343,7 +349,8 @@ class LoggerNode(Node):
         self._bag = BagWriter(path, {t: v[0] for t, v in self.recorded.items()},
                               typestore=self._typestore,
                               qos={t: v[1] for t, v in self.recorded.items()},
-                              max_queue_bytes=self._max_queue_bytes)
+                              max_queue_bytes=self._max_queue_bytes,
+                              compression=self._bag_compression)
         now = self._now_ns()
         for topic, raw in self._latched.items():  # latched state the episode depends on
             self._record(topic, raw, now)

@@ -31,6 +31,10 @@ OBJECT_DENSITY_KG_M3 = 400.0
 SHAPES = ('box', 'cylinder', 'sphere', 'capsule')
 FINGER_FORCE_N = 25.0
 SETTLE_S = 0.4
+#: Default start-pose randomisation (see :class:`GraspSim`): none, every episode starts at
+#: HOME_Q as the episode manager's reset does on hardware.
+START_JITTER_M = (0.0, 0.0, 0.0)
+START_JITTER_RAD = 0.0
 # Camera above the robot's left shoulder looking down at the bin: the bin fills the central
 # 480x480 crop and the gripper stays in view while it works in the bin.
 CAMERA_POS_M = (0.0, 0.6, 1.2)
@@ -198,14 +202,30 @@ class GraspSim:
         image_size: camera (width, height) in pixels.
         success_height_m: an object counts as lifted when its lowest point is this far above
             the bin floor (m).
+        start_jitter_m: (x, y, z) half-ranges (m) of the uniform offset of the episode's start
+            tool position from ``robot.HOME_TCP_M``; the start yaw gets +-``start_jitter_rad``.
+            Drawn from the scene seed, so a seed always gives the same start. Random starts
+            keep the tool position from telling a learned policy how far into the episode it
+            is (a shortcut behaviour cloning takes from a fixed start); zeros (the default)
+            start every episode at ``robot.HOME_Q``.
+        start_jitter_rad: half-range of the start yaw offset (rad).
 
     Call :meth:`reset` before use (the constructor builds the scene of seed 0).
     """
 
     def __init__(self, urdf_path, num_objects=5, physics_dt_s=0.002, image_size=(640, 480),
-                 success_height_m=0.12):
+                 success_height_m=0.12, start_jitter_m=START_JITTER_M,
+                 start_jitter_rad=START_JITTER_RAD):
         if success_height_m <= 0:
             raise ValueError(f'success_height_m must be > 0, got {success_height_m}')
+        jitter = np.asarray(start_jitter_m, dtype=float).reshape(-1)
+        if jitter.shape != (3,) or not np.all(np.isfinite(jitter)) or np.any(jitter < 0) \
+                or np.any(jitter > 0.15) or not 0.0 <= float(start_jitter_rad) <= 1.0:
+            raise ValueError(f'start jitter must be 3 values in [0, 0.15] m and a yaw in [0, 1] '
+                             f'rad, got {start_jitter_m!r}, {start_jitter_rad!r}')
+        self.start_jitter_m = jitter
+        self.start_jitter_rad = float(start_jitter_rad)
+        self._kin = None
         self.urdf_path = str(urdf_path)
         self.num_objects = int(num_objects)
         self.physics_dt_s = float(physics_dt_s)
@@ -220,7 +240,7 @@ class GraspSim:
 
     # -- scene -------------------------------------------------------------------------------
     def reset(self, seed):
-        """Build the scene of ``seed``: arm at HOME_Q, gripper open, objects settled."""
+        """Build the scene of ``seed``: arm at its start pose, gripper open, objects settled."""
         s, self.objects = build_spec(self.urdf_path, seed, self.num_objects, self.physics_dt_s,
                                      self.image_size)
         self.model = s.compile()
@@ -238,8 +258,9 @@ class GraspSim:
         self._obj_body = np.array([m.body(o['name']).id for o in self.objects])
         self._obj_geom = np.array([m.geom(o['name'] + '_geom').id for o in self.objects])
         self._camera_id = m.camera(CAMERA_NAME).id
-        self.data.qpos[self._arm_qadr] = robot.HOME_Q
-        self.set_arm_target(robot.HOME_Q)
+        q_start = self.start_joints(seed)
+        self.data.qpos[self._arm_qadr] = q_start
+        self.set_arm_target(q_start)
         self.set_gripper_target(0.0)
         mujoco.mj_forward(self.model, self.data)
         self.step(int(round(SETTLE_S / self.physics_dt_s)))
@@ -247,6 +268,29 @@ class GraspSim:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+    def start_joints(self, seed):
+        """Return the (7,) start joint positions (rad) of scene ``seed``.
+
+        ``robot.HOME_Q`` moved by differential IK so that the tool sits at ``HOME_TCP_M`` plus a
+        seeded uniform offset within ``start_jitter_m``, pointing down, yaw offset within
+        ``start_jitter_rad``.
+        """
+        if not np.any(self.start_jitter_m) and self.start_jitter_rad == 0.0:
+            return np.asarray(robot.HOME_Q, dtype=float)
+        if self._kin is None:
+            from awopt_ros.core.kinematics import Kinematics
+            self._kin = Kinematics(self.urdf_path)
+        rng = np.random.default_rng([int(seed), 7])
+        offset = rng.uniform(-1.0, 1.0, 3) * self.start_jitter_m
+        dyaw = float(rng.uniform(-1.0, 1.0)) * self.start_jitter_rad
+        q = np.asarray(robot.HOME_Q, dtype=float)
+        goal = np.asarray(robot.HOME_TCP_M, dtype=float) + offset
+        for _ in range(4):   # converge: each call is one damped least-squares solve
+            pos, _ = self._kin.fk(q)
+            q = self._kin.ik_step(q, goal - pos, dyaw, dt_s=10.0)
+            dyaw = 0.0
+        return q
 
     @property
     def time_s(self):

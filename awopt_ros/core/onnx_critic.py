@@ -1,0 +1,263 @@
+"""Run an exported QT-Opt-style critic (encoder + Q head ONNX pair) with onnxruntime.
+
+numpy + onnxruntime only (no torch, no rclpy). The pair is written by
+``awopt_ros.learning.critic.export_critic``:
+
+* encoder: ``image`` uint8 (N, H, W, 3) RGB -> ``features`` float32 (N, C, h, w);
+* head: ``features`` (N, C, h, w), ``proprio`` float32 (N, 6), ``action`` float32 (N, 7)
+  (m, m, m, rad, then 0/1) -> ``q`` float32 (N,), the success probability in [0, 1].
+
+Both carry an ``awopt_contract`` with ``role`` ('critic_encoder' / 'critic_head'),
+``feature_shape`` [C, h, w] and ``pair_id`` (weights hash). The split follows QT-Opt
+(Kalashnikov et al. 2018) as used by AW-Opt (Lu et al. 2021): CEM encodes the image once per
+state and scores all candidate actions of an iteration with ONE head run of B*K rows
+(:meth:`OnnxCritic.score`, :meth:`OnnxCritic.cem_action`).
+"""
+import numpy as np
+
+from awopt_ros.core import spec
+from awopt_ros.core.onnx_policy import (ModelContractError, _check_file, check_contract,
+                                        read_contract)
+
+ROLE_ENCODER = 'critic_encoder'
+ROLE_HEAD = 'critic_head'
+#: Fields that the encoder and head contracts of one pair must agree on.
+PAIR_FIELDS = ('image_size', 'crop_xywh', 'proprio_names', 'action_names', 'action_low',
+               'action_high', 'feature_shape', 'pair_id')
+
+
+def _session(path, threads):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts,
+                                providers=['CPUExecutionProvider'])
+
+
+class OnnxCritic:
+    """An exported critic pair run by onnxruntime (CPU): Q(s, a) = head(encoder(image), ...).
+
+    Args:
+        encoder_path: encoder ONNX file (role 'critic_encoder').
+        head_path: head ONNX file (role 'critic_head') from the same export.
+        expected: contract fields the caller relies on (``onnx_policy.expected_contract``),
+            checked against BOTH files; ``None`` skips that check (roles, pairing and graph
+            inputs/outputs are always checked).
+        intra_op_threads: onnxruntime intra-op threads per session (>= 1).
+
+    Attributes:
+        feature_shape: (C, h, w) per-sample feature shape.
+        image_hw: (H, W) input image size (px).
+        stats: dict of counters ``encoder_runs``, ``encoder_rows``, ``head_runs``,
+            ``head_rows`` (session runs and batch rows fed), for profiling and tests.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ModelContractError: metadata missing or differing from ``expected`` (every mismatch
+            line names the file role and the field), wrong ``role``, encoder and head
+            disagreeing (``feature_shape``, ``pair_id``, ``image_size``, ...), or graph
+            inputs/outputs other than ``image -> features`` and
+            ``features, proprio, action -> q``.
+        ValueError: ``intra_op_threads`` < 1.
+    """
+
+    def __init__(self, encoder_path, head_path, expected=None, intra_op_threads=1):
+        """Load and check both graphs; see the class docstring."""
+        self.encoder_path = str(_check_file(encoder_path))
+        self.head_path = str(_check_file(head_path))
+        label = f'{self.encoder_path} + {self.head_path}'
+        self.encoder_contract = read_contract(self.encoder_path)
+        self.head_contract = read_contract(self.head_path)
+        problems = []
+        for name, contract, role in (('encoder', self.encoder_contract, ROLE_ENCODER),
+                                     ('head', self.head_contract, ROLE_HEAD)):
+            if contract.get('role') != role:
+                problems.append(f"{name} role: model has {contract.get('role')!r}, "
+                                f'expected {role!r}')
+            if expected is not None:
+                problems += [f'{name} {line}' for line in check_contract(contract, expected)]
+        for key in PAIR_FIELDS:
+            enc, head = self.encoder_contract.get(key), self.head_contract.get(key)
+            if enc is None or head is None:
+                if key in ('feature_shape', 'image_size'):
+                    problems.append(f'{key}: missing in encoder or head contract')
+            elif check_contract({key: head}, {key: enc}):
+                problems.append(f'{key}: encoder has {enc}, head has {head} (not one pair)')
+        if problems:
+            raise ModelContractError(label, problems)
+        if int(intra_op_threads) < 1:
+            raise ValueError(f'intra_op_threads must be >= 1, got {intra_op_threads}')
+
+        self.encoder_session = _session(self.encoder_path, intra_op_threads)
+        self.head_session = _session(self.head_path, intra_op_threads)
+        self._check_io(label)
+        self.feature_shape = tuple(int(v) for v in self.encoder_contract['feature_shape'])
+        size = self.encoder_contract['image_size']
+        self.image_hw = (int(size[0]), int(size[1]))
+        self.stats = {'encoder_runs': 0, 'encoder_rows': 0, 'head_runs': 0, 'head_rows': 0}
+
+    def _check_io(self, label):
+        enc_in = [i.name for i in self.encoder_session.get_inputs()]
+        enc_out = [o.name for o in self.encoder_session.get_outputs()]
+        head_in = sorted(i.name for i in self.head_session.get_inputs())
+        head_out = [o.name for o in self.head_session.get_outputs()]
+        problems = []
+        if enc_in != ['image'] or enc_out != ['features']:
+            problems.append(f"encoder graph io: inputs {enc_in} outputs {enc_out}, expected "
+                            f"['image'] -> ['features']")
+        if head_in != ['action', 'features', 'proprio'] or head_out != ['q']:
+            problems.append(f"head graph io: inputs {head_in} outputs {head_out}, expected "
+                            f"['action', 'features', 'proprio'] -> ['q']")
+        if not problems:
+            want = [int(v) for v in self.encoder_contract['feature_shape']]
+            for node in self.head_session.get_inputs():
+                if node.name == 'features':
+                    dims = list(node.shape[1:])
+                    if all(isinstance(d, int) for d in dims) and dims != want:
+                        problems.append(f'feature_shape: head graph takes {dims}, contract '
+                                        f'says {want}')
+        if problems:
+            raise ModelContractError(label, problems)
+
+    # -- validation helpers -------------------------------------------------------------------
+
+    def _features(self, features, rows=None):
+        f = np.asarray(features)
+        if f.dtype != np.float32:
+            raise ValueError(f'features must be float32, got {f.dtype}')
+        if f.ndim != 4 or tuple(f.shape[1:]) != self.feature_shape:
+            raise ValueError(f'features must be (N, {", ".join(map(str, self.feature_shape))})'
+                             f', got {f.shape}')
+        if rows is not None and f.shape[0] != rows:
+            raise ValueError(f'features has {f.shape[0]} rows, expected {rows}')
+        return np.ascontiguousarray(f)
+
+    @staticmethod
+    def _rows(name, value, rows, dim):
+        a = np.asarray(value)
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f'{name} must be a float array, got {a.dtype}')
+        a = a.astype(np.float32, copy=False)
+        if a.shape != (rows, dim):
+            raise ValueError(f'{name} must have shape ({rows}, {dim}), got {a.shape}')
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f'{name} has {int(np.sum(~np.isfinite(a)))} non-finite entries')
+        return np.ascontiguousarray(a)
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def encode(self, image):
+        """Return float32 features (N, C, h, w) for uint8 RGB images (N, H, W, 3).
+
+        Raises:
+            ValueError: not uint8, not 4-D with 3 channels, or H, W other than the contract's
+                ``image_size``.
+        """
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            raise ValueError(f'image must be uint8, got {image.dtype}')
+        if image.ndim != 4 or image.shape[3] != 3:
+            raise ValueError(f'image must be (N, H, W, 3), got {image.shape}')
+        if tuple(image.shape[1:3]) != self.image_hw:
+            raise ValueError(f'image is {image.shape[1]}x{image.shape[2]}, critic expects '
+                             f'{self.image_hw[0]}x{self.image_hw[1]}')
+        out = self.encoder_session.run(['features'],
+                                       {'image': np.ascontiguousarray(image)})[0]
+        self.stats['encoder_runs'] += 1
+        self.stats['encoder_rows'] += image.shape[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def q(self, features, proprio, actions):
+        """Return Q float32 (N,) in [0, 1] (one head run).
+
+        Args:
+            features: float32 (N, C, h, w) from :meth:`encode`.
+            proprio: float (N, 6), ``spec.PROPRIO_NAMES``.
+            actions: float (N, 7), ``spec.ACTION_NAMES`` in physical units (m, rad, 0/1).
+
+        Raises:
+            ValueError: wrong dtype/shape or non-finite inputs, or non-finite output.
+        """
+        f = self._features(features)
+        n = f.shape[0]
+        pro = self._rows('proprio', proprio, n, spec.PROPRIO_DIM)
+        act = self._rows('actions', actions, n, spec.ACTION_DIM)
+        out = self.head_session.run(['q'], {'features': f, 'proprio': pro, 'action': act})[0]
+        self.stats['head_runs'] += 1
+        self.stats['head_rows'] += n
+        out = np.asarray(out, dtype=np.float32).reshape(n)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f'critic head {self.head_path} produced non-finite q')
+        return out
+
+    def score(self, features, proprio, candidates):
+        """Return Q float32 (B, K) for K candidate actions per state, ONE head run of B*K rows.
+
+        Args:
+            features: float32 (B, C, h, w), encoded once per state.
+            proprio: float (B, 6).
+            candidates: float (B, K, 7) actions in physical units (m, rad, 0/1).
+
+        Raises:
+            ValueError: wrong dtype/shape or non-finite inputs.
+        """
+        c = np.asarray(candidates)
+        if c.ndim != 3 or c.shape[2] != spec.ACTION_DIM:
+            raise ValueError(f'candidates must have shape (B, K, {spec.ACTION_DIM}), '
+                             f'got {c.shape}')
+        b, k = c.shape[0], c.shape[1]
+        f = self._features(features, rows=b)
+        pro = self._rows('proprio', proprio, b, spec.PROPRIO_DIM)
+        q = self.q(np.repeat(f, k, axis=0), np.repeat(pro, k, axis=0),
+                   c.reshape(b * k, spec.ACTION_DIM))
+        return q.reshape(b, k)
+
+    def cem_action(self, image, proprio, cem, extra_candidates=None, init_mean=None):
+        """Return the CEM-maximised action of one state: ``(action float32 (7,), q float)``.
+
+        The image is encoded once; each CEM iteration scores its candidates with one
+        :meth:`score` call (QT-Opt's CEM policy; AW-Opt passes the actor's action as an extra
+        candidate).
+
+        Args:
+            image: uint8 (H, W, 3) RGB at the contract's ``image_size``.
+            proprio: float (6,).
+            cem: a ``core.cem.CEM`` (its config sets iterations/samples/elites).
+            extra_candidates: optional float (7,), (E, 7) or (1, E, 7) fixed candidates
+                (physical units), scored in every iteration.
+            init_mean: optional (7,) initial CEM mean (continuous, physical units) and
+                discrete probabilities.
+
+        Returns:
+            tuple: action float32 (7,) inside the CEM bounds, and its Q (float in [0, 1]).
+
+        Raises:
+            ValueError: bad shapes/dtypes (see :meth:`encode`, :meth:`score`, ``CEM``).
+        """
+        image = np.asarray(image)
+        if image.ndim != 3:
+            raise ValueError(f'image must be one (H, W, 3) frame, got {image.shape}')
+        p = np.asarray(proprio)
+        if p.shape != (spec.PROPRIO_DIM,):
+            raise ValueError(f'proprio must have shape ({spec.PROPRIO_DIM},), got {p.shape}')
+        pro = self._rows('proprio', p[None], 1, spec.PROPRIO_DIM)
+        extra = None
+        if extra_candidates is not None:
+            extra = np.asarray(extra_candidates, dtype=np.float32)
+            if extra.ndim == 1:
+                extra = extra[None, None]
+            elif extra.ndim == 2:
+                extra = extra[None]
+            if extra.ndim != 3 or extra.shape[0] != 1 or extra.shape[2] != spec.ACTION_DIM:
+                raise ValueError(f'extra_candidates must be (7,), (E, 7) or (1, E, 7), got '
+                                 f'{np.asarray(extra_candidates).shape}')
+        mean = None if init_mean is None else np.asarray(init_mean, dtype=np.float64).reshape(
+            1, -1)
+        features = self.encode(image[None])
+
+        def score_fn(candidates):
+            return self.score(features, pro, candidates)
+
+        result = cem.maximise(score_fn, 1, extra_candidates=extra, init_mean=mean)
+        return result.actions[0].astype(np.float32), float(result.scores[0])
