@@ -1,7 +1,7 @@
 # awopt_ros: every entry point sets up .venv itself (idempotent), then runs.
 #   make demo   -> 10 episodes with the shipped model, JSON report in runs/demo/report.json
 #   make test   -> the test suite (unit, node and integration tests)
-#   make bench  -> latency benchmark, figures in bench/results.json
+#   make bench  -> latency and learning benchmarks, figures in bench/results.json
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -45,7 +45,15 @@ collect: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest test
 
-bench: $(STAMP)
+# d3rlpy (AWAC throughput baseline) only for the bench: --no-deps keeps its gymnasium pin from
+# replacing the one minari uses; the second line is what `import d3rlpy` needs.
+BENCH_STAMP := $(VENV)/.awopt-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q --no-deps d3rlpy==2.8.1
+	$(VENV)/bin/pip install -q gym==0.26.2 structlog dataclasses-json scikit-learn
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(VENV)/bin/awopt bench --out bench/results.json
 
 clean:

@@ -15,8 +15,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from conftest import export_tiny_actor
+from test_policy_runtime import export_tiny_critic
 
 from awopt_ros.core import robot, spec
+from awopt_ros.core.kinematics import proprio_from_joints
 from awopt_ros.core.onnx_policy import OnnxActor
 from awopt_ros.nodes.policy import PolicyNode
 from awopt_ros.ros import convert, qos
@@ -64,23 +66,38 @@ def _joint_state(stamp, q=robot.HOME_Q, finger=0.01):
     return msg
 
 
-@pytest.fixture
-def rig(ros_context, model_path):
-    """(executor, policy node, test node, received actions, model infos)."""
-    node = PolicyNode(context=ros_context, parameter_overrides=_params(model_path))
-    tester = rclpy.create_node('policy_tester', context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
+def _make_rig(ctx, params):
+    """Policy node + test node on one executor; returns (executor, node, tester, actions,
+    model infos, decisions (parsed JSON)). The tester publishes images, joint states and
+    episode events."""
+    node = PolicyNode(context=ctx, parameter_overrides=params)
+    tester = rclpy.create_node('policy_tester', context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
     executor.add_node(tester)
-    actions, infos = [], []
+    actions, infos, decisions = [], [], []
     tester.create_subscription(JointState, '/policy/action', actions.append, qos.COMMAND)
     tester.create_subscription(String, '/policy/model_info', infos.append, qos.LATCHED)
+    tester.create_subscription(String, '/policy/decision',
+                               lambda m: decisions.append(json.loads(m.data)), qos.COMMAND)
     tester.img_pub = tester.create_publisher(Image, '/policy/image', qos.SENSOR)
     tester.js_pub = tester.create_publisher(JointState, '/joint_states', qos.SENSOR)
-    yield executor, node, tester, actions, infos
+    tester.event_pub = tester.create_publisher(String, '/episode/event', qos.LATCHED)
+    return executor, node, tester, actions, infos, decisions
+
+
+def _close_rig(executor, node, tester):
     executor.shutdown()
     tester.destroy_node()
     node.destroy_node()
+
+
+@pytest.fixture
+def rig(ros_context, model_path):
+    """(executor, policy node, test node, received actions, model infos)."""
+    executor, node, tester, actions, infos, _ = _make_rig(ros_context, _params(model_path))
+    yield executor, node, tester, actions, infos
+    _close_rig(executor, node, tester)
 
 
 def _wait_matched(executor, tester):
@@ -172,3 +189,248 @@ def test_main_exits_1_on_contract_mismatch(model_path):
         env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1, proc.stderr
     assert 'image_size' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+# --- modes, decisions, hot swap ---------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def critic_paths(tmp_path_factory):
+    d = tmp_path_factory.mktemp('policy_critic')
+    enc, head = d / 'enc.onnx', d / 'head.onnx'
+    export_tiny_critic(enc, head, seed=1)
+    return enc, head
+
+
+@pytest.fixture(scope='module')
+def model2_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp('policy2') / 'tiny2.onnx'
+    export_tiny_actor(path, seed=2, image_size=SIZE, crop_xywh=CROP, dataset='test/x-v1')
+    return path
+
+
+def _stamp_ns(stamp):
+    return stamp['sec'] * 1_000_000_000 + stamp['nanosec']
+
+
+def _send_image(executor, node, tester, img, stamp):
+    """A fresh joint state, then the image with ``stamp``."""
+    tester.js_pub.publish(_joint_state(node.get_clock().now().to_msg()))
+    executor.spin_once(timeout_sec=0.01)
+    tester.img_pub.publish(convert.numpy_to_image(img, stamp, 'camera'))
+
+
+def test_cem_mode_publishes_actions_and_decisions(ros_context, critic_paths):
+    enc, head = critic_paths
+    executor, node, tester, actions, infos, decisions = _make_rig(ros_context, _params(
+        '', mode='cem', critic_encoder_path=str(enc), critic_head_path=str(head),
+        cem_samples=16, cem_elites=4, reload_period_s=0.0))
+    try:
+        _wait_matched(executor, tester)
+        assert _spin_until(executor, lambda: infos)
+        info = json.loads(infos[-1].data)
+        assert info['kind'] == 'cem' and info['model_version'] == 1
+        assert info['decision_topic'] == '/policy/decision' and info['model_path'] == ''
+        assert info['cem'] == {'iterations': 2, 'samples': 16, 'elites': 4}
+        assert info['contract']['role'] == 'critic_encoder'
+
+        img = np.random.default_rng(1).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        stamps = []
+
+        def send():
+            stamps.append(convert.s_to_stamp(node.get_clock().now().nanoseconds * 1e-9))
+            _send_image(executor, node, tester, img, stamps[-1])
+        assert _spin_sending(executor, send, lambda: len(actions) >= 3 and len(decisions) >= 3,
+                             10.0)
+        sent_ns = {s.sec * 1_000_000_000 + s.nanosec for s in stamps}
+        for msg in actions:
+            a = np.array(msg.position, dtype=np.float32)
+            assert np.all(a >= spec.ACTION_LOW) and np.all(a <= spec.ACTION_HIGH)
+            assert set(a[spec.DISCRETE].tolist()) <= {0.0, 1.0}
+        action_ns = [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+                     for m in actions]
+        decided = {_stamp_ns(d['stamp']): d for d in decisions}
+        for ns in action_ns:
+            assert ns in sent_ns and ns in decided        # one decision per action, same stamp
+            d = decided[ns]
+            assert d['source'] == 'cem' and d['model_version'] == 1
+            assert 0.0 <= d['q'] <= 1.0 and d['fallback'] is None
+            assert d['episode_policy'] == 'cem' and d['model_mtime_ns'] > 0
+        assert node.counts['actions_cem'] == node.counts['actions_published'] >= 3
+        assert node.counts['actions_actor'] == 0
+    finally:
+        _close_rig(executor, node, tester)
+
+
+def test_switch_mode_draws_on_episode_start(ros_context, model_path, critic_paths):
+    enc, head = critic_paths
+    executor, node, tester, _, _, _ = _make_rig(ros_context, _params(
+        model_path, mode='switch', critic_encoder_path=str(enc), critic_head_path=str(head),
+        cem_samples=16, cem_elites=4, reload_period_s=0.0, seed=5))
+    try:
+        rt = node.runtime
+        assert rt.episodes == 0 and rt.episode_policy in ('actor', 'cem')
+        for episode in (1, 1, 2):   # a repeated (latched) start is not a new episode
+            tester.event_pub.publish(String(data=json.dumps(
+                {'event': 'start', 'episode': episode, 'seed': 0, 'stamp_s': 0.0})))
+            tester.event_pub.publish(String(data=json.dumps({'event': 'end',
+                                                             'episode': episode})))
+        assert _spin_until(executor, lambda: rt.episodes == 2)
+        executor.spin_once(timeout_sec=0.1)
+        assert rt.episodes == 2
+    finally:
+        _close_rig(executor, node, tester)
+
+
+def test_hot_swap_during_image_stream_drops_nothing(ros_context, model_path, model2_path,
+                                                    tmp_path):
+    live = tmp_path / 'actor.onnx'
+    live.write_bytes(model_path.read_bytes())
+    executor, node, tester, actions, infos, decisions = _make_rig(ros_context, _params(
+        live, reload_period_s=0.05, reload_settle_s=0.0))
+    try:
+        _wait_matched(executor, tester)
+        assert _spin_until(executor, lambda: infos)
+        assert json.loads(infos[-1].data)['model_version'] == 1
+        img = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        proprio = proprio_from_joints(robot.HOME_Q, 0.01)
+        want = {1: OnnxActor(model_path).act(img, proprio),
+                2: OnnxActor(model2_path).act(img, proprio)}
+        assert not np.allclose(want[1], want[2])
+
+        # warm up until the action subscription is matched both ways, then stream
+        assert _spin_sending(executor, lambda: _send_image(
+            executor, node, tester, img, node.get_clock().now().to_msg()), lambda: actions, 5.0)
+        _spin_until(executor, lambda: False, 0.2)
+        warm = len(actions)
+        sent, swapped_at = [], None
+        for i in range(300):
+            stamp = node.get_clock().now().to_msg()
+            sent.append(stamp.sec * 1_000_000_000 + stamp.nanosec)
+            _send_image(executor, node, tester, img, stamp)
+            assert _spin_until(executor, lambda: len(actions) == warm + len(sent)), \
+                f'image {i} got no action'
+            if i == 10:   # a trainer exports a new actor: write to temp, then os.replace
+                tmp = tmp_path / 'actor.onnx.tmp'
+                tmp.write_bytes(model2_path.read_bytes())
+                os.replace(tmp, live)
+            if swapped_at is None and json.loads(infos[-1].data)['model_version'] == 2:
+                swapped_at = i
+            if swapped_at is not None and i >= swapped_at + 10:
+                break
+        assert swapped_at is not None, 'model was not swapped'
+        _spin_until(executor, lambda: len(decisions) >= warm + len(sent), 2.0)
+
+        got = [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+               for m in actions[warm:]]
+        assert got == sent                           # every image got its action, in order
+        assert node.counts['actions_published'] == node.counts['images'] == warm + len(sent)
+        by_stamp = {_stamp_ns(d['stamp']): d for d in decisions}
+        versions = [by_stamp[ns]['model_version'] for ns in sent]
+        assert versions == sorted(versions) and versions[0] == 1 and versions[-1] == 2
+        for msg, ns in zip(actions[warm:], sent):
+            d = by_stamp[ns]
+            assert d['source'] == 'actor'
+            np.testing.assert_allclose(np.array(msg.position), want[d['model_version']],
+                                       atol=1e-6)
+        info = json.loads(infos[-1].data)
+        assert info['model_version'] == 2 and info['kind'] == 'actor'
+        assert info['contract']['dataset'] == 'test/x-v1'
+        assert info['models']['actor']['mtime_ns'] == os.stat(live).st_mtime_ns
+        assert node.counts['model_swaps'] == 1 and node.counts['model_rejections'] == 0
+    finally:
+        _close_rig(executor, node, tester)
+
+
+def test_hot_swap_rejects_mismatching_model(ros_context, model_path, tmp_path):
+    from conftest import rewrite_contract
+    live = tmp_path / 'actor.onnx'
+    live.write_bytes(model_path.read_bytes())
+    executor, node, tester, _, infos, _ = _make_rig(ros_context, _params(
+        live, reload_period_s=0.05, reload_settle_s=0.0))
+    try:
+        rewrite_contract(model_path, tmp_path / 'bad.tmp', crop_xywh=[0, 0, 480, 480])
+        os.replace(tmp_path / 'bad.tmp', live)
+        assert _spin_until(executor, lambda: node.counts['model_rejections'] == 1)
+        assert node.runtime.version == 1 and node.counts['model_swaps'] == 0
+        assert len(infos) <= 1 or json.loads(infos[-1].data)['model_version'] == 1
+    finally:
+        _close_rig(executor, node, tester)
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'mode': 'cem'}, "mode 'cem' needs the critic but parameter critic_encoder_path"),
+    ({'mode': 'cem', 'critic_encoder_path': '/nonexistent/enc.onnx',
+      'critic_head_path': '/nonexistent/head.onnx'}, 'critic_encoder_path.*not found'),
+    ({'mode': 'switch', 'critic_encoder_path': 'e.onnx'}, 'set together'),
+    ({'mode': 'greedy'}, 'parameter mode must be one of'),
+    ({'cem_elites': 100}, 'cem_elites'),
+])
+def test_bad_mode_setup_is_startup_error(ros_context, model_path, override, message):
+    with pytest.raises(StartupError, match=message):
+        PolicyNode(context=ros_context, parameter_overrides=_params(model_path, **override))
+
+
+def test_switch_without_actor_is_startup_error(ros_context, critic_paths):
+    enc, head = critic_paths
+    with pytest.raises(StartupError, match='needs the actor but parameter model_path'):
+        PolicyNode(context=ros_context, parameter_overrides=_params(
+            '', mode='switch', critic_encoder_path=str(enc), critic_head_path=str(head)))
+
+
+def test_logger_records_the_decision_source_per_step(ros_context, model_path, critic_paths,
+                                                      tmp_path):
+    """Policy (mode switch) + logger in one process: the dataset's per-step policy id is the
+    decision's source, not the model info kind ('switch' -> 'other')."""
+    from awopt_ros.core.dataset import POLICY_IDS, load_episodes
+    from awopt_ros.nodes.logger import LoggerNode
+    enc, head = critic_paths
+    executor, node, tester, actions, _, decisions = _make_rig(ros_context, _params(
+        model_path, mode='switch', critic_encoder_path=str(enc), critic_head_path=str(head),
+        cem_samples=16, cem_elites=4, reload_period_s=0.0, seed=3))
+    logger = LoggerNode(context=ros_context, parameter_overrides=[
+        Parameter('output_dir', value=str(tmp_path / 'run')), Parameter('image_size', value=SIZE),
+        Parameter('end_grace_s', value=0.2)])
+    executor.add_node(logger)
+    saved = []
+    tester.create_subscription(String, '/logger/episode_saved',
+                               lambda m: saved.append(json.loads(m.data)), qos.LATCHED)
+    try:
+        _wait_matched(executor, tester)
+        assert _spin_until(executor, lambda: logger._expect_decisions)
+        img = np.random.default_rng(4).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        policies = []
+        for episode in (1, 2, 3):
+            tester.event_pub.publish(String(data=json.dumps(
+                {'event': 'start', 'episode': episode, 'seed': episode, 'stamp_s': 0.0})))
+            assert _spin_until(executor, lambda: logger.recorder.in_episode
+                               and node.runtime.episodes == episode)
+            policies.append(node.runtime.episode_policy)
+            # until the logger's subscriptions match, resend; then one image per action
+            assert _spin_sending(executor, lambda: _send_image(
+                executor, node, tester, img, node.get_clock().now().to_msg()),
+                lambda: logger.recorder.steps >= 1, 5.0)
+            while logger.recorder.steps < 4:
+                n = logger.recorder.steps
+                _send_image(executor, node, tester, img, node.get_clock().now().to_msg())
+                assert _spin_until(executor, lambda: logger.recorder.steps > n)
+            steps = logger.recorder.steps
+            tester.event_pub.publish(String(data=json.dumps(
+                {'event': 'end', 'episode': episode, 'outcome': 'timeout', 'steps': steps,
+                 'success': False, 'terminated': False, 'truncated': True, 'stamp_s': 1.0})))
+            assert _spin_until(executor, lambda: len(saved) == episode)
+        by_stamp = {_stamp_ns(d['stamp']): d['source'] for d in decisions}
+        episodes = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+        assert len(episodes) == 3
+        for ep, policy in zip(episodes, policies):
+            n = len(ep['actions'])
+            keys = np.array(sorted(by_stamp))   # float64 stamp_s: match within 1 us
+            near = [int(keys[np.argmin(np.abs(keys - t * 1e9))]) for t in ep['stamp_s'][:n]]
+            assert all(abs(k - t * 1e9) < 1e3 for k, t in zip(near, ep['stamp_s'][:n]))
+            want = [POLICY_IDS[by_stamp[k]] for k in near]
+            assert ep['policy'][:n].tolist() == want == [POLICY_IDS[policy]] * n
+        assert set(policies) == {'actor', 'cem'}   # seed 3: cem, actor, cem
+    finally:
+        executor.remove_node(logger)
+        logger.close()
+        logger.destroy_node()
+        _close_rig(executor, node, tester)

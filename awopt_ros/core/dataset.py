@@ -354,6 +354,32 @@ class EpisodeRecorder:
             return int(self._dataset.total_episodes) - 1
 
 
+def episode_dict(ep, meta=None):
+    """Return a Minari ``EpisodeData`` ``ep`` as the dict :func:`load_episodes` documents.
+
+    ``meta`` is the episode's stored metadata (seed, options.episode); None leaves ``seed``
+    and ``episode`` None.
+    """
+    meta = meta or {}
+    infos = ep.infos or {}
+    episode = (meta.get('options') or {}).get('episode')
+    return {
+        'id': int(ep.id),
+        'seed': None if meta.get('seed') is None else int(meta['seed']),
+        'episode': None if episode is None else int(episode),
+        'image': np.asarray(ep.observations['image'], dtype=np.uint8),
+        'proprio': np.asarray(ep.observations['proprio'], dtype=np.float32),
+        'actions': np.asarray(ep.actions, dtype=np.float32),
+        'rewards': np.asarray(ep.rewards, dtype=np.float64),
+        'terminations': np.asarray(ep.terminations, dtype=bool),
+        'truncations': np.asarray(ep.truncations, dtype=bool),
+        'success_probability': np.asarray(infos.get('success_probability', []),
+                                          dtype=np.float32),
+        'policy': np.asarray(infos.get('policy', []), dtype=np.int64),
+        'stamp_s': np.asarray(infos.get('stamp_s', []), dtype=np.float64),
+    }
+
+
 def load_episodes(root_dir, dataset_id):
     """Load every episode of dataset ``dataset_id`` under ``<root_dir>/datasets`` (for training).
 
@@ -376,24 +402,4 @@ def load_episodes(root_dir, dataset_id):
         indices = list(dataset.episode_indices)
         metadata = list(dataset.storage.get_episode_metadata(indices))
         episodes = list(dataset.iterate_episodes())
-    out = []
-    for meta, ep in zip(metadata, episodes):
-        infos = ep.infos or {}
-        options = meta.get('options') or {}
-        episode = options.get('episode')
-        out.append({
-            'id': int(ep.id),
-            'seed': None if meta.get('seed') is None else int(meta['seed']),
-            'episode': None if episode is None else int(episode),
-            'image': np.asarray(ep.observations['image'], dtype=np.uint8),
-            'proprio': np.asarray(ep.observations['proprio'], dtype=np.float32),
-            'actions': np.asarray(ep.actions, dtype=np.float32),
-            'rewards': np.asarray(ep.rewards, dtype=np.float64),
-            'terminations': np.asarray(ep.terminations, dtype=bool),
-            'truncations': np.asarray(ep.truncations, dtype=bool),
-            'success_probability': np.asarray(infos.get('success_probability', []),
-                                              dtype=np.float32),
-            'policy': np.asarray(infos.get('policy', []), dtype=np.int64),
-            'stamp_s': np.asarray(infos.get('stamp_s', []), dtype=np.float64),
-        })
-    return out
+    return [episode_dict(ep, meta) for meta, ep in zip(metadata, episodes)]

@@ -11,8 +11,10 @@ deserialise round trip). Dataset steps are built per ``/policy/action``: the ima
 ``/policy/image`` whose stamp equals the action's ``header.stamp``, the proprioception comes
 from the latest ``/joint_states`` with a stamp <= that stamp
 (``core.kinematics.proprio_from_joints``), plus the latest ``/success/probability`` and the
-policy kind of the latched ``/policy/model_info``. The node only converts and routes; bag and
-dataset writing live in ``awopt_ros.core``.
+acting policy: the ``source`` of the ``/policy/decision`` with the action's stamp, else the
+``kind`` of the latched ``/policy/model_info``. While the latest model info announces a
+``decision_topic``, an action waits (like one waiting for its image) for its decision. The node
+only converts and routes; bag and dataset writing live in ``awopt_ros.core``.
 """
 import importlib
 import json
@@ -39,6 +41,7 @@ from awopt_ros.ros.run import StartupError, spin_node
 CAMERA = '/camera/color/image_raw'
 EVENT = '/episode/event'
 MODEL_INFO = '/policy/model_info'
+DECISION = '/policy/decision'
 POLICY_IMAGE = '/policy/image'
 ACTION = '/policy/action'
 JOINTS = '/joint_states'
@@ -53,6 +56,7 @@ STACK_TOPICS = {
     POLICY_IMAGE: ('sensor_msgs/msg/Image', 'sensor'),
     ACTION: ('sensor_msgs/msg/JointState', 'reliable'),
     MODEL_INFO: ('std_msgs/msg/String', 'latched'),
+    DECISION: ('std_msgs/msg/String', 'reliable'),
     '/arm_controller/joint_trajectory': ('trajectory_msgs/msg/JointTrajectory', 'reliable'),
     '/forward_position_controller/commands': ('std_msgs/msg/Float64MultiArray', 'reliable'),
     '/gripper_controller/commands': ('std_msgs/msg/Float64MultiArray', 'reliable'),
@@ -63,7 +67,7 @@ STACK_TOPICS = {
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
 }
 #: Topics the dataset needs; subscribed even when not recorded to the bag.
-INPUT_TOPICS = (EVENT, MODEL_INFO, POLICY_IMAGE, ACTION, JOINTS, SUCCESS)
+INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS)
 _QOS = {'sensor': qos.RECORD_SENSOR, 'reliable': qos.COMMAND, 'latched': qos.LATCHED}
 _MAX_IMAGES = 64          # recent policy images kept for stamp matching
 _MAX_JOINT_STATES = 400   # 4 s at 100 Hz
@@ -166,6 +170,8 @@ class LoggerNode(Node):
         self._success_p = math.nan
         self._policy = policy_id('other')
         self._policy_kind = 'unknown'
+        self._decisions = OrderedDict()  # stamp ns -> policy id, from /policy/decision
+        self._expect_decisions = False   # the model info announces a decision topic
         self.frames_logged_total = 0
         self.counts = {'episodes_saved': 0, 'steps_total': 0, 'unmatched_actions': 0,
                        'pre_start_actions': 0,
@@ -175,7 +181,8 @@ class LoggerNode(Node):
 
         self._saved_pub = self.create_publisher(String, SAVED, qos.LATCHED)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._handlers = {MODEL_INFO: self._on_model_info, POLICY_IMAGE: self._on_policy_image,
+        self._handlers = {MODEL_INFO: self._on_model_info, DECISION: self._on_decision,
+                          POLICY_IMAGE: self._on_policy_image,
                           ACTION: self._on_action, JOINTS: self._on_joint_states,
                           SUCCESS: self._on_success}
         classes = {}
@@ -223,6 +230,20 @@ class LoggerNode(Node):
         info = json.loads(deserialize_message(data, String).data)
         kind = str(info.get('kind', 'other')) if isinstance(info, dict) else 'other'
         self._policy_kind, self._policy = kind, policy_id(kind)
+        self._expect_decisions = isinstance(info, dict) and bool(info.get('decision_topic'))
+
+    def _on_decision(self, data):
+        decision = json.loads(deserialize_message(data, String).data)
+        try:
+            stamp_ns = int(decision['stamp']['sec']) * 1_000_000_000 + int(
+                decision['stamp']['nanosec'])
+            self._decisions[stamp_ns] = policy_id(decision['source'])
+        except TypeError as exc:
+            raise ValueError(f'decision is not {{stamp: {{sec, nanosec}}, source}}: {exc}') \
+                from exc
+        while len(self._decisions) > _MAX_IMAGES:
+            self._decisions.popitem(last=False)
+        self._flush_pending()
 
     def _on_success(self, data):
         self._success_p = float(deserialize_message(data, Float32).data)
@@ -291,7 +312,8 @@ class LoggerNode(Node):
         while self._pending:
             stamp, action = self._pending[0]
             img = self._images.get(stamp)
-            if img is None and not final and len(self._pending) <= _MAX_PENDING_ACTIONS:
+            waiting = img is None or (self._expect_decisions and stamp not in self._decisions)
+            if waiting and not final and len(self._pending) <= _MAX_PENDING_ACTIONS:
                 return
             self._pending.popleft()
             if img is None or self._episode is None or self._step_limit_reached():
@@ -299,7 +321,7 @@ class LoggerNode(Node):
                 continue
             try:
                 self.recorder.add_step(img, self._proprio_at(stamp), action, self._success_p,
-                                       self._policy, stamp * 1e-9)
+                                       self._decisions.get(stamp, self._policy), stamp * 1e-9)
             except ValueError as exc:
                 self.counts['bad_messages'] += 1
                 self.get_logger().warning(f'step dropped: {exc}', throttle_duration_sec=5.0)

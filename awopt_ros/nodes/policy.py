@@ -1,16 +1,41 @@
-"""policy: run the exported actor (ONNX) on each policy image -> ``/policy/action``.
+"""policy: actor, CEM over the critic, or AW-Opt's episode switch on each image -> action.
 
-Subscribes ``/policy/image`` (rgb8, ``image_size`` square, sensor-data QoS) and
-``/joint_states`` (sensor-data QoS). For each image: proprioception from the latest joint state
-(:func:`awopt_ros.core.kinematics` FK), then :class:`awopt_ros.core.onnx_policy.OnnxActor`,
-then a ``sensor_msgs/JointState`` action on ``/policy/action`` (reliable) stamped with the
-image's (= source camera frame's) stamp. Images are skipped and counted when the joint state is
-missing or older than ``max_joint_state_age_s``; non-finite model outputs are not published.
-At start-up the model's ``awopt_contract`` is checked against this node's parameters; a
-missing file or a mismatch is logged and the process exits with code 1. ``/policy/model_info``
-(latched std_msgs/String JSON) says which model runs.
+Subscribes ``/policy/image`` (rgb8, ``image_size`` square, sensor-data QoS), ``/joint_states``
+(sensor-data QoS) and ``/episode/event`` (latched JSON; a ``start`` event draws the episode's
+policy in mode 'switch'). For each image: proprioception from the latest joint state
+(:func:`awopt_ros.core.kinematics` FK), then :class:`awopt_ros.core.policy_runtime.PolicyRuntime`
+chooses the action (``mode`` 'actor', 'cem' or 'switch'; CEM falls in when the actor is
+missing or returns an invalid action), then
+
+* ``/policy/decision`` (std_msgs/String JSON, reliable): ``stamp`` {sec, nanosec} (the
+  image's stamp, = the action's), ``source`` 'actor' | 'cem', ``episode_policy``,
+  ``model_version`` (int, +1 per model swap), ``model_mtime_ns``, ``q`` (CEM's best Q, for
+  source 'cem'), ``fallback`` (why the episode's policy did not act, or null) and
+  ``actor_candidate``; published BEFORE the action so that the logger has it when the action
+  arrives;
+* ``/policy/action`` (``sensor_msgs/JointState``, reliable), stamped with the image's (= source
+  camera frame's) stamp.
+
+Images are skipped and counted when the joint state is missing or older than
+``max_joint_state_age_s``; a step where no policy can act publishes nothing. At start-up every
+configured model is loaded and its ``awopt_contract`` checked against this node's
+parameters; a missing file, a mismatch, or a model the mode needs but that is not configured is
+logged and the process exits with code 1. ``/policy/model_info`` (latched std_msgs/String JSON:
+``kind`` = mode, ``model_path``, ``contract``, ``model_version``, ``models``, ...) says what
+runs and is re-published after every model swap.
+
+Hot swap: every ``reload_period_s`` a dedicated Python thread (not an executor callback:
+:func:`awopt_ros.ros.run.spin_node` spins a single-threaded executor, where a timer in another
+callback group would still block the image callback) calls
+:meth:`PolicyRuntime.reload_if_changed`, which loads changed model files off the control path
+and swaps the model set by one reference assignment between two steps. The thread then
+triggers a guard condition; its callback, on the executor, logs the outcome and re-publishes
+``/policy/model_info``. Trainers must write models with write-to-temp + ``os.replace`` (see
+:mod:`awopt_ros.core.policy_runtime`).
 """
 import json
+import queue
+import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -18,30 +43,49 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from awopt_ros.core import paths, robot
-from awopt_ros.core.onnx_policy import ModelContractError, OnnxActor, expected_contract
+from awopt_ros.core.cem import CEMConfig
+from awopt_ros.core.onnx_policy import ModelContractError, expected_contract
+from awopt_ros.core.policy_runtime import (MODES, REQUIRED, ModelPaths, NoPolicyError,
+                                           PolicyRuntime)
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import StartupError, spin_node
 
-COUNTERS = ('images', 'actions_published', 'skipped_no_joint_state',
-            'skipped_stale_joint_state', 'invalid_outputs', 'bad_inputs')
+DECISION = '/policy/decision'
+COUNTERS = ('images', 'actions_published', 'actions_actor', 'actions_cem', 'fallbacks',
+            'skipped_no_joint_state', 'skipped_stale_joint_state', 'invalid_outputs',
+            'bad_inputs', 'model_swaps', 'model_rejections')
+#: Parameters that configure each model group (named in start-up errors).
+_GROUP_PARAMS = {'actor': 'model_path', 'critic': 'critic_encoder_path/critic_head_path'}
 
 
 class PolicyNode(Node):
-    """Learned actor in the loop: policy image + joint state -> action."""
+    """Policy in the loop: policy image + joint state -> action and decision."""
 
     def __init__(self, **kwargs):
         super().__init__('policy', **kwargs)
+        self.mode = declare(self, 'mode', 'actor',
+                            "Acting policy: 'actor' (CEM fallback), 'cem' (CEM over the critic, "
+                            "actor action as a candidate) or 'switch' (per episode: CEM with "
+                            'probability cem_episode_prob, else the actor).', read_only=True)
         model_path = declare(self, 'model_path', 'models/grasp_bc.onnx',
-                             'ONNX actor; relative paths resolve against the package share '
-                             'directory.', read_only=True)
+                             "ONNX actor ('' = none; needed by modes actor and switch); "
+                             'relative paths resolve against the package share directory.',
+                             read_only=True)
+        encoder_path = declare(self, 'critic_encoder_path', '',
+                               "Critic encoder ONNX ('' = no critic; needed by modes cem and "
+                               'switch, and by the CEM fallback of mode actor).',
+                               read_only=True)
+        head_path = declare(self, 'critic_head_path', '',
+                            "Critic Q-head ONNX from the same export as critic_encoder_path "
+                            "('' = no critic).", read_only=True)
         self.image_size = declare(self, 'image_size', 64, 'Policy image side (px).',
                                   low=8, high=1024, read_only=True)
         self.crop_xywh = [int(v) for v in declare(
             self, 'crop_xywh', [80, 0, 480, 480],
             'Camera crop (x, y, w, h; source px) the images are made with; must match the '
-            "model's contract.", read_only=True)]
+            "models' contracts.", read_only=True)]
         self.max_joint_state_age_s = declare(
             self, 'max_joint_state_age_s', 0.2,
             'Skip an image when the latest joint state is older than this (s, node clock).',
@@ -51,14 +95,31 @@ class PolicyNode(Node):
         urdf_path = declare(self, 'urdf_path', robot.URDF_PATH,
                             'Robot URDF used for forward kinematics (proprioception).',
                             read_only=True)
-        self.model_path = str(paths.resolve(model_path))
-        try:
-            self.actor = OnnxActor(self.model_path,
-                                   expected_contract(self.image_size, self.crop_xywh),
-                                   intra_op_threads=threads)
-        except (FileNotFoundError, ModelContractError) as exc:
-            self.get_logger().error(str(exc))
-            raise StartupError(str(exc)) from exc
+        cem_iterations = declare(self, 'cem_iterations', 2, 'CEM rounds per action.',
+                                 low=1, high=100, read_only=True)
+        cem_samples = declare(self, 'cem_samples', 64, 'CEM samples per round.',
+                              low=2, high=100000, read_only=True)
+        cem_elites = declare(self, 'cem_elites', 6, 'CEM elites per round (<= cem_samples).',
+                             low=1, high=100000, read_only=True)
+        cem_episode_prob = declare(self, 'cem_episode_prob', 0.8,
+                                   "Mode 'switch': probability that an episode runs CEM "
+                                   '(AW-Opt: 0.8), else the actor.', low=0.0, high=1.0,
+                                   read_only=True)
+        self.reload_period_s = declare(self, 'reload_period_s', 1.0,
+                                       'Check the model files for a new export every this '
+                                       'many seconds (wall clock); 0 disables hot swap.',
+                                       low=0.0, high=3600.0, read_only=True)
+        settle_s = declare(self, 'reload_settle_s', 0.5,
+                           'A changed model file is loaded once its (mtime, size) has stayed '
+                           'unchanged this long (s, wall clock).', low=0.0, high=600.0,
+                           read_only=True)
+        seed = declare(self, 'seed', 0, 'Seed of the episode switch and of CEM sampling '
+                       '(-1: from OS entropy).', low=-1, high=2**31 - 1, read_only=True)
+        self.runtime = self._load_runtime(
+            model_path, encoder_path, head_path, threads, settle_s,
+            cem_config=(cem_iterations, cem_samples, cem_elites),
+            cem_episode_prob=cem_episode_prob, seed=None if seed < 0 else seed)
+        self.model_path = self.runtime.paths.actor
         try:
             from awopt_ros.core.kinematics import Kinematics
             self._kin = Kinematics(urdf_path)
@@ -68,25 +129,148 @@ class PolicyNode(Node):
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._joint_state = None          # latest sensor_msgs/JointState
         self._joint_state_rx_s = None     # node-clock time it arrived (s)
+        self._episode = None              # number of the episode whose start was handled
 
         self.info_pub = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
+        self.decision_pub = self.create_publisher(String, DECISION, qos.COMMAND)
         self.action_pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(JointState, '/joint_states', self._on_joint_state, qos.SENSOR)
         self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
+        self.create_subscription(String, '/episode/event', self._on_event, qos.LATCHED)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.info_pub.publish(String(data=json.dumps(
-            {'kind': 'actor', 'model_path': self.model_path, 'contract': self.actor.contract})))
-        self.get_logger().info(f'loaded actor {self.model_path} '
-                               f"(algorithm {self.actor.contract.get('algorithm')!r}, "
-                               f"dataset {self.actor.contract.get('dataset')!r})")
+        self._publish_model_info()
+        self._log_models('loaded')
 
+        # Hot swap: loads run on this thread; results come back through the guard condition.
+        self._reload_results = queue.SimpleQueue()
+        self._reload_guard = self.create_guard_condition(self._on_reload_results)
+        self._reload_stop = threading.Event()
+        self._reload_thread = None
+        if self.reload_period_s > 0.0 and self.runtime.watcher.groups:
+            self._reload_thread = threading.Thread(target=self._reload_loop,
+                                                   name='policy-model-reload', daemon=True)
+            self._reload_thread.start()
+
+    # ---- start-up ----------------------------------------------------------------------------
+    def _startup_error(self, message, cause=None):
+        self.get_logger().error(message)
+        raise StartupError(message) from cause
+
+    def _load_runtime(self, model_path, encoder_path, head_path, threads, settle_s, *,
+                      cem_config, cem_episode_prob, seed):
+        if self.mode not in MODES:
+            self._startup_error(f'parameter mode must be one of {MODES}, got {self.mode!r}')
+        try:
+            cem = CEMConfig(*cem_config)
+        except ValueError as exc:
+            self._startup_error(f'cem_iterations/cem_samples/cem_elites: {exc}', exc)
+        if bool(encoder_path) != bool(head_path):
+            self._startup_error('critic_encoder_path and critic_head_path must be set '
+                                f'together (got {encoder_path!r} and {head_path!r})')
+        model_paths = ModelPaths(
+            actor=str(paths.resolve(model_path)) if model_path else '',
+            critic_encoder=str(paths.resolve(encoder_path)) if encoder_path else '',
+            critic_head=str(paths.resolve(head_path)) if head_path else '')
+        groups = model_paths.groups()
+        for group in REQUIRED[self.mode]:
+            if group not in groups:
+                self._startup_error(f'mode {self.mode!r} needs the {group} but parameter '
+                                    f'{_GROUP_PARAMS[group]} is empty')
+        try:
+            return PolicyRuntime.from_files(
+                self.mode, model_paths, expected_contract(self.image_size, self.crop_xywh),
+                intra_op_threads=threads, cem_config=cem, cem_episode_prob=cem_episode_prob,
+                seed=seed, settle_s=settle_s)
+        except (FileNotFoundError, ModelContractError) as exc:
+            param = _GROUP_PARAMS.get(getattr(exc, 'model_group', ''), 'model')
+            self._startup_error(f'{param}: {exc}', exc)
+
+    def _log_models(self, verb):
+        info = self.runtime.model_info()
+        parts = []
+        for group, model in info['models'].items():
+            contract = model.get('contract') or {}
+            parts.append(f"{group} {', '.join(model['paths'])} (algorithm "
+                         f"{contract.get('algorithm')!r}, dataset {contract.get('dataset')!r})")
+        self.get_logger().info(f"{verb} model version {info['model_version']} for mode "
+                               f"{self.mode!r}: " + '; '.join(parts))
+
+    def _publish_model_info(self):
+        info = self.runtime.model_info()
+        models = info['models']
+        main = models.get('actor') or models.get('critic') or {}
+        self.info_pub.publish(String(data=json.dumps(dict(
+            info, kind=self.mode, model_path=self.model_path,
+            contract=main.get('contract'), decision_topic=DECISION))))
+
+    # ---- hot swap ------------------------------------------------------------------------------
+    def _reload_loop(self):
+        """Reload thread: poll the model files every ``reload_period_s`` until closed."""
+        while not self._reload_stop.wait(self.reload_period_s):
+            try:
+                result = self.runtime.reload_if_changed()
+            except Exception as exc:  # noqa: BLE001 - keep watching; the old model runs on
+                self.get_logger().error(f'model reload failed: {exc}',
+                                        throttle_duration_sec=10.0)
+                continue
+            if result:
+                self._reload_results.put(result)
+                try:
+                    self._reload_guard.trigger()
+                except Exception:  # noqa: BLE001 - node being destroyed
+                    return
+
+    def _on_reload_results(self):
+        """Executor side of a reload: log, count, re-publish ``/policy/model_info``."""
+        swapped = set()
+        while True:
+            try:
+                result = self._reload_results.get_nowait()
+            except queue.Empty:
+                break
+            for message in result.rejected.values():
+                self.counts['model_rejections'] += 1
+                self.get_logger().error(message)
+            if result.swapped:
+                self.counts['model_swaps'] += 1
+                swapped.update(result.swapped)
+        if swapped:
+            self._publish_model_info()
+            self._log_models(f'swapped in the new {" and ".join(sorted(swapped))}:')
+
+    def close(self):
+        """Stop the reload thread (called by ``spin_node`` and :meth:`destroy_node`)."""
+        self._reload_stop.set()
+        if self._reload_thread is not None and self._reload_thread.is_alive():
+            self._reload_thread.join(timeout=30.0)
+
+    def destroy_node(self):
+        """Stop the reload thread, then destroy the node."""
+        if hasattr(self, '_reload_stop'):
+            self.close()
+        return super().destroy_node()
+
+    # ---- inputs -------------------------------------------------------------------------------
     def _now_s(self):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_joint_state(self, msg):
         self._joint_state = msg
         self._joint_state_rx_s = self._now_s()
+
+    def _on_event(self, msg):
+        try:
+            event = json.loads(msg.data)
+            kind, episode = event['event'], event.get('episode')
+        except (ValueError, KeyError, TypeError) as exc:
+            self.get_logger().warning(f'bad episode event ignored: {exc}')
+            return
+        if kind != 'start' or episode == self._episode:
+            return
+        self._episode = episode
+        policy = self.runtime.begin_episode()
+        self.get_logger().info(f'episode {episode}: policy {policy!r} (mode {self.mode!r})')
 
     def _joint_state_age_s(self):
         """Age of the latest joint state: node clock now minus its stamp (arrival if unset)."""
@@ -99,14 +283,14 @@ class PolicyNode(Node):
         if self._joint_state is None:
             self.counts['skipped_no_joint_state'] += 1
             self.get_logger().warning('no joint state yet: image skipped',
-                                   throttle_duration_sec=5.0)
+                                      throttle_duration_sec=5.0)
             return
         age_s = self._joint_state_age_s()
         if age_s > self.max_joint_state_age_s:
             self.counts['skipped_stale_joint_state'] += 1
             self.get_logger().warning(f'joint state is {age_s:.3f} s old (> '
-                                   f'{self.max_joint_state_age_s} s): image skipped',
-                                   throttle_duration_sec=5.0)
+                                      f'{self.max_joint_state_age_s} s): image skipped',
+                                      throttle_duration_sec=5.0)
             return
         try:
             image = convert.image_to_numpy(msg)
@@ -115,32 +299,45 @@ class PolicyNode(Node):
                                  f'expected {self.image_size}x{self.image_size}')
             q = convert.joint_positions(self._joint_state, ARM_JOINTS + (GRIPPER_JOINT,))
             proprio = self._kin.proprio(q[:7], q[7])
+            action, source, info = self.runtime.act(image, proprio)
         except (KeyError, ValueError) as exc:
             self.counts['bad_inputs'] += 1
             self.get_logger().error(f'bad input, image skipped: {exc}',
                                     throttle_duration_sec=5.0)
             return
-        try:
-            action = self.actor.act(image, proprio)
-        except ValueError as exc:
+        except NoPolicyError as exc:
             self.counts['invalid_outputs'] += 1
             self.get_logger().error(f'no action published: {exc}', throttle_duration_sec=5.0)
             return
-        self.action_pub.publish(convert.action_to_msg(action, msg.header.stamp))
+        if info['fallback']:
+            self.counts['fallbacks'] += 1
+            self.get_logger().warning(f'{source} acted instead: {info["fallback"]}',
+                                      throttle_duration_sec=5.0)
+        stamp = msg.header.stamp
+        decision = {'stamp': {'sec': int(stamp.sec), 'nanosec': int(stamp.nanosec)},
+                    'source': source, **info}
+        self.decision_pub.publish(String(data=json.dumps(decision)))
+        self.action_pub.publish(convert.action_to_msg(action, stamp))
         self.counts['actions_published'] += 1
+        self.counts[f'actions_{source}'] += 1
 
     def _publish_diagnostics(self):
         bad = self.counts['invalid_outputs'] + self.counts['bad_inputs']
         skipped = self.counts['skipped_no_joint_state'] + self.counts['skipped_stale_joint_state']
-        level = diagnostics.ERROR if bad else (diagnostics.WARN if skipped else diagnostics.OK)
+        warn = skipped or self.counts['fallbacks'] or self.counts['model_rejections']
+        level = diagnostics.ERROR if bad else (diagnostics.WARN if warn else diagnostics.OK)
+        values = dict(self.counts, mode=self.mode, episode_policy=self.runtime.episode_policy,
+                      model_version=self.runtime.version)
         self.diag_pub.publish(diagnostics.diagnostic_array(
-            self, 'policy', self.counts,
-            message=f"{self.counts['actions_published']} actions, {skipped} skipped, {bad} bad",
+            self, 'policy', values,
+            message=f"{self.counts['actions_published']} actions ("
+                    f"{self.counts['actions_actor']} actor, {self.counts['actions_cem']} cem), "
+                    f'{skipped} skipped, {bad} bad',
             level=level, hardware_id='onnx'))
 
 
 def main(args=None):
-    """Run the policy node; return the exit code (1 when the model cannot be loaded)."""
+    """Run the policy node; return the exit code (1 when a model cannot be loaded)."""
     return spin_node(PolicyNode, args)
 
 
