@@ -36,13 +36,43 @@ def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo'):
     p.add_argument('--run-dir', default=run_dir,
                    help='bags, dataset and logs go here' + (
                        f' (default {run_dir})' if run_dir else ' (default runs/demo/<time>)'))
+    _add_set_arg(p)
+
+
+def _add_set_arg(parser):
+    parser.add_argument('--set', dest='overrides', action='append', default=[],
+                        metavar='NODE:PARAM=VALUE',
+                        help='parameter override on top of the params file, repeatable, e.g. '
+                             '--set policy:mode=cem --set policy:critic_encoder_path=m.onnx '
+                             '(VALUE is read as YAML: 2, 0.5, true, [1, 2], text)')
+
+
+def parse_overrides(items):
+    """Return ``{node: {param: value}}`` from ``['node:param=value', ...]``.
+
+    Values are parsed as YAML scalars or lists (``2`` -> int, ``0.5`` -> float, ``true`` ->
+    bool, ``[1, 2]`` -> list, anything else -> str).
+
+    Raises:
+        ValueError: an item not of the form ``node:param=value``.
+    """
+    import yaml
+    out = {}
+    for item in items:
+        key, sep, raw = str(item).partition('=')
+        node, colon, param = key.partition(':')
+        if not (sep and colon and node.strip() and param.strip()):
+            raise ValueError(f'--set expects NODE:PARAM=VALUE, got {item!r}')
+        out.setdefault(node.strip(), {})[param.strip()] = yaml.safe_load(raw) if raw else ''
+    return out
 
 
 def _run(args, report_path):
     from awopt_ros.ros.runner import print_summary, run_episodes
     report = run_episodes(args.episodes, config=args.config, policy=args.policy,
                           run_dir=args.run_dir, model_path=args.model, seed=args.seed,
-                          real_time_factor=args.real_time_factor, report_path=report_path)
+                          real_time_factor=args.real_time_factor, report_path=report_path,
+                          extra_overrides=parse_overrides(args.overrides))
     print_summary(report)
     if report_path:
         print(f'report written to {report_path}')
@@ -76,7 +106,7 @@ def cmd_finetune(args):
 def cmd_bringup(args):
     """Start every node and keep them running until Ctrl-C or a node exits."""
     stack = Stack(config=args.config, policy=args.policy, log_dir=Path(args.log_dir),
-                  env=ros_environment())
+                  env=ros_environment(), overrides=parse_overrides(args.overrides))
     stack.start()
     print(f'started {", ".join(n.name for n in stack.nodes)}; logs in {args.log_dir}; '
           'Ctrl-C stops')
@@ -99,7 +129,8 @@ def cmd_bench(args):
     from awopt_ros.ros.runner import print_summary, run_episodes
     report = run_episodes(args.episodes, config=args.config, policy='actor',
                           run_dir=args.run_dir, model_path=args.model, seed=args.seed,
-                          report_path=Path(args.run_dir) / 'report.json', warmup_episodes=1)
+                          report_path=Path(args.run_dir) / 'report.json', warmup_episodes=1,
+                          extra_overrides=parse_overrides(args.overrides))
     print_summary(report)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
@@ -154,6 +185,7 @@ def build_parser():
     p.add_argument('config', nargs='?', default=DEFAULT_CONFIG)
     p.add_argument('--policy', choices=sorted(POLICY_NODES), default='actor')
     p.add_argument('--log-dir', default='runs/bringup/logs')
+    _add_set_arg(p)
     p.set_defaults(func=cmd_bringup)
 
     p = sub.add_parser('bench', help='frame-to-command latency while logging')

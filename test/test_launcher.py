@@ -49,3 +49,17 @@ def test_params_yaml_is_keyed_by_node_name():
                  'episode_manager', 'logger'):
         assert 'ros__parameters' in cfg[name], name
     assert cfg['/**']['ros__parameters']['use_sim_time'] is False
+
+
+def test_cli_set_overrides_parse_yaml_values_and_reject_malformed():
+    from awopt_ros.cli import build_parser, parse_overrides
+    args = build_parser().parse_args(
+        ['demo', '--set', 'policy:mode=cem', '--set', 'policy:cem_samples=32',
+         '--set', 'sim_robot:real_time_factor=2.5', '--set', 'logger:topics=[/a, /b]'])
+    assert parse_overrides(args.overrides) == {
+        'policy': {'mode': 'cem', 'cem_samples': 32},
+        'sim_robot': {'real_time_factor': 2.5}, 'logger': {'topics': ['/a', '/b']}}
+    assert build_parser().parse_args(['bringup']).overrides == []
+    for bad in ('policy=cem', 'mode=cem', ':mode=cem', 'policy:=cem'):
+        with pytest.raises(ValueError, match='NODE:PARAM=VALUE'):
+            parse_overrides([bad])
