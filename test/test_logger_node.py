@@ -172,3 +172,44 @@ def test_shutdown_mid_episode_saves_truncated(harness, tmp_path):
     np.testing.assert_array_equal(ep['actions'], np.stack(sent['action']))
     assert ep['truncations'].tolist() == [False, False, True]
     assert not ep['terminations'].any() and not ep['rewards'].any()
+
+
+def test_messages_between_start_stamp_and_late_start_event_are_kept(harness, tmp_path):
+    """A busy logger may process the start event late: what arrived after the event's stamp
+    still goes into the episode's bag and dataset; what arrived before it does not."""
+    h, rng = harness, np.random.default_rng(5)
+    h.pub['info'].publish(String(data=json.dumps({'kind': 'actor', 'model': 'm.onnx'})))
+    h.spin_until(lambda: h.logger._policy_kind == 'actor')
+
+    def publish_round(stamp_s):
+        stamp = convert.s_to_stamp(stamp_s)
+        js = JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT], position=[0.1] * 7 + [0.0])
+        js.header.stamp = convert.s_to_stamp(stamp_s - 0.005)
+        cam = convert.numpy_to_image(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), stamp,
+                                     'camera_color_optical_frame')
+        small = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        n = len(h.logger._prestart)
+        h.pub['joints'].publish(js)
+        h.pub['camera'].publish(cam)
+        h.pub['pimage'].publish(convert.numpy_to_image(small, stamp, 'camera_color_optical_frame'))
+        h.pub['action'].publish(convert.action_to_msg(np.zeros(7, np.float32), stamp))
+        h.spin_until(lambda: len(h.logger._prestart) >= n + 4)
+        return cam
+
+    for _ in range(2):                      # before the episode's start stamp: not recorded
+        publish_round(time.time())
+    time.sleep(0.05)
+    start_s = time.time()
+    late = [publish_round(time.time()) for _ in range(3)]
+    h.event(event='start', episode=1, seed=1, stamp_s=start_s)
+    h.spin_until(lambda: h.logger.recorder.in_episode)
+    h.spin_until(lambda: h.logger.recorder.steps == 3)
+    h.event(event='end', episode=1, outcome='timeout', steps=3, success=False,
+            terminated=False, truncated=True)
+    h.spin_until(lambda: h.saved)
+    assert h.saved[0]['frames_logged'] == 3 and h.saved[0]['steps'] == 3
+    cams = [deserialize_message(raw, Image)
+            for raw in _bag_messages(tmp_path / 'run' / 'bags' / 'episode_0001')[CAMERA]]
+    assert [bytes(c.data) for c in cams] == [bytes(c.data) for c in late]
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    assert ep['actions'].shape == (3, 7)

@@ -70,6 +70,7 @@ STACK_TOPICS = {
 INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS)
 _QOS = {'sensor': qos.RECORD_SENSOR, 'reliable': qos.COMMAND, 'latched': qos.LATCHED}
 _MAX_IMAGES = 64          # recent policy images kept for stamp matching
+PRESTART_S = 1.0          # messages kept between episodes (s), see LoggerNode._prestart
 _MAX_JOINT_STATES = 400   # 4 s at 100 Hz
 _MAX_PENDING_ACTIONS = 8  # actions waiting for their image before being dropped
 
@@ -167,6 +168,10 @@ class LoggerNode(Node):
         self._last_image = None   # (stamp ns, image) of the newest policy image
         self._joints = deque(maxlen=_MAX_JOINT_STATES)  # (stamp ns, q7, finger m)
         self._pending = deque()   # (stamp ns, action) waiting for their policy image
+        # Between episodes: (receive ns, topic, raw) of the last PRESTART_S, so messages that
+        # arrive after the start event's stamp but before this node has processed the event
+        # (a busy executor) still go into the episode's bag and dataset.
+        self._prestart = deque()
         self._success_p = math.nan
         self._policy = policy_id('other')
         self._policy_kind = 'unknown'
@@ -215,6 +220,11 @@ class LoggerNode(Node):
             return
         if self.recorded.get(topic, (None, ''))[1] == 'latched':
             self._latched[topic] = data
+        elif self._episode is None:
+            now = self._now_ns()
+            self._prestart.append((now, topic, data))
+            while self._prestart and self._prestart[0][0] < now - int(PRESTART_S * 1e9):
+                self._prestart.popleft()
         self._record(topic, data)
         handler = self._handlers.get(topic)
         if handler is None:
@@ -382,6 +392,14 @@ class LoggerNode(Node):
         self._step_limit = None
         self.recorder.begin(max(episode, 0), event.get('seed'))
         self.get_logger().info(f'episode {episode}: recording to {path}')
+        stamp_s = event.get('stamp_s')
+        late = [m for m in self._prestart
+                if isinstance(stamp_s, (int, float)) and m[0] >= int(stamp_s * 1e9)]
+        self._prestart.clear()
+        for recv_ns, topic, data in late:   # arrived after the start, before we knew of it
+            self._record(topic, data, recv_ns)
+            if topic == ACTION:
+                self._on_action(data)
 
     def _finish(self, event):
         """Close the bag and hand the episode to the dataset worker (a Future); never raises."""
