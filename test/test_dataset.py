@@ -140,3 +140,23 @@ def test_bad_input(tmp_path):
     assert dataset_id_for('kuka-grasp') == DATASET_ID
     assert dataset_id_for('awopt/kuka-grasp/sim-v2') == 'awopt/kuka-grasp/sim-v2'
     assert [policy_id(k) for k in ('scripted', 'actor', 'cem', 'bc')] == [0, 1, 2, 3]
+
+
+def test_truncate_keeps_first_steps_and_returns_the_next_observation(tmp_path):
+    rng = np.random.default_rng(4)
+    ep = _episode(rng, 4)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    with pytest.raises(RuntimeError, match='no episode'):
+        rec.truncate(1)
+    rec.begin(0)
+    for t in range(4):
+        rec.add_step(ep['image'][t], ep['proprio'][t], ep['action'][t], ep['p'][t], 1,
+                     ep['stamp'][t])
+    assert rec.truncate(4) is None and rec.steps == 4
+    with pytest.raises(ValueError, match='steps'):
+        rec.truncate(-1)
+    nxt = rec.truncate(2)
+    assert rec.steps == 2
+    np.testing.assert_array_equal(nxt['image'], ep['image'][2])
+    np.testing.assert_array_equal(nxt['proprio'], ep['proprio'][2])
+    assert nxt['stamp_s'] == ep['stamp'][2]

@@ -62,6 +62,16 @@ class Harness:
             assert time.monotonic() < deadline, 'condition not met in time'
             self.executor.spin_once(timeout_sec=0.02)
 
+    def announce_actor(self):
+        """Publish the latched model info of an actor and wait until the logger has it."""
+        self.pub['info'].publish(String(data=json.dumps({'kind': 'actor', 'model': 'm.onnx'})))
+        self.spin_until(lambda: self.logger._policy_kind == 'actor')
+
+    def start(self, episode, seed):
+        """Send a start event and wait until the logger records the episode."""
+        self.event(event='start', episode=episode, seed=seed)
+        self.spin_until(lambda: self.logger.recorder.in_episode)
+
     def event(self, **kw):
         # Messages in these tests carry stamps of a few seconds; the episode starts at 0 s.
         kw.setdefault('stamp_s', 0.0)
@@ -118,10 +128,8 @@ def _bag_messages(path):
 
 def test_episode_recorded_to_bag_and_dataset(harness, tmp_path):
     h, rng = harness, np.random.default_rng(3)
-    h.pub['info'].publish(String(data=json.dumps({'kind': 'actor', 'model': 'm.onnx'})))
-    h.spin_until(lambda: h.logger._policy_kind == 'actor')
-    h.event(event='start', episode=5, seed=1005)
-    h.spin_until(lambda: h.logger.recorder.in_episode)
+    h.announce_actor()
+    h.start(5, 1005)
     sent = _run_steps(h, rng, 6, 50.0)
     h.event(event='end', episode=5, outcome='success', steps=6, success=True, terminated=True,
             truncated=False)
@@ -178,8 +186,7 @@ def test_messages_between_start_stamp_and_late_start_event_are_kept(harness, tmp
     """A busy logger may process the start event late: what arrived after the event's stamp
     still goes into the episode's bag and dataset; what arrived before it does not."""
     h, rng = harness, np.random.default_rng(5)
-    h.pub['info'].publish(String(data=json.dumps({'kind': 'actor', 'model': 'm.onnx'})))
-    h.spin_until(lambda: h.logger._policy_kind == 'actor')
+    h.announce_actor()
 
     def publish_round(stamp_s):
         stamp = convert.s_to_stamp(stamp_s)
@@ -213,3 +220,21 @@ def test_messages_between_start_stamp_and_late_start_event_are_kept(harness, tmp
     assert [bytes(c.data) for c in cams] == [bytes(c.data) for c in late]
     (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
     assert ep['actions'].shape == (3, 7)
+
+
+def test_actions_after_the_last_counted_step_are_trimmed(harness, tmp_path):
+    """An action that reaches the logger before the end event (e.g. the next frame's action
+    after a terminate) is not a step: the dataset keeps the manager's count, and the dropped
+    step's observation becomes the episode's final observation."""
+    h, rng = harness, np.random.default_rng(9)
+    h.announce_actor()
+    h.start(2, 2)
+    sent = _run_steps(h, rng, 2, 60.0)
+    h.event(event='end', episode=2, outcome='terminate', steps=1, success=False,
+            terminated=True, truncated=False)
+    h.spin_until(lambda: h.saved)
+    assert h.saved[0]['steps'] == 1 and h.logger.counts['trimmed_steps'] == 1
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    np.testing.assert_array_equal(ep['actions'], np.stack(sent['action'][:1]))
+    np.testing.assert_array_equal(ep['image'], np.stack(sent['image']))   # T+1 observations
+    assert ep['terminations'].tolist() == [True]

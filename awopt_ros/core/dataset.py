@@ -217,6 +217,30 @@ class EpisodeRecorder:
         ep['policy'].append(int(policy_id))
         ep['stamp_s'].append(float(stamp_s))
 
+    def truncate(self, steps):
+        """Keep only the first ``steps`` buffered steps of the running episode.
+
+        Returns:
+            None when nothing was dropped, else the first dropped step's observation as a
+            dict ``image`` (S, S, 3) uint8, ``proprio`` (6,) float32, ``success_probability``,
+            ``stamp_s``: the observation the last kept action led to.
+
+        Raises:
+            RuntimeError: no episode is running. ValueError: ``steps`` < 0.
+        """
+        if self._episode is None:
+            raise RuntimeError('truncate called with no episode running')
+        if int(steps) < 0:
+            raise ValueError(f'steps must be >= 0, got {steps}')
+        n = int(steps)
+        ep = self._episode
+        if len(ep['actions']) <= n:
+            return None
+        first = {k: ep[k][n] for k in ('image', 'proprio', 'success_probability', 'stamp_s')}
+        for key in ('image', 'proprio', 'actions', 'success_probability', 'policy', 'stamp_s'):
+            del ep[key][n:]
+        return first
+
     def abort(self):
         """Drop the running episode without writing it. Returns its number of steps."""
         n = self.steps

@@ -179,7 +179,7 @@ class LoggerNode(Node):
         self._expect_decisions = False   # the model info announces a decision topic
         self.frames_logged_total = 0
         self.counts = {'episodes_saved': 0, 'steps_total': 0, 'unmatched_actions': 0,
-                       'pre_start_actions': 0,
+                       'pre_start_actions': 0, 'trimmed_steps': 0,
                        'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0}
         self.last_saved = None
         self._start_ns = self.get_clock().now().nanoseconds
@@ -412,11 +412,23 @@ class LoggerNode(Node):
         if self._step_limit is None:
             self._step_limit = event.get('steps')
         self._flush_pending(final=True)  # the episode still counts as running here
+        # Actions that arrived before the end event was processed but after the episode's
+        # last counted step (e.g. the next frame's action after a terminate) are not steps.
+        extra = None
+        if isinstance(self._step_limit, int) and self.recorder.in_episode:
+            extra = self.recorder.truncate(self._step_limit)
+            self.counts['trimmed_steps'] += extra is not None
         ep, self._episode = self._episode, None
         bag, self._bag = self._bag, None
         buffer, summary = None, {'steps': 0, 'written': False}
         try:
-            if self._last_image is not None and self.recorder.steps > 0:
+            if extra is not None and self.recorder.steps > 0:
+                buffer, summary = self.recorder.finish(
+                    bool(event.get('success', False)), bool(event.get('terminated', False)),
+                    bool(event.get('truncated', True)), extra['image'], extra['proprio'],
+                    final_success_probability=extra['success_probability'],
+                    final_stamp_s=extra['stamp_s'])
+            elif self._last_image is not None and self.recorder.steps > 0:
                 stamp, img = self._last_image
                 buffer, summary = self.recorder.finish(
                     bool(event.get('success', False)), bool(event.get('terminated', False)),
