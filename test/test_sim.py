@@ -6,7 +6,8 @@ from awopt_ros.core import robot, spec
 from awopt_ros.core.kinematics import Kinematics
 from awopt_ros.core.safety import SafetyLimits
 from awopt_ros.sim.scene import BIN_INNER_M, GraspSim
-from awopt_ros.sim.scripted import ScriptedGraspPolicy, run_episode, wrap_half_pi
+from awopt_ros.sim.rollout import RolloutEnv, ScriptedAdapter
+from awopt_ros.sim.scripted import ScriptedGraspPolicy, wrap_half_pi
 
 URDF = 'urdf/iiwa14_gripper.urdf'
 LIMITS = SafetyLimits(0.03, 0.2, (0.35, -0.3, 0.02), (0.85, 0.3, 0.5))
@@ -88,15 +89,19 @@ def test_arm_tracks_targets_and_gripper_closes(sim):
         sim.set_arm_target([np.nan] * 7)
 
 
-def test_scripted_policy_grasps_most_scenes(sim, kin):
-    policy = ScriptedGraspPolicy(seed=3, noise_std_m=0.004, slip_probability=0.0)
-    results = [run_episode(sim, policy, kin, LIMITS, seed=s) for s in range(6)]
-    assert sum(r['success'] for r in results) >= 5
-    for r in results:
-        assert r['steps'] <= 40
-    # Noise makes it fail sometimes: with every episode slipping, most fail.
-    slipping = ScriptedGraspPolicy(seed=3, noise_std_m=0.004, slip_probability=1.0)
-    failures = [not run_episode(sim, slipping, kin, LIMITS, seed=s)['success'] for s in range(10)]
+def test_scripted_policy_grasps_most_scenes():
+    with RolloutEnv() as env:
+        policy = ScriptedAdapter(ScriptedGraspPolicy(seed=3, noise_std_m=0.004,
+                                                     slip_probability=0.0))
+        results = [env.run_episode(s, policy, record=False) for s in range(6)]
+        assert sum(r['success'] for r in results) >= 5
+        for r in results:
+            assert r['steps'] <= 40
+        # Noise makes it fail sometimes: with every episode slipping, most fail.
+        slipping = ScriptedAdapter(ScriptedGraspPolicy(seed=3, noise_std_m=0.004,
+                                                       slip_probability=1.0))
+        failures = [not env.run_episode(s, slipping, record=False)['success']
+                    for s in range(10)]
     assert sum(failures) >= 2
 
 

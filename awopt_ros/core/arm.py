@@ -1,7 +1,7 @@
 """From a policy action to arm and gripper targets: safety filter, then differential IK.
 
 This is the arm interface's per-step logic with no ROS in it, shared by the arm_interface node
-and by the in-process episode loop (``awopt_ros.sim.scripted.run_episode``), so that both
+and by the in-process episode loop (``awopt_ros.sim.rollout.RolloutEnv``), so that both
 move the arm the same way.
 """
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""A noisy scripted grasping policy (privileged: it reads object poses) and an in-process loop.
+"""A noisy scripted grasping policy (privileged: it reads object poses).
 
 The scripted policy produces demonstrations for behaviour cloning and offline RL: it picks the
 object nearest the bin centre (a rule a camera-based policy can learn: one fixed place in a
@@ -9,16 +9,14 @@ imperfect on purpose: a per-episode grasp-point error (a stand-in for perception
 sometimes large) and per-step Gaussian motion noise, so the dataset holds successes and
 failures.
 
-:func:`run_episode` runs one episode with no ROS at all (same safety filter and IK as the
-arm_interface node via :func:`awopt_ros.core.arm.arm_command`), for fast experiments and tests.
+In-process episodes (no ROS) run through :class:`awopt_ros.sim.rollout.RolloutEnv` with
+:class:`awopt_ros.sim.rollout.ScriptedAdapter`.
 """
 import math
-import time
 
 import numpy as np
 
 from awopt_ros.core import robot, spec
-from awopt_ros.core.arm import arm_command
 
 HOVER_M = 0.10          # tool height above the object centre while approaching (m)
 LIFT_Z_M = 0.25         # tool height at which the lift is over (m)
@@ -135,51 +133,3 @@ class ScriptedGraspPolicy:
         action[:3] = delta
         action[3] = yaw_error if self.phase in ('approach', 'descend') else 0.0
         return np.clip(action, spec.ACTION_LOW, spec.ACTION_HIGH).astype(np.float32)
-
-
-def run_episode(sim, policy, kin, limits, seed, max_steps=40, control_period_s=0.1,
-                record=False):
-    """Run one episode in process (no ROS): reset, act at ``1/control_period_s`` Hz, judge.
-
-    Args:
-        sim: :class:`awopt_ros.sim.scene.GraspSim`.
-        policy: object with ``reset()`` and ``act(proprio, object_poses)``
-            (e.g. :class:`ScriptedGraspPolicy`).
-        kin: :class:`awopt_ros.core.kinematics.Kinematics` on the same URDF.
-        limits: :class:`awopt_ros.core.safety.SafetyLimits`.
-        seed: scene seed.
-        max_steps: step budget (the episode manager's ``max_steps``).
-        record: also return the rendered frames (list of (480, 640, 3) uint8) per step.
-
-    Returns:
-        dict: ``success`` (bool, an object lifted), ``outcome`` ('success' | 'terminate' |
-        'timeout'), ``steps`` (int), ``wall_s`` (float), and ``frames`` when ``record``.
-    """
-    t0 = time.monotonic()
-    sim.reset(seed)
-    policy.reset()
-    n_physics = max(1, int(round(control_period_s / sim.physics_dt_s)))
-    frames = []
-    outcome, steps = 'timeout', 0
-    for steps in range(1, max_steps + 1):
-        q = sim.joint_positions()
-        if record:
-            frames.append(sim.render().copy())
-        action = policy.act(kin.proprio(q[:7], q[7]), sim.object_poses(), sim.object_extents())
-        cmd = arm_command(kin, q[:7], action, limits, control_period_s)
-        if cmd.q_target is not None:
-            sim.set_arm_target(cmd.q_target)
-        if cmd.gripper_m is not None:
-            sim.set_gripper_target(cmd.gripper_m)
-        sim.step(n_physics)
-        if sim.object_lifted():
-            outcome = 'success'
-            break
-        if spec.is_set(action[spec.IDX_TERMINATE]):
-            outcome = 'terminate'
-            break
-    result = {'success': outcome == 'success', 'outcome': outcome, 'steps': steps,
-              'wall_s': time.monotonic() - t0}
-    if record:
-        result['frames'] = frames
-    return result
