@@ -2,6 +2,7 @@
 #   make demo   -> 10 episodes with the shipped model, JSON report in runs/demo/report.json
 #   make test   -> the test suite (unit, node and integration tests)
 #   make bench  -> latency and learning benchmarks, figures in bench/results.json
+#   make compare -> the paper's comparison (~2 h on 2 cores, resumable), docs/comparison.md
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +20,7 @@ export PYTHONUNBUFFERED := 1
 ROS_DOMAIN_ID ?= 37
 export ROS_DOMAIN_ID
 
-.PHONY: setup demo test bench collect clean
+.PHONY: setup demo test bench compare collect clean
 setup: $(STAMP)
 
 $(STAMP): requirements.txt setup.py
@@ -55,6 +56,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/awopt bench --out bench/results.json
+
+compare: $(STAMP)
+	$(VENV)/bin/awopt compare --config full --work-dir runs/compare --docs-dir docs
 
 clean:
 	rm -rf runs build install log

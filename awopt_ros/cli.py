@@ -1,4 +1,4 @@
-"""The ``awopt`` command: demo, collect, train, finetune, bringup, bench.
+"""The ``awopt`` command: demo, collect, train, finetune, bringup, bench, compare.
 
 - ``awopt demo --episodes N --report FILE``: bring up every node as its own process, run N
   episodes with the shipped model, print each outcome and a summary, write a JSON report.
@@ -12,6 +12,9 @@
   plain-venv twin of ``ros2 launch awopt_ros awopt_grasp.launch.py``.
 - ``awopt bench``: frame-to-command latency while the logger records, into
   ``bench/results.json``.
+- ``awopt compare --config smoke|full``: the AW-Opt paper's comparison (QT-Opt, AWAC, AW-Opt
+  offline and online, AW-Opt's ablations) with in-process rollouts, resumable; tables and
+  learning curves into ``docs/`` (:mod:`awopt_ros.learning.compare`).
 """
 import argparse
 import json
@@ -155,6 +158,12 @@ def cmd_bench(args):
     return 1 if report.get('error') or failed else 0
 
 
+def cmd_compare(args):
+    """Run (or resume) the paper's comparison; write docs/comparison.md and the curves."""
+    from awopt_ros.learning.compare import run_compare_cli
+    return run_compare_cli(args) or 0
+
+
 def build_parser():
     """Return the ``awopt`` argument parser."""
     parser = argparse.ArgumentParser(prog='awopt', description=__doc__.split('\n')[0])
@@ -196,6 +205,12 @@ def build_parser():
                    help='skip the learning benchmarks (actor vs CEM latency, onnxruntime vs '
                         'torch, training throughput vs d3rlpy)')
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('compare', help="the AW-Opt paper's comparison (offline, online, "
+                                        'ablations), resumable; report into docs/')
+    from awopt_ros.learning.compare import add_compare_args
+    add_compare_args(p)
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -410,3 +410,35 @@ def test_state_dict_round_trip(buffer):
     assert h1 == h2
     with pytest.raises(ValueError, match='lacks an actor|has an actor'):
         Learner(tiny('qtopt')).load_state_dict(state)
+
+
+def _reference_shift(images, shift_px, generator):
+    """Per-pixel definition of the random shift: out[i, r, c] = images[i, clamp(r + dy),
+    clamp(c + dx)] with (dy, dx) = one randint(-s, s) draw of shape (N, 2)."""
+    n, h, w = images.shape[:3]
+    d = torch.randint(-shift_px, shift_px + 1, (n, 2), generator=generator)
+    out = torch.empty_like(images)
+    for i in range(n):
+        for r in range(h):
+            for c in range(w):
+                out[i, r, c] = images[i, min(max(r + int(d[i, 0]), 0), h - 1),
+                                      min(max(c + int(d[i, 1]), 0), w - 1)]
+    return out
+
+
+@pytest.mark.parametrize('shape,shift,dtype', [((5, 16, 16, 3), 4, torch.uint8),
+                                               ((3, 12, 9, 3), 2, torch.float32)])
+def test_random_shift_matches_per_pixel_definition(shape, shift, dtype):
+    """The strided-window random shift (bc.random_shift, used by the learner) equals the
+    per-pixel edge-replicating shift with the same draws, and consumes the same draws."""
+    from awopt_ros.learning.bc import random_shift
+    images = torch.randint(0, 256, shape).to(dtype)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for _ in range(3):
+        got = random_shift(images, shift, g1)
+        assert torch.equal(got, _reference_shift(images, shift, g2))
+        assert got.shape == images.shape and got.dtype == images.dtype
+    assert torch.equal(torch.randint(0, 9, (4,), generator=g1),
+                       torch.randint(0, 9, (4,), generator=g2))     # same draws consumed
+    same = torch.randint(0, 256, (2, 8, 8, 1), dtype=torch.uint8)
+    assert random_shift(same, 0, g1) is same

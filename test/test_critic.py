@@ -25,7 +25,8 @@ CROP = [80, 0, 480, 480]
 
 def tiny_config(**kw):
     """32 px, 8 channels: trunk 32 -> 16 -> 8 -> 4, feature map (8, 4, 4)."""
-    base = dict(image_size=SIZE, channels=8, num_conv=3, num_strided=3, head_conv=1, hidden=16)
+    base = dict(image_size=SIZE, channels=8, num_conv=3, num_strided=3, feature_channels=8,
+                head_conv=1, hidden=16)
     base.update(kw)
     return CriticConfig(**base)
 
@@ -73,6 +74,7 @@ class Counting:
 @pytest.mark.parametrize('field,value', [('image_size', 4), ('channels', 0), ('num_conv', 0),
                                          ('head_conv', 0), ('hidden', 0),
                                          ('feature_size', 0), ('head_pooling', 'avg'),
+                                         ('feature_channels', 0), ('head_kernel', 2),
                                          ('coord_conv', 'yes'), ('channels', 2.5)])
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -85,14 +87,17 @@ def test_config_strided_layers_checked():
 
 
 def test_feature_map_sizes():
-    assert CriticConfig().feature_shape() == (32, 8, 8)               # 64 px default
-    assert CriticConfig(image_size=472).feature_hw() == (8, 8)         # 59 -> maxpool 7
+    assert CriticConfig().feature_shape() == (16, 4, 4)               # 64 px: 4 stride-2 convs
+    assert CriticConfig().pool_kernel() == 1
+    assert CriticConfig(image_size=472).feature_hw() == (4, 4)         # 30 -> maxpool 7
     assert CriticConfig(image_size=472).pool_kernel() == 7
+    assert CriticConfig(num_strided=3).feature_hw() == (4, 4)          # 8 -> maxpool 2
+    assert CriticConfig(num_strided=3, feature_size=8).feature_hw() == (8, 8)
     assert tiny_config().feature_shape() == (8, 4, 4)
     assert CriticConfig().to_dict()['image_size'] == 64
 
 
-@pytest.mark.parametrize('pooling', ['max_mean', 'flatten'])
+@pytest.mark.parametrize('pooling', ['max', 'max_mean', 'flatten'])
 def test_shapes_32px(pooling):
     rng = np.random.default_rng(0)
     critic = Critic(tiny_config(head_pooling=pooling))
@@ -110,11 +115,34 @@ def test_shapes_32px(pooling):
 
 
 def test_encoder_accepts_472px():
-    critic = Critic(CriticConfig(image_size=472, channels=4, hidden=8))
+    critic = Critic(CriticConfig(image_size=472, channels=4, feature_channels=4, hidden=8))
     with torch.no_grad():
         feats = critic.encode(torch.zeros((1, 472, 472, 3), dtype=torch.uint8))
         logit = critic.head(feats, torch.zeros((1, 6)), torch.zeros((1, 7)))
-    assert feats.shape == (1, 4, 8, 8) and logit.shape == (1,)
+    assert feats.shape == (1, 4, 4, 4) and logit.shape == (1,)
+
+
+@pytest.mark.parametrize('kw', [{}, {'coord_conv': False}, {'head_kernel': 3, 'head_conv': 2}])
+def test_split_first_conv_and_folded_normalisation_match_reference(kw):
+    """The encoder's split first conv (image weights / 255 + constant CoordConv term) and the
+    head's folded input normalisation equal the plain formulas (concatenate, then conv)."""
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    critic = Critic(tiny_config(**kw)).eval()
+    img, pro = map(torch.from_numpy, random_batch(rng, 3))
+    act = torch.from_numpy(random_actions(rng, (3,)))
+    enc, head = critic.encoder, critic.head
+    with torch.no_grad():
+        x = img.permute(0, 3, 1, 2).float() / 255.0
+        if critic.config.coord_conv:
+            x = torch.cat([x, enc.coords.expand(3, -1, -1, -1)], dim=1)
+        want_f = enc.project(enc.trunk(x))
+        a = act / torch.from_numpy(spec.ACTION_HIGH).float()
+        p = (pro - torch.tensor(spec.PROPRIO_OFFSET)) / torch.tensor(spec.PROPRIO_SCALE)
+        v = head.merge(torch.cat([a, p], dim=1))
+        want = head._rest(want_f + v[:, :, None, None])
+        torch.testing.assert_close(critic.encode(img), want_f, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(critic(img, pro, act), want, atol=1e-5, rtol=1e-5)
 
 
 def test_score_candidates_matches_per_candidate_forward():

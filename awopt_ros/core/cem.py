@@ -26,6 +26,7 @@ and competes for the elites and for the returned best action.
 
 The returned action is the best candidate seen over all iterations (not only the last one).
 """
+import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -38,6 +39,14 @@ _DEFAULT_DISCRETE = (spec.IDX_OPEN, spec.IDX_CLOSE, spec.IDX_TERMINATE)
 
 def _is_int(value):
     return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _as_slice(index):
+    """Return ``slice(a, b)`` for a sorted contiguous int array ``a..b-1``, else the array."""
+    index = np.asarray(index, dtype=np.int64)
+    if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+        return slice(int(index[0]), int(index[0]) + index.size)
+    return index
 
 
 def _is_real(value):
@@ -157,18 +166,20 @@ class CEM:
         self.discrete = tuple(int(i) for i in disc)
         self.continuous = tuple(int(i) for i in cont)
         self._disc, self._cont = disc, cont
+        # Basic slices where the index sets are contiguous (the default 0:4 and 4:7): views
+        # instead of fancy-index copies in the per-iteration numpy work.
+        self._ci, self._di = _as_slice(cont), _as_slice(disc)
         lo64, hi64 = lo[cont].astype(np.float64), hi[cont].astype(np.float64)
         self._centre = (lo64 + hi64) / 2.0  # (C,) physical units
         self._half = (hi64 - lo64) / 2.0    # (C,) physical units, > 0
+        self._low_c, self._high_c = lo64, hi64
+        # Initial distribution (B = 1 rows, broadcast over the batch; never written to).
+        floor = np.sqrt(self.config.variance_floor)
+        self._std_floor = self._half * floor                                  # (C,)
+        self._mean0 = self._centre[None, :]                                   # (1, C)
+        self._std0 = (self._half * max(self.config.init_std, floor))[None, :]  # (1, C)
+        self._prob0 = np.full((1, len(disc)), 0.5)                            # (1, S)
         self.rng = np.random.default_rng(seed)
-
-    def _to_physical(self, z, b):
-        """Build float32 (B, N, D) candidates from normalised continuous ``z`` (B, N, C) and
-        discrete 0/1 values ``b`` (B, N, S), clipped to the bounds."""
-        out = np.empty(z.shape[:2] + (self.dim,), dtype=np.float32)
-        out[..., self._cont] = self._centre + self._half * z
-        out[..., self._disc] = b
-        return np.clip(out, self.low, self.high)
 
     def maximise(self, score_fn, batch_size, extra_candidates=None, init_mean=None):
         """Approximate ``argmax_a score_fn(a)`` independently for each of ``batch_size`` rows.
@@ -199,70 +210,90 @@ class CEM:
         cfg = self.config
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f'batch_size must be an int >= 1, got {batch_size!r}')
-        B, K, D, n_c = int(batch_size), cfg.samples, self.dim, len(self._cont)
+        B, K, D = int(batch_size), cfg.samples, self.dim
+        n_c, n_d = len(self._cont), len(self._disc)
+        ci, di, M = self._ci, self._di, cfg.elites
 
-        if extra_candidates is None:
-            extra = np.zeros((B, 0, D), dtype=np.float32)
-        else:
+        extra = None
+        if extra_candidates is not None:
             extra = np.asarray(extra_candidates, dtype=np.float32)
             if extra.ndim != 3 or extra.shape[0] != B or extra.shape[2] != D:
                 raise ValueError(f'extra_candidates must have shape (B={B}, E, D={D}), '
                                  f'got {extra.shape}')
-            if not np.all(np.isfinite(extra)):
+            if not math.isfinite(np.add.reduce(extra, axis=None, dtype=np.float64)):
                 raise ValueError(f'extra_candidates has {int(np.sum(~np.isfinite(extra)))} '
                                  f'non-finite entries')
-            extra = np.clip(extra, self.low, self.high)
-        E = extra.shape[1]
-        extra_z = (extra[..., self._cont].astype(np.float64) - self._centre) / self._half
-        extra_b = extra[..., self._disc].astype(np.float64)
+            extra = np.minimum(np.maximum(extra, self.low), self.high)
+        E = 0 if extra is None else extra.shape[1]
+        N = K + E
 
+        # The Gaussian is kept in physical units: mean_p = centre + half * mean_z and
+        # std_p = half * std_z (z = (a - centre) / half is affine per dim), so sampling is
+        # clip(mean_p + std_p * eps, low, high) = centre + half * clip(mean_z + std_z * eps,
+        # -1, 1) and the elites' mean and std refit it directly.
         if init_mean is None:
-            mean = np.zeros((B, n_c))
-            prob = np.full((B, len(self._disc)), 0.5)
+            mean, std, prob = self._mean0, self._std0, self._prob0       # (1, C), (1, C), (1, S)
         else:
             m = np.asarray(init_mean, dtype=np.float64)
             if m.shape != (B, D):
                 raise ValueError(f'init_mean must have shape (B={B}, D={D}), got {m.shape}')
-            if not np.all(np.isfinite(m)):
+            if not np.isfinite(m).all():
                 raise ValueError(f'init_mean has {int(np.sum(~np.isfinite(m)))} '
                                  f'non-finite entries')
-            mean = np.clip((m[:, self._cont] - self._centre) / self._half, -1.0, 1.0)
-            prob = np.clip(m[:, self._disc], 0.0, 1.0)
-        std_floor = np.sqrt(cfg.variance_floor)
-        std = np.full((B, n_c), max(cfg.init_std, std_floor))
+            mean = np.minimum(np.maximum(m[:, ci], self._low_c), self._high_c)
+            std = self._std0
+            prob = np.clip(m[:, di], 0.0, 1.0)
 
-        best_actions = np.zeros((B, D), dtype=np.float32)
-        best_scores = np.full(B, -np.inf)
         rows = np.arange(B)
-        calls = 0
-        for _ in range(cfg.iterations):
-            z = np.clip(mean[:, None, :] + std[:, None, :] * self.rng.standard_normal((B, K, n_c)),
-                        -1.0, 1.0)
-            b = (self.rng.random((B, K, len(self._disc))) < prob[:, None, :]).astype(np.float64)
-            candidates = np.concatenate([self._to_physical(z, b), extra], axis=1)  # (B, K+E, D)
+        seen_c, seen_s = [], []
+        # All random numbers of the call in two draws (standard normal, uniform).
+        eps_all = self.rng.standard_normal((cfg.iterations, B, K, n_c))
+        u_all = self.rng.random((cfg.iterations, B, K, n_d))
+        for it in range(cfg.iterations):
+            # Samples (B, K, C) in physical units, clipped to the bounds (a float64 value in
+            # [low, high] rounds to a float32 in the float32 bounds); Bernoulli 0/1 (B, K, S).
+            a = eps_all[it]
+            a *= std[:, None, :]
+            a += mean[:, None, :]
+            np.minimum(a, self._high_c, out=a)      # clip (np.clip's Python wrapper costs
+            np.maximum(a, self._low_c, out=a)       # more than the work on these arrays)
+            candidates = np.empty((B, N, D), dtype=np.float32)              # (B, K+E, D)
+            candidates[:, :K, ci] = a
+            candidates[:, :K, di] = u_all[it] < prob[:, None, :]
+            if E:
+                candidates[:, K:] = extra
 
-            scores = np.asarray(score_fn(candidates), dtype=np.float64)
-            calls += 1
-            if scores.shape != (B, K + E):
-                raise ValueError(f'score_fn must return scores of shape (B={B}, K+E={K + E}), '
+            scores = np.asarray(score_fn(candidates))
+            if scores.dtype.kind != 'f':
+                scores = scores.astype(np.float64)
+            if scores.shape != (B, N):
+                raise ValueError(f'score_fn must return scores of shape (B={B}, K+E={N}), '
                                  f'got {scores.shape}')
-            bad = int(np.sum(~np.isfinite(scores)))
-            if bad:
+            if not math.isfinite(np.add.reduce(scores, axis=None, dtype=np.float64)):
+                bad = int(np.sum(~np.isfinite(scores)))                 # NaN/inf propagate
                 raise ValueError(f'score_fn returned {bad} non-finite scores of {scores.size}')
-
-            top = np.argmax(scores, axis=1)
-            better = scores[rows, top] > best_scores
-            best_scores = np.where(better, scores[rows, top], best_scores)
-            best_actions[better] = candidates[rows[better], top[better]]
+            seen_c.append(candidates)
+            seen_s.append(scores)
+            if it == cfg.iterations - 1:
+                break                           # the refit would not be used
 
             # Refit to the elites of each row (samples and extra candidates alike).
-            elite = np.argpartition(-scores, cfg.elites - 1, axis=1)[:, :cfg.elites]  # (B, M)
-            all_z = np.concatenate([z, extra_z], axis=1)
-            all_b = np.concatenate([b, extra_b], axis=1)
-            ez = np.take_along_axis(all_z, elite[:, :, None], axis=1)
-            eb = np.take_along_axis(all_b, elite[:, :, None], axis=1)
-            mean = ez.mean(axis=1)
-            std = np.maximum(ez.std(axis=1), std_floor)
-            prob = np.clip(eb.mean(axis=1), cfg.discrete_floor, 1.0 - cfg.discrete_floor)
+            elite = np.argpartition(scores, N - M, axis=1)[:, N - M:]            # (B, M)
+            e = candidates[rows[:, None], elite]                                 # (B, M, D)
+            e_mean = np.add.reduce(e, axis=1, dtype=np.float64) / M              # (B, D)
+            dev = e - e_mean[:, None, :]
+            e_std = np.sqrt(np.add.reduce(dev * dev, axis=1) / M)
+            mean = e_mean[:, ci]
+            std = np.maximum(e_std[:, ci], self._std_floor)
+            prob = np.minimum(np.maximum(e_mean[:, di], cfg.discrete_floor),
+                              1.0 - cfg.discrete_floor)
 
-        return CEMResult(actions=best_actions, scores=best_scores.astype(np.float32), calls=calls)
+        # Best candidate over all iterations (the first one on ties, like a running maximum).
+        if len(seen_s) > 1:
+            seen_s = np.concatenate(seen_s, axis=1)                      # (B, iterations*N)
+            seen_c = np.concatenate(seen_c, axis=1)
+        else:
+            seen_s, seen_c = seen_s[0], seen_c[0]
+        top = seen_s.argmax(axis=1)
+        return CEMResult(actions=seen_c[rows, top], scores=seen_s[rows, top].astype(np.float32),
+                         calls=cfg.iterations)

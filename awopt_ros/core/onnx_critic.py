@@ -3,12 +3,12 @@
 numpy + onnxruntime only (no torch, no rclpy). The pair is written by
 ``awopt_ros.learning.critic.export_critic``:
 
-* encoder: ``image`` uint8 (N, H, W, 3) RGB -> ``features`` float32 (N, C, h, w);
-* head: ``features`` (N, C, h, w), ``proprio`` float32 (N, 6), ``action`` float32 (N, 7)
+* encoder: ``image`` uint8 (N, H, W, 3) RGB -> ``features`` float32 (N, F, h, w);
+* head: ``features`` (N, F, h, w), ``proprio`` float32 (N, 6), ``action`` float32 (N, 7)
   (m, m, m, rad, then 0/1) -> ``q`` float32 (N,), the success probability in [0, 1].
 
 Both carry an ``awopt_contract`` with ``role`` ('critic_encoder' / 'critic_head'),
-``feature_shape`` [C, h, w] and ``pair_id`` (weights hash). The split follows QT-Opt
+``feature_shape`` [F, h, w] and ``pair_id`` (weights hash). The split follows QT-Opt
 (Kalashnikov et al. 2018) as used by AW-Opt (Lu et al. 2021): CEM encodes the image once per
 state and scores all candidate actions of an iteration with ONE head run of B*K rows
 (:meth:`OnnxCritic.score`, :meth:`OnnxCritic.cem_action`).
@@ -47,7 +47,7 @@ class OnnxCritic:
         intra_op_threads: onnxruntime intra-op threads per session (>= 1).
 
     Attributes:
-        feature_shape: (C, h, w) per-sample feature shape.
+        feature_shape: (F, h, w) per-sample feature shape (F feature channels).
         image_hw: (H, W) input image size (px).
         stats: dict of counters ``encoder_runs``, ``encoder_rows``, ``head_runs``,
             ``head_rows`` (session runs and batch rows fed), for profiling and tests.
@@ -148,7 +148,7 @@ class OnnxCritic:
     # -- inference ----------------------------------------------------------------------------
 
     def encode(self, image):
-        """Return float32 features (N, C, h, w) for uint8 RGB images (N, H, W, 3).
+        """Return float32 features (N, F, h, w) for uint8 RGB images (N, H, W, 3).
 
         Raises:
             ValueError: not uint8, not 4-D with 3 channels, or H, W other than the contract's
@@ -172,7 +172,7 @@ class OnnxCritic:
         """Return Q float32 (N,) in [0, 1] (one head run).
 
         Args:
-            features: float32 (N, C, h, w) from :meth:`encode`.
+            features: float32 (N, F, h, w) from :meth:`encode`.
             proprio: float (N, 6), ``spec.PROPRIO_NAMES``.
             actions: float (N, 7), ``spec.ACTION_NAMES`` in physical units (m, rad, 0/1).
 
@@ -183,11 +183,17 @@ class OnnxCritic:
         n = f.shape[0]
         pro = self._rows('proprio', proprio, n, spec.PROPRIO_DIM)
         act = self._rows('actions', actions, n, spec.ACTION_DIM)
-        out = self.head_session.run(['q'], {'features': f, 'proprio': pro, 'action': act})[0]
+        return self._run_head(f, pro, act)
+
+    def _run_head(self, features, proprio, actions):
+        """One head run on checked float32 inputs (N, F, h, w), (N, 6), (N, 7) -> q (N,)."""
+        n = features.shape[0]
+        out = self.head_session.run(['q'], {'features': features, 'proprio': proprio,
+                                            'action': actions})[0]
         self.stats['head_runs'] += 1
         self.stats['head_rows'] += n
         out = np.asarray(out, dtype=np.float32).reshape(n)
-        if not np.all(np.isfinite(out)):
+        if not np.isfinite(out).all():
             raise ValueError(f'critic head {self.head_path} produced non-finite q')
         return out
 
@@ -195,7 +201,7 @@ class OnnxCritic:
         """Return Q float32 (B, K) for K candidate actions per state, ONE head run of B*K rows.
 
         Args:
-            features: float32 (B, C, h, w), encoded once per state.
+            features: float32 (B, F, h, w), encoded once per state.
             proprio: float (B, 6).
             candidates: float (B, K, 7) actions in physical units (m, rad, 0/1).
 
@@ -209,16 +215,17 @@ class OnnxCritic:
         b, k = c.shape[0], c.shape[1]
         f = self._features(features, rows=b)
         pro = self._rows('proprio', proprio, b, spec.PROPRIO_DIM)
-        q = self.q(np.repeat(f, k, axis=0), np.repeat(pro, k, axis=0),
-                   c.reshape(b * k, spec.ACTION_DIM))
-        return q.reshape(b, k)
+        act = self._rows('candidates', c.reshape(b * k, spec.ACTION_DIM), b * k,
+                         spec.ACTION_DIM)
+        return self._run_head(np.repeat(f, k, axis=0), np.repeat(pro, k, axis=0),
+                              act).reshape(b, k)
 
     def cem_action(self, image, proprio, cem, extra_candidates=None, init_mean=None):
         """Return the CEM-maximised action of one state: ``(action float32 (7,), q float)``.
 
-        The image is encoded once; each CEM iteration scores its candidates with one
-        :meth:`score` call (QT-Opt's CEM policy; AW-Opt passes the actor's action as an extra
-        candidate).
+        The image is encoded once; each CEM iteration scores its K + E candidates with one
+        head run of K + E rows (QT-Opt's CEM policy; AW-Opt passes the actor's action as an
+        extra candidate). The features and proprio are tiled to K + E rows once per call.
 
         Args:
             image: uint8 (H, W, 3) RGB at the contract's ``image_size``.
@@ -254,10 +261,23 @@ class OnnxCritic:
                                  f'{np.asarray(extra_candidates).shape}')
         mean = None if init_mean is None else np.asarray(init_mean, dtype=np.float64).reshape(
             1, -1)
-        features = self.encode(image[None])
+        features = self.encode(image[None])                                   # (1, F, h, w)
+
+        # Every iteration feeds the same K + E rows, so the features and proprio are tiled
+        # once here; per iteration only the candidates change. The candidates come from
+        # ``cem`` (float32, finite, inside the bounds) and ``cem.maximise`` rejects non-finite
+        # scores, so the per-row input checks of :meth:`score` are not repeated.
+        rows = cem.config.samples + (0 if extra is None else extra.shape[1])
+        feed = {'features': np.repeat(features, rows, axis=0),
+                'proprio': np.repeat(pro, rows, axis=0)}
+        run, stats = self.head_session.run, self.stats
 
         def score_fn(candidates):
-            return self.score(features, pro, candidates)
+            feed['action'] = candidates.reshape(rows, spec.ACTION_DIM)       # (1, K+E, 7)
+            q = run(['q'], feed)[0]
+            stats['head_runs'] += 1
+            stats['head_rows'] += rows
+            return q.reshape(1, rows)
 
         result = cem.maximise(score_fn, 1, extra_candidates=extra, init_mean=mean)
         return result.actions[0].astype(np.float32), float(result.scores[0])

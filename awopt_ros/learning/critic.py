@@ -9,28 +9,41 @@ small MLP give one logit; ``Q = sigmoid(logit)`` is the probability of task succ
 with cross-entropy against Bellman targets in [0, 1].
 
 Splitting the network at the merge lets the cross-entropy method (``core.cem``) encode the
-image ONCE per state and score all ``K`` candidate actions with one batched head call::
+image ONCE per state and score all ``K`` candidate actions with one batched head call. The
+head runs once per candidate, so it is kept cheap: the encoder reduces the trunk output to a
+small map (4 x 4 by default) of ``feature_channels`` channels, and the head's convs are 1x1
+by default (QT-Opt's 3x3 head convs on a 8 x 8 map cost about 30x more per candidate)::
 
     image uint8 (N, H, W, 3) RGB -> float (N, 3, H, W) / 255, + CoordConv x, y, r channels
       ENCODER: num_conv 3x3 convs (channels each, ReLU); the first num_strided stride 2
                -> max-pool with kernel = stride = max(1, s // feature_size) where s is the
                   trunk output side (no pool when s <= feature_size)
-               -> features float32 (N, C, h, w)
-      HEAD:    [action / ACTION_HIGH (7), proprio (6)] -> MLP (hidden, ReLU) -> (N, C)
-               features + vector[:, :, None, None]       (QT-Opt broadcast-add merge)
-               -> head_conv 3x3 convs (channels, stride 1, ReLU)
-               -> pooling: 'max_mean' (global max and mean per channel, (N, 2C)) or
-                  'flatten' (QT-Opt, (N, C*h*w))
-               -> MLP (hidden, hidden, ReLU) -> logit (N,)
+               -> 1x1 conv to feature_channels F (linear: the merge and ReLU follow)
+               -> features float32 (N, F, h, w)
+      HEAD:    [action / ACTION_HIGH (7), (proprio - offset) / scale (6)]
+                  -> Linear(13, hidden), ReLU, Linear(hidden, F) -> v (N, F)
+               ReLU(features + v tiled over h x w)    (QT-Opt broadcast-add merge)
+               -> head_conv convs (head_kernel x head_kernel, F channels, stride 1, ReLU)
+               -> pooling: 'max_mean' (global max and mean per channel, (N, 2F); default),
+                  'max' ((N, F)) or 'flatten' (QT-Opt, (N, F*h*w))
+               -> Linear(pooled, hidden), ReLU, Linear(hidden, 1) -> logit (N,)
 
-Feature-map side (see :meth:`CriticConfig.feature_hw`), defaults (3 stride-2 convs,
-``feature_size=8``): 32 px -> 4x4, 64 px -> 8x8 (no pool), 472 px -> 59 after the trunk,
-pooled with kernel 7 -> 8x8. In general ``h = w = s // max(1, s // feature_size)`` with
-``s`` the trunk output side, i.e. between ``feature_size`` and ``2 * feature_size - 1`` when
-``s > feature_size``.
+Feature-map side (see :meth:`CriticConfig.feature_hw`), defaults (4 stride-2 convs, the
+actor's trunk; ``feature_size=4``): 32 px -> 2x2, 64 px -> 4x4 (no pool), 472 px -> 30 after
+the trunk, pooled with kernel 7 -> 4x4. In general ``h = w = s // max(1, s // feature_size)``
+with ``s`` the trunk output side, i.e. between ``feature_size`` and ``2 * feature_size - 1``
+when ``s > feature_size``.
+
+Cost of the defaults (32 channels, F = 16, hidden 64, 4x4 map): the head does about 8 k
+multiply-adds per candidate row (merge MLP 1.9 k, 1x1 conv 4.1 k, final MLP 2.1 k, plus the
+merge add and pooling), i.e. about 0.5 M for QT-Opt's 65 CEM rows (two 3x3 head convs of 32
+channels on an 8x8 map, the previous head, took 77 M). Implementation notes that keep the
+function but cut time: the encoder's first conv is split into an image part (1/255 folded
+into the weights) and a constant CoordConv term; the head folds the fixed action/proprio
+normalisation into its first merge layer and tiles the merge vector with one MatMul.
 
 Export (:func:`export_critic`) writes two ONNX graphs (opset 17) with contract metadata:
-encoder ``image`` uint8 (N, H, W, 3) -> ``features`` float32 (N, C, h, w), and head
+encoder ``image`` uint8 (N, H, W, 3) -> ``features`` float32 (N, F, h, w), and head
 ``features``, ``proprio`` float32 (N, 6), ``action`` float32 (N, 7) -> ``q`` float32 (N,)
 (= sigmoid(logit), in [0, 1]); both have a dynamic batch axis N. The numpy/onnxruntime
 runtime side is ``awopt_ros.core.onnx_critic.OnnxCritic``.
@@ -51,7 +64,7 @@ from awopt_ros.learning.export import OPSET, PARITY_ATOL, make_contract, save_wi
 ROLE_ENCODER = 'critic_encoder'
 ROLE_HEAD = 'critic_head'
 ALGORITHM = 'awopt-critic'
-HEAD_POOLING = ('max_mean', 'flatten')
+HEAD_POOLING = ('max_mean', 'max', 'flatten')
 
 
 @dataclass
@@ -60,20 +73,27 @@ class CriticConfig:
 
     Attributes:
         image_size: side of the square uint8 input image (px); 64 by default, QT-Opt uses 472.
-        channels: conv channels ``C`` of every trunk and head layer (= feature channels).
+        channels: conv channels ``C`` of every trunk layer (the actor's default is 32, too).
         num_conv: 3x3 conv layers in the encoder trunk.
         num_strided: how many of the first trunk layers stride 2 (the rest stride 1);
-            ``<= num_conv``.
+            ``<= num_conv``. Default 4 = ``num_conv``: the same trunk as the actor's
+            (``networks.ActorConfig``: 4 stride-2 3x3 convs of 32 channels).
         feature_size: target side of the feature map; when the trunk output side ``s``
             exceeds it, a max-pool with kernel = stride = ``s // feature_size`` follows
             (feature side in ``[feature_size, 2 * feature_size - 1]``).
-        head_conv: 3x3 conv layers in the head after the action merge (>= 1).
-        hidden: units of the action/proprio MLP and of the two final MLP layers.
+        feature_channels: channels ``F`` of the feature map handed to the head (a linear 1x1
+            conv after the pool maps ``C`` to ``F``) and of the head convs.
+        head_conv: conv layers in the head after the action merge (>= 1).
+        head_kernel: kernel side of the head convs (odd; 1 = 1x1 convs, cheap per candidate;
+            3 = QT-Opt's 3x3).
+        hidden: units of the action/proprio MLP and of the final MLP's hidden layer.
         coord_conv: append pixel-coordinate channels x, y in [-1, 1] and radius r (CoordConv,
             Liu et al. 2018) to the image, so features know where in the fixed camera view
             they are.
         head_pooling: 'max_mean' (global max and mean per channel; small, translation
-            invariant) or 'flatten' (all positions, as QT-Opt's final FC layers).
+            invariant), 'max' (global max only; two fewer ONNX nodes per head run, but it
+            fits brightness-like targets worse) or 'flatten' (all positions, as QT-Opt's
+            final FC layers).
 
     Raises:
         ValueError: a field out of range; the message names the field.
@@ -82,9 +102,11 @@ class CriticConfig:
     image_size: int = 64
     channels: int = 32
     num_conv: int = 4
-    num_strided: int = 3
-    feature_size: int = 8
-    head_conv: int = 2
+    num_strided: int = 4
+    feature_size: int = 4
+    feature_channels: int = 16
+    head_conv: int = 1
+    head_kernel: int = 1
     hidden: int = 64
     coord_conv: bool = True
     head_pooling: str = 'max_mean'
@@ -92,7 +114,8 @@ class CriticConfig:
     def __post_init__(self):
         """Validate the fields (ValueError naming the field)."""
         minimum = {'image_size': 8, 'channels': 1, 'num_conv': 1, 'num_strided': 0,
-                   'feature_size': 1, 'head_conv': 1, 'hidden': 1}
+                   'feature_size': 1, 'feature_channels': 1, 'head_conv': 1,
+                   'head_kernel': 1, 'hidden': 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
@@ -102,6 +125,8 @@ class CriticConfig:
         if self.num_strided > self.num_conv:
             raise ValueError(f'CriticConfig.num_strided must be <= num_conv={self.num_conv}, '
                              f'got {self.num_strided}')
+        if self.head_kernel % 2 == 0:
+            raise ValueError(f'CriticConfig.head_kernel must be odd, got {self.head_kernel}')
         if not isinstance(self.coord_conv, (bool, np.bool_)):
             raise ValueError(f'CriticConfig.coord_conv must be a bool, got {self.coord_conv!r}')
         self.coord_conv = bool(self.coord_conv)
@@ -126,8 +151,8 @@ class CriticConfig:
         return side, side
 
     def feature_shape(self):
-        """Return the per-sample feature shape (C, h, w)."""
-        return (self.channels,) + self.feature_hw()
+        """Return the per-sample feature shape (F, h, w)."""
+        return (self.feature_channels,) + self.feature_hw()
 
     def to_dict(self):
         """Return the config as a plain dict."""
@@ -146,8 +171,8 @@ class CriticEncoder(nn.Module):
 
     ``image`` is uint8 (N, H, W, 3) RGB with H = W = ``config.image_size`` (float tensors in
     0..255 also work); scaling to [0, 1] and the CoordConv channels happen inside, so the ONNX
-    graph takes raw camera crops. Returns float32 features (N, C, h, w) with
-    ``(C, h, w) = config.feature_shape()``.
+    graph takes raw camera crops. Returns float32 features (N, F, h, w) with
+    ``(F, h, w) = config.feature_shape()``: trunk, reduction max-pool, linear 1x1 conv.
     """
 
     def __init__(self, config):
@@ -159,25 +184,40 @@ class CriticEncoder(nn.Module):
         layers = []
         for i in range(c.num_conv):
             stride = 2 if i < c.num_strided else 1
-            layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=1),
+                       nn.ReLU(inplace=True)]
             in_ch = c.channels
         k = c.pool_kernel()
         if k > 1:
             layers.append(nn.MaxPool2d(k, stride=k))
         self.trunk = nn.Sequential(*layers)
+        self.project = nn.Conv2d(c.channels, c.feature_channels, 1)
 
     def forward(self, image):
-        """Return float32 features (N, C, h, w) for uint8 images (N, H, W, 3)."""
+        """Return float32 features (N, F, h, w) for uint8 images (N, H, W, 3)."""
         if image.dim() != 4 or image.shape[3] != 3:
             raise ValueError(f'image must be (N, H, W, 3), got {tuple(image.shape)}')
         size = self.config.image_size
         if image.shape[1] != size or image.shape[2] != size:
             raise ValueError(f'image is {image.shape[1]}x{image.shape[2]}, the critic expects '
                              f'{size}x{size}')
-        x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)
+        x = image.permute(0, 3, 1, 2).to(torch.float32)   # NCHW view, channels-last strides
+        first = self.trunk[0]
+        # The first conv, split by input channel (the same function as on the concatenation
+        # [image / 255, coords]): the 1/255 scaling is folded into the image weights and the
+        # CoordConv channels contribute a per-position constant (1, C, h1, w1), computed once
+        # per call (and constant-folded in the ONNX graph) instead of per image. The add and
+        # the ReLU work in place on the conv output (the largest activation of the trunk).
+        weight = first.weight[:, :3] * (1.0 / 255.0)
+        x = F.conv2d(x, weight, first.bias, first.stride, first.padding)
         if self.config.coord_conv:
-            x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
-        return self.trunk(x)
+            term = F.conv2d(self.coords, first.weight[:, 3:], None, first.stride,
+                            first.padding)
+            if not torch.jit.is_tracing() and x.is_contiguous(
+                    memory_format=torch.channels_last):
+                term = term.contiguous(memory_format=torch.channels_last)
+            x = x.add_(term)
+        return self.project(self.trunk[1:](x))
 
 
 class CriticHead(nn.Module):
@@ -185,54 +225,85 @@ class CriticHead(nn.Module):
     action) -> logit``.
 
     Args (of ``forward``):
-        features: float32 (N, C, h, w) from :class:`CriticEncoder`.
+        features: float32 (N, F, h, w) from :class:`CriticEncoder`.
         proprio: float32 (N, 6), ``spec.PROPRIO_NAMES`` (m, sin/cos, closedness in [0, 1]).
         action: float32 (N, 7), ``spec.ACTION_NAMES`` in physical units (m, m, m, rad, then
             0/1); divided by ``spec.ACTION_HIGH`` inside so every entry is in [-1, 1].
             The proprio is normalised inside with the fixed ``spec.PROPRIO_OFFSET`` /
-            ``spec.PROPRIO_SCALE`` (workspace box to about [-1, 1]).
+            ``spec.PROPRIO_SCALE`` (workspace box to about [-1, 1]). Both normalisations are
+            folded into the first merge layer's weights (exact, and constant-folded into the
+            ONNX graph).
 
     Returns:
         float32 (N,) logits; ``sigmoid(logit)`` is Q, the predicted success probability.
+
+    :meth:`forward_candidates` scores K actions per feature map without tiling the features.
     """
 
     def __init__(self, config):
         """Build the head for ``config`` (a :class:`CriticConfig`)."""
         super().__init__()
         self.config = c = config
-        self.register_buffer('action_scale',
-                             torch.as_tensor(1.0 / spec.ACTION_HIGH, dtype=torch.float32)
-                             .reshape(1, spec.ACTION_DIM))
-        self.register_buffer('proprio_offset', torch.tensor(spec.PROPRIO_OFFSET,
-                                                            dtype=torch.float32).reshape(1, -1))
-        self.register_buffer('proprio_scale', torch.tensor(spec.PROPRIO_SCALE,
-                                                           dtype=torch.float32).reshape(1, -1))
+        f = c.feature_channels
+        h, w = c.feature_hw()
+        scale = np.concatenate([1.0 / spec.ACTION_HIGH, 1.0 / np.asarray(spec.PROPRIO_SCALE)])
+        offset = np.concatenate([np.zeros(spec.ACTION_DIM), spec.PROPRIO_OFFSET])
+        self.register_buffer('input_scale', torch.as_tensor(scale, dtype=torch.float32)
+                             .reshape(1, -1))
+        self.register_buffer('input_offset', torch.as_tensor(offset, dtype=torch.float32)
+                             .reshape(-1, 1))
+        # (1, h*w) ones: v (N, F, 1) @ ones tiles the merge vector over the map with one
+        # MatMul (in onnxruntime much cheaper than a broadcast Add with (N, F, 1, 1)).
+        self.register_buffer('tile', torch.ones(1, h * w))
         self.merge = nn.Sequential(
             nn.Linear(spec.ACTION_DIM + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
-            nn.Linear(c.hidden, c.channels))
+            nn.Linear(c.hidden, f))
         convs = []
         for _ in range(c.head_conv):
-            convs += [nn.Conv2d(c.channels, c.channels, 3, padding=1), nn.ReLU()]
+            convs += [nn.Conv2d(f, f, c.head_kernel, padding=c.head_kernel // 2), nn.ReLU()]
         self.convs = nn.Sequential(*convs)
-        h, w = c.feature_hw()
-        n_pool = 2 * c.channels if c.head_pooling == 'max_mean' else c.channels * h * w
-        self.mlp = nn.Sequential(
-            nn.Linear(n_pool, c.hidden), nn.ReLU(),
-            nn.Linear(c.hidden, c.hidden), nn.ReLU(),
-            nn.Linear(c.hidden, 1))
+        n_pool = {'max_mean': 2 * f, 'max': f}.get(c.head_pooling, f * h * w)
+        self.mlp = nn.Sequential(nn.Linear(n_pool, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 1))
+
+    def embed(self, proprio, action):
+        """Return the merge vectors float32 (..., F) for proprio (..., 6), action (..., 7)."""
+        first = self.merge[0]
+        weight = first.weight * self.input_scale                      # (hidden, 13)
+        bias = first.bias - (weight @ self.input_offset).squeeze(1)   # (hidden,)
+        x = torch.cat([action.float(), proprio.float()], dim=-1)
+        return self.merge[2](self.merge[1](F.linear(x, weight, bias)))
+
+    def _rest(self, x):
+        """(M, F, h, w) merged pre-activations -> logits (M,)."""
+        x = self.convs(torch.relu(x))
+        if self.config.head_pooling == 'max_mean':
+            pooled = torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)],
+                               dim=1).flatten(1)                           # (M, 2F)
+        elif self.config.head_pooling == 'max':
+            pooled = F.adaptive_max_pool2d(x, 1).flatten(1)                # (M, F)
+        else:
+            pooled = x.flatten(1)                                          # (M, F*h*w)
+        return self.mlp(pooled).reshape(-1)
 
     def forward(self, features, proprio, action):
         """Return float32 logits (N,); see the class docstring for shapes and units."""
-        a = action.to(torch.float32) * self.action_scale
-        p = (proprio.to(torch.float32) - self.proprio_offset) / self.proprio_scale
-        v = self.merge(torch.cat([a, p], dim=1))                               # (N, C)
-        x = self.convs(features + v[:, :, None, None])                         # (N, C, h, w)
-        flat = x.flatten(2)                                                    # (N, C, h*w)
-        if self.config.head_pooling == 'max_mean':
-            pooled = torch.cat([flat.amax(dim=2), flat.mean(dim=2)], dim=1)    # (N, 2C)
-        else:
-            pooled = flat.flatten(1)                                           # (N, C*h*w)
-        return self.mlp(pooled).squeeze(-1)
+        v = self.embed(proprio, action)                                    # (N, F)
+        tiled = torch.matmul(v.unsqueeze(2), self.tile)                    # (N, F, h*w)
+        return self._rest(features + tiled.reshape(-1, *self.config.feature_shape()))
+
+    def forward_candidates(self, features, proprio, candidates):
+        """Return logits (B, K) of K candidate actions per state (features are broadcast).
+
+        Args:
+            features: float32 (B, F, h, w).
+            proprio: float32 (B, 6).
+            candidates: float32 (B, K, 7) actions in physical units.
+        """
+        b, k = candidates.shape[0], candidates.shape[1]
+        pro = proprio.unsqueeze(1).expand(b, k, proprio.shape[1])
+        v = self.embed(pro, candidates)                                    # (B, K, F)
+        x = features.unsqueeze(1) + v[:, :, :, None, None]                 # (B, K, F, h, w)
+        return self._rest(x.reshape(b * k, *features.shape[1:])).reshape(b, k)
 
 
 class Critic(nn.Module):
@@ -243,7 +314,7 @@ class Critic(nn.Module):
     with one head call (:meth:`score_candidates`).
 
     Args:
-        config: a :class:`CriticConfig` (default: 64 px, 32 channels).
+        config: a :class:`CriticConfig` (default: 64 px, 32 channels, 16 x 4 x 4 features).
     """
 
     def __init__(self, config=None):
@@ -254,7 +325,7 @@ class Critic(nn.Module):
         self.head = CriticHead(self.config)
 
     def encode(self, image):
-        """Return float32 features (N, C, h, w) for uint8 images (N, H, W, 3)."""
+        """Return float32 features (N, F, h, w) for uint8 images (N, H, W, 3)."""
         return self.encoder(image)
 
     def forward(self, image, proprio, action):
@@ -270,7 +341,7 @@ class Critic(nn.Module):
         """Return logits (B, K) of K candidate actions per state, one head call on B*K rows.
 
         Args:
-            features: float32 (B, C, h, w) from :meth:`encode` (the encoder is NOT re-run).
+            features: float32 (B, F, h, w) from :meth:`encode` (the encoder is NOT re-run).
             proprio: float32 (B, 6).
             candidates: float32 (B, K, 7) actions in physical units.
 
@@ -283,23 +354,19 @@ class Critic(nn.Module):
         if candidates.dim() != 3 or candidates.shape[2] != spec.ACTION_DIM:
             raise ValueError(f'candidates must be (B, K, {spec.ACTION_DIM}), '
                              f'got {tuple(candidates.shape)}')
-        b, k = candidates.shape[0], candidates.shape[1]
+        b = candidates.shape[0]
         if features.dim() != 4 or features.shape[0] != b:
-            raise ValueError(f'features must be (B={b}, C, h, w), got {tuple(features.shape)}')
+            raise ValueError(f'features must be (B={b}, F, h, w), got {tuple(features.shape)}')
         if tuple(proprio.shape) != (b, spec.PROPRIO_DIM):
             raise ValueError(f'proprio must be (B={b}, {spec.PROPRIO_DIM}), '
                              f'got {tuple(proprio.shape)}')
-        feats = features.unsqueeze(1).expand(b, k, *features.shape[1:])
-        feats = feats.reshape(b * k, *features.shape[1:])
-        pro = proprio.unsqueeze(1).expand(b, k, proprio.shape[1]).reshape(b * k, -1)
-        logits = self.head(feats, pro, candidates.reshape(b * k, spec.ACTION_DIM))
-        return logits.reshape(b, k)
+        return self.head.forward_candidates(features, proprio, candidates)
 
     def make_score_fn(self, features, proprio, use_q=True):
         """Return a numpy ``score_fn`` for ``core.cem.CEM.maximise`` (e.g. Bellman targets).
 
         Args:
-            features: float32 tensor (B, C, h, w) from :meth:`encode`, computed once.
+            features: float32 tensor (B, F, h, w) from :meth:`encode`, computed once.
             proprio: float32 tensor (B, 6).
             use_q: score with Q = sigmoid(logit) (True) or the raw logit.
 
@@ -386,8 +453,8 @@ def _onnx_bytes(module, args, input_names, output_names):
 def export_critic(critic, encoder_path, head_path, contract, model_card='', check_parity=True):
     """Write ``critic`` as two ONNX graphs (opset 17) with ``awopt_contract`` metadata.
 
-    Encoder graph: ``image`` uint8 (N, H, W, 3) RGB -> ``features`` float32 (N, C, h, w).
-    Head graph: ``features`` float32 (N, C, h, w), ``proprio`` float32 (N, 6), ``action``
+    Encoder graph: ``image`` uint8 (N, H, W, 3) RGB -> ``features`` float32 (N, F, h, w).
+    Head graph: ``features`` float32 (N, F, h, w), ``proprio`` float32 (N, 6), ``action``
     float32 (N, 7) (physical units: m, rad, 0/1) -> ``q`` float32 (N,) = sigmoid(logit), the
     success probability (QT-Opt / AW-Opt critic). N is dynamic on every input and output.
 
@@ -398,7 +465,7 @@ def export_critic(critic, encoder_path, head_path, contract, model_card='', chec
         contract: base contract dict, e.g. ``make_critic_contract(size, crop)`` or
             ``export.make_contract(..., algorithm='awopt-critic')``; its ``image_size`` must
             equal ``critic.config.image_size``. Each file gets a copy plus ``role``
-            ('critic_encoder' / 'critic_head'), ``feature_shape`` [C, h, w], ``pair_id``
+            ('critic_encoder' / 'critic_head'), ``feature_shape`` [F, h, w], ``pair_id``
             (hash of the weights, equal in both files) and ``critic_config``.
         model_card: free text stored under the ``model_card`` metadata key of both files.
         check_parity: run :func:`critic_parity_check` at batch 1 and 64.
