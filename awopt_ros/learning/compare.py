@@ -55,28 +55,26 @@ the config, wall time, "paper claim vs ours" with verdicts computed by :func:`cl
 and ``docs_dir/comparison_online.png`` / ``comparison_ablations.png`` (online success vs
 episodes, mean +- std over seeds).
 
-Sizing of ``full`` (measured on this 2-core machine; other jobs were running, so the numbers
-are ranges). One gradient step of the 64 px learners at batch 64 (QT-Opt, AWAC, AW-Opt alike:
-the CEM Bellman targets cost about what AWAC's second actor pass does) took 0.13-0.20 s at a
-load of ~3 and 0.3-0.6 s while another 2-thread training job shared the cores. One rollout
-step costs 26 ms with the stack's 640x480 camera frame and 16 ms with a 320x240 frame of the
-same view (same crop, resized to the same 64 px image), so ``full`` renders 320x240. With two
-rollout processes (a persistent pool, :class:`EpisodeRunner`) a 40-step time-out episode takes
-0.4-0.65 s of wall time, a scripted one (~23 steps) ~0.2 s. With 0.15 s / step and 0.4 s /
-episode::
+Sizing of ``full``, measured on this 2-core machine (the run of 2026-11-21 that wrote
+``docs/comparison.md``, nothing else running): with the cheap critic head of
+:mod:`awopt_ros.learning.critic`, a gradient step at batch 64 and 64 px takes ~0.035 s for
+QT-Opt and ~0.1 s for AWAC and AW-Opt (2 torch threads). One rollout step costs 26 ms with the
+stack's 640x480 camera frame and 16 ms with a 320x240 frame of the same view (same crop,
+resized to the same 64 px image), so ``full`` renders 320x240; with two rollout processes (a
+persistent pool, :class:`EpisodeRunner`) 50 evaluation episodes take ~12-20 s::
 
-    data set      400 scripted episodes x 0.2 s                         ~  1.5 min
-    (a) + (b)     2 x 3 presets x 3 seeds = 18 cells
-                  x (1000 steps x 0.15 s + 50 eval episodes x 0.4 s)     ~ 51 min
+    data set      400 scripted episodes                                     1.2 min
+    (a) + (b)     2 x 3 presets x 3 seeds = 18 cells x 2000 steps
+                  (QT-Opt ~80 s, AWAC / AW-Opt ~200 s per cell with eval)    ~ 45 min
     (c) + (d)     (3 + 4) x 3 seeds = 21 cells, each 3 rounds of
-                  20 episodes + 200 steps + evaluation (20, 20, 50 episodes)
-                  = 60 x 0.4 + 600 x 0.15 + 90 x 0.4 = 150 s              ~ 53 min
-    total                                                                ~ 1.8 h
+                  20 episodes + 200 steps + evaluation (20, 20, 50 episodes),
+                  ~100-160 s per cell                                       ~ 37 min
+    total                                                                   83 min
 
-i.e. about 2 hours on an otherwise idle 2-core machine; a concurrent training job can double
-or triple it (it resumes, so it can be stopped and continued). What this size can show: 1000
-offline steps is 1/5 to 1/10 of the paper's 5k-10k pretraining steps and 60 online episodes
-per method are far below its 20k-200k; the shipped BC actor needed 5k-15k steps for 20-30 %
+i.e. within the ~2 hour budget on an otherwise idle 2-core machine; a concurrent training
+job can double it (the run resumes, so it can be stopped and continued). What this size can
+show: 2000 offline steps is 1/3 to 1/5 of the paper's pretraining and 60 online episodes per
+method are far below its 20k-200k; the shipped BC actor needed 5k-15k steps for 20-30 %
 (``models/grasp_bc.md``), so low absolute success rates are expected and the verdicts say
 'inconclusive' where the numbers cannot decide.
 
