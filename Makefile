@@ -2,7 +2,7 @@
 #   make demo   -> 10 episodes with the shipped model, JSON report in runs/demo/report.json
 #   make test   -> the test suite (unit, node and integration tests)
 #   make bench  -> latency and learning benchmarks, figures in bench/results.json
-#   make compare -> the paper's comparison (~2 h on 2 cores, resumable), docs/comparison.md
+#   make compare -> the paper's comparison (83 min on 2 cores, resumable), docs/comparison.md
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
