@@ -222,6 +222,41 @@ def test_messages_between_start_stamp_and_late_start_event_are_kept(harness, tmp
     assert ep['actions'].shape == (3, 7)
 
 
+def test_start_during_the_previous_end_grace_period_keeps_the_new_episodes_frames(
+        harness, tmp_path):
+    """The next episode may start while the logger still waits out the previous episode's
+    end grace period: frames stamped after the new start go into the NEW episode's bag too
+    (seen once in the integration test under load: a bag missing its first 0.7 s)."""
+    h, rng = harness, np.random.default_rng(11)
+    h.announce_actor()
+    h.logger.end_grace_s = 10.0     # a grace period the test cannot outlive by accident
+    h.start(1, 1)
+    _run_steps(h, rng, 1, time.time())
+    h.event(event='end', episode=1, outcome='timeout', steps=1, success=False,
+            terminated=False, truncated=True)
+    h.spin_until(lambda: h.logger._ending is not None)
+    start_s = time.time()
+    sent = []
+    for _ in range(2):          # published after episode 2's start stamp, within the grace
+        stamp = convert.s_to_stamp(time.time())
+        cam = convert.numpy_to_image(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), stamp,
+                                     'camera_color_optical_frame')
+        n = len(h.logger._prestart)
+        h.pub['camera'].publish(cam)
+        h.spin_until(lambda: len(h.logger._prestart) > n)
+        sent.append(bytes(cam.data))
+    assert h.logger._ending is not None and not h.saved      # still in the grace period
+    h.event(event='start', episode=2, seed=2, stamp_s=start_s)
+    h.spin_until(lambda: h.logger.recorder.in_episode and len(h.saved) == 1)
+    h.logger.end_grace_s = 0.0      # episode 2 ends at once
+    h.event(event='end', episode=2, outcome='timeout', steps=0, success=False,
+            terminated=False, truncated=True)
+    h.spin_until(lambda: len(h.saved) == 2)
+    cams = [bytes(deserialize_message(raw, Image).data)
+            for raw in _bag_messages(tmp_path / 'run' / 'bags' / 'episode_0002')[CAMERA]]
+    assert cams[:2] == sent
+
+
 def test_actions_after_the_last_counted_step_are_trimmed(harness, tmp_path):
     """An action that reaches the logger before the end event (e.g. the next frame's action
     after a terminate) is not a step: the dataset keeps the manager's count, and the dropped

@@ -178,7 +178,8 @@ class LoggerNode(Node):
         self._decisions = OrderedDict()  # stamp ns -> policy id, from /policy/decision
         self._expect_decisions = False   # the model info announces a decision topic
         self.frames_logged_total = 0
-        self.counts = {'episodes_saved': 0, 'steps_total': 0, 'unmatched_actions': 0,
+        self.counts = {'camera_frames_received': 0, 'episodes_saved': 0, 'steps_total': 0,
+                       'unmatched_actions': 0,
                        'pre_start_actions': 0, 'trimmed_steps': 0,
                        'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0}
         self.last_saved = None
@@ -218,9 +219,15 @@ class LoggerNode(Node):
         if topic == EVENT:
             self._on_event(data)
             return
+        if topic == CAMERA:
+            # In the diagnostics: > 0 tells clients the camera subscription is matched and
+            # flowing (EpisodeClient.wait_ready waits for it before the first episode).
+            self.counts['camera_frames_received'] += 1
         if self.recorded.get(topic, (None, ''))[1] == 'latched':
             self._latched[topic] = data
-        elif self._episode is None:
+        elif self._episode is None or self._ending is not None:
+            # Between episodes, and in the previous episode's end grace period (a start event
+            # may arrive then: what follows its stamp belongs to the new episode too).
             now = self._now_ns()
             self._prestart.append((now, topic, data))
             while self._prestart and self._prestart[0][0] < now - int(PRESTART_S * 1e9):

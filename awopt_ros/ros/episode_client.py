@@ -71,9 +71,25 @@ class EpisodeClient(Node):
             self.executor_.spin_once(timeout_sec=0.05)
         return condition()
 
-    def wait_ready(self, timeout_s=60.0, alive=None):
-        """Wait until ``/episode/start`` is available; False on timeout."""
-        return self.spin_until(self.start_client.service_is_ready, timeout_s, alive)
+    def wait_ready(self, timeout_s=60.0, alive=None, logger=True):
+        """Wait until ``/episode/start`` is available and, with ``logger``, until the logger's
+        diagnostics report camera frames received (its subscription has matched the camera:
+        DDS discovery can take a second after start-up, and best-effort frames sent before the
+        match never reach the logger, so the first episode would miss its first frames).
+
+        Returns:
+            bool: False on timeout (or when ``alive()`` turns False).
+        """
+        def ready():
+            if not self.start_client.service_is_ready():
+                return False
+            if not logger:
+                return True
+            try:
+                return int(self.counters.get('logger', {}).get('camera_frames_received', 0)) > 0
+            except ValueError:
+                return False
+        return self.spin_until(ready, timeout_s, alive)
 
     def start_episode(self, timeout_s=30.0, alive=None):
         """Ask for an episode; return its number, or raise RuntimeError with the reason."""

@@ -29,11 +29,13 @@ def spin_node(node_cls, args=None):
         rclpy.logging.get_logger(getattr(node_cls, '__name__', 'node')).fatal(
             f'startup failed: {exc}')
         code = 1
-    except RuntimeError as exc:
-        if node is None or node.context.ok():
+    except (RuntimeError, TypeError) as exc:
+        # rclpy can fail to take a message that arrives while SIGINT shuts the context down,
+        # and a Ctrl-C that lands inside a message's C deserialisation surfaces as a TypeError
+        # chained to the KeyboardInterrupt: both are still a clean shutdown.
+        interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+        if node is None or (node.context.ok() and not interrupted):
             raise
-        # rclpy can fail to take a message that arrives while SIGINT shuts the context down;
-        # that is still a clean shutdown.
         rclpy.logging.get_logger(node.get_name()).debug(f'error during shutdown: {exc}')
     finally:
         if node is not None:

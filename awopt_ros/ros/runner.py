@@ -94,7 +94,8 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         out(f'bringing up {len(stack.nodes)} nodes (logs in {run_dir / "logs"}) ...')
         if not client.wait_ready(startup_timeout_s, alive=alive):
             raise StackError('the stack did not come up: ' + (_dead_nodes_message(stack)
-                             or '/episode/start never appeared'))
+                             or '/episode/start never appeared, or the logger '
+                                'never reported camera frames'))
         for i in range(warmup_episodes + episodes):
             warmup = i < warmup_episodes
             client.recording = not warmup
