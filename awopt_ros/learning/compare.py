@@ -900,6 +900,17 @@ class Comparison:
         self.cells_run += 1
         return result
 
+    def cell(self, table, preset, seed):
+        """Return one cell's result: the saved JSON when the cell is finished, else run it
+        (offline for tables 'a'/'b', online for 'c'/'d')."""
+        path = self.cell_path(table, preset, seed)
+        if path.is_file():
+            self.cells_skipped += 1
+            return json.loads(path.read_text())
+        if table in ('a', 'b'):
+            return self.offline_cell(table, preset, seed)
+        return self.online_cell(table, preset, seed)
+
     def offline_cell(self, table, preset, seed):
         """Train (or resume) and evaluate one offline cell of table 'a' or 'b'."""
         from awopt_ros.learning.awopt import Learner
@@ -907,9 +918,6 @@ class Comparison:
                                                   load_checkpoint, save_checkpoint)
         c = self.config
         path = self.cell_path(table, preset, seed)
-        if path.is_file():
-            self.cells_skipped += 1
-            return json.loads(path.read_text())
         t0 = time.monotonic()
         buffer = self._buffers.get(table)
         if buffer is None:
@@ -954,14 +962,11 @@ class Comparison:
                                                   save_checkpoint, write_json)
         c = self.config
         path = self.cell_path(table, preset, seed)
-        if path.is_file():
-            self.cells_skipped += 1
-            return json.loads(path.read_text())
         t0 = time.monotonic()
         start_preset = preset if table == 'c' else 'awopt'
         start_path = self.cell_path('a', start_preset, seed)
         start_cell = json.loads(start_path.read_text()) if start_path.is_file() \
-            else self.offline_cell('a', start_preset, seed)
+            else self.cell('a', start_preset, seed)
         start_ckpt = self.work / start_cell['checkpoint']
         folder = self.online_dir(table, preset, seed)
         progress_path = folder / 'progress.json'
@@ -1040,11 +1045,7 @@ class Comparison:
                              dynamic_ncols=True)
         try:
             for table, preset, seed in cells:
-                if table in ('a', 'b'):
-                    res = self.offline_cell(table, preset, seed)
-                else:
-                    res = self.online_cell(table, preset, seed)
-                results[(table, preset, seed)] = res
+                results[(table, preset, seed)] = self.cell(table, preset, seed)
                 if self._bar is not None:
                     self._bar.update(1)
         finally:
