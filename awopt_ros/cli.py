@@ -164,6 +164,12 @@ def cmd_compare(args):
     return run_compare_cli(args) or 0
 
 
+def cmd_dagger(args):
+    """DAgger on the logged demonstrations: the actor drives, the scripted expert labels."""
+    from awopt_ros.learning.dagger import run_dagger_cli
+    return run_dagger_cli(args) or 0
+
+
 def build_parser():
     """Return the ``awopt`` argument parser."""
     parser = argparse.ArgumentParser(prog='awopt', description=__doc__.split('\n')[0])
@@ -183,6 +189,12 @@ def build_parser():
     from awopt_ros.learning.train_cli import add_train_args
     add_train_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('dagger', help='DAgger in process: the actor drives, the noise-free '
+                                       'scripted expert labels the visited states')
+    from awopt_ros.learning.dagger import add_dagger_args
+    add_dagger_args(p)
+    p.set_defaults(func=cmd_dagger)
 
     p = sub.add_parser('finetune', help='train on the episodes a running stack logs, '
                                          're-exporting the models atomically')

@@ -121,3 +121,17 @@ def test_scripted_actions_stay_in_bounds_and_bad_input_raises():
         ScriptedGraspPolicy(noise_std_m=-1.0)
     assert wrap_half_pi(np.pi) == pytest.approx(0.0, abs=1e-12)
     assert wrap_half_pi(0.75 * np.pi) == pytest.approx(-0.25 * np.pi)
+
+
+def test_scripted_target_rule_picks_bin_centre_or_nearest_tool_object():
+    # object 0 sits at the bin centre; object 1 right below a tool far off the centre
+    poses = np.array([[0.60, 0.00, 0.02, 1, 0, 0, 0], [0.45, -0.20, 0.02, 1, 0, 0, 0]])
+    proprio = np.array([0.46, -0.19, 0.30, 0.0, 1.0, 0.0])
+    centre = ScriptedGraspPolicy(noise_std_m=0.0, slip_probability=0.0)
+    near = ScriptedGraspPolicy(noise_std_m=0.0, slip_probability=0.0, target_rule='nearest_tool')
+    a_centre, a_near = centre.act(proprio, poses), near.act(proprio, poses)
+    assert centre.target == 0 and near.target == 1
+    assert a_centre[0] > 0.02 and a_centre[1] > 0.02        # towards the bin centre
+    assert abs(a_near[0]) < 0.02 and abs(a_near[1]) < 0.02   # the object below the tool
+    with pytest.raises(ValueError, match='target_rule'):
+        ScriptedGraspPolicy(target_rule='largest')

@@ -179,7 +179,7 @@ def evaluate(actor, images, proprios, actions, weights, batch_size=256):
     return total / max(count, 1)
 
 
-def train_bc(images, proprios, actions, config=None, progress=True, log=None):
+def train_bc(images, proprios, actions, config=None, progress=True, log=None, actor=None):
     """Train an :class:`Actor` by behaviour cloning on (image, proprio) -> action pairs.
 
     Args:
@@ -188,6 +188,8 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None):
         config: :class:`BCConfig` (defaults if None).
         progress: show a tqdm progress bar.
         log: optional callable(str) for progress lines.
+        actor: optional :class:`Actor` to go on training (warm start, e.g. the previous
+            DAgger iteration's); it is trained in place. None: a new ``Actor(config.actor)``.
 
     Returns:
         (actor in eval mode, history dict with lists ``step``, ``train_loss`` (running mean
@@ -195,9 +197,13 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None):
         final per-sub-action held-out losses ``heldout_parts``).
 
     Raises:
-        ValueError: bad array shapes/dtypes or an image size different from the config's.
+        ValueError: bad array shapes/dtypes, an image size different from the config's, or a
+            warm-start actor whose network differs from ``config.actor``.
     """
     config = config or BCConfig()
+    if actor is not None and actor.config.to_dict() != config.actor.to_dict():
+        raise ValueError(f'warm-start actor {actor.config.to_dict()} differs from '
+                         f'config.actor {config.actor.to_dict()}')
     images, proprios, actions = _check_arrays(images, proprios, actions)
     if images.shape[1:3] != (config.actor.image_size, config.actor.image_size):
         raise ValueError(f'images are {images.shape[1]}x{images.shape[2]}, the actor expects '
@@ -212,7 +218,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None):
     tr_idx = torch.from_numpy(train_idx)
     ho = (t_img[hold_idx], t_pro[hold_idx], t_act[hold_idx]) if len(hold_idx) else None
 
-    actor = Actor(config.actor)
+    actor = Actor(config.actor) if actor is None else actor
     actor.train()
     opt = torch.optim.Adam(actor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history = {'step': [], 'train_loss': [], 'heldout_loss': [], 'heldout_parts': {}}

@@ -3,7 +3,9 @@
 The scripted policy produces demonstrations for behaviour cloning and offline RL: it picks the
 object nearest the bin centre (a rule a camera-based policy can learn: one fixed place in a
 fixed view; re-chosen every step while approaching, so a pushed object changes the choice as it
-would for a learned policy), moves above it while descending, turns the gripper across the
+would for a learned policy; ``target_rule='nearest_tool'`` picks the object nearest the tool
+instead, the labelling rule of :mod:`awopt_ros.learning.dagger`), moves above it while
+descending, turns the gripper across the
 narrow side of elongated objects, descends, closes, lifts and terminates. Noise makes it
 imperfect on purpose: a per-episode grasp-point error (a stand-in for perception error,
 sometimes large) and per-step Gaussian motion noise, so the dataset holds successes and
@@ -46,13 +48,27 @@ class ScriptedGraspPolicy:
             grasp-point error is 1.5x this, and with probability ``slip_probability`` an episode
             gets a large error (2-4 cm) that usually makes it fail.
         slip_probability: probability of a large per-episode grasp-point error.
+        target_rule: which object to grasp, re-chosen every step while approaching:
+            ``'bin_centre'`` (default, the demonstrations' rule) the object nearest the bin
+            centre; ``'nearest_tool'`` the object nearest the tool in x, y (a rule that agrees
+            with wherever a learner has already headed, as DAgger's labels need).
+
+    Raises:
+        ValueError: a negative noise, a probability outside [0, 1] or an unknown rule.
     """
 
-    def __init__(self, seed=0, noise_std_m=0.004, slip_probability=0.35):
+    TARGET_RULES = ('bin_centre', 'nearest_tool')
+
+    def __init__(self, seed=0, noise_std_m=0.004, slip_probability=0.35,
+                 target_rule='bin_centre'):
         if noise_std_m < 0:
             raise ValueError(f'noise_std_m must be >= 0, got {noise_std_m}')
         if not 0.0 <= slip_probability <= 1.0:
             raise ValueError(f'slip_probability must be in [0, 1], got {slip_probability}')
+        if target_rule not in self.TARGET_RULES:
+            raise ValueError(f'target_rule must be one of {self.TARGET_RULES}, got '
+                             f'{target_rule!r}')
+        self.target_rule = target_rule
         self.rng = np.random.default_rng(seed)
         self.noise_std_m = float(noise_std_m)
         self.slip_probability = float(slip_probability)
@@ -91,7 +107,8 @@ class ScriptedGraspPolicy:
         tool = proprio[:3]
         tool_yaw = math.atan2(proprio[3], proprio[4])
         if self.target is None or self.phase == 'approach':
-            centre = np.asarray(robot.BIN_CENTER_M[:2])
+            centre = (np.asarray(robot.BIN_CENTER_M[:2]) if self.target_rule == 'bin_centre'
+                      else tool[:2])
             self.target = int(np.argmin(np.linalg.norm(poses[:, :2] - centre, axis=1)))
         obj = poses[self.target]
         round_footprint = False
