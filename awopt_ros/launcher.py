@@ -144,7 +144,9 @@ class Stack:
         return [n for n in self.nodes if not n.alive()]
 
     def stop(self, timeout_s=15.0):
-        """Stop all nodes: SIGINT (clean shutdown, the logger closes its files), then kill.
+        """Stop all nodes: SIGINT (clean shutdown, the logger closes its files), then kill;
+        a node still running after ``timeout_s`` first gets SIGUSR1, which writes its Python
+        stacks into its log.
 
         Returns {node name: exit code}.
         """
@@ -156,6 +158,10 @@ class Stack:
             try:
                 n.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                # Stuck: ask for its Python stacks (ros.run.spin_node registers SIGUSR1 with
+                # faulthandler; they land in its log), then kill it.
+                n.process.send_signal(signal.SIGUSR1)
+                time.sleep(0.5)
                 n.process.kill()
                 n.process.wait()
         return {n.name: n.process.returncode for n in self.nodes}

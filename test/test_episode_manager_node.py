@@ -4,12 +4,13 @@ import time
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Float32, String
 from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.nodes.episode_manager import EpisodeManagerNode
-from awopt_ros.ros import convert, qos
+from awopt_ros.ros import convert, diagnostics, qos
 
 
 class FakeCell:
@@ -29,6 +30,8 @@ class FakeCell:
         self.joints = self.node.create_publisher(JointState, '/joint_states', qos.SENSOR)
         self.camera = self.node.create_publisher(CameraInfo, '/camera/color/camera_info',
                                                  qos.SENSOR)
+        self.diag = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.logger_frames = 1     # what the fake logger reports as camera_frames_received
         self.start = self.node.create_client(Trigger, '/episode/start')
         self.stop = self.node.create_client(Trigger, '/episode/stop')
 
@@ -47,6 +50,8 @@ class FakeCell:
         info = CameraInfo()
         info.header.stamp = self.node.get_clock().now().to_msg()
         self.camera.publish(info)
+        self.diag.publish(diagnostics.diagnostic_array(
+            self.node, 'logger', {'camera_frames_received': self.logger_frames}))
 
     def send_action(self, terminate=0.0):
         stamp = self.node.get_clock().now().to_msg()
@@ -62,15 +67,18 @@ def spin(executor, cond, timeout_s=5.0, cell=None):
     return cond()
 
 
-def setup(ctx, **params):
+def setup(ctx, logger_frames=1, **params):
     from rclpy.parameter import Parameter
     overrides = [Parameter(k, value=v) for k, v in params.items()]
     manager = EpisodeManagerNode(context=ctx, parameter_overrides=overrides)
     cell = FakeCell(ctx)
+    cell.logger_frames = logger_frames
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(manager)
     ex.add_node(cell.node)
     assert spin(ex, cell.start.service_is_ready)
+    if logger_frames and manager.wait_for_logger:
+        assert spin(ex, lambda: manager.logger_ready, cell=cell)
     return manager, cell, ex
 
 
@@ -153,4 +161,27 @@ def test_dead_camera_ends_episode_as_node_lost(ros_context):
         ex.spin_once(timeout_sec=0.02)
     end = events_of(cell, 'end')[0]
     assert end['outcome'] == 'node_lost' and 'camera' in end['detail'] and end['truncated']
+    manager.destroy_node()
+
+
+def test_start_waits_until_the_logger_receives_camera_frames(ros_context):
+    manager, cell, ex = setup(ros_context, logger_frames=0)
+    spin(ex, lambda: False, timeout_s=0.3, cell=cell)    # diagnostics arrive, 0 frames
+    refused = call(ex, cell.start, cell)
+    assert not refused.success
+    error = json.loads(refused.message)['error']
+    assert 'logger not available' in error     # 'not available': EpisodeClient retries
+    assert cell.resets == 0 and not events_of(cell, 'start')
+    cell.logger_frames = 3
+    assert spin(ex, lambda: manager.logger_ready, cell=cell)
+    reply = call(ex, cell.start, cell)
+    assert reply.success and json.loads(reply.message) == {'episode': 1}
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    manager.destroy_node()
+
+
+def test_start_without_a_logger_when_configured(ros_context):
+    manager, cell, ex = setup(ros_context, logger_frames=0, wait_for_logger=False)
+    reply = call(ex, cell.start, cell)
+    assert reply.success and not manager.logger_ready
     manager.destroy_node()

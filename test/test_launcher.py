@@ -1,5 +1,6 @@
 """Bringup command lines and environment (awopt_ros.launcher), and the params YAML."""
 import os
+import sys
 
 import pytest
 import yaml
@@ -63,3 +64,41 @@ def test_cli_set_overrides_parse_yaml_values_and_reject_malformed():
     for bad in ('policy=cem', 'mode=cem', ':mode=cem', 'policy:=cem'):
         with pytest.raises(ValueError, match='NODE:PARAM=VALUE'):
             parse_overrides([bad])
+
+
+STUCK_NODE = """
+import signal, time
+from rclpy.node import Node
+from awopt_ros.ros.run import spin_node
+
+class StuckNode(Node):
+    def __init__(self):
+        super().__init__('stuck')
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # deaf to the launcher's SIGINT
+        print('stuck node up', flush=True)
+        while True:
+            time.sleep(0.02)
+
+spin_node(StuckNode, args=[])
+"""
+
+
+def test_stop_dumps_the_stacks_of_a_node_that_does_not_stop_then_kills_it(tmp_path):
+    import subprocess
+    import time
+
+    from awopt_ros.launcher import NodeProcess, Stack, ros_environment
+    log_path = tmp_path / 'stuck.log'
+    stack = Stack(log_dir=tmp_path)
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen([sys.executable, '-c', STUCK_NODE], stdout=log,
+                                stderr=subprocess.STDOUT, env=ros_environment(domain_id=97))
+    stack.nodes.append(NodeProcess('stuck', [], log_path, proc))
+    deadline = time.monotonic() + 30
+    while 'stuck node up' not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    codes = stack.stop(timeout_s=1.0)
+    assert codes == {'stuck': -9}
+    text = log_path.read_text()
+    assert 'most recent call first' in text          # faulthandler's dump, in the node's log
+    assert 'in __init__' in text                      # where it hung: StuckNode.__init__

@@ -7,6 +7,7 @@ Services ``/episode/start`` and ``/episode/stop`` (std_srvs/Trigger); events on
 import json
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, JointState
@@ -15,6 +16,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.core.episode import Episode, EpisodeConfig
 from awopt_ros.ros import convert, qos
+from awopt_ros.ros.diagnostics import parse_values
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
 
@@ -49,6 +51,13 @@ class EpisodeManagerNode(Node):
         enable_service = declare(self, 'enable_service', '/arm/enable',
                                  'std_srvs/SetBool service that enables the arm interface.',
                                  read_only=True)
+        self.wait_for_logger = declare(
+            self, 'wait_for_logger', True,
+            "Refuse /episode/start ('logger not available') until the logger's /diagnostics "
+            'report camera frames received, so its bag holds every episode from the first '
+            'frame (DDS discovery can take a second after start-up); false for a stack '
+            'without a logger.', read_only=True)
+        self.logger_ready = False
 
         self.episode_index = 0
         self.episode = None        # Episode while running
@@ -67,6 +76,9 @@ class EpisodeManagerNode(Node):
                                  lambda _: self._seen('joint_states'), qos.SENSOR)
         self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera,
                                  qos.SENSOR)
+        if self.wait_for_logger:
+            self._diag_sub = self.create_subscription(DiagnosticArray, '/diagnostics',
+                                                      self._on_diagnostics, 50)
         # Success samples count only after a camera frame newer than the episode's start:
         # samples still in flight from before the reset must not end the new episode.
         self.fresh_frame = False
@@ -90,6 +102,12 @@ class EpisodeManagerNode(Node):
                 response.message = json.dumps(
                     {'error': f'service {client.srv_name} not available'})
                 return response
+        if self.wait_for_logger and not self.logger_ready:
+            response.success = False
+            response.message = json.dumps(
+                {'error': 'logger not available: no camera frames received yet (waiting for '
+                          'its /diagnostics)'})
+            return response
         self.episode_index += 1
         self.pending = 'reset'
         self.start_request_s = time.monotonic()
@@ -135,6 +153,18 @@ class EpisodeManagerNode(Node):
                        'stamp_s': self._now_s()})
 
     # -- inputs ------------------------------------------------------------------------------
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name != 'logger':
+                continue
+            try:
+                frames = int(parse_values(status).get('camera_frames_received', 0))
+            except ValueError:
+                continue
+            if frames > 0 and not self.logger_ready:
+                self.logger_ready = True
+                self.get_logger().info('logger receives camera frames: episodes may start')
+
     def _seen(self, name):
         if self.episode is not None:
             self.episode.seen(name, time.monotonic())

@@ -1,4 +1,6 @@
 """Spin a node with the shutdown behaviour of ros2/examples (exit 0 on Ctrl-C / shutdown)."""
+import faulthandler
+import signal
 import sys
 
 import rclpy
@@ -16,7 +18,12 @@ def spin_node(node_cls, args=None):
     """Create ``node_cls()``, spin it until shutdown, and clean up. Returns the exit code.
 
     0 on shutdown / Ctrl-C; 1 when the node raised :class:`StartupError` while starting.
+    SIGUSR1 writes every thread's Python stack to stderr (the node's log), without stopping
+    the node: the launcher sends it to a node that does not stop after SIGINT before killing
+    it, so a hang leaves its place in the log.
     """
+    if hasattr(signal, 'SIGUSR1'):
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     code = 0
