@@ -24,6 +24,16 @@ def spin_node(node_cls, args=None):
     """
     if hasattr(signal, 'SIGUSR1'):
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    # Remember that SIGINT arrived: a KeyboardInterrupt raised inside a pybind11 call (e.g.
+    # while rclpy converts a message argument) comes out as a RuntimeError that no longer
+    # carries it, and the context may still be ok at that moment.
+    sigints = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        sigints.append(signum)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, on_sigint)
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     code = 0
@@ -40,7 +50,8 @@ def spin_node(node_cls, args=None):
         # rclpy can fail to take a message that arrives while SIGINT shuts the context down,
         # and a Ctrl-C that lands inside a message's C deserialisation surfaces as a TypeError
         # chained to the KeyboardInterrupt: both are still a clean shutdown.
-        interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+        interrupted = bool(sigints) or isinstance(exc.__cause__ or exc.__context__,
+                                                  KeyboardInterrupt)
         if node is None or (node.context.ok() and not interrupted):
             raise
         rclpy.logging.get_logger(node.get_name()).debug(f'error during shutdown: {exc}')
@@ -51,4 +62,5 @@ def spin_node(node_cls, args=None):
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
+        signal.signal(signal.SIGINT, previous)
     return code
