@@ -1,6 +1,8 @@
 """episode_manager: reset -> run -> done, one episode at a time.
 
-Services ``/episode/start`` and ``/episode/stop`` (std_srvs/Trigger); events on
+Services ``/episode/start`` (refused until the reset/enable services are up and, with
+``wait_for_logger``, the logger reports camera frames) and ``/episode/stop``
+(std_srvs/Trigger); events on
 ``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md). The decisions live in
 :mod:`awopt_ros.core.episode`; this node only wires topics and services to it.
 """

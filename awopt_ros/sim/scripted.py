@@ -5,8 +5,8 @@ object nearest the bin centre (a rule a camera-based policy can learn: one fixed
 fixed view; re-chosen every step while approaching, so a pushed object changes the choice as it
 would for a learned policy; ``target_rule='nearest_tool'`` picks the object nearest the tool
 instead, the labelling rule of :mod:`awopt_ros.learning.dagger`), moves above it while
-descending, turns the gripper across the
-narrow side of elongated objects, descends, closes, lifts and terminates. Noise makes it
+descending, turns the gripper across the narrow side of elongated objects, descends, closes,
+lifts and terminates. Noise makes it
 imperfect on purpose: a per-episode grasp-point error (a stand-in for perception error,
 sometimes large) and per-step Gaussian motion noise, so the dataset holds successes and
 failures.
