@@ -31,7 +31,7 @@ class FakeCell:
         self.camera = self.node.create_publisher(CameraInfo, '/camera/color/camera_info',
                                                  qos.SENSOR)
         self.diag = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.logger_frames = 1     # what the fake logger reports as camera_frames_received
+        self.logger_frames = 1     # the fake logger's policy_images_received (others: 5)
         self.start = self.node.create_client(Trigger, '/episode/start')
         self.stop = self.node.create_client(Trigger, '/episode/stop')
 
@@ -50,8 +50,9 @@ class FakeCell:
         info = CameraInfo()
         info.header.stamp = self.node.get_clock().now().to_msg()
         self.camera.publish(info)
-        self.diag.publish(diagnostics.diagnostic_array(
-            self.node, 'logger', {'camera_frames_received': self.logger_frames}))
+        counts = dict.fromkeys(diagnostics.LOGGER_READY_KEYS, 5)
+        counts['policy_images_received'] = self.logger_frames
+        self.diag.publish(diagnostics.diagnostic_array(self.node, 'logger', counts))
 
     def send_action(self, terminate=0.0):
         stamp = self.node.get_clock().now().to_msg()
@@ -164,9 +165,9 @@ def test_dead_camera_ends_episode_as_node_lost(ros_context):
     manager.destroy_node()
 
 
-def test_start_waits_until_the_logger_receives_camera_frames(ros_context):
+def test_start_waits_until_the_logger_receives_all_its_inputs(ros_context):
     manager, cell, ex = setup(ros_context, logger_frames=0)
-    spin(ex, lambda: False, timeout_s=0.3, cell=cell)    # diagnostics arrive, 0 frames
+    spin(ex, lambda: False, timeout_s=0.3, cell=cell)    # diagnostics: no policy images
     refused = call(ex, cell.start, cell)
     assert not refused.success
     error = json.loads(refused.message)['error']

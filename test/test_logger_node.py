@@ -147,6 +147,12 @@ def test_episode_recorded_to_bag_and_dataset(harness, tmp_path):
     for got, ref in zip(cams, sent['camera']):
         assert bytes(got.data) == bytes(ref.data) and got.header.stamp == ref.header.stamp
     assert len(msgs['/policy/action']) == 6 and len(msgs['/policy/image']) == 6
+    # the diagnostics counters that the episode manager's start readiness reads
+    from awopt_ros.ros.diagnostics import LOGGER_READY_KEYS, logger_ready
+    assert logger_ready(h.logger.counts)
+    assert all(h.logger.counts[k] >= 6 for k in LOGGER_READY_KEYS)
+    assert not logger_ready(dict(h.logger.counts, actions_received=0))
+    assert not logger_ready({'camera_frames_received': 'x'})
     events = [json.loads(deserialize_message(r, String).data)['event']
               for r in msgs['/episode/event']]
     assert events == ['start', 'end']

@@ -1,7 +1,7 @@
 """episode_manager: reset -> run -> done, one episode at a time.
 
 Services ``/episode/start`` (refused until the reset/enable services are up and, with
-``wait_for_logger``, the logger reports camera frames) and ``/episode/stop``
+``wait_for_logger``, the logger reports its inputs flowing) and ``/episode/stop``
 (std_srvs/Trigger); events on
 ``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md). The decisions live in
 :mod:`awopt_ros.core.episode`; this node only wires topics and services to it.
@@ -18,7 +18,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.core.episode import Episode, EpisodeConfig
 from awopt_ros.ros import convert, qos
-from awopt_ros.ros.diagnostics import parse_values
+from awopt_ros.ros.diagnostics import logger_ready, parse_values
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
 
@@ -56,9 +56,10 @@ class EpisodeManagerNode(Node):
         self.wait_for_logger = declare(
             self, 'wait_for_logger', True,
             "Refuse /episode/start ('logger not available') until the logger's /diagnostics "
-            'report camera frames received, so its bag holds every episode from the first '
-            'frame (DDS discovery can take a second after start-up); false for a stack '
-            'without a logger.', read_only=True)
+            'report camera frames, policy images, actions and joint states received, so its '
+            'bag and dataset hold every episode from the first step (DDS discovery can take '
+            'a second per topic after start-up); false for a stack without a logger.',
+            read_only=True)
         self.logger_ready = False
 
         self.episode_index = 0
@@ -107,8 +108,8 @@ class EpisodeManagerNode(Node):
         if self.wait_for_logger and not self.logger_ready:
             response.success = False
             response.message = json.dumps(
-                {'error': 'logger not available: no camera frames received yet (waiting for '
-                          'its /diagnostics)'})
+                {'error': 'logger not available: it has not yet received camera frames, '
+                          'policy images, actions and joint states (see its /diagnostics)'})
             return response
         self.episode_index += 1
         self.pending = 'reset'
@@ -159,13 +160,10 @@ class EpisodeManagerNode(Node):
         for status in msg.status:
             if status.name != 'logger':
                 continue
-            try:
-                frames = int(parse_values(status).get('camera_frames_received', 0))
-            except ValueError:
-                continue
-            if frames > 0 and not self.logger_ready:
+            if logger_ready(parse_values(status)) and not self.logger_ready:
                 self.logger_ready = True
-                self.get_logger().info('logger receives camera frames: episodes may start')
+                self.get_logger().info('logger receives every input it records: episodes '
+                                       'may start')
 
     def _seen(self, name):
         if self.episode is not None:

@@ -68,6 +68,10 @@ STACK_TOPICS = {
 }
 #: Topics the dataset needs; subscribed even when not recorded to the bag.
 INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS)
+#: Topics whose messages are counted in the diagnostics (counter names as in
+#: ``ros.diagnostics.LOGGER_READY_KEYS``).
+_RECEIVED = {CAMERA: 'camera_frames_received', POLICY_IMAGE: 'policy_images_received',
+             ACTION: 'actions_received', JOINTS: 'joint_states_received'}
 _QOS = {'sensor': qos.RECORD_SENSOR, 'reliable': qos.COMMAND, 'latched': qos.LATCHED}
 _MAX_IMAGES = 64          # recent policy images kept for stamp matching
 PRESTART_S = 1.0          # messages kept between episodes (s), see LoggerNode._prestart
@@ -178,7 +182,9 @@ class LoggerNode(Node):
         self._decisions = OrderedDict()  # stamp ns -> policy id, from /policy/decision
         self._expect_decisions = False   # the model info announces a decision topic
         self.frames_logged_total = 0
-        self.counts = {'camera_frames_received': 0, 'episodes_saved': 0, 'steps_total': 0,
+        self.counts = {'camera_frames_received': 0, 'policy_images_received': 0,
+                       'actions_received': 0, 'joint_states_received': 0,
+                       'episodes_saved': 0, 'steps_total': 0,
                        'unmatched_actions': 0,
                        'pre_start_actions': 0, 'trimmed_steps': 0,
                        'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0}
@@ -219,10 +225,12 @@ class LoggerNode(Node):
         if topic == EVENT:
             self._on_event(data)
             return
-        if topic == CAMERA:
-            # In the diagnostics: > 0 tells clients the camera subscription is matched and
-            # flowing (EpisodeClient.wait_ready waits for it before the first episode).
-            self.counts['camera_frames_received'] += 1
+        counter = _RECEIVED.get(topic)
+        if counter is not None:
+            # In the diagnostics: all > 0 tells clients that the subscriptions the dataset
+            # needs are matched and flowing (ros.diagnostics.logger_ready; the episode
+            # manager and EpisodeClient.wait_ready wait for it before the first episode).
+            self.counts[counter] += 1
         if self.recorded.get(topic, (None, ''))[1] == 'latched':
             self._latched[topic] = data
         elif self._episode is None or self._ending is not None:

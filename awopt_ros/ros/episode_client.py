@@ -15,7 +15,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
 from awopt_ros.ros import qos
-from awopt_ros.ros.diagnostics import parse_values
+from awopt_ros.ros.diagnostics import logger_ready, parse_values
 
 
 class EpisodeClient(Node):
@@ -73,9 +73,11 @@ class EpisodeClient(Node):
 
     def wait_ready(self, timeout_s=60.0, alive=None, logger=True):
         """Wait until ``/episode/start`` is available and, with ``logger``, until the logger's
-        diagnostics report camera frames received (its subscription has matched the camera:
-        DDS discovery can take a second after start-up, and best-effort frames sent before the
-        match never reach the logger, so the first episode would miss its first frames).
+        diagnostics report messages received on every input it records
+        (``ros.diagnostics.logger_ready``: camera frames, policy images, actions, joint states;
+        DDS discovery can take a second per topic after start-up, and best-effort messages sent
+        before a match never reach the logger, so the first episode would miss its first
+        frames or steps). The episode manager refuses to start before that too.
 
         Returns:
             bool: False on timeout (or when ``alive()`` turns False).
@@ -85,10 +87,7 @@ class EpisodeClient(Node):
                 return False
             if not logger:
                 return True
-            try:
-                return int(self.counters.get('logger', {}).get('camera_frames_received', 0)) > 0
-            except ValueError:
-                return False
+            return logger_ready(self.counters.get('logger', {}))
         return self.spin_until(ready, timeout_s, alive)
 
     def start_episode(self, timeout_s=30.0, alive=None):
