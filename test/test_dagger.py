@@ -151,3 +151,47 @@ def test_cli_reports_a_missing_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(['dagger', '--dataset-root', str(tmp_path), '--dataset-id', 'x/y-v0',
               '--target-rule', 'biggest'])
+
+
+def test_expert_target_label_is_the_chosen_object_until_the_close():
+    from awopt_ros.learning.dagger import TARGET_KEY
+    from awopt_ros.sim.scripted import grasp_height
+    policy = DaggerPolicy(None, target_rule='bin_centre')
+    policy.reset()
+    _, info = policy.act(_obs())
+    target = info[TARGET_KEY]
+    chosen = POSES[policy.expert.target]
+    np.testing.assert_allclose(target, [chosen[0], chosen[1], grasp_height(chosen[2]), 1.0],
+                               atol=1e-6)
+    policy.expert.phase, policy.expert.close_steps = 'lift', 4
+    assert policy._target(POSES)[3] == 0.0
+
+
+def test_run_dagger_with_target_pooling_trains_on_expert_and_hindsight_targets(tmp_path):
+    from awopt_ros.learning.bc import BCConfig
+    from awopt_ros.learning.dagger import labelled_targets
+    from awopt_ros.learning.export import export_actor
+    from awopt_ros.learning.networks import ActorConfig
+    from awopt_ros.sim.rollout import RolloutConfig
+    rollout = RolloutConfig(image_size=16, max_steps=5)
+    config = DaggerConfig(betas=(1.0,), episodes_per_iteration=2, first_train_steps=3,
+                          first_seed=21, eval_episodes=0, processes=1)
+    bc = BCConfig(eval_every=3, holdout_fraction=0.2, shift_px=0,
+                  actor=ActorConfig(image_size=16, channels=4, num_conv=3, hidden=16,
+                                    pooling='target'))
+    base = (np.zeros((2, 16, 16, 3), np.uint8), np.zeros((2, 6), np.float32),
+            np.zeros((2, 7), np.float32))
+    with pytest.raises(ValueError, match='base_targets'):
+        run_dagger(base, config, bc, tmp_path, export=lambda a, p: None, progress=False,
+                   rollout_config=rollout)
+    _, summary = run_dagger(base, config, bc, tmp_path,
+                            export=lambda a, p: export_actor(a, p, rollout.crop_xywh),
+                            progress=False, rollout_config=rollout, log=lambda s: None,
+                            base_targets=(np.zeros((2, 2), np.float32), np.ones(2, bool)))
+    steps = summary['iterations'][0]['steps']
+    assert summary['iterations'][0]['dataset_transitions'] == steps + 2
+    with np.load(tmp_path / 'iter_1.npz') as z:
+        assert z['target_xyz'].shape == (steps, 3) and z['target_mask'].all()  # 5 steps: no close
+        assert np.all((z['target_xyz'][:, 0] > 0.3) & (z['target_xyz'][:, 0] < 0.9))
+    with pytest.raises(ValueError, match='no target labels'):
+        labelled_targets([{'actions': np.zeros((1, 7)), 'infos': {}, 'seed': 1}])

@@ -160,3 +160,48 @@ def test_truncate_keeps_first_steps_and_returns_the_next_observation(tmp_path):
     np.testing.assert_array_equal(nxt['image'], ep['image'][2])
     np.testing.assert_array_equal(nxt['proprio'], ep['proprio'][2])
     assert nxt['stamp_s'] == ep['stamp'][2]
+
+
+def _hold_open(path, seconds):
+    """Start a process that keeps ``path`` open (HDF5 read lock) for ``seconds``."""
+    import subprocess
+    import sys
+    code = ('import h5py, sys, time\n'
+            'f = h5py.File(sys.argv[1], "r")\n'
+            'print("open", flush=True)\n'
+            'time.sleep(float(sys.argv[2]))\n')
+    proc = subprocess.Popen([sys.executable, '-c', code, str(path), str(seconds)],
+                            stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HDF5_USE_FILE_LOCKING='TRUE'))
+    assert proc.stdout.readline().strip() == 'open'
+    return proc
+
+
+def test_append_waits_for_a_reader_and_keeps_episodes_pending_while_locked(tmp_path,
+                                                                             monkeypatch):
+    """A reader holding the file (e.g. a training script) delays appends, never loses one."""
+    import time
+    monkeypatch.delenv('MINARI_DATASETS_PATH', raising=False)
+    monkeypatch.delenv('HDF5_USE_FILE_LOCKING', raising=False)
+    rng = np.random.default_rng(3)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID, lock_retry_s=10.0)
+    _record(rec, 1, _episode(rng, 3), True)
+    h5 = next((tmp_path / 'datasets').rglob('*.hdf5'))
+    holder = _hold_open(h5, 1.0)
+    t0 = time.monotonic()
+    summary = _record(rec, 2, _episode(rng, 4), False)       # waits for the reader
+    assert summary['written'] and summary['index'] == 1
+    assert time.monotonic() - t0 > 0.5 and rec.lock_retries > 0
+    holder.wait()
+
+    rec.lock_retry_s = 0.3
+    holder = _hold_open(h5, 3.0)
+    with pytest.raises(OSError, match='kept pending'):
+        _record(rec, 3, _episode(rng, 5), True)
+    assert rec.pending_episodes == 1
+    holder.wait()
+    summary = _record(rec, 4, _episode(rng, 2), False)       # writes 3, then 4
+    assert rec.pending_episodes == 0 and summary['index'] == 3
+    episodes = load_episodes(tmp_path, DATASET_ID)
+    assert [e['episode'] for e in episodes] == [1, 2, 3, 4]
+    assert [len(e['actions']) for e in episodes] == [3, 4, 5, 2]

@@ -110,6 +110,15 @@ def spaces(image_size=64):
     return obs, act
 
 
+#: Seconds between attempts to open a dataset file that another process has locked.
+LOCK_RETRY_PERIOD_S = 0.2
+
+
+def _is_lock_error(exc):
+    """True for HDF5's 'unable to lock file' (errno 11: another process has it open)."""
+    return isinstance(exc, BlockingIOError) or 'unable to lock file' in str(exc).lower()
+
+
 class EpisodeRecorder:
     """Buffer one episode at a time and append it to a Minari dataset when it ends.
 
@@ -119,6 +128,10 @@ class EpisodeRecorder:
         image_size: side S of the square (S, S, 3) uint8 observation image (px).
         data_format: Minari storage ('hdf5' default, or 'arrow'/'parquet' with pyarrow).
         description: dataset description (a default naming the spec is used if None).
+        lock_retry_s: how long (s) :meth:`append` keeps retrying while another process holds
+            the dataset file open (HDF5 file locking: e.g. a training script loading the
+            dataset) before it gives up; the episode then stays pending and is written
+            first by the next :meth:`append` (or :meth:`flush_pending`).
 
     An existing dataset with the same id is appended to (its spaces must match).
 
@@ -127,7 +140,7 @@ class EpisodeRecorder:
     """
 
     def __init__(self, root_dir, dataset_id, image_size=64, *, data_format=DEFAULT_DATA_FORMAT,
-                 description=None):
+                 description=None, lock_retry_s=30.0):
         import minari  # noqa: F401 - fail at construction, not at the first episode's end
         _parse_id(dataset_id)
         if int(image_size) < 1:
@@ -144,6 +157,10 @@ class EpisodeRecorder:
         self.observation_space, self.action_space = spaces(self.image_size)
         self._dataset = None
         self._episode = None
+        self._pending = []            # finished episodes (buffer, summary) not yet written
+        self._last_summary = None
+        self.lock_retry_s = float(lock_retry_s)
+        self.lock_retries = 0         # appends that found the file locked and waited
         self.episodes_written = 0
         self.steps_written = 0
 
@@ -309,14 +326,48 @@ class EpisodeRecorder:
     def append(self, buffer, summary):
         """Append a buffer from :meth:`finish` to the dataset; return the updated summary.
 
-        Calls must not overlap (one writer). ``buffer`` None: nothing is written.
+        Calls must not overlap (one writer). ``buffer`` None: nothing is written (pending
+        episodes still are). Episodes left pending by an earlier failure are written first,
+        in order.
+
+        Raises:
+            OSError: the file stayed locked for ``lock_retry_s`` (the episode stays pending),
+                or another I/O error (the episode is dropped, as a retry would repeat it).
         """
-        if buffer is None:
-            return summary
-        summary = dict(summary, index=self._append(buffer), written=True)
-        self.episodes_written += 1
-        self.steps_written += summary['steps']
-        return summary
+        if buffer is not None:
+            self._pending.append((buffer, summary))
+        self.flush_pending()
+        return self._last_summary if buffer is not None else summary
+
+    @property
+    def pending_episodes(self):
+        """Finished episodes not yet in the dataset (the file was locked)."""
+        return len(self._pending)
+
+    def flush_pending(self):
+        """Write every pending episode, oldest first (see :meth:`append` for errors)."""
+        import time
+        while self._pending:
+            buffer, summary = self._pending[0]
+            deadline = time.monotonic() + self.lock_retry_s
+            while True:
+                try:
+                    index = self._append(buffer)
+                    break
+                except OSError as exc:
+                    if not _is_lock_error(exc):
+                        self._pending.pop(0)
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise OSError(f'{exc} (dataset file still locked after '
+                                      f'{self.lock_retry_s:.0f} s; episode kept pending, '
+                                      f'{len(self._pending)} pending)') from exc
+                    self.lock_retries += 1
+                    time.sleep(LOCK_RETRY_PERIOD_S)
+            self._pending.pop(0)
+            self._last_summary = dict(summary, index=index, written=True)
+            self.episodes_written += 1
+            self.steps_written += summary['steps']
 
     @staticmethod
     def _buffer(ep, final_image, final_proprio, final_sp, final_stamp, success, terminated,

@@ -200,6 +200,10 @@ class LearnerConfig:
             if not isinstance(value, cls):
                 raise ValueError(f'LearnerConfig.{name} must be a {cls.__name__} (or dict), '
                                  f'got {type(value).__name__}')
+        if self.actor.pooling == 'target':
+            raise ValueError("LearnerConfig.actor.pooling 'target' needs grasp-target labels, "
+                             "which only behaviour cloning uses (awopt train --preset bc "
+                             "--pooling target)")
         for name in ('use_actor', 'use_critic', 'advantage_weighting', 'positive_filter',
                      'normalise_weights'):
             value = getattr(self, name)

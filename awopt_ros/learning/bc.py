@@ -10,6 +10,12 @@ are w_x = w_y = w_z = 33.3, w_theta = 5.5 and w_d = 1.0 for each of open, close,
 Continuous actions are compared after normalising by their bounds (a_k / high_k, so every
 continuous term lives in [-1, 1]); discrete ones use binary cross-entropy on the logits.
 
+Actors with 'target' pooling (``networks.ActorConfig``) also learn their grasp-target score
+map: a cross-entropy between the score softmax and a Gaussian (``target_sigma_cells``) around
+the hindsight grasp point (:mod:`awopt_ros.learning.targets`) on the steps before the close,
+weighted ``target_weight``; the action head is trained with its window centred on the label
+(teacher forcing), and at run time on the best-scoring cell.
+
 Augmentation: random shift of +-``shift_px`` pixels with edge replication (DrQ, Kostrikov et
 al. 2020), applied independently to each image in a batch.
 """
@@ -43,6 +49,10 @@ class BCConfig:
         seed: seed of torch and numpy generators used here.
         num_threads: torch intra-op threads (the target machine has 2 cores).
         actor: network shape (:class:`ActorConfig`).
+        target_weight: weight of the score-map cross-entropy ('target' pooling).
+        target_sigma_cells: std (score-map cells) of the Gaussian around the label.
+        lr_schedule: 'constant' or 'cosine' (the learning rate decays to 0 over ``steps``,
+            Loshchilov & Hutter 2017, without restarts).
     """
 
     steps: int = 5000
@@ -56,6 +66,9 @@ class BCConfig:
     seed: int = 0
     num_threads: int = 2
     actor: ActorConfig = field(default_factory=ActorConfig)
+    target_weight: float = 1.0
+    target_sigma_cells: float = 0.75
+    lr_schedule: str = 'constant'
 
     def __post_init__(self):
         """Validate the values (ValueError naming the field)."""
@@ -75,6 +88,15 @@ class BCConfig:
                              f'got {self.holdout_fraction}')
         if self.eval_every < 1:
             raise ValueError(f'BCConfig.eval_every must be >= 1, got {self.eval_every}')
+        if self.target_weight < 0 or not self.target_sigma_cells > 0:
+            raise ValueError(f'BCConfig.target_weight must be >= 0 and target_sigma_cells '
+                             f'> 0, got {self.target_weight}, {self.target_sigma_cells}')
+        if self.lr_schedule not in ('constant', 'cosine'):
+            raise ValueError(f"BCConfig.lr_schedule must be 'constant' or 'cosine', "
+                             f'got {self.lr_schedule!r}')
+        if self.actor.pooling == 'target' and self.shift_px:
+            raise ValueError("BCConfig.shift_px must be 0 with pooling 'target': the target "
+                             f'labels do not move with a shifted image (got {self.shift_px})')
 
     def to_dict(self):
         """Return the config as a plain (JSON-friendly) dict."""
@@ -112,19 +134,58 @@ def random_shift(images, shift_px, generator=None):
     return windows[torch.arange(n), d[:, 0], d[:, 1]]
 
 
-def bc_loss(actor, images, proprios, actions, weights):
+def target_loss(actor, scores, target_xy, mask, sigma_cells):
+    """Score-map cross-entropy against a Gaussian around ``target_xy``, mean over ``mask``.
+
+    Args:
+        actor: :class:`Actor` with 'target' pooling (its ``target_grid``, ``map_side``).
+        scores: (N, S*S) score logits; target_xy: float (N, 2) in [-1, 1]; mask: (N,) bool
+            or 0/1 (steps with a label); sigma_cells: Gaussian std in score-map cells.
+
+    Returns:
+        scalar tensor (0 when no step is labelled).
+    """
+    sigma = sigma_cells * 2.0 / actor.map_side
+    d2 = ((actor.target_grid.unsqueeze(0) - target_xy.unsqueeze(1)) ** 2).sum(-1)
+    label = torch.softmax(-0.5 * d2 / sigma ** 2, dim=-1)                    # (N, S*S)
+    ce = -(label * torch.log_softmax(scores, dim=-1)).sum(-1)                 # (N,)
+    m = mask.to(torch.float32)
+    return (ce * m).sum() / m.sum().clamp(min=1.0)
+
+
+def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weight=1.0,
+            target_sigma_cells=0.75):
     """Return (total loss, dict of per-sub-action losses) for one batch.
 
     Args:
         actor: :class:`Actor`.
         images: uint8 tensor (N, H, W, 3); proprios: float32 (N, 6); actions: float32 (N, 7).
         weights: 7 sub-action weights w_k.
+        targets: optional (target_xy float (N, 2), mask (N,)) grasp-target labels
+            (:mod:`awopt_ros.learning.targets`) for an actor with 'target' pooling: the
+            window is centred on them and :func:`target_loss` is added (part ``'target'``).
+            None: the actor picks its own target (evaluation without labels).
+        target_weight, target_sigma_cells: see :class:`BCConfig`.
 
     total = sum_k w_k mean_n (mu_k/high_k - a_k/high_k)^2 + sum_j w_j mean_n BCE(logit_j, a_j)
-    with discrete targets a_j > 0.5 -> 1 else 0.
+    with discrete targets a_j > 0.5 -> 1 else 0 (+ target_weight * target loss).
+
+    Raises:
+        ValueError: ``targets`` for an actor without 'target' pooling.
     """
     w = torch.as_tensor(weights, dtype=torch.float32)
-    mean_n, logits = actor.normalised(images, proprios)
+    extra = None
+    if targets is None:
+        mean_n, logits = actor.normalised(images, proprios)
+    else:
+        if actor.config.pooling != 'target':
+            raise ValueError(f"targets need an actor with pooling 'target', not "
+                             f'{actor.config.pooling!r}')
+        target_xy, mask = targets
+        scores, maps = actor.target_maps(images)
+        xy, local = actor.attend(scores, maps, target_xy)
+        mean_n, logits = actor.head(torch.cat([xy, local], dim=1), proprios)
+        extra = target_loss(actor, scores, target_xy, mask, target_sigma_cells)
     high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
     target_n = (actions[:, :4] / high).clamp(-1.0, 1.0)
     mse = ((mean_n - target_n) ** 2).mean(0)                                 # (4,)
@@ -133,6 +194,9 @@ def bc_loss(actor, images, proprios, actions, weights):
     total = (w[:4] * mse).sum() + (w[4:] * bce).sum()
     parts = {name: float(v) for name, v in
              zip(spec.ACTION_NAMES, torch.cat([mse, bce]).detach())}
+    if extra is not None:
+        total = total + target_weight * extra
+        parts['target'] = float(extra.detach())
     return total, parts
 
 
@@ -165,13 +229,39 @@ def _check_arrays(images, proprios, actions):
 
 
 @torch.no_grad()
-def evaluate(actor, images, proprios, actions, weights, batch_size=256):
-    """Return the mean BC loss (float) of ``actor`` over tensors, without augmentation."""
+def _check_targets(targets, n, pooling):
+    """Return ``targets`` as tensors (xy (N, 2) float32, mask (N,) bool), or None."""
+    if pooling != 'target':
+        if targets is not None:
+            raise ValueError(f"targets need an actor with pooling 'target', not {pooling!r}")
+        return None
+    if targets is None:
+        raise ValueError("an actor with pooling 'target' needs targets (grasp-target labels, "
+                         'learning.targets.target_arrays)')
+    xy = np.asarray(targets[0], dtype=np.float32)
+    mask = np.asarray(targets[1], dtype=bool)
+    if xy.shape != (n, 2) or mask.shape != (n,):
+        raise ValueError(f'targets must be ((N, 2), (N,)) with N={n}, got {xy.shape}, '
+                         f'{mask.shape}')
+    if not np.all(np.isfinite(xy)):
+        raise ValueError('targets contain non-finite coordinates')
+    return torch.from_numpy(xy), torch.from_numpy(mask)
+
+
+def evaluate(actor, images, proprios, actions, weights, batch_size=256, targets=None,
+             **loss_kw):
+    """Return the mean BC loss (float) of ``actor`` over tensors, without augmentation.
+
+    ``targets`` and ``loss_kw`` as in :func:`bc_loss` (tensors of all N rows).
+    """
     actor.eval()
     total, count = 0.0, 0
     for s in range(0, images.shape[0], batch_size):
         sl = slice(s, s + batch_size)
-        loss, _ = bc_loss(actor, images[sl], proprios[sl], actions[sl], weights)
+        part = None if targets is None else (targets[0][sl], targets[1][sl])
+        with torch.no_grad():
+            loss, _ = bc_loss(actor, images[sl], proprios[sl], actions[sl], weights, part,
+                              **loss_kw)
         k = images[sl].shape[0]
         total += float(loss) * k
         count += k
@@ -179,7 +269,8 @@ def evaluate(actor, images, proprios, actions, weights, batch_size=256):
     return total / max(count, 1)
 
 
-def train_bc(images, proprios, actions, config=None, progress=True, log=None, actor=None):
+def train_bc(images, proprios, actions, config=None, progress=True, log=None, actor=None,
+             targets=None):
     """Train an :class:`Actor` by behaviour cloning on (image, proprio) -> action pairs.
 
     Args:
@@ -190,6 +281,10 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
         log: optional callable(str) for progress lines.
         actor: optional :class:`Actor` to go on training (warm start, e.g. the previous
             DAgger iteration's); it is trained in place. None: a new ``Actor(config.actor)``.
+        targets: (target_xy float32 (N, 2), mask bool (N,)) grasp-target labels
+            (:func:`awopt_ros.learning.targets.target_arrays`); required for, and only for,
+            'target' pooling. The held-out loss is then the teacher-forced one plus the
+            target term.
 
     Returns:
         (actor in eval mode, history dict with lists ``step``, ``train_loss`` (running mean
@@ -197,8 +292,9 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
         final per-sub-action held-out losses ``heldout_parts``).
 
     Raises:
-        ValueError: bad array shapes/dtypes, an image size different from the config's, or a
-            warm-start actor whose network differs from ``config.actor``.
+        ValueError: bad array shapes/dtypes, an image size different from the config's, a
+            warm-start actor whose network differs from ``config.actor``, or targets missing
+            for (or given without) 'target' pooling.
     """
     config = config or BCConfig()
     if actor is not None and actor.config.to_dict() != config.actor.to_dict():
@@ -208,6 +304,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     if images.shape[1:3] != (config.actor.image_size, config.actor.image_size):
         raise ValueError(f'images are {images.shape[1]}x{images.shape[2]}, the actor expects '
                          f'{config.actor.image_size}x{config.actor.image_size}')
+    labels = _check_targets(targets, images.shape[0], config.actor.pooling)
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -217,10 +314,15 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     t_act = torch.from_numpy(actions)
     tr_idx = torch.from_numpy(train_idx)
     ho = (t_img[hold_idx], t_pro[hold_idx], t_act[hold_idx]) if len(hold_idx) else None
+    ho_labels = None if labels is None else (labels[0][hold_idx], labels[1][hold_idx])
+    loss_kw = {'target_weight': config.target_weight,
+               'target_sigma_cells': config.target_sigma_cells}
 
     actor = Actor(config.actor) if actor is None else actor
     actor.train()
     opt = torch.optim.Adam(actor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+                if config.lr_schedule == 'cosine' else None)
     history = {'step': [], 'train_loss': [], 'heldout_loss': [], 'heldout_parts': {}}
     bar = None
     if progress:
@@ -230,14 +332,19 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     for step in range(1, config.steps + 1):
         pick = tr_idx[torch.randint(0, len(tr_idx), (config.batch_size,), generator=gen)]
         img = random_shift(t_img[pick], config.shift_px, gen)
-        loss, _ = bc_loss(actor, img, t_pro[pick], t_act[pick], config.weights)
+        pick_labels = None if labels is None else (labels[0][pick], labels[1][pick])
+        loss, _ = bc_loss(actor, img, t_pro[pick], t_act[pick], config.weights, pick_labels,
+                          **loss_kw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
         running += float(loss.detach())
         running_n += 1
         if step % config.eval_every == 0 or step == config.steps:
-            held = evaluate(actor, *ho, config.weights) if ho is not None else math.nan
+            held = (evaluate(actor, *ho, config.weights, targets=ho_labels, **loss_kw)
+                    if ho is not None else math.nan)
             history['step'].append(step)
             history['train_loss'].append(running / running_n)
             history['heldout_loss'].append(held)
@@ -254,7 +361,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     if ho is not None:
         with torch.no_grad():
             actor.eval()
-            _, parts = bc_loss(actor, *ho, config.weights)
+            _, parts = bc_loss(actor, *ho, config.weights, ho_labels, **loss_kw)
         history['heldout_parts'] = parts
     actor.eval()
     return actor, history

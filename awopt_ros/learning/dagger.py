@@ -17,6 +17,12 @@ expert's action is executed at a step). D starts from the logged dataset's succe
 episodes (their recorded actions as labels), so the result is the logged-data behaviour
 cloning actor corrected on its own state distribution.
 
+For an actor with 'target' pooling (``networks.ActorConfig``) the expert also labels the
+grasp target of every step before its close (key ``expert_target``: the chosen object's x, y
+at the height the expert closes at, base frame), which trains the actor's score map
+(:func:`awopt_ros.learning.bc.target_loss`); the logged demonstrations keep their hindsight
+labels (:mod:`awopt_ros.learning.targets`).
+
 Every iteration's labelled episodes are saved (``<work_dir>/iter_<i>.npz``) before training,
 so an interrupted run loses no collected data and :func:`run_dagger` resumes from the saved
 iterations.
@@ -33,6 +39,9 @@ from awopt_ros.core import spec
 
 #: Name of the per-step info key that carries the expert's label, float32 (7,).
 EXPERT_KEY = 'expert_action'
+#: Per-step info key of the expert's grasp target, float32 (4,): x, y, z (m, base frame) and
+#: 1.0 on the steps up to its close (the score-map label applies), else 0.0.
+TARGET_KEY = 'expert_target'
 
 
 @dataclass
@@ -110,9 +119,10 @@ class DaggerPolicy:
             episode's coin flips depend on (scene seed, offset) only.
         target_rule: the expert's ``ScriptedGraspPolicy.target_rule``.
 
-    ``act`` returns ``(action, {'expert_action': label, 'policy': 'scripted'|'actor'})``; the
-    label is the noise-free scripted policy's action in the visited state (it reads the
-    observation's privileged object poses).
+    ``act`` returns ``(action, {'expert_action': label, 'expert_target': target, 'policy':
+    'scripted'|'actor'})``; the label is the noise-free scripted policy's action in the visited
+    state (it reads the observation's privileged object poses), ``target`` its grasp target
+    (see ``TARGET_KEY``).
     """
 
     name = 'actor'
@@ -138,10 +148,21 @@ class DaggerPolicy:
     def act(self, obs):
         """Return (float32 (7,) executed action, info with the expert's label)."""
         label = self.expert.act(obs['proprio'], obs['object_poses'], obs['object_extents'])
+        info = {EXPERT_KEY: label, TARGET_KEY: self._target(obs['object_poses'])}
         if self.actor is None or self.rng.uniform() < self.beta:
-            return label, {EXPERT_KEY: label, 'policy': 'scripted'}
+            return label, dict(info, policy='scripted')
         action = self.actor.act(obs['image'], obs['proprio'])
-        return action, {EXPERT_KEY: label, 'policy': 'actor'}
+        return action, dict(info, policy='actor')
+
+    def _target(self, object_poses):
+        """The expert's grasp target after its last ``act``: float32 (4,), see TARGET_KEY."""
+        from awopt_ros.sim.scripted import grasp_height
+        e = self.expert
+        obj = np.asarray(object_poses, dtype=np.float64).reshape(-1, 7)[e.target]
+        before_close = e.phase in ('approach', 'descend') or (e.phase == 'close'
+                                                              and e.close_steps <= 1)
+        return np.array([obj[0], obj[1], grasp_height(obj[2]), float(before_close)],
+                        dtype=np.float32)
 
 
 @dataclass
@@ -157,6 +178,15 @@ class DaggerFactory:
         return DaggerPolicy(self.actor_path, self.beta, self.seed_offset, self.target_rule)
 
 
+def _step_infos(episode, key, what):
+    """Return ``episode['infos'][key]`` of its T steps, float32 (T, ...); ValueError if absent."""
+    values = episode['infos'].get(key)
+    if values is None or isinstance(values, list):
+        raise ValueError(f'episode with seed {episode.get("seed")} has no {what} '
+                         f'(infos[{key!r}])')
+    return np.asarray(values, dtype=np.float32)[:len(episode['actions'])]
+
+
 def labelled_transitions(episodes):
     """Return (images uint8 (N, S, S, 3), proprios float32 (N, 6), labels float32 (N, 7)).
 
@@ -169,29 +199,49 @@ def labelled_transitions(episodes):
     imgs, pros, labels = [], [], []
     for ep in episodes:
         t = len(ep['actions'])
-        lab = ep['infos'].get(EXPERT_KEY)
-        if lab is None or isinstance(lab, list):
-            raise ValueError(f'episode with seed {ep.get("seed")} has no expert labels '
-                             f'(infos[{EXPERT_KEY!r}])')
         imgs.append(ep['observations']['image'][:t])
         pros.append(ep['observations']['proprio'][:t])
-        labels.append(np.asarray(lab, dtype=np.float32)[:t])
+        labels.append(_step_infos(ep, EXPERT_KEY, 'expert labels'))
     if not imgs:
         return (np.zeros((0, 0, 0, 3), np.uint8), np.zeros((0, spec.PROPRIO_DIM), np.float32),
                 np.zeros((0, spec.ACTION_DIM), np.float32))
     return np.concatenate(imgs), np.concatenate(pros), np.concatenate(labels)
 
 
-def _save_iteration(path, episodes, images, proprios, labels, stats):
+def labelled_targets(episodes):
+    """Return the expert's grasp targets of :func:`labelled_transitions`' rows.
+
+    Returns:
+        (xyz float32 (N, 3) in m, base frame; mask bool (N,): steps up to the expert's
+        close), from ``infos['expert_target']``.
+
+    Raises:
+        ValueError: an episode has no target labels.
+    """
+    xyz, mask = [], []
+    for ep in episodes:
+        lab = _step_infos(ep, TARGET_KEY, 'target labels')
+        xyz.append(lab[:, :3])
+        mask.append(lab[:, 3] > 0.5)
+    if not xyz:
+        return np.zeros((0, 3), np.float32), np.zeros(0, bool)
+    return np.concatenate(xyz), np.concatenate(mask)
+
+
+def _save_iteration(path, episodes, images, proprios, labels, stats, targets):
     tmp = path.with_name(path.name + '.tmp.npz')
     np.savez_compressed(tmp, images=images, proprios=proprios, labels=labels,
+                        target_xyz=targets[0], target_mask=targets[1],
                         stats=json.dumps(stats))
     tmp.replace(path)
 
 
 def _load_iteration(path):
+    """Return (images, proprios, labels, stats, targets or None for older files)."""
     with np.load(path) as z:
-        return z['images'], z['proprios'], z['labels'], json.loads(str(z['stats']))
+        targets = (z['target_xyz'], z['target_mask']) if 'target_xyz' in z.files else None
+        return (z['images'], z['proprios'], z['labels'], json.loads(str(z['stats'])),
+                targets)
 
 
 def iteration_stats(episodes, beta):
@@ -209,7 +259,8 @@ def iteration_stats(episodes, beta):
 
 
 def run_dagger(base, config, bc_config, work_dir, init_actor_path=None, export=None,
-               log=print, progress=True, rollout_config=None):
+               log=print, progress=True, rollout_config=None, base_targets=None,
+               camera=None):
     """Run DAgger; return (torch actor, summary dict).
 
     Args:
@@ -225,10 +276,17 @@ def run_dagger(base, config, bc_config, work_dir, init_actor_path=None, export=N
         log: callable(str) for progress lines.
         progress: tqdm bars for rollouts and training.
         rollout_config: :class:`awopt_ros.sim.rollout.RolloutConfig` (default: the stack's).
+        base_targets: ('target' pooling only) grasp-target labels of ``base``'s rows,
+            (xy float32 (N, 2) in policy-image coordinates, mask bool (N,)), e.g.
+            :func:`awopt_ros.learning.targets.target_arrays`.
+        camera: ('target' pooling only) :class:`awopt_ros.core.camera.PinholeCamera` that
+            projects the expert's targets with ``rollout_config.crop_xywh`` (default: the
+            simulated shoulder camera).
 
     Raises:
-        ValueError: bad arrays (see ``train_bc``) or an image size that differs from the
-            rollout's.
+        ValueError: bad arrays (see ``train_bc``), an image size that differs from the
+            rollout's, or 'target' pooling without ``base_targets`` or with an iteration
+            file saved without target labels.
     """
     from dataclasses import replace
 
@@ -242,6 +300,14 @@ def run_dagger(base, config, bc_config, work_dir, init_actor_path=None, export=N
         raise ValueError(f'logged images are {images.shape[1]} px, the rollout renders '
                          f'{rollout_config.image_size} px')
     data = [(images, proprios, actions)]
+    with_targets = bc_config.actor.pooling == 'target'
+    if with_targets:
+        if base_targets is None:
+            raise ValueError("'target' pooling needs base_targets for the logged data")
+        if camera is None:
+            from awopt_ros.sim.scene import shoulder_camera
+            camera = shoulder_camera(*spec.SOURCE_SIZE)
+        targets = [tuple(np.asarray(a) for a in base_targets)]
     actor, actor_path = None, init_actor_path
     summary = {'config': config.to_dict(), 'bc_config': bc_config.to_dict(),
                'base_transitions': int(images.shape[0]), 'iterations': []}
@@ -249,8 +315,11 @@ def run_dagger(base, config, bc_config, work_dir, init_actor_path=None, export=N
     for i, beta in enumerate(config.betas, start=1):
         path = work / f'iter_{i}.npz'
         if path.exists():
-            imgs, pros, labels, stats = _load_iteration(path)
+            imgs, pros, labels, stats, iter_targets = _load_iteration(path)
             log(f'iteration {i}: reusing {path} ({stats["episodes"]} episodes)')
+            if with_targets and iter_targets is None:
+                raise ValueError(f'{path} has no target labels (saved by an older version); '
+                                 'remove it to collect the iteration again')
         else:
             t0 = time.perf_counter()
             episodes = collect(config.iteration_seeds(i),
@@ -258,10 +327,11 @@ def run_dagger(base, config, bc_config, work_dir, init_actor_path=None, export=N
                                              target_rule=config.target_rule),
                                rollout_config, processes=config.processes, progress=progress)
             imgs, pros, labels = labelled_transitions(episodes)
+            iter_targets = labelled_targets(episodes)
             stats = iteration_stats(episodes, beta)
             stats['rollout_s'] = round(time.perf_counter() - t0, 1)
             stats['actor'] = str(actor_path) if actor_path else None
-            _save_iteration(path, episodes, imgs, pros, labels, stats)
+            _save_iteration(path, episodes, imgs, pros, labels, stats, iter_targets)
             del episodes
         log(f'iteration {i}: beta {beta:.2f}, {stats["episodes"]} episodes, success '
             f'{stats["successes"]}/{stats["episodes"]}, outcomes {stats["outcomes"]}, '
@@ -270,16 +340,24 @@ def run_dagger(base, config, bc_config, work_dir, init_actor_path=None, export=N
         all_imgs = np.concatenate([d[0] for d in data if len(d[0])])
         all_pros = np.concatenate([d[1] for d in data if len(d[1])])
         all_acts = np.concatenate([d[2] for d in data if len(d[2])])
+        all_targets = None
+        if with_targets:
+            xy = (camera.to_policy_image(iter_targets[0], rollout_config.crop_xywh)
+                  if len(iter_targets[0]) else np.zeros((0, 2), np.float32))
+            targets.append((xy, np.asarray(iter_targets[1], dtype=bool)))
+            kept = [t for d, t in zip(data, targets) if len(d[0])]
+            all_targets = (np.concatenate([t[0] for t in kept]),
+                           np.concatenate([t[1] for t in kept]))
         steps = config.first_train_steps if actor is None else config.train_steps
         t0 = time.perf_counter()
         actor, history = train_bc(all_imgs, all_pros, all_acts,
                                   replace(bc_config, steps=steps, seed=bc_config.seed + i),
-                                  progress=progress, actor=actor)
+                                  progress=progress, actor=actor, targets=all_targets)
         stats['train_s'] = round(time.perf_counter() - t0, 1)
         stats['train_steps'] = steps
         stats['dataset_transitions'] = int(all_acts.shape[0])
         stats['heldout_loss'] = history['heldout_loss'][-1]
-        del all_imgs, all_pros, all_acts
+        del all_imgs, all_pros, all_acts, all_targets
         actor_path = work / f'actor_{i}.onnx'
         export(actor, actor_path)
         log(f'iteration {i}: trained {steps} steps on {stats["dataset_transitions"]} '
@@ -358,6 +436,12 @@ def add_dagger_args(parser):
                              "a 4 px shift left the actor fitting only R^2 0.34 of the expert's "
                              'x/y commands (0.84 without)')
     parser.add_argument('--seed', type=int, default=0, help='training seed')
+    parser.add_argument('--pooling', default='flatten',
+                        choices=('flatten', 'spatial_softmax', 'target'),   # networks.POOLINGS
+                        help="the actor's pooling; 'target': a grasp-target score map, "
+                             'labelled by hindsight grasp points on the logged data and by '
+                             "the expert's target on DAgger states")
+    parser.add_argument('--num-conv', type=int, default=4, help='actor conv layers')
     parser.add_argument('--no-progress', action='store_true', help='no tqdm progress bars')
     return parser
 
@@ -396,10 +480,12 @@ def run_dagger_cli(args):
     import sys
 
     from awopt_ros.learning.bc import BCConfig
-    from awopt_ros.learning.data import load_bc_data
+    from awopt_ros.learning.data import bc_arrays, load_episodes
     from awopt_ros.learning.export import export_actor
     from awopt_ros.learning.networks import ActorConfig
+    from awopt_ros.learning.targets import target_arrays
     from awopt_ros.learning.train_cli import DEFAULT_CROP, atomic_write
+    from awopt_ros.sim.scene import shoulder_camera
     try:
         config = DaggerConfig(betas=tuple(args.betas),
                               episodes_per_iteration=args.episodes_per_iteration,
@@ -408,10 +494,15 @@ def run_dagger_cli(args):
                               eval_episodes=args.eval_episodes,
                               eval_first_seed=args.eval_first_seed, processes=args.processes,
                               target_rule=args.target_rule)
-        images, proprios, actions, stats = load_bc_data(args.dataset_root, args.dataset_id)
+        episodes = load_episodes(args.dataset_root, args.dataset_id)
+        images, proprios, actions, stats = bc_arrays(episodes)
+        base_targets = (target_arrays(episodes, shoulder_camera(*spec.SOURCE_SIZE),
+                                      DEFAULT_CROP) if args.pooling == 'target' else None)
+        del episodes
         bc = BCConfig(batch_size=args.batch_size, lr=args.lr, shift_px=args.shift_px,
                       seed=args.seed, eval_every=500,
-                      actor=ActorConfig(image_size=images.shape[1]))
+                      actor=ActorConfig(image_size=images.shape[1], pooling=args.pooling,
+                                        num_conv=args.num_conv))
     except (FileNotFoundError, ValueError) as exc:
         print(f'awopt dagger: {exc}', file=sys.stderr)
         return 2
@@ -423,9 +514,10 @@ def run_dagger_cli(args):
                      model_card='per-iteration DAgger actor')
     actor, summary = run_dagger((images, proprios, actions), config, bc, args.work_dir,
                                 init_actor_path=args.init, export=export,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, base_targets=base_targets)
     its = summary['iterations']
     card = (f'awopt_ros grasping actor: behaviour cloning (AW-Opt actor loss, task-1 weights) '
+            f'(actor pooling {args.pooling!r}, {args.num_conv} convs) '
             f'on the successful episodes of {args.dataset_id} ({stats["transitions"]} '
             f'transitions), then DAgger (Ross et al. 2011) for {len(its)} iterations of '
             f'{config.episodes_per_iteration} in-process episodes labelled by the noise-free '

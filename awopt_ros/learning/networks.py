@@ -6,10 +6,17 @@ discrete ones; FACTS.md):
 
     image uint8 (N, H, W, 3) -> float (N, 3, H, W) / 255, plus CoordConv channels x, y, r
       -> conv trunk (``num_conv`` 3x3 convs, ``channels`` each, ReLU)
-      -> pooling: 'flatten' (default; every layer strides 2, features flattened) or
+      -> pooling: 'flatten' (default; every layer strides 2, features flattened),
          'spatial_softmax' (first layer strides 2; Levine et al. 2016, "End-to-End Training
          of Deep Visuomotor Policies": per channel the expected image coordinates (x, y) in
-         [-1, 1] of a softmax over the feature map -> (N, 2 * channels) keypoints)
+         [-1, 1] of a softmax over the feature map -> (N, 2 * channels) keypoints) or
+         'target' (first layer strides 2, then dilated convs 1, 2, 4, ...; a 1x1 conv scores
+         every cell as the grasp target; the best cell (argmax) picks a window of
+         ``target_window_cells``, whose softmax-weighted coordinates (x, y) and features
+         (N, 2 + channels) go on. Choosing by argmax over a score map keeps one object where
+         regression averages the candidates; the score map is trained on hindsight grasp
+         points, :mod:`awopt_ros.learning.targets`, as in affordance maps / Transporter
+         Networks, Zeng et al. 2020)
       -> concat proprio (N, 6) -> MLP (``hidden`` units, ReLU, 2 layers)
       -> continuous mean (N, 4) = tanh(.) * bound (``core.spec`` ACTION_HIGH, symmetric)
          and discrete logits (N, 3) for open, close, terminate (independent Bernoulli).
@@ -22,6 +29,10 @@ import torch
 from torch import nn
 
 from awopt_ros.core import spec
+
+
+#: Pooling choices of :class:`ActorConfig`.
+POOLINGS = ('flatten', 'spatial_softmax', 'target')
 
 
 @dataclass
@@ -38,8 +49,12 @@ class ActorConfig:
             features can depend on where in the (fixed) camera view they are: e.g. prefer the
             object nearest the bin centre, which the camera looks at.
         pooling: 'flatten' (all conv features, spatially strided, into the MLP: keeps the
-            relations between objects) or 'spatial_softmax' (2 keypoints per channel, Levine
-            et al. 2016: compact, but averages over look-alike objects).
+            relations between objects), 'spatial_softmax' (2 keypoints per channel, Levine
+            et al. 2016: compact, but averages over look-alike objects) or 'target' (a
+            grasp-target score map at half the image resolution, argmax + local soft-argmax;
+            needs target labels to train, see ``bc.train_bc``).
+        target_window_cells: radius (score-map cells) of the window around the best cell
+            whose soft-argmax gives the target coordinates ('target' pooling only).
     """
 
     image_size: int = 64
@@ -48,15 +63,19 @@ class ActorConfig:
     hidden: int = 256
     coord_conv: bool = True
     pooling: str = 'flatten'
+    target_window_cells: float = 1.5
 
     def __post_init__(self):
         """Validate the sizes (ValueError naming the field)."""
         for name in ('image_size', 'channels', 'num_conv', 'hidden'):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f'ActorConfig.{name} must be >= 1, got {getattr(self, name)}')
-        if self.pooling not in ('flatten', 'spatial_softmax'):
-            raise ValueError(f"ActorConfig.pooling must be 'flatten' or 'spatial_softmax', "
+        if self.pooling not in POOLINGS:
+            raise ValueError(f'ActorConfig.pooling must be one of {POOLINGS}, '
                              f'got {self.pooling!r}')
+        if not self.target_window_cells > 0:
+            raise ValueError(f'ActorConfig.target_window_cells must be > 0, '
+                             f'got {self.target_window_cells}')
         if self.image_size < 8:
             raise ValueError(f'ActorConfig.image_size must be >= 8, got {self.image_size}')
 
@@ -117,16 +136,27 @@ class Actor(nn.Module):
         flatten = c.pooling == 'flatten'
         for i in range(c.num_conv):
             stride = 2 if (i == 0 or flatten) else 1
-            layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=1), nn.ReLU()]
+            dilation = 2 ** (i - 1) if (c.pooling == 'target' and i > 0) else 1
+            layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=dilation,
+                                 dilation=dilation), nn.ReLU()]
             in_ch = c.channels
             size = (size + 2 - 3) // stride + 1
         self.trunk = nn.Sequential(*layers)
+        self.map_side = size
         if flatten:   # (N, C, s, s) -> (N, C * s * s)
             self.keypoints = nn.Flatten()
             n_features = c.channels * size * size
-        else:         # (N, C, s, s) -> (N, 2C) keypoints
+        elif c.pooling == 'spatial_softmax':   # (N, C, s, s) -> (N, 2C) keypoints
             self.keypoints = SpatialSoftmax(size, size)
             n_features = 2 * c.channels
+        else:         # (N, C, s, s) -> score map (N, s * s) -> (N, 2 + C)
+            self.keypoints = None
+            self.target_score = nn.Conv2d(c.channels, 1, 1)
+            centres = (torch.arange(size, dtype=torch.float32) * 2.0 + 1.0) / size - 1.0
+            cy, cx = torch.meshgrid(centres, centres, indexing='ij')
+            self.register_buffer('target_grid', torch.stack([cx.reshape(-1), cy.reshape(-1)], 1))
+            self.target_radius = float(c.target_window_cells) * 2.0 / size
+            n_features = 2 + c.channels
         self.mlp = nn.Sequential(
             nn.Linear(n_features + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
             nn.Linear(c.hidden, c.hidden), nn.ReLU(),
@@ -138,12 +168,58 @@ class Actor(nn.Module):
         self.register_buffer('proprio_scale',
                              torch.tensor(spec.PROPRIO_SCALE, dtype=torch.float32).reshape(1, -1))
 
-    def normalised(self, image, proprio):
-        """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling."""
+    def _trunk(self, image):
         x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)   # (N, 3, H, W)
         if self.config.coord_conv:
             x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
-        feats = self.keypoints(self.trunk(x))                               # (N, features)
+        return self.trunk(x)
+
+    def target_maps(self, image):
+        """Return the 'target' pooling's score logits (N, S*S) and features (N, C, S*S).
+
+        S = ``map_side`` (half the image side); cell i has centre ``target_grid[i]`` (x, y)
+        in [-1, 1] policy-image coordinates (``core.camera``). Raises ValueError for other
+        poolings.
+        """
+        if self.config.pooling != 'target':
+            raise ValueError(f"target_maps needs pooling 'target', not {self.config.pooling!r}")
+        f = self._trunk(image)
+        n = f.shape[0]
+        return self.target_score(f).reshape(n, -1), f.reshape(n, f.shape[1], -1)
+
+    def attend(self, scores, feats, centre):
+        """Soft-argmax in a window: (coordinates (N, 2), features (N, C)).
+
+        The window holds the cells within ``target_window_cells`` of ``centre`` (N, 2) in
+        [-1, 1]; a softmax of ``scores`` (N, S*S) over it weights the cell centres and the
+        features (N, C, S*S).
+        """
+        d2 = ((self.target_grid.unsqueeze(0) - centre.unsqueeze(1)) ** 2).sum(-1)   # (N, S*S)
+        inside = d2 <= self.target_radius ** 2
+        prob = torch.softmax(torch.where(inside, scores, torch.full_like(scores, -1e4)), -1)
+        return prob @ self.target_grid, (feats * prob.unsqueeze(1)).sum(-1)
+
+    def normalised(self, image, proprio, target_xy=None):
+        """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling.
+
+        ``target_xy`` (N, 2) in [-1, 1] ('target' pooling only, for training): centre the
+        window on these labels instead of the best-scoring cell (teacher forcing).
+        """
+        if self.config.pooling == 'target':
+            scores, maps = self.target_maps(image)
+            if target_xy is None:
+                target_xy = self.target_grid[torch.argmax(scores, dim=-1)]
+            xy, local = self.attend(scores, maps, target_xy)
+            feats = torch.cat([xy, local], dim=1)                           # (N, 2 + C)
+        else:
+            if target_xy is not None:
+                raise ValueError(f"target_xy needs pooling 'target', not "
+                                 f'{self.config.pooling!r}')
+            feats = self.keypoints(self._trunk(image))                      # (N, features)
+        return self.head(feats, proprio)
+
+    def head(self, feats, proprio):
+        """MLP on pooled features (N, F) + normalised proprio: (mean_n (N, 4), logits (N, 3))."""
         p = (proprio.to(torch.float32) - self.proprio_offset) / self.proprio_scale
         h = self.mlp(torch.cat([feats, p], dim=1))                          # (N, 7)
         return torch.tanh(h[:, :4]), h[:, 4:]

@@ -60,6 +60,8 @@ LEARNER_BC = 'bc-learner'
 DEFAULT_BC_OUT = 'models/grasp_bc.onnx'
 #: Key of the extra metadata this module stores in a learner checkpoint.
 META_KEY = 'awopt_meta'
+#: Random-shift augmentation (px) unless --shift-px says otherwise (0 with --pooling target).
+DEFAULT_SHIFT_PX = 4
 #: Stats of ``Learner.update`` that are counters or step numbers, not plotted as losses.
 _NOT_LOSSES = ('step',)
 
@@ -88,7 +90,9 @@ def add_learner_args(parser, image_size_help='policy image side (px); default: t
     parser.add_argument('--batch-size', type=int, default=64, help='transitions per step')
     parser.add_argument('--lr', type=float, default=3e-4,
                         help='Adam learning rate (actor and critic)')
-    parser.add_argument('--shift-px', type=int, default=4, help='random-shift augmentation')
+    parser.add_argument('--shift-px', type=int, default=None,
+                        help='random-shift augmentation (px); default 4, and 0 with '
+                             '--pooling target (its labels do not move with the image)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
     parser.add_argument('--set', dest='overrides', action='append', default=[],
@@ -128,6 +132,18 @@ def add_train_args(parser):
                              'per averaged loss point')
     parser.add_argument('--all-episodes', action='store_true',
                         help='bc: train on failed episodes too (default: successful only)')
+    parser.add_argument('--pooling', default='flatten',
+                        choices=('flatten', 'spatial_softmax', 'target'),   # networks.POOLINGS
+                        help="bc: the actor's pooling (networks.ActorConfig); 'target' learns "
+                             'a grasp-target score map from hindsight grasp points '
+                             '(learning.targets), labelled with the simulated shoulder camera')
+    parser.add_argument('--num-conv', type=int, default=4,
+                        help='bc: actor conv layers (networks.ActorConfig.num_conv)')
+    parser.add_argument('--max-episodes', type=int, default=None,
+                        help='bc: use only the first N episodes of the dataset (in logged '
+                             'order; default all)')
+    parser.add_argument('--lr-schedule', default='constant', choices=('constant', 'cosine'),
+                        help='bc: learning-rate schedule (cosine: decays to 0 over --steps)')
     parser.add_argument('--checkpoint', default=None,
                         help='learner checkpoint (default <out dir>/<out stem>_checkpoint.pt)')
     parser.add_argument('--checkpoint-every', type=int, default=1000,
@@ -207,7 +223,8 @@ def build_learner_config(args, preset, image_size):
     if args.critic_hidden is not None:
         critic['hidden'] = args.critic_hidden
     values = {'actor': actor, 'critic': critic, 'batch_size': args.batch_size,
-              'actor_lr': args.lr, 'critic_lr': args.lr, 'shift_px': args.shift_px,
+              'actor_lr': args.lr, 'critic_lr': args.lr,
+              'shift_px': DEFAULT_SHIFT_PX if args.shift_px is None else args.shift_px,
               'seed': args.seed, 'num_threads': args.threads}
     for key, value in parse_overrides(args.overrides).items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):
@@ -610,14 +627,31 @@ def run_train(args):
 def _run_bc(args):
     """Classic behaviour cloning (``learning.bc``); see the module docstring."""
     from awopt_ros.learning.bc import BCConfig, train_bc
-    from awopt_ros.learning.data import load_bc_data
+    from awopt_ros.learning.data import bc_arrays, load_episodes
     from awopt_ros.learning.export import export_actor
     from awopt_ros.learning.networks import ActorConfig
+    from awopt_ros.learning.targets import target_arrays
+    from awopt_ros.sim.scene import shoulder_camera
+    successful_only = not args.all_episodes
     try:
-        images, proprios, actions, stats = load_bc_data(
-            args.dataset_root, args.dataset_id, successful_only=not args.all_episodes)
+        episodes = load_episodes(args.dataset_root, args.dataset_id)
+        if args.max_episodes is not None:
+            if args.max_episodes < 1:
+                raise ValueError(f'--max-episodes must be >= 1, got {args.max_episodes}')
+            episodes = episodes[:args.max_episodes]
+        images, proprios, actions, stats = bc_arrays(episodes, successful_only=successful_only)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(exc)
+    targets = None
+    if args.pooling == 'target':
+        targets = target_arrays(episodes, shoulder_camera(*spec.SOURCE_SIZE), args.crop_xywh,
+                                successful_only=successful_only)
+        print(f'grasp-target labels on {int(targets[1].sum())} of {len(targets[1])} '
+              f'transitions (steps up to the close)')
+    del episodes
+    shift_px = args.shift_px
+    if shift_px is None:
+        shift_px = 0 if args.pooling == 'target' else DEFAULT_SHIFT_PX
     image_size = images.shape[1] if args.image_size is None else args.image_size
     if images.shape[1:3] != (image_size, image_size):
         return _fail(f'dataset images are {images.shape[1]}x{images.shape[2]} but '
@@ -627,21 +661,24 @@ def _run_bc(args):
           f'{stats["used_episodes"]} episodes')
     try:
         config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, shift_px=args.shift_px, eval_every=args.eval_every,
+                          seed=args.seed, shift_px=shift_px, eval_every=args.eval_every,
+                          lr_schedule=args.lr_schedule,
                           num_threads=args.threads,
                           actor=ActorConfig(image_size=image_size, channels=args.channels,
-                                            hidden=args.hidden))
+                                            hidden=args.hidden, num_conv=args.num_conv,
+                                            pooling=args.pooling))
     except ValueError as exc:
         return _fail(exc)
     t0 = time.perf_counter()
     actor, history = train_bc(images, proprios, actions, config,
                               progress=not args.no_progress,
-                              log=print if args.no_progress else None)
+                              log=print if args.no_progress else None, targets=targets)
     train_s = time.perf_counter() - t0
     out = Path(args.out)
     card = (f'awopt_ros grasping actor, behaviour cloning (AW-Opt actor loss, task-1 weights '
             f'{list(config.weights)}) on {args.dataset_id} ({stats["transitions"]} transitions '
-            f'from {stats["used_episodes"]} successful episodes), {args.steps} steps, batch '
+            f'from {stats["used_episodes"]} successful episodes), actor pooling '
+            f'{args.pooling!r} with {args.num_conv} convs, {args.steps} steps, batch '
             f'{args.batch_size}, seed {args.seed}. Inputs image uint8 (N,{image_size},'
             f'{image_size},3) cropped {list(args.crop_xywh)} from 640x480, proprio '
             f'float32 (N,6) {list(spec.PROPRIO_NAMES)}; output action float32 (N,7) '

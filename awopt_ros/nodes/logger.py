@@ -512,7 +512,9 @@ class LoggerNode(Node):
                       frames_logged_episode=frames_now, recording=running,
                       episode=self._episode['episode'] if running else -1,
                       steps_episode=self.recorder.steps, policy=self._policy_kind,
-                      bag_queue_bytes=self._bag.queued_bytes if self._bag is not None else 0)
+                      bag_queue_bytes=self._bag.queued_bytes if self._bag is not None else 0,
+                      dataset_pending=self.recorder.pending_episodes,
+                      dataset_lock_retries=self.recorder.lock_retries)
         level = diagnostics.OK if self.counts['save_errors'] == 0 else diagnostics.WARN
         self._diag_pub.publish(diagnostics.diagnostic_array(
             self, 'logger', values, level=level,
@@ -526,6 +528,13 @@ class LoggerNode(Node):
                 'success': False, 'terminated': False, 'truncated': True}
             self._finish(event)
         self._saver.shutdown(wait=True)   # every finished episode reaches the dataset
+        if self.recorder.pending_episodes:    # the file was locked at their end: try again
+            try:
+                self.recorder.flush_pending()
+                self.get_logger().info('pending episodes written to the dataset')
+            except Exception as exc:  # noqa: BLE001 - report at exit; bags are kept
+                self.get_logger().error(f'{self.recorder.pending_episodes} episode(s) not '
+                                        f'written to the dataset (their bags are kept): {exc}')
 
 
 def main(args=None):

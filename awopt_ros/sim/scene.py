@@ -47,6 +47,15 @@ _ARM_KV = (150.0, 150.0, 75.0, 75.0, 20.0, 10.0, 10.0)
 _ARM_EFFORT_NM = (320.0, 320.0, 176.0, 176.0, 110.0, 40.0, 40.0)
 
 
+def shoulder_camera(width=640, height=480):
+    """Return the shoulder camera as a :class:`awopt_ros.core.camera.PinholeCamera`.
+
+    The same pose, fov and image size as the rendered camera (base frame = MuJoCo world).
+    """
+    from awopt_ros.core.camera import PinholeCamera
+    return PinholeCamera.look_at(CAMERA_POS_M, CAMERA_LOOKAT_M, CAMERA_FOVY_DEG, width, height)
+
+
 def _look_at_quat(pos, target, up=(0.0, 0.0, 1.0)):
     """Return the wxyz quaternion of a MuJoCo camera at ``pos`` looking at ``target``.
 

@@ -39,6 +39,12 @@ def object_yaw(quat_wxyz):
     return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
+def grasp_height(object_z):
+    """Return the tool height (m) at which the policy closes on an object centred at
+    ``object_z`` (m): 5 mm above its centre, at least 25 mm above the floor."""
+    return max(float(object_z) + 0.005, 0.025)
+
+
 class ScriptedGraspPolicy:
     """Scripted top-down grasping with configurable noise.
 
@@ -116,7 +122,7 @@ class ScriptedGraspPolicy:
             hx, hy = np.asarray(object_extents, dtype=np.float64).reshape(-1, 3)[self.target, :2]
             round_footprint = max(hx, hy) <= ROUND_RATIO * min(hx, hy)
         goal_xy = obj[:2] + self.grasp_error_m
-        grasp_z = max(obj[2] + 0.005, 0.025)
+        grasp_z = grasp_height(obj[2])
         # The gripper closes along the tool's y axis; turn it across the object's narrow side.
         yaw_error = 0.0 if round_footprint else wrap_half_pi(object_yaw(obj[3:]) - tool_yaw)
         action = np.zeros(spec.ACTION_DIM)

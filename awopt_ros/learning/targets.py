@@ -1,0 +1,60 @@
+"""Hindsight grasp-target labels for the actor's target score map ('target' pooling).
+
+In a successful episode the gripper closed on the object it then lifted, so the tool
+position at the first step with the close bit set is the grasp point that every earlier step
+was heading for. Projected into the policy image (:class:`awopt_ros.core.camera.PinholeCamera`
+and the policy crop) it labels the actor's score map on those steps, the way affordance maps
+are trained from the grasp a robot executed (Zeng et al. 2018, "Robotic pick-and-place of
+novel objects in clutter"; Transporter Networks, Zeng et al. 2020). Only logged data is
+needed: proprio and actions, no object poses.
+"""
+import numpy as np
+
+from awopt_ros.core import spec
+from awopt_ros.learning.data import episode_transitions, is_success
+
+
+def grasp_targets(episode, camera, crop_xywh):
+    """Return (target_xy float32 (T, 2), mask bool (T,)) for one episode.
+
+    Args:
+        episode: episode dict (``learning.data`` layout; T actions).
+        camera: :class:`awopt_ros.core.camera.PinholeCamera` of the camera the policy image
+            was cropped from (base frame).
+        crop_xywh: the policy crop (x, y, w, h) in that camera's pixels.
+
+    Returns:
+        ``target_xy``: the grasp point (tool position at the first step whose close bit is
+        set) in [-1, 1] policy-image coordinates, the same for every step; ``mask``: True on
+        the steps up to and including that close step. An episode without a close step gets
+        zeros and an all-False mask.
+
+    Raises:
+        ValueError: inconsistent episode arrays (``data.episode_transitions``).
+    """
+    _, proprios, actions = episode_transitions(episode)
+    steps = actions.shape[0]
+    xy = np.zeros((steps, 2), dtype=np.float32)
+    mask = np.zeros(steps, dtype=bool)
+    closing = np.nonzero(actions[:, spec.IDX_CLOSE] > 0.5)[0]
+    if steps == 0 or len(closing) == 0:
+        return xy, mask
+    t_close = int(closing[0])
+    xy[:] = camera.to_policy_image(proprios[t_close, :3], crop_xywh)[0]
+    mask[:t_close + 1] = True
+    return xy, mask
+
+
+def target_arrays(episodes, camera, crop_xywh, successful_only=True):
+    """Concatenate :func:`grasp_targets` in the order of ``data.bc_arrays`` (same filter).
+
+    Returns:
+        (target_xy float32 (N, 2), mask bool (N,)), N = the transitions ``bc_arrays`` returns
+        for the same ``episodes`` and ``successful_only``.
+    """
+    kept = [ep for ep in episodes if is_success(ep) or not successful_only]
+    parts = [grasp_targets(ep, camera, crop_xywh) for ep in kept]
+    parts = [p for p in parts if p[0].shape[0] > 0]
+    if not parts:
+        return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=bool)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -1,0 +1,225 @@
+"""Camera projection (core.camera), hindsight grasp targets (learning.targets) and the actor's
+'target' pooling trained with them (learning.bc): ROS-free, seconds."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from awopt_ros.core import spec
+from awopt_ros.core.camera import PinholeCamera
+from awopt_ros.core.onnx_policy import OnnxActor, expected_contract
+from awopt_ros.learning.bc import BCConfig, bc_loss, train_bc
+from awopt_ros.learning.export import export_actor
+from awopt_ros.learning.networks import Actor, ActorConfig
+from awopt_ros.learning.targets import grasp_targets, target_arrays
+
+CROP = (80, 0, 480, 480)
+
+
+def test_look_at_camera_projects_target_to_centre_and_axes_right_down():
+    cam = PinholeCamera.look_at((0.0, 0.0, 1.0), (0.0, 0.0, 0.0), 90.0, 640, 480,
+                                up=(0.0, 1.0, 0.0))
+    np.testing.assert_allclose(cam.project([0.0, 0.0, 0.0]), [[320.0, 240.0]], atol=1e-9)
+    # fy = 240 / tan(45 deg) = 240 px; a point 0.5 m off-axis at 1 m depth is 120 px off.
+    # Looking down -z with base y up in the image, base x is image right.
+    np.testing.assert_allclose(cam.project([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]),
+                               [[440.0, 240.0], [320.0, 120.0]], atol=1e-9)
+    uv = cam.to_policy_image([[0.0, 0.0, 0.0]], (80, 0, 480, 480))
+    np.testing.assert_allclose(uv, [[0.0, 0.0]], atol=1e-6)
+    with pytest.raises(ValueError, match='behind'):
+        cam.project([0.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match='parallel'):
+        PinholeCamera.look_at((0, 0, 1), (0, 0, 0), 60.0, 64, 64)
+    with pytest.raises(ValueError, match='fovy'):
+        PinholeCamera.look_at((0, 0, 1), (1, 0, 0), 180.0, 64, 64)
+
+
+def test_shoulder_camera_matches_mujoco_camera_and_rendered_object():
+    """The model agrees with MuJoCo's own camera pose and puts an object where it renders."""
+    import mujoco
+
+    from awopt_ros.core.paths import resolve
+    from awopt_ros.sim.scene import CAMERA_NAME, GraspSim, shoulder_camera
+    sim = GraspSim(resolve('urdf/iiwa14_gripper.urdf'), num_objects=1)
+    try:
+        sim.reset(3)
+        cam = shoulder_camera(640, 480)
+        cid = sim.model.camera(CAMERA_NAME).id
+        np.testing.assert_allclose(cam.position_m, sim.data.cam_xpos[cid], atol=1e-6)
+        # MuJoCo camera axes: x right, y up, z backward; the optical frame is x, -y, -z.
+        xmat = sim.data.cam_xmat[cid].reshape(3, 3)
+        np.testing.assert_allclose(cam.rotation, xmat * [1.0, -1.0, -1.0], atol=1e-6)
+        np.testing.assert_allclose(cam.K, sim.camera_matrix(), atol=1e-9)
+        frame = sim.render()
+        obj = sim.object_poses()[0, :3]
+        u, v = cam.project(obj)[0]
+        seg = mujoco.Renderer(sim.model, height=480, width=640)
+        seg.enable_segmentation_rendering()
+        seg.update_scene(sim.data, camera=cid)
+        ids = seg.render()[..., 0]
+        seg.close()
+        geom = sim.model.body_geomadr[sim.model.body(sim.objects[0]['name']).id]
+        assert ids[int(v), int(u)] == geom, 'projected object centre is not on the object'
+        assert frame.shape == (480, 640, 3)
+    finally:
+        sim.close()
+
+
+def _episode(steps, close_at, success=True, image_size=16):
+    proprio = np.zeros((steps + 1, spec.PROPRIO_DIM), np.float32)
+    proprio[:, 0] = 0.6 + 0.01 * np.arange(steps + 1)
+    proprio[:, 2] = 0.05
+    actions = np.zeros((steps, spec.ACTION_DIM), np.float32)
+    if close_at is not None:
+        actions[close_at:, spec.IDX_CLOSE] = 1.0
+    rewards = np.zeros(steps)
+    rewards[-1] = float(success)
+    return {'observations': {'image': np.zeros((steps + 1, image_size, image_size, 3),
+                                               np.uint8), 'proprio': proprio},
+            'actions': actions, 'rewards': rewards}
+
+
+def test_grasp_targets_label_the_close_point_up_to_the_close():
+    from awopt_ros.sim.scene import shoulder_camera
+    cam = shoulder_camera()
+    ep = _episode(10, close_at=6)
+    xy, mask = grasp_targets(ep, cam, CROP)
+    expected = cam.to_policy_image([0.66, 0.0, 0.05], CROP)[0]
+    np.testing.assert_allclose(xy, np.tile(expected, (10, 1)), atol=1e-6)
+    assert mask.tolist() == [True] * 7 + [False] * 3
+    assert np.all(np.abs(expected) < 1.0)            # the bin is in the policy crop
+    xy0, mask0 = grasp_targets(_episode(5, close_at=None), cam, CROP)
+    assert not mask0.any() and not xy0.any()
+    eps = [_episode(4, 2), _episode(3, 1, success=False), _episode(5, 3)]
+    all_xy, all_mask = target_arrays(eps, cam, CROP)
+    assert all_xy.shape == (9, 2) and all_mask.sum() == 3 + 4
+    assert target_arrays(eps, cam, CROP, successful_only=False)[1].shape == (12,)
+
+
+def blob_pairs(n, size=24, seed=0):
+    """Two blobs per image, a red target and a green distractor; action = target position.
+
+    Regression without the target label averages nothing here (the colour says which), but
+    the score map must learn to find the red blob from the labels.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.full((n, size, size, 3), 40, np.uint8)
+    xy = np.zeros((n, 2), np.float32)
+    for i in range(n):
+        r, c = rng.integers(0, size - 3, 2)
+        images[i, r:r + 3, c:c + 3] = (230, 30, 30)
+        r2, c2 = rng.integers(0, size - 3, 2)
+        images[i, r2:r2 + 3, c2:c2 + 3] = (30, 230, 30)
+        images[i, r:r + 3, c:c + 3] = (230, 30, 30)
+        xy[i] = ((c + 1.5) / size * 2 - 1, (r + 1.5) / size * 2 - 1)
+    actions = np.zeros((n, 7), np.float32)
+    actions[:, 0] = 0.03 * xy[:, 0]
+    actions[:, 1] = -0.03 * xy[:, 1]
+    actions[:, spec.IDX_OPEN] = 1.0
+    proprios = np.zeros((n, 6), np.float32)
+    return images, proprios, actions, xy
+
+
+def target_config(steps, **kw):
+    return BCConfig(steps=steps, batch_size=64, lr=3e-3, eval_every=50, shift_px=0,
+                    holdout_fraction=0.15,
+                    actor=ActorConfig(image_size=24, channels=16, num_conv=4, hidden=64,
+                                      pooling='target'), **kw)
+
+
+def test_target_pooling_learns_the_labelled_blob_and_exports(tmp_path):
+    torch.manual_seed(0)
+    images, proprios, actions, xy = blob_pairs(600)
+    mask = np.ones(len(xy), bool)
+    actor, hist = train_bc(images, proprios, actions, target_config(400), progress=False,
+                           targets=(xy, mask))
+    assert 'target' in hist['heldout_parts']
+    test_img, test_pro, test_act, test_xy = blob_pairs(200, seed=1)
+    with torch.no_grad():
+        scores, _ = actor.target_maps(torch.from_numpy(test_img))
+        best = actor.target_grid[scores.argmax(-1)].numpy()
+    cell = 2.0 / actor.map_side
+    assert np.mean(np.abs(best - test_xy).max(1) <= 1.5 * cell) > 0.9
+    path = tmp_path / 'target.onnx'
+    result = export_actor(actor, path, CROP)
+    assert set(result['parity']) == {1, 64}
+    pred = OnnxActor(path, expected_contract(24, CROP)).act(test_img, test_pro)
+    err = np.abs(pred[:, :2] - test_act[:, :2])
+    # a constant predictor has mean error ~0.015 m
+    assert err.mean() < 0.005, err.mean()
+
+
+def test_target_pooling_needs_labels_and_no_shift():
+    images, proprios, actions, xy = blob_pairs(20)
+    mask = np.ones(20, bool)
+    with pytest.raises(ValueError, match='needs targets'):
+        train_bc(images, proprios, actions, target_config(2), progress=False)
+    with pytest.raises(ValueError, match='targets must be'):
+        train_bc(images, proprios, actions, target_config(2), progress=False,
+                 targets=(xy[:5], mask[:5]))
+    with pytest.raises(ValueError, match="need an actor with pooling 'target'"):
+        train_bc(images, proprios, actions, BCConfig(
+            steps=2, actor=ActorConfig(image_size=24, channels=4, num_conv=2, hidden=8)),
+            progress=False, targets=(xy, mask))
+    with pytest.raises(ValueError, match='shift_px must be 0'):
+        BCConfig(shift_px=2, actor=ActorConfig(pooling='target'))
+    from awopt_ros.learning.awopt import LearnerConfig
+    with pytest.raises(ValueError, match='only behaviour cloning'):
+        LearnerConfig(actor={'pooling': 'target'})
+
+
+def test_target_loss_only_counts_masked_steps_and_teacher_forcing_moves_window():
+    torch.manual_seed(0)
+    actor = Actor(ActorConfig(image_size=16, channels=4, num_conv=3, hidden=8,
+                              pooling='target'))
+    images, proprios, actions, xy = blob_pairs(4, size=16)
+    t = [torch.from_numpy(a) for a in (images, proprios, actions)]
+    far = torch.full((4, 2), 0.9)
+    none = torch.zeros(4, dtype=torch.bool)
+    _, parts = bc_loss(actor, *t, (1.0,) * 7, (far, none))
+    assert parts['target'] == 0.0
+    some = torch.tensor([True, False, False, False])
+    _, p1 = bc_loss(actor, *t, (1.0,) * 7, (torch.from_numpy(xy), some))
+    assert p1['target'] > 0.0
+    a = actor.normalised(t[0], t[1], target_xy=torch.full((4, 2), -0.9))
+    b = actor.normalised(t[0], t[1], target_xy=torch.full((4, 2), 0.9))
+    assert not torch.allclose(a[0], b[0])
+    # without a label the window sits on the best-scoring cell
+    with torch.no_grad():
+        scores, _ = actor.target_maps(t[0])
+        best = actor.target_grid[scores.argmax(-1)]
+        np.testing.assert_allclose(actor.normalised(t[0], t[1])[0],
+                                   actor.normalised(t[0], t[1], target_xy=best)[0])
+
+
+def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypatch, capsys):
+    from test_bc import SIZE, _episode, _write_minari
+
+    from awopt_ros.learning.train_cli import add_train_args, run_train
+    eps = [_episode(30, True, 0), _episode(20, False, 1), _episode(25, True, 2)]
+    dataset_id = 'awopt/kuka-grasp/target-v0'
+    _write_minari(tmp_path, dataset_id, eps, monkeypatch)
+    monkeypatch.delenv('MINARI_DATASETS_PATH')
+    out = tmp_path / 'm.onnx'
+    base = ['--dataset-root', str(tmp_path), '--dataset-id', dataset_id, '--out', str(out),
+            '--steps', '20', '--batch-size', '16', '--channels', '4', '--hidden', '16',
+            '--eval-every', '10', '--no-progress', '--pooling', 'target', '--num-conv', '3']
+    parser = add_train_args(argparse.ArgumentParser())
+    assert run_train(parser.parse_args(base + ['--lr-schedule', 'cosine'])) == 0
+    summary = json.loads((tmp_path / 'm_summary.json').read_text())
+    assert summary['config']['actor']['pooling'] == 'target'
+    assert summary['config']['shift_px'] == 0 and summary['config']['lr_schedule'] == 'cosine'
+    assert 'target' in summary['history']['heldout_parts']
+    assert 'grasp-target labels on' in capsys.readouterr().out
+    OnnxActor(out, expected_contract(SIZE, CROP))         # contract accepted
+    import onnxruntime as ort
+    card = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map['model_card']
+    assert "pooling 'target'" in card
+    assert run_train(parser.parse_args(base + ['--shift-px', '2'])) == 1
+    assert 'shift_px must be 0' in capsys.readouterr().err
+    assert run_train(parser.parse_args(base + ['--max-episodes', '1'])) == 0
+    summary = json.loads((tmp_path / 'm_summary.json').read_text())
+    assert summary['data']['episodes'] == 1 and summary['data']['transitions'] == 30
+    assert run_train(parser.parse_args(base + ['--max-episodes', '0'])) == 1
