@@ -15,6 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def look_at_rotation(position_m, target_m, up=(0.0, 0.0, 1.0)):
+    """Return the (3, 3) optical-frame rotation of a camera at ``position_m`` looking at
+    ``target_m``: columns x (right), y (down), z (forward) in the base frame.
+
+    Raises:
+        ValueError: the view direction is parallel to ``up``.
+    """
+    fwd = np.asarray(target_m, dtype=float).reshape(3) - np.asarray(position_m, dtype=float)
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, np.asarray(up, dtype=float))
+    if np.linalg.norm(right) < 1e-9:
+        raise ValueError('the view direction is parallel to up')
+    right /= np.linalg.norm(right)
+    return np.stack([right, np.cross(fwd, right), fwd], axis=1)
+
+
 @dataclass(frozen=True)
 class PinholeCamera:
     """An ideal pinhole camera posed in the robot base frame.
@@ -47,17 +63,11 @@ class PinholeCamera:
             raise ValueError(f'image size must be positive, got {width}x{height}')
         if not 0.0 < fovy_deg < 180.0:
             raise ValueError(f'fovy_deg must be in (0, 180), got {fovy_deg}')
-        pos = np.asarray(position_m, dtype=float).reshape(3)
-        fwd = np.asarray(target_m, dtype=float).reshape(3) - pos
-        fwd /= np.linalg.norm(fwd)
-        right = np.cross(fwd, np.asarray(up, dtype=float))
-        if np.linalg.norm(right) < 1e-9:
-            raise ValueError('the view direction is parallel to up')
-        right /= np.linalg.norm(right)
-        down = np.cross(fwd, right)
+        rotation = look_at_rotation(position_m, target_m, up)
         f = 0.5 * height / np.tan(np.radians(fovy_deg) / 2.0)
         K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-        return cls(K, pos, np.stack([right, down, fwd], axis=1), int(width), int(height))
+        return cls(K, np.asarray(position_m, dtype=float).reshape(3), rotation, int(width),
+                   int(height))
 
     def project(self, points_m):
         """Return pixel coordinates (N, 2) float64 (u right, v down) of base-frame points.

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -158,7 +159,6 @@ class EpisodeRecorder:
         self._dataset = None
         self._episode = None
         self._pending = []            # finished episodes (buffer, summary) not yet written
-        self._last_summary = None
         self.lock_retry_s = float(lock_retry_s)
         self.lock_retries = 0         # appends that found the file locked and waited
         self.episodes_written = 0
@@ -336,8 +336,8 @@ class EpisodeRecorder:
         """
         if buffer is not None:
             self._pending.append((buffer, summary))
-        self.flush_pending()
-        return self._last_summary if buffer is not None else summary
+        written = self.flush_pending()
+        return written if buffer is not None else summary
 
     @property
     def pending_episodes(self):
@@ -345,8 +345,9 @@ class EpisodeRecorder:
         return len(self._pending)
 
     def flush_pending(self):
-        """Write every pending episode, oldest first (see :meth:`append` for errors)."""
-        import time
+        """Write every pending episode, oldest first; return the last one's summary (None if
+        none was pending). See :meth:`append` for errors."""
+        written = None
         while self._pending:
             buffer, summary = self._pending[0]
             deadline = time.monotonic() + self.lock_retry_s
@@ -365,9 +366,10 @@ class EpisodeRecorder:
                     self.lock_retries += 1
                     time.sleep(LOCK_RETRY_PERIOD_S)
             self._pending.pop(0)
-            self._last_summary = dict(summary, index=index, written=True)
+            written = dict(summary, index=index, written=True)
             self.episodes_written += 1
             self.steps_written += summary['steps']
+        return written
 
     @staticmethod
     def _buffer(ep, final_image, final_proprio, final_sp, final_stamp, success, terminated,

@@ -182,9 +182,8 @@ def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weig
             raise ValueError(f"targets need an actor with pooling 'target', not "
                              f'{actor.config.pooling!r}')
         target_xy, mask = targets
-        scores, maps = actor.target_maps(images)
-        xy, local = actor.attend(scores, maps, target_xy)
-        mean_n, logits = actor.head(torch.cat([xy, local], dim=1), proprios)
+        feats, scores = actor.target_features(images, target_xy)
+        mean_n, logits = actor.head(feats, proprios)
         extra = target_loss(actor, scores, target_xy, mask, target_sigma_cells)
     high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
     target_n = (actions[:, :4] / high).clamp(-1.0, 1.0)

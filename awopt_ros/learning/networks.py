@@ -199,6 +199,18 @@ class Actor(nn.Module):
         prob = torch.softmax(torch.where(inside, scores, torch.full_like(scores, -1e4)), -1)
         return prob @ self.target_grid, (feats * prob.unsqueeze(1)).sum(-1)
 
+    def target_features(self, image, target_xy=None):
+        """'target' pooling: (features (N, 2 + C) = window position and features, scores).
+
+        The window sits on ``target_xy`` (N, 2) in [-1, 1] when given (teacher forcing in
+        training), else on the best-scoring cell; ``scores`` (N, S*S) as :meth:`target_maps`.
+        """
+        scores, maps = self.target_maps(image)
+        if target_xy is None:
+            target_xy = self.target_grid[torch.argmax(scores, dim=-1)]
+        xy, local = self.attend(scores, maps, target_xy)
+        return torch.cat([xy, local], dim=1), scores
+
     def normalised(self, image, proprio, target_xy=None):
         """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling.
 
@@ -206,11 +218,7 @@ class Actor(nn.Module):
         window on these labels instead of the best-scoring cell (teacher forcing).
         """
         if self.config.pooling == 'target':
-            scores, maps = self.target_maps(image)
-            if target_xy is None:
-                target_xy = self.target_grid[torch.argmax(scores, dim=-1)]
-            xy, local = self.attend(scores, maps, target_xy)
-            feats = torch.cat([xy, local], dim=1)                           # (N, 2 + C)
+            feats, _ = self.target_features(image, target_xy)
         else:
             if target_xy is not None:
                 raise ValueError(f"target_xy needs pooling 'target', not "

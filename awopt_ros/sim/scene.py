@@ -59,14 +59,11 @@ def shoulder_camera(width=640, height=480):
 def _look_at_quat(pos, target, up=(0.0, 0.0, 1.0)):
     """Return the wxyz quaternion of a MuJoCo camera at ``pos`` looking at ``target``.
 
-    MuJoCo cameras look along their local -z with y up.
+    MuJoCo cameras look along their local -z with y up: the optical frame (x right, y down,
+    z forward) of :func:`awopt_ros.core.camera.look_at_rotation` with y and z negated.
     """
-    fwd = np.asarray(target, float) - np.asarray(pos, float)
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, up)
-    right /= np.linalg.norm(right)
-    cam_up = np.cross(right, fwd)
-    rot = np.stack([right, cam_up, -fwd], axis=1)  # columns: camera x, y, z in world
+    from awopt_ros.core.camera import look_at_rotation
+    rot = look_at_rotation(pos, target, up) * np.array([1.0, -1.0, -1.0])   # camera x, y, z
     quat = np.zeros(4)
     mujoco.mju_mat2Quat(quat, rot.reshape(-1))
     return quat
