@@ -12,8 +12,8 @@ from awopt_ros.core.camera import PinholeCamera
 from awopt_ros.core.onnx_policy import OnnxActor, expected_contract
 from awopt_ros.learning.bc import BCConfig, bc_loss, train_bc
 from awopt_ros.learning.export import export_actor
-from awopt_ros.learning.networks import Actor, ActorConfig
-from awopt_ros.learning.targets import grasp_targets, target_arrays
+from awopt_ros.learning.networks import GRASP_Z_OFFSET_M, GRASP_Z_SCALE_M, Actor, ActorConfig
+from awopt_ros.learning.targets import grasp_pose_targets, grasp_targets, target_arrays
 
 CROP = (80, 0, 480, 480)
 
@@ -165,6 +165,8 @@ def test_target_pooling_needs_labels_and_no_shift():
             progress=False, targets=(xy, mask))
     with pytest.raises(ValueError, match='shift_px must be 0'):
         BCConfig(shift_px=2, actor=ActorConfig(pooling='target'))
+    with pytest.raises(ValueError, match='pose_weight'):
+        BCConfig(pose_weight=-1.0)
     from awopt_ros.learning.awopt import LearnerConfig
     with pytest.raises(ValueError, match='only behaviour cloning'):
         LearnerConfig(actor={'pooling': 'target'})
@@ -223,3 +225,82 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     summary = json.loads((tmp_path / 'm_summary.json').read_text())
     assert summary['data']['episodes'] == 1 and summary['data']['transitions'] == 30
     assert run_train(parser.parse_args(base + ['--max-episodes', '0'])) == 1
+    assert run_train(parser.parse_args(base + ['--grasp-pose'])) == 0
+    summary = json.loads((tmp_path / 'm_summary.json').read_text())
+    assert summary['config']['actor']['grasp_pose'] is True
+    assert 'pose' in summary['history']['heldout_parts']
+    OnnxActor(out, expected_contract(SIZE, CROP))
+
+
+def test_grasp_pose_labels_are_the_tool_pose_at_the_close():
+    ep = _episode(8, close_at=5)
+    yaw = np.linspace(0.0, 1.4, 9)
+    ep['observations']['proprio'][:, 3] = np.sin(yaw)
+    ep['observations']['proprio'][:, 4] = np.cos(yaw)
+    ep['observations']['proprio'][:, 2] = np.linspace(0.2, 0.04, 9)
+    pose = grasp_pose_targets(ep)
+    z = (np.linspace(0.2, 0.04, 9)[5] - GRASP_Z_OFFSET_M) / GRASP_Z_SCALE_M
+    np.testing.assert_allclose(pose, np.tile([z, np.cos(2 * yaw[5]), np.sin(2 * yaw[5])],
+                                             (8, 1)), atol=1e-6)
+    assert not grasp_pose_targets(_episode(4, close_at=None)).any()
+    from awopt_ros.sim.scene import shoulder_camera
+    eps = [_episode(4, 2), _episode(3, 1, success=False), _episode(5, 3)]
+    xy, mask, poses = target_arrays(eps, shoulder_camera(), CROP, with_pose=True)
+    assert poses.shape == (9, 3) and xy.shape == (9, 2) and mask.shape == (9,)
+
+
+def test_grasp_pose_inputs_are_relative_to_the_tool_and_symmetric_under_a_half_turn():
+    """A parallel gripper at yaw and yaw + 180 deg is the same grasp: same MLP inputs."""
+    torch.manual_seed(0)
+    actor = Actor(ActorConfig(image_size=16, channels=4, num_conv=3, hidden=8,
+                              pooling='target', grasp_pose=True))
+    feats = torch.randn(5, 2 + 4)
+    proprio = torch.zeros(5, 6)
+    proprio[:, 2] = 0.1
+    yaw = torch.linspace(-1.0, 1.0, 5)
+    proprio[:, 3], proprio[:, 4] = torch.sin(yaw), torch.cos(yaw)
+    turned = proprio.clone()
+    turned[:, 3], turned[:, 4] = torch.sin(yaw + np.pi), torch.cos(yaw + np.pi)
+    with torch.no_grad():
+        a = actor._pose_inputs(feats, proprio)
+        b = actor._pose_inputs(feats, turned)
+        pose = actor.grasp_pose(feats)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # relative doubled yaw: the angle of (cos, sin) minus twice the tool yaw
+    rel = torch.atan2(a[:, 2], a[:, 1])
+    expected = torch.atan2(pose[:, 2], pose[:, 1]) - 2 * yaw
+    torch.testing.assert_close(torch.cos(rel), torch.cos(expected), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.sin(rel), torch.sin(expected), atol=1e-5, rtol=0)
+    # height: predicted z minus the tool's, in GRASP_Z_SCALE_M units
+    torch.testing.assert_close(a[:, 0], pose[:, 0] - (0.1 - GRASP_Z_OFFSET_M) / GRASP_Z_SCALE_M)
+    with pytest.raises(ValueError, match="grasp_pose needs pooling 'target'"):
+        ActorConfig(grasp_pose=True)
+    with pytest.raises(ValueError, match='grasp_pose needs an actor'):
+        Actor(ActorConfig(image_size=16, channels=4, num_conv=3, pooling='target')).grasp_pose(
+            feats)
+
+
+def test_grasp_pose_head_learns_the_labelled_pose_and_exports(tmp_path):
+    """The pose of the red blob is coded in its blue channel; the head must read it there."""
+    torch.manual_seed(0)
+    images, proprios, actions, xy = blob_pairs(600)
+    pose = np.zeros((600, 3), np.float32)
+    rng = np.random.default_rng(0)
+    level = rng.uniform(0, 1, 600)
+    for i in range(600):
+        c, r = ((xy[i] + 1) / 2 * 24 - 1.5).round().astype(int)
+        images[i, r:r + 3, c:c + 3, 2] = int(40 + 200 * level[i])
+    pose[:, 0] = 2 * level - 1
+    pose[:, 1], pose[:, 2] = np.cos(3 * level), np.sin(3 * level)
+    mask = np.ones(600, bool)
+    config = target_config(400)
+    config.actor = ActorConfig(image_size=24, channels=16, num_conv=4, hidden=64,
+                               pooling='target', grasp_pose=True)
+    with pytest.raises(ValueError, match='pose labels'):
+        train_bc(images, proprios, actions, config, progress=False, targets=(xy, mask))
+    actor, hist = train_bc(images, proprios, actions, config, progress=False,
+                           targets=(xy, mask, pose))
+    # a constant predictor's pose error is about var(2u-1) + 2 * ~0.5 = 1.3
+    assert hist['heldout_parts']['pose'] < 0.15, hist['heldout_parts']
+    result = export_actor(actor, tmp_path / 'pose.onnx', CROP)
+    assert set(result['parity']) == {1, 64}

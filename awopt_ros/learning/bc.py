@@ -14,7 +14,9 @@ Actors with 'target' pooling (``networks.ActorConfig``) also learn their grasp-t
 map: a cross-entropy between the score softmax and a Gaussian (``target_sigma_cells``) around
 the hindsight grasp point (:mod:`awopt_ros.learning.targets`) on the steps before the close,
 weighted ``target_weight``; the action head is trained with its window centred on the label
-(teacher forcing), and at run time on the best-scoring cell.
+(teacher forcing), and at run time on the best-scoring cell. With ``ActorConfig.grasp_pose``
+the predicted grasp pose (tool height, doubled gripper yaw) gets a mean-squared error against
+the hindsight pose on the same steps, weighted ``pose_weight``.
 
 Augmentation: random shift of +-``shift_px`` pixels with edge replication (DrQ, Kostrikov et
 al. 2020), applied independently to each image in a batch.
@@ -53,6 +55,7 @@ class BCConfig:
         target_sigma_cells: std (score-map cells) of the Gaussian around the label.
         lr_schedule: 'constant' or 'cosine' (the learning rate decays to 0 over ``steps``,
             Loshchilov & Hutter 2017, without restarts).
+        pose_weight: weight of the grasp-pose error (``ActorConfig.grasp_pose``).
     """
 
     steps: int = 5000
@@ -69,6 +72,7 @@ class BCConfig:
     target_weight: float = 1.0
     target_sigma_cells: float = 0.75
     lr_schedule: str = 'constant'
+    pose_weight: float = 1.0
 
     def __post_init__(self):
         """Validate the values (ValueError naming the field)."""
@@ -91,6 +95,8 @@ class BCConfig:
         if self.target_weight < 0 or not self.target_sigma_cells > 0:
             raise ValueError(f'BCConfig.target_weight must be >= 0 and target_sigma_cells '
                              f'> 0, got {self.target_weight}, {self.target_sigma_cells}')
+        if not self.pose_weight >= 0:
+            raise ValueError(f'BCConfig.pose_weight must be >= 0, got {self.pose_weight}')
         if self.lr_schedule not in ('constant', 'cosine'):
             raise ValueError(f"BCConfig.lr_schedule must be 'constant' or 'cosine', "
                              f'got {self.lr_schedule!r}')
@@ -153,8 +159,15 @@ def target_loss(actor, scores, target_xy, mask, sigma_cells):
     return (ce * m).sum() / m.sum().clamp(min=1.0)
 
 
+def pose_loss(pose, label, mask):
+    """Mean squared error (summed over the 3 entries) of a predicted grasp pose (N, 3)
+    against ``label`` (N, 3), mean over ``mask`` (N,) (0 when no step is labelled)."""
+    m = mask.to(torch.float32)
+    return (((pose - label) ** 2).sum(-1) * m).sum() / m.sum().clamp(min=1.0)
+
+
 def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weight=1.0,
-            target_sigma_cells=0.75):
+            target_sigma_cells=0.75, pose_weight=1.0):
     """Return (total loss, dict of per-sub-action losses) for one batch.
 
     Args:
@@ -163,28 +176,36 @@ def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weig
         weights: 7 sub-action weights w_k.
         targets: optional (target_xy float (N, 2), mask (N,)) grasp-target labels
             (:mod:`awopt_ros.learning.targets`) for an actor with 'target' pooling: the
-            window is centred on them and :func:`target_loss` is added (part ``'target'``).
+            window is centred on them and :func:`target_loss` is added (part ``'target'``);
+            an actor with ``grasp_pose`` needs a third entry, the pose labels (N, 3), and
+            adds :func:`pose_loss` (part ``'pose'``).
             None: the actor picks its own target (evaluation without labels).
-        target_weight, target_sigma_cells: see :class:`BCConfig`.
+        target_weight, target_sigma_cells, pose_weight: see :class:`BCConfig`.
 
     total = sum_k w_k mean_n (mu_k/high_k - a_k/high_k)^2 + sum_j w_j mean_n BCE(logit_j, a_j)
     with discrete targets a_j > 0.5 -> 1 else 0 (+ target_weight * target loss).
 
     Raises:
-        ValueError: ``targets`` for an actor without 'target' pooling.
+        ValueError: ``targets`` for an actor without 'target' pooling, or without pose labels
+            for an actor with ``grasp_pose``.
     """
     w = torch.as_tensor(weights, dtype=torch.float32)
-    extra = None
+    extra = pose_extra = None
     if targets is None:
         mean_n, logits = actor.normalised(images, proprios)
     else:
         if actor.config.pooling != 'target':
             raise ValueError(f"targets need an actor with pooling 'target', not "
                              f'{actor.config.pooling!r}')
-        target_xy, mask = targets
+        target_xy, mask = targets[:2]
         feats, scores = actor.target_features(images, target_xy)
         mean_n, logits = actor.head(feats, proprios)
         extra = target_loss(actor, scores, target_xy, mask, target_sigma_cells)
+        if actor.config.grasp_pose:
+            if len(targets) < 3:
+                raise ValueError('an actor with grasp_pose needs pose labels: targets = (xy, '
+                                 'mask, pose), learning.targets.target_arrays(with_pose=True)')
+            pose_extra = pose_loss(actor.grasp_pose(feats), targets[2], mask)
     high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
     target_n = (actions[:, :4] / high).clamp(-1.0, 1.0)
     mse = ((mean_n - target_n) ** 2).mean(0)                                 # (4,)
@@ -196,6 +217,9 @@ def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weig
     if extra is not None:
         total = total + target_weight * extra
         parts['target'] = float(extra.detach())
+    if pose_extra is not None:
+        total = total + pose_weight * pose_extra
+        parts['pose'] = float(pose_extra.detach())
     return total, parts
 
 
@@ -228,8 +252,10 @@ def _check_arrays(images, proprios, actions):
 
 
 @torch.no_grad()
-def _check_targets(targets, n, pooling):
-    """Return ``targets`` as tensors (xy (N, 2) float32, mask (N,) bool), or None."""
+def _check_targets(targets, n, actor_config):
+    """Return ``targets`` as tensors (xy (N, 2) float32, mask (N,) bool[, pose (N, 3)]),
+    or None."""
+    pooling = actor_config.pooling
     if pooling != 'target':
         if targets is not None:
             raise ValueError(f"targets need an actor with pooling 'target', not {pooling!r}")
@@ -244,7 +270,15 @@ def _check_targets(targets, n, pooling):
                          f'{mask.shape}')
     if not np.all(np.isfinite(xy)):
         raise ValueError('targets contain non-finite coordinates')
-    return torch.from_numpy(xy), torch.from_numpy(mask)
+    out = (torch.from_numpy(xy), torch.from_numpy(mask))
+    if actor_config.grasp_pose:
+        pose = np.asarray(targets[2], dtype=np.float32) if len(targets) > 2 else None
+        if pose is None or pose.shape != (n, 3) or not np.all(np.isfinite(pose)):
+            raise ValueError(f'an actor with grasp_pose needs finite pose labels (N={n}, 3) as '
+                             f'the third entry of targets, got '
+                             f'{None if pose is None else pose.shape}')
+        out += (torch.from_numpy(pose),)
+    return out
 
 
 def evaluate(actor, images, proprios, actions, weights, batch_size=256, targets=None,
@@ -257,7 +291,7 @@ def evaluate(actor, images, proprios, actions, weights, batch_size=256, targets=
     total, count = 0.0, 0
     for s in range(0, images.shape[0], batch_size):
         sl = slice(s, s + batch_size)
-        part = None if targets is None else (targets[0][sl], targets[1][sl])
+        part = None if targets is None else tuple(t[sl] for t in targets)
         with torch.no_grad():
             loss, _ = bc_loss(actor, images[sl], proprios[sl], actions[sl], weights, part,
                               **loss_kw)
@@ -280,10 +314,10 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
         log: optional callable(str) for progress lines.
         actor: optional :class:`Actor` to go on training (warm start, e.g. the previous
             DAgger iteration's); it is trained in place. None: a new ``Actor(config.actor)``.
-        targets: (target_xy float32 (N, 2), mask bool (N,)) grasp-target labels
-            (:func:`awopt_ros.learning.targets.target_arrays`); required for, and only for,
-            'target' pooling. The held-out loss is then the teacher-forced one plus the
-            target term.
+        targets: (target_xy float32 (N, 2), mask bool (N,)[, pose float32 (N, 3)])
+            grasp-target labels (:func:`awopt_ros.learning.targets.target_arrays`); required
+            for, and only for, 'target' pooling; the pose entry for ``grasp_pose``. The
+            held-out loss is then the teacher-forced one plus the target (and pose) terms.
 
     Returns:
         (actor in eval mode, history dict with lists ``step``, ``train_loss`` (running mean
@@ -303,7 +337,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     if images.shape[1:3] != (config.actor.image_size, config.actor.image_size):
         raise ValueError(f'images are {images.shape[1]}x{images.shape[2]}, the actor expects '
                          f'{config.actor.image_size}x{config.actor.image_size}')
-    labels = _check_targets(targets, images.shape[0], config.actor.pooling)
+    labels = _check_targets(targets, images.shape[0], config.actor)
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -313,9 +347,10 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     t_act = torch.from_numpy(actions)
     tr_idx = torch.from_numpy(train_idx)
     ho = (t_img[hold_idx], t_pro[hold_idx], t_act[hold_idx]) if len(hold_idx) else None
-    ho_labels = None if labels is None else (labels[0][hold_idx], labels[1][hold_idx])
+    ho_labels = None if labels is None else tuple(t[hold_idx] for t in labels)
     loss_kw = {'target_weight': config.target_weight,
-               'target_sigma_cells': config.target_sigma_cells}
+               'target_sigma_cells': config.target_sigma_cells,
+               'pose_weight': config.pose_weight}
 
     actor = Actor(config.actor) if actor is None else actor
     actor.train()
@@ -331,7 +366,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     for step in range(1, config.steps + 1):
         pick = tr_idx[torch.randint(0, len(tr_idx), (config.batch_size,), generator=gen)]
         img = random_shift(t_img[pick], config.shift_px, gen)
-        pick_labels = None if labels is None else (labels[0][pick], labels[1][pick])
+        pick_labels = None if labels is None else tuple(t[pick] for t in labels)
         loss, _ = bc_loss(actor, img, t_pro[pick], t_act[pick], config.weights, pick_labels,
                           **loss_kw)
         opt.zero_grad(set_to_none=True)

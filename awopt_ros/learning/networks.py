@@ -16,7 +16,11 @@ discrete ones; FACTS.md):
          (N, 2 + channels) go on. Choosing by argmax over a score map keeps one object where
          regression averages the candidates; the score map is trained on hindsight grasp
          points, :mod:`awopt_ros.learning.targets`, as in affordance maps / Transporter
-         Networks, Zeng et al. 2020)
+         Networks, Zeng et al. 2020); with ``grasp_pose`` a linear head on those features
+         also predicts the grasp pose (tool height z, gripper yaw as (cos 2yaw, sin 2yaw):
+         a parallel gripper is symmetric under 180 deg, so the doubled angle is continuous
+         where a yaw regression flips sign at +-90 deg), trained on hindsight labels; the MLP
+         gets it relative to the tool (z - tool z, cos/sin of 2 (yaw - tool yaw)) and as is
       -> concat proprio (N, 6) -> MLP (``hidden`` units, ReLU, 2 layers)
       -> continuous mean (N, 4) = tanh(.) * bound (``core.spec`` ACTION_HIGH, symmetric)
          and discrete logits (N, 3) for open, close, terminate (independent Bernoulli).
@@ -33,6 +37,12 @@ from awopt_ros.core import spec
 
 #: Pooling choices of :class:`ActorConfig`.
 POOLINGS = ('flatten', 'spatial_softmax', 'target')
+#: Grasp-pose head output (``grasp_pose``): z_m = GRASP_Z_OFFSET_M + GRASP_Z_SCALE_M * raw.
+GRASP_Z_OFFSET_M = 0.05
+GRASP_Z_SCALE_M = 0.05
+#: Inputs the grasp pose adds to the MLP: z - tool z (in GRASP_Z_SCALE_M), cos 2dyaw,
+#: sin 2dyaw, and the predicted (raw z, cos 2yaw, sin 2yaw).
+GRASP_POSE_FEATURES = 6
 
 
 @dataclass
@@ -55,6 +65,9 @@ class ActorConfig:
             needs target labels to train, see ``bc.train_bc``).
         target_window_cells: radius (score-map cells) of the window around the best cell
             whose soft-argmax gives the target coordinates ('target' pooling only).
+        grasp_pose: ('target' pooling only) predict the grasp pose (tool z, 2 x gripper yaw)
+            from the target window and feed it to the MLP; needs pose labels to train
+            (:func:`awopt_ros.learning.targets.grasp_pose_targets`).
     """
 
     image_size: int = 64
@@ -64,6 +77,7 @@ class ActorConfig:
     coord_conv: bool = True
     pooling: str = 'flatten'
     target_window_cells: float = 1.5
+    grasp_pose: bool = False
 
     def __post_init__(self):
         """Validate the sizes (ValueError naming the field)."""
@@ -76,6 +90,9 @@ class ActorConfig:
         if not self.target_window_cells > 0:
             raise ValueError(f'ActorConfig.target_window_cells must be > 0, '
                              f'got {self.target_window_cells}')
+        if self.grasp_pose and self.pooling != 'target':
+            raise ValueError(f"ActorConfig.grasp_pose needs pooling 'target', "
+                             f'got {self.pooling!r}')
         if self.image_size < 8:
             raise ValueError(f'ActorConfig.image_size must be >= 8, got {self.image_size}')
 
@@ -157,6 +174,9 @@ class Actor(nn.Module):
             self.register_buffer('target_grid', torch.stack([cx.reshape(-1), cy.reshape(-1)], 1))
             self.target_radius = float(c.target_window_cells) * 2.0 / size
             n_features = 2 + c.channels
+        self.pose_head = nn.Linear(n_features, 3) if c.grasp_pose else None
+        if c.grasp_pose:
+            n_features += GRASP_POSE_FEATURES
         self.mlp = nn.Sequential(
             nn.Linear(n_features + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
             nn.Linear(c.hidden, c.hidden), nn.ReLU(),
@@ -211,6 +231,28 @@ class Actor(nn.Module):
         xy, local = self.attend(scores, maps, target_xy)
         return torch.cat([xy, local], dim=1), scores
 
+    def grasp_pose(self, feats):
+        """Predicted grasp pose (N, 3): (raw z, cos 2yaw, sin 2yaw) from 'target' features.
+
+        Tool height z_m = ``GRASP_Z_OFFSET_M + GRASP_Z_SCALE_M * raw``; yaw (rad, about base
+        z) is half the angle of (cos, sin), which are not forced onto the unit circle.
+        Raises ValueError without ``grasp_pose``.
+        """
+        if self.pose_head is None:
+            raise ValueError('grasp_pose needs an actor built with ActorConfig(grasp_pose=True)')
+        return self.pose_head(feats)
+
+    def _pose_inputs(self, feats, proprio):
+        """MLP inputs (N, GRASP_POSE_FEATURES) from the predicted pose and the tool pose."""
+        pose = self.grasp_pose(feats)
+        proprio = proprio.to(torch.float32)
+        dz = pose[:, 0] - (proprio[:, 2] - GRASP_Z_OFFSET_M) / GRASP_Z_SCALE_M
+        s, c = proprio[:, 3], proprio[:, 4]
+        c2, s2 = c * c - s * s, 2.0 * s * c                       # tool's doubled yaw
+        rel_c = pose[:, 1] * c2 + pose[:, 2] * s2                 # cos 2(yaw - tool yaw)
+        rel_s = pose[:, 2] * c2 - pose[:, 1] * s2                 # sin 2(yaw - tool yaw)
+        return torch.cat([torch.stack([dz, rel_c, rel_s], 1), pose], 1)
+
     def normalised(self, image, proprio, target_xy=None):
         """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling.
 
@@ -229,6 +271,8 @@ class Actor(nn.Module):
     def head(self, feats, proprio):
         """MLP on pooled features (N, F) + normalised proprio: (mean_n (N, 4), logits (N, 3))."""
         p = (proprio.to(torch.float32) - self.proprio_offset) / self.proprio_scale
+        if self.pose_head is not None:
+            feats = torch.cat([feats, self._pose_inputs(feats, proprio)], dim=1)
         h = self.mlp(torch.cat([feats, p], dim=1))                          # (N, 7)
         return torch.tanh(h[:, :4]), h[:, 4:]
 

@@ -139,6 +139,13 @@ def add_train_args(parser):
                              '(learning.targets), labelled with the simulated shoulder camera')
     parser.add_argument('--num-conv', type=int, default=4,
                         help='bc: actor conv layers (networks.ActorConfig.num_conv)')
+    parser.add_argument('--grasp-pose', action='store_true',
+                        help='bc, --pooling target: also predict the grasp pose (tool height, '
+                             'gripper yaw modulo 180 deg) from hindsight labels and feed it '
+                             'to the action head (networks.ActorConfig.grasp_pose)')
+    parser.add_argument('--pose-weight', type=float, default=1.0,
+                        help='bc, --grasp-pose: weight of the grasp-pose error '
+                             '(BCConfig.pose_weight)')
     parser.add_argument('--max-episodes', type=int, default=None,
                         help='bc: use only the first N episodes of the dataset (in logged '
                              'order; default all)')
@@ -645,7 +652,7 @@ def _run_bc(args):
     targets = None
     if args.pooling == 'target':
         targets = target_arrays(episodes, shoulder_camera(*spec.SOURCE_SIZE), args.crop_xywh,
-                                successful_only=successful_only)
+                                successful_only=successful_only, with_pose=args.grasp_pose)
         print(f'grasp-target labels on {int(targets[1].sum())} of {len(targets[1])} '
               f'transitions (steps up to the close)')
     del episodes
@@ -662,11 +669,12 @@ def _run_bc(args):
     try:
         config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, shift_px=shift_px, eval_every=args.eval_every,
-                          lr_schedule=args.lr_schedule,
+                          lr_schedule=args.lr_schedule, pose_weight=args.pose_weight,
                           num_threads=args.threads,
                           actor=ActorConfig(image_size=image_size, channels=args.channels,
                                             hidden=args.hidden, num_conv=args.num_conv,
-                                            pooling=args.pooling))
+                                            pooling=args.pooling,
+                                            grasp_pose=args.grasp_pose))
     except ValueError as exc:
         return _fail(exc)
     t0 = time.perf_counter()
@@ -678,7 +686,8 @@ def _run_bc(args):
     card = (f'awopt_ros grasping actor, behaviour cloning (AW-Opt actor loss, task-1 weights '
             f'{list(config.weights)}) on {args.dataset_id} ({stats["transitions"]} transitions '
             f'from {stats["used_episodes"]} successful episodes), actor pooling '
-            f'{args.pooling!r} with {args.num_conv} convs, {args.steps} steps, batch '
+            f'{args.pooling!r} with {args.num_conv} convs'
+            f'{", grasp-pose head" if args.grasp_pose else ""}, {args.steps} steps, batch '
             f'{args.batch_size}, seed {args.seed}. Inputs image uint8 (N,{image_size},'
             f'{image_size},3) cropped {list(args.crop_xywh)} from 640x480, proprio '
             f'float32 (N,6) {list(spec.PROPRIO_NAMES)}; output action float32 (N,7) '
