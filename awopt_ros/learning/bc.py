@@ -15,7 +15,7 @@ map: a cross-entropy between the score softmax and a Gaussian (``target_sigma_ce
 the hindsight grasp point (:mod:`awopt_ros.learning.targets`) on the steps before the close,
 weighted ``target_weight``; the action head is trained with its window centred on the label
 (teacher forcing), and at run time on the best-scoring cell. With ``ActorConfig.grasp_pose``
-the predicted grasp pose (tool height, doubled gripper yaw) gets a mean-squared error against
+the predicted grasp pose (tool position, doubled gripper yaw) gets a mean-squared error against
 the hindsight pose on the same steps, weighted ``pose_weight``.
 
 Augmentation: random shift of +-``shift_px`` pixels with edge replication (DrQ, Kostrikov et
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from awopt_ros.core import spec
-from awopt_ros.learning.networks import Actor, ActorConfig
+from awopt_ros.learning.networks import GRASP_POSE_DIM, Actor, ActorConfig
 
 #: Task-1 sub-action weights (x, y, z, theta, open, close, terminate), AW-Opt Sec. 5.
 TASK1_WEIGHTS = (33.3, 33.3, 33.3, 5.5, 1.0, 1.0, 1.0)
@@ -160,8 +160,8 @@ def target_loss(actor, scores, target_xy, mask, sigma_cells):
 
 
 def pose_loss(pose, label, mask):
-    """Mean squared error (summed over the 3 entries) of a predicted grasp pose (N, 3)
-    against ``label`` (N, 3), mean over ``mask`` (N,) (0 when no step is labelled)."""
+    """Mean squared error (summed over the entries) of a predicted grasp pose (N, P) against
+    ``label`` (N, P), mean over ``mask`` (N,) (0 when no step is labelled)."""
     m = mask.to(torch.float32)
     return (((pose - label) ** 2).sum(-1) * m).sum() / m.sum().clamp(min=1.0)
 
@@ -177,7 +177,8 @@ def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weig
         targets: optional (target_xy float (N, 2), mask (N,)) grasp-target labels
             (:mod:`awopt_ros.learning.targets`) for an actor with 'target' pooling: the
             window is centred on them and :func:`target_loss` is added (part ``'target'``);
-            an actor with ``grasp_pose`` needs a third entry, the pose labels (N, 3), and
+            an actor with ``grasp_pose`` needs a third entry, the pose labels
+            (N, ``GRASP_POSE_DIM``), and
             adds :func:`pose_loss` (part ``'pose'``).
             None: the actor picks its own target (evaluation without labels).
         target_weight, target_sigma_cells, pose_weight: see :class:`BCConfig`.
@@ -253,7 +254,7 @@ def _check_arrays(images, proprios, actions):
 
 @torch.no_grad()
 def _check_targets(targets, n, actor_config):
-    """Return ``targets`` as tensors (xy (N, 2) float32, mask (N,) bool[, pose (N, 3)]),
+    """Return ``targets`` as tensors (xy (N, 2) float32, mask (N,) bool[, pose (N, 5)]),
     or None."""
     pooling = actor_config.pooling
     if pooling != 'target':
@@ -273,8 +274,9 @@ def _check_targets(targets, n, actor_config):
     out = (torch.from_numpy(xy), torch.from_numpy(mask))
     if actor_config.grasp_pose:
         pose = np.asarray(targets[2], dtype=np.float32) if len(targets) > 2 else None
-        if pose is None or pose.shape != (n, 3) or not np.all(np.isfinite(pose)):
-            raise ValueError(f'an actor with grasp_pose needs finite pose labels (N={n}, 3) as '
+        if pose is None or pose.shape != (n, GRASP_POSE_DIM) or not np.all(np.isfinite(pose)):
+            raise ValueError(f'an actor with grasp_pose needs finite pose labels '
+                             f'(N={n}, {GRASP_POSE_DIM}) as '
                              f'the third entry of targets, got '
                              f'{None if pose is None else pose.shape}')
         out += (torch.from_numpy(pose),)
@@ -314,7 +316,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
         log: optional callable(str) for progress lines.
         actor: optional :class:`Actor` to go on training (warm start, e.g. the previous
             DAgger iteration's); it is trained in place. None: a new ``Actor(config.actor)``.
-        targets: (target_xy float32 (N, 2), mask bool (N,)[, pose float32 (N, 3)])
+        targets: (target_xy float32 (N, 2), mask bool (N,)[, pose float32 (N, 5)])
             grasp-target labels (:func:`awopt_ros.learning.targets.target_arrays`); required
             for, and only for, 'target' pooling; the pose entry for ``grasp_pose``. The
             held-out loss is then the teacher-forced one plus the target (and pose) terms.

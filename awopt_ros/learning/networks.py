@@ -16,11 +16,12 @@ discrete ones; FACTS.md):
          (N, 2 + channels) go on. Choosing by argmax over a score map keeps one object where
          regression averages the candidates; the score map is trained on hindsight grasp
          points, :mod:`awopt_ros.learning.targets`, as in affordance maps / Transporter
-         Networks, Zeng et al. 2020); with ``grasp_pose`` a linear head on those features
-         also predicts the grasp pose (tool height z, gripper yaw as (cos 2yaw, sin 2yaw):
-         a parallel gripper is symmetric under 180 deg, so the doubled angle is continuous
-         where a yaw regression flips sign at +-90 deg), trained on hindsight labels; the MLP
-         gets it relative to the tool (z - tool z, cos/sin of 2 (yaw - tool yaw)) and as is
+         Networks, Zeng et al. 2020); with ``grasp_pose`` a small MLP on those features
+         also predicts the grasp pose in the base frame (tool position x, y, z and gripper
+         yaw as (cos 2yaw, sin 2yaw): a parallel gripper is symmetric under 180 deg, so the
+         doubled angle is continuous where a yaw regression flips sign at +-90 deg), trained
+         on hindsight labels; the action MLP gets it relative to the tool (position - tool
+         position, cos/sin of 2 (yaw - tool yaw)) and as is
       -> concat proprio (N, 6) -> MLP (``hidden`` units, ReLU, 2 layers)
       -> continuous mean (N, 4) = tanh(.) * bound (``core.spec`` ACTION_HIGH, symmetric)
          and discrete logits (N, 3) for open, close, terminate (independent Bernoulli).
@@ -37,12 +38,16 @@ from awopt_ros.core import spec
 
 #: Pooling choices of :class:`ActorConfig`.
 POOLINGS = ('flatten', 'spatial_softmax', 'target')
-#: Grasp-pose head output (``grasp_pose``): z_m = GRASP_Z_OFFSET_M + GRASP_Z_SCALE_M * raw.
-GRASP_Z_OFFSET_M = 0.05
-GRASP_Z_SCALE_M = 0.05
-#: Inputs the grasp pose adds to the MLP: z - tool z (in GRASP_Z_SCALE_M), cos 2dyaw,
-#: sin 2dyaw, and the predicted (raw z, cos 2yaw, sin 2yaw).
-GRASP_POSE_FEATURES = 6
+#: Grasp-pose head output (``grasp_pose``): position (x, y, z) in base_link =
+#: GRASP_POS_OFFSET_M + GRASP_POS_SCALE_M * raw (per axis), then cos 2yaw, sin 2yaw.
+GRASP_POS_OFFSET_M = (0.6, 0.0, 0.05)
+GRASP_POS_SCALE_M = (0.1, 0.1, 0.05)
+GRASP_POSE_DIM = 5
+#: Inputs the grasp pose adds to the MLP: position - tool position (raw units), cos 2dyaw,
+#: sin 2dyaw, and the predicted pose (GRASP_POSE_DIM raw values).
+GRASP_POSE_FEATURES = 5 + GRASP_POSE_DIM
+#: Hidden units of the grasp-pose head.
+GRASP_POSE_HIDDEN = 64
 
 
 @dataclass
@@ -65,7 +70,7 @@ class ActorConfig:
             needs target labels to train, see ``bc.train_bc``).
         target_window_cells: radius (score-map cells) of the window around the best cell
             whose soft-argmax gives the target coordinates ('target' pooling only).
-        grasp_pose: ('target' pooling only) predict the grasp pose (tool z, 2 x gripper yaw)
+        grasp_pose: ('target' pooling only) predict the grasp pose (tool x, y, z, 2 x yaw)
             from the target window and feed it to the MLP; needs pose labels to train
             (:func:`awopt_ros.learning.targets.grasp_pose_targets`).
     """
@@ -174,8 +179,12 @@ class Actor(nn.Module):
             self.register_buffer('target_grid', torch.stack([cx.reshape(-1), cy.reshape(-1)], 1))
             self.target_radius = float(c.target_window_cells) * 2.0 / size
             n_features = 2 + c.channels
-        self.pose_head = nn.Linear(n_features, 3) if c.grasp_pose else None
+        self.pose_head = None
         if c.grasp_pose:
+            self.pose_head = nn.Sequential(nn.Linear(n_features, GRASP_POSE_HIDDEN), nn.ReLU(),
+                                           nn.Linear(GRASP_POSE_HIDDEN, GRASP_POSE_DIM))
+            self.register_buffer('pose_offset', torch.tensor(GRASP_POS_OFFSET_M).reshape(1, 3))
+            self.register_buffer('pose_scale', torch.tensor(GRASP_POS_SCALE_M).reshape(1, 3))
             n_features += GRASP_POSE_FEATURES
         self.mlp = nn.Sequential(
             nn.Linear(n_features + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
@@ -232,10 +241,11 @@ class Actor(nn.Module):
         return torch.cat([xy, local], dim=1), scores
 
     def grasp_pose(self, feats):
-        """Predicted grasp pose (N, 3): (raw z, cos 2yaw, sin 2yaw) from 'target' features.
+        """Predicted grasp pose (N, GRASP_POSE_DIM) from 'target' features (N, 2 + C).
 
-        Tool height z_m = ``GRASP_Z_OFFSET_M + GRASP_Z_SCALE_M * raw``; yaw (rad, about base
-        z) is half the angle of (cos, sin), which are not forced onto the unit circle.
+        Entries: the tool position where the gripper will close, in base_link, as raw values
+        (position_m = ``GRASP_POS_OFFSET_M + GRASP_POS_SCALE_M * raw``), then cos 2yaw and
+        sin 2yaw of the gripper yaw (rad, about base z; not forced onto the unit circle).
         Raises ValueError without ``grasp_pose``.
         """
         if self.pose_head is None:
@@ -246,12 +256,12 @@ class Actor(nn.Module):
         """MLP inputs (N, GRASP_POSE_FEATURES) from the predicted pose and the tool pose."""
         pose = self.grasp_pose(feats)
         proprio = proprio.to(torch.float32)
-        dz = pose[:, 0] - (proprio[:, 2] - GRASP_Z_OFFSET_M) / GRASP_Z_SCALE_M
+        rel_pos = pose[:, :3] - (proprio[:, :3] - self.pose_offset) / self.pose_scale
         s, c = proprio[:, 3], proprio[:, 4]
         c2, s2 = c * c - s * s, 2.0 * s * c                       # tool's doubled yaw
-        rel_c = pose[:, 1] * c2 + pose[:, 2] * s2                 # cos 2(yaw - tool yaw)
-        rel_s = pose[:, 2] * c2 - pose[:, 1] * s2                 # sin 2(yaw - tool yaw)
-        return torch.cat([torch.stack([dz, rel_c, rel_s], 1), pose], 1)
+        rel_c = pose[:, 3] * c2 + pose[:, 4] * s2                 # cos 2(yaw - tool yaw)
+        rel_s = pose[:, 4] * c2 - pose[:, 3] * s2                 # sin 2(yaw - tool yaw)
+        return torch.cat([rel_pos, rel_c.unsqueeze(1), rel_s.unsqueeze(1), pose], 1)
 
     def normalised(self, image, proprio, target_xy=None):
         """Return (mean in [-1, 1] (N, 4), logits (N, 3)): the tanh output before scaling.

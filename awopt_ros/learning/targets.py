@@ -7,13 +7,13 @@ and the policy crop) it labels the actor's score map on those steps, the way aff
 are trained from the grasp a robot executed (Zeng et al. 2018, "Robotic pick-and-place of
 novel objects in clutter"; Transporter Networks, Zeng et al. 2020). Only logged data is
 needed: proprio and actions, no object poses. The tool pose at that step also labels the
-grasp pose head (``ActorConfig.grasp_pose``): the tool height and the gripper yaw it closed at.
+grasp pose head (``ActorConfig.grasp_pose``): the tool position and the gripper yaw it closed at.
 """
 import numpy as np
 
 from awopt_ros.core import spec
 from awopt_ros.learning.data import episode_transitions, is_success
-from awopt_ros.learning.networks import GRASP_Z_OFFSET_M, GRASP_Z_SCALE_M
+from awopt_ros.learning.networks import GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM
 
 
 def grasp_targets(episode, camera, crop_xywh):
@@ -48,20 +48,22 @@ def grasp_targets(episode, camera, crop_xywh):
 
 
 def grasp_pose_targets(episode):
-    """Return the grasp-pose label float32 (T, 3) of one episode, same on every step.
+    """Return the grasp-pose label float32 (T, GRASP_POSE_DIM) of one episode, same on every
+    step.
 
     The tool pose at the first close step (as :func:`grasp_targets`) in the units of
-    ``Actor.grasp_pose``: (tool z - GRASP_Z_OFFSET_M) / GRASP_Z_SCALE_M, cos 2yaw, sin 2yaw
-    (yaw of the tool about base z, from proprio sin/cos). Zeros without a close step (the
-    mask of :func:`grasp_targets` is then all False).
+    ``Actor.grasp_pose``: (tool position - GRASP_POS_OFFSET_M) / GRASP_POS_SCALE_M, then
+    cos 2yaw, sin 2yaw (yaw of the tool about base z, from proprio sin/cos). Zeros without a
+    close step (the mask of :func:`grasp_targets` is then all False).
     """
     _, proprios, actions = episode_transitions(episode)
-    pose = np.zeros((actions.shape[0], 3), dtype=np.float32)
+    pose = np.zeros((actions.shape[0], GRASP_POSE_DIM), dtype=np.float32)
     closing = np.nonzero(actions[:, spec.IDX_CLOSE] > 0.5)[0]
     if len(closing):
-        z, s, c = proprios[int(closing[0]), 2:5].astype(np.float64)
-        yaw2 = 2.0 * np.arctan2(s, c)
-        pose[:] = ((z - GRASP_Z_OFFSET_M) / GRASP_Z_SCALE_M, np.cos(yaw2), np.sin(yaw2))
+        tool = proprios[int(closing[0])].astype(np.float64)
+        yaw2 = 2.0 * np.arctan2(tool[3], tool[4])
+        pos = (tool[:3] - np.asarray(GRASP_POS_OFFSET_M)) / np.asarray(GRASP_POS_SCALE_M)
+        pose[:] = np.concatenate([pos, [np.cos(yaw2), np.sin(yaw2)]])
     return pose
 
 
@@ -71,13 +73,14 @@ def target_arrays(episodes, camera, crop_xywh, successful_only=True, with_pose=F
     Returns:
         (target_xy float32 (N, 2), mask bool (N,)), N = the transitions ``bc_arrays`` returns
         for the same ``episodes`` and ``successful_only``; with ``with_pose`` also the
-        :func:`grasp_pose_targets` float32 (N, 3) as a third entry.
+        :func:`grasp_pose_targets` float32 (N, GRASP_POSE_DIM) as a third entry.
     """
     kept = [ep for ep in episodes if is_success(ep) or not successful_only]
     parts = [grasp_targets(ep, camera, crop_xywh)
              + ((grasp_pose_targets(ep),) if with_pose else ()) for ep in kept]
     parts = [p for p in parts if p[0].shape[0] > 0]
     if not parts:
-        empty = (np.zeros((0, 2), np.float32), np.zeros(0, bool), np.zeros((0, 3), np.float32))
+        empty = (np.zeros((0, 2), np.float32), np.zeros(0, bool),
+                 np.zeros((0, GRASP_POSE_DIM), np.float32))
         return empty if with_pose else empty[:2]
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))

@@ -140,7 +140,7 @@ def add_train_args(parser):
     parser.add_argument('--num-conv', type=int, default=4,
                         help='bc: actor conv layers (networks.ActorConfig.num_conv)')
     parser.add_argument('--grasp-pose', action='store_true',
-                        help='bc, --pooling target: also predict the grasp pose (tool height, '
+                        help='bc, --pooling target: also predict the grasp pose (tool position, '
                              'gripper yaw modulo 180 deg) from hindsight labels and feed it '
                              'to the action head (networks.ActorConfig.grasp_pose)')
     parser.add_argument('--pose-weight', type=float, default=1.0,
