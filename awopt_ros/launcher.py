@@ -27,6 +27,13 @@ POLICY_NODES = {'actor': ('policy', 'awopt_ros.nodes.policy'),
                 'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy')}
 DEFAULT_CONFIG = 'config/awopt_ros_kuka_grasp.yaml'
 DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
+#: Parameters that several nodes must agree on: {param: (node defaults, nodes)}. The camera
+#: pipeline makes the policy image, the policy node checks it against the model's contract and
+#: the logger stores it; a mismatch would drop every image (and every dataset step).
+SHARED_PARAMS = {
+    'image_size': (64, ('camera_pipeline', 'policy', 'logger')),
+    'crop_xywh': ([80, 0, 480, 480], ('camera_pipeline', 'policy')),
+}
 
 
 def ros_environment(base=None, domain_id=None):
@@ -57,6 +64,46 @@ def format_param(value):
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return repr(value)
+
+
+def effective_params(config, node_name, overrides=None):
+    """Return the parameters ``node_name`` gets from the params file ``config`` (its
+    ``/**`` section, then its own section) and ``overrides`` ({param: value}), as a dict.
+
+    Raises:
+        ValueError: the file is not a node-keyed ``ros__parameters`` YAML mapping.
+    """
+    import yaml
+    with open(resolve(config), encoding='utf-8') as f:
+        doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f'params file {config} is not a mapping of node names')
+    params = {}
+    for key in ('/**', node_name, '/' + node_name):
+        section = (doc.get(key) or {}).get('ros__parameters') or {}
+        params.update(section)
+    params.update(overrides or {})
+    return params
+
+
+def check_shared_params(config, nodes, overrides=None):
+    """Check that the ``nodes`` that take a :data:`SHARED_PARAMS` entry get the same value.
+
+    Args:
+        config: params YAML; nodes: node names started; overrides: {node: {param: value}}.
+
+    Raises:
+        ValueError: naming the parameter and each node's value, e.g. a camera pipeline
+            making 96 px images for a logger that expects 64 px.
+    """
+    overrides = overrides or {}
+    per_node = {n: effective_params(config, n, overrides.get(n)) for n in nodes}
+    for param, (default, takers) in SHARED_PARAMS.items():
+        values = {n: per_node[n].get(param, default) for n in takers if n in per_node}
+        if len({repr(v) for v in values.values()}) > 1:
+            listed = ', '.join(f'{n}.{param}={v}' for n, v in values.items())
+            raise ValueError(f'nodes disagree on {param!r}: {listed}; set the same value for '
+                             f'each (params file {config} or --set NODE:{param}=VALUE)')
 
 
 def node_command(module, node_name, config, params=None, python=sys.executable):
@@ -103,6 +150,11 @@ class Stack:
         log_dir: where each node's stdout/stderr goes (``<name>.log``).
         overrides: {node name: {param: value}} applied after the params file.
         env: environment for the processes (default: :func:`ros_environment`).
+
+    Raises:
+        ValueError: an unknown policy, or nodes that would disagree on a shared parameter
+            (:func:`check_shared_params`), before any process starts.
+        FileNotFoundError: no params file at ``config``.
     """
 
     config: str = DEFAULT_CONFIG
@@ -118,6 +170,7 @@ class Stack:
         if not resolve(self.config).is_file():
             raise FileNotFoundError(f'params file not found: {resolve(self.config)}')
         self.log_dir = Path(self.log_dir)
+        check_shared_params(self.config, [n for n, _ in self.node_specs()], self.overrides)
 
     def node_specs(self):
         """Return [(node name, module)] in start order."""

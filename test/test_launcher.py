@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from awopt_ros.core.paths import resolve
-from awopt_ros.launcher import (DEFAULT_CONFIG, Stack, format_param, node_command,
-                                ros_environment)
+from awopt_ros.launcher import (DEFAULT_CONFIG, Stack, effective_params, format_param,
+                                node_command, ros_environment)
 
 
 def test_environment_keeps_dds_on_this_machine():
@@ -42,6 +42,26 @@ def test_stack_nodes_and_bad_arguments(tmp_path):
         Stack(policy='telepathy')
     with pytest.raises(FileNotFoundError, match='params file'):
         Stack(config=str(tmp_path / 'missing.yaml'))
+
+
+def test_stack_refuses_nodes_that_disagree_on_the_policy_image(tmp_path):
+    # The shipped params agree; an override of one node's image size is refused up front
+    # (it would make the logger drop every policy image, i.e. every dataset step).
+    Stack(policy='actor', log_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"'image_size'.*camera_pipeline.image_size=32.*"
+                                         r'logger.image_size='):
+        Stack(policy='scripted', log_dir=tmp_path,
+              overrides={'camera_pipeline': {'image_size': 32}})
+    with pytest.raises(ValueError, match=r"'crop_xywh'.*policy.crop_xywh=\[0, 0, 480, 480\]"):
+        Stack(policy='actor', log_dir=tmp_path,
+              overrides={'policy': {'crop_xywh': [0, 0, 480, 480]}})
+    # A '/**' section reaches every node; a node section wins over it.
+    cfg = tmp_path / 'p.yaml'
+    cfg.write_text('/**:\n  ros__parameters:\n    image_size: 96\n'
+                   'logger:\n  ros__parameters:\n    image_size: 96\n')
+    Stack(config=str(cfg), policy='actor', log_dir=tmp_path)
+    assert effective_params(cfg, 'camera_pipeline')['image_size'] == 96
+    assert effective_params(cfg, 'logger', {'image_size': 48})['image_size'] == 48
 
 
 def test_params_yaml_is_keyed_by_node_name():
