@@ -212,3 +212,15 @@ def test_actor_poolings_and_coord_channels(pooling):
     assert mean.shape == (5, 4) and logits.shape == (5, 3)
     with pytest.raises(ValueError, match='pooling'):
         ActorConfig(pooling='max')
+
+
+def test_stem_stride_sets_the_score_map_side():
+    # 96 px with a stride-3 stem keeps the 32-cell map of 64 px (same cells, more detail each)
+    for size, stride, side in ((64, 2, 32), (96, 3, 32), (96, 2, 48)):
+        actor = Actor(ActorConfig(image_size=size, channels=4, num_conv=2, hidden=8,
+                                  pooling='target', stem_stride=stride))
+        assert actor.map_side == side
+        scores, feats = actor.target_maps(torch.zeros(2, size, size, 3, dtype=torch.uint8))
+        assert scores.shape == (2, side * side) and feats.shape == (2, 4, side * side)
+    with pytest.raises(ValueError, match='stem_stride'):
+        ActorConfig(stem_stride=4)

@@ -226,9 +226,10 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     summary = json.loads((tmp_path / 'm_summary.json').read_text())
     assert summary['data']['episodes'] == 1 and summary['data']['transitions'] == 30
     assert run_train(parser.parse_args(base + ['--max-episodes', '0'])) == 1
-    assert run_train(parser.parse_args(base + ['--grasp-pose'])) == 0
+    assert run_train(parser.parse_args(base + ['--grasp-pose', '--stem-stride', '3'])) == 0
     summary = json.loads((tmp_path / 'm_summary.json').read_text())
     assert summary['config']['actor']['grasp_pose'] is True
+    assert summary['config']['actor']['stem_stride'] == 3
     assert 'pose' in summary['history']['heldout_parts']
     OnnxActor(out, expected_contract(SIZE, CROP))
 

@@ -57,7 +57,11 @@ class ActorConfig:
     Attributes:
         image_size: side of the square input image (px).
         channels: conv channels per layer.
-        num_conv: number of 3x3 conv layers (first stride 2, others stride 1).
+        num_conv: number of 3x3 conv layers (the first strides ``stem_stride``, the others 1;
+            'flatten' pooling strides every layer 2).
+        stem_stride: stride of the first conv layer (2 or 3): the feature and score maps
+            have side ``ceil(image_size / stem_stride)``; 3 keeps a 32-cell map at 96 px,
+            so a larger image adds detail to each cell without more cells to compute.
         hidden: MLP hidden units (2 hidden layers).
         coord_conv: append pixel-coordinate channels x, y and r (distance from the image
             centre) to the image (CoordConv with the radius channel, Liu et al. 2018), so that
@@ -83,6 +87,7 @@ class ActorConfig:
     pooling: str = 'flatten'
     target_window_cells: float = 1.5
     grasp_pose: bool = False
+    stem_stride: int = 2
 
     def __post_init__(self):
         """Validate the sizes (ValueError naming the field)."""
@@ -98,6 +103,8 @@ class ActorConfig:
         if self.grasp_pose and self.pooling != 'target':
             raise ValueError(f"ActorConfig.grasp_pose needs pooling 'target', "
                              f'got {self.pooling!r}')
+        if self.stem_stride not in (2, 3):
+            raise ValueError(f'ActorConfig.stem_stride must be 2 or 3, got {self.stem_stride}')
         if self.image_size < 8:
             raise ValueError(f'ActorConfig.image_size must be >= 8, got {self.image_size}')
 
@@ -157,7 +164,7 @@ class Actor(nn.Module):
         self.register_buffer('coords', torch.stack([gx, gy, radius]).unsqueeze(0))  # (1,3,H,W)
         flatten = c.pooling == 'flatten'
         for i in range(c.num_conv):
-            stride = 2 if (i == 0 or flatten) else 1
+            stride = c.stem_stride if i == 0 else (2 if flatten else 1)
             dilation = 2 ** (i - 1) if (c.pooling == 'target' and i > 0) else 1
             layers += [nn.Conv2d(in_ch, c.channels, 3, stride=stride, padding=dilation,
                                  dilation=dilation), nn.ReLU()]

@@ -139,6 +139,9 @@ def add_train_args(parser):
                              '(learning.targets), labelled with the simulated shoulder camera')
     parser.add_argument('--num-conv', type=int, default=4,
                         help='bc: actor conv layers (networks.ActorConfig.num_conv)')
+    parser.add_argument('--stem-stride', type=int, default=2, choices=(2, 3),
+                        help='bc: stride of the first conv (networks.ActorConfig.stem_stride); '
+                             '3 with 96 px images keeps the 32-cell score map of 64 px')
     parser.add_argument('--grasp-pose', action='store_true',
                         help='bc, --pooling target: also predict the grasp pose (tool position, '
                              'gripper yaw modulo 180 deg) from hindsight labels and feed it '
@@ -674,7 +677,8 @@ def _run_bc(args):
                           actor=ActorConfig(image_size=image_size, channels=args.channels,
                                             hidden=args.hidden, num_conv=args.num_conv,
                                             pooling=args.pooling,
-                                            grasp_pose=args.grasp_pose))
+                                            grasp_pose=args.grasp_pose,
+                                            stem_stride=args.stem_stride))
     except ValueError as exc:
         return _fail(exc)
     t0 = time.perf_counter()
