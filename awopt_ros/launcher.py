@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from awopt_ros.core import spec
 from awopt_ros.core.paths import resolve
 
 #: Nodes of the grasping stack, in start order: (node name, python module).
@@ -31,8 +32,8 @@ DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: pipeline makes the policy image, the policy node checks it against the model's contract and
 #: the logger stores it; a mismatch would drop every image (and every dataset step).
 SHARED_PARAMS = {
-    'image_size': (64, ('camera_pipeline', 'policy', 'logger')),
-    'crop_xywh': ([80, 0, 480, 480], ('camera_pipeline', 'policy')),
+    'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger')),
+    'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy')),
 }
 
 
@@ -66,6 +67,24 @@ def format_param(value):
     return repr(value)
 
 
+def _load_params_file(config):
+    """Return the params YAML ``config`` as a dict (ValueError if it is not a mapping)."""
+    import yaml
+    with open(resolve(config), encoding='utf-8') as f:
+        doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f'params file {config} is not a mapping of node names')
+    return doc
+
+
+def _node_params(doc, node_name, overrides=None):
+    params = {}
+    for key in ('/**', node_name, '/' + node_name):
+        params.update((doc.get(key) or {}).get('ros__parameters') or {})
+    params.update(overrides or {})
+    return params
+
+
 def effective_params(config, node_name, overrides=None):
     """Return the parameters ``node_name`` gets from the params file ``config`` (its
     ``/**`` section, then its own section) and ``overrides`` ({param: value}), as a dict.
@@ -73,17 +92,7 @@ def effective_params(config, node_name, overrides=None):
     Raises:
         ValueError: the file is not a node-keyed ``ros__parameters`` YAML mapping.
     """
-    import yaml
-    with open(resolve(config), encoding='utf-8') as f:
-        doc = yaml.safe_load(f) or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f'params file {config} is not a mapping of node names')
-    params = {}
-    for key in ('/**', node_name, '/' + node_name):
-        section = (doc.get(key) or {}).get('ros__parameters') or {}
-        params.update(section)
-    params.update(overrides or {})
-    return params
+    return _node_params(_load_params_file(config), node_name, overrides)
 
 
 def check_shared_params(config, nodes, overrides=None):
@@ -97,7 +106,8 @@ def check_shared_params(config, nodes, overrides=None):
             making 96 px images for a logger that expects 64 px.
     """
     overrides = overrides or {}
-    per_node = {n: effective_params(config, n, overrides.get(n)) for n in nodes}
+    doc = _load_params_file(config)
+    per_node = {n: _node_params(doc, n, overrides.get(n)) for n in nodes}
     for param, (default, takers) in SHARED_PARAMS.items():
         values = {n: per_node[n].get(param, default) for n in takers if n in per_node}
         if len({repr(v) for v in values.values()}) > 1:

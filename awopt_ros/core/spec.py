@@ -29,6 +29,11 @@ ARM_JOINTS = tuple(f'iiwa_joint_{i}' for i in range(1, 8))
 GRIPPER_JOINT = 'gripper_finger_joint'
 GRIPPER_CLOSED_M = 0.04
 SOURCE_SIZE = (640, 480)  # camera width, height (px)
+#: Default policy image of the stack: crop (x, y, w, h) of the SOURCE frame, resized to a
+#: square of POLICY_IMAGE_SIZE px (camera_pipeline, policy and logger defaults; the params
+#: YAML sets them for every bringup).
+POLICY_CROP_XYWH = (80, 0, 480, 480)
+POLICY_IMAGE_SIZE = 64
 
 
 def is_set(value):

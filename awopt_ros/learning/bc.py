@@ -178,8 +178,7 @@ def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weig
             (:mod:`awopt_ros.learning.targets`) for an actor with 'target' pooling: the
             window is centred on them and :func:`target_loss` is added (part ``'target'``);
             an actor with ``grasp_pose`` needs a third entry, the pose labels
-            (N, ``GRASP_POSE_DIM``), and
-            adds :func:`pose_loss` (part ``'pose'``).
+            (N, ``GRASP_POSE_DIM``), and adds :func:`pose_loss` (part ``'pose'``).
             None: the actor picks its own target (evaluation without labels).
         target_weight, target_sigma_cells, pose_weight: see :class:`BCConfig`.
 
@@ -275,9 +274,8 @@ def _check_targets(targets, n, actor_config):
     if actor_config.grasp_pose:
         pose = np.asarray(targets[2], dtype=np.float32) if len(targets) > 2 else None
         if pose is None or pose.shape != (n, GRASP_POSE_DIM) or not np.all(np.isfinite(pose)):
-            raise ValueError(f'an actor with grasp_pose needs finite pose labels '
-                             f'(N={n}, {GRASP_POSE_DIM}) as '
-                             f'the third entry of targets, got '
+            raise ValueError(f'an actor with grasp_pose needs finite pose labels (N={n}, '
+                             f'{GRASP_POSE_DIM}) as the third entry of targets, got '
                              f'{None if pose is None else pose.shape}')
         out += (torch.from_numpy(pose),)
     return out

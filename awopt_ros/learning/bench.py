@@ -90,7 +90,7 @@ ORT_OVER_TORCH_MAX = 0.5
 TRAIN_BATCH = 64
 TRAIN_EPISODES = 50
 TRAIN_STEPS_PER_EPISODE = 10
-CROP_XYWH = (80, 0, 480, 480)
+CROP_XYWH = spec.POLICY_CROP_XYWH
 D3RLPY_PIP = ('pip install --no-deps d3rlpy==2.8.1 && '
               'pip install gym==0.26.2 structlog dataclasses-json scikit-learn')
 

@@ -16,6 +16,13 @@ from awopt_ros.learning.data import episode_transitions, is_success
 from awopt_ros.learning.networks import GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM
 
 
+def _first_close(episode):
+    """Return (proprios (T, 6), T, index of the first step whose close bit is set or None)."""
+    _, proprios, actions = episode_transitions(episode)
+    closing = np.nonzero(actions[:, spec.IDX_CLOSE] > 0.5)[0]
+    return proprios, actions.shape[0], (int(closing[0]) if len(closing) else None)
+
+
 def grasp_targets(episode, camera, crop_xywh):
     """Return (target_xy float32 (T, 2), mask bool (T,)) for one episode.
 
@@ -34,14 +41,11 @@ def grasp_targets(episode, camera, crop_xywh):
     Raises:
         ValueError: inconsistent episode arrays (``data.episode_transitions``).
     """
-    _, proprios, actions = episode_transitions(episode)
-    steps = actions.shape[0]
+    proprios, steps, t_close = _first_close(episode)
     xy = np.zeros((steps, 2), dtype=np.float32)
     mask = np.zeros(steps, dtype=bool)
-    closing = np.nonzero(actions[:, spec.IDX_CLOSE] > 0.5)[0]
-    if steps == 0 or len(closing) == 0:
+    if t_close is None:
         return xy, mask
-    t_close = int(closing[0])
     xy[:] = camera.to_policy_image(proprios[t_close, :3], crop_xywh)[0]
     mask[:t_close + 1] = True
     return xy, mask
@@ -56,11 +60,10 @@ def grasp_pose_targets(episode):
     cos 2yaw, sin 2yaw (yaw of the tool about base z, from proprio sin/cos). Zeros without a
     close step (the mask of :func:`grasp_targets` is then all False).
     """
-    _, proprios, actions = episode_transitions(episode)
-    pose = np.zeros((actions.shape[0], GRASP_POSE_DIM), dtype=np.float32)
-    closing = np.nonzero(actions[:, spec.IDX_CLOSE] > 0.5)[0]
-    if len(closing):
-        tool = proprios[int(closing[0])].astype(np.float64)
+    proprios, steps, t_close = _first_close(episode)
+    pose = np.zeros((steps, GRASP_POSE_DIM), dtype=np.float32)
+    if t_close is not None:
+        tool = proprios[t_close].astype(np.float64)
         yaw2 = 2.0 * np.arctan2(tool[3], tool[4])
         pos = (tool[:3] - np.asarray(GRASP_POS_OFFSET_M)) / np.asarray(GRASP_POS_SCALE_M)
         pose[:] = np.concatenate([pos, [np.cos(yaw2), np.sin(yaw2)]])

@@ -52,7 +52,7 @@ from awopt_ros.core import spec
 from awopt_ros.core.image_ops import check_crop
 
 #: Camera crop of the shipped configuration (x, y, w, h in 640x480 source px).
-DEFAULT_CROP = (80, 0, 480, 480)
+DEFAULT_CROP = spec.POLICY_CROP_XYWH
 #: ``--preset`` of the classic behaviour-cloning run (``learning.bc.train_bc``).
 CLASSIC_BC = 'bc'
 #: ``--preset`` name of the learner's own ``bc`` preset.

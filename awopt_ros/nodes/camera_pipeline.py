@@ -11,7 +11,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from awopt_ros.core.image_ops import FrameGate, check_crop, crop_resize
-from awopt_ros.core.spec import SOURCE_SIZE
+from awopt_ros.core.spec import POLICY_CROP_XYWH, POLICY_IMAGE_SIZE, SOURCE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
@@ -22,9 +22,9 @@ class CameraPipelineNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('camera_pipeline', **kwargs)
-        self.image_size = declare(self, 'image_size', 64, 'Policy image side (px).',
+        self.image_size = declare(self, 'image_size', POLICY_IMAGE_SIZE, 'Policy image side (px).',
                                   low=8, high=1024, read_only=True)
-        self.crop_xywh = list(declare(self, 'crop_xywh', [80, 0, 480, 480],
+        self.crop_xywh = list(declare(self, 'crop_xywh', list(POLICY_CROP_XYWH),
                                       'Crop of the camera frame (x, y, w, h; source px) that '
                                       'is resized to the policy image.', read_only=True))
         max_age_s = declare(self, 'max_frame_age_s', 0.2,

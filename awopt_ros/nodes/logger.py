@@ -33,7 +33,7 @@ from std_msgs.msg import Float32, String
 from awopt_ros.core import robot
 from awopt_ros.core.bag import COMPRESSIONS, BagWriter, default_typestore
 from awopt_ros.core.dataset import EpisodeRecorder, dataset_id_for, datasets_dir, policy_id
-from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
+from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_IMAGE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import StartupError, spin_node
@@ -134,7 +134,7 @@ class LoggerNode(Node):
         topics = declare(self, 'topics', [t for t in STACK_TOPICS],
                          "Topics recorded to the bags (stack names, or '/name:pkg/msg/Type').",
                          read_only=True)
-        self.image_size = declare(self, 'image_size', 64, 'Policy image side (px).',
+        self.image_size = declare(self, 'image_size', POLICY_IMAGE_SIZE, 'Policy image side (px).',
                                   low=8, high=1024, read_only=True)
         self.urdf_path = declare(self, 'urdf_path', robot.URDF_PATH,
                                  'URDF for the proprioception forward kinematics.',

@@ -47,7 +47,7 @@ from awopt_ros.core.cem import CEMConfig
 from awopt_ros.core.onnx_policy import ModelContractError, expected_contract
 from awopt_ros.core.policy_runtime import (MODES, REQUIRED, ModelPaths, NoPolicyError,
                                            PolicyRuntime)
-from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
+from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_CROP_XYWH, POLICY_IMAGE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import StartupError, spin_node
@@ -80,10 +80,10 @@ class PolicyNode(Node):
         head_path = declare(self, 'critic_head_path', '',
                             "Critic Q-head ONNX from the same export as critic_encoder_path "
                             "('' = no critic).", read_only=True)
-        self.image_size = declare(self, 'image_size', 64, 'Policy image side (px).',
+        self.image_size = declare(self, 'image_size', POLICY_IMAGE_SIZE, 'Policy image side (px).',
                                   low=8, high=1024, read_only=True)
         self.crop_xywh = [int(v) for v in declare(
-            self, 'crop_xywh', [80, 0, 480, 480],
+            self, 'crop_xywh', list(POLICY_CROP_XYWH),
             'Camera crop (x, y, w, h; source px) the images are made with; must match the '
             "models' contracts.", read_only=True)]
         self.max_joint_state_age_s = declare(

@@ -98,8 +98,8 @@ class RolloutConfig:
 
     urdf_path: str = robot.URDF_PATH
     num_objects: int = 5
-    image_size: int = 64
-    crop_xywh: tuple = (80, 0, 480, 480)
+    image_size: int = spec.POLICY_IMAGE_SIZE
+    crop_xywh: tuple = spec.POLICY_CROP_XYWH
     max_steps: int = 40
     control_period_s: float = 0.1
     limits: SafetyLimits = field(default_factory=default_limits)
