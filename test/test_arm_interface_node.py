@@ -88,10 +88,12 @@ class Harness:
     def spin_for(self, duration_s):
         self.spin_until(lambda: False, duration_s)
 
-    def enable(self, on):
+    def enable(self, on, wait_joints=True):
         future = self.enable_client.call_async(SetBool.Request(data=on))
         assert self.spin_until(future.done, 5.0)
         assert future.result().success
+        if on and wait_joints and self.feed_joints:   # the arm acts on joints measured after
+            assert self.spin_until(lambda: self.arm._q_meas is not None, 2.0)
 
     def send(self, action):
         self.action_pub.publish(action_to_msg(np.asarray(action, dtype=np.float64),
@@ -239,3 +241,22 @@ def test_bad_command_interface(ros_context):
     with pytest.raises(ValueError, match='command_interface'):
         ArmInterfaceNode(context=ros_context,
                          parameter_overrides=[Parameter('command_interface', value='torque')])
+
+
+def test_actions_wait_for_joints_measured_after_the_enable(harness_factory):
+    """After a reset the arm is enabled again: joints measured before must not be the base of
+    a command (it would drag the arm back to where the last episode ended)."""
+    h = harness_factory()
+    h.enable(True)
+    h.feed_joints = False
+    h.enable(False)
+    h.enable(True)
+    assert h.arm._q_meas is None
+    sent = len(h.got['traj'])
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    h.spin_for(0.3)
+    assert len(h.got['traj']) == sent and h.arm.counts()['ignored'] >= 1
+    h.feed_joints = True
+    assert h.spin_until(lambda: h.arm._q_meas is not None, 2.0)
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: len(h.got['traj']) == sent + 1, 3.0)

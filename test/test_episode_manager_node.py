@@ -186,3 +186,35 @@ def test_start_without_a_logger_when_configured(ros_context):
     reply = call(ex, cell.start, cell)
     assert reply.success and not manager.logger_ready
     manager.destroy_node()
+
+
+def test_reset_waits_for_the_previous_episodes_disable(ros_context):
+    """Commands the arm interface sends until it is disabled must reach the cell before its
+    reset: the next start resets only once the disable call has been answered."""
+    manager, cell, ex = setup(ros_context)
+    arm = rclpy.create_node('slow_arm', context=ros_context)   # its own, paused executor
+    enables = []
+
+    def on_enable(request, response):
+        enables.append(request.data)
+        response.success = True
+        return response
+    cell.node.destroy_service(next(s for s in cell.node.services if s.srv_name == '/arm/enable'))
+    arm.create_service(SetBool, '/arm/enable', on_enable)
+    arm_ex = SingleThreadedExecutor(context=ros_context)
+    arm_ex.add_node(arm)
+    try:
+        assert call(ex, cell.start, cell).success
+        assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+        assert spin(arm_ex, lambda: enables == [True])
+        cell.send_action(terminate=1.0)
+        assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+        assert call(ex, cell.start, cell).success          # the disable is still unanswered
+        assert not spin(ex, lambda: cell.resets > 1, timeout_s=0.5, cell=cell)
+        assert manager.pending == 'disable'
+        assert spin(arm_ex, lambda: enables[:2] == [True, False])   # the arm answers
+        assert spin(ex, lambda: cell.resets == 2 and len(events_of(cell, 'start')) == 2,
+                    cell=cell)
+    finally:
+        arm_ex.shutdown()
+        arm.destroy_node()

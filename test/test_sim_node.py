@@ -101,4 +101,19 @@ def test_reset_returns_next_seed_and_commands_move_the_arm(ros_context):
         JointTrajectoryPoint(positions=[0.0])]))
     assert spin(ex, lambda: sim.commands['rejected'] == 2)
     assert np.allclose(peer.joints[-1].position[:7], goal, atol=5e-3)
+    # A trajectory issued before a reset (delivered after it) is dropped; a later one is not.
+    before = convert.s_to_stamp(max(sim.reset_stamp_s - 0.05, 1e-3))
+    future = peer.reset.call_async(Trigger.Request())
+    assert spin(ex, future.done)
+    assert sim.reset_stamp_s > 0.0
+    moves = sim.commands['arm']
+    late = JointTrajectory(joint_names=list(spec.ARM_JOINTS), points=[JointTrajectoryPoint(
+        positions=(robot.HOME_Q + 0.1).tolist())])
+    late.header.stamp = before
+    peer.trajectory.publish(late)
+    assert spin(ex, lambda: sim.commands['before_reset'] == 1)
+    assert sim.commands['arm'] == moves
+    late.header.stamp = convert.s_to_stamp(sim.reset_stamp_s + 0.01)
+    peer.trajectory.publish(late)
+    assert spin(ex, lambda: sim.commands['arm'] == moves + 1)
     sim.destroy_node()

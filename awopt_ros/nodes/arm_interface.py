@@ -214,6 +214,10 @@ class ArmInterfaceNode(Node):
             self._enabled = True
             self._got_action = False
             self._holding = False
+            # Enabled after a reset: joints measured before it must not be the base of the
+            # next command (an action that arrives before the first new joint state would
+            # send the arm back to where the last episode ended).
+            self._q_meas = None
             self._watchdog.reset(POLICY)
             stale = self._stale(self._now_s())
             response.message = 'enabled' + (f' (stale inputs: {stale})' if stale else '')
@@ -245,6 +249,9 @@ class ArmInterfaceNode(Node):
         if stale:
             self._counts['ignored'] += 1
             self._hold(f'stale inputs {stale}')
+            return
+        if self._q_meas is None:   # no joint state since the enable yet
+            self._counts['ignored'] += 1
             return
         cmd = arm_command(self._kin, self._q_meas, action, self._limits, self._period_s)
         if cmd.flags.rejected:

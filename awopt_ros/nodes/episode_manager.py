@@ -1,7 +1,8 @@
 """episode_manager: reset -> run -> done, one episode at a time.
 
 Services ``/episode/start`` (refused until the reset/enable services are up and, with
-``wait_for_logger``, the logger reports its inputs flowing) and ``/episode/stop``
+``wait_for_logger``, the logger reports its inputs flowing; the reset waits for the reply to
+the previous episode's disable call) and ``/episode/stop``
 (std_srvs/Trigger); events on
 ``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md). The decisions live in
 :mod:`awopt_ros.core.episode`; this node only wires topics and services to it.
@@ -67,6 +68,10 @@ class EpisodeManagerNode(Node):
         self.pending = None        # description of the start sequence in progress
         self.start_request_s = 0.0
         self.last_seed = None
+        # The disable call of the last end; the next reset waits for its reply, so that arm
+        # and gripper commands the arm interface sent before it stopped reach the simulator
+        # before its reset, not after (they would drag the arm back to the old pose).
+        self.disabling = None
 
         self.events = self.create_publisher(String, '/episode/event', qos.LATCHED)
         self.reset_client = self.create_client(Trigger, reset_service)
@@ -112,12 +117,22 @@ class EpisodeManagerNode(Node):
                           'policy images, actions and joint states (see its /diagnostics)'})
             return response
         self.episode_index += 1
-        self.pending = 'reset'
         self.start_request_s = time.monotonic()
-        self.reset_client.call_async(Trigger.Request()).add_done_callback(self._after_reset)
+        disabling, self.disabling = self.disabling, None
+        if disabling is not None and not disabling.done():
+            self.pending = 'disable'
+            disabling.add_done_callback(lambda _: self._reset(after_disable=True))
+        else:
+            self._reset()
         response.success = True
         response.message = json.dumps({'episode': self.episode_index})
         return response
+
+    def _reset(self, after_disable=False):
+        if after_disable and self.pending != 'disable':
+            return   # the start was aborted (timeout) while the disable was in flight
+        self.pending = 'reset'
+        self.reset_client.call_async(Trigger.Request()).add_done_callback(self._after_reset)
 
     def _after_reset(self, future):
         if self.pending != 'reset':
@@ -219,7 +234,7 @@ class EpisodeManagerNode(Node):
             return
         self.episode = None
         if self.enable_client.service_is_ready():
-            self.enable_client.call_async(SetBool.Request(data=False))
+            self.disabling = self.enable_client.call_async(SetBool.Request(data=False))
         self._publish(result.as_event(self._now_s()))
         text = (f'episode {result.episode} ended: {result.outcome} after {result.steps} steps '
                 f'{result.detail}')

@@ -7,7 +7,8 @@ controllers take (``/arm_controller/joint_trajectory`` like a joint_trajectory_c
 ``/gripper_controller/commands``). Simulation-only extras: ``/sim/reset``,
 ``/sim/objects`` (markers with pose and size: privileged, for the scripted policy
 and rviz) and ``/success/probability``
-(ground truth: an object lifted). With ``publish_clock`` it publishes ``/clock`` and can run
+(ground truth: an object lifted). A joint trajectory stamped before the last reset is dropped
+(counted as ``before_reset``): it was issued for the previous episode. With ``publish_clock`` it publishes ``/clock`` and can run
 faster than real time (``real_time_factor``). The physics and rendering are
 :class:`awopt_ros.sim.scene.GraspSim`.
 """
@@ -83,7 +84,8 @@ class SimRobotNode(Node):
         self.time_offset_s = 0.0     # simulated time before the current scene (monotonic clock)
         self.next_frame_s = 0.0
         self.next_joint_s = 0.0
-        self.commands = {'arm': 0, 'gripper': 0, 'rejected': 0}
+        self.commands = {'arm': 0, 'gripper': 0, 'rejected': 0, 'before_reset': 0}
+        self.reset_stamp_s = 0.0   # stamp time (s) of the last reset, see _on_trajectory
         self.camera_info = self._camera_info(width, height)
         self.sim.reset(self.base_seed)
         self.current_seed = self.base_seed
@@ -205,6 +207,13 @@ class SimRobotNode(Node):
             self.get_logger().warning(f'{source} rejected: {exc}', throttle_duration_sec=2.0)
 
     def _on_trajectory(self, msg):
+        stamp_s = convert.stamp_to_s(msg.header.stamp)
+        if 0.0 < stamp_s < self.reset_stamp_s:
+            # Issued before the last reset (e.g. the arm interface's hold as the previous
+            # episode ended, delivered after the reset): it would drag the new episode's arm
+            # back to where the last one ended.
+            self.commands['before_reset'] += 1
+            return
         if not msg.points:
             self.commands['rejected'] += 1
             self.get_logger().warning('joint trajectory without points ignored')
@@ -245,6 +254,7 @@ class SimRobotNode(Node):
         self.time_offset_s -= self.sim.time_s
         self.wall_start, self.sim_start = time.monotonic(), self._sim_now()
         self.next_frame_s = self.next_joint_s = self._sim_now()
+        self.reset_stamp_s = convert.stamp_to_s(self._stamp())
         response.success = True
         response.message = json.dumps({'seed': self.current_seed})
         self.get_logger().info(f'reset: scene seed {self.current_seed}')
