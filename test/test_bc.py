@@ -160,7 +160,7 @@ def _write_minari(root, dataset_id, episodes, monkeypatch):
             id=i, observations=ep['observations'], actions=ep['actions'],
             rewards=list(ep['rewards']), terminations=list(ep['terminations']),
             truncations=list(ep['truncations']),
-            infos={}))
+            infos=ep.get('infos', {})))
     obs_space = gym.spaces.Dict({
         'image': gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8),
         'proprio': gym.spaces.Box(-np.inf, np.inf, (6,), np.float32)})
@@ -224,3 +224,28 @@ def test_stem_stride_sets_the_score_map_side():
         assert scores.shape == (2, side * side) and feats.shape == (2, 4, side * side)
     with pytest.raises(ValueError, match='stem_stride'):
         ActorConfig(stem_stride=4)
+
+
+def test_engaged_input_is_the_thresholded_closedness_and_exports(tmp_path):
+    torch.manual_seed(0)
+    actor = Actor(ActorConfig(image_size=16, channels=4, num_conv=2, hidden=8,
+                              pooling='target', grasp_pose=True, engaged_input=True)).eval()
+    plain = Actor(ActorConfig(image_size=16, channels=4, num_conv=2, hidden=8,
+                              pooling='target', grasp_pose=True))
+    first = actor.mlp[0]
+    assert first.in_features == plain.mlp[0].in_features + 1
+    with torch.no_grad():   # keep only the engaged input's column: the output depends on it alone
+        first.weight.zero_()
+        first.bias.zero_()
+        first.weight[:, -1 - spec.PROPRIO_DIM] = 1.0
+    images = torch.zeros(4, 16, 16, 3, dtype=torch.uint8)
+    proprio = torch.zeros(4, spec.PROPRIO_DIM)
+    proprio[:, 5] = torch.tensor([0.0, spec.GRIPPER_ENGAGED_CLOSEDNESS, 0.3, 0.9])
+    with torch.no_grad():
+        mean, logits = actor(images, proprio)
+    out = torch.cat([mean, logits], 1)
+    assert not torch.allclose(out[0], out[1])            # open vs closed on something
+    torch.testing.assert_close(out[1], out[2])           # a wide object reads as closed
+    torch.testing.assert_close(out[2], out[3])           # as a narrow one does
+    result = export_actor(actor, tmp_path / 'engaged.onnx', [80, 0, 480, 480])
+    assert all(diff < 1e-4 for diff, _ in result['parity'].values())

@@ -89,3 +89,23 @@ def test_stamps():
     assert (stamp.sec, stamp.nanosec) == (12, 345_000_000)
     with pytest.raises(ValueError):
         convert.s_to_stamp(-1.0)
+
+
+def test_grasp_goal_round_trip_and_bad_inputs():
+    stamp = convert.s_to_stamp(3.5)
+    for yaw in (0.0, 1.2, -1.5, 3.0):
+        goal = np.array([0.61, -0.04, 0.03, yaw])
+        msg = convert.grasp_goal_to_msg(goal, stamp)
+        assert msg.header.frame_id == 'base_link' and msg.header.stamp == stamp
+        back = convert.msg_to_grasp_goal(msg)
+        assert back.dtype == np.float32
+        np.testing.assert_allclose(back, goal, atol=1e-6)
+    with pytest.raises(ValueError, match='x, y, z, yaw'):
+        convert.grasp_goal_to_msg([0.1, 0.2, 0.3], stamp)
+    msg = convert.grasp_goal_to_msg([0.1, 0.2, 0.3, 0.0], stamp)
+    msg.pose.orientation.w = 0.0
+    with pytest.raises(ValueError, match='zero quaternion'):
+        convert.msg_to_grasp_goal(msg)
+    msg = convert.grasp_goal_to_msg([float('nan'), 0.2, 0.3, 0.0], stamp)
+    with pytest.raises(ValueError, match='not finite'):
+        convert.msg_to_grasp_goal(msg)

@@ -111,7 +111,18 @@ def test_actions_clipped_and_empty_episode_skipped(tmp_path, caplog):
         [0.03, -0.03, 0.01, 0.2, 1.0, 0.0, 0.7], dtype=np.float32))
     np.testing.assert_array_equal(ep['success_probability'], np.float32([0.2, 0.2]))
     np.testing.assert_array_equal(ep['stamp_s'], [1.5, 1.5])
+    assert ep['grasp_goal'].shape == (2, 4) and np.isnan(ep['grasp_goal']).all()  # none given
     assert ep['terminations'].tolist() == [True] and ep['rewards'].tolist() == [0.0]
+    # a demonstrator's grasp goal per step, the final observation repeating the last one
+    rec.begin(2, 8)
+    rec.add_step(img, np.zeros(6), np.zeros(7), 0.0, 0, 2.0, grasp_goal=[0.6, 0.1, 0.03, 0.5])
+    rec.add_step(img, np.zeros(6), np.zeros(7), 0.0, 0, 2.1)
+    rec.add_step(img, np.zeros(6), np.zeros(7), 0.0, 0, 2.2, grasp_goal=[0.61, 0.1, 0.03, 0.4])
+    rec.truncate(2)
+    rec.end(False, True, False, img, np.zeros(6))
+    goals = load_episodes(tmp_path, DATASET_ID)[1]['grasp_goal']
+    np.testing.assert_allclose(goals[0], [0.6, 0.1, 0.03, 0.5], rtol=1e-6)
+    assert goals.shape == (3, 4) and np.isnan(goals[1:]).all()
 
 
 def test_bad_input(tmp_path):
@@ -132,6 +143,8 @@ def test_bad_input(tmp_path):
         rec.add_step(img, np.zeros(6), [np.nan] * 7, 0, 0, 0)
     with pytest.raises(ValueError, match='action'):
         rec.add_step(img, np.zeros(6), np.zeros(6), 0, 0, 0)
+    with pytest.raises(ValueError, match='grasp_goal'):
+        rec.add_step(img, np.zeros(6), np.zeros(7), 0, 0, 0, grasp_goal=[0.1, 0.2, 0.3])
     assert rec.steps == 0
     with pytest.raises(ValueError, match='episode'):
         rec.begin(-1)

@@ -10,6 +10,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
+from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
 
@@ -50,6 +51,7 @@ class Harness:
             'joints': n.create_publisher(JointState, '/joint_states', qos.SENSOR),
             'action': n.create_publisher(JointState, '/policy/action', qos.COMMAND),
             'success': n.create_publisher(Float32, '/success/probability', qos.COMMAND),
+            'goal': n.create_publisher(PoseStamped, '/scripted_policy/grasp_goal', qos.COMMAND),
         }
         self.saved = []
         n.create_subscription(String, '/logger/episode_saved',
@@ -168,6 +170,7 @@ def test_episode_recorded_to_bag_and_dataset(harness, tmp_path):
     np.testing.assert_array_equal(ep['success_probability'][:6], np.float32(sent['p']))
     np.testing.assert_allclose(ep['stamp_s'][:6], 50.0 + 0.1 * np.arange(6), atol=1e-9)
     assert ep['policy'].tolist() == [1] * 7
+    assert ep['grasp_goal'].shape == (7, 4) and np.isnan(ep['grasp_goal']).all()  # an actor
     assert ep['rewards'].tolist() == [0.0] * 5 + [1.0]
     assert ep['terminations'].tolist() == [False] * 5 + [True]
     assert not ep['truncations'].any()
@@ -279,3 +282,38 @@ def test_actions_after_the_last_counted_step_are_trimmed(harness, tmp_path):
     np.testing.assert_array_equal(ep['actions'], np.stack(sent['action'][:1]))
     np.testing.assert_array_equal(ep['image'], np.stack(sent['image']))   # T+1 observations
     assert ep['terminations'].tolist() == [True]
+
+
+def test_scripted_grasp_goals_are_waited_for_and_stored_per_step(harness, tmp_path):
+    """A demonstrator that announces grasp_goal_topic: each action waits for the goal with its
+    stamp (here published after the action, the worst order) and the dataset keeps it."""
+    h, rng = harness, np.random.default_rng(5)
+    h.pub['info'].publish(String(data=json.dumps(
+        {'kind': 'scripted', 'grasp_goal_topic': '/scripted_policy/grasp_goal'})))
+    h.spin_until(lambda: h.logger._expect_goals)
+    h.start(2, 1002)
+    goals = []
+    for i in range(3):
+        stamp = convert.s_to_stamp(20.0 + 0.1 * i)
+        js = JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT], position=[0.1] * 7 + [0.0])
+        js.header.stamp = stamp
+        h.pub['joints'].publish(js)
+        h.pub['pimage'].publish(convert.numpy_to_image(
+            rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), stamp, 'cam'))
+        h.spin_until(lambda: len(h.logger._images) > i)
+        h.pub['action'].publish(convert.action_to_msg(np.zeros(7, np.float32), stamp))
+        h.spin_until(lambda: h.logger.counts['actions_received'] > i)
+        for _ in range(5):
+            h.executor.spin_once(timeout_sec=0.02)
+        assert h.logger.recorder.steps == i   # still waiting for this step's goal
+        goal = np.float32([0.6 + 0.01 * i, -0.05, 0.03, 0.4 - 0.1 * i])
+        h.pub['goal'].publish(convert.grasp_goal_to_msg(goal, stamp))
+        h.spin_until(lambda: h.logger.recorder.steps == i + 1)
+        goals.append(goal)
+    h.event(event='end', episode=2, outcome='terminate', steps=3, success=False,
+            terminated=True, truncated=False)
+    h.spin_until(lambda: h.saved)
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    np.testing.assert_allclose(ep['grasp_goal'][:3], np.stack(goals), atol=1e-6)
+    np.testing.assert_allclose(ep['grasp_goal'][3], goals[-1], atol=1e-6)
+    assert ep['policy'].tolist() == [0] * 4

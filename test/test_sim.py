@@ -135,3 +135,48 @@ def test_scripted_target_rule_picks_bin_centre_or_nearest_tool_object():
     assert abs(a_near[0]) < 0.02 and abs(a_near[1]) < 0.02   # the object below the tool
     with pytest.raises(ValueError, match='target_rule'):
         ScriptedGraspPolicy(target_rule='largest')
+
+
+def _close_and_lift(rule, closedness):
+    """Run a noise-free scripted policy with the tool at its grasp point; return, per act, the
+    (close bit, z command) for the given closedness readings."""
+    poses = np.array([[0.60, 0.00, 0.02, 1, 0, 0, 0]])
+    extents = np.array([[0.02, 0.02, 0.02]])     # round footprint: no yaw alignment
+    policy = ScriptedGraspPolicy(noise_std_m=0.0, slip_probability=0.0, lift_rule=rule)
+    out = []
+    for c in closedness:
+        proprio = np.array([0.60, 0.00, 0.03, 0.0, 1.0, c])
+        a = policy.act(proprio, poses, extents)
+        out.append((float(a[spec.IDX_CLOSE]), float(a[2])))
+    return policy, out
+
+
+def test_scripted_lift_starts_when_the_fingers_are_seen_closed():
+    # 'closed': close, wait while the fingers have not moved, lift at the first reading >= 0.05
+    policy, steps = _close_and_lift('closed', [0.0, 0.0, 0.3, 0.3])
+    assert [s[0] for s in steps] == [1.0] * 4            # the close bit stays set while lifting
+    assert [s[1] > 0.01 for s in steps] == [False, False, True, True]
+    assert policy.phase == 'lift'
+    # 'count' (older datasets): four close steps whatever the fingers show, then the lift
+    _, steps = _close_and_lift('count', [0.0, 0.3, 0.3, 0.3, 0.3])
+    assert [s[1] > 0.01 for s in steps] == [False] * 4 + [True]
+    # fingers that never move: 'closed' still lifts after CLOSE_STEPS close steps
+    _, steps = _close_and_lift('closed', [0.0] * 5)
+    assert [s[1] > 0.01 for s in steps] == [False] * 4 + [True]
+    with pytest.raises(ValueError, match='lift_rule'):
+        ScriptedGraspPolicy(lift_rule='never')
+
+
+def test_scripted_grasp_goal_is_the_noise_free_object_pose():
+    quat = [np.cos(0.25), 0.0, 0.0, np.sin(0.25)]   # object yaw 0.5 rad
+    poses = np.array([[0.62, -0.03, 0.02] + quat])
+    policy = ScriptedGraspPolicy(seed=1, noise_std_m=0.004, slip_probability=1.0)
+    assert policy.grasp_goal is None
+    proprio = np.array([0.55, 0.05, 0.35, 0.0, 1.0, 0.0])
+    policy.act(proprio, poses, np.array([[0.05, 0.015, 0.02]]))   # elongated: aligns to it
+    np.testing.assert_allclose(policy.grasp_goal, [0.62, -0.03, 0.025, 0.5], atol=1e-9)
+    assert np.linalg.norm(policy.grasp_error_m) >= 0.02    # the noisy aim differs; the goal not
+    policy.act(proprio, poses, np.array([[0.02, 0.02, 0.02]]))    # round: the tool's own yaw
+    assert policy.grasp_goal[3] == pytest.approx(0.0)
+    policy.reset()
+    assert policy.grasp_goal is None

@@ -14,7 +14,8 @@ from awopt_ros.learning.bc import BCConfig, bc_loss, train_bc
 from awopt_ros.learning.export import export_actor
 from awopt_ros.learning.networks import (GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM,
                                          Actor, ActorConfig)
-from awopt_ros.learning.targets import grasp_pose_targets, grasp_targets, target_arrays
+from awopt_ros.learning.targets import (expert_label_count, grasp_pose_targets, grasp_targets,
+                                        recorded_goal, target_arrays)
 
 CROP = (80, 0, 480, 480)
 
@@ -232,6 +233,20 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     assert summary['config']['actor']['stem_stride'] == 3
     assert 'pose' in summary['history']['heldout_parts']
     OnnxActor(out, expected_contract(SIZE, CROP))
+    # expert labels need the demonstrator's recorded goals: none in this dataset
+    assert run_train(parser.parse_args(base + ['--grasp-pose', '--grasp-label', 'expert'])) == 1
+    assert 'no episode recorded a grasp_goal' in capsys.readouterr().err
+    for ep in eps:
+        ep['infos'] = {'grasp_goal': np.tile(np.float32([0.6, 0.0, 0.03, 0.2]),
+                                             (len(ep['actions']) + 1, 1))}
+        ep['actions'][5:, spec.IDX_CLOSE] = 1.0
+    _write_minari(tmp_path, 'awopt/kuka-grasp/goals-v0', eps, monkeypatch)
+    monkeypatch.delenv('MINARI_DATASETS_PATH')
+    with_goals = base + ['--grasp-pose', '--grasp-label', 'expert', '--dataset-id',
+                         'awopt/kuka-grasp/goals-v0']
+    assert run_train(parser.parse_args(with_goals)) == 0
+    assert 'expert grasp labels: 2 of 2 episodes' in capsys.readouterr().out
+    assert json.loads((tmp_path / 'm_summary.json').read_text())['grasp_label'] == 'expert'
 
 
 def test_grasp_pose_labels_are_the_tool_pose_at_the_close():
@@ -249,6 +264,39 @@ def test_grasp_pose_labels_are_the_tool_pose_at_the_close():
     eps = [_episode(4, 2), _episode(3, 1, success=False), _episode(5, 3)]
     xy, mask, poses = target_arrays(eps, shoulder_camera(), CROP, with_pose=True)
     assert poses.shape == (9, GRASP_POSE_DIM) and xy.shape == (9, 2) and mask.shape == (9,)
+
+
+def test_expert_labels_use_the_recorded_goal_at_the_close_else_hindsight():
+    from awopt_ros.sim.scene import shoulder_camera
+    cam = shoulder_camera()
+    ep = _episode(8, close_at=5)
+    goals = np.full((9, 4), np.nan, np.float32)
+    goals[:, :] = [0.63, -0.02, 0.03, 0.4]
+    goals[2] = [0.50, 0.10, 0.03, 0.0]           # an earlier goal (target re-chosen): unused
+    ep['grasp_goal'] = goals                     # a loaded (Minari) episode's layout
+    pose = grasp_pose_targets(ep, label='expert')
+    pos = (np.array([0.63, -0.02, 0.03]) - GRASP_POS_OFFSET_M) / GRASP_POS_SCALE_M
+    np.testing.assert_allclose(pose, np.tile(np.r_[pos, np.cos(0.8), np.sin(0.8)], (8, 1)),
+                               atol=1e-5)
+    xy, mask = grasp_targets(ep, cam, CROP, label='expert')
+    np.testing.assert_allclose(xy[0], cam.to_policy_image([0.63, -0.02, 0.03], CROP)[0],
+                               atol=1e-5)
+    assert mask.tolist() == [True] * 6 + [False] * 2
+    # hindsight ignores the goal; an in-process episode keeps it under infos
+    np.testing.assert_allclose(grasp_pose_targets(ep), grasp_pose_targets(_episode(8, 5)))
+    inproc = dict(_episode(8, close_at=5), infos={'grasp_goal': goals})
+    np.testing.assert_allclose(grasp_pose_targets(inproc, label='expert'), pose)
+    # no goal at the close step (NaN, none recorded, old dataset): the hindsight label
+    nan = dict(_episode(8, close_at=5), grasp_goal=np.full((9, 4), np.nan, np.float32))
+    assert recorded_goal(nan, 5) is None and recorded_goal(_episode(8, 5), 5) is None
+    np.testing.assert_allclose(grasp_pose_targets(nan, label='expert'),
+                               grasp_pose_targets(_episode(8, 5)))
+    n_goal, n_close = expert_label_count([ep, nan, _episode(4, None), _episode(4, 2, False)])
+    assert (n_goal, n_close) == (1, 2)
+    _, _, poses = target_arrays([ep, nan], cam, CROP, with_pose=True, label='expert')
+    np.testing.assert_allclose(poses[:8], pose)
+    with pytest.raises(ValueError, match='label'):
+        target_arrays([ep], cam, CROP, label='oracle')
 
 
 def test_grasp_pose_inputs_are_relative_to_the_tool_and_symmetric_under_a_half_turn():

@@ -14,8 +14,11 @@ Per episode of T actions (Minari's convention):
   outcome (terminated = success or terminate action; truncated = timeout/operator/node lost);
 - ``infos``: numeric arrays with T + 1 entries aligned with the observations:
   ``success_probability`` (float32), ``policy`` (int64, see :data:`POLICY_IDS`) and
-  ``stamp_s`` (float64, the observation image's stamp). Minari stores no strings in infos, so
-  the policy id -> name table is in the dataset metadata (``awopt_policy_ids``).
+  ``stamp_s`` (float64, the observation image's stamp) and ``grasp_goal`` (float32 (4,): the
+  grasp pose a scripted demonstrator aimed for at that step, x, y, z in m and yaw in rad in
+  base_link; NaN where the policy published none, e.g. a learned policy). Minari stores no
+  strings in infos, so the policy id -> name table is in the dataset metadata
+  (``awopt_policy_ids``).
 
 Episodes are buffered in memory and written only by :meth:`EpisodeRecorder.end`, so a crash
 mid-episode loses that episode and nothing else: the dataset on disk stays loadable.
@@ -191,7 +194,7 @@ class EpisodeRecorder:
                          self._episode['episode'], self.steps)
         self._episode = {'episode': int(episode), 'seed': None if seed is None else int(seed),
                          'image': [], 'proprio': [], 'actions': [], 'success_probability': [],
-                         'policy': [], 'stamp_s': []}
+                         'policy': [], 'stamp_s': [], 'grasp_goal': []}
 
     def _check_obs(self, image, proprio):
         img = np.asarray(image)
@@ -206,7 +209,8 @@ class EpisodeRecorder:
             raise ValueError(f'proprio has non-finite entries: {p.tolist()}')
         return np.array(img, copy=True), p
 
-    def add_step(self, image, proprio, action, success_probability, policy_id, stamp_s):
+    def add_step(self, image, proprio, action, success_probability, policy_id, stamp_s,
+                 grasp_goal=None):
         """Buffer one step: the observation (image, proprio) and the action taken from it.
 
         Args:
@@ -217,15 +221,23 @@ class EpisodeRecorder:
             success_probability: latest success probability in [0, 1] (NaN if none yet).
             policy_id: int from :data:`POLICY_IDS`.
             stamp_s: stamp of the image (s).
+            grasp_goal: optional (4,) demonstrator's grasp goal (x, y, z m, yaw rad, base
+                frame); None stores NaN.
 
         Raises:
             RuntimeError: no episode is running.
-            ValueError: wrong shape/dtype, or non-finite proprio or action.
+            ValueError: wrong shape/dtype, or non-finite proprio or action, or a grasp goal
+                that is not 4 values.
         """
         if self._episode is None:
             raise RuntimeError('add_step called with no episode running (call begin first)')
         img, p = self._check_obs(image, proprio)
         a = np.clip(validate_action(action), ACTION_LOW, ACTION_HIGH).astype(np.float32)
+        goal = np.full(4, np.nan, np.float32)
+        if grasp_goal is not None:
+            goal = np.asarray(grasp_goal, dtype=np.float32).reshape(-1)
+            if goal.shape != (4,):
+                raise ValueError(f'grasp_goal must be (x, y, z, yaw), got shape {goal.shape}')
         ep = self._episode
         ep['image'].append(img)
         ep['proprio'].append(p)
@@ -233,6 +245,7 @@ class EpisodeRecorder:
         ep['success_probability'].append(np.float32(success_probability))
         ep['policy'].append(int(policy_id))
         ep['stamp_s'].append(float(stamp_s))
+        ep['grasp_goal'].append(goal)
 
     def truncate(self, steps):
         """Keep only the first ``steps`` buffered steps of the running episode.
@@ -254,7 +267,8 @@ class EpisodeRecorder:
         if len(ep['actions']) <= n:
             return None
         first = {k: ep[k][n] for k in ('image', 'proprio', 'success_probability', 'stamp_s')}
-        for key in ('image', 'proprio', 'actions', 'success_probability', 'policy', 'stamp_s'):
+        for key in ('image', 'proprio', 'actions', 'success_probability', 'policy', 'stamp_s',
+                    'grasp_goal'):
             del ep[key][n:]
         return first
 
@@ -389,6 +403,7 @@ class EpisodeRecorder:
                                             dtype=np.float32),
             'policy': np.array(ep['policy'] + [ep['policy'][-1]], dtype=np.int64),
             'stamp_s': np.array(ep['stamp_s'] + [final_stamp], dtype=np.float64),
+            'grasp_goal': np.stack(ep['grasp_goal'] + ep['grasp_goal'][-1:]).astype(np.float32),
         }
         return EpisodeBuffer(seed=ep['seed'], options={'episode': ep['episode']},
                              observations=observations, actions=np.stack(ep['actions']),
@@ -454,6 +469,8 @@ def episode_dict(ep, meta=None):
                                           dtype=np.float32),
         'policy': np.asarray(infos.get('policy', []), dtype=np.int64),
         'stamp_s': np.asarray(infos.get('stamp_s', []), dtype=np.float64),
+        'grasp_goal': (np.asarray(infos['grasp_goal'], dtype=np.float32) if 'grasp_goal' in infos
+                       else np.full((len(ep.actions) + 1, 4), np.nan, np.float32)),
     }
 
 
@@ -466,7 +483,8 @@ def load_episodes(root_dir, dataset_id):
         or None), ``image`` (T+1, S, S, 3) uint8, ``proprio`` (T+1, 6) float32, ``actions``
         (T, 7) float32, ``rewards`` (T,) float64, ``terminations`` / ``truncations`` (T,) bool,
         ``success_probability`` (T+1,) float32, ``policy`` (T+1,) int64, ``stamp_s`` (T+1,)
-        float64.
+        float64, ``grasp_goal`` (T+1, 4) float32 (NaN where none was recorded, and for
+        datasets written before it existed).
 
     Raises:
         FileNotFoundError: no such dataset.

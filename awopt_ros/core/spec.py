@@ -25,6 +25,11 @@ PROPRIO_DIM = len(PROPRIO_NAMES)
 PROPRIO_OFFSET = (0.6, 0.0, 0.25, 0.0, 0.0, 0.5)
 PROPRIO_SCALE = (0.25, 0.3, 0.25, 1.0, 1.0, 0.5)
 
+#: Gripper closedness (proprio ``gripper_closed``, 0 open .. 1 fully closed) from which the
+#: fingers count as closed on something: the scripted demonstrator lifts once it reads this
+#: after its close command, and actors may get the thresholded value as an input.
+GRIPPER_ENGAGED_CLOSEDNESS = 0.05
+
 ARM_JOINTS = tuple(f'iiwa_joint_{i}' for i in range(1, 8))
 GRIPPER_JOINT = 'gripper_finger_joint'
 GRIPPER_CLOSED_M = 0.04

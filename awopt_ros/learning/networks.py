@@ -77,6 +77,12 @@ class ActorConfig:
         grasp_pose: ('target' pooling only) predict the grasp pose (tool x, y, z, 2 x yaw)
             from the target window and feed it to the MLP; needs pose labels to train
             (:func:`awopt_ros.learning.targets.grasp_pose_targets`).
+        engaged_input: also feed the MLP ``min(closedness / GRIPPER_ENGAGED_CLOSEDNESS, 1)``
+            (``core.spec``): 0 open, 1 once the fingers have closed on something, whatever
+            the object's width. The scripted demonstrations lift on exactly that condition;
+            through the linear proprio normalisation alone a wide object (closedness 0.2-0.35)
+            sits nearer the open gripper (0) than the narrow ones (0.4-0.8) do, and an actor
+            trained without this input lifted wide objects slowly or reopened on them.
     """
 
     image_size: int = 64
@@ -88,6 +94,7 @@ class ActorConfig:
     target_window_cells: float = 1.5
     grasp_pose: bool = False
     stem_stride: int = 2
+    engaged_input: bool = False
 
     def __post_init__(self):
         """Validate the sizes (ValueError naming the field)."""
@@ -193,6 +200,7 @@ class Actor(nn.Module):
             self.register_buffer('pose_offset', torch.tensor(GRASP_POS_OFFSET_M).reshape(1, 3))
             self.register_buffer('pose_scale', torch.tensor(GRASP_POS_SCALE_M).reshape(1, 3))
             n_features += GRASP_POSE_FEATURES
+        n_features += 1 if c.engaged_input else 0
         self.mlp = nn.Sequential(
             nn.Linear(n_features + spec.PROPRIO_DIM, c.hidden), nn.ReLU(),
             nn.Linear(c.hidden, c.hidden), nn.ReLU(),
@@ -290,6 +298,10 @@ class Actor(nn.Module):
         p = (proprio.to(torch.float32) - self.proprio_offset) / self.proprio_scale
         if self.pose_head is not None:
             feats = torch.cat([feats, self._pose_inputs(feats, proprio)], dim=1)
+        if self.config.engaged_input:
+            closed = proprio[:, spec.PROPRIO_NAMES.index('gripper_closed')].to(torch.float32)
+            engaged = torch.clamp(closed * (1.0 / spec.GRIPPER_ENGAGED_CLOSEDNESS), 0.0, 1.0)
+            feats = torch.cat([feats, engaged.unsqueeze(1)], dim=1)
         h = self.mlp(torch.cat([feats, p], dim=1))                          # (N, 7)
         return torch.tanh(h[:, :4]), h[:, 4:]
 

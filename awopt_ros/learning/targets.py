@@ -8,12 +8,29 @@ are trained from the grasp a robot executed (Zeng et al. 2018, "Robotic pick-and
 novel objects in clutter"; Transporter Networks, Zeng et al. 2020). Only logged data is
 needed: proprio and actions, no object poses. The tool pose at that step also labels the
 grasp pose head (``ActorConfig.grasp_pose``): the tool position and the gripper yaw it closed at.
+
+Hindsight labels carry the demonstrator's own error: a noisy scripted policy closes a median
+1.0 cm (p90 2.8 cm) from the object's centre even in its successful episodes (models/grasp_bc.md).
+With ``label='expert'`` the same steps are labelled instead with the grasp pose the scripted
+demonstrator aimed for without its deliberate noise, recorded per step in the dataset's
+``grasp_goal`` info (object centre and yaw from the simulator: a privileged label that exists
+for simulated demonstrations only; the trained actor still sees only image and proprio).
+Episodes without a recorded goal at their close step keep their hindsight label.
 """
 import numpy as np
 
 from awopt_ros.core import spec
 from awopt_ros.learning.data import episode_transitions, is_success
 from awopt_ros.learning.networks import GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM
+
+
+#: Grasp label sources: the tool pose at the first close, or the demonstrator's recorded goal.
+GRASP_LABELS = ('hindsight', 'expert')
+
+
+def _check_label(label):
+    if label not in GRASP_LABELS:
+        raise ValueError(f'label must be one of {GRASP_LABELS}, got {label!r}')
 
 
 def _first_close(episode):
@@ -23,7 +40,36 @@ def _first_close(episode):
     return proprios, actions.shape[0], (int(closing[0]) if len(closing) else None)
 
 
-def grasp_targets(episode, camera, crop_xywh):
+def recorded_goal(episode, step):
+    """Return the ``grasp_goal`` info of ``step`` as float64 (4,) (x, y, z m, yaw rad), or None
+    when the episode recorded none there (no key, or NaN).
+
+    Reads a loaded episode's ``grasp_goal`` (:func:`awopt_ros.core.dataset.load_episodes`) or
+    an in-process one's ``infos['grasp_goal']`` (:mod:`awopt_ros.sim.rollout`).
+    """
+    goals = episode.get('grasp_goal')
+    if goals is None:
+        goals = (episode.get('infos') or {}).get('grasp_goal')
+    if goals is None or isinstance(goals, list) or len(goals) <= step:
+        return None
+    goal = np.asarray(goals[step], dtype=np.float64).reshape(-1)
+    return goal if goal.shape == (4,) and np.all(np.isfinite(goal)) else None
+
+
+def _grasp_pose(episode, label):
+    """Return (T, first close step or None, position (3,) m, yaw rad) of one episode's label."""
+    _check_label(label)
+    proprios, steps, t_close = _first_close(episode)
+    if t_close is None:
+        return steps, None, None, None
+    goal = recorded_goal(episode, t_close) if label == 'expert' else None
+    if goal is not None:
+        return steps, t_close, goal[:3], float(goal[3])
+    tool = proprios[t_close].astype(np.float64)
+    return steps, t_close, tool[:3], float(np.arctan2(tool[3], tool[4]))
+
+
+def grasp_targets(episode, camera, crop_xywh, label='hindsight'):
     """Return (target_xy float32 (T, 2), mask bool (T,)) for one episode.
 
     Args:
@@ -31,59 +77,72 @@ def grasp_targets(episode, camera, crop_xywh):
         camera: :class:`awopt_ros.core.camera.PinholeCamera` of the camera the policy image
             was cropped from (base frame).
         crop_xywh: the policy crop (x, y, w, h) in that camera's pixels.
+        label: ``'hindsight'`` (tool position at the first close) or ``'expert'`` (the
+            recorded ``grasp_goal`` at that step, hindsight where none was recorded).
 
     Returns:
         ``target_xy``: the grasp point (tool position at the first step whose close bit is
-        set) in [-1, 1] policy-image coordinates, the same for every step; ``mask``: True on
-        the steps up to and including that close step. An episode without a close step gets
-        zeros and an all-False mask.
+        set, or the goal) in [-1, 1] policy-image coordinates, the same for every step;
+        ``mask``: True on the steps up to and including that close step. An episode without
+        a close step gets zeros and an all-False mask.
 
     Raises:
-        ValueError: inconsistent episode arrays (``data.episode_transitions``).
+        ValueError: inconsistent episode arrays (``data.episode_transitions``), unknown label.
     """
-    proprios, steps, t_close = _first_close(episode)
+    steps, t_close, position, _ = _grasp_pose(episode, label)
     xy = np.zeros((steps, 2), dtype=np.float32)
     mask = np.zeros(steps, dtype=bool)
     if t_close is None:
         return xy, mask
-    xy[:] = camera.to_policy_image(proprios[t_close, :3], crop_xywh)[0]
+    xy[:] = camera.to_policy_image(position, crop_xywh)[0]
     mask[:t_close + 1] = True
     return xy, mask
 
 
-def grasp_pose_targets(episode):
+def grasp_pose_targets(episode, label='hindsight'):
     """Return the grasp-pose label float32 (T, GRASP_POSE_DIM) of one episode, same on every
     step.
 
     The tool pose at the first close step (as :func:`grasp_targets`) in the units of
     ``Actor.grasp_pose``: (tool position - GRASP_POS_OFFSET_M) / GRASP_POS_SCALE_M, then
     cos 2yaw, sin 2yaw (yaw of the tool about base z, from proprio sin/cos). Zeros without a
-    close step (the mask of :func:`grasp_targets` is then all False).
+    close step (the mask of :func:`grasp_targets` is then all False). ``label`` as in
+    :func:`grasp_targets` (``'expert'``: the recorded goal's position and yaw).
     """
-    proprios, steps, t_close = _first_close(episode)
+    steps, t_close, position, yaw = _grasp_pose(episode, label)
     pose = np.zeros((steps, GRASP_POSE_DIM), dtype=np.float32)
     if t_close is not None:
-        tool = proprios[t_close].astype(np.float64)
-        yaw2 = 2.0 * np.arctan2(tool[3], tool[4])
-        pos = (tool[:3] - np.asarray(GRASP_POS_OFFSET_M)) / np.asarray(GRASP_POS_SCALE_M)
-        pose[:] = np.concatenate([pos, [np.cos(yaw2), np.sin(yaw2)]])
+        pos = (position - np.asarray(GRASP_POS_OFFSET_M)) / np.asarray(GRASP_POS_SCALE_M)
+        pose[:] = np.concatenate([pos, [np.cos(2.0 * yaw), np.sin(2.0 * yaw)]])
     return pose
 
 
-def target_arrays(episodes, camera, crop_xywh, successful_only=True, with_pose=False):
+def target_arrays(episodes, camera, crop_xywh, successful_only=True, with_pose=False,
+                  label='hindsight'):
     """Concatenate :func:`grasp_targets` in the order of ``data.bc_arrays`` (same filter).
 
     Returns:
         (target_xy float32 (N, 2), mask bool (N,)), N = the transitions ``bc_arrays`` returns
         for the same ``episodes`` and ``successful_only``; with ``with_pose`` also the
-        :func:`grasp_pose_targets` float32 (N, GRASP_POSE_DIM) as a third entry.
+        :func:`grasp_pose_targets` float32 (N, GRASP_POSE_DIM) as a third entry. ``label``
+        as in :func:`grasp_targets`.
     """
+    _check_label(label)
     kept = [ep for ep in episodes if is_success(ep) or not successful_only]
-    parts = [grasp_targets(ep, camera, crop_xywh)
-             + ((grasp_pose_targets(ep),) if with_pose else ()) for ep in kept]
+    parts = [grasp_targets(ep, camera, crop_xywh, label)
+             + ((grasp_pose_targets(ep, label),) if with_pose else ()) for ep in kept]
     parts = [p for p in parts if p[0].shape[0] > 0]
     if not parts:
         empty = (np.zeros((0, 2), np.float32), np.zeros(0, bool),
                  np.zeros((0, GRASP_POSE_DIM), np.float32))
         return empty if with_pose else empty[:2]
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+
+
+def expert_label_count(episodes, successful_only=True):
+    """Return (episodes with a recorded goal at their first close, episodes with a close) among
+    ``episodes`` (the successful ones by default): how many ``label='expert'`` relabels."""
+    kept = [ep for ep in episodes if is_success(ep) or not successful_only]
+    closes = [(ep, _first_close(ep)[2]) for ep in kept]
+    closes = [(ep, t) for ep, t in closes if t is not None]
+    return sum(recorded_goal(ep, t) is not None for ep, t in closes), len(closes)

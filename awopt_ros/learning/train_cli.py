@@ -146,6 +146,16 @@ def add_train_args(parser):
                         help='bc, --pooling target: also predict the grasp pose (tool position, '
                              'gripper yaw modulo 180 deg) from hindsight labels and feed it '
                              'to the action head (networks.ActorConfig.grasp_pose)')
+    parser.add_argument('--engaged-input', action='store_true',
+                        help='bc: also give the action MLP the thresholded gripper closedness '
+                             '(0 open, 1 closed on something; networks.ActorConfig.'
+                             'engaged_input)')
+    parser.add_argument('--grasp-label', default='hindsight', choices=('hindsight', 'expert'),
+                        help='bc, --pooling target: label the score map and grasp-pose head '
+                             'with the tool pose at the first close (hindsight) or with the '
+                             "scripted demonstrator's recorded noise-free goal (expert: the "
+                             "dataset's grasp_goal info, simulation only; hindsight where an "
+                             'episode has none) (learning.targets)')
     parser.add_argument('--pose-weight', type=float, default=1.0,
                         help='bc, --grasp-pose: weight of the grasp-pose error '
                              '(BCConfig.pose_weight)')
@@ -640,7 +650,7 @@ def _run_bc(args):
     from awopt_ros.learning.data import bc_arrays, load_episodes
     from awopt_ros.learning.export import export_actor
     from awopt_ros.learning.networks import ActorConfig
-    from awopt_ros.learning.targets import target_arrays
+    from awopt_ros.learning.targets import expert_label_count, target_arrays
     from awopt_ros.sim.scene import shoulder_camera
     successful_only = not args.all_episodes
     try:
@@ -655,9 +665,17 @@ def _run_bc(args):
     targets = None
     if args.pooling == 'target':
         targets = target_arrays(episodes, shoulder_camera(*spec.SOURCE_SIZE), args.crop_xywh,
-                                successful_only=successful_only, with_pose=args.grasp_pose)
+                                successful_only=successful_only, with_pose=args.grasp_pose,
+                                label=args.grasp_label)
         print(f'grasp-target labels on {int(targets[1].sum())} of {len(targets[1])} '
               f'transitions (steps up to the close)')
+        if args.grasp_label == 'expert':
+            n_goal, n_close = expert_label_count(episodes, successful_only)
+            print(f"expert grasp labels: {n_goal} of {n_close} episodes recorded the "
+                  f"demonstrator's goal at their close (the rest keep hindsight labels)")
+            if n_goal == 0:
+                return _fail('--grasp-label expert: no episode recorded a grasp_goal (collect '
+                             'with the scripted policy node of this version)')
     del episodes
     shift_px = args.shift_px
     if shift_px is None:
@@ -678,7 +696,8 @@ def _run_bc(args):
                                             hidden=args.hidden, num_conv=args.num_conv,
                                             pooling=args.pooling,
                                             grasp_pose=args.grasp_pose,
-                                            stem_stride=args.stem_stride))
+                                            stem_stride=args.stem_stride,
+                                            engaged_input=args.engaged_input))
     except ValueError as exc:
         return _fail(exc)
     t0 = time.perf_counter()
@@ -691,7 +710,10 @@ def _run_bc(args):
             f'{list(config.weights)}) on {args.dataset_id} ({stats["transitions"]} transitions '
             f'from {stats["used_episodes"]} successful episodes), actor pooling '
             f'{args.pooling!r} with {args.num_conv} convs'
-            f'{", grasp-pose head" if args.grasp_pose else ""}, {args.steps} steps, batch '
+            f'{", grasp-pose head" if args.grasp_pose else ""}'
+            f'{", engaged-gripper input" if args.engaged_input else ""}'
+            f'{", " + args.grasp_label + " grasp labels" if args.pooling == "target" else ""}, '
+            f'{args.steps} steps, batch '
             f'{args.batch_size}, seed {args.seed}. Inputs image uint8 (N,{image_size},'
             f'{image_size},3) cropped {list(args.crop_xywh)} from 640x480, proprio '
             f'float32 (N,6) {list(spec.PROPRIO_NAMES)}; output action float32 (N,7) '
@@ -710,6 +732,7 @@ def _run_bc(args):
     summary = {
         'model': str(out), 'preset': CLASSIC_BC, 'dataset_root': str(args.dataset_root),
         'dataset_id': args.dataset_id, 'data': stats, 'config': config.to_dict(),
+        'grasp_label': args.grasp_label if args.pooling == 'target' else None,
         'train_s': round(train_s, 2), 'steps_per_s': round(args.steps / max(train_s, 1e-9), 2),
         'history': history,
         'final_train_loss': history['train_loss'][-1],

@@ -13,7 +13,9 @@ from the latest ``/joint_states`` with a stamp <= that stamp
 (``core.kinematics.proprio_from_joints``), plus the latest ``/success/probability`` and the
 acting policy: the ``source`` of the ``/policy/decision`` with the action's stamp, else the
 ``kind`` of the latched ``/policy/model_info``. While the latest model info announces a
-``decision_topic``, an action waits (like one waiting for its image) for its decision. The node
+``decision_topic``, an action waits (like one waiting for its image) for its decision; while it
+announces ``grasp_goal_topic`` (the scripted demonstrator), an action waits likewise for the
+``/scripted_policy/grasp_goal`` with its stamp, stored as the step's ``grasp_goal``. The node
 only converts and routes; bag and dataset writing live in ``awopt_ros.core``.
 """
 import importlib
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
@@ -46,6 +49,7 @@ POLICY_IMAGE = '/policy/image'
 ACTION = '/policy/action'
 JOINTS = '/joint_states'
 SUCCESS = '/success/probability'
+GRASP_GOAL = '/scripted_policy/grasp_goal'
 SAVED = '/logger/episode_saved'
 
 #: The stack's topics (docs/INTERFACES.md): name -> (message type, QoS preset).
@@ -63,11 +67,12 @@ STACK_TOPICS = {
     '/arm/frame_to_command_ms': ('std_msgs/msg/Float64', 'reliable'),
     SUCCESS: ('std_msgs/msg/Float32', 'reliable'),
     '/sim/objects': ('visualization_msgs/msg/MarkerArray', 'reliable'),
+    GRASP_GOAL: ('geometry_msgs/msg/PoseStamped', 'reliable'),
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
 }
 #: Topics the dataset needs; subscribed even when not recorded to the bag.
-INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS)
+INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS, GRASP_GOAL)
 #: Topics whose messages are counted in the diagnostics (counter names as in
 #: ``ros.diagnostics.LOGGER_READY_KEYS``).
 _RECEIVED = {CAMERA: 'camera_frames_received', POLICY_IMAGE: 'policy_images_received',
@@ -181,6 +186,8 @@ class LoggerNode(Node):
         self._policy_kind = 'unknown'
         self._decisions = OrderedDict()  # stamp ns -> policy id, from /policy/decision
         self._expect_decisions = False   # the model info announces a decision topic
+        self._goals = OrderedDict()      # stamp ns -> (4,) demonstrator's grasp goal
+        self._expect_goals = False       # the model info announces a grasp goal topic
         self.frames_logged_total = 0
         self.counts = {'camera_frames_received': 0, 'policy_images_received': 0,
                        'actions_received': 0, 'joint_states_received': 0,
@@ -196,7 +203,7 @@ class LoggerNode(Node):
         self._handlers = {MODEL_INFO: self._on_model_info, DECISION: self._on_decision,
                           POLICY_IMAGE: self._on_policy_image,
                           ACTION: self._on_action, JOINTS: self._on_joint_states,
-                          SUCCESS: self._on_success}
+                          SUCCESS: self._on_success, GRASP_GOAL: self._on_grasp_goal}
         classes = {}
         for topic in list(self.recorded) + [t for t in INPUT_TOPICS if t not in self.recorded]:
             msgtype, preset = self.recorded.get(topic, STACK_TOPICS.get(topic))
@@ -256,6 +263,8 @@ class LoggerNode(Node):
         kind = str(info.get('kind', 'other')) if isinstance(info, dict) else 'other'
         self._policy_kind, self._policy = kind, policy_id(kind)
         self._expect_decisions = isinstance(info, dict) and bool(info.get('decision_topic'))
+        self._expect_goals = (isinstance(info, dict)
+                              and info.get('grasp_goal_topic') == GRASP_GOAL)
 
     def _on_decision(self, data):
         decision = json.loads(deserialize_message(data, String).data)
@@ -268,6 +277,13 @@ class LoggerNode(Node):
                 from exc
         while len(self._decisions) > _MAX_IMAGES:
             self._decisions.popitem(last=False)
+        self._flush_pending()
+
+    def _on_grasp_goal(self, data):
+        msg = deserialize_message(data, PoseStamped)
+        self._goals[_ns(msg.header.stamp)] = convert.msg_to_grasp_goal(msg)
+        while len(self._goals) > _MAX_IMAGES:
+            self._goals.popitem(last=False)
         self._flush_pending()
 
     def _on_success(self, data):
@@ -337,7 +353,8 @@ class LoggerNode(Node):
         while self._pending:
             stamp, action = self._pending[0]
             img = self._images.get(stamp)
-            waiting = img is None or (self._expect_decisions and stamp not in self._decisions)
+            waiting = (img is None or (self._expect_decisions and stamp not in self._decisions)
+                       or (self._expect_goals and stamp not in self._goals))
             if waiting and not final and len(self._pending) <= _MAX_PENDING_ACTIONS:
                 return
             self._pending.popleft()
@@ -346,7 +363,8 @@ class LoggerNode(Node):
                 continue
             try:
                 self.recorder.add_step(img, self._proprio_at(stamp), action, self._success_p,
-                                       self._decisions.get(stamp, self._policy), stamp * 1e-9)
+                                       self._decisions.get(stamp, self._policy), stamp * 1e-9,
+                                       grasp_goal=self._goals.get(stamp))
             except ValueError as exc:
                 self.counts['bad_messages'] += 1
                 self.get_logger().warning(f'step dropped: {exc}', throttle_duration_sec=5.0)

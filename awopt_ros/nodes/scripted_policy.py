@@ -3,12 +3,16 @@
 It acts exactly where the learned policy node acts: once per ``/policy/image``, publishing
 ``/policy/action`` stamped with that image's stamp. It reads the object poses from the
 simulator (``/sim/objects`` markers: pose and size, privileged information), so it exists
-to collect demonstrations, not to run on hardware. Logic:
-:class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
+to collect demonstrations, not to run on hardware. Before each action it publishes the grasp
+pose it aims for without its deliberate noise (``/scripted_policy/grasp_goal``,
+``geometry_msgs/PoseStamped`` in base_link, the action's stamp; announced in
+``/policy/model_info`` as ``grasp_goal_topic``), which the logger stores per step as a training
+label (``grasp_goal`` info). Logic: :class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
 """
 import json
 
 import numpy as np
+from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -18,11 +22,12 @@ from awopt_ros.core import spec
 from awopt_ros.core.kinematics import Kinematics
 from awopt_ros.ros import convert, qos
 from awopt_ros.ros.params import declare
-from awopt_ros.ros.run import spin_node
+from awopt_ros.ros.run import StartupError, spin_node
 from awopt_ros.sim.scripted import ScriptedGraspPolicy
 
 
 JOINT_NAMES = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
+GRASP_GOAL = '/scripted_policy/grasp_goal'
 
 
 class ScriptedPolicyNode(Node):
@@ -37,16 +42,28 @@ class ScriptedPolicyNode(Node):
         seed = declare(self, 'seed', 0, 'Noise seed.', low=0, high=2**31 - 1, read_only=True)
         urdf = declare(self, 'urdf_path', 'urdf/iiwa14_gripper.urdf', 'Robot URDF.',
                        read_only=True)
-        self.policy = ScriptedGraspPolicy(seed=seed, noise_std_m=noise, slip_probability=slip)
+        lift_rule = declare(self, 'lift_rule', 'closed', "When the close ends: 'closed' (once "
+                            "the proprio shows the fingers closed) or 'count' (after a fixed "
+                            'number of close steps, as in datasets collected before the '
+                            "'closed' rule).",
+                            read_only=True)
+        if lift_rule not in ScriptedGraspPolicy.LIFT_RULES:
+            raise StartupError(f'scripted_policy: lift_rule must be one of '
+                               f'{ScriptedGraspPolicy.LIFT_RULES}, got {lift_rule!r}')
+        self.policy = ScriptedGraspPolicy(seed=seed, noise_std_m=noise, slip_probability=slip,
+                                          lift_rule=lift_rule)
         self.kin = Kinematics(urdf)
         self.joints = None
         self.poses = None
         self.extents = None
         self.actions = 0
         self.pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
+        self.goal_pub = self.create_publisher(PoseStamped, GRASP_GOAL, qos.COMMAND)
         info = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
         info.publish(String(data=json.dumps({'kind': 'scripted', 'noise_std_m': noise,
-                                             'slip_probability': slip, 'seed': seed})))
+                                             'slip_probability': slip, 'seed': seed,
+                                             'lift_rule': self.policy.lift_rule,
+                                             'grasp_goal_topic': GRASP_GOAL})))
         self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
         self.create_subscription(JointState, '/joint_states', self._on_joints, qos.SENSOR)
         self.create_subscription(MarkerArray, '/sim/objects', self._on_objects, qos.COMMAND)
@@ -77,6 +94,8 @@ class ScriptedPolicyNode(Node):
             return
         proprio = self.kin.proprio(self.joints[:7], self.joints[7])
         action = self.policy.act(proprio, self.poses, self.extents)
+        self.goal_pub.publish(convert.grasp_goal_to_msg(self.policy.grasp_goal,
+                                                        msg.header.stamp))
         self.pub.publish(convert.action_to_msg(action, msg.header.stamp))
         self.actions += 1
 

@@ -2,10 +2,14 @@
 
 Images are ``sensor_msgs/Image`` with encoding ``rgb8`` and arrays of shape (H, W, 3) uint8.
 Actions travel as ``sensor_msgs/JointState`` with ``name`` = ``core.spec.ACTION_NAMES`` and
-``position`` = the 7 action values (see docs/INTERFACES.md).
+``position`` = the 7 action values (see docs/INTERFACES.md). A grasp goal (the scripted
+demonstrator's aim, x, y, z and yaw) travels as ``geometry_msgs/PoseStamped``.
 """
+import math
+
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 
 from awopt_ros.core.spec import ACTION_DIM, ACTION_NAMES
@@ -104,6 +108,42 @@ def msg_to_action(msg):
     if a.shape != (ACTION_DIM,):
         raise ValueError(f'action must have {ACTION_DIM} positions, got {a.shape[0]}')
     return a
+
+
+def grasp_goal_to_msg(goal, stamp, frame_id='base_link'):
+    """Return a grasp goal (x, y, z m, yaw rad) as a ``geometry_msgs/PoseStamped``.
+
+    The orientation is the rotation by ``yaw`` about the frame's z axis.
+
+    Raises:
+        ValueError: ``goal`` does not have 4 entries.
+    """
+    g = np.asarray(goal, dtype=np.float64).reshape(-1)
+    if g.shape != (4,):
+        raise ValueError(f'grasp goal must be (x, y, z, yaw), got shape {g.shape}')
+    msg = PoseStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = g[:3].tolist()
+    msg.pose.orientation.z = math.sin(g[3] / 2.0)
+    msg.pose.orientation.w = math.cos(g[3] / 2.0)
+    return msg
+
+
+def msg_to_grasp_goal(msg):
+    """Return float32 (4,) x, y, z (m) and yaw (rad, about z) of a ``PoseStamped`` grasp goal.
+
+    Raises:
+        ValueError: a non-finite position or a zero orientation quaternion.
+    """
+    p, q = msg.pose.position, msg.pose.orientation
+    if (q.w, q.x, q.y, q.z) == (0.0, 0.0, 0.0, 0.0):
+        raise ValueError('grasp goal orientation is the zero quaternion')
+    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+    goal = np.array([p.x, p.y, p.z, yaw], dtype=np.float32)
+    if not np.all(np.isfinite(goal)):
+        raise ValueError(f'grasp goal is not finite: {goal.tolist()}')
+    return goal
 
 
 def joint_positions(msg, names):

@@ -233,10 +233,13 @@ class ScriptedAdapter:
         self.policy.reset()
 
     def act(self, obs):
-        """Return (float32 (7,) action, {}) from ``obs['proprio']``, ``obs['object_poses']``
-        and ``obs['object_extents']``."""
+        """Return (float32 (7,) action, info) from ``obs['proprio']``, ``obs['object_poses']``
+        and ``obs['object_extents']``; info ``grasp_goal`` float32 (4,) is the policy's
+        noise-free grasp goal (``ScriptedGraspPolicy.grasp_goal``), as the ROS node publishes
+        it and the logger stores it."""
         action = self.policy.act(obs['proprio'], obs['object_poses'], obs['object_extents'])
-        return np.asarray(action, dtype=np.float32), {}
+        return (np.asarray(action, dtype=np.float32),
+                {'grasp_goal': np.asarray(self.policy.grasp_goal, dtype=np.float32)})
 
 
 class CallableAdapter:

@@ -6,7 +6,8 @@ fixed view; re-chosen every step while approaching, so a pushed object changes t
 would for a learned policy; ``target_rule='nearest_tool'`` picks the object nearest the tool
 instead, the labelling rule of :mod:`awopt_ros.learning.dagger`), moves above it while
 descending, turns the gripper across the narrow side of elongated objects, descends, closes,
-lifts and terminates. Noise makes it
+lifts as soon as it sees the fingers closed (the gripper closedness in its proprioception, so a
+policy that imitates it can see when to lift) and terminates. Noise makes it
 imperfect on purpose: a per-episode grasp-point error (a stand-in for perception error,
 sometimes large) and per-step Gaussian motion noise, so the dataset holds successes and
 failures.
@@ -22,7 +23,7 @@ from awopt_ros.core import robot, spec
 
 HOVER_M = 0.10          # tool height above the object centre while approaching (m)
 LIFT_Z_M = 0.25         # tool height at which the lift is over (m)
-CLOSE_STEPS = 4         # steps spent closing the gripper
+CLOSE_STEPS = 4         # most steps spent closing the gripper ('count' rule: always this many)
 XY_TOLERANCE_M = 0.008  # descend once this close above the grasp point (m)
 YAW_TOLERANCE_RAD = 0.15
 ROUND_RATIO = 1.3       # objects whose footprint is this close to round need no yaw alignment
@@ -58,15 +59,29 @@ class ScriptedGraspPolicy:
             ``'bin_centre'`` (default, the demonstrations' rule) the object nearest the bin
             centre; ``'nearest_tool'`` the object nearest the tool in x, y (a rule that agrees
             with wherever a learner has already headed, as DAgger's labels need).
+        lift_rule: when the close ends and the lift starts: ``'closed'`` (default) at the first
+            step after the close command whose proprio closedness is >=
+            ``spec.GRIPPER_ENGAGED_CLOSEDNESS`` (at most ``CLOSE_STEPS`` close steps), a state
+            an image-and-proprio policy can observe; ``'count'`` after exactly ``CLOSE_STEPS``
+            close steps (the rule of datasets collected before this rule existed, e.g.
+            runs/collect: a count that no single observation shows).
+
+    Attributes:
+        grasp_goal: after :meth:`act`, float64 (4,): the grasp pose the policy aims for,
+            without its deliberate noise: the target object's centre x, y (m, base frame), the
+            tool height it closes at (m) and the tool yaw (rad) it turns to (the object's
+            narrow side, or the current yaw for a near-round footprint); None before the
+            first ``act`` of an episode. Privileged (object poses): a training label only.
 
     Raises:
         ValueError: a negative noise, a probability outside [0, 1] or an unknown rule.
     """
 
     TARGET_RULES = ('bin_centre', 'nearest_tool')
+    LIFT_RULES = ('closed', 'count')
 
     def __init__(self, seed=0, noise_std_m=0.004, slip_probability=0.35,
-                 target_rule='bin_centre'):
+                 target_rule='bin_centre', lift_rule='closed'):
         if noise_std_m < 0:
             raise ValueError(f'noise_std_m must be >= 0, got {noise_std_m}')
         if not 0.0 <= slip_probability <= 1.0:
@@ -74,7 +89,10 @@ class ScriptedGraspPolicy:
         if target_rule not in self.TARGET_RULES:
             raise ValueError(f'target_rule must be one of {self.TARGET_RULES}, got '
                              f'{target_rule!r}')
+        if lift_rule not in self.LIFT_RULES:
+            raise ValueError(f'lift_rule must be one of {self.LIFT_RULES}, got {lift_rule!r}')
         self.target_rule = target_rule
+        self.lift_rule = lift_rule
         self.rng = np.random.default_rng(seed)
         self.noise_std_m = float(noise_std_m)
         self.slip_probability = float(slip_probability)
@@ -84,6 +102,7 @@ class ScriptedGraspPolicy:
         """Start a new episode: forget the target, draw a new grasp-point error."""
         self.phase = 'approach'
         self.target = None
+        self.grasp_goal = None
         self.close_steps = 0
         self.lifted_steps = 0
         error = self.rng.normal(0.0, 1.5 * self.noise_std_m, size=2)
@@ -125,6 +144,7 @@ class ScriptedGraspPolicy:
         grasp_z = grasp_height(obj[2])
         # The gripper closes along the tool's y axis; turn it across the object's narrow side.
         yaw_error = 0.0 if round_footprint else wrap_half_pi(object_yaw(obj[3:]) - tool_yaw)
+        self.grasp_goal = np.array([obj[0], obj[1], grasp_z, tool_yaw + yaw_error])
         action = np.zeros(spec.ACTION_DIM)
         delta = np.zeros(3)
         xy_error = goal_xy - tool[:2]
@@ -140,11 +160,14 @@ class ScriptedGraspPolicy:
             if tool[2] - grasp_z < 0.01:
                 self.phase = 'close'
         if self.phase == 'close':
-            action[spec.IDX_CLOSE] = 1.0
-            self.close_steps += 1
-            if self.close_steps >= CLOSE_STEPS:
+            engaged = proprio[5] >= spec.GRIPPER_ENGAGED_CLOSEDNESS
+            seen_closed = self.close_steps > 0 and engaged
+            if (self.lift_rule == 'closed' and seen_closed) or self.close_steps >= CLOSE_STEPS:
                 self.phase = 'lift'
-        elif self.phase == 'lift':
+            else:
+                action[spec.IDX_CLOSE] = 1.0
+                self.close_steps += 1
+        if self.phase == 'lift':
             action[spec.IDX_CLOSE] = 1.0
             delta[2] = LIFT_Z_M + 0.05 - tool[2]
             if tool[2] > LIFT_Z_M:

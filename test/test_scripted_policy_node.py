@@ -1,0 +1,77 @@
+"""scripted_policy node in process: one action and one grasp goal per policy image."""
+import json
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from awopt_ros.core import robot, spec
+from awopt_ros.nodes.scripted_policy import GRASP_GOAL, ScriptedPolicyNode
+from awopt_ros.ros import convert, qos
+from awopt_ros.ros.run import StartupError
+
+
+def _spin_until(ex, cond, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
+        ex.spin_once(timeout_sec=0.02)
+    return cond()
+
+
+def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_context):
+    node = ScriptedPolicyNode(context=ros_context, parameter_overrides=[
+        Parameter('noise_std_m', value=0.0), Parameter('slip_probability', value=0.0)])
+    peer = rclpy.create_node('scripted_peer', context=ros_context)
+    got = []
+    peer.create_subscription(PoseStamped, GRASP_GOAL, lambda m: got.append(('goal', m)),
+                             qos.COMMAND)
+    peer.create_subscription(JointState, '/policy/action', lambda m: got.append(('action', m)),
+                             qos.COMMAND)
+    info = []
+    peer.create_subscription(String, '/policy/model_info', info.append, qos.LATCHED)
+    pubs = {'image': peer.create_publisher(Image, '/policy/image', qos.SENSOR),
+            'joints': peer.create_publisher(JointState, '/joint_states', qos.SENSOR),
+            'objects': peer.create_publisher(MarkerArray, '/sim/objects', qos.COMMAND)}
+    ex = SingleThreadedExecutor(context=ros_context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    try:
+        assert _spin_until(ex, lambda: info and all(
+            p.get_subscription_count() > 0 for p in pubs.values()))
+        assert json.loads(info[0].data)['grasp_goal_topic'] == GRASP_GOAL
+        assert json.loads(info[0].data)['lift_rule'] == 'closed'
+        marker = Marker()
+        marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = 0.62, 0.02, 0.03
+        marker.pose.orientation.w = 1.0
+        marker.scale.x = marker.scale.y = marker.scale.z = 0.04
+        pubs['objects'].publish(MarkerArray(markers=[marker]))
+        pubs['joints'].publish(JointState(name=list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT],
+                                          position=list(robot.HOME_Q) + [0.0]))
+        assert _spin_until(ex, lambda: node.joints is not None and node.poses is not None)
+        stamp = convert.s_to_stamp(12.3)
+        pubs['image'].publish(convert.numpy_to_image(np.zeros((64, 64, 3), np.uint8), stamp,
+                                                     'cam'))
+        assert _spin_until(ex, lambda: len(got) == 2)
+        msgs = dict(got)
+        assert set(msgs) == {'goal', 'action'}
+        assert all(m.header.stamp == stamp for m in msgs.values())
+        np.testing.assert_allclose(convert.msg_to_grasp_goal(msgs['goal'])[:3],
+                                   [0.62, 0.02, 0.035], atol=1e-6)
+        assert convert.msg_to_action(msgs['action'])[spec.IDX_OPEN] == 1.0   # approaching
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def test_unknown_lift_rule_stops_the_node(ros_context):
+    with pytest.raises(StartupError, match='lift_rule'):
+        ScriptedPolicyNode(context=ros_context,
+                           parameter_overrides=[Parameter('lift_rule', value='later')])
