@@ -90,12 +90,15 @@ def grasp_targets(episode, camera, crop_xywh, label='hindsight'):
         ValueError: inconsistent episode arrays (``data.episode_transitions``), unknown label.
     """
     steps, t_close, position, _ = _grasp_pose(episode, label)
+    return _xy_mask(steps, t_close, position, camera, crop_xywh)
+
+
+def _xy_mask(steps, t_close, position, camera, crop_xywh):
     xy = np.zeros((steps, 2), dtype=np.float32)
     mask = np.zeros(steps, dtype=bool)
-    if t_close is None:
-        return xy, mask
-    xy[:] = camera.to_policy_image(position, crop_xywh)[0]
-    mask[:t_close + 1] = True
+    if t_close is not None:
+        xy[:] = camera.to_policy_image(position, crop_xywh)[0]
+        mask[:t_close + 1] = True
     return xy, mask
 
 
@@ -109,7 +112,10 @@ def grasp_pose_targets(episode, label='hindsight'):
     close step (the mask of :func:`grasp_targets` is then all False). ``label`` as in
     :func:`grasp_targets` (``'expert'``: the recorded goal's position and yaw).
     """
-    steps, t_close, position, yaw = _grasp_pose(episode, label)
+    return _pose(*_grasp_pose(episode, label))
+
+
+def _pose(steps, t_close, position, yaw):
     pose = np.zeros((steps, GRASP_POSE_DIM), dtype=np.float32)
     if t_close is not None:
         pos = (position - np.asarray(GRASP_POS_OFFSET_M)) / np.asarray(GRASP_POS_SCALE_M)
@@ -129,8 +135,11 @@ def target_arrays(episodes, camera, crop_xywh, successful_only=True, with_pose=F
     """
     _check_label(label)
     kept = [ep for ep in episodes if is_success(ep) or not successful_only]
-    parts = [grasp_targets(ep, camera, crop_xywh, label)
-             + ((grasp_pose_targets(ep, label),) if with_pose else ()) for ep in kept]
+    parts = []
+    for ep in kept:   # one pass over each episode for both labels
+        found = _grasp_pose(ep, label)
+        parts.append(_xy_mask(*found[:3], camera, crop_xywh)
+                     + ((_pose(*found),) if with_pose else ()))
     parts = [p for p in parts if p[0].shape[0] > 0]
     if not parts:
         empty = (np.zeros((0, 2), np.float32), np.zeros(0, bool),

@@ -664,18 +664,18 @@ def _run_bc(args):
         return _fail(exc)
     targets = None
     if args.pooling == 'target':
+        if args.grasp_label == 'expert':
+            n_goal, n_close = expert_label_count(episodes, successful_only)
+            if n_goal == 0:
+                return _fail('--grasp-label expert: no episode recorded a grasp_goal (collect '
+                             'with the scripted policy node of this version)')
+            print(f"expert grasp labels: {n_goal} of {n_close} episodes recorded the "
+                  f"demonstrator's goal at their close (the rest keep hindsight labels)")
         targets = target_arrays(episodes, shoulder_camera(*spec.SOURCE_SIZE), args.crop_xywh,
                                 successful_only=successful_only, with_pose=args.grasp_pose,
                                 label=args.grasp_label)
         print(f'grasp-target labels on {int(targets[1].sum())} of {len(targets[1])} '
               f'transitions (steps up to the close)')
-        if args.grasp_label == 'expert':
-            n_goal, n_close = expert_label_count(episodes, successful_only)
-            print(f"expert grasp labels: {n_goal} of {n_close} episodes recorded the "
-                  f"demonstrator's goal at their close (the rest keep hindsight labels)")
-            if n_goal == 0:
-                return _fail('--grasp-label expert: no episode recorded a grasp_goal (collect '
-                             'with the scripted policy node of this version)')
     del episodes
     shift_px = args.shift_px
     if shift_px is None:

@@ -271,19 +271,22 @@ class LoggerNode(Node):
         try:
             stamp_ns = int(decision['stamp']['sec']) * 1_000_000_000 + int(
                 decision['stamp']['nanosec'])
-            self._decisions[stamp_ns] = policy_id(decision['source'])
+            source = policy_id(decision['source'])
         except TypeError as exc:
             raise ValueError(f'decision is not {{stamp: {{sec, nanosec}}, source}}: {exc}') \
                 from exc
-        while len(self._decisions) > _MAX_IMAGES:
-            self._decisions.popitem(last=False)
-        self._flush_pending()
+        self._remember(self._decisions, stamp_ns, source)
 
     def _on_grasp_goal(self, data):
         msg = deserialize_message(data, PoseStamped)
-        self._goals[_ns(msg.header.stamp)] = convert.msg_to_grasp_goal(msg)
-        while len(self._goals) > _MAX_IMAGES:
-            self._goals.popitem(last=False)
+        self._remember(self._goals, _ns(msg.header.stamp), convert.msg_to_grasp_goal(msg))
+
+    def _remember(self, table, stamp_ns, value):
+        """Keep ``value`` for the action with ``stamp_ns`` (the newest _MAX_IMAGES), then
+        flush the actions that were waiting for it."""
+        table[stamp_ns] = value
+        while len(table) > _MAX_IMAGES:
+            table.popitem(last=False)
         self._flush_pending()
 
     def _on_success(self, data):

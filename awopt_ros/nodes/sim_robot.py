@@ -8,9 +8,9 @@ controllers take (``/arm_controller/joint_trajectory`` like a joint_trajectory_c
 ``/sim/objects`` (markers with pose and size: privileged, for the scripted policy
 and rviz) and ``/success/probability``
 (ground truth: an object lifted). A joint trajectory stamped before the last reset is dropped
-(counted as ``before_reset``): it was issued for the previous episode. With ``publish_clock`` it publishes ``/clock`` and can run
-faster than real time (``real_time_factor``). The physics and rendering are
-:class:`awopt_ros.sim.scene.GraspSim`.
+(counted as ``before_reset``): it was issued for the previous episode. With ``publish_clock``
+it publishes ``/clock`` and can run faster than real time (``real_time_factor``). The physics
+and rendering are :class:`awopt_ros.sim.scene.GraspSim`.
 """
 import json
 import math

@@ -13,6 +13,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 
 from awopt_ros.core.spec import ACTION_DIM, ACTION_NAMES
+from awopt_ros.sim.scripted import object_yaw
 
 RGB8 = 'rgb8'
 ACTION_FRAME = 'base_link'
@@ -139,8 +140,7 @@ def msg_to_grasp_goal(msg):
     p, q = msg.pose.position, msg.pose.orientation
     if (q.w, q.x, q.y, q.z) == (0.0, 0.0, 0.0, 0.0):
         raise ValueError('grasp goal orientation is the zero quaternion')
-    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
-    goal = np.array([p.x, p.y, p.z, yaw], dtype=np.float32)
+    goal = np.array([p.x, p.y, p.z, object_yaw((q.w, q.x, q.y, q.z))], dtype=np.float32)
     if not np.all(np.isfinite(goal)):
         raise ValueError(f'grasp goal is not finite: {goal.tolist()}')
     return goal
