@@ -41,7 +41,8 @@ demo: $(STAMP)
 	$(VENV)/bin/awopt demo --episodes $(EPISODES) --report runs/demo/report.json
 
 collect: $(STAMP)
-	$(VENV)/bin/awopt collect --episodes 250 --run-dir runs/collect --seed 0
+	$(VENV)/bin/awopt collect --episodes 500 --seed 0 --real-time-factor 2 --run-dir runs/collect_s9b \
+	    --set scripted_policy:publish_proprio=true
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest test

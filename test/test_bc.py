@@ -106,6 +106,22 @@ def test_split_and_config_validation():
         ActorConfig(image_size=4)
 
 
+def test_ema_decay_returns_the_moving_average_of_the_iterates():
+    images, proprios, actions = blob_dataset(80)
+    iterates = [train_bc(images, proprios, actions, tiny_config(k), progress=False)[0]
+                .state_dict() for k in (1, 2, 3)]
+    averaged, _ = train_bc(images, proprios, actions, tiny_config(3, ema_decay=0.5),
+                           progress=False)
+    for name, value in averaged.state_dict().items():
+        # AveragedModel starts from the first iterate, then theta <- 0.5 theta + 0.5 new
+        expected = 0.25 * iterates[0][name] + 0.25 * iterates[1][name] + 0.5 * iterates[2][name]
+        assert torch.allclose(value, expected, atol=1e-6), name
+    assert not torch.allclose(averaged.state_dict()['mlp.0.weight'],
+                              iterates[2]['mlp.0.weight'])
+    with pytest.raises(ValueError, match='ema_decay'):
+        BCConfig(ema_decay=1.0)
+
+
 def test_train_bc_bad_input():
     images, proprios, actions = blob_dataset(10)
     with pytest.raises(ValueError, match='uint8'):

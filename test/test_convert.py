@@ -4,7 +4,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image, JointState
 
-from awopt_ros.core.spec import ACTION_NAMES
+from awopt_ros.core.spec import ACTION_NAMES, PROPRIO_NAMES
 from awopt_ros.ros import convert
 
 
@@ -70,6 +70,25 @@ def test_action_bad_inputs():
     msg.position = [0.0] * 6
     with pytest.raises(ValueError, match='positions'):
         convert.msg_to_action(msg)
+
+
+def test_proprio_round_trip_and_bad_inputs():
+    proprio = np.float32([0.6, -0.05, 0.2, 0.1, 0.99, 0.3])
+    msg = convert.proprio_to_msg(proprio, Time(sec=7, nanosec=5))
+    assert tuple(msg.name) == PROPRIO_NAMES and msg.header.frame_id == 'base_link'
+    assert convert.stamp_to_ns(msg.header.stamp) == 7_000_000_005
+    out = convert.msg_to_proprio(msg)
+    assert out.dtype == np.float32 and out.shape == (6,)
+    np.testing.assert_allclose(out, proprio)
+    with pytest.raises(ValueError, match='6 entries'):
+        convert.proprio_to_msg(np.zeros(7), Time())
+    msg.name = list(reversed(PROPRIO_NAMES))
+    with pytest.raises(ValueError, match='names'):
+        convert.msg_to_proprio(msg)
+    msg = convert.proprio_to_msg(proprio, Time())
+    msg.position = [0.0, 0.0, float('nan'), 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match='finite'):
+        convert.msg_to_proprio(msg)
 
 
 def test_joint_positions_reorders_and_names_missing():

@@ -52,6 +52,7 @@ class Harness:
             'action': n.create_publisher(JointState, '/policy/action', qos.COMMAND),
             'success': n.create_publisher(Float32, '/success/probability', qos.COMMAND),
             'goal': n.create_publisher(PoseStamped, '/scripted_policy/grasp_goal', qos.COMMAND),
+            'proprio': n.create_publisher(JointState, '/policy/proprio', qos.COMMAND),
         }
         self.saved = []
         n.create_subscription(String, '/logger/episode_saved',
@@ -317,3 +318,39 @@ def test_scripted_grasp_goals_are_waited_for_and_stored_per_step(harness, tmp_pa
     np.testing.assert_allclose(ep['grasp_goal'][:3], np.stack(goals), atol=1e-6)
     np.testing.assert_allclose(ep['grasp_goal'][3], goals[-1], atol=1e-6)
     assert ep['policy'].tolist() == [0] * 4
+
+
+def test_the_proprio_a_policy_acted_on_is_waited_for_and_recorded(harness, tmp_path):
+    """A policy that announces proprio_topic: each step records the proprio it published with
+    the action's stamp (computed from a joint state newer than the image), not the one the
+    logger would compute from the joint state at the image's stamp."""
+    h, rng = harness, np.random.default_rng(6)
+    h.pub['info'].publish(String(data=json.dumps(
+        {'kind': 'actor', 'proprio_topic': '/policy/proprio'})))
+    h.spin_until(lambda: h.logger._expect_proprio)
+    h.start(3, 1003)
+    used = []
+    for i in range(2):
+        stamp = convert.s_to_stamp(30.0 + 0.1 * i)
+        js = JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT], position=[0.1] * 7 + [0.0])
+        js.header.stamp = stamp
+        h.pub['joints'].publish(js)
+        h.pub['pimage'].publish(convert.numpy_to_image(
+            rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), stamp, 'cam'))
+        h.spin_until(lambda: len(h.logger._images) > i)
+        h.pub['action'].publish(convert.action_to_msg(np.zeros(7, np.float32), stamp))
+        h.spin_until(lambda: h.logger.counts['actions_received'] > i)
+        for _ in range(5):
+            h.executor.spin_once(timeout_sec=0.02)
+        assert h.logger.recorder.steps == i   # still waiting for this step's proprio
+        proprio = np.float32([0.6, 0.01 * i, 0.2 - 0.03 * i, 0.0, 1.0, 0.0])
+        h.pub['proprio'].publish(convert.proprio_to_msg(proprio, stamp))
+        h.spin_until(lambda: h.logger.recorder.steps == i + 1)
+        used.append(proprio)
+    h.event(event='end', episode=3, outcome='terminate', steps=2, success=False,
+            terminated=True, truncated=False)
+    h.spin_until(lambda: h.saved)
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    np.testing.assert_allclose(ep['proprio'][:2], np.stack(used), atol=1e-6)
+    from awopt_ros.core.kinematics import proprio_from_joints
+    assert not np.allclose(ep['proprio'][0], proprio_from_joints([0.1] * 7, 0.0), atol=1e-3)

@@ -134,6 +134,31 @@ def test_image_and_joint_state_give_action(rig, model_path):
     expected = OnnxActor(model_path).act(img, proprio)
     np.testing.assert_allclose(np.array(msg.position), expected, atol=1e-6)
     assert node.counts['actions_published'] >= 1
+    assert info['proprio_topic'] is None          # publish_proprio is off by default
+
+
+def test_publish_proprio_sends_the_proprio_of_each_action(ros_context, model_path):
+    executor, node, tester, actions, infos, _ = _make_rig(
+        ros_context, _params(model_path, publish_proprio=True))
+    try:
+        proprios = []
+        tester.create_subscription(JointState, '/policy/proprio', proprios.append, qos.SENSOR)
+        _wait_matched(executor, tester)
+        assert _spin_until(executor, lambda: infos)
+        assert json.loads(infos[-1].data)['proprio_topic'] == '/policy/proprio'
+        img = np.zeros((SIZE, SIZE, 3), np.uint8)
+        image_stamp = convert.s_to_stamp(node.get_clock().now().nanoseconds * 1e-9 - 0.05)
+
+        def send():
+            tester.js_pub.publish(_joint_state(node.get_clock().now().to_msg()))
+            executor.spin_once(timeout_sec=0.02)
+            tester.img_pub.publish(convert.numpy_to_image(img, image_stamp, 'camera'))
+        assert _spin_sending(executor, send, lambda: actions and proprios, 5.0)
+        assert proprios[0].header.stamp == image_stamp == actions[0].header.stamp
+        np.testing.assert_allclose(convert.msg_to_proprio(proprios[0]),
+                                   proprio_from_joints(robot.HOME_Q, 0.01), atol=1e-6)
+    finally:
+        _close_rig(executor, node, tester)
 
 
 def test_missing_or_stale_joint_state_is_skipped(rig):

@@ -27,13 +27,16 @@ def _spin_until(ex, cond, timeout_s=5.0):
 
 def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_context):
     node = ScriptedPolicyNode(context=ros_context, parameter_overrides=[
-        Parameter('noise_std_m', value=0.0), Parameter('slip_probability', value=0.0)])
+        Parameter('noise_std_m', value=0.0), Parameter('slip_probability', value=0.0),
+        Parameter('publish_proprio', value=True)])
     peer = rclpy.create_node('scripted_peer', context=ros_context)
     got = []
     peer.create_subscription(PoseStamped, GRASP_GOAL, lambda m: got.append(('goal', m)),
                              qos.COMMAND)
     peer.create_subscription(JointState, '/policy/action', lambda m: got.append(('action', m)),
                              qos.COMMAND)
+    peer.create_subscription(JointState, '/policy/proprio',
+                             lambda m: got.append(('proprio', m)), qos.SENSOR)
     info = []
     peer.create_subscription(String, '/policy/model_info', info.append, qos.LATCHED)
     pubs = {'image': peer.create_publisher(Image, '/policy/image', qos.SENSOR),
@@ -58,9 +61,12 @@ def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_co
         stamp = convert.s_to_stamp(12.3)
         pubs['image'].publish(convert.numpy_to_image(np.zeros((64, 64, 3), np.uint8), stamp,
                                                      'cam'))
-        assert _spin_until(ex, lambda: len(got) == 2)
+        assert _spin_until(ex, lambda: len(got) == 3)
         msgs = dict(got)
-        assert set(msgs) == {'goal', 'action'}
+        assert set(msgs) == {'goal', 'action', 'proprio'}
+        assert json.loads(info[0].data)['proprio_topic'] == '/policy/proprio'
+        np.testing.assert_allclose(convert.msg_to_proprio(msgs['proprio'])[:3],
+                                   [0.55, 0.0, 0.35], atol=2e-3)   # home tool position
         assert all(m.header.stamp == stamp for m in msgs.values())
         np.testing.assert_allclose(convert.msg_to_grasp_goal(msgs['goal'])[:3],
                                    [0.62, 0.02, 0.035], atol=1e-6)

@@ -14,7 +14,8 @@ from awopt_ros.learning.bc import BCConfig, bc_loss, train_bc
 from awopt_ros.learning.export import export_actor
 from awopt_ros.learning.networks import (GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM,
                                          Actor, ActorConfig)
-from awopt_ros.learning.targets import (expert_label_count, grasp_pose_targets, grasp_targets,
+from awopt_ros.learning.targets import (expert_action_arrays, expert_actions,
+                                        expert_label_count, grasp_pose_targets, grasp_targets,
                                         recorded_goal, target_arrays)
 
 CROP = (80, 0, 480, 480)
@@ -247,6 +248,11 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     assert run_train(parser.parse_args(with_goals)) == 0
     assert 'expert grasp labels: 2 of 2 episodes' in capsys.readouterr().out
     assert json.loads((tmp_path / 'm_summary.json').read_text())['grasp_label'] == 'expert'
+    assert run_train(parser.parse_args(with_goals + ['--action-label', 'expert'])) == 0
+    assert 'expert action labels: x, y of 55 of 55 transitions' in capsys.readouterr().out
+    assert json.loads((tmp_path / 'm_summary.json').read_text())['action_label'] == 'expert'
+    assert run_train(parser.parse_args(base + ['--action-label', 'expert'])) == 1
+    assert '--action-label expert: no episode recorded' in capsys.readouterr().err
 
 
 def test_grasp_pose_labels_are_the_tool_pose_at_the_close():
@@ -297,6 +303,30 @@ def test_expert_labels_use_the_recorded_goal_at_the_close_else_hindsight():
     np.testing.assert_allclose(poses[:8], pose)
     with pytest.raises(ValueError, match='label'):
         target_arrays([ep], cam, CROP, label='oracle')
+
+
+def test_expert_actions_steer_to_the_goal_before_the_close_and_hold_xy_after():
+    ep = _episode(8, close_at=5)
+    ep['actions'][:, :4] = [0.004, -0.005, -0.02, 0.1]          # noisy logged commands
+    goals = np.tile(np.float32([0.63, -0.02, 0.03, 0.4]), (9, 1))
+    goals[1] = [0.70, 0.10, 0.03, 0.4]                          # far: clipped to the bounds
+    goals[3] = np.nan                                           # not recorded: kept as logged
+    ep['grasp_goal'] = goals
+    actions, count = expert_actions(ep)
+    tool_x = 0.6 + 0.01 * np.arange(8)                          # _episode's proprio x
+    np.testing.assert_allclose(actions[[0, 2, 4], 0], 0.63 - tool_x[[0, 2, 4]], atol=1e-6)
+    np.testing.assert_allclose(actions[[0, 2, 4], 1], -0.02, atol=1e-6)
+    np.testing.assert_allclose(actions[1, :2], [0.03, 0.03])
+    np.testing.assert_allclose(actions[3, :2], [0.004, -0.005])
+    assert not actions[5:, :2].any() and count == 7
+    np.testing.assert_array_equal(actions[:, 2:], ep['actions'][:, 2:])   # z, yaw, bits kept
+    plain, n = expert_actions(_episode(8, close_at=5))                    # no goals recorded
+    assert n == 0 and np.array_equal(plain, _episode(8, 5)['actions'])
+    all_actions, n_all = expert_action_arrays([ep, _episode(3, 1, success=False), _episode(4, 2)])
+    assert all_actions.shape == (12, spec.ACTION_DIM) and n_all == 7
+    np.testing.assert_allclose(all_actions[:8], actions)
+    empty, n_empty = expert_action_arrays([_episode(3, 1, success=False)])
+    assert empty.shape == (0, spec.ACTION_DIM) and n_empty == 0
 
 
 def test_grasp_pose_inputs_are_relative_to_the_tool_and_symmetric_under_a_half_turn():

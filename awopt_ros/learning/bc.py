@@ -56,6 +56,10 @@ class BCConfig:
         lr_schedule: 'constant' or 'cosine' (the learning rate decays to 0 over ``steps``,
             Loshchilov & Hutter 2017, without restarts).
         pose_weight: weight of the grasp-pose error (``ActorConfig.grasp_pose``).
+        ema_decay: 0 (default) returns the last iterate; in (0, 1) the returned actor holds
+            an exponential moving average of the weights, theta_ema <- d theta_ema +
+            (1 - d) theta after every step (Polyak averaging, ``torch.optim.swa_utils``);
+            the held-out loss is then measured on the average.
     """
 
     steps: int = 5000
@@ -73,6 +77,7 @@ class BCConfig:
     target_sigma_cells: float = 0.75
     lr_schedule: str = 'constant'
     pose_weight: float = 1.0
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         """Validate the values (ValueError naming the field)."""
@@ -97,6 +102,8 @@ class BCConfig:
                              f'> 0, got {self.target_weight}, {self.target_sigma_cells}')
         if not self.pose_weight >= 0:
             raise ValueError(f'BCConfig.pose_weight must be >= 0, got {self.pose_weight}')
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f'BCConfig.ema_decay must be in [0, 1), got {self.ema_decay}')
         if self.lr_schedule not in ('constant', 'cosine'):
             raise ValueError(f"BCConfig.lr_schedule must be 'constant' or 'cosine', "
                              f'got {self.lr_schedule!r}')
@@ -357,6 +364,12 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     opt = torch.optim.Adam(actor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
                 if config.lr_schedule == 'cosine' else None)
+    averaged = None
+    if config.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        averaged = AveragedModel(actor, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                 use_buffers=True)
+    scored = actor if averaged is None else averaged.module
     history = {'step': [], 'train_loss': [], 'heldout_loss': [], 'heldout_parts': {}}
     bar = None
     if progress:
@@ -374,10 +387,12 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
         opt.step()
         if schedule is not None:
             schedule.step()
+        if averaged is not None:
+            averaged.update_parameters(actor)
         running += float(loss.detach())
         running_n += 1
         if step % config.eval_every == 0 or step == config.steps:
-            held = (evaluate(actor, *ho, config.weights, targets=ho_labels, **loss_kw)
+            held = (evaluate(scored, *ho, config.weights, targets=ho_labels, **loss_kw)
                     if ho is not None else math.nan)
             history['step'].append(step)
             history['train_loss'].append(running / running_n)
@@ -392,6 +407,11 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
             bar.update(1)
     if bar is not None:
         bar.close()
+    if averaged is not None:
+        with torch.no_grad():
+            for mine, mean in zip(actor.state_dict().values(),
+                                  averaged.module.state_dict().values()):
+                mine.copy_(mean)
     if ho is not None:
         with torch.no_grad():
             actor.eval()

@@ -156,6 +156,11 @@ def add_train_args(parser):
                              "scripted demonstrator's recorded noise-free goal (expert: the "
                              "dataset's grasp_goal info, simulation only; hindsight where an "
                              'episode has none) (learning.targets)')
+    parser.add_argument('--action-label', default='logged', choices=('logged', 'expert'),
+                        help="bc: train on the logged actions, or replace their x, y commands "
+                             "with the scripted demonstrator's noise-free ones computed from "
+                             "its recorded grasp_goal (expert: DART-style labels, simulation "
+                             'only; learning.targets.expert_actions)')
     parser.add_argument('--pose-weight', type=float, default=1.0,
                         help='bc, --grasp-pose: weight of the grasp-pose error '
                              '(BCConfig.pose_weight)')
@@ -164,6 +169,10 @@ def add_train_args(parser):
                              'order; default all)')
     parser.add_argument('--lr-schedule', default='constant', choices=('constant', 'cosine'),
                         help='bc: learning-rate schedule (cosine: decays to 0 over --steps)')
+    parser.add_argument('--ema-decay', type=float, default=0.0,
+                        help='bc: export an exponential moving average of the weights with '
+                             'this decay per step (e.g. 0.999; 0: the last iterate; '
+                             'BCConfig.ema_decay)')
     parser.add_argument('--checkpoint', default=None,
                         help='learner checkpoint (default <out dir>/<out stem>_checkpoint.pt)')
     parser.add_argument('--checkpoint-every', type=int, default=1000,
@@ -650,7 +659,8 @@ def _run_bc(args):
     from awopt_ros.learning.data import bc_arrays, load_episodes
     from awopt_ros.learning.export import export_actor
     from awopt_ros.learning.networks import ActorConfig
-    from awopt_ros.learning.targets import expert_label_count, target_arrays
+    from awopt_ros.learning.targets import (expert_action_arrays, expert_label_count,
+                                            target_arrays)
     from awopt_ros.sim.scene import shoulder_camera
     successful_only = not args.all_episodes
     try:
@@ -662,6 +672,14 @@ def _run_bc(args):
         images, proprios, actions, stats = bc_arrays(episodes, successful_only=successful_only)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(exc)
+    if args.action_label == 'expert':
+        relabelled, n_steps = expert_action_arrays(episodes, successful_only)
+        if n_steps == 0:
+            return _fail('--action-label expert: no episode recorded a grasp_goal (collect '
+                         'with the scripted policy node of this version)')
+        actions = relabelled
+        print(f"expert action labels: x, y of {n_steps} of {len(actions)} transitions from "
+              f"the demonstrator's recorded goal")
     targets = None
     if args.pooling == 'target':
         if args.grasp_label == 'expert':
@@ -691,7 +709,7 @@ def _run_bc(args):
         config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, shift_px=shift_px, eval_every=args.eval_every,
                           lr_schedule=args.lr_schedule, pose_weight=args.pose_weight,
-                          num_threads=args.threads,
+                          ema_decay=args.ema_decay, num_threads=args.threads,
                           actor=ActorConfig(image_size=image_size, channels=args.channels,
                                             hidden=args.hidden, num_conv=args.num_conv,
                                             pooling=args.pooling,
@@ -712,7 +730,8 @@ def _run_bc(args):
             f'{args.pooling!r} with {args.num_conv} convs'
             f'{", grasp-pose head" if args.grasp_pose else ""}'
             f'{", engaged-gripper input" if args.engaged_input else ""}'
-            f'{", " + args.grasp_label + " grasp labels" if args.pooling == "target" else ""}, '
+            f'{", " + args.grasp_label + " grasp labels" if args.pooling == "target" else ""}'
+            f'{", expert x, y action labels" if args.action_label == "expert" else ""}, '
             f'{args.steps} steps, batch '
             f'{args.batch_size}, seed {args.seed}. Inputs image uint8 (N,{image_size},'
             f'{image_size},3) cropped {list(args.crop_xywh)} from 640x480, proprio '
@@ -733,6 +752,7 @@ def _run_bc(args):
         'model': str(out), 'preset': CLASSIC_BC, 'dataset_root': str(args.dataset_root),
         'dataset_id': args.dataset_id, 'data': stats, 'config': config.to_dict(),
         'grasp_label': args.grasp_label if args.pooling == 'target' else None,
+        'action_label': args.action_label,
         'train_s': round(train_s, 2), 'steps_per_s': round(args.steps / max(train_s, 1e-9), 2),
         'history': history,
         'final_train_loss': history['train_loss'][-1],

@@ -8,8 +8,10 @@ to the dataset and publishes ``/logger/episode_saved`` (latched JSON).
 
 Recording uses raw subscriptions (``raw=True``: serialized CDR bytes go to the bag without a
 deserialise round trip). Dataset steps are built per ``/policy/action``: the image is the
-``/policy/image`` whose stamp equals the action's ``header.stamp``, the proprioception comes
-from the latest ``/joint_states`` with a stamp <= that stamp
+``/policy/image`` whose stamp equals the action's ``header.stamp``, the proprioception is the
+one the policy acted on (``/policy/proprio`` with the action's stamp, while the model info
+announces ``proprio_topic``: the latest joint state when the policy ran, about 40 ms newer than
+the image), else computed from the latest ``/joint_states`` with a stamp <= that stamp
 (``core.kinematics.proprio_from_joints``), plus the latest ``/success/probability`` and the
 acting policy: the ``source`` of the ``/policy/decision`` with the action's stamp, else the
 ``kind`` of the latched ``/policy/model_info``. While the latest model info announces a
@@ -37,6 +39,7 @@ from awopt_ros.core import robot
 from awopt_ros.core.bag import COMPRESSIONS, BagWriter, default_typestore
 from awopt_ros.core.dataset import EpisodeRecorder, dataset_id_for, datasets_dir, policy_id
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_IMAGE_SIZE
+from awopt_ros.core.sync import StampedHistory
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import StartupError, spin_node
@@ -50,6 +53,7 @@ ACTION = '/policy/action'
 JOINTS = '/joint_states'
 SUCCESS = '/success/probability'
 GRASP_GOAL = '/scripted_policy/grasp_goal'
+PROPRIO = '/policy/proprio'
 SAVED = '/logger/episode_saved'
 
 #: The stack's topics (docs/INTERFACES.md): name -> (message type, QoS preset).
@@ -68,11 +72,13 @@ STACK_TOPICS = {
     SUCCESS: ('std_msgs/msg/Float32', 'reliable'),
     '/sim/objects': ('visualization_msgs/msg/MarkerArray', 'reliable'),
     GRASP_GOAL: ('geometry_msgs/msg/PoseStamped', 'reliable'),
+    PROPRIO: ('sensor_msgs/msg/JointState', 'sensor'),
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
 }
 #: Topics the dataset needs; subscribed even when not recorded to the bag.
-INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS, GRASP_GOAL)
+INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS, GRASP_GOAL,
+                PROPRIO)
 #: Topics whose messages are counted in the diagnostics (counter names as in
 #: ``ros.diagnostics.LOGGER_READY_KEYS``).
 _RECEIVED = {CAMERA: 'camera_frames_received', POLICY_IMAGE: 'policy_images_received',
@@ -82,10 +88,6 @@ _MAX_IMAGES = 64          # recent policy images kept for stamp matching
 PRESTART_S = 1.0          # messages kept between episodes (s), see LoggerNode._prestart
 _MAX_JOINT_STATES = 400   # 4 s at 100 Hz
 _MAX_PENDING_ACTIONS = 8  # actions waiting for their image before being dropped
-
-
-def _ns(stamp):
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def _message_class(msgtype):
@@ -175,7 +177,7 @@ class LoggerNode(Node):
         self._latched = {}        # topic -> last raw message of latched topics
         self._images = OrderedDict()  # stamp ns -> (S, S, 3) uint8, recent policy images
         self._last_image = None   # (stamp ns, image) of the newest policy image
-        self._joints = deque(maxlen=_MAX_JOINT_STATES)  # (stamp ns, q7, finger m)
+        self._joints = StampedHistory(_MAX_JOINT_STATES)  # stamp ns -> (q7, finger m)
         self._pending = deque()   # (stamp ns, action) waiting for their policy image
         # Between episodes: (receive ns, topic, raw) of the last PRESTART_S, so messages that
         # arrive after the start event's stamp but before this node has processed the event
@@ -188,6 +190,8 @@ class LoggerNode(Node):
         self._expect_decisions = False   # the model info announces a decision topic
         self._goals = OrderedDict()      # stamp ns -> (4,) demonstrator's grasp goal
         self._expect_goals = False       # the model info announces a grasp goal topic
+        self._proprios = OrderedDict()   # stamp ns -> (6,) proprio the policy acted on
+        self._expect_proprio = False     # the model info announces a proprio topic
         self.frames_logged_total = 0
         self.counts = {'camera_frames_received': 0, 'policy_images_received': 0,
                        'actions_received': 0, 'joint_states_received': 0,
@@ -203,7 +207,8 @@ class LoggerNode(Node):
         self._handlers = {MODEL_INFO: self._on_model_info, DECISION: self._on_decision,
                           POLICY_IMAGE: self._on_policy_image,
                           ACTION: self._on_action, JOINTS: self._on_joint_states,
-                          SUCCESS: self._on_success, GRASP_GOAL: self._on_grasp_goal}
+                          SUCCESS: self._on_success, GRASP_GOAL: self._on_grasp_goal,
+                          PROPRIO: self._on_proprio}
         classes = {}
         for topic in list(self.recorded) + [t for t in INPUT_TOPICS if t not in self.recorded]:
             msgtype, preset = self.recorded.get(topic, STACK_TOPICS.get(topic))
@@ -265,6 +270,7 @@ class LoggerNode(Node):
         self._expect_decisions = isinstance(info, dict) and bool(info.get('decision_topic'))
         self._expect_goals = (isinstance(info, dict)
                               and info.get('grasp_goal_topic') == GRASP_GOAL)
+        self._expect_proprio = isinstance(info, dict) and info.get('proprio_topic') == PROPRIO
 
     def _on_decision(self, data):
         decision = json.loads(deserialize_message(data, String).data)
@@ -279,7 +285,13 @@ class LoggerNode(Node):
 
     def _on_grasp_goal(self, data):
         msg = deserialize_message(data, PoseStamped)
-        self._remember(self._goals, _ns(msg.header.stamp), convert.msg_to_grasp_goal(msg))
+        self._remember(self._goals, convert.stamp_to_ns(msg.header.stamp),
+                       convert.msg_to_grasp_goal(msg))
+
+    def _on_proprio(self, data):
+        msg = deserialize_message(data, JointState)
+        self._remember(self._proprios, convert.stamp_to_ns(msg.header.stamp),
+                       convert.msg_to_proprio(msg))
 
     def _remember(self, table, stamp_ns, value):
         """Keep ``value`` for the action with ``stamp_ns`` (the newest _MAX_IMAGES), then
@@ -296,7 +308,7 @@ class LoggerNode(Node):
         msg = deserialize_message(data, JointState)
         q7 = convert.joint_positions(msg, ARM_JOINTS)
         finger = float(convert.joint_positions(msg, (GRIPPER_JOINT,))[0])
-        self._joints.append((_ns(msg.header.stamp), q7, finger))
+        self._joints.append(convert.stamp_to_ns(msg.header.stamp), (q7, finger))
 
     def _on_policy_image(self, data):
         msg = deserialize_message(data, Image)
@@ -304,7 +316,7 @@ class LoggerNode(Node):
         size = (self.image_size, self.image_size, 3)
         if img.shape != size:
             raise ValueError(f'policy image is {img.shape}, expected {size}')
-        stamp = _ns(msg.header.stamp)
+        stamp = convert.stamp_to_ns(msg.header.stamp)
         self._images[stamp] = img
         while len(self._images) > _MAX_IMAGES:
             self._images.popitem(last=False)
@@ -315,7 +327,7 @@ class LoggerNode(Node):
         if self._episode is None:
             return
         msg = deserialize_message(data, JointState)
-        stamp_ns = _ns(msg.header.stamp)
+        stamp_ns = convert.stamp_to_ns(msg.header.stamp)
         start_s = self._episode.get('stamp_s')
         if isinstance(start_s, (int, float)) and stamp_ns * 1e-9 < start_s:
             # Computed on a frame from before the episode started: not one of its steps
@@ -337,15 +349,12 @@ class LoggerNode(Node):
         return self._proprio_fn(q7, finger_m)
 
     def _proprio_at(self, stamp_ns):
-        """Proprio from the latest joint state with stamp <= ``stamp_ns`` (else the oldest)."""
-        if not self._joints:
+        """Proprio from the latest joint state with stamp <= ``stamp_ns`` (else the oldest),
+        for policies that do not publish the proprio they acted on."""
+        chosen = self._joints.at(stamp_ns)
+        if chosen is None:
             raise ValueError('no /joint_states received yet')
-        chosen = self._joints[0]
-        for entry in reversed(self._joints):
-            if entry[0] <= stamp_ns:
-                chosen = entry
-                break
-        return self._proprio(chosen[1], chosen[2])
+        return self._proprio(*chosen[1])
 
     def _step_limit_reached(self):
         steps = self._step_limit
@@ -357,7 +366,8 @@ class LoggerNode(Node):
             stamp, action = self._pending[0]
             img = self._images.get(stamp)
             waiting = (img is None or (self._expect_decisions and stamp not in self._decisions)
-                       or (self._expect_goals and stamp not in self._goals))
+                       or (self._expect_goals and stamp not in self._goals)
+                       or (self._expect_proprio and stamp not in self._proprios))
             if waiting and not final and len(self._pending) <= _MAX_PENDING_ACTIONS:
                 return
             self._pending.popleft()
@@ -365,7 +375,10 @@ class LoggerNode(Node):
                 self.counts['unmatched_actions'] += img is None
                 continue
             try:
-                self.recorder.add_step(img, self._proprio_at(stamp), action, self._success_p,
+                proprio = self._proprios.get(stamp)
+                if proprio is None:
+                    proprio = self._proprio_at(stamp)
+                self.recorder.add_step(img, proprio, action, self._success_p,
                                        self._decisions.get(stamp, self._policy), stamp * 1e-9,
                                        grasp_goal=self._goals.get(stamp))
             except ValueError as exc:

@@ -13,6 +13,11 @@ missing or returns an invalid action), then
   source 'cem'), ``fallback`` (why the episode's policy did not act, or null) and
   ``actor_candidate``; published BEFORE the action so that the logger has it when the action
   arrives;
+* with ``publish_proprio`` (off by default), ``/policy/proprio`` (``sensor_msgs/JointState``,
+  sensor-data QoS, names ``spec.PROPRIO_NAMES``, the action's stamp): the proprioception the
+  action was computed from (the latest joint state at the time, newer than the image), which
+  the logger then records with the step; published after the action (published before it,
+  it delayed the action: the scripted policy's success fell from 24 to 15 of 30 episodes);
 * ``/policy/action`` (``sensor_msgs/JointState``, reliable), stamped with the image's (= source
   camera frame's) stamp.
 
@@ -49,6 +54,7 @@ from awopt_ros.core.policy_runtime import (MODES, REQUIRED, ModelPaths, NoPolicy
                                            PolicyRuntime)
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_CROP_XYWH, POLICY_IMAGE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
+from awopt_ros.ros.convert import PROPRIO_TOPIC as PROPRIO, proprio_publisher
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import StartupError, spin_node
 
@@ -133,6 +139,8 @@ class PolicyNode(Node):
 
         self.info_pub = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
         self.decision_pub = self.create_publisher(String, DECISION, qos.COMMAND)
+        self.proprio_pub = proprio_publisher(self)
+        self.publish_proprio = self.proprio_pub is not None
         self.action_pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(JointState, '/joint_states', self._on_joint_state, qos.SENSOR)
@@ -202,7 +210,8 @@ class PolicyNode(Node):
         main = models.get('actor') or models.get('critic') or {}
         self.info_pub.publish(String(data=json.dumps(dict(
             info, kind=self.mode, model_path=self.model_path,
-            contract=main.get('contract'), decision_topic=DECISION))))
+            contract=main.get('contract'), decision_topic=DECISION,
+            proprio_topic=PROPRIO if self.publish_proprio else None))))
 
     # ---- hot swap ------------------------------------------------------------------------------
     def _reload_loop(self):
@@ -318,6 +327,8 @@ class PolicyNode(Node):
                     'source': source, **info}
         self.decision_pub.publish(String(data=json.dumps(decision)))
         self.action_pub.publish(convert.action_to_msg(action, stamp))
+        if self.proprio_pub is not None:
+            self.proprio_pub.publish(convert.proprio_to_msg(proprio, stamp))
         self.counts['actions_published'] += 1
         self.counts[f'actions_{source}'] += 1
 

@@ -7,7 +7,9 @@ to collect demonstrations, not to run on hardware. Before each action it publish
 pose it aims for without its deliberate noise (``/scripted_policy/grasp_goal``,
 ``geometry_msgs/PoseStamped`` in base_link, the action's stamp; announced in
 ``/policy/model_info`` as ``grasp_goal_topic``), which the logger stores per step as a training
-label (``grasp_goal`` info). Logic: :class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
+label (``grasp_goal`` info), and the proprioception it acted on (``/policy/proprio``, as the
+policy node), which the logger records with the step.
+Logic: :class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
 """
 import json
 
@@ -21,6 +23,7 @@ from visualization_msgs.msg import MarkerArray
 from awopt_ros.core import spec
 from awopt_ros.core.kinematics import Kinematics
 from awopt_ros.ros import convert, qos
+from awopt_ros.ros.convert import PROPRIO_TOPIC as PROPRIO, proprio_publisher
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import StartupError, spin_node
 from awopt_ros.sim.scripted import ScriptedGraspPolicy
@@ -59,11 +62,15 @@ class ScriptedPolicyNode(Node):
         self.actions = 0
         self.pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.goal_pub = self.create_publisher(PoseStamped, GRASP_GOAL, qos.COMMAND)
+        self.proprio_pub = proprio_publisher(self)
+        self.publish_proprio = self.proprio_pub is not None
         info = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
         info.publish(String(data=json.dumps({'kind': 'scripted', 'noise_std_m': noise,
                                              'slip_probability': slip, 'seed': seed,
                                              'lift_rule': self.policy.lift_rule,
-                                             'grasp_goal_topic': GRASP_GOAL})))
+                                             'grasp_goal_topic': GRASP_GOAL,
+                                             'proprio_topic': (PROPRIO if self.publish_proprio
+                                                               else None)})))
         self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
         self.create_subscription(JointState, '/joint_states', self._on_joints, qos.SENSOR)
         self.create_subscription(MarkerArray, '/sim/objects', self._on_objects, qos.COMMAND)
@@ -97,6 +104,8 @@ class ScriptedPolicyNode(Node):
         self.goal_pub.publish(convert.grasp_goal_to_msg(self.policy.grasp_goal,
                                                         msg.header.stamp))
         self.pub.publish(convert.action_to_msg(action, msg.header.stamp))
+        if self.proprio_pub is not None:
+            self.proprio_pub.publish(convert.proprio_to_msg(proprio, msg.header.stamp))
         self.actions += 1
 
 

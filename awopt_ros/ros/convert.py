@@ -12,7 +12,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 
-from awopt_ros.core.spec import ACTION_DIM, ACTION_NAMES
+from awopt_ros.core.spec import ACTION_DIM, ACTION_NAMES, PROPRIO_DIM, PROPRIO_NAMES
 from awopt_ros.sim.scripted import object_yaw
 
 RGB8 = 'rgb8'
@@ -93,6 +93,64 @@ def action_to_msg(action, stamp):
     return msg
 
 
+#: Topic of the proprioception a policy node acted on (``proprio_publisher``).
+PROPRIO_TOPIC = '/policy/proprio'
+
+
+def proprio_publisher(node):
+    """Declare a policy node's read-only bool parameter ``publish_proprio`` (default False)
+    and return its ``/policy/proprio`` publisher (sensor-data QoS), or None when it is off.
+
+    With it on, the node publishes the proprio of each action (:func:`proprio_to_msg`, after
+    the action), and the logger records it instead of the joint state at the image's stamp.
+    Off by default: stack runs of the scripted policy with it on did worse (models/grasp_bc.md,
+    session 9), whether because of it is open.
+    """
+    from awopt_ros.ros import qos
+    from awopt_ros.ros.params import declare
+    on = declare(node, 'publish_proprio', False,
+                 'Publish the proprio each action was computed from on /policy/proprio (after '
+                 'the action); the logger then records it instead of the joint state at the '
+                 'image stamp.', read_only=True)
+    return node.create_publisher(JointState, PROPRIO_TOPIC, qos.SENSOR) if on else None
+
+
+def proprio_to_msg(proprio, stamp):
+    """Return the (6,) proprioception a policy acted on as a ``sensor_msgs/JointState`` for
+    ``/policy/proprio``: ``name`` = ``PROPRIO_NAMES``, ``position`` = the values (m, sin/cos,
+    closedness), ``header.stamp`` = ``stamp`` (the action's), ``header.frame_id`` = 'base_link'.
+
+    Raises:
+        ValueError: ``proprio`` does not have 6 entries.
+    """
+    p = np.asarray(proprio, dtype=np.float64).reshape(-1)
+    if p.shape != (PROPRIO_DIM,):
+        raise ValueError(f'proprio must have {PROPRIO_DIM} entries {PROPRIO_NAMES}, got '
+                         f'{p.shape}')
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.header.frame_id = ACTION_FRAME
+    msg.name = list(PROPRIO_NAMES)
+    msg.position = p.tolist()
+    return msg
+
+
+def msg_to_proprio(msg):
+    """Return the proprioception carried by a ``/policy/proprio`` JointState as float32 (6,).
+
+    Raises:
+        ValueError: ``name`` differs from ``PROPRIO_NAMES`` (order included), the number of
+            positions is not 6, or a value is not finite.
+    """
+    names = tuple(msg.name)
+    if names != PROPRIO_NAMES:
+        raise ValueError(f'proprio names must be {PROPRIO_NAMES}, got {names}')
+    p = np.asarray(msg.position, dtype=np.float32).reshape(-1)
+    if p.shape != (PROPRIO_DIM,) or not np.all(np.isfinite(p)):
+        raise ValueError(f'proprio must be {PROPRIO_DIM} finite positions, got {p.tolist()}')
+    return p
+
+
 def msg_to_action(msg):
     """Return the action carried by a ``/policy/action`` JointState as float32 (7,).
 
@@ -169,6 +227,11 @@ def stamp_to_s(stamp):
     if hasattr(stamp, 'nanoseconds'):
         return stamp.nanoseconds * 1e-9
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def stamp_to_ns(stamp):
+    """Return a ``builtin_interfaces/Time`` as int nanoseconds (exact, unlike seconds)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def s_to_stamp(t_s):
