@@ -285,17 +285,13 @@ def test_actions_after_the_last_counted_step_are_trimmed(harness, tmp_path):
     assert ep['terminations'].tolist() == [True]
 
 
-def test_scripted_grasp_goals_are_waited_for_and_stored_per_step(harness, tmp_path):
-    """A demonstrator that announces grasp_goal_topic: each action waits for the goal with its
-    stamp (here published after the action, the worst order) and the dataset keeps it."""
-    h, rng = harness, np.random.default_rng(5)
-    h.pub['info'].publish(String(data=json.dumps(
-        {'kind': 'scripted', 'grasp_goal_topic': '/scripted_policy/grasp_goal'})))
-    h.spin_until(lambda: h.logger._expect_goals)
-    h.start(2, 1002)
-    goals = []
-    for i in range(3):
-        stamp = convert.s_to_stamp(20.0 + 0.1 * i)
+def _steps_each_waiting_for(h, t0_s, companions):
+    """Publish one step per ``companions`` entry (joint state, policy image, action stamped
+    t0_s + 0.1 i), check the logger holds the step back, then call the entry with the stamp
+    (it publishes the message the step waits for) and check the step is recorded."""
+    rng = np.random.default_rng(int(t0_s))
+    for i, publish_companion in enumerate(companions):
+        stamp = convert.s_to_stamp(t0_s + 0.1 * i)
         js = JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT], position=[0.1] * 7 + [0.0])
         js.header.stamp = stamp
         h.pub['joints'].publish(js)
@@ -306,11 +302,23 @@ def test_scripted_grasp_goals_are_waited_for_and_stored_per_step(harness, tmp_pa
         h.spin_until(lambda: h.logger.counts['actions_received'] > i)
         for _ in range(5):
             h.executor.spin_once(timeout_sec=0.02)
-        assert h.logger.recorder.steps == i   # still waiting for this step's goal
-        goal = np.float32([0.6 + 0.01 * i, -0.05, 0.03, 0.4 - 0.1 * i])
-        h.pub['goal'].publish(convert.grasp_goal_to_msg(goal, stamp))
+        assert h.logger.recorder.steps == i   # still waiting for this step's companion
+        publish_companion(stamp)
         h.spin_until(lambda: h.logger.recorder.steps == i + 1)
-        goals.append(goal)
+
+
+def test_scripted_grasp_goals_are_waited_for_and_stored_per_step(harness, tmp_path):
+    """A demonstrator that announces grasp_goal_topic: each action waits for the goal with its
+    stamp (here published after the action, the worst order) and the dataset keeps it."""
+    h = harness
+    h.pub['info'].publish(String(data=json.dumps(
+        {'kind': 'scripted', 'grasp_goal_topic': '/scripted_policy/grasp_goal'})))
+    h.spin_until(lambda: h.logger._expect_goals)
+    h.start(2, 1002)
+    goals = [np.float32([0.6 + 0.01 * i, -0.05, 0.03, 0.4 - 0.1 * i]) for i in range(3)]
+    _steps_each_waiting_for(h, 20.0, [
+        lambda stamp, g=g: h.pub['goal'].publish(convert.grasp_goal_to_msg(g, stamp))
+        for g in goals])
     h.event(event='end', episode=2, outcome='terminate', steps=3, success=False,
             terminated=True, truncated=False)
     h.spin_until(lambda: h.saved)
@@ -324,29 +332,15 @@ def test_the_proprio_a_policy_acted_on_is_waited_for_and_recorded(harness, tmp_p
     """A policy that announces proprio_topic: each step records the proprio it published with
     the action's stamp (computed from a joint state newer than the image), not the one the
     logger would compute from the joint state at the image's stamp."""
-    h, rng = harness, np.random.default_rng(6)
+    h = harness
     h.pub['info'].publish(String(data=json.dumps(
         {'kind': 'actor', 'proprio_topic': '/policy/proprio'})))
     h.spin_until(lambda: h.logger._expect_proprio)
     h.start(3, 1003)
-    used = []
-    for i in range(2):
-        stamp = convert.s_to_stamp(30.0 + 0.1 * i)
-        js = JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT], position=[0.1] * 7 + [0.0])
-        js.header.stamp = stamp
-        h.pub['joints'].publish(js)
-        h.pub['pimage'].publish(convert.numpy_to_image(
-            rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), stamp, 'cam'))
-        h.spin_until(lambda: len(h.logger._images) > i)
-        h.pub['action'].publish(convert.action_to_msg(np.zeros(7, np.float32), stamp))
-        h.spin_until(lambda: h.logger.counts['actions_received'] > i)
-        for _ in range(5):
-            h.executor.spin_once(timeout_sec=0.02)
-        assert h.logger.recorder.steps == i   # still waiting for this step's proprio
-        proprio = np.float32([0.6, 0.01 * i, 0.2 - 0.03 * i, 0.0, 1.0, 0.0])
-        h.pub['proprio'].publish(convert.proprio_to_msg(proprio, stamp))
-        h.spin_until(lambda: h.logger.recorder.steps == i + 1)
-        used.append(proprio)
+    used = [np.float32([0.6, 0.01 * i, 0.2 - 0.03 * i, 0.0, 1.0, 0.0]) for i in range(2)]
+    _steps_each_waiting_for(h, 30.0, [
+        lambda stamp, p=p: h.pub['proprio'].publish(convert.proprio_to_msg(p, stamp))
+        for p in used])
     h.event(event='end', episode=3, outcome='terminate', steps=2, success=False,
             terminated=True, truncated=False)
     h.spin_until(lambda: h.saved)

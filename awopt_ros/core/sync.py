@@ -28,10 +28,6 @@ class StampedHistory:
         """Add ``value`` stamped ``stamp_ns`` (int ns); the oldest entry drops when full."""
         self._entries.append((int(stamp_ns), value))
 
-    def latest(self):
-        """Return (stamp ns, value) of the newest entry, or None when empty."""
-        return self._entries[-1] if self._entries else None
-
     def at(self, stamp_ns):
         """Return (stamp ns, value) of the newest entry stamped at or before ``stamp_ns``;
         the oldest entry when all are newer; None when empty."""

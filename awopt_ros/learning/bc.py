@@ -408,10 +408,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
     if bar is not None:
         bar.close()
     if averaged is not None:
-        with torch.no_grad():
-            for mine, mean in zip(actor.state_dict().values(),
-                                  averaged.module.state_dict().values()):
-                mine.copy_(mean)
+        actor.load_state_dict(averaged.module.state_dict())
     if ho is not None:
         with torch.no_grad():
             actor.eval()

@@ -43,8 +43,13 @@ def _check_label(label):
 def _first_close(episode):
     """Return (proprios (T, 6), T, index of the first step whose close bit is set or None)."""
     _, proprios, actions = episode_transitions(episode)
+    return proprios, actions.shape[0], _close_index(actions)
+
+
+def _close_index(actions):
+    """Index of the first action (T, 7) whose close bit is set, or None."""
     closing = np.nonzero(actions[:, spec.IDX_CLOSE] > 0.5)[0]
-    return proprios, actions.shape[0], (int(closing[0]) if len(closing) else None)
+    return int(closing[0]) if len(closing) else None
 
 
 def recorded_goal(episode, step):
@@ -177,11 +182,12 @@ def expert_actions(episode):
     Raises:
         ValueError: inconsistent episode arrays (``data.episode_transitions``).
     """
-    proprios, steps, t_close = _first_close(episode)
-    actions = np.array(episode_transitions(episode)[2], dtype=np.float32)
+    _, proprios, logged = episode_transitions(episode)
+    actions = np.array(logged, dtype=np.float32)
+    t_close = _close_index(actions)
     high = spec.ACTION_HIGH[:2]
     count = 0
-    for t in range(steps):
+    for t in range(len(actions)):
         goal = recorded_goal(episode, t)
         if goal is None:
             continue

@@ -53,7 +53,7 @@ ACTION = '/policy/action'
 JOINTS = '/joint_states'
 SUCCESS = '/success/probability'
 GRASP_GOAL = '/scripted_policy/grasp_goal'
-PROPRIO = '/policy/proprio'
+PROPRIO = convert.PROPRIO_TOPIC
 SAVED = '/logger/episode_saved'
 
 #: The stack's topics (docs/INTERFACES.md): name -> (message type, QoS preset).

@@ -140,7 +140,6 @@ class PolicyNode(Node):
         self.info_pub = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
         self.decision_pub = self.create_publisher(String, DECISION, qos.COMMAND)
         self.proprio_pub = proprio_publisher(self)
-        self.publish_proprio = self.proprio_pub is not None
         self.action_pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(JointState, '/joint_states', self._on_joint_state, qos.SENSOR)
@@ -211,7 +210,7 @@ class PolicyNode(Node):
         self.info_pub.publish(String(data=json.dumps(dict(
             info, kind=self.mode, model_path=self.model_path,
             contract=main.get('contract'), decision_topic=DECISION,
-            proprio_topic=PROPRIO if self.publish_proprio else None))))
+            proprio_topic=PROPRIO if self.proprio_pub is not None else None))))
 
     # ---- hot swap ------------------------------------------------------------------------------
     def _reload_loop(self):

@@ -63,14 +63,13 @@ class ScriptedPolicyNode(Node):
         self.pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.goal_pub = self.create_publisher(PoseStamped, GRASP_GOAL, qos.COMMAND)
         self.proprio_pub = proprio_publisher(self)
-        self.publish_proprio = self.proprio_pub is not None
         info = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
         info.publish(String(data=json.dumps({'kind': 'scripted', 'noise_std_m': noise,
                                              'slip_probability': slip, 'seed': seed,
                                              'lift_rule': self.policy.lift_rule,
                                              'grasp_goal_topic': GRASP_GOAL,
-                                             'proprio_topic': (PROPRIO if self.publish_proprio
-                                                               else None)})))
+                                             'proprio_topic': (None if self.proprio_pub is None
+                                                               else PROPRIO)})))
         self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
         self.create_subscription(JointState, '/joint_states', self._on_joints, qos.SENSOR)
         self.create_subscription(MarkerArray, '/sim/objects', self._on_objects, qos.COMMAND)

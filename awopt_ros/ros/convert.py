@@ -13,6 +13,8 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 
 from awopt_ros.core.spec import ACTION_DIM, ACTION_NAMES, PROPRIO_DIM, PROPRIO_NAMES
+from awopt_ros.ros import qos
+from awopt_ros.ros.params import declare
 from awopt_ros.sim.scripted import object_yaw
 
 RGB8 = 'rgb8'
@@ -82,14 +84,20 @@ def action_to_msg(action, stamp):
         ValueError: ``action`` does not have 7 entries. Non-finite values are passed through
             (the arm interface rejects them).
     """
-    a = np.asarray(action, dtype=np.float64).reshape(-1)
-    if a.shape != (ACTION_DIM,):
-        raise ValueError(f'action must have {ACTION_DIM} entries {ACTION_NAMES}, got {a.shape}')
+    return _named_vector_msg(action, ACTION_NAMES, stamp, 'action')
+
+
+def _named_vector_msg(values, names, stamp, what):
+    """A ``JointState`` in ``base_link`` carrying ``values`` under ``names`` (ValueError on a
+    wrong length)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.shape != (len(names),):
+        raise ValueError(f'{what} must have {len(names)} entries {names}, got {v.shape}')
     msg = JointState()
     msg.header.stamp = stamp
     msg.header.frame_id = ACTION_FRAME
-    msg.name = list(ACTION_NAMES)
-    msg.position = a.tolist()
+    msg.name = list(names)
+    msg.position = v.tolist()
     return msg
 
 
@@ -106,8 +114,6 @@ def proprio_publisher(node):
     Off by default: stack runs of the scripted policy with it on did worse (models/grasp_bc.md,
     session 9), whether because of it is open.
     """
-    from awopt_ros.ros import qos
-    from awopt_ros.ros.params import declare
     on = declare(node, 'publish_proprio', False,
                  'Publish the proprio each action was computed from on /policy/proprio (after '
                  'the action); the logger then records it instead of the joint state at the '
@@ -123,16 +129,7 @@ def proprio_to_msg(proprio, stamp):
     Raises:
         ValueError: ``proprio`` does not have 6 entries.
     """
-    p = np.asarray(proprio, dtype=np.float64).reshape(-1)
-    if p.shape != (PROPRIO_DIM,):
-        raise ValueError(f'proprio must have {PROPRIO_DIM} entries {PROPRIO_NAMES}, got '
-                         f'{p.shape}')
-    msg = JointState()
-    msg.header.stamp = stamp
-    msg.header.frame_id = ACTION_FRAME
-    msg.name = list(PROPRIO_NAMES)
-    msg.position = p.tolist()
-    return msg
+    return _named_vector_msg(proprio, PROPRIO_NAMES, stamp, 'proprio')
 
 
 def msg_to_proprio(msg):
