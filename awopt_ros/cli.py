@@ -24,7 +24,7 @@ from pathlib import Path
 
 from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, ros_environment
 
-DEFAULT_MODEL = 'models/grasp_bc.onnx'
+DEFAULT_MODEL = 'models/grasp_awopt.onnx'
 
 
 def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo'):

@@ -15,7 +15,7 @@ from awopt_ros.learning.awopt import (PRESETS, Learner, LearnerConfig, ReplayBuf
                                       make_config)
 from awopt_ros.learning.bc import bc_loss
 from awopt_ros.learning.critic import CriticConfig
-from awopt_ros.learning.networks import ActorConfig
+from awopt_ros.learning.networks import GRASP_POSE_DIM, ActorConfig
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -442,3 +442,100 @@ def test_random_shift_matches_per_pixel_definition(shape, shift, dtype):
                        torch.randint(0, 9, (4,), generator=g2))     # same draws consumed
     same = torch.randint(0, 256, (2, 8, 8, 1), dtype=torch.uint8)
     assert random_shift(same, 0, g1) is same
+
+
+# --------------------------------------------------------------------------- grasp-target actor
+
+def target_actor(**kw):
+    return ActorConfig(image_size=SIZE, channels=4, num_conv=2, hidden=16, pooling='target',
+                       **kw)
+
+
+def labelled_buffer(pose=True, episodes=6, t=4):
+    """Episodes (every other one successful) with grasp-target labels; actor_action =
+    action with x, y zeroed, so a label row can be matched to its transition."""
+    rng = np.random.default_rng(3)
+    buf = ReplayBuffer(capacity=200, max_episodes=50)
+    for e in range(episodes):
+        images, proprios, actions, rewards = make_episode(rng, t, success=e % 2 == 0)
+        labels = {'actor_action': actions.copy(),
+                  'target_xy': rng.uniform(-0.8, 0.8, (t, 2)).astype(np.float32),
+                  'target_mask': np.arange(t) < t - 1}
+        labels['actor_action'][:, :2] = 0.0
+        if pose:
+            labels['target_pose'] = rng.normal(0, 0.5, (t, GRASP_POSE_DIM)).astype(np.float32)
+        buf.add_episode(images, proprios, actions, rewards, terminated=True, labels=labels)
+    return buf
+
+
+def test_buffer_labels_travel_with_their_transitions_and_are_checked():
+    buf = labelled_buffer()
+    assert buf.label_keys == ('actor_action', 'target_xy', 'target_mask', 'target_pose')
+    batch = buf.sample(32, 0.5, np.random.default_rng(0))
+    np.testing.assert_array_equal(batch['actor_action'][:, 2:], batch['action'][:, 2:])
+    assert not batch['actor_action'][:, :2].any() and batch['target_mask'].dtype == bool
+    np.testing.assert_array_equal(batch['target_xy'], buf.labels['target_xy'][batch['index']])
+    rng = np.random.default_rng(1)
+    episode = make_episode(rng, 4, True)
+    with pytest.raises(ValueError, match='differ from the buffer'):
+        buf.add_episode(*episode, terminated=True)                       # labels missing
+    with pytest.raises(ValueError, match="'target_xy' must have shape"):
+        labelled_buffer(episodes=0).add_episode(
+            *episode, terminated=True, labels={'target_xy': np.zeros((3, 2))})
+    with pytest.raises(ValueError, match='unknown label keys'):
+        ReplayBuffer(10).add_episode(*episode, terminated=True, labels={'xy': np.zeros(4)})
+    with pytest.raises(ValueError, match='non-finite'):
+        ReplayBuffer(10).add_episode(*episode, terminated=True,
+                                     labels={'target_xy': np.full((4, 2), np.nan)})
+    plain = ReplayBuffer(10)
+    plain.add_episode(*episode, terminated=True)
+    assert plain.label_keys == () and 'target_xy' not in plain.sample(2)
+    with pytest.raises(ValueError, match="pooling 'target' needs the replay buffer labels"):
+        Learner(tiny('bc', actor=target_actor())).train(plain, 1)
+
+
+def test_grasp_target_actor_without_weights_is_behaviour_cloning():
+    """With advantage weights 1 the learner's actor loss is bc.bc_loss on the same batch:
+    relabelled actions, teacher-forced window, score-map and pose terms."""
+    buf = labelled_buffer()
+    learner = Learner(tiny('bc', actor=target_actor(grasp_pose=True), pose_weight=10.0,
+                           shift_px=4))
+    batch = buf.sample(16, 0.0, np.random.default_rng(5), successful_only=True)
+    t = {k: torch.from_numpy(batch[k]) for k in ('image', 'proprio', 'actor_action',
+                                                 'target_xy', 'target_mask', 'target_pose')}
+    with torch.no_grad():
+        ref, parts = bc_loss(learner.actor, t['image'], t['proprio'], t['actor_action'],
+                             learner.config.weights,
+                             (t['target_xy'], t['target_mask'], t['target_pose']),
+                             pose_weight=10.0)
+    stats = learner.update(batch)
+    assert stats['actor_loss'] == pytest.approx(float(ref), rel=1e-5)
+    assert stats['target_loss'] == pytest.approx(parts['target'], rel=1e-5)
+    assert stats['pose_loss'] == pytest.approx(parts['pose'], rel=1e-5)
+
+
+def test_awopt_with_grasp_target_actor_trains_weights_and_averages():
+    buf = labelled_buffer(pose=False, episodes=8)
+    learner = Learner(tiny('awopt', actor=target_actor(), actor_ema_decay=0.9))
+    history = learner.train(buf, 4)
+    assert all(math.isfinite(v) for v in history['target_loss'] + history['critic_loss'])
+    assert 'pose_loss' not in history
+    assert all(n > 0 and f == 0 for n, f in zip(history['actor_samples'],
+                                                history['actor_failed_samples']))
+    # The deployed actor is the exponential average of the iterates.
+    before = [p.detach().clone() for p in learner.deployed_actor.parameters()]
+    learner.train(buf, 1)
+    for avg, old, new in zip(learner.deployed_actor.parameters(), before,
+                             learner.actor.parameters()):
+        torch.testing.assert_close(avg, 0.9 * old + 0.1 * new.detach())
+    state = learner.state_dict()
+    copy = Learner.from_state_dict(state)
+    for a, b in zip(copy.deployed_actor.parameters(), learner.deployed_actor.parameters()):
+        torch.testing.assert_close(a, b)
+    state.pop('actor_ema')                       # a checkpoint trained without averaging
+    fresh = Learner.from_state_dict(state)
+    for a, b in zip(fresh.deployed_actor.parameters(), learner.actor.parameters()):
+        torch.testing.assert_close(a, b)
+    assert Learner(tiny('awopt')).deployed_actor is not None
+    with pytest.raises(ValueError, match='actor_ema_decay'):
+        tiny('awopt', actor_ema_decay=1.0)

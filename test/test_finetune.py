@@ -231,17 +231,20 @@ def test_cli_pretrain_then_finetune(tmp_path, capsys):
     out = tmp_path / 'models' / 'pre.onnx'
     assert cli.main(['train', '--preset', 'awac-p', '--dataset-root',
                      str(tmp_path / 'offline'), '--dataset-id', DATASET_ID, '--out', str(out),
-                     '--steps', '2', *TINY]) == 0
+                     '--steps', '2', '--max-episodes', '3', *TINY]) == 0
+    summary = json.loads((tmp_path / 'models' / 'pre_summary.json').read_text())
+    assert summary['data']['episodes'] == 3                  # --max-episodes
     live = tmp_path / 'models' / 'live.onnx'
     assert cli.main(['finetune', '--dataset-root', str(tmp_path / 'online'), '--dataset-id',
                      DATASET_ID, '--preset', 'awopt', '--init-checkpoint',
                      str(tmp_path / 'models' / 'pre_checkpoint.pt'), '--out', str(live),
                      '--offline-dataset-root', str(tmp_path / 'offline'),
-                     '--offline-dataset-id', DATASET_ID, '--export-every', '2',
+                     '--offline-dataset-id', DATASET_ID, '--offline-max-episodes', '2',
+                     '--export-every', '2',
                      '--steps-per-episode', '1', '--max-steps', '3', '--poll-s', '0.01',
                      '--log-every', '1', *TINY_NET]) == 0
     printed = capsys.readouterr().out
-    assert '4 offline episodes' in printed and 'stopped (max_steps)' in printed
+    assert '2 offline episodes' in printed and 'stopped (max_steps)' in printed
     contract = read_contract(live)
     assert contract['algorithm'] == 'awopt' and contract['dataset'] == DATASET_ID
     assert (tmp_path / 'models' / 'live_critic_head.onnx').is_file()
@@ -249,3 +252,36 @@ def test_cli_pretrain_then_finetune(tmp_path, capsys):
     assert history['learner_step_start'] == 2 and history['learner_step'] == 5
     assert [e['step'] for e in history['exports']] == [2, 3]
     assert (tmp_path / 'models' / 'live_finetune.png').is_file()
+
+
+def test_grasp_target_learner_labels_its_episodes_hindsight_or_recorded_goal(tmp_path):
+    """A learner whose actor has 'target' pooling finetunes on labelled episodes: the
+    demonstrator's recorded goal where the episode has one, else the close point."""
+    rng = np.random.default_rng(4)
+    learner = Learner(make_config(
+        'awopt', actor=ActorConfig(image_size=SIZE, channels=4, num_conv=2, hidden=16,
+                                   pooling='target', grasp_pose=True),
+        critic=CriticConfig(image_size=SIZE, channels=4, num_conv=2, num_strided=2,
+                            head_conv=1, hidden=8),
+        batch_size=8, num_threads=1, target_cem=CEMConfig(2, 8, 2)))
+    episodes = []
+    for k in range(4):
+        ep = make_episode(rng, 5, success=k % 2 == 0)
+        ep['proprio'][:, :3] = [0.6, 0.0, 0.05]
+        ep['actions'][:, spec.IDX_CLOSE] = np.arange(5) >= 3
+        if k == 0:                               # a scripted episode with its recorded goal
+            ep['grasp_goal'] = np.tile(np.float32([0.62, 0.01, 0.03, 0.0]), (6, 1))
+        episodes.append(ep)
+    finetuner = Finetuner(learner, GrowingSource(episodes, per_call=4),
+                          FinetuneConfig(steps_per_episode=1, max_steps=4, min_episodes=1,
+                                         max_idle_s=0.0, poll_s=0.0),
+                          actor_path=tmp_path / 'a.onnx', log=lambda line: None)
+    assert finetuner.poll() == 4
+    buf = finetuner.buffer
+    assert buf.label_keys == ('actor_action', 'target_xy', 'target_mask', 'target_pose')
+    first, second = buf.labels['target_xy'][0], buf.labels['target_xy'][5]
+    assert not np.allclose(first, second)        # goal (0.62, 0.01) vs close point (0.6, 0)
+    assert buf.labels['target_mask'][:5].tolist() == [True] * 4 + [False]
+    assert np.allclose(buf.labels['actor_action'][5:10], episodes[1]['actions'])
+    summary = finetuner.run()
+    assert summary['steps'] == 4 and (tmp_path / 'a.onnx').exists()

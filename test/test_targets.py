@@ -14,7 +14,7 @@ from awopt_ros.learning.bc import BCConfig, bc_loss, train_bc
 from awopt_ros.learning.export import export_actor
 from awopt_ros.learning.networks import (GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM,
                                          Actor, ActorConfig)
-from awopt_ros.learning.targets import (expert_action_arrays, expert_actions,
+from awopt_ros.learning.targets import (episode_labels, expert_action_arrays, expert_actions,
                                         expert_label_count, grasp_pose_targets, grasp_targets,
                                         recorded_goal, target_arrays)
 
@@ -171,8 +171,9 @@ def test_target_pooling_needs_labels_and_no_shift():
     with pytest.raises(ValueError, match='pose_weight'):
         BCConfig(pose_weight=-1.0)
     from awopt_ros.learning.awopt import LearnerConfig
-    with pytest.raises(ValueError, match='only behaviour cloning'):
-        LearnerConfig(actor={'pooling': 'target'})
+    assert LearnerConfig(actor={'pooling': 'target'}).grasp_target     # labels from the buffer
+    with pytest.raises(ValueError, match='pose_weight'):
+        LearnerConfig(pose_weight=-1.0)
 
 
 def test_target_loss_only_counts_masked_steps_and_teacher_forcing_moves_window():
@@ -386,3 +387,57 @@ def test_grasp_pose_head_learns_the_labelled_pose_and_exports(tmp_path):
     assert hist['heldout_parts']['pose'] < 0.2, hist['heldout_parts']
     result = export_actor(actor, tmp_path / 'pose.onnx', CROP)
     assert set(result['parity']) == {1, 64}
+
+
+def test_episode_labels_for_the_replay_buffer():
+    from awopt_ros.sim.scene import shoulder_camera
+    cam = shoulder_camera()
+    ep = _episode(8, close_at=5)
+    ep['grasp_goal'] = np.tile(np.float32([0.63, -0.02, 0.03, 0.4]), (9, 1))
+    labels = episode_labels(ep, cam, CROP, 'expert', with_pose=True, action_label='expert')
+    assert sorted(labels) == ['actor_action', 'target_mask', 'target_pose', 'target_xy']
+    xy, mask = grasp_targets(ep, cam, CROP, label='expert')
+    np.testing.assert_array_equal(labels['target_xy'], xy)
+    np.testing.assert_array_equal(labels['target_mask'], mask)
+    np.testing.assert_array_equal(labels['target_pose'], grasp_pose_targets(ep, 'expert'))
+    np.testing.assert_array_equal(labels['actor_action'], expert_actions(ep)[0])
+    failed = episode_labels(_episode(4, None, success=False), cam, CROP)
+    assert sorted(failed) == ['target_mask', 'target_xy'] and not failed['target_mask'].any()
+    with pytest.raises(ValueError, match='action_label'):
+        episode_labels(ep, cam, CROP, action_label='oracle')
+
+
+def test_train_cli_awopt_preset_with_the_grasp_target_actor(tmp_path, monkeypatch, capsys):
+    from test_bc import SIZE, _episode as bc_episode, _write_minari
+
+    from awopt_ros.core.onnx_critic import OnnxCritic
+    from awopt_ros.learning.train_cli import add_train_args, run_train
+    eps = [bc_episode(30, True, 0), bc_episode(20, False, 1), bc_episode(25, True, 2)]
+    for ep in eps:
+        ep['infos'] = {'grasp_goal': np.tile(np.float32([0.6, 0.0, 0.03, 0.2]),
+                                             (len(ep['actions']) + 1, 1))}
+        ep['actions'][5:, spec.IDX_CLOSE] = 1.0
+    dataset_id = 'awopt/kuka-grasp/awopt-target-v0'
+    _write_minari(tmp_path, dataset_id, eps, monkeypatch)
+    monkeypatch.delenv('MINARI_DATASETS_PATH')
+    out = tmp_path / 'aw.onnx'
+    args = ['--preset', 'awopt', '--dataset-root', str(tmp_path), '--dataset-id', dataset_id,
+            '--out', str(out), '--steps', '6', '--batch-size', '8', '--channels', '4',
+            '--hidden', '16', '--critic-channels', '4', '--critic-hidden', '8',
+            '--eval-every', '2', '--no-progress', '--pooling', 'target', '--num-conv', '3',
+            '--grasp-pose', '--pose-weight', '5', '--grasp-label', 'expert',
+            '--action-label', 'expert', '--ema-decay', '0.9', '--engaged-input']
+    parser = add_train_args(argparse.ArgumentParser())
+    assert run_train(parser.parse_args(args)) == 0
+    printed = capsys.readouterr().out
+    assert ('actor labels: grasp point (expert), pose, expert x, y actions on 3 episodes'
+            in printed)
+    summary = json.loads((tmp_path / 'aw_summary.json').read_text())
+    actor = summary['config']['actor']
+    assert actor['pooling'] == 'target' and actor['grasp_pose'] and actor['engaged_input']
+    assert actor['num_conv'] == 3 and summary['config']['actor_ema_decay'] == 0.9
+    assert summary['config']['pose_weight'] == 5.0
+    assert {'target_loss', 'pose_loss'} <= set(summary['history'])
+    OnnxActor(out, expected_contract(SIZE, CROP))
+    OnnxCritic(tmp_path / 'aw_critic_encoder.onnx', tmp_path / 'aw_critic_head.onnx',
+               expected_contract(SIZE, CROP))

@@ -52,6 +52,17 @@ target value is ``min(Q_t1(s', a*), Q_t2(s', a*))``. The advantage of the actor 
 Everything in one gradient step is batched: the CEM for the B Bellman targets encodes the B
 next images once and scores all ``B * (K + 1)`` candidates with one head call per CEM round.
 
+Grasp-target actors (``ActorConfig.pooling='target'``, the network of the shipped behaviour-
+cloning model): the replay buffer then carries per-transition actor labels
+(:func:`awopt_ros.learning.targets.episode_labels`: the grasp point in the policy image, its
+mask, optionally the grasp pose and relabelled actions ``actor_action``), and the actor loss
+adds the score-map cross-entropy and grasp-pose error of ``bc.bc_loss`` to ``L_A``, every
+per-sample term multiplied by the same advantage weight; the actor's window is centred on the
+labelled grasp point (teacher forcing, as in behaviour cloning), its images are not shifted
+(the labels would not move with them; the critic's still are), and the advantage baseline
+``Q(s, pi(s))`` uses that teacher-forced action. With ``actor_ema_decay`` the exported actor
+is an exponential moving average of the actor's weights (:attr:`Learner.deployed_actor`).
+
 Units: images uint8 RGB (N, H, W, 3); proprio float32 (N, 6) (``core.spec``: m, sin/cos,
 closedness); actions float32 (N, 7) in physical units (m, m, m, rad, then 0/1); rewards
 float32 in {0, 1} (sparse grasp success); Q values are success probabilities in [0, 1].
@@ -67,7 +78,7 @@ import torch.nn.functional as F
 
 from awopt_ros.core import spec
 from awopt_ros.core.cem import CEM, CEMConfig
-from awopt_ros.learning.bc import TASK1_WEIGHTS, random_shift
+from awopt_ros.learning.bc import TASK1_WEIGHTS, pose_loss, random_shift, target_loss
 from awopt_ros.learning.critic import Critic, CriticConfig, critic_loss
 from awopt_ros.learning.networks import Actor, ActorConfig
 
@@ -75,6 +86,10 @@ EXPLORATION = ('actor', 'cem', 'switch')
 TARGETS = ('actor', 'cem', 'cem+actor')
 ACT_MODES = ('actor', 'actor_explore', 'cem')
 CHECKPOINT_FORMAT = 'awopt_ros.learner/1'
+#: Optional per-transition actor labels of a replay buffer: relabelled actions the actor
+#: regresses on, float32 (7,); grasp point in the policy image, float32 (2,) in [-1, 1]; its
+#: mask, bool (steps up to the close); grasp pose, float32 (``networks.GRASP_POSE_DIM``,).
+LABEL_KEYS = ('actor_action', 'target_xy', 'target_mask', 'target_pose')
 
 _HIGH4 = spec.ACTION_HIGH[spec.CONTINUOUS].astype(np.float32)   # (4,) m, m, m, rad
 
@@ -145,7 +160,12 @@ class LearnerConfig:
         deploy_cem: CEM for acting (``Learner.act`` mode 'cem'): QT-Opt's 2 x 64 / 6.
         actor: :class:`ActorConfig` (dict accepted). critic: :class:`CriticConfig` (dict
             accepted); the image sizes of both must agree.
-        shift_px: random-shift augmentation (DrQ) in px, each direction; 0 disables it.
+        shift_px: random-shift augmentation (DrQ) in px, each direction; 0 disables it. A
+            grasp-target actor's images are never shifted (see the module docstring).
+        target_weight, target_sigma_cells, pose_weight: the score-map and grasp-pose terms of
+            a grasp-target actor's loss (as ``bc.BCConfig``).
+        actor_ema_decay: 0 (default) exports the actor's last iterate; in (0, 1) the deployed
+            actor is an exponential moving average of its weights with this decay per step.
         seed: seed of the network initialisation, batch sampling, augmentation and CEM.
         num_threads: torch intra-op threads set when the learner is built (None: leave as
             is).
@@ -186,6 +206,10 @@ class LearnerConfig:
     actor: ActorConfig = field(default_factory=ActorConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     shift_px: int = 4
+    target_weight: float = 1.0
+    target_sigma_cells: float = 0.75
+    pose_weight: float = 1.0
+    actor_ema_decay: float = 0.0
     seed: int = 0
     num_threads: int = 2
 
@@ -200,10 +224,6 @@ class LearnerConfig:
             if not isinstance(value, cls):
                 raise ValueError(f'LearnerConfig.{name} must be a {cls.__name__} (or dict), '
                                  f'got {type(value).__name__}')
-        if self.actor.pooling == 'target':
-            raise ValueError("LearnerConfig.actor.pooling 'target' needs grasp-target labels, "
-                             "which only behaviour cloning uses (awopt train --preset bc "
-                             "--pooling target)")
         for name in ('use_actor', 'use_critic', 'advantage_weighting', 'positive_filter',
                      'normalise_weights'):
             value = getattr(self, name)
@@ -231,6 +251,20 @@ class LearnerConfig:
                 raise ValueError(f'LearnerConfig.{name} must be a finite number > 0, '
                                  f'got {value!r}')
             setattr(self, name, float(value))
+        for name in ('target_weight', 'pose_weight'):
+            value = getattr(self, name)
+            if not _is_real(value) or value < 0:
+                raise ValueError(f'LearnerConfig.{name} must be a finite number >= 0, '
+                                 f'got {value!r}')
+            setattr(self, name, float(value))
+        if not _is_real(self.target_sigma_cells) or self.target_sigma_cells <= 0:
+            raise ValueError(f'LearnerConfig.target_sigma_cells must be a finite number > 0, '
+                             f'got {self.target_sigma_cells!r}')
+        self.target_sigma_cells = float(self.target_sigma_cells)
+        if not _is_real(self.actor_ema_decay) or not 0.0 <= self.actor_ema_decay < 1.0:
+            raise ValueError(f'LearnerConfig.actor_ema_decay must be in [0, 1), '
+                             f'got {self.actor_ema_decay!r}')
+        self.actor_ema_decay = float(self.actor_ema_decay)
         if not _is_real(self.actor_weight_decay) or self.actor_weight_decay < 0:
             raise ValueError(f'LearnerConfig.actor_weight_decay must be >= 0, '
                              f'got {self.actor_weight_decay!r}')
@@ -276,6 +310,11 @@ class LearnerConfig:
                 and self.actor.image_size != self.critic.image_size:
             raise ValueError(f'LearnerConfig.actor.image_size {self.actor.image_size} differs '
                              f'from critic.image_size {self.critic.image_size}')
+
+    @property
+    def grasp_target(self):
+        """True when the actor has 'target' pooling (it needs the buffer's actor labels)."""
+        return self.use_actor and self.actor.pooling == 'target'
 
     @property
     def image_size(self):
@@ -356,6 +395,10 @@ class ReplayBuffer:
     truncated episode's last transition has done = 0 and bootstraps from its final
     observation (T).
 
+    Episodes may carry per-transition actor labels (:data:`LABEL_KEYS`, ``labels`` of
+    :meth:`add_episode`); the first episode fixes which keys the buffer holds (``label_keys``)
+    and every later one must bring the same keys; :meth:`sample` returns them too.
+
     When adding an episode would exceed ``capacity`` transitions or ``max_episodes``
     episodes, the oldest episodes are evicted first. Storage is allocated (lazily, on the
     first episode, which fixes H and W) for ``capacity`` transitions and
@@ -387,6 +430,8 @@ class ReplayBuffer:
         self._n_success = 0
         self._index_cache = None
         self.episodes_added = 0
+        self.label_keys = None       # tuple of LABEL_KEYS, fixed by the first episode
+        self.labels = {}
 
     # -- counts ----------------------------------------------------------------------------
     @property
@@ -434,7 +479,33 @@ class ReplayBuffer:
         self._n_tr -= ep['n_tr']
         self._n_success -= int(ep['success'])
 
-    def add_episode(self, images, proprios, actions, rewards, terminated, success=None):
+    def _check_labels(self, labels, t):
+        """Return ``labels`` as arrays of the :data:`LABEL_KEYS` layouts (T rows), or {}."""
+        from awopt_ros.learning.networks import GRASP_POSE_DIM
+        labels = dict(labels or {})
+        unknown = sorted(set(labels) - set(LABEL_KEYS))
+        if unknown:
+            raise ValueError(f'unknown label keys {unknown}; known: {list(LABEL_KEYS)}')
+        keys = tuple(k for k in LABEL_KEYS if k in labels)
+        if self.label_keys is not None and keys != self.label_keys:
+            raise ValueError(f"episode labels {list(keys)} differ from the buffer's "
+                             f'{list(self.label_keys)}')
+        shapes = {'actor_action': (spec.ACTION_DIM,), 'target_xy': (2,), 'target_mask': (),
+                  'target_pose': (GRASP_POSE_DIM,)}
+        out = {}
+        for k in keys:
+            dtype = bool if k == 'target_mask' else np.float32
+            a = np.asarray(labels[k]).astype(dtype, copy=False)
+            if a.shape != (t,) + shapes[k]:
+                raise ValueError(f'label {k!r} must have shape {(t,) + shapes[k]}, '
+                                 f'got {a.shape}')
+            if dtype is np.float32 and not np.all(np.isfinite(a)):
+                raise ValueError(f'label {k!r} contains non-finite values')
+            out[k] = a
+        return out
+
+    def add_episode(self, images, proprios, actions, rewards, terminated, success=None,
+                    labels=None):
         """Append one episode.
 
         Args:
@@ -446,10 +517,13 @@ class ReplayBuffer:
                 transition); False for a truncated episode (time limit: bootstrap from the
                 final observation).
             success: episode success flag (positive filtering); default ``any(rewards > 0)``.
+            labels: optional dict of per-transition actor labels (T rows each, keys of
+                :data:`LABEL_KEYS`, e.g. from ``learning.targets.episode_labels``).
 
         Raises:
             ValueError: inconsistent shapes or dtypes, non-finite values, an image shape
-                different from earlier episodes, T = 0, or T > capacity.
+                different from earlier episodes, label keys different from earlier episodes',
+                T = 0, or T > capacity.
         """
         images = np.asarray(images)
         proprios = np.asarray(proprios, dtype=np.float32)
@@ -474,8 +548,12 @@ class ReplayBuffer:
         for name, arr in (('proprios', proprios), ('actions', actions), ('rewards', rewards)):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f'{name} contain non-finite values')
+        labels = self._check_labels(labels, t)
         if self.image_shape is None:
             self._allocate(images.shape[1:])
+            self.label_keys = tuple(labels)
+            self.labels = {k: np.empty((self.capacity,) + v.shape[1:], dtype=v.dtype)
+                           for k, v in labels.items()}
         elif images.shape[1:] != self.image_shape:
             raise ValueError(f'images are {images.shape[1:]}, the buffer holds '
                              f'{self.image_shape}')
@@ -496,6 +574,8 @@ class ReplayBuffer:
         self.done[tr_idx] = done
         self.success[tr_idx] = success
         self.obs_index[tr_idx] = obs_idx[:-1]
+        for k, v in labels.items():
+            self.labels[k][tr_idx] = v
         self.next_obs_index[tr_idx] = obs_idx[1:]
         self._episodes.append({'obs_start': self._obs_head, 'n_obs': t + 1,
                                'tr_start': self._tr_head, 'n_tr': t, 'success': success})
@@ -508,7 +588,7 @@ class ReplayBuffer:
         self._index_cache = None
 
     @classmethod
-    def from_episodes(cls, episodes, capacity=None, max_episodes=None):
+    def from_episodes(cls, episodes, capacity=None, max_episodes=None, labels=None):
         """Build a buffer from dataset episode dicts (``learning.data.load_episodes``).
 
         Each dict has ``observations`` (or flat) ``image`` uint8 (T+1, H, W, 3) and
@@ -519,22 +599,27 @@ class ReplayBuffer:
         Args:
             capacity: default = the total transitions (at least 1).
             max_episodes: default = the number of episodes (at least 1).
+            labels: optional list of per-episode label dicts (``add_episode``), one per
+                episode in the same order.
         """
         episodes = list(episodes)
+        if labels is not None and len(labels) != len(episodes):
+            raise ValueError(f'labels has {len(labels)} entries for {len(episodes)} episodes')
         lengths = [len(np.asarray(ep['actions'])) for ep in episodes]
         if capacity is None:
             capacity = max(1, int(sum(lengths)))
         if max_episodes is None:
             max_episodes = max(1, len(episodes))
         buf = cls(capacity, max_episodes)
-        for ep, t in zip(episodes, lengths):
+        for i, (ep, t) in enumerate(zip(episodes, lengths)):
             if t == 0:
                 continue
             obs = ep.get('observations', ep)
             term = np.asarray(ep.get('terminations', np.zeros(t, bool)))
             buf.add_episode(np.asarray(obs['image'])[:t + 1],
                             np.asarray(obs['proprio'])[:t + 1], ep['actions'], ep['rewards'],
-                            terminated=bool(np.any(term)))
+                            terminated=bool(np.any(term)),
+                            labels=None if labels is None else labels[i])
         return buf
 
     # -- sampling --------------------------------------------------------------------------
@@ -567,7 +652,8 @@ class ReplayBuffer:
             dict of numpy arrays: ``image`` uint8 (B, H, W, 3), ``proprio`` float32 (B, 6),
             ``action`` float32 (B, 7), ``reward`` float32 (B,), ``done`` float32 (B,) (1 only
             on terminal transitions), ``next_image`` uint8 (B, H, W, 3), ``next_proprio``
-            float32 (B, 6), ``success`` bool (B,), ``index`` int64 (B,) transition slots.
+            float32 (B, 6), ``success`` bool (B,), ``index`` int64 (B,) transition slots;
+            plus the buffer's label arrays (:data:`LABEL_KEYS`, B rows each).
 
         Raises:
             ValueError: empty buffer, bad arguments, or ``successful_only`` without any
@@ -596,11 +682,14 @@ class ReplayBuffer:
                                   fail[rng.integers(0, len(fail), b - n_s)]])
             idx = idx[rng.permutation(b)]
         o, n = self.obs_index[idx], self.next_obs_index[idx]
-        return {'image': self.image[o], 'proprio': self.proprio[o],
-                'action': self.action[idx], 'reward': self.reward[idx],
-                'done': self.done[idx], 'next_image': self.image[n],
-                'next_proprio': self.proprio[n], 'success': self.success[idx],
-                'index': idx}
+        batch = {'image': self.image[o], 'proprio': self.proprio[o],
+                 'action': self.action[idx], 'reward': self.reward[idx],
+                 'done': self.done[idx], 'next_image': self.image[n],
+                 'next_proprio': self.proprio[n], 'success': self.success[idx],
+                 'index': idx}
+        for k, v in self.labels.items():
+            batch[k] = v[idx]
+        return batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,7 +716,7 @@ def _tensors(batch, keys):
             if v.dtype != np.uint8:
                 raise ValueError(f'batch[{k!r}] must be uint8, got {v.dtype}')
             out[k] = torch.from_numpy(np.ascontiguousarray(v))
-        elif k == 'success':
+        elif k in ('success', 'target_mask'):
             out[k] = torch.from_numpy(v.astype(bool))
         else:
             out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
@@ -647,6 +736,8 @@ class Learner:
             actor. Discrete sub-actions explore by Bernoulli(sigmoid(logit)).
         critic: online :class:`Critic` or None (``use_critic=False``).
         target1, target2: the delayed target critics (see the module docstring) or None.
+        actor_ema: ``torch.optim.swa_utils.AveragedModel`` of the actor (``actor_ema_decay``
+            > 0) or None.
         step: gradient steps taken (int).
 
     Args:
@@ -666,7 +757,12 @@ class Learner:
             self.critic = Critic(c.critic) if c.use_critic else None
         self.log_std = None
         self.actor_opt = self.critic_opt = None
-        self.target1 = self.target2 = None
+        self.target1 = self.target2 = self.actor_ema = None
+        if self.actor is not None and c.actor_ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            self.actor_ema = AveragedModel(
+                self.actor, multi_avg_fn=get_ema_multi_avg_fn(c.actor_ema_decay),
+                use_buffers=True)
         if self.actor is not None:
             self.log_std = torch.nn.Parameter(
                 torch.full((4,), math.log(c.init_std), dtype=torch.float32))
@@ -686,6 +782,12 @@ class Learner:
         self._high4 = torch.as_tensor(_HIGH4).reshape(1, 4)
         self._w = torch.as_tensor(c.weights, dtype=torch.float32)
         self._log_std_range = (math.log(c.min_std), math.log(c.max_std))
+
+    @property
+    def deployed_actor(self):
+        """The actor to export and deploy: the weight average with ``actor_ema_decay`` > 0,
+        else the actor itself (None without actor)."""
+        return self.actor if self.actor_ema is None else self.actor_ema.module
 
     # -- policies --------------------------------------------------------------------------
     def _actor_action(self, image, proprio):
@@ -790,9 +892,23 @@ class Learner:
         empty = {'actor_loss': nan, 'std_nll': nan, 'adv_mean': nan, 'weight_mean': nan,
                  'weight_max': nan, 'actor_samples': 0.0, 'actor_failed_samples': 0.0,
                  'exploration_std': float(torch.exp(self.log_std.detach()).mean())}
+        if c.grasp_target:
+            empty['target_loss'] = nan
+            if c.actor.grasp_pose:
+                empty['pose_loss'] = nan
         if batch is None:
             return empty
-        t = _tensors(batch, ('image', 'proprio', 'action', 'success'))
+        keys = ['image', 'proprio', 'action', 'success']
+        if c.grasp_target:
+            keys += ['target_xy', 'target_mask'] + (['target_pose'] if c.actor.grasp_pose
+                                                    else [])
+            if not all(k in batch for k in keys):
+                raise ValueError(f"an actor with pooling 'target' needs the batch labels "
+                                 f"{keys[4:]} (ReplayBuffer labels, learning.targets."
+                                 f"episode_labels); the batch has {sorted(batch)}")
+        if 'actor_action' in batch:
+            keys.append('actor_action')
+        t = _tensors(batch, keys)
         if c.positive_filter:                       # AW-Opt: 1[success] in the actor update
             keep = t['success']
             if not bool(keep.all()):
@@ -800,9 +916,16 @@ class Learner:
         n = t['action'].shape[0]
         if n == 0:
             return empty
-        img = random_shift(t['image'], c.shift_px, self._gen)
-        pro, act = t['proprio'], t['action']
-        mean_n, logits = self.actor.normalised(img, pro)               # (n, 4), (n, 3)
+        pro = t['proprio']
+        act = t.get('actor_action', t['action'])       # relabelled actions where given
+        feats = None
+        if c.grasp_target:            # teacher forcing on the labelled grasp point, no shift
+            img = t['image']
+            feats, scores = self.actor.target_features(img, t['target_xy'])
+            mean_n, logits = self.actor.head(feats, pro)
+        else:
+            img = random_shift(t['image'], c.shift_px, self._gen)
+            mean_n, logits = self.actor.normalised(img, pro)           # (n, 4), (n, 3)
         target_n = (act[:, :4] / self._high4).clamp(-1.0, 1.0)
         target_d = (act[:, 4:] > 0.5).to(torch.float32)
         per_sample = (self._w[:4] * (mean_n - target_n) ** 2).sum(1) \
@@ -812,14 +935,14 @@ class Learner:
         adv = torch.zeros(n)
         if c.advantage_weighting:
             with torch.no_grad():
-                feats = self.target1.encode(img)
+                critic_feats = self.target1.encode(img)
                 if c.advantage_samples == 0:
                     pi = self._compose(mean_n.detach(), logits.detach())[:, None, :]
                 else:
                     pi = self._sample_policy(mean_n.detach(), logits.detach(),
                                              c.advantage_samples)
                 cand = torch.cat([act[:, None, :], pi], dim=1)           # (n, 1 + S, 7)
-                q = torch.sigmoid(self.target1.score_candidates(feats, pro, cand))
+                q = torch.sigmoid(self.target1.score_candidates(critic_feats, pro, cand))
                 adv = q[:, 0] - q[:, 1:].mean(1)
                 weight = torch.exp(adv / c.awac_lambda).clamp(max=c.max_weight)
                 if c.normalise_weights:
@@ -827,6 +950,18 @@ class Learner:
         else:
             weight = torch.ones(n)
         actor_loss = (weight * per_sample).mean()
+        extra = {}
+        if c.grasp_target:
+            mask = t['target_mask']
+            part = target_loss(self.actor, scores, t['target_xy'], mask,
+                               c.target_sigma_cells, weight=weight)
+            extra['target_loss'] = float(part.detach())
+            actor_loss = actor_loss + c.target_weight * part
+            if c.actor.grasp_pose:
+                part = pose_loss(self.actor.grasp_pose(feats), t['target_pose'], mask,
+                                 weight=weight)
+                extra['pose_loss'] = float(part.detach())
+                actor_loss = actor_loss + c.pose_weight * part
         std = torch.exp(self.log_std)
         nll = (0.5 * ((target_n - mean_n.detach()) / std) ** 2 + self.log_std).sum(1)
         std_nll = (weight * nll).mean()
@@ -835,11 +970,13 @@ class Learner:
         self.actor_opt.step()
         with torch.no_grad():
             self.log_std.clamp_(*self._log_std_range)
+        if self.actor_ema is not None:
+            self.actor_ema.update_parameters(self.actor)
         return {'actor_loss': float(actor_loss.detach()), 'std_nll': float(std_nll.detach()),
                 'adv_mean': float(adv.mean()), 'weight_mean': float(weight.mean()),
                 'weight_max': float(weight.max()), 'actor_samples': float(n),
                 'actor_failed_samples': float((~t['success']).sum()),
-                'exploration_std': float(torch.exp(self.log_std.detach()).mean())}
+                'exploration_std': float(torch.exp(self.log_std.detach()).mean()), **extra}
 
     def update(self, batch, actor_batch=None):
         """One gradient step of the critic and/or the actor.
@@ -859,7 +996,9 @@ class Learner:
             ``target_q_next_mean``, ``critic_success_frac``, ``done_frac``; with the actor
             ``actor_loss`` (weighted L_A), ``std_nll``, ``adv_mean``, ``weight_mean``,
             ``weight_max``, ``actor_samples``, ``actor_failed_samples``,
-            ``exploration_std``. Target critics are refreshed after the step when
+            ``exploration_std``; for a grasp-target actor also ``target_loss`` (and
+            ``pose_loss`` with the grasp-pose head), the advantage-weighted terms included in
+            ``actor_loss``. Target critics are refreshed after the step when
             ``step % target_update_period == 0``.
 
         Raises:
@@ -914,14 +1053,22 @@ class Learner:
             dict: key -> list of floats, one entry per step (keys of :meth:`update`).
 
         Raises:
-            ValueError: empty buffer, or an actor-only config with positive filtering and no
-                successful episode in the buffer.
+            ValueError: empty buffer, an actor-only config with positive filtering and no
+                successful episode in the buffer, or a grasp-target actor and a buffer
+                without its labels.
         """
         if not _is_int(steps) or steps < 0:
             raise ValueError(f'steps must be an int >= 0, got {steps!r}')
         if buffer.num_transitions == 0:
             raise ValueError('the replay buffer is empty')
         c = self.config
+        if c.grasp_target:
+            need = {'target_xy', 'target_mask'} | ({'target_pose'} if c.actor.grasp_pose
+                                                   else set())
+            missing = sorted(need - set(buffer.label_keys or ()))
+            if missing:
+                raise ValueError(f"an actor with pooling 'target' needs the replay buffer "
+                                 f"labels {missing} (learning.targets.episode_labels)")
         if not c.use_critic and c.positive_filter and buffer.num_successful == 0:
             raise ValueError(f'preset {c.name!r} trains only the actor with positive '
                              f'filtering, and the buffer holds no successful episode')
@@ -1041,6 +1188,8 @@ class Learner:
         if self.actor is not None:
             sd.update(actor=self.actor.state_dict(), log_std=self.log_std.detach().clone(),
                       actor_opt=self.actor_opt.state_dict())
+            if self.actor_ema is not None:
+                sd['actor_ema'] = self.actor_ema.state_dict()
         if self.critic is not None:
             sd.update(critic=self.critic.state_dict(), target1=self.target1.state_dict(),
                       target2=self.target2.state_dict(),
@@ -1066,6 +1215,11 @@ class Learner:
             with torch.no_grad():
                 self.log_std.copy_(torch.as_tensor(state['log_std']))
             self.actor_opt.load_state_dict(state['actor_opt'])
+            if self.actor_ema is not None:
+                if 'actor_ema' in state:
+                    self.actor_ema.load_state_dict(state['actor_ema'])
+                else:           # e.g. finetuning a checkpoint trained without the average
+                    self.actor_ema.module.load_state_dict(state['actor'])
         if self.critic is not None:
             self.critic.load_state_dict(state['critic'])
             self.target1.load_state_dict(state['target1'])

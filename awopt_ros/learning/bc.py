@@ -147,13 +147,22 @@ def random_shift(images, shift_px, generator=None):
     return windows[torch.arange(n), d[:, 0], d[:, 1]]
 
 
-def target_loss(actor, scores, target_xy, mask, sigma_cells):
+def _masked_mean(per_sample, mask, weight):
+    """sum(weight * per_sample * mask) / sum(mask) (0 when no step is labelled)."""
+    m = mask.to(torch.float32)
+    w = m if weight is None else m * weight
+    return (per_sample * w).sum() / m.sum().clamp(min=1.0)
+
+
+def target_loss(actor, scores, target_xy, mask, sigma_cells, weight=None):
     """Score-map cross-entropy against a Gaussian around ``target_xy``, mean over ``mask``.
 
     Args:
         actor: :class:`Actor` with 'target' pooling (its ``target_grid``, ``map_side``).
         scores: (N, S*S) score logits; target_xy: float (N, 2) in [-1, 1]; mask: (N,) bool
             or 0/1 (steps with a label); sigma_cells: Gaussian std in score-map cells.
+        weight: optional (N,) per-sample weights (the AW-Opt advantage weights); the sum of
+            the weighted terms is still divided by the number of labelled steps.
 
     Returns:
         scalar tensor (0 when no step is labelled).
@@ -162,15 +171,14 @@ def target_loss(actor, scores, target_xy, mask, sigma_cells):
     d2 = ((actor.target_grid.unsqueeze(0) - target_xy.unsqueeze(1)) ** 2).sum(-1)
     label = torch.softmax(-0.5 * d2 / sigma ** 2, dim=-1)                    # (N, S*S)
     ce = -(label * torch.log_softmax(scores, dim=-1)).sum(-1)                 # (N,)
-    m = mask.to(torch.float32)
-    return (ce * m).sum() / m.sum().clamp(min=1.0)
+    return _masked_mean(ce, mask, weight)
 
 
-def pose_loss(pose, label, mask):
+def pose_loss(pose, label, mask, weight=None):
     """Mean squared error (summed over the entries) of a predicted grasp pose (N, P) against
-    ``label`` (N, P), mean over ``mask`` (N,) (0 when no step is labelled)."""
-    m = mask.to(torch.float32)
-    return (((pose - label) ** 2).sum(-1) * m).sum() / m.sum().clamp(min=1.0)
+    ``label`` (N, P), mean over ``mask`` (N,) (0 when no step is labelled); ``weight`` as in
+    :func:`target_loss`."""
+    return _masked_mean(((pose - label) ** 2).sum(-1), mask, weight)
 
 
 def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weight=1.0,

@@ -231,6 +231,26 @@ class FinetuneConfig:
         return asdict(self)
 
 
+def grasp_target_labeller(crop_xywh, with_pose):
+    """Return ``labeller(episode) -> labels`` for a grasp-target actor's replay buffer.
+
+    Each episode is labelled by :func:`awopt_ros.learning.targets.episode_labels` with the
+    simulated shoulder camera and ``crop_xywh``: the demonstrator's recorded goal where the
+    episode has one (scripted episodes), else the hindsight grasp point and pose at the first
+    close (the robot's own episodes: where a successful grasp closed), and the noise-free x, y
+    actions where a goal was recorded, else the logged ones.
+    """
+    from awopt_ros.learning.targets import episode_labels
+    from awopt_ros.sim.scene import shoulder_camera
+    camera = shoulder_camera(*spec.SOURCE_SIZE)
+    crop = [int(v) for v in crop_xywh]
+
+    def labeller(episode):
+        return episode_labels(episode, camera, crop, 'expert', with_pose=with_pose,
+                              action_label='expert')
+    return labeller
+
+
 class Finetuner:
     """Train a learner on episodes as they are appended, exporting models as it goes.
 
@@ -253,13 +273,16 @@ class Finetuner:
         checkpoint_path, history_path, plot_path: where the learner checkpoint, the JSON
             history and the PNG progress plot go (None: not written).
         log: callable(str) for progress lines (default ``print``).
+        labeller: callable ``labeller(episode) -> labels dict`` giving each episode's actor
+            labels for the buffer (``ReplayBuffer.add_episode``); default: for a learner
+            whose actor has 'target' pooling, :func:`grasp_target_labeller`, else none.
         sleep, clock: injectable ``time.sleep`` / ``time.monotonic`` (tests).
     """
 
     def __init__(self, learner, episode_source, config=None, *, actor_path=None,
                  critic_prefix=None, crop_xywh=DEFAULT_CROP, dataset_id='', buffer=None,
                  checkpoint_path=None, history_path=None, plot_path=None, log=print,
-                 sleep=time.sleep, clock=time.monotonic):
+                 labeller=None, sleep=time.sleep, clock=time.monotonic):
         from awopt_ros.learning.awopt import ReplayBuffer
         self.learner = learner
         self.source = incremental_source(episode_source)
@@ -273,6 +296,9 @@ class Finetuner:
         self.history_path = None if history_path is None else Path(history_path)
         self.plot_path = None if plot_path is None else Path(plot_path)
         self.log = log
+        if labeller is None and learner.config.grasp_target:
+            labeller = grasp_target_labeller(self.crop_xywh, learner.config.actor.grasp_pose)
+        self.labeller = labeller
         self.sleep = sleep
         self.clock = clock
         self.seen = 0                  # episode indices consumed from the source
@@ -301,6 +327,9 @@ class Finetuner:
                                 f'learner takes {size}x{size} (use a matching --image-size '
                                 f'or checkpoint)')
 
+    def _labels(self, episode):
+        return None if self.labeller is None else self.labeller(episode)
+
     def add_offline(self, episodes):
         """Add offline episodes (e.g. the pretraining dataset) to the buffer; they grant no
         steps and do not count in the success rate. Returns how many were added.
@@ -313,7 +342,8 @@ class Finetuner:
         for ep in episodes:
             images, proprios, actions, rewards, terminated = episode_arrays(ep)
             self._check_image(images, 'an offline episode')
-            self.buffer.add_episode(images, proprios, actions, rewards, terminated)
+            self.buffer.add_episode(images, proprios, actions, rewards, terminated,
+                                    labels=self._labels(ep))
             n += 1
         self.offline_episodes += n
         return n
@@ -342,7 +372,8 @@ class Finetuner:
             try:
                 images, proprios, actions, rewards, terminated = episode_arrays(ep)
                 self._check_image(images, f'episode {index}')
-                self.buffer.add_episode(images, proprios, actions, rewards, terminated)
+                self.buffer.add_episode(images, proprios, actions, rewards, terminated,
+                                        labels=self._labels(ep))
             except (IncompleteEpisode, ValueError) as exc:
                 bad_index, count = self._bad
                 count = count + 1 if bad_index == index else 1
@@ -662,6 +693,9 @@ def add_finetune_args(parser):
     parser.add_argument('--offline-dataset-root', default=None,
                         help='also put this dataset (e.g. the pretraining one) in the buffer')
     parser.add_argument('--offline-dataset-id', default=None)
+    parser.add_argument('--offline-max-episodes', type=int, default=None,
+                        help='use only the first N episodes of the offline dataset (default '
+                             'all)')
     add_learner_args(parser, image_size_help='policy image side (px) of a fresh learner '
                                              '(default 64); must match the dataset')
     return parser
@@ -722,6 +756,11 @@ def run_finetune(args):
         try:
             episodes = load_episodes(args.offline_dataset_root or args.dataset_root,
                                      args.offline_dataset_id)
+            if args.offline_max_episodes is not None:
+                if args.offline_max_episodes < 1:
+                    raise ValueError(f'--offline-max-episodes must be >= 1, got '
+                                     f'{args.offline_max_episodes}')
+                episodes = episodes[:args.offline_max_episodes]
             print(f'finetune: {finetuner.add_offline(episodes)} offline episodes from '
                   f'{args.offline_dataset_id} in the buffer')
         except (FileNotFoundError, ValueError, FinetuneError) as exc:

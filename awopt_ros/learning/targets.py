@@ -160,6 +160,39 @@ def target_arrays(episodes, camera, crop_xywh, successful_only=True, with_pose=F
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
+def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pose=False,
+                   action_label='logged'):
+    """Return the per-transition actor labels of one episode for a replay buffer.
+
+    Args:
+        episode: episode dict (``learning.data`` layout; T actions).
+        camera, crop_xywh, grasp_label: as in :func:`grasp_targets`.
+        with_pose: add the :func:`grasp_pose_targets` labels.
+        action_label: ``'logged'`` (no ``actor_action`` entry: the actor regresses on the
+            executed actions) or ``'expert'`` (:func:`expert_actions`).
+
+    Returns:
+        dict of arrays with T rows: ``target_xy`` float32 (T, 2), ``target_mask`` bool (T,),
+        with ``with_pose`` ``target_pose`` float32 (T, GRASP_POSE_DIM), with expert action
+        labels ``actor_action`` float32 (T, 7); the keys that
+        ``learning.awopt.ReplayBuffer.add_episode`` takes as ``labels``.
+
+    Raises:
+        ValueError: inconsistent episode arrays, unknown label.
+    """
+    _check_label(grasp_label)
+    if action_label not in ('logged', 'expert'):
+        raise ValueError(f"action_label must be 'logged' or 'expert', got {action_label!r}")
+    found = _grasp_pose(episode, grasp_label)
+    xy, mask = _xy_mask(*found[:3], camera, crop_xywh)
+    labels = {'target_xy': xy, 'target_mask': mask}
+    if with_pose:
+        labels['target_pose'] = _pose(*found)
+    if action_label == 'expert':
+        labels['actor_action'] = expert_actions(episode)[0]
+    return labels
+
+
 def expert_label_count(episodes, successful_only=True):
     """Return (episodes with a recorded goal at their first close, episodes with a close) among
     ``episodes`` (the successful ones by default): how many ``label='expert'`` relabels."""

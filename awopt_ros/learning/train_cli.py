@@ -28,6 +28,19 @@ Two kinds of run, chosen by ``--preset``:
     awopt train --preset awopt --dataset-root runs/collect --dataset-id awopt/kuka-grasp-v0 \\
         --out models/grasp_awopt.onnx --steps 10000 --batch-size 64
 
+  The actor options of behaviour cloning apply to the learner's actor as well
+  (``--pooling``, ``--num-conv``, ``--stem-stride``, ``--grasp-pose``, ``--engaged-input``,
+  ``--pose-weight``, ``--ema-decay``); with ``--pooling target`` and/or ``--action-label
+  expert`` every episode gets its actor labels in the buffer
+  (:func:`learner_labels`, ``learning.targets.episode_labels``), e.g. AW-Opt with the actor
+  network of the shipped behaviour-cloning model::
+
+    awopt train --preset awopt --dataset-root runs/collect_s9b \\
+        --dataset-id awopt/kuka-grasp-v0 --pooling target --num-conv 5 --grasp-pose \\
+        --pose-weight 10 --grasp-label expert --engaged-input --action-label expert \\
+        --ema-decay 0.999 --lr 1e-3 --set critic_lr=3e-4 --set actor_weight_decay=0 \\
+        --steps 6000 --out models/grasp_awopt.onnx
+
 Every ONNX file (and the checkpoint) is first written to a temporary file in the same
 directory (``.<name>.tmp-<pid>``, which does not end in ``.onnx``) and then moved over the
 destination with ``os.replace``, an atomic rename: a policy node that hot-swaps models when
@@ -134,45 +147,45 @@ def add_train_args(parser):
                         help='bc: train on failed episodes too (default: successful only)')
     parser.add_argument('--pooling', default='flatten',
                         choices=('flatten', 'spatial_softmax', 'target'),   # networks.POOLINGS
-                        help="bc: the actor's pooling (networks.ActorConfig); 'target' learns "
+                        help="the actor's pooling (networks.ActorConfig); 'target' learns "
                              'a grasp-target score map from hindsight grasp points '
                              '(learning.targets), labelled with the simulated shoulder camera')
     parser.add_argument('--num-conv', type=int, default=4,
-                        help='bc: actor conv layers (networks.ActorConfig.num_conv)')
+                        help='actor conv layers (networks.ActorConfig.num_conv)')
     parser.add_argument('--stem-stride', type=int, default=2, choices=(2, 3),
-                        help='bc: stride of the first conv (networks.ActorConfig.stem_stride); '
+                        help='stride of the first conv (networks.ActorConfig.stem_stride); '
                              '3 with 96 px images keeps the 32-cell score map of 64 px')
     parser.add_argument('--grasp-pose', action='store_true',
-                        help='bc, --pooling target: also predict the grasp pose (tool position, '
+                        help='--pooling target: also predict the grasp pose (tool position, '
                              'gripper yaw modulo 180 deg) from hindsight labels and feed it '
                              'to the action head (networks.ActorConfig.grasp_pose)')
     parser.add_argument('--engaged-input', action='store_true',
-                        help='bc: also give the action MLP the thresholded gripper closedness '
+                        help='also give the action MLP the thresholded gripper closedness '
                              '(0 open, 1 closed on something; networks.ActorConfig.'
                              'engaged_input)')
     parser.add_argument('--grasp-label', default='hindsight', choices=('hindsight', 'expert'),
-                        help='bc, --pooling target: label the score map and grasp-pose head '
+                        help='--pooling target: label the score map and grasp-pose head '
                              'with the tool pose at the first close (hindsight) or with the '
                              "scripted demonstrator's recorded noise-free goal (expert: the "
                              "dataset's grasp_goal info, simulation only; hindsight where an "
                              'episode has none) (learning.targets)')
     parser.add_argument('--action-label', default='logged', choices=('logged', 'expert'),
-                        help="bc: train on the logged actions, or replace their x, y commands "
-                             "with the scripted demonstrator's noise-free ones computed from "
+                        help="train the actor on the logged actions, or replace their x, y "
+                             "commands with the scripted demonstrator's noise-free ones from "
                              "its recorded grasp_goal (expert: DART-style labels, simulation "
                              'only; learning.targets.expert_actions)')
     parser.add_argument('--pose-weight', type=float, default=1.0,
-                        help='bc, --grasp-pose: weight of the grasp-pose error '
-                             '(BCConfig.pose_weight)')
+                        help='--grasp-pose: weight of the grasp-pose error '
+                             '(BCConfig.pose_weight, LearnerConfig.pose_weight)')
     parser.add_argument('--max-episodes', type=int, default=None,
-                        help='bc: use only the first N episodes of the dataset (in logged '
+                        help='use only the first N episodes of the dataset (in logged '
                              'order; default all)')
     parser.add_argument('--lr-schedule', default='constant', choices=('constant', 'cosine'),
                         help='bc: learning-rate schedule (cosine: decays to 0 over --steps)')
     parser.add_argument('--ema-decay', type=float, default=0.0,
-                        help='bc: export an exponential moving average of the weights with '
+                        help='export an exponential moving average of the actor weights with '
                              'this decay per step (e.g. 0.999; 0: the last iterate; '
-                             'BCConfig.ema_decay)')
+                             'BCConfig.ema_decay, LearnerConfig.actor_ema_decay)')
     parser.add_argument('--checkpoint', default=None,
                         help='learner checkpoint (default <out dir>/<out stem>_checkpoint.pt)')
     parser.add_argument('--checkpoint-every', type=int, default=1000,
@@ -246,6 +259,12 @@ def build_learner_config(args, preset, image_size):
     """
     from awopt_ros.learning.awopt import make_config
     actor = {'image_size': int(image_size), 'channels': args.channels, 'hidden': args.hidden}
+    # The actor-network options of ``awopt train`` (absent in other commands' parsers).
+    for option, key in (('num_conv', 'num_conv'), ('pooling', 'pooling'),
+                        ('grasp_pose', 'grasp_pose'), ('stem_stride', 'stem_stride'),
+                        ('engaged_input', 'engaged_input')):
+        if hasattr(args, option):
+            actor[key] = getattr(args, option)
     critic = {'image_size': int(image_size)}
     if args.critic_channels is not None:
         critic['channels'] = args.critic_channels
@@ -255,6 +274,10 @@ def build_learner_config(args, preset, image_size):
               'actor_lr': args.lr, 'critic_lr': args.lr,
               'shift_px': DEFAULT_SHIFT_PX if args.shift_px is None else args.shift_px,
               'seed': args.seed, 'num_threads': args.threads}
+    if getattr(args, 'pooling', None) == 'target':
+        values['pose_weight'] = args.pose_weight
+    if getattr(args, 'ema_decay', 0.0):
+        values['actor_ema_decay'] = args.ema_decay
     for key, value in parse_overrides(args.overrides).items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):
             values[key] = dict(values[key], **value)
@@ -354,7 +377,7 @@ def export_learner(learner, actor_path=None, critic_prefix=None, crop_xywh=DEFAU
         holder = {}
 
         def write(tmp):
-            holder.update(export_actor(learner.actor, tmp, crop, dataset=dataset_id,
+            holder.update(export_actor(learner.deployed_actor, tmp, crop, dataset=dataset_id,
                                        algorithm=algorithm, model_card=model_card,
                                        check_parity=check_parity))
         path = atomic_write(actor_path, write)
@@ -653,6 +676,15 @@ def run_train(args):
     return _run_learner(args, preset)
 
 
+def _first_episodes(episodes, count):
+    """Return the first ``count`` episodes (all for None); ValueError for ``count`` < 1."""
+    if count is None:
+        return episodes
+    if count < 1:
+        raise ValueError(f'--max-episodes must be >= 1, got {count}')
+    return episodes[:count]
+
+
 def _run_bc(args):
     """Classic behaviour cloning (``learning.bc``); see the module docstring."""
     from awopt_ros.learning.bc import BCConfig, train_bc
@@ -664,11 +696,8 @@ def _run_bc(args):
     from awopt_ros.sim.scene import shoulder_camera
     successful_only = not args.all_episodes
     try:
-        episodes = load_episodes(args.dataset_root, args.dataset_id)
-        if args.max_episodes is not None:
-            if args.max_episodes < 1:
-                raise ValueError(f'--max-episodes must be >= 1, got {args.max_episodes}')
-            episodes = episodes[:args.max_episodes]
+        episodes = _first_episodes(load_episodes(args.dataset_root, args.dataset_id),
+                                   args.max_episodes)
         images, proprios, actions, stats = bc_arrays(episodes, successful_only=successful_only)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(exc)
@@ -786,6 +815,43 @@ def learner_model_card(preset, dataset_id, config, step, data_note, crop):
             f'success probability. Simulation only.')
 
 
+def learner_labels(args, episodes):
+    """Return the per-episode actor labels (``learning.targets.episode_labels``) that the
+    ``awopt train`` options ask for (``--pooling target``: grasp point and mask, with
+    ``--grasp-pose`` the pose, ``--grasp-label``; ``--action-label expert``: relabelled
+    actions), or None when they ask for none. Prints what was labelled.
+
+    Raises:
+        ValueError: expert labels asked for and no episode recorded a grasp goal.
+    """
+    from awopt_ros.learning.targets import episode_labels, expert_label_count
+    from awopt_ros.sim.scene import shoulder_camera
+    target = getattr(args, 'pooling', None) == 'target'
+    expert_actions = getattr(args, 'action_label', 'logged') == 'expert'
+    if not (target or expert_actions):
+        return None
+    grasp_label = args.grasp_label if target else 'hindsight'
+    if (expert_actions or grasp_label == 'expert') \
+            and expert_label_count(episodes, successful_only=False)[0] == 0:
+        raise ValueError('expert labels asked for (--grasp-label / --action-label expert) but '
+                         'no episode recorded a grasp_goal (collect with the scripted policy '
+                         'node of this version)')
+    camera = shoulder_camera(*spec.SOURCE_SIZE)
+    labels = [episode_labels(ep, camera, args.crop_xywh, grasp_label,
+                             with_pose=target and args.grasp_pose,
+                             action_label='expert' if expert_actions else 'logged')
+              for ep in episodes]
+    if not target:
+        labels = [{'actor_action': lab['actor_action']} for lab in labels]
+    masked = sum(int(lab['target_mask'].sum()) for lab in labels) if target else 0
+    print(f'actor labels: {"grasp point (" + grasp_label + ")" if target else ""}'
+          f'{", pose" if target and args.grasp_pose else ""}'
+          f'{", " if target and expert_actions else ""}'
+          f'{"expert x, y actions" if expert_actions else ""} on {len(labels)} episodes'
+          f'{f"; {masked} steps up to a close" if target else ""}')
+    return labels
+
+
 def _run_learner(args, preset):
     """Learner presets: replay buffer + :class:`Learner`; see the module docstring."""
     from awopt_ros.learning.awopt import Learner, ReplayBuffer
@@ -796,6 +862,7 @@ def _run_learner(args, preset):
     critic_prefix = args.critic_out_prefix or default_critic_prefix(out)
     try:
         episodes = load_episodes(args.dataset_root, args.dataset_id)
+        episodes = _first_episodes(episodes, args.max_episodes)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(exc)
     stats = dataset_stats(episodes)
@@ -806,7 +873,8 @@ def _run_learner(args, preset):
         return _fail(f'dataset images are {image_size}x{image_size} but --image-size is '
                      f'{args.image_size}')
     try:
-        buffer = ReplayBuffer.from_episodes(episodes)
+        labels = learner_labels(args, episodes)
+        buffer = ReplayBuffer.from_episodes(episodes, labels=labels)
     except ValueError as exc:
         return _fail(f'dataset {args.dataset_id}: {exc}')
     del episodes

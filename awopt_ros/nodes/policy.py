@@ -75,7 +75,7 @@ class PolicyNode(Node):
                             "Acting policy: 'actor' (CEM fallback), 'cem' (CEM over the critic, "
                             "actor action as a candidate) or 'switch' (per episode: CEM with "
                             'probability cem_episode_prob, else the actor).', read_only=True)
-        model_path = declare(self, 'model_path', 'models/grasp_bc.onnx',
+        model_path = declare(self, 'model_path', 'models/grasp_awopt.onnx',
                              "ONNX actor ('' = none; needed by modes actor and switch); "
                              'relative paths resolve against the package share directory.',
                              read_only=True)
