@@ -522,7 +522,7 @@ class ReplayBuffer:
 
         Raises:
             ValueError: inconsistent shapes or dtypes, non-finite values, an image shape
-                different from earlier episodes, label keys different from earlier episodes',
+                different from earlier episodes, label keys different from earlier episodes,
                 T = 0, or T > capacity.
         """
         images = np.asarray(images)
@@ -918,7 +918,6 @@ class Learner:
             return empty
         pro = t['proprio']
         act = t.get('actor_action', t['action'])       # relabelled actions where given
-        feats = None
         if c.grasp_target:            # teacher forcing on the labelled grasp point, no shift
             img = t['image']
             feats, scores = self.actor.target_features(img, t['target_xy'])

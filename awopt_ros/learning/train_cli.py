@@ -843,12 +843,15 @@ def learner_labels(args, episodes):
               for ep in episodes]
     if not target:
         labels = [{'actor_action': lab['actor_action']} for lab in labels]
-    masked = sum(int(lab['target_mask'].sum()) for lab in labels) if target else 0
-    print(f'actor labels: {"grasp point (" + grasp_label + ")" if target else ""}'
-          f'{", pose" if target and args.grasp_pose else ""}'
-          f'{", " if target and expert_actions else ""}'
-          f'{"expert x, y actions" if expert_actions else ""} on {len(labels)} episodes'
-          f'{f"; {masked} steps up to a close" if target else ""}')
+    parts = []
+    if target:
+        parts.append(f'grasp point ({grasp_label})' + (', pose' if args.grasp_pose else ''))
+    if expert_actions:
+        parts.append('expert x, y actions')
+    line = f'actor labels: {", ".join(parts)} on {len(labels)} episodes'
+    if target:
+        line += f'; {sum(int(lab["target_mask"].sum()) for lab in labels)} steps up to a close'
+    print(line)
     return labels
 
 
