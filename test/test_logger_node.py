@@ -307,13 +307,18 @@ def _steps_each_waiting_for(h, t0_s, companions):
         h.spin_until(lambda: h.logger.recorder.steps == i + 1)
 
 
+def _announce(h, info, expect_attr):
+    """Publish the policy's model info ``info`` and spin until the logger set ``expect_attr``."""
+    h.pub['info'].publish(String(data=json.dumps(info)))
+    h.spin_until(lambda: getattr(h.logger, expect_attr))
+
+
 def test_scripted_grasp_goals_are_waited_for_and_stored_per_step(harness, tmp_path):
     """A demonstrator that announces grasp_goal_topic: each action waits for the goal with its
     stamp (here published after the action, the worst order) and the dataset keeps it."""
     h = harness
-    h.pub['info'].publish(String(data=json.dumps(
-        {'kind': 'scripted', 'grasp_goal_topic': '/scripted_policy/grasp_goal'})))
-    h.spin_until(lambda: h.logger._expect_goals)
+    _announce(h, {'kind': 'scripted', 'grasp_goal_topic': '/scripted_policy/grasp_goal'},
+              '_expect_goals')
     h.start(2, 1002)
     goals = [np.float32([0.6 + 0.01 * i, -0.05, 0.03, 0.4 - 0.1 * i]) for i in range(3)]
     _steps_each_waiting_for(h, 20.0, [
@@ -333,9 +338,7 @@ def test_the_proprio_a_policy_acted_on_is_waited_for_and_recorded(harness, tmp_p
     the action's stamp (computed from a joint state newer than the image), not the one the
     logger would compute from the joint state at the image's stamp."""
     h = harness
-    h.pub['info'].publish(String(data=json.dumps(
-        {'kind': 'actor', 'proprio_topic': '/policy/proprio'})))
-    h.spin_until(lambda: h.logger._expect_proprio)
+    _announce(h, {'kind': 'actor', 'proprio_topic': '/policy/proprio'}, '_expect_proprio')
     h.start(3, 1003)
     used = [np.float32([0.6, 0.01 * i, 0.2 - 0.03 * i, 0.0, 1.0, 0.0]) for i in range(2)]
     _steps_each_waiting_for(h, 30.0, [

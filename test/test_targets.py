@@ -401,6 +401,9 @@ def test_episode_labels_for_the_replay_buffer():
     np.testing.assert_array_equal(labels['target_mask'], mask)
     np.testing.assert_array_equal(labels['target_pose'], grasp_pose_targets(ep, 'expert'))
     np.testing.assert_array_equal(labels['actor_action'], expert_actions(ep)[0])
+    only_actions = episode_labels(ep, None, None, None, action_label='expert')
+    assert list(only_actions) == ['actor_action']            # no grasp label asked for
+    np.testing.assert_array_equal(only_actions['actor_action'], labels['actor_action'])
     failed = episode_labels(_episode(4, None, success=False), cam, CROP)
     assert sorted(failed) == ['target_mask', 'target_xy'] and not failed['target_mask'].any()
     with pytest.raises(ValueError, match='action_label'):

@@ -80,7 +80,7 @@ from awopt_ros.core import spec
 from awopt_ros.core.cem import CEM, CEMConfig
 from awopt_ros.learning.bc import TASK1_WEIGHTS, pose_loss, random_shift, target_loss
 from awopt_ros.learning.critic import Critic, CriticConfig, critic_loss
-from awopt_ros.learning.networks import Actor, ActorConfig
+from awopt_ros.learning.networks import GRASP_POSE_DIM, Actor, ActorConfig
 
 EXPLORATION = ('actor', 'cem', 'switch')
 TARGETS = ('actor', 'cem', 'cem+actor')
@@ -89,7 +89,9 @@ CHECKPOINT_FORMAT = 'awopt_ros.learner/1'
 #: Optional per-transition actor labels of a replay buffer: relabelled actions the actor
 #: regresses on, float32 (7,); grasp point in the policy image, float32 (2,) in [-1, 1]; its
 #: mask, bool (steps up to the close); grasp pose, float32 (``networks.GRASP_POSE_DIM``,).
-LABEL_KEYS = ('actor_action', 'target_xy', 'target_mask', 'target_pose')
+_LABEL_SHAPES = {'actor_action': (spec.ACTION_DIM,), 'target_xy': (2,), 'target_mask': (),
+                 'target_pose': (GRASP_POSE_DIM,)}
+LABEL_KEYS = tuple(_LABEL_SHAPES)
 
 _HIGH4 = spec.ACTION_HIGH[spec.CONTINUOUS].astype(np.float32)   # (4,) m, m, m, rad
 
@@ -481,7 +483,6 @@ class ReplayBuffer:
 
     def _check_labels(self, labels, t):
         """Return ``labels`` as arrays of the :data:`LABEL_KEYS` layouts (T rows), or {}."""
-        from awopt_ros.learning.networks import GRASP_POSE_DIM
         labels = dict(labels or {})
         unknown = sorted(set(labels) - set(LABEL_KEYS))
         if unknown:
@@ -490,14 +491,12 @@ class ReplayBuffer:
         if self.label_keys is not None and keys != self.label_keys:
             raise ValueError(f"episode labels {list(keys)} differ from the buffer's "
                              f'{list(self.label_keys)}')
-        shapes = {'actor_action': (spec.ACTION_DIM,), 'target_xy': (2,), 'target_mask': (),
-                  'target_pose': (GRASP_POSE_DIM,)}
         out = {}
         for k in keys:
             dtype = bool if k == 'target_mask' else np.float32
             a = np.asarray(labels[k]).astype(dtype, copy=False)
-            if a.shape != (t,) + shapes[k]:
-                raise ValueError(f'label {k!r} must have shape {(t,) + shapes[k]}, '
+            if a.shape != (t,) + _LABEL_SHAPES[k]:
+                raise ValueError(f'label {k!r} must have shape {(t,) + _LABEL_SHAPES[k]}, '
                                  f'got {a.shape}')
             if dtype is np.float32 and not np.all(np.isfinite(a)):
                 raise ValueError(f'label {k!r} contains non-finite values')

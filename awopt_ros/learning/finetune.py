@@ -50,7 +50,8 @@ from awopt_ros.core import spec
 from awopt_ros.core.dataset import episode_dict
 from awopt_ros.learning.train_cli import (DEFAULT_CROP, META_KEY, LossHistory, _pyplot,
                                           add_learner_args, build_learner_config,
-                                          default_critic_prefix, export_learner,
+                                          default_critic_prefix, episode_labeller,
+                                          export_learner, first_episodes,
                                           learner_from_checkpoint, learner_model_card,
                                           load_checkpoint, save_checkpoint, write_json)
 
@@ -240,15 +241,7 @@ def grasp_target_labeller(crop_xywh, with_pose):
     close (the robot's own episodes: where a successful grasp closed), and the noise-free x, y
     actions where a goal was recorded, else the logged ones.
     """
-    from awopt_ros.learning.targets import episode_labels
-    from awopt_ros.sim.scene import shoulder_camera
-    camera = shoulder_camera(*spec.SOURCE_SIZE)
-    crop = [int(v) for v in crop_xywh]
-
-    def labeller(episode):
-        return episode_labels(episode, camera, crop, 'expert', with_pose=with_pose,
-                              action_label='expert')
-    return labeller
+    return episode_labeller(crop_xywh, 'expert', with_pose, 'expert')
 
 
 class Finetuner:
@@ -756,11 +749,8 @@ def run_finetune(args):
         try:
             episodes = load_episodes(args.offline_dataset_root or args.dataset_root,
                                      args.offline_dataset_id)
-            if args.offline_max_episodes is not None:
-                if args.offline_max_episodes < 1:
-                    raise ValueError(f'--offline-max-episodes must be >= 1, got '
-                                     f'{args.offline_max_episodes}')
-                episodes = episodes[:args.offline_max_episodes]
+            episodes = first_episodes(episodes, args.offline_max_episodes,
+                                      '--offline-max-episodes')
             print(f'finetune: {finetuner.add_offline(episodes)} offline episodes from '
                   f'{args.offline_dataset_id} in the buffer')
         except (FileNotFoundError, ValueError, FinetuneError) as exc:

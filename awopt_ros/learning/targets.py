@@ -166,28 +166,29 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
 
     Args:
         episode: episode dict (``learning.data`` layout; T actions).
-        camera, crop_xywh, grasp_label: as in :func:`grasp_targets`.
+        camera, crop_xywh, grasp_label: as in :func:`grasp_targets`; ``grasp_label=None``
+            gives no grasp-target labels (camera and crop unused).
         with_pose: add the :func:`grasp_pose_targets` labels.
         action_label: ``'logged'`` (no ``actor_action`` entry: the actor regresses on the
             executed actions) or ``'expert'`` (:func:`expert_actions`).
 
     Returns:
-        dict of arrays with T rows: ``target_xy`` float32 (T, 2), ``target_mask`` bool (T,),
-        with ``with_pose`` ``target_pose`` float32 (T, GRASP_POSE_DIM), with expert action
-        labels ``actor_action`` float32 (T, 7); the keys that
+        dict of arrays with T rows: with a ``grasp_label`` ``target_xy`` float32 (T, 2),
+        ``target_mask`` bool (T,) and, with ``with_pose``, ``target_pose`` float32 (T,
+        GRASP_POSE_DIM); with expert action labels ``actor_action`` float32 (T, 7); the keys that
         ``learning.awopt.ReplayBuffer.add_episode`` takes as ``labels``.
 
     Raises:
         ValueError: inconsistent episode arrays, unknown label.
     """
-    _check_label(grasp_label)
     if action_label not in ('logged', 'expert'):
         raise ValueError(f"action_label must be 'logged' or 'expert', got {action_label!r}")
-    found = _grasp_pose(episode, grasp_label)
-    xy, mask = _xy_mask(*found[:3], camera, crop_xywh)
-    labels = {'target_xy': xy, 'target_mask': mask}
-    if with_pose:
-        labels['target_pose'] = _pose(*found)
+    labels = {}
+    if grasp_label is not None:
+        found = _grasp_pose(episode, grasp_label)
+        labels['target_xy'], labels['target_mask'] = _xy_mask(*found[:3], camera, crop_xywh)
+        if with_pose:
+            labels['target_pose'] = _pose(*found)
     if action_label == 'expert':
         labels['actor_action'] = expert_actions(episode)[0]
     return labels

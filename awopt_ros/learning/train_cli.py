@@ -260,11 +260,9 @@ def build_learner_config(args, preset, image_size):
     from awopt_ros.learning.awopt import make_config
     actor = {'image_size': int(image_size), 'channels': args.channels, 'hidden': args.hidden}
     # The actor-network options of ``awopt train`` (absent in other commands' parsers).
-    for option, key in (('num_conv', 'num_conv'), ('pooling', 'pooling'),
-                        ('grasp_pose', 'grasp_pose'), ('stem_stride', 'stem_stride'),
-                        ('engaged_input', 'engaged_input')):
-        if hasattr(args, option):
-            actor[key] = getattr(args, option)
+    for name in ('num_conv', 'pooling', 'grasp_pose', 'stem_stride', 'engaged_input'):
+        if hasattr(args, name):
+            actor[name] = getattr(args, name)
     critic = {'image_size': int(image_size)}
     if args.critic_channels is not None:
         critic['channels'] = args.critic_channels
@@ -676,12 +674,13 @@ def run_train(args):
     return _run_learner(args, preset)
 
 
-def _first_episodes(episodes, count):
-    """Return the first ``count`` episodes (all for None); ValueError for ``count`` < 1."""
+def first_episodes(episodes, count, option='--max-episodes'):
+    """Return the first ``count`` episodes (all for None); ValueError naming ``option`` for
+    ``count`` < 1."""
     if count is None:
         return episodes
     if count < 1:
-        raise ValueError(f'--max-episodes must be >= 1, got {count}')
+        raise ValueError(f'{option} must be >= 1, got {count}')
     return episodes[:count]
 
 
@@ -696,7 +695,7 @@ def _run_bc(args):
     from awopt_ros.sim.scene import shoulder_camera
     successful_only = not args.all_episodes
     try:
-        episodes = _first_episodes(load_episodes(args.dataset_root, args.dataset_id),
+        episodes = first_episodes(load_episodes(args.dataset_root, args.dataset_id),
                                    args.max_episodes)
         images, proprios, actions, stats = bc_arrays(episodes, successful_only=successful_only)
     except (FileNotFoundError, ValueError) as exc:
@@ -815,6 +814,23 @@ def learner_model_card(preset, dataset_id, config, step, data_note, crop):
             f'success probability. Simulation only.')
 
 
+def episode_labeller(crop_xywh, grasp_label, with_pose, action_label):
+    """Return ``labeller(episode) -> labels dict`` for a replay buffer:
+    ``learning.targets.episode_labels`` with the simulated shoulder camera (made once) and the
+    policy crop ``crop_xywh``; the other arguments as there."""
+    from awopt_ros.learning.targets import episode_labels
+    camera = None
+    if grasp_label is not None:
+        from awopt_ros.sim.scene import shoulder_camera
+        camera = shoulder_camera(*spec.SOURCE_SIZE)
+    crop = [int(v) for v in crop_xywh]
+
+    def labeller(episode):
+        return episode_labels(episode, camera, crop, grasp_label, with_pose=with_pose,
+                              action_label=action_label)
+    return labeller
+
+
 def learner_labels(args, episodes):
     """Return the per-episode actor labels (``learning.targets.episode_labels``) that the
     ``awopt train`` options ask for (``--pooling target``: grasp point and mask, with
@@ -824,25 +840,20 @@ def learner_labels(args, episodes):
     Raises:
         ValueError: expert labels asked for and no episode recorded a grasp goal.
     """
-    from awopt_ros.learning.targets import episode_labels, expert_label_count
-    from awopt_ros.sim.scene import shoulder_camera
+    from awopt_ros.learning.targets import expert_label_count
     target = getattr(args, 'pooling', None) == 'target'
     expert_actions = getattr(args, 'action_label', 'logged') == 'expert'
     if not (target or expert_actions):
         return None
-    grasp_label = args.grasp_label if target else 'hindsight'
+    grasp_label = args.grasp_label if target else None
     if (expert_actions or grasp_label == 'expert') \
             and expert_label_count(episodes, successful_only=False)[0] == 0:
         raise ValueError('expert labels asked for (--grasp-label / --action-label expert) but '
                          'no episode recorded a grasp_goal (collect with the scripted policy '
                          'node of this version)')
-    camera = shoulder_camera(*spec.SOURCE_SIZE)
-    labels = [episode_labels(ep, camera, args.crop_xywh, grasp_label,
-                             with_pose=target and args.grasp_pose,
-                             action_label='expert' if expert_actions else 'logged')
-              for ep in episodes]
-    if not target:
-        labels = [{'actor_action': lab['actor_action']} for lab in labels]
+    labeller = episode_labeller(args.crop_xywh, grasp_label, target and args.grasp_pose,
+                                'expert' if expert_actions else 'logged')
+    labels = [labeller(ep) for ep in episodes]
     parts = []
     if target:
         parts.append(f'grasp point ({grasp_label})' + (', pose' if args.grasp_pose else ''))
@@ -865,7 +876,7 @@ def _run_learner(args, preset):
     critic_prefix = args.critic_out_prefix or default_critic_prefix(out)
     try:
         episodes = load_episodes(args.dataset_root, args.dataset_id)
-        episodes = _first_episodes(episodes, args.max_episodes)
+        episodes = first_episodes(episodes, args.max_episodes)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(exc)
     stats = dataset_stats(episodes)
