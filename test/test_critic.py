@@ -65,8 +65,31 @@ class Counting:
         self.rows.append(int(feeds[self.key].shape[0]))
         return self.session.run(outputs, feeds)
 
+    def io_binding(self):
+        return CountingBinding(self.session.io_binding(), self.key)
+
+    def run_with_iobinding(self, binding, *args):
+        self.rows.append(binding.rows)
+        return self.session.run_with_iobinding(binding.binding, *args)
+
     def __getattr__(self, name):
         return getattr(self.session, name)
+
+
+class CountingBinding:
+    """Proxy around an IOBinding remembering the batch rows bound to input ``key``."""
+
+    def __init__(self, binding, key):
+        self.binding, self.key, self.rows = binding, key, None
+
+    def bind_input(self, name, device_type, device_id, element_type, shape, buffer_ptr):
+        if name == self.key:         # the input whose rows are counted
+            self.rows = int(shape[0])
+        return self.binding.bind_input(name, device_type, device_id, element_type, shape,
+                                       buffer_ptr)
+
+    def __getattr__(self, name):
+        return getattr(self.binding, name)
 
 
 # --- config and shapes -----------------------------------------------------------------------

@@ -188,21 +188,28 @@ def test_start_without_a_logger_when_configured(ros_context):
     manager.destroy_node()
 
 
+def move_service(ctx, cell, srv_type, name, callback):
+    """Serve ``name`` from a new node on its own executor (spun only when a test says so,
+    i.e. a server that answers late) instead of the fake cell; return (node, executor)."""
+    node = rclpy.create_node('paused_' + name.strip('/').replace('/', '_'), context=ctx)
+    cell.node.destroy_service(next(s for s in cell.node.services if s.srv_name == name))
+    node.create_service(srv_type, name, callback)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    return node, executor
+
+
 def test_reset_waits_for_the_previous_episodes_disable(ros_context):
     """Commands the arm interface sends until it is disabled must reach the cell before its
     reset: the next start resets only once the disable call has been answered."""
     manager, cell, ex = setup(ros_context)
-    arm = rclpy.create_node('slow_arm', context=ros_context)   # its own, paused executor
     enables = []
 
     def on_enable(request, response):
         enables.append(request.data)
         response.success = True
         return response
-    cell.node.destroy_service(next(s for s in cell.node.services if s.srv_name == '/arm/enable'))
-    arm.create_service(SetBool, '/arm/enable', on_enable)
-    arm_ex = SingleThreadedExecutor(context=ros_context)
-    arm_ex.add_node(arm)
+    arm, arm_ex = move_service(ros_context, cell, SetBool, '/arm/enable', on_enable)
     try:
         assert call(ex, cell.start, cell).success
         assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
@@ -218,3 +225,31 @@ def test_reset_waits_for_the_previous_episodes_disable(ros_context):
     finally:
         arm_ex.shutdown()
         arm.destroy_node()
+
+
+def test_unanswered_reset_is_sent_again_and_only_the_latest_reply_starts(ros_context):
+    """A reset request lost while DDS matches the service would stall the start until
+    reset_timeout_s: the manager resends it after reset_retry_s and starts the episode on the
+    reply to its latest request only (the reset that reply reports is the cell's state)."""
+    manager, cell, ex = setup(ros_context, reset_retry_s=0.3)
+    seeds = []
+
+    def on_reset(request, response):
+        seeds.append(2000 + len(seeds) + 1)
+        response.success, response.message = True, json.dumps({'seed': seeds[-1]})
+        return response
+    slow, slow_ex = move_service(ros_context, cell, Trigger, '/sim/reset', on_reset)
+    try:
+        assert spin(ex, manager.reset_client.service_is_ready)
+        assert call(ex, cell.start, cell).success
+        assert spin(ex, lambda: manager.reset_requests == 2, cell=cell)   # resent
+        assert not events_of(cell, 'start') and manager.pending == 'reset'
+        assert spin(slow_ex, lambda: len(seeds) == 2)      # both requests reach the cell
+        assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+        spin(ex, lambda: False, timeout_s=0.3, cell=cell)
+        starts = events_of(cell, 'start')
+        assert len(starts) == 1 and starts[0]['seed'] == 2002   # the latest reset's reply
+        assert manager.reset_requests == 2 and cell.enables == [True]
+    finally:
+        slow_ex.shutdown()
+        slow.destroy_node()

@@ -9,14 +9,15 @@ import pytest
 
 from awopt_ros.learning import bench
 
-LATENCY_KEYS = ('actor_ms_p50', 'cem_ms_p50', 'torch_actor_ms_p50', 'critic_encoder_ms_p50',
-                'critic_head_ms_p50', 'actor_ms_p50_472', 'cem_ms_p50_472',
-                'torch_actor_ms_p50_472', 'critic_encoder_ms_p50_472',
-                'critic_head_ms_p50_472')
+LATENCY_KEYS = ('actor_ms_p50', 'cem_ms_p50', 'torch_actor_ms_p50', 'actor_beside_torch_ms_p50',
+                'critic_encoder_ms_p50', 'critic_head_ms_p50', 'actor_ms_p50_472',
+                'cem_ms_p50_472', 'torch_actor_ms_p50_472', 'actor_beside_torch_ms_p50_472',
+                'critic_encoder_ms_p50_472', 'critic_head_ms_p50_472')
 RATIO_KEYS = {'cem_over_actor': ('cem_ms_p50', 'actor_ms_p50'),
               'cem_over_actor_472': ('cem_ms_p50_472', 'actor_ms_p50_472'),
-              'ort_over_torch': ('actor_ms_p50', 'torch_actor_ms_p50'),
-              'ort_over_torch_472': ('actor_ms_p50_472', 'torch_actor_ms_p50_472')}
+              'ort_over_torch': ('actor_beside_torch_ms_p50', 'torch_actor_ms_p50'),
+              'ort_over_torch_472': ('actor_beside_torch_ms_p50_472',
+                                     'torch_actor_ms_p50_472')}
 OUR_RATE_KEYS = ('awac_steps_per_s', 'awopt_steps_per_s')
 D3RLPY_KEYS = ('d3rlpy_awac_steps_per_s', 'd3rlpy_awac_1critic_steps_per_s')
 BOOL_KEYS = ('cem_over_actor_at_most_2', 'cem_over_actor_472_at_most_2',

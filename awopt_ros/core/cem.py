@@ -38,7 +38,7 @@ _DEFAULT_DISCRETE = (spec.IDX_OPEN, spec.IDX_CLOSE, spec.IDX_TERMINATE)
 
 
 def _is_int(value):
-    return isinstance(value, Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, Integral) and not isinstance(value, bool))
 
 
 def _as_slice(index):
@@ -244,42 +244,43 @@ class CEM:
             std = self._std0
             prob = np.clip(m[:, di], 0.0, 1.0)
 
-        rows = np.arange(B)
-        seen_c, seen_s = [], []
+        I, rows = cfg.iterations, np.arange(B)
+        # One buffer holds every candidate of the call, iteration-major (I, B, K + E, D), so
+        # each iteration's (B, K + E, D) slice is contiguous (what score_fn gets) and the
+        # samples are written into it directly; the extra candidates are copied in once.
+        candidates = np.empty((I, B, N, D), dtype=np.float32)
+        if E:
+            candidates[:, :, K:] = extra
+        seen = np.empty((B, I, N), dtype=np.float64)        # scores of every candidate
         # All random numbers of the call in two draws (standard normal, uniform).
-        eps_all = self.rng.standard_normal((cfg.iterations, B, K, n_c))
-        u_all = self.rng.random((cfg.iterations, B, K, n_d))
-        for it in range(cfg.iterations):
+        eps_all = self.rng.standard_normal((I, B, K, n_c))
+        u_all = self.rng.random((I, B, K, n_d))
+        for it in range(I):
             # Samples (B, K, C) in physical units, clipped to the bounds (a float64 value in
-            # [low, high] rounds to a float32 in the float32 bounds); Bernoulli 0/1 (B, K, S).
-            a = eps_all[it]
+            # [low, high] rounds to a float32 in the float32 bounds) and stored as float32 by
+            # the last clip; Bernoulli 0/1 (B, K, S) stored by the comparison itself.
+            a, cand = eps_all[it], candidates[it]
             a *= std[:, None, :]
             a += mean[:, None, :]
             np.minimum(a, self._high_c, out=a)      # clip (np.clip's Python wrapper costs
-            np.maximum(a, self._low_c, out=a)       # more than the work on these arrays)
-            candidates = np.empty((B, N, D), dtype=np.float32)              # (B, K+E, D)
-            candidates[:, :K, ci] = a
-            candidates[:, :K, di] = u_all[it] < prob[:, None, :]
-            if E:
-                candidates[:, K:] = extra
+            np.maximum(a, self._low_c, out=cand[:, :K, ci])  # more than the work here)
+            np.less(u_all[it], prob[:, None, :], out=cand[:, :K, di])
 
-            scores = np.asarray(score_fn(candidates))
-            if scores.dtype.kind != 'f':
-                scores = scores.astype(np.float64)
-            if scores.shape != (B, N):
+            out = np.asarray(score_fn(cand))
+            if out.shape != (B, N):
                 raise ValueError(f'score_fn must return scores of shape (B={B}, K+E={N}), '
-                                 f'got {scores.shape}')
-            if not math.isfinite(np.add.reduce(scores, axis=None, dtype=np.float64)):
-                bad = int(np.sum(~np.isfinite(scores)))                 # NaN/inf propagate
-                raise ValueError(f'score_fn returned {bad} non-finite scores of {scores.size}')
-            seen_c.append(candidates)
-            seen_s.append(scores)
-            if it == cfg.iterations - 1:
+                                 f'got {out.shape}')
+            scores = seen[:, it]
+            scores[...] = out                       # also casts integer scores
+            if not math.isfinite(np.add.reduce(scores, axis=None)):  # NaN/inf propagate
+                raise ValueError(f'score_fn returned {int(np.sum(~np.isfinite(scores)))} '
+                                 f'non-finite scores of {scores.size}')
+            if it == I - 1:
                 break                           # the refit would not be used
 
             # Refit to the elites of each row (samples and extra candidates alike).
-            elite = np.argpartition(scores, N - M, axis=1)[:, N - M:]            # (B, M)
-            e = candidates[rows[:, None], elite]                                 # (B, M, D)
+            elite = scores.argsort(axis=1)[:, N - M:]                            # (B, M)
+            e = cand[rows[:, None], elite]                                       # (B, M, D)
             e_mean = np.add.reduce(e, axis=1, dtype=np.float64) / M              # (B, D)
             dev = e - e_mean[:, None, :]
             e_std = np.sqrt(np.add.reduce(dev * dev, axis=1) / M)
@@ -288,12 +289,10 @@ class CEM:
             prob = np.minimum(np.maximum(e_mean[:, di], cfg.discrete_floor),
                               1.0 - cfg.discrete_floor)
 
-        # Best candidate over all iterations (the first one on ties, like a running maximum).
-        if len(seen_s) > 1:
-            seen_s = np.concatenate(seen_s, axis=1)                      # (B, iterations*N)
-            seen_c = np.concatenate(seen_c, axis=1)
-        else:
-            seen_s, seen_c = seen_s[0], seen_c[0]
-        top = seen_s.argmax(axis=1)
-        return CEMResult(actions=seen_c[rows, top], scores=seen_s[rows, top].astype(np.float32),
+        # Best candidate over all iterations (the first one in (iteration, candidate) order on
+        # ties, like a running maximum).
+        top = seen.reshape(B, I * N).argmax(axis=1)                             # (B,)
+        it_top = top // N
+        return CEMResult(actions=candidates[it_top, rows, top % N],
+                         scores=seen.reshape(B, I * N)[rows, top].astype(np.float32),
                          calls=cfg.iterations)

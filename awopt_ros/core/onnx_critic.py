@@ -13,6 +13,9 @@ Both carry an ``awopt_contract`` with ``role`` ('critic_encoder' / 'critic_head'
 state and scores all candidate actions of an iteration with ONE head run of B*K rows
 (:meth:`OnnxCritic.score`, :meth:`OnnxCritic.cem_action`).
 """
+import math
+import threading
+
 import numpy as np
 
 from awopt_ros.core import spec
@@ -96,6 +99,8 @@ class OnnxCritic:
         size = self.encoder_contract['image_size']
         self.image_hw = (int(size[0]), int(size[1]))
         self.stats = {'encoder_runs': 0, 'encoder_rows': 0, 'head_runs': 0, 'head_rows': 0}
+        self._bindings = {}     # CEM rows -> (encoder binding, head binding, numpy buffers)
+        self._cem_lock = threading.Lock()   # the bound buffers serve one cem_action at a time
 
     def _check_io(self, label):
         enc_in = [i.name for i in self.encoder_session.get_inputs()]
@@ -136,14 +141,26 @@ class OnnxCritic:
     @staticmethod
     def _rows(name, value, rows, dim):
         a = np.asarray(value)
-        if not np.issubdtype(a.dtype, np.floating):
+        if a.dtype.kind != 'f':
             raise ValueError(f'{name} must be a float array, got {a.dtype}')
         a = a.astype(np.float32, copy=False)
         if a.shape != (rows, dim):
             raise ValueError(f'{name} must have shape ({rows}, {dim}), got {a.shape}')
-        if not np.all(np.isfinite(a)):
+        if not math.isfinite(np.add.reduce(a, axis=None, dtype=np.float64)):  # NaN/inf sum
             raise ValueError(f'{name} has {int(np.sum(~np.isfinite(a)))} non-finite entries')
         return np.ascontiguousarray(a)
+
+    def _check_images(self, image):
+        """Return ``image`` as a uint8 array (N, H, W, 3) at ``image_hw``, else ValueError."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            raise ValueError(f'image must be uint8, got {image.dtype}')
+        if image.ndim != 4 or image.shape[3] != 3:
+            raise ValueError(f'image must be (N, H, W, 3), got {image.shape}')
+        if tuple(image.shape[1:3]) != self.image_hw:
+            raise ValueError(f'image is {image.shape[1]}x{image.shape[2]}, critic expects '
+                             f'{self.image_hw[0]}x{self.image_hw[1]}')
+        return image
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -154,14 +171,7 @@ class OnnxCritic:
             ValueError: not uint8, not 4-D with 3 channels, or H, W other than the contract's
                 ``image_size``.
         """
-        image = np.asarray(image)
-        if image.dtype != np.uint8:
-            raise ValueError(f'image must be uint8, got {image.dtype}')
-        if image.ndim != 4 or image.shape[3] != 3:
-            raise ValueError(f'image must be (N, H, W, 3), got {image.shape}')
-        if tuple(image.shape[1:3]) != self.image_hw:
-            raise ValueError(f'image is {image.shape[1]}x{image.shape[2]}, critic expects '
-                             f'{self.image_hw[0]}x{self.image_hw[1]}')
+        image = self._check_images(image)
         out = self.encoder_session.run(['features'],
                                        {'image': np.ascontiguousarray(image)})[0]
         self.stats['encoder_runs'] += 1
@@ -245,6 +255,7 @@ class OnnxCritic:
         image = np.asarray(image)
         if image.ndim != 3:
             raise ValueError(f'image must be one (H, W, 3) frame, got {image.shape}')
+        self._check_images(image[None])
         p = np.asarray(proprio)
         if p.shape != (spec.PROPRIO_DIM,):
             raise ValueError(f'proprio must have shape ({spec.PROPRIO_DIM},), got {p.shape}')
@@ -261,23 +272,75 @@ class OnnxCritic:
                                  f'{np.asarray(extra_candidates).shape}')
         mean = None if init_mean is None else np.asarray(init_mean, dtype=np.float64).reshape(
             1, -1)
-        features = self.encode(image[None])                                   # (1, F, h, w)
-
-        # Every iteration feeds the same K + E rows, so the features and proprio are tiled
-        # once here; per iteration only the candidates change. The candidates come from
-        # ``cem`` (float32, finite, inside the bounds) and ``cem.maximise`` rejects non-finite
-        # scores, so the per-row input checks of :meth:`score` are not repeated.
         rows = cem.config.samples + (0 if extra is None else extra.shape[1])
-        feed = {'features': np.repeat(features, rows, axis=0),
-                'proprio': np.repeat(pro, rows, axis=0)}
-        run, stats = self.head_session.run, self.stats
+        with self._cem_lock:
+            # The encoder and head run on buffers bound to their sessions (onnxruntime
+            # IOBinding: no input or output conversion per run). Every iteration feeds the
+            # same K + E rows: the features and proprio are tiled once per call; per
+            # iteration only the candidates are copied in. They come from ``cem`` (float32,
+            # finite, inside the bounds) and ``cem.maximise`` rejects non-finite scores, so
+            # the per-row input checks of :meth:`score` are not repeated.
+            encoder, head, buf = self._cem_bindings(rows)
+            np.copyto(buf['image'][0], image)
+            self.encoder_session.run_with_iobinding(encoder)
+            self.stats['encoder_runs'] += 1
+            self.stats['encoder_rows'] += 1
+            buf['features'][...] = buf['features1']                           # (1, F, h, w)
+            buf['proprio'][...] = pro
+            action, q_out = buf['action'], buf['q']
+            run, stats = self.head_session.run_with_iobinding, self.stats
 
-        def score_fn(candidates):
-            feed['action'] = candidates.reshape(rows, spec.ACTION_DIM)       # (1, K+E, 7)
-            q = run(['q'], feed)[0]
-            stats['head_runs'] += 1
-            stats['head_rows'] += rows
-            return q.reshape(1, rows)
+            def score_fn(candidates):
+                np.copyto(action, candidates.reshape(rows, spec.ACTION_DIM))   # (K+E, 7)
+                run(head)
+                stats['head_runs'] += 1
+                stats['head_rows'] += rows
+                return q_out.reshape(1, rows)
 
-        result = cem.maximise(score_fn, 1, extra_candidates=extra, init_mean=mean)
+            result = cem.maximise(score_fn, 1, extra_candidates=extra, init_mean=mean)
         return result.actions[0].astype(np.float32), float(result.scores[0])
+
+    def _cem_bindings(self, rows):
+        """Return ``(encoder, head, buffers)``: IOBindings for CEM over ``rows`` candidates.
+
+        ``encoder`` binds ``image`` uint8 (1, H, W, 3) -> ``features1`` float32
+        (1, F, h, w); ``head`` binds ``features`` (rows, F, h, w), ``proprio`` (rows, 6),
+        ``action`` (rows, 7) -> ``q`` (rows,), all float32. The buffers stay bound for the
+        sessions' life; callers fill them in place and run ``run_with_iobinding`` (under
+        ``_cem_lock``).
+        """
+        cached = self._bindings.get(rows)
+        if cached is None:
+            head, buf = _bind(self.head_session, {'features': (rows,) + self.feature_shape,
+                                                  'proprio': (rows, spec.PROPRIO_DIM),
+                                                  'action': (rows, spec.ACTION_DIM)},
+                              {'q': (rows,)})
+            encoder, enc_buf = _bind(self.encoder_session,
+                                     {'image': (1,) + self.image_hw + (3,)},
+                                     {'features': (1,) + self.feature_shape},
+                                     dtypes={'image': np.uint8})
+            buf.update(image=enc_buf['image'], features1=enc_buf['features'])
+            cached = self._bindings[rows] = (encoder, head, buf)
+        return cached
+
+
+def _bind(session, inputs, outputs, dtypes=None):
+    """Bind zeroed numpy buffers (float32 unless ``dtypes`` names another) to ``session``.
+
+    Args:
+        session: onnxruntime InferenceSession (CPU).
+        inputs, outputs: dict name -> shape of the graph inputs / outputs to bind.
+        dtypes: optional dict name -> numpy dtype.
+
+    Returns:
+        tuple: (the IOBinding, dict name -> numpy buffer); the buffers must outlive the
+        binding (keep them together).
+    """
+    dtypes = dtypes or {}
+    buffers, binding = {}, session.io_binding()
+    for names, bind in ((inputs, binding.bind_input), (outputs, binding.bind_output)):
+        for name, shape in names.items():
+            dtype = dtypes.get(name, np.float32)
+            buf = buffers[name] = np.zeros(shape, dtype=dtype)
+            bind(name, 'cpu', 0, dtype, list(shape), buf.ctypes.data)
+    return binding, buffers

@@ -48,6 +48,11 @@ class EpisodeManagerNode(Node):
         self.reset_timeout_s = declare(self, 'reset_timeout_s', 10.0,
                                        'Time allowed for the reset service (s, wall).',
                                        low=0.1, high=600.0)
+        self.reset_retry_s = declare(
+            self, 'reset_retry_s', 2.0,
+            'Resend the reset request when no reply came within this time (s, wall): a '
+            'request sent while DDS is still matching the service can be lost. Only the '
+            'reply to the latest request starts the episode.', low=0.1, high=600.0)
         reset_service = declare(self, 'reset_service', '/sim/reset',
                                 'std_srvs/Trigger service that resets the cell to home.',
                                 read_only=True)
@@ -67,6 +72,9 @@ class EpisodeManagerNode(Node):
         self.episode = None        # Episode while running
         self.pending = None        # description of the start sequence in progress
         self.start_request_s = 0.0
+        self.reset_future = None   # the latest reset request's future
+        self.reset_sent_s = 0.0    # when it was sent (monotonic s)
+        self.reset_requests = 0    # reset requests sent, retries included
         self.last_seed = None
         # The disable call of the last end; the next reset waits for its reply, so that arm
         # and gripper commands the arm interface sent before it stopped reach the simulator
@@ -132,11 +140,19 @@ class EpisodeManagerNode(Node):
         if after_disable and self.pending != 'disable':
             return   # the start was aborted (timeout) while the disable was in flight
         self.pending = 'reset'
-        self.reset_client.call_async(Trigger.Request()).add_done_callback(self._after_reset)
+        self._send_reset()
+
+    def _send_reset(self):
+        if self.reset_future is not None and not self.reset_future.done():
+            self.reset_client.remove_pending_request(self.reset_future)
+        self.reset_sent_s = time.monotonic()
+        self.reset_requests += 1
+        self.reset_future = self.reset_client.call_async(Trigger.Request())
+        self.reset_future.add_done_callback(self._after_reset)
 
     def _after_reset(self, future):
-        if self.pending != 'reset':
-            return
+        if self.pending != 'reset' or future is not self.reset_future:
+            return   # aborted, or the reply to a request superseded by a retry
         result = future.result()
         if result is None or not result.success:
             self.get_logger().error(f'reset failed: {getattr(result, "message", "no reply")}')
@@ -227,6 +243,11 @@ class EpisodeManagerNode(Node):
                 time.monotonic() - self.start_request_s > self.reset_timeout_s):
             self.get_logger().error(f'start sequence stuck in {self.pending}')
             self._abort_start(f'{self.pending} timed out')
+        elif self.pending == 'reset' and (
+                time.monotonic() - self.reset_sent_s > self.reset_retry_s):
+            self.get_logger().warning(f'no reply from {self.reset_client.srv_name} within '
+                                      f'{self.reset_retry_s} s: sending the reset again')
+            self._send_reset()
 
     # -- end ---------------------------------------------------------------------------------
     def _finish(self, result):
