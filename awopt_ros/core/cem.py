@@ -176,9 +176,10 @@ class CEM:
         # Initial distribution (B = 1 rows, broadcast over the batch; never written to).
         floor = np.sqrt(self.config.variance_floor)
         self._std_floor = self._half * floor                                  # (C,)
-        self._mean0 = self._centre[None, :]                                   # (1, C)
-        self._std0 = (self._half * max(self.config.init_std, floor))[None, :]  # (1, C)
-        self._prob0 = np.full((1, len(disc)), 0.5)                            # (1, S)
+        # Shapes (rows, 1, dims) broadcast over the K samples of a row without new views.
+        self._mean0 = self._centre[None, None, :]                                # (1, 1, C)
+        self._std0 = (self._half * max(self.config.init_std, floor))[None, None, :]
+        self._prob0 = np.full((1, 1, len(disc)), 0.5)                            # (1, 1, S)
         self.rng = np.random.default_rng(seed)
 
     def maximise(self, score_fn, batch_size, extra_candidates=None, init_mean=None):
@@ -232,7 +233,7 @@ class CEM:
         # clip(mean_p + std_p * eps, low, high) = centre + half * clip(mean_z + std_z * eps,
         # -1, 1) and the elites' mean and std refit it directly.
         if init_mean is None:
-            mean, std, prob = self._mean0, self._std0, self._prob0       # (1, C), (1, C), (1, S)
+            mean, std, prob = self._mean0, self._std0, self._prob0   # (1, 1, C), (..C), (..S)
         else:
             m = np.asarray(init_mean, dtype=np.float64)
             if m.shape != (B, D):
@@ -240,9 +241,9 @@ class CEM:
             if not np.isfinite(m).all():
                 raise ValueError(f'init_mean has {int(np.sum(~np.isfinite(m)))} '
                                  f'non-finite entries')
-            mean = np.minimum(np.maximum(m[:, ci], self._low_c), self._high_c)
+            mean = np.minimum(np.maximum(m[:, None, ci], self._low_c), self._high_c)  # (B, 1, C)
             std = self._std0
-            prob = np.clip(m[:, di], 0.0, 1.0)
+            prob = np.clip(m[:, None, di], 0.0, 1.0)                                  # (B, 1, S)
 
         I, rows = cfg.iterations, np.arange(B)
         # One buffer holds every candidate of the call, iteration-major (I, B, K + E, D), so
@@ -260,11 +261,11 @@ class CEM:
             # [low, high] rounds to a float32 in the float32 bounds) and stored as float32 by
             # the last clip; Bernoulli 0/1 (B, K, S) stored by the comparison itself.
             a, cand = eps_all[it], candidates[it]
-            a *= std[:, None, :]
-            a += mean[:, None, :]
+            a *= std
+            a += mean
             np.minimum(a, self._high_c, out=a)      # clip (np.clip's Python wrapper costs
             np.maximum(a, self._low_c, out=cand[:, :K, ci])  # more than the work here)
-            np.less(u_all[it], prob[:, None, :], out=cand[:, :K, di])
+            np.less(u_all[it], prob, out=cand[:, :K, di])
 
             out = np.asarray(score_fn(cand))
             if out.shape != (B, N):
@@ -281,12 +282,12 @@ class CEM:
             # Refit to the elites of each row (samples and extra candidates alike).
             elite = scores.argsort(axis=1)[:, N - M:]                            # (B, M)
             e = cand[rows[:, None], elite]                                       # (B, M, D)
-            e_mean = np.add.reduce(e, axis=1, dtype=np.float64) / M              # (B, D)
-            dev = e - e_mean[:, None, :]
-            e_std = np.sqrt(np.add.reduce(dev * dev, axis=1) / M)
-            mean = e_mean[:, ci]
-            std = np.maximum(e_std[:, ci], self._std_floor)
-            prob = np.minimum(np.maximum(e_mean[:, di], cfg.discrete_floor),
+            e_mean = np.add.reduce(e, axis=1, dtype=np.float64, keepdims=True) / M  # (B,1,D)
+            dev = e - e_mean
+            e_std = np.sqrt(np.add.reduce(dev * dev, axis=1, keepdims=True) / M)
+            mean = e_mean[:, :, ci]
+            std = np.maximum(e_std[:, :, ci], self._std_floor)
+            prob = np.minimum(np.maximum(e_mean[:, :, di], cfg.discrete_floor),
                               1.0 - cfg.discrete_floor)
 
         # Best candidate over all iterations (the first one in (iteration, candidate) order on

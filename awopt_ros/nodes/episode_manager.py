@@ -49,7 +49,7 @@ class EpisodeManagerNode(Node):
                                        'Time allowed for the reset service (s, wall).',
                                        low=0.1, high=600.0)
         self.reset_retry_s = declare(
-            self, 'reset_retry_s', 2.0,
+            self, 'reset_retry_s', 4.0,
             'Resend the reset request when no reply came within this time (s, wall): a '
             'request sent while DDS is still matching the service can be lost. Only the '
             'reply to the latest request starts the episode.', low=0.1, high=600.0)
