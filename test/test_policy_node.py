@@ -161,6 +161,31 @@ def test_publish_proprio_sends_the_proprio_of_each_action(ros_context, model_pat
         _close_rig(executor, node, tester)
 
 
+def test_actor_noise_std_perturbs_continuous_sub_actions(ros_context, model_path):
+    executor, node, tester, actions, infos, decisions = _make_rig(
+        ros_context, _params(model_path, actor_noise_std=0.5))
+    try:
+        assert node.runtime.actor_noise_std == 0.5
+        _wait_matched(executor, tester)
+        img = np.zeros((SIZE, SIZE, 3), np.uint8)
+
+        def send():
+            tester.js_pub.publish(_joint_state(node.get_clock().now().to_msg()))
+            executor.spin_once(timeout_sec=0.02)
+            stamp = convert.s_to_stamp(node.get_clock().now().nanoseconds * 1e-9 - 0.05)
+            tester.img_pub.publish(convert.numpy_to_image(img, stamp, 'camera'))
+        assert _spin_sending(executor, send, lambda: len(actions) >= 3 and
+                             len(decisions) >= 3, 5.0)
+        clean = OnnxActor(model_path).act(img, proprio_from_joints(robot.HOME_Q, 0.01))
+        got = np.array([m.position for m in actions[:3]])
+        assert np.all(np.abs(got[:, :4] - clean[:4]).max(axis=1) > 1e-4)   # noise on each
+        np.testing.assert_array_equal(got[:, 4:], np.tile(clean[4:], (3, 1)))
+        assert all(d['source'] == 'actor' and d['actor_noise_std'] == 0.5
+                   for d in decisions[:3])
+    finally:
+        _close_rig(executor, node, tester)
+
+
 def test_missing_or_stale_joint_state_is_skipped(rig):
     executor, node, tester, actions, _ = rig
     _wait_matched(executor, tester)

@@ -113,7 +113,9 @@ def test_episode_policy_per_mode(mode, prob, expected):
 
 
 @pytest.mark.parametrize('kwargs, field', [
-    (dict(mode='greedy'), 'mode'), (dict(cem_episode_prob=1.5), 'cem_episode_prob')])
+    (dict(mode='greedy'), 'mode'), (dict(cem_episode_prob=1.5), 'cem_episode_prob'),
+    (dict(actor_noise_std=-0.1), 'actor_noise_std'), (dict(actor_noise_std=2.0),
+                                                       'actor_noise_std')])
 def test_bad_arguments_are_named(kwargs, field):
     with pytest.raises(ValueError, match=field):
         PolicyRuntime(**kwargs)
@@ -128,6 +130,35 @@ def test_actor_acts_in_actor_episodes(critic, obs):
     runs = critic.stats['head_runs']
     rt.act(*obs)
     assert critic.stats['head_runs'] == runs          # the critic was not run
+
+
+def test_actor_exploration_noise_on_continuous_sub_actions_only(critic, obs):
+    """actor_noise_std perturbs dx, dy, dz, dyaw with the given std (in half ranges),
+    clipped to the bounds; the discrete sub-actions and the CEM candidate stay the actor's."""
+    edge = np.float32([0.03, -0.03, 0.0, 0.0, 0.0, 1.0, 0.0])     # dx, dy at their bounds
+    rt = PolicyRuntime('actor', FixedActor(edge), critic, cem_config=SMALL_CEM, seed=3,
+                       actor_noise_std=0.2)
+    acts = []
+    for _ in range(2000):
+        action, source, info = rt.act(*obs)
+        assert source == 'actor' and info['actor_noise_std'] == 0.2 and in_bounds(action)
+        acts.append(action)
+    acts = np.array(acts)
+    half = spec.ACTION_HIGH[:4]
+    np.testing.assert_array_equal(acts[:, 4:], np.tile(edge[4:], (2000, 1)))
+    z = (acts[:, 2:4] - edge[2:4]) / half[2:4]                 # unclipped dims: N(0, 0.2)
+    assert np.all(np.abs(z.mean(axis=0)) < 0.02) and np.all(np.abs(z.std(axis=0) - 0.2) < 0.01)
+    assert np.all(acts[:, 0] <= 0.03) and np.mean(acts[:, 0] == np.float32(0.03)) > 0.4
+    assert np.all(acts[:, 1] >= -0.03) and np.mean(acts[:, 1] < -0.0299) < 0.6
+    again = PolicyRuntime('actor', FixedActor(edge), critic, seed=3, actor_noise_std=0.2)
+    np.testing.assert_array_equal(again.act(*obs)[0], acts[0])  # seeded
+    quiet = PolicyRuntime('actor', FixedActor(edge), critic, seed=3)
+    action, _, info = quiet.act(*obs)
+    assert np.array_equal(action, edge) and info['actor_noise_std'] == 0.0
+    cem_rt = PolicyRuntime('cem', FixedActor(edge), critic, cem_config=SMALL_CEM, seed=0,
+                           actor_noise_std=0.5)
+    _, source, info = cem_rt.act(*obs)                         # CEM acts: no noise reported
+    assert source == 'cem' and info['actor_noise_std'] == 0.0 and info['actor_candidate']
 
 
 def test_cem_episode_uses_actor_as_extra_candidate(critic, obs):

@@ -19,6 +19,15 @@ Modes
 Every step reports its ``source`` ('actor' or 'cem'): the policy that chose the action, which
 the dataset logs per step (``core.dataset.POLICY_IDS``).
 
+Exploration noise (data collection, finetuning): with ``actor_noise_std`` > 0 an action the
+actor chose gets independent Gaussian noise on its continuous sub-actions (``dx, dy, dz,
+dyaw``), ``std = actor_noise_std`` in units of each one's half range ``spec.ACTION_HIGH``,
+clipped to the bounds; the discrete sub-actions are kept. It plays the role of the Gaussian
+actor's sampling in AWAC / AW-Opt data collection (Nair et al. 2020; Lu et al. 2021): a
+deterministic actor only ever repeats itself, so positive filtering would keep nothing but its
+own successes with its own actions. The actor's noise-free action stays the CEM candidate.
+Default 0 (deployment: no noise).
+
 Hot swap of newly exported models
 ---------------------------------
 :meth:`PolicyRuntime.reload_if_changed` stats the model files (``(st_mtime_ns, st_size)``,
@@ -236,7 +245,10 @@ class PolicyRuntime:
         cem_config: ``CEMConfig`` of the CEM policy (default: 2 iterations x 64 samples,
             6 elites, QT-Opt's deployed setting).
         cem_episode_prob: probability that a 'switch' episode runs CEM, in [0, 1].
-        seed: seed of the episode switch and of CEM sampling (None = from OS entropy).
+        seed: seed of the episode switch, of CEM sampling and of the actor's exploration
+            noise (None = from OS entropy).
+        actor_noise_std: exploration noise on the actor's continuous sub-actions, std in
+            units of their half range (module docstring); in [0, 1], 0 = none.
         paths: ``ModelPaths`` the models were loaded from; they are watched by
             :meth:`reload_if_changed` (None = no hot swap).
         expected: contract fields new models must match (``onnx_policy.expected_contract``);
@@ -252,22 +264,28 @@ class PolicyRuntime:
     models.
 
     Raises:
-        ValueError: unknown mode or ``cem_episode_prob`` out of [0, 1].
+        ValueError: unknown mode, ``cem_episode_prob`` or ``actor_noise_std`` out of [0, 1].
     """
 
     def __init__(self, mode='actor', actor=None, critic=None, *, cem_config=None,
                  cem_episode_prob=DEFAULT_CEM_EPISODE_PROB, seed=None, paths=None,
-                 expected=None, intra_op_threads=1, settle_s=0.0, files=None):
+                 expected=None, intra_op_threads=1, settle_s=0.0, files=None,
+                 actor_noise_std=0.0):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
         p = float(cem_episode_prob)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f'cem_episode_prob must be in [0, 1], got {cem_episode_prob!r}')
+        noise = float(actor_noise_std)
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f'actor_noise_std must be in [0, 1], got {actor_noise_std!r}')
         self.mode = mode
         self.cem_episode_prob = p
-        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.actor_noise_std = noise
+        seeds = np.random.SeedSequence(seed).spawn(3)
         self._switch_rng = np.random.default_rng(seeds[0])
         self.cem = CEM(cem_config if cem_config is not None else CEMConfig(), seed=seeds[1])
+        self._noise_rng = np.random.default_rng(seeds[2])
         self.paths = paths if paths is not None else ModelPaths()
         self.expected = expected
         self.intra_op_threads = int(intra_op_threads)
@@ -359,7 +377,9 @@ class PolicyRuntime:
             (int, newest mtime of the files of the model that chose; None for models passed
             as objects), ``q`` (float, CEM's best Q; only for source 'cem'), ``fallback``
             (str reason when the episode's policy could not act, else None) and
-            ``actor_candidate`` (bool, the actor's action was a CEM candidate).
+            ``actor_candidate`` (bool, the actor's action was a CEM candidate) and
+            ``actor_noise_std`` (float, the exploration noise added to this action; 0.0
+            when none was).
 
         Raises:
             NoPolicyError: neither the actor nor CEM can produce an action (both reasons
@@ -371,7 +391,7 @@ class PolicyRuntime:
         models = self._models   # one read: the whole step uses one model set
         want = self.episode_policy
         info = {'episode_policy': want, 'model_version': models.version, 'fallback': None,
-                'actor_candidate': False}
+                'actor_candidate': False, 'actor_noise_std': 0.0}
         actor_action, actor_problem = None, 'no actor loaded'
         if models.actor is not None:
             try:
@@ -384,7 +404,7 @@ class PolicyRuntime:
                 actor_action = np.clip(candidate, spec.ACTION_LOW, spec.ACTION_HIGH)
         if want == 'actor' and actor_action is not None:
             info['model_mtime_ns'] = self._mtime(models, 'actor')
-            return actor_action.astype(np.float32), 'actor', info
+            return self._explore(actor_action, info), 'actor', info
 
         cem_problem = 'no critic loaded'
         if models.critic is not None:
@@ -402,9 +422,20 @@ class PolicyRuntime:
         if actor_action is not None:   # a CEM episode whose critic cannot act
             info['fallback'] = f'cem: {cem_problem}'
             info['model_mtime_ns'] = self._mtime(models, 'actor')
-            return actor_action.astype(np.float32), 'actor', info
+            return self._explore(actor_action, info), 'actor', info
         raise NoPolicyError(f'no policy can act (episode policy {want!r}): '
                             f'actor: {actor_problem}; cem: {cem_problem}')
+
+    def _explore(self, action, info):
+        """Return the actor's ``action`` (7,) with the exploration noise, float32, in bounds."""
+        action = np.array(action, dtype=np.float32)
+        if self.actor_noise_std > 0.0:
+            half = spec.ACTION_HIGH[spec.CONTINUOUS]
+            noise = self._noise_rng.standard_normal(half.shape) * self.actor_noise_std * half
+            action[spec.CONTINUOUS] = np.clip(action[spec.CONTINUOUS] + noise,
+                                              spec.ACTION_LOW[spec.CONTINUOUS], half)
+            info['actor_noise_std'] = self.actor_noise_std
+        return action
 
     def _mtime(self, models, group):
         paths = self.watcher.groups.get(group, ())

@@ -119,12 +119,19 @@ class PolicyNode(Node):
                            'A changed model file is loaded once its (mtime, size) has stayed '
                            'unchanged this long (s, wall clock).', low=0.0, high=600.0,
                            read_only=True)
-        seed = declare(self, 'seed', 0, 'Seed of the episode switch and of CEM sampling '
-                       '(-1: from OS entropy).', low=-1, high=2**31 - 1, read_only=True)
+        actor_noise_std = declare(
+            self, 'actor_noise_std', 0.0,
+            "Exploration for data collection and finetuning: Gaussian noise on the actor's "
+            'dx, dy, dz, dyaw, std in units of their half range (0.03 m, 0.2 rad), clipped '
+            'to the bounds; 0 = none (deployment).', low=0.0, high=1.0, read_only=True)
+        seed = declare(self, 'seed', 0, 'Seed of the episode switch, of CEM sampling and of '
+                       'the exploration noise (-1: from OS entropy).', low=-1,
+                       high=2**31 - 1, read_only=True)
         self.runtime = self._load_runtime(
             model_path, encoder_path, head_path, threads, settle_s,
             cem_config=(cem_iterations, cem_samples, cem_elites),
-            cem_episode_prob=cem_episode_prob, seed=None if seed < 0 else seed)
+            cem_episode_prob=cem_episode_prob, seed=None if seed < 0 else seed,
+            actor_noise_std=actor_noise_std)
         self.model_path = self.runtime.paths.actor
         try:
             from awopt_ros.core.kinematics import Kinematics
@@ -165,7 +172,7 @@ class PolicyNode(Node):
         raise StartupError(message) from cause
 
     def _load_runtime(self, model_path, encoder_path, head_path, threads, settle_s, *,
-                      cem_config, cem_episode_prob, seed):
+                      cem_config, cem_episode_prob, seed, actor_noise_std):
         if self.mode not in MODES:
             self._startup_error(f'parameter mode must be one of {MODES}, got {self.mode!r}')
         try:
@@ -188,7 +195,7 @@ class PolicyNode(Node):
             return PolicyRuntime.from_files(
                 self.mode, model_paths, expected_contract(self.image_size, self.crop_xywh),
                 intra_op_threads=threads, cem_config=cem, cem_episode_prob=cem_episode_prob,
-                seed=seed, settle_s=settle_s)
+                seed=seed, settle_s=settle_s, actor_noise_std=actor_noise_std)
         except (FileNotFoundError, ModelContractError) as exc:
             param = _GROUP_PARAMS.get(getattr(exc, 'model_group', ''), 'model')
             self._startup_error(f'{param}: {exc}', exc)
