@@ -285,3 +285,15 @@ def test_grasp_target_learner_labels_its_episodes_hindsight_or_recorded_goal(tmp
     assert np.allclose(buf.labels['actor_action'][5:10], episodes[1]['actions'])
     summary = finetuner.run()
     assert summary['steps'] == 4 and (tmp_path / 'a.onnx').exists()
+    # action_label='hindsight': the own episodes' x, y labels steer to their close point.
+    for ep in episodes[1:]:
+        ep['proprio'][:, 0] = 0.6 + 0.01 * np.arange(6)          # the tool moves in x
+    hindsight = Finetuner(learner, GrowingSource(episodes, per_call=4),
+                          FinetuneConfig(max_idle_s=0.0, poll_s=0.0), action_label='hindsight',
+                          log=lambda line: None)
+    assert hindsight.poll() == 4
+    got = hindsight.buffer.labels['actor_action'][5:10]          # episode 1: closes at step 3
+    np.testing.assert_allclose(got[:3, 0], 0.63 - (0.6 + 0.01 * np.arange(3)), atol=1e-6)
+    assert not got[3:, :2].any()
+    np.testing.assert_array_equal(hindsight.buffer.labels['actor_action'][:5],
+                                  buf.labels['actor_action'][:5])   # the recorded goal wins

@@ -330,6 +330,30 @@ def test_expert_actions_steer_to_the_goal_before_the_close_and_hold_xy_after():
     assert empty.shape == (0, spec.ACTION_DIM) and n_empty == 0
 
 
+def test_hindsight_action_labels_steer_to_where_the_episode_closed():
+    own = _episode(8, close_at=5)                                 # no goal recorded
+    own['actions'][:, :4] = [0.004, -0.005, -0.02, 0.1]           # noisy logged commands
+    own['observations']['proprio'][:, 1] = 0.01 * np.arange(9)   # tool y drifts
+    actions, count = expert_actions(own, hindsight_goal=True)
+    tool = own['observations']['proprio'][:8, :2].astype(np.float64)
+    close_xy = tool[5]                                            # tool x, y at the first close
+    np.testing.assert_allclose(actions[:5, :2], np.clip(close_xy - tool[:5], -0.03, 0.03),
+                               atol=1e-6)
+    assert np.allclose(actions[0, :2], 0.03) and np.allclose(actions[4, :2], 0.01)
+    assert not actions[5:, :2].any() and count == 8
+    np.testing.assert_array_equal(actions[:, 2:], own['actions'][:, 2:])
+    with_goal = _episode(8, close_at=5)
+    with_goal['grasp_goal'] = np.tile(np.float32([0.63, -0.02, 0.03, 0.4]), (9, 1))
+    np.testing.assert_array_equal(expert_actions(with_goal, hindsight_goal=True)[0],
+                                  expert_actions(with_goal)[0])   # a recorded goal wins
+    never = _episode(6, close_at=None)
+    assert expert_actions(never, hindsight_goal=True)[1] == 0     # no close: kept as logged
+    labels = episode_labels(own, None, CROP, grasp_label=None, action_label='hindsight')
+    np.testing.assert_array_equal(labels['actor_action'], actions)
+    with pytest.raises(ValueError, match='action_label'):
+        episode_labels(own, None, CROP, grasp_label=None, action_label='oracle')
+
+
 def test_grasp_pose_inputs_are_relative_to_the_tool_and_symmetric_under_a_half_turn():
     """A parallel gripper at yaw and yaw + 180 deg is the same grasp: same MLP inputs."""
     torch.manual_seed(0)

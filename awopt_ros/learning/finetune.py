@@ -232,16 +232,18 @@ class FinetuneConfig:
         return asdict(self)
 
 
-def grasp_target_labeller(crop_xywh, with_pose):
+def grasp_target_labeller(crop_xywh, with_pose, action_label='expert'):
     """Return ``labeller(episode) -> labels`` for a grasp-target actor's replay buffer.
 
     Each episode is labelled by :func:`awopt_ros.learning.targets.episode_labels` with the
     simulated shoulder camera and ``crop_xywh``: the demonstrator's recorded goal where the
     episode has one (scripted episodes), else the hindsight grasp point and pose at the first
     close (the robot's own episodes: where a successful grasp closed), and the noise-free x, y
-    actions where a goal was recorded, else the logged ones.
+    actions where a goal was recorded, else the logged ones (``action_label='expert'``) or,
+    with ``action_label='hindsight'``, x, y actions that steer to the hindsight grasp point
+    (:func:`~awopt_ros.learning.targets.expert_actions` with ``hindsight_goal``).
     """
-    return episode_labeller(crop_xywh, 'expert', with_pose, 'expert')
+    return episode_labeller(crop_xywh, 'expert', with_pose, action_label)
 
 
 class Finetuner:
@@ -268,14 +270,16 @@ class Finetuner:
         log: callable(str) for progress lines (default ``print``).
         labeller: callable ``labeller(episode) -> labels dict`` giving each episode's actor
             labels for the buffer (``ReplayBuffer.add_episode``); default: for a learner
-            whose actor has 'target' pooling, :func:`grasp_target_labeller`, else none.
+            whose actor has 'target' pooling, :func:`grasp_target_labeller` with
+            ``action_label`` ('expert' or 'hindsight'), else none.
         sleep, clock: injectable ``time.sleep`` / ``time.monotonic`` (tests).
     """
 
     def __init__(self, learner, episode_source, config=None, *, actor_path=None,
                  critic_prefix=None, crop_xywh=DEFAULT_CROP, dataset_id='', buffer=None,
                  checkpoint_path=None, history_path=None, plot_path=None, log=print,
-                 labeller=None, sleep=time.sleep, clock=time.monotonic):
+                 labeller=None, action_label='expert', sleep=time.sleep,
+                 clock=time.monotonic):
         from awopt_ros.learning.awopt import ReplayBuffer
         self.learner = learner
         self.source = incremental_source(episode_source)
@@ -290,7 +294,8 @@ class Finetuner:
         self.plot_path = None if plot_path is None else Path(plot_path)
         self.log = log
         if labeller is None and learner.config.grasp_target:
-            labeller = grasp_target_labeller(self.crop_xywh, learner.config.actor.grasp_pose)
+            labeller = grasp_target_labeller(self.crop_xywh, learner.config.actor.grasp_pose,
+                                             action_label)
         self.labeller = labeller
         self.sleep = sleep
         self.clock = clock
@@ -683,6 +688,11 @@ def add_finetune_args(parser):
                         help='replay buffer capacity (transitions; FIFO)')
     parser.add_argument('--log-every', type=int, default=100,
                         help='gradient steps between progress lines')
+    parser.add_argument('--action-label', default='expert', choices=('expert', 'hindsight'),
+                        help="x, y action labels of a grasp-target actor: 'expert' = the "
+                             "demonstrator's noise-free ones where it recorded a goal, else "
+                             "the logged actions; 'hindsight' = the robot's own episodes "
+                             'steer to where they closed (the hindsight grasp point)')
     parser.add_argument('--offline-dataset-root', default=None,
                         help='also put this dataset (e.g. the pretraining one) in the buffer')
     parser.add_argument('--offline-dataset-id', default=None)
@@ -743,7 +753,8 @@ def run_finetune(args):
         critic_prefix=prefix if learner.critic is not None else None, crop_xywh=crop,
         dataset_id=args.dataset_id, buffer=buffer,
         checkpoint_path=args.checkpoint or f'{stem}_checkpoint.pt',
-        history_path=f'{stem}_finetune_history.json', plot_path=f'{stem}_finetune.png')
+        history_path=f'{stem}_finetune_history.json', plot_path=f'{stem}_finetune.png',
+        action_label=args.action_label)
     if args.offline_dataset_id:
         from awopt_ros.learning.data import load_episodes
         try:

@@ -33,6 +33,8 @@ from awopt_ros.learning.networks import GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, G
 
 #: Grasp label sources: the tool pose at the first close, or the demonstrator's recorded goal.
 GRASP_LABELS = ('hindsight', 'expert')
+#: Actor action labels of :func:`episode_labels`.
+ACTION_LABELS = ('logged', 'expert', 'hindsight')
 
 
 def _check_label(label):
@@ -170,7 +172,9 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
             gives no grasp-target labels (camera and crop unused).
         with_pose: add the :func:`grasp_pose_targets` labels.
         action_label: ``'logged'`` (no ``actor_action`` entry: the actor regresses on the
-            executed actions) or ``'expert'`` (:func:`expert_actions`).
+            executed actions), ``'expert'`` (:func:`expert_actions`) or ``'hindsight'``
+            (:func:`expert_actions` with ``hindsight_goal=True``: episodes without a recorded
+            goal steer to where they closed).
 
     Returns:
         dict of arrays with T rows: with a ``grasp_label`` ``target_xy`` float32 (T, 2),
@@ -181,16 +185,17 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
     Raises:
         ValueError: inconsistent episode arrays, unknown label.
     """
-    if action_label not in ('logged', 'expert'):
-        raise ValueError(f"action_label must be 'logged' or 'expert', got {action_label!r}")
+    if action_label not in ACTION_LABELS:
+        raise ValueError(f'action_label must be one of {ACTION_LABELS}, got {action_label!r}')
     labels = {}
     if grasp_label is not None:
         found = _grasp_pose(episode, grasp_label)
         labels['target_xy'], labels['target_mask'] = _xy_mask(*found[:3], camera, crop_xywh)
         if with_pose:
             labels['target_pose'] = _pose(*found)
-    if action_label == 'expert':
-        labels['actor_action'] = expert_actions(episode)[0]
+    if action_label != 'logged':
+        labels['actor_action'] = expert_actions(
+            episode, hindsight_goal=action_label == 'hindsight')[0]
     return labels
 
 
@@ -203,7 +208,7 @@ def expert_label_count(episodes, successful_only=True):
     return sum(recorded_goal(ep, t) is not None for ep, t in closes), len(closes)
 
 
-def expert_actions(episode):
+def expert_actions(episode, hindsight_goal=False):
     """Return (actions float32 (T, 7), relabelled steps) of one episode with the x, y commands
     of the noise-free demonstrator where it recorded its goal.
 
@@ -211,7 +216,11 @@ def expert_actions(episode):
     action bounds (the demonstrator's approach and descent without its grasp-point error and
     motion noise); from the first close on it becomes 0 (its close and lift move only in z).
     z, yaw and the discrete bits stay as logged; steps without a recorded ``grasp_goal`` (see
-    :func:`recorded_goal`) too.
+    :func:`recorded_goal`) too, unless ``hindsight_goal``: then the goal of such a step is the
+    tool's x, y at the episode's first close (hindsight relabelling, as for the grasp-target
+    label: for a successful episode of the robot's own, exploration noise included, the
+    labels steer straight to where its grasp closed). An episode that never closes keeps
+    its logged actions.
 
     Raises:
         ValueError: inconsistent episode arrays (``data.episode_transitions``).
@@ -219,14 +228,16 @@ def expert_actions(episode):
     _, proprios, logged = episode_transitions(episode)
     actions = np.array(logged, dtype=np.float32)
     t_close = _close_index(actions)
+    hindsight = proprios[t_close, :2] if hindsight_goal and t_close is not None else None
     high = spec.ACTION_HIGH[:2]
     count = 0
     for t in range(len(actions)):
         goal = recorded_goal(episode, t)
+        goal = goal[:2] if goal is not None else hindsight
         if goal is None:
             continue
         closed = t_close is not None and t >= t_close
-        xy = np.zeros(2) if closed else np.clip(goal[:2] - proprios[t, :2], -high, high)
+        xy = np.zeros(2) if closed else np.clip(goal - proprios[t, :2], -high, high)
         actions[t, :2] = xy
         count += 1
     return actions, count
