@@ -688,11 +688,12 @@ def add_finetune_args(parser):
                         help='replay buffer capacity (transitions; FIFO)')
     parser.add_argument('--log-every', type=int, default=100,
                         help='gradient steps between progress lines')
-    parser.add_argument('--action-label', default='expert', choices=('expert', 'hindsight'),
-                        help="x, y action labels of a grasp-target actor: 'expert' = the "
-                             "demonstrator's noise-free ones where it recorded a goal, else "
-                             "the logged actions; 'hindsight' = the robot's own episodes "
-                             'steer to where they closed (the hindsight grasp point)')
+    parser.add_argument('--action-label', default='hindsight', choices=('expert', 'hindsight'),
+                        help="x, y action labels of a grasp-target actor: 'hindsight' "
+                             "(default) = the demonstrator's noise-free ones where it "
+                             "recorded a goal, the robot's own episodes steer to where they "
+                             "closed; 'expert' = the logged actions for the robot's own "
+                             'episodes (with exploration noise they taught the noise: README)')
     parser.add_argument('--offline-dataset-root', default=None,
                         help='also put this dataset (e.g. the pretraining one) in the buffer')
     parser.add_argument('--offline-dataset-id', default=None)
