@@ -253,13 +253,15 @@ class OnnxCritic:
             ValueError: bad shapes/dtypes (see :meth:`encode`, :meth:`score`, ``CEM``).
         """
         image = np.asarray(image)
-        if image.ndim != 3:
-            raise ValueError(f'image must be one (H, W, 3) frame, got {image.shape}')
-        self._check_images(image[None])
-        p = np.asarray(proprio)
-        if p.shape != (spec.PROPRIO_DIM,):
-            raise ValueError(f'proprio must have shape ({spec.PROPRIO_DIM},), got {p.shape}')
-        pro = self._rows('proprio', p[None], 1, spec.PROPRIO_DIM)
+        if image.dtype != np.uint8 or image.shape != self.image_hw + (3,):
+            if image.ndim != 3:
+                raise ValueError(f'image must be one (H, W, 3) frame, got {image.shape}')
+            self._check_images(image[None])              # raises, naming what is wrong
+        pro = np.asarray(proprio)
+        if pro.shape != (spec.PROPRIO_DIM,):
+            raise ValueError(f'proprio must have shape ({spec.PROPRIO_DIM},), got {pro.shape}')
+        if pro.dtype.kind != 'f' or not math.isfinite(pro.sum(dtype=np.float64)):
+            self._rows('proprio', pro[None], 1, spec.PROPRIO_DIM)   # raises with the reason
         extra = None
         if extra_candidates is not None:
             extra = np.asarray(extra_candidates, dtype=np.float32)
