@@ -1,7 +1,8 @@
 """Bring up the awopt_ros grasping stack on a ROS 2 install (``ros2 launch awopt_ros ...``).
 
-Same nodes, same params YAML and same DDS settings as ``awopt bringup`` in a plain venv
-(awopt_ros/launcher.py). Arguments:
+Same nodes, same params YAML, same DDS settings and the same start-up check (nodes that
+share a parameter, e.g. the policy image size, must agree) as ``awopt bringup`` in a plain
+venv (awopt_ros/launcher.py). Arguments:
   config:=PATH        params YAML (default: the package's config/awopt_ros_kuka_grasp.yaml)
   policy:=actor|scripted
   use_sim_time:=true|false   (true when the simulator publishes /clock)
@@ -10,12 +11,21 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import LaunchConfigurationEquals
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from awopt_ros.launcher import POLICY_NODES, STACK_NODES  # the same nodes as `awopt bringup`
+# The same nodes and the same shared-parameter check as `awopt bringup`.
+from awopt_ros.launcher import POLICY_NODES, STACK_NODES, check_shared_params
+
+
+def check_params(context):
+    """Refuse to start nodes that disagree on a shared parameter (ValueError naming it)."""
+    policy = LaunchConfiguration('policy').perform(context)
+    nodes = [name for name, _ in STACK_NODES] + [POLICY_NODES[policy][0]]
+    check_shared_params(LaunchConfiguration('config').perform(context), nodes)
+    return []
 
 
 def generate_launch_description():
@@ -38,6 +48,7 @@ def generate_launch_description():
         SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST'),
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
             share, 'config', 'fastdds_localhost_shm.xml')),
+        OpaqueFunction(function=check_params),
         *[node(name) for name, _ in STACK_NODES],
         *[node(name, condition=LaunchConfigurationEquals('policy', kind))
           for kind, (name, _) in POLICY_NODES.items()],

@@ -1,6 +1,7 @@
 """Bringup command lines and environment (awopt_ros.launcher), and the params YAML."""
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -122,3 +123,61 @@ def test_stop_dumps_the_stacks_of_a_node_that_does_not_stop_then_kills_it(tmp_pa
     text = log_path.read_text()
     assert 'most recent call first' in text          # faulthandler's dump, in the node's log
     assert 'in __init__' in text                      # where it hung: StuckNode.__init__
+
+
+def _load_launch_file(monkeypatch, share):
+    """Import launch/awopt_grasp.launch.py with minimal stand-ins for the ROS launch API
+    (launch / launch_ros have no wheels here); return the module."""
+    import importlib.util
+    import types
+
+    class Substitution:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context.launch_configurations[self.name]
+
+    class Action:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    stubs = {
+        'launch': {'LaunchDescription': lambda actions: list(actions)},
+        'launch.actions': {'DeclareLaunchArgument': Action, 'OpaqueFunction': Action,
+                           'SetEnvironmentVariable': Action},
+        'launch.conditions': {'LaunchConfigurationEquals': Action},
+        'launch.substitutions': {'LaunchConfiguration': Substitution},
+        'launch_ros': {}, 'launch_ros.actions': {'Node': Action},
+        'ament_index_python.packages': {'get_package_share_directory': lambda pkg: share},
+    }
+    for name, attrs in stubs.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    path = Path(__file__).resolve().parents[1] / 'launch' / 'awopt_grasp.launch.py'
+    spec = importlib.util.spec_from_file_location('awopt_grasp_launch', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_file_refuses_nodes_that_disagree_before_starting_them(monkeypatch, tmp_path):
+    """The ROS launch file runs awopt bringup's shared-parameter check before any node."""
+    import types
+    module = _load_launch_file(monkeypatch, str(tmp_path))
+    actions = module.generate_launch_description()
+    checks = [a for a in actions if a.kwargs.get('function') is not None]
+    assert len(checks) == 1 and actions.index(checks[0]) < min(
+        i for i, a in enumerate(actions) if 'package' in a.kwargs)     # before the nodes
+    check = checks[0].kwargs['function']
+    config = Path(__file__).resolve().parents[1] / 'config' / 'awopt_ros_kuka_grasp.yaml'
+    for policy in ('actor', 'scripted'):
+        ctx = types.SimpleNamespace(launch_configurations={'config': str(config),
+                                                           'policy': policy})
+        assert check(ctx) == []
+    params = yaml.safe_load(config.read_text())
+    params['camera_pipeline']['ros__parameters']['image_size'] = 32
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(yaml.safe_dump(params))
+    ctx = types.SimpleNamespace(launch_configurations={'config': str(bad), 'policy': 'actor'})
+    with pytest.raises(ValueError, match=r"'image_size'.*camera_pipeline.image_size=32"):
+        check(ctx)
