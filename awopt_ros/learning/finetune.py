@@ -271,7 +271,8 @@ class Finetuner:
         labeller: callable ``labeller(episode) -> labels dict`` giving each episode's actor
             labels for the buffer (``ReplayBuffer.add_episode``); default: for a learner
             whose actor has 'target' pooling, :func:`grasp_target_labeller` with
-            ``action_label`` ('expert' or 'hindsight'), else none.
+            ``action_label`` ('expert' or 'hindsight'; this class keeps 'expert' as its
+            default, ``awopt finetune`` passes 'hindsight' unless told otherwise), else none.
         sleep, clock: injectable ``time.sleep`` / ``time.monotonic`` (tests).
     """
 

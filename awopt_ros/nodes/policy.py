@@ -10,8 +10,9 @@ missing or returns an invalid action), then
 * ``/policy/decision`` (std_msgs/String JSON, reliable): ``stamp`` {sec, nanosec} (the
   image's stamp, = the action's), ``source`` 'actor' | 'cem', ``episode_policy``,
   ``model_version`` (int, +1 per model swap), ``model_mtime_ns``, ``q`` (CEM's best Q, for
-  source 'cem'), ``fallback`` (why the episode's policy did not act, or null) and
-  ``actor_candidate``; published BEFORE the action so that the logger has it when the action
+  source 'cem'), ``fallback`` (why the episode's policy did not act, or null),
+  ``actor_candidate`` and ``actor_noise_std`` (exploration noise added, 0.0 when none);
+  published BEFORE the action so that the logger has it when the action
   arrives;
 * with ``publish_proprio`` (off by default), ``/policy/proprio`` (``sensor_msgs/JointState``,
   sensor-data QoS, names ``spec.PROPRIO_NAMES``, the action's stamp): the proprioception the
