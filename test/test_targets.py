@@ -354,6 +354,30 @@ def test_hindsight_action_labels_steer_to_where_the_episode_closed():
         episode_labels(own, None, CROP, grasp_label=None, action_label='oracle')
 
 
+def test_an_episode_that_missed_and_grasped_again_is_labelled_with_its_last_close():
+    """A robot episode closes on nothing (steps 3-5), reopens, and grasps at step 8: the
+    hindsight labels are the tool pose at step 8, and the approach x, y steers there."""
+    from awopt_ros.sim.scene import shoulder_camera
+    cam = shoulder_camera()
+    ep = _episode(12, close_at=8)
+    ep['actions'][3:6, spec.IDX_CLOSE] = 1.0                      # the miss
+    ep['actions'][6:8, spec.IDX_OPEN] = 1.0                       # reopen
+    ep['observations']['proprio'][:, 1] = 0.005 * np.arange(13)  # tool y drifts
+    xy, mask = grasp_targets(ep, cam, CROP, label='hindsight')
+    grasp = ep['observations']['proprio'][8, :3]
+    np.testing.assert_allclose(xy[0], cam.to_policy_image(grasp, CROP)[0], atol=1e-6)
+    assert mask.tolist() == [True] * 9 + [False] * 3
+    pose = grasp_pose_targets(ep, label='hindsight')[0]
+    np.testing.assert_allclose(pose[:3], (grasp - GRASP_POS_OFFSET_M) / GRASP_POS_SCALE_M,
+                               atol=1e-6)
+    actions, _ = expert_actions(ep, hindsight_goal=True)
+    tool = ep['observations']['proprio'][:12, :2]
+    np.testing.assert_allclose(actions[:8, :2], np.clip(tool[8] - tool[:8], -0.03, 0.03),
+                               atol=1e-6)
+    assert not actions[8:, :2].any()
+    np.testing.assert_array_equal(actions[:, 2:], ep['actions'][:, 2:])   # bits as logged
+
+
 def test_grasp_pose_inputs_are_relative_to_the_tool_and_symmetric_under_a_half_turn():
     """A parallel gripper at yaw and yaw + 180 deg is the same grasp: same MLP inputs."""
     torch.manual_seed(0)

@@ -34,6 +34,10 @@ the last periodic export). A normal stop also exports the final models.
 :class:`Finetuner` takes the learner and the episode source as arguments, so it runs in tests
 with a fake source (a list that grows) and no Minari; :class:`DatasetSource` is the real one
 (reads only the episodes appended since the last poll).
+
+``awopt finetune --in-process`` runs the same finetuner on episodes of the simulated task run
+in this process instead (:mod:`awopt_ros.learning.sim_finetune`: rounds of exploration
+episodes with the current export, training, export, noise-free evaluation on fixed scenes).
 """
 import collections
 import json
@@ -313,6 +317,7 @@ class Finetuner:
         self.skipped = []
         self.offline_episodes = 0
         self.stop_reason = None
+        self.evaluations = []          # in-process runs: noise-free evaluations (sim_finetune)
         self._bad = (None, 0)          # (episode index, polls it was inconsistent)
         self._t0 = None
         self._train_s = 0.0
@@ -398,6 +403,11 @@ class Finetuner:
                                   'recent_success_rate': self.recent_success_rate()})
             added += 1
         return added
+
+    def begin(self):
+        """Start the run's clock (:meth:`run` does; a caller driving :meth:`poll` and
+        :meth:`train_available` itself, e.g. ``learning.sim_finetune``, calls it first)."""
+        self._t0 = self.clock()
 
     def recent_success_rate(self):
         """Success rate of the last ``success_window`` episodes taken in (None if none)."""
@@ -518,7 +528,7 @@ class Finetuner:
             'final_losses': self.history.last(), 'episodes': self.episodes,
             'exports': self.exports, 'export_errors': self.export_errors,
             'source_errors': self.source_errors, 'skipped_episodes': self.skipped,
-            'losses': self.history.to_dict(),
+            'losses': self.history.to_dict(), 'evaluations': self.evaluations,
             'files': {'actor': None if self.actor_path is None else str(self.actor_path),
                       'critic_prefix': self.critic_prefix,
                       'checkpoint': None if self.checkpoint_path is None
@@ -534,8 +544,9 @@ class Finetuner:
 
     def save_plot(self):
         """Write the progress plot to ``plot_path`` when set: success rate of the recent
-        episodes vs episodes seen (top) and losses vs learner gradient step (bottom); exports
-        are dotted lines in both."""
+        episodes vs episodes seen (top; with the noise-free evaluations of an in-process run
+        as points) and losses vs learner gradient step (bottom); exports are dotted lines in
+        both."""
         if self.plot_path is None:
             return None
         plt = _pyplot()
@@ -545,6 +556,11 @@ class Finetuner:
         if eps:
             ax_s.plot(range(1, len(eps) + 1), [100 * e['recent_success_rate'] for e in eps],
                       drawstyle='steps-post', label=f'success rate of the last {w} episodes')
+        if self.evaluations:
+            ax_s.plot([e['episodes_seen'] for e in self.evaluations],
+                      [100 * e['success_rate'] for e in self.evaluations], 'o-', color='C3',
+                      label=f"noise-free evaluation ({self.evaluations[0]['episodes']} fixed "
+                            f"scenes)")
         for e in self.exports:
             ax_s.axvline(e['episodes_seen'], color='grey', linestyle=':', linewidth=0.8)
         ax_s.set_xlabel('episodes seen (this run)')
@@ -585,7 +601,7 @@ class Finetuner:
             FinetuneError: the data does not fit the learner (outputs are still written).
         """
         c = self.config
-        self._t0 = self.clock()
+        self.begin()
         last_new = self.clock()
         self.log(f'finetune: {self.learner.config.name} from learner step '
                  f'{self.learner.step}, {c.steps_per_episode:g} steps per episode'
@@ -649,11 +665,13 @@ class Finetuner:
 
 def add_finetune_args(parser):
     """Add the ``awopt finetune`` options to ``parser`` (an ``argparse.ArgumentParser``)."""
-    parser.add_argument('--dataset-root', required=True,
-                        help='run directory of the running stack (holds datasets/)')
-    parser.add_argument('--dataset-id', required=True,
+    parser.add_argument('--dataset-root', default=None,
+                        help='run directory of the running stack (holds datasets/); '
+                             'required unless --in-process')
+    parser.add_argument('--dataset-id', default=None,
                         help='Minari dataset id the logger appends to, e.g. '
-                             'awopt/kuka-grasp-v0')
+                             'awopt/kuka-grasp-v0; required unless --in-process (then it '
+                             'only names the data in the model contracts)')
     parser.add_argument('--preset', default=None,
                         help="learner preset (awopt, awac, qtopt, ..., 'bc-learner'); "
                              "default: the --init-checkpoint's, else awopt")
@@ -701,6 +719,32 @@ def add_finetune_args(parser):
     parser.add_argument('--offline-max-episodes', type=int, default=None,
                         help='use only the first N episodes of the offline dataset (default '
                              'all)')
+    sim = parser.add_argument_group(
+        'in process', 'finetune on episodes of the simulated task run in this process '
+        '(learning.sim_finetune: the same task code as the ROS sim node, about 40x faster than '
+        'the stack at real time; no ROS, no dataset)')
+    sim.add_argument('--in-process', action='store_true',
+                     help='run rounds of episodes in process instead of reading a dataset')
+    sim.add_argument('--rounds', type=int, default=10, help='collect-train-export rounds')
+    sim.add_argument('--episodes-per-round', type=int, default=100,
+                     help='exploration episodes per round (each grants --steps-per-episode; '
+                          '0 with --steps-per-poll N trains N steps per round on the offline '
+                          'data alone: the control)')
+    sim.add_argument('--first-seed', type=int, default=100_000,
+                     help='scene seed of the first exploration episode')
+    sim.add_argument('--actor-noise-std', type=float, default=0.1,
+                     help="exploration noise of the acting actor (the policy node's "
+                          'actor_noise_std), in [0, 1]')
+    sim.add_argument('--eval-episodes', type=int, default=100,
+                     help='noise-free evaluation episodes on fixed scenes (0: none)')
+    sim.add_argument('--eval-every', type=int, default=2, help='rounds between evaluations')
+    sim.add_argument('--eval-first-seed', type=int, default=6001,
+                     help='scene seed of the first evaluation episode')
+    sim.add_argument('--processes', type=int, default=2, help='rollout worker processes')
+    sim.add_argument('--offline-scripted-episodes', type=int, default=0,
+                     help='first collect this many noisy scripted demonstrations in process '
+                          '(scene seeds 1..N, with their recorded grasp goals) into the buffer '
+                          'as offline data')
     add_learner_args(parser, image_size_help='policy image side (px) of a fresh learner '
                                              '(default 64); must match the dataset')
     return parser
@@ -720,6 +764,10 @@ def run_finetune(args):
     from awopt_ros.learning.awopt import Learner, ReplayBuffer
     from awopt_ros.learning.train_cli import resolve_preset
     out = Path(args.out)
+    in_process = getattr(args, 'in_process', False)
+    if not in_process and not (args.dataset_root and args.dataset_id):
+        return _fail('--dataset-root and --dataset-id are required (or --in-process)')
+    dataset_id = args.dataset_id or ('sim/in-process' if in_process else '')
     try:
         preset = None
         if args.preset is not None:
@@ -744,7 +792,22 @@ def run_finetune(args):
                                 steps_per_poll=args.steps_per_poll, max_steps=args.max_steps,
                                 max_idle_s=args.max_idle_s, poll_s=args.poll_s,
                                 min_episodes=args.min_episodes, log_every=args.log_every)
-        source = DatasetSource(args.dataset_root, args.dataset_id)
+        if in_process:
+            from awopt_ros.learning.sim_finetune import EpisodeList, SimFinetuneConfig
+            from awopt_ros.sim.rollout import RolloutConfig
+            sim_config = SimFinetuneConfig(
+                rounds=args.rounds, episodes_per_round=args.episodes_per_round,
+                first_seed=args.first_seed, actor_noise_std=args.actor_noise_std,
+                eval_episodes=args.eval_episodes, eval_every=args.eval_every,
+                eval_first_seed=args.eval_first_seed, processes=args.processes)
+            rollout_config = RolloutConfig.from_yaml(image_size=learner.config.image_size,
+                                                     crop_xywh=crop)
+            if learner.actor is None:
+                return _fail('--in-process runs episodes with the actor; this learner has '
+                             'none')
+            source = EpisodeList()
+        else:
+            source = DatasetSource(args.dataset_root, args.dataset_id)
         buffer = ReplayBuffer(args.capacity)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(exc)
@@ -753,15 +816,17 @@ def run_finetune(args):
     finetuner = Finetuner(
         learner, source, config, actor_path=out if learner.actor is not None else None,
         critic_prefix=prefix if learner.critic is not None else None, crop_xywh=crop,
-        dataset_id=args.dataset_id, buffer=buffer,
+        dataset_id=dataset_id, buffer=buffer,
         checkpoint_path=args.checkpoint or f'{stem}_checkpoint.pt',
         history_path=f'{stem}_finetune_history.json', plot_path=f'{stem}_finetune.png',
         action_label=args.action_label)
     if args.offline_dataset_id:
         from awopt_ros.learning.data import load_episodes
+        root = args.offline_dataset_root or args.dataset_root
+        if root is None:
+            return _fail('--offline-dataset-id needs --offline-dataset-root with --in-process')
         try:
-            episodes = load_episodes(args.offline_dataset_root or args.dataset_root,
-                                     args.offline_dataset_id)
+            episodes = load_episodes(root, args.offline_dataset_id)
             episodes = first_episodes(episodes, args.offline_max_episodes,
                                       '--offline-max-episodes')
             print(f'finetune: {finetuner.add_offline(episodes)} offline episodes from '
@@ -770,7 +835,21 @@ def run_finetune(args):
             return _fail(f'offline dataset: {exc}')
         del episodes
     try:
-        summary = finetuner.run()
+        if in_process:
+            from awopt_ros.learning.sim_finetune import (run_sim_finetune,
+                                                         scripted_demonstrations)
+            if args.offline_scripted_episodes > 0:
+                print(f'finetune: collecting {args.offline_scripted_episodes} scripted '
+                      'demonstrations in process')
+                demos = scripted_demonstrations(args.offline_scripted_episodes,
+                                                processes=args.processes,
+                                                rollout_config=rollout_config)
+                print(f'finetune: {finetuner.add_offline(demos)} offline scripted episodes '
+                      f'({sum(bool(ep["success"]) for ep in demos)} successful) in the buffer')
+                del demos
+            summary = run_sim_finetune(finetuner, sim_config, rollout_config, seed=args.seed)
+        else:
+            summary = finetuner.run()
     except FinetuneError as exc:
         return _fail(exc)
     written = [str(p) for p in (finetuner.history_path, finetuner.plot_path,

@@ -1,8 +1,11 @@
 """Hindsight grasp-target labels for the actor's target score map ('target' pooling).
 
 In a successful episode the gripper closed on the object it then lifted, so the tool
-position at the first step with the close bit set is the grasp point that every earlier step
-was heading for. Projected into the policy image (:class:`awopt_ros.core.camera.PinholeCamera`
+position at the grasp close (the first step of the episode's last run of close-bit steps; the
+first close step when it closed once) is the grasp point that every earlier step was heading
+for. An episode of the robot's own can miss, reopen and grasp again (the actors recover from
+about one miss in five, in process); its earlier closes are misses, so the last close run is
+the one that lifted. Projected into the policy image (:class:`awopt_ros.core.camera.PinholeCamera`
 and the policy crop) it labels the actor's score map on those steps, the way affordance maps
 are trained from the grasp a robot executed (Zeng et al. 2018, "Robotic pick-and-place of
 novel objects in clutter"; Transporter Networks, Zeng et al. 2020). Only logged data is
@@ -31,7 +34,7 @@ from awopt_ros.learning.data import episode_transitions, is_success
 from awopt_ros.learning.networks import GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM
 
 
-#: Grasp label sources: the tool pose at the first close, or the demonstrator's recorded goal.
+#: Grasp label sources: the tool pose at the grasp close, or the demonstrator's recorded goal.
 GRASP_LABELS = ('hindsight', 'expert')
 #: Actor action labels of :func:`episode_labels`.
 ACTION_LABELS = ('logged', 'expert', 'hindsight')
@@ -42,16 +45,18 @@ def _check_label(label):
         raise ValueError(f'label must be one of {GRASP_LABELS}, got {label!r}')
 
 
-def _first_close(episode):
-    """Return (proprios (T, 6), T, index of the first step whose close bit is set or None)."""
+def _grasp_close(episode):
+    """Return (proprios (T, 6), T, :func:`_close_index` of its actions)."""
     _, proprios, actions = episode_transitions(episode)
     return proprios, actions.shape[0], _close_index(actions)
 
 
 def _close_index(actions):
-    """Index of the first action (T, 7) whose close bit is set, or None."""
-    closing = np.nonzero(actions[:, spec.IDX_CLOSE] > 0.5)[0]
-    return int(closing[0]) if len(closing) else None
+    """Index of the grasp close in actions (T, 7): the first step of the last run of
+    consecutive close-bit steps (the first close step when there is one run), or None."""
+    closing = actions[:, spec.IDX_CLOSE] > 0.5
+    onsets = np.nonzero(closing & ~np.concatenate([[False], closing[:-1]]))[0]
+    return int(onsets[-1]) if len(onsets) else None
 
 
 def recorded_goal(episode, step):
@@ -71,9 +76,9 @@ def recorded_goal(episode, step):
 
 
 def _grasp_pose(episode, label):
-    """Return (T, first close step or None, position (3,) m, yaw rad) of one episode's label."""
+    """Return (T, grasp close step or None, position (3,) m, yaw rad) of one episode's label."""
     _check_label(label)
-    proprios, steps, t_close = _first_close(episode)
+    proprios, steps, t_close = _grasp_close(episode)
     if t_close is None:
         return steps, None, None, None
     goal = recorded_goal(episode, t_close) if label == 'expert' else None
@@ -91,12 +96,13 @@ def grasp_targets(episode, camera, crop_xywh, label='hindsight'):
         camera: :class:`awopt_ros.core.camera.PinholeCamera` of the camera the policy image
             was cropped from (base frame).
         crop_xywh: the policy crop (x, y, w, h) in that camera's pixels.
-        label: ``'hindsight'`` (tool position at the first close) or ``'expert'`` (the
+        label: ``'hindsight'`` (tool position at the grasp close) or ``'expert'`` (the
             recorded ``grasp_goal`` at that step, hindsight where none was recorded).
 
     Returns:
-        ``target_xy``: the grasp point (tool position at the first step whose close bit is
-        set, or the goal) in [-1, 1] policy-image coordinates, the same for every step;
+        ``target_xy``: the grasp point (tool position at the grasp close, the first step of
+        the last run of close-bit steps, or the goal) in [-1, 1] policy-image coordinates,
+        the same for every step;
         ``mask``: True on the steps up to and including that close step. An episode without
         a close step gets zeros and an all-False mask.
 
@@ -120,7 +126,7 @@ def grasp_pose_targets(episode, label='hindsight'):
     """Return the grasp-pose label float32 (T, GRASP_POSE_DIM) of one episode, same on every
     step.
 
-    The tool pose at the first close step (as :func:`grasp_targets`) in the units of
+    The tool pose at the grasp close step (as :func:`grasp_targets`) in the units of
     ``Actor.grasp_pose``: (tool position - GRASP_POS_OFFSET_M) / GRASP_POS_SCALE_M, then
     cos 2yaw, sin 2yaw (yaw of the tool about base z, from proprio sin/cos). Zeros without a
     close step (the mask of :func:`grasp_targets` is then all False). ``label`` as in
@@ -200,10 +206,10 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
 
 
 def expert_label_count(episodes, successful_only=True):
-    """Return (episodes with a recorded goal at their first close, episodes with a close) among
+    """Return (episodes with a recorded goal at their grasp close, episodes with a close) among
     ``episodes`` (the successful ones by default): how many ``label='expert'`` relabels."""
     kept = [ep for ep in episodes if is_success(ep) or not successful_only]
-    closes = [(ep, _first_close(ep)[2]) for ep in kept]
+    closes = [(ep, _grasp_close(ep)[2]) for ep in kept]
     closes = [(ep, t) for ep, t in closes if t is not None]
     return sum(recorded_goal(ep, t) is not None for ep, t in closes), len(closes)
 
@@ -212,12 +218,13 @@ def expert_actions(episode, hindsight_goal=False):
     """Return (actions float32 (T, 7), relabelled steps) of one episode with the x, y commands
     of the noise-free demonstrator where it recorded its goal.
 
-    Before the first close step the x, y command becomes ``clip(goal_xy - tool_xy)`` to the
-    action bounds (the demonstrator's approach and descent without its grasp-point error and
-    motion noise); from the first close on it becomes 0 (its close and lift move only in z).
+    Before the grasp close (:func:`grasp_targets`) the x, y command becomes
+    ``clip(goal_xy - tool_xy)`` to the action bounds (the demonstrator's approach and descent
+    without its grasp-point error and motion noise); from the grasp close on it becomes 0 (its
+    close and lift move only in z).
     z, yaw and the discrete bits stay as logged; steps without a recorded ``grasp_goal`` (see
     :func:`recorded_goal`) too, unless ``hindsight_goal``: then the goal of such a step is the
-    tool's x, y at the episode's first close (hindsight relabelling, as for the grasp-target
+    tool's x, y at the episode's grasp close (hindsight relabelling, as for the grasp-target
     label: for a successful episode of the robot's own, exploration noise included, the
     labels steer straight to where its grasp closed). An episode that never closes keeps
     its logged actions.

@@ -165,7 +165,7 @@ def add_train_args(parser):
                              'engaged_input)')
     parser.add_argument('--grasp-label', default='hindsight', choices=('hindsight', 'expert'),
                         help='--pooling target: label the score map and grasp-pose head '
-                             'with the tool pose at the first close (hindsight) or with the '
+                             'with the tool pose at the grasp close (hindsight) or with the '
                              "scripted demonstrator's recorded noise-free goal (expert: the "
                              "dataset's grasp_goal info, simulation only; hindsight where an "
                              'episode has none) (learning.targets)')
