@@ -73,7 +73,7 @@ def test_runtime_policy_noise_depends_on_the_scene_seed_only(tmp_path):
     actions(second, 8)                                     # another episode ran first
     np.testing.assert_array_equal(actions(second, 7), a7)  # same scene, same noise
     assert not np.array_equal(actions(first, 8), a7)
-    assert first.act(obs)[1] == {'actor_noise_std': 0.3}
+    assert first.act(obs)[1] == {'policy': 'actor', 'actor_noise_std': 0.3}
     quiet = ActorRuntimeFactory(str(path), 0.0)(0)
     quiet.begin_episode(7)
     assert np.array_equal(quiet.act(obs)[0], quiet.act(obs)[0])   # no noise: deterministic
@@ -107,6 +107,34 @@ def test_rounds_collect_train_export_and_evaluate(tmp_path, monkeypatch):
     assert history['evaluations'] == summary['evaluations']
     assert (tmp_path / 'ft.png').stat().st_size > 0 and (tmp_path / 'ft.pt').is_file()
     assert read_contract(tmp_path / 'ft.onnx')['algorithm'] == 'awopt'
+
+
+def test_switch_mode_runs_cem_episodes_over_the_exported_critic(tmp_path, monkeypatch):
+    rollout_config = short_episodes(monkeypatch, max_steps=3)
+    ft = Finetuner(tiny_learner(), EpisodeList(),
+                   FinetuneConfig(steps_per_episode=1, export_every=10 ** 6,
+                                  check_parity=False),
+                   actor_path=tmp_path / 's.onnx', critic_prefix=str(tmp_path / 's_critic'),
+                   log=lambda line: None)
+    config = SimFinetuneConfig(rounds=1, episodes_per_round=8, policy_mode='switch',
+                               cem_episode_prob=0.5, eval_episodes=0, processes=1)
+    run_sim_finetune(ft, config, rollout_config)
+    kinds = [ep['policy_name'] for ep in ft.source]
+    assert set(kinds) == {'actor', 'cem'}, kinds          # 8 draws at 50 %: both kinds
+    for ep in ft.source:                                  # every step by the episode's policy
+        assert set(ep['infos']['policy_name'].tolist()) == {ep['policy_name']}
+    again = EpisodeList()
+    ft2 = Finetuner(tiny_learner(), again, FinetuneConfig(steps_per_episode=0,
+                                                          check_parity=False),
+                    actor_path=tmp_path / 's.onnx', critic_prefix=str(tmp_path / 's_critic'),
+                    log=lambda line: None)
+    run_sim_finetune(ft2, config, rollout_config)          # same scenes: same draws
+    assert [ep['policy_name'] for ep in again] == kinds
+    with pytest.raises(ValueError, match='critic'):
+        run_sim_finetune(Finetuner(tiny_learner(), EpisodeList(), actor_path=tmp_path / 'x.onnx'),
+                         config, rollout_config)
+    with pytest.raises(ValueError, match='policy_mode'):
+        SimFinetuneConfig(policy_mode='cem')
 
 
 def test_control_rounds_train_without_new_episodes(tmp_path, monkeypatch):

@@ -735,6 +735,12 @@ def add_finetune_args(parser):
     sim.add_argument('--actor-noise-std', type=float, default=0.1,
                      help="exploration noise of the acting actor (the policy node's "
                           'actor_noise_std), in [0, 1]')
+    sim.add_argument('--policy-mode', default='actor', choices=('actor', 'switch'),
+                     help="how the episodes are run, as the policy node's mode: 'actor' "
+                          "(the noisy actor) or 'switch' (AW-Opt's episode-level switch: "
+                          '--cem-episode-prob of the episodes by CEM over the exported critic)')
+    sim.add_argument('--cem-episode-prob', type=float, default=0.8,
+                     help="share of CEM episodes with --policy-mode switch (AW-Opt: 0.8)")
     sim.add_argument('--eval-episodes', type=int, default=100,
                      help='noise-free evaluation episodes on fixed scenes (0: none)')
     sim.add_argument('--eval-every', type=int, default=2, help='rounds between evaluations')
@@ -798,6 +804,7 @@ def run_finetune(args):
             sim_config = SimFinetuneConfig(
                 rounds=args.rounds, episodes_per_round=args.episodes_per_round,
                 first_seed=args.first_seed, actor_noise_std=args.actor_noise_std,
+                policy_mode=args.policy_mode, cem_episode_prob=args.cem_episode_prob,
                 eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                 eval_first_seed=args.eval_first_seed, processes=args.processes)
             rollout_config = RolloutConfig.from_yaml(image_size=learner.config.image_size,

@@ -10,9 +10,12 @@ episodes fit in minutes.
 
 One round (:func:`run_sim_finetune`):
 
-1. run ``episodes_per_round`` episodes on new scene seeds with the current exported actor,
-   acting as the policy node does (:class:`~awopt_ros.core.policy_runtime.PolicyRuntime` in
-   mode 'actor' with ``actor_noise_std`` exploration noise; noise seeded per scene);
+1. run ``episodes_per_round`` episodes on new scene seeds with the current exports, acting
+   as the policy node does (:class:`~awopt_ros.core.policy_runtime.PolicyRuntime`): mode
+   'actor' (the actor with ``actor_noise_std`` exploration noise) or 'switch' (AW-Opt's
+   episode-level switch: with probability ``cem_episode_prob`` an episode is run by CEM over
+   the exported critic, with the actor's action as a candidate, else by the noisy actor);
+   the draws are seeded per scene;
 2. hand them to the finetuner (``Finetuner.poll``): each grants ``steps_per_episode``
    gradient steps, and every round grants ``steps_per_poll`` more (a round with 0 episodes
    and ``steps_per_poll`` > 0 is the offline control: the same training without new data);
@@ -42,6 +45,10 @@ class SimFinetuneConfig:
             evaluation scenes by default).
         actor_noise_std: exploration noise of the acting actor (``PolicyRuntime``), std in
             units of each continuous sub-action's half range, in [0, 1].
+        policy_mode: 'actor' or 'switch' (the policy node's modes; 'switch' needs the
+            critic exports).
+        cem_episode_prob: share of 'switch' episodes run by CEM over the critic, in [0, 1]
+            (AW-Opt: 0.8).
         eval_episodes: noise-free evaluation episodes per evaluation (0: none).
         eval_every: rounds between evaluations (>= 1); the last round is always evaluated.
         eval_first_seed: scene seed of the first evaluation episode (the same scenes every
@@ -56,6 +63,8 @@ class SimFinetuneConfig:
     episodes_per_round: int = 100
     first_seed: int = 100_000
     actor_noise_std: float = 0.1
+    policy_mode: str = 'actor'
+    cem_episode_prob: float = 0.8
     eval_episodes: int = 100
     eval_every: int = 2
     eval_first_seed: int = 6001
@@ -71,11 +80,15 @@ class SimFinetuneConfig:
                     or value < low:
                 raise ValueError(f'SimFinetuneConfig.{name} must be an int >= {low}, '
                                  f'got {value!r}')
-        noise = self.actor_noise_std
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) \
-                or not math.isfinite(noise) or not 0.0 <= noise <= 1.0:
-            raise ValueError(f'SimFinetuneConfig.actor_noise_std must be in [0, 1], '
-                             f'got {noise!r}')
+        for name in ('actor_noise_std', 'cem_episode_prob'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f'SimFinetuneConfig.{name} must be in [0, 1], '
+                                 f'got {value!r}')
+        if self.policy_mode not in ('actor', 'switch'):
+            raise ValueError(f"SimFinetuneConfig.policy_mode must be 'actor' or 'switch', "
+                             f'got {self.policy_mode!r}')
 
     def round_seeds(self, round_index):
         """Scene seeds (list of int) of exploration round ``round_index`` (1-based)."""
@@ -101,56 +114,77 @@ class EpisodeList(list):
 
 
 class ActorRuntimePolicy:
-    """Rollout policy (``begin_episode`` / ``reset`` / ``act``) acting as the policy node in
-    mode 'actor': an ONNX actor in a :class:`~awopt_ros.core.policy_runtime.PolicyRuntime`
-    with exploration noise, re-seeded from (``seed``, scene seed) every episode so that an
-    episode's actions depend on its scene only, not on the worker.
+    """Rollout policy (``begin_episode`` / ``reset`` / ``act``) acting as the policy node:
+    ONNX models in a :class:`~awopt_ros.core.policy_runtime.PolicyRuntime`, re-seeded from
+    (``seed``, scene seed) every episode (episode switch draw, CEM sampling, exploration
+    noise), so that an episode's actions depend on its scene only, not on the worker.
 
     Args:
         actor: loaded :class:`~awopt_ros.core.onnx_policy.OnnxActor`.
         actor_noise_std: exploration noise, as ``PolicyRuntime``.
-        seed: int mixed into every episode's noise seed.
+        seed: int mixed into every episode's seeds.
+        mode: 'actor' or 'switch' (``PolicyRuntime`` modes).
+        critic: loaded :class:`~awopt_ros.core.onnx_critic.OnnxCritic` (needed by 'switch').
+        cem_episode_prob: share of CEM episodes in mode 'switch'.
     """
 
     name = 'actor'
 
-    def __init__(self, actor, actor_noise_std=0.0, seed=0):
+    def __init__(self, actor, actor_noise_std=0.0, seed=0, mode='actor', critic=None,
+                 cem_episode_prob=0.8):
         from awopt_ros.core.policy_runtime import PolicyRuntime
-        self.actor = actor
+        if mode == 'switch' and critic is None:
+            raise ValueError("mode 'switch' needs a critic")
+        self.actor, self.critic, self.mode = actor, critic, mode
         self.actor_noise_std = float(actor_noise_std)
+        self.cem_episode_prob = float(cem_episode_prob)
         self.seed = int(seed)
         self._make = PolicyRuntime
-        self.runtime = PolicyRuntime('actor', actor, None, seed=[self.seed],
-                                     actor_noise_std=self.actor_noise_std)
+        self.begin_episode(None)
 
     def begin_episode(self, seed):
-        """Re-seed the exploration noise from the scene seed."""
-        self.runtime = self._make('actor', self.actor, None, seed=[self.seed, int(seed)],
-                                  actor_noise_std=self.actor_noise_std)
+        """Re-seed from the scene seed and draw the episode's policy ('switch')."""
+        seeds = [self.seed] if seed is None else [self.seed, int(seed)]
+        self.runtime = self._make(self.mode, self.actor, self.critic, seed=seeds,
+                                  actor_noise_std=self.actor_noise_std,
+                                  cem_episode_prob=self.cem_episode_prob)
+        self.name = self.runtime.episode_policy
 
     def reset(self):
         """Nothing to reset between episodes beyond :meth:`begin_episode`."""
 
     def act(self, obs):
         """Return ``(action float32 (7,), info)`` for ``obs['image']``, ``obs['proprio']``;
-        info carries the runtime's ``actor_noise_std``."""
-        action, _, info = self.runtime.act(obs['image'], obs['proprio'])
-        return action, {'actor_noise_std': info['actor_noise_std']}
+        info: ``policy`` ('actor' or 'cem', the per-step policy the dataset records) and
+        the runtime's ``actor_noise_std``."""
+        action, source, info = self.runtime.act(obs['image'], obs['proprio'])
+        return action, {'policy': source, 'actor_noise_std': info['actor_noise_std']}
 
 
 @dataclass
 class ActorRuntimeFactory:
-    """Picklable ``make_policy`` for ``rollout.collect``: loads the ONNX actor at ``path`` in
-    each worker (one onnxruntime thread) into an :class:`ActorRuntimePolicy`."""
+    """Picklable ``make_policy`` for ``rollout.collect``: loads the ONNX actor at ``path``
+    (and, with ``critic_prefix``, the critic pair ``<prefix>_encoder.onnx`` /
+    ``<prefix>_head.onnx``) in each worker (one onnxruntime thread) into an
+    :class:`ActorRuntimePolicy`."""
 
     path: str
     actor_noise_std: float = 0.0
     seed: int = 0
+    mode: str = 'actor'
+    critic_prefix: str = None
+    cem_episode_prob: float = 0.8
 
     def __call__(self, worker_index):
+        from awopt_ros.core.onnx_critic import OnnxCritic
         from awopt_ros.core.onnx_policy import OnnxActor
+        critic = None
+        if self.critic_prefix is not None:
+            critic = OnnxCritic(f'{self.critic_prefix}_encoder.onnx',
+                                f'{self.critic_prefix}_head.onnx', intra_op_threads=1)
         return ActorRuntimePolicy(OnnxActor(self.path, intra_op_threads=1),
-                                  self.actor_noise_std, self.seed)
+                                  self.actor_noise_std, self.seed, self.mode, critic,
+                                  self.cem_episode_prob)
 
 
 def scripted_demonstrations(episodes, first_seed=1, processes=2, progress=True,
@@ -204,13 +238,17 @@ def run_sim_finetune(finetuner, config, rollout_config=None, log=print, seed=0):
     """
     if finetuner.actor_path is None:
         raise ValueError('in-process finetuning needs a finetuner that exports an actor')
+    if config.policy_mode == 'switch' and finetuner.critic_prefix is None:
+        raise ValueError("policy_mode 'switch' needs a finetuner that exports the critic")
     episodes = finetuner.source
     if not isinstance(episodes, EpisodeList):
         raise ValueError('in-process finetuning needs a finetuner whose episode source is an '
                          f'EpisodeList, got {type(episodes).__name__}')
     finetuner.begin()
+    switch = (f", {config.policy_mode} ({100 * config.cem_episode_prob:g} % CEM episodes)"
+              if config.policy_mode == 'switch' else '')
     log(f'finetune (in process): {config.rounds} rounds x {config.episodes_per_round} '
-        f'episodes, actor noise {config.actor_noise_std:g}, evaluation on '
+        f'episodes{switch}, actor noise {config.actor_noise_std:g}, evaluation on '
         f'{config.eval_episodes} scenes from seed {config.eval_first_seed} every '
         f'{config.eval_every} rounds')
     finetuner.stop_reason = 'interrupted'
@@ -222,10 +260,13 @@ def run_sim_finetune(finetuner, config, rollout_config=None, log=print, seed=0):
             seeds = config.round_seeds(r)
             if seeds:
                 from awopt_ros.sim import rollout
-                new = rollout.collect(
-                    seeds, ActorRuntimeFactory(str(finetuner.actor_path),
-                                               config.actor_noise_std, seed),
-                    rollout_config, processes=config.processes, progress=False, record=True)
+                factory = ActorRuntimeFactory(
+                    str(finetuner.actor_path), config.actor_noise_std, seed,
+                    config.policy_mode,
+                    finetuner.critic_prefix if config.policy_mode == 'switch' else None,
+                    config.cem_episode_prob)
+                new = rollout.collect(seeds, factory, rollout_config,
+                                      processes=config.processes, progress=False, record=True)
                 episodes.extend(new)
             t1 = time.monotonic()
             added = finetuner.poll()
@@ -234,11 +275,9 @@ def run_sim_finetune(finetuner, config, rollout_config=None, log=print, seed=0):
                 finetuner.train_available()
             t2 = time.monotonic()
             finetuner.export()
-            wins = sum(bool(ep['success']) for ep in episodes[len(episodes) - added:]) \
-                if added else 0
             log(f'finetune (in process): round {r}/{config.rounds}: {added} episodes '
-                f'({wins} successful, {t1 - t0:.0f} s), {finetuner.steps} steps so far '
-                f'({t2 - t1:.0f} s)')
+                f'({_tally(episodes[len(episodes) - added:])}, {t1 - t0:.0f} s), '
+                f'{finetuner.steps} steps so far ({t2 - t1:.0f} s)')
             if r % config.eval_every == 0 or r == config.rounds:
                 _record_eval(finetuner, config, rollout_config, r, log)
             finetuner.save_history()
@@ -248,6 +287,20 @@ def run_sim_finetune(finetuner, config, rollout_config=None, log=print, seed=0):
         log('\nfinetune (in process): interrupted; saving the checkpoint, history and plot')
         return finetuner._finish(export=False)
     return finetuner._finish(export=True)
+
+
+def _tally(episodes):
+    """'S successful' (plus 'actor a/n, cem c/m' when CEM ran episodes) of ``episodes``."""
+    wins = sum(bool(ep['success']) for ep in episodes)
+    kinds = {}
+    for ep in episodes:
+        kind = kinds.setdefault(str(ep.get('policy_name', 'actor')), [0, 0])
+        kind[0] += bool(ep['success'])
+        kind[1] += 1
+    text = f'{wins} successful'
+    if 'cem' in kinds:
+        text += ': ' + ', '.join(f'{k} {w}/{n}' for k, (w, n) in sorted(kinds.items()))
+    return text
 
 
 def _record_eval(finetuner, config, rollout_config, round_index, log):
