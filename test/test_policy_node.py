@@ -186,6 +186,28 @@ def test_actor_noise_std_perturbs_continuous_sub_actions(ros_context, model_path
         _close_rig(executor, node, tester)
 
 
+def test_actor_sample_discrete_reported_on_every_decision(ros_context, model_path):
+    executor, node, tester, actions, infos, decisions = _make_rig(
+        ros_context, _params(model_path, actor_sample_discrete=True))
+    try:
+        assert node.runtime.actor_sample_discrete
+        _wait_matched(executor, tester)
+        img = np.zeros((SIZE, SIZE, 3), np.uint8)
+
+        def send():
+            tester.js_pub.publish(_joint_state(node.get_clock().now().to_msg()))
+            executor.spin_once(timeout_sec=0.02)
+            stamp = convert.s_to_stamp(node.get_clock().now().nanoseconds * 1e-9 - 0.05)
+            tester.img_pub.publish(convert.numpy_to_image(img, stamp, 'camera'))
+        assert _spin_sending(executor, send, lambda: len(actions) >= 3 and
+                             len(decisions) >= 3, 5.0)
+        assert all(d['source'] == 'actor' and d['discrete_sampled'] for d in decisions[:3])
+        got = np.array([m.position for m in actions[:3]])
+        assert set(np.unique(got[:, 4:])) <= {0.0, 1.0}
+    finally:
+        _close_rig(executor, node, tester)
+
+
 def test_missing_or_stale_joint_state_is_skipped(rig):
     executor, node, tester, actions, _ = rig
     _wait_matched(executor, tester)

@@ -222,6 +222,98 @@ def test_bad_inputs_raise_value_error(critic):
         rt.act(np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros(5, np.float32))
 
 
+class ProbActor(FixedActor):
+    """Stand-in actor with the ``discrete_prob`` output (``OnnxActor.act_with_prob``)."""
+
+    has_discrete_prob = True
+
+    def __init__(self, action, prob):
+        super().__init__(action)
+        self.prob = np.float32(prob)
+
+    def act_with_prob(self, image, proprio):
+        return self.act(image, proprio), self.prob
+
+
+def test_actor_discrete_sub_actions_drawn_from_its_probabilities(critic, obs):
+    """actor_sample_discrete draws open, close, terminate from the actor's probabilities; the
+    continuous part, the CEM candidate and an actor without probabilities are unchanged."""
+    unsure = np.float32([0.01, 0.0, -0.01, 0.0, 1.0, 1.0, 0.0])   # open and close both set
+    prob = [0.7, 0.6, 0.0]
+    rt = PolicyRuntime('actor', ProbActor(unsure, prob), critic, seed=5,
+                       actor_sample_discrete=True)
+    acts = []
+    for _ in range(2000):
+        action, source, info = rt.act(*obs)
+        assert source == 'actor' and info['discrete_sampled'] and in_bounds(action)
+        acts.append(action)
+    acts = np.array(acts)
+    np.testing.assert_array_equal(acts[:, :4], np.tile(unsure[:4], (2000, 1)))
+    assert np.all(np.abs(acts[:, 4:].mean(axis=0) - prob) < 0.03)
+    assert not acts[:, spec.IDX_TERMINATE].any()
+    reopened = (acts[:, spec.IDX_OPEN] == 1) & (acts[:, spec.IDX_CLOSE] == 0)
+    assert abs(reopened.mean() - 0.7 * 0.4) < 0.03             # open without close: reopens
+    again = PolicyRuntime('actor', ProbActor(unsure, prob), critic, seed=5,
+                          actor_sample_discrete=True)
+    assert all(np.array_equal(again.act(*obs)[0], a) for a in acts[:20])   # seeded
+    off = PolicyRuntime('actor', ProbActor(unsure, prob), critic, seed=5)
+    action, _, info = off.act(*obs)
+    assert np.array_equal(action, unsure) and not info['discrete_sampled']
+    plain = PolicyRuntime('actor', FixedActor(unsure), critic, seed=5, actor_sample_discrete=True)
+    action, _, info = plain.act(*obs)                          # no probabilities: thresholded
+    assert np.array_equal(action, unsure) and not info['discrete_sampled']
+    cem_rt = PolicyRuntime('cem', ProbActor(unsure, prob), critic, cem_config=SMALL_CEM, seed=0,
+                           actor_sample_discrete=True)
+    _, source, info = cem_rt.act(*obs)
+    assert source == 'cem' and not info['discrete_sampled'] and info['actor_candidate']
+
+
+def test_exported_actor_outputs_its_discrete_probabilities(files, obs, tmp_path):
+    import torch
+    actor, _ = export_tiny_actor(tmp_path / 'p.onnx', seed=4, image_size=SIZE, crop_xywh=CROP)
+    onnx_actor = OnnxActor(tmp_path / 'p.onnx', EXPECTED)
+    assert onnx_actor.has_discrete_prob
+    images = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    proprios = np.tile(obs[1], (5, 1))
+    action, prob = onnx_actor.act_with_prob(images, proprios)
+    with torch.no_grad():
+        _, logits = actor(torch.from_numpy(images), torch.from_numpy(proprios))
+    np.testing.assert_allclose(prob, torch.sigmoid(logits).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(action[:, 4:], (prob > 0.5).astype(np.float32))
+    np.testing.assert_array_equal(onnx_actor.act(images, proprios), action)
+    one_action, one_prob = onnx_actor.act_with_prob(images[0], proprios[0])
+    assert one_action.shape == (7,) and one_prob.shape == (3,)
+    rt = PolicyRuntime('actor', onnx_actor, None, seed=1, actor_sample_discrete=True)
+    assert rt.act(images[0], proprios[0])[2]['discrete_sampled']
+
+
+def test_actor_exported_without_probabilities_still_loads_and_acts(obs, tmp_path):
+    """Exports before session 12 have the ``action`` output only: they load, act, and give
+    no probabilities (sampling then keeps their thresholded bits)."""
+    import io
+
+    import torch
+
+    from awopt_ros.learning.export import make_contract, save_with_metadata
+    from awopt_ros.learning.networks import Actor, ActorConfig, ActorPolicy
+    torch.manual_seed(0)
+    policy = ActorPolicy(Actor(ActorConfig(image_size=SIZE, channels=4, num_conv=2,
+                                           hidden=16))).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(policy, (torch.zeros((1, SIZE, SIZE, 3), dtype=torch.uint8),
+                               torch.zeros((1, 6))), buf, dynamo=False,
+                      input_names=['image', 'proprio'], output_names=['action'],
+                      dynamic_axes={'image': {0: 'N'}, 'proprio': {0: 'N'}, 'action': {0: 'N'}})
+    save_with_metadata(buf.getvalue(), tmp_path / 'old.onnx', make_contract(SIZE, CROP))
+    old = OnnxActor(tmp_path / 'old.onnx', EXPECTED)
+    assert not old.has_discrete_prob
+    action, prob = old.act_with_prob(*obs)
+    assert prob is None and np.array_equal(action, old.act(*obs))
+    rt = PolicyRuntime('actor', old, None, seed=1, actor_sample_discrete=True)
+    action, _, info = rt.act(*obs)
+    assert np.array_equal(action, old.act(*obs)) and not info['discrete_sampled']
+
+
 def test_real_models_seeded_and_in_bounds(files, obs):
     paths = ModelPaths(str(files['actor1']), str(files['enc1']), str(files['head1']))
     a = PolicyRuntime.from_files('switch', paths, EXPECTED, cem_config=SMALL_CEM, seed=3)

@@ -73,7 +73,8 @@ def test_runtime_policy_noise_depends_on_the_scene_seed_only(tmp_path):
     actions(second, 8)                                     # another episode ran first
     np.testing.assert_array_equal(actions(second, 7), a7)  # same scene, same noise
     assert not np.array_equal(actions(first, 8), a7)
-    assert first.act(obs)[1] == {'policy': 'actor', 'actor_noise_std': 0.3}
+    assert first.act(obs)[1] == {'policy': 'actor', 'actor_noise_std': 0.3,
+                                 'discrete_sampled': False}
     quiet = ActorRuntimeFactory(str(path), 0.0)(0)
     quiet.begin_episode(7)
     assert np.array_equal(quiet.act(obs)[0], quiet.act(obs)[0])   # no noise: deterministic
@@ -89,13 +90,16 @@ def test_rounds_collect_train_export_and_evaluate(tmp_path, monkeypatch):
                    checkpoint_path=tmp_path / 'ft.pt', history_path=tmp_path / 'ft.json',
                    plot_path=tmp_path / 'ft.png', log=lambda line: None)
     config = SimFinetuneConfig(rounds=3, episodes_per_round=2, first_seed=50,
-                               actor_noise_std=0.2, eval_episodes=2, eval_every=2,
-                               eval_first_seed=900, processes=1)
+                               actor_noise_std=0.2, actor_sample_discrete=True,
+                               eval_episodes=2, eval_every=2, eval_first_seed=900,
+                               processes=1)
     summary = run_sim_finetune(ft, config, rollout_config)
     assert summary['stop_reason'] == 'rounds'
     assert len(ft.source) == 6 and summary['episodes_seen'] == 6
     assert [ep['seed'] for ep in ft.source] == [50, 51, 52, 53, 54, 55]
     assert all(np.all(ep['infos']['actor_noise_std'] == 0.2) for ep in ft.source)
+    assert all(np.all(ep['infos']['discrete_sampled']) for ep in ft.source)   # the exports
+    # carry the actor's probabilities, and the exploration draws its discrete sub-actions
     assert summary['steps'] == 12 and learner.step == 12           # 2 steps per episode
     assert [e['step'] for e in summary['exports']] == [0, 4, 8, 12]   # start + every round
     assert [e['round'] for e in summary['evaluations']] == [0, 2, 3]  # every 2nd and last

@@ -137,7 +137,12 @@ class OnnxActor:
         FileNotFoundError: no file at ``path``.
         ModelContractError: metadata missing or differing from ``expected`` (every mismatching
             field is named), or the graph's inputs/outputs are not ``image``/``proprio`` ->
-            ``action``.
+            ``action`` (and optionally ``discrete_prob``).
+
+    Attributes:
+        has_discrete_prob: the graph also outputs ``discrete_prob`` float32 (N, 3), the
+            actor's Bernoulli probabilities of ``open, close, terminate`` (exports since
+            session 12; :meth:`act_with_prob`).
     """
 
     def __init__(self, path, expected=None, intra_op_threads=1):
@@ -158,10 +163,12 @@ class OnnxActor:
                                              providers=['CPUExecutionProvider'])
         inputs = sorted(i.name for i in self._session.get_inputs())
         outputs = [o.name for o in self._session.get_outputs()]
-        if inputs != ['image', 'proprio'] or outputs != ['action']:
+        if inputs != ['image', 'proprio'] or outputs not in (['action'],
+                                                             ['action', 'discrete_prob']):
             raise ModelContractError(self.path, [
                 f'graph io: model has inputs {inputs} outputs {outputs}, expected inputs '
-                f"['image', 'proprio'] and output ['action']"])
+                f"['image', 'proprio'] and outputs ['action'] or ['action', 'discrete_prob']"])
+        self.has_discrete_prob = outputs == ['action', 'discrete_prob']
         size = self.contract.get('image_size', [None, None])
         self.image_hw = (int(size[0]), int(size[1])) if None not in size else None
 
@@ -179,6 +186,19 @@ class OnnxActor:
             ValueError: bad dtype/shape, batch sizes differ, or the model output has
                 non-finite entries.
         """
+        return self._run(image, proprio, False)[0]
+
+    def act_with_prob(self, image, proprio):
+        """Return ``(action, discrete_prob)``: :meth:`act`'s action and, from a graph that has
+        it (``has_discrete_prob``), the probabilities float32 (3,) or (N, 3) of ``open,
+        close, terminate`` (None otherwise), from one run.
+
+        Raises:
+            ValueError: as :meth:`act`; also for non-finite probabilities.
+        """
+        return self._run(image, proprio, self.has_discrete_prob)
+
+    def _run(self, image, proprio, with_prob):
         image = np.asarray(image)
         if image.dtype != np.uint8:
             raise ValueError(f'image must be uint8, got {image.dtype}')
@@ -197,9 +217,16 @@ class OnnxActor:
             raise ValueError(f'proprio must be ({spec.PROPRIO_DIM},) or (N, '
                              f'{spec.PROPRIO_DIM}) matching {image.shape[0]} images, '
                              f'got {proprio.shape}')
-        out = self._session.run(['action'], {'image': np.ascontiguousarray(image),
-                                             'proprio': np.ascontiguousarray(proprio)})[0]
-        out = np.asarray(out, dtype=np.float32)
+        names = ['action', 'discrete_prob'] if with_prob else ['action']
+        outs = self._session.run(names, {'image': np.ascontiguousarray(image),
+                                         'proprio': np.ascontiguousarray(proprio)})
+        out = np.asarray(outs[0], dtype=np.float32)
         if not np.all(np.isfinite(out)):
             raise ValueError(f'model {self.path} produced non-finite actions')
-        return out[0] if single else out
+        prob = None
+        if with_prob:
+            prob = np.asarray(outs[1], dtype=np.float32)
+            if not np.all(np.isfinite(prob)):
+                raise ValueError(f'model {self.path} produced non-finite discrete_prob')
+            prob = prob[0] if single else prob
+        return (out[0] if single else out), prob

@@ -28,6 +28,17 @@ deterministic actor only ever repeats itself, so positive filtering would keep n
 own successes with its own actions. The actor's noise-free action stays the CEM candidate.
 Default 0 (deployment: no noise).
 
+With ``actor_sample_discrete`` the discrete sub-actions of an action the actor chose are
+drawn from the actor's Bernoulli distribution (``open, close, terminate`` each set with the
+probability ``discrete_prob`` its ONNX graph outputs) instead of thresholded at 0.5: the
+stochastic actor of AWAC / AW-Opt samples its discrete sub-actions as well. It matters where
+the actor is unsure: after a missed grasp the shipped actor lifts an empty, closed gripper
+and then asks for open and close at once with probabilities of about 0.45-0.9 and 0.55-0.75
+(the arm keeps the gripper closed: close wins), and never reopens; sampled, it reopens within
+a few steps and tries again, and finetuning has episodes that tell the two apart. An actor
+without the ``discrete_prob`` output (exports before session 12) keeps its thresholded bits;
+the step reports ``discrete_sampled`` False. Default off (deployment).
+
 Hot swap of newly exported models
 ---------------------------------
 :meth:`PolicyRuntime.reload_if_changed` stats the model files (``(st_mtime_ns, st_size)``,
@@ -249,6 +260,8 @@ class PolicyRuntime:
             noise (None = from OS entropy).
         actor_noise_std: exploration noise on the actor's continuous sub-actions, std in
             units of their half range (module docstring); in [0, 1], 0 = none.
+        actor_sample_discrete: draw the actor's discrete sub-actions from its Bernoulli
+            probabilities (module docstring); False = thresholded.
         paths: ``ModelPaths`` the models were loaded from; they are watched by
             :meth:`reload_if_changed` (None = no hot swap).
         expected: contract fields new models must match (``onnx_policy.expected_contract``);
@@ -270,7 +283,7 @@ class PolicyRuntime:
     def __init__(self, mode='actor', actor=None, critic=None, *, cem_config=None,
                  cem_episode_prob=DEFAULT_CEM_EPISODE_PROB, seed=None, paths=None,
                  expected=None, intra_op_threads=1, settle_s=0.0, files=None,
-                 actor_noise_std=0.0):
+                 actor_noise_std=0.0, actor_sample_discrete=False):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
         p = float(cem_episode_prob)
@@ -282,10 +295,12 @@ class PolicyRuntime:
         self.mode = mode
         self.cem_episode_prob = p
         self.actor_noise_std = noise
-        seeds = np.random.SeedSequence(seed).spawn(3)
+        self.actor_sample_discrete = bool(actor_sample_discrete)
+        seeds = np.random.SeedSequence(seed).spawn(4)
         self._switch_rng = np.random.default_rng(seeds[0])
         self.cem = CEM(cem_config if cem_config is not None else CEMConfig(), seed=seeds[1])
         self._noise_rng = np.random.default_rng(seeds[2])
+        self._discrete_rng = np.random.default_rng(seeds[3])
         self.paths = paths if paths is not None else ModelPaths()
         self.expected = expected
         self.intra_op_threads = int(intra_op_threads)
@@ -377,9 +392,10 @@ class PolicyRuntime:
             (int, newest mtime of the files of the model that chose; None for models passed
             as objects), ``q`` (float, CEM's best Q; only for source 'cem'), ``fallback``
             (str reason when the episode's policy could not act, else None) and
-            ``actor_candidate`` (bool, the actor's action was a CEM candidate) and
+            ``actor_candidate`` (bool, the actor's action was a CEM candidate),
             ``actor_noise_std`` (float, the exploration noise added to this action; 0.0
-            when none was).
+            when none was) and ``discrete_sampled`` (bool, its discrete sub-actions were
+            drawn from the actor's probabilities).
 
         Raises:
             NoPolicyError: neither the actor nor CEM can produce an action (both reasons
@@ -391,11 +407,16 @@ class PolicyRuntime:
         models = self._models   # one read: the whole step uses one model set
         want = self.episode_policy
         info = {'episode_policy': want, 'model_version': models.version, 'fallback': None,
-                'actor_candidate': False, 'actor_noise_std': 0.0}
-        actor_action, actor_problem = None, 'no actor loaded'
+                'actor_candidate': False, 'actor_noise_std': 0.0, 'discrete_sampled': False}
+        actor_action, actor_problem, prob = None, 'no actor loaded', None
         if models.actor is not None:
             try:
-                candidate = np.asarray(models.actor.act(image, proprio), dtype=np.float32)
+                if self.actor_sample_discrete and getattr(models.actor, 'has_discrete_prob',
+                                                          False):
+                    candidate, prob = models.actor.act_with_prob(image, proprio)
+                else:
+                    candidate = models.actor.act(image, proprio)
+                candidate = np.asarray(candidate, dtype=np.float32)
                 actor_problem = check_action(candidate)
             except (ValueError, RuntimeError) as exc:   # inputs are checked: a model problem
                 actor_problem = f'{type(exc).__name__}: {exc}'
@@ -404,7 +425,7 @@ class PolicyRuntime:
                 actor_action = np.clip(candidate, spec.ACTION_LOW, spec.ACTION_HIGH)
         if want == 'actor' and actor_action is not None:
             info['model_mtime_ns'] = self._mtime(models, 'actor')
-            return self._explore(actor_action, info), 'actor', info
+            return self._explore(actor_action, info, prob), 'actor', info
 
         cem_problem = 'no critic loaded'
         if models.critic is not None:
@@ -422,13 +443,19 @@ class PolicyRuntime:
         if actor_action is not None:   # a CEM episode whose critic cannot act
             info['fallback'] = f'cem: {cem_problem}'
             info['model_mtime_ns'] = self._mtime(models, 'actor')
-            return self._explore(actor_action, info), 'actor', info
+            return self._explore(actor_action, info, prob), 'actor', info
         raise NoPolicyError(f'no policy can act (episode policy {want!r}): '
                             f'actor: {actor_problem}; cem: {cem_problem}')
 
-    def _explore(self, action, info):
-        """Return the actor's ``action`` (7,) with the exploration noise, float32, in bounds."""
+    def _explore(self, action, info, prob=None):
+        """Return the actor's ``action`` (7,) with the exploration noise, float32, in bounds;
+        with ``actor_sample_discrete`` and the actor's ``prob`` (3,), its discrete entries
+        drawn from them."""
         action = np.array(action, dtype=np.float32)
+        if self.actor_sample_discrete and prob is not None:
+            p = np.clip(np.asarray(prob, dtype=np.float64).reshape(-1), 0.0, 1.0)
+            action[spec.DISCRETE] = (self._discrete_rng.random(p.shape) < p).astype(np.float32)
+            info['discrete_sampled'] = True
         if self.actor_noise_std > 0.0:
             half = spec.ACTION_HIGH[spec.CONTINUOUS]
             noise = self._noise_rng.standard_normal(half.shape) * self.actor_noise_std * half

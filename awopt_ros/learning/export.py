@@ -1,8 +1,10 @@
 """Export a trained :class:`~awopt_ros.learning.networks.Actor` to ONNX with its contract.
 
 The graph (docs/INTERFACES.md "Model contract"): inputs ``image`` uint8 (N, H, W, 3) RGB and
-``proprio`` float32 (N, 6), output ``action`` float32 (N, 7), dynamic batch axis N. Continuous
-entries are the actor mean clipped to the bounds; discrete entries are 0/1. Metadata:
+``proprio`` float32 (N, 6), outputs ``action`` float32 (N, 7) and ``discrete_prob`` float32
+(N, 3), dynamic batch axis N. Continuous entries are the actor mean clipped to the bounds;
+discrete entries are 0/1, 1 where ``discrete_prob`` (the actor's Bernoulli probabilities of
+``open, close, terminate``, which exploration may sample from) exceeds 0.5. Metadata:
 ``awopt_contract`` (JSON, checked by ``awopt_ros.core.onnx_policy``) and ``model_card`` (text).
 """
 import io
@@ -19,6 +21,8 @@ from awopt_ros.learning.networks import ActorPolicy
 
 OPSET = 17
 PARITY_ATOL = 1e-4
+#: Output names of an exported actor graph, in order.
+OUTPUT_NAMES = ('action', 'discrete_prob')
 
 
 def make_contract(image_size, crop_xywh, algorithm='bc', dataset=''):
@@ -42,8 +46,9 @@ def make_contract(image_size, crop_xywh, algorithm='bc', dataset=''):
 
 def _export_bytes(policy, image, proprio):
     buf = io.BytesIO()
-    kwargs = dict(input_names=['image', 'proprio'], output_names=['action'],
-                  dynamic_axes={'image': {0: 'N'}, 'proprio': {0: 'N'}, 'action': {0: 'N'}},
+    kwargs = dict(input_names=['image', 'proprio'], output_names=list(OUTPUT_NAMES),
+                  dynamic_axes={name: {0: 'N'} for name in ('image', 'proprio')
+                                + OUTPUT_NAMES},
                   opset_version=OPSET)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -74,12 +79,15 @@ def save_with_metadata(raw, path, contract, model_card=''):
 def parity_check(policy, onnx_path, image_size, batch_sizes=(1, 64), seed=0):
     """Compare torch and onnxruntime outputs on random inputs; return the max abs difference.
 
+    ``policy`` is the exported ``ActorPolicy`` (with or without ``discrete_prob``); the
+    probabilities are compared too when both have them.
+
     Returns:
-        dict {batch size: (max abs diff of the continuous parts, number of differing
-        discrete entries)}.
+        dict {batch size: (max abs diff of the continuous parts and the probabilities,
+        number of differing discrete entries)}.
 
     Raises:
-        ValueError: the continuous difference exceeds ``PARITY_ATOL`` at any batch size.
+        ValueError: a difference exceeds ``PARITY_ATOL`` at any batch size.
     """
     import onnxruntime as ort
     sess = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
@@ -89,12 +97,19 @@ def parity_check(policy, onnx_path, image_size, batch_sizes=(1, 64), seed=0):
         img = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
         pro = rng.normal(0.0, 0.3, (n, spec.PROPRIO_DIM)).astype(np.float32)
         with torch.no_grad():
-            ref = policy(torch.from_numpy(img), torch.from_numpy(pro)).numpy()
-        got = sess.run(['action'], {'image': img, 'proprio': pro})[0]
+            ref = policy(torch.from_numpy(img), torch.from_numpy(pro))
+        names = [o.name for o in sess.get_outputs()]
+        outs = sess.run(names, {'image': img, 'proprio': pro})
+        got = outs[0]
+        ref_prob = ref[1].numpy() if isinstance(ref, tuple) else None
+        ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
         if got.shape != (n, spec.ACTION_DIM) or got.dtype != np.float32:
             raise ValueError(f'ONNX output has shape {got.shape} dtype {got.dtype}, expected '
                              f'({n}, {spec.ACTION_DIM}) float32')
         diff = float(np.max(np.abs(ref[:, :4] - got[:, :4])))
+        if ref_prob is not None and 'discrete_prob' in names:
+            diff = max(diff, float(np.max(np.abs(ref_prob - outs[names.index(
+                'discrete_prob')]))))
         flips = int(np.sum(ref[:, 4:] != got[:, 4:]))
         if diff > PARITY_ATOL:
             raise ValueError(f'ONNX/torch parity failed at batch {n}: max abs diff {diff:.3g} '
@@ -123,7 +138,7 @@ def export_actor(actor, out_path, crop_xywh, dataset='', algorithm='bc', model_c
         ValueError: parity fails (the file is still written, for inspection).
     """
     actor = actor.eval()
-    policy = ActorPolicy(actor).eval()
+    policy = ActorPolicy(actor, discrete_prob=True).eval()
     size = int(actor.config.image_size)
     contract = make_contract(size, crop_xywh, algorithm=algorithm, dataset=dataset)
     dummy_img = torch.zeros((2, size, size, 3), dtype=torch.uint8)

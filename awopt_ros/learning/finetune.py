@@ -735,6 +735,9 @@ def add_finetune_args(parser):
     sim.add_argument('--actor-noise-std', type=float, default=0.1,
                      help="exploration noise of the acting actor (the policy node's "
                           'actor_noise_std), in [0, 1]')
+    sim.add_argument('--actor-sample-discrete', action='store_true',
+                     help="draw the acting actor's open, close and terminate from its "
+                          "probabilities (the policy node's actor_sample_discrete)")
     sim.add_argument('--policy-mode', default='actor', choices=('actor', 'switch'),
                      help="how the episodes are run, as the policy node's mode: 'actor' "
                           "(the noisy actor) or 'switch' (AW-Opt's episode-level switch: "
@@ -805,6 +808,7 @@ def run_finetune(args):
                 rounds=args.rounds, episodes_per_round=args.episodes_per_round,
                 first_seed=args.first_seed, actor_noise_std=args.actor_noise_std,
                 policy_mode=args.policy_mode, cem_episode_prob=args.cem_episode_prob,
+                actor_sample_discrete=args.actor_sample_discrete,
                 eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                 eval_first_seed=args.eval_first_seed, processes=args.processes)
             rollout_config = RolloutConfig.from_yaml(image_size=learner.config.image_size,

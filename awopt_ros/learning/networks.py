@@ -315,21 +315,26 @@ class ActorPolicy(nn.Module):
     """Deployment wrapper: ``forward(image, proprio) -> action (N, 7)`` (the ONNX graph).
 
     Continuous entries are the actor mean clipped to ``spec.ACTION_LOW/HIGH``; discrete
-    entries are 1.0 where sigmoid(logit) > 0.5 (equivalently logit > 0), else 0.0.
+    entries are 1.0 where sigmoid(logit) > 0.5 (equivalently logit > 0), else 0.0. With
+    ``discrete_prob=True`` it returns ``(action, discrete_prob)``: also the probabilities
+    sigmoid(logit) float32 (N, 3) of ``open, close, terminate`` (the actor's Bernoulli
+    distribution, which exploration samples from; ``learning.export``'s second output).
     """
 
-    def __init__(self, actor):
+    def __init__(self, actor, discrete_prob=False):
         """Wrap ``actor`` (an :class:`Actor`)."""
         super().__init__()
         self.actor = actor
+        self.discrete_prob = bool(discrete_prob)
         low = torch.as_tensor(spec.ACTION_LOW[spec.CONTINUOUS]).reshape(1, 4)
         high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS]).reshape(1, 4)
         self.register_buffer('low', low)
         self.register_buffer('high', high)
 
     def forward(self, image, proprio):
-        """Return float32 (N, 7) final actions."""
+        """Return float32 (N, 7) final actions (and (N, 3) probabilities, see the class)."""
         mean, logits = self.actor(image, proprio)
         cont = torch.minimum(torch.maximum(mean, self.low), self.high)
-        disc = (torch.sigmoid(logits) > 0.5).to(torch.float32)
-        return torch.cat([cont, disc], dim=1)
+        prob = torch.sigmoid(logits)
+        action = torch.cat([cont, (prob > 0.5).to(torch.float32)], dim=1)
+        return (action, prob) if self.discrete_prob else action

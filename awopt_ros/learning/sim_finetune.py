@@ -15,7 +15,8 @@ One round (:func:`run_sim_finetune`):
    'actor' (the actor with ``actor_noise_std`` exploration noise) or 'switch' (AW-Opt's
    episode-level switch: with probability ``cem_episode_prob`` an episode is run by CEM over
    the exported critic, with the actor's action as a candidate, else by the noisy actor);
-   the draws are seeded per scene;
+   with ``actor_sample_discrete`` the actor's open, close and terminate are drawn from its
+   probabilities; the draws are seeded per scene;
 2. hand them to the finetuner (``Finetuner.poll``): each grants ``steps_per_episode``
    gradient steps, and every round grants ``steps_per_poll`` more (a round with 0 episodes
    and ``steps_per_poll`` > 0 is the offline control: the same training without new data);
@@ -45,6 +46,8 @@ class SimFinetuneConfig:
             evaluation scenes by default).
         actor_noise_std: exploration noise of the acting actor (``PolicyRuntime``), std in
             units of each continuous sub-action's half range, in [0, 1].
+        actor_sample_discrete: draw the acting actor's discrete sub-actions from its
+            Bernoulli probabilities (``PolicyRuntime``; the exports carry them).
         policy_mode: 'actor' or 'switch' (the policy node's modes; 'switch' needs the
             critic exports).
         cem_episode_prob: share of 'switch' episodes run by CEM over the critic, in [0, 1]
@@ -63,6 +66,7 @@ class SimFinetuneConfig:
     episodes_per_round: int = 100
     first_seed: int = 100_000
     actor_noise_std: float = 0.1
+    actor_sample_discrete: bool = False
     policy_mode: str = 'actor'
     cem_episode_prob: float = 0.8
     eval_episodes: int = 100
@@ -126,18 +130,20 @@ class ActorRuntimePolicy:
         mode: 'actor' or 'switch' (``PolicyRuntime`` modes).
         critic: loaded :class:`~awopt_ros.core.onnx_critic.OnnxCritic` (needed by 'switch').
         cem_episode_prob: share of CEM episodes in mode 'switch'.
+        actor_sample_discrete: as ``PolicyRuntime``.
     """
 
     name = 'actor'
 
     def __init__(self, actor, actor_noise_std=0.0, seed=0, mode='actor', critic=None,
-                 cem_episode_prob=0.8):
+                 cem_episode_prob=0.8, actor_sample_discrete=False):
         from awopt_ros.core.policy_runtime import PolicyRuntime
         if mode == 'switch' and critic is None:
             raise ValueError("mode 'switch' needs a critic")
         self.actor, self.critic, self.mode = actor, critic, mode
         self.actor_noise_std = float(actor_noise_std)
         self.cem_episode_prob = float(cem_episode_prob)
+        self.actor_sample_discrete = bool(actor_sample_discrete)
         self.seed = int(seed)
         self._make = PolicyRuntime
         self.begin_episode(None)
@@ -147,7 +153,8 @@ class ActorRuntimePolicy:
         seeds = [self.seed] if seed is None else [self.seed, int(seed)]
         self.runtime = self._make(self.mode, self.actor, self.critic, seed=seeds,
                                   actor_noise_std=self.actor_noise_std,
-                                  cem_episode_prob=self.cem_episode_prob)
+                                  cem_episode_prob=self.cem_episode_prob,
+                                  actor_sample_discrete=self.actor_sample_discrete)
         self.name = self.runtime.episode_policy
 
     def reset(self):
@@ -156,9 +163,10 @@ class ActorRuntimePolicy:
     def act(self, obs):
         """Return ``(action float32 (7,), info)`` for ``obs['image']``, ``obs['proprio']``;
         info: ``policy`` ('actor' or 'cem', the per-step policy the dataset records) and
-        the runtime's ``actor_noise_std``."""
+        the runtime's ``actor_noise_std`` and ``discrete_sampled``."""
         action, source, info = self.runtime.act(obs['image'], obs['proprio'])
-        return action, {'policy': source, 'actor_noise_std': info['actor_noise_std']}
+        return action, {'policy': source, 'actor_noise_std': info['actor_noise_std'],
+                        'discrete_sampled': info['discrete_sampled']}
 
 
 @dataclass
@@ -174,6 +182,7 @@ class ActorRuntimeFactory:
     mode: str = 'actor'
     critic_prefix: str = None
     cem_episode_prob: float = 0.8
+    actor_sample_discrete: bool = False
 
     def __call__(self, worker_index):
         from awopt_ros.core.onnx_critic import OnnxCritic
@@ -184,7 +193,7 @@ class ActorRuntimeFactory:
                                 f'{self.critic_prefix}_head.onnx', intra_op_threads=1)
         return ActorRuntimePolicy(OnnxActor(self.path, intra_op_threads=1),
                                   self.actor_noise_std, self.seed, self.mode, critic,
-                                  self.cem_episode_prob)
+                                  self.cem_episode_prob, self.actor_sample_discrete)
 
 
 def scripted_demonstrations(episodes, first_seed=1, processes=2, progress=True,
@@ -248,7 +257,9 @@ def run_sim_finetune(finetuner, config, rollout_config=None, log=print, seed=0):
     switch = (f", {config.policy_mode} ({100 * config.cem_episode_prob:g} % CEM episodes)"
               if config.policy_mode == 'switch' else '')
     log(f'finetune (in process): {config.rounds} rounds x {config.episodes_per_round} '
-        f'episodes{switch}, actor noise {config.actor_noise_std:g}, evaluation on '
+        f'episodes{switch}, actor noise {config.actor_noise_std:g}'
+        f'{", discrete sub-actions sampled" if config.actor_sample_discrete else ""}, '
+        f'evaluation on '
         f'{config.eval_episodes} scenes from seed {config.eval_first_seed} every '
         f'{config.eval_every} rounds')
     finetuner.stop_reason = 'interrupted'
@@ -264,7 +275,7 @@ def run_sim_finetune(finetuner, config, rollout_config=None, log=print, seed=0):
                     str(finetuner.actor_path), config.actor_noise_std, seed,
                     config.policy_mode,
                     finetuner.critic_prefix if config.policy_mode == 'switch' else None,
-                    config.cem_episode_prob)
+                    config.cem_episode_prob, actor_sample_discrete=config.actor_sample_discrete)
                 new = rollout.collect(seeds, factory, rollout_config,
                                       processes=config.processes, progress=False, record=True)
                 episodes.extend(new)

@@ -11,7 +11,8 @@ missing or returns an invalid action), then
   image's stamp, = the action's), ``source`` 'actor' | 'cem', ``episode_policy``,
   ``model_version`` (int, +1 per model swap), ``model_mtime_ns``, ``q`` (CEM's best Q, for
   source 'cem'), ``fallback`` (why the episode's policy did not act, or null),
-  ``actor_candidate`` and ``actor_noise_std`` (exploration noise added, 0.0 when none);
+  ``actor_candidate``, ``actor_noise_std`` (exploration noise added, 0.0 when none) and
+  ``discrete_sampled`` (the discrete sub-actions were drawn from the actor's probabilities);
   published BEFORE the action so that the logger has it when the action
   arrives;
 * with ``publish_proprio`` (off by default), ``/policy/proprio`` (``sensor_msgs/JointState``,
@@ -125,6 +126,11 @@ class PolicyNode(Node):
             "Exploration for data collection and finetuning: Gaussian noise on the actor's "
             'dx, dy, dz, dyaw, std in units of their half range (0.03 m, 0.2 rad), clipped '
             'to the bounds; 0 = none (deployment).', low=0.0, high=1.0, read_only=True)
+        sample_discrete = declare(
+            self, 'actor_sample_discrete', False,
+            "Exploration for data collection and finetuning: draw the actor's open, close and "
+            'terminate from its Bernoulli probabilities (the ONNX output discrete_prob) '
+            'instead of thresholding them at 0.5; false in deployment.', read_only=True)
         seed = declare(self, 'seed', 0, 'Seed of the episode switch, of CEM sampling and of '
                        'the exploration noise (-1: from OS entropy).', low=-1,
                        high=2**31 - 1, read_only=True)
@@ -132,7 +138,7 @@ class PolicyNode(Node):
             model_path, encoder_path, head_path, threads, settle_s,
             cem_config=(cem_iterations, cem_samples, cem_elites),
             cem_episode_prob=cem_episode_prob, seed=None if seed < 0 else seed,
-            actor_noise_std=actor_noise_std)
+            actor_noise_std=actor_noise_std, actor_sample_discrete=sample_discrete)
         self.model_path = self.runtime.paths.actor
         try:
             from awopt_ros.core.kinematics import Kinematics
@@ -173,7 +179,8 @@ class PolicyNode(Node):
         raise StartupError(message) from cause
 
     def _load_runtime(self, model_path, encoder_path, head_path, threads, settle_s, *,
-                      cem_config, cem_episode_prob, seed, actor_noise_std):
+                      cem_config, cem_episode_prob, seed, actor_noise_std,
+                      actor_sample_discrete):
         if self.mode not in MODES:
             self._startup_error(f'parameter mode must be one of {MODES}, got {self.mode!r}')
         try:
@@ -196,7 +203,8 @@ class PolicyNode(Node):
             return PolicyRuntime.from_files(
                 self.mode, model_paths, expected_contract(self.image_size, self.crop_xywh),
                 intra_op_threads=threads, cem_config=cem, cem_episode_prob=cem_episode_prob,
-                seed=seed, settle_s=settle_s, actor_noise_std=actor_noise_std)
+                seed=seed, settle_s=settle_s, actor_noise_std=actor_noise_std,
+                actor_sample_discrete=actor_sample_discrete)
         except (FileNotFoundError, ModelContractError) as exc:
             param = _GROUP_PARAMS.get(getattr(exc, 'model_group', ''), 'model')
             self._startup_error(f'{param}: {exc}', exc)
