@@ -501,17 +501,27 @@ def test_grasp_target_actor_without_weights_is_behaviour_cloning():
     learner = Learner(tiny('bc', actor=target_actor(grasp_pose=True), pose_weight=10.0,
                            shift_px=4))
     batch = buf.sample(16, 0.0, np.random.default_rng(5), successful_only=True)
-    t = {k: torch.from_numpy(batch[k]) for k in ('image', 'proprio', 'actor_action',
-                                                 'target_xy', 'target_mask', 'target_pose')}
-    with torch.no_grad():
-        ref, parts = bc_loss(learner.actor, t['image'], t['proprio'], t['actor_action'],
-                             learner.config.weights,
-                             (t['target_xy'], t['target_mask'], t['target_pose']),
-                             pose_weight=10.0)
+
+    def reference(rows):
+        t = {k: torch.from_numpy(batch[k][rows]) for k in (
+            'image', 'proprio', 'actor_action', 'target_xy', 'target_mask', 'target_pose')}
+        with torch.no_grad():
+            return bc_loss(learner.actor, t['image'], t['proprio'], t['actor_action'],
+                           learner.config.weights,
+                           (t['target_xy'], t['target_mask'], t['target_pose']),
+                           pose_weight=10.0)
+
+    ref, parts = reference(slice(None))
     stats = learner.update(batch)
     assert stats['actor_loss'] == pytest.approx(float(ref), rel=1e-5)
     assert stats['target_loss'] == pytest.approx(parts['target'], rel=1e-5)
     assert stats['pose_loss'] == pytest.approx(parts['pose'], rel=1e-5)
+    # Rows whose actor_mask is False (a miss in an episode that grasped again) are left out.
+    keep = np.arange(16) % 4 != 0
+    ref, _ = reference(keep)
+    stats = learner.update(dict(batch, actor_mask=keep))
+    assert stats['actor_samples'] == 12
+    assert stats['actor_loss'] == pytest.approx(float(ref), rel=1e-5)
 
 
 def test_awopt_with_grasp_target_actor_trains_weights_and_averages():

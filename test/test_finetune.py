@@ -278,7 +278,8 @@ def test_grasp_target_learner_labels_its_episodes_hindsight_or_recorded_goal(tmp
                           actor_path=tmp_path / 'a.onnx', log=lambda line: None)
     assert finetuner.poll() == 4
     buf = finetuner.buffer
-    assert buf.label_keys == ('actor_action', 'target_xy', 'target_mask', 'target_pose')
+    assert buf.label_keys == ('actor_action', 'target_xy', 'target_mask', 'target_pose',
+                              'actor_mask')
     first, second = buf.labels['target_xy'][0], buf.labels['target_xy'][5]
     assert not np.allclose(first, second)        # goal (0.62, 0.01) vs close point (0.6, 0)
     assert buf.labels['target_mask'][:5].tolist() == [True] * 4 + [False]

@@ -16,7 +16,7 @@ from awopt_ros.learning.networks import (GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, 
                                          Actor, ActorConfig)
 from awopt_ros.learning.targets import (episode_labels, expert_action_arrays, expert_actions,
                                         expert_label_count, grasp_pose_targets, grasp_targets,
-                                        recorded_goal, target_arrays)
+                                        miss_mask, recorded_goal, target_arrays)
 
 CROP = (80, 0, 480, 480)
 
@@ -376,6 +376,27 @@ def test_an_episode_that_missed_and_grasped_again_is_labelled_with_its_last_clos
                                atol=1e-6)
     assert not actions[8:, :2].any()
     np.testing.assert_array_equal(actions[:, 2:], ep['actions'][:, 2:])   # bits as logged
+    # The actor does not train on the miss (close on nothing, empty lift); the reopening
+    # and the new approach stay.
+    labels = episode_labels(ep, cam, CROP, action_label='hindsight')
+    assert labels['actor_mask'].tolist() == [True] * 3 + [False] * 3 + [True] * 6
+    np.testing.assert_array_equal(miss_mask(ep['actions']), labels['actor_mask'])
+
+
+def test_a_left_out_close_bit_does_not_split_the_grasp():
+    """Sampled bits: a step with neither open nor close keeps the gripper closed (the arm
+    holds the command), so the grasp close stays the first close and nothing is a miss;
+    an open bit with the close bit set is no reopening either (close wins)."""
+    ep = _episode(10, close_at=4)
+    ep['actions'][6, spec.IDX_CLOSE] = 0.0                       # neither bit: hold
+    ep['actions'][8, spec.IDX_OPEN] = 1.0                        # open and close: close wins
+    assert miss_mask(ep['actions']).all()
+    pose = grasp_pose_targets(ep, label='hindsight')
+    grasp = ep['observations']['proprio'][4, :3]
+    np.testing.assert_allclose(pose[0, :3], (grasp - GRASP_POS_OFFSET_M) / GRASP_POS_SCALE_M,
+                               atol=1e-6)
+    ep['actions'][6, spec.IDX_OPEN] = 1.0                        # a real reopening at step 6
+    assert miss_mask(ep['actions']).tolist() == [True] * 4 + [False] * 2 + [True] * 4
 
 
 def test_grasp_pose_inputs_are_relative_to_the_tool_and_symmetric_under_a_half_turn():
@@ -443,14 +464,16 @@ def test_episode_labels_for_the_replay_buffer():
     ep = _episode(8, close_at=5)
     ep['grasp_goal'] = np.tile(np.float32([0.63, -0.02, 0.03, 0.4]), (9, 1))
     labels = episode_labels(ep, cam, CROP, 'expert', with_pose=True, action_label='expert')
-    assert sorted(labels) == ['actor_action', 'target_mask', 'target_pose', 'target_xy']
+    assert sorted(labels) == ['actor_action', 'actor_mask', 'target_mask', 'target_pose',
+                              'target_xy']
+    assert labels['actor_mask'].dtype == bool and labels['actor_mask'].all()   # one close
     xy, mask = grasp_targets(ep, cam, CROP, label='expert')
     np.testing.assert_array_equal(labels['target_xy'], xy)
     np.testing.assert_array_equal(labels['target_mask'], mask)
     np.testing.assert_array_equal(labels['target_pose'], grasp_pose_targets(ep, 'expert'))
     np.testing.assert_array_equal(labels['actor_action'], expert_actions(ep)[0])
     only_actions = episode_labels(ep, None, None, None, action_label='expert')
-    assert list(only_actions) == ['actor_action']            # no grasp label asked for
+    assert sorted(only_actions) == ['actor_action', 'actor_mask']   # no grasp label asked
     np.testing.assert_array_equal(only_actions['actor_action'], labels['actor_action'])
     failed = episode_labels(_episode(4, None, success=False), cam, CROP)
     assert sorted(failed) == ['target_mask', 'target_xy'] and not failed['target_mask'].any()

@@ -88,9 +88,11 @@ ACT_MODES = ('actor', 'actor_explore', 'cem')
 CHECKPOINT_FORMAT = 'awopt_ros.learner/1'
 #: Optional per-transition actor labels of a replay buffer: relabelled actions the actor
 #: regresses on, float32 (7,); grasp point in the policy image, float32 (2,) in [-1, 1]; its
-#: mask, bool (steps up to the close); grasp pose, float32 (``networks.GRASP_POSE_DIM``,).
+#: mask, bool (steps up to the close); grasp pose, float32 (``networks.GRASP_POSE_DIM``,);
+#: whether the actor trains on the transition at all, bool (``targets.miss_mask``).
 _LABEL_SHAPES = {'actor_action': (spec.ACTION_DIM,), 'target_xy': (2,), 'target_mask': (),
-                 'target_pose': (GRASP_POSE_DIM,)}
+                 'target_pose': (GRASP_POSE_DIM,), 'actor_mask': ()}
+_BOOL_LABELS = ('target_mask', 'actor_mask')
 LABEL_KEYS = tuple(_LABEL_SHAPES)
 
 _HIGH4 = spec.ACTION_HIGH[spec.CONTINUOUS].astype(np.float32)   # (4,) m, m, m, rad
@@ -493,7 +495,7 @@ class ReplayBuffer:
                              f'{list(self.label_keys)}')
         out = {}
         for k in keys:
-            dtype = bool if k == 'target_mask' else np.float32
+            dtype = bool if k in _BOOL_LABELS else np.float32
             a = np.asarray(labels[k]).astype(dtype, copy=False)
             if a.shape != (t,) + _LABEL_SHAPES[k]:
                 raise ValueError(f'label {k!r} must have shape {(t,) + _LABEL_SHAPES[k]}, '
@@ -715,7 +717,7 @@ def _tensors(batch, keys):
             if v.dtype != np.uint8:
                 raise ValueError(f'batch[{k!r}] must be uint8, got {v.dtype}')
             out[k] = torch.from_numpy(np.ascontiguousarray(v))
-        elif k in ('success', 'target_mask'):
+        elif k in ('success',) + _BOOL_LABELS:
             out[k] = torch.from_numpy(v.astype(bool))
         else:
             out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
@@ -905,13 +907,13 @@ class Learner:
                 raise ValueError(f"an actor with pooling 'target' needs the batch labels "
                                  f"{keys[4:]} (ReplayBuffer labels, learning.targets."
                                  f"episode_labels); the batch has {sorted(batch)}")
-        if 'actor_action' in batch:
-            keys.append('actor_action')
+        keys += [k for k in ('actor_action', 'actor_mask') if k in batch]
         t = _tensors(batch, keys)
+        keep = t.pop('actor_mask', torch.ones_like(t['success']))    # not the misses' steps
         if c.positive_filter:                       # AW-Opt: 1[success] in the actor update
-            keep = t['success']
-            if not bool(keep.all()):
-                t = {k: v[keep] for k, v in t.items()}
+            keep = keep & t['success']
+        if not bool(keep.all()):
+            t = {k: v[keep] for k, v in t.items()}
         n = t['action'].shape[0]
         if n == 0:
             return empty
@@ -985,8 +987,10 @@ class Learner:
                 ``actor_batch`` is given.
             actor_batch: optional separate actor batch (e.g. ``successful_only=True``). With
                 ``positive_filter`` the rows of unsuccessful episodes are always dropped from
-                the actor batch, so the actor never trains on them; when no row is left the
-                actor step is skipped (``actor_samples`` 0, actor losses NaN).
+                the actor batch, so the actor never trains on them; rows whose ``actor_mask``
+                label is False (the misses of an episode that grasped again) are dropped too;
+                when no row is left the actor step is skipped (``actor_samples`` 0, actor
+                losses NaN).
 
         Returns:
             dict of floats, the same keys for every call of one config: ``step``; with the

@@ -241,11 +241,13 @@ def grasp_target_labeller(crop_xywh, with_pose, action_label='expert'):
 
     Each episode is labelled by :func:`awopt_ros.learning.targets.episode_labels` with the
     simulated shoulder camera and ``crop_xywh``: the demonstrator's recorded goal where the
-    episode has one (scripted episodes), else the hindsight grasp point and pose at the first
-    close (the robot's own episodes: where a successful grasp closed), and the noise-free x, y
-    actions where a goal was recorded, else the logged ones (``action_label='expert'``) or,
-    with ``action_label='hindsight'``, x, y actions that steer to the hindsight grasp point
-    (:func:`~awopt_ros.learning.targets.expert_actions` with ``hindsight_goal``).
+    episode has one (scripted episodes), else the hindsight grasp point and pose at the grasp
+    close (the robot's own episodes: where the successful grasp closed, after any misses), and
+    the noise-free x, y actions where a goal was recorded, else the logged ones
+    (``action_label='expert'``) or, with ``action_label='hindsight'``, x, y actions that steer
+    to the hindsight grasp point (:func:`~awopt_ros.learning.targets.expert_actions` with
+    ``hindsight_goal``); the steps of misses before the grasp close are masked out of the
+    actor's batches (``actor_mask``, :func:`~awopt_ros.learning.targets.miss_mask`).
     """
     return episode_labeller(crop_xywh, 'expert', with_pose, action_label)
 
@@ -712,7 +714,9 @@ def add_finetune_args(parser):
                              "(default) = the demonstrator's noise-free ones where it "
                              "recorded a goal, the robot's own episodes steer to where they "
                              "closed; 'expert' = the logged actions for the robot's own "
-                             'episodes (with exploration noise they taught the noise: README)')
+                             'episodes (with exploration noise they taught the noise: README); '
+                             'either way the actor skips the steps of misses before the grasp '
+                             'close')
     parser.add_argument('--offline-dataset-root', default=None,
                         help='also put this dataset (e.g. the pretraining one) in the buffer')
     parser.add_argument('--offline-dataset-id', default=None)

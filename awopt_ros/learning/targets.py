@@ -1,14 +1,16 @@
 """Hindsight grasp-target labels for the actor's target score map ('target' pooling).
 
 In a successful episode the gripper closed on the object it then lifted, so the tool
-position at the grasp close (the first step of the episode's last run of close-bit steps; the
-first close step when it closed once) is the grasp point that every earlier step was heading
-for. An episode of the robot's own can miss, reopen and grasp again (the actors recover from
-about one miss in five, in process); its earlier closes are misses, so the last close run is
-the one that lifted. Projected into the policy image (:class:`awopt_ros.core.camera.PinholeCamera`
-and the policy crop) it labels the actor's score map on those steps, the way affordance maps
-are trained from the grasp a robot executed (Zeng et al. 2018, "Robotic pick-and-place of
-novel objects in clutter"; Transporter Networks, Zeng et al. 2020). Only logged data is
+position at the grasp close (the first step of the episode's last run of steps with the
+gripper commanded closed, :func:`commanded_closed`; the first close step when it closed once)
+is the grasp point that every earlier step was heading for. An episode of the robot's own can
+miss, reopen and grasp again (about one successful episode in five of the shipped actor's, in
+process); its earlier closes are misses, so the last close run is the one that lifted, and
+the actor does not train on the misses' steps (:func:`miss_mask`). Projected into the policy
+image (:class:`awopt_ros.core.camera.PinholeCamera` and the policy crop) it labels the
+actor's score map on those steps, the way affordance maps are trained from the grasp a robot
+executed (Zeng et al. 2018, "Robotic pick-and-place of novel objects in clutter"; Transporter
+Networks, Zeng et al. 2020). Only logged data is
 needed: proprio and actions, no object poses. The tool pose at that step also labels the
 grasp pose head (``ActorConfig.grasp_pose``): the tool position and the gripper yaw it closed at.
 
@@ -51,12 +53,51 @@ def _grasp_close(episode):
     return proprios, actions.shape[0], _close_index(actions)
 
 
+def commanded_closed(actions):
+    """Return bool (T,): the gripper command in force after each of ``actions`` (T, 7) is
+    "closed", as the arm executes the bits (``core.arm.gripper_target``): a close bit closes
+    (close wins over open), an open bit alone opens, neither keeps the previous command
+    (open at the start of the episode)."""
+    close = actions[:, spec.IDX_CLOSE] > 0.5
+    opening = (actions[:, spec.IDX_OPEN] > 0.5) & ~close
+    state = np.zeros(len(actions), dtype=bool)
+    closed = False
+    for t in range(len(actions)):
+        closed = True if close[t] else (False if opening[t] else closed)
+        state[t] = closed
+    return state
+
+
+def _close_runs(actions):
+    """Return [(first, last)] step indices of the runs of :func:`commanded_closed` steps."""
+    state = commanded_closed(actions)
+    edges = np.diff(np.concatenate([[0], state.astype(np.int8), [0]]))
+    return list(zip(np.nonzero(edges == 1)[0].tolist(),
+                    (np.nonzero(edges == -1)[0] - 1).tolist()))
+
+
 def _close_index(actions):
     """Index of the grasp close in actions (T, 7): the first step of the last run of
-    consecutive close-bit steps (the first close step when there is one run), or None."""
-    closing = actions[:, spec.IDX_CLOSE] > 0.5
-    onsets = np.nonzero(closing & ~np.concatenate([[False], closing[:-1]]))[0]
-    return int(onsets[-1]) if len(onsets) else None
+    :func:`commanded_closed` steps (the first close step when it closed once), or None. A
+    close bit left out while the gripper stays closed (neither bit set, e.g. one sampled step)
+    does not start a new run."""
+    runs = _close_runs(actions)
+    return runs[-1][0] if runs else None
+
+
+def miss_mask(actions):
+    """Return bool (T,): False on the steps of every commanded-closed run before the last.
+
+    In an episode that missed, reopened and grasped again, the earlier runs are the misses:
+    closing on nothing and lifting the empty gripper. Their actions are what the episode's
+    success does not vouch for, so the actor does not regress on them (``actor_mask`` of
+    :func:`episode_labels`); the reopening step after each miss and the new approach are kept.
+    All True for an episode with at most one close run.
+    """
+    mask = np.ones(len(actions), dtype=bool)
+    for first, last in _close_runs(actions)[:-1]:
+        mask[first:last + 1] = False
+    return mask
 
 
 def recorded_goal(episode, step):
@@ -185,7 +226,9 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
     Returns:
         dict of arrays with T rows: with a ``grasp_label`` ``target_xy`` float32 (T, 2),
         ``target_mask`` bool (T,) and, with ``with_pose``, ``target_pose`` float32 (T,
-        GRASP_POSE_DIM); with expert action labels ``actor_action`` float32 (T, 7); the keys that
+        GRASP_POSE_DIM); with expert or hindsight action labels ``actor_action`` float32
+        (T, 7) and ``actor_mask`` bool (T,) (:func:`miss_mask`: False on the steps of closes
+        before the last, which the actor does not train on); the keys that
         ``learning.awopt.ReplayBuffer.add_episode`` takes as ``labels``.
 
     Raises:
@@ -202,6 +245,7 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
     if action_label != 'logged':
         labels['actor_action'] = expert_actions(
             episode, hindsight_goal=action_label == 'hindsight')[0]
+        labels['actor_mask'] = miss_mask(episode_transitions(episode)[2])
     return labels
 
 
