@@ -245,7 +245,7 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
     if action_label != 'logged':
         labels['actor_action'] = expert_actions(
             episode, hindsight_goal=action_label == 'hindsight')[0]
-        labels['actor_mask'] = miss_mask(episode_transitions(episode)[2])
+        labels['actor_mask'] = miss_mask(labels['actor_action'])     # bits as logged
     return labels
 
 
