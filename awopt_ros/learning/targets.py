@@ -10,9 +10,9 @@ the actor does not train on the misses' steps (:func:`miss_mask`). Projected int
 image (:class:`awopt_ros.core.camera.PinholeCamera` and the policy crop) it labels the
 actor's score map on those steps, the way affordance maps are trained from the grasp a robot
 executed (Zeng et al. 2018, "Robotic pick-and-place of novel objects in clutter"; Transporter
-Networks, Zeng et al. 2020). Only logged data is
-needed: proprio and actions, no object poses. The tool pose at that step also labels the
-grasp pose head (``ActorConfig.grasp_pose``): the tool position and the gripper yaw it closed at.
+Networks, Zeng et al. 2020). Only logged data is needed: proprio and actions, no object poses.
+The tool pose at that step also labels the grasp pose head (``ActorConfig.grasp_pose``): the
+tool position and the gripper yaw it closed at.
 
 Hindsight labels carry the demonstrator's own error: a noisy scripted policy closes a median
 1.0 cm (p90 2.8 cm) from the object's centre even in its successful episodes (models/grasp_bc.md).
@@ -32,6 +32,7 @@ noise, label with the supervisor's noise-free action).
 import numpy as np
 
 from awopt_ros.core import spec
+from awopt_ros.core.arm import gripper_target
 from awopt_ros.learning.data import episode_transitions, is_success
 from awopt_ros.learning.networks import GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM
 
@@ -55,15 +56,14 @@ def _grasp_close(episode):
 
 def commanded_closed(actions):
     """Return bool (T,): the gripper command in force after each of ``actions`` (T, 7) is
-    "closed", as the arm executes the bits (``core.arm.gripper_target``): a close bit closes
-    (close wins over open), an open bit alone opens, neither keeps the previous command
-    (open at the start of the episode)."""
-    close = actions[:, spec.IDX_CLOSE] > 0.5
-    opening = (actions[:, spec.IDX_OPEN] > 0.5) & ~close
+    "closed", as the arm executes the bits (:func:`awopt_ros.core.arm.gripper_target`: a close
+    bit closes, close wins over open, an open bit alone opens, neither keeps the previous
+    command; open at the start of the episode)."""
     state = np.zeros(len(actions), dtype=bool)
     closed = False
-    for t in range(len(actions)):
-        closed = True if close[t] else (False if opening[t] else closed)
+    for t, action in enumerate(actions):
+        target = gripper_target(action)
+        closed = closed if target is None else target == spec.GRIPPER_CLOSED_M
         state[t] = closed
     return state
 
