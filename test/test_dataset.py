@@ -123,6 +123,16 @@ def test_actions_clipped_and_empty_episode_skipped(tmp_path, caplog):
     goals = load_episodes(tmp_path, DATASET_ID)[1]['grasp_goal']
     np.testing.assert_allclose(goals[0], [0.6, 0.1, 0.03, 0.5], rtol=1e-6)
     assert goals.shape == (3, 4) and np.isnan(goals[1:]).all()
+    assert ep['noise_free_action'].shape == (2, 7) and np.isnan(ep['noise_free_action']).all()
+    # an actor's noise-free action per step (NaN where none, e.g. a CEM step)
+    clean = np.float32([0.01, -0.02, -0.03, 0.1, 0.0, 1.0, 0.0])
+    rec.begin(3, 9)
+    rec.add_step(img, np.zeros(6), np.zeros(7), 0.0, 1, 3.0, noise_free_action=clean)
+    rec.add_step(img, np.zeros(6), np.zeros(7), 0.0, 2, 3.1)
+    rec.end(False, True, False, img, np.zeros(6))
+    stored = load_episodes(tmp_path, DATASET_ID)[2]['noise_free_action']
+    np.testing.assert_array_equal(stored[0], clean)
+    assert stored.shape == (3, 7) and np.isnan(stored[1:]).all()
 
 
 def test_bad_input(tmp_path):
@@ -145,6 +155,8 @@ def test_bad_input(tmp_path):
         rec.add_step(img, np.zeros(6), np.zeros(6), 0, 0, 0)
     with pytest.raises(ValueError, match='grasp_goal'):
         rec.add_step(img, np.zeros(6), np.zeros(7), 0, 0, 0, grasp_goal=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match='noise_free_action'):
+        rec.add_step(img, np.zeros(6), np.zeros(7), 0, 0, 0, noise_free_action=np.zeros(4))
     assert rec.steps == 0
     with pytest.raises(ValueError, match='episode'):
         rec.begin(-1)

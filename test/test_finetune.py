@@ -298,3 +298,16 @@ def test_grasp_target_learner_labels_its_episodes_hindsight_or_recorded_goal(tmp
     assert not got[3:, :2].any()
     np.testing.assert_array_equal(hindsight.buffer.labels['actor_action'][:5],
                                   buf.labels['actor_action'][:5])   # the recorded goal wins
+    assert hindsight.summary()['labels'] == {'action_label': 'hindsight', 'miss_label': 'mask'}
+    # miss_label='reopen': a miss before the grasp close is trained on as a reopening.
+    episodes[1]['actions'][1, spec.IDX_CLOSE] = 1.0               # closes on nothing at 1
+    episodes[1]['actions'][2, spec.IDX_OPEN] = 1.0                # reopens at 2
+    reopen = Finetuner(learner, GrowingSource(episodes[:2], per_call=2),
+                       FinetuneConfig(max_idle_s=0.0, poll_s=0.0), action_label='hindsight',
+                       miss_label='reopen', log=lambda line: None)
+    assert reopen.poll() == 2
+    got = reopen.buffer.labels['actor_action'][5:10]
+    assert got[1, spec.IDX_CLOSE] == 0.0 and reopen.buffer.labels['actor_mask'][5:10].all()
+    assert reopen.summary()['labels']['miss_label'] == 'reopen'
+    assert Finetuner(learner, GrowingSource(episodes, per_call=4), labeller=lambda ep: {},
+                     log=lambda line: None).summary()['labels'] is None   # the caller's

@@ -11,7 +11,7 @@ the policy node runs. Checks the mechanics (a rising success rate needs far long
   higher ``model_version``), kept acting across the swaps (``/policy/decision`` carries more
   than one model version) and exited cleanly;
 - every episode ended properly and the dataset loads with every episode, each step marked as
-  the actor's and matching a decision of the policy node.
+  the actor's and matching a decision of the policy node, whose noise-free action it keeps.
 """
 import json
 import os
@@ -191,8 +191,10 @@ def test_episodes_end_properly_and_dataset_records_the_actor(run):
         assert steps == end['steps']
         assert ep['image'].shape == (steps + 1, 64, 64, 3)
         assert np.all(ep['policy'] == POLICY_IDS['actor'])
-        for t in ep['stamp_s'][:-1]:     # each logged step is one the policy node decided
-            decision = by_stamp.get(round(t * 1e3))
-            if decision is not None:     # this process may miss a message under load
+        for i, t in enumerate(ep['stamp_s'][:-1]):   # each logged step is one the policy
+            decision = by_stamp.get(round(t * 1e3))     # node decided, with its noise-free
+            if decision is not None:     # action (the label); a message may be missed here
                 versions.add(decision['model_version'])
+                np.testing.assert_allclose(ep['noise_free_action'][i],
+                                           decision['noise_free_action'], atol=1e-6)
     assert len(versions) >= 2, versions

@@ -451,14 +451,16 @@ def test_switch_without_actor_is_startup_error(ros_context, critic_paths):
 
 def test_logger_records_the_decision_source_per_step(ros_context, model_path, critic_paths,
                                                       tmp_path):
-    """Policy (mode switch) + logger in one process: the dataset's per-step policy id is the
-    decision's source, not the model info kind ('switch' -> 'other')."""
+    """Policy (mode switch, exploration noise) + logger in one process: the dataset's per-step
+    policy id is the decision's source, not the model info kind ('switch' -> 'other'), and
+    its noise-free action is the decision's (the actor's action without the noise; NaN on
+    CEM steps)."""
     from awopt_ros.core.dataset import POLICY_IDS, load_episodes
     from awopt_ros.nodes.logger import LoggerNode
     enc, head = critic_paths
     executor, node, tester, actions, _, decisions = _make_rig(ros_context, _params(
         model_path, mode='switch', critic_encoder_path=str(enc), critic_head_path=str(head),
-        cem_samples=16, cem_elites=4, reload_period_s=0.0, seed=3))
+        cem_samples=16, cem_elites=4, reload_period_s=0.0, seed=3, actor_noise_std=0.3))
     logger = LoggerNode(context=ros_context, parameter_overrides=[
         Parameter('output_dir', value=str(tmp_path / 'run')), Parameter('image_size', value=SIZE),
         Parameter('end_grace_s', value=0.2)])
@@ -500,6 +502,13 @@ def test_logger_records_the_decision_source_per_step(ros_context, model_path, cr
             assert all(abs(k - t * 1e9) < 1e3 for k, t in zip(near, ep['stamp_s'][:n]))
             want = [POLICY_IDS[by_stamp[k]] for k in near]
             assert ep['policy'][:n].tolist() == want == [POLICY_IDS[policy]] * n
+            clean = ep['noise_free_action'][:n]
+            if policy == 'cem':
+                assert np.isnan(clean).all()
+            else:
+                by_clean = {_stamp_ns(d['stamp']): d['noise_free_action'] for d in decisions}
+                np.testing.assert_allclose(clean, [by_clean[k] for k in near], atol=1e-6)
+                assert np.abs(clean[:, :4] - ep['actions'][:, :4]).max() > 1e-3   # noisy
         assert set(policies) == {'actor', 'cem'}   # seed 3: cem, actor, cem
     finally:
         executor.remove_node(logger)

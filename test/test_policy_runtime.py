@@ -155,10 +155,15 @@ def test_actor_exploration_noise_on_continuous_sub_actions_only(critic, obs):
     quiet = PolicyRuntime('actor', FixedActor(edge), critic, seed=3)
     action, _, info = quiet.act(*obs)
     assert np.array_equal(action, edge) and info['actor_noise_std'] == 0.0
+    np.testing.assert_array_equal(info['noise_free_action'], edge)
+    noisy, _, info = again.act(*obs)                           # the label without the noise
+    np.testing.assert_array_equal(info['noise_free_action'], edge)
+    assert not np.array_equal(noisy, edge)
     cem_rt = PolicyRuntime('cem', FixedActor(edge), critic, cem_config=SMALL_CEM, seed=0,
                            actor_noise_std=0.5)
     _, source, info = cem_rt.act(*obs)                         # CEM acts: no noise reported
     assert source == 'cem' and info['actor_noise_std'] == 0.0 and info['actor_candidate']
+    assert info['noise_free_action'] is None
 
 
 def test_cem_episode_uses_actor_as_extra_candidate(critic, obs):

@@ -73,8 +73,10 @@ def test_runtime_policy_noise_depends_on_the_scene_seed_only(tmp_path):
     actions(second, 8)                                     # another episode ran first
     np.testing.assert_array_equal(actions(second, 7), a7)  # same scene, same noise
     assert not np.array_equal(actions(first, 8), a7)
-    assert first.act(obs)[1] == {'policy': 'actor', 'actor_noise_std': 0.3,
-                                 'discrete_sampled': False}
+    action, info = first.act(obs)
+    clean = info.pop('noise_free_action')      # the label: the action without the noise
+    assert info == {'policy': 'actor', 'actor_noise_std': 0.3, 'discrete_sampled': False}
+    assert clean.shape == (7,) and not np.array_equal(clean[:4], action[:4])
     quiet = ActorRuntimeFactory(str(path), 0.0)(0)
     quiet.begin_episode(7)
     assert np.array_equal(quiet.act(obs)[0], quiet.act(obs)[0])   # no noise: deterministic
@@ -99,6 +101,8 @@ def test_rounds_collect_train_export_and_evaluate(tmp_path, monkeypatch):
     assert [ep['seed'] for ep in ft.source] == [50, 51, 52, 53, 54, 55]
     assert all(np.all(ep['infos']['actor_noise_std'] == 0.2) for ep in ft.source)
     assert all(np.all(ep['infos']['discrete_sampled']) for ep in ft.source)   # the exports
+    assert all(ep['infos']['noise_free_action'].shape == (len(ep['actions']) + 1, 7)
+               and np.isfinite(ep['infos']['noise_free_action']).all() for ep in ft.source)
     # carry the actor's probabilities, and the exploration draws its discrete sub-actions
     assert summary['steps'] == 12 and learner.step == 12           # 2 steps per episode
     assert [e['step'] for e in summary['exports']] == [0, 4, 8, 12]   # start + every round
@@ -183,6 +187,40 @@ def test_cli_finetune_in_process(tmp_path, monkeypatch, capsys):
     assert history['steps'] == 2 and len(history['evaluations']) == 2
     assert read_contract(out)['dataset'] == 'sim/in-process'
     assert (tmp_path / 'ft' / 'live_critic_encoder.onnx').is_file()
+
+
+def test_cli_finetune_beside_the_stack_with_in_process_demonstrations(tmp_path, monkeypatch,
+                                                                      capsys):
+    """Without --in-process, --offline-scripted-episodes still puts simulated demonstrations
+    in the buffer before the finetuner follows the stack's dataset."""
+    from awopt_ros.core import spec
+    from awopt_ros.core.dataset import EpisodeRecorder
+    from awopt_ros.learning.train_cli import save_checkpoint
+    short_episodes(monkeypatch)
+    rng = np.random.default_rng(2)
+    rec = EpisodeRecorder(tmp_path / 'run', 'awopt/kuka-grasp-v0', image_size=SIZE)
+    for k in range(2):                                    # the robot's own episodes
+        rec.begin(k, 10 + k)
+        for t in range(3):
+            action = np.zeros(spec.ACTION_DIM, np.float32)
+            action[spec.IDX_CLOSE] = float(t == 2)
+            rec.add_step(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
+                         [0.6, 0.0, 0.3 - 0.05 * t, 0.0, 1.0, 0.0], action, 0.5, 1, 0.1 * t,
+                         noise_free_action=action)
+        rec.end(k == 0, k == 0, k != 0, np.zeros((SIZE, SIZE, 3), np.uint8),
+                np.zeros(6, np.float32))
+    save_checkpoint(tmp_path / 'start.pt', tiny_learner(), {'crop_xywh': [80, 0, 480, 480]})
+    assert cli.main(['finetune', '--dataset-root', str(tmp_path / 'run'), '--dataset-id',
+                     'awopt/kuka-grasp-v0', '--init-checkpoint', str(tmp_path / 'start.pt'),
+                     '--out', str(tmp_path / 'live.onnx'), '--offline-scripted-episodes', '2',
+                     '--processes', '1', '--steps-per-episode', '1', '--max-steps', '2',
+                     '--poll-s', '0.01', '--threads', '1', '--miss-label', 'reopen']) == 0
+    printed = capsys.readouterr().out
+    assert '2 offline scripted episodes' in printed and 'stopped (max_steps)' in printed
+    history = json.loads((tmp_path / 'live_finetune_history.json').read_text())
+    assert history['offline_episodes'] == 2 and history['episodes_seen'] == 2
+    assert history['labels'] is None          # this tiny actor has no grasp-target labels
+    assert read_contract(tmp_path / 'live.onnx')['dataset'] == 'awopt/kuka-grasp-v0'
 
 
 def test_cli_finetune_needs_a_dataset_unless_in_process(tmp_path, capsys):

@@ -14,9 +14,11 @@ from awopt_ros.learning.bc import BCConfig, bc_loss, train_bc
 from awopt_ros.learning.export import export_actor
 from awopt_ros.learning.networks import (GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, GRASP_POSE_DIM,
                                          Actor, ActorConfig)
-from awopt_ros.learning.targets import (episode_labels, expert_action_arrays, expert_actions,
-                                        expert_label_count, grasp_pose_targets, grasp_targets,
-                                        miss_mask, recorded_goal, target_arrays)
+from awopt_ros.learning.targets import (commanded_closed, episode_labels, expert_action_arrays,
+                                        expert_actions, expert_label_count, grasp_pose_targets,
+                                        grasp_targets, miss_mask, recorded_goal,
+                                        recorded_noise_free_action, reopen_actions,
+                                        target_arrays)
 
 CROP = (80, 0, 480, 480)
 
@@ -354,6 +356,31 @@ def test_hindsight_action_labels_steer_to_where_the_episode_closed():
         episode_labels(own, None, CROP, grasp_label=None, action_label='oracle')
 
 
+def test_own_episodes_z_yaw_labels_are_the_recorded_noise_free_actions():
+    """DART-style: where the actor's noise-free action was recorded (its own noisy steps), the
+    hindsight labels take its z and yaw; x, y still steer to the close, the bits stay as
+    executed, and steps without one (NaN: CEM, scripted) keep their logged z, yaw."""
+    own = _episode(8, close_at=5)
+    own['actions'][:, :4] = [0.004, -0.005, -0.02, 0.1]           # noisy logged commands
+    clean = np.full((9, spec.ACTION_DIM), np.nan, np.float32)
+    clean[:6] = [0.01, 0.01, -0.03, 0.05, 0.0, 0.0, 0.0]          # steps 6, 7: CEM (NaN)
+    clean[5, spec.IDX_CLOSE] = 1.0
+    own['noise_free_action'] = clean
+    plain, _ = expert_actions(own, hindsight_goal=True)
+    actions, _ = expert_actions(own, hindsight_goal=True, noise_free=True)
+    np.testing.assert_allclose(actions[:6, 2:4], np.tile([-0.03, 0.05], (6, 1)), atol=1e-7)
+    np.testing.assert_array_equal(actions[6:, 2:4], own['actions'][6:, 2:4])
+    np.testing.assert_array_equal(actions[:, :2], plain[:, :2])
+    np.testing.assert_array_equal(actions[:, 4:], own['actions'][:, 4:])
+    assert recorded_noise_free_action(own, 6) is None
+    inproc = dict(_episode(8, close_at=5), infos={'noise_free_action': clean})
+    np.testing.assert_allclose(recorded_noise_free_action(inproc, 0), clean[0])
+    labels = episode_labels(own, None, CROP, grasp_label=None, action_label='hindsight')
+    np.testing.assert_array_equal(labels['actor_action'], actions)
+    demo = episode_labels(own, None, CROP, grasp_label=None, action_label='expert')
+    np.testing.assert_array_equal(demo['actor_action'][:, 2:4], own['actions'][:, 2:4])
+
+
 def test_an_episode_that_missed_and_grasped_again_is_labelled_with_its_last_close():
     """A robot episode closes on nothing (steps 3-5), reopens, and grasps at step 8: the
     hindsight labels are the tool pose at step 8, and the approach x, y steers there."""
@@ -381,6 +408,21 @@ def test_an_episode_that_missed_and_grasped_again_is_labelled_with_its_last_clos
     labels = episode_labels(ep, cam, CROP, action_label='hindsight')
     assert labels['actor_mask'].tolist() == [True] * 3 + [False] * 3 + [True] * 6
     np.testing.assert_array_equal(miss_mask(ep['actions']), labels['actor_mask'])
+    # ... or ('reopen') trains on the miss relabelled: no close at step 3, then stop and open
+    reopen = episode_labels(ep, cam, CROP, action_label='hindsight', miss_label='reopen')
+    got = reopen['actor_action']
+    assert reopen['actor_mask'].all()
+    assert got[3, 4:].tolist() == [0.0, 0.0, 0.0]                 # not closing yet
+    np.testing.assert_array_equal(got[3, :4], actions[3, :4])     # its motion kept
+    assert got[4:6, 4:].tolist() == [[1.0, 0.0, 0.0]] * 2 and not got[4:6, 2:4].any()
+    np.testing.assert_array_equal(got[4:6, :2], actions[4:6, :2])  # steer to the grasp
+    np.testing.assert_array_equal(np.delete(got, [3, 4, 5], 0),
+                                  np.delete(labels['actor_action'], [3, 4, 5], 0))
+    assert not (commanded_closed(got)[:8]).any()                 # no close before the grasp
+    one = _episode(8, close_at=5)                                 # one close: unchanged
+    np.testing.assert_array_equal(reopen_actions(one['actions']), one['actions'])
+    with pytest.raises(ValueError, match='miss_label'):
+        episode_labels(ep, cam, CROP, action_label='hindsight', miss_label='drop')
 
 
 def test_a_left_out_close_bit_does_not_split_the_grasp():

@@ -16,7 +16,9 @@ Per episode of T actions (Minari's convention):
   ``success_probability`` (float32), ``policy`` (int64, see :data:`POLICY_IDS`) and
   ``stamp_s`` (float64, the observation image's stamp) and ``grasp_goal`` (float32 (4,): the
   grasp pose a scripted demonstrator aimed for at that step, x, y, z in m and yaw in rad in
-  base_link; NaN where the policy published none, e.g. a learned policy). Minari stores no
+  base_link; NaN where the policy published none, e.g. a learned policy) and
+  ``noise_free_action`` (float32 (7,): the learned actor's own action before its exploration
+  noise and discrete sampling; NaN where none was recorded, e.g. CEM steps). Minari stores no
   strings in infos, so the policy id -> name table is in the dataset metadata
   (``awopt_policy_ids``).
 
@@ -194,7 +196,8 @@ class EpisodeRecorder:
                          self._episode['episode'], self.steps)
         self._episode = {'episode': int(episode), 'seed': None if seed is None else int(seed),
                          'image': [], 'proprio': [], 'actions': [], 'success_probability': [],
-                         'policy': [], 'stamp_s': [], 'grasp_goal': []}
+                         'policy': [], 'stamp_s': [], 'grasp_goal': [],
+                         'noise_free_action': []}
 
     def _check_obs(self, image, proprio):
         img = np.asarray(image)
@@ -210,7 +213,7 @@ class EpisodeRecorder:
         return np.array(img, copy=True), p
 
     def add_step(self, image, proprio, action, success_probability, policy_id, stamp_s,
-                 grasp_goal=None):
+                 grasp_goal=None, noise_free_action=None):
         """Buffer one step: the observation (image, proprio) and the action taken from it.
 
         Args:
@@ -223,11 +226,13 @@ class EpisodeRecorder:
             stamp_s: stamp of the image (s).
             grasp_goal: optional (4,) demonstrator's grasp goal (x, y, z m, yaw rad, base
                 frame); None stores NaN.
+            noise_free_action: optional (7,) actor's action before exploration noise and
+                discrete sampling (``/policy/decision``); None stores NaN.
 
         Raises:
             RuntimeError: no episode is running.
             ValueError: wrong shape/dtype, or non-finite proprio or action, or a grasp goal
-                that is not 4 values.
+                that is not 4 values, or a noise-free action that is not 7 values.
         """
         if self._episode is None:
             raise RuntimeError('add_step called with no episode running (call begin first)')
@@ -238,6 +243,12 @@ class EpisodeRecorder:
             goal = np.asarray(grasp_goal, dtype=np.float32).reshape(-1)
             if goal.shape != (4,):
                 raise ValueError(f'grasp_goal must be (x, y, z, yaw), got shape {goal.shape}')
+        clean = np.full(ACTION_DIM, np.nan, np.float32)
+        if noise_free_action is not None:
+            clean = np.asarray(noise_free_action, dtype=np.float32).reshape(-1)
+            if clean.shape != (ACTION_DIM,):
+                raise ValueError(f'noise_free_action must have {ACTION_DIM} entries, got shape '
+                                 f'{clean.shape}')
         ep = self._episode
         ep['image'].append(img)
         ep['proprio'].append(p)
@@ -246,6 +257,7 @@ class EpisodeRecorder:
         ep['policy'].append(int(policy_id))
         ep['stamp_s'].append(float(stamp_s))
         ep['grasp_goal'].append(goal)
+        ep['noise_free_action'].append(clean)
 
     def truncate(self, steps):
         """Keep only the first ``steps`` buffered steps of the running episode.
@@ -268,7 +280,7 @@ class EpisodeRecorder:
             return None
         first = {k: ep[k][n] for k in ('image', 'proprio', 'success_probability', 'stamp_s')}
         for key in ('image', 'proprio', 'actions', 'success_probability', 'policy', 'stamp_s',
-                    'grasp_goal'):
+                    'grasp_goal', 'noise_free_action'):
             del ep[key][n:]
         return first
 
@@ -404,6 +416,8 @@ class EpisodeRecorder:
             'policy': np.array(ep['policy'] + [ep['policy'][-1]], dtype=np.int64),
             'stamp_s': np.array(ep['stamp_s'] + [final_stamp], dtype=np.float64),
             'grasp_goal': np.stack(ep['grasp_goal'] + ep['grasp_goal'][-1:]).astype(np.float32),
+            'noise_free_action': np.stack(ep['noise_free_action']
+                                          + ep['noise_free_action'][-1:]).astype(np.float32),
         }
         return EpisodeBuffer(seed=ep['seed'], options={'episode': ep['episode']},
                              observations=observations, actions=np.stack(ep['actions']),
@@ -471,6 +485,10 @@ def episode_dict(ep, meta=None):
         'stamp_s': np.asarray(infos.get('stamp_s', []), dtype=np.float64),
         'grasp_goal': (np.asarray(infos['grasp_goal'], dtype=np.float32) if 'grasp_goal' in infos
                        else np.full((len(ep.actions) + 1, 4), np.nan, np.float32)),
+        'noise_free_action': (
+            np.asarray(infos['noise_free_action'], dtype=np.float32)
+            if 'noise_free_action' in infos
+            else np.full((len(ep.actions) + 1, ACTION_DIM), np.nan, np.float32)),
     }
 
 
@@ -483,8 +501,8 @@ def load_episodes(root_dir, dataset_id):
         or None), ``image`` (T+1, S, S, 3) uint8, ``proprio`` (T+1, 6) float32, ``actions``
         (T, 7) float32, ``rewards`` (T,) float64, ``terminations`` / ``truncations`` (T,) bool,
         ``success_probability`` (T+1,) float32, ``policy`` (T+1,) int64, ``stamp_s`` (T+1,)
-        float64, ``grasp_goal`` (T+1, 4) float32 (NaN where none was recorded, and for
-        datasets written before it existed).
+        float64, ``grasp_goal`` (T+1, 4) float32 and ``noise_free_action`` (T+1, 7) float32
+        (NaN where none was recorded, and for datasets written before they existed).
 
     Raises:
         FileNotFoundError: no such dataset.

@@ -395,7 +395,11 @@ class PolicyRuntime:
             ``actor_candidate`` (bool, the actor's action was a CEM candidate),
             ``actor_noise_std`` (float, the exploration noise added to this action; 0.0
             when none was) and ``discrete_sampled`` (bool, its discrete sub-actions were
-            drawn from the actor's probabilities).
+            drawn from the actor's probabilities) and ``noise_free_action`` (float32 (7,): for
+            source 'actor', the actor's own action before the exploration noise and the
+            discrete sampling, in bounds, discrete entries thresholded; None for source
+            'cem'). Learners label noisy exploration steps with it (DART, Laskey et al.
+            2017).
 
         Raises:
             NoPolicyError: neither the actor nor CEM can produce an action (both reasons
@@ -407,7 +411,8 @@ class PolicyRuntime:
         models = self._models   # one read: the whole step uses one model set
         want = self.episode_policy
         info = {'episode_policy': want, 'model_version': models.version, 'fallback': None,
-                'actor_candidate': False, 'actor_noise_std': 0.0, 'discrete_sampled': False}
+                'actor_candidate': False, 'actor_noise_std': 0.0, 'discrete_sampled': False,
+                'noise_free_action': None}
         actor_action, actor_problem, prob = None, 'no actor loaded', None
         if models.actor is not None:
             try:
@@ -450,8 +455,9 @@ class PolicyRuntime:
     def _explore(self, action, info, prob=None):
         """Return the actor's ``action`` (7,) with the exploration noise, float32, in bounds;
         with ``actor_sample_discrete`` and the actor's ``prob`` (3,), its discrete entries
-        drawn from them."""
+        drawn from them. ``info['noise_free_action']`` gets a copy of ``action``."""
         action = np.array(action, dtype=np.float32)
+        info['noise_free_action'] = action.copy()
         if self.actor_sample_discrete and prob is not None:
             p = np.clip(np.asarray(prob, dtype=np.float64).reshape(-1), 0.0, 1.0)
             action[spec.DISCRETE] = (self._discrete_rng.random(p.shape) < p).astype(np.float32)

@@ -236,7 +236,7 @@ class FinetuneConfig:
         return asdict(self)
 
 
-def grasp_target_labeller(crop_xywh, with_pose, action_label='expert'):
+def grasp_target_labeller(crop_xywh, with_pose, action_label='expert', miss_label='mask'):
     """Return ``labeller(episode) -> labels`` for a grasp-target actor's replay buffer.
 
     Each episode is labelled by :func:`awopt_ros.learning.targets.episode_labels` with the
@@ -246,10 +246,12 @@ def grasp_target_labeller(crop_xywh, with_pose, action_label='expert'):
     the noise-free x, y actions where a goal was recorded, else the logged ones
     (``action_label='expert'``) or, with ``action_label='hindsight'``, x, y actions that steer
     to the hindsight grasp point (:func:`~awopt_ros.learning.targets.expert_actions` with
-    ``hindsight_goal``); the steps of misses before the grasp close are masked out of the
-    actor's batches (``actor_mask``, :func:`~awopt_ros.learning.targets.miss_mask`).
+    ``hindsight_goal``, and z, yaw from the actor's recorded noise-free action); the steps of
+    misses before the grasp close are masked out of the actor's batches (``miss_label``
+    'mask': ``actor_mask``, :func:`~awopt_ros.learning.targets.miss_mask`) or relabelled as
+    a reopening ('reopen': :func:`~awopt_ros.learning.targets.reopen_actions`).
     """
-    return episode_labeller(crop_xywh, 'expert', with_pose, action_label)
+    return episode_labeller(crop_xywh, 'expert', with_pose, action_label, miss_label)
 
 
 class Finetuner:
@@ -278,14 +280,15 @@ class Finetuner:
             labels for the buffer (``ReplayBuffer.add_episode``); default: for a learner
             whose actor has 'target' pooling, :func:`grasp_target_labeller` with
             ``action_label`` ('expert' or 'hindsight'; this class keeps 'expert' as its
-            default, ``awopt finetune`` passes 'hindsight' unless told otherwise), else none.
+            default, ``awopt finetune`` passes 'hindsight' unless told otherwise) and
+            ``miss_label`` ('mask' or 'reopen'), else none.
         sleep, clock: injectable ``time.sleep`` / ``time.monotonic`` (tests).
     """
 
     def __init__(self, learner, episode_source, config=None, *, actor_path=None,
                  critic_prefix=None, crop_xywh=DEFAULT_CROP, dataset_id='', buffer=None,
                  checkpoint_path=None, history_path=None, plot_path=None, log=print,
-                 labeller=None, action_label='expert', sleep=time.sleep,
+                 labeller=None, action_label='expert', miss_label='mask', sleep=time.sleep,
                  clock=time.monotonic):
         from awopt_ros.learning.awopt import ReplayBuffer
         self.learner = learner
@@ -300,9 +303,11 @@ class Finetuner:
         self.history_path = None if history_path is None else Path(history_path)
         self.plot_path = None if plot_path is None else Path(plot_path)
         self.log = log
+        self.labels = None              # the default labeller's settings (history)
         if labeller is None and learner.config.grasp_target:
             labeller = grasp_target_labeller(self.crop_xywh, learner.config.actor.grasp_pose,
-                                             action_label)
+                                             action_label, miss_label)
+            self.labels = {'action_label': action_label, 'miss_label': miss_label}
         self.labeller = labeller
         self.sleep = sleep
         self.clock = clock
@@ -518,6 +523,7 @@ class Finetuner:
         """Return the run's history as a JSON-friendly dict."""
         return {
             'preset': self.learner.config.name, 'dataset_id': self.dataset_id,
+            'labels': self.labels,
             'config': self.config.to_dict(), 'learner_config': self.learner.config.to_dict(),
             'stop_reason': self.stop_reason, 'steps': self.steps,
             'learner_step_start': self.start_learner_step,
@@ -713,10 +719,14 @@ def add_finetune_args(parser):
                         help="x, y action labels of a grasp-target actor: 'hindsight' "
                              "(default) = the demonstrator's noise-free ones where it "
                              "recorded a goal, the robot's own episodes steer to where they "
-                             "closed; 'expert' = the logged actions for the robot's own "
-                             'episodes (with exploration noise they taught the noise: README); '
-                             'either way the actor skips the steps of misses before the grasp '
-                             'close')
+                             "closed and take z, yaw from the actor's recorded noise-free "
+                             "action; 'expert' = the logged actions for the robot's own "
+                             'episodes (with exploration noise they taught the noise: README)')
+    parser.add_argument('--miss-label', default='mask', choices=('mask', 'reopen'),
+                        help="steps of misses (closes before the grasp close) in the robot's "
+                             "own successful episodes: 'mask' (default) = left out of the "
+                             "actor's batches; 'reopen' = relabelled as the reopening that "
+                             'should have come at once (learning.targets.reopen_actions)')
     parser.add_argument('--offline-dataset-root', default=None,
                         help='also put this dataset (e.g. the pretraining one) in the buffer')
     parser.add_argument('--offline-dataset-id', default=None)
@@ -757,7 +767,8 @@ def add_finetune_args(parser):
     sim.add_argument('--offline-scripted-episodes', type=int, default=0,
                      help='first collect this many noisy scripted demonstrations in process '
                           '(scene seeds 1..N, with their recorded grasp goals) into the buffer '
-                          'as offline data')
+                          'as offline data (also beside the stack: the simulated task code '
+                          'without ROS, no stack dataset needed)')
     add_learner_args(parser, image_size_help='policy image side (px) of a fresh learner '
                                              '(default 64); must match the dataset')
     return parser
@@ -807,7 +818,6 @@ def run_finetune(args):
                                 min_episodes=args.min_episodes, log_every=args.log_every)
         if in_process:
             from awopt_ros.learning.sim_finetune import EpisodeList, SimFinetuneConfig
-            from awopt_ros.sim.rollout import RolloutConfig
             sim_config = SimFinetuneConfig(
                 rounds=args.rounds, episodes_per_round=args.episodes_per_round,
                 first_seed=args.first_seed, actor_noise_std=args.actor_noise_std,
@@ -815,14 +825,16 @@ def run_finetune(args):
                 actor_sample_discrete=args.actor_sample_discrete,
                 eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                 eval_first_seed=args.eval_first_seed, processes=args.processes)
-            rollout_config = RolloutConfig.from_yaml(image_size=learner.config.image_size,
-                                                     crop_xywh=crop)
             if learner.actor is None:
                 return _fail('--in-process runs episodes with the actor; this learner has '
                              'none')
             source = EpisodeList()
         else:
             source = DatasetSource(args.dataset_root, args.dataset_id)
+        if in_process or args.offline_scripted_episodes > 0:
+            from awopt_ros.sim.rollout import RolloutConfig
+            rollout_config = RolloutConfig.from_yaml(image_size=learner.config.image_size,
+                                                     crop_xywh=crop)
         buffer = ReplayBuffer(args.capacity)
     except (FileNotFoundError, ValueError) as exc:
         return _fail(exc)
@@ -834,7 +846,7 @@ def run_finetune(args):
         dataset_id=dataset_id, buffer=buffer,
         checkpoint_path=args.checkpoint or f'{stem}_checkpoint.pt',
         history_path=f'{stem}_finetune_history.json', plot_path=f'{stem}_finetune.png',
-        action_label=args.action_label)
+        action_label=args.action_label, miss_label=args.miss_label)
     if args.offline_dataset_id:
         from awopt_ros.learning.data import load_episodes
         root = args.offline_dataset_root or args.dataset_root
@@ -850,18 +862,18 @@ def run_finetune(args):
             return _fail(f'offline dataset: {exc}')
         del episodes
     try:
+        if args.offline_scripted_episodes > 0:
+            from awopt_ros.learning.sim_finetune import scripted_demonstrations
+            print(f'finetune: collecting {args.offline_scripted_episodes} scripted '
+                  'demonstrations in process')
+            demos = scripted_demonstrations(args.offline_scripted_episodes,
+                                            processes=args.processes,
+                                            rollout_config=rollout_config)
+            print(f'finetune: {finetuner.add_offline(demos)} offline scripted episodes '
+                  f'({sum(bool(ep["success"]) for ep in demos)} successful) in the buffer')
+            del demos
         if in_process:
-            from awopt_ros.learning.sim_finetune import (run_sim_finetune,
-                                                         scripted_demonstrations)
-            if args.offline_scripted_episodes > 0:
-                print(f'finetune: collecting {args.offline_scripted_episodes} scripted '
-                      'demonstrations in process')
-                demos = scripted_demonstrations(args.offline_scripted_episodes,
-                                                processes=args.processes,
-                                                rollout_config=rollout_config)
-                print(f'finetune: {finetuner.add_offline(demos)} offline scripted episodes '
-                      f'({sum(bool(ep["success"]) for ep in demos)} successful) in the buffer')
-                del demos
+            from awopt_ros.learning.sim_finetune import run_sim_finetune
             summary = run_sim_finetune(finetuner, sim_config, rollout_config, seed=args.seed)
         else:
             summary = finetuner.run()

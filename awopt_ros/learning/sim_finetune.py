@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from awopt_ros.core.spec import ACTION_DIM
+
 
 @dataclass
 class SimFinetuneConfig:
@@ -162,11 +164,15 @@ class ActorRuntimePolicy:
 
     def act(self, obs):
         """Return ``(action float32 (7,), info)`` for ``obs['image']``, ``obs['proprio']``;
-        info: ``policy`` ('actor' or 'cem', the per-step policy the dataset records) and
-        the runtime's ``actor_noise_std`` and ``discrete_sampled``."""
+        info: ``policy`` ('actor' or 'cem', the per-step policy the dataset records), the
+        runtime's ``actor_noise_std``, ``discrete_sampled`` and ``noise_free_action``
+        (float32 (7,), NaN for CEM steps, as the logger records it)."""
         action, source, info = self.runtime.act(obs['image'], obs['proprio'])
+        clean = info['noise_free_action']
+        clean = np.full(ACTION_DIM, np.nan, np.float32) if clean is None else clean
         return action, {'policy': source, 'actor_noise_std': info['actor_noise_std'],
-                        'discrete_sampled': info['discrete_sampled']}
+                        'discrete_sampled': info['discrete_sampled'],
+                        'noise_free_action': clean}
 
 
 @dataclass

@@ -6,7 +6,8 @@ gripper commanded closed, :func:`commanded_closed`; the first close step when it
 is the grasp point that every earlier step was heading for. An episode of the robot's own can
 miss, reopen and grasp again (about one successful episode in five of the shipped actor's, in
 process); its earlier closes are misses, so the last close run is the one that lifted, and
-the actor does not train on the misses' steps (:func:`miss_mask`). Projected into the policy
+the actor does not train on the misses' steps (:func:`miss_mask`) or trains on them relabelled
+as a reopening (:func:`reopen_actions`). Projected into the policy
 image (:class:`awopt_ros.core.camera.PinholeCamera` and the policy crop) it labels the
 actor's score map on those steps, the way affordance maps are trained from the grasp a robot
 executed (Zeng et al. 2018, "Robotic pick-and-place of novel objects in clutter"; Transporter
@@ -41,6 +42,8 @@ from awopt_ros.learning.networks import GRASP_POS_OFFSET_M, GRASP_POS_SCALE_M, G
 GRASP_LABELS = ('hindsight', 'expert')
 #: Actor action labels of :func:`episode_labels`.
 ACTION_LABELS = ('logged', 'expert', 'hindsight')
+#: What :func:`episode_labels` does with the steps of misses before the grasp close.
+MISS_LABELS = ('mask', 'reopen')
 
 
 def _check_label(label):
@@ -100,6 +103,31 @@ def miss_mask(actions):
     return mask
 
 
+def reopen_actions(actions):
+    """Return float32 (T, 7): ``actions`` with the misses relabelled as what should have
+    been done instead (hindsight labels for the gripper after a miss).
+
+    For every commanded-closed run before the last (:func:`miss_mask`'s misses) the close
+    step gets neither gripper bit (not closing yet: the object was not between the fingers;
+    its motion is kept), and every later step of the run (the empty gripper closed or
+    lifted) gets open, no close, no terminate, with dz = dyaw = 0 (stop and reopen;
+    dx, dy stay as given, e.g. the hindsight steer to the grasp that later succeeded). The
+    episode's success vouches for the reopening that followed, so the actor learns to reopen
+    in the state where the shipped actor asks for open and close at once and stays closed
+    (about 13 of its 15 failures; README, sessions 12-13). Episodes with at most one close
+    run are returned unchanged.
+    """
+    out = np.array(actions, dtype=np.float32)
+    for first, last in _close_runs(out)[:-1]:
+        out[first, spec.IDX_OPEN] = out[first, spec.IDX_CLOSE] = 0.0
+        out[first, spec.IDX_TERMINATE] = 0.0
+        stuck = slice(first + 1, last + 1)
+        out[stuck, 2:4] = 0.0
+        out[stuck, spec.IDX_OPEN] = 1.0
+        out[stuck, spec.IDX_CLOSE] = out[stuck, spec.IDX_TERMINATE] = 0.0
+    return out
+
+
 def recorded_goal(episode, step):
     """Return the ``grasp_goal`` info of ``step`` as float64 (4,) (x, y, z m, yaw rad), or None
     when the episode recorded none there (no key, or NaN).
@@ -107,13 +135,28 @@ def recorded_goal(episode, step):
     Reads a loaded episode's ``grasp_goal`` (:func:`awopt_ros.core.dataset.load_episodes`) or
     an in-process one's ``infos['grasp_goal']`` (:mod:`awopt_ros.sim.rollout`).
     """
-    goals = episode.get('grasp_goal')
-    if goals is None:
-        goals = (episode.get('infos') or {}).get('grasp_goal')
-    if goals is None or isinstance(goals, list) or len(goals) <= step:
+    return _recorded(episode, 'grasp_goal', step, 4)
+
+
+def recorded_noise_free_action(episode, step):
+    """Return the ``noise_free_action`` info of ``step`` as float64 (7,) (the actor's action
+    before exploration noise and discrete sampling), or None when none was recorded there (no
+    key, NaN: CEM steps, scripted episodes, datasets from before it existed).
+
+    Reads a loaded episode's ``noise_free_action`` or an in-process one's
+    ``infos['noise_free_action']``.
+    """
+    return _recorded(episode, 'noise_free_action', step, spec.ACTION_DIM)
+
+
+def _recorded(episode, key, step, size):
+    values = episode.get(key)
+    if values is None:
+        values = (episode.get('infos') or {}).get(key)
+    if values is None or isinstance(values, list) or len(values) <= step:
         return None
-    goal = np.asarray(goals[step], dtype=np.float64).reshape(-1)
-    return goal if goal.shape == (4,) and np.all(np.isfinite(goal)) else None
+    value = np.asarray(values[step], dtype=np.float64).reshape(-1)
+    return value if value.shape == (size,) and np.all(np.isfinite(value)) else None
 
 
 def _grasp_pose(episode, label):
@@ -210,7 +253,7 @@ def target_arrays(episodes, camera, crop_xywh, successful_only=True, with_pose=F
 
 
 def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pose=False,
-                   action_label='logged'):
+                   action_label='logged', miss_label='mask'):
     """Return the per-transition actor labels of one episode for a replay buffer.
 
     Args:
@@ -220,15 +263,21 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
         with_pose: add the :func:`grasp_pose_targets` labels.
         action_label: ``'logged'`` (no ``actor_action`` entry: the actor regresses on the
             executed actions), ``'expert'`` (:func:`expert_actions`) or ``'hindsight'``
-            (:func:`expert_actions` with ``hindsight_goal=True``: episodes without a recorded
-            goal steer to where they closed).
+            (:func:`expert_actions` with ``hindsight_goal=True`` and ``noise_free=True``:
+            episodes without a recorded goal steer to where they closed, and their z, yaw
+            are the actor's recorded noise-free action where there is one).
+        miss_label: with expert or hindsight action labels, what the steps of misses
+            before the grasp close become: ``'mask'`` (left out of the actor's batches,
+            ``actor_mask`` False, :func:`miss_mask`) or ``'reopen'`` (relabelled by
+            :func:`reopen_actions` and trained on).
 
     Returns:
         dict of arrays with T rows: with a ``grasp_label`` ``target_xy`` float32 (T, 2),
         ``target_mask`` bool (T,) and, with ``with_pose``, ``target_pose`` float32 (T,
         GRASP_POSE_DIM); with expert or hindsight action labels ``actor_action`` float32
         (T, 7) and ``actor_mask`` bool (T,) (:func:`miss_mask`: False on the steps of closes
-        before the last, which the actor does not train on); the keys that
+        before the last, which the actor does not train on; all True with ``miss_label``
+        'reopen'); the keys that
         ``learning.awopt.ReplayBuffer.add_episode`` takes as ``labels``.
 
     Raises:
@@ -236,6 +285,8 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
     """
     if action_label not in ACTION_LABELS:
         raise ValueError(f'action_label must be one of {ACTION_LABELS}, got {action_label!r}')
+    if miss_label not in MISS_LABELS:
+        raise ValueError(f'miss_label must be one of {MISS_LABELS}, got {miss_label!r}')
     labels = {}
     if grasp_label is not None:
         found = _grasp_pose(episode, grasp_label)
@@ -243,9 +294,13 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
         if with_pose:
             labels['target_pose'] = _pose(*found)
     if action_label != 'logged':
-        labels['actor_action'] = expert_actions(
-            episode, hindsight_goal=action_label == 'hindsight')[0]
+        own = action_label == 'hindsight'
+        labels['actor_action'] = expert_actions(episode, hindsight_goal=own,
+                                                noise_free=own)[0]
         labels['actor_mask'] = miss_mask(labels['actor_action'])     # bits as logged
+        if miss_label == 'reopen':
+            labels['actor_action'] = reopen_actions(labels['actor_action'])
+            labels['actor_mask'][:] = True
     return labels
 
 
@@ -258,7 +313,7 @@ def expert_label_count(episodes, successful_only=True):
     return sum(recorded_goal(ep, t) is not None for ep, t in closes), len(closes)
 
 
-def expert_actions(episode, hindsight_goal=False):
+def expert_actions(episode, hindsight_goal=False, noise_free=False):
     """Return (actions float32 (T, 7), relabelled steps) of one episode with the x, y commands
     of the noise-free demonstrator where it recorded its goal.
 
@@ -273,6 +328,14 @@ def expert_actions(episode, hindsight_goal=False):
     labels steer straight to where its grasp closed). An episode that never closes keeps
     its logged actions.
 
+    With ``noise_free``, the z and yaw commands of steps with a recorded noise-free action
+    (:func:`recorded_noise_free_action`: the robot's own actor steps) become that action's:
+    the actor's command without its exploration noise, as DART labels a noisy rollout with
+    the noise-free policy (Laskey et al. 2017). Copying the noisy logged z, yaw instead pulled
+    the online success down by 3-9 points in 600-1,000 episodes (README, sessions 12-13);
+    x, y keep the goal relabel above, and the discrete bits stay as executed (they decide
+    where the grasp closed and, sampled, are the exploration of the gripper).
+
     Raises:
         ValueError: inconsistent episode arrays (``data.episode_transitions``).
     """
@@ -283,6 +346,9 @@ def expert_actions(episode, hindsight_goal=False):
     high = spec.ACTION_HIGH[:2]
     count = 0
     for t in range(len(actions)):
+        clean = recorded_noise_free_action(episode, t) if noise_free else None
+        if clean is not None:
+            actions[t, 2:4] = clean[2:4]
         goal = recorded_goal(episode, t)
         goal = goal[:2] if goal is not None else hindsight
         if goal is None:

@@ -814,7 +814,7 @@ def learner_model_card(preset, dataset_id, config, step, data_note, crop):
             f'success probability. Simulation only.')
 
 
-def episode_labeller(crop_xywh, grasp_label, with_pose, action_label):
+def episode_labeller(crop_xywh, grasp_label, with_pose, action_label, miss_label='mask'):
     """Return ``labeller(episode) -> labels dict`` for a replay buffer:
     ``learning.targets.episode_labels`` with the simulated shoulder camera (made once) and the
     policy crop ``crop_xywh``; the other arguments as there."""
@@ -827,7 +827,7 @@ def episode_labeller(crop_xywh, grasp_label, with_pose, action_label):
 
     def labeller(episode):
         return episode_labels(episode, camera, crop, grasp_label, with_pose=with_pose,
-                              action_label=action_label)
+                              action_label=action_label, miss_label=miss_label)
     return labeller
 
 

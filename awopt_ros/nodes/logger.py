@@ -14,8 +14,9 @@ announces ``proprio_topic``: the latest joint state when the policy ran, about 4
 the image), else computed from the latest ``/joint_states`` with a stamp <= that stamp
 (``core.kinematics.proprio_from_joints``), plus the latest ``/success/probability`` and the
 acting policy: the ``source`` of the ``/policy/decision`` with the action's stamp, else the
-``kind`` of the latched ``/policy/model_info``. While the latest model info announces a
-``decision_topic``, an action waits (like one waiting for its image) for its decision; while it
+``kind`` of the latched ``/policy/model_info``, and the decision's ``noise_free_action`` (the
+actor's action before exploration noise, NaN when absent). While the latest model info
+announces a ``decision_topic``, an action waits (like one waiting for its image) for its decision; while it
 announces ``grasp_goal_topic`` (the scripted demonstrator), an action waits likewise for the
 ``/scripted_policy/grasp_goal`` with its stamp, stored as the step's ``grasp_goal``. The node
 only converts and routes; bag and dataset writing live in ``awopt_ros.core``.
@@ -186,7 +187,7 @@ class LoggerNode(Node):
         self._success_p = math.nan
         self._policy = policy_id('other')
         self._policy_kind = 'unknown'
-        self._decisions = OrderedDict()  # stamp ns -> policy id, from /policy/decision
+        self._decisions = OrderedDict()  # stamp ns -> (policy id, noise-free action or None)
         self._expect_decisions = False   # the model info announces a decision topic
         self._goals = OrderedDict()      # stamp ns -> (4,) demonstrator's grasp goal
         self._expect_goals = False       # the model info announces a grasp goal topic
@@ -278,10 +279,12 @@ class LoggerNode(Node):
             stamp_ns = int(decision['stamp']['sec']) * 1_000_000_000 + int(
                 decision['stamp']['nanosec'])
             source = policy_id(decision['source'])
+            clean = decision.get('noise_free_action')
+            clean = None if clean is None else [float(v) for v in clean]
         except TypeError as exc:
             raise ValueError(f'decision is not {{stamp: {{sec, nanosec}}, source}}: {exc}') \
                 from exc
-        self._remember(self._decisions, stamp_ns, source)
+        self._remember(self._decisions, stamp_ns, (source, clean))
 
     def _on_grasp_goal(self, data):
         msg = deserialize_message(data, PoseStamped)
@@ -378,9 +381,10 @@ class LoggerNode(Node):
                 proprio = self._proprios.get(stamp)
                 if proprio is None:
                     proprio = self._proprio_at(stamp)
-                self.recorder.add_step(img, proprio, action, self._success_p,
-                                       self._decisions.get(stamp, self._policy), stamp * 1e-9,
-                                       grasp_goal=self._goals.get(stamp))
+                source, clean = self._decisions.get(stamp, (self._policy, None))
+                self.recorder.add_step(img, proprio, action, self._success_p, source,
+                                       stamp * 1e-9, grasp_goal=self._goals.get(stamp),
+                                       noise_free_action=clean)
             except ValueError as exc:
                 self.counts['bad_messages'] += 1
                 self.get_logger().warning(f'step dropped: {exc}', throttle_duration_sec=5.0)

@@ -11,10 +11,11 @@ missing or returns an invalid action), then
   image's stamp, = the action's), ``source`` 'actor' | 'cem', ``episode_policy``,
   ``model_version`` (int, +1 per model swap), ``model_mtime_ns``, ``q`` (CEM's best Q, for
   source 'cem'), ``fallback`` (why the episode's policy did not act, or null),
-  ``actor_candidate``, ``actor_noise_std`` (exploration noise added, 0.0 when none) and
-  ``discrete_sampled`` (the discrete sub-actions were drawn from the actor's probabilities);
-  published BEFORE the action so that the logger has it when the action
-  arrives;
+  ``actor_candidate``, ``actor_noise_std`` (exploration noise added, 0.0 when none),
+  ``discrete_sampled`` (the discrete sub-actions were drawn from the actor's probabilities)
+  and ``noise_free_action`` (7 floats: the actor's action before exploration noise and
+  sampling, which the logger records per step; null for CEM); published BEFORE the action
+  so that the logger has it when the action arrives;
 * with ``publish_proprio`` (off by default), ``/policy/proprio`` (``sensor_msgs/JointState``,
   sensor-data QoS, names ``spec.PROPRIO_NAMES``, the action's stamp): the proprioception the
   action was computed from (the latest joint state at the time, newer than the image), which
@@ -340,6 +341,8 @@ class PolicyNode(Node):
         stamp = msg.header.stamp
         decision = {'stamp': {'sec': int(stamp.sec), 'nanosec': int(stamp.nanosec)},
                     'source': source, **info}
+        if decision['noise_free_action'] is not None:
+            decision['noise_free_action'] = [float(v) for v in decision['noise_free_action']]
         self.decision_pub.publish(String(data=json.dumps(decision)))
         self.action_pub.publish(convert.action_to_msg(action, stamp))
         if self.proprio_pub is not None:
