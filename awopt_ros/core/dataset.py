@@ -54,6 +54,17 @@ NAMESPACE = 'awopt'
 _ENV_LOCK = threading.Lock()
 
 
+def _optional_info(value, size, name):
+    """Return ``value`` as float32 (size,), or NaN (size,) for None; ValueError naming
+    ``name`` for another shape."""
+    if value is None:
+        return np.full(size, np.nan, np.float32)
+    out = np.asarray(value, dtype=np.float32).reshape(-1)
+    if out.shape != (size,):
+        raise ValueError(f'{name} must have {size} entries, got shape {out.shape}')
+    return out
+
+
 def policy_id(kind):
     """Return the integer id of policy ``kind`` ('scripted' 0, 'actor' 1, 'cem' 2, else 3)."""
     return POLICY_IDS.get(str(kind), POLICY_IDS['other'])
@@ -238,17 +249,8 @@ class EpisodeRecorder:
             raise RuntimeError('add_step called with no episode running (call begin first)')
         img, p = self._check_obs(image, proprio)
         a = np.clip(validate_action(action), ACTION_LOW, ACTION_HIGH).astype(np.float32)
-        goal = np.full(4, np.nan, np.float32)
-        if grasp_goal is not None:
-            goal = np.asarray(grasp_goal, dtype=np.float32).reshape(-1)
-            if goal.shape != (4,):
-                raise ValueError(f'grasp_goal must be (x, y, z, yaw), got shape {goal.shape}')
-        clean = np.full(ACTION_DIM, np.nan, np.float32)
-        if noise_free_action is not None:
-            clean = np.asarray(noise_free_action, dtype=np.float32).reshape(-1)
-            if clean.shape != (ACTION_DIM,):
-                raise ValueError(f'noise_free_action must have {ACTION_DIM} entries, got shape '
-                                 f'{clean.shape}')
+        goal = _optional_info(grasp_goal, 4, 'grasp_goal (x, y, z, yaw)')
+        clean = _optional_info(noise_free_action, ACTION_DIM, 'noise_free_action')
         ep = self._episode
         ep['image'].append(img)
         ep['proprio'].append(p)
