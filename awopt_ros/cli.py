@@ -1,7 +1,9 @@
 """The ``awopt`` command: demo, collect, train, finetune, bringup, bench, compare.
 
 - ``awopt demo --episodes N --report FILE``: bring up every node as its own process, run N
-  episodes with the shipped model, print each outcome and a summary, write a JSON report.
+  episodes with the shipped model, print each outcome and a summary, write a JSON report;
+  ``--new-model-every N`` waits after every N episodes for the policy to hot-swap a newer
+  model (rounds beside ``awopt finetune``).
 - ``awopt collect --episodes N --out DIR``: the same loop with the noisy scripted policy,
   faster than real time; the logger writes bags and the Minari dataset under DIR.
 - ``awopt train ...``: behaviour cloning (default) or a learner preset (``--preset awopt``,
@@ -18,7 +20,9 @@
 """
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,7 +79,9 @@ def _run(args, report_path):
     report = run_episodes(args.episodes, config=args.config, policy=args.policy,
                           run_dir=args.run_dir, model_path=args.model, seed=args.seed,
                           real_time_factor=args.real_time_factor, report_path=report_path,
-                          extra_overrides=parse_overrides(args.overrides))
+                          extra_overrides=parse_overrides(args.overrides),
+                          new_model_every=getattr(args, 'new_model_every', 0),
+                          model_wait_timeout_s=getattr(args, 'model_wait_timeout_s', 3600.0))
     print_summary(report)
     if report_path:
         print(f'report written to {report_path}')
@@ -178,6 +184,14 @@ def build_parser():
     p = sub.add_parser('demo', help='run episodes with the shipped model and report them')
     _add_run_args(p, run_dir=None)
     p.add_argument('--report', default='runs/demo/report.json', help='JSON report path')
+    p.add_argument('--new-model-every', type=int, default=0, metavar='N',
+                   help='after every N episodes wait until the policy node has hot-swapped a '
+                        'newer model (from awopt finetune beside the stack) before going on: '
+                        'rounds of on-policy episodes when the learner trains slower than '
+                        'the robot collects (default 0: never wait; needs --policy actor)')
+    p.add_argument('--model-wait-timeout-s', type=float, default=3600.0,
+                   help='longest wait for a new model before the run stops with an error '
+                        '(default 3600)')
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser('collect', help='collect scripted-policy episodes into a dataset')
@@ -226,13 +240,39 @@ def build_parser():
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every command's cleanup runs."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(f'signal {signum}')
+
+
 def main(argv=None):
-    """Entry point of the ``awopt`` console script; returns the exit code."""
+    """Entry point of the ``awopt`` console script; returns the exit code (130 after Ctrl-C
+    and 143 after SIGTERM where the command does not handle the interrupt itself; bringup then
+    returns 0, finetune 130).
+
+    SIGTERM (``kill``, ``timeout``, systemd, ``docker stop``) and SIGINT, also where a
+    background job inherited it as ignored, both stop a command as Ctrl-C does: the node
+    processes it started run in their own sessions and are stopped by its cleanup, so that
+    no simulator, arm interface or logger outlives it.
+    """
     args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = (signal.signal(signal.SIGTERM, _raise_stopped),
+                    signal.signal(signal.SIGINT, signal.default_int_handler))
     try:
         return args.func(args)
+    except _Stopped:
+        return 143
     except KeyboardInterrupt:
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 if __name__ == '__main__':

@@ -11,7 +11,9 @@ the policy node runs. Checks the mechanics (a rising success rate needs far long
   higher ``model_version``), kept acting across the swaps (``/policy/decision`` carries more
   than one model version) and exited cleanly;
 - every episode ended properly and the dataset loads with every episode, each step marked as
-  the actor's and matching a decision of the policy node, whose noise-free action it keeps.
+  the actor's and matching a decision of the policy node, whose noise-free action it keeps;
+- ``awopt demo --new-model-every N`` beside ``awopt finetune`` waits after each round of N
+  episodes until the policy runs the next export (rounds of on-policy episodes).
 """
 import json
 import os
@@ -198,3 +200,45 @@ def test_episodes_end_properly_and_dataset_records_the_actor(run):
                 np.testing.assert_allclose(ep['noise_free_action'][i],
                                            decision['noise_free_action'], atol=1e-6)
     assert len(versions) >= 2, versions
+
+
+def test_demo_rounds_wait_for_each_new_model(tmp_path):
+    """``awopt demo --new-model-every 2`` beside ``awopt finetune`` (both CLI processes): after
+    each round of 2 episodes the demo waits until the policy node has hot-swapped the
+    finetuner's next export, so each round runs on a newer model than the one before."""
+    actor, prefix, checkpoint = _tiny_pretrained(tmp_path)
+    out = tmp_path / 'run'
+    env = dict(ros_environment(domain_id=os.environ['ROS_DOMAIN_ID']), PYTHONUNBUFFERED='1')
+    cli = [sys.executable, '-m', 'awopt_ros.cli']
+    ft_log = tmp_path / 'finetune.log'
+    with open(ft_log, 'wb') as log:
+        finetuner = subprocess.Popen(
+            cli + ['finetune', '--dataset-root', str(out), '--dataset-id', DATASET_ID,
+                   '--init-checkpoint', str(checkpoint), '--out', str(actor),
+                   '--critic-out-prefix', prefix, '--export-every', str(2 * STEPS_PER_EPISODE),
+                   '--steps-per-episode', str(STEPS_PER_EPISODE),
+                   '--max-steps', str(4 * STEPS_PER_EPISODE), '--poll-s', '0.2',
+                   '--threads', '1'],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        demo = subprocess.run(
+            cli + ['demo', '--episodes', '4', '--new-model-every', '2',
+                   '--model-wait-timeout-s', '120', '--model', str(actor), '--seed', '77',
+                   '--run-dir', str(out), '--report', str(tmp_path / 'report.json'),
+                   '--set', f'episode_manager:max_steps={MAX_STEPS}',
+                   '--set', 'policy:reload_period_s=0.2', '--set', 'policy:reload_settle_s=0.1'],
+            env=env, capture_output=True, text=True, timeout=600)
+        ft_code = finetuner.wait(timeout=120.0)
+    finally:
+        if finetuner.poll() is None:
+            finetuner.terminate()
+            finetuner.wait(timeout=30.0)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    report = json.loads((tmp_path / 'report.json').read_text())
+    versions = [e['model_version'] for e in report['episode_results']]
+    assert report['episodes'] == 4 and len(report['model_waits_s']) == 1, report
+    assert versions[0] == versions[1] < versions[2] == versions[3], versions
+    assert 'waiting up to 120 s for the policy to swap in a model newer' in demo.stdout
+    assert ft_code == 0, ft_log.read_text()
+    assert len(json.loads((tmp_path / 'grasp_ft_finetune_history.json').read_text())[
+        'exports']) == 2

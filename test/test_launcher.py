@@ -181,3 +181,48 @@ def test_launch_file_refuses_nodes_that_disagree_before_starting_them(monkeypatc
     ctx = types.SimpleNamespace(launch_configurations={'config': str(bad), 'policy': 'actor'})
     with pytest.raises(ValueError, match=r"'image_size'.*camera_pipeline.image_size=32"):
         check(ctx)
+
+
+def _children(pid):
+    """PIDs of the processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in Path('/proc').iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / 'stat').read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def test_sigterm_to_bringup_stops_every_node_it_started(tmp_path):
+    """The nodes run in their own sessions; SIGTERM to ``awopt bringup`` (systemd, docker
+    stop, timeout) must stop them with it instead of leaving them running."""
+    import signal
+    import subprocess
+    import time
+    env = ros_environment(domain_id=os.environ.get('ROS_DOMAIN_ID', 0))
+    proc = subprocess.Popen([sys.executable, '-m', 'awopt_ros.cli', 'bringup', '--log-dir',
+                             str(tmp_path / 'logs')], stdout=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    nodes = []
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith('started '), line
+        deadline = time.monotonic() + 30.0
+        while len(_children(proc.pid)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        nodes = _children(proc.pid)
+        assert len(nodes) >= 6, nodes
+        time.sleep(2.0)                       # let them get into their spin loops
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60.0) == 0   # bringup's clean stop, as after Ctrl-C
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        left = [pid for pid in nodes if Path(f'/proc/{pid}').exists()]
+        for pid in left:                      # never leave orphans behind, even on failure
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f'node processes outlived bringup: {left}'   # Stack.stop reaped them

@@ -189,6 +189,42 @@ def test_cli_finetune_in_process(tmp_path, monkeypatch, capsys):
     assert (tmp_path / 'ft' / 'live_critic_encoder.onnx').is_file()
 
 
+def test_cli_finetune_fresh_weights_trains_the_checkpoints_model_from_scratch(
+        tmp_path, monkeypatch, capsys):
+    """--fresh-weights keeps the checkpoint's networks and hyper-parameters (plus --set,
+    --seed) but starts from new weights at step 0: the weak-start recipe of the README."""
+    import torch
+    from awopt_ros.learning.train_cli import load_checkpoint, save_checkpoint
+    short_episodes(monkeypatch)
+    start = tiny_learner()
+    start.step = 500
+    with torch.no_grad():
+        for p in start.actor.parameters():
+            p.fill_(0.25)
+    save_checkpoint(tmp_path / 'start.pt', start, {'crop_xywh': [80, 0, 480, 480]})
+    args = ['finetune', '--in-process', '--init-checkpoint', str(tmp_path / 'start.pt'),
+            '--out', str(tmp_path / 'weak.onnx'), '--rounds', '1', '--episodes-per-round', '0',
+            '--steps-per-poll', '2', '--eval-episodes', '0', '--processes', '1',
+            '--offline-scripted-episodes', '2', '--threads', '1']
+    assert cli.main(args + ['--fresh-weights', '--seed', '3',
+                            '--set', 'actor_ema_decay=0.5', '--set', 'critic.hidden=6']) == 0
+    state = load_checkpoint(tmp_path / 'weak_checkpoint.pt')
+    assert state['step'] == 2                       # not 500 + 2: trained from scratch
+    cfg, stored = state['config'], start.config.to_dict()
+    assert cfg['seed'] == 3 and cfg['actor_ema_decay'] == 0.5 and cfg['critic']['hidden'] == 6
+    assert cfg['actor'] == stored['actor'] and cfg['batch_size'] == stored['batch_size']
+    assert not any(torch.all(v == 0.25) for v in state['actor'].values()
+                   if v.dtype.is_floating_point and v.numel() > 1)
+    # Without --fresh-weights the same command continues the stored weights and step.
+    assert cli.main(args) == 0
+    assert load_checkpoint(tmp_path / 'weak_checkpoint.pt')['step'] == 502
+    assert cli.main(args + ['--fresh-weights', '--set', 'bogus=1']) == 1
+    assert 'bogus' in capsys.readouterr().err
+    no_start = [a for a in args if a not in ('--init-checkpoint', str(tmp_path / 'start.pt'))]
+    assert cli.main(no_start + ['--fresh-weights']) == 1
+    assert '--fresh-weights needs --init-checkpoint' in capsys.readouterr().err
+
+
 def test_cli_finetune_beside_the_stack_with_in_process_demonstrations(tmp_path, monkeypatch,
                                                                       capsys):
     """Without --in-process, --offline-scripted-episodes still puts simulated demonstrations

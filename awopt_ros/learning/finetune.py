@@ -56,8 +56,10 @@ from awopt_ros.learning.train_cli import (DEFAULT_CROP, META_KEY, LossHistory, _
                                           add_learner_args, build_learner_config,
                                           default_critic_prefix, episode_labeller,
                                           export_learner, first_episodes,
+                                          fresh_learner_from_checkpoint,
                                           learner_from_checkpoint, learner_model_card,
-                                          load_checkpoint, save_checkpoint, write_json)
+                                          load_checkpoint, parse_overrides, save_checkpoint,
+                                          write_json)
 
 
 class FinetuneError(RuntimeError):
@@ -687,6 +689,11 @@ def add_finetune_args(parser):
                         help='learner checkpoint to start from (awopt train --preset ...); '
                              'its networks and hyper-parameters are used, the network and '
                              'optimiser options below are ignored')
+    parser.add_argument('--fresh-weights', action='store_true',
+                        help="with --init-checkpoint: its networks and hyper-parameters "
+                             '(plus --set, --seed) with freshly initialised weights, i.e. '
+                             'the same model trained from scratch (e.g. a weak start: '
+                             '--steps-per-poll on a few demonstrations)')
     parser.add_argument('--out', default='models/grasp_finetune.onnx',
                         help='ONNX actor path the policy node loads (replaced atomically)')
     parser.add_argument('--critic-out-prefix', default=None,
@@ -798,10 +805,17 @@ def run_finetune(args):
             kind, preset = resolve_preset(args.preset)
             preset = 'bc' if kind == 'bc' else preset   # finetuning is always the learner
         meta = {}
+        if args.fresh_weights and not args.init_checkpoint:
+            return _fail('--fresh-weights needs --init-checkpoint (the model to copy)')
         if args.init_checkpoint:
             state = load_checkpoint(args.init_checkpoint)
             meta = state[META_KEY]
-            learner = learner_from_checkpoint(state, preset, num_threads=args.threads)
+            if args.fresh_weights:
+                learner = fresh_learner_from_checkpoint(
+                    state, preset, num_threads=args.threads, seed=args.seed,
+                    overrides=parse_overrides(args.overrides))
+            else:
+                learner = learner_from_checkpoint(state, preset, num_threads=args.threads)
             del state
         else:
             size = 64 if args.image_size is None else args.image_size

@@ -464,6 +464,45 @@ def learner_from_checkpoint(state, preset=None, num_threads=None):
         raise ValueError(f'checkpoint does not fit preset {preset!r}: {exc}') from exc
 
 
+def fresh_learner_from_checkpoint(state, preset=None, num_threads=None, overrides=None,
+                                  seed=None):
+    """Build a :class:`~awopt_ros.learning.awopt.Learner` with checkpoint ``state``'s
+    networks and hyper-parameters but freshly initialised weights (step 0, empty optimisers):
+    the same model trained from scratch, e.g. a weak start for finetuning experiments.
+
+    Args:
+        state: dict from :func:`load_checkpoint`; only its ``config`` is read.
+        preset: learner preset whose component settings replace the stored ones (None: the
+            checkpoint's).
+        num_threads: torch threads (None: keep the stored value).
+        overrides: ``{field: value}`` from :func:`parse_overrides` (nested dicts update the
+            ``actor`` / ``critic`` sub-configs), applied last.
+        seed: weight-initialisation and sampling seed (None: the stored one).
+
+    Raises:
+        ValueError: unknown preset or field, or an invalid resulting config.
+    """
+    from awopt_ros.learning.awopt import PRESETS, Learner, LearnerConfig
+    values = dict(state['config'])
+    if preset is not None and preset != values.get('name'):
+        if preset not in PRESETS:
+            raise ValueError(f'unknown preset {preset!r}; known: {sorted(PRESETS)}')
+        values.update(PRESETS[preset], name=preset)
+    if num_threads is not None:
+        values['num_threads'] = int(num_threads)
+    if seed is not None:
+        values['seed'] = int(seed)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = dict(values[key], **value)
+        else:
+            values[key] = value
+    try:
+        return Learner(LearnerConfig(**values))
+    except TypeError as exc:   # unknown field, e.g. --set bogus=1
+        raise ValueError(f'bad --set value: {exc}') from exc
+
+
 # ---------------------------------------------------------------------------------------------
 # Loss history and plots
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Used by ``awopt demo``, ``awopt collect`` and ``awopt bench`` (and the integration tests): it
 calls ``/episode/start``, waits for the matching ``end`` event on ``/episode/event``, and
-gathers frame-to-command latencies, the simulator's and logger's counters and the paths of the
-saved bags and dataset.
+gathers frame-to-command latencies, the simulator's and logger's counters, the paths of the
+saved bags and dataset, and the policy node's latest ``/policy/model_info`` (which model
+version runs, for runs that wait for a finetuner's next export).
 """
 import json
 import time
@@ -27,6 +28,7 @@ class EpisodeClient(Node):
         self.saved = {}              # episode -> /logger/episode_saved record
         self.latencies_ms = []       # /arm/frame_to_command_ms samples while episodes ran
         self.counters = {}           # diagnostic status name -> latest values dict
+        self.model_info = None       # latest /policy/model_info dict (None: none received)
         self.recording = False
         self.start_client = self.create_client(Trigger, '/episode/start')
         self.stop_client = self.create_client(Trigger, '/episode/stop')
@@ -35,6 +37,7 @@ class EpisodeClient(Node):
         self.create_subscription(Float64, '/arm/frame_to_command_ms', self._on_latency,
                                  qos.COMMAND)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+        self.create_subscription(String, '/policy/model_info', self._on_model_info, qos.LATCHED)
         self.executor_ = SingleThreadedExecutor(context=self.context)
         self.executor_.add_node(self)
 
@@ -58,6 +61,21 @@ class EpisodeClient(Node):
     def _on_diagnostics(self, msg):
         for status in msg.status:
             self.counters[status.name] = parse_values(status)
+
+    def _on_model_info(self, msg):
+        try:
+            info = json.loads(msg.data)
+            int(info['model_version'])
+        except (ValueError, KeyError, TypeError):
+            self.get_logger().warning(f'unreadable /policy/model_info: {msg.data!r}')
+            return
+        self.model_info = info
+
+    @property
+    def model_version(self):
+        """The policy node's current ``model_version`` (int, +1 per hot swap), or None before
+        its first ``/policy/model_info``."""
+        return None if self.model_info is None else int(self.model_info['model_version'])
 
     # -- blocking helpers (spin this node until a condition or a wall deadline) -------------
     def spin_until(self, condition, timeout_s, alive=None):
@@ -120,6 +138,18 @@ class EpisodeClient(Node):
         """Wait until the logger reports episode ``episode`` saved; return its record or None."""
         self.spin_until(lambda: episode in self.saved, timeout_s)
         return self.saved.get(episode)
+
+    def wait_model_newer(self, version, timeout_s, alive=None):
+        """Wait until the policy node reports a ``model_version`` above ``version`` (it has
+        hot-swapped a newer model); ``version`` None waits for any ``/policy/model_info``.
+
+        Returns:
+            dict: that ``/policy/model_info``; None on timeout or when ``alive()`` turns False.
+        """
+        def newer():
+            return self.model_version is not None and (
+                version is None or self.model_version > version)
+        return self.model_info if self.spin_until(newer, timeout_s, alive) else None
 
     def stop_episode(self, timeout_s=5.0):
         """Ask the manager to end the running episode (operator stop); return the reply."""

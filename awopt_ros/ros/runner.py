@@ -30,10 +30,40 @@ def _dead_nodes_message(stack):
     return '\n'.join(parts)
 
 
+def _next_round_model(client, round_version, done, timeout_s, startup_timeout_s, stack,
+                      waits_s, out):
+    """Before a round of on-policy episodes: after ``done`` > 0 episodes wait until the policy
+    runs a model newer than ``round_version`` (else only until it reports one); return the
+    version the new round starts with.
+
+    Raises:
+        StackError: no (newer) model within the timeout, or a node died meanwhile.
+    """
+    alive = lambda: not stack.dead()  # noqa: E731
+    if done == 0:
+        if client.wait_model_newer(None, startup_timeout_s, alive) is None:
+            raise StackError(_dead_nodes_message(stack)
+                             or 'the policy node never published /policy/model_info')
+        return client.model_version
+    out(f'{done} episodes done: waiting up to {timeout_s:.0f} s for the policy to '
+        f'swap in a model newer than version {round_version} ...')
+    t = time.monotonic()
+    info = client.wait_model_newer(round_version, timeout_s, alive)
+    if info is None:
+        raise StackError(_dead_nodes_message(stack) or (
+            f'no new model within {timeout_s:.0f} s after {done} episodes (the policy still '
+            f'runs version {client.model_version}): is a finetuner (awopt finetune) exporting '
+            'to the policy\'s model file?'))
+    waits_s.append(round(time.monotonic() - t, 1))
+    out(f'policy runs model version {info["model_version"]} (waited {waits_s[-1]:.0f} s)')
+    return int(info['model_version'])
+
+
 def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', policy='actor',
                  run_dir='runs/demo', model_path=None, seed=None, real_time_factor=None,
                  report_path=None, episode_timeout_s=120.0, startup_timeout_s=90.0,
-                 extra_overrides=None, warmup_episodes=0, out=print):
+                 extra_overrides=None, warmup_episodes=0, new_model_every=0,
+                 model_wait_timeout_s=3600.0, out=print):
     """Run ``episodes`` episodes through the stack; return the report (dict).
 
     Args:
@@ -49,14 +79,26 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         extra_overrides: {node: {param: value}} on top of the ones this function sets.
         warmup_episodes: episodes run first and left out of the report (first-call costs in
             every process: lazy imports, allocator and transport warm-up); for benchmarks.
+        new_model_every: with ``policy`` 'actor', after every this many episodes wait until
+            the policy node has hot-swapped a newer model (``/policy/model_info``
+            ``model_version`` above the one the round started with) before the next
+            episode: rounds of on-policy episodes beside a finetuner (``awopt finetune``)
+            that trains slower than the robot collects; 0 (default) never waits. The report
+            gets ``model_waits_s`` and each episode result its ``model_version``.
+        model_wait_timeout_s: how long one such wait may last before the run stops with an
+            error (no finetuner exporting to the policy's model file?).
         out: where progress lines go (``print`` by default).
 
     Raises:
-        ValueError: ``episodes`` < 1.
+        ValueError: ``episodes`` < 1, or ``new_model_every`` < 0 or without ``policy``
+            'actor'.
         StackError: a node died or the stack did not come up; the message names the node.
     """
     if episodes < 1:
         raise ValueError(f'episodes must be >= 1, got {episodes}')
+    if new_model_every < 0 or (new_model_every and policy != 'actor'):
+        raise ValueError(f"new_model_every must be >= 0 and needs policy 'actor' (got "
+                         f'{new_model_every}, policy {policy!r})')
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     overrides = {'logger': {'output_dir': str(run_dir)}}
@@ -87,6 +129,8 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     client = EpisodeClient(context=context)
     t0 = time.monotonic()
     ends = []
+    waits_s = []
+    round_version = None
     error = None
     stack.start()
     alive = lambda: not stack.dead()  # noqa: E731
@@ -98,7 +142,12 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
                                 'never reported camera frames'))
         for i in range(warmup_episodes + episodes):
             warmup = i < warmup_episodes
+            if new_model_every and not warmup and len(ends) % new_model_every == 0:
+                round_version = _next_round_model(client, round_version, len(ends),
+                                                  model_wait_timeout_s, startup_timeout_s,
+                                                  stack, waits_s, out)
             client.recording = not warmup
+            version_at_start = client.model_version
             k = client.start_episode(timeout_s=startup_timeout_s, alive=alive)
             event = client.wait_end(k, episode_timeout_s, alive=alive)
             client.recording = False
@@ -111,6 +160,8 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
             if warmup:
                 out(f'warm-up episode {k}: {event["outcome"]} (not counted)')
                 continue
+            if new_model_every:
+                event = dict(event, model_version=version_at_start)
             ends.append(event)
             start = next((e for e in client.events
                           if e.get('episode') == k and e.get('event') == 'start'), {})
@@ -148,6 +199,7 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         if saved else None,
         'episode_results': ends,
         'node_exit_codes': codes,
+        'model_waits_s': waits_s,
         'wall_s': round(time.monotonic() - t0, 2),
         'error': error,
     })
