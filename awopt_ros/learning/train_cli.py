@@ -250,6 +250,18 @@ def parse_overrides(items):
     return out
 
 
+def merge_overrides(values, overrides):
+    """Apply ``overrides`` (from :func:`parse_overrides`) to the config dict ``values`` in
+    place: a nested dict updates the sub-config dict it names (``actor``, ``critic``), any
+    other value replaces the field. Returns ``values``."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = dict(values[key], **value)
+        else:
+            values[key] = value
+    return values
+
+
 def build_learner_config(args, preset, image_size):
     """Return the :class:`~awopt_ros.learning.awopt.LearnerConfig` for ``preset`` from the
     options of :func:`add_learner_args` and the dataset's ``image_size`` (px).
@@ -276,11 +288,7 @@ def build_learner_config(args, preset, image_size):
         values['pose_weight'] = args.pose_weight
     if getattr(args, 'ema_decay', 0.0):
         values['actor_ema_decay'] = args.ema_decay
-    for key, value in parse_overrides(args.overrides).items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = dict(values[key], **value)
-        else:
-            values[key] = value
+    merge_overrides(values, parse_overrides(args.overrides))
     try:
         return make_config(preset, **values)
     except TypeError as exc:   # unknown nested field, e.g. --set critic.bogus=1
@@ -436,6 +444,24 @@ def load_checkpoint(path):
     return state
 
 
+def _checkpoint_overrides(state, preset, num_threads):
+    """Config fields that replace checkpoint ``state``'s stored ones: ``preset``'s component
+    settings when it differs from the stored preset, and ``num_threads`` when given.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    from awopt_ros.learning.awopt import PRESETS
+    overrides = {}
+    if num_threads is not None:
+        overrides['num_threads'] = int(num_threads)
+    if preset is not None and preset != state['config'].get('name'):
+        if preset not in PRESETS:
+            raise ValueError(f'unknown preset {preset!r}; known: {sorted(PRESETS)}')
+        overrides.update(PRESETS[preset], name=preset)
+    return overrides
+
+
 def learner_from_checkpoint(state, preset=None, num_threads=None):
     """Build a :class:`~awopt_ros.learning.awopt.Learner` from checkpoint ``state``.
 
@@ -450,14 +476,8 @@ def learner_from_checkpoint(state, preset=None, num_threads=None):
     Raises:
         ValueError: unknown preset, or components that do not match the checkpoint.
     """
-    from awopt_ros.learning.awopt import PRESETS, Learner
-    overrides = {}
-    if num_threads is not None:
-        overrides['num_threads'] = int(num_threads)
-    if preset is not None and preset != state['config'].get('name'):
-        if preset not in PRESETS:
-            raise ValueError(f'unknown preset {preset!r}; known: {sorted(PRESETS)}')
-        overrides.update(PRESETS[preset], name=preset)
+    from awopt_ros.learning.awopt import Learner
+    overrides = _checkpoint_overrides(state, preset, num_threads)
     try:
         return Learner.from_state_dict(state, **overrides)
     except (KeyError, TypeError) as exc:
@@ -482,21 +502,11 @@ def fresh_learner_from_checkpoint(state, preset=None, num_threads=None, override
     Raises:
         ValueError: unknown preset or field, or an invalid resulting config.
     """
-    from awopt_ros.learning.awopt import PRESETS, Learner, LearnerConfig
-    values = dict(state['config'])
-    if preset is not None and preset != values.get('name'):
-        if preset not in PRESETS:
-            raise ValueError(f'unknown preset {preset!r}; known: {sorted(PRESETS)}')
-        values.update(PRESETS[preset], name=preset)
-    if num_threads is not None:
-        values['num_threads'] = int(num_threads)
+    from awopt_ros.learning.awopt import Learner, LearnerConfig
+    values = dict(state['config'], **_checkpoint_overrides(state, preset, num_threads))
     if seed is not None:
         values['seed'] = int(seed)
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = dict(values[key], **value)
-        else:
-            values[key] = value
+    merge_overrides(values, overrides or {})
     try:
         return Learner(LearnerConfig(**values))
     except TypeError as exc:   # unknown field, e.g. --set bogus=1
