@@ -78,6 +78,30 @@ def test_publishes_camera_and_joint_states_like_hardware(ros_context):
     sim.destroy_node()
 
 
+def test_reset_pays_the_new_scenes_first_render_before_the_clock_restarts(ros_context):
+    """The first render of a new scene is slow; done inside the reset, before the simulated
+    clock is re-anchored to the wall clock, it cannot put the episode's first frames behind
+    (the simulator would then catch up and send them in a burst)."""
+    sim, peer, ex = setup(ros_context, seed=3)
+    assert spin(ex, peer.reset.service_is_ready)
+    render, reset, was_reset, done = sim.sim.render, sim.sim.reset, [], []
+
+    def marked_reset(seed):
+        was_reset.append(seed)
+        return reset(seed)
+
+    def slow_first_render():       # the first render after the reset, wherever it happens
+        if was_reset and not done:
+            time.sleep(0.3)
+            done.append(time.monotonic())
+        return render()
+    sim.sim.reset, sim.sim.render = marked_reset, slow_first_render
+    future = peer.reset.call_async(Trigger.Request())
+    assert spin(ex, future.done) and future.result().success
+    assert done and sim.wall_start >= done[0]
+    sim.destroy_node()
+
+
 def test_reset_returns_next_seed_and_commands_move_the_arm(ros_context):
     sim, peer, ex = setup(ros_context, seed=100)
     assert spin(ex, peer.reset.service_is_ready)

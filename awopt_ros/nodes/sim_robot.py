@@ -251,6 +251,10 @@ class SimRobotNode(Node):
         self.resets += 1
         self.current_seed = self.base_seed + self.resets
         self.sim.reset(self.current_seed)
+        # The new scene's first render costs about 80 ms (15 ms after); paid here, before the
+        # clock is re-anchored, it no longer puts the simulation behind the wall clock at the
+        # episode's start, where catching up sent the first frames about 50 ms apart.
+        self.sim.render()
         self.time_offset_s -= self.sim.time_s
         self.wall_start, self.sim_start = time.monotonic(), self._sim_now()
         self.next_frame_s = self.next_joint_s = self._sim_now()
