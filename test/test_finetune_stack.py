@@ -68,6 +68,16 @@ def _tiny_pretrained(tmp):
     return actor, prefix, checkpoint
 
 
+def _finetune_cmd(out, checkpoint, actor, prefix, export_every, max_steps):
+    """``awopt finetune`` beside a stack logging under ``out``, exporting over ``actor``."""
+    return [sys.executable, '-m', 'awopt_ros.cli', 'finetune', '--dataset-root', str(out),
+            '--dataset-id', DATASET_ID, '--init-checkpoint', str(checkpoint),
+            '--out', str(actor), '--critic-out-prefix', prefix,
+            '--export-every', str(export_every), '--steps-per-episode', str(STEPS_PER_EPISODE),
+            '--max-steps', str(max_steps), '--poll-s', '0.2', '--log-every', '3',
+            '--threads', '1']
+
+
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('finetune_stack')
@@ -81,13 +91,7 @@ def run(tmp_path_factory):
     env = ros_environment(domain_id=os.environ['ROS_DOMAIN_ID'])
     stack = Stack(policy='actor', log_dir=out / 'logs', overrides=overrides, env=env)
     ft_log = tmp / 'finetune.log'
-    ft_cmd = [sys.executable, '-m', 'awopt_ros.cli', 'finetune', '--dataset-root', str(out),
-              '--dataset-id', DATASET_ID, '--init-checkpoint', str(checkpoint),
-              '--out', str(actor), '--critic-out-prefix', prefix,
-              '--export-every', str(EXPORT_EVERY),
-              '--steps-per-episode', str(STEPS_PER_EPISODE),
-              '--max-steps', str(FT_MAX_STEPS), '--poll-s', '0.2', '--log-every', '3',
-              '--threads', '1']
+    ft_cmd = _finetune_cmd(out, checkpoint, actor, prefix, EXPORT_EVERY, FT_MAX_STEPS)
     ctx = Context()
     rclpy.init(context=ctx)
     client = EpisodeClient(context=ctx)
@@ -213,12 +217,8 @@ def test_demo_rounds_wait_for_each_new_model(tmp_path):
     ft_log = tmp_path / 'finetune.log'
     with open(ft_log, 'wb') as log:
         finetuner = subprocess.Popen(
-            cli + ['finetune', '--dataset-root', str(out), '--dataset-id', DATASET_ID,
-                   '--init-checkpoint', str(checkpoint), '--out', str(actor),
-                   '--critic-out-prefix', prefix, '--export-every', str(2 * STEPS_PER_EPISODE),
-                   '--steps-per-episode', str(STEPS_PER_EPISODE),
-                   '--max-steps', str(4 * STEPS_PER_EPISODE), '--poll-s', '0.2',
-                   '--threads', '1'],
+            _finetune_cmd(out, checkpoint, actor, prefix, 2 * STEPS_PER_EPISODE,
+                          4 * STEPS_PER_EPISODE),
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         demo = subprocess.run(
