@@ -31,7 +31,7 @@ from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, ros_environm
 DEFAULT_MODEL = 'models/grasp_awopt.onnx'
 
 
-def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo'):
+def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo', lockstep=True):
     p.add_argument('--episodes', type=int, default=10, help='episodes to run (default 10)')
     p.add_argument('--config', default=DEFAULT_CONFIG, help='params YAML for every node')
     p.add_argument('--policy', choices=sorted(POLICY_NODES), default=policy)
@@ -40,6 +40,12 @@ def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo'):
     p.add_argument('--seed', type=int, default=None, help='simulator base seed')
     p.add_argument('--real-time-factor', type=float, default=rtf,
                    help='> 1 runs the simulation faster than real time on /clock')
+    if lockstep:
+        p.add_argument('--lockstep', action='store_true',
+                       help='hold the simulator after each frame until the arm has its '
+                            'command (simulated time on /clock): the arm then moves as in the '
+                            'in-process rollout whatever the CPU load, and episodes run as '
+                            'fast as the policy answers (--real-time-factor is then unused)')
     p.add_argument('--run-dir', default=run_dir,
                    help='bags, dataset and logs go here' + (
                        f' (default {run_dir})' if run_dir else ' (default runs/demo/<time>)'))
@@ -79,6 +85,7 @@ def _run(args, report_path):
     report = run_episodes(args.episodes, config=args.config, policy=args.policy,
                           run_dir=args.run_dir, model_path=args.model, seed=args.seed,
                           real_time_factor=args.real_time_factor, report_path=report_path,
+                          lockstep=args.lockstep,
                           extra_overrides=parse_overrides(args.overrides),
                           new_model_every=getattr(args, 'new_model_every', 0),
                           model_wait_timeout_s=getattr(args, 'model_wait_timeout_s', 3600.0))
@@ -224,7 +231,7 @@ def build_parser():
     p.set_defaults(func=cmd_bringup)
 
     p = sub.add_parser('bench', help='frame-to-command latency while logging')
-    _add_run_args(p, run_dir='runs/bench')
+    _add_run_args(p, run_dir='runs/bench', lockstep=False)   # latency needs the wall clock
     p.set_defaults(episodes=5)
     p.add_argument('--out', default='bench/results.json')
     p.add_argument('--no-learning', dest='learning', action='store_false',

@@ -6,6 +6,8 @@ venv (awopt_ros/launcher.py). Arguments:
   config:=PATH        params YAML (default: the package's config/awopt_ros_kuka_grasp.yaml)
   policy:=actor|scripted
   use_sim_time:=true|false   (true when the simulator publishes /clock)
+Lockstep simulation (the simulator waits for the arm's command after each frame): set
+sim_robot ``lockstep: true`` and ``publish_clock: true`` in the config, and use_sim_time:=true.
 """
 import os
 

@@ -1,4 +1,5 @@
 """In-process tests of the arm_interface node (private rclpy Context, spin_once loops)."""
+import json
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from awopt_ros.core.robot import HOME_Q
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
 from awopt_ros.nodes.arm_interface import ArmInterfaceNode
 from awopt_ros.ros import qos
+from awopt_ros.ros import convert
 from awopt_ros.ros.convert import action_to_msg
 
 
@@ -94,6 +96,7 @@ class Harness:
         assert future.result().success
         if on and wait_joints and self.feed_joints:   # the arm acts on joints measured after
             assert self.spin_until(lambda: self.arm._q_meas is not None, 2.0)
+        return future.result()
 
     def send(self, action):
         self.action_pub.publish(action_to_msg(np.asarray(action, dtype=np.float64),
@@ -258,5 +261,26 @@ def test_actions_wait_for_joints_measured_after_the_enable(harness_factory):
     assert len(h.got['traj']) == sent and h.arm.counts()['ignored'] >= 1
     h.feed_joints = True
     assert h.spin_until(lambda: h.arm._q_meas is not None, 2.0)
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: len(h.got['traj']) == sent + 1, 3.0)
+
+
+def test_actions_on_frames_from_before_the_enable_are_ignored(harness_factory):
+    """An action stamped at or before the enable was computed on an older frame (the last
+    scene, or the reset's frame under a held simulated clock, which the episode manager
+    does not count as a step): it must not move the arm; a newer one does."""
+    h = harness_factory()
+    before = h.peer.get_clock().now().to_msg()
+    h.spin_for(0.05)
+    reply = h.enable(True)
+    assert json.loads(reply.message) == {'state': 'enabled', 'stamp_s': h.arm._enabled_at_s,
+                                         'stale': []}
+    sent, ignored = len(h.got['traj']), h.arm.counts()['ignored']
+    h.action_pub.publish(action_to_msg(np.array([0.02, 0, 0, 0, 0, 0, 0.0]), before))
+    at_enable = action_to_msg(np.array([0.02, 0, 0, 0, 0, 0, 0.0]), before)
+    at_enable.header.stamp = convert.s_to_stamp(h.arm._enabled_at_s)
+    h.action_pub.publish(at_enable)
+    assert h.spin_until(lambda: h.arm.counts()['ignored'] == ignored + 2, 2.0)
+    assert len(h.got['traj']) == sent
     h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     assert h.spin_until(lambda: len(h.got['traj']) == sent + 1, 3.0)

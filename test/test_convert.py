@@ -128,3 +128,11 @@ def test_grasp_goal_round_trip_and_bad_inputs():
     msg = convert.grasp_goal_to_msg([float('nan'), 0.2, 0.3, 0.0], stamp)
     with pytest.raises(ValueError, match='not finite'):
         convert.msg_to_grasp_goal(msg)
+
+
+def test_not_after_treats_a_stamp_and_its_float_seconds_as_equal():
+    stamp = convert.s_to_stamp(1796313270.641190697)    # a wall-clock epoch
+    t_s = convert.stamp_to_s(stamp)
+    assert convert.not_after(stamp, t_s) and convert.not_after(stamp, t_s + 0.01)
+    assert convert.not_after(stamp, float(f'{t_s:.7f}'))   # float seconds sent as JSON text
+    assert not convert.not_after(stamp, t_s - 1e-4)

@@ -136,7 +136,7 @@ def test_success_and_operator_stop(ros_context):
     manager.destroy_node()
 
 
-def test_arm_that_refuses_to_enable_ends_episode(ros_context):
+def test_arm_that_refuses_to_enable_fails_the_start(ros_context):
     manager, cell, ex = setup(ros_context)
     cell.node.destroy_service(next(s for s in cell.node.services
                                    if s.srv_name == '/arm/enable'))
@@ -144,10 +144,57 @@ def test_arm_that_refuses_to_enable_ends_episode(ros_context):
         SetBool, '/arm/enable', lambda req, res: setattr(res, 'success', False) or res)
     assert refuse is not None
     call(ex, cell.start, cell)
-    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
-    end = events_of(cell, 'end')[0]
-    assert end['outcome'] == 'node_lost' and 'enable' in end['detail']
+    assert spin(ex, lambda: events_of(cell, 'start_failed'), cell=cell)
+    failed = events_of(cell, 'start_failed')[0]
+    assert 'enable' in failed['detail'] and failed['episode'] == 1
+    assert not events_of(cell, 'start') and manager.episode is None
+    assert call(ex, cell.start, cell).success       # free to try again
     manager.destroy_node()
+
+
+def test_start_event_follows_the_enable_reply(ros_context):
+    """Every step of an episode must reach an enabled arm: the manager announces the episode
+    (and starts counting actions) only once the arm interface has answered its enable, an
+    action sent while the enable is unanswered is not a step, and the episode starts at the
+    enable time the arm reports (it acts on actions stamped after it)."""
+    manager, cell, ex = setup(ros_context)
+    enables, arm, arm_ex = move_enable(ros_context, cell, reported_ago_s=0.05)
+    try:
+        assert spin(ex, lambda: manager.enable_client.service_is_ready())
+        assert call(ex, cell.start, cell).success
+        assert spin(ex, lambda: manager.pending == 'enable', cell=cell)
+        cell.send_action()       # the arm is not enabled yet: would move nothing
+        assert not spin(ex, lambda: events_of(cell, 'start'), timeout_s=0.4, cell=cell)
+        assert manager.episode is None and cell.resets == 1
+        assert spin(arm_ex, lambda: enables == [True])     # the arm answers
+        assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+        start_s = events_of(cell, 'start')[0]['stamp_s']
+        assert start_s < time.time() - 0.04                 # the arm's enable time
+        # On a frame stamped at the start itself (a paused simulated clock): not a step.
+        at_start = convert.s_to_stamp(start_s)
+        cell.action.publish(convert.action_to_msg([0.01, 0, 0, 0, 0, 0, 1.0], at_start))
+        spin(ex, lambda: False, timeout_s=0.2, cell=cell)
+        assert not events_of(cell, 'end')
+        # On a frame between the arm's enable and the reply: the arm acted, a step.
+        cell.action.publish(convert.action_to_msg([0.01, 0, 0, 0, 0, 0, 0.0],
+                                                  convert.s_to_stamp(start_s + 0.01)))
+        cell.send_action(terminate=1.0)
+        assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+        assert events_of(cell, 'end')[0]['steps'] == 2     # only actions after the start
+    finally:
+        arm_ex.shutdown()
+        arm.destroy_node()
+    manager.destroy_node()
+
+
+def test_start_is_the_arms_reported_enable_time_or_now():
+    stamp = EpisodeManagerNode._enable_stamp
+    reply = json.dumps({'state': 'enabled', 'stamp_s': 99.95, 'stale': []})
+    assert stamp(reply, 100.0) == 99.95
+    assert stamp(json.dumps({'stamp_s': 100.002}), 100.0) == 100.002   # /clock not here yet
+    for other in ('enabled', '', '{}', json.dumps({'stamp_s': 'x'}),
+                  json.dumps({'stamp_s': 5.0}), json.dumps({'stamp_s': -1.0})):
+        assert stamp(other, 100.0) == 100.0
 
 
 def test_dead_camera_ends_episode_as_node_lost(ros_context):
@@ -199,29 +246,41 @@ def move_service(ctx, cell, srv_type, name, callback):
     return node, executor
 
 
-def test_reset_waits_for_the_previous_episodes_disable(ros_context):
-    """Commands the arm interface sends until it is disabled must reach the cell before its
-    reset: the next start resets only once the disable call has been answered."""
-    manager, cell, ex = setup(ros_context)
+def move_enable(ctx, cell, reported_ago_s=None):
+    """Serve ``/arm/enable`` (always accepting) from a node that answers only when spun,
+    reporting (like arm_interface) an enable time ``reported_ago_s`` before its reply when
+    given; return (requests' data list, node, executor)."""
     enables = []
 
     def on_enable(request, response):
         enables.append(request.data)
         response.success = True
+        if reported_ago_s is not None:
+            response.message = json.dumps({'state': 'enabled',
+                                           'stamp_s': time.time() - reported_ago_s})
         return response
-    arm, arm_ex = move_service(ros_context, cell, SetBool, '/arm/enable', on_enable)
+    return (enables, *move_service(ctx, cell, SetBool, '/arm/enable', on_enable))
+
+
+def test_reset_waits_for_the_previous_episodes_disable(ros_context):
+    """Commands the arm interface sends until it is disabled must reach the cell before its
+    reset: the next start resets only once the disable call has been answered."""
+    manager, cell, ex = setup(ros_context)
+    enables, arm, arm_ex = move_enable(ros_context, cell)
     try:
         assert call(ex, cell.start, cell).success
-        assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+        assert spin(ex, lambda: manager.pending == 'enable', cell=cell)
         assert spin(arm_ex, lambda: enables == [True])
+        assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
         cell.send_action(terminate=1.0)
         assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
         assert call(ex, cell.start, cell).success          # the disable is still unanswered
         assert not spin(ex, lambda: cell.resets > 1, timeout_s=0.5, cell=cell)
         assert manager.pending == 'disable'
         assert spin(arm_ex, lambda: enables[:2] == [True, False])   # the arm answers
-        assert spin(ex, lambda: cell.resets == 2 and len(events_of(cell, 'start')) == 2,
-                    cell=cell)
+        assert spin(ex, lambda: cell.resets == 2 and manager.pending == 'enable', cell=cell)
+        assert spin(arm_ex, lambda: enables == [True, False, True])
+        assert spin(ex, lambda: len(events_of(cell, 'start')) == 2, cell=cell)
     finally:
         arm_ex.shutdown()
         arm.destroy_node()

@@ -212,6 +212,32 @@ def test_bad_episode_skipped_waiting_and_idle_stop(tmp_path):
         wrong.run()
 
 
+def test_training_time_is_not_idleness(tmp_path):
+    """Rounds (awopt demo --new-model-every): the robot waits while the learner catches up
+    on a round's grant, which may take longer than max_idle_s; the next round's episodes
+    come only after the export, so idleness counts from the end of that training."""
+    rng = np.random.default_rng(3)
+    now, rounds = [0.0], [[make_episode(rng, 3, success=k % 2 == 0) for k in range(2)]]
+    learner = tiny_learner('awopt')
+    update = learner.update
+
+    def slow_update(*args, **kwargs):    # each gradient step takes 4 s of the fake clock
+        now[0] += 4.0
+        return update(*args, **kwargs)
+    learner.update = slow_update
+
+    def sleep(s):                        # the next round arrives 3 s after the training
+        now[0] += s
+        if len(rounds) == 1 and ft.steps == 8:
+            rounds.append([make_episode(rng, 3, success=True) for _ in range(2)])
+    ft = Finetuner(learner, lambda start: sum(rounds, [])[start:],
+                   FinetuneConfig(steps_per_episode=4, poll_s=1.0, max_idle_s=10),
+                   log=lambda s: None, sleep=sleep, clock=lambda: now[0])
+    summary = ft.run()
+    assert summary['stop_reason'] == 'idle'
+    assert summary['episodes_seen'] == 4 and summary['steps'] == 16   # both rounds trained
+
+
 def test_dataset_source_reads_only_new_episodes(tmp_path):
     from test_train_cli import DATASET_ID, write_dataset
     source = DatasetSource(tmp_path, DATASET_ID)

@@ -226,3 +226,20 @@ def test_sigterm_to_bringup_stops_every_node_it_started(tmp_path):
         for pid in left:                      # never leave orphans behind, even on failure
             os.kill(pid, signal.SIGKILL)
     assert not left, f'node processes outlived bringup: {left}'   # Stack.stop reaped them
+
+
+def test_lockstep_runs_put_every_node_on_the_simulated_clock():
+    from awopt_ros.cli import build_parser
+    from awopt_ros.ros.runner import stack_overrides
+    assert build_parser().parse_args(['demo', '--lockstep']).lockstep
+    assert build_parser().parse_args(['collect', '--lockstep']).lockstep
+    assert not build_parser().parse_args(['demo']).lockstep
+    with pytest.raises(SystemExit):     # latency figures need the wall clock
+        build_parser().parse_args(['bench', '--lockstep'])
+    o = stack_overrides('/tmp/r', lockstep=True, extra={'sim_robot': {'seed': 3}})
+    assert o['sim_robot'] == {'lockstep': True, 'publish_clock': True, 'use_sim_time': True,
+                              'seed': 3}
+    assert all(o[n]['use_sim_time'] for n in ('camera_pipeline', 'policy', 'scripted_policy',
+                                              'arm_interface', 'episode_manager', 'logger'))
+    assert stack_overrides('/tmp/r', real_time_factor=1.0) == {
+        'logger': {'output_dir': '/tmp/r'}, 'sim_robot': {'real_time_factor': 1.0}}

@@ -141,3 +141,53 @@ def test_reset_returns_next_seed_and_commands_move_the_arm(ros_context):
     peer.trajectory.publish(late)
     assert spin(ex, lambda: sim.commands['arm'] == moves + 1)
     sim.destroy_node()
+
+
+def test_lockstep_holds_each_frame_until_the_arm_command(ros_context):
+    """In lockstep the simulated clock stands still after a frame until an arm command comes
+    (then one camera period is simulated with it applied from the start, as in the in-process
+    rollout), or until lockstep_timeout_s of wall time has passed."""
+    sim, peer, ex = setup(ros_context, seed=7, publish_clock=True, lockstep=True,
+                          lockstep_timeout_s=0.6)
+    assert spin(ex, lambda: peer.images)
+    first = convert.stamp_to_s(peer.images[0].header.stamp)
+    assert not spin(ex, lambda: len(peer.images) > 1, timeout_s=0.3)     # held
+    held_joints, held_time = len(peer.joints), sim._sim_now()
+    assert held_time == first and sim.held_since is not None
+    target = np.asarray(peer.joints[-1].position[:7]) + 0.05
+    msg = JointTrajectory(joint_names=list(spec.ARM_JOINTS), points=[
+        JointTrajectoryPoint(positions=target.tolist())])
+    msg.header.stamp = convert.s_to_stamp(first)
+    t = time.monotonic()
+    peer.trajectory.publish(msg)
+    assert spin(ex, lambda: len(peer.images) == 2, timeout_s=0.5)
+    assert time.monotonic() - t < 0.5 and sim.holds == {'commanded': 1, 'timed_out': 0,
+                                                        'missed': 0}
+    second = convert.stamp_to_s(peer.images[1].header.stamp)
+    assert abs(second - first - 0.1) < 0.0025        # a camera period (the first frame
+                                                     # came one physics step in)
+    # The period's joint states (100 Hz) come in one burst: a sensor-QoS reader keeps the
+    # newest five, stamped up to the frame's time.
+    assert spin(ex, lambda: convert.stamp_to_s(peer.joints[-1].header.stamp) == second,
+                timeout_s=0.5)
+    assert len(peer.joints) - held_joints >= 5
+    moved = np.asarray(peer.joints[-1].position[:7]) - (target - 0.05)
+    assert np.all(moved > 0.03)                      # most of the step done in that period
+    t = time.monotonic()                             # no command: the hold times out
+    assert spin(ex, lambda: len(peer.images) == 3, timeout_s=2.0)
+    assert time.monotonic() - t > 0.5 and sim.holds['timed_out'] == 1
+    assert abs(convert.stamp_to_s(peer.images[2].header.stamp) - second - 0.1) < 1e-6
+    # A command after that timed-out hold: a frame in a stream of commands went without
+    # one (a policy slower than lockstep_timeout_s), counted and warned about.
+    peer.trajectory.publish(msg)
+    assert spin(ex, lambda: len(peer.images) == 4, timeout_s=0.5)
+    assert sim.holds == {'commanded': 2, 'timed_out': 1, 'missed': 1}
+    future = peer.reset.call_async(Trigger.Request())  # a reset starts a new stream
+    assert spin(ex, future.done) and sim.hold_outcomes == []
+    sim.destroy_node()
+
+
+def test_lockstep_needs_the_simulated_clock(ros_context):
+    import pytest
+    with pytest.raises(ValueError, match='publish_clock'):
+        SimRobotNode(context=ros_context, parameter_overrides=[Parameter('lockstep', value=True)])

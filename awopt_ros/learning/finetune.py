@@ -25,9 +25,9 @@ Loop (:meth:`Finetuner.run`), every ``poll_s`` seconds at most:
 4. print a progress line every ``log_every`` steps and whenever episodes arrive: steps,
    losses, episodes seen, success rate of the last ``success_window`` (20) episodes, exports.
 
-It stops after ``max_steps`` gradient steps, once no new episode arrived for ``max_idle_s``
-seconds and the granted steps are used up (with ``steps_per_poll`` > 0 the grant never runs
-out, so then only the time counts), or on Ctrl-C (KeyboardInterrupt is caught: the
+It stops after ``max_steps`` gradient steps, once the granted steps are used up and no new
+episode arrived for ``max_idle_s`` seconds since then (with ``steps_per_poll`` > 0 the grant
+never runs out, so then only the time since the last new episode counts), or on Ctrl-C (KeyboardInterrupt is caught: the
 checkpoint, the JSON history and the progress plot are still written; the model files keep
 the last periodic export). A normal stop also exports the final models.
 
@@ -184,8 +184,10 @@ class FinetuneConfig:
         steps_per_poll: fixed extra gradient steps granted per poll while the buffer can be
             trained on (int >= 0; a fixed update rate independent of the data rate).
         max_steps: stop after this many gradient steps of this run (None: no limit).
-        max_idle_s: stop when no new episode arrived for this long (s; None: never) and
-            the granted steps are used up (with ``steps_per_poll`` > 0: the time alone).
+        max_idle_s: stop when the granted steps are used up and no new episode arrived
+            for this long since (s; None: never); training time does not count, so a long
+            catch-up between rounds of episodes (``awopt demo --new-model-every``) is not
+            idleness (with ``steps_per_poll`` > 0: the time since the last new episode).
         poll_s: seconds between polls when idle, and the longest training stretch between
             two polls.
         min_episodes: episodes in the buffer before training starts.
@@ -638,6 +640,8 @@ class Finetuner:
                              f'{self.buffer.num_successful} successful)')
                     self._waiting_logged = True
                 trained = self.train_available()
+                if trained and not c.steps_per_poll:
+                    last_new = self.clock()      # busy on the granted steps: not idle
                 idle = c.max_idle_s is not None and self.clock() - last_new >= c.max_idle_s
                 if idle and (trained == 0 or c.steps_per_poll):
                     self.stop_reason = 'idle'
@@ -712,8 +716,8 @@ def add_finetune_args(parser):
     parser.add_argument('--max-steps', type=int, default=None,
                         help='stop after this many gradient steps (default: run until Ctrl-C)')
     parser.add_argument('--max-idle-s', type=float, default=None,
-                        help='stop when no episode arrived for this long (s) and the '
-                             'granted steps are done')
+                        help='stop when the granted steps are done and no episode arrived '
+                             'for this long (s) since')
     parser.add_argument('--poll-s', type=float, default=5.0,
                         help='seconds between dataset polls (default 5)')
     parser.add_argument('--min-episodes', type=int, default=1,

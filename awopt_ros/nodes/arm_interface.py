@@ -2,14 +2,19 @@
 
 Subscribes ``/policy/action`` (JointState, 7 action names), ``/joint_states`` and
 ``/camera/color/camera_info`` (watchdog only). Serves ``/arm/enable`` (std_srvs/SetBool; the
-node starts disabled and ignores actions until enabled). Each accepted action goes through
+node starts disabled and ignores actions until enabled, and after an enable those stamped at
+or before it, i.e. computed on older frames). Each accepted action goes through
 ``core.safety.filter_action`` and ``core.kinematics.Kinematics.ik_step`` from the measured
 joints, then out as a JointTrajectory (``/arm_controller/joint_trajectory``) or a
 Float64MultiArray (``/forward_position_controller/commands``) per ``command_interface``,
 plus a gripper command on ``/gripper_controller/commands``. A 20 Hz watchdog holds the arm
 (measured joints sent once as the target) while any input is stale.
-See docs/INTERFACES.md for the topic contract.
+The enable reply's message is JSON: ``{"state": "enabled", "stamp_s": t, "stale": [...]}``
+(``t`` = the enable time on the node clock: actions stamped at or before it are ignored) or
+``{"state": "disabled" | "already disabled"}``. See docs/INTERFACES.md for the topic contract.
 """
+import json
+
 import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,7 +31,7 @@ from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import SafetyLimits, Watchdog
 from awopt_ros.ros import qos
-from awopt_ros.ros.convert import joint_positions, msg_to_action, stamp_to_s
+from awopt_ros.ros.convert import joint_positions, msg_to_action, not_after, stamp_to_s
 from awopt_ros.ros.diagnostics import OK, WARN, diagnostic_array
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
@@ -100,6 +105,7 @@ class ArmInterfaceNode(Node):
         self._got_action = False       # an action arrived in this enable period
         self._holding = False          # a hold was sent and no fresh command since
         self._q_meas = None            # (7,) measured arm joints, rad
+        self._enabled_at_s = 0.0       # node-clock time (s) of the last enable
         self._last_pose_s = -np.inf
         self._counts = dict(commands_sent=0, rejected=0, clipped=0, clamped=0, holds=0,
                             ignored=0)
@@ -218,15 +224,20 @@ class ArmInterfaceNode(Node):
             # next command (an action that arrives before the first new joint state would
             # send the arm back to where the last episode ended).
             self._q_meas = None
+            # Nor may an action computed on a frame from before it (the previous scene):
+            # it waits for a newer frame. The reply tells when (node clock), so that the
+            # episode manager counts exactly the actions this node acts on as steps.
+            self._enabled_at_s = self._now_s()
             self._watchdog.reset(POLICY)
             stale = self._stale(self._now_s())
-            response.message = 'enabled' + (f' (stale inputs: {stale})' if stale else '')
+            response.message = json.dumps({'state': 'enabled', 'stamp_s': self._enabled_at_s,
+                                           'stale': stale})
         else:
             was = self._enabled
             self._enabled = False
             self._holding = False
             self._hold('disabled')
-            response.message = 'disabled' if was else 'already disabled'
+            response.message = json.dumps({'state': 'disabled' if was else 'already disabled'})
         response.success = True
         self.get_logger().info(f'/arm/enable {request.data}: {response.message}')
         return response
@@ -235,6 +246,9 @@ class ArmInterfaceNode(Node):
         now_s = self._now_s()
         if not self._enabled:
             self._counts['ignored'] += 1
+            return
+        if not_after(msg.header.stamp, self._enabled_at_s):
+            self._counts['ignored'] += 1   # computed on a frame from before the enable
             return
         self._got_action = True
         self._watchdog.feed(POLICY, now_s)

@@ -1,9 +1,9 @@
-"""episode_manager: reset -> run -> done, one episode at a time.
+"""episode_manager: reset -> enable -> run -> done, one episode at a time.
 
 Services ``/episode/start`` (refused until the reset/enable services are up and, with
 ``wait_for_logger``, the logger reports its inputs flowing; the reset waits for the reply to
-the previous episode's disable call) and ``/episode/stop``
-(std_srvs/Trigger); events on
+the previous episode's disable call; the ``start`` event follows the arm's enable reply, so
+every step of the episode reaches a live arm) and ``/episode/stop`` (std_srvs/Trigger); events on
 ``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md). The decisions live in
 :mod:`awopt_ros.core.episode`; this node only wires topics and services to it.
 """
@@ -75,6 +75,7 @@ class EpisodeManagerNode(Node):
         self.reset_future = None   # the latest reset request's future
         self.reset_sent_s = 0.0    # when it was sent (monotonic s)
         self.reset_requests = 0    # reset requests sent, retries included
+        self.enable_future = None  # the enable request of the start in progress
         self.last_seed = None
         # The disable call of the last end; the next reset waits for its reply, so that arm
         # and gripper commands the arm interface sent before it stopped reach the simulator
@@ -162,24 +163,51 @@ class EpisodeManagerNode(Node):
             self.last_seed = json.loads(result.message).get('seed')
         except (ValueError, AttributeError):
             self.last_seed = None
-        # Announce the episode before the arm may move, so the logger records from its start.
-        now = self._now_s()
-        self.episode = Episode(self.episode_index, now, self.config, watched=WATCHED,
+        # Enable the arm before the episode starts: an action of the episode that reached a
+        # still disabled arm interface would be logged as a step that moved nothing (the
+        # first step of most episodes did, before). The arm interface ignores actions on
+        # frames stamped at or before its enable and reports that time: it becomes the
+        # episode's start, so the steps are exactly the actions the arm acts on.
+        self.pending = 'enable'
+        self.enable_future = self.enable_client.call_async(SetBool.Request(data=True))
+        self.enable_future.add_done_callback(self._after_enable)
+
+    def _after_enable(self, future):
+        if self.pending != 'enable' or future is not self.enable_future:
+            result = future.result()
+            if (result is not None and result.success and self.episode is None
+                    and self.pending is None):
+                # Answered after the start was aborted: no episode may drive the arm.
+                self.disabling = self.enable_client.call_async(SetBool.Request(data=False))
+            return
+        result = future.result()
+        if result is None or not result.success:
+            self.get_logger().error('arm interface refused to enable: '
+                                    f'{getattr(result, "message", "no reply")}')
+            self._abort_start('arm interface did not enable')
+            return
+        # Announce the episode as the arm goes live, so the logger records from its start.
+        start_s = self._enable_stamp(result.message, self._now_s())
+        self.episode = Episode(self.episode_index, start_s, self.config, watched=WATCHED,
                                start_wall_s=time.monotonic())
         self.fresh_frame = False
         self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
-                       'stamp_s': now})
+                       'stamp_s': start_s})
         self.get_logger().info(f'episode {self.episode_index} started (seed {self.last_seed})')
         self.pending = None
-        self.enable_client.call_async(SetBool.Request(data=True)).add_done_callback(
-            self._after_enable)
 
-    def _after_enable(self, future):
-        result = future.result()
-        if result is None or not result.success:
-            self.get_logger().error('arm interface refused to enable')
-            if self.episode is not None:
-                self._finish(self.episode.abort(self._now_s(), 'arm interface did not enable'))
+    @staticmethod
+    def _enable_stamp(message, now_s):
+        """Return the episode's start (s, node clock): the enable time the arm interface
+        reports (``stamp_s`` in its JSON reply; it acts on actions stamped after it), else
+        ``now_s`` (an enable service that does not report one, or a time more than a second
+        off: another clock). It may be ahead of ``now_s`` by a /clock message not yet
+        received here."""
+        try:
+            stamp_s = float(json.loads(message)['stamp_s'])
+        except (ValueError, TypeError, KeyError):
+            return now_s
+        return stamp_s if stamp_s > 0.0 and abs(stamp_s - now_s) < 1.0 else now_s
 
     def _abort_start(self, why):
         self.pending = None
@@ -208,8 +236,10 @@ class EpisodeManagerNode(Node):
     def _on_action(self, msg):
         if self.episode is None:
             return
-        # Actions computed on frames from before the episode started are not its steps.
-        if convert.stamp_to_s(msg.header.stamp) < self.episode.start_s:
+        # Actions computed on frames from before the episode started are not its steps, nor
+        # is one on a frame stamped at the start itself: under a paused simulated clock
+        # (sim_robot lockstep) that frame came before the arm's enable.
+        if convert.not_after(msg.header.stamp, self.episode.start_s):
             return
         self._seen('policy')
         try:

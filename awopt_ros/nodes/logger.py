@@ -332,9 +332,9 @@ class LoggerNode(Node):
         msg = deserialize_message(data, JointState)
         stamp_ns = convert.stamp_to_ns(msg.header.stamp)
         start_s = self._episode.get('stamp_s')
-        if isinstance(start_s, (int, float)) and stamp_ns * 1e-9 < start_s:
-            # Computed on a frame from before the episode started: not one of its steps
-            # (the episode manager does not count it either).
+        if isinstance(start_s, (int, float)) and convert.not_after(msg.header.stamp, start_s):
+            # Computed on a frame from before the episode started (or stamped at its start):
+            # not one of its steps (the episode manager does not count it either).
             self.counts['pre_start_actions'] += 1
             return
         action = convert.msg_to_action(msg)

@@ -9,8 +9,12 @@ controllers take (``/arm_controller/joint_trajectory`` like a joint_trajectory_c
 and rviz) and ``/success/probability``
 (ground truth: an object lifted). A joint trajectory stamped before the last reset is dropped
 (counted as ``before_reset``): it was issued for the previous episode. With ``publish_clock``
-it publishes ``/clock`` and can run faster than real time (``real_time_factor``). The physics
-and rendering are :class:`awopt_ros.sim.scene.GraspSim`.
+it publishes ``/clock`` and can run faster than real time (``real_time_factor``). With
+``lockstep`` (needs ``publish_clock``) the simulation holds after each camera frame, simulated
+time standing still, until an arm command arrives (or ``lockstep_timeout_s`` of wall time
+passes): the policy's latency and the machine's load then cost no simulated time, and the arm
+moves as in the in-process rollout (:mod:`awopt_ros.sim.rollout`) whatever else the CPUs run.
+The physics and rendering are :class:`awopt_ros.sim.scene.GraspSim`.
 """
 import json
 import math
@@ -39,6 +43,9 @@ CAMERA_FRAME = 'camera_color_optical_frame'
 JOINT_NAMES = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
 TICK_S = 0.005            # wall period of the physics loop
 MAX_LAG_S = 0.25          # sim time more than this behind the wall is dropped, not caught up
+#: In lockstep, the hold ends this long (wall s) after the frame's first arm command, so that
+#: the gripper command the arm interface sends right after it lands in the same step.
+LOCKSTEP_SETTLE_S = 0.003
 
 
 class SimRobotNode(Node):
@@ -66,6 +73,18 @@ class SimRobotNode(Node):
         self.publish_clock = declare(self, 'publish_clock', False,
                                      'Publish /clock and stamp with simulated time.',
                                      read_only=True)
+        self.lockstep = declare(
+            self, 'lockstep', False,
+            'Hold the simulation after each camera frame (simulated time and /clock stand '
+            'still) until an arm command arrives or lockstep_timeout_s passes: policy latency '
+            'and CPU load then cost no simulated time, as in the in-process rollout. Needs '
+            'publish_clock (and use_sim_time on every node); real_time_factor is then unused.',
+            read_only=True)
+        self.lockstep_timeout_s = declare(
+            self, 'lockstep_timeout_s', 0.3,
+            'Longest hold on one frame in lockstep (s, wall): with no arm command (between '
+            'episodes, arm disabled) the simulation goes on one camera period per hold.',
+            low=0.01, high=60.0, read_only=True)
         success_height_m = declare(self, 'success_height_m', 0.12, 'An object this far above '
                                    'the bin floor counts as lifted (m).', low=0.01, high=1.0,
                                    read_only=True)
@@ -73,6 +92,9 @@ class SimRobotNode(Node):
                         read_only=True)
         height = declare(self, 'image_height', 480, 'Camera height (px).', low=16, high=4096,
                          read_only=True)
+        if self.lockstep and not self.publish_clock:
+            raise ValueError('lockstep needs publish_clock: true (and use_sim_time: true on '
+                             'every node): a held simulation must hold their clocks too')
         if self.rtf != 1.0 and not self.publish_clock:
             self.get_logger().warning('real_time_factor != 1 without publish_clock: stamps '
                                       'are wall time while physics is not; set publish_clock')
@@ -86,6 +108,10 @@ class SimRobotNode(Node):
         self.next_joint_s = 0.0
         self.commands = {'arm': 0, 'gripper': 0, 'rejected': 0, 'before_reset': 0}
         self.reset_stamp_s = 0.0   # stamp time (s) of the last reset, see _on_trajectory
+        self.held_since = None     # lockstep: wall time (monotonic s) the current hold began
+        self.command_wall = None   # lockstep: wall time of the first arm command in the hold
+        self.holds = {'commanded': 0, 'timed_out': 0, 'missed': 0}   # lockstep holds
+        self.hold_outcomes = []    # lockstep: how the holds since the last reset ended
         self.camera_info = self._camera_info(width, height)
         self.sim.reset(self.base_seed)
         self.current_seed = self.base_seed
@@ -128,6 +154,9 @@ class SimRobotNode(Node):
 
     # -- physics loop ----------------------------------------------------------------------
     def _tick(self):
+        if self.lockstep:
+            self._tick_lockstep()
+            return
         dt = self.sim.physics_dt_s
         if self.rtf > 0.0:
             target = self.sim_start + self.rtf * (time.monotonic() - self.wall_start)
@@ -137,19 +166,56 @@ class SimRobotNode(Node):
         else:
             target = self._sim_now() + 1.0 / self.camera_rate_hz
         while self._sim_now() + 0.5 * dt < target:
-            # Step up to the next sensor event, publish it, repeat.
-            next_event = min(self.next_frame_s, self.next_joint_s, target)
-            n = max(1, int(round((next_event - self._sim_now()) / dt)))
-            self.sim.step(n)
-            now = self._sim_now()
-            if self.clock_pub is not None:
-                self.clock_pub.publish(ClockMsg(clock=convert.s_to_stamp(now)))
-            if now + 0.5 * dt >= self.next_joint_s:
-                self._publish_joints()
-                self.next_joint_s += 1.0 / self.joint_rate_hz
-            if now + 0.5 * dt >= self.next_frame_s:
-                self._publish_frame()
-                self.next_frame_s += 1.0 / self.camera_rate_hz
+            self._step_to_event(target)
+
+    def _tick_lockstep(self):
+        now = time.monotonic()
+        if self.held_since is not None:
+            if self.command_wall is not None:
+                if now - self.command_wall < LOCKSTEP_SETTLE_S:
+                    return
+                outcome = 'commanded'
+            elif now - self.held_since < self.lockstep_timeout_s:
+                return
+            else:
+                outcome = 'timed_out'
+            self._count_hold(outcome)
+            self.held_since = self.command_wall = None
+        while not self._step_to_event(self.next_frame_s):
+            pass
+        self.held_since = time.monotonic()
+
+    def _count_hold(self, outcome):
+        self.holds[outcome] += 1
+        self.hold_outcomes = (self.hold_outcomes + [outcome])[-3:]
+        if self.hold_outcomes == ['commanded', 'timed_out', 'commanded']:
+            # A frame in the middle of a stream of commands went without one: the policy
+            # answered later than lockstep_timeout_s, and that step ran without its action.
+            self.holds['missed'] += 1
+            self.get_logger().warning(
+                f'lockstep: no arm command within lockstep_timeout_s '
+                f'({self.lockstep_timeout_s} s) of a frame while commands were coming; the '
+                'step ran without it (is the policy slower? raise lockstep_timeout_s)',
+                throttle_duration_sec=5.0)
+
+    def _step_to_event(self, target):
+        """Step up to the next sensor event (or ``target``, s), publish what is due; return
+        whether a camera frame went out."""
+        dt = self.sim.physics_dt_s
+        next_event = min(self.next_frame_s, self.next_joint_s, target)
+        n = max(1, int(round((next_event - self._sim_now()) / dt)))
+        self.sim.step(n)
+        now = self._sim_now()
+        if self.clock_pub is not None:
+            self.clock_pub.publish(ClockMsg(clock=convert.s_to_stamp(now)))
+        if now + 0.5 * dt >= self.next_joint_s:
+            self._publish_joints()
+            self.next_joint_s += 1.0 / self.joint_rate_hz
+        if now + 0.5 * dt >= self.next_frame_s:
+            self._publish_frame()
+            self.next_frame_s += 1.0 / self.camera_rate_hz
+            return True
+        return False
 
     def _publish_joints(self):
         msg = JointState(name=JOINT_NAMES)
@@ -202,16 +268,19 @@ class SimRobotNode(Node):
         try:
             self.sim.set_arm_target(q)
             self.commands['arm'] += 1
+            if self.held_since is not None and self.command_wall is None:
+                self.command_wall = time.monotonic()     # lockstep: the hold may end
         except ValueError as exc:
             self.commands['rejected'] += 1
             self.get_logger().warning(f'{source} rejected: {exc}', throttle_duration_sec=2.0)
 
     def _on_trajectory(self, msg):
         stamp_s = convert.stamp_to_s(msg.header.stamp)
-        if 0.0 < stamp_s < self.reset_stamp_s:
+        if stamp_s > 0.0 and convert.not_after(msg.header.stamp, self.reset_stamp_s):
             # Issued before the last reset (e.g. the arm interface's hold as the previous
             # episode ended, delivered after the reset): it would drag the new episode's arm
-            # back to where the last one ended.
+            # back to where the last one ended. One stamped at the reset itself is from
+            # before it too: under a held clock (lockstep) both carry the same time.
             self.commands['before_reset'] += 1
             return
         if not msg.points:
@@ -258,6 +327,8 @@ class SimRobotNode(Node):
         self.time_offset_s -= self.sim.time_s
         self.wall_start, self.sim_start = time.monotonic(), self._sim_now()
         self.next_frame_s = self.next_joint_s = self._sim_now()
+        self.held_since = self.command_wall = None
+        self.hold_outcomes = []
         self.reset_stamp_s = convert.stamp_to_s(self._stamp())
         response.success = True
         response.message = json.dumps({'seed': self.current_seed})
@@ -273,6 +344,10 @@ class SimRobotNode(Node):
         values = dict(frames_published=self.frames_published, camera_rate_hz=self.camera_rate_hz,
                       sim_time_s=round(sim, 3), real_time_factor=round(self.measured_rtf, 3),
                       resets=self.resets, seed=self.current_seed, **self.commands)
+        if self.lockstep:
+            values.update(holds_commanded=self.holds['commanded'],
+                          holds_timed_out=self.holds['timed_out'],
+                          holds_missed=self.holds['missed'])
         self.diag_pub.publish(diagnostic_array(
             self, 'sim_robot', values, hardware_id='mujoco',
             message=f'{self.frames_published} frames, rtf {self.measured_rtf:.2f}'))

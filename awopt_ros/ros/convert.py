@@ -231,6 +231,17 @@ def stamp_to_ns(stamp):
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+#: Stamps this close (s) count as equal: float seconds resolve about 0.24 us at wall-clock
+#: epochs, and a stamp and the same time sent as float seconds (JSON) may differ by that.
+STAMP_TOLERANCE_S = 1e-6
+
+
+def not_after(stamp, t_s):
+    """Return whether ``stamp`` (``builtin_interfaces/Time``) is at or before ``t_s`` (float
+    s, same clock), equality within :data:`STAMP_TOLERANCE_S`."""
+    return stamp_to_s(stamp) <= t_s + STAMP_TOLERANCE_S
+
+
 def s_to_stamp(t_s):
     """Return float seconds ``t_s`` (>= 0) as a ``builtin_interfaces/Time``."""
     ns = int(round(float(t_s) * 1e9))

@@ -59,11 +59,40 @@ def _next_round_model(client, round_version, done, timeout_s, startup_timeout_s,
     return int(info['model_version'])
 
 
+def stack_overrides(run_dir, *, seed=None, real_time_factor=None, lockstep=False,
+                    model_path=None, extra=None):
+    """Return the ``{node: {param: value}}`` overrides a run through the stack starts with.
+
+    The logger writes under ``run_dir``; ``seed`` sets the simulator's base seed;
+    ``real_time_factor`` != 1 or ``lockstep`` put the simulator on ``/clock`` and every node
+    on simulated time (``lockstep`` also sets sim_robot ``lockstep``); ``model_path`` is the
+    policy's actor; ``extra`` ({node: {param: value}}) goes on top.
+    """
+    overrides = {'logger': {'output_dir': str(run_dir)}}
+    sim = overrides.setdefault('sim_robot', {})
+    if seed is not None:
+        sim['seed'] = int(seed)
+    if real_time_factor is not None:
+        sim['real_time_factor'] = float(real_time_factor)
+    if lockstep:
+        sim['lockstep'] = True
+    if lockstep or (real_time_factor is not None and real_time_factor != 1.0):
+        sim['publish_clock'] = True
+        for name in ('sim_robot', 'camera_pipeline', 'policy', 'scripted_policy',
+                     'arm_interface', 'episode_manager', 'logger'):
+            overrides.setdefault(name, {})['use_sim_time'] = True
+    if model_path is not None:
+        overrides.setdefault('policy', {})['model_path'] = str(resolve(model_path))
+    for node, params in (extra or {}).items():
+        overrides.setdefault(node, {}).update(params)
+    return overrides
+
+
 def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', policy='actor',
                  run_dir='runs/demo', model_path=None, seed=None, real_time_factor=None,
                  report_path=None, episode_timeout_s=120.0, startup_timeout_s=90.0,
                  extra_overrides=None, warmup_episodes=0, new_model_every=0,
-                 model_wait_timeout_s=3600.0, out=print):
+                 model_wait_timeout_s=3600.0, lockstep=False, out=print):
     """Run ``episodes`` episodes through the stack; return the report (dict).
 
     Args:
@@ -74,6 +103,10 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         seed: simulator base seed (episode k uses seed + k - 1); None keeps the config's.
         real_time_factor: > 1 runs the simulator faster than real time on ``/clock`` (every node
             then uses simulated time); None or 1.0 runs in real time on the wall clock.
+        lockstep: hold the simulator after each frame until the arm's command arrives
+            (sim_robot ``lockstep``, on ``/clock``; every node then uses simulated time): the
+            arm moves as in the in-process rollout whatever the load on the CPUs, and
+            episodes run as fast as the policy answers. ``real_time_factor`` is then unused.
         report_path: where to write the JSON report (None: not written).
         episode_timeout_s: wall-clock limit for one episode before the run is abandoned.
         extra_overrides: {node: {param: value}} on top of the ones this function sets.
@@ -101,22 +134,9 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
                          f'{new_model_every}, policy {policy!r})')
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {'logger': {'output_dir': str(run_dir)}}
-    sim = overrides.setdefault('sim_robot', {})
-    if seed is not None:
-        sim['seed'] = int(seed)
-    sim_time = real_time_factor is not None and real_time_factor != 1.0
-    if real_time_factor is not None:
-        sim['real_time_factor'] = float(real_time_factor)
-    if sim_time:
-        sim['publish_clock'] = True
-        for name in ('sim_robot', 'camera_pipeline', 'policy', 'scripted_policy',
-                     'arm_interface', 'episode_manager', 'logger'):
-            overrides.setdefault(name, {})['use_sim_time'] = True
-    if model_path is not None:
-        overrides.setdefault('policy', {})['model_path'] = str(resolve(model_path))
-    for node, params in (extra_overrides or {}).items():
-        overrides.setdefault(node, {}).update(params)
+    overrides = stack_overrides(run_dir, seed=seed, real_time_factor=real_time_factor,
+                                lockstep=lockstep, model_path=model_path,
+                                extra=extra_overrides)
 
     env = ros_environment()
     os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE',
@@ -188,7 +208,8 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     camera_rate_hz = float(sim_counters.get('camera_rate_hz', 10.0))
     saved = [client.saved[e['episode']] for e in ends if e['episode'] in client.saved]
     report.update({
-        'latency_clock': 'simulated' if sim_time else 'wall',
+        'latency_clock': ('simulated' if overrides['sim_robot'].get('publish_clock')
+                          else 'wall'),
         'policy': policy,
         'model_path': str(resolve(model_path)) if model_path else None,
         'camera_frame_period_ms': 1000.0 / camera_rate_hz,
