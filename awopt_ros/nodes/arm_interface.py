@@ -122,8 +122,10 @@ class ArmInterfaceNode(Node):
                                                   qos.COMMAND)
         self._pose_pub = self.create_publisher(PoseStamped, '/arm/ee_pose', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
+        # Joint states first: when both are ready the executor takes them in this order, so
+        # an action is computed from the newest measured joints.
         self.create_subscription(JointState, '/joint_states', self._on_joint_states, qos.SENSOR)
+        self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
         self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera_info,
                                  qos.SENSOR)
         self.create_service(SetBool, '/arm/enable', self._on_enable)
@@ -276,9 +278,10 @@ class ArmInterfaceNode(Node):
             return
         self._counts['clipped'] += int(cmd.flags.clipped)
         self._counts['clamped'] += int(cmd.flags.clamped)
-        self._send_arm(cmd.q_target)
+        # Gripper first: a simulator in lockstep steps once the arm command has come.
         if cmd.gripper_m is not None:
             self._gripper_pub.publish(Float64MultiArray(data=[cmd.gripper_m]))
+        self._send_arm(cmd.q_target)
         self._holding = False
         self._counts['commands_sent'] += 1
         latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3

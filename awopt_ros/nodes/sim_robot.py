@@ -44,7 +44,8 @@ JOINT_NAMES = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
 TICK_S = 0.005            # wall period of the physics loop
 MAX_LAG_S = 0.25          # sim time more than this behind the wall is dropped, not caught up
 #: In lockstep, the hold ends this long (wall s) after the frame's first arm command, so that
-#: the gripper command the arm interface sends right after it lands in the same step.
+#: the gripper command the arm interface sends just before it lands in the same step even
+#: when it comes a little later.
 LOCKSTEP_SETTLE_S = 0.003
 
 
