@@ -173,15 +173,14 @@ class EpisodeManagerNode(Node):
         self.enable_future.add_done_callback(self._after_enable)
 
     def _after_enable(self, future):
+        result = future.result()
+        enabled = result is not None and result.success
         if self.pending != 'enable' or future is not self.enable_future:
-            result = future.result()
-            if (result is not None and result.success and self.episode is None
-                    and self.pending is None):
+            if enabled and self.episode is None and self.pending is None:
                 # Answered after the start was aborted: no episode may drive the arm.
                 self.disabling = self.enable_client.call_async(SetBool.Request(data=False))
             return
-        result = future.result()
-        if result is None or not result.success:
+        if not enabled:
             self.get_logger().error('arm interface refused to enable: '
                                     f'{getattr(result, "message", "no reply")}')
             self._abort_start('arm interface did not enable')
