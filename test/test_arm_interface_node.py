@@ -51,6 +51,7 @@ class Harness:
         self.q = HOME_Q.copy()
         self.feed_joints = True
         self.feed_camera = True
+        self.finger_m = 0.0
         self._last_feed = 0.0
         self.spin_until(lambda: (self.js_pub.get_subscription_count() > 0
                                  and self.action_pub.get_subscription_count() > 0
@@ -70,7 +71,7 @@ class Harness:
         stamp = self.peer.get_clock().now().to_msg()
         if self.feed_joints:
             msg = JointState(name=[*ARM_JOINTS, GRIPPER_JOINT],
-                             position=[*self.q.tolist(), 0.0])
+                             position=[*self.q.tolist(), self.finger_m])
             msg.header.stamp = stamp
             self.js_pub.publish(msg)
         if self.feed_camera:
@@ -284,3 +285,24 @@ def test_actions_on_frames_from_before_the_enable_are_ignored(harness_factory):
     assert len(h.got['traj']) == sent
     h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     assert h.spin_until(lambda: len(h.got['traj']) == sent + 1, 3.0)
+
+
+@pytest.mark.parametrize('reopen', [True, False])
+def test_conflicting_gripper_bits_reopen_only_an_empty_gripper(harness_factory, reopen):
+    """Open and close set together: a gripper that /joint_states shows closed on nothing (a
+    missed grasp) reopens, one holding an object (fingers stopped short) stays closed, an
+    open one stays open; with reopen_empty_gripper false, close always wins (the rule before
+    session 17)."""
+    h = harness_factory([Parameter('reopen_empty_gripper', value=reopen)])
+    h.enable(True)
+    torn = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    for finger_m, expected in ((0.04, 0.0 if reopen else 0.04), (0.015, 0.04),
+                               (0.0, 0.0 if reopen else 0.04)):
+        h.finger_m = finger_m
+        assert h.spin_until(lambda: h.arm._closedness == finger_m / 0.04, 2.0)
+        sent = len(h.got['gripper'])
+        h.send(torn)
+        assert h.spin_until(lambda: len(h.got['gripper']) == sent + 1, 3.0)
+        assert h.got['gripper'][-1].data.tolist() == [expected]
+    h.send([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])               # close alone: closes
+    assert h.spin_until(lambda: h.got['gripper'][-1].data.tolist() == [0.04], 3.0)

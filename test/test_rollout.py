@@ -61,6 +61,7 @@ def test_defaults_equal_stack_config():
         assert list(c.crop_xywh) == p[node]['crop_xywh']
     arm = p['arm_interface']
     assert c.control_period_s == arm['control_period_s']
+    assert c.reopen_empty_gripper is arm['reopen_empty_gripper'] is True
     assert c.limits == SafetyLimits(arm['max_step_m'], arm['max_yaw_step_rad'],
                                     tuple(arm['workspace_min_m']),
                                     tuple(arm['workspace_max_m']))
@@ -211,3 +212,36 @@ def test_summarise():
     assert s['outcomes'] == {'success': 1, 'timeout': 1, 'terminate': 1}
     assert s['mean_steps'] == pytest.approx(70 / 3) and s['rejected_actions'] == 2
     assert success_rate(eps[:1]) == 1.0 and np.isnan(success_rate([]))
+
+
+def _torn_policy():
+    """Close on nothing for 5 steps (the home pose is above the bin), then set both bits."""
+    step = {'n': 0}
+
+    def fn(image, proprio):
+        step['n'] += 1
+        a = np.zeros(spec.ACTION_DIM, dtype=np.float32)
+        a[spec.IDX_CLOSE] = 1.0
+        a[spec.IDX_OPEN] = float(step['n'] > 5)
+        return a
+
+    return CallableAdapter(fn, reset_fn=lambda: step.update(n=0))
+
+
+@pytest.mark.parametrize('reopen', [True, False])
+def test_conflicting_bits_reopen_a_gripper_closed_on_nothing(env, reopen):
+    """As the arm interface: with ``reopen_empty_gripper`` both bits on an empty closed
+    gripper open it (a missed grasp can be retried) and keep it open; without it close wins."""
+    if reopen:
+        assert env.config.reopen_empty_gripper
+        ep = env.run_episode(4, _torn_policy())
+    else:
+        with RolloutEnv(RolloutConfig(num_objects=2, max_steps=25,
+                                      reopen_empty_gripper=False)) as off:
+            ep = off.run_episode(4, _torn_policy())
+    closedness = ep['observations']['proprio'][:, 5]
+    assert closedness[5] >= spec.GRIPPER_EMPTY_CLOSEDNESS      # closed on nothing
+    if reopen:   # it reopens and stays open while the bits conflict
+        assert (closedness[7:] < spec.GRIPPER_ENGAGED_CLOSEDNESS).all()
+    else:
+        assert closedness[-1] >= spec.GRIPPER_EMPTY_CLOSEDNESS

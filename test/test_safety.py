@@ -89,3 +89,20 @@ def test_watchdog():
 def test_watchdog_bad_config(timeouts):
     with pytest.raises(ValueError):
         Watchdog(timeouts)
+
+
+def test_gripper_target_closes_on_conflicting_bits_only_when_holding():
+    from awopt_ros.core import spec
+    from awopt_ros.core.arm import gripper_closedness, gripper_target
+    a = np.zeros(7)
+    assert gripper_target(a) is None and gripper_target(a, 1.0) is None
+    a[spec.IDX_OPEN] = 1.0
+    assert gripper_target(a, 0.5) == 0.0
+    a[spec.IDX_CLOSE] = 1.0                        # both bits
+    assert gripper_target(a) == spec.GRIPPER_CLOSED_M           # unknown: close wins
+    assert gripper_target(a, 0.6) == spec.GRIPPER_CLOSED_M      # holding: stays closed
+    assert gripper_target(a, spec.GRIPPER_EMPTY_CLOSEDNESS) == 0.0   # closed on air: reopen
+    assert gripper_target(a, 0.0) == 0.0                         # open: stays open (no flap)
+    a[spec.IDX_OPEN] = 0.0
+    assert gripper_target(a, 1.0) == spec.GRIPPER_CLOSED_M
+    assert [gripper_closedness(m) for m in (-0.001, 0.02, 0.05)] == [0.0, 0.5, 1.0]

@@ -428,8 +428,10 @@ def test_an_episode_that_missed_and_grasped_again_is_labelled_with_its_last_clos
 def test_a_left_out_close_bit_does_not_split_the_grasp():
     """Sampled bits: a step with neither open nor close keeps the gripper closed (the arm
     holds the command), so the grasp close stays the first close and nothing is a miss;
-    an open bit with the close bit set is no reopening either (close wins)."""
+    an open bit with the close bit set is no reopening either (close wins on a held
+    object)."""
     ep = _episode(10, close_at=4)
+    ep['observations']['proprio'][5:, 5] = 0.4                   # fingers stopped on it
     ep['actions'][6, spec.IDX_CLOSE] = 0.0                       # neither bit: hold
     ep['actions'][8, spec.IDX_OPEN] = 1.0                        # open and close: close wins
     assert miss_mask(ep['actions']).all()
@@ -439,6 +441,32 @@ def test_a_left_out_close_bit_does_not_split_the_grasp():
                                atol=1e-6)
     ep['actions'][6, spec.IDX_OPEN] = 1.0                        # a real reopening at step 6
     assert miss_mask(ep['actions']).tolist() == [True] * 4 + [False] * 2 + [True] * 4
+
+
+def test_conflicting_bits_on_an_empty_gripper_reopen_in_the_labels_as_on_the_arm():
+    """Open and close set together on a gripper closed on nothing (closedness >= 0.95) is a
+    reopening, as ``core.arm.gripper_target`` executes it (closing only on a held object):
+    the first close was a miss, the grasp close is the later one, and the miss's steps are
+    masked out of the actor's batch."""
+    from awopt_ros.sim.scene import shoulder_camera
+    ep = _episode(12, close_at=3)
+    ep['actions'][6:8, spec.IDX_OPEN] = 1.0            # both bits: the actor is torn
+    ep['actions'][8, spec.IDX_CLOSE] = 0.0             # neither: lowered with the gripper open
+    ep['observations']['proprio'][4:8, 5] = 1.0        # closed on nothing after the close
+    closedness = ep['observations']['proprio'][:12, 5]
+    assert commanded_closed(ep['actions']).tolist() == [False] * 3 + [True] * 9
+    assert commanded_closed(ep['actions'], closedness).tolist() == \
+        [False] * 3 + [True] * 3 + [False] * 3 + [True] * 3
+    assert miss_mask(ep['actions'], closedness).tolist() == \
+        [True] * 3 + [False] * 3 + [True] * 6
+    labels = episode_labels(ep, shoulder_camera(), CROP, action_label='hindsight')
+    np.testing.assert_array_equal(labels['actor_mask'], miss_mask(ep['actions'], closedness))
+    grasp = ep['observations']['proprio'][9, :3]
+    pose = grasp_pose_targets(ep, label='hindsight')[0]
+    np.testing.assert_allclose(pose[:3], (grasp - GRASP_POS_OFFSET_M) / GRASP_POS_SCALE_M,
+                               atol=1e-6)
+    ep['observations']['proprio'][4:8, 5] = 0.4        # holding something: close wins
+    assert miss_mask(ep['actions'], ep['observations']['proprio'][:12, 5]).all()
 
 
 def test_grasp_pose_inputs_are_relative_to_the_tool_and_symmetric_under_a_half_turn():

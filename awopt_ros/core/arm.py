@@ -27,16 +27,42 @@ class ArmCommand:
     flags: FilterFlags
 
 
-def gripper_target(action):
-    """Return the finger target (m) that ``action`` asks for, or None (close wins over open)."""
-    if spec.is_set(action[spec.IDX_CLOSE]):
+def gripper_closedness(finger_m):
+    """Return the gripper closedness in [0, 1] (proprio ``gripper_closed``) of a measured
+    finger position ``finger_m`` (m; 0 open, ``spec.GRIPPER_CLOSED_M`` fully closed)."""
+    return float(np.clip(float(finger_m) / spec.GRIPPER_CLOSED_M, 0.0, 1.0))
+
+
+def gripper_target(action, closedness=None):
+    """Return the finger target (m) that ``action`` asks for, or None to leave it as is.
+
+    A close bit alone closes (0.04 m), an open bit alone opens (0 m). With both bits set the
+    measured ``closedness`` (proprio ``gripper_closed``, 0 open .. 1 fully closed) decides:
+    fingers stopped on an object (``spec.GRIPPER_ENGAGED_CLOSEDNESS`` <= closedness <
+    ``spec.GRIPPER_EMPTY_CLOSEDNESS``) stay closed, so a grasped object is never dropped;
+    fingers closed on nothing (a missed grasp) or open get open, so the policy can try
+    again, where keeping them closed stalled the episode until its timeout (most failures
+    of the shipped actors, README session 17) and closing them again after the reopening
+    would flap the gripper. ``closedness`` None (not measured): close wins.
+
+    Args:
+        action: (7,) policy action (``spec.ACTION_NAMES``).
+        closedness: measured gripper closedness in [0, 1], or None.
+    """
+    close = spec.is_set(action[spec.IDX_CLOSE])
+    open_ = spec.is_set(action[spec.IDX_OPEN])
+    if close and open_ and closedness is not None:
+        holding = spec.GRIPPER_ENGAGED_CLOSEDNESS <= float(closedness) \
+            < spec.GRIPPER_EMPTY_CLOSEDNESS
+        return spec.GRIPPER_CLOSED_M if holding else 0.0
+    if close:
         return spec.GRIPPER_CLOSED_M
-    if spec.is_set(action[spec.IDX_OPEN]):
+    if open_:
         return 0.0
     return None
 
 
-def arm_command(kin, q_meas, action, limits, dt_s):
+def arm_command(kin, q_meas, action, limits, dt_s, gripper_closedness=None):
     """Compute the arm and gripper targets for ``action`` from measured joints ``q_meas``.
 
     Args:
@@ -45,6 +71,8 @@ def arm_command(kin, q_meas, action, limits, dt_s):
         action: (7,) policy action (core.spec); may contain NaN (then rejected).
         limits: :class:`awopt_ros.core.safety.SafetyLimits`.
         dt_s: control period (s): joint motion is limited to velocity limits x dt_s.
+        gripper_closedness: measured gripper closedness in [0, 1] or None, for
+            :func:`gripper_target` (conflicting bits reopen a gripper that holds nothing).
 
     Returns:
         :class:`ArmCommand`; ``q_target`` is None when the action was rejected.
@@ -54,4 +82,4 @@ def arm_command(kin, q_meas, action, limits, dt_s):
     if flags.rejected:
         return ArmCommand(None, None, flags)
     q_target = kin.ik_step(q_meas, safe[:3], float(safe[3]), dt_s)
-    return ArmCommand(q_target, gripper_target(safe), flags)
+    return ArmCommand(q_target, gripper_target(safe, gripper_closedness), flags)

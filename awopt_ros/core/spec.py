@@ -29,6 +29,11 @@ PROPRIO_SCALE = (0.25, 0.3, 0.25, 1.0, 1.0, 0.5)
 #: fingers count as closed on something: the scripted demonstrator lifts once it reads this
 #: after its close command, and actors may get the thresholded value as an input.
 GRIPPER_ENGAGED_CLOSEDNESS = 0.05
+#: Gripper closedness at or above which the fingers hold nothing (closed on air: a missed
+#: grasp). Between GRIPPER_ENGAGED_CLOSEDNESS and this they hold an object, and only there
+#: does an action with both the open and the close bit set keep the gripper closed
+#: (``core.arm.gripper_target``).
+GRIPPER_EMPTY_CLOSEDNESS = 0.95
 
 ARM_JOINTS = tuple(f'iiwa_joint_{i}' for i in range(1, 8))
 GRIPPER_JOINT = 'gripper_finger_joint'

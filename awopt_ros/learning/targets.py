@@ -54,56 +54,64 @@ def _check_label(label):
 def _grasp_close(episode):
     """Return (proprios (T, 6), T, :func:`_close_index` of its actions)."""
     _, proprios, actions = episode_transitions(episode)
-    return proprios, actions.shape[0], _close_index(actions)
+    return proprios, actions.shape[0], _close_index(actions, _closedness(proprios))
 
 
-def commanded_closed(actions):
+def _closedness(proprios):
+    """The measured gripper closedness (T,) each action of an episode was chosen at."""
+    return np.asarray(proprios)[:, spec.PROPRIO_DIM - 1]
+
+
+def commanded_closed(actions, closedness=None):
     """Return bool (T,): the gripper command in force after each of ``actions`` (T, 7) is
     "closed", as the arm executes the bits (:func:`awopt_ros.core.arm.gripper_target`: a close
-    bit closes, close wins over open, an open bit alone opens, neither keeps the previous
-    command; open at the start of the episode)."""
+    bit closes; with the open bit too it closes only when ``closedness`` (T,) (the proprio
+    gripper closedness each action was chosen at; None: unknown, close wins) shows the
+    fingers holding an object; an open bit alone opens, neither keeps the previous command;
+    open at the start of the episode)."""
     state = np.zeros(len(actions), dtype=bool)
     closed = False
     for t, action in enumerate(actions):
-        target = gripper_target(action)
+        target = gripper_target(action, None if closedness is None else closedness[t])
         closed = closed if target is None else target == spec.GRIPPER_CLOSED_M
         state[t] = closed
     return state
 
 
-def _close_runs(actions):
+def _close_runs(actions, closedness=None):
     """Return [(first, last)] step indices of the runs of :func:`commanded_closed` steps."""
-    state = commanded_closed(actions)
+    state = commanded_closed(actions, closedness)
     edges = np.diff(np.concatenate([[0], state.astype(np.int8), [0]]))
     return list(zip(np.nonzero(edges == 1)[0].tolist(),
                     (np.nonzero(edges == -1)[0] - 1).tolist()))
 
 
-def _close_index(actions):
+def _close_index(actions, closedness=None):
     """Index of the grasp close in actions (T, 7): the first step of the last run of
     :func:`commanded_closed` steps (the first close step when it closed once), or None. A
     close bit left out while the gripper stays closed (neither bit set, e.g. one sampled step)
     does not start a new run."""
-    runs = _close_runs(actions)
+    runs = _close_runs(actions, closedness)
     return runs[-1][0] if runs else None
 
 
-def miss_mask(actions):
+def miss_mask(actions, closedness=None):
     """Return bool (T,): False on the steps of every commanded-closed run before the last.
 
     In an episode that missed, reopened and grasped again, the earlier runs are the misses:
     closing on nothing and lifting the empty gripper. Their actions are what the episode's
     success does not vouch for, so the actor does not regress on them (``actor_mask`` of
     :func:`episode_labels`); the reopening step after each miss and the new approach are kept.
-    All True for an episode with at most one close run.
+    All True for an episode with at most one close run. ``closedness``: as in
+    :func:`commanded_closed`.
     """
     mask = np.ones(len(actions), dtype=bool)
-    for first, last in _close_runs(actions)[:-1]:
+    for first, last in _close_runs(actions, closedness)[:-1]:
         mask[first:last + 1] = False
     return mask
 
 
-def reopen_actions(actions):
+def reopen_actions(actions, closedness=None):
     """Return float32 (T, 7): ``actions`` with the misses relabelled as what should have
     been done instead (hindsight labels for the gripper after a miss).
 
@@ -115,10 +123,10 @@ def reopen_actions(actions):
     episode's success vouches for the reopening that followed, so the actor learns to reopen
     in the state where the shipped actor asks for open and close at once and stays closed
     (about 13 of its 15 failures; README, sessions 12-13). Episodes with at most one close
-    run are returned unchanged.
+    run are returned unchanged. ``closedness``: as in :func:`commanded_closed`.
     """
     out = np.array(actions, dtype=np.float32)
-    for first, last in _close_runs(out)[:-1]:
+    for first, last in _close_runs(out, closedness)[:-1]:
         out[first, spec.IDX_OPEN] = out[first, spec.IDX_CLOSE] = 0.0
         out[first, spec.IDX_TERMINATE] = 0.0
         stuck = slice(first + 1, last + 1)
@@ -297,9 +305,10 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
         own = action_label == 'hindsight'
         labels['actor_action'] = expert_actions(episode, hindsight_goal=own,
                                                 noise_free=own)[0]
-        labels['actor_mask'] = miss_mask(labels['actor_action'])     # bits as logged
+        closedness = _closedness(episode_transitions(episode)[1])
+        labels['actor_mask'] = miss_mask(labels['actor_action'], closedness)  # bits as logged
         if miss_label == 'reopen':
-            labels['actor_action'] = reopen_actions(labels['actor_action'])
+            labels['actor_action'] = reopen_actions(labels['actor_action'], closedness)
             labels['actor_mask'][:] = True
     return labels
 
@@ -341,7 +350,7 @@ def expert_actions(episode, hindsight_goal=False, noise_free=False):
     """
     _, proprios, logged = episode_transitions(episode)
     actions = np.array(logged, dtype=np.float32)
-    t_close = _close_index(actions)
+    t_close = _close_index(actions, _closedness(proprios))
     hindsight = proprios[t_close, :2] if hindsight_goal and t_close is not None else None
     high = spec.ACTION_HIGH[:2]
     count = 0

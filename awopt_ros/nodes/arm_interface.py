@@ -7,7 +7,9 @@ or before it, i.e. computed on older frames). Each accepted action goes through
 ``core.safety.filter_action`` and ``core.kinematics.Kinematics.ik_step`` from the measured
 joints, then out as a JointTrajectory (``/arm_controller/joint_trajectory``) or a
 Float64MultiArray (``/forward_position_controller/commands``) per ``command_interface``,
-plus a gripper command on ``/gripper_controller/commands``. A 20 Hz watchdog holds the arm
+plus a gripper command on ``/gripper_controller/commands`` (``core.arm.gripper_target``: close
+wins over open, except that with ``reopen_empty_gripper`` both bits open a gripper that
+``/joint_states`` shows holding nothing). A 20 Hz watchdog holds the arm
 (measured joints sent once as the target) while any input is stale.
 The enable reply's message is JSON: ``{"state": "enabled", "stamp_s": t, "stale": [...]}``
 (``t`` = the enable time on the node clock: actions stamped at or before it are ignored) or
@@ -27,7 +29,7 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from awopt_ros.core import robot, spec
-from awopt_ros.core.arm import arm_command
+from awopt_ros.core.arm import arm_command, gripper_closedness
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import SafetyLimits, Watchdog
 from awopt_ros.ros import qos
@@ -90,6 +92,12 @@ class ArmInterfaceNode(Node):
         p['policy_timeout_s'] = declare(self, 'policy_timeout_s', 0.5,
                                         'Hold when no action for this long after the first '
                                         'action of an enable period (s)', low=0.01, high=10.0)
+        p['reopen_empty_gripper'] = declare(
+            self, 'reopen_empty_gripper', True,
+            'An action with both the open and the close bit set opens a gripper that holds '
+            'nothing (/joint_states closedness below 0.05 or at least 0.95: open, or closed '
+            'on air after a missed grasp); one holding an object stays closed. False: close '
+            'always wins')
         if p['command_interface'] not in COMMAND_INTERFACES:
             raise ValueError(f'command_interface must be one of {COMMAND_INTERFACES}, '
                              f'got {p["command_interface"]!r}')
@@ -105,6 +113,7 @@ class ArmInterfaceNode(Node):
         self._got_action = False       # an action arrived in this enable period
         self._holding = False          # a hold was sent and no fresh command since
         self._q_meas = None            # (7,) measured arm joints, rad
+        self._closedness = None        # measured gripper closedness 0..1, None if unknown
         self._enabled_at_s = 0.0       # node-clock time (s) of the last enable
         self._last_pose_s = -np.inf
         self._counts = dict(commands_sent=0, rejected=0, clipped=0, clamped=0, holds=0,
@@ -204,6 +213,11 @@ class ArmInterfaceNode(Node):
             return
         now_s = self._now_s()
         self._q_meas = q
+        self._closedness = None
+        if spec.GRIPPER_JOINT in msg.name:
+            finger = joint_positions(msg, [spec.GRIPPER_JOINT])[0]
+            if np.isfinite(finger):
+                self._closedness = gripper_closedness(finger)
         self._watchdog.feed(JOINTS, now_s)
         if now_s - self._last_pose_s >= EE_POSE_PERIOD_S:
             self._last_pose_s = now_s
@@ -269,7 +283,9 @@ class ArmInterfaceNode(Node):
         if self._q_meas is None:   # no joint state since the enable yet
             self._counts['ignored'] += 1
             return
-        cmd = arm_command(self._kin, self._q_meas, action, self._limits, self._period_s)
+        closedness = self._closedness if self._params['reopen_empty_gripper'] else None
+        cmd = arm_command(self._kin, self._q_meas, action, self._limits, self._period_s,
+                          closedness)
         if cmd.flags.rejected:
             self._counts['rejected'] += 1
             self.get_logger().error(f'non-finite action rejected: {action.tolist()}')

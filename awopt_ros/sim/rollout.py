@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from awopt_ros.core import robot, spec
-from awopt_ros.core.arm import arm_command
+from awopt_ros.core.arm import arm_command, gripper_closedness
 from awopt_ros.core.dataset import policy_id
 from awopt_ros.core.image_ops import check_crop, crop_resize
 from awopt_ros.core.safety import SafetyLimits
@@ -91,6 +91,8 @@ class RolloutConfig:
             [sim_robot].
         physics_dt_s: physics time step (s) [sim_robot].
         camera_size: (width, height) of the camera frame (px) [sim_robot image_width/height].
+        reopen_empty_gripper: an action with both gripper bits set opens a gripper that
+            holds nothing (``core.arm.gripper_target``) [arm_interface].
 
     Raises:
         ValueError: a value out of range, or a crop outside the camera frame.
@@ -107,6 +109,7 @@ class RolloutConfig:
     success_height_m: float = 0.12
     physics_dt_s: float = 0.002
     camera_size: tuple = (640, 480)
+    reopen_empty_gripper: bool = True
 
     def __post_init__(self):
         self.urdf_path = str(self.urdf_path)
@@ -129,6 +132,7 @@ class RolloutConfig:
                              f'{self.camera_size!r}')
         self.camera_size = cam
         self.crop_xywh = check_crop(self.crop_xywh, cam[0], cam[1])
+        self.reopen_empty_gripper = bool(self.reopen_empty_gripper)
         if not isinstance(self.limits, SafetyLimits):
             raise ValueError(f'limits must be a SafetyLimits, got {type(self.limits).__name__}')
 
@@ -162,6 +166,7 @@ class RolloutConfig:
                                ('image_size', cam, 'image_size'),
                                ('crop_xywh', cam, 'crop_xywh'),
                                ('control_period_s', arm, 'control_period_s'),
+                               ('reopen_empty_gripper', arm, 'reopen_empty_gripper'),
                                ('max_steps', mgr, 'max_steps'),
                                ('success_debounce_steps', mgr, 'success_debounce_steps')):
             if name in src:
@@ -415,7 +420,8 @@ class RolloutEnv:
                                  f'{raw.shape}, expected ({spec.ACTION_DIM},) '
                                  f'{spec.ACTION_NAMES}')
             q = self.sim.joint_positions()
-            cmd = arm_command(self.kin, q[:7], raw, c.limits, c.control_period_s)
+            closedness = gripper_closedness(q[7]) if c.reopen_empty_gripper else None
+            cmd = arm_command(self.kin, q[:7], raw, c.limits, c.control_period_s, closedness)
             counts['rejected_actions'] += cmd.flags.rejected
             counts['clipped_actions'] += cmd.flags.clipped
             counts['clamped_actions'] += cmd.flags.clamped
