@@ -183,6 +183,12 @@ def cmd_dagger(args):
     return run_dagger_cli(args) or 0
 
 
+def cmd_evaluate(args):
+    """Noise-free success of ONNX actors on fixed scenes, compared scene by scene."""
+    from awopt_ros.learning.evaluate import run_evaluate_cli
+    return run_evaluate_cli(args)
+
+
 def build_parser():
     """Return the ``awopt`` argument parser."""
     parser = argparse.ArgumentParser(prog='awopt', description=__doc__.split('\n')[0])
@@ -216,6 +222,12 @@ def build_parser():
     from awopt_ros.learning.dagger import add_dagger_args
     add_dagger_args(p)
     p.set_defaults(func=cmd_dagger)
+
+    p = sub.add_parser('evaluate', help='noise-free success of ONNX actors in process on '
+                                         'the same scenes, compared scene by scene')
+    from awopt_ros.learning.evaluate import add_evaluate_args
+    add_evaluate_args(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('finetune', help='train on the episodes a running stack logs, '
                                          're-exporting the models atomically')

@@ -93,7 +93,7 @@ def test_watchdog_bad_config(timeouts):
 
 def test_gripper_target_closes_on_conflicting_bits_only_when_holding():
     from awopt_ros.core import spec
-    from awopt_ros.core.arm import gripper_closedness, gripper_target
+    from awopt_ros.core.arm import gripper_target
     a = np.zeros(7)
     assert gripper_target(a) is None and gripper_target(a, 1.0) is None
     a[spec.IDX_OPEN] = 1.0
@@ -105,4 +105,4 @@ def test_gripper_target_closes_on_conflicting_bits_only_when_holding():
     assert gripper_target(a, 0.0) == 0.0                         # open: stays open (no flap)
     a[spec.IDX_OPEN] = 0.0
     assert gripper_target(a, 1.0) == spec.GRIPPER_CLOSED_M
-    assert [gripper_closedness(m) for m in (-0.001, 0.02, 0.05)] == [0.0, 0.5, 1.0]
+    assert [spec.gripper_closedness(m) for m in (-0.001, 0.02, 0.05)] == [0.0, 0.5, 1.0]

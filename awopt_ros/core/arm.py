@@ -27,12 +27,6 @@ class ArmCommand:
     flags: FilterFlags
 
 
-def gripper_closedness(finger_m):
-    """Return the gripper closedness in [0, 1] (proprio ``gripper_closed``) of a measured
-    finger position ``finger_m`` (m; 0 open, ``spec.GRIPPER_CLOSED_M`` fully closed)."""
-    return float(np.clip(float(finger_m) / spec.GRIPPER_CLOSED_M, 0.0, 1.0))
-
-
 def gripper_target(action, closedness=None):
     """Return the finger target (m) that ``action`` asks for, or None to leave it as is.
 

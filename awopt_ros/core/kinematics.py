@@ -17,7 +17,7 @@ import numpy as np
 import pinocchio as pin
 
 from awopt_ros.core import paths, robot
-from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_CLOSED_M, PROPRIO_DIM
+from awopt_ros.core.spec import ARM_JOINTS, PROPRIO_DIM, gripper_closedness
 
 JointLimits = namedtuple('JointLimits', ['lower_rad', 'upper_rad', 'velocity_rad_s'])
 JointLimits.__doc__ = 'Arm joint limits from the URDF: three float64 (7,) arrays.'
@@ -137,7 +137,7 @@ class Kinematics:
         out[:3] = pos
         out[3] = np.sin(yaw)
         out[4] = np.cos(yaw)
-        out[5] = np.clip(finger / GRIPPER_CLOSED_M, 0.0, 1.0)
+        out[5] = gripper_closedness(finger)
         return out
 
     def ik_step(self, q7, dpos_m, dyaw_rad, dt_s):

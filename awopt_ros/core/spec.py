@@ -46,6 +46,12 @@ POLICY_CROP_XYWH = (80, 0, 480, 480)
 POLICY_IMAGE_SIZE = 64
 
 
+def gripper_closedness(finger_m):
+    """Return the gripper closedness in [0, 1] (proprio ``gripper_closed``) of a measured
+    finger position ``finger_m`` (m; 0 open, ``GRIPPER_CLOSED_M`` fully closed)."""
+    return float(np.clip(float(finger_m) / GRIPPER_CLOSED_M, 0.0, 1.0))
+
+
 def is_set(value):
     """Return True where a discrete action entry counts as set (> 0.5)."""
     return np.asarray(value) > 0.5

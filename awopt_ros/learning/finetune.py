@@ -29,7 +29,8 @@ It stops after ``max_steps`` gradient steps, once the granted steps are used up 
 episode arrived for ``max_idle_s`` seconds since then (with ``steps_per_poll`` > 0 the grant
 never runs out, so then only the time since the last new episode counts), or on Ctrl-C
 (KeyboardInterrupt is caught: the checkpoint, the JSON history and the progress plot are
-still written; the model files keep the last periodic export). A normal stop also exports the final models.
+still written; the model files keep the last periodic export). A normal stop also exports the
+final models.
 
 :class:`Finetuner` takes the learner and the episode source as arguments, so it runs in tests
 with a fake source (a list that grows) and no Minari; :class:`DatasetSource` is the real one

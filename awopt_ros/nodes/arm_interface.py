@@ -29,7 +29,7 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from awopt_ros.core import robot, spec
-from awopt_ros.core.arm import arm_command, gripper_closedness
+from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import SafetyLimits, Watchdog
 from awopt_ros.ros import qos
@@ -217,7 +217,7 @@ class ArmInterfaceNode(Node):
         if spec.GRIPPER_JOINT in msg.name:
             finger = joint_positions(msg, [spec.GRIPPER_JOINT])[0]
             if np.isfinite(finger):
-                self._closedness = gripper_closedness(finger)
+                self._closedness = spec.gripper_closedness(finger)
         self._watchdog.feed(JOINTS, now_s)
         if now_s - self._last_pose_s >= EE_POSE_PERIOD_S:
             self._last_pose_s = now_s

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from awopt_ros.core import robot, spec
-from awopt_ros.core.arm import arm_command, gripper_closedness
+from awopt_ros.core.arm import arm_command
 from awopt_ros.core.dataset import policy_id
 from awopt_ros.core.image_ops import check_crop, crop_resize
 from awopt_ros.core.safety import SafetyLimits
@@ -420,7 +420,7 @@ class RolloutEnv:
                                  f'{raw.shape}, expected ({spec.ACTION_DIM},) '
                                  f'{spec.ACTION_NAMES}')
             q = self.sim.joint_positions()
-            closedness = gripper_closedness(q[7]) if c.reopen_empty_gripper else None
+            closedness = spec.gripper_closedness(q[7]) if c.reopen_empty_gripper else None
             cmd = arm_command(self.kin, q[:7], raw, c.limits, c.control_period_s, closedness)
             counts['rejected_actions'] += cmd.flags.rejected
             counts['clipped_actions'] += cmd.flags.clipped
