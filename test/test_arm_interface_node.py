@@ -306,3 +306,19 @@ def test_conflicting_gripper_bits_reopen_only_an_empty_gripper(harness_factory, 
         assert h.got['gripper'][-1].data.tolist() == [expected]
     h.send([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])               # close alone: closes
     assert h.spin_until(lambda: h.got['gripper'][-1].data.tolist() == [0.04], 3.0)
+
+
+def test_gripper_state_may_come_in_its_own_joint_state(harness_factory):
+    """A separate gripper driver publishes the finger joint alone on /joint_states: the arm
+    interface takes its closedness and logs no error for the missing arm joints."""
+    h = harness_factory()
+    h.enable(True)
+    msg = JointState(name=[GRIPPER_JOINT], position=[0.02])
+    msg.header.stamp = h.peer.get_clock().now().to_msg()
+    h.feed_joints = False
+    h.js_pub.publish(msg)
+    assert h.spin_until(lambda: h.arm._closedness == 0.5, 2.0)
+    assert h.arm._q_meas is not None            # the arm's last state is kept
+    msg = JointState(name=[GRIPPER_JOINT], position=[float('nan')])
+    h.js_pub.publish(msg)
+    assert h.spin_until(lambda: h.arm._closedness is None, 2.0)

@@ -54,6 +54,16 @@ def _duration(t_s):
     return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+def _closedness(msg):
+    """The gripper closedness of a JointState that names the gripper joint, or None when its
+    position is missing or not finite (the conflicting-bits rule then lets close win)."""
+    try:
+        finger = joint_positions(msg, [spec.GRIPPER_JOINT])[0]
+    except (KeyError, ValueError):
+        return None
+    return spec.gripper_closedness(finger) if np.isfinite(finger) else None
+
+
 class ArmInterfaceNode(Node):
     """The arm interface node (see module docstring). ``kwargs`` go to ``rclpy.node.Node``."""
 
@@ -202,6 +212,10 @@ class ArmInterfaceNode(Node):
         self._watchdog.feed(CAMERA, self._now_s())
 
     def _on_joint_states(self, msg):
+        if spec.GRIPPER_JOINT in msg.name:   # also alone, from a separate gripper driver
+            self._closedness = _closedness(msg)
+            if not set(spec.ARM_JOINTS) & set(msg.name):
+                return
         try:
             q = joint_positions(msg, spec.ARM_JOINTS)
         except (KeyError, ValueError) as exc:
@@ -213,11 +227,6 @@ class ArmInterfaceNode(Node):
             return
         now_s = self._now_s()
         self._q_meas = q
-        self._closedness = None
-        if spec.GRIPPER_JOINT in msg.name:
-            finger = joint_positions(msg, [spec.GRIPPER_JOINT])[0]
-            if np.isfinite(finger):
-                self._closedness = spec.gripper_closedness(finger)
         self._watchdog.feed(JOINTS, now_s)
         if now_s - self._last_pose_s >= EE_POSE_PERIOD_S:
             self._last_pose_s = now_s
