@@ -93,9 +93,6 @@ def evaluate_models(paths, seeds, config=None, processes=2, progress=True, log=p
     from awopt_ros.sim import rollout
     paths = [str(p) for p in paths]
     seeds = [int(s) for s in seeds]
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f'ONNX actor not found: {path}')
     config = config if config is not None else rollout_config_for(paths[0])
     _check_same_contract(paths, config)
     outcomes = []
