@@ -9,11 +9,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _domain_id():
-    worker = os.environ.get('PYTEST_XDIST_WORKER', 'gw0')
-    digits = ''.join(c for c in worker if c.isdigit()) or '0'
-    return str(60 + (os.getpid() % 40) + int(digits) % 10)
+    """Return a ROS_DOMAIN_ID no other pytest process on this machine holds (60..99).
+
+    Each candidate domain is claimed with an exclusive ``flock`` on a file in the temp dir,
+    held for this process's life, so that concurrent test runs (pytest-xdist workers or
+    separate checkouts) never share a domain and never see each other's nodes.
+    """
+    import fcntl
+    import tempfile
+    start = os.getpid() % 40
+    for i in range(40):
+        domain = 60 + (start + i) % 40
+        fd = os.open(os.path.join(tempfile.gettempdir(), f'awopt_test_domain_{domain}.lock'),
+                     os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _DOMAIN_LOCKS.append(fd)   # kept open: the lock lasts as long as this process
+        return str(domain)
+    raise RuntimeError('no free ROS_DOMAIN_ID in 60..99 for this test run')
 
 
+_DOMAIN_LOCKS = []
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_localhost_shm.xml')
