@@ -1,11 +1,13 @@
-"""camera_pipeline node in process: crop/resize, stamp passthrough, stale-frame dropping."""
+"""camera_pipeline node in process: crop/resize, stamp passthrough, dropping stale frames and
+frames of another layout than the configured source size."""
 import time
 
 import numpy as np
+import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from awopt_ros.core.image_ops import crop_resize
 from awopt_ros.nodes.camera_pipeline import CameraPipelineNode
@@ -62,8 +64,57 @@ def test_stale_and_bad_frames_are_dropped_and_counted(ros_context):
     bad = Image(height=480, width=640, encoding='bgr8', step=1920)
     bad.header.stamp = peer.get_clock().now().to_msg()
     pub.publish(bad)
-    assert spin_until(ex, lambda: node.gate.dropped_stale == 1 and node.bad_frames == 1)
+    assert spin_until(ex, lambda: node.gate.dropped_stale == 1
+                      and node.layout.dropped_bad_encoding == 1)
     _, fresh = frame(peer)
     pub.publish(fresh)
     assert spin_until(ex, lambda: received)
     assert len(received) == 1 and received[0].header.stamp == fresh.header.stamp
+
+
+def _raw(peer, rgb):
+    return convert.numpy_to_image(rgb, peer.get_clock().now().to_msg(),
+                                  'camera_color_optical_frame')
+
+
+def test_frames_of_another_size_or_layout_are_dropped_and_counted(ros_context):
+    node, peer, pub, received, ex = make(ros_context)
+    big = np.zeros((960, 1280, 3), np.uint8)
+    pub.publish(_raw(peer, big))                                     # 1280x960 rgb8
+    ok = np.zeros((480, 640, 3), np.uint8)
+    longer = _raw(peer, ok)
+    longer.data = bytes(longer.data) + bytes(3 * 640)                # one row too many
+    pub.publish(longer)
+    padded_wrong = _raw(peer, ok)
+    padded_wrong.step = 1900                                         # step < 3 * width
+    pub.publish(padded_wrong)
+    _, fresh = frame(peer)
+    pub.publish(fresh)
+    assert spin_until(ex, lambda: any(m.header.stamp == fresh.header.stamp for m in received))
+    spin_until(ex, lambda: False, 0.1)
+    assert [m.header.stamp for m in received] == [fresh.header.stamp]   # only the good one
+    assert node.layout.counters() == {'dropped_bad_encoding': 0, 'dropped_bad_size': 3}
+    assert node.gate.accepted == 1
+
+
+def test_source_size_is_a_parameter_and_camera_info_of_another_size_is_counted(ros_context):
+    node, peer, pub, received, ex = make(ros_context, source_width=320, source_height=240,
+                                         crop_xywh=[40, 0, 240, 240])
+    info_pub = peer.create_publisher(CameraInfo, '/camera/color/camera_info', qos.SENSOR)
+    spin_until(ex, lambda: info_pub.get_subscription_count() > 0)
+    info_pub.publish(CameraInfo(width=640, height=480))
+    wrong = _raw(peer, np.zeros((480, 640, 3), np.uint8))            # not the configured size
+    pub.publish(wrong)
+    right = _raw(peer, np.zeros((240, 320, 3), np.uint8))
+    pub.publish(right)
+    assert spin_until(ex, lambda: any(m.header.stamp == right.header.stamp for m in received))
+    assert [m.header.stamp for m in received] == [right.header.stamp]
+    assert (received[0].width, received[0].height) == (64, 64)
+    assert spin_until(ex, lambda: node.camera_info_mismatch >= 1)
+    assert node.layout.dropped_bad_size == 1
+
+
+def test_crop_outside_the_configured_source_size_fails_at_start(ros_context):
+    with pytest.raises(ValueError, match='outside the 320x240 image'):
+        CameraPipelineNode(context=ros_context, parameter_overrides=[
+            Parameter('source_width', value=320), Parameter('source_height', value=240)])

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from awopt_ros.core.image_ops import FrameGate, check_crop, crop_resize, frame_age_s
+from awopt_ros.core.image_ops import (FrameGate, FrameLayoutCheck, check_crop, crop_resize,
+                                     frame_age_s, frame_layout_error)
 
 
 def _frame(h=480, w=640):
@@ -77,3 +78,33 @@ def test_frame_age_and_gate():
     assert gate.dropped == 3
     with pytest.raises(ValueError, match='max_age_s'):
         FrameGate(0.0)
+
+
+@pytest.mark.parametrize('layout, kind, words', [
+    (('rgb8', 1280, 960, 3840, 3840 * 960), 'size', ('1280x960', '640x480')),
+    (('rgb8', 640, 480, 1920, 1920 * 480 + 1), 'size', ('921601', '921600')),
+    (('rgb8', 640, 480, 1920, 1920 * 479), 'size', ('919680', '921600')),
+    (('rgb8', 640, 480, 1900, 1900 * 480), 'size', ('step 1900', '1920')),
+    (('bgr8', 640, 480, 1920, 1920 * 480), 'encoding', ("'bgr8'", "'rgb8'")),
+    (('rgb8', 480, 640, 1440, 1440 * 640), 'size', ('480x640', '640x480')),
+])
+def test_frame_layout_error_names_expected_and_received(layout, kind, words):
+    error = frame_layout_error(*layout, expected_wh=(640, 480))
+    assert error is not None and error[0] == kind
+    assert all(w in error[1] for w in words), error[1]
+
+
+@pytest.mark.parametrize('step', [1920, 2048])   # row padding is allowed
+def test_frame_layout_error_accepts_the_configured_layout(step):
+    assert frame_layout_error('rgb8', 640, 480, step, step * 480, (640, 480)) is None
+
+
+def test_frame_layout_check_counts_by_kind():
+    check = FrameLayoutCheck((640, 480))
+    assert check.check('rgb8', 640, 480, 1920, 1920 * 480) is None
+    assert '1280x960' in check.check('rgb8', 1280, 960, 3840, 3840 * 960)
+    assert check.check('mono8', 640, 480, 640, 640 * 480) is not None
+    assert check.counters() == {'dropped_bad_encoding': 1, 'dropped_bad_size': 1}
+    assert check.dropped == 2
+    with pytest.raises(ValueError, match='positive'):
+        FrameLayoutCheck((0, 480))

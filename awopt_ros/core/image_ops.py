@@ -1,4 +1,4 @@
-"""Image operations for the policy input: crop + resize, and a frame-age gate.
+"""Image operations for the policy input: crop + resize, a frame-layout check, a frame-age gate.
 
 The policy image is a square crop of the camera frame (``crop_xywh`` in source pixels) resized
 to ``size`` x ``size`` with ``cv2.INTER_AREA`` (pixel-area resampling, the OpenCV choice for
@@ -66,6 +66,83 @@ def crop_resize(rgb, crop_xywh, size):
         return np.ascontiguousarray(patch)
     out = cv2.resize(np.ascontiguousarray(patch), (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+#: The only camera encoding the pipeline takes (3 bytes per pixel, R, G, B).
+RGB8 = 'rgb8'
+
+
+def frame_layout_error(encoding, width, height, step, data_len, expected_wh):
+    """Return why a camera frame does not have the expected layout, or None when it does.
+
+    A frame is used only when it is ``rgb8``, exactly ``expected_wh`` (the configured source
+    size, which ``camera_info`` and the crop refer to), with a row ``step`` (bytes) of at least
+    3 * width (row padding is allowed) and exactly ``step * height`` bytes of data (a longer
+    buffer is a sender that disagrees with its own header).
+
+    Args:
+        encoding: ``sensor_msgs/Image.encoding`` (str).
+        width, height: the frame's size (px).
+        step: bytes per row.
+        data_len: number of data bytes.
+        expected_wh: (width, height) the pipeline is configured for (px).
+
+    Returns:
+        None, or a tuple ``(kind, text)``: ``kind`` 'encoding' or 'size' (the counter the
+        frame goes to), ``text`` naming the expected and the received layout.
+    """
+    ew, eh = (int(v) for v in expected_wh)
+    if encoding != RGB8:
+        return 'encoding', f'encoding {encoding!r}, expected {RGB8!r}'
+    w, h, step, n = int(width), int(height), int(step), int(data_len)
+    if (w, h) != (ew, eh):
+        return 'size', f'frame {w}x{h}, expected {ew}x{eh} (source size)'
+    if step < 3 * w:
+        return 'size', f'row step {step} bytes < 3 * width = {3 * w} ({w}x{h} rgb8)'
+    if n != step * h:
+        return 'size', (f'{n} data bytes, expected step * height = {step} * {h} = {step * h} '
+                        f'({w}x{h} rgb8)')
+    return None
+
+
+class FrameLayoutCheck:
+    """Count and reject camera frames whose encoding or layout is not the expected one.
+
+    ``check(encoding, width, height, step, data_len)`` returns None for a frame to use, else
+    the reason (str); rejected frames are counted in ``dropped_bad_encoding`` and
+    ``dropped_bad_size`` (:func:`frame_layout_error`).
+    """
+
+    def __init__(self, expected_wh):
+        """Create a check for frames of ``expected_wh`` = (width, height) px, both > 0."""
+        w, h = (int(v) for v in expected_wh)
+        if w <= 0 or h <= 0:
+            raise ValueError(f'expected frame size must be positive, got {w}x{h}')
+        self.expected_wh = (w, h)
+        self.dropped_bad_encoding = 0
+        self.dropped_bad_size = 0
+
+    @property
+    def dropped(self):
+        """Total number of rejected frames."""
+        return self.dropped_bad_encoding + self.dropped_bad_size
+
+    def check(self, encoding, width, height, step, data_len):
+        """Return None to use the frame, else why it is dropped (it is then counted)."""
+        error = frame_layout_error(encoding, width, height, step, data_len, self.expected_wh)
+        if error is None:
+            return None
+        kind, text = error
+        if kind == 'encoding':
+            self.dropped_bad_encoding += 1
+        else:
+            self.dropped_bad_size += 1
+        return text
+
+    def counters(self):
+        """Return the counters as a dict of ints (for /diagnostics)."""
+        return {'dropped_bad_encoding': self.dropped_bad_encoding,
+                'dropped_bad_size': self.dropped_bad_size}
 
 
 def frame_age_s(now_s, stamp_s):

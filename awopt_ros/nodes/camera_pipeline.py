@@ -1,16 +1,23 @@
-"""camera_pipeline: camera frame -> policy-sized image, dropping (and counting) stale frames.
+"""camera_pipeline: camera frame -> policy-sized image, dropping (and counting) bad frames.
 
 Subscribes ``/camera/color/image_raw`` (rgb8, sensor-data QoS) and publishes ``/policy/image``
 (``image_size`` x ``image_size`` rgb8) with the SOURCE frame's stamp, so that downstream nodes
 can match actions to frames and measure frame-to-command latency. The crop and resize are
-:func:`awopt_ros.core.image_ops.crop_resize`; the age check is
-:class:`awopt_ros.core.image_ops.FrameGate`.
+:func:`awopt_ros.core.image_ops.crop_resize`.
+
+A frame is used only when it has the configured source layout (rgb8, ``source_width`` x
+``source_height``, step >= 3 * width, exactly step * height bytes:
+:class:`awopt_ros.core.image_ops.FrameLayoutCheck`; counted in ``dropped_bad_size`` /
+``dropped_bad_encoding``) and is fresh and newer than the last one
+(:class:`awopt_ros.core.image_ops.FrameGate`; ``dropped_stale`` / ``dropped_out_of_order``).
+``/camera/color/camera_info`` of another size is counted (``camera_info_mismatch``) and
+warned about: the crop and the model refer to the configured source size.
 """
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
-from awopt_ros.core.image_ops import FrameGate, check_crop, crop_resize
+from awopt_ros.core.image_ops import FrameGate, FrameLayoutCheck, check_crop, crop_resize
 from awopt_ros.core.spec import POLICY_CROP_XYWH, POLICY_IMAGE_SIZE, SOURCE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
@@ -18,7 +25,8 @@ from awopt_ros.ros.run import spin_node
 
 
 class CameraPipelineNode(Node):
-    """Crop + resize camera frames for the policy; drop frames older than ``max_frame_age_s``."""
+    """Crop + resize camera frames for the policy; drop frames of another layout than the
+    configured source size, and frames older than ``max_frame_age_s``."""
 
     def __init__(self, **kwargs):
         super().__init__('camera_pipeline', **kwargs)
@@ -30,15 +38,41 @@ class CameraPipelineNode(Node):
         max_age_s = declare(self, 'max_frame_age_s', 0.2,
                             'Frames older than this when they arrive are dropped (s).',
                             low=0.001, high=10.0)
-        check_crop(self.crop_xywh, *SOURCE_SIZE)  # fail at start-up, not on the first frame
+        source_wh = (declare(self, 'source_width', SOURCE_SIZE[0],
+                             'Camera frame width (px); frames of another size are dropped.',
+                             low=16, high=8192, read_only=True),
+                     declare(self, 'source_height', SOURCE_SIZE[1],
+                             'Camera frame height (px); frames of another size are dropped.',
+                             low=16, high=8192, read_only=True))
+        check_crop(self.crop_xywh, *source_wh)  # fail at start-up, not on the first frame
+        self.layout = FrameLayoutCheck(source_wh)
         self.gate = FrameGate(max_age_s)
-        self.bad_frames = 0
+        self.bad_frames = 0            # frames the conversion still refused (after the checks)
+        self.camera_info_mismatch = 0
         self.pub = self.create_publisher(Image, '/policy/image', qos.SENSOR)
         self.diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(Image, '/camera/color/image_raw', self._on_image, qos.SENSOR)
+        self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera_info,
+                                 qos.SENSOR)
         self.create_timer(1.0, self._publish_diagnostics)
 
+    def _on_camera_info(self, msg):
+        wh = (int(msg.width), int(msg.height))
+        if wh != self.layout.expected_wh:
+            self.camera_info_mismatch += 1
+            w, h = self.layout.expected_wh
+            self.get_logger().warning(
+                f'camera_info says {wh[0]}x{wh[1]}, configured source size is {w}x{h} '
+                '(source_width/source_height): frames of another size are dropped',
+                throttle_duration_sec=5.0)
+
     def _on_image(self, msg):
+        why = self.layout.check(msg.encoding, msg.width, msg.height, msg.step, len(msg.data))
+        if why is not None:
+            self.get_logger().warning(f'camera frame dropped: {why} '
+                                      f'({self.layout.dropped} dropped so far)',
+                                      throttle_duration_sec=5.0)
+            return
         now_s = self.get_clock().now().nanoseconds * 1e-9
         if not self.gate.accept(now_s, convert.stamp_to_s(msg.header.stamp)):
             return
@@ -52,11 +86,15 @@ class CameraPipelineNode(Node):
         self.pub.publish(convert.numpy_to_image(small, msg.header.stamp, msg.header.frame_id))
 
     def _publish_diagnostics(self):
+        dropped = self.gate.dropped + self.layout.dropped + self.bad_frames
+        bad = (self.gate.dropped_stale + self.layout.dropped + self.bad_frames
+               + self.camera_info_mismatch)
         self.diag.publish(diagnostics.diagnostic_array(
-            self, 'camera_pipeline', dict(self.gate.counters(), bad_frames=self.bad_frames),
-            message=f'{self.gate.accepted} frames, {self.gate.dropped} dropped',
-            level=diagnostics.OK if self.gate.dropped_stale == 0 else diagnostics.WARN,
-            hardware_id='camera'))
+            self, 'camera_pipeline', dict(self.gate.counters(), **self.layout.counters(),
+                                          bad_frames=self.bad_frames,
+                                          camera_info_mismatch=self.camera_info_mismatch),
+            message=f'{self.gate.accepted} frames, {dropped} dropped',
+            level=diagnostics.OK if bad == 0 else diagnostics.WARN, hardware_id='camera'))
 
 
 def main(args=None):
