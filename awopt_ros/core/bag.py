@@ -7,14 +7,31 @@ rosbag2 directory (``metadata.yaml`` + one ``.mcap`` file) that ``ros2 bag play`
 ``rosbags.highlevel.AnyReader`` read. Message definitions and type hashes come from the
 rosbags type store of the newest ROS 2 distribution it knows, preferring Kilted.
 
-Compression: by default each message is zstd-compressed (rosbag2's ``--compression-mode
-message --compression-format zstd``), which every rosbag2 reader decompresses transparently;
-compression runs on the writer thread, never in a ROS callback.
+Compression: by default the MCAP chunks are zstd-compressed (MCAP chunk compression, as
+``ros2 bag record --storage-preset-profile zstd_fast``); every message stays plain CDR with
+``message_encoding: cdr``, so generic MCAP tools (Foxglove, the ``mcap`` package's ROS 2
+decoder) read every message, and the ``.mcap`` file alone (without ``metadata.yaml``) is a
+complete bag. Compression runs on the writer thread, never in a ROS callback. Older bags,
+written with per-message zstd (rosbag2's ``--compression-mode message``), are still read by
+:func:`read_messages` and :func:`repair_bag`.
+
+Crash safety: a chunk is closed and handed to the operating system at least every
+``chunk_max_s`` (and whenever it reaches rosbags' 1 MiB chunk size), so a process killed with
+SIGKILL loses at most the last chunk. Such a bag has no MCAP summary/footer and no
+``metadata.yaml``; :func:`repair_bag` (``awopt bag-repair``, and the logger at start-up via
+:func:`recover_bags`) rewrites the readable messages into a complete bag marked as cut
+(``custom_data`` in ``metadata.yaml``: ``awopt_cut: 'true'``).
 
 No rclpy here: this module is usable (and tested) without ROS installed.
 """
+import errno
+import logging
+import os
 import queue
+import shutil
 import threading
+import time
+from contextlib import suppress
 from pathlib import Path
 
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
@@ -26,8 +43,16 @@ from rosbags.typesys import Stores, get_typestore
 BAG_VERSION = 9
 #: Default cap on bytes waiting in the queue; beyond it messages are dropped (and counted).
 DEFAULT_MAX_QUEUE_BYTES = 512 * 1024 * 1024
-#: Accepted ``compression`` values.
+#: Accepted ``compression`` values: 'zstd' (MCAP chunk compression) or 'none'.
 COMPRESSIONS = ('zstd', 'none')
+#: Default longest time (s) between closing chunks (data reaches the OS at least this often).
+DEFAULT_CHUNK_MAX_S = 1.0
+#: ``custom_data`` key (metadata.yaml) set to 'true' in a bag rebuilt after a crash.
+CUT_KEY = 'awopt_cut'
+#: Four bytes that start a zstd frame (a per-message-compressed payload of an older bag).
+_ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
+
+_LOG = logging.getLogger(__name__)
 
 _ZERO = QosTime(sec=0, nsec=0)
 
@@ -69,12 +94,17 @@ class BagWriter:
         max_queue_bytes: bytes allowed to wait for the disk; messages arriving beyond it are
             dropped and counted in :attr:`frames_dropped` (the caller never blocks).
         typestore: rosbags type store (default :func:`default_typestore`).
-        compression: 'zstd' (default: per-message zstd) or 'none'.
+        compression: 'zstd' (default: zstd MCAP chunk compression) or 'none'.
+        chunk_max_s: longest time (s, > 0) a written message waits in the open chunk before
+            the chunk is closed and flushed to the operating system (a crash loses at most
+            this much, or one 1 MiB chunk, whichever is less).
+        custom_data: optional str -> str written to metadata.yaml's ``custom_data``.
 
     Attributes:
         frames_written: topic -> messages written to disk so far (updated by the thread).
         frames_dropped: topic -> messages dropped because the queue was full.
-        error: the first exception raised on the writer thread, or None.
+        error: the first exception raised on the writer thread, or None (an ``OSError``
+            such as ENOSPC for a full disk: see :attr:`write_error`).
 
     Raises:
         ValueError: ``topics`` empty, a topic name not starting with '/', an unknown message
@@ -83,8 +113,12 @@ class BagWriter:
     """
 
     def __init__(self, path, topics, *, qos=None, max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
-                 typestore=None, compression='zstd'):
+                 typestore=None, compression='zstd', chunk_max_s=DEFAULT_CHUNK_MAX_S,
+                 custom_data=None):
         self.path = Path(path)
+        if not float(chunk_max_s) > 0.0:
+            raise ValueError(f'chunk_max_s must be > 0, got {chunk_max_s}')
+        self.chunk_max_s = float(chunk_max_s)
         if compression not in COMPRESSIONS:
             raise ValueError(f'unknown bag compression {compression!r} (known: {COMPRESSIONS})')
         if not topics:
@@ -107,15 +141,19 @@ class BagWriter:
             raise FileExistsError(f'bag path {self.path} exists already, not overwriting')
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
-        if compression == 'zstd':
-            self._writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
-        self._writer.open()
-        self._connections = {}
-        for topic, msgtype in topics.items():
-            profiles = [QOS_PRESETS[qos[topic]]] if topic in qos else []
-            self._connections[topic] = self._writer.add_connection(
-                topic, msgtype, typestore=store, offered_qos_profiles=profiles)
+        self._writer = _open_writer(self.path, compression)
+        try:
+            for key, value in (custom_data or {}).items():
+                self._writer.set_custom_data(str(key), str(value))
+            self._connections = {}
+            for topic, msgtype in topics.items():
+                profiles = [QOS_PRESETS[qos[topic]]] if topic in qos else []
+                self._connections[topic] = self._writer.add_connection(
+                    topic, msgtype, typestore=store, offered_qos_profiles=profiles)
+        except BaseException:
+            with suppress(Exception):
+                self._writer.abort()
+            raise
         self.topics = dict(topics)
         self.frames_written = {t: 0 for t in topics}
         self.frames_dropped = {t: 0 for t in topics}
@@ -133,6 +171,11 @@ class BagWriter:
     def closed(self):
         """True once :meth:`close` has been called."""
         return self._closed
+
+    @property
+    def write_error(self):
+        """The ``OSError`` (e.g. ENOSPC) that stopped the writer thread, else None."""
+        return self.error if isinstance(self.error, OSError) else None
 
     @property
     def queued_bytes(self):
@@ -173,20 +216,47 @@ class BagWriter:
         return True
 
     def _run(self):
+        chunk_opened = None   # monotonic time of the first message in the open chunk
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.chunk_max_s)
+            except queue.Empty:
+                item = ()
             if item is None:
                 return
-            topic, data, stamp_ns = item
-            try:
-                if self.error is None:
-                    self._writer.write(self._connections[topic], stamp_ns, data)
-                    self.frames_written[topic] += 1
-            except Exception as exc:  # noqa: BLE001 - kept and re-raised by close()
-                self.error = exc
-            finally:
-                with self._lock:
-                    self._queued_bytes -= len(data)
+            if item:
+                topic, data, stamp_ns = item
+                try:
+                    if self.error is None:
+                        self._writer.write(self._connections[topic], stamp_ns, data)
+                        self.frames_written[topic] += 1
+                        if chunk_opened is None:
+                            chunk_opened = time.monotonic()
+                except Exception as exc:  # noqa: BLE001 - kept and re-raised by close()
+                    self.error = exc
+                finally:
+                    with self._lock:
+                        self._queued_bytes -= len(data)
+            if chunk_opened is not None and time.monotonic() - chunk_opened >= self.chunk_max_s:
+                chunk_opened = None
+                self._flush_chunk()
+
+    def _flush_chunk(self):
+        """Close the open MCAP chunk (if it holds messages) and hand the file's buffered bytes
+        to the operating system (fsync too), so that a crash cannot lose them."""
+        if self.error is not None:
+            return
+        storage = getattr(self._writer, 'storage', None)
+        chunk = getattr(storage, 'chunk', None)
+        try:
+            if chunk is not None and getattr(chunk, 'msgs', None):
+                storage.close_chunk()
+            bio = getattr(storage, 'bio', None)
+            if bio is not None:
+                bio.flush()
+                os.fsync(bio.fileno())
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised by close()
+            self.error = exc
 
     def close(self, timeout_s=None):
         """Write what is queued, then finish the MCAP file and metadata.yaml. Idempotent.
@@ -209,10 +279,31 @@ class BagWriter:
             raise TimeoutError(f'bag {self.path}: writer thread still busy after {timeout_s} s')
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            writer.close()
+            if self.error is None:
+                try:
+                    writer.close()
+                except Exception as exc:  # noqa: BLE001 - e.g. ENOSPC writing the summary
+                    self.error = exc
+            if self.error is not None:
+                with suppress(Exception):
+                    writer.abort()
         if self.error is not None:
             raise RuntimeError(f'writing bag {self.path} failed: {self.error}') from self.error
         return dict(self.frames_written)
+
+    def discard(self, timeout_s=5.0):
+        """Stop writing and delete the bag directory (an episode that is dropped, e.g. after
+        a write error); never raises. Returns True when the directory is gone."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join(timeout_s)
+        if self._writer is not None and not self._thread.is_alive():
+            writer, self._writer = self._writer, None
+            with suppress(Exception):
+                writer.abort()
+        shutil.rmtree(self.path, ignore_errors=True)
+        return not self.path.exists()
 
     def __enter__(self):
         return self
@@ -220,3 +311,269 @@ class BagWriter:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _open_writer(path, compression):
+    """Return an open rosbags MCAP :class:`Writer` at ``path`` with ``compression``."""
+    writer = Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+    if compression == 'zstd':
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    writer.open()
+    return writer
+
+
+def _plain_cdr(data):
+    """Return a message payload as plain CDR: payloads of older bags written with per-message
+    zstd compression are decompressed (CDR starts with a 0x00 encapsulation byte, a zstd frame
+    with 0x28 b5 2f fd, so the two cannot be confused)."""
+    data = bytes(data)
+    if data[:4] == _ZSTD_MAGIC:
+        import zstandard
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return data
+
+
+def _mcap_files(path):
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.glob('*.mcap') if p.is_file())
+
+
+def scan_mcap(path):
+    """Read every record of the MCAP file(s) of a bag that can be read, in file order, even
+    from a file cut short (no summary, no footer, a last record half written).
+
+    Args:
+        path: bag directory or ``.mcap`` file.
+
+    Returns:
+        dict with ``schemas`` (id -> mcap Schema), ``channels`` (id -> mcap Channel),
+        ``messages`` (list of ``(channel id, log_time ns, plain CDR bytes)``; older bags'
+        per-message zstd payloads decompressed), ``complete`` (True when every file ended
+        with a valid footer), ``error`` (text of the first read error, or None) and
+        ``unread_bytes`` (bytes after the last record that could be read).
+
+    Raises:
+        FileNotFoundError: no ``.mcap`` file at ``path``.
+    """
+    from mcap.records import Channel, Footer, Message, Schema
+    from mcap.stream_reader import StreamReader
+
+    files = _mcap_files(path)
+    if not files:
+        raise FileNotFoundError(f'no .mcap file in {path}')
+    out = {'schemas': {}, 'channels': {}, 'messages': [], 'complete': True, 'error': None,
+           'unread_bytes': 0}
+    for file in files:
+        size = file.stat().st_size
+        footer = False
+        with file.open('rb') as stream:
+            # emit_chunks=False: chunks are decompressed and their records yielded; a chunk
+            # cut short raises before yielding any of its messages (it is lost as a whole).
+            reader = StreamReader(stream, skip_magic=False, emit_chunks=False)
+            last_good = 0
+            try:
+                for record in reader.records:
+                    if isinstance(record, Schema):
+                        out['schemas'][record.id] = record
+                    elif isinstance(record, Channel):
+                        out['channels'][record.id] = record
+                    elif isinstance(record, Message):
+                        out['messages'].append((record.channel_id, record.log_time,
+                                                _plain_cdr(record.data)))
+                    elif isinstance(record, Footer):
+                        footer = True
+                    last_good = stream.tell()
+            except Exception as exc:  # noqa: BLE001 - any damage ends the readable part
+                out['error'] = out['error'] or f'{file.name}: {type(exc).__name__}: {exc}'
+            if not footer:
+                out['complete'] = False
+                out['unread_bytes'] += max(0, size - last_good)
+    return out
+
+
+def read_messages(path):
+    """Return ``[(topic, msgtype, log_time ns, plain CDR bytes)]`` of a bag in file order.
+
+    Reads bags of this module (chunk-compressed) and older ones (per-message zstd), complete
+    or cut short by a crash (what can be read). Raises FileNotFoundError without an .mcap.
+    """
+    scan = scan_mcap(path)
+    out = []
+    for channel_id, stamp_ns, data in scan['messages']:
+        channel = scan['channels'].get(channel_id)
+        if channel is None:
+            continue
+        schema = scan['schemas'].get(channel.schema_id)
+        out.append((channel.topic, schema.name if schema else '', stamp_ns, data))
+    return out
+
+
+def needs_repair(path):
+    """True for a bag directory whose ``.mcap`` lacks ``metadata.yaml`` or its MCAP footer
+    (the writer was killed: rosbags cannot open it). False for a complete bag or a directory
+    without an ``.mcap`` file."""
+    path = Path(path)
+    files = _mcap_files(path)
+    if not files:
+        return False
+    if not (path / 'metadata.yaml').is_file():
+        return True
+    for file in files:
+        with file.open('rb') as stream:
+            stream.seek(0, os.SEEK_END)
+            if stream.tell() < 8 + 37:
+                return True
+            stream.seek(-8, os.SEEK_END)
+            if stream.read(8) != b'\x89MCAP0\r\n':
+                return True
+    return False
+
+
+def _connection_args(schema, typestore):
+    """Return ``(msgtype, kwargs)`` for ``Writer.add_connection`` of an MCAP schema: the type
+    store's definition when it knows the type, else the schema's own text."""
+    msgtype = schema.name
+    if msgtype in typestore.fielddefs:
+        return msgtype, {'typestore': typestore}
+    from rosbags.typesys import get_types_from_msg
+    text = schema.data.decode() if isinstance(schema.data, bytes) else str(schema.data)
+    typestore.register(get_types_from_msg(text, msgtype))
+    return msgtype, {'msgdef': text, 'rihs01': typestore.hash_rihs01(msgtype)}
+
+
+def _qos_profiles(channel):
+    from rosbags.rosbag2.metadata import parse_qos
+    try:
+        return parse_qos(channel.metadata.get('offered_qos_profiles', ''))
+    except Exception:  # noqa: BLE001 - QoS is advisory; replay uses defaults without it
+        return []
+
+
+def repair_bag(path, *, typestore=None, reason='the writer stopped before closing the bag',
+               keep_original=False):
+    """Rebuild a bag cut short by a crash into a complete one, marked as cut.
+
+    Every message that can still be read (all but the last, partly written MCAP chunk) is
+    rewritten, in order, into a new chunk-compressed bag with ``metadata.yaml``, whose
+    ``custom_data`` says ``awopt_cut: 'true'``, ``awopt_cut_reason``,
+    ``awopt_recovered_messages`` and ``awopt_unread_bytes``. The new bag replaces the old one
+    at ``path`` (built beside it, then swapped in by renames; :func:`recover_bags` finishes a
+    swap that a crash interrupted).
+
+    Args:
+        path: bag directory (or its ``.mcap`` file).
+        typestore: rosbags type store (default :func:`default_typestore`).
+        reason: text stored as ``awopt_cut_reason``.
+        keep_original: keep the damaged file as ``<name>.mcap.orig`` in the bag directory
+            (default: deleted once the new bag is complete).
+
+    Returns:
+        dict ``path``, ``messages`` (recovered), ``topics`` (topic -> count), ``unread_bytes``,
+        ``error`` (why reading stopped, or None), ``skipped_channels`` (topics whose type
+        could not be rebuilt).
+
+    Raises:
+        FileNotFoundError: no ``.mcap`` file. OSError: writing failed (the original is kept).
+    """
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    store = typestore if typestore is not None else default_typestore()
+    scan = scan_mcap(path)
+    work = path.parent / f'.{path.name}.repair'
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    new = work / path.name
+    result = {'path': str(path), 'messages': 0, 'topics': {}, 'unread_bytes':
+              scan['unread_bytes'], 'error': scan['error'], 'skipped_channels': []}
+    try:
+        writer = _open_writer(new, 'zstd')
+        try:
+            connections = {}
+            for cid, channel in sorted(scan['channels'].items()):
+                schema = scan['schemas'].get(channel.schema_id)
+                try:
+                    msgtype, kwargs = _connection_args(schema, store)
+                    connections[cid] = writer.add_connection(
+                        channel.topic, msgtype, offered_qos_profiles=_qos_profiles(channel),
+                        serialization_format=channel.message_encoding or 'cdr', **kwargs)
+                except Exception:  # noqa: BLE001 - reported; the other topics are kept
+                    result['skipped_channels'].append(channel.topic)
+            for cid, stamp_ns, data in scan['messages']:
+                conn = connections.get(cid)
+                if conn is None:
+                    continue
+                writer.write(conn, stamp_ns, data)
+                result['messages'] += 1
+                result['topics'][conn.topic] = result['topics'].get(conn.topic, 0) + 1
+            for key, value in ((CUT_KEY, 'true'), ('awopt_cut_reason', reason),
+                               ('awopt_recovered_messages', str(result['messages'])),
+                               ('awopt_unread_bytes', str(scan['unread_bytes']))):
+                writer.set_custom_data(key, value)
+            writer.close()
+        except BaseException:
+            with suppress(Exception):
+                writer.abort()
+            raise
+        for file in new.iterdir():
+            with file.open('rb') as stream:
+                os.fsync(stream.fileno())
+        old = work / 'orig'
+        path.rename(old)
+        new.rename(path)
+    except BaseException:
+        if not path.exists() and (work / 'orig').exists():
+            (work / 'orig').rename(path)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if keep_original:
+        for file in _mcap_files(old):
+            file.rename(path / f'{file.name}.orig')
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def recover_bags(bags_dir, *, typestore=None, reason='the logger stopped mid-episode'):
+    """Repair every bag under ``bags_dir`` left unfinished by a crash (see :func:`repair_bag`).
+
+    Also finishes repairs a crash interrupted (a ``.<name>.repair`` directory). A bag that
+    cannot be repaired (e.g. the disk is full) is left as it is, and reported.
+
+    Returns:
+        list of dicts: :func:`repair_bag`'s result, or ``{'path', 'failed': text}``.
+    """
+    bags_dir = Path(bags_dir)
+    if not bags_dir.is_dir():
+        return []
+    results = []
+    for work in sorted(bags_dir.glob('.*.repair')):
+        target = bags_dir / work.name[1:-len('.repair')]
+        if not target.exists() and (work / 'orig').is_dir():
+            (work / 'orig').rename(target)
+        elif not target.exists() and (work / target.name / 'metadata.yaml').is_file():
+            (work / target.name).rename(target)
+        shutil.rmtree(work, ignore_errors=True)
+    for path in sorted(p for p in bags_dir.iterdir() if p.is_dir()
+                       and not p.name.startswith('.')):
+        if not needs_repair(path):
+            continue
+        try:
+            results.append(repair_bag(path, typestore=typestore, reason=reason))
+        except Exception as exc:  # noqa: BLE001 - reported; retried at the next start
+            text = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
+                    else str(exc))
+            _LOG.error('bag %s: repair failed: %s', path, text)
+            results.append({'path': str(path), 'failed': text})
+    return results
+
+
+def is_disk_full(exc):
+    """True for an ``OSError`` meaning the disk (or quota) is full, also when it is the cause
+    or context of ``exc``."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
