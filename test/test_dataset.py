@@ -230,3 +230,97 @@ def test_append_waits_for_a_reader_and_keeps_episodes_pending_while_locked(tmp_p
     episodes = load_episodes(tmp_path, DATASET_ID)
     assert [e['episode'] for e in episodes] == [1, 2, 3, 4]
     assert [len(e['actions']) for e in episodes] == [3, 4, 5, 2]
+
+
+def test_a_write_error_mid_append_keeps_earlier_episodes_and_drops_only_that_one(
+        tmp_path, monkeypatch):
+    """ENOSPC in the middle of writing an episode (simulated: the HDF5 file is left half
+    written, as a full disk leaves it) loses that episode only; the next append works."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from minari.dataset._storages.hdf5_storage import HDF5Storage
+
+    rng = np.random.default_rng(5)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    for k in range(2):
+        _record(rec, k, _episode(rng, 6), True)
+    # Little free space: the append goes to a copy of the dataset.
+    usage = namedtuple('usage', 'total used free')
+    monkeypatch.setattr(shutil, 'disk_usage',
+                        lambda p: usage(10**9, 10**9 - 8 * 2**20, 8 * 2**20))
+    real = HDF5Storage.update_episodes
+
+    def full_disk(self, episodes):
+        real(self, episodes)
+        path = self.data_path / 'main_data.hdf5'
+        with path.open('r+b') as f:   # what a write that ran out of space leaves behind
+            f.truncate(path.stat().st_size // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(HDF5Storage, 'update_episodes', full_disk)
+    with pytest.raises(OSError) as info:
+        _record(rec, 2, _episode(rng, 6), True)
+    assert info.value.errno == errno.ENOSPC
+    assert not rec.in_episode and rec.pending_episodes == 0
+    assert [e['episode'] for e in load_episodes(tmp_path, DATASET_ID)] == [0, 1]
+    assert not (rec.dataset_path / 'data.staging').exists()
+    monkeypatch.setattr(HDF5Storage, 'update_episodes', real)
+    assert _record(rec, 3, _episode(rng, 6), True)['index'] == 2
+    assert [e['episode'] for e in load_episodes(tmp_path, DATASET_ID)] == [0, 1, 3]
+    # Too little space for the episode at all: refused before any file is touched.
+    monkeypatch.setattr(shutil, 'disk_usage', lambda p: usage(10**9, 10**9, 1000))
+    before = (rec.dataset_path / 'data' / 'main_data.hdf5').read_bytes()
+    with pytest.raises(OSError, match='No space left on device') as info:
+        _record(rec, 4, _episode(rng, 6), True)
+    assert info.value.errno == errno.ENOSPC
+    assert (rec.dataset_path / 'data' / 'main_data.hdf5').read_bytes() == before
+    # A swap a crash interrupted (data renamed away, staging not yet in place) is undone.
+    monkeypatch.undo()
+    (rec.dataset_path / 'data').rename(rec.dataset_path / 'data.old')
+    (rec.dataset_path / 'data.staging').mkdir()
+    rec2 = EpisodeRecorder(tmp_path, DATASET_ID)
+    assert _record(rec2, 5, _episode(rng, 6), True)['index'] == 3
+    assert [e['episode'] for e in load_episodes(tmp_path, DATASET_ID)] == [0, 1, 3, 5]
+    assert sorted(p.name for p in rec.dataset_path.iterdir()) == ['data']
+
+
+_FILL_DISK = '''
+import errno, sys
+import numpy as np
+from awopt_ros.core.dataset import EpisodeRecorder
+rec = EpisodeRecorder(sys.argv[1], 'awopt/kuka-grasp-v0', 64)
+rng = np.random.default_rng(0)
+for k in range(30):
+    rec.begin(k, k)
+    for i in range(20):
+        rec.add_step(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), np.zeros(6),
+                     np.zeros(7), 0.5, 1, i)
+    try:
+        s = rec.end(True, True, False, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                    np.zeros(6))
+        print('written', k, s['index'], flush=True)
+    except OSError as exc:
+        print('error', k, exc.errno, flush=True)
+'''
+
+
+def test_a_real_full_disk_never_crashes_and_keeps_every_written_episode(tmp_path):
+    """4 MB tmpfs: episodes are written until the disk is full, then refused with ENOSPC;
+    the process never crashes and every episode reported written loads."""
+    import subprocess
+    import sys
+
+    from tmpfs_util import small_tmpfs
+    with small_tmpfs(tmp_path / 'disk', 4096) as disk:
+        proc = subprocess.run([sys.executable, '-c', _FILL_DISK, str(disk / 'run')],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = [line.split() for line in proc.stdout.splitlines()]
+        written = [int(k) for kind, k, *_ in lines if kind == 'written']
+        errors = [(int(k), int(e)) for kind, k, e in (x for x in lines if x[0] == 'error')]
+        assert written and errors, proc.stdout
+        assert {e for _, e in errors} == {28}
+        assert written == list(range(len(written)))   # every episode before the disk filled
+        assert [e['episode'] for e in load_episodes(disk / 'run', DATASET_ID)] == written

@@ -26,11 +26,20 @@ Episodes are buffered in memory and written only by :meth:`EpisodeRecorder.end`,
 mid-episode loses that episode and nothing else: the dataset on disk stays loadable.
 Images are stored losslessly (Minari's JPEG encoding is turned off).
 
+A full disk never damages the episodes already written: before an append the free space is
+checked against the episode's size (too little: ``OSError(ENOSPC)``, nothing touched). With
+less than :data:`IN_PLACE_MARGIN_BYTES` to spare, the episode is appended to a copy of the
+dataset files (``data.staging``), which then replaces ``data`` by renames; a write error leaves
+``data`` as it was (an HDF5 file that fails mid-append can be left unreadable). With ample
+space it is appended in place. A dataset whose creation failed is removed again.
+
 No rclpy here. Backed by ``minari`` (HDF5 storage by default; needs ``h5py`` and ``pillow``).
 """
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -129,6 +138,42 @@ def spaces(image_size=64):
 
 #: Seconds between attempts to open a dataset file that another process has locked.
 LOCK_RETRY_PERIOD_S = 0.2
+#: Free bytes beyond an episode's size above which it is appended in place; below, to a copy.
+IN_PLACE_MARGIN_BYTES = 256 * 1024 * 1024
+#: Bytes added to an episode's array sizes for HDF5 structures and metadata.json.
+APPEND_OVERHEAD_BYTES = 512 * 1024
+
+
+def episode_bytes(buffer):
+    """Return the bytes an episode ``buffer`` (Minari EpisodeBuffer) needs on disk (its
+    arrays, uncompressed, plus :data:`APPEND_OVERHEAD_BYTES`)."""
+    total = APPEND_OVERHEAD_BYTES
+
+    def add(value):
+        nonlocal total
+        if isinstance(value, dict):
+            for item in value.values():
+                add(item)
+        elif value is not None:
+            total += int(np.asarray(value).nbytes)
+    for value in (buffer.observations, buffer.actions, buffer.rewards, buffer.terminations,
+                  buffer.truncations, buffer.infos):
+        add(value)
+    return total
+
+
+def _fsync_dir(path):
+    """fsync every file in ``path`` and the directory itself (best effort for the dir)."""
+    for file in Path(path).iterdir():
+        if file.is_file():
+            with file.open('rb') as stream:
+                os.fsync(stream.fileno())
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _is_lock_error(exc):
@@ -437,7 +482,74 @@ class EpisodeRecorder:
                              f'{self.action_space}')
         return dataset
 
+    def _recover_swap(self):
+        """Finish or undo a copy-and-rename append that a crash interrupted."""
+        data = self.dataset_path / 'data'
+        old, staging = self.dataset_path / 'data.old', self.dataset_path / 'data.staging'
+        if not data.exists() and old.is_dir():
+            old.rename(data)          # killed between the two renames: the old data is whole
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
     def _append(self, buffer):
+        """Append ``buffer``; return its episode index. OSError (ENOSPC) when the disk lacks
+        room, with the dataset left as it was."""
+        need = episode_bytes(buffer)
+        if self.dataset_path.is_dir():
+            self._recover_swap()
+        data = self.dataset_path / 'data'
+        probe = data if data.is_dir() else datasets_dir(self.root_dir)
+        probe.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(probe).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: episode needs about '
+                          f'{need / 2**20:.1f} MB, {free / 2**20:.1f} MB free; not written',
+                          str(data))
+        if data.is_dir() and free < need + IN_PLACE_MARGIN_BYTES:
+            size = sum(f.stat().st_size for f in data.iterdir() if f.is_file())
+            if free < need + size:
+                raise OSError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: a safe append needs '
+                              f'about {(need + size) / 2**20:.1f} MB (a copy of the dataset '
+                              f'and the episode), {free / 2**20:.1f} MB free; not written',
+                              str(data))
+            return self._append_to_copy(buffer)
+        created = not data.is_dir()
+        try:
+            return self._append_in_place(buffer)
+        except BaseException:
+            self._dataset = None
+            if created:   # a half-created dataset would make every later append fail
+                shutil.rmtree(self.dataset_path, ignore_errors=True)
+            raise
+
+    def _append_to_copy(self, buffer):
+        """Append to a copy of ``data`` and swap it in by renames; ``data`` stays untouched
+        when anything fails."""
+        from minari.dataset.minari_storage import MinariStorage
+        data = self.dataset_path / 'data'
+        staging, old = self.dataset_path / 'data.staging', self.dataset_path / 'data.old'
+        self._dataset = None   # reopened on the swapped-in files at the next in-place append
+        try:
+            staging.mkdir()
+            for file in data.iterdir():
+                if file.is_file():
+                    shutil.copy2(file, staging / file.name)
+            storage = MinariStorage.read(staging)
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', UserWarning)
+                storage.update_episodes([buffer])
+            index = int(storage.total_episodes) - 1
+            del storage
+            _fsync_dir(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        data.rename(old)
+        staging.rename(data)
+        shutil.rmtree(old, ignore_errors=True)
+        return index
+
+    def _append_in_place(self, buffer):
         import minari
         with _minari_path(self.root_dir):
             if self._dataset is None and (self.dataset_path / 'data').is_dir():
