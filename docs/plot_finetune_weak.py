@@ -1,5 +1,5 @@
-"""Plot the weak-start finetuning runs of sessions 15-16 (docs/finetune_weak_s15.png and, with
-session 16's stack run in lockstep added as one more LABEL=STACK_DIR, docs/finetune_weak_s16.png).
+"""Plot the weak-start finetuning runs of docs/experiments.md (docs/finetune_weak_s15.png and,
+with the stack run in lockstep added as one more LABEL=STACK_DIR, docs/finetune_weak_s16.png).
 
 Usage: python docs/plot_finetune_weak.py OUT CONTROL ONLINE3 ONLINE10 LABEL=STACK_DIR ...
 
