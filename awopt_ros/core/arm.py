@@ -36,7 +36,7 @@ def gripper_target(action, closedness=None):
     ``spec.GRIPPER_EMPTY_CLOSEDNESS``) stay closed, so a grasped object is never dropped;
     fingers closed on nothing (a missed grasp) or open get open, so the policy can try
     again, where keeping them closed stalled the episode until its timeout (most failures
-    of the shipped actors, README session 17) and closing them again after the reopening
+    of the shipped actors, docs/experiments.md) and closing them again after the reopening
     would flap the gripper. ``closedness`` None (not measured): close wins.
 
     Args:

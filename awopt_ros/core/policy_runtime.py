@@ -34,10 +34,10 @@ probability ``discrete_prob`` its ONNX graph outputs) instead of thresholded at 
 stochastic actor of AWAC / AW-Opt samples its discrete sub-actions as well. It matters where
 the actor is unsure: after a missed grasp the shipped actor lifts an empty, closed gripper
 and then asks for open and close at once with probabilities of about 0.45-0.9 and 0.55-0.75
-(before session 17 the arm kept the gripper closed then, and the actor never reopened; the
+(the arm used to keep the gripper closed then, and the actor never reopened; the
 arm now opens a gripper that holds nothing, ``core.arm.gripper_target``); sampled, it
 reopens within a few steps and tries again, and finetuning has episodes that tell the two
-apart. An actor without the ``discrete_prob`` output (exports before session 12) keeps its
+apart. An actor without the ``discrete_prob`` output (exports before 2026-12-02) keeps its
 thresholded bits; the step reports ``discrete_sampled`` False. Default off (deployment).
 
 Hot swap of newly exported models

@@ -122,7 +122,7 @@ def reopen_actions(actions, closedness=None):
     dx, dy stay as given, e.g. the hindsight steer to the grasp that later succeeded). The
     episode's success vouches for the reopening that followed, so the actor learns to reopen
     in the state where the shipped actor asks for open and close at once and stays closed
-    (about 13 of its 15 failures; README, sessions 12-13). Episodes with at most one close
+    (about 13 of its 15 failures; docs/experiments.md). Episodes with at most one close
     run are returned unchanged. ``closedness``: as in :func:`commanded_closed`.
     """
     out = np.array(actions, dtype=np.float32)
@@ -341,7 +341,7 @@ def expert_actions(episode, hindsight_goal=False, noise_free=False):
     (:func:`recorded_noise_free_action`: the robot's own actor steps) become that action's:
     the actor's command without its exploration noise, as DART labels a noisy rollout with
     the noise-free policy (Laskey et al. 2017). Copying the noisy logged z, yaw instead pulled
-    the online success down by 3-9 points in 600-1,000 episodes (README, sessions 12-13);
+    the online success down by 3-9 points in 600-1,000 episodes (docs/experiments.md);
     x, y keep the goal relabel above, and the discrete bits stay as executed (they decide
     where the grasp closed and, sampled, are the exploration of the gripper).
 

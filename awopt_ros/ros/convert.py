@@ -112,7 +112,7 @@ def proprio_publisher(node):
     With it on, the node publishes the proprio of each action (:func:`proprio_to_msg`, after
     the action), and the logger records it instead of the joint state at the image's stamp.
     Off by default: stack runs of the scripted policy with it on did worse (models/grasp_bc.md,
-    session 9), whether because of it is open.
+    docs/experiments.md), whether because of it is open.
     """
     on = declare(node, 'publish_proprio', False,
                  'Publish the proprio each action was computed from on /policy/proprio (after '
