@@ -10,8 +10,7 @@ TERMINATE = np.array([0, 0, 0, 0, 0, 0, 1], np.float32)
 
 
 def make(**kw):
-    return Episode(1, start_s=10.0, config=EpisodeConfig(**kw), watched=('camera', 'policy'),
-                   start_wall_s=100.0)
+    return Episode(1, start_s=10.0, config=EpisodeConfig(**kw))
 
 
 def test_terminate_action_ends_terminated():
@@ -46,20 +45,17 @@ def test_step_budget_and_time_limit_truncate():
     assert result.outcome == 'timeout' and result.truncated
 
 
-def test_silent_input_is_node_lost_on_wall_clock():
-    ep = make(node_timeout_s=2.0)
-    ep.seen('camera', 101.5)
-    ep.seen('policy', 101.5)
-    assert ep.check_inputs(10.0, 103.0) is None
-    ep.seen('camera', 103.4)
-    result = ep.check_inputs(10.0, 103.6)   # policy silent since 101.5
-    assert result.outcome == 'node_lost' and 'policy' in result.detail and result.truncated
-
-
-def test_never_received_input_is_lost():
-    ep = make(node_timeout_s=1.0)
-    assert ep.stale_inputs(100.5) == []
-    assert ep.stale_inputs(101.5) == ['camera', 'policy']
+def test_abort_and_fail_truncate_once():
+    ep = make()
+    ep.on_action(MOVE, 10.1)
+    result = ep.abort(11.0, 'no data from: logger (no diagnostics for 3.2 s)')
+    assert result.outcome == 'node_lost' and result.truncated and not result.success
+    assert result.steps == 1 and 'logger' in result.as_event(11.0)['detail']
+    assert ep.fail(11.5, 'later') is None and ep.on_action(TERMINATE, 11.6) is None
+    result = make().fail(10.5, 'logger: write error: disk full')
+    assert result.outcome == 'failed' and result.truncated and not result.terminated
+    event = result.as_event(10.5)
+    assert event['outcome'] == 'failed' and event['detail'] == 'logger: write error: disk full'
 
 
 def test_non_finite_action_counts_but_does_not_end():

@@ -2,10 +2,11 @@
 import json
 import time
 
+import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -14,7 +15,8 @@ from awopt_ros.ros import convert, diagnostics, qos
 
 
 class FakeCell:
-    """Stands in for sim_robot's reset service, arm_interface's enable, and the sensors."""
+    """Stands in for sim_robot's reset service, arm_interface's enable, the sensors, and the
+    signs of life of the camera pipeline, policy and logger (``alive`` says which send)."""
 
     def __init__(self, ctx):
         self.node = rclpy.create_node('fake_cell', context=ctx)
@@ -30,8 +32,12 @@ class FakeCell:
         self.joints = self.node.create_publisher(JointState, '/joint_states', qos.SENSOR)
         self.camera = self.node.create_publisher(CameraInfo, '/camera/color/camera_info',
                                                  qos.SENSOR)
+        self.policy_image = self.node.create_publisher(Image, '/policy/image', qos.SENSOR)
         self.diag = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.logger_frames = 1     # the fake logger's policy_images_received (others: 5)
+        self.logger_refusal = ''   # non-empty: the fake logger does not accept episodes
+        self.alive = {'camera', 'joint_states', 'camera_pipeline', 'policy', 'logger'}
+        self.last_beat_s = 0.0
         self.start = self.node.create_client(Trigger, '/episode/start')
         self.stop = self.node.create_client(Trigger, '/episode/stop')
 
@@ -46,24 +52,54 @@ class FakeCell:
         return response
 
     def heartbeat(self):
-        self.joints.publish(JointState())
-        info = CameraInfo()
-        info.header.stamp = self.node.get_clock().now().to_msg()
-        self.camera.publish(info)
-        counts = dict.fromkeys(diagnostics.LOGGER_READY_KEYS, 5)
-        counts['policy_images_received'] = self.logger_frames
-        self.diag.publish(diagnostics.diagnostic_array(self.node, 'logger', counts))
+        """Send what each live node sends; the policy's action is stamped 10 s ago, so that in
+        an episode it is no step (an action on a frame from before the start). At most every
+        50 ms (wall), as sensors at their rates: an executor spun once per message keeps up."""
+        if time.monotonic() - self.last_beat_s < 0.05:
+            return
+        self.last_beat_s = time.monotonic()
+        if 'joint_states' in self.alive:
+            self.joints.publish(JointState())
+        if 'camera' in self.alive:
+            info = CameraInfo()
+            info.header.stamp = self.node.get_clock().now().to_msg()
+            self.camera.publish(info)
+        if 'camera_pipeline' in self.alive:
+            self.policy_image.publish(Image())
+        if 'policy' in self.alive:
+            old = convert.s_to_stamp(self.node.get_clock().now().nanoseconds * 1e-9 - 10.0)
+            self.action.publish(convert.action_to_msg([0.0] * 7, old))
+        if 'logger' in self.alive:
+            self.diag.publish(self.logger_status())
+
+    def logger_status(self):
+        """The fake logger's diagnostics (the logger's contract: counters, accepting_episodes,
+        free_disk_mb, min_free_disk_mb, write_errors; ERROR and a reason when refusing)."""
+        values = dict.fromkeys(diagnostics.LOGGER_READY_KEYS, 5)
+        values['policy_images_received'] = self.logger_frames
+        values.update(accepting_episodes='false' if self.logger_refusal else 'true',
+                      free_disk_mb='3.2' if self.logger_refusal else '5000.0',
+                      min_free_disk_mb='50.0', write_errors='0')
+        return diagnostics.diagnostic_array(
+            self.node, 'logger', values, message=self.logger_refusal,
+            level=diagnostics.ERROR if self.logger_refusal else diagnostics.OK)
 
     def send_action(self, terminate=0.0):
         stamp = self.node.get_clock().now().to_msg()
         self.action.publish(convert.action_to_msg([0.01, 0, 0, 0, 0, 0, terminate], stamp))
 
 
-def spin(executor, cond, timeout_s=5.0, cell=None):
+def spin(executor, cond, timeout_s=5.0, cell=None, acting=False):
+    """Spin until ``cond()``; with ``cell`` its live nodes send, with ``acting`` the policy
+    also sends actions that are steps (every 50 ms)."""
     deadline = time.monotonic() + timeout_s
+    last_action_s = 0.0
     while time.monotonic() < deadline and not cond():
         if cell is not None:
             cell.heartbeat()
+        if acting and time.monotonic() - last_action_s > 0.05:
+            cell.send_action()
+            last_action_s = time.monotonic()
         executor.spin_once(timeout_sec=0.02)
     return cond()
 
@@ -77,7 +113,12 @@ def setup(ctx, logger_frames=1, **params):
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(manager)
     ex.add_node(cell.node)
-    assert spin(ex, cell.start.service_is_ready)
+    assert spin(ex, lambda: cell.start.service_is_ready() and all(
+        c.service_is_ready() for c in (manager.reset_client, manager.enable_client)),
+        timeout_s=15.0)
+    # Every required node heard from (the manager refuses to start before).
+    assert spin(ex, lambda: not manager.monitor.silent(time.monotonic()), timeout_s=15.0,
+                cell=cell)
     if logger_frames and manager.wait_for_logger:
         assert spin(ex, lambda: manager.logger_ready, cell=cell)
     return manager, cell, ex
@@ -229,9 +270,84 @@ def test_start_waits_until_the_logger_receives_all_its_inputs(ros_context):
 
 
 def test_start_without_a_logger_when_configured(ros_context):
-    manager, cell, ex = setup(ros_context, logger_frames=0, wait_for_logger=False)
+    manager, cell, ex = setup(ros_context, logger_frames=0, wait_for_logger=False,
+                              logger_timeout_s=0.5)
+    cell.alive.discard('logger')          # no logger in this stack
+    spin(ex, lambda: False, timeout_s=0.8, cell=cell)
     reply = call(ex, cell.start, cell)
     assert reply.success and not manager.logger_ready
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    spin(ex, lambda: False, timeout_s=0.8, cell=cell)
+    assert not events_of(cell, 'end')     # the logger is not watched
+    manager.destroy_node()
+
+
+def test_silent_logger_ends_the_episode_as_node_lost_and_refuses_the_next(ros_context):
+    """A logger that dies mid-episode (its 1 Hz diagnostics stop) must not let the episode
+    end as if it had been recorded, nor later episodes run unrecorded."""
+    manager, cell, ex = setup(ros_context, logger_timeout_s=0.5, max_steps=100000)
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    cell.alive.discard('logger')    # everything else, the policy's steps included, goes on
+    assert spin(ex, lambda: events_of(cell, 'end'), timeout_s=3.0, cell=cell, acting=True)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'node_lost' and end['truncated'] and not end['success']
+    assert end['detail'].startswith('no data from: logger')
+    refused = call(ex, cell.start, cell)
+    assert not refused.success
+    info = json.loads(refused.message)
+    assert info['nodes'] == ['logger'] and 'logger not available' in info['error']
+    assert cell.resets == 1 and len(events_of(cell, 'start')) == 1
+    cell.alive.add('logger')              # restarted: episodes may start again
+    assert spin(ex, lambda: not manager.monitor.silent(time.monotonic()), cell=cell)
+    assert call(ex, cell.start, cell).success
+    manager.destroy_node()
+
+
+def test_logger_that_does_not_accept_episodes_refuses_the_start_with_its_reason(ros_context):
+    manager, cell, ex = setup(ros_context)
+    cell.logger_refusal = 'only 3.2 MB free on /x/runs (min_free_disk_mb 50)'
+    assert spin(ex, lambda: manager.monitor.problems(time.monotonic()), cell=cell)
+    refused = call(ex, cell.start, cell)
+    assert not refused.success
+    info = json.loads(refused.message)
+    assert info['error'] == ('logger does not accept episodes: only 3.2 MB free on /x/runs '
+                             '(min_free_disk_mb 50)')
+    assert info['nodes'] == ['logger'] and 'not available' not in info['error']  # no retry
+    assert cell.resets == 0 and not events_of(cell, 'start')
+    cell.logger_refusal = ''              # space freed
+    assert spin(ex, lambda: not manager.monitor.problems(time.monotonic()), cell=cell)
+    assert call(ex, cell.start, cell).success
+    manager.destroy_node()
+
+
+def test_logger_write_error_mid_episode_fails_the_episode(ros_context):
+    manager, cell, ex = setup(ros_context, max_steps=100000)
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    cell.logger_refusal = 'write error: [Errno 28] No space left on device'
+    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell, acting=True)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'failed' and end['truncated'] and not end['success']
+    assert end['detail'] == 'logger: write error: [Errno 28] No space left on device'
+    manager.destroy_node()
+
+
+@pytest.mark.parametrize('dead', ['policy', 'camera_pipeline', 'camera', 'joint_states'])
+def test_dead_required_node_refuses_the_start(ros_context, dead):
+    """A dead policy or camera pipeline used to let a 0-step episode start."""
+    manager, cell, ex = setup(ros_context, node_timeout_s=0.3)
+    cell.alive.discard(dead)
+    spin(ex, lambda: False, timeout_s=0.6, cell=cell)
+    refused = call(ex, cell.start, cell)
+    assert not refused.success
+    info = json.loads(refused.message)
+    assert info['nodes'] == [dead] and info['kind'] == 'silent'
+    assert info['error'].startswith(f'{dead} not available')   # EpisodeClient asks again
+    assert cell.resets == 0 and not events_of(cell, 'start')
+    cell.alive.add(dead)
+    assert spin(ex, lambda: not manager.monitor.silent(time.monotonic()), cell=cell)
+    assert call(ex, cell.start, cell).success
     manager.destroy_node()
 
 

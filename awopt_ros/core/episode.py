@@ -9,17 +9,20 @@ success       success probability >= threshold for k samples  yes         no
 terminate     the policy's ``terminate`` action entry is set   yes         no
 timeout       ``max_steps`` actions or ``timeout_s`` elapsed   no          yes
 operator      an operator stopped the episode                  no          yes
-node_lost     a required input went silent (dead node)         no          yes
+node_lost     a required node went silent (dead node)          no          yes
+failed        a required node reports a fault (e.g. the        no          yes
+              logger cannot write)
 ============  ==============================================  ==========  =========
 
 ``terminated``/``truncated`` follow Gymnasium's meaning (an MDP terminal state vs. a cut-off),
-which is what offline-RL datasets (Minari) store.
+which is what offline-RL datasets (Minari) store. Which nodes are silent or refuse episodes is
+decided by :mod:`awopt_ros.core.liveness`.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from awopt_ros.core import spec
 
-OUTCOMES = ('success', 'terminate', 'timeout', 'operator', 'node_lost')
+OUTCOMES = ('success', 'terminate', 'timeout', 'operator', 'node_lost', 'failed')
 TERMINAL_OUTCOMES = ('success', 'terminate')
 
 
@@ -32,7 +35,8 @@ class EpisodeConfig:
         timeout_s: time after which the episode times out (s, > 0), on the node clock.
         success_threshold: success probability that counts as success (0..1].
         success_debounce: consecutive samples at or above the threshold needed (>= 1).
-        node_timeout_s: an input silent for longer than this ends the episode (s, > 0).
+        node_timeout_s: a required node silent for longer than this ends the episode (s, > 0;
+            the episode manager's liveness watch, :mod:`awopt_ros.core.liveness`).
     """
 
     max_steps: int = 40
@@ -88,26 +92,17 @@ class EpisodeResult:
 class Episode:
     """State of one running episode; feed it inputs, it says when and how it ends.
 
-    Times are seconds on the manager node's clock (simulated time when ``use_sim_time``), except
-    input liveness (``seen``, ``check_inputs``), which uses a wall clock so that a dead simulator
-    (whose clock stops) is still noticed. Every ``on_*``/``check*`` method returns an
-    :class:`EpisodeResult` the first time the episode ends and ``None`` otherwise; after the
-    end it ignores further input.
+    Times are seconds on the manager node's clock (simulated time when ``use_sim_time``). Every
+    ``on_*``/``check``/``abort``/``fail``/``stop`` method returns an :class:`EpisodeResult` the
+    first time the episode ends and ``None`` otherwise; after the end it ignores further input.
     """
 
     episode: int
     start_s: float
     config: EpisodeConfig
-    watched: tuple = ()
-    start_wall_s: float = 0.0
     steps: int = 0
     result: EpisodeResult = None
     _success_run: int = 0
-    _last_seen: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        # Inputs count from the start: one that never arrives is lost after node_timeout_s.
-        self._last_seen = {name: self.start_wall_s for name in self.watched}
 
     @property
     def done(self):
@@ -151,25 +146,6 @@ class Episode:
             return self._end('success', now_s, f'p={probability:.2f}')
         return None
 
-    def seen(self, name, wall_s):
-        """Record that input ``name`` (one of ``watched``) was received at wall time ``wall_s``."""
-        if name in self._last_seen:
-            self._last_seen[name] = max(self._last_seen[name], wall_s)
-
-    def stale_inputs(self, wall_s):
-        """Return the watched inputs silent for longer than ``node_timeout_s`` (wall time)."""
-        return sorted(n for n, t in self._last_seen.items()
-                      if wall_s - t > self.config.node_timeout_s)
-
-    def check_inputs(self, now_s, wall_s):
-        """Periodic liveness check: ends the episode as ``node_lost`` if an input went silent."""
-        if self.done:
-            return None
-        stale = self.stale_inputs(wall_s)
-        if stale:
-            return self._end('node_lost', now_s, 'no data from: ' + ', '.join(stale))
-        return None
-
     def check(self, now_s):
         """Periodic check: ends the episode once ``timeout_s`` has elapsed (node clock)."""
         if self.done:
@@ -179,10 +155,17 @@ class Episode:
         return None
 
     def abort(self, now_s, detail):
-        """End the episode because part of the stack failed (``node_lost``, truncated)."""
+        """End the episode because a required node went silent (``node_lost``, truncated)."""
         if self.done:
             return None
         return self._end('node_lost', now_s, detail)
+
+    def fail(self, now_s, detail):
+        """End the episode because a required node reports a fault (``failed``, truncated),
+        e.g. the logger can no longer write it."""
+        if self.done:
+            return None
+        return self._end('failed', now_s, detail)
 
     def stop(self, now_s, reason='operator'):
         """End the episode at an operator's request (truncated)."""

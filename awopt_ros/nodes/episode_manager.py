@@ -1,11 +1,19 @@
 """episode_manager: reset -> enable -> run -> done, one episode at a time.
 
 Services ``/episode/start`` (refused until the reset/enable services are up and, with
-``wait_for_logger``, the logger reports its inputs flowing; the reset waits for the reply to
+``wait_for_logger``, the logger reports its inputs flowing; refused while a required node is
+silent or the logger does not accept episodes; the reset waits for the reply to
 the previous episode's disable call; the ``start`` event follows the arm's enable reply, so
 every step of the episode reaches a live arm) and ``/episode/stop`` (std_srvs/Trigger); events on
-``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md). The decisions live in
-:mod:`awopt_ros.core.episode`; this node only wires topics and services to it.
+``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md).
+
+Required nodes are watched all the time, not only during episodes: the camera (its
+``camera_info``), ``/joint_states``, the camera pipeline (``/policy/image``), the policy
+(``/policy/action``) and, with ``wait_for_logger``, the logger (its 1 Hz ``/diagnostics``
+status). One silent for longer than its timeout ends a running episode as ``node_lost`` naming
+it; a logger that reports ``accepting_episodes: false`` (disk nearly full, write error) ends it
+as ``failed`` with its reason. The decisions live in :mod:`awopt_ros.core.episode` and
+:mod:`awopt_ros.core.liveness`; this node only wires topics and services to them.
 """
 import json
 import time
@@ -13,17 +21,23 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32, String
 from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.core.episode import Episode, EpisodeConfig
+from awopt_ros.core.liveness import SILENT, NodeMonitor
 from awopt_ros.ros import convert, qos
-from awopt_ros.ros.diagnostics import logger_ready, parse_values
+from awopt_ros.ros.diagnostics import logger_ready, logger_refusal, parse_values
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
 
-WATCHED = ('camera', 'joint_states', 'policy')
+#: Required nodes watched with ``node_timeout_s``, and what is heard from each. Their data
+#: pause while the simulator resets, so each counts as heard from at an episode's start.
+WATCHED = {'camera': '/camera/color/camera_info', 'joint_states': '/joint_states',
+           'camera_pipeline': '/policy/image', 'policy': '/policy/action'}
+#: The logger is heard from through its diagnostics status (1 Hz), with ``logger_timeout_s``.
+LOGGER_SIGNAL = "/diagnostics status 'logger'"
 
 
 class EpisodeManagerNode(Node):
@@ -42,8 +56,10 @@ class EpisodeManagerNode(Node):
             success_debounce=declare(self, 'success_debounce_steps', 2,
                                      'Consecutive success samples needed.', low=1, high=100),
             node_timeout_s=declare(self, 'node_timeout_s', 2.0,
-                                   'Camera, joint states or policy silent this long ends the '
-                                   'episode as node_lost (s).', low=0.1, high=60.0),
+                                   'Camera, joint states, camera pipeline (/policy/image) or '
+                                   'policy (/policy/action) silent this long (s, wall) ends '
+                                   'a running episode as node_lost and refuses '
+                                   '/episode/start.', low=0.1, high=60.0),
         )
         self.reset_timeout_s = declare(self, 'reset_timeout_s', 10.0,
                                        'Time allowed for the reset service (s, wall).',
@@ -64,9 +80,25 @@ class EpisodeManagerNode(Node):
             "Refuse /episode/start ('logger not available') until the logger's /diagnostics "
             'report camera frames, policy images, actions and joint states received, so its '
             'bag and dataset hold every episode from the first step (DDS discovery can take '
-            'a second per topic after start-up); false for a stack without a logger.',
-            read_only=True)
+            'a second per topic after start-up). The logger is then a required node: '
+            'start refused and a running episode ended (node_lost) when its diagnostics stop '
+            'for logger_timeout_s, start refused and a running episode ended (failed) while '
+            'it reports accepting_episodes false (disk nearly full, write error). false for a '
+            'stack without a logger.', read_only=True)
+        logger_timeout_s = declare(
+            self, 'logger_timeout_s', 3.0,
+            "The logger's /diagnostics (1 Hz) silent this long (s, wall) means a dead logger "
+            '(with wait_for_logger).', low=0.5, high=600.0, read_only=True)
         self.logger_ready = False
+        timeouts = dict.fromkeys(WATCHED, self.config.node_timeout_s)
+        signals = dict(WATCHED)
+        if self.wait_for_logger:
+            timeouts['logger'] = logger_timeout_s
+            signals['logger'] = LOGGER_SIGNAL
+        self.monitor = NodeMonitor(timeouts, signals)
+        # Nodes that keep episodes from starting, logged on change; None until every required
+        # node has been heard from (start-up).
+        self.problem_nodes = None
 
         self.episode_index = 0
         self.episode = None        # Episode while running
@@ -93,6 +125,9 @@ class EpisodeManagerNode(Node):
                                  lambda _: self._seen('joint_states'), qos.SENSOR)
         self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera,
                                  qos.SENSOR)
+        # Serialized (raw): only its arrival matters.
+        self.create_subscription(Image, '/policy/image', lambda _: self._seen('camera_pipeline'),
+                                 qos.SENSOR, raw=True)
         if self.wait_for_logger:
             self._diag_sub = self.create_subscription(DiagnosticArray, '/diagnostics',
                                                       self._on_diagnostics, 50)
@@ -119,6 +154,11 @@ class EpisodeManagerNode(Node):
                 response.message = json.dumps(
                     {'error': f'service {client.srv_name} not available'})
                 return response
+        refusal = self.monitor.start_refusal(time.monotonic())
+        if refusal is not None:
+            response.success = False
+            response.message = json.dumps(refusal)
+            return response
         if self.wait_for_logger and not self.logger_ready:
             response.success = False
             response.message = json.dumps(
@@ -187,8 +227,8 @@ class EpisodeManagerNode(Node):
             return
         # Announce the episode as the arm goes live, so the logger records from its start.
         start_s = self._enable_stamp(result.message, self._now_s())
-        self.episode = Episode(self.episode_index, start_s, self.config, watched=WATCHED,
-                               start_wall_s=time.monotonic())
+        self.episode = Episode(self.episode_index, start_s, self.config)
+        self.monitor.expect_from(WATCHED, time.monotonic())   # paused by the reset
         self.fresh_frame = False
         self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
                        'stamp_s': start_s})
@@ -218,14 +258,16 @@ class EpisodeManagerNode(Node):
         for status in msg.status:
             if status.name != 'logger':
                 continue
-            if logger_ready(parse_values(status)) and not self.logger_ready:
+            values = parse_values(status)
+            self.monitor.seen('logger', time.monotonic())
+            self.monitor.set_refusing('logger', logger_refusal(values, status.message))
+            if logger_ready(values) and not self.logger_ready:
                 self.logger_ready = True
                 self.get_logger().info('logger receives every input it records: episodes '
                                        'may start')
 
     def _seen(self, name):
-        if self.episode is not None:
-            self.episode.seen(name, time.monotonic())
+        self.monitor.seen(name, time.monotonic())
 
     def _on_camera(self, msg):
         self._seen('camera')
@@ -234,6 +276,7 @@ class EpisodeManagerNode(Node):
 
     def _on_action(self, msg):
         if self.episode is None:
+            self._seen('policy')   # between episodes: the policy acts on every frame
             return
         # Actions computed on frames from before the episode started are not its steps, nor
         # is one on a frame stamped at the start itself: under a paused simulated clock
@@ -266,9 +309,17 @@ class EpisodeManagerNode(Node):
     def _on_timer(self):
         if self.episode is not None:
             now = self._now_s()
-            self._finish(self.episode.check_inputs(now, time.monotonic())
-                         or self.episode.check(now))
-        elif self.pending is not None and (
+            problem = self.monitor.episode_problem(time.monotonic())
+            if problem is None:
+                self._finish(self.episode.check(now))
+            elif problem[0] == 'failed':
+                self._finish(self.episode.fail(now, problem[1]))
+            else:
+                self._finish(self.episode.abort(now, problem[1]))
+            return
+        if self.pending is None:   # (a reset pauses the simulator's data)
+            self._report_problems()
+        if self.pending is not None and (
                 time.monotonic() - self.start_request_s > self.reset_timeout_s):
             self.get_logger().error(f'start sequence stuck in {self.pending}')
             self._abort_start(f'{self.pending} timed out')
@@ -277,6 +328,21 @@ class EpisodeManagerNode(Node):
             self.get_logger().warning(f'no reply from {self.reset_client.srv_name} within '
                                       f'{self.reset_retry_s} s: sending the reset again')
             self._send_reset()
+
+    def _report_problems(self):
+        """Log (once per change) which required nodes keep episodes from starting."""
+        refusal = self.monitor.start_refusal(time.monotonic())
+        nodes = tuple(refusal['nodes']) if refusal is not None else ()
+        if self.problem_nodes is None and (refusal is None or refusal['kind'] == SILENT):
+            # Start-up: nodes not heard from yet are expected, not worth a warning.
+            self.problem_nodes = None if refusal is not None else ()
+            return
+        if nodes != self.problem_nodes:
+            if refusal is not None:
+                self.get_logger().warning(f'episodes refused: {refusal["error"]}')
+            elif self.problem_nodes:   # neither None (start-up) nor ()
+                self.get_logger().info('every required node is live again: episodes may start')
+            self.problem_nodes = nodes
 
     # -- end ---------------------------------------------------------------------------------
     def _finish(self, result):

@@ -36,3 +36,32 @@ def logger_ready(values):
         return all(int(values.get(key, 0)) > 0 for key in LOGGER_READY_KEYS)
     except (TypeError, ValueError):
         return False
+
+
+def logger_refusal(values, message=''):
+    """Return why the logger does not accept episodes, or None when it does.
+
+    Args:
+        values: the logger's diagnostics values (dict of str, as from :func:`parse_values`):
+            ``accepting_episodes`` ('true'/'false'; absent: accepting, a logger without the
+            check), ``free_disk_mb`` and ``min_free_disk_mb`` (float text, MB) and
+            ``write_errors`` (int text).
+        message: the status message, which gives the reason when it does not accept (e.g.
+            ``'only 3.2 MB free on /x/runs (min_free_disk_mb 50)'`` or ``'write error: ...'``).
+
+    Returns:
+        str | None: the reason (the message, else one built from the values).
+    """
+    if str(values.get('accepting_episodes', 'true')).strip().lower() not in (
+            'false', '0', 'no'):
+        return None
+    if message:
+        return message
+    parts = []
+    free, low = values.get('free_disk_mb'), values.get('min_free_disk_mb')
+    if free is not None:
+        parts.append(f'{free} MB free' + (f' (min_free_disk_mb {low})' if low is not None
+                                          else ''))
+    if values.get('write_errors') not in (None, '0', 0):
+        parts.append(f'{values["write_errors"]} write errors')
+    return ', '.join(parts) or 'the logger reports accepting_episodes false'

@@ -1,0 +1,165 @@
+"""Which required nodes are silent or refuse episodes (ROS-free; used by the episode manager).
+
+The episode manager hears from every node an episode needs through one signal each, on a wall
+clock (a dead simulator stops the simulated clock, and with it any check on that clock):
+
+===============  ==============================================  ====================
+node             signal                                          silent after
+===============  ==============================================  ====================
+camera           ``/camera/color/camera_info`` (every frame)     ``node_timeout_s``
+joint_states     ``/joint_states``                               ``node_timeout_s``
+camera_pipeline  ``/policy/image``                               ``node_timeout_s``
+policy           ``/policy/action`` (in an episode: its steps)   ``node_timeout_s``
+logger           its ``/diagnostics`` status (1 Hz)              ``logger_timeout_s``
+===============  ==============================================  ====================
+
+A node may also say it does not accept episodes (the logger, when its disk is nearly full or a
+write failed): :meth:`NodeMonitor.set_refusing`. :meth:`NodeMonitor.start_refusal` tells
+whether an episode may start; :meth:`NodeMonitor.episode_problem` whether a running one must
+end (``node_lost`` for a silent node, ``failed`` for a refusing one).
+"""
+from dataclasses import dataclass
+
+SILENT, REFUSING = 'silent', 'refusing'
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One node that an episode cannot run without, and why.
+
+    Attributes:
+        node: the node's name (a key of the monitor's timeouts).
+        kind: :data:`SILENT` (nothing heard for longer than its timeout, or never) or
+            :data:`REFUSING` (it reports that it does not accept episodes).
+        detail: human-readable reason, e.g. ``'no /policy/action for 3.1 s'``.
+    """
+
+    node: str
+    kind: str
+    detail: str
+
+
+class NodeMonitor:
+    """When each required node was last heard from, and whether it accepts episodes.
+
+    Args:
+        timeouts_s: {node name: seconds of silence after which the node counts as dead (> 0)}.
+        signals: optional {node name: what is heard from it, e.g. a topic}, for messages.
+
+    Raises:
+        ValueError: no nodes, an empty name or a timeout that is not > 0.
+    """
+
+    def __init__(self, timeouts_s, signals=None):
+        if not timeouts_s:
+            raise ValueError('NodeMonitor needs at least one node to watch')
+        for name, timeout_s in timeouts_s.items():
+            if not name:
+                raise ValueError('node names must not be empty')
+            if not float(timeout_s) > 0.0:
+                raise ValueError(f'timeout for {name} must be > 0 s, got {timeout_s}')
+        self.timeouts_s = {name: float(t) for name, t in timeouts_s.items()}
+        self.signals = dict(signals or {})
+        self._last = dict.fromkeys(self.timeouts_s)     # wall s, None: never heard from
+        self._refusing = {}                              # node -> reason
+
+    @property
+    def nodes(self):
+        """The watched node names, in the order given."""
+        return tuple(self.timeouts_s)
+
+    def seen(self, name, wall_s):
+        """Record a message from ``name`` at wall time ``wall_s`` (s); other names are ignored."""
+        if name in self._last:
+            last = self._last[name]
+            self._last[name] = wall_s if last is None else max(last, wall_s)
+
+    def expect_from(self, names, wall_s):
+        """Count ``names`` as heard from at ``wall_s``, unless heard from later.
+
+        For inputs that pause for a known reason (the simulator's reset between the start
+        request and the episode's start): each then has its full timeout from ``wall_s``.
+        """
+        for name in names:
+            if name in self._last:
+                self.seen(name, wall_s)
+
+    def set_refusing(self, name, reason):
+        """Record whether ``name`` refuses episodes: ``reason`` (str) when it does, None when
+        it accepts them again. Unknown names are ignored."""
+        if name not in self._last:
+            return
+        if reason is None:
+            self._refusing.pop(name, None)
+        else:
+            self._refusing[name] = str(reason) or 'no reason given'
+
+    def age_s(self, name, wall_s):
+        """Seconds since ``name`` was last heard from at ``wall_s``; None if never."""
+        last = self._last[name]
+        return None if last is None else wall_s - last
+
+    def _signal(self, name):
+        return self.signals.get(name, 'data')
+
+    def silent(self, wall_s):
+        """Return a :class:`Problem` for each node silent for longer than its timeout (or never
+        heard from), in the order of ``timeouts_s``."""
+        out = []
+        for name, timeout_s in self.timeouts_s.items():
+            age = self.age_s(name, wall_s)
+            if age is None:
+                out.append(Problem(name, SILENT, f'nothing received on {self._signal(name)}'))
+            elif age > timeout_s:
+                out.append(Problem(name, SILENT, f'no {self._signal(name)} for {age:.1f} s'))
+        return out
+
+    def problems(self, wall_s):
+        """Return every :class:`Problem`: silent nodes, then nodes (not silent) that refuse
+        episodes (a silent node's last word is stale)."""
+        silent = self.silent(wall_s)
+        dead = {p.node for p in silent}
+        return silent + [Problem(name, REFUSING, reason)
+                         for name, reason in self._refusing.items() if name not in dead]
+
+    def start_refusal(self, wall_s):
+        """Return why an episode may not start now, or None when every node is live and none
+        refuses.
+
+        Returns:
+            dict | None: JSON-ready ``{'error': text, 'nodes': [names], 'kind': kind}``
+            (kind :data:`SILENT` or :data:`REFUSING`). For silent nodes the
+            text says ``'<nodes> not available: ...'`` (a client may ask again: a node can be
+            silent for a moment while the stack starts); for a refusing node
+            ``'<node> does not accept episodes: <reason>'`` (asking again does not help until
+            the cause is fixed, e.g. disk space freed).
+        """
+        problems = self.problems(wall_s)
+        if not problems:
+            return None
+        silent = [p for p in problems if p.kind == SILENT]
+        if silent:
+            names = ', '.join(p.node for p in silent)
+            reasons = '; '.join(f'{p.node}: {p.detail}' for p in silent)
+            return {'error': f'{names} not available ({reasons}): is the node running?',
+                    'nodes': [p.node for p in silent], 'kind': SILENT}
+        p = problems[0]
+        return {'error': f'{p.node} does not accept episodes: {p.detail}', 'nodes': [p.node],
+                'kind': REFUSING}
+
+    def episode_problem(self, wall_s):
+        """Return why a running episode must end now, or None.
+
+        Returns:
+            tuple | None: ``('node_lost', detail)`` when nodes went silent (detail
+            ``'no data from: <node> (<reason>), ...'``) or ``('failed', '<node>: <reason>')``
+            when a node refuses episodes (e.g. the logger after a write error).
+        """
+        problems = self.problems(wall_s)
+        silent = [p for p in problems if p.kind == SILENT]
+        if silent:
+            return 'node_lost', 'no data from: ' + ', '.join(
+                f'{p.node} ({p.detail})' for p in silent)
+        if problems:
+            return 'failed', f'{problems[0].node}: {problems[0].detail}'
+        return None

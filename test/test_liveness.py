@@ -1,0 +1,102 @@
+"""Which required nodes are silent or refuse episodes (core.liveness), and the logger's
+diagnostics contract (ros.diagnostics.logger_refusal); plain pytest, no ROS graph."""
+import pytest
+
+from awopt_ros.core.liveness import REFUSING, SILENT, NodeMonitor, Problem
+from awopt_ros.ros.diagnostics import logger_refusal
+
+DISK = 'only 3.2 MB free on /x/runs (min_free_disk_mb 50)'
+
+
+def make():
+    return NodeMonitor({'policy': 2.0, 'logger': 3.0},
+                       {'policy': '/policy/action', 'logger': 'diagnostics'})
+
+
+def test_never_heard_from_is_silent_and_refuses_the_start():
+    m = make()
+    assert [p.node for p in m.silent(100.0)] == ['policy', 'logger']
+    refusal = m.start_refusal(100.0)
+    assert refusal['nodes'] == ['policy', 'logger'] and refusal['kind'] == SILENT
+    assert refusal['error'].startswith('policy, logger not available (policy: nothing '
+                                       'received on /policy/action; logger: nothing received')
+    m.seen('policy', 100.0)
+    m.seen('logger', 100.0)
+    assert m.start_refusal(100.5) is None and m.episode_problem(100.5) is None
+
+
+def test_each_node_has_its_own_timeout_on_the_wall_clock():
+    m = make()
+    m.seen('policy', 100.0)
+    m.seen('logger', 100.0)
+    assert m.silent(102.0) == []                         # 2.0 s is not longer than 2.0 s
+    assert m.silent(102.5) == [Problem('policy', SILENT, 'no /policy/action for 2.5 s')]
+    m.seen('policy', 102.4)
+    m.seen('policy', 101.0)                              # late message: never goes back
+    assert m.age_s('policy', 102.5) == pytest.approx(0.1)
+    outcome, detail = m.episode_problem(103.5)           # logger silent 3.5 s > 3.0 s
+    assert outcome == 'node_lost'
+    assert detail == 'no data from: logger (no diagnostics for 3.5 s)'
+    assert m.start_refusal(103.5)['nodes'] == ['logger']
+    m.seen('camera', 103.5)                              # not watched: ignored
+    assert 'camera' not in m.nodes
+
+
+def test_refusing_node_fails_an_episode_and_refuses_the_start_without_retry():
+    m = make()
+    m.seen('policy', 100.0)
+    m.seen('logger', 100.0)
+    m.set_refusing('logger', DISK)
+    assert m.problems(100.5) == [Problem('logger', REFUSING, DISK)]
+    refusal = m.start_refusal(100.5)
+    assert refusal == {'error': f'logger does not accept episodes: {DISK}',
+                       'nodes': ['logger'], 'kind': REFUSING}
+    assert 'not available' not in refusal['error']       # EpisodeClient does not ask again
+    assert m.episode_problem(100.5) == ('failed', f'logger: {DISK}')
+    m.set_refusing('logger', '')                         # a refusal without a reason
+    assert m.problems(100.5)[0].detail == 'no reason given'
+    m.set_refusing('logger', None)                       # accepts again
+    assert m.start_refusal(100.5) is None
+    m.set_refusing('unknown', 'x')                       # not watched: ignored
+    assert m.problems(100.5) == []
+
+
+def test_a_silent_node_outranks_its_last_refusal():
+    m = make()
+    m.seen('policy', 100.0)
+    m.seen('logger', 100.0)
+    m.set_refusing('logger', DISK)
+    m.seen('policy', 104.0)
+    assert m.episode_problem(104.0) == ('node_lost',
+                                        'no data from: logger (no diagnostics for 4.0 s)')
+    assert m.start_refusal(104.0)['kind'] == SILENT
+
+
+def test_expect_from_restarts_the_timeout_of_paused_inputs():
+    m = make()
+    m.seen('policy', 100.0)
+    m.seen('logger', 100.0)
+    m.expect_from(('policy', 'camera'), 105.0)           # the reset paused the policy
+    assert [p.node for p in m.silent(106.0)] == ['logger']
+    m.expect_from(('policy',), 104.0)                    # earlier than heard: no change
+    assert m.age_s('policy', 106.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize('timeouts', [{}, {'policy': 0.0}, {'policy': -1.0}, {'': 1.0}])
+def test_bad_monitor_config_raises(timeouts):
+    with pytest.raises(ValueError):
+        NodeMonitor(timeouts)
+
+
+def test_logger_refusal_reads_the_loggers_diagnostics():
+    ok = {'accepting_episodes': 'true', 'free_disk_mb': '5000.0', 'min_free_disk_mb': '50',
+          'write_errors': '0'}
+    assert logger_refusal(ok, '') is None
+    assert logger_refusal({}, 'idle') is None            # a logger without the check
+    refusing = dict(ok, accepting_episodes='false', free_disk_mb='3.2')
+    assert logger_refusal(refusing, DISK) == DISK
+    assert logger_refusal(refusing, '') == '3.2 MB free (min_free_disk_mb 50)'
+    assert logger_refusal({'accepting_episodes': 'False', 'write_errors': '2'}) == \
+        '2 write errors'
+    assert logger_refusal({'accepting_episodes': 'false'}) == \
+        'the logger reports accepting_episodes false'
