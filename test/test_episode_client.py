@@ -1,10 +1,13 @@
-"""EpisodeClient follows the policy node's /policy/model_info (in process, private Context)."""
+"""EpisodeClient follows the policy node's /policy/model_info and collects the camera frames'
+stamps (in process, private Context)."""
 import json
 
 import rclpy
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 
-from awopt_ros.ros import qos
+from awopt_ros.nodes.scripted_policy import ScriptedPolicyNode
+from awopt_ros.ros import convert, qos
 from awopt_ros.ros.episode_client import EpisodeClient
 
 
@@ -30,4 +33,34 @@ def test_wait_model_newer_follows_the_policys_model_version(ros_context):
         assert client.wait_model_newer(4, 5.0, alive=lambda: False) is None
     finally:
         policy.destroy_node()
+        client.destroy_node()
+
+
+def test_the_scripted_policys_model_info_is_readable(ros_context):
+    # Every collect warned "unreadable /policy/model_info" on the scripted policy's info.
+    client = EpisodeClient(context=ros_context)
+    scripted = ScriptedPolicyNode(context=ros_context)
+    try:
+        assert client.spin_until(lambda: client.model_info is not None, 10.0)
+        assert client.model_info['kind'] == 'scripted' and client.model_version == 0
+        assert client.wait_model_newer(None, 1.0)['kind'] == 'scripted'
+    finally:
+        scripted.destroy_node()
+        client.destroy_node()
+
+
+def test_camera_info_stamps_are_collected(ros_context):
+    client = EpisodeClient(context=ros_context)
+    camera = rclpy.create_node('fake_camera', context=ros_context)
+    pub = camera.create_publisher(CameraInfo, '/camera/color/camera_info', qos.SENSOR)
+    try:
+        assert client.spin_until(lambda: pub.get_subscription_count() > 0, 10.0)
+        for ns in (1_500_000_000, 1_600_000_001):
+            msg = CameraInfo(width=640, height=480)
+            msg.header.stamp = convert.s_to_stamp(ns * 1e-9)
+            pub.publish(msg)
+        assert client.spin_until(lambda: len(client.camera_stamps_ns) == 2, 10.0)
+        assert client.camera_stamps_ns == [1_500_000_000, 1_600_000_001]
+    finally:
+        camera.destroy_node()
         client.destroy_node()

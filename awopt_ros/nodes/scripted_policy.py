@@ -64,7 +64,10 @@ class ScriptedPolicyNode(Node):
         self.goal_pub = self.create_publisher(PoseStamped, GRASP_GOAL, qos.COMMAND)
         self.proprio_pub = proprio_publisher(self)
         info = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
-        info.publish(String(data=json.dumps({'kind': 'scripted', 'noise_std_m': noise,
+        # model_version: the field every /policy/model_info carries (the learned policy counts
+        # its hot swaps in it); a scripted policy never swaps, so it stays 0.
+        info.publish(String(data=json.dumps({'kind': 'scripted', 'model_version': 0,
+                                             'noise_std_m': noise,
                                              'slip_probability': slip, 'seed': seed,
                                              'lift_rule': self.policy.lift_rule,
                                              'grasp_goal_topic': GRASP_GOAL,

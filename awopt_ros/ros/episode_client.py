@@ -3,8 +3,11 @@
 Used by ``awopt demo``, ``awopt collect`` and ``awopt bench`` (and the integration tests): it
 calls ``/episode/start``, waits for the matching ``end`` event on ``/episode/event``, and
 gathers frame-to-command latencies, the simulator's and logger's counters, the paths of the
-saved bags and dataset, and the policy node's latest ``/policy/model_info`` (which model
-version runs, for runs that wait for a finetuner's next export).
+saved bags and dataset, the policy node's latest ``/policy/model_info`` (which model
+version runs, for runs that wait for a finetuner's next export) and the stamps of the camera
+frames published (one ``/camera/color/camera_info`` goes with each frame; the small message
+stands for the image, so that the client does not take every image), to count the frames an
+episode's bag lacks (:func:`awopt_ros.core.report.frame_accounting`).
 """
 import json
 import time
@@ -12,6 +15,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
@@ -29,6 +33,7 @@ class EpisodeClient(Node):
         self.latencies_ms = []       # /arm/frame_to_command_ms samples while episodes ran
         self.counters = {}           # diagnostic status name -> latest values dict
         self.model_info = None       # latest /policy/model_info dict (None: none received)
+        self.camera_stamps_ns = []   # header stamps (int ns) of every camera_info received
         self.recording = False
         self.start_client = self.create_client(Trigger, '/episode/start')
         self.stop_client = self.create_client(Trigger, '/episode/stop')
@@ -38,6 +43,8 @@ class EpisodeClient(Node):
                                  qos.COMMAND)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self.create_subscription(String, '/policy/model_info', self._on_model_info, qos.LATCHED)
+        self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera_info,
+                                 qos.RECORD_SENSOR)
         self.executor_ = SingleThreadedExecutor(context=self.context)
         self.executor_.add_node(self)
 
@@ -57,6 +64,10 @@ class EpisodeClient(Node):
     def _on_latency(self, msg):
         if self.recording:
             self.latencies_ms.append(float(msg.data))
+
+    def _on_camera_info(self, msg):
+        self.camera_stamps_ns.append(msg.header.stamp.sec * 1_000_000_000
+                                     + msg.header.stamp.nanosec)
 
     def _on_diagnostics(self, msg):
         for status in msg.status:
