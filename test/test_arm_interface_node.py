@@ -292,7 +292,7 @@ def test_conflicting_gripper_bits_reopen_only_an_empty_gripper(harness_factory, 
     """Open and close set together: a gripper that /joint_states shows closed on nothing (a
     missed grasp) reopens, one holding an object (fingers stopped short) stays closed, an
     open one stays open; with reopen_empty_gripper false, close always wins (the rule before
-    session 17)."""
+    2026-12-03)."""
     h = harness_factory([Parameter('reopen_empty_gripper', value=reopen)])
     h.enable(True)
     torn = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]

@@ -293,7 +293,7 @@ def test_exported_actor_outputs_its_discrete_probabilities(files, obs, tmp_path)
 
 
 def test_actor_exported_without_probabilities_still_loads_and_acts(obs, tmp_path):
-    """Exports before session 12 have the ``action`` output only: they load, act, and give
+    """Exports from before 2026-12-02 have the ``action`` output only: they load, act, and give
     no probabilities (sampling then keeps their thresholded bits)."""
     import io
 
