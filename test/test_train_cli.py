@@ -143,27 +143,34 @@ def test_resume_continues_from_checkpoint_step(dataset, tmp_path, capsys):
     assert 'resuming awac' in capsys.readouterr().out
 
     assert train(dataset, '--preset', 'awopt', '--out', out, '--checkpoint', ckpt,
-                 '--steps', 6, '--resume', *TINY) == 1
+                 '--steps', 6, '--resume', *TINY) == 2
     assert "is preset 'awac', not 'awopt'" in capsys.readouterr().err
     assert train(dataset, '--preset', 'awac', '--out', out, '--checkpoint',
-                 tmp_path / 'missing.pt', '--steps', 6, '--resume', *TINY) == 1
-    assert 'checkpoint not found' in capsys.readouterr().err
+                 tmp_path / 'missing.pt', '--steps', 6, '--resume', *TINY) == 2
+    err = capsys.readouterr().err
+    assert 'argument --checkpoint: checkpoint not found' in err and len(err.splitlines()) == 1
+    assert train(dataset, '--preset', 'awac', '--steps', 6, '--resume', *TINY) == 2
+    assert 'argument --resume: needs --out' in capsys.readouterr().err
 
 
 def test_clear_errors(dataset, tmp_path, capsys):
-    assert train(dataset, '--preset', 'sac', '--out', tmp_path / 'x.onnx') == 1
+    assert train(dataset, '--preset', 'sac', '--out', tmp_path / 'x.onnx') == 2
     err = capsys.readouterr().err
+    assert err.startswith('awopt train: error: argument --preset:')
     assert "unknown preset 'sac'" in err and 'awopt_no_pf' in err and 'bc-learner' in err
     assert train(dataset, '--preset', 'awopt', '--image-size', 64, '--out',
-                 tmp_path / 'x.onnx', '--steps', 1, *TINY) == 1
-    assert 'dataset images are 16x16' in capsys.readouterr().err
+                 tmp_path / 'x.onnx', '--steps', 1, *TINY) == 2
+    assert 'argument --image-size: dataset images are 16x16' in capsys.readouterr().err
     assert cli.main(['train', '--dataset-root', str(tmp_path), '--dataset-id',
                      'awopt/none-v0', '--preset', 'awopt', '--out', str(tmp_path / 'x.onnx'),
-                     *TINY]) == 1
-    assert capsys.readouterr().err.startswith('awopt train:')
+                     *TINY]) == 2
+    assert capsys.readouterr().err.startswith('awopt train: error: argument --dataset-id:')
     assert train(dataset, '--preset', 'awopt', '--out', tmp_path / 'x.onnx', '--steps', 1,
-                 *TINY, '--set', 'gamma=7') == 1
+                 *TINY, '--set', 'gamma=7') == 2
     assert 'LearnerConfig.gamma' in capsys.readouterr().err
+    assert train(dataset, '--preset', 'awopt', '--out', tmp_path / 'x.onnx', '--steps', 1,
+                 *TINY, '--set', 'gamma') == 2
+    assert 'argument --set: --set needs FIELD=VALUE' in capsys.readouterr().err
     assert not (tmp_path / 'x.onnx').exists()
 
 
@@ -198,3 +205,134 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     train_cli.atomic_write(path, lambda tmp: tmp.write_text('new'))
     assert path.read_text() == 'new' and os.listdir(tmp_path) == ['m.onnx']
     assert not train_cli.temp_path(path).name.endswith('.onnx')
+
+
+# -- outputs: nothing shipped is overwritten (issue 21, defect 6) ------------------------------
+
+def _files(folder):
+    """Return {relative path: bytes} of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A stand-in package share dir with the shipped models' names, made the cwd: the README's
+    commands run as a user would in the source tree, without touching the real models/."""
+    from awopt_ros.core import paths
+    from conftest import ROOT
+    share = tmp_path / 'share'
+    (share / 'models').mkdir(parents=True)
+    for name in sorted(p.name for p in (ROOT / 'models').iterdir() if p.is_file()):
+        (share / 'models' / name).write_bytes(b'shipped ' + name.encode())
+    monkeypatch.setattr(paths, 'share_dir', lambda: share)
+    monkeypatch.chdir(share)
+    real = _files(ROOT / 'models')
+    yield share
+    assert _files(ROOT / 'models') == real        # the repository's models are untouched
+
+
+def test_readme_train_commands_leave_shipped_models_alone(dataset, shipped, capsys):
+    before = _files(shipped / 'models')
+    # README: awopt train --dataset-root runs/collect --dataset-id ID --out models/grasp_bc.onnx
+    bc = ['--dataset-root', str(dataset), '--dataset-id', DATASET_ID, '--steps', '2',
+          '--batch-size', '8', '--channels', '4', '--hidden', '16', '--threads', '1',
+          '--eval-every', '1', '--no-progress']
+    assert cli.main(['train', *bc, '--out', 'models/grasp_bc.onnx']) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()] and 'Traceback' not in err
+    assert err.startswith('awopt train: error: argument --out: models/grasp_bc.onnx would be '
+                          'overwritten (a shipped model file); pass --force')
+    # README: awopt train --preset awopt --dataset-root R --dataset-id ID --steps 10000
+    assert train(dataset, '--preset', 'awopt', '--steps', 2, *TINY) == 0
+    assert _files(shipped / 'models') == before
+    runs = list((shipped / 'runs' / 'train').iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith('awopt-')
+    assert {p.name for p in runs[0].iterdir()} == {
+        'grasp_awopt.onnx', 'grasp_awopt_critic_encoder.onnx', 'grasp_awopt_critic_head.onnx',
+        'grasp_awopt_checkpoint.pt', 'grasp_awopt_loss.png', 'grasp_awopt_summary.json'}
+    assert cli.main(['train', *bc]) == 0                    # bc default: a run folder too
+    assert _files(shipped / 'models') == before
+    assert sorted(p.name.split('-')[0] for p in (shipped / 'runs' / 'train').iterdir()) == [
+        'awopt', 'bc']
+
+    # --out into models/ for the preset: refused, naming the first file that exists
+    assert train(dataset, '--preset', 'awopt', '--out', 'models/grasp_awopt.onnx',
+                 '--steps', 2, *TINY) == 2
+    assert 'argument --out: models/grasp_awopt.onnx would be overwritten' in \
+        capsys.readouterr().err
+    assert train(dataset, '--preset', 'awopt', '--out', 'models/new.onnx', '--checkpoint',
+                 'models/grasp_awopt_checkpoint.pt', '--steps', 2, *TINY) == 2
+    assert 'argument --checkpoint: models/grasp_awopt_checkpoint.pt' in capsys.readouterr().err
+    assert _files(shipped / 'models') == before
+
+    # --force writes over the shipped model
+    assert cli.main(['train', *bc, '--out', 'models/grasp_bc.onnx', '--force']) == 0
+    assert read_contract(shipped / 'models' / 'grasp_bc.onnx')['algorithm'] == 'bc'
+    assert json.loads((shipped / 'models' / 'grasp_bc_summary.json').read_text())['model'] \
+        == 'models/grasp_bc.onnx'
+
+
+def test_existing_outputs_need_force_and_resume_keeps_only_its_own(dataset, tmp_path, capsys,
+                                                                   shipped):
+    out = tmp_path / 'run' / 'grasp_bc.onnx'
+    args = ['--out', out, '--steps', 2, '--batch-size', 8, '--channels', 4, '--hidden', 16,
+            '--threads', 1, '--eval-every', 1, '--no-progress']
+    assert train(dataset, *args) == 0
+    written = _files(out.parent)
+    assert train(dataset, *args) == 2                  # a second run: refused before training
+    assert f'argument --out: {out} would be overwritten (it exists)' in capsys.readouterr().err
+    assert _files(out.parent) == written
+    for name in ('grasp_bc.onnx', 'grasp_bc_loss.png'):
+        (out.parent / name).unlink()                   # the summary alone still stops it
+    assert train(dataset, *args) == 2
+    assert 'grasp_bc_summary.json would be overwritten' in capsys.readouterr().err
+    assert train(dataset, *args, '--force') == 0
+
+    # --resume replaces its own run's files, but never a shipped checkpoint without --force
+    ck = tmp_path / 'ck' / 'a.onnx'
+    assert train(dataset, '--preset', 'awac', '--out', ck, '--steps', 2, *TINY) == 0
+    assert train(dataset, '--preset', 'awac', '--out', ck, '--steps', 3, *TINY) == 2
+    assert train(dataset, '--preset', 'awac', '--out', ck, '--steps', 3, '--resume',
+                 *TINY) == 0
+    shipped_ckpt = shipped / 'models' / 'a_checkpoint.pt'
+    shipped_ckpt.write_bytes((ck.parent / 'a_checkpoint.pt').read_bytes())
+    assert train(dataset, '--preset', 'awac', '--out', 'models/a.onnx', '--steps', 4,
+                 '--resume', *TINY) == 2
+    assert 'argument --out: models/a_checkpoint.pt would be overwritten (a shipped model ' \
+        'file)' in capsys.readouterr().err
+
+
+def test_default_out_is_a_fresh_run_folder():
+    assert train_cli.default_out('bc', None, stamp='20260101-000000') == \
+        'runs/train/bc-20260101-000000/grasp_bc.onnx'
+    assert train_cli.default_out('learner', 'awopt', stamp='x') == \
+        'runs/train/awopt-x/grasp_awopt.onnx'
+
+
+@pytest.mark.parametrize('option, value', [('--steps', '0'), ('--steps', '-1'),
+                                           ('--max-episodes', '0'), ('--batch-size', '-3'),
+                                           ('--eval-every', '0'), ('--threads', 'two')])
+def test_bad_counts_are_one_line_errors_naming_the_option(dataset, option, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train(dataset, option, value)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f'awopt train: error: argument {option}: ')
+    assert 'Traceback' not in err
+
+
+def test_wrong_dataset_lists_the_ids_under_the_root(dataset, tmp_path, capsys):
+    assert train(dataset, '--dataset-id', 'awopt/kuka-grasp-v0') == 2    # later one wins
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()]
+    assert err.startswith("awopt train: error: argument --dataset-id: no dataset "
+                          "'awopt/kuka-grasp-v0' under ")
+    assert f'datasets under {dataset}: {DATASET_ID}' in err and 'download' not in err
+    missing = tmp_path / 'nowhere'
+    assert cli.main(['train', '--dataset-root', str(missing), '--dataset-id', DATASET_ID]) == 2
+    assert f'argument --dataset-root: {missing} is not a folder' in capsys.readouterr().err
+    assert not missing.exists()                          # nothing created on the way
+    assert cli.main(['train', '--dataset-root', str(tmp_path), '--dataset-id', DATASET_ID]) \
+        == 2
+    assert 'there is no dataset under' in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Locate the package's shared files (config/, models/, urdf/, launch/).
+"""Locate the package's shared files (config/, models/, urdf/, launch/); tell shipped models.
 
 Works for a colcon install (ament index share directory) and for a pip/editable install in a
 venv (the source tree next to the ``awopt_ros`` Python package).
@@ -25,3 +25,26 @@ def resolve(path):
     """Resolve ``path``: absolute paths as they are, relative ones against the share dir."""
     p = Path(path)
     return p if p.is_absolute() else share_dir() / p
+
+
+def models_dir():
+    """Return the shipped models folder, ``<share dir>/models`` (a ``Path``; None when the
+    share directory cannot be found)."""
+    try:
+        return share_dir() / 'models'
+    except FileNotFoundError:
+        return None
+
+
+def is_shipped(path):
+    """Return True when ``path`` is a file inside the shipped models folder
+    (:func:`models_dir`, links resolved): the models the package ships and ``make demo``
+    runs, which no command may overwrite without being told (``--force``)."""
+    folder = models_dir()
+    if folder is None:
+        return False
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True

@@ -14,14 +14,60 @@ import numpy as np
 from awopt_ros.core import spec
 
 
-def load_episodes(root_dir, dataset_id):
-    """Return the dataset's episodes: ``awopt_ros.core.dataset.load_episodes`` (list of dict).
+def dataset_ids(root_dir):
+    """Return the ids of the datasets under ``<root_dir>/datasets`` (sorted list of str, e.g.
+    ``['awopt/kuka-grasp-v0']``): every ``<namespace>/<name>-vN`` (or ``<name>-vN``) folder
+    holding ``data/metadata.json``. [] when there is none or no such folder."""
+    from pathlib import Path
+    base = Path(root_dir) / 'datasets'
+    if not base.is_dir():
+        return []
+    found = [meta.parent.parent.relative_to(base).as_posix()
+             for pattern in ('*/data/metadata.json', '*/*/data/metadata.json')
+             for meta in base.glob(pattern)]
+    return sorted(found)
+
+
+def check_dataset(root_dir, dataset_id, root_option='--dataset-root',
+                  id_option='--dataset-id'):
+    """Check that dataset ``dataset_id`` exists under ``root_dir`` before anything reads it
+    (Minari's own error would advise ``download=True``, which does not apply here).
 
     Raises:
-        FileNotFoundError: the dataset does not exist.
-        ValueError: malformed ``dataset_id``.
+        awopt_ros.cli_args.UsageError: naming ``root_option`` when ``root_dir`` is not a
+            folder, or ``id_option`` for a malformed or absent id; the message lists the ids
+            that exist under the root.
+    """
+    from pathlib import Path
+
+    from awopt_ros.cli_args import UsageError
+    from awopt_ros.core.dataset import _parse_id
+    root = Path(root_dir)
+    if not root.is_dir():
+        raise UsageError(root_option, f'{root_dir} is not a folder (a run directory holding '
+                                      'datasets/, e.g. runs/collect)')
+    ids = dataset_ids(root)
+    listed = (f'datasets under {root_dir}: {", ".join(ids)}' if ids else
+              f'there is no dataset under {root_dir}/datasets (awopt collect --run-dir '
+              f'{root_dir} writes one)')
+    try:
+        _parse_id(str(dataset_id))
+    except ValueError as exc:
+        raise UsageError(id_option, f'{exc}; {listed}') from None
+    if str(dataset_id) not in ids:
+        raise UsageError(id_option, f'no dataset {dataset_id!r} under {root_dir}; {listed}')
+
+
+def load_episodes(root_dir, dataset_id, root_option='--dataset-root',
+                  id_option='--dataset-id'):
+    """Return the dataset's episodes: ``awopt_ros.core.dataset.load_episodes`` (list of dict),
+    after :func:`check_dataset` (the options name the arguments in its errors).
+
+    Raises:
+        awopt_ros.cli_args.UsageError: (a ValueError) no such root or dataset, malformed id.
     """
     from awopt_ros.core import dataset
+    check_dataset(root_dir, dataset_id, root_option, id_option)
     return dataset.load_episodes(root_dir, dataset_id)
 
 
@@ -85,5 +131,6 @@ def bc_arrays(episodes, successful_only=True):
 
 
 def load_bc_data(root_dir, dataset_id, successful_only=True):
-    """Load the dataset and return :func:`bc_arrays` of its episodes."""
+    """Load the dataset (:func:`load_episodes`) and return :func:`bc_arrays` of its
+    episodes."""
     return bc_arrays(load_episodes(root_dir, dataset_id), successful_only=successful_only)

@@ -7,7 +7,7 @@ Two kinds of run, chosen by ``--preset``:
   ``awopt_contract``), ``<out stem>_loss.png`` and ``<out stem>_summary.json``::
 
     awopt train --dataset-root runs/collect --dataset-id awopt/kuka-grasp-v0 \\
-        --out models/grasp_bc.onnx --steps 15000 --batch-size 64 --lr 1e-3 --seed 0
+        --out runs/train/bc/grasp_bc.onnx --steps 15000 --batch-size 64 --lr 1e-3 --seed 0
 
 * any preset of :data:`awopt_ros.learning.awopt.PRESETS` (``awopt``, ``awac``, ``awac_p``,
   ``qtopt``, the ablations ``awopt_no_pf`` ...; ``bc-learner`` is the learner's ``bc``
@@ -26,7 +26,7 @@ Two kinds of run, chosen by ``--preset``:
     (config, dataset statistics, final losses, steps/s, contracts)::
 
     awopt train --preset awopt --dataset-root runs/collect --dataset-id awopt/kuka-grasp-v0 \\
-        --out models/grasp_awopt.onnx --steps 10000 --batch-size 64
+        --steps 10000 --batch-size 64
 
   The actor options of behaviour cloning apply to the learner's actor as well
   (``--pooling``, ``--num-conv``, ``--stem-stride``, ``--grasp-pose``, ``--engaged-input``,
@@ -39,7 +39,17 @@ Two kinds of run, chosen by ``--preset``:
         --dataset-id awopt/kuka-grasp-v0 --pooling target --num-conv 5 --grasp-pose \\
         --pose-weight 10 --grasp-label expert --engaged-input --action-label expert \\
         --ema-decay 0.999 --lr 1e-3 --set critic_lr=3e-4 --set actor_weight_decay=0 \\
-        --steps 6000 --out models/grasp_awopt.onnx
+        --steps 6000 --out runs/train/awopt/grasp_awopt.onnx
+
+Outputs: without ``--out`` a run writes into a fresh folder
+``runs/train/<preset>-<YYYYmmdd-HHMMSS>/`` (:func:`default_out`); nothing goes into the
+shipped ``models/`` unless ``--out`` points there. Before it reads the dataset, a run refuses
+(exit 2, one line naming the file and its option) to overwrite any file it would write that
+exists (actor, critic files, checkpoint, loss plot, summary), unless ``--force``; with
+``--resume`` the run's own files may be replaced, except shipped ones (:func:`output_files`,
+:func:`awopt_ros.cli_args.check_outputs`). Bad input (a missing dataset, with the ids that
+exist under the root, a count below 1, a missing checkpoint) is one line in argparse's form,
+``awopt train: error: argument --dataset-id: ...``, exit 2.
 
 Every ONNX file (and the checkpoint) is first written to a temporary file in the same
 directory (``.<name>.tmp-<pid>``, which does not end in ``.onnx``) and then moved over the
@@ -61,6 +71,8 @@ import sys
 import time
 from pathlib import Path
 
+from awopt_ros.cli_args import (UsageError, check_outputs, nonnegative_float, nonnegative_int,
+                                positive_int, usage_error)
 from awopt_ros.core import spec
 from awopt_ros.core.image_ops import check_crop
 
@@ -70,7 +82,8 @@ DEFAULT_CROP = spec.POLICY_CROP_XYWH
 CLASSIC_BC = 'bc'
 #: ``--preset`` name of the learner's own ``bc`` preset.
 LEARNER_BC = 'bc-learner'
-DEFAULT_BC_OUT = 'models/grasp_bc.onnx'
+#: Folder of the default outputs: ``<TRAIN_RUNS>/<preset>-<time>/grasp_<preset>.onnx``.
+TRAIN_RUNS = 'runs/train'
 #: Key of the extra metadata this module stores in a learner checkpoint.
 META_KEY = 'awopt_meta'
 #: Random-shift augmentation (px) unless --shift-px says otherwise (0 with --pooling target).
@@ -93,21 +106,24 @@ def add_learner_args(parser, image_size_help='policy image side (px); default: t
     (any :class:`~awopt_ros.learning.awopt.LearnerConfig` field, dotted for nested ones, e.g.
     ``--set gamma=0.95 --set critic.num_conv=3``; values are parsed as JSON when they can be).
     """
-    parser.add_argument('--image-size', type=int, default=None, help=image_size_help)
-    parser.add_argument('--channels', type=int, default=32, help='actor conv channels')
-    parser.add_argument('--hidden', type=int, default=256, help='actor MLP hidden units')
-    parser.add_argument('--critic-channels', type=int, default=None,
+    parser.add_argument('--image-size', type=positive_int, default=None, help=image_size_help)
+    parser.add_argument('--channels', type=positive_int, default=32, help='actor conv channels')
+    parser.add_argument('--hidden', type=positive_int, default=256,
+                        help='actor MLP hidden units')
+    parser.add_argument('--critic-channels', type=positive_int, default=None,
                         help='critic conv channels (learner presets; default 32)')
-    parser.add_argument('--critic-hidden', type=int, default=None,
+    parser.add_argument('--critic-hidden', type=positive_int, default=None,
                         help='critic MLP hidden units (learner presets; default 64)')
-    parser.add_argument('--batch-size', type=int, default=64, help='transitions per step')
-    parser.add_argument('--lr', type=float, default=3e-4,
+    parser.add_argument('--batch-size', type=positive_int, default=64,
+                        help='transitions per step')
+    parser.add_argument('--lr', type=nonnegative_float, default=3e-4,
                         help='Adam learning rate (actor and critic)')
-    parser.add_argument('--shift-px', type=int, default=None,
+    parser.add_argument('--shift-px', type=nonnegative_int, default=None,
                         help='random-shift augmentation (px); default 4, and 0 with '
                              '--pooling target (its labels do not move with the image)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
-    parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
+    parser.add_argument('--threads', type=positive_int, default=2,
+                        help='torch intra-op threads')
     parser.add_argument('--set', dest='overrides', action='append', default=[],
                         metavar='FIELD=VALUE',
                         help='override a LearnerConfig field (learner presets), repeatable; '
@@ -131,16 +147,22 @@ def add_train_args(parser):
                              'awac, awac_p, awac_p_elrs, awac_p_elrs_maxq, qtopt, awopt_no_pf, '
                              'awopt_no_elrs, awopt_no_maxq, awopt_no_actor_candidate')
     parser.add_argument('--out', default=None,
-                        help=f'output ONNX actor path (default {DEFAULT_BC_OUT} for bc, '
-                             'models/grasp_<preset>.onnx otherwise)')
+                        help=f'output ONNX actor path; the loss plot, summary JSON, '
+                             'checkpoint and critic files go beside it (default '
+                             f'{TRAIN_RUNS}/<preset>-<time>/grasp_<preset>.onnx)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite output files that exist (without it an existing '
+                             'model, checkpoint, plot or summary stops the run before '
+                             'training; --resume may replace its own run\'s files, except '
+                             'shipped ones in models/)')
     parser.add_argument('--critic-out-prefix', default=None,
                         help='critic files <prefix>_encoder.onnx / <prefix>_head.onnx '
                              '(default <out dir>/<out stem>_critic)')
-    parser.add_argument('--steps', type=int, default=3000,
+    parser.add_argument('--steps', type=positive_int, default=3000,
                         help='gradient steps (learner presets: total, including the '
                              "checkpoint's with --resume)")
     add_learner_args(parser)
-    parser.add_argument('--eval-every', type=int, default=100,
+    parser.add_argument('--eval-every', type=positive_int, default=100,
                         help='bc: steps between held-out evaluations; learner presets: steps '
                              'per averaged loss point')
     parser.add_argument('--all-episodes', action='store_true',
@@ -150,7 +172,7 @@ def add_train_args(parser):
                         help="the actor's pooling (networks.ActorConfig); 'target' learns "
                              'a grasp-target score map from hindsight grasp points '
                              '(learning.targets), labelled with the simulated shoulder camera')
-    parser.add_argument('--num-conv', type=int, default=4,
+    parser.add_argument('--num-conv', type=positive_int, default=4,
                         help='actor conv layers (networks.ActorConfig.num_conv)')
     parser.add_argument('--stem-stride', type=int, default=2, choices=(2, 3),
                         help='stride of the first conv (networks.ActorConfig.stem_stride); '
@@ -174,24 +196,25 @@ def add_train_args(parser):
                              "commands with the scripted demonstrator's noise-free ones from "
                              "its recorded grasp_goal (expert: DART-style labels, simulation "
                              'only; learning.targets.expert_actions)')
-    parser.add_argument('--pose-weight', type=float, default=1.0,
+    parser.add_argument('--pose-weight', type=nonnegative_float, default=1.0,
                         help='--grasp-pose: weight of the grasp-pose error '
                              '(BCConfig.pose_weight, LearnerConfig.pose_weight)')
-    parser.add_argument('--max-episodes', type=int, default=None,
+    parser.add_argument('--max-episodes', type=positive_int, default=None,
                         help='use only the first N episodes of the dataset (in logged '
                              'order; default all)')
     parser.add_argument('--lr-schedule', default='constant', choices=('constant', 'cosine'),
                         help='bc: learning-rate schedule (cosine: decays to 0 over --steps)')
-    parser.add_argument('--ema-decay', type=float, default=0.0,
+    parser.add_argument('--ema-decay', type=nonnegative_float, default=0.0,
                         help='export an exponential moving average of the actor weights with '
                              'this decay per step (e.g. 0.999; 0: the last iterate; '
                              'BCConfig.ema_decay, LearnerConfig.actor_ema_decay)')
     parser.add_argument('--checkpoint', default=None,
                         help='learner checkpoint (default <out dir>/<out stem>_checkpoint.pt)')
-    parser.add_argument('--checkpoint-every', type=int, default=1000,
+    parser.add_argument('--checkpoint-every', type=nonnegative_int, default=1000,
                         help='learner presets: steps between checkpoints (0: end only)')
     parser.add_argument('--resume', action='store_true',
-                        help='continue from --checkpoint up to --steps total steps')
+                        help='continue from --checkpoint (or the one beside --out) up to '
+                             '--steps total steps; needs --out or --checkpoint')
     parser.add_argument('--no-progress', action='store_true', help='no tqdm progress bar')
     return parser
 
@@ -322,10 +345,48 @@ def atomic_write(path, write):
     return path
 
 
-def default_out(kind, preset):
-    """Return the default ``--out``: ``models/grasp_bc.onnx`` for classic BC, else
-    ``models/grasp_<preset>.onnx`` (the shipped model is never overwritten by accident)."""
-    return DEFAULT_BC_OUT if kind == CLASSIC_BC else f'models/grasp_{preset}.onnx'
+def default_out(kind, preset, stamp=None):
+    """Return the default ``--out``, a fresh run folder under :data:`TRAIN_RUNS`:
+    ``runs/train/<name>-<stamp>/grasp_<name>.onnx`` with ``name`` = ``bc`` for classic BC,
+    else the preset, and ``stamp`` (default: the local time, ``YYYYmmdd-HHMMSS``). Training
+    never writes into the shipped ``models/`` unless ``--out`` says so."""
+    name = CLASSIC_BC if kind == CLASSIC_BC else preset
+    stamp = time.strftime('%Y%m%d-%H%M%S') if stamp is None else stamp
+    return str(Path(TRAIN_RUNS) / f'{name}-{stamp}' / f'grasp_{name}.onnx')
+
+
+def output_files(args, kind, preset):
+    """Return ``[(option, path), ...]``: every file ``awopt train`` with ``args`` (``--out``
+    set) writes, with the option that chose it: the actor (presets with one), critic encoder
+    and head (presets with a critic), loss plot, summary JSON and (learner presets) the
+    checkpoint."""
+    out = Path(args.out)
+    files = []
+    if kind == CLASSIC_BC:
+        files.append(('--out', out))
+    else:
+        from awopt_ros.learning.awopt import PRESETS
+        components = dict(PRESETS.get(preset, {}))
+        components.update({k: v for k, v in parse_overrides(args.overrides).items()
+                           if k in ('use_actor', 'use_critic')})
+        if components.get('use_actor', True):
+            files.append(('--out', out))
+        if components.get('use_critic', True):
+            option = '--critic-out-prefix' if args.critic_out_prefix else '--out'
+            files += [(option, p) for p in critic_paths(args.critic_out_prefix
+                                                        or default_critic_prefix(out))]
+        files.append(('--checkpoint' if args.checkpoint else '--out', checkpoint_path(args)))
+    files += [('--out', out.with_name(out.stem + '_loss.png')),
+              ('--out', out.with_name(out.stem + '_summary.json'))]
+    return files
+
+
+def checkpoint_path(args):
+    """Return the learner checkpoint Path: ``--checkpoint`` or
+    ``<out dir>/<out stem>_checkpoint.pt``."""
+    out = Path(args.out)
+    return Path(args.checkpoint) if args.checkpoint else out.with_name(
+        out.stem + '_checkpoint.pt')
 
 
 def default_critic_prefix(out):
@@ -696,29 +757,59 @@ def dataset_stats(episodes):
 # Runs
 # ---------------------------------------------------------------------------------------------
 
+PROG = 'awopt train'
+
+
 def _fail(msg):
-    print(f'awopt train: {msg}', file=sys.stderr)
+    """Print a failure that is not the input's fault (one line) and return 1."""
+    print(f'{PROG}: {msg}', file=sys.stderr)
     return 1
 
 
+def _usage(option, msg=None):
+    """Print a bad-input error naming ``option`` (or a :class:`UsageError` given as
+    ``option``) in argparse's form and return 2."""
+    return usage_error(PROG, option if msg is None else UsageError(option, msg))
+
+
 def run_train(args):
-    """Run ``awopt train`` with parsed ``args``; return the exit code (0 ok, 1 error,
-    130 interrupted)."""
+    """Run ``awopt train`` with parsed ``args``; return the exit code (0 ok, 1 failure,
+    2 bad input: one line naming the option, 130 interrupted).
+
+    Refuses (exit 2, before reading the dataset) to overwrite any file it would write that
+    exists, unless ``--force``; with ``--resume`` its own run's files may be replaced, except
+    shipped ones (``models/``).
+    """
     try:
         kind, preset = resolve_preset(getattr(args, 'preset', CLASSIC_BC))
+    except ValueError as exc:
+        return _usage('--preset', exc)
+    try:
         crop = list(DEFAULT_CROP if args.crop_xywh is None else args.crop_xywh)
         check_crop(crop, *spec.SOURCE_SIZE)
     except ValueError as exc:
-        return _fail(exc)
+        return _usage('--crop-xywh', exc)
+    try:
+        parse_overrides(args.overrides)
+    except ValueError as exc:
+        return _usage('--set', exc)
     args.crop_xywh = crop
+    if args.steps < 1:
+        return _usage('--steps', f'must be >= 1, got {args.steps}')
+    if args.resume and kind == CLASSIC_BC:
+        return _usage('--resume', "needs a learner preset (e.g. --preset awopt or "
+                                  "bc-learner); plain 'bc' keeps no checkpoint")
+    if args.resume and args.out is None and not args.checkpoint:
+        return _usage('--resume', 'needs --out (or --checkpoint) of the run to continue')
     if args.out is None:
         args.out = default_out(kind, preset)
-    if args.steps < (1 if kind == CLASSIC_BC else 0):
-        return _fail(f'--steps must be >= 1, got {args.steps}')
+    try:
+        keep = ([p for _, p in output_files(args, kind, preset)] if args.resume else ())
+        check_outputs(output_files(args, kind, preset), force=getattr(args, 'force', False),
+                      keep=keep)
+    except UsageError as exc:
+        return _usage(exc)
     if kind == CLASSIC_BC:
-        if args.resume:
-            return _fail("--resume needs a learner preset (e.g. --preset awopt or "
-                         "bc-learner); plain 'bc' keeps no checkpoint")
         return _run_bc(args)
     return _run_learner(args, preset)
 
@@ -746,14 +837,18 @@ def _run_bc(args):
     try:
         episodes = first_episodes(load_episodes(args.dataset_root, args.dataset_id),
                                    args.max_episodes)
+    except UsageError as exc:
+        return _usage(exc)
+    try:
         images, proprios, actions, stats = bc_arrays(episodes, successful_only=successful_only)
     except (FileNotFoundError, ValueError) as exc:
-        return _fail(exc)
+        return _usage('--dataset-id', exc)
     if args.action_label == 'expert':
         relabelled, n_steps = expert_action_arrays(episodes, successful_only)
         if n_steps == 0:
-            return _fail('--action-label expert: no episode recorded a grasp_goal (collect '
-                         'with the scripted policy node of this version)')
+            return _usage('--action-label', 'expert: no episode recorded a grasp_goal '
+                                            '(collect with the scripted policy node of this '
+                                            'version)')
         actions = relabelled
         print(f"expert action labels: x, y of {n_steps} of {len(actions)} transitions from "
               f"the demonstrator's recorded goal")
@@ -762,8 +857,9 @@ def _run_bc(args):
         if args.grasp_label == 'expert':
             n_goal, n_close = expert_label_count(episodes, successful_only)
             if n_goal == 0:
-                return _fail('--grasp-label expert: no episode recorded a grasp_goal (collect '
-                             'with the scripted policy node of this version)')
+                return _usage('--grasp-label', 'expert: no episode recorded a grasp_goal '
+                                               '(collect with the scripted policy node of '
+                                               'this version)')
             print(f"expert grasp labels: {n_goal} of {n_close} episodes recorded the "
                   f"demonstrator's goal at their close (the rest keep hindsight labels)")
         targets = target_arrays(episodes, shoulder_camera(*spec.SOURCE_SIZE), args.crop_xywh,
@@ -777,8 +873,9 @@ def _run_bc(args):
         shift_px = 0 if args.pooling == 'target' else DEFAULT_SHIFT_PX
     image_size = images.shape[1] if args.image_size is None else args.image_size
     if images.shape[1:3] != (image_size, image_size):
-        return _fail(f'dataset images are {images.shape[1]}x{images.shape[2]} but '
-                     f'--image-size is {args.image_size}')
+        return _usage('--image-size', f'dataset images are {images.shape[1]}x'
+                                      f'{images.shape[2]} but --image-size is '
+                                      f'{args.image_size}')
     print(f'dataset {args.dataset_id}: {stats["episodes"]} episodes, {stats["successful"]} '
           f'successful, training on {stats["transitions"]} transitions from '
           f'{stats["used_episodes"]} episodes')
@@ -794,7 +891,7 @@ def _run_bc(args):
                                             stem_stride=args.stem_stride,
                                             engaged_input=args.engaged_input))
     except ValueError as exc:
-        return _fail(exc)
+        return _usage('', exc)
     t0 = time.perf_counter()
     actor, history = train_bc(images, proprios, actions, config,
                               progress=not args.no_progress,
@@ -920,34 +1017,39 @@ def _run_learner(args, preset):
     from awopt_ros.learning.awopt import Learner, ReplayBuffer
     from awopt_ros.learning.data import load_episodes
     out = Path(args.out)
-    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(
-        out.stem + '_checkpoint.pt')
+    ckpt = checkpoint_path(args)
     critic_prefix = args.critic_out_prefix or default_critic_prefix(out)
     try:
         episodes = load_episodes(args.dataset_root, args.dataset_id)
         episodes = first_episodes(episodes, args.max_episodes)
+    except UsageError as exc:
+        return _usage(exc)
     except (FileNotFoundError, ValueError) as exc:
-        return _fail(exc)
+        return _usage('--dataset-id', exc)
     stats = dataset_stats(episodes)
     if stats['transitions'] == 0:
-        return _fail(f'dataset {args.dataset_id} has no transitions')
+        return _usage('--dataset-id', f'dataset {args.dataset_id} has no transitions')
     image_size = stats['image_size']
     if args.image_size is not None and args.image_size != image_size:
-        return _fail(f'dataset images are {image_size}x{image_size} but --image-size is '
-                     f'{args.image_size}')
+        return _usage('--image-size', f'dataset images are {image_size}x{image_size} but '
+                                      f'--image-size is {args.image_size}')
     try:
         labels = learner_labels(args, episodes)
         buffer = ReplayBuffer.from_episodes(episodes, labels=labels)
     except ValueError as exc:
-        return _fail(f'dataset {args.dataset_id}: {exc}')
+        return _usage('--dataset-id', f'dataset {args.dataset_id}: {exc}')
     del episodes
     history = LossHistory(args.eval_every)
     try:
         if args.resume:
-            state = load_checkpoint(ckpt)
+            try:
+                state = load_checkpoint(ckpt)
+            except (FileNotFoundError, ValueError) as exc:
+                return _usage('--checkpoint', exc)
             stored = state['config'].get('name')
             if stored != preset:
-                return _fail(f'checkpoint {ckpt} is preset {stored!r}, not {preset!r}')
+                return _usage('--preset', f'checkpoint {ckpt} is preset {stored!r}, not '
+                                          f'{preset!r}')
             learner = learner_from_checkpoint(state, num_threads=args.threads)
             history = LossHistory(args.eval_every, state[META_KEY].get('history'))
             print(f'resuming {preset} from {ckpt} at step {learner.step} (its stored config '
@@ -955,11 +1057,11 @@ def _run_learner(args, preset):
         else:
             learner = Learner(build_learner_config(args, preset, image_size))
         if learner.config.image_size != image_size:
-            return _fail(f'the learner takes {learner.config.image_size} px images, the '
-                         f'dataset has {image_size} px')
+            return _usage('--dataset-id', f'the learner takes {learner.config.image_size} px '
+                                          f'images, the dataset has {image_size} px')
         learner.train(buffer, 0)     # validates buffer vs config (e.g. no success for bc)
     except (FileNotFoundError, ValueError) as exc:
-        return _fail(exc)
+        return _usage('', exc)
     config = learner.config
     print(f'dataset {args.dataset_id}: {stats["episodes"]} episodes ({stats["successful"]} '
           f'successful), {stats["transitions"]} transitions, {image_size} px; preset '
@@ -1046,9 +1148,9 @@ def _run_learner(args, preset):
 
 def main(argv=None):
     """Stand-alone entry point (``python -m awopt_ros.learning.train_cli``)."""
+    from awopt_ros.cli_args import HelpFormatter
     parser = add_train_args(argparse.ArgumentParser(
-        prog='awopt train', description=__doc__.split('\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter))
+        prog=PROG, description=__doc__.split('\n')[0], formatter_class=HelpFormatter))
     return run_train(parser.parse_args(argv))
 
 
