@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from awopt_ros.core import spec
+from awopt_ros.core.param_schema import check_params_file
 from awopt_ros.core.paths import resolve
 
 #: Nodes of the grasping stack, in start order: (node name, python module).
@@ -180,6 +181,8 @@ class Stack:
         if not resolve(self.config).is_file():
             raise FileNotFoundError(f'params file not found: {resolve(self.config)}')
         self.log_dir = Path(self.log_dir)
+        check_params_file(self.config, dict([*STACK_NODES, *POLICY_NODES.values()]),
+                          self.overrides)   # unknown nodes / parameters (typos)
         check_shared_params(self.config, [n for n, _ in self.node_specs()], self.overrides)
 
     def node_specs(self):

@@ -1,8 +1,8 @@
 """Bring up the awopt_ros grasping stack on a ROS 2 install (``ros2 launch awopt_ros ...``).
 
-Same nodes, same params YAML, same DDS settings and the same start-up check (nodes that
-share a parameter, e.g. the policy image size, must agree) as ``awopt bringup`` in a plain
-venv (awopt_ros/launcher.py). Arguments:
+Same nodes, same params YAML, same DDS settings and the same start-up checks (no unknown
+node or parameter in the params file; nodes that share a parameter, e.g. the policy image
+size, must agree) as ``awopt bringup`` in a plain venv (awopt_ros/launcher.py). Arguments:
   config:=PATH        params YAML (default: the package's config/awopt_ros_kuka_grasp.yaml)
   policy:=actor|scripted
   use_sim_time:=true|false   (true when the simulator publishes /clock)
@@ -18,15 +18,28 @@ from launch.conditions import LaunchConfigurationEquals
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-# The same nodes and the same shared-parameter check as `awopt bringup`.
+# The same nodes and the same parameter checks as `awopt bringup`.
+from awopt_ros.core.param_schema import check_params_file
 from awopt_ros.launcher import POLICY_NODES, STACK_NODES, check_shared_params
 
 
-def check_params(context):
-    """Refuse to start nodes that disagree on a shared parameter (ValueError naming it)."""
-    policy = LaunchConfiguration('policy').perform(context)
+def check_stack_params(config, policy):
+    """Check the params YAML ``config`` for a stack with ``policy`` ('actor' or 'scripted').
+
+    Raises:
+        ValueError: a node or parameter no node of the stack has (a typo; the message names
+            the file, the node, the key and the closest known names), or nodes that
+            disagree on a shared parameter.
+    """
+    check_params_file(config, dict([*STACK_NODES, *POLICY_NODES.values()]))
     nodes = [name for name, _ in STACK_NODES] + [POLICY_NODES[policy][0]]
-    check_shared_params(LaunchConfiguration('config').perform(context), nodes)
+    check_shared_params(config, nodes)
+
+
+def check_params(context):
+    """Refuse to start any node when :func:`check_stack_params` fails (ValueError)."""
+    check_stack_params(LaunchConfiguration('config').perform(context),
+                       LaunchConfiguration('policy').perform(context))
     return []
 
 

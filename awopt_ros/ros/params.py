@@ -1,5 +1,8 @@
-"""Parameter declaration with descriptors (description, range, read_only)."""
+"""Parameter declaration with descriptors (description, range, read_only), and the start-up
+check that a node was given no parameter it does not declare."""
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor)
+
+from awopt_ros.core import param_schema
 
 
 def declare(node, name, default, description, *, low=None, high=None, read_only=False):
@@ -18,3 +21,45 @@ def declare(node, name, default, description, *, low=None, high=None, read_only=
             desc.floating_point_range = [FloatingPointRange(from_value=float(low),
                                                             to_value=float(high), step=0.0)]
     return node.declare_parameter(name, default, desc).value
+
+
+def stack_parameter_names():
+    """Return the names of the parameters any node of the stack declares (frozenset), read
+    from the node modules' source (:mod:`awopt_ros.core.param_schema`)."""
+    from awopt_ros.launcher import POLICY_NODES, STACK_NODES
+    schemas = param_schema.node_schemas(dict([*STACK_NODES, *POLICY_NODES.values()]))
+    return frozenset().union(*schemas.values())
+
+
+def undeclared_overrides(node, shared=frozenset()):
+    """Return the sorted names of the parameter overrides (params file, ``-p``, constructor
+    ``parameter_overrides``) that ``node`` was given but has not declared.
+
+    rclpy's own parameters (``use_sim_time``, ``qos_overrides.*`` ...) and the names in
+    ``shared`` (parameters of other nodes, which a params file's ``/**`` section gives every
+    node) are left out. Call it after the node declared all its parameters.
+    """
+    given = getattr(node, '_parameter_overrides', None) or {}   # rclpy keeps no public copy
+    return sorted(name for name in given if not node.has_parameter(name)
+                  and not param_schema.is_builtin(name) and name not in shared)
+
+
+def check_overrides(node, shared=None):
+    """Raise ``StartupError`` when ``node`` was given parameters it does not declare (a typo
+    in the params file or in ``-p``), naming each with the closest declared names.
+
+    Args:
+        node: an rclpy Node whose ``__init__`` has run.
+        shared: names to accept although the node does not declare them (default: every
+            parameter of the stack's nodes, :func:`stack_parameter_names`, as the ``/**``
+            section of a params file hands those to every node).
+    """
+    from awopt_ros.ros.run import StartupError
+    shared = stack_parameter_names() if shared is None else frozenset(shared)
+    bad = undeclared_overrides(node, shared)
+    if bad:
+        declared = [name for name in node.list_parameters([], 0).names
+                    if not param_schema.is_builtin(name)]
+        raise StartupError('; '.join(
+            param_schema.unknown_param_message('params file or -p', node.get_name(), name,
+                                               declared) for name in bad))

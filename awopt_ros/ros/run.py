@@ -6,6 +6,8 @@ import sys
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from awopt_ros.ros.params import check_overrides
+
 
 class StartupError(RuntimeError):
     """A node cannot start (missing model, contract mismatch ...); the message says why.
@@ -39,6 +41,7 @@ def spin_node(node_cls, args=None):
     code = 0
     try:
         node = node_cls()
+        check_overrides(node)   # a parameter it was given but does not declare: StartupError
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
