@@ -1,5 +1,8 @@
-"""Summaries for run reports (demo, collect, bench): success counts and latency percentiles."""
+"""Summaries for run reports (demo, collect, bench): success counts, latency percentiles,
+camera frames published vs logged during episodes, and the warnings a run deserves."""
+import struct
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -26,3 +29,159 @@ def latency_summary(samples_ms):
             'frame_to_command_ms_p99': percentile_ms(samples_ms, 99),
             'frame_to_command_ms_max': float(np.max(samples_ms)) if len(samples_ms) else None,
             'latency_samples': len(samples_ms)}
+
+
+#: Stamps closer than this (s) count as equal (the stack's convert.STAMP_TOLERANCE_S).
+STAMP_TOLERANCE_S = 1e-6
+#: Camera topic whose frames the bags record (the logger's CAMERA).
+CAMERA_TOPIC = '/camera/color/image_raw'
+
+
+def episode_windows(events, episodes):
+    """Return ``{episode: (start_s, end_s)}``: the stamps of each episode's ``start`` and
+    ``end`` events (s, the episode manager's clock) for the episode numbers in ``episodes``.
+
+    Episodes without both events (or without a numeric ``stamp_s``) are left out.
+    """
+    wanted = set(episodes)
+    starts, ends = {}, {}
+    for event in events:
+        k, stamp = event.get('episode'), event.get('stamp_s')
+        if k not in wanted or not isinstance(stamp, (int, float)):
+            continue
+        if event.get('event') == 'start':
+            starts[k] = float(stamp)
+        elif event.get('event') == 'end':
+            ends[k] = float(stamp)
+    return {k: (starts[k], ends[k]) for k in sorted(starts) if k in ends}
+
+
+def stamps_in_window(stamps_ns, window_s):
+    """Return the set of ``stamps_ns`` (int ns) inside ``window_s`` = (start_s, end_s).
+
+    The window is half open, (start, end]: a frame stamped at the start itself came before
+    the episode (the episode manager's rule: its action is not a step), one stamped at the
+    end is the episode's last.
+    """
+    start_ns = int(round((window_s[0] + STAMP_TOLERANCE_S) * 1e9))
+    end_ns = int(round((window_s[1] + STAMP_TOLERANCE_S) * 1e9))
+    return {int(s) for s in stamps_ns if start_ns < int(s) <= end_ns}
+
+
+def frame_accounting(published_ns, logged_ns_by_episode, windows):
+    """Count camera frames published and logged during episodes; a frame lost is one
+    published during an episode that the episode's bag lacks.
+
+    Args:
+        published_ns: stamps (int ns) of camera frames seen published over the run (e.g. the
+            ``camera_info`` that accompanies each frame), resets and warm-up included.
+        logged_ns_by_episode: ``{episode: stamps (int ns) of the camera frames in its bag}``;
+            None (or a missing episode) = the bag could not be read: nothing counts as logged.
+        windows: ``{episode: (start_s, end_s)}`` (:func:`episode_windows`).
+
+    Returns:
+        dict: ``frames_published_in_episodes`` (frames stamped inside the episodes' windows:
+        those seen published, plus any the bag holds that the observer missed),
+        ``frames_logged_in_episodes`` (the bags' frames inside the windows; a bag also holds
+        a few frames after its episode's end, the logger's end grace), ``frames_lost`` (the
+        difference: 0 when nothing was lost), ``frames_observed_in_episodes`` (those of
+        ``published_ns``: how much of the count rests on the observer, not on the bags) and
+        ``unreadable_bags`` (episode numbers whose bag is missing or unreadable).
+    """
+    published_ns = sorted(int(s) for s in published_ns)
+    out = {'frames_published_in_episodes': 0, 'frames_logged_in_episodes': 0,
+           'frames_lost': 0, 'frames_observed_in_episodes': 0, 'unreadable_bags': []}
+    for k, window in sorted(windows.items()):
+        logged = logged_ns_by_episode.get(k)
+        if logged is None:
+            out['unreadable_bags'].append(k)
+            logged = ()
+        logged_in = stamps_in_window(logged, window)
+        observed_in = stamps_in_window(published_ns, window)
+        published_in = observed_in | logged_in
+        out['frames_observed_in_episodes'] += len(observed_in)
+        out['frames_published_in_episodes'] += len(published_in)
+        out['frames_logged_in_episodes'] += len(logged_in)
+    out['frames_lost'] = out['frames_published_in_episodes'] - out['frames_logged_in_episodes']
+    return out
+
+
+def bag_frame_stamps_ns(bag_dir, topic=CAMERA_TOPIC):
+    """Return the header stamps (list of int ns) of the messages on ``topic`` in a rosbag2
+    directory, or None when the bag cannot be read (missing, cut, unknown format).
+
+    Only the header is read from each serialized message (CDR: 4-byte encapsulation, then
+    ``int32 sec``, ``uint32 nanosec``), so any message type with a ``std_msgs/Header`` first
+    works.
+    """
+    try:
+        from rosbags.highlevel import AnyReader
+        stamps = []
+        with AnyReader([Path(bag_dir)]) as reader:
+            conns = [c for c in reader.connections if c.topic == topic]
+            if not conns:   # (an empty list would read every topic)
+                return []
+            for _, _, raw in reader.messages(connections=conns):
+                head = bytes(raw[:12])
+                order = '<' if head[1] & 1 else '>'   # CDR_LE / CDR_BE
+                sec, nsec = struct.unpack_from(order + 'iI', head, 4)
+                stamps.append(sec * 1_000_000_000 + nsec)
+        return stamps
+    except Exception:  # noqa: BLE001 - any failure to read means: not readable
+        return None
+
+
+#: Frame-to-command latency above this fraction of the camera period is warned about: the
+#: arm then acts on frames a large part of a period old (the stack's bench target is 1/3).
+LATENCY_WARN_FRACTION = 1.0 / 3.0
+#: Success collapse: 0 successes over at least this many episodes, or a success rate below
+#: :data:`LOW_SUCCESS_RATE` over at least :data:`LOW_SUCCESS_MIN_EPISODES` episodes. The
+#: shipped model and the scripted demonstrator succeed in about 50-80 % of the stack's
+#: episodes; a rate far below usually means a loaded host (a real-time simulator running
+#: ahead of the policy) or a broken model, and the data are not worth keeping.
+ZERO_SUCCESS_MIN_EPISODES = 5
+LOW_SUCCESS_RATE = 0.2
+LOW_SUCCESS_MIN_EPISODES = 10
+
+
+def run_warnings(report):
+    """Return the warnings (list of str) a run's report deserves: frame-to-command latency
+    p99 above a third of the camera period, a success collapse (see
+    :data:`ZERO_SUCCESS_MIN_EPISODES`, :data:`LOW_SUCCESS_RATE`), camera frames lost during
+    episodes, unreadable bags.
+
+    Args:
+        report: dict with ``episodes``, ``successes``, ``frame_to_command_ms_p99`` (ms or
+            None), ``camera_frame_period_ms``; optional ``latency_clock``, ``frames_lost``,
+            ``frames_published_in_episodes``, ``unreadable_bags``.
+    """
+    warnings = []
+    p99, period = report.get('frame_to_command_ms_p99'), report.get('camera_frame_period_ms')
+    if p99 is not None and period and p99 > LATENCY_WARN_FRACTION * period:
+        simulated = report.get('latency_clock') == 'simulated'
+        warnings.append(
+            f'frame-to-command latency p99 {p99:.1f} ms{" (simulated time)" if simulated else ""}'
+            f' exceeds a third of the camera period ({period:.0f} ms / 3 = {period / 3.0:.1f} '
+            'ms): the arm acts on old frames' + (
+                '' if simulated else ' (a loaded host?); lockstep (--lockstep) keeps '
+                'episodes exact whatever the load'))
+    n, successes = int(report.get('episodes', 0)), int(report.get('successes', 0))
+    if n >= ZERO_SUCCESS_MIN_EPISODES and successes == 0:
+        warnings.append(f'success collapsed: 0 successes in {n} episodes')
+    elif n >= LOW_SUCCESS_MIN_EPISODES and successes / n < LOW_SUCCESS_RATE:
+        warnings.append(f'success collapsed: {successes}/{n} episodes '
+                        f'({100.0 * successes / n:.0f} %, below {100 * LOW_SUCCESS_RATE:.0f} %)')
+    lost = report.get('frames_lost')
+    if lost:
+        warnings.append(f'{lost} of {report.get("frames_published_in_episodes")} camera '
+                        'frames published during episodes are missing from the bags')
+    if report.get('unreadable_bags'):
+        warnings.append(f'bags of episodes {report["unreadable_bags"]} could not be read')
+    return warnings
+
+
+def episode_seeds(events, episodes):
+    """Return the scene seeds (list, in the order of ``episodes``) that the ``start`` events of
+    the episode numbers ``episodes`` report; an episode without one gives None."""
+    seeds = {e.get('episode'): e.get('seed') for e in events if e.get('event') == 'start'}
+    return [seeds.get(k) for k in episodes]

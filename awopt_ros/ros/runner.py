@@ -13,7 +13,9 @@ import rclpy
 from rclpy.context import Context
 
 from awopt_ros.core.paths import resolve
-from awopt_ros.core.report import latency_summary, summarize_episodes
+from awopt_ros.core.report import (bag_frame_stamps_ns, episode_seeds, episode_windows,
+                                   frame_accounting, latency_summary, run_warnings,
+                                   summarize_episodes)
 from awopt_ros.launcher import Stack, ros_environment
 from awopt_ros.ros.episode_client import EpisodeClient
 
@@ -100,7 +102,8 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         config: params YAML for every node.
         policy: 'actor' (ONNX model, ``model_path`` or the config's) or 'scripted'.
         run_dir: output folder: ``logs/`` per node, ``bags/``, ``datasets/`` (Minari).
-        seed: simulator base seed (episode k uses seed + k - 1); None keeps the config's.
+        seed: simulator base seed (the k-th reset, warm-ups included, uses seed + k); None
+            keeps the config's.
         real_time_factor: > 1 runs the simulator faster than real time on ``/clock`` (every node
             then uses simulated time); None or 1.0 runs in real time on the wall clock.
         lockstep: hold the simulator after each frame until the arm's command arrives
@@ -224,6 +227,13 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         'wall_s': round(time.monotonic() - t0, 2),
         'error': error,
     })
+    counted = [e['episode'] for e in ends]   # frames, seeds and warnings of counted episodes
+    report.update(frame_accounting(
+        client.camera_stamps_ns,
+        {s['episode']: bag_frame_stamps_ns(s['bag']) for s in saved if s.get('bag')},
+        episode_windows(client.events, counted)))
+    report['seeds'] = episode_seeds(client.events, counted)
+    report['warnings'] = run_warnings(report)
     if report_path is not None:
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(json.dumps(report, indent=2))
@@ -240,7 +250,11 @@ def print_summary(report, out=print):
     out(f"frame-to-command latency p50/p99 {lat}{clock} "
         f"(camera period {report['camera_frame_period_ms']:.0f} ms, "
         f"{report['latency_samples']} commands)")
-    out(f"camera frames published {report['frames_published']}, logged "
-        f"{report['frames_logged']}; dataset {report['dataset']}")
+    out(f"camera frames during episodes: published {report['frames_published_in_episodes']}, "
+        f"logged {report['frames_logged_in_episodes']}, lost {report['frames_lost']} "
+        f"(whole run, resets included: published {report['frames_published']}; in the bags, "
+        f"end grace included: {report['frames_logged']}); dataset {report['dataset']}")
+    for warning in report.get('warnings', []):
+        out('WARNING: ' + warning)
     if report.get('error'):
         out('ERROR: ' + report['error'])

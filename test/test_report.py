@@ -1,0 +1,110 @@
+"""Run reports (core.report): camera frames published vs logged during episodes, and the
+warnings a run deserves (latency, success collapse, lost frames)."""
+import numpy as np
+import pytest
+from rclpy.serialization import serialize_message
+
+from awopt_ros.core.bag import BagWriter
+from awopt_ros.core.report import (CAMERA_TOPIC, bag_frame_stamps_ns, episode_seeds,
+                                   episode_windows, frame_accounting, run_warnings,
+                                   stamps_in_window)
+from awopt_ros.ros import convert
+
+S = 1_000_000_000   # ns per s
+
+
+def _events():
+    """Two episodes (2..4 s and 6..8 s) and a warm-up (0.5..1 s), as /episode/event gives."""
+    return [{'event': 'start', 'episode': 1, 'seed': 11, 'stamp_s': 0.5},
+            {'event': 'end', 'episode': 1, 'stamp_s': 1.0},
+            {'event': 'start', 'episode': 2, 'seed': 12, 'stamp_s': 2.0},
+            {'event': 'end', 'episode': 2, 'stamp_s': 4.0},
+            {'event': 'start', 'episode': 3, 'seed': 13, 'stamp_s': 6.0},
+            {'event': 'end', 'episode': 3, 'stamp_s': 8.0}]
+
+
+def test_episode_windows_and_seeds_of_the_counted_episodes():
+    assert episode_windows(_events(), [2, 3]) == {2: (2.0, 4.0), 3: (6.0, 8.0)}
+    assert episode_windows(_events() + [{'event': 'start', 'episode': 4, 'stamp_s': 9.0}],
+                           [2, 4]) == {2: (2.0, 4.0)}           # 4 never ended
+    assert episode_seeds(_events(), [2, 3, 5]) == [12, 13, None]
+
+
+def test_stamps_in_window_is_half_open():
+    stamps = [2 * S, 2 * S + 500, 2 * S + 10_000, 3 * S, 4 * S + 500, 4 * S + 10_000]
+    # equal within 1 us: 2 s + 500 ns is the start itself, 4 s + 500 ns the end
+    assert stamps_in_window(stamps, (2.0, 4.0)) == {2 * S + 10_000, 3 * S, 4 * S + 500}
+
+
+def test_frames_published_over_the_run_are_not_counted_as_lost():
+    # 10 Hz for 9 s: 91 frames published, resets and a warm-up included (the old report put
+    # them next to the frames logged in episodes: 295 vs 236 looked like loss).
+    published = [k * S // 10 for k in range(91)]
+    windows = episode_windows(_events(), [2, 3])
+    grace = 3 * S // 10   # the logger also records frames just after the end
+    logged = {k: [s for s in published if w[0] * S < s <= w[1] * S + grace]
+              for k, w in windows.items()}
+    out = frame_accounting(published, logged, windows)
+    assert out == {'frames_published_in_episodes': 40, 'frames_logged_in_episodes': 40,
+                   'frames_lost': 0, 'frames_observed_in_episodes': 40, 'unreadable_bags': []}
+    # A frame missing from a bag is lost; one the observer missed still counts as published.
+    logged[2] = logged[2][1:]
+    observed = [s for s in published if s != 7 * S]
+    out = frame_accounting(observed, logged, windows)
+    assert (out['frames_published_in_episodes'], out['frames_logged_in_episodes'],
+            out['frames_lost'], out['frames_observed_in_episodes']) == (40, 39, 1, 39)
+
+
+def test_an_unreadable_bag_loses_its_frames():
+    windows = {1: (0.0, 1.0)}
+    out = frame_accounting([S // 2, S], {1: None}, windows)
+    assert out['frames_lost'] == 2 and out['unreadable_bags'] == [1]
+    assert frame_accounting([S], {}, windows)['unreadable_bags'] == [1]
+
+
+def test_bag_frame_stamps_are_the_camera_frames_header_stamps(tmp_path):
+    writer = BagWriter(tmp_path / 'bag', {CAMERA_TOPIC: 'sensor_msgs/msg/Image'})
+    stamps = [5 * S + 1, 5 * S + S // 10, 6 * S]
+    for stamp in stamps:
+        msg = convert.numpy_to_image(np.zeros((4, 6, 3), np.uint8),
+                                     convert.s_to_stamp(stamp * 1e-9), 'camera')
+        assert writer.write(CAMERA_TOPIC, serialize_message(msg), stamp + 12345)
+    writer.close()
+    assert bag_frame_stamps_ns(tmp_path / 'bag') == stamps
+    assert bag_frame_stamps_ns(tmp_path / 'bag', topic='/other') == []
+    assert bag_frame_stamps_ns(tmp_path / 'missing') is None
+
+
+def _report(**kw):
+    base = {'episodes': 6, 'successes': 3, 'frame_to_command_ms_p99': 20.0,
+            'camera_frame_period_ms': 100.0, 'latency_clock': 'wall', 'frames_lost': 0}
+    return dict(base, **kw)
+
+
+def test_no_warning_for_a_healthy_run():
+    assert run_warnings(_report()) == []
+    assert run_warnings(_report(frame_to_command_ms_p99=None, episodes=0, successes=0)) == []
+
+
+@pytest.mark.parametrize('p99, warned', [(33.0, False), (34.0, True), (100.0, True)])
+def test_latency_above_a_third_of_the_period_is_warned_about(p99, warned):
+    warnings = run_warnings(_report(frame_to_command_ms_p99=p99))
+    assert bool(warnings) == warned
+    if warned:
+        assert 'a third of the camera period' in warnings[0] and f'{p99:.1f} ms' in warnings[0]
+
+
+@pytest.mark.parametrize('episodes, successes, warned', [
+    (6, 0, True), (5, 0, True), (4, 0, False),          # 0 successes over >= 5 episodes
+    (10, 1, True), (10, 2, False), (9, 1, False),       # < 20 % over >= 10 episodes
+])
+def test_success_collapse_is_warned_about(episodes, successes, warned):
+    warnings = run_warnings(_report(episodes=episodes, successes=successes))
+    assert any('success collapsed' in w for w in warnings) == warned
+
+
+def test_lost_frames_and_unreadable_bags_are_warned_about():
+    warnings = run_warnings(_report(frames_lost=2, frames_published_in_episodes=50,
+                                    unreadable_bags=[3]))
+    assert any('2 of 50 camera frames' in w for w in warnings)
+    assert any('episodes [3]' in w for w in warnings)
