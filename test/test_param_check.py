@@ -190,6 +190,13 @@ def test_node_given_an_undeclared_parameter_refuses_to_start(ros_context):
             check_overrides(node)
     finally:
         node.destroy_node()
+    from awopt_ros.nodes.episode_manager import EpisodeManagerNode
+    node = EpisodeManagerNode(context=ros_context, parameter_overrides=[
+        Parameter('image_size', value=64), Parameter('max_steps', value=3)])
+    try:
+        check_overrides(node)      # another node's parameter, as from '/**': accepted
+    finally:
+        node.destroy_node()
 
 
 def test_node_process_with_a_parameter_typo_exits_1_naming_it(tmp_path):

@@ -55,8 +55,10 @@ def check_overrides(node, shared=None):
             section of a params file hands those to every node).
     """
     from awopt_ros.ros.run import StartupError
-    shared = stack_parameter_names() if shared is None else frozenset(shared)
-    bad = undeclared_overrides(node, shared)
+    bad = undeclared_overrides(node)
+    if bad:     # read the stack's schema only then (it parses every node module's source)
+        shared = stack_parameter_names() if shared is None else frozenset(shared)
+        bad = [name for name in bad if name not in shared]
     if bad:
         declared = [name for name in node.list_parameters([], 0).names
                     if not param_schema.is_builtin(name)]
