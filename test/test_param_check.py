@@ -184,7 +184,7 @@ def test_node_given_an_undeclared_parameter_refuses_to_start(ros_context):
     try:
         # output_dir is the logger's: a params file's '/**' section may hand it to every node
         assert undeclared_overrides(node, frozenset({'output_dir'})) == ['max_frame_age_sx']
-        with pytest.raises(StartupError, match=r"camera_pipeline has no parameter "
+        with pytest.raises(StartupError, match=r'camera_pipeline has no parameter '
                                                r"'max_frame_age_sx' \(did you mean "
                                                r"'max_frame_age_s'\?\)"):
             check_overrides(node)

@@ -66,7 +66,7 @@ def test_set_typos_in_parameter_and_node_are_refused():
     schema = node_schemas(ALL_NODES)
     errors = unknown_parameter_errors({}, schema, source='p.yaml', overrides={
         'policy': {'actor_noise_sdt': 0.1, 'mode': 'cem'}, 'polcy': {'mode': 'cem'}})
-    assert errors[0].startswith("--set policy:actor_noise_sdt: policy has no parameter "
+    assert errors[0].startswith('--set policy:actor_noise_sdt: policy has no parameter '
                                 "'actor_noise_sdt' (did you mean 'actor_noise_std'")
     assert errors[1] == "--set polcy:mode: no node 'polcy' in the stack (did you mean 'policy'?)"
     assert len(errors) == 2
