@@ -17,6 +17,8 @@
 - ``awopt compare --config smoke|full``: the AW-Opt paper's comparison (QT-Opt, AWAC, AW-Opt
   offline and online, AW-Opt's ablations) with in-process rollouts, resumable; tables and
   learning curves into ``docs/`` (:mod:`awopt_ros.learning.compare`).
+- ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
+  metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
 """
 import argparse
 import json
@@ -281,6 +283,12 @@ def build_parser():
     from awopt_ros.learning.compare import add_compare_args
     add_compare_args(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser('bag-repair', help='make bags cut short by a crash readable again',
+                       usage='%(prog)s PATH [PATH ...] [options]')
+    from awopt_ros.bag_cli import add_bag_repair_args, run_bag_repair_cli
+    add_bag_repair_args(p)
+    p.set_defaults(func=run_bag_repair_cli)
     return parser
 
 

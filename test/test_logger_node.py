@@ -142,7 +142,8 @@ def test_episode_recorded_to_bag_and_dataset(harness, tmp_path):
     assert saved == {'episode': 5, 'bag': str(bag), 'frames_logged': 6, 'steps': 6,
                      'dataset_id': 'awopt/kuka-grasp-v0',
                      'dataset_root': str(tmp_path / 'run'), 'outcome': 'success',
-                     'dataset_written': True, 'dataset_index': 0, 'bag_error': None}
+                     'dataset_written': True, 'dataset_index': 0, 'bag_error': None,
+                     'write_error': None}
 
     msgs = _bag_messages(bag)
     cams = [deserialize_message(raw, Image) for raw in msgs[CAMERA]]

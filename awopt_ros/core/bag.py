@@ -535,35 +535,45 @@ def repair_bag(path, *, typestore=None, reason='the writer stopped before closin
     return result
 
 
-def recover_bags(bags_dir, *, typestore=None, reason='the logger stopped mid-episode'):
-    """Repair every bag under ``bags_dir`` left unfinished by a crash (see :func:`repair_bag`).
+def unfinished_bags(bags_dir):
+    """Return the bag directories under ``bags_dir`` that need :func:`repair_bag` (sorted).
 
-    Also finishes repairs a crash interrupted (a ``.<name>.repair`` directory). A bag that
-    cannot be repaired (e.g. the disk is full) is left as it is, and reported.
-
-    Returns:
-        list of dicts: :func:`repair_bag`'s result, or ``{'path', 'failed': text}``.
+    First undoes repairs a crash interrupted (a ``.<name>.repair`` work directory: the
+    original bag is put back, to be repaired again).
     """
     bags_dir = Path(bags_dir)
     if not bags_dir.is_dir():
         return []
-    results = []
     for work in sorted(bags_dir.glob('.*.repair')):
         target = bags_dir / work.name[1:-len('.repair')]
         if not target.exists() and (work / 'orig').is_dir():
             (work / 'orig').rename(target)
-        elif not target.exists() and (work / target.name / 'metadata.yaml').is_file():
-            (work / target.name).rename(target)
         shutil.rmtree(work, ignore_errors=True)
-    for path in sorted(p for p in bags_dir.iterdir() if p.is_dir()
-                       and not p.name.startswith('.')):
-        if not needs_repair(path):
-            continue
+    return [p for p in sorted(bags_dir.iterdir())
+            if p.is_dir() and not p.name.startswith('.') and needs_repair(p)]
+
+
+def repair_error_text(exc):
+    """Short text of a repair failure (the errno text for an OSError)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return f'{os.strerror(exc.errno)} ({exc.filename or ""})'
+    return f'{type(exc).__name__}: {exc}'
+
+
+def recover_bags(bags_dir, *, typestore=None, reason='the logger stopped mid-episode'):
+    """Repair every bag under ``bags_dir`` left unfinished by a crash (see :func:`repair_bag`
+    and :func:`unfinished_bags`). A bag that cannot be repaired (e.g. the disk is full) is
+    left as it is, and reported.
+
+    Returns:
+        list of dicts: :func:`repair_bag`'s result, or ``{'path', 'failed': text}``.
+    """
+    results = []
+    for path in unfinished_bags(bags_dir):
         try:
             results.append(repair_bag(path, typestore=typestore, reason=reason))
         except Exception as exc:  # noqa: BLE001 - reported; retried at the next start
-            text = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
-                    else str(exc))
+            text = repair_error_text(exc)
             _LOG.error('bag %s: repair failed: %s', path, text)
             results.append({'path': str(path), 'failed': text})
     return results

@@ -176,9 +176,12 @@ def _fsync_dir(path):
             os.close(fd)
 
 
-def _is_lock_error(exc):
+def is_lock_error(exc):
     """True for HDF5's 'unable to lock file' (errno 11: another process has it open)."""
     return isinstance(exc, BlockingIOError) or 'unable to lock file' in str(exc).lower()
+
+
+_is_lock_error = is_lock_error
 
 
 class EpisodeRecorder:

@@ -16,14 +16,29 @@ the image), else computed from the latest ``/joint_states`` with a stamp <= that
 acting policy: the ``source`` of the ``/policy/decision`` with the action's stamp, else the
 ``kind`` of the latched ``/policy/model_info``, and the decision's ``noise_free_action`` (the
 actor's action before exploration noise, NaN when absent). While the latest model info
-announces a ``decision_topic``, an action waits (like one waiting for its image) for its decision; while it
-announces ``grasp_goal_topic`` (the scripted demonstrator), an action waits likewise for the
+announces a ``decision_topic``, an action waits (like one waiting for its image) for its
+decision; while it announces ``grasp_goal_topic`` (the scripted demonstrator), an action waits likewise for the
 ``/scripted_policy/grasp_goal`` with its stamp, stored as the step's ``grasp_goal``. The node
 only converts and routes; bag and dataset writing live in ``awopt_ros.core``.
+
+Disk: the free space of ``output_dir`` is checked before each episode and every second
+(``min_free_disk_mb``); the 1 Hz ``/diagnostics`` status 'logger' carries ``free_disk_mb``,
+``min_free_disk_mb``, ``accepting_episodes`` ('true'/'false') and ``write_errors``, at level
+ERROR with the reason as its message while episodes are not accepted (the episode manager
+refuses to start one then). An episode that starts anyway is not recorded. A write error
+(e.g. ENOSPC from the bag or dataset writer) drops only the episode being written (its bag
+is deleted, the dataset keeps every earlier episode), is logged and counted, and stops
+further recording until the logger is restarted.
+
+Crash recovery: at start the bags that a killed logger left unfinished (no footer, no
+``metadata.yaml``) are rebuilt from what can be read and marked as cut
+(``core.bag.repair_bag``, on the dataset worker thread).
 """
 import importlib
+import errno
 import json
 import math
+import os
 import shutil
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +52,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
 
 from awopt_ros.core import robot
-from awopt_ros.core.bag import COMPRESSIONS, BagWriter, default_typestore
-from awopt_ros.core.dataset import EpisodeRecorder, dataset_id_for, datasets_dir, policy_id
+from awopt_ros.core.bag import (COMPRESSIONS, BagWriter, default_typestore, repair_bag,
+                                repair_error_text, unfinished_bags)
+from awopt_ros.core.dataset import (EpisodeRecorder, dataset_id_for, datasets_dir,
+                                    is_lock_error, policy_id)
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_IMAGE_SIZE
 from awopt_ros.core.sync import StampedHistory
 from awopt_ros.ros import convert, diagnostics, qos
@@ -154,8 +171,17 @@ class LoggerNode(Node):
                                'Bag bytes allowed to wait for the disk before dropping (MB).',
                                low=1, high=65536, read_only=True)
         self._bag_compression = declare(
-            self, 'bag_compression', 'zstd', "Per-message bag compression: 'zstd' or 'none'.",
+            self, 'bag_compression', 'zstd',
+            "MCAP chunk compression of the bags: 'zstd' or 'none' (messages stay plain CDR).",
             read_only=True)
+        self._bag_flush_s = declare(
+            self, 'bag_flush_period_s', 1.0,
+            'Longest time recorded messages wait before reaching the OS (s): a crash loses '
+            'at most this much of a bag.', low=0.05, high=60.0, read_only=True)
+        self.min_free_disk_mb = declare(
+            self, 'min_free_disk_mb', 200,
+            'Episodes are not recorded (and not started) while output_dir has less free '
+            'space (MB); 0 disables the check.', low=0, high=10_000_000, read_only=True)
         if self._bag_compression not in COMPRESSIONS:
             raise StartupError(f'logger: bag_compression must be one of {COMPRESSIONS}, got '
                                f'{self._bag_compression!r}')
@@ -199,7 +225,12 @@ class LoggerNode(Node):
                        'episodes_saved': 0, 'steps_total': 0,
                        'unmatched_actions': 0,
                        'pre_start_actions': 0, 'trimmed_steps': 0,
-                       'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0}
+                       'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0,
+                       'write_errors': 0, 'episodes_refused': 0, 'bags_repaired': 0}
+        self._write_error = None   # text of the first write error (recording stops)
+        self._refused = None       # {'episode', 'reason'} of an episode started, not recorded
+        self._disk = self._check_disk()
+        self._refusal_logged = None
         self.last_saved = None
         self._start_ns = self.get_clock().now().nanoseconds
 
@@ -218,6 +249,66 @@ class LoggerNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f'logging {len(self.recorded)} topics to {self.output_dir}/bags, '
                                f'dataset {self.dataset_id} in {self.dataset_root}')
+        self._recover_bags()
+
+    # ---- disk and crash recovery ------------------------------------------------------------
+    def _recover_bags(self):
+        """Rebuild the bags a killed logger left unfinished, on the dataset worker thread."""
+        try:
+            paths = unfinished_bags(self.output_dir / 'bags')
+        except OSError as exc:
+            self.get_logger().error(f'cannot look for unfinished bags: {exc}')
+            return
+        for path in paths:
+            self.get_logger().warning(f'bag {path} was left unfinished (the logger stopped '
+                                      'mid-episode): rebuilding it from what can be read')
+            self._saver.submit(self._repair, path)
+
+    def _repair(self, path):
+        try:
+            result = repair_bag(path, typestore=self._typestore,
+                                reason='the logger stopped mid-episode')
+        except Exception as exc:  # noqa: BLE001 - reported; retried at the next start
+            self.get_logger().error(f'bag {path}: repair failed: {repair_error_text(exc)}')
+            return None
+        self.counts['bags_repaired'] += 1
+        self.get_logger().warning(
+            f'bag {path} rebuilt: {result["messages"]} messages kept, '
+            f'{result["unread_bytes"]} bytes unreadable; marked cut (metadata.yaml custom_data '
+            'awopt_cut: true); the episode is not in the dataset')
+        return result
+
+    def _check_disk(self):
+        """Return ``(free MB, accepting, reason)`` for ``output_dir`` (its nearest existing
+        parent while it does not exist yet)."""
+        probe = self.output_dir.absolute()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free_mb = shutil.disk_usage(probe).free / 2**20
+        except OSError as exc:
+            return math.nan, False, f'cannot read the free space of {self.output_dir}: {exc}'
+        if self._write_error is not None:
+            return free_mb, False, self._write_error
+        if self.min_free_disk_mb > 0 and free_mb < self.min_free_disk_mb:
+            return free_mb, False, (f'only {free_mb:.1f} MB free on {self.output_dir} '
+                                    f'(min_free_disk_mb {self.min_free_disk_mb:g})')
+        return free_mb, True, ''
+
+    def _on_write_error(self, exc, what):
+        """Count a write error, stop recording further episodes, and log it."""
+        self.counts['write_errors'] += 1
+        if isinstance(exc, OSError) and exc.errno:
+            text = f'{os.strerror(exc.errno)} writing {exc.filename or what}'
+        else:
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+            text = (f'{os.strerror(cause.errno)} writing {cause.filename or what}'
+                    if cause is not None and cause.errno else f'{exc} ({what})')
+        if self._write_error is None:
+            self._write_error = (f'write error: {text}; not recording episodes (free space, '
+                                 'then restart the logger)')
+        self.get_logger().error(f'write error: {text}')
+        return text
 
     # ---- message routing ----------------------------------------------------------------
     def _callback(self, topic):
@@ -406,6 +497,8 @@ class LoggerNode(Node):
                               'truncated': True})
             self._begin(event, episode)
             self._record(EVENT, data)
+        elif kind == 'end' and self._refused is not None and self._episode is None:
+            self._report_refused(event)
         elif kind == 'end' and self._episode is not None and self._ending is None:
             if episode != self._episode['episode']:
                 self.get_logger().warning(f'end of episode {episode} while episode '
@@ -429,13 +522,42 @@ class LoggerNode(Node):
             path, k = base.with_name(f'{base.name}_{k}'), k + 1
         return path
 
+    def _refuse(self, episode, reason):
+        """Leave episode ``episode`` unrecorded; its end is reported as not saved."""
+        self._prestart.clear()
+        self._refused = {'episode': episode, 'reason': reason}
+        self.counts['episodes_refused'] += 1
+        self.get_logger().error(f'episode {episode} not recorded: {reason}')
+
+    def _report_refused(self, event):
+        refused, self._refused = self._refused, None
+        saved = {'episode': refused['episode'], 'bag': None, 'frames_logged': 0, 'steps': 0,
+                 'dataset_id': self.dataset_id, 'dataset_root': str(self.output_dir),
+                 'outcome': event.get('outcome'), 'dataset_written': False,
+                 'dataset_index': None, 'bag_error': None, 'write_error': refused['reason']}
+        self.last_saved = saved
+        self._saved_pub.publish(String(data=json.dumps(saved)))
+
     def _begin(self, event, episode):
+        self._refused = None
+        self._disk = self._check_disk()
+        if not self._disk[1]:
+            self._refuse(episode, self._disk[2])
+            return
         path = self._bag_path(max(episode, 0))
-        self._bag = BagWriter(path, {t: v[0] for t, v in self.recorded.items()},
-                              typestore=self._typestore,
-                              qos={t: v[1] for t, v in self.recorded.items()},
-                              max_queue_bytes=self._max_queue_bytes,
-                              compression=self._bag_compression)
+        try:
+            self._bag = BagWriter(path, {t: v[0] for t, v in self.recorded.items()},
+                                  typestore=self._typestore,
+                                  qos={t: v[1] for t, v in self.recorded.items()},
+                                  max_queue_bytes=self._max_queue_bytes,
+                                  compression=self._bag_compression,
+                                  chunk_max_s=self._bag_flush_s,
+                                  custom_data={'awopt_episode': episode,
+                                               'awopt_seed': event.get('seed')})
+        except OSError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            self._refuse(episode, self._on_write_error(exc, path))
+            return
         now = self._now_ns()
         for topic, raw in self._latched.items():  # latched state the episode depends on
             self._record(topic, raw, now)
@@ -507,35 +629,63 @@ class LoggerNode(Node):
 
         Runs on the dataset worker thread, so the executor keeps taking messages meanwhile.
         """
-        bag_error = None
+        bag_error = write_error = None
         try:
             frames = bag.close().get(CAMERA, 0)
         except Exception as exc:  # noqa: BLE001 - the episode must still be saved
-            bag_error = str(exc)
             frames = bag.frames_written.get(CAMERA, 0)
-            self.get_logger().error(f'bag {ep["bag"]}: {exc}')
+            cause = bag.write_error or (exc.__cause__ if isinstance(exc.__cause__, OSError)
+                                        else None)
+            if cause is not None:   # e.g. ENOSPC: the episode is dropped
+                write_error = self._episode_write_error(ep, cause, ep['bag'])
+            else:
+                bag_error = str(exc)
+                self.get_logger().error(f'bag {ep["bag"]}: {exc}')
+        if write_error is None:
+            try:
+                summary = self.recorder.append(buffer, summary)
+            except OSError as exc:
+                if is_lock_error(exc.__cause__ or exc):   # kept pending, written later
+                    self.counts['save_errors'] += 1
+                    self.get_logger().error(f'episode {ep["episode"]}: dataset append '
+                                            f'failed: {exc}')
+                else:   # the episode is dropped; the dataset keeps every earlier one
+                    write_error = self._episode_write_error(
+                        ep, exc, self.recorder.dataset_path)
+            except Exception as exc:  # noqa: BLE001 - report; the bag is kept either way
+                self.counts['save_errors'] += 1
+                self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: '
+                                        f'{exc}')
+        if write_error is not None:
+            bag.discard()   # frees the space; a dropped episode leaves no half bag behind
+            frames, summary = 0, dict(summary, steps=0, written=False, index=None)
+            self.get_logger().error(f'episode {ep["episode"]} dropped (bag and dataset): '
+                                    f'{write_error}; earlier episodes are kept')
         self.frames_logged_total += frames
-        try:
-            summary = self.recorder.append(buffer, summary)
-        except Exception as exc:  # noqa: BLE001 - report; the bag is kept either way
-            self.counts['save_errors'] += 1
-            self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: {exc}')
-        self.counts['episodes_saved'] += 1
+        self.counts['episodes_saved'] += write_error is None
         self.counts['steps_total'] += summary['steps']
-        saved = {'episode': ep['episode'], 'bag': ep['bag'], 'frames_logged': frames,
+        saved = {'episode': ep['episode'], 'bag': None if write_error else ep['bag'],
+                 'frames_logged': frames,
                  'steps': summary['steps'], 'dataset_id': self.dataset_id,
                  'dataset_root': str(self.output_dir), 'outcome': event.get('outcome'),
                  'dataset_written': summary['written'], 'dataset_index': summary.get('index'),
-                 'bag_error': bag_error}
+                 'bag_error': bag_error, 'write_error': write_error}
         self.last_saved = saved
         try:
             if self.context.ok():  # not after a SIGINT/SIGTERM shut the context down
                 self._saved_pub.publish(String(data=json.dumps(saved)))
         except Exception as exc:  # noqa: BLE001 - context may be shut down at exit
             self.get_logger().warning(f'could not publish {SAVED}: {exc}')
-        self.get_logger().info(f'episode {ep["episode"]} saved: {frames} camera frames, '
-                               f'{summary["steps"]} steps ({event.get("outcome")})')
+        if write_error is None:
+            self.get_logger().info(f'episode {ep["episode"]} saved: {frames} camera frames, '
+                                   f'{summary["steps"]} steps ({event.get("outcome")})')
         return saved
+
+    def _episode_write_error(self, ep, exc, what):
+        """Report a write error of episode ``ep`` once (see :meth:`_on_write_error`)."""
+        if ep.get('write_error') is None:
+            ep['write_error'] = self._on_write_error(exc, what)
+        return ep['write_error']
 
     def _is_replayed_history(self, event, frames, steps):
         """True for an episode whose start and end both predate this node (latched replay)."""
@@ -545,6 +695,10 @@ class LoggerNode(Node):
 
     def _publish_diagnostics(self):
         running = self._episode is not None
+        if running and self._bag is not None and self._bag.write_error is not None:
+            self._episode_write_error(self._episode, self._bag.write_error,
+                                      self._episode['bag'])
+        self._disk = free_mb, accepting, reason = self._check_disk()
         frames_now = self._bag.frames_written.get(CAMERA, 0) if self._bag is not None else 0
         values = dict(self.counts, frames_logged=self.frames_logged_total + frames_now,
                       frames_logged_episode=frames_now, recording=running,
@@ -552,11 +706,18 @@ class LoggerNode(Node):
                       steps_episode=self.recorder.steps, policy=self._policy_kind,
                       bag_queue_bytes=self._bag.queued_bytes if self._bag is not None else 0,
                       dataset_pending=self.recorder.pending_episodes,
-                      dataset_lock_retries=self.recorder.lock_retries)
+                      dataset_lock_retries=self.recorder.lock_retries,
+                      free_disk_mb=f'{free_mb:.1f}', min_free_disk_mb=f'{self.min_free_disk_mb:g}',
+                      accepting_episodes='true' if accepting else 'false')
         level = diagnostics.OK if self.counts['save_errors'] == 0 else diagnostics.WARN
+        message = f'episode {values["episode"]} recording' if running else 'idle'
+        if not accepting:
+            level, message = diagnostics.ERROR, reason
+            if self._refusal_logged != reason:
+                self.get_logger().error(f'not accepting episodes: {reason}')
+        self._refusal_logged = None if accepting else reason
         self._diag_pub.publish(diagnostics.diagnostic_array(
-            self, 'logger', values, level=level,
-            message=f'episode {values["episode"]} recording' if running else 'idle'))
+            self, 'logger', values, level=level, message=message))
 
     def close(self):
         """Save a running episode as truncated (outcome 'shutdown'); called at shutdown."""
