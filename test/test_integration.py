@@ -24,6 +24,7 @@ from rclpy.context import Context
 from sensor_msgs.msg import Image, JointState
 
 from awopt_ros.core.dataset import load_episodes
+from awopt_ros.core.report import bag_frame_stamps_ns, episode_windows, frame_accounting
 from awopt_ros.launcher import Stack, ros_environment
 from awopt_ros.ros import convert, qos
 from awopt_ros.ros.episode_client import EpisodeClient
@@ -85,7 +86,8 @@ def run(tmp_path_factory):
         codes = stack.stop()
     starts = [e for e in client.events if e['event'] == 'start']
     result = dict(ends=ends, lost=lost, starts=starts, frames=frames, actions=actions,
-                  saved=dict(client.saved), codes=codes, out=out)
+                  saved=dict(client.saved), codes=codes, out=out,
+                  camera_stamps_ns=list(client.camera_stamps_ns))
     client.destroy_node()
     rclpy.try_shutdown(context=ctx)
     return result
@@ -158,6 +160,20 @@ def test_bags_hold_every_published_frame_and_action(run):
             assert msgs.get(topic), f'{topic} missing from {saved["bag"]}'
         img = msgs['/camera/color/image_raw'][0][1]
         assert (img.width, img.height, img.encoding) == (640, 480, 'rgb8')
+
+
+def test_no_camera_frame_published_during_an_episode_is_lost(run):
+    # The report's frames_lost: frames stamped inside an episode (seen published here, on
+    # camera_info, or in the bag) that the episode's bag lacks; the cut third episode too.
+    episodes = [e['episode'] for e in run['ends']] + [run['lost']['episode']]
+    windows = episode_windows(run['starts'] + run['ends'] + [run['lost']], episodes)
+    assert sorted(windows) == episodes
+    logged = {k: bag_frame_stamps_ns(run['saved'][k]['bag']) for k in episodes}
+    out = frame_accounting(run['camera_stamps_ns'], logged, windows)
+    assert out['frames_lost'] == 0 and out['unreadable_bags'] == [], out
+    assert out['frames_published_in_episodes'] >= sum(e['steps'] for e in run['ends'])
+    # Not a count of the bags alone: this process saw most of those frames published.
+    assert out['frames_observed_in_episodes'] >= 0.5 * out['frames_published_in_episodes']
 
 
 def test_dataset_matches_published_actions_and_outcomes(run):
