@@ -1,5 +1,6 @@
 """In-process tests of the logger node: episode events -> MCAP bag + Minari dataset."""
 import json
+import os
 import time
 from pathlib import Path
 
@@ -33,11 +34,11 @@ def fake_proprio(q7, finger_m):
 class Harness:
     """A publisher node beside the logger, both spun by one executor of a private context."""
 
-    def __init__(self, ctx, tmp_path, monkeypatch):
+    def __init__(self, ctx, tmp_path, monkeypatch, params=()):
         monkeypatch.setattr(kinematics, 'proprio_from_joints', fake_proprio)
         self.logger = LoggerNode(context=ctx, parameter_overrides=[
             Parameter('output_dir', value=str(tmp_path / 'run')),
-            Parameter('end_grace_s', value=0.2)])
+            Parameter('end_grace_s', value=0.2), *params])
         self.node = rclpy.create_node('harness', context=ctx)
         self.executor = SingleThreadedExecutor(context=ctx)
         self.executor.add_node(self.logger)
@@ -352,3 +353,91 @@ def test_the_proprio_a_policy_acted_on_is_waited_for_and_recorded(harness, tmp_p
     np.testing.assert_allclose(ep['proprio'][:2], np.stack(used), atol=1e-6)
     from awopt_ros.core.kinematics import proprio_from_joints
     assert not np.allclose(ep['proprio'][0], proprio_from_joints([0.1] * 7, 0.0), atol=1e-3)
+
+
+def _logger_status(h):
+    """Publish the logger's diagnostics now; return (level, message, values) of 'logger'."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from awopt_ros.ros.diagnostics import parse_values
+    got = []
+    sub = h.node.create_subscription(DiagnosticArray, '/diagnostics',
+                                     lambda m: got.extend(m.status), 10)
+    try:
+        h.spin_until(lambda: h.node.count_publishers('/diagnostics') > 0)
+        h.logger._publish_diagnostics()
+        h.spin_until(lambda: any(s.name == 'logger' for s in got))
+    finally:
+        h.node.destroy_subscription(sub)
+    status = [s for s in got if s.name == 'logger'][-1]
+    return status.level, status.message, parse_values(status)
+
+
+def test_too_little_free_disk_refuses_episodes_with_the_reason(ros_context, tmp_path,
+                                                                monkeypatch):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    h = Harness(ros_context, tmp_path, monkeypatch,
+                params=[Parameter('min_free_disk_mb', value=10_000_000)])
+    try:
+        level, message, values = _logger_status(h)
+        assert level == DiagnosticStatus.ERROR
+        assert message.startswith('only ') and message.endswith(
+            f'MB free on {tmp_path / "run"} (min_free_disk_mb 10000000)')
+        assert values['accepting_episodes'] == 'false'
+        assert values['min_free_disk_mb'] == '10000000' and float(values['free_disk_mb']) > 0
+        assert values['write_errors'] == '0'
+        h.event(event='start', episode=0, seed=1)
+        h.spin_until(lambda: h.logger.counts['episodes_refused'] == 1)
+        assert not h.logger.recorder.in_episode
+        h.event(event='end', episode=0, outcome='success', steps=0, success=True)
+        h.spin_until(lambda: h.saved)
+        assert h.saved[0]['write_error'] == message and h.saved[0]['bag'] is None
+        assert not (tmp_path / 'run' / 'bags').exists()
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize('where', ['bag', 'dataset'])
+def test_a_write_error_drops_only_that_episode_and_stops_recording(harness, tmp_path,
+                                                                   monkeypatch, where):
+    """ENOSPC (simulated) from the bag writer or the dataset: that episode is dropped (no
+    half bag left), earlier ones stay loadable, the error is in the diagnostics, and later
+    episodes are refused; nothing raises."""
+    import errno
+
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rosbags.rosbag2.storage_mcap import McapWriter
+
+    from awopt_ros.core.dataset import EpisodeRecorder
+    h, rng = harness, np.random.default_rng(8)
+    h.announce_actor()
+    h.start(0, 100)
+    _run_steps(h, rng, 3, 10.0)
+    h.event(event='end', episode=0, outcome='success', steps=3, success=True, terminated=True,
+            truncated=False)
+    h.spin_until(lambda: len(h.saved) == 1)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if where == 'bag':
+        monkeypatch.setattr(McapWriter, 'write', full)
+    else:
+        monkeypatch.setattr(EpisodeRecorder, '_append', full)
+    h.start(1, 101)
+    _run_steps(h, rng, 3, 20.0)
+    h.event(event='end', episode=1, outcome='success', steps=3, success=True, terminated=True,
+            truncated=False)
+    h.spin_until(lambda: len(h.saved) == 2)
+    rec = h.saved[1]
+    assert rec['write_error'].startswith('No space left on device writing ')
+    assert (rec['bag'], rec['dataset_written'], rec['steps']) == (None, False, 0)
+    level, message, values = _logger_status(h)
+    assert level == DiagnosticStatus.ERROR and values['accepting_episodes'] == 'false'
+    assert message.startswith('write error: No space left on device writing ')
+    assert values['write_errors'] == '1'
+    assert sorted(p.name for p in (tmp_path / 'run' / 'bags').iterdir()) == ['episode_0000']
+    assert [e['episode'] for e in load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')] == [0]
+    assert len(_bag_messages(tmp_path / 'run' / 'bags' / 'episode_0000')[CAMERA]) == 3
+    h.event(event='start', episode=2, seed=102)
+    h.spin_until(lambda: h.logger.counts['episodes_refused'] == 1)
+    assert not h.logger.recorder.in_episode

@@ -292,7 +292,7 @@ class LoggerNode(Node):
             return free_mb, False, self._write_error
         if self.min_free_disk_mb > 0 and free_mb < self.min_free_disk_mb:
             return free_mb, False, (f'only {free_mb:.1f} MB free on {self.output_dir} '
-                                    f'(min_free_disk_mb {self.min_free_disk_mb:g})')
+                                    f'(min_free_disk_mb {self.min_free_disk_mb})')
         return free_mb, True, ''
 
     def _on_write_error(self, exc, what):
@@ -707,7 +707,7 @@ class LoggerNode(Node):
                       bag_queue_bytes=self._bag.queued_bytes if self._bag is not None else 0,
                       dataset_pending=self.recorder.pending_episodes,
                       dataset_lock_retries=self.recorder.lock_retries,
-                      free_disk_mb=f'{free_mb:.1f}', min_free_disk_mb=f'{self.min_free_disk_mb:g}',
+                      free_disk_mb=f'{free_mb:.1f}', min_free_disk_mb=f'{self.min_free_disk_mb}',
                       accepting_episodes='true' if accepting else 'false')
         level = diagnostics.OK if self.counts['save_errors'] == 0 else diagnostics.WARN
         message = f'episode {values["episode"]} recording' if running else 'idle'
