@@ -28,14 +28,46 @@ import threading
 import time
 from pathlib import Path
 
-from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, ros_environment
+from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, StackError, ros_environment
 
 DEFAULT_MODEL = 'models/grasp_awopt.onnx'
 
 
+def _episode_count(text):
+    """argparse type: an episode count >= 1 (ArgumentTypeError otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expects a whole number, got {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def _params_file(text):
+    """argparse type: a readable params YAML mapping; returns ``text`` (ArgumentTypeError
+    naming the file otherwise)."""
+    from awopt_ros.core.paths import resolve
+    from awopt_ros.launcher import _load_params_file
+    path = resolve(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f'params file not found: {path}')
+    try:
+        _load_params_file(text)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f'cannot read params file {path}: {exc.strerror or exc}') from None
+    except Exception as exc:  # noqa: BLE001 - YAML syntax or not a node mapping
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise argparse.ArgumentTypeError(f'params file {path} is not valid: {first}') from None
+    return text
+
+
 def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo', lockstep=True):
-    p.add_argument('--episodes', type=int, default=10, help='episodes to run (default 10)')
-    p.add_argument('--config', default=DEFAULT_CONFIG, help='params YAML for every node')
+    p.add_argument('--episodes', type=_episode_count, default=10,
+                   help='episodes to run, at least 1 (default %(default)s)')
+    p.add_argument('--config', type=_params_file, default=DEFAULT_CONFIG,
+                   help='params YAML for every node (default %(default)s)')
     p.add_argument('--policy', choices=sorted(POLICY_NODES), default=policy)
     p.add_argument('--model', default=None,
                    help=f'ONNX actor for --policy actor (default: the config, {DEFAULT_MODEL})')
@@ -140,13 +172,18 @@ def cmd_finetune(args):
 
 def cmd_bringup(args):
     """Start every node and keep them running until Ctrl-C or a node exits."""
+    try:
+        _params_file(args.config)
+    except argparse.ArgumentTypeError as exc:
+        print(f'awopt bringup: error: argument config: {exc}', file=sys.stderr)
+        return 2
     stack = Stack(config=args.config, policy=args.policy, log_dir=Path(args.log_dir),
                   env=ros_environment(), overrides=parse_overrides(args.overrides))
-    stack.start()
-    print(f'started {", ".join(n.name for n in stack.nodes)}; logs in {args.log_dir}; '
-          'Ctrl-C stops')
     code = 0
-    try:
+    try:    # a Ctrl-C at any point after start() began still stops what it started
+        stack.start()
+        print(f'started {", ".join(n.name for n in stack.nodes)}; logs in {args.log_dir}; '
+              'Ctrl-C stops')
         while not stack.dead():
             time.sleep(0.5)
         for node in stack.dead():
@@ -317,6 +354,9 @@ def main(argv=None):
                     signal.signal(signal.SIGINT, signal.default_int_handler))
     try:
         return args.func(args)
+    except StackError as exc:   # e.g. another stack on this ROS domain: one line, no traceback
+        print(f'awopt {args.command}: error: {exc}', file=sys.stderr)
+        return 1
     except _Stopped:
         return 143
     except KeyboardInterrupt:

@@ -2,13 +2,22 @@
 
 The node list and parameter handling here mirror ``launch/awopt_grasp.launch.py``: both start one
 process per node with ``--ros-args --params-file CONFIG`` and the same environment (DDS kept
-on this machine, shared-memory transport for camera frames). ROS-free: it only builds command
-lines and manages subprocesses.
+on this machine, shared-memory transport for camera frames). ROS-free at import: it builds
+command lines and manages subprocesses; only :meth:`Stack.start`'s check for another stack on
+the same ROS domain imports rclpy (:mod:`awopt_ros.ros.stack_guard`).
+
+Node processes die with the awopt process that started them, whatever kills it
+(``PR_SET_PDEATHSIG``), and one ROS domain holds one stack at a time (a per-domain file lock
+held for the stack's life, and a look at the ROS graph for a stack started otherwise).
 """
+import ctypes
+import errno
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +36,9 @@ STACK_NODES = (
 )
 POLICY_NODES = {'actor': ('policy', 'awopt_ros.nodes.policy'),
                 'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy')}
+#: Every node name a stack may run (the graph check looks for these).
+STACK_NODE_NAMES = tuple(sorted({n for n, _ in STACK_NODES}
+                                | {n for n, _ in POLICY_NODES.values()}))
 DEFAULT_CONFIG = 'config/awopt_ros_kuka_grasp.yaml'
 DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: Parameters that several nodes must agree on: {param: (node defaults, nodes)}. The camera
@@ -36,6 +48,104 @@ SHARED_PARAMS = {
     'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger')),
     'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy')),
 }
+
+
+class StackError(RuntimeError):
+    """A node of the stack died or never came up, or the stack cannot start (the message
+    names the node, or the reason)."""
+
+
+class DomainBusyError(StackError):
+    """Another awopt stack is live on the ROS domain this stack would use."""
+
+
+def domain_id_of(env=None):
+    """Return the ROS domain (int) that processes with environment ``env`` (default: this
+    process's) join: ``ROS_DOMAIN_ID``, 0 when unset or empty.
+
+    Raises:
+        ValueError: ``ROS_DOMAIN_ID`` is not an integer.
+    """
+    raw = str((os.environ if env is None else env).get('ROS_DOMAIN_ID', '')).strip()
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        raise ValueError(f'ROS_DOMAIN_ID must be an integer, got {raw!r}') from None
+
+
+def domain_lock_path(domain_id):
+    """Return the lock file that a stack on ROS domain ``domain_id`` holds (in the temp dir)."""
+    return Path(tempfile.gettempdir()) / f'awopt_stack_domain_{int(domain_id)}.lock'
+
+
+def busy_message(domain_id, holder):
+    """Return the one-line refusal for a stack on ``domain_id`` held by ``holder`` (text)."""
+    return (f'another awopt stack is running on ROS_DOMAIN_ID={domain_id} ({holder}): stop '
+            'it or set ROS_DOMAIN_ID to a free domain')
+
+
+def acquire_domain_lock(domain_id):
+    """Take the exclusive per-domain stack lock; return its open file descriptor.
+
+    The lock (``flock`` on :func:`domain_lock_path`) lasts until the descriptor is closed or
+    the process ends, however it ends; the file holds the owner's PID for the message.
+
+    Raises:
+        DomainBusyError: another process (or another Stack here) holds it.
+    """
+    path = domain_lock_path(domain_id)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    except PermissionError:       # made by another user: locking needs no write access
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        try:
+            owner = path.read_text().strip()
+        except OSError:
+            owner = ''
+        raise DomainBusyError(busy_message(
+            domain_id, f'awopt process {owner}' if owner else f'lock {path}')) from None
+    try:
+        os.fchmod(fd, 0o666)      # another user's stack may lock it too
+    except OSError:
+        pass
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+    except OSError:
+        pass
+    return fd
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(signum=signal.SIGTERM):
+    """Return a ``preexec_fn`` that makes the child get ``signum`` when this process dies.
+
+    Linux ``prctl(PR_SET_PDEATHSIG)``: the kernel signals the child when the thread that
+    started it exits, whatever ends it (``kill -9`` included), so start nodes from a thread
+    that lives as long as the stack (the main thread). SIGTERM gives the node a clean
+    shutdown (rclpy's handler; the logger closes its files). A parent that died before the
+    ``prctl`` call is caught by comparing the parent PID. Returns None off Linux.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl   # resolved here, not in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(int(signum)), ctypes.c_ulong(0),
+              ctypes.c_ulong(0), ctypes.c_ulong(0))
+        if os.getppid() != parent:    # the parent died before prctl: no signal would come
+            os.kill(os.getpid(), int(signum))
+    return preexec
 
 
 def ros_environment(base=None, domain_id=None):
@@ -160,7 +270,10 @@ class Stack:
         policy: 'actor' (ONNX policy node) or 'scripted' (privileged scripted policy).
         log_dir: where each node's stdout/stderr goes (``<name>.log``).
         overrides: {node name: {param: value}} applied after the params file.
-        env: environment for the processes (default: :func:`ros_environment`).
+        env: environment for the processes (default: :func:`ros_environment`); its
+            ``ROS_DOMAIN_ID`` (0 when unset) is the domain the stack holds.
+        graph_check_s: how long :meth:`start` listens to the ROS graph for a stack that
+            another tool started (``ros2 launch``) before starting its own; 0 skips that look.
 
     Raises:
         ValueError: an unknown policy, or nodes that would disagree on a shared parameter
@@ -174,6 +287,8 @@ class Stack:
     overrides: dict = field(default_factory=dict)
     env: dict = None
     nodes: list = field(default_factory=list)
+    graph_check_s: float = 2.0
+    _lock_fd: int = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.policy not in POLICY_NODES:
@@ -192,18 +307,50 @@ class Stack:
         return specs
 
     def start(self):
-        """Start every node process (returns self)."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        """Start every node process (returns self).
+
+        First claims the stack's ROS domain: the per-domain lock (:func:`acquire_domain_lock`,
+        held until :meth:`stop` and by every node while it runs, so two stacks started at the
+        same moment cannot both start), then a look at the ROS graph for stack nodes started
+        otherwise (:func:`awopt_ros.ros.stack_guard.live_stack_nodes`, ``graph_check_s``).
+        Each node runs in its own session (Ctrl-C in the terminal reaches only this process,
+        whose cleanup stops the nodes) and gets SIGTERM when this process dies, however it
+        dies (:func:`parent_death_signal`). Call it from the main thread (or one that lives
+        as long as the stack).
+
+        Raises:
+            DomainBusyError: another awopt stack is live on the domain (the message names
+                the domain and the nodes or process found); nothing was started.
+        """
         env = self.env if self.env is not None else ros_environment()
+        domain = domain_id_of(env)
+        self._lock_fd = acquire_domain_lock(domain)
+        try:
+            if self.graph_check_s > 0:
+                from awopt_ros.ros.stack_guard import live_stack_nodes
+                found = live_stack_nodes(domain, self.graph_check_s, env)
+                if found:
+                    raise DomainBusyError(busy_message(domain, 'nodes: ' + ', '.join(found)))
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            self._release_domain()
+            raise
+        preexec = parent_death_signal()
         for name, module in self.node_specs():
             argv = node_command(module, name, self.config, self.overrides.get(name))
             proc = NodeProcess(name, argv, self.log_dir / f'{name}.log')
             log = open(proc.log_path, 'wb')  # noqa: SIM115 - closed with the process
             proc.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True)
+                                            env=env, start_new_session=True,
+                                            preexec_fn=preexec, pass_fds=(self._lock_fd,))
             log.close()
             self.nodes.append(proc)
         return self
+
+    def _release_domain(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def dead(self):
         """Return the nodes whose process has exited."""
@@ -230,6 +377,7 @@ class Stack:
                 time.sleep(0.5)
                 n.process.kill()
                 n.process.wait()
+        self._release_domain()
         return {n.name: n.process.returncode for n in self.nodes}
 
     def __enter__(self):

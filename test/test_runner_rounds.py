@@ -31,6 +31,7 @@ class FakeClient:
 
     def __init__(self, context=None):
         self.events, self.saved, self.latencies_ms, self.counters = [], {}, [], {}
+        self.camera_stamps_ns = []
         self.recording = False
         self.version = 0
         self.started = 0
@@ -144,3 +145,46 @@ def test_without_rounds_nothing_waits(tmp_path, fake_stack):
 def test_bad_rounds_are_refused(tmp_path, fake_stack, kwargs):
     with pytest.raises(ValueError, match='new_model_every'):
         run(tmp_path, episodes=3, **kwargs)
+
+
+class _DeadNode:
+    name = 'logger'
+    log_path = '/tmp/logs/logger.log'
+    process = type('P', (), {'returncode': -9})()
+
+    def log_tail(self, lines=20):
+        return 'last words'
+
+
+def test_a_node_death_ends_the_run_naming_the_node(tmp_path, fake_stack, monkeypatch):
+    """wait_end returns early when ``alive()`` turns False; the error names the dead node
+    (not a timeout), with its exit code and log tail."""
+    dead = []
+    monkeypatch.setattr(FakeStack, 'dead', lambda self: list(dead))
+
+    def wait_end(self, episode, timeout_s, alive=None):
+        if episode == 2:
+            dead.append(_DeadNode())
+            assert alive is not None and not alive()
+            return None                   # what EpisodeClient.wait_end gives then
+        return FakeClient.wait_end_ok(self, episode, timeout_s)
+    monkeypatch.setattr(FakeClient, 'wait_end_ok', FakeClient.wait_end, raising=False)
+    monkeypatch.setattr(FakeClient, 'wait_end', wait_end)
+    report, _ = run(tmp_path, episodes=5)
+    assert report['episodes'] == 1
+    assert report['error'] == ('node logger died during episode 2 (exit code -9, SIGKILL); '
+                               'last log lines (/tmp/logs/logger.log):\nlast words')
+
+
+def test_no_answer_from_episode_start_names_the_dead_node(tmp_path, fake_stack, monkeypatch):
+    dead = [_DeadNode()]
+    monkeypatch.setattr(FakeStack, 'dead', lambda self: list(dead))
+
+    def start_episode(self, timeout_s=30.0, alive=None):
+        raise RuntimeError('no answer from /episode/start')
+    monkeypatch.setattr(FakeClient, 'start_episode', start_episode)
+    report, _ = run(tmp_path, episodes=2)
+    assert report['error'].startswith('node logger died while an episode started')
+    dead.clear()
+    report, _ = run(tmp_path, episodes=2)    # every node alive: the client's reason
+    assert report['error'] == 'episode 1 could not start: no answer from /episode/start'

@@ -6,6 +6,7 @@ processes cleanly and returns the report dict (also written as JSON when ``repor
 """
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -16,19 +17,30 @@ from awopt_ros.core.paths import resolve
 from awopt_ros.core.report import (bag_frame_stamps_ns, episode_seeds, episode_windows,
                                    frame_accounting, latency_summary, run_warnings,
                                    summarize_episodes)
-from awopt_ros.launcher import Stack, ros_environment
+from awopt_ros.launcher import Stack, StackError, ros_environment
 from awopt_ros.ros.episode_client import EpisodeClient
 
-
-class StackError(RuntimeError):
-    """A node of the stack died or never came up (the message names it and shows its log)."""
+__all__ = ['StackError', 'print_summary', 'run_episodes', 'stack_overrides']
 
 
-def _dead_nodes_message(stack):
+def _exit_text(code):
+    """Return ``code`` as text, with the signal's name for a negative (killed) code."""
+    if code is not None and code < 0:
+        try:
+            return f'{code}, {signal.Signals(-code).name}'
+        except ValueError:
+            pass
+    return str(code)
+
+
+def _dead_nodes_message(stack, during=''):
+    """Return '' when every node runs, else one paragraph per dead node: its name, exit code
+    and the last lines of its log (``during``, e.g. 'during episode 3', says when)."""
     parts = []
     for node in stack.dead():
-        parts.append(f'node {node.name} exited with code {node.process.returncode}; '
-                     f'last log lines ({node.log_path}):\n{node.log_tail()}')
+        parts.append(f'node {node.name} died{" " + during if during else ""} (exit code '
+                     f'{_exit_text(node.process.returncode)}); last log lines '
+                     f'({node.log_path}):\n{node.log_tail()}')
     return '\n'.join(parts)
 
 
@@ -44,7 +56,7 @@ def _next_round_model(client, round_version, done, timeout_s, startup_timeout_s,
     alive = lambda: not stack.dead()  # noqa: E731
     if done == 0:
         if client.wait_model_newer(None, startup_timeout_s, alive) is None:
-            raise StackError(_dead_nodes_message(stack)
+            raise StackError(_dead_nodes_message(stack, 'while waiting for the model')
                              or 'the policy node never published /policy/model_info')
         return client.model_version
     out(f'{done} episodes done: waiting up to {timeout_s:.0f} s for the policy to '
@@ -52,7 +64,7 @@ def _next_round_model(client, round_version, done, timeout_s, startup_timeout_s,
     t = time.monotonic()
     info = client.wait_model_newer(round_version, timeout_s, alive)
     if info is None:
-        raise StackError(_dead_nodes_message(stack) or (
+        raise StackError(_dead_nodes_message(stack, 'while waiting for a new model') or (
             f'no new model within {timeout_s:.0f} s after {done} episodes (the policy still '
             f'runs version {client.model_version}): is a finetuner (awopt finetune) exporting '
             'to the policy\'s model file?'))
@@ -155,14 +167,21 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     waits_s = []
     round_version = None
     error = None
-    stack.start()
+    try:
+        stack.start()     # DomainBusyError: another stack on this domain; nothing started
+    except BaseException:
+        client.destroy_node()
+        rclpy.try_shutdown(context=context)
+        raise
+    # Every wait below returns as soon as a node process exits (``alive``), and the error
+    # then names that node: a dead node never passes for a slow episode.
     alive = lambda: not stack.dead()  # noqa: E731
     try:
         out(f'bringing up {len(stack.nodes)} nodes (logs in {run_dir / "logs"}) ...')
         if not client.wait_ready(startup_timeout_s, alive=alive):
-            raise StackError('the stack did not come up: ' + (_dead_nodes_message(stack)
-                             or '/episode/start never appeared, or the logger '
-                                'never reported camera frames'))
+            raise StackError(_dead_nodes_message(stack, 'while the stack came up') or (
+                f'the stack did not come up within {startup_timeout_s:.0f} s: /episode/start '
+                'never appeared, or the logger never reported camera frames'))
         for i in range(warmup_episodes + episodes):
             warmup = i < warmup_episodes
             if new_model_every and not warmup and len(ends) % new_model_every == 0:
@@ -171,15 +190,20 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
                                                   stack, waits_s, out)
             client.recording = not warmup
             version_at_start = client.model_version
-            k = client.start_episode(timeout_s=startup_timeout_s, alive=alive)
+            try:
+                k = client.start_episode(timeout_s=startup_timeout_s, alive=alive)
+            except RuntimeError as exc:     # no answer (or a refusal) from /episode/start
+                raise StackError(_dead_nodes_message(stack, 'while an episode started')
+                                 or f'episode {i + 1} could not start: {exc}') from None
             event = client.wait_end(k, episode_timeout_s, alive=alive)
             client.recording = False
+            if stack.dead():
+                raise StackError(_dead_nodes_message(stack, f'during episode {k}'))
             if event is None:
-                raise StackError(f'episode {k} did not end within {episode_timeout_s:.0f} s. '
-                                 + _dead_nodes_message(stack))
+                raise StackError(f'episode {k} did not end within {episode_timeout_s:.0f} s '
+                                 '(every node still runs)')
             if event['event'] == 'start_failed':
-                raise StackError(f'episode {k} could not start: {event.get("detail")}. '
-                                 + _dead_nodes_message(stack))
+                raise StackError(f'episode {k} could not start: {event.get("detail")}')
             if warmup:
                 out(f'warm-up episode {k}: {event["outcome"]} (not counted)')
                 continue
@@ -192,9 +216,12 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
                 f'after {event["steps"]:2d} steps ({event.get("duration_s", 0.0):.1f} s) '
                 f'[{sum(e["success"] for e in ends)}/{len(ends)} successes]')
             if stack.dead():
-                raise StackError(_dead_nodes_message(stack))
+                raise StackError(_dead_nodes_message(stack, f'after episode {k}'))
         if ends:
-            client.wait_saved(ends[-1]['episode'], timeout_s=30.0)
+            last = ends[-1]['episode']
+            client.spin_until(lambda: last in client.saved, 30.0, alive)
+            if stack.dead():
+                raise StackError(_dead_nodes_message(stack, f'before episode {last} was saved'))
     except StackError as exc:
         error = str(exc)
     finally:
