@@ -18,7 +18,7 @@ from test_bag import mcap_ros2_decode_all
 
 TOPIC = '/chatter'
 
-_KILLED_WRITER = textwrap.dedent('''
+_KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys, time
     from rclpy.serialization import serialize_message
     from std_msgs.msg import String
@@ -33,7 +33,7 @@ _KILLED_WRITER = textwrap.dedent('''
     w.write('/chatter', serialize_message(String(data='lost')), 10**9)   # in the open chunk
     time.sleep(0.01)
     os.kill(os.getpid(), signal.SIGKILL)
-''')
+""")
 
 
 def _write_and_kill(path, count):

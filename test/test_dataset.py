@@ -286,7 +286,7 @@ def test_a_write_error_mid_append_keeps_earlier_episodes_and_drops_only_that_one
     assert sorted(p.name for p in rec.dataset_path.iterdir()) == ['data']
 
 
-_FILL_DISK = '''
+_FILL_DISK = """
 import errno, sys
 import numpy as np
 from awopt_ros.core.dataset import EpisodeRecorder
@@ -303,7 +303,7 @@ for k in range(30):
         print('written', k, s['index'], flush=True)
     except OSError as exc:
         print('error', k, exc.errno, flush=True)
-'''
+"""
 
 
 def test_a_real_full_disk_never_crashes_and_keeps_every_written_episode(tmp_path):

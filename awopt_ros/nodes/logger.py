@@ -17,9 +17,10 @@ acting policy: the ``source`` of the ``/policy/decision`` with the action's stam
 ``kind`` of the latched ``/policy/model_info``, and the decision's ``noise_free_action`` (the
 actor's action before exploration noise, NaN when absent). While the latest model info
 announces a ``decision_topic``, an action waits (like one waiting for its image) for its
-decision; while it announces ``grasp_goal_topic`` (the scripted demonstrator), an action waits likewise for the
-``/scripted_policy/grasp_goal`` with its stamp, stored as the step's ``grasp_goal``. The node
-only converts and routes; bag and dataset writing live in ``awopt_ros.core``.
+decision; while it announces ``grasp_goal_topic`` (the scripted demonstrator), an action
+waits likewise for the ``/scripted_policy/grasp_goal`` with its stamp, stored as the step's
+``grasp_goal``. The node only converts and routes; bag and dataset writing live in
+``awopt_ros.core``.
 
 Disk: the free space of ``output_dir`` is checked before each episode and every second
 (``min_free_disk_mb``); the 1 Hz ``/diagnostics`` status 'logger' carries ``free_disk_mb``,
@@ -35,7 +36,6 @@ Crash recovery: at start the bags that a killed logger left unfinished (no foote
 (``core.bag.repair_bag``, on the dataset worker thread).
 """
 import importlib
-import errno
 import json
 import math
 import os
