@@ -68,7 +68,8 @@ def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo', lockstep=Tru
                    help='episodes to run, at least 1 (default %(default)s)')
     p.add_argument('--config', type=_params_file, default=DEFAULT_CONFIG,
                    help='params YAML for every node (default %(default)s)')
-    p.add_argument('--policy', choices=sorted(POLICY_NODES), default=policy)
+    p.add_argument('--policy', choices=sorted(POLICY_NODES), default=policy,
+                   help='policy node: the learned actor (ONNX) or the scripted demonstrator')
     p.add_argument('--model', default=None,
                    help=f'ONNX actor for --policy actor (default: the config, {DEFAULT_MODEL})')
     p.add_argument('--seed', type=int, default=None, help='simulator base seed')
@@ -250,8 +251,15 @@ def cmd_evaluate(args):
 
 def build_parser():
     """Return the ``awopt`` argument parser."""
-    parser = argparse.ArgumentParser(prog='awopt', description=__doc__.split('\n')[0])
-    sub = parser.add_subparsers(dest='command', required=True)
+    from awopt_ros import __version__
+    from awopt_ros.cli_args import HelpFormatter
+    parser = argparse.ArgumentParser(
+        prog='awopt', formatter_class=HelpFormatter,
+        description='Learned grasping (AW-Opt) on a simulated Kuka iiwa with ROS 2. '
+                    "`awopt COMMAND -h` shows a command's options and their defaults.")
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',
+                                title='commands')
 
     p = sub.add_parser('demo', help='run episodes with the shipped model and report them')
     _add_run_args(p, run_dir=None)
@@ -275,48 +283,50 @@ def build_parser():
                         'instead: on a loaded host the arm then acts on old frames')
     p.set_defaults(func=cmd_collect, lockstep=True)
 
-    p = sub.add_parser('train', help='BC or a learner preset (awopt, awac, qtopt, ...) on a '
-                                      'dataset, exported to ONNX')
+    p = sub.add_parser('train', help='train BC or a learner preset on a dataset -> ONNX',
+                       usage='%(prog)s --dataset-root DIR --dataset-id ID [options]')
     from awopt_ros.learning.train_cli import add_train_args
     add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser('dagger', help='DAgger in process: the actor drives, the noise-free '
-                                       'scripted expert labels the visited states')
+    p = sub.add_parser('dagger', help='DAgger in process: actor drives, expert labels',
+                       usage='%(prog)s --dataset-root DIR --dataset-id ID [options]')
     from awopt_ros.learning.dagger import add_dagger_args
     add_dagger_args(p)
     p.set_defaults(func=cmd_dagger)
 
-    p = sub.add_parser('evaluate', help='noise-free success of ONNX actors in process on '
-                                         'the same scenes, compared scene by scene')
+    p = sub.add_parser('evaluate', help='success of ONNX actors on the same scenes',
+                       usage='%(prog)s MODEL.onnx [MODEL.onnx ...] [options]')
     from awopt_ros.learning.evaluate import add_evaluate_args
     add_evaluate_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser('finetune', help='train on the episodes a running stack logs, '
-                                         're-exporting the models atomically')
+    p = sub.add_parser('finetune', help='keep training on new episodes, hot-swap exports',
+                       usage='%(prog)s (--dataset-root DIR --dataset-id ID | --in-process) '
+                             '[options]')
     from awopt_ros.learning.finetune import add_finetune_args
     add_finetune_args(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser('bringup', help='start the nodes and keep them running')
-    p.add_argument('config', nargs='?', default=DEFAULT_CONFIG)
-    p.add_argument('--policy', choices=sorted(POLICY_NODES), default='actor')
-    p.add_argument('--log-dir', default='runs/bringup/logs')
+    p.add_argument('config', nargs='?', default=DEFAULT_CONFIG, help='params YAML for every node')
+    p.add_argument('--policy', choices=sorted(POLICY_NODES), default='actor',
+                   help='policy node: the learned actor (ONNX) or the scripted demonstrator')
+    p.add_argument('--log-dir', default='runs/bringup/logs', help="the nodes' log files")
     _add_set_arg(p)
     p.set_defaults(func=cmd_bringup)
 
     p = sub.add_parser('bench', help='frame-to-command latency while logging')
     _add_run_args(p, run_dir='runs/bench', lockstep=False)   # latency needs the wall clock
     p.set_defaults(episodes=5)
-    p.add_argument('--out', default='bench/results.json')
+    p.add_argument('--out', default='bench/results.json',
+                   help='results JSON, updated in place (its other keys are kept)')
     p.add_argument('--no-learning', dest='learning', action='store_false',
                    help='skip the learning benchmarks (actor vs CEM latency, onnxruntime vs '
                         'torch, training throughput vs d3rlpy)')
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser('compare', help="the AW-Opt paper's comparison (offline, online, "
-                                        'ablations), resumable; report into docs/')
+    p = sub.add_parser('compare', help="the AW-Opt paper's comparison into docs/")
     from awopt_ros.learning.compare import add_compare_args
     add_compare_args(p)
     p.set_defaults(func=cmd_compare)
@@ -326,6 +336,11 @@ def build_parser():
     from awopt_ros.bag_cli import add_bag_repair_args, run_bag_repair_cli
     add_bag_repair_args(p)
     p.set_defaults(func=run_bag_repair_cli)
+    for action in sub._choices_actions:      # every command: defaults in its help
+        command = sub.choices[action.dest]
+        command.formatter_class = HelpFormatter
+        if command.description is None:
+            command.description = action.help
     return parser
 
 

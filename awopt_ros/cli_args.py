@@ -128,3 +128,13 @@ class HelpFormatter(argparse.HelpFormatter):
                                                      argparse.ZERO_OR_MORE):
             return f'{text} (default: %(default)s)'
         return text
+
+    def add_argument(self, action):
+        """Also count the indent of a command list's entries (argparse leaves it out, so a
+        long command name would push its help onto a second line)."""
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.help != argparse.SUPPRESS:
+            longest = max((len(self._format_action_invocation(a))
+                           for a in action._get_subactions()), default=0)
+            self._action_max_length = max(self._action_max_length, longest
+                                          + self._current_indent + self._indent_increment)

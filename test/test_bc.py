@@ -213,7 +213,7 @@ def test_load_bc_data_from_minari_and_train_cli(tmp_path, monkeypatch):
     assert actor.contract['dataset'] == dataset_id and actor.contract['algorithm'] == 'bc'
     bad = add_train_args(argparse.ArgumentParser()).parse_args([
         '--dataset-root', str(tmp_path), '--dataset-id', 'nope/x-v0', '--out', str(out)])
-    assert run_train(bad) == 1
+    assert run_train(bad) == 2            # bad input: one line naming --dataset-id
 
 
 @pytest.mark.parametrize('pooling', ['flatten', 'spatial_softmax'])

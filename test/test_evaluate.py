@@ -49,5 +49,9 @@ def test_evaluate_cli_runs_the_shipped_actor_twice_alike(tmp_path, capsys):
 
 def test_evaluate_cli_rejects_a_missing_model_and_no_episodes(capsys):
     assert main(['evaluate', 'runs/none.onnx', '--no-progress']) == 2
-    assert 'not found' in capsys.readouterr().out
-    assert main(['evaluate', 'models/grasp_bc.onnx', '--episodes', '0']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('awopt evaluate: error: argument models: ') and 'not found' in err
+    with pytest.raises(SystemExit) as exc:
+        main(['evaluate', 'models/grasp_bc.onnx', '--episodes', '0'])
+    assert exc.value.code == 2
+    assert 'argument --episodes: must be >= 1' in capsys.readouterr().err

@@ -326,8 +326,8 @@ def test_wrong_dataset_lists_the_ids_under_the_root(dataset, tmp_path, capsys):
     assert train(dataset, '--dataset-id', 'awopt/kuka-grasp-v0') == 2    # later one wins
     err = capsys.readouterr().err
     assert err.splitlines() == [err.strip()]
-    assert err.startswith("awopt train: error: argument --dataset-id: no dataset "
-                          "'awopt/kuka-grasp-v0' under ")
+    assert err.startswith("awopt train: error: argument --dataset-id: dataset "
+                          "'awopt/kuka-grasp-v0' not found under ")
     assert f'datasets under {dataset}: {DATASET_ID}' in err and 'download' not in err
     missing = tmp_path / 'nowhere'
     assert cli.main(['train', '--dataset-root', str(missing), '--dataset-id', DATASET_ID]) == 2

@@ -393,11 +393,14 @@ def _write_json(path, data):
 
 # -- command line (``awopt dagger``) -------------------------------------------------------------
 
-DEFAULT_OUT = 'models/grasp_dagger.onnx'
+#: File name of the final actor in ``--work-dir`` unless ``--out`` says otherwise.
+DEFAULT_OUT_NAME = 'grasp_dagger.onnx'
+PROG = 'awopt dagger'
 
 
 def add_dagger_args(parser):
     """Add the ``awopt dagger`` options to ``parser`` (an ``argparse.ArgumentParser``)."""
+    from awopt_ros.cli_args import nonnegative_int, positive_int, probability
     d = DaggerConfig()
     parser.add_argument('--dataset-root', required=True,
                         help='run directory holding datasets/ (the logged demonstrations)')
@@ -407,30 +410,38 @@ def add_dagger_args(parser):
     parser.add_argument('--init', default=None,
                         help='ONNX actor that drives iteration 1 (e.g. the BC model); '
                              'default: the expert alone')
-    parser.add_argument('--out', default=DEFAULT_OUT, help='final ONNX actor path')
+    parser.add_argument('--out', default=None,
+                        help='final ONNX actor path; its iteration plot and summary JSON go '
+                             f'beside it (default <work dir>/{DEFAULT_OUT_NAME})')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite the final actor, plot and summary if they exist')
     parser.add_argument('--work-dir', default='runs/dagger',
                         help='labelled episodes per iteration, per-iteration actors, '
                              'summary.json (an existing iter_<i>.npz is reused)')
-    parser.add_argument('--betas', type=float, nargs='+', default=list(d.betas),
+    parser.add_argument('--betas', type=probability, nargs='+', default=list(d.betas),
                         help='expert share per step of each iteration (one value per '
                              'iteration)')
-    parser.add_argument('--episodes-per-iteration', type=int, default=d.episodes_per_iteration)
-    parser.add_argument('--first-train-steps', type=int, default=d.first_train_steps,
+    parser.add_argument('--episodes-per-iteration', type=positive_int,
+                        default=d.episodes_per_iteration,
+                        help='in-process episodes run and labelled per iteration')
+    parser.add_argument('--first-train-steps', type=positive_int, default=d.first_train_steps,
                         help='gradient steps of the first training (from scratch)')
-    parser.add_argument('--train-steps', type=int, default=d.train_steps,
+    parser.add_argument('--train-steps', type=positive_int, default=d.train_steps,
                         help='gradient steps of each later training (warm start)')
-    parser.add_argument('--first-seed', type=int, default=d.first_seed,
+    parser.add_argument('--first-seed', type=nonnegative_int, default=d.first_seed,
                         help='scene seed of the first DAgger episode')
-    parser.add_argument('--eval-episodes', type=int, default=d.eval_episodes,
+    parser.add_argument('--eval-episodes', type=nonnegative_int, default=d.eval_episodes,
                         help='in-process episodes of the final actor alone (0: none)')
-    parser.add_argument('--eval-first-seed', type=int, default=d.eval_first_seed)
+    parser.add_argument('--eval-first-seed', type=nonnegative_int, default=d.eval_first_seed,
+                        help='scene seed of the first evaluation episode')
     parser.add_argument('--target-rule', choices=('nearest_tool', 'bin_centre'),
                         default=d.target_rule, help="the expert's choice of object")
-    parser.add_argument('--processes', type=int, default=d.processes,
+    parser.add_argument('--processes', type=positive_int, default=d.processes,
                         help='rollout worker processes')
-    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--batch-size', type=positive_int, default=64,
+                        help='transitions per gradient step')
     parser.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate')
-    parser.add_argument('--shift-px', type=int, default=0,
+    parser.add_argument('--shift-px', type=nonnegative_int, default=0,
                         help='random-shift augmentation (px); default 0: with the fixed '
                              "camera an object's pixel position is its place in the bin, and "
                              "a 4 px shift left the actor fitting only R^2 0.34 of the expert's "
@@ -441,7 +452,7 @@ def add_dagger_args(parser):
                         help="the actor's pooling; 'target': a grasp-target score map, "
                              'labelled by hindsight grasp points on the logged data and by '
                              "the expert's target on DAgger states")
-    parser.add_argument('--num-conv', type=int, default=4, help='actor conv layers')
+    parser.add_argument('--num-conv', type=positive_int, default=4, help='actor conv layers')
     parser.add_argument('--no-progress', action='store_true', help='no tqdm progress bars')
     return parser
 
@@ -476,9 +487,14 @@ def plot_dagger(summary, png_path):
 
 
 def run_dagger_cli(args):
-    """``awopt dagger``: run :func:`run_dagger` from the parsed ``args``; return exit code."""
-    import sys
+    """``awopt dagger``: run :func:`run_dagger` from the parsed ``args``; return the exit code
+    (0 ok, 2 bad input: one line naming the option).
 
+    Without ``--out`` the final actor goes to ``<work dir>/grasp_dagger.onnx``; an existing
+    final actor, plot or summary is not overwritten without ``--force`` (exit 2 before any
+    work), and neither is a shipped file of ``models/``.
+    """
+    from awopt_ros.cli_args import UsageError, check_outputs, require_file, usage_error
     from awopt_ros.learning.bc import BCConfig
     from awopt_ros.learning.data import bc_arrays, load_episodes
     from awopt_ros.learning.export import export_actor
@@ -486,6 +502,17 @@ def run_dagger_cli(args):
     from awopt_ros.learning.targets import target_arrays
     from awopt_ros.learning.train_cli import DEFAULT_CROP, atomic_write
     from awopt_ros.sim.scene import shoulder_camera
+    if args.out is None:
+        args.out = str(Path(args.work_dir) / DEFAULT_OUT_NAME)
+    out = Path(args.out)
+    try:
+        check_outputs([('--out', out), ('--out', out.with_name(out.stem + '_iterations.png')),
+                       ('--out', out.with_name(out.stem + '_summary.json'))],
+                      force=args.force)
+        if args.init is not None:
+            require_file('--init', args.init, 'ONNX actor')
+    except UsageError as exc:
+        return usage_error(PROG, exc)
     try:
         config = DaggerConfig(betas=tuple(args.betas),
                               episodes_per_iteration=args.episodes_per_iteration,
@@ -494,7 +521,13 @@ def run_dagger_cli(args):
                               eval_episodes=args.eval_episodes,
                               eval_first_seed=args.eval_first_seed, processes=args.processes,
                               target_rule=args.target_rule)
+    except ValueError as exc:
+        return usage_error(PROG, exc)
+    try:
         episodes = load_episodes(args.dataset_root, args.dataset_id)
+    except UsageError as exc:
+        return usage_error(PROG, exc)
+    try:
         images, proprios, actions, stats = bc_arrays(episodes)
         base_targets = (target_arrays(episodes, shoulder_camera(*spec.SOURCE_SIZE),
                                       DEFAULT_CROP) if args.pooling == 'target' else None)
@@ -504,8 +537,7 @@ def run_dagger_cli(args):
                       actor=ActorConfig(image_size=images.shape[1], pooling=args.pooling,
                                         num_conv=args.num_conv))
     except (FileNotFoundError, ValueError) as exc:
-        print(f'awopt dagger: {exc}', file=sys.stderr)
-        return 2
+        return usage_error(PROG, UsageError('--dataset-id', exc))
     print(f'dataset {args.dataset_id}: {stats["episodes"]} episodes, {stats["successful"]} '
           f'successful, {stats["transitions"]} transitions start the data set')
 
@@ -526,7 +558,6 @@ def run_dagger_cli(args):
             f'(N,{images.shape[1]},{images.shape[1]},3) cropped {list(DEFAULT_CROP)} from '
             f'640x480, proprio float32 (N,6) {list(spec.PROPRIO_NAMES)}; output action float32 '
             f'(N,7) {list(spec.ACTION_NAMES)}. Simulation only.')
-    out = Path(args.out)
     atomic_write(out, lambda tmp: export_actor(actor, tmp, DEFAULT_CROP,
                                                dataset=args.dataset_id,
                                                algorithm='bc-dagger', model_card=card))

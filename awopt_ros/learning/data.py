@@ -11,21 +11,25 @@ filtering for the actor (Lu et al. 2021, FACTS.md).
 """
 import numpy as np
 
+from awopt_ros.cli_args import UsageError
 from awopt_ros.core import spec
+
+
+class DatasetNotFoundError(UsageError, FileNotFoundError):
+    """No such dataset or run directory: a :class:`~awopt_ros.cli_args.UsageError` naming the
+    option, and a ``FileNotFoundError``."""
 
 
 def dataset_ids(root_dir):
     """Return the ids of the datasets under ``<root_dir>/datasets`` (sorted list of str, e.g.
-    ``['awopt/kuka-grasp-v0']``): every ``<namespace>/<name>-vN`` (or ``<name>-vN``) folder
-    holding ``data/metadata.json``. [] when there is none or no such folder."""
+    ``['awopt/kuka-grasp-v0']``): every folder below it holding ``data/metadata.json``, by its
+    path (``<namespace>/<name>-vN``, nested namespaces too). [] when there is none."""
     from pathlib import Path
     base = Path(root_dir) / 'datasets'
     if not base.is_dir():
         return []
-    found = [meta.parent.parent.relative_to(base).as_posix()
-             for pattern in ('*/data/metadata.json', '*/*/data/metadata.json')
-             for meta in base.glob(pattern)]
-    return sorted(found)
+    return sorted(meta.parent.parent.relative_to(base).as_posix()
+                  for meta in base.rglob('data/metadata.json'))
 
 
 def check_dataset(root_dir, dataset_id, root_option='--dataset-root',
@@ -36,16 +40,16 @@ def check_dataset(root_dir, dataset_id, root_option='--dataset-root',
     Raises:
         awopt_ros.cli_args.UsageError: naming ``root_option`` when ``root_dir`` is not a
             folder, or ``id_option`` for a malformed or absent id; the message lists the ids
-            that exist under the root.
+            that exist under the root. A missing root or dataset is also a
+            ``FileNotFoundError``.
     """
     from pathlib import Path
 
-    from awopt_ros.cli_args import UsageError
     from awopt_ros.core.dataset import _parse_id
     root = Path(root_dir)
     if not root.is_dir():
-        raise UsageError(root_option, f'{root_dir} is not a folder (a run directory holding '
-                                      'datasets/, e.g. runs/collect)')
+        raise DatasetNotFoundError(root_option, f'{root_dir} is not a folder (a run directory '
+                                                'holding datasets/, e.g. runs/collect)')
     ids = dataset_ids(root)
     listed = (f'datasets under {root_dir}: {", ".join(ids)}' if ids else
               f'there is no dataset under {root_dir}/datasets (awopt collect --run-dir '
@@ -55,7 +59,8 @@ def check_dataset(root_dir, dataset_id, root_option='--dataset-root',
     except ValueError as exc:
         raise UsageError(id_option, f'{exc}; {listed}') from None
     if str(dataset_id) not in ids:
-        raise UsageError(id_option, f'no dataset {dataset_id!r} under {root_dir}; {listed}')
+        raise DatasetNotFoundError(id_option, f'dataset {dataset_id!r} not found under '
+                                              f'{root_dir}; {listed}')
 
 
 def load_episodes(root_dir, dataset_id, root_option='--dataset-root',
@@ -64,7 +69,8 @@ def load_episodes(root_dir, dataset_id, root_option='--dataset-root',
     after :func:`check_dataset` (the options name the arguments in its errors).
 
     Raises:
-        awopt_ros.cli_args.UsageError: (a ValueError) no such root or dataset, malformed id.
+        awopt_ros.cli_args.UsageError: (a ValueError) malformed id; no such root or dataset
+            (then also a FileNotFoundError).
     """
     from awopt_ros.core import dataset
     check_dataset(root_dir, dataset_id, root_option, id_option)

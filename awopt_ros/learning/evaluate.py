@@ -3,7 +3,7 @@
 Each model acts alone (actor mode, no exploration noise, thresholded gripper bits) for one
 episode per scene seed in the in-process rollout (:mod:`awopt_ros.sim.rollout`: the stack's
 simulator, crop, safety filter, IK and gripper rule, without message timing; the stack in
-lockstep gives the same episodes, README session 16). Every model sees the same scenes, so
+lockstep gives the same episodes, docs/experiments.md). Every model sees the same scenes, so
 two models are compared on the scenes where exactly one of them succeeded: the exact
 McNemar test (a two-sided binomial sign test on those discordant scenes; McNemar 1947),
 which is far more sensitive than comparing the two success rates as independent samples.
@@ -140,33 +140,49 @@ def format_table(result):
 
 def add_evaluate_args(parser):
     """Add ``awopt evaluate``'s arguments to ``parser``."""
+    from awopt_ros.cli_args import nonnegative_int, positive_int
     parser.add_argument('models', nargs='+', help='ONNX actors; the first is the reference '
                         'of the scene-by-scene comparison')
-    parser.add_argument('--first-seed', type=int, default=6001,
+    parser.add_argument('--first-seed', type=nonnegative_int, default=6001,
                         help='first scene seed (default 6001, the validation scenes)')
-    parser.add_argument('--episodes', type=int, default=100,
+    parser.add_argument('--episodes', type=positive_int, default=100,
                         help='scenes per model (default 100)')
-    parser.add_argument('--processes', type=int, default=2, help='rollout worker processes')
+    parser.add_argument('--processes', type=positive_int, default=2,
+                        help='rollout worker processes')
     parser.add_argument('--config', default=None,
                         help='stack parameter file (default config/awopt_ros_kuka_grasp.yaml)')
-    parser.add_argument('--out', default=None, help='write the JSON summary here')
+    parser.add_argument('--out', default=None,
+                        help='write the JSON summary here (default: none, table only)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite an existing --out file')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
+PROG = 'awopt evaluate'
+
+
 def run_evaluate_cli(args):
-    """Run ``awopt evaluate``; returns the exit code (0; 2 on a bad argument or model)."""
+    """Run ``awopt evaluate``; returns the exit code (0; 2 on a bad argument or model, with
+    one line naming it: ``awopt evaluate: error: argument models: ...``). An existing
+    ``--out`` is not overwritten without ``--force`` (checked before any episode)."""
+    from awopt_ros.cli_args import UsageError, check_outputs, require_file, usage_error
     from awopt_ros.core.onnx_policy import ModelContractError
     if args.episodes < 1:
-        print('awopt evaluate: --episodes must be >= 1')
-        return 2
+        return usage_error(PROG, UsageError('--episodes', f'must be >= 1, got {args.episodes}'))
+    try:
+        if args.out:
+            check_outputs([('--out', args.out)], force=args.force)
+        if args.config is not None:
+            require_file('--config', args.config, 'parameter file')
+    except UsageError as exc:
+        return usage_error(PROG, exc)
     seeds = range(args.first_seed, args.first_seed + args.episodes)
     try:
         config = rollout_config_for(args.models[0], args.config)
         outcomes = evaluate_models(args.models, seeds, config, processes=args.processes,
                                    progress=not args.no_progress)
     except (FileNotFoundError, ModelContractError) as exc:
-        print(f'awopt evaluate: {exc}')
-        return 2
+        return usage_error(PROG, UsageError('models', exc))
     result = summary(outcomes, seeds)
     print(format_table(result))
     if args.out:

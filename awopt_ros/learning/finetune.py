@@ -39,6 +39,14 @@ with a fake source (a list that grows) and no Minari; :class:`DatasetSource` is 
 ``awopt finetune --in-process`` runs the same finetuner on episodes of the simulated task run
 in this process instead (:mod:`awopt_ros.learning.sim_finetune`: rounds of exploration
 episodes with the current export, training, export, noise-free evaluation on fixed scenes).
+
+Outputs: replacing ``--out`` (and the critic files, checkpoint, history and plot beside it)
+is the point of a finetuner (the policy node hot-swaps the file), so existing files there are
+replaced; without ``--out`` a run writes into a fresh folder
+``runs/finetune/<YYYYmmdd-HHMMSS>/grasp_finetune.onnx`` (point the policy node at it with
+``--set policy:model_path=...``, or give ``--out`` the file the node loads). Files of the
+shipped ``models/`` are never replaced without ``--force``. Bad input is one line naming the
+option (``awopt finetune: error: argument --init-checkpoint: ...``), exit 2.
 """
 import collections
 import json
@@ -51,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from awopt_ros.cli_args import (UsageError, check_outputs, nonnegative_float, nonnegative_int,
+                                positive_int, usage_error)
 from awopt_ros.core import spec
 from awopt_ros.core.dataset import episode_dict
 from awopt_ros.learning.train_cli import (DEFAULT_CROP, META_KEY, LossHistory, _pyplot,
@@ -695,37 +705,42 @@ def add_finetune_args(parser):
                              'its networks and hyper-parameters are used, the network and '
                              'optimiser options below are ignored')
     parser.add_argument('--fresh-weights', action='store_true',
-                        help="with --init-checkpoint: its networks and hyper-parameters "
+                        help='with --init-checkpoint: its networks and hyper-parameters '
                              '(plus --set, --seed) with freshly initialised weights, i.e. '
                              'the same model trained from scratch (e.g. a weak start: '
                              '--steps-per-poll on a few demonstrations)')
-    parser.add_argument('--out', default='models/grasp_finetune.onnx',
-                        help='ONNX actor path the policy node loads (replaced atomically)')
+    parser.add_argument('--out', default=None,
+                        help='ONNX actor path the policy node loads, replaced atomically at '
+                             'every export; the critic files, checkpoint, history and plot go '
+                             f'beside it (default {FINETUNE_RUNS}/<time>/grasp_finetune.onnx)')
+    parser.add_argument('--force', action='store_true',
+                        help='allow the outputs to replace shipped files in models/ (other '
+                             'existing files at --out are replaced anyway: hot swap)')
     parser.add_argument('--critic-out-prefix', default=None,
                         help='critic files <prefix>_encoder.onnx / <prefix>_head.onnx '
                              '(default <out dir>/<out stem>_critic)')
     parser.add_argument('--checkpoint', default=None,
                         help='checkpoint written at every export '
                              '(default <out dir>/<out stem>_checkpoint.pt)')
-    parser.add_argument('--export-every', type=int, default=500,
+    parser.add_argument('--export-every', type=positive_int, default=500,
                         help='gradient steps between exports (default 500)')
-    parser.add_argument('--steps-per-episode', type=float, default=10.0,
+    parser.add_argument('--steps-per-episode', type=nonnegative_float, default=10.0,
                         help='gradient steps per new episode (default 10)')
-    parser.add_argument('--steps-per-poll', type=int, default=0,
+    parser.add_argument('--steps-per-poll', type=nonnegative_int, default=0,
                         help='fixed gradient steps per poll, independent of new data '
                              '(default 0: off)')
-    parser.add_argument('--max-steps', type=int, default=None,
+    parser.add_argument('--max-steps', type=positive_int, default=None,
                         help='stop after this many gradient steps (default: run until Ctrl-C)')
-    parser.add_argument('--max-idle-s', type=float, default=None,
+    parser.add_argument('--max-idle-s', type=nonnegative_float, default=None,
                         help='stop when the granted steps are done and no episode arrived '
-                             'for this long (s) since')
-    parser.add_argument('--poll-s', type=float, default=5.0,
+                             'for this long (s) since (default: never)')
+    parser.add_argument('--poll-s', type=nonnegative_float, default=5.0,
                         help='seconds between dataset polls (default 5)')
-    parser.add_argument('--min-episodes', type=int, default=1,
+    parser.add_argument('--min-episodes', type=positive_int, default=1,
                         help='episodes in the buffer before training starts')
-    parser.add_argument('--capacity', type=int, default=100_000,
+    parser.add_argument('--capacity', type=positive_int, default=100_000,
                         help='replay buffer capacity (transitions; FIFO)')
-    parser.add_argument('--log-every', type=int, default=100,
+    parser.add_argument('--log-every', type=positive_int, default=100,
                         help='gradient steps between progress lines')
     parser.add_argument('--action-label', default='hindsight', choices=('expert', 'hindsight'),
                         help="x, y action labels of a grasp-target actor: 'hindsight' "
@@ -740,9 +755,11 @@ def add_finetune_args(parser):
                              "actor's batches; 'reopen' = relabelled as the reopening that "
                              'should have come at once (learning.targets.reopen_actions)')
     parser.add_argument('--offline-dataset-root', default=None,
-                        help='also put this dataset (e.g. the pretraining one) in the buffer')
-    parser.add_argument('--offline-dataset-id', default=None)
-    parser.add_argument('--offline-max-episodes', type=int, default=None,
+                        help='also put this dataset (e.g. the pretraining one) in the buffer '
+                             '(default: --dataset-root)')
+    parser.add_argument('--offline-dataset-id', default=None,
+                        help='Minari dataset id under --offline-dataset-root (default: none)')
+    parser.add_argument('--offline-max-episodes', type=positive_int, default=None,
                         help='use only the first N episodes of the offline dataset (default '
                              'all)')
     sim = parser.add_argument_group(
@@ -751,12 +768,12 @@ def add_finetune_args(parser):
         'the stack at real time; no ROS, no dataset)')
     sim.add_argument('--in-process', action='store_true',
                      help='run rounds of episodes in process instead of reading a dataset')
-    sim.add_argument('--rounds', type=int, default=10, help='collect-train-export rounds')
-    sim.add_argument('--episodes-per-round', type=int, default=100,
+    sim.add_argument('--rounds', type=positive_int, default=10, help='collect-train-export rounds')
+    sim.add_argument('--episodes-per-round', type=nonnegative_int, default=100,
                      help='exploration episodes per round (each grants --steps-per-episode; '
                           '0 with --steps-per-poll N trains N steps per round on the offline '
                           'data alone: the control)')
-    sim.add_argument('--first-seed', type=int, default=100_000,
+    sim.add_argument('--first-seed', type=nonnegative_int, default=100_000,
                      help='scene seed of the first exploration episode')
     sim.add_argument('--actor-noise-std', type=float, default=0.1,
                      help="exploration noise of the acting actor (the policy node's "
@@ -769,14 +786,15 @@ def add_finetune_args(parser):
                           "(the noisy actor) or 'switch' (AW-Opt's episode-level switch: "
                           '--cem-episode-prob of the episodes by CEM over the exported critic)')
     sim.add_argument('--cem-episode-prob', type=float, default=0.8,
-                     help="share of CEM episodes with --policy-mode switch (AW-Opt: 0.8)")
-    sim.add_argument('--eval-episodes', type=int, default=100,
+                     help='share of CEM episodes with --policy-mode switch (AW-Opt: 0.8)')
+    sim.add_argument('--eval-episodes', type=nonnegative_int, default=100,
                      help='noise-free evaluation episodes on fixed scenes (0: none)')
-    sim.add_argument('--eval-every', type=int, default=2, help='rounds between evaluations')
-    sim.add_argument('--eval-first-seed', type=int, default=6001,
+    sim.add_argument('--eval-every', type=positive_int, default=2,
+                     help='rounds between evaluations')
+    sim.add_argument('--eval-first-seed', type=nonnegative_int, default=6001,
                      help='scene seed of the first evaluation episode')
-    sim.add_argument('--processes', type=int, default=2, help='rollout worker processes')
-    sim.add_argument('--offline-scripted-episodes', type=int, default=0,
+    sim.add_argument('--processes', type=positive_int, default=2, help='rollout worker processes')
+    sim.add_argument('--offline-scripted-episodes', type=nonnegative_int, default=0,
                      help='first collect this many noisy scripted demonstrations in process '
                           '(scene seeds 1..N, with their recorded grasp goals) into the buffer '
                           'as offline data (also beside the stack: the simulated task code '
@@ -786,34 +804,81 @@ def add_finetune_args(parser):
     return parser
 
 
+#: Folder of the default outputs: ``<FINETUNE_RUNS>/<time>/grasp_finetune.onnx``.
+FINETUNE_RUNS = 'runs/finetune'
+PROG = 'awopt finetune'
+
+
 def _fail(msg):
-    print(f'awopt finetune: {msg}', file=sys.stderr)
+    """Print a failure that is not the input's fault (one line) and return 1."""
+    print(f'{PROG}: {msg}', file=sys.stderr)
     return 1
 
 
+def _usage(option, msg=None):
+    """Print a bad-input error naming ``option`` (or a :class:`UsageError` given as
+    ``option``) in argparse's form and return 2."""
+    return usage_error(PROG, option if msg is None else UsageError(option, msg))
+
+
+def output_files(args):
+    """Return ``[(option, path), ...]``: the files ``awopt finetune`` with ``args`` (``--out``
+    set) writes: actor, critic encoder and head, checkpoint, history JSON and plot (whether
+    the learner has an actor or a critic is not known yet: both are listed)."""
+    from awopt_ros.learning.train_cli import critic_paths
+    out = Path(args.out)
+    stem = out.with_name(out.stem)
+    prefix = args.critic_out_prefix or default_critic_prefix(out)
+    option = '--critic-out-prefix' if args.critic_out_prefix else '--out'
+    return ([('--out', out)] + [(option, p) for p in critic_paths(prefix)]
+            + [('--checkpoint' if args.checkpoint else '--out',
+                Path(args.checkpoint or f'{stem}_checkpoint.pt')),
+               ('--out', Path(f'{stem}_finetune_history.json')),
+               ('--out', Path(f'{stem}_finetune.png'))])
+
+
 def run_finetune(args):
-    """Run ``awopt finetune`` with parsed ``args``; return the exit code (0 ok, 1 error,
-    130 interrupted)."""
+    """Run ``awopt finetune`` with parsed ``args``; return the exit code (0 ok, 1 failure,
+    2 bad input: one line naming the option, 130 interrupted)."""
     # Reading must never lock the HDF5 file the logger appends to (before h5py opens it).
     os.environ.setdefault('HDF5_USE_FILE_LOCKING', 'FALSE')
     from awopt_ros.core.image_ops import check_crop
     from awopt_ros.learning.awopt import Learner, ReplayBuffer
     from awopt_ros.learning.train_cli import resolve_preset
-    out = Path(args.out)
     in_process = getattr(args, 'in_process', False)
     if not in_process and not (args.dataset_root and args.dataset_id):
-        return _fail('--dataset-root and --dataset-id are required (or --in-process)')
+        return _usage('--dataset-root' if not args.dataset_root else '--dataset-id',
+                      '--dataset-root and --dataset-id are required (or --in-process)')
+    if args.fresh_weights and not args.init_checkpoint:
+        return _usage('--fresh-weights', 'needs --init-checkpoint (the model to copy)')
+    if args.out is None:
+        args.out = str(Path(FINETUNE_RUNS) / time.strftime('%Y%m%d-%H%M%S')
+                       / 'grasp_finetune.onnx')
+    out = Path(args.out)
+    try:
+        outputs = output_files(args)
+        check_outputs(outputs, force=getattr(args, 'force', False),
+                      keep=[p for _, p in outputs])
+        parse_overrides(args.overrides)
+    except UsageError as exc:
+        return _usage(exc)
+    except ValueError as exc:
+        return _usage('--set', exc)
     dataset_id = args.dataset_id or ('sim/in-process' if in_process else '')
     try:
         preset = None
         if args.preset is not None:
-            kind, preset = resolve_preset(args.preset)
+            try:
+                kind, preset = resolve_preset(args.preset)
+            except ValueError as exc:
+                raise UsageError('--preset', exc) from None
             preset = 'bc' if kind == 'bc' else preset   # finetuning is always the learner
         meta = {}
-        if args.fresh_weights and not args.init_checkpoint:
-            return _fail('--fresh-weights needs --init-checkpoint (the model to copy)')
         if args.init_checkpoint:
-            state = load_checkpoint(args.init_checkpoint)
+            try:
+                state = load_checkpoint(args.init_checkpoint)
+            except (FileNotFoundError, ValueError) as exc:
+                raise UsageError('--init-checkpoint', exc) from None
             meta = state[META_KEY]
             if args.fresh_weights:
                 learner = fresh_learner_from_checkpoint(
@@ -826,10 +891,13 @@ def run_finetune(args):
             size = 64 if args.image_size is None else args.image_size
             learner = Learner(build_learner_config(args, preset or 'awopt', size))
         if args.image_size is not None and args.image_size != learner.config.image_size:
-            return _fail(f"--image-size {args.image_size} differs from the checkpoint's "
-                         f'{learner.config.image_size}')
+            return _usage('--image-size', f"{args.image_size} differs from the checkpoint's "
+                                          f'{learner.config.image_size}')
         crop = list(args.crop_xywh or meta.get('crop_xywh') or DEFAULT_CROP)
-        check_crop(crop, *spec.SOURCE_SIZE)
+        try:
+            check_crop(crop, *spec.SOURCE_SIZE)
+        except ValueError as exc:
+            raise UsageError('--crop-xywh', exc) from None
         config = FinetuneConfig(export_every=args.export_every,
                                 steps_per_episode=args.steps_per_episode,
                                 steps_per_poll=args.steps_per_poll, max_steps=args.max_steps,
@@ -845,18 +913,23 @@ def run_finetune(args):
                 eval_episodes=args.eval_episodes, eval_every=args.eval_every,
                 eval_first_seed=args.eval_first_seed, processes=args.processes)
             if learner.actor is None:
-                return _fail('--in-process runs episodes with the actor; this learner has '
-                             'none')
+                return _usage('--in-process', 'runs episodes with the actor; this learner '
+                                              'has none')
             source = EpisodeList()
         else:
-            source = DatasetSource(args.dataset_root, args.dataset_id)
+            try:
+                source = DatasetSource(args.dataset_root, args.dataset_id)
+            except ValueError as exc:
+                raise UsageError('--dataset-id', exc) from None
         if in_process or args.offline_scripted_episodes > 0:
             from awopt_ros.sim.rollout import RolloutConfig
             rollout_config = RolloutConfig.from_yaml(image_size=learner.config.image_size,
                                                      crop_xywh=crop)
         buffer = ReplayBuffer(args.capacity)
+    except UsageError as exc:
+        return _usage(exc)
     except (FileNotFoundError, ValueError) as exc:
-        return _fail(exc)
+        return _usage('', exc)
     prefix = args.critic_out_prefix or default_critic_prefix(out)
     stem = out.with_name(out.stem)
     finetuner = Finetuner(
@@ -870,15 +943,20 @@ def run_finetune(args):
         from awopt_ros.learning.data import load_episodes
         root = args.offline_dataset_root or args.dataset_root
         if root is None:
-            return _fail('--offline-dataset-id needs --offline-dataset-root with --in-process')
+            return _usage('--offline-dataset-root', '--offline-dataset-id needs it with '
+                                                    '--in-process')
         try:
-            episodes = load_episodes(root, args.offline_dataset_id)
+            episodes = load_episodes(root, args.offline_dataset_id, '--offline-dataset-root'
+                                     if args.offline_dataset_root else '--dataset-root',
+                                     '--offline-dataset-id')
             episodes = first_episodes(episodes, args.offline_max_episodes,
                                       '--offline-max-episodes')
             print(f'finetune: {finetuner.add_offline(episodes)} offline episodes from '
                   f'{args.offline_dataset_id} in the buffer')
+        except UsageError as exc:
+            return _usage(exc)
         except (FileNotFoundError, ValueError, FinetuneError) as exc:
-            return _fail(f'offline dataset: {exc}')
+            return _usage('--offline-dataset-id', f'offline dataset: {exc}')
         del episodes
     try:
         if args.offline_scripted_episodes > 0:
@@ -909,8 +987,10 @@ def run_finetune(args):
 def main(argv=None):
     """Stand-alone entry point (``python -m awopt_ros.learning.finetune``)."""
     import argparse
+
+    from awopt_ros.cli_args import HelpFormatter
     parser = add_finetune_args(argparse.ArgumentParser(
-        prog='awopt finetune', description=__doc__.split('\n')[0]))
+        prog=PROG, description=__doc__.split('\n')[0], formatter_class=HelpFormatter))
     return run_finetune(parser.parse_args(argv))
 
 

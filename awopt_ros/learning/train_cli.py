@@ -153,7 +153,7 @@ def add_train_args(parser):
     parser.add_argument('--force', action='store_true',
                         help='overwrite output files that exist (without it an existing '
                              'model, checkpoint, plot or summary stops the run before '
-                             'training; --resume may replace its own run\'s files, except '
+                             "training; --resume may replace its own run's files, except "
                              'shipped ones in models/)')
     parser.add_argument('--critic-out-prefix', default=None,
                         help='critic files <prefix>_encoder.onnx / <prefix>_head.onnx '
