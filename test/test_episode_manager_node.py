@@ -36,6 +36,7 @@ class FakeCell:
         self.diag = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.logger_frames = 1     # the fake logger's policy_images_received (others: 5)
         self.logger_refusal = ''   # non-empty: the fake logger does not accept episodes
+        self.logger_write_errors = 0
         self.alive = {'camera', 'joint_states', 'camera_pipeline', 'policy', 'logger'}
         self.last_beat_s = 0.0
         self.start = self.node.create_client(Trigger, '/episode/start')
@@ -79,7 +80,7 @@ class FakeCell:
         values['policy_images_received'] = self.logger_frames
         values.update(accepting_episodes='false' if self.logger_refusal else 'true',
                       free_disk_mb='3.2' if self.logger_refusal else '5000.0',
-                      min_free_disk_mb='50.0', write_errors='0')
+                      min_free_disk_mb='50.0', write_errors=str(self.logger_write_errors))
         return diagnostics.diagnostic_array(
             self.node, 'logger', values, message=self.logger_refusal,
             level=diagnostics.ERROR if self.logger_refusal else diagnostics.OK)
@@ -326,10 +327,31 @@ def test_logger_write_error_mid_episode_fails_the_episode(ros_context):
     assert call(ex, cell.start, cell).success
     assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
     cell.logger_refusal = 'write error: [Errno 28] No space left on device'
+    cell.logger_write_errors = 1
     assert spin(ex, lambda: events_of(cell, 'end'), cell=cell, acting=True)
     end = events_of(cell, 'end')[0]
     assert end['outcome'] == 'failed' and end['truncated'] and not end['success']
     assert end['detail'] == 'logger: write error: [Errno 28] No space left on device'
+    refused = json.loads(call(ex, cell.start, cell).message)
+    assert refused['kind'] == 'fault' and 'write error' in refused['error']
+    manager.destroy_node()
+
+
+def test_low_disk_mid_episode_lets_it_finish_and_refuses_the_next(ros_context):
+    """The logger still records the running episode: it ends as usual; the next is refused."""
+    manager, cell, ex = setup(ros_context)
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    cell.logger_refusal = 'only 3.2 MB free on /x/runs (min_free_disk_mb 50)'
+    assert spin(ex, lambda: manager.monitor.problems(time.monotonic()), cell=cell,
+                acting=True)
+    spin(ex, lambda: False, timeout_s=0.3, cell=cell, acting=True)
+    assert not events_of(cell, 'end')
+    cell.send_action(terminate=1.0)
+    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+    assert events_of(cell, 'end')[0]['outcome'] == 'terminate'
+    refused = call(ex, cell.start, cell)
+    assert not refused.success and 'only 3.2 MB free' in json.loads(refused.message)['error']
     manager.destroy_node()
 
 

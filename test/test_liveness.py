@@ -2,8 +2,8 @@
 diagnostics contract (ros.diagnostics.logger_refusal); plain pytest, no ROS graph."""
 import pytest
 
-from awopt_ros.core.liveness import REFUSING, SILENT, NodeMonitor, Problem
-from awopt_ros.ros.diagnostics import logger_refusal
+from awopt_ros.core.liveness import FAULT, REFUSING, SILENT, NodeMonitor, Problem
+from awopt_ros.ros.diagnostics import logger_refusal, logger_write_failed
 
 DISK = 'only 3.2 MB free on /x/runs (min_free_disk_mb 50)'
 
@@ -42,7 +42,7 @@ def test_each_node_has_its_own_timeout_on_the_wall_clock():
     assert 'camera' not in m.nodes
 
 
-def test_refusing_node_fails_an_episode_and_refuses_the_start_without_retry():
+def test_refusing_node_refuses_the_start_without_retry_but_lets_an_episode_run():
     m = make()
     m.seen('policy', 100.0)
     m.seen('logger', 100.0)
@@ -52,7 +52,11 @@ def test_refusing_node_fails_an_episode_and_refuses_the_start_without_retry():
     assert refusal == {'error': f'logger does not accept episodes: {DISK}',
                        'nodes': ['logger'], 'kind': REFUSING}
     assert 'not available' not in refusal['error']       # EpisodeClient does not ask again
-    assert m.episode_problem(100.5) == ('failed', f'logger: {DISK}')
+    assert m.episode_problem(100.5) is None              # the logger records it still
+    write = 'write error: No space left on device writing x.mcap'
+    m.set_refusing('logger', write, fault=True)
+    assert m.episode_problem(100.5) == ('failed', f'logger: {write}')
+    assert m.start_refusal(100.5)['kind'] == FAULT
     m.set_refusing('logger', '')                         # a refusal without a reason
     assert m.problems(100.5)[0].detail == 'no reason given'
     m.set_refusing('logger', None)                       # accepts again
@@ -65,7 +69,7 @@ def test_a_silent_node_outranks_its_last_refusal():
     m = make()
     m.seen('policy', 100.0)
     m.seen('logger', 100.0)
-    m.set_refusing('logger', DISK)
+    m.set_refusing('logger', DISK, fault=True)
     m.seen('policy', 104.0)
     assert m.episode_problem(104.0) == ('node_lost',
                                         'no data from: logger (no diagnostics for 4.0 s)')
@@ -100,3 +104,20 @@ def test_logger_refusal_reads_the_loggers_diagnostics():
         '2 write errors'
     assert logger_refusal({'accepting_episodes': 'false'}) == \
         'the logger reports accepting_episodes false'
+    assert logger_write_failed({'write_errors': '1'}) and not logger_write_failed(ok)
+    assert not logger_write_failed({}) and not logger_write_failed({'write_errors': 'x'})
+
+
+def test_clock_paced_node_is_silent_only_on_both_clocks():
+    """The logger's status timer runs on the node clock: at a quarter of real time it comes
+    every 4 wall seconds, which is not a dead logger; a dead one is silent on both clocks."""
+    m = NodeMonitor({'logger': 3.0}, clock_paced=('logger',))
+    m.seen('logger', 100.0, clock_s=50.0)
+    assert m.silent(104.0, clock_s=51.0) == []           # 4 s wall, 1 s simulated
+    assert m.silent(104.0) != []                         # without the node clock: wall only
+    assert [p.node for p in m.silent(113.0, clock_s=53.25)] == ['logger']
+    m.seen('logger', 113.5, clock_s=53.3)
+    assert m.silent(114.0, clock_s=53.5) == []
+    plain = NodeMonitor({'camera': 2.0})                 # data-paced: wall clock alone
+    plain.seen('camera', 100.0, clock_s=50.0)
+    assert [p.node for p in plain.silent(102.5, clock_s=50.1)] == ['camera']

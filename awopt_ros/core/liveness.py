@@ -13,14 +13,22 @@ policy           ``/policy/action`` (in an episode: its steps)   ``node_timeout_
 logger           its ``/diagnostics`` status (1 Hz)              ``logger_timeout_s``
 ===============  ==============================================  ====================
 
+The logger's status comes from a timer on its node clock, which is simulated time under
+``use_sim_time``: with the simulator slower than real time (``real_time_factor`` < 1, or
+lockstep between episodes) it comes less often than once a wall second. Such a node is
+``clock_paced``: it counts as silent only once its timeout has passed on the wall clock AND on
+the node clock (a dead simulator stops the node clock, but then the camera is silent).
+
 A node may also say it does not accept episodes (the logger, when its disk is nearly full or a
-write failed): :meth:`NodeMonitor.set_refusing`. :meth:`NodeMonitor.start_refusal` tells
+write failed): :meth:`NodeMonitor.set_refusing`, as a plain refusal (no new episode; a running
+one goes on: the logger records it) or a fault (the node cannot do its job now, e.g. the
+logger's write failed: a running episode ends too). :meth:`NodeMonitor.start_refusal` tells
 whether an episode may start; :meth:`NodeMonitor.episode_problem` whether a running one must
-end (``node_lost`` for a silent node, ``failed`` for a refusing one).
+end (``node_lost`` for a silent node, ``failed`` for a faulty one).
 """
 from dataclasses import dataclass
 
-SILENT, REFUSING = 'silent', 'refusing'
+SILENT, REFUSING, FAULT = 'silent', 'refusing', 'fault'
 
 
 @dataclass(frozen=True)
@@ -29,8 +37,9 @@ class Problem:
 
     Attributes:
         node: the node's name (a key of the monitor's timeouts).
-        kind: :data:`SILENT` (nothing heard for longer than its timeout, or never) or
-            :data:`REFUSING` (it reports that it does not accept episodes).
+        kind: :data:`SILENT` (nothing heard for longer than its timeout, or never),
+            :data:`REFUSING` (it reports that it does not accept episodes) or :data:`FAULT`
+            (it does not accept episodes because it failed, e.g. a write error).
         detail: human-readable reason, e.g. ``'no /policy/action for 3.1 s'``.
     """
 
@@ -45,12 +54,14 @@ class NodeMonitor:
     Args:
         timeouts_s: {node name: seconds of silence after which the node counts as dead (> 0)}.
         signals: optional {node name: what is heard from it, e.g. a topic}, for messages.
+        clock_paced: names whose signal is paced by the node clock (see the module doc); their
+            silence must exceed the timeout on both clocks (``clock_s`` arguments).
 
     Raises:
         ValueError: no nodes, an empty name or a timeout that is not > 0.
     """
 
-    def __init__(self, timeouts_s, signals=None):
+    def __init__(self, timeouts_s, signals=None, clock_paced=()):
         if not timeouts_s:
             raise ValueError('NodeMonitor needs at least one node to watch')
         for name, timeout_s in timeouts_s.items():
@@ -60,19 +71,24 @@ class NodeMonitor:
                 raise ValueError(f'timeout for {name} must be > 0 s, got {timeout_s}')
         self.timeouts_s = {name: float(t) for name, t in timeouts_s.items()}
         self.signals = dict(signals or {})
+        self.clock_paced = frozenset(clock_paced) & set(self.timeouts_s)
         self._last = dict.fromkeys(self.timeouts_s)     # wall s, None: never heard from
-        self._refusing = {}                              # node -> reason
+        self._last_clock = {}                            # node clock s, clock-paced nodes
+        self._refusing = {}                              # node -> (reason, kind)
 
     @property
     def nodes(self):
         """The watched node names, in the order given."""
         return tuple(self.timeouts_s)
 
-    def seen(self, name, wall_s):
-        """Record a message from ``name`` at wall time ``wall_s`` (s); other names are ignored."""
+    def seen(self, name, wall_s, clock_s=None):
+        """Record a message from ``name`` at wall time ``wall_s`` (s) and node-clock time
+        ``clock_s`` (s; needed for ``clock_paced`` nodes); other names are ignored."""
         if name in self._last:
             last = self._last[name]
             self._last[name] = wall_s if last is None else max(last, wall_s)
+            if clock_s is not None and name in self.clock_paced:
+                self._last_clock[name] = max(self._last_clock.get(name, clock_s), clock_s)
 
     def expect_from(self, names, wall_s):
         """Count ``names`` as heard from at ``wall_s``, unless heard from later.
@@ -84,15 +100,16 @@ class NodeMonitor:
             if name in self._last:
                 self.seen(name, wall_s)
 
-    def set_refusing(self, name, reason):
+    def set_refusing(self, name, reason, fault=False):
         """Record whether ``name`` refuses episodes: ``reason`` (str) when it does, None when
-        it accepts them again. Unknown names are ignored."""
+        it accepts them again; ``fault``: it refuses because it failed (a running episode
+        ends too). Unknown names are ignored."""
         if name not in self._last:
             return
         if reason is None:
             self._refusing.pop(name, None)
         else:
-            self._refusing[name] = str(reason) or 'no reason given'
+            self._refusing[name] = (str(reason) or 'no reason given', FAULT if fault else REFUSING)
 
     def age_s(self, name, wall_s):
         """Seconds since ``name`` was last heard from at ``wall_s``; None if never."""
@@ -102,39 +119,47 @@ class NodeMonitor:
     def _signal(self, name):
         return self.signals.get(name, 'data')
 
-    def silent(self, wall_s):
+    def silent(self, wall_s, clock_s=None):
         """Return a :class:`Problem` for each node silent for longer than its timeout (or never
-        heard from), in the order of ``timeouts_s``."""
+        heard from), in the order of ``timeouts_s``. ``clock_s``: the node clock now (s), for
+        ``clock_paced`` nodes (None: wall clock only)."""
         out = []
         for name, timeout_s in self.timeouts_s.items():
             age = self.age_s(name, wall_s)
             if age is None:
                 out.append(Problem(name, SILENT, f'nothing received on {self._signal(name)}'))
-            elif age > timeout_s:
+            elif age > timeout_s and not self._clock_recent(name, clock_s, timeout_s):
                 out.append(Problem(name, SILENT, f'no {self._signal(name)} for {age:.1f} s'))
         return out
 
-    def problems(self, wall_s):
+    def _clock_recent(self, name, clock_s, timeout_s):
+        """True if clock-paced ``name`` was heard from within ``timeout_s`` on the node clock
+        (a simulated clock slower than the wall clock)."""
+        last = self._last_clock.get(name)
+        return (name in self.clock_paced and clock_s is not None and last is not None
+                and clock_s - last <= timeout_s)
+
+    def problems(self, wall_s, clock_s=None):
         """Return every :class:`Problem`: silent nodes, then nodes (not silent) that refuse
         episodes (a silent node's last word is stale)."""
-        silent = self.silent(wall_s)
+        silent = self.silent(wall_s, clock_s)
         dead = {p.node for p in silent}
-        return silent + [Problem(name, REFUSING, reason)
-                         for name, reason in self._refusing.items() if name not in dead]
+        return silent + [Problem(name, kind, reason)
+                         for name, (reason, kind) in self._refusing.items() if name not in dead]
 
-    def start_refusal(self, wall_s):
+    def start_refusal(self, wall_s, clock_s=None):
         """Return why an episode may not start now, or None when every node is live and none
         refuses.
 
         Returns:
             dict | None: JSON-ready ``{'error': text, 'nodes': [names], 'kind': kind}``
-            (kind :data:`SILENT` or :data:`REFUSING`). For silent nodes the
+            (kind :data:`SILENT`, :data:`REFUSING` or :data:`FAULT`). For silent nodes the
             text says ``'<nodes> not available: ...'`` (a client may ask again: a node can be
             silent for a moment while the stack starts); for a refusing node
             ``'<node> does not accept episodes: <reason>'`` (asking again does not help until
             the cause is fixed, e.g. disk space freed).
         """
-        problems = self.problems(wall_s)
+        problems = self.problems(wall_s, clock_s)
         if not problems:
             return None
         silent = [p for p in problems if p.kind == SILENT]
@@ -145,21 +170,23 @@ class NodeMonitor:
                     'nodes': [p.node for p in silent], 'kind': SILENT}
         p = problems[0]
         return {'error': f'{p.node} does not accept episodes: {p.detail}', 'nodes': [p.node],
-                'kind': REFUSING}
+                'kind': p.kind}
 
-    def episode_problem(self, wall_s):
+    def episode_problem(self, wall_s, clock_s=None):
         """Return why a running episode must end now, or None.
 
         Returns:
             tuple | None: ``('node_lost', detail)`` when nodes went silent (detail
             ``'no data from: <node> (<reason>), ...'``) or ``('failed', '<node>: <reason>')``
-            when a node refuses episodes (e.g. the logger after a write error).
+            when a node reports a fault (e.g. the logger after a write error). A plain refusal
+            (e.g. the logger's disk below ``min_free_disk_mb``) does not end the episode.
         """
-        problems = self.problems(wall_s)
+        problems = self.problems(wall_s, clock_s)
         silent = [p for p in problems if p.kind == SILENT]
         if silent:
             return 'node_lost', 'no data from: ' + ', '.join(
                 f'{p.node} ({p.detail})' for p in silent)
-        if problems:
-            return 'failed', f'{problems[0].node}: {problems[0].detail}'
+        faults = [p for p in problems if p.kind == FAULT]
+        if faults:
+            return 'failed', f'{faults[0].node}: {faults[0].detail}'
         return None

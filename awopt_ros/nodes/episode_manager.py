@@ -11,8 +11,9 @@ Required nodes are watched all the time, not only during episodes: the camera (i
 ``camera_info``), ``/joint_states``, the camera pipeline (``/policy/image``), the policy
 (``/policy/action``) and, with ``wait_for_logger``, the logger (its 1 Hz ``/diagnostics``
 status). One silent for longer than its timeout ends a running episode as ``node_lost`` naming
-it; a logger that reports ``accepting_episodes: false`` (disk nearly full, write error) ends it
-as ``failed`` with its reason. The decisions live in :mod:`awopt_ros.core.episode` and
+it; a logger that reports ``accepting_episodes: false`` refuses the next start with its reason
+(disk nearly full), and after a write error (``write_errors`` > 0) also ends a running episode
+as ``failed``. The decisions live in :mod:`awopt_ros.core.episode` and
 :mod:`awopt_ros.core.liveness`; this node only wires topics and services to them.
 """
 import json
@@ -28,7 +29,8 @@ from std_srvs.srv import SetBool, Trigger
 from awopt_ros.core.episode import Episode, EpisodeConfig
 from awopt_ros.core.liveness import SILENT, NodeMonitor
 from awopt_ros.ros import convert, qos
-from awopt_ros.ros.diagnostics import logger_ready, logger_refusal, parse_values
+from awopt_ros.ros.diagnostics import (logger_ready, logger_refusal, logger_write_failed,
+                                       parse_values)
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
 
@@ -82,20 +84,21 @@ class EpisodeManagerNode(Node):
             'bag and dataset hold every episode from the first step (DDS discovery can take '
             'a second per topic after start-up). The logger is then a required node: '
             'start refused and a running episode ended (node_lost) when its diagnostics stop '
-            'for logger_timeout_s, start refused and a running episode ended (failed) while '
-            'it reports accepting_episodes false (disk nearly full, write error). false for a '
-            'stack without a logger.', read_only=True)
+            'for logger_timeout_s; start refused while it reports accepting_episodes false '
+            '(disk nearly full, write error) and, after a write error, a running episode '
+            'ended (failed). false for a stack without a logger.', read_only=True)
         logger_timeout_s = declare(
             self, 'logger_timeout_s', 3.0,
-            "The logger's /diagnostics (1 Hz) silent this long (s, wall) means a dead logger "
-            '(with wait_for_logger).', low=0.5, high=600.0, read_only=True)
+            "The logger's /diagnostics (1 Hz) silent this long means a dead logger (with "
+            'wait_for_logger; s, on the wall clock and, since the logger paces them by its '
+            'node clock, on the node clock too).', low=0.5, high=600.0, read_only=True)
         self.logger_ready = False
         timeouts = dict.fromkeys(WATCHED, self.config.node_timeout_s)
         signals = dict(WATCHED)
         if self.wait_for_logger:
             timeouts['logger'] = logger_timeout_s
             signals['logger'] = LOGGER_SIGNAL
-        self.monitor = NodeMonitor(timeouts, signals)
+        self.monitor = NodeMonitor(timeouts, signals, clock_paced=('logger',))
         # Nodes that keep episodes from starting, logged on change; None until every required
         # node has been heard from (start-up).
         self.problem_nodes = None
@@ -154,7 +157,7 @@ class EpisodeManagerNode(Node):
                 response.message = json.dumps(
                     {'error': f'service {client.srv_name} not available'})
                 return response
-        refusal = self.monitor.start_refusal(time.monotonic())
+        refusal = self.monitor.start_refusal(time.monotonic(), self._now_s())
         if refusal is not None:
             response.success = False
             response.message = json.dumps(refusal)
@@ -259,8 +262,9 @@ class EpisodeManagerNode(Node):
             if status.name != 'logger':
                 continue
             values = parse_values(status)
-            self.monitor.seen('logger', time.monotonic())
-            self.monitor.set_refusing('logger', logger_refusal(values, status.message))
+            self.monitor.seen('logger', time.monotonic(), self._now_s())
+            self.monitor.set_refusing('logger', logger_refusal(values, status.message),
+                                      fault=logger_write_failed(values))
             if logger_ready(values) and not self.logger_ready:
                 self.logger_ready = True
                 self.get_logger().info('logger receives every input it records: episodes '
@@ -309,7 +313,7 @@ class EpisodeManagerNode(Node):
     def _on_timer(self):
         if self.episode is not None:
             now = self._now_s()
-            problem = self.monitor.episode_problem(time.monotonic())
+            problem = self.monitor.episode_problem(time.monotonic(), now)
             if problem is None:
                 self._finish(self.episode.check(now))
             elif problem[0] == 'failed':
@@ -331,7 +335,7 @@ class EpisodeManagerNode(Node):
 
     def _report_problems(self):
         """Log (once per change) which required nodes keep episodes from starting."""
-        refusal = self.monitor.start_refusal(time.monotonic())
+        refusal = self.monitor.start_refusal(time.monotonic(), self._now_s())
         nodes = tuple(refusal['nodes']) if refusal is not None else ()
         if self.problem_nodes is None and (refusal is None or refusal['kind'] == SILENT):
             # Start-up: nodes not heard from yet are expected, not worth a warning.

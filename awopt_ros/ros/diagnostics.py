@@ -65,3 +65,12 @@ def logger_refusal(values, message=''):
     if values.get('write_errors') not in (None, '0', 0):
         parts.append(f'{values["write_errors"]} write errors')
     return ', '.join(parts) or 'the logger reports accepting_episodes false'
+
+
+def logger_write_failed(values):
+    """Return True when the logger's diagnostics ``values`` count a write error
+    (``write_errors`` > 0): it records nothing more until restarted."""
+    try:
+        return int(values.get('write_errors', 0)) > 0
+    except (TypeError, ValueError):
+        return False
