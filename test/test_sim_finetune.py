@@ -218,11 +218,11 @@ def test_cli_finetune_fresh_weights_trains_the_checkpoints_model_from_scratch(
     # Without --fresh-weights the same command continues the stored weights and step.
     assert cli.main(args) == 0
     assert load_checkpoint(tmp_path / 'weak_checkpoint.pt')['step'] == 502
-    assert cli.main(args + ['--fresh-weights', '--set', 'bogus=1']) == 1
+    assert cli.main(args + ['--fresh-weights', '--set', 'bogus=1']) == 2     # bad input
     assert 'bogus' in capsys.readouterr().err
     no_start = [a for a in args if a not in ('--init-checkpoint', str(tmp_path / 'start.pt'))]
-    assert cli.main(no_start + ['--fresh-weights']) == 1
-    assert '--fresh-weights needs --init-checkpoint' in capsys.readouterr().err
+    assert cli.main(no_start + ['--fresh-weights']) == 2
+    assert 'argument --fresh-weights: needs --init-checkpoint' in capsys.readouterr().err
 
 
 def test_cli_finetune_beside_the_stack_with_in_process_demonstrations(tmp_path, monkeypatch,
@@ -260,5 +260,5 @@ def test_cli_finetune_beside_the_stack_with_in_process_demonstrations(tmp_path, 
 
 
 def test_cli_finetune_needs_a_dataset_unless_in_process(tmp_path, capsys):
-    assert cli.main(['finetune', '--out', str(tmp_path / 'x.onnx')]) == 1
+    assert cli.main(['finetune', '--out', str(tmp_path / 'x.onnx')]) == 2
     assert '--dataset-root and --dataset-id are required' in capsys.readouterr().err
