@@ -144,7 +144,8 @@ class BagWriter:
         self._writer = _open_writer(self.path, compression)
         try:
             for key, value in (custom_data or {}).items():
-                self._writer.set_custom_data(str(key), str(value))
+                if value is not None:
+                    self._writer.set_custom_data(str(key), str(value))
             self._connections = {}
             for topic, msgtype in topics.items():
                 profiles = [QOS_PRESETS[qos[topic]]] if topic in qos else []
