@@ -122,6 +122,27 @@ def acquire_domain_lock(domain_id):
     return fd
 
 
+def refuse_stack_on_graph(domain_id, wait_s=2.0, env=None):
+    """Raise :class:`DomainBusyError` when stack nodes answer on ROS domain ``domain_id``
+    within ``wait_s`` seconds (:func:`awopt_ros.ros.stack_guard.live_stack_nodes`; imports
+    rclpy); ``wait_s`` <= 0 skips the look."""
+    if wait_s > 0:
+        from awopt_ros.ros.stack_guard import live_stack_nodes
+        found = live_stack_nodes(domain_id, wait_s, env)
+        if found:
+            raise DomainBusyError(busy_message(domain_id, 'nodes: ' + ', '.join(found)))
+
+
+def check_domain_free(env=None, graph_check_s=2.0):
+    """Raise :class:`DomainBusyError` when an awopt stack is live on the ROS domain of
+    ``env`` (default: this process's environment): its domain lock is held, or stack nodes
+    answer on the graph. Holds nothing afterwards (for ``ros2 launch``, whose nodes outlive
+    this check; :meth:`Stack.start` holds the lock instead)."""
+    domain = domain_id_of(env)
+    os.close(acquire_domain_lock(domain))
+    refuse_stack_on_graph(domain, graph_check_s, env)
+
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -312,7 +333,7 @@ class Stack:
         First claims the stack's ROS domain: the per-domain lock (:func:`acquire_domain_lock`,
         held until :meth:`stop` and by every node while it runs, so two stacks started at the
         same moment cannot both start), then a look at the ROS graph for stack nodes started
-        otherwise (:func:`awopt_ros.ros.stack_guard.live_stack_nodes`, ``graph_check_s``).
+        otherwise (:func:`refuse_stack_on_graph`, ``graph_check_s``).
         Each node runs in its own session (Ctrl-C in the terminal reaches only this process,
         whose cleanup stops the nodes) and gets SIGTERM when this process dies, however it
         dies (:func:`parent_death_signal`). Call it from the main thread (or one that lives
@@ -326,11 +347,7 @@ class Stack:
         domain = domain_id_of(env)
         self._lock_fd = acquire_domain_lock(domain)
         try:
-            if self.graph_check_s > 0:
-                from awopt_ros.ros.stack_guard import live_stack_nodes
-                found = live_stack_nodes(domain, self.graph_check_s, env)
-                if found:
-                    raise DomainBusyError(busy_message(domain, 'nodes: ' + ', '.join(found)))
+            refuse_stack_on_graph(domain, self.graph_check_s, env)
             self.log_dir.mkdir(parents=True, exist_ok=True)
         except BaseException:
             self._release_domain()

@@ -20,7 +20,7 @@ from launch_ros.actions import Node
 
 # The same nodes and the same parameter checks as `awopt bringup`.
 from awopt_ros.core.param_schema import check_params_file
-from awopt_ros.launcher import POLICY_NODES, STACK_NODES, check_shared_params
+from awopt_ros.launcher import POLICY_NODES, STACK_NODES, check_domain_free, check_shared_params
 
 
 def check_stack_params(config, policy):
@@ -40,6 +40,13 @@ def check_params(context):
     """Refuse to start any node when :func:`check_stack_params` fails (ValueError)."""
     check_stack_params(LaunchConfiguration('config').perform(context),
                        LaunchConfiguration('policy').perform(context))
+    return []
+
+
+def check_domain(context):
+    """Refuse to start any node when an awopt stack (``awopt demo``/``bringup``, or another
+    launch) is live on this ROS_DOMAIN_ID (DomainBusyError naming the domain)."""
+    check_domain_free()
     return []
 
 
@@ -64,6 +71,7 @@ def generate_launch_description():
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
             share, 'config', 'fastdds_localhost_shm.xml')),
         OpaqueFunction(function=check_params),
+        OpaqueFunction(function=check_domain),
         *[node(name) for name, _ in STACK_NODES],
         *[node(name, condition=LaunchConfigurationEquals('policy', kind))
           for kind, (name, _) in POLICY_NODES.items()],

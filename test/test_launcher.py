@@ -166,9 +166,10 @@ def test_launch_file_refuses_nodes_that_disagree_before_starting_them(monkeypatc
     module = _load_launch_file(monkeypatch, str(tmp_path))
     actions = module.generate_launch_description()
     checks = [a for a in actions if a.kwargs.get('function') is not None]
-    assert len(checks) == 1 and actions.index(checks[0]) < min(
-        i for i, a in enumerate(actions) if 'package' in a.kwargs)     # before the nodes
-    check = checks[0].kwargs['function']
+    first_node = min(i for i, a in enumerate(actions) if 'package' in a.kwargs)
+    assert len(checks) == 2 and all(actions.index(c) < first_node for c in checks)
+    check = next(c for c in checks if c.kwargs['function'].__name__ == 'check_params')
+    check = check.kwargs['function']
     config = Path(__file__).resolve().parents[1] / 'config' / 'awopt_ros_kuka_grasp.yaml'
     for policy in ('actor', 'scripted'):
         ctx = types.SimpleNamespace(launch_configurations={'config': str(config),
@@ -181,6 +182,24 @@ def test_launch_file_refuses_nodes_that_disagree_before_starting_them(monkeypatc
     ctx = types.SimpleNamespace(launch_configurations={'config': str(bad), 'policy': 'actor'})
     with pytest.raises(ValueError, match=r"'image_size'.*camera_pipeline.image_size=32"):
         check(ctx)
+
+
+def test_launch_file_refuses_a_domain_that_holds_an_awopt_stack(monkeypatch, tmp_path):
+    """``ros2 launch`` beside a running ``awopt demo`` on the same ROS_DOMAIN_ID is refused
+    before any node starts (the demo holds the domain's lock)."""
+    import awopt_ros.ros.stack_guard  # noqa: F401 - rclpy imported before the launch stand-ins
+    from awopt_ros.launcher import DomainBusyError, acquire_domain_lock, domain_id_of
+    module = _load_launch_file(monkeypatch, str(tmp_path))
+    actions = module.generate_launch_description()
+    check = next(a.kwargs['function'] for a in actions
+                 if getattr(a.kwargs.get('function'), '__name__', '') == 'check_domain')
+    fd = acquire_domain_lock(domain_id_of())      # as an awopt demo holds it
+    try:
+        with pytest.raises(DomainBusyError, match=f'ROS_DOMAIN_ID={domain_id_of()} '):
+            check(None)
+    finally:
+        os.close(fd)
+    assert check(None) == []                      # free: the launch goes on
 
 
 def _children(pid):
