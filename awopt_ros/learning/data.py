@@ -48,8 +48,9 @@ def check_dataset(root_dir, dataset_id, root_option='--dataset-root',
     from awopt_ros.core.dataset import _parse_id
     root = Path(root_dir)
     if not root.is_dir():
-        raise DatasetNotFoundError(root_option, f'{root_dir} is not a folder (a run directory '
-                                                'holding datasets/, e.g. runs/collect)')
+        raise DatasetNotFoundError(root_option, f'{root_dir} is not a folder (the run directory '
+                                                'of awopt collect --run-dir, which holds '
+                                                'datasets/)')
     ids = dataset_ids(root)
     listed = (f'datasets under {root_dir}: {", ".join(ids)}' if ids else
               f'there is no dataset under {root_dir}/datasets (awopt collect --run-dir '
