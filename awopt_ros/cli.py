@@ -28,20 +28,10 @@ import threading
 import time
 from pathlib import Path
 
+from awopt_ros.cli_args import positive_int, usage_error
 from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, StackError, ros_environment
 
 DEFAULT_MODEL = 'models/grasp_awopt.onnx'
-
-
-def _episode_count(text):
-    """argparse type: an episode count >= 1 (ArgumentTypeError otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expects a whole number, got {text!r}') from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
 
 
 def _params_file(text):
@@ -63,14 +53,23 @@ def _params_file(text):
     return text
 
 
+def _model_file(text):
+    """argparse type: an existing ONNX file (relative paths as the runner resolves them);
+    returns ``text``."""
+    from awopt_ros.core.paths import resolve
+    if not resolve(text).is_file():
+        raise argparse.ArgumentTypeError(f'model file not found: {resolve(text)}')
+    return text
+
+
 def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo', lockstep=True):
-    p.add_argument('--episodes', type=_episode_count, default=10,
+    p.add_argument('--episodes', type=positive_int, default=10,
                    help='episodes to run, at least 1 (default %(default)s)')
     p.add_argument('--config', type=_params_file, default=DEFAULT_CONFIG,
                    help='params YAML for every node (default %(default)s)')
     p.add_argument('--policy', choices=sorted(POLICY_NODES), default=policy,
                    help='policy node: the learned actor (ONNX) or the scripted demonstrator')
-    p.add_argument('--model', default=None,
+    p.add_argument('--model', type=_model_file, default=None,
                    help=f'ONNX actor for --policy actor (default: the config, {DEFAULT_MODEL})')
     p.add_argument('--seed', type=int, default=None, help='simulator base seed')
     p.add_argument('--real-time-factor', type=float, default=rtf,
@@ -132,6 +131,10 @@ def _run(args, report_path):
 
 def cmd_demo(args):
     """Run the demo (learned policy by default) and write the report."""
+    if args.new_model_every < 0 or (args.new_model_every and args.policy != 'actor'):
+        return usage_error('awopt demo', f'argument --new-model-every: must be >= 0 and needs '
+                           f'--policy actor, got {args.new_model_every} with --policy '
+                           f'{args.policy}')
     if args.run_dir is None:   # a fresh folder per demo, so bags and dataset are this run's
         args.run_dir = str(Path('runs/demo') / time.strftime('%Y%m%d-%H%M%S'))
     return _run(args, args.report or str(Path(args.run_dir) / 'report.json'))
