@@ -64,13 +64,16 @@ def domain_id_of(env=None):
     process's) join: ``ROS_DOMAIN_ID``, 0 when unset or empty.
 
     Raises:
-        ValueError: ``ROS_DOMAIN_ID`` is not an integer.
+        StackError: ``ROS_DOMAIN_ID`` is not an integer in 0..232.
     """
     raw = str((os.environ if env is None else env).get('ROS_DOMAIN_ID', '')).strip()
     try:
-        return int(raw) if raw else 0
+        domain = int(raw) if raw else 0
     except ValueError:
-        raise ValueError(f'ROS_DOMAIN_ID must be an integer, got {raw!r}') from None
+        domain = -1
+    if not 0 <= domain <= 232:
+        raise StackError(f'ROS_DOMAIN_ID must be an integer from 0 to 232, got {raw!r}')
+    return domain
 
 
 def domain_lock_path(domain_id):
@@ -108,8 +111,13 @@ def acquire_domain_lock(domain_id):
             owner = path.read_text().strip()
         except OSError:
             owner = ''
-        raise DomainBusyError(busy_message(
-            domain_id, f'awopt process {owner}' if owner else f'lock {path}')) from None
+        if not owner.isdigit():
+            holder = f'lock {path}'
+        elif Path(f'/proc/{owner}').exists():
+            holder = f'awopt process {owner}'
+        else:       # the nodes inherit the lock: they outlived the process that started them
+            holder = f'nodes of awopt process {owner}, which has exited'
+        raise DomainBusyError(busy_message(domain_id, holder)) from None
     try:
         os.fchmod(fd, 0o666)      # another user's stack may lock it too
     except OSError:

@@ -174,6 +174,33 @@ def test_a_stack_holds_its_domain_until_it_stops(tmp_path, sleeper_nodes):
     assert issubclass(DomainBusyError, StackError)
 
 
+def test_the_refusal_says_when_only_orphaned_nodes_hold_the_domain(tmp_path):
+    gone = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True).stdout.strip()
+    fd = acquire_domain_lock(DOMAIN)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, gone.encode(), 0)      # as if the holder were killed, its nodes not
+        with pytest.raises(DomainBusyError, match=f'nodes of awopt process {gone}, which has '
+                                                  'exited'):
+            acquire_domain_lock(DOMAIN)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize('value, domain', [('', 0), (' 7 ', 7), ('232', 232)])
+def test_domain_id_of_reads_ros_domain_id(value, domain):
+    assert domain_id_of({'ROS_DOMAIN_ID': value}) == domain
+    assert domain_id_of({}) == 0
+
+
+@pytest.mark.parametrize('value', ['abc', '-1', '233', '1.5'])
+def test_a_bad_ros_domain_id_is_a_stack_error(value):
+    with pytest.raises(StackError, match=f"ROS_DOMAIN_ID must be an integer from 0 to 232, "
+                                         f"got '{value}'"):
+        domain_id_of({'ROS_DOMAIN_ID': value})
+
+
 def test_a_stack_on_the_ros_graph_is_refused_even_without_the_lock(tmp_path, sleeper_nodes):
     """A stack from ``ros2 launch`` holds no lock file: its nodes on the graph are enough."""
     import rclpy
