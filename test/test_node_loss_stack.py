@@ -65,7 +65,8 @@ def test_killed_logger_ends_the_episode_as_node_lost_and_refuses_the_next(tmp_pa
         assert end['truncated'] and not end['success']
         # The end comes logger_timeout_s after the logger's last status, sent up to a second
         # (its period) before the kill, plus the manager's 50 ms check and load on the host.
-        assert delay_s < LOGGER_TIMEOUT_S + 2.0, stack.nodes[-2].log_tail()
+        manager = next(n for n in stack.nodes if n.name == 'episode_manager')
+        assert delay_s < LOGGER_TIMEOUT_S + 2.0, manager.log_tail()
         future = client.start_client.call_async(Trigger.Request())
         assert client.spin_until(future.done, 10.0)
         reply = future.result()
