@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from awopt_ros.cli_args import positive_int, usage_error
+from awopt_ros.core.param_schema import UnknownParameterError
 from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, StackError, ros_environment
 
 DEFAULT_MODEL = 'models/grasp_awopt.onnx'
@@ -375,6 +376,9 @@ def main(argv=None):
     except StackError as exc:   # e.g. another stack on this ROS domain: one line, no traceback
         print(f'awopt {args.command}: error: {exc}', file=sys.stderr)
         return 1
+    except UnknownParameterError as exc:   # a misspelt node or parameter: nothing started
+        print(f'awopt {args.command}: error: {exc}', file=sys.stderr)   # a line per name
+        return 2
     except _Stopped:
         return 143
     except KeyboardInterrupt:

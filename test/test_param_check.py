@@ -115,7 +115,8 @@ def test_awopt_bringup_with_a_node_typo_exits_non_zero_with_the_message(tmp_path
     except subprocess.TimeoutExpired:     # it started the stack: SIGTERM stops its nodes too
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and NODE_TYPO in err, (out, err)
+    assert proc.returncode == 2 and NODE_TYPO in err, (out, err)
+    assert 'Traceback' not in err and err.startswith('awopt bringup: error: '), err
     assert 'started' not in out and not (tmp_path / 'logs').exists()
 
 
