@@ -20,6 +20,7 @@ def test_never_heard_from_is_silent_and_refuses_the_start():
     assert refusal['nodes'] == ['policy', 'logger'] and refusal['kind'] == SILENT
     assert refusal['error'].startswith('policy, logger not available (policy: nothing '
                                        'received on /policy/action; logger: nothing received')
+    assert refusal['error'].endswith('look at the first one')
     m.seen('policy', 100.0)
     m.seen('logger', 100.0)
     assert m.start_refusal(100.5) is None and m.episode_problem(100.5) is None
@@ -37,7 +38,9 @@ def test_each_node_has_its_own_timeout_on_the_wall_clock():
     outcome, detail = m.episode_problem(103.5)           # logger silent 3.5 s > 3.0 s
     assert outcome == 'node_lost'
     assert detail == 'no data from: logger (no diagnostics for 3.5 s)'
-    assert m.start_refusal(103.5)['nodes'] == ['logger']
+    refusal = m.start_refusal(103.5)
+    assert refusal['nodes'] == ['logger'] and refusal['error'] == (
+        'logger not available (logger: no diagnostics for 3.5 s): is it running?')
     m.seen('camera', 103.5)                              # not watched: ignored
     assert 'camera' not in m.nodes
 

@@ -52,7 +52,9 @@ class NodeMonitor:
     """When each required node was last heard from, and whether it accepts episodes.
 
     Args:
-        timeouts_s: {node name: seconds of silence after which the node counts as dead (> 0)}.
+        timeouts_s: {node name: seconds of silence after which the node counts as dead (> 0)},
+            in data-flow order (a node before those it feeds): messages list silent nodes in
+            this order, so the first one listed is where to look.
         signals: optional {node name: what is heard from it, e.g. a topic}, for messages.
         clock_paced: names whose signal is paced by the node clock (see the module doc); their
             silence must exceed the timeout on both clocks (``clock_s`` arguments).
@@ -166,7 +168,9 @@ class NodeMonitor:
         if silent:
             names = ', '.join(p.node for p in silent)
             reasons = '; '.join(f'{p.node}: {p.detail}' for p in silent)
-            return {'error': f'{names} not available ({reasons}): is the node running?',
+            hint = ('is it running?' if len(silent) == 1 else
+                    'a node without input stops sending too: look at the first one')
+            return {'error': f'{names} not available ({reasons}): {hint}',
                     'nodes': [p.node for p in silent], 'kind': SILENT}
         p = problems[0]
         return {'error': f'{p.node} does not accept episodes: {p.detail}', 'nodes': [p.node],
