@@ -3,6 +3,7 @@
 #   make test   -> the test suite (unit, node and integration tests)
 #   make bench  -> latency and learning benchmarks, figures in bench/results.json
 #   make compare -> the paper's comparison (83 min on 2 cores, resumable), docs/comparison.md
+#   make lock   -> requirements.lock (exact versions) from requirements.txt
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -20,10 +21,10 @@ export PYTHONUNBUFFERED := 1
 ROS_DOMAIN_ID ?= 37
 export ROS_DOMAIN_ID
 
-.PHONY: setup demo test bench compare collect clean
+.PHONY: setup demo test bench compare collect clean lock
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt requirements.lock setup.py
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "apt-get install $$missing"; \
@@ -33,7 +34,7 @@ $(STAMP): requirements.txt setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements.txt -c requirements.lock
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -41,7 +42,7 @@ demo: $(STAMP)
 	$(VENV)/bin/awopt demo --episodes $(EPISODES) --report runs/demo/report.json
 
 collect: $(STAMP)
-	$(VENV)/bin/awopt collect --episodes 500 --seed 0 --real-time-factor 2 --run-dir runs/collect_s9b \
+	$(VENV)/bin/awopt collect --episodes 500 --seed 0 --run-dir runs/collect_s9b \
 	    --set scripted_policy:publish_proprio=true
 
 test: $(STAMP)
@@ -60,6 +61,15 @@ bench: $(BENCH_STAMP)
 
 compare: $(STAMP)
 	$(VENV)/bin/awopt compare --config full --work-dir runs/compare --docs-dir docs
+
+# requirements.lock from requirements.txt: a fresh venv, then the exact versions it got.
+lock:
+	rm -rf build/lockvenv && $(PYTHON) -m venv build/lockvenv
+	build/lockvenv/bin/pip install -q --upgrade pip
+	build/lockvenv/bin/pip install -q torch==2.13.0
+	build/lockvenv/bin/pip install -q -r requirements.txt
+	{ sed -n '1,3p' requirements.lock; build/lockvenv/bin/pip freeze | grep -v '^torch=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf build/lockvenv
 
 clean:
 	rm -rf runs build install log
