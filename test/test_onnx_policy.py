@@ -156,3 +156,121 @@ def test_act_bad_inputs(tiny):
         actor.act(img, np.zeros(5, np.float32))
     with pytest.raises(ValueError, match='proprio'):
         actor.act(np.zeros((2, SIZE, SIZE, 3), np.uint8), np.zeros((3, 6), np.float32))
+
+
+# --- model faults: refused with one line naming the file, never a traceback ----------------
+
+def _one_line_naming(exc, path):
+    msg = str(exc)
+    assert str(path) in msg and '\n' not in msg and 'Traceback' not in msg, msg
+    return msg
+
+
+def test_truncated_file_is_refused_naming_the_file(tiny, tmp_path):
+    data = tiny[1].read_bytes()
+    for cut in (len(data) // 2, 100, len(data) - 7):
+        bad = tmp_path / f'truncated_{cut}.onnx'
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ModelContractError) as info:     # a ValueError, like a mismatch
+            OnnxActor(bad, expected_contract(SIZE, CROP))
+        msg = _one_line_naming(info.value, bad)
+        assert 'is not a readable ONNX model (truncated or corrupt)' in msg
+        with pytest.raises(ModelContractError, match='not a readable ONNX model'):
+            read_contract(bad)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_random_bytes_are_refused_naming_the_file(tmp_path, seed):
+    bad = tmp_path / 'random.onnx'
+    bad.write_bytes(np.random.default_rng(seed).integers(0, 256, 4096, np.uint8).tobytes())
+    with pytest.raises(ModelContractError) as info:
+        OnnxActor(bad, expected_contract(SIZE, CROP))
+    assert 'not a readable ONNX model' in _one_line_naming(info.value, bad)
+
+
+def test_empty_and_text_files_are_refused(tmp_path):
+    for name, data in (('empty.onnx', b''), ('text.onnx', b'not an onnx model\n')):
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        with pytest.raises(ModelContractError, match='not a readable ONNX model'):
+            OnnxActor(bad, expected_contract(SIZE, CROP))
+
+
+def test_graph_larger_than_its_contract_is_refused_at_load(tmp_path):
+    """A 32 px actor whose (valid-looking) contract says 16 px: refused at load."""
+    src, bad = tmp_path / 'actor32.onnx', tmp_path / 'actor32_says16.onnx'
+    export_tiny_actor(src, seed=0, image_size=32, crop_xywh=CROP)
+    rewrite_contract(src, bad, image_size=[SIZE, SIZE])
+    assert read_contract(bad)['image_size'] == [SIZE, SIZE]
+    with pytest.raises(ModelContractError) as info:
+        OnnxActor(bad, expected_contract(SIZE, CROP))
+    msg = _one_line_naming(info.value, bad)
+    assert "graph input 'image'" in msg and '[N, 32, 32, 3]' in msg and '[N, 16, 16, 3]' in msg
+
+
+def _io_model(path, contract, image=('N', SIZE, SIZE, 3), image_type=TensorProto.UINT8,
+              proprio=('N', 6), action=('N', 7), reshape_image=None):
+    """Write an actor-like graph with the given io declarations: action = (proprio @ W) * 0,
+    plus, with ``reshape_image`` = k, a term that reshapes the image to (-1, k) (fails at run
+    time unless H * W * 3 is a multiple of k)."""
+    img = helper.make_tensor_value_info('image', image_type, list(image))
+    pro = helper.make_tensor_value_info('proprio', TensorProto.FLOAT, list(proprio))
+    out = helper.make_tensor_value_info('action', TensorProto.FLOAT, list(action))
+    width = action[1] if isinstance(action[1], int) else 7
+    inits = [helper.make_tensor('w', TensorProto.FLOAT, [proprio[1], width],
+                                [0.0] * (proprio[1] * width))]
+    nodes = [helper.make_node('MatMul', ['proprio', 'w'], ['action' if not reshape_image
+                                                           else 'm'])]
+    if reshape_image:
+        inits.append(helper.make_tensor('shape', TensorProto.INT64, [2], [-1, reshape_image]))
+        inits.append(helper.make_tensor('axes', TensorProto.INT64, [1], [1]))
+        nodes += [helper.make_node('Cast', ['image'], ['imgf'], to=TensorProto.FLOAT),
+                  helper.make_node('Reshape', ['imgf', 'shape'], ['flat']),
+                  helper.make_node('ReduceSum', ['flat', 'axes'], ['s'], keepdims=1),
+                  helper.make_node('Mul', ['s', 'zero'], ['z']),
+                  helper.make_node('Add', ['m', 'z'], ['action'])]
+        inits.append(helper.make_tensor('zero', TensorProto.FLOAT, [], [0.0]))
+    graph = helper.make_graph(nodes, 'g', [img, pro], [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {CONTRACT_KEY: json.dumps(contract)})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize('kwargs, words', [
+    ({}, None),                                                      # a correct graph loads
+    ({'image': ('N', 32, 32, 3)}, ["'image'", '[N, 32, 32, 3]']),
+    ({'image': ('N', SIZE, SIZE)}, ["'image'", 'rank 3']),
+    ({'image': (1, SIZE, SIZE, 3)}, ["'image'", 'batch dimension fixed at 1']),
+    ({'image_type': TensorProto.FLOAT}, ["'image'", 'tensor(float)']),
+    ({'proprio': ('N', 5)}, ["'proprio'", '[N, 5]']),
+    ({'action': ('N', 6)}, ["'action'", '[N, 6]']),
+    ({'image': ('N', 'H', 'W', 3), 'reshape_image': 3072}, ['does not run', '[1, 16, 16, 3]']),
+])
+def test_graph_io_differing_from_the_contract_is_refused(tiny, tmp_path, kwargs, words):
+    path = _io_model(tmp_path / 'io.onnx', read_contract(tiny[1]), **kwargs)
+    if words is None:
+        actor = OnnxActor(path, expected_contract(SIZE, CROP))
+        assert actor.act(np.zeros((SIZE, SIZE, 3), np.uint8), np.ones(6, np.float32)).shape \
+            == (7,)
+        return
+    with pytest.raises(ModelContractError) as info:
+        OnnxActor(path, expected_contract(SIZE, CROP))
+    msg = _one_line_naming(info.value, path)
+    for word in words:
+        assert word in msg, msg
+
+
+def test_onnxruntime_error_at_act_is_a_runtime_error_naming_the_model(tiny, monkeypatch):
+    import onnxruntime
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+    actor = OnnxActor(tiny[1], expected_contract(SIZE, CROP))
+
+    def broken(self, *args, **kwargs):
+        raise Fail('[ONNXRuntimeError] : 1 : FAIL : kernel exploded\nsecond line')
+    monkeypatch.setattr(onnxruntime.InferenceSession, 'run', broken)
+    with pytest.raises(RuntimeError) as info:
+        actor.act(np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros(6, np.float32))
+    msg = _one_line_naming(info.value, tiny[1])
+    assert 'kernel exploded' in msg and 'second line' not in msg

@@ -515,3 +515,122 @@ def test_logger_records_the_decision_source_per_step(ros_context, model_path, cr
         logger.close()
         logger.destroy_node()
         _close_rig(executor, node, tester)
+
+
+# --- model faults: refused at start and at swap, held (not fatal) at act -----------------------
+
+@pytest.fixture(scope='module')
+def shape_liar(tmp_path_factory):
+    """A 32 px actor whose contract says SIZE px: the contract matches, the graph does not."""
+    from conftest import rewrite_contract
+    d = tmp_path_factory.mktemp('policy_liar')
+    export_tiny_actor(d / 'a32.onnx', seed=3, image_size=32, crop_xywh=CROP)
+    return rewrite_contract(d / 'a32.onnx', d / 'a32_says16.onnx', image_size=[SIZE, SIZE])
+
+
+def test_truncated_model_is_startup_error_naming_parameter_and_file(ros_context, model_path,
+                                                                     tmp_path):
+    bad = tmp_path / 'truncated.onnx'
+    bad.write_bytes(model_path.read_bytes()[:1000])
+    with pytest.raises(StartupError) as info:
+        PolicyNode(context=ros_context, parameter_overrides=_params(bad))
+    assert str(info.value).startswith(f'model_path: {bad} is not a readable ONNX model '
+                                      '(truncated or corrupt): ')
+    assert '\n' not in str(info.value)
+
+
+def test_shape_mismatching_graph_is_startup_error(ros_context, shape_liar):
+    with pytest.raises(StartupError, match=r"model_path: .*graph input 'image'"):
+        PolicyNode(context=ros_context, parameter_overrides=_params(shape_liar))
+
+
+def test_main_exits_1_with_one_line_on_random_bytes(tmp_path):
+    bad = tmp_path / 'random.onnx'
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 2048, np.uint8).tobytes())
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, '-m', 'awopt_ros.nodes.policy', '--ros-args',
+         '-p', f'model_path:={bad}', '-p', f'image_size:={SIZE}'],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert 'Traceback' not in proc.stderr and 'google.protobuf' not in proc.stderr
+    assert f'model_path: {bad} is not a readable ONNX model' in proc.stderr
+
+
+def test_hot_swap_refuses_a_graph_differing_from_its_contract(ros_context, model_path,
+                                                             shape_liar, tmp_path):
+    live = tmp_path / 'actor.onnx'
+    live.write_bytes(model_path.read_bytes())
+    executor, node, tester, actions, infos, _ = _make_rig(ros_context, _params(
+        live, reload_period_s=0.05, reload_settle_s=0.0))
+    try:
+        _wait_matched(executor, tester)
+        img = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        want = OnnxActor(model_path).act(img, proprio_from_joints(robot.HOME_Q, 0.01))
+        tmp = tmp_path / 'actor.onnx.tmp'
+        tmp.write_bytes(shape_liar.read_bytes())
+        os.replace(tmp, live)
+        assert _spin_until(executor, lambda: node.counts['model_rejections'] == 1)
+        assert node.runtime.version == 1 and node.counts['model_swaps'] == 0
+        assert _spin_until(executor, lambda: infos and json.loads(infos[-1].data)[
+            'last_rejection'])
+        info = json.loads(infos[-1].data)
+        assert info['model_version'] == 1
+        assert "graph input 'image'" in info['last_rejection']['actor']
+        n = len(actions)   # the old model keeps acting on SIZE px images
+        assert _spin_sending(executor, lambda: _send_image(
+            executor, node, tester, img, node.get_clock().now().to_msg()),
+            lambda: len(actions) > n, 5.0)
+        np.testing.assert_allclose(np.array(actions[-1].position), want, atol=1e-6)
+        assert node.counts['step_errors'] == 0 and node.counts['invalid_outputs'] == 0
+    finally:
+        _close_rig(executor, node, tester)
+
+
+def _ort_fail(*args, **kwargs):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+    raise Fail('[ONNXRuntimeError] : 1 : FAIL : injected failure')
+
+
+def test_onnxruntime_error_at_act_holds_without_killing_the_node(ros_context, model_path,
+                                                                 monkeypatch):
+    import onnxruntime
+    executor, node, tester, actions, _, decisions = _make_rig(
+        ros_context, _params(model_path, reload_period_s=0.0))
+    try:
+        _wait_matched(executor, tester)
+        monkeypatch.setattr(onnxruntime.InferenceSession, 'run', _ort_fail)
+        img = np.zeros((SIZE, SIZE, 3), np.uint8)
+        # spinning would raise out of the executor if the image callback died
+        assert _spin_sending(executor, lambda: _send_image(
+            executor, node, tester, img, node.get_clock().now().to_msg()),
+            lambda: node.counts['invalid_outputs'] >= 3, 5.0)
+        _spin_until(executor, lambda: False, 0.2)
+        assert not actions and not decisions and node.counts['actions_published'] == 0
+        monkeypatch.undo()                      # the model works again: the node acts
+        assert _spin_sending(executor, lambda: _send_image(
+            executor, node, tester, img, node.get_clock().now().to_msg()),
+            lambda: actions, 5.0)
+    finally:
+        _close_rig(executor, node, tester)
+
+
+def test_onnxruntime_error_at_act_falls_back_to_cem(ros_context, model_path, critic_paths,
+                                                    monkeypatch):
+    import onnxruntime
+    enc, head = critic_paths
+    executor, node, tester, actions, _, decisions = _make_rig(ros_context, _params(
+        model_path, critic_encoder_path=str(enc), critic_head_path=str(head),
+        cem_samples=16, cem_elites=4, reload_period_s=0.0))
+    try:
+        _wait_matched(executor, tester)
+        monkeypatch.setattr(onnxruntime.InferenceSession, 'run', _ort_fail)  # CEM: IOBinding
+        img = np.zeros((SIZE, SIZE, 3), np.uint8)
+        assert _spin_sending(executor, lambda: _send_image(
+            executor, node, tester, img, node.get_clock().now().to_msg()),
+            lambda: actions and decisions, 5.0)
+        assert decisions[-1]['source'] == 'cem'
+        assert 'injected failure' in decisions[-1]['fallback']
+        assert node.counts['fallbacks'] >= 1 and node.counts['actions_cem'] >= 1
+    finally:
+        _close_rig(executor, node, tester)

@@ -448,3 +448,88 @@ def test_watcher_waits_for_the_file_to_settle(tmp_path):
 def _copy(src, dst):
     with open(src, 'rb') as f_in, open(dst, 'wb') as f_out:
         f_out.write(f_in.read())
+
+
+# --- model faults: onnxruntime errors fall back, bad files and graphs are refused --------------
+
+def _ort_fail(*args, **kwargs):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+    raise Fail('[ONNXRuntimeError] : 1 : FAIL : injected failure')
+
+
+def test_onnxruntime_error_in_the_actor_falls_back_to_cem_or_raises_no_policy(files, critic,
+                                                                              obs, monkeypatch):
+    import onnxruntime
+    actor = OnnxActor(files['actor1'], EXPECTED)
+    monkeypatch.setattr(onnxruntime.InferenceSession, 'run', _ort_fail)   # CEM uses IOBinding
+    action, source, info = PolicyRuntime('actor', actor, critic, cem_config=SMALL_CEM,
+                                         seed=0).act(*obs)
+    assert source == 'cem' and in_bounds(action)
+    assert 'failed in onnxruntime' in info['fallback'] and 'injected' in info['fallback']
+    with pytest.raises(NoPolicyError, match='injected failure.*no critic loaded'):
+        PolicyRuntime('actor', actor, None).act(*obs)
+
+
+def test_onnxruntime_error_in_cem_falls_back_to_the_actor(files, critic, obs, monkeypatch):
+    import onnxruntime
+    monkeypatch.setattr(onnxruntime.InferenceSession, 'run_with_iobinding', _ort_fail)
+    rt = PolicyRuntime('cem', OnnxActor(files['actor1'], EXPECTED), critic,
+                       cem_config=SMALL_CEM, seed=0)
+    action, source, info = rt.act(*obs)
+    assert source == 'actor' and in_bounds(action) and 'injected' in info['fallback']
+
+
+def test_any_exception_from_a_model_counts_as_unable_to_act(critic, obs):
+    class OddError(Exception):
+        pass
+    rt = PolicyRuntime('actor', FixedActor(error=OddError('odd')), critic,
+                       cem_config=SMALL_CEM, seed=0)
+    assert rt.act(*obs)[1] == 'cem'
+    with pytest.raises(NoPolicyError, match='OddError: odd'):
+        PolicyRuntime('actor', FixedActor(error=OddError('odd')), None).act(*obs)
+
+
+@pytest.fixture(scope='module')
+def shape_liar(files, tmp_path_factory):
+    """A 32 px actor whose contract says SIZE px (valid contract, graph differs)."""
+    d = tmp_path_factory.mktemp('shape_liar')
+    export_tiny_actor(d / 'a32.onnx', seed=3, image_size=32, crop_xywh=CROP)
+    return rewrite_contract(d / 'a32.onnx', d / 'a32_says16.onnx', image_size=[SIZE, SIZE])
+
+
+def test_from_files_refuses_unreadable_and_shape_mismatching_models(files, shape_liar,
+                                                                    tmp_path):
+    with pytest.raises(ValueError, match=r"graph input 'image'.*\[N, 32, 32, 3\]") as err:
+        PolicyRuntime.from_files('actor', ModelPaths(str(shape_liar)), EXPECTED)
+    assert err.value.model_group == 'actor'
+    head = tmp_path / 'head.onnx'
+    head.write_bytes(files['head1'].read_bytes()[:300])
+    with pytest.raises(ValueError, match='not a readable ONNX model') as err:
+        PolicyRuntime.from_files('cem', ModelPaths('', str(files['enc1']), str(head)),
+                                 EXPECTED)
+    assert err.value.model_group == 'critic' and str(head) in str(err.value)
+
+
+def test_reload_refuses_truncated_and_shape_mismatching_models(files, shape_liar, tmp_path,
+                                                              obs):
+    live = tmp_path / 'actor.onnx'
+    _copy(files['actor1'], live)
+    rt = PolicyRuntime.from_files('actor', ModelPaths(str(live)), EXPECTED, seed=0)
+    want = OnnxActor(files['actor1']).act(*obs)
+
+    replace_atomically(lambda t: _copy(shape_liar, t), live)
+    result = rt.reload_if_changed()
+    assert not result.swapped and rt.version == 1
+    assert "graph input 'image'" in result.rejected['actor']
+    assert 'keeping model version 1' in result.rejected['actor']
+    np.testing.assert_allclose(rt.act(*obs)[0], want, atol=1e-6)   # the old model runs on
+
+    data = files['actor2'].read_bytes()
+    replace_atomically(lambda t: open(t, 'wb').write(data[:len(data) // 2]), live)
+    result = rt.reload_if_changed()
+    assert not result.swapped and rt.version == 1
+    assert 'is not a readable ONNX model (truncated or corrupt)' in result.rejected['actor']
+    assert str(live) in result.rejected['actor']
+    action, source, _ = rt.act(*obs)
+    assert source == 'actor'
+    np.testing.assert_allclose(action, want, atol=1e-6)

@@ -18,9 +18,11 @@ import threading
 
 import numpy as np
 
-from awopt_ros.core import spec
-from awopt_ros.core.onnx_policy import (ModelContractError, _check_file, check_contract,
-                                        read_contract)
+from awopt_ros.core import ort_session, spec
+from awopt_ros.core.onnx_policy import (ORT_FLOAT, ORT_UINT8, ModelContractError,
+                                        ModelFileError, ModelRunError, _check_file,
+                                        check_contract, check_graph_io, read_contract,
+                                        short_error)
 
 ROLE_ENCODER = 'critic_encoder'
 ROLE_HEAD = 'critic_head'
@@ -30,12 +32,11 @@ PAIR_FIELDS = ('image_size', 'crop_xywh', 'proprio_names', 'action_names', 'acti
 
 
 def _session(path, threads):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts,
-                                providers=['CPUExecutionProvider'])
+    """Return the onnxruntime session of ``path``; ModelFileError if it cannot load it."""
+    try:
+        return ort_session.session(path, threads)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors
+        raise ModelFileError(path, short_error(exc), 'onnxruntime cannot load it') from exc
 
 
 class OnnxCritic:
@@ -57,11 +58,15 @@ class OnnxCritic:
 
     Raises:
         FileNotFoundError: a file is missing.
+        ModelFileError: a file is not a readable ONNX model, or onnxruntime cannot load it.
         ModelContractError: metadata missing or differing from ``expected`` (every mismatch
             line names the file role and the field), wrong ``role``, encoder and head
-            disagreeing (``feature_shape``, ``pair_id``, ``image_size``, ...), or graph
+            disagreeing (``feature_shape``, ``pair_id``, ``image_size``, ...), graph
             inputs/outputs other than ``image -> features`` and
-            ``features, proprio, action -> q``.
+            ``features, proprio, action -> q``, their types or shapes differing from the
+            contract (uint8 (N, H, W, 3) -> float32 (N, F, h, w); float32 (N, F, h, w),
+            (N, 6), (N, 7) -> (N,), N dynamic), or a graph failing a warm-up run on zero
+            inputs (encoder batch 1 and 2, head 2 rows).
         ValueError: ``intra_op_threads`` < 1.
     """
 
@@ -101,6 +106,7 @@ class OnnxCritic:
         self.stats = {'encoder_runs': 0, 'encoder_rows': 0, 'head_runs': 0, 'head_rows': 0}
         self._bindings = {}     # CEM rows -> (encoder binding, head binding, numpy buffers)
         self._cem_lock = threading.Lock()   # the bound buffers serve one cem_action at a time
+        self._check_shapes()
 
     def _check_io(self, label):
         enc_in = [i.name for i in self.encoder_session.get_inputs()]
@@ -124,6 +130,47 @@ class OnnxCritic:
                                         f'says {want}')
         if problems:
             raise ModelContractError(label, problems)
+
+    def _check_shapes(self):
+        """Check both graphs' io types/shapes against the contract, then run them once on
+        zero inputs; ModelContractError names the file and what differs."""
+        (h, w), feat = self.image_hw, self.feature_shape
+        for path, session, inputs, outputs in (
+                (self.encoder_path, self.encoder_session,
+                 {'image': (ORT_UINT8, (None, h, w, 3))},
+                 {'features': (ORT_FLOAT, (None,) + feat)}),
+                (self.head_path, self.head_session,
+                 {'features': (ORT_FLOAT, (None,) + feat),
+                  'proprio': (ORT_FLOAT, (None, spec.PROPRIO_DIM)),
+                  'action': (ORT_FLOAT, (None, spec.ACTION_DIM))},
+                 {'q': (ORT_FLOAT, (None,))})):
+            problems = check_graph_io(session, inputs, outputs)
+            if problems:
+                raise ModelContractError(path, problems)
+        for n in (1, 2):
+            try:
+                features = self.encode(np.zeros((n, h, w, 3), np.uint8))
+            except (ModelRunError, ValueError) as exc:
+                raise ModelContractError(self.encoder_path, [
+                    f'graph does not run on a contract-shaped input (image uint8 '
+                    f'[{n}, {h}, {w}, 3]): {exc}']) from exc
+            if features.shape != (n,) + feat:
+                raise ModelContractError(self.encoder_path, [
+                    f'graph output features is {list(features.shape)} for a batch of {n}, '
+                    f'contract needs {[n, *feat]}'])
+        try:
+            q = self.head_session.run(['q'], {
+                'features': np.zeros((2,) + feat, np.float32),
+                'proprio': np.zeros((2, spec.PROPRIO_DIM), np.float32),
+                'action': np.zeros((2, spec.ACTION_DIM), np.float32)})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's run errors
+            raise ModelContractError(self.head_path, [
+                f'graph does not run on contract-shaped inputs (2 rows): '
+                f'{short_error(exc)}']) from exc
+        if np.shape(q) != (2,):
+            raise ModelContractError(self.head_path, [
+                f'graph output q is {list(np.shape(q))} for 2 rows, contract needs [2]'])
+        self.stats = dict.fromkeys(self.stats, 0)   # the warm-up runs are not counted
 
     # -- validation helpers -------------------------------------------------------------------
 
@@ -172,8 +219,12 @@ class OnnxCritic:
                 ``image_size``.
         """
         image = self._check_images(image)
-        out = self.encoder_session.run(['features'],
-                                       {'image': np.ascontiguousarray(image)})[0]
+        try:
+            out = self.encoder_session.run(['features'],
+                                           {'image': np.ascontiguousarray(image)})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime errors are not RuntimeErrors
+            raise ModelRunError(f'critic encoder {self.encoder_path} failed in onnxruntime: '
+                                f'{short_error(exc)}') from exc
         self.stats['encoder_runs'] += 1
         self.stats['encoder_rows'] += image.shape[0]
         return np.asarray(out, dtype=np.float32)
@@ -198,8 +249,12 @@ class OnnxCritic:
     def _run_head(self, features, proprio, actions):
         """One head run on checked float32 inputs (N, F, h, w), (N, 6), (N, 7) -> q (N,)."""
         n = features.shape[0]
-        out = self.head_session.run(['q'], {'features': features, 'proprio': proprio,
-                                            'action': actions})[0]
+        try:
+            out = self.head_session.run(['q'], {'features': features, 'proprio': proprio,
+                                                'action': actions})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime errors are not RuntimeErrors
+            raise ModelRunError(f'critic head {self.head_path} failed in onnxruntime: '
+                                f'{short_error(exc)}') from exc
         self.stats['head_runs'] += 1
         self.stats['head_rows'] += n
         out = np.asarray(out, dtype=np.float32).reshape(n)
@@ -251,6 +306,7 @@ class OnnxCritic:
 
         Raises:
             ValueError: bad shapes/dtypes (see :meth:`encode`, :meth:`score`, ``CEM``).
+            ModelRunError: onnxruntime failed running a graph (message names the file).
         """
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.shape != self.image_hw + (3,):
@@ -282,9 +338,13 @@ class OnnxCritic:
             # iteration only the candidates are copied in. They come from ``cem`` (float32,
             # finite, inside the bounds) and ``cem.maximise`` rejects non-finite scores, so
             # the per-row input checks of :meth:`score` are not repeated.
-            encoder, head, buf = self._cem_bindings(rows)
-            np.copyto(buf['image'][0], image)
-            self.encoder_session.run_with_iobinding(encoder)
+            try:
+                encoder, head, buf = self._cem_bindings(rows)
+                np.copyto(buf['image'][0], image)
+                self.encoder_session.run_with_iobinding(encoder)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime errors
+                raise ModelRunError(f'critic encoder {self.encoder_path} failed in '
+                                    f'onnxruntime: {short_error(exc)}') from exc
             self.stats['encoder_runs'] += 1
             self.stats['encoder_rows'] += 1
             buf['features'][...] = buf['features1']                           # (1, F, h, w)
@@ -294,7 +354,11 @@ class OnnxCritic:
 
             def score_fn(candidates):
                 np.copyto(action, candidates.reshape(rows, spec.ACTION_DIM))   # (K+E, 7)
-                run(head)
+                try:
+                    run(head)
+                except Exception as exc:  # noqa: BLE001 - onnxruntime errors
+                    raise ModelRunError(f'critic head {self.head_path} failed in '
+                                        f'onnxruntime: {short_error(exc)}') from exc
                 stats['head_runs'] += 1
                 stats['head_rows'] += rows
                 return q_out.reshape(1, rows)

@@ -5,13 +5,26 @@ RGB and ``proprio`` float32 (N, 6); output ``action`` float32 (N, 7) with contin
 within bounds and discrete parts 0/1. The ONNX metadata key ``awopt_contract`` holds a JSON
 object describing what the model was trained on; the loader compares it with what the
 caller will feed it and refuses a mismatch.
+
+Model faults are refused with one-line errors that name the file, never a traceback from
+protobuf or onnxruntime:
+
+* a file that is not a readable ONNX model (truncated, random bytes, no graph, or one
+  onnxruntime cannot load) raises :class:`ModelFileError`;
+* a graph whose real inputs/outputs differ from what the contract promises (names, element
+  types, ranks, fixed dimensions, a batch dimension that is not dynamic) or that does not run
+  on a contract-shaped input (a warm-up run at batch 1 and 2 at load) raises
+  :class:`ModelContractError`;
+* an onnxruntime error while acting raises :class:`ModelRunError` (a ``RuntimeError``).
+
+onnxruntime sessions come from :mod:`awopt_ros.core.ort_session` (telemetry off).
 """
 import json
 from pathlib import Path
 
 import numpy as np
 
-from awopt_ros.core import spec
+from awopt_ros.core import ort_session, spec
 
 CONTRACT_KEY = 'awopt_contract'
 MODEL_CARD_KEY = 'model_card'
@@ -33,6 +46,84 @@ class ModelContractError(ValueError):
         self.mismatches = list(mismatches)
         super().__init__(f'model {self.path} does not match the expected contract: '
                          + '; '.join(self.mismatches))
+
+
+class ModelFileError(ModelContractError):
+    """The file at ``path`` is not a readable ONNX model (truncated, corrupt, not ONNX, or
+    onnxruntime cannot load it). A :class:`ModelContractError`, so callers that refuse a
+    mismatching model refuse this one too.
+
+    Attributes:
+        path: the file (str).
+        reason: short reason (one line).
+    """
+
+    def __init__(self, path, reason, what='truncated or corrupt'):
+        """Build the error for ``path``: ``what`` went wrong, ``reason`` says the detail."""
+        self.path = str(path)
+        self.reason = str(reason)
+        self.mismatches = [self.reason]
+        ValueError.__init__(self, f'{self.path} is not a readable ONNX model ({what}): '
+                                  f'{self.reason}')
+
+
+class ModelRunError(RuntimeError):
+    """onnxruntime failed while running a loaded model; the message names the file."""
+
+
+def short_error(exc, limit=300):
+    """Return ``'TypeName: first line of the message'`` of ``exc``, at most ``limit`` chars."""
+    lines = str(exc).strip().splitlines()
+    text = f'{type(exc).__name__}: {lines[0] if lines else ""}'.rstrip(': ')
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+#: onnxruntime type strings of the element types in model graphs.
+ORT_UINT8, ORT_FLOAT = 'tensor(uint8)', 'tensor(float)'
+
+
+def _dims_text(dims):
+    return '[' + ', '.join('N' if d is None else str(d) for d in dims) + ']'
+
+
+def check_graph_io(session, inputs, outputs):
+    """Return mismatch lines between a session's graph inputs/outputs and the expected ones.
+
+    Args:
+        session: onnxruntime ``InferenceSession``.
+        inputs, outputs: dict name -> ``(type, dims)``: onnxruntime type string (e.g.
+            :data:`ORT_FLOAT`) and a tuple of dims, the first ``None`` (a dynamic batch,
+            required) and the others ints (a graph dim that is symbolic is accepted: the
+            warm-up run checks it). Names missing from the graph are not reported here.
+
+    Returns:
+        list of str, one line per mismatching input or output (empty if none).
+    """
+    problems = []
+    for kind, nodes, want in (('input', session.get_inputs(), inputs),
+                              ('output', session.get_outputs(), outputs)):
+        got = {node.name: node for node in nodes}
+        for name, (typ, dims) in want.items():
+            node = got.get(name)
+            if node is None:
+                continue
+            shape = [d if isinstance(d, int) else None for d in (node.shape or [])]
+            bad = []
+            if node.type != typ:
+                bad.append(f'type {node.type}, contract needs {typ}')
+            if node.shape is not None and len(shape) != len(dims):
+                bad.append(f'rank {len(shape)}, contract needs {len(dims)}')
+            elif node.shape is not None:
+                if shape and shape[0] is not None:
+                    bad.append(f'batch dimension fixed at {shape[0]}, contract needs a '
+                               'dynamic batch (N)')
+                if any(g is not None and g != w for g, w in zip(shape[1:], dims[1:])):
+                    bad.append('other dimensions')
+            if bad:
+                problems.append(f'graph {kind} {name!r} is {node.type} '
+                                f'{_dims_text(shape)}, contract needs {typ} '
+                                f'{_dims_text(dims)} ({"; ".join(bad)})')
+    return problems
 
 
 def expected_contract(image_size, crop_xywh):
@@ -69,10 +160,18 @@ def read_metadata(path):
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        ModelFileError: the file is not a readable ONNX model (message names the file).
     """
     import onnx
     p = _check_file(path)
-    model = onnx.load(str(p), load_external_data=False)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except OSError as exc:
+        raise ModelFileError(p, short_error(exc), 'cannot read the file') from exc
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and kin: not ONNX
+        raise ModelFileError(p, short_error(exc)) from exc
+    if not model.HasField('graph') or not model.graph.node:
+        raise ModelFileError(p, 'the file parses but holds no ONNX graph')
     return {m.key: m.value for m in model.metadata_props}
 
 
@@ -81,6 +180,7 @@ def read_contract(path):
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        ModelFileError: the file is not a readable ONNX model.
         ModelContractError: the metadata key is missing or not a JSON object.
     """
     meta = read_metadata(path)
@@ -135,19 +235,21 @@ class OnnxActor:
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        ModelFileError: the file is not a readable ONNX model, or onnxruntime cannot load it.
         ModelContractError: metadata missing or differing from ``expected`` (every mismatching
-            field is named), or the graph's inputs/outputs are not ``image``/``proprio`` ->
-            ``action`` (and optionally ``discrete_prob``).
+            field is named), the graph's inputs/outputs are not ``image``/``proprio`` ->
+            ``action`` (and optionally ``discrete_prob``), their types or shapes differ from
+            the contract (uint8 (N, H, W, 3), float32 (N, 6) -> float32 (N, 7) and (N, 3),
+            N dynamic), or the graph fails a warm-up run on zero inputs of batch 1 and 2.
 
     Attributes:
         has_discrete_prob: the graph also outputs ``discrete_prob`` float32 (N, 3), the
             actor's Bernoulli probabilities of ``open, close, terminate`` (exports since
-            session 12; :meth:`act_with_prob`).
+            2026-12-02; :meth:`act_with_prob`).
     """
 
     def __init__(self, path, expected=None, intra_op_threads=1):
         """Load and check the model; see the class docstring."""
-        import onnxruntime as ort
         self.path = str(_check_file(path))
         self.contract = read_contract(self.path)
         if expected is not None:
@@ -156,11 +258,11 @@ class OnnxActor:
                 raise ModelContractError(self.path, problems)
         if int(intra_op_threads) < 1:
             raise ValueError(f'intra_op_threads must be >= 1, got {intra_op_threads}')
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(intra_op_threads)
-        opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(self.path, sess_options=opts,
-                                             providers=['CPUExecutionProvider'])
+        try:
+            self._session = ort_session.session(self.path, intra_op_threads)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors
+            raise ModelFileError(self.path, short_error(exc),
+                                 'onnxruntime cannot load it') from exc
         inputs = sorted(i.name for i in self._session.get_inputs())
         outputs = [o.name for o in self._session.get_outputs()]
         if inputs != ['image', 'proprio'] or outputs not in (['action'],
@@ -170,7 +272,43 @@ class OnnxActor:
                 f"['image', 'proprio'] and outputs ['action'] or ['action', 'discrete_prob']"])
         self.has_discrete_prob = outputs == ['action', 'discrete_prob']
         size = self.contract.get('image_size', [None, None])
-        self.image_hw = (int(size[0]), int(size[1])) if None not in size else None
+        try:
+            self.image_hw = (int(size[0]), int(size[1]))
+        except (TypeError, ValueError, IndexError):
+            self.image_hw = None
+        self._check_graph()
+
+    def _check_graph(self):
+        """Check the graph's io types/shapes against the contract, then run it once at batch
+        1 and 2 on zero inputs; ModelContractError names what differs."""
+        h, w = self.image_hw if self.image_hw is not None else (None, None)
+        outputs = {'action': (ORT_FLOAT, (None, spec.ACTION_DIM))}
+        if self.has_discrete_prob:
+            outputs['discrete_prob'] = (ORT_FLOAT, (None, 3))   # open, close, terminate
+        problems = check_graph_io(
+            self._session, {'image': (ORT_UINT8, (None, h, w, 3)),
+                            'proprio': (ORT_FLOAT, (None, spec.PROPRIO_DIM))}, outputs)
+        if problems:
+            raise ModelContractError(self.path, problems)
+        if self.image_hw is None:
+            return
+        for n in (1, 2):
+            feed = {'image': np.zeros((n, h, w, 3), np.uint8),
+                    'proprio': np.zeros((n, spec.PROPRIO_DIM), np.float32)}
+            try:
+                outs = self._session.run(list(outputs), feed)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's run errors
+                raise ModelContractError(self.path, [
+                    f'graph does not run on contract-shaped inputs (image uint8 '
+                    f'[{n}, {h}, {w}, 3], proprio float32 [{n}, {spec.PROPRIO_DIM}]): '
+                    f'{short_error(exc)}']) from exc
+            for name, out in zip(outputs, outs):
+                want = (n, outputs[name][1][1])
+                out = np.asarray(out)
+                if out.shape != want or out.dtype != np.float32:
+                    raise ModelContractError(self.path, [
+                        f'graph output {name!r} is {out.dtype} {list(out.shape)} for a batch '
+                        f'of {n}, contract needs float32 {list(want)}'])
 
     def act(self, image, proprio):
         """Return the action for one observation or a batch.
@@ -185,6 +323,7 @@ class OnnxActor:
         Raises:
             ValueError: bad dtype/shape, batch sizes differ, or the model output has
                 non-finite entries.
+            ModelRunError: onnxruntime failed running the graph (message names the file).
         """
         return self._run(image, proprio, False)[0]
 
@@ -218,8 +357,12 @@ class OnnxActor:
                              f'{spec.PROPRIO_DIM}) matching {image.shape[0]} images, '
                              f'got {proprio.shape}')
         names = ['action', 'discrete_prob'] if with_prob else ['action']
-        outs = self._session.run(names, {'image': np.ascontiguousarray(image),
-                                         'proprio': np.ascontiguousarray(proprio)})
+        try:
+            outs = self._session.run(names, {'image': np.ascontiguousarray(image),
+                                             'proprio': np.ascontiguousarray(proprio)})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime errors are not RuntimeErrors
+            raise ModelRunError(f'model {self.path} failed in onnxruntime: '
+                                f'{short_error(exc)}') from exc
         out = np.asarray(outs[0], dtype=np.float32)
         if not np.all(np.isfinite(out)):
             raise ValueError(f'model {self.path} produced non-finite actions')

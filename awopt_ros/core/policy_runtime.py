@@ -45,9 +45,10 @@ Hot swap of newly exported models
 :meth:`PolicyRuntime.reload_if_changed` stats the model files (``(st_mtime_ns, st_size)``,
 :class:`ModelWatcher`). A changed file group (the actor file; or the critic encoder + head
 pair) is loaded once its signature has stayed unchanged for ``settle_s`` (watcher clock), and
-its contract is checked against the expected contract exactly as at start-up. A file that is
-missing, unreadable or mismatching is rejected with an error message and the old model keeps
-running; a rejected signature is retried only after the file changes again. Loading is done
+its contract and its graph's io (types, shapes, a warm-up run) are checked exactly as at
+start-up. A file that is missing, unreadable or mismatching is rejected with an error
+message and the old model keeps running; a rejected signature is retried only after the
+file changes again. Loading is done
 by the caller off the control path (the node runs it on its own thread); the swap itself is a
 single reference assignment of an immutable :class:`ModelSet`, and :meth:`PolicyRuntime.act`
 reads that reference once per step, so a step runs entirely on the old or entirely on the new
@@ -404,8 +405,9 @@ class PolicyRuntime:
 
         Raises:
             NoPolicyError: neither the actor nor CEM can produce an action (both reasons
-                are in the message; a model error, e.g. an image size the model does not
-                take, counts as that model being unable to act).
+                are in the message; any error a model raises, e.g. an onnxruntime failure
+                or an image size the model does not take, counts as that model being unable
+                to act: the actor's falls back to CEM, CEM's to the actor).
             ValueError: image not uint8 (H, W, 3) or proprio not 6 finite values.
         """
         image, proprio = _check_inputs(image, proprio)
@@ -424,7 +426,7 @@ class PolicyRuntime:
                     candidate = models.actor.act(image, proprio)
                 candidate = np.asarray(candidate, dtype=np.float32)
                 actor_problem = check_action(candidate)
-            except (ValueError, RuntimeError) as exc:   # inputs are checked: a model problem
+            except Exception as exc:  # noqa: BLE001 - inputs are checked: a model problem
                 actor_problem = f'{type(exc).__name__}: {exc}'
 
             if actor_problem is None:
@@ -438,7 +440,7 @@ class PolicyRuntime:
             try:
                 action, q = models.critic.cem_action(image, proprio, self.cem,
                                                      extra_candidates=actor_action)
-            except (ValueError, RuntimeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - inputs are checked: a model problem
                 cem_problem = f'CEM failed: {type(exc).__name__}: {exc}'
             else:
                 if want == 'actor':
@@ -554,8 +556,9 @@ def _check_inputs(image, proprio):
 def _load_group(group, paths, expected, intra_op_threads):
     """Load one model group: 'actor' (path,) -> OnnxActor; 'critic' (enc, head) -> OnnxCritic.
 
-    Raises FileNotFoundError / ModelContractError (both name the file) or onnx/onnxruntime
-    errors for unreadable files.
+    Raises FileNotFoundError / ModelContractError (both name the file; a
+    ``onnx_policy.ModelFileError`` for a file that is not a readable ONNX model, a
+    ModelContractError for a graph whose io differs from its contract).
     """
     if group == 'actor':
         return OnnxActor(paths[0], expected, intra_op_threads=intra_op_threads)

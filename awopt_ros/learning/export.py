@@ -89,8 +89,8 @@ def parity_check(policy, onnx_path, image_size, batch_sizes=(1, 64), seed=0):
     Raises:
         ValueError: a difference exceeds ``PARITY_ATOL`` at any batch size.
     """
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    from awopt_ros.core.ort_session import session
+    sess = session(onnx_path)
     rng = np.random.default_rng(seed)
     out = {}
     for n in batch_sizes:

@@ -25,12 +25,19 @@ missing or returns an invalid action), then
   camera frame's) stamp.
 
 Images are skipped and counted when the joint state is missing or older than
-``max_joint_state_age_s``; a step where no policy can act publishes nothing. At start-up every
-configured model is loaded and its ``awopt_contract`` checked against this node's
-parameters; a missing file, a mismatch, or a model the mode needs but that is not configured is
-logged and the process exits with code 1. ``/policy/model_info`` (latched std_msgs/String JSON:
-``kind`` = mode, ``model_path``, ``contract``, ``model_version``, ``models``, ...) says what
-runs and is re-published after every model swap.
+``max_joint_state_age_s``; a step where no policy can act publishes nothing (counted in
+``invalid_outputs``; an onnxruntime error in the actor falls back to CEM when a critic is
+loaded, and any other error in a step is counted in ``step_errors``: the node holds, it never
+dies of a model fault). At start-up every configured model is loaded and its
+``awopt_contract`` checked against this node's parameters, and its graph's inputs and outputs
+against the contract (types, shapes, a warm-up run); a missing file, a file that is not a
+readable ONNX model, a mismatch, or a model the mode needs but that is not configured is
+logged in one line naming the parameter and the file (e.g. ``model_path: /x/m.onnx is not a
+readable ONNX model (truncated or corrupt): DecodeError: ...``) and the process exits with
+code 1. ``/policy/model_info`` (latched std_msgs/String JSON: ``kind`` = mode,
+``model_path``, ``contract``, ``model_version``, ``models``, ``last_rejection`` (group ->
+why its latest hot swap was refused; empty when none), ...) says what runs and is
+re-published after every model swap or rejected swap.
 
 Hot swap: every ``reload_period_s`` a dedicated Python thread (not an executor callback:
 :func:`awopt_ros.ros.run.spin_node` spins a single-threaded executor, where a timer in another
@@ -38,7 +45,9 @@ callback group would still block the image callback) calls
 :meth:`PolicyRuntime.reload_if_changed`, which loads changed model files off the control path
 and swaps the model set by one reference assignment between two steps. The thread then
 triggers a guard condition; its callback, on the executor, logs the outcome and re-publishes
-``/policy/model_info``. Trainers must write models with write-to-temp + ``os.replace`` (see
+``/policy/model_info``. A new file that fails the start-up checks is refused (logged, counted
+in ``model_rejections``, named in ``last_rejection``) and the running model stays. Trainers
+must write models with write-to-temp + ``os.replace`` (see
 :mod:`awopt_ros.core.policy_runtime`).
 """
 import json
@@ -64,7 +73,7 @@ from awopt_ros.ros.run import StartupError, spin_node
 DECISION = '/policy/decision'
 COUNTERS = ('images', 'actions_published', 'actions_actor', 'actions_cem', 'fallbacks',
             'skipped_no_joint_state', 'skipped_stale_joint_state', 'invalid_outputs',
-            'bad_inputs', 'model_swaps', 'model_rejections')
+            'bad_inputs', 'step_errors', 'model_swaps', 'model_rejections')
 #: Parameters that configure each model group (named in start-up errors).
 _GROUP_PARAMS = {'actor': 'model_path', 'critic': 'critic_encoder_path/critic_head_path'}
 
@@ -151,6 +160,7 @@ class PolicyNode(Node):
         self._joint_state = None          # latest sensor_msgs/JointState
         self._joint_state_rx_s = None     # node-clock time it arrived (s)
         self._episode = None              # number of the episode whose start was handled
+        self._last_rejection = {}         # group -> message of its latest rejected swap
 
         self.info_pub = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
         self.decision_pub = self.create_publisher(String, DECISION, qos.COMMAND)
@@ -227,6 +237,7 @@ class PolicyNode(Node):
         self.info_pub.publish(String(data=json.dumps(dict(
             info, kind=self.mode, model_path=self.model_path,
             contract=main.get('contract'), decision_topic=DECISION,
+            last_rejection=dict(self._last_rejection),
             proprio_topic=PROPRIO if self.proprio_pub is not None else None))))
 
     # ---- hot swap ------------------------------------------------------------------------------
@@ -248,20 +259,25 @@ class PolicyNode(Node):
 
     def _on_reload_results(self):
         """Executor side of a reload: log, count, re-publish ``/policy/model_info``."""
-        swapped = set()
+        swapped, rejected = set(), False
         while True:
             try:
                 result = self._reload_results.get_nowait()
             except queue.Empty:
                 break
-            for message in result.rejected.values():
+            for group, message in result.rejected.items():
                 self.counts['model_rejections'] += 1
+                self._last_rejection[group] = message
                 self.get_logger().error(message)
             if result.swapped:
                 self.counts['model_swaps'] += 1
                 swapped.update(result.swapped)
-        if swapped:
+                for group in result.swapped:
+                    self._last_rejection.pop(group, None)
+            rejected = rejected or bool(result.rejected)
+        if swapped or rejected:
             self._publish_model_info()
+        if swapped:
             self._log_models(f'swapped in the new {" and ".join(sorted(swapped))}:')
 
     def close(self):
@@ -334,6 +350,11 @@ class PolicyNode(Node):
             self.counts['invalid_outputs'] += 1
             self.get_logger().error(f'no action published: {exc}', throttle_duration_sec=5.0)
             return
+        except Exception as exc:  # noqa: BLE001 - hold (no action) rather than die
+            self.counts['step_errors'] += 1
+            self.get_logger().error(f'no action published: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=5.0)
+            return
         if info['fallback']:
             self.counts['fallbacks'] += 1
             self.get_logger().warning(f'{source} acted instead: {info["fallback"]}',
@@ -351,12 +372,14 @@ class PolicyNode(Node):
         self.counts[f'actions_{source}'] += 1
 
     def _publish_diagnostics(self):
-        bad = self.counts['invalid_outputs'] + self.counts['bad_inputs']
+        bad = (self.counts['invalid_outputs'] + self.counts['bad_inputs']
+               + self.counts['step_errors'])
         skipped = self.counts['skipped_no_joint_state'] + self.counts['skipped_stale_joint_state']
         warn = skipped or self.counts['fallbacks'] or self.counts['model_rejections']
         level = diagnostics.ERROR if bad else (diagnostics.WARN if warn else diagnostics.OK)
         values = dict(self.counts, mode=self.mode, episode_policy=self.runtime.episode_policy,
-                      model_version=self.runtime.version)
+                      model_version=self.runtime.version,
+                      last_rejection='; '.join(self._last_rejection.values()))
         self.diag_pub.publish(diagnostics.diagnostic_array(
             self, 'policy', values,
             message=f"{self.counts['actions_published']} actions ("
