@@ -1,9 +1,10 @@
-"""Nothing leaves the host: a running policy node opens no socket to a non-loopback address.
+"""Nothing leaves the host: the policy node, and a whole stack, open no socket off the host.
 
-The node runs under ``strace -f -e trace=connect,sendto,sendmsg`` long enough for
-onnxruntime's telemetry uploader to start (its first DNS query comes about 9 s after the
-runtime initialises), then every IPv4/IPv6 address it connected or sent to must be loopback.
-Unix sockets (DDS shared memory, nscd) are fine.
+The policy node alone, then ``awopt bringup`` (every node), run under ``strace -f -e
+trace=connect,sendto,sendmsg`` for 15 s after the policy loaded its model: long enough for
+onnxruntime's telemetry uploader to start (its first DNS query, to the host's resolver, comes
+about 9 s after the runtime initialises). Every IPv4/IPv6 address connected or sent to must
+be loopback; Unix sockets (DDS shared memory, nscd) are fine.
 """
 import ipaddress
 import os
@@ -71,42 +72,66 @@ def tiny_actor(tmp_path):
     return path
 
 
-def test_policy_node_opens_no_socket_off_the_host(tiny_actor, tmp_path):
+def run_traced(tmp_path, args, ready_log, ready_text='loaded model version'):
+    """Run ``python args`` under strace until ``ready_text`` appears in the file
+    ``ready_log``, then :data:`RUN_AFTER_LOAD_S` more, stop it with SIGINT; return the strace
+    output (str). The process and its children run in their own process group, which is
+    stopped (SIGINT, then SIGKILL after 30 s) whatever happens."""
     if not os.access(STRACE, os.X_OK):
         pytest.skip(f'strace not found at {STRACE}')
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED='1',
                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    env.pop(ort_session.TELEMETRY_ENV, None)     # the node must turn telemetry off itself
-    trace_path, log_path = tmp_path / 'strace.txt', tmp_path / 'node.log'
+    env.pop(ort_session.TELEMETRY_ENV, None)     # the code must turn telemetry off itself
+    trace_path, out_path = tmp_path / 'strace.txt', tmp_path / 'out.log'
     cmd = [STRACE, '-f', '--seccomp-bpf', '-e', 'trace=connect,sendto,sendmsg',
-           '-o', str(trace_path), sys.executable, '-m', 'awopt_ros.nodes.policy', '--ros-args',
-           '-p', f'model_path:={tiny_actor}', '-p', 'image_size:=16']
-    with open(log_path, 'w') as log:
-        # own process group: SIGINT reaches the node itself (strace alone ignores it)
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+           '-o', str(trace_path), sys.executable] + list(args)
+    with open(out_path, 'w') as out:
+        # own process group: SIGINT reaches the Python process itself (strace ignores it)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 90.0
         while time.monotonic() < deadline and proc.poll() is None:
-            if 'loaded model version' in log_path.read_text():
+            if ready_log.exists() and ready_text in ready_log.read_text():
                 break
             time.sleep(0.2)
-        text = log_path.read_text()
+        text = out_path.read_text()
         if 'ptrace' in text and 'Operation not permitted' in text:
             pytest.skip(f'strace cannot trace here: {text.strip()[:200]}')
-        assert proc.poll() is None and 'loaded model version' in text, text[-2000:]
+        assert proc.poll() is None and ready_log.exists() and \
+            ready_text in ready_log.read_text(), text[-2000:]
         time.sleep(RUN_AFTER_LOAD_S)
-        assert proc.poll() is None, log_path.read_text()[-2000:]
+        assert proc.poll() is None, out_path.read_text()[-2000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
     trace = trace_path.read_text()
     assert 'connect(' in trace or 'sendto(' in trace or 'sendmsg(' in trace  # strace worked
+    return trace
+
+
+def _assert_on_host(trace):
     bad = off_host_addresses(trace)
     assert not bad, f'{len(bad)} connect/send calls to non-loopback addresses:\n' + \
         '\n'.join(bad[:10])
+
+
+def test_policy_node_opens_no_socket_off_the_host(tiny_actor, tmp_path):
+    trace = run_traced(tmp_path, ['-m', 'awopt_ros.nodes.policy', '--ros-args',
+                                  '-p', f'model_path:={tiny_actor}', '-p', 'image_size:=16'],
+                       tmp_path / 'out.log')
+    _assert_on_host(trace)
+
+
+def test_stack_opens_no_socket_off_the_host(tmp_path):
+    """``awopt bringup`` (every node of the stack, shipped models, free-running simulator)."""
+    logs = tmp_path / 'logs'
+    trace = run_traced(tmp_path, ['-m', 'awopt_ros.cli', 'bringup', '--log-dir', str(logs),
+                                  '--set', f'logger:output_dir={tmp_path / "run"}'],
+                       logs / 'policy.log')
+    _assert_on_host(trace)
