@@ -533,3 +533,24 @@ def test_reload_refuses_truncated_and_shape_mismatching_models(files, shape_liar
     action, source, _ = rt.act(*obs)
     assert source == 'actor'
     np.testing.assert_allclose(action, want, atol=1e-6)
+
+
+def test_critic_pair_whose_graphs_differ_from_their_contract_is_refused(tmp_path):
+    """A 32 px critic pair whose two (consistent) contracts say SIZE px."""
+    import torch
+
+    from awopt_ros.learning.critic import (Critic, CriticConfig, export_critic,
+                                           make_critic_contract)
+    torch.manual_seed(0)
+    critic = Critic(CriticConfig(image_size=32, channels=4, num_conv=2, num_strided=2,
+                                 head_conv=1, hidden=8)).eval()
+    enc, head = tmp_path / 'enc32.onnx', tmp_path / 'head32.onnx'
+    export_critic(critic, enc, head, make_critic_contract(32, CROP, 'test/x-v0'),
+                  check_parity=False)
+    for path in (enc, head):
+        rewrite_contract(path, path, image_size=[SIZE, SIZE])
+    with pytest.raises(ValueError) as err:
+        PolicyRuntime.from_files('cem', ModelPaths('', str(enc), str(head)), EXPECTED)
+    msg = str(err.value)
+    assert err.value.model_group == 'critic' and str(enc) in msg
+    assert "graph input 'image'" in msg and '[N, 32, 32, 3]' in msg, msg
