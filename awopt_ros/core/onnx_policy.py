@@ -117,8 +117,9 @@ def check_graph_io(session, inputs, outputs):
                 if shape and shape[0] is not None:
                     bad.append(f'batch dimension fixed at {shape[0]}, contract needs a '
                                'dynamic batch (N)')
-                if any(g is not None and g != w for g, w in zip(shape[1:], dims[1:])):
-                    bad.append('other dimensions')
+                bad += [f'dimension {i} is {g}, contract needs {w}'
+                        for i, (g, w) in enumerate(zip(shape[1:], dims[1:]), start=1)
+                        if g is not None and w is not None and g != w]
             if bad:
                 problems.append(f'graph {kind} {name!r} is {node.type} '
                                 f'{_dims_text(shape)}, contract needs {typ} '
