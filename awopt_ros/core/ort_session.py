@@ -69,3 +69,11 @@ def session(path, intra_op_threads=1, inter_op_threads=1):
     opts.inter_op_num_threads = int(inter_op_threads)
     return ort.InferenceSession(str(path), sess_options=opts,
                                 providers=['CPUExecutionProvider'])
+
+
+def quiet_run_options():
+    """Return ``onnxruntime.RunOptions`` that keep a failing run from printing its error to
+    stderr on every call (the exception still carries it; callers log it, throttled)."""
+    opts = onnxruntime().RunOptions()
+    opts.log_severity_level = 4   # fatal only
+    return opts
