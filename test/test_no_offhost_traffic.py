@@ -135,3 +135,32 @@ def test_stack_opens_no_socket_off_the_host(tmp_path):
                                   '--set', f'logger:output_dir={tmp_path / "run"}'],
                        logs / 'policy.log')
     _assert_on_host(trace)
+
+
+@pytest.mark.parametrize('module', ['awopt_ros.core.onnx_critic',
+                                    'awopt_ros.core.policy_runtime',
+                                    'awopt_ros.learning.critic'])
+def test_modules_that_run_onnxruntime_turn_its_telemetry_off_first(module):
+    """Importing a module that creates sessions sets ORT_DISABLE_TELEMETRY=1 before anything
+    imports onnxruntime (which reads it once, when it initialises)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop(ort_session.TELEMETRY_ENV, None)
+    code = (f'import os, sys, {module}; '
+            "print(os.environ.get('ORT_DISABLE_TELEMETRY'), 'onnxruntime' in sys.modules)")
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == '1'
+
+
+def test_warns_when_onnxruntime_was_imported_too_early():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop(ort_session.TELEMETRY_ENV, None)
+    code = ('import onnxruntime\n'
+            'from awopt_ros.core import ort_session\n'
+            'ort_session.onnxruntime()\n')
+    proc = subprocess.run([sys.executable, '-W', 'always', '-c', code], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert 'RuntimeWarning' in proc.stderr and 'imported before ORT_DISABLE_TELEMETRY' \
+        in proc.stderr
