@@ -18,6 +18,8 @@ export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost_shm.x
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
+# onnxruntime's telemetry looks up a host off this machine unless this is set (the code sets it too)
+export ORT_DISABLE_TELEMETRY := 1
 ROS_DOMAIN_ID ?= 37
 export ROS_DOMAIN_ID
 

@@ -182,7 +182,8 @@ def ros_environment(base=None, domain_id=None):
 
     Forces ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (no discovery traffic leaves the machine;
     Kilted ignores ROS_LOCALHOST_ONLY) and the Fast DDS profile with shared memory for large
-    messages and UDP on 127.0.0.1 only. ``domain_id`` overrides ``ROS_DOMAIN_ID``.
+    messages and UDP on 127.0.0.1 only, and ``ORT_DISABLE_TELEMETRY=1`` (onnxruntime's
+    telemetry would look up a host off this machine). ``domain_id`` overrides ``ROS_DOMAIN_ID``.
     """
     env = dict(os.environ if base is None else base)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
@@ -191,6 +192,7 @@ def ros_environment(base=None, domain_id=None):
     env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
     env.setdefault('MUJOCO_GL', 'egl')
     env.setdefault('PYTHONUNBUFFERED', '1')
+    env['ORT_DISABLE_TELEMETRY'] = '1'   # onnxruntime sends telemetry (DNS) otherwise
     if domain_id is not None:
         env['ROS_DOMAIN_ID'] = str(int(domain_id))
     return env

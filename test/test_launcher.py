@@ -12,9 +12,10 @@ from awopt_ros.launcher import (DEFAULT_CONFIG, Stack, effective_params, format_
 
 
 def test_environment_keeps_dds_on_this_machine():
-    env = ros_environment({'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET', 'PATH': '/bin'},
-                          domain_id=17)
+    env = ros_environment({'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET', 'PATH': '/bin',
+                           'ORT_DISABLE_TELEMETRY': '0'}, domain_id=17)
     assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
+    assert env['ORT_DISABLE_TELEMETRY'] == '1'      # no onnxruntime telemetry from any node
     assert env['ROS_DOMAIN_ID'] == '17'
     profile = env['FASTDDS_DEFAULT_PROFILES_FILE']
     assert os.path.isfile(profile)

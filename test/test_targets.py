@@ -213,7 +213,8 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     out = tmp_path / 'm.onnx'
     base = ['--dataset-root', str(tmp_path), '--dataset-id', dataset_id, '--out', str(out),
             '--steps', '20', '--batch-size', '16', '--channels', '4', '--hidden', '16',
-            '--eval-every', '10', '--no-progress', '--pooling', 'target', '--num-conv', '3']
+            '--eval-every', '10', '--no-progress', '--pooling', 'target', '--num-conv', '3',
+            '--force']
     parser = add_train_args(argparse.ArgumentParser())
     assert run_train(parser.parse_args(base + ['--lr-schedule', 'cosine'])) == 0
     summary = json.loads((tmp_path / 'm_summary.json').read_text())
@@ -225,12 +226,14 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     import onnxruntime as ort
     card = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map['model_card']
     assert "pooling 'target'" in card
-    assert run_train(parser.parse_args(base + ['--shift-px', '2'])) == 1
+    assert run_train(parser.parse_args(base + ['--shift-px', '2'])) == 2
     assert 'shift_px must be 0' in capsys.readouterr().err
     assert run_train(parser.parse_args(base + ['--max-episodes', '1'])) == 0
     summary = json.loads((tmp_path / 'm_summary.json').read_text())
     assert summary['data']['episodes'] == 1 and summary['data']['transitions'] == 30
-    assert run_train(parser.parse_args(base + ['--max-episodes', '0'])) == 1
+    with pytest.raises(SystemExit) as exited:            # a count below 1: a usage error
+        parser.parse_args(base + ['--max-episodes', '0'])
+    assert exited.value.code == 2
     assert run_train(parser.parse_args(base + ['--grasp-pose', '--stem-stride', '3'])) == 0
     summary = json.loads((tmp_path / 'm_summary.json').read_text())
     assert summary['config']['actor']['grasp_pose'] is True
@@ -238,7 +241,7 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     assert 'pose' in summary['history']['heldout_parts']
     OnnxActor(out, expected_contract(SIZE, CROP))
     # expert labels need the demonstrator's recorded goals: none in this dataset
-    assert run_train(parser.parse_args(base + ['--grasp-pose', '--grasp-label', 'expert'])) == 1
+    assert run_train(parser.parse_args(base + ['--grasp-pose', '--grasp-label', 'expert'])) == 2
     assert 'no episode recorded a grasp_goal' in capsys.readouterr().err
     for ep in eps:
         ep['infos'] = {'grasp_goal': np.tile(np.float32([0.6, 0.0, 0.03, 0.2]),
@@ -254,8 +257,8 @@ def test_train_cli_pooling_target_labels_with_the_sim_camera(tmp_path, monkeypat
     assert run_train(parser.parse_args(with_goals + ['--action-label', 'expert'])) == 0
     assert 'expert action labels: x, y of 55 of 55 transitions' in capsys.readouterr().out
     assert json.loads((tmp_path / 'm_summary.json').read_text())['action_label'] == 'expert'
-    assert run_train(parser.parse_args(base + ['--action-label', 'expert'])) == 1
-    assert '--action-label expert: no episode recorded' in capsys.readouterr().err
+    assert run_train(parser.parse_args(base + ['--action-label', 'expert'])) == 2
+    assert 'argument --action-label: expert: no episode recorded' in capsys.readouterr().err
 
 
 def test_grasp_pose_labels_are_the_tool_pose_at_the_close():

@@ -518,13 +518,9 @@ def critic_parity_check(critic, encoder_path, head_path, image_size, batch_sizes
         ValueError: an ONNX output has the wrong shape/dtype, or the q difference exceeds
             ``PARITY_ATOL`` (1e-4) at any batch size.
     """
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    enc = ort.InferenceSession(str(encoder_path), sess_options=opts,
-                               providers=['CPUExecutionProvider'])
-    head = ort.InferenceSession(str(head_path), sess_options=opts,
-                                providers=['CPUExecutionProvider'])
+    from awopt_ros.core.ort_session import session
+    enc = session(encoder_path)
+    head = session(head_path)
     critic = critic.eval()
     rng = np.random.default_rng(seed)
     out = {}
