@@ -125,7 +125,10 @@ def test_cli_parses_compare():
     from awopt_ros.cli import build_parser, main
     args = build_parser().parse_args(['compare', '--config', 'smoke', '--seeds', '2'])
     assert args.config == 'smoke' and args.seeds == 2 and args.processes == 2
-    assert main(['compare', '--config', 'smoke', '--seeds', '0']) == 1
+    for bad in (['--seeds', '0'], ['--processes', '0']):   # argparse's usage error, exit 2
+        with pytest.raises(SystemExit) as exited:
+            main(['compare', '--config', 'smoke'] + bad)
+        assert exited.value.code == 2
 
 
 # -- smoke run ------------------------------------------------------------------------------------

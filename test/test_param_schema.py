@@ -126,10 +126,10 @@ def fake_package(tmp_path, monkeypatch):
 
 
 def test_static_reading_follows_helpers_and_refuses_what_it_cannot_see(fake_package):
-    fake_package('ros/params.py', '''
+    fake_package('ros/params.py', """
         def declare(node, name, default, description):
             return node.declare_parameter(name, default).value
-        ''')
+        """)
     fake_package('ros/helpers.py', """
         from awopt_ros.ros.params import declare as d
 

@@ -85,7 +85,6 @@ rounds of 1 episode and 1 step, 1 evaluation episode, 16 px images and tiny netw
 import copy
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -1286,24 +1285,24 @@ def add_compare_args(parser):
                         help='data set cache, checkpoints and cell results (resumable)')
     parser.add_argument('--docs-dir', default='docs',
                         help='where comparison.md and the learning-curve PNGs go')
-    parser.add_argument('--seeds', type=int, default=None,
+    from awopt_ros.cli_args import positive_int
+    parser.add_argument('--seeds', type=positive_int, default=None,
                         help="training seeds per cell (default: the config's)")
-    parser.add_argument('--processes', type=int, default=2,
+    parser.add_argument('--processes', type=positive_int, default=2,
                         help='rollout worker processes (1: in this process)')
 
 
 def run_compare_cli(args):
-    """Handler of ``awopt compare``; returns the exit code (0 ok, 1 bad input)."""
+    """Handler of ``awopt compare``; returns the exit code (0 ok, 2 bad input, as argparse)."""
     import os
+
+    from awopt_ros.cli_args import usage_error
     os.environ.setdefault('MUJOCO_GL', 'egl')
     try:
         overrides = {} if args.seeds is None else {'seeds': args.seeds}
         config = named_config(args.config, **overrides)
-        if args.processes < 1:
-            raise ValueError(f'--processes must be >= 1, got {args.processes}')
     except ValueError as exc:
-        print(f'awopt compare: {exc}', file=sys.stderr)
-        return 1
+        return usage_error('awopt compare', exc)
     command = (f'awopt compare --config {args.config} --work-dir {args.work_dir} '
                f'--docs-dir {args.docs_dir}'
                + (f' --seeds {args.seeds}' if args.seeds is not None else '')
@@ -1312,8 +1311,7 @@ def run_compare_cli(args):
         out = run_compare(config, args.work_dir, args.docs_dir, processes=args.processes,
                           command=command)
     except ValueError as exc:
-        print(f'awopt compare: {exc}', file=sys.stderr)
-        return 1
+        return usage_error('awopt compare', exc)
     print(f'comparison written to {Path(args.docs_dir) / "comparison.md"} '
           f'({out["cells_run"]} cells run, {out["cells_skipped"]} cached)')
     for v in out['verdicts']:

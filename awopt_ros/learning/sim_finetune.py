@@ -260,7 +260,7 @@ def run_sim_finetune(finetuner, config, rollout_config=None, log=print, seed=0):
         raise ValueError('in-process finetuning needs a finetuner whose episode source is an '
                          f'EpisodeList, got {type(episodes).__name__}')
     finetuner.begin()
-    switch = (f", {config.policy_mode} ({100 * config.cem_episode_prob:g} % CEM episodes)"
+    switch = (f', {config.policy_mode} ({100 * config.cem_episode_prob:g} % CEM episodes)'
               if config.policy_mode == 'switch' else '')
     log(f'finetune (in process): {config.rounds} rounds x {config.episodes_per_round} '
         f'episodes{switch}, actor noise {config.actor_noise_std:g}'

@@ -67,7 +67,7 @@ def _next_round_model(client, round_version, done, timeout_s, startup_timeout_s,
         raise StackError(_dead_nodes_message(stack, 'while waiting for a new model') or (
             f'no new model within {timeout_s:.0f} s after {done} episodes (the policy still '
             f'runs version {client.model_version}): is a finetuner (awopt finetune) exporting '
-            'to the policy\'s model file?'))
+            "to the policy's model file?"))
     waits_s.append(round(time.monotonic() - t, 1))
     out(f'policy runs model version {info["model_version"]} (waited {waits_s[-1]:.0f} s)')
     return int(info['model_version'])
