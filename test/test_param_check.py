@@ -200,6 +200,24 @@ def test_node_given_an_undeclared_parameter_refuses_to_start(ros_context):
         node.destroy_node()
 
 
+def test_float_parameter_given_as_an_integer_is_taken_as_that_float(ros_context):
+    """``--set logger:bag_flush_period_s=60`` (YAML reads 60 as an integer) used to kill the
+    node with rclpy's InvalidParameterTypeException."""
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from awopt_ros.ros.params import declare
+    node = Node('float_param_test', context=ros_context, parameter_overrides=[
+        Parameter('period_s', value=60), Parameter('count', value=3)])
+    try:
+        value = declare(node, 'period_s', 1.0, 'a period', low=0.05, high=60.0)
+        assert value == 60.0 and isinstance(value, float)
+        assert node.get_parameter('period_s').type_ == Parameter.Type.DOUBLE
+        assert declare(node, 'count', 1, 'a count', low=1, high=10) == 3   # ints stay ints
+    finally:
+        node.destroy_node()
+
+
 def test_node_process_with_a_parameter_typo_exits_1_naming_it(tmp_path):
     env = ros_environment(domain_id=os.environ['ROS_DOMAIN_ID'])
     proc = subprocess.Popen([sys.executable, '-m', 'awopt_ros.nodes.episode_manager',

@@ -1,6 +1,7 @@
 """Parameter declaration with descriptors (description, range, read_only), and the start-up
 check that a node was given no parameter it does not declare."""
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor)
+from rclpy.parameter import Parameter
 
 from awopt_ros.core import param_schema
 
@@ -9,8 +10,12 @@ def declare(node, name, default, description, *, low=None, high=None, read_only=
     """Declare parameter ``name`` on ``node`` with a descriptor and return its value.
 
     ``low``/``high`` give an inclusive range for int and float parameters (enforced by rclpy
-    when the parameter is set).
+    when the parameter is set). A float parameter given as an integer (``rate_hz: 10`` in the
+    params file, ``--set node:timeout_s=60``) takes that value as a float instead of failing
+    rclpy's type check.
     """
+    if isinstance(default, float):
+        _integer_override_as_float(node, name)
     desc = ParameterDescriptor(description=description, read_only=read_only)
     if low is not None and high is not None:
         if isinstance(default, bool):
@@ -21,6 +26,14 @@ def declare(node, name, default, description, *, low=None, high=None, read_only=
             desc.floating_point_range = [FloatingPointRange(from_value=float(low),
                                                             to_value=float(high), step=0.0)]
     return node.declare_parameter(name, default, desc).value
+
+
+def _integer_override_as_float(node, name):
+    """Turn an INTEGER override of parameter ``name`` into the equal DOUBLE (in place)."""
+    overrides = getattr(node, '_parameter_overrides', None)   # rclpy keeps no public copy
+    given = overrides.get(name) if overrides else None
+    if given is not None and given.type_ == Parameter.Type.INTEGER:
+        overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(given.value))
 
 
 def stack_parameter_names():
