@@ -274,3 +274,25 @@ def test_onnxruntime_error_at_act_is_a_runtime_error_naming_the_model(tiny, monk
         actor.act(np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros(6, np.float32))
     msg = _one_line_naming(info.value, tiny[1])
     assert 'kernel exploded' in msg and 'second line' not in msg
+
+
+def test_failing_run_raises_without_printing_to_stderr(tmp_path, capfd):
+    """Sessions log fatal messages only: a model failing at every step is reported once by
+    its caller (throttled), not by onnxruntime on stderr at every call."""
+    from onnx import TensorProto, helper
+
+    from awopt_ros.core import ort_session
+    graph = helper.make_graph(
+        [helper.make_node('Reshape', ['x', 'shape'], ['y'])], 'bad',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, ['N', 4])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)],
+        [helper.make_tensor('shape', TensorProto.INT64, [1], [3])])     # 8 values into 3
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    path = tmp_path / 'bad.onnx'
+    path.write_bytes(model.SerializeToString())
+    session = ort_session.session(path)
+    capfd.readouterr()
+    with pytest.raises(Exception, match='Reshape'):
+        session.run(['y'], {'x': np.zeros((2, 4), np.float32)})
+    assert capfd.readouterr().err == ''

@@ -99,7 +99,6 @@ class OnnxCritic:
 
         self.encoder_session = _session(self.encoder_path, intra_op_threads)
         self.head_session = _session(self.head_path, intra_op_threads)
-        self._run_options = ort_session.quiet_run_options()
         self._check_io(label)
         self.feature_shape = tuple(int(v) for v in self.encoder_contract['feature_shape'])
         size = self.encoder_contract['image_size']
@@ -163,7 +162,7 @@ class OnnxCritic:
             q = self.head_session.run(['q'], {
                 'features': np.zeros((2,) + feat, np.float32),
                 'proprio': np.zeros((2, spec.PROPRIO_DIM), np.float32),
-                'action': np.zeros((2, spec.ACTION_DIM), np.float32)}, self._run_options)[0]
+                'action': np.zeros((2, spec.ACTION_DIM), np.float32)})[0]
         except Exception as exc:  # noqa: BLE001 - onnxruntime's run errors
             raise ModelContractError(self.head_path, [
                 f'graph does not run on contract-shaped inputs (2 rows): '
@@ -222,8 +221,7 @@ class OnnxCritic:
         image = self._check_images(image)
         try:
             out = self.encoder_session.run(['features'],
-                                           {'image': np.ascontiguousarray(image)},
-                                           self._run_options)[0]
+                                           {'image': np.ascontiguousarray(image)})[0]
         except Exception as exc:  # noqa: BLE001 - onnxruntime errors are not RuntimeErrors
             raise ModelRunError(f'critic encoder {self.encoder_path} failed in onnxruntime: '
                                 f'{short_error(exc)}') from exc
@@ -253,7 +251,7 @@ class OnnxCritic:
         n = features.shape[0]
         try:
             out = self.head_session.run(['q'], {'features': features, 'proprio': proprio,
-                                                'action': actions}, self._run_options)[0]
+                                                'action': actions})[0]
         except Exception as exc:  # noqa: BLE001 - onnxruntime errors are not RuntimeErrors
             raise ModelRunError(f'critic head {self.head_path} failed in onnxruntime: '
                                 f'{short_error(exc)}') from exc
@@ -343,7 +341,7 @@ class OnnxCritic:
             try:
                 encoder, head, buf = self._cem_bindings(rows)
                 np.copyto(buf['image'][0], image)
-                self.encoder_session.run_with_iobinding(encoder, self._run_options)
+                self.encoder_session.run_with_iobinding(encoder)
             except Exception as exc:  # noqa: BLE001 - onnxruntime errors
                 raise ModelRunError(f'critic encoder {self.encoder_path} failed in '
                                     f'onnxruntime: {short_error(exc)}') from exc
@@ -352,13 +350,12 @@ class OnnxCritic:
             buf['features'][...] = buf['features1']                           # (1, F, h, w)
             buf['proprio'][...] = pro
             action, q_out = buf['action'], buf['q']
-            run, stats, run_options = (self.head_session.run_with_iobinding, self.stats,
-                                       self._run_options)
+            run, stats = self.head_session.run_with_iobinding, self.stats
 
             def score_fn(candidates):
                 np.copyto(action, candidates.reshape(rows, spec.ACTION_DIM))   # (K+E, 7)
                 try:
-                    run(head, run_options)
+                    run(head)
                 except Exception as exc:  # noqa: BLE001 - onnxruntime errors
                     raise ModelRunError(f'critic head {self.head_path} failed in '
                                         f'onnxruntime: {short_error(exc)}') from exc

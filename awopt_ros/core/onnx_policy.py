@@ -272,7 +272,6 @@ class OnnxActor:
                 f'graph io: model has inputs {inputs} outputs {outputs}, expected inputs '
                 f"['image', 'proprio'] and outputs ['action'] or ['action', 'discrete_prob']"])
         self.has_discrete_prob = outputs == ['action', 'discrete_prob']
-        self._run_options = ort_session.quiet_run_options()
         size = self.contract.get('image_size', [None, None])
         try:
             self.image_hw = (int(size[0]), int(size[1]))
@@ -298,7 +297,7 @@ class OnnxActor:
             feed = {'image': np.zeros((n, h, w, 3), np.uint8),
                     'proprio': np.zeros((n, spec.PROPRIO_DIM), np.float32)}
             try:
-                outs = self._session.run(list(outputs), feed, self._run_options)
+                outs = self._session.run(list(outputs), feed)
             except Exception as exc:  # noqa: BLE001 - onnxruntime's run errors
                 raise ModelContractError(self.path, [
                     f'graph does not run on contract-shaped inputs (image uint8 '
@@ -361,8 +360,7 @@ class OnnxActor:
         names = ['action', 'discrete_prob'] if with_prob else ['action']
         try:
             outs = self._session.run(names, {'image': np.ascontiguousarray(image),
-                                             'proprio': np.ascontiguousarray(proprio)},
-                                     self._run_options)
+                                             'proprio': np.ascontiguousarray(proprio)})
         except Exception as exc:  # noqa: BLE001 - onnxruntime errors are not RuntimeErrors
             raise ModelRunError(f'model {self.path} failed in onnxruntime: '
                                 f'{short_error(exc)}') from exc
