@@ -112,6 +112,22 @@ def test_source_size_is_a_parameter_and_camera_info_of_another_size_is_counted(r
     assert (received[0].width, received[0].height) == (64, 64)
     assert spin_until(ex, lambda: node.camera_info_mismatch >= 1)
     assert node.layout.dropped_bad_size == 1
+    assert node.info_sub is not None   # still watching: the camera disagrees
+
+
+def test_camera_info_is_read_only_until_one_of_the_configured_size(ros_context):
+    # Not on every frame: the pipeline's single thread also serves the frame -> command path.
+    node, peer, pub, received, ex = make(ros_context)
+    info_pub = peer.create_publisher(CameraInfo, '/camera/color/camera_info', qos.SENSOR)
+    assert spin_until(ex, lambda: info_pub.get_subscription_count() > 0)
+    info_pub.publish(CameraInfo(width=320, height=240))
+    assert spin_until(ex, lambda: node.camera_info_mismatch == 1)
+    info_pub.publish(CameraInfo(width=640, height=480))
+    assert spin_until(ex, lambda: info_pub.get_subscription_count() == 0)
+    assert node.info_sub is None and node.camera_info_mismatch == 1
+    _, fresh = frame(peer)
+    pub.publish(fresh)                  # frames still flow after the subscription is gone
+    assert spin_until(ex, lambda: received)
 
 
 def test_crop_outside_the_configured_source_size_fails_at_start(ros_context):

@@ -11,7 +11,10 @@ A frame is used only when it has the configured source layout (rgb8, ``source_wi
 ``dropped_bad_encoding``) and is fresh and newer than the last one
 (:class:`awopt_ros.core.image_ops.FrameGate`; ``dropped_stale`` / ``dropped_out_of_order``).
 ``/camera/color/camera_info`` of another size is counted (``camera_info_mismatch``) and
-warned about: the crop and the model refer to the configured source size.
+warned about: the crop and the model refer to the configured source size. It is read only until
+the first one of the configured size: then its subscription is destroyed, so that no
+CameraInfo is deserialized per frame on this single-threaded node's frame -> command path (the
+frame's own size is checked on every frame anyway).
 """
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -52,13 +55,18 @@ class CameraPipelineNode(Node):
         self.pub = self.create_publisher(Image, '/policy/image', qos.SENSOR)
         self.diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(Image, '/camera/color/image_raw', self._on_image, qos.SENSOR)
-        self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera_info,
-                                 qos.SENSOR)
+        # Until the first camera_info of the configured size (None after it).
+        self.info_sub = self.create_subscription(CameraInfo, '/camera/color/camera_info',
+                                                 self._on_camera_info, qos.SENSOR)
         self.create_timer(1.0, self._publish_diagnostics)
 
     def _on_camera_info(self, msg):
         wh = (int(msg.width), int(msg.height))
-        if wh != self.layout.expected_wh:
+        if wh == self.layout.expected_wh:
+            if self.info_sub is not None:   # the camera agrees: stop reading camera_info
+                self.destroy_subscription(self.info_sub)
+                self.info_sub = None
+        else:
             self.camera_info_mismatch += 1
             w, h = self.layout.expected_wh
             self.get_logger().warning(
