@@ -28,8 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from awopt_ros.cli_args import positive_int, usage_error
-from awopt_ros.core.param_schema import UnknownParameterError
+from awopt_ros.cli_args import UsageError, positive_int, usage_error
+from awopt_ros.core.param_schema import ParameterError
 from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, StackError, ros_environment
 
 DEFAULT_MODEL = 'models/grasp_awopt.onnx'
@@ -102,7 +102,8 @@ def parse_overrides(items):
     bool, ``[1, 2]`` -> list, anything else -> str).
 
     Raises:
-        ValueError: an item not of the form ``node:param=value``.
+        UsageError: (option ``--set``) an item not of the form ``node:param=value``, or a
+            VALUE that is not valid YAML.
     """
     import yaml
     out = {}
@@ -110,8 +111,13 @@ def parse_overrides(items):
         key, sep, raw = str(item).partition('=')
         node, colon, param = key.partition(':')
         if not (sep and colon and node.strip() and param.strip()):
-            raise ValueError(f'--set expects NODE:PARAM=VALUE, got {item!r}')
-        out.setdefault(node.strip(), {})[param.strip()] = yaml.safe_load(raw) if raw else ''
+            raise UsageError('--set', f'expects NODE:PARAM=VALUE, got {item!r}')
+        try:
+            value = yaml.safe_load(raw) if raw else ''
+        except yaml.YAMLError as exc:
+            raise UsageError('--set', f'{item!r}: VALUE is not valid YAML '
+                                      f'({getattr(exc, "problem", None) or exc})') from None
+        out.setdefault(node.strip(), {})[param.strip()] = value
     return out
 
 
@@ -376,9 +382,11 @@ def main(argv=None):
     except StackError as exc:   # e.g. another stack on this ROS domain: one line, no traceback
         print(f'awopt {args.command}: error: {exc}', file=sys.stderr)
         return 1
-    except UnknownParameterError as exc:   # a misspelt node or parameter: nothing started
+    except ParameterError as exc:   # a misspelt or conflicting parameter: nothing started
         print(f'awopt {args.command}: error: {exc}', file=sys.stderr)   # a line per name
         return 2
+    except UsageError as exc:       # e.g. a malformed --set
+        return usage_error(f'awopt {args.command}', exc)
     except _Stopped:
         return 143
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from awopt_ros.core import spec
-from awopt_ros.core.param_schema import check_params_file
+from awopt_ros.core.param_schema import ParameterError, check_params_file
 from awopt_ros.core.paths import resolve
 
 #: Nodes of the grasping stack, in start order: (node name, python module).
@@ -215,7 +215,7 @@ def _load_params_file(config):
     with open(resolve(config), encoding='utf-8') as f:
         doc = yaml.safe_load(f) or {}
     if not isinstance(doc, dict):
-        raise ValueError(f'params file {config} is not a mapping of node names')
+        raise ParameterError(f'params file {config} is not a mapping of node names')
     return doc
 
 
@@ -254,7 +254,7 @@ def check_shared_params(config, nodes, overrides=None):
         values = {n: per_node[n].get(param, default) for n in takers if n in per_node}
         if len({repr(v) for v in values.values()}) > 1:
             listed = ', '.join(f'{n}.{param}={v}' for n, v in values.items())
-            raise ValueError(f'nodes disagree on {param!r}: {listed}; set the same value for '
+            raise ParameterError(f'nodes disagree on {param!r}: {listed}; set the same value for '
                              f'each (params file {config} or --set NODE:{param}=VALUE)')
 
 

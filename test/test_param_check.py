@@ -69,8 +69,8 @@ def test_stack_with_a_typo_raises_before_any_node_starts(tmp_path, monkeypatch):
 
 def _cli(argv, monkeypatch, capsys):
     """Run ``awopt ARGV`` in process with node starts recorded instead of made; return
-    (exit code, stdout + stderr, started argvs). An error raised out of ``main`` counts as
-    exit code 1 with its text (what the interpreter does with it)."""
+    (exit code, stdout + stderr, started argvs). An error must not escape ``main`` (it would
+    be a traceback for the user)."""
     from awopt_ros import cli
     started = []
 
@@ -82,13 +82,9 @@ def _cli(argv, monkeypatch, capsys):
     for key in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'FASTDDS_DEFAULT_PROFILES_FILE',
                 'RMW_IMPLEMENTATION', 'AMENT_PREFIX_PATH'):
         monkeypatch.setenv(key, os.environ.get(key, ''))
-    try:
-        code = cli.main(argv)
-        text = ''
-    except ValueError as exc:
-        code, text = 1, str(exc)
+    code = cli.main(argv)
     out = capsys.readouterr()
-    return code, text + out.out + out.err, started
+    return code, out.out + out.err, started
 
 
 @pytest.mark.parametrize('command', ['bringup', 'demo'])
@@ -102,7 +98,22 @@ def test_cli_refuses_typos_before_starting_nodes(command, tmp_path, monkeypatch,
              (['--set', 'polcy:mode=cem'], NODE_TYPO)]
     for extra, message in cases:
         code, text, started = _cli([command, *where, *extra], monkeypatch, capsys)
-        assert code != 0 and message in text and not started, (extra, code, text)
+        assert code == 2 and message in text and not started, (extra, code, text)
+        assert text.startswith(f'awopt {command}: error: '), text
+
+
+@pytest.mark.parametrize('command', ['bringup', 'demo'])
+def test_cli_bad_set_and_disagreeing_nodes_are_one_line_errors(command, tmp_path,
+                                                               monkeypatch, capsys):
+    where = (['--log-dir', str(tmp_path / 'logs')] if command == 'bringup'
+             else ['--run-dir', str(tmp_path / 'run'), '--episodes', '1'])
+    cases = [(['--set', 'bad'], 'argument --set: expects NODE:PARAM=VALUE'),
+             (['--set', 'policy:mode=['], 'VALUE is not valid YAML'),
+             (['--set', 'logger:image_size=96'], "nodes disagree on 'image_size'")]
+    for extra, message in cases:
+        code, text, started = _cli([command, *where, *extra], monkeypatch, capsys)
+        assert code == 2 and message in text and not started, (extra, code, text)
+        assert text.startswith(f'awopt {command}: error: ') and 'Traceback' not in text
 
 
 def test_awopt_bringup_with_a_node_typo_exits_non_zero_with_the_message(tmp_path):

@@ -33,7 +33,12 @@ class SchemaError(RuntimeError):
     literal, ``declare_parameters``, a module that does not exist); the message says where."""
 
 
-class UnknownParameterError(ValueError):
+class ParameterError(ValueError):
+    """The params YAML or the overrides cannot configure the stack (the message says why);
+    raised before any node starts."""
+
+
+class UnknownParameterError(ParameterError):
     """The params YAML or an override names a node or parameter the stack does not have."""
 
 
