@@ -352,6 +352,8 @@ class Stack:
         Raises:
             DomainBusyError: another awopt stack is live on the domain (the message names
                 the domain and the nodes or process found); nothing was started.
+            OSError: a node process could not start; the nodes started before it are
+                stopped and the domain released.
         """
         env = self.env if self.env is not None else ros_environment()
         domain = domain_id_of(env)
@@ -363,15 +365,18 @@ class Stack:
             self._release_domain()
             raise
         preexec = parent_death_signal()
-        for name, module in self.node_specs():
-            argv = node_command(module, name, self.config, self.overrides.get(name))
-            proc = NodeProcess(name, argv, self.log_dir / f'{name}.log')
-            log = open(proc.log_path, 'wb')  # noqa: SIM115 - closed with the process
-            proc.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True,
-                                            preexec_fn=preexec, pass_fds=(self._lock_fd,))
-            log.close()
-            self.nodes.append(proc)
+        try:
+            for name, module in self.node_specs():
+                argv = node_command(module, name, self.config, self.overrides.get(name))
+                proc = NodeProcess(name, argv, self.log_dir / f'{name}.log')
+                with open(proc.log_path, 'wb') as log:   # the child keeps its own copy
+                    proc.process = subprocess.Popen(
+                        argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                        start_new_session=True, preexec_fn=preexec, pass_fds=(self._lock_fd,))
+                self.nodes.append(proc)
+        except BaseException:   # a node that cannot start, or Ctrl-C meanwhile: no half stack
+            self.stop()         # stops the nodes started so far and releases the domain
+            raise
         return self
 
     def _release_domain(self):

@@ -324,3 +324,60 @@ def test_a_real_full_disk_never_crashes_and_keeps_every_written_episode(tmp_path
         assert {e for _, e in errors} == {28}
         assert written == list(range(len(written)))   # every episode before the disk filled
         assert [e['episode'] for e in load_episodes(disk / 'run', DATASET_ID)] == written
+
+
+def test_too_little_room_for_a_copy_appends_in_place_instead_of_refusing(tmp_path, monkeypatch):
+    """Free space between the episode's size and the episode plus a copy of the dataset: the
+    episode is appended in place (it fits), not refused with ENOSPC."""
+    import shutil
+    from collections import namedtuple
+
+    from awopt_ros.core import dataset as ds
+
+    rng = np.random.default_rng(11)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    for k in range(2):
+        _record(rec, k, _episode(rng, 6), True)
+    size = sum(f.stat().st_size for f in (rec.dataset_path / 'data').iterdir())
+    need = 2**20
+    monkeypatch.setattr(ds, 'episode_bytes', lambda buffer: need)
+    usage = namedtuple('usage', 'total used free')
+    free = need + size // 2          # the episode fits, a copy of the dataset does not
+    monkeypatch.setattr(shutil, 'disk_usage', lambda p: usage(10**9, 10**9 - free, free))
+    assert _record(rec, 2, _episode(rng, 6), True)['index'] == 2
+    assert [e['episode'] for e in load_episodes(tmp_path, DATASET_ID)] == [0, 1, 2]
+    assert sorted(p.name for p in rec.dataset_path.iterdir()) == ['data']
+    # Too little for the episode itself: a NoRoomError (ENOSPC), nothing written.
+    monkeypatch.setattr(shutil, 'disk_usage', lambda p: usage(10**9, 10**9, need - 1))
+    with pytest.raises(ds.NoRoomError) as info:
+        _record(rec, 3, _episode(rng, 6), True)
+    assert info.value.errno == 28
+    assert rec.pending_episodes == 0
+
+
+def test_a_failed_flush_names_the_pending_episode_that_was_dropped(tmp_path, monkeypatch):
+    """An episode left pending by a lock, then a non-lock error: the error names the OLD
+    episode (the one dropped); the episode just appended stays pending and is written next."""
+    import errno
+
+    rng = np.random.default_rng(12)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID, lock_retry_s=0.0)
+    real = EpisodeRecorder._append
+    errors = [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
+              OSError(errno.EIO, os.strerror(errno.EIO))]
+
+    def failing(self, buffer):
+        if errors:
+            raise errors.pop(0)
+        return real(self, buffer)
+    monkeypatch.setattr(EpisodeRecorder, '_append', failing)
+    with pytest.raises(OSError, match='still locked'):
+        _record(rec, 0, _episode(rng, 3), True)
+    assert rec.pending_episodes == 1
+    with pytest.raises(OSError) as info:
+        _record(rec, 1, _episode(rng, 4), True)
+    assert info.value.errno == errno.EIO
+    assert info.value.episode_summary['episode'] == 0
+    assert rec.pending_episodes == 1
+    assert rec.flush_pending()['episode'] == 1
+    assert [e['episode'] for e in load_episodes(tmp_path, DATASET_ID)] == [1]

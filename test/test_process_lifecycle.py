@@ -174,6 +174,26 @@ def test_a_stack_holds_its_domain_until_it_stops(tmp_path, sleeper_nodes):
     assert issubclass(DomainBusyError, StackError)
 
 
+def test_a_node_that_cannot_start_stops_the_ones_started_before_it(tmp_path, monkeypatch):
+    """No half stack: the nodes started before the failing one are stopped, the domain is
+    free again."""
+    def command(module, node_name, config, params=None, python=sys.executable):
+        if node_name == 'arm_interface':
+            return [str(tmp_path / 'no_such_program')]
+        return [python, '-c', 'import time; time.sleep(120)']
+    monkeypatch.setattr(launcher, 'node_command', command)
+    stack = Stack(policy='scripted', log_dir=tmp_path / 'logs', graph_check_s=0)
+    with pytest.raises(FileNotFoundError):
+        stack.start()
+    started = [n.process.pid for n in stack.nodes]
+    try:
+        assert len(started) == 3                   # sim_robot, camera_pipeline, scripted_policy
+        assert not [pid for pid in started if _running(pid)]
+        os.close(acquire_domain_lock(DOMAIN))      # the lock was let go
+    finally:
+        _kill_left(started)
+
+
 def test_the_refusal_says_when_only_orphaned_nodes_hold_the_domain(tmp_path):
     gone = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
                           capture_output=True, text=True).stdout.strip()

@@ -27,11 +27,12 @@ mid-episode loses that episode and nothing else: the dataset on disk stays loada
 Images are stored losslessly (Minari's JPEG encoding is turned off).
 
 A full disk never damages the episodes already written: before an append the free space is
-checked against the episode's size (too little: ``OSError(ENOSPC)``, nothing touched). With
-less than :data:`IN_PLACE_MARGIN_BYTES` to spare, the episode is appended to a copy of the
-dataset files (``data.staging``), which then replaces ``data`` by renames; a write error leaves
-``data`` as it was (an HDF5 file that fails mid-append can be left unreadable). With ample
-space it is appended in place. A dataset whose creation failed is removed again.
+checked against the episode's size (too little: :class:`NoRoomError`, an ``OSError(ENOSPC)``,
+nothing touched). With less than :data:`IN_PLACE_MARGIN_BYTES` to spare, the episode is
+appended to a copy of the dataset files (``data.staging``), which then replaces ``data`` by
+renames; a write error leaves ``data`` as it was (an HDF5 file that fails mid-append can be
+left unreadable). With ample space, or too little for the copy but enough for the episode,
+it is appended in place. A dataset whose creation failed is removed again.
 
 No rclpy here. Backed by ``minari`` (HDF5 storage by default; needs ``h5py`` and ``pillow``).
 """
@@ -138,8 +139,10 @@ def spaces(image_size=64):
 
 #: Seconds between attempts to open a dataset file that another process has locked.
 LOCK_RETRY_PERIOD_S = 0.2
-#: Free bytes beyond an episode's size above which it is appended in place; below, to a copy.
-IN_PLACE_MARGIN_BYTES = 256 * 1024 * 1024
+#: Free bytes beyond an episode's size above which it is appended in place; below, to a copy
+#: (when the copy fits; else in place). Kept below the logger's default ``min_free_disk_mb``
+#: (200 MB), so the copy path stays rare while the logger accepts episodes.
+IN_PLACE_MARGIN_BYTES = 128 * 1024 * 1024
 #: Bytes added to an episode's array sizes for HDF5 structures and metadata.json.
 APPEND_OVERHEAD_BYTES = 512 * 1024
 
@@ -181,7 +184,9 @@ def is_lock_error(exc):
     return isinstance(exc, BlockingIOError) or 'unable to lock file' in str(exc).lower()
 
 
-_is_lock_error = is_lock_error
+class NoRoomError(OSError):
+    """The free-space check refused an append before anything was written (errno ENOSPC):
+    the dataset is untouched, and the same append may succeed once space is freed."""
 
 
 class EpisodeRecorder:
@@ -422,7 +427,13 @@ class EpisodeRecorder:
 
     def flush_pending(self):
         """Write every pending episode, oldest first; return the last one's summary (None if
-        none was pending). See :meth:`append` for errors."""
+        none was pending). See :meth:`append` for errors.
+
+        An error other than a lock drops the episode that failed (the oldest pending one,
+        which need not be the one just appended): the raised ``OSError`` names it in its
+        attribute ``episode_summary`` (the summary given to :meth:`append`); the episodes
+        after it stay pending.
+        """
         written = None
         while self._pending:
             buffer, summary = self._pending[0]
@@ -432,8 +443,9 @@ class EpisodeRecorder:
                     index = self._append(buffer)
                     break
                 except OSError as exc:
-                    if not _is_lock_error(exc):
+                    if not is_lock_error(exc):
                         self._pending.pop(0)
+                        exc.episode_summary = summary
                         raise
                     if time.monotonic() >= deadline:
                         raise OSError(f'{exc} (dataset file still locked after '
@@ -505,17 +517,17 @@ class EpisodeRecorder:
         probe.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(probe).free
         if free < need:
-            raise OSError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: episode needs about '
-                          f'{need / 2**20:.1f} MB, {free / 2**20:.1f} MB free; not written',
-                          str(data))
+            raise NoRoomError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: episode needs about '
+                              f'{need / 2**20:.1f} MB, {free / 2**20:.1f} MB free; not '
+                              'written', str(data))
         if data.is_dir() and free < need + IN_PLACE_MARGIN_BYTES:
             size = sum(f.stat().st_size for f in data.iterdir() if f.is_file())
-            if free < need + size:
-                raise OSError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: a safe append needs '
-                              f'about {(need + size) / 2**20:.1f} MB (a copy of the dataset '
-                              f'and the episode), {free / 2**20:.1f} MB free; not written',
-                              str(data))
-            return self._append_to_copy(buffer)
+            if free >= need + size:
+                return self._append_to_copy(buffer)
+            # No room for a copy, but the episode fits: in place beats dropping it.
+            _LOG.warning('%s: %.1f MB free, too little for a copy of the dataset (%.1f MB); '
+                         'appending in place', self.dataset_id, free / 2**20,
+                         (need + size) / 2**20)
         created = not data.is_dir()
         try:
             return self._append_in_place(buffer)
