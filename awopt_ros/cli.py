@@ -373,6 +373,9 @@ def main(argv=None):
     no simulator, arm interface or logger outlives it.
     """
     args = build_parser().parse_args(argv)
+    import os
+    if not os.environ.get('MUJOCO_GL'):        # in-process rollouts render off-screen too
+        os.environ['MUJOCO_GL'] = 'egl'
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = (signal.signal(signal.SIGTERM, _raise_stopped),

@@ -65,8 +65,9 @@ class FakeCell:
             info = CameraInfo()
             info.header.stamp = self.node.get_clock().now().to_msg()
             self.camera.publish(info)
-        if 'camera_pipeline' in self.alive:
-            self.policy_image.publish(Image())
+        if 'camera_pipeline' in self.alive:   # its 1 Hz status (the manager reads no frames)
+            self.diag.publish(diagnostics.diagnostic_array(
+                self.node, 'camera_pipeline', {'accepted': 1}, hardware_id='camera'))
         if 'policy' in self.alive:
             old = convert.s_to_stamp(self.node.get_clock().now().nanoseconds * 1e-9 - 10.0)
             self.action.publish(convert.action_to_msg([0.0] * 7, old))
@@ -358,9 +359,9 @@ def test_low_disk_mid_episode_lets_it_finish_and_refuses_the_next(ros_context):
 @pytest.mark.parametrize('dead', ['policy', 'camera_pipeline', 'camera', 'joint_states'])
 def test_dead_required_node_refuses_the_start(ros_context, dead):
     """A dead policy or camera pipeline used to let a 0-step episode start."""
-    manager, cell, ex = setup(ros_context, node_timeout_s=0.3)
+    manager, cell, ex = setup(ros_context, node_timeout_s=0.3, camera_pipeline_timeout_s=0.5)
     cell.alive.discard(dead)
-    spin(ex, lambda: False, timeout_s=0.6, cell=cell)
+    spin(ex, lambda: False, timeout_s=0.8, cell=cell)
     refused = call(ex, cell.start, cell)
     assert not refused.success
     info = json.loads(refused.message)
@@ -450,3 +451,20 @@ def test_unanswered_reset_is_sent_again_and_only_the_latest_reply_starts(ros_con
     finally:
         slow_ex.shutdown()
         slow.destroy_node()
+
+
+def test_camera_pipeline_is_heard_from_by_its_status_not_by_reading_its_images(ros_context):
+    """No reader of /policy/image in the manager: one more would be served on every frame of
+    the frame -> command path. Its 1 Hz /diagnostics status tells that it runs."""
+    manager, cell, ex = setup(ros_context, camera_pipeline_timeout_s=0.5)
+    assert cell.policy_image.get_subscription_count() == 0
+    assert manager.monitor.signals['camera_pipeline'] == "/diagnostics status 'camera_pipeline'"
+    assert call(ex, cell.start, cell).success     # no /policy/image was ever published
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    cell.alive.discard('camera_pipeline')
+    assert spin(ex, lambda: events_of(cell, 'end'), timeout_s=3.0, cell=cell, acting=True)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'node_lost'
+    assert end['detail'].startswith("no data from: camera_pipeline (no /diagnostics status "
+                                    "'camera_pipeline' for")
+    manager.destroy_node()

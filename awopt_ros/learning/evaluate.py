@@ -13,6 +13,7 @@ model must share them (:class:`~awopt_ros.core.onnx_policy.ModelContractError` o
 """
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,14 +167,14 @@ def run_evaluate_cli(args):
     one line naming it: ``awopt evaluate: error: argument models: ...``). An existing
     ``--out`` is not overwritten without ``--force`` (checked before any episode)."""
     from awopt_ros.cli_args import UsageError, check_outputs, require_file, usage_error
+    from awopt_ros.sim.rollout import RolloutError
     from awopt_ros.core.onnx_policy import ModelContractError
-    if args.episodes < 1:
-        return usage_error(PROG, UsageError('--episodes', f'must be >= 1, got {args.episodes}'))
+    from awopt_ros.core.paths import resolve
     try:
         if args.out:
             check_outputs([('--out', args.out)], force=args.force)
-        if args.config is not None:
-            require_file('--config', args.config, 'parameter file')
+        if args.config is not None:   # found as the rollout finds it (cwd, then the package)
+            require_file('--config', resolve(args.config), 'parameter file')
     except UsageError as exc:
         return usage_error(PROG, exc)
     seeds = range(args.first_seed, args.first_seed + args.episodes)
@@ -183,6 +184,9 @@ def run_evaluate_cli(args):
                                    progress=not args.no_progress)
     except (FileNotFoundError, ModelContractError) as exc:
         return usage_error(PROG, UsageError('models', exc))
+    except RolloutError as exc:     # the simulation itself failed (e.g. no OpenGL): say so
+        print(f'{PROG}: error: {exc}', file=sys.stderr)
+        return 1
     result = summary(outcomes, seeds)
     print(format_table(result))
     if args.out:

@@ -54,7 +54,7 @@ from std_msgs.msg import Float32, String
 from awopt_ros.core import robot
 from awopt_ros.core.bag import (COMPRESSIONS, BagWriter, default_typestore, repair_bag,
                                 repair_error_text, unfinished_bags)
-from awopt_ros.core.dataset import (EpisodeRecorder, dataset_id_for, datasets_dir,
+from awopt_ros.core.dataset import (EpisodeRecorder, NoRoomError, dataset_id_for, datasets_dir,
                                     is_lock_error, policy_id)
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_IMAGE_SIZE
 from awopt_ros.core.sync import StampedHistory
@@ -229,8 +229,7 @@ class LoggerNode(Node):
                        'write_errors': 0, 'episodes_refused': 0, 'bags_repaired': 0}
         self._write_error = None   # text of the first write error (recording stops)
         self._refused = None       # {'episode', 'reason'} of an episode started, not recorded
-        self._disk = self._check_disk()
-        self._refusal_logged = None
+        self._refusal_logged = None   # key (see _check_disk) of the refusal last logged
         self.last_saved = None
         self._start_ns = self.get_clock().now().nanoseconds
 
@@ -279,24 +278,30 @@ class LoggerNode(Node):
         return result
 
     def _check_disk(self):
-        """Return ``(free MB, accepting, reason)`` for ``output_dir`` (its nearest existing
-        parent while it does not exist yet)."""
-        probe = self.output_dir.absolute()
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
+        """Return ``(free MB, accepting, reason, key)`` for ``output_dir`` (its nearest existing
+        parent while it does not exist yet); never raises (an unreadable disk, e.g. EACCES,
+        EIO or ESTALE, is 'not accepting' with the reason). ``key`` names the kind of refusal
+        without the changing numbers ('' when accepting), so it is logged once, not every
+        second."""
         try:
+            probe = self.output_dir.absolute()
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
             free_mb = shutil.disk_usage(probe).free / 2**20
         except OSError as exc:
-            return math.nan, False, f'cannot read the free space of {self.output_dir}: {exc}'
+            return (math.nan, False, f'cannot read the free space of {self.output_dir}: {exc}',
+                    'unreadable')
         if self._write_error is not None:
-            return free_mb, False, self._write_error
+            return free_mb, False, self._write_error, 'write error'
         if self.min_free_disk_mb > 0 and free_mb < self.min_free_disk_mb:
             return free_mb, False, (f'only {free_mb:.1f} MB free on {self.output_dir} '
-                                    f'(min_free_disk_mb {self.min_free_disk_mb})')
-        return free_mb, True, ''
+                                    f'(min_free_disk_mb {self.min_free_disk_mb})'), 'low disk'
+        return free_mb, True, '', ''
 
     def _on_write_error(self, exc, what):
-        """Count a write error, stop recording further episodes, and log it."""
+        """Count a write error, log it, and stop recording further episodes (until restart),
+        except for a :class:`NoRoomError`: the dataset refused the episode before writing
+        anything, so the next episode is accepted again once ``min_free_disk_mb`` is free."""
         self.counts['write_errors'] += 1
         if isinstance(exc, OSError) and exc.errno:
             text = f'{os.strerror(exc.errno)} writing {exc.filename or what}'
@@ -304,7 +309,7 @@ class LoggerNode(Node):
             cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
             text = (f'{os.strerror(cause.errno)} writing {cause.filename or what}'
                     if cause is not None and cause.errno else f'{exc} ({what})')
-        if self._write_error is None:
+        if self._write_error is None and not isinstance(exc, NoRoomError):
             self._write_error = (f'write error: {text}; not recording episodes (free space, '
                                  'then restart the logger)')
         self.get_logger().error(f'write error: {text}')
@@ -540,9 +545,9 @@ class LoggerNode(Node):
 
     def _begin(self, event, episode):
         self._refused = None
-        self._disk = self._check_disk()
-        if not self._disk[1]:
-            self._refuse(episode, self._disk[2])
+        _, accepting, reason, _ = self._check_disk()
+        if not accepting:
+            self._refuse(episode, reason)
             return
         path = self._bag_path(max(episode, 0))
         try:
@@ -634,28 +639,13 @@ class LoggerNode(Node):
             frames = bag.close().get(CAMERA, 0)
         except Exception as exc:  # noqa: BLE001 - the episode must still be saved
             frames = bag.frames_written.get(CAMERA, 0)
-            cause = bag.write_error or (exc.__cause__ if isinstance(exc.__cause__, OSError)
-                                        else None)
-            if cause is not None:   # e.g. ENOSPC: the episode is dropped
-                write_error = self._episode_write_error(ep, cause, ep['bag'])
+            if bag.write_error is not None:   # e.g. ENOSPC: the episode is dropped
+                write_error = self._episode_write_error(ep, bag.write_error, ep['bag'])
             else:
                 bag_error = str(exc)
                 self.get_logger().error(f'bag {ep["bag"]}: {exc}')
         if write_error is None:
-            try:
-                summary = self.recorder.append(buffer, summary)
-            except OSError as exc:
-                if is_lock_error(exc.__cause__ or exc):   # kept pending, written later
-                    self.counts['save_errors'] += 1
-                    self.get_logger().error(f'episode {ep["episode"]}: dataset append '
-                                            f'failed: {exc}')
-                else:   # the episode is dropped; the dataset keeps every earlier one
-                    write_error = self._episode_write_error(
-                        ep, exc, self.recorder.dataset_path)
-            except Exception as exc:  # noqa: BLE001 - report; the bag is kept either way
-                self.counts['save_errors'] += 1
-                self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: '
-                                        f'{exc}')
+            summary, write_error = self._append_episode(ep, buffer, summary)
         if write_error is not None:
             bag.discard()   # frees the space; a dropped episode leaves no half bag behind
             frames, summary = 0, dict(summary, steps=0, written=False, index=None)
@@ -681,6 +671,47 @@ class LoggerNode(Node):
                                    f'{summary["steps"]} steps ({event.get("outcome")})')
         return saved
 
+    def _append_episode(self, ep, buffer, summary):
+        """Append episode ``ep`` (``buffer`` from the recorder, None for no steps) to the
+        dataset, after the episodes still pending; return ``(summary, write error text or
+        None)``. An older pending episode that fails is dropped alone (its bag deleted) and
+        the append goes on; never raises."""
+        if buffer is not None:
+            summary = dict(summary, bag=ep['bag'])
+        write = lambda: self.recorder.append(buffer, summary)  # noqa: E731
+        while True:
+            try:
+                written = write()
+                return (summary if written is None else written), None
+            except OSError as exc:
+                if is_lock_error(exc.__cause__ or exc):   # kept pending, written later
+                    self.counts['save_errors'] += 1
+                    self.get_logger().error(f'episode {ep["episode"]}: dataset append '
+                                            f'failed: {exc}')
+                    return summary, None
+                failed = getattr(exc, 'episode_summary', None)
+                if failed is None or failed is summary:
+                    # this episode is dropped; the dataset keeps every earlier one
+                    return summary, self._episode_write_error(
+                        ep, exc, self.recorder.dataset_path)
+                self._drop_pending(failed, exc)
+                write = self.recorder.flush_pending   # this episode is pending now
+            except Exception as exc:  # noqa: BLE001 - report; the bag is kept either way
+                self.counts['save_errors'] += 1
+                self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: '
+                                        f'{exc}')
+                return summary, None
+
+    def _drop_pending(self, summary, exc):
+        """An episode left pending earlier (the dataset was locked) failed to be written and
+        was dropped by the recorder: delete its bag too, and report it."""
+        text = self._on_write_error(exc, self.recorder.dataset_path)
+        bag = summary.get('bag')
+        if bag:
+            shutil.rmtree(bag, ignore_errors=True)
+        self.get_logger().error(f'episode {summary.get("episode")} (pending since the dataset '
+                                f'was locked) dropped (bag and dataset): {text}')
+
     def _episode_write_error(self, ep, exc, what):
         """Report a write error of episode ``ep`` once (see :meth:`_on_write_error`)."""
         if ep.get('write_error') is None:
@@ -698,7 +729,7 @@ class LoggerNode(Node):
         if running and self._bag is not None and self._bag.write_error is not None:
             self._episode_write_error(self._episode, self._bag.write_error,
                                       self._episode['bag'])
-        self._disk = free_mb, accepting, reason = self._check_disk()
+        free_mb, accepting, reason, key = self._check_disk()
         frames_now = self._bag.frames_written.get(CAMERA, 0) if self._bag is not None else 0
         values = dict(self.counts, frames_logged=self.frames_logged_total + frames_now,
                       frames_logged_episode=frames_now, recording=running,
@@ -713,9 +744,9 @@ class LoggerNode(Node):
         message = f'episode {values["episode"]} recording' if running else 'idle'
         if not accepting:
             level, message = diagnostics.ERROR, reason
-            if self._refusal_logged != reason:
+            if self._refusal_logged != key:
                 self.get_logger().error(f'not accepting episodes: {reason}')
-        self._refusal_logged = None if accepting else reason
+        self._refusal_logged = None if accepting else key
         self._diag_pub.publish(diagnostics.diagnostic_array(
             self, 'logger', values, level=level, message=message))
 
