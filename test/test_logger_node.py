@@ -441,3 +441,131 @@ def test_a_write_error_drops_only_that_episode_and_stops_recording(harness, tmp_
     h.event(event='start', episode=2, seed=102)
     h.spin_until(lambda: h.logger.counts['episodes_refused'] == 1)
     assert not h.logger.recorder.in_episode
+
+
+def _save_episode(h, rng, episode, t0_s):
+    h.start(episode, 100 + episode)
+    _run_steps(h, rng, 3, t0_s)
+    count = len(h.saved)
+    h.event(event='end', episode=episode, outcome='success', steps=3, success=True,
+            terminated=True, truncated=False)
+    h.spin_until(lambda: len(h.saved) == count + 1)
+    return h.saved[-1]
+
+
+def test_a_dataset_refusal_for_lack_of_space_drops_the_episode_but_not_later_ones(
+        harness, tmp_path, monkeypatch):
+    """The dataset's free-space check refuses an episode before writing anything: that
+    episode is dropped and counted, but the logger keeps accepting episodes (it is not a
+    permanent write error) and the next one is recorded."""
+    import errno
+
+    from awopt_ros.core.dataset import EpisodeRecorder, NoRoomError
+    h, rng = harness, np.random.default_rng(9)
+    h.announce_actor()
+    real = EpisodeRecorder._append
+    calls = []
+
+    def refuse_once(self, buffer):
+        calls.append(1)
+        if len(calls) == 1:
+            raise NoRoomError(errno.ENOSPC, 'No space left on device: episode needs more',
+                              str(self.dataset_path))
+        return real(self, buffer)
+    monkeypatch.setattr(EpisodeRecorder, '_append', refuse_once)
+    rec = _save_episode(h, rng, 0, 10.0)
+    assert rec['write_error'].startswith('No space left on device writing ')
+    assert (rec['bag'], rec['dataset_written']) == (None, False)
+    _, _, values = _logger_status(h)
+    assert values['accepting_episodes'] == 'true' and values['write_errors'] == '1'
+    rec = _save_episode(h, rng, 1, 20.0)
+    assert rec['write_error'] is None and rec['dataset_written']
+    assert h.logger.counts['episodes_refused'] == 0
+    assert [e['episode'] for e in load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')] == [1]
+    assert sorted(p.name for p in (tmp_path / 'run' / 'bags').iterdir()) == ['episode_0001']
+
+
+def test_a_failed_append_drops_the_pending_episode_that_failed_not_the_current_one(
+        harness, tmp_path, monkeypatch):
+    """Episode 0 is left pending (dataset locked); at episode 1's end writing episode 0 fails
+    (EIO): episode 0's bag is deleted, episode 1 is written and its bag kept."""
+    import errno
+
+    from awopt_ros.core.dataset import EpisodeRecorder
+    h, rng = harness, np.random.default_rng(10)
+    h.announce_actor()
+    h.logger.recorder.lock_retry_s = 0.0
+    real = EpisodeRecorder._append
+    errors = [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
+              OSError(errno.EIO, os.strerror(errno.EIO))]
+
+    def failing(self, buffer):
+        if errors:
+            raise errors.pop(0)
+        return real(self, buffer)
+    monkeypatch.setattr(EpisodeRecorder, '_append', failing)
+    rec = _save_episode(h, rng, 0, 10.0)
+    assert rec['write_error'] is None and not rec['dataset_written']
+    assert h.logger.recorder.pending_episodes == 1
+    rec = _save_episode(h, rng, 1, 20.0)
+    assert rec['write_error'] is None and rec['dataset_written'], rec
+    assert rec['bag'] == str(tmp_path / 'run' / 'bags' / 'episode_0001')
+    assert h.logger.recorder.pending_episodes == 0
+    assert [e['episode'] for e in load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')] == [1]
+    assert sorted(p.name for p in (tmp_path / 'run' / 'bags').iterdir()) == ['episode_0001']
+    assert h.logger.counts['write_errors'] == 1
+
+
+class _Log:
+    def __init__(self):
+        self.errors = []
+
+    def error(self, text, **kw):
+        self.errors.append(text)
+
+    def warning(self, *a, **kw):
+        pass
+
+    info = warning
+
+
+def test_not_accepting_is_logged_once_while_the_free_space_changes(ros_context, tmp_path,
+                                                                   monkeypatch):
+    import shutil
+    from collections import namedtuple
+    h = Harness(ros_context, tmp_path, monkeypatch,
+                params=[Parameter('min_free_disk_mb', value=10_000_000)])
+    try:
+        log = _Log()
+        monkeypatch.setattr(h.logger, 'get_logger', lambda: log)
+        usage = namedtuple('usage', 'total used free')
+        for free_mb in (100, 101, 99.5, 250):
+            monkeypatch.setattr(shutil, 'disk_usage',
+                                lambda p, f=free_mb: usage(10**12, 0, int(f * 2**20)))
+            h.logger._publish_diagnostics()
+        assert len(log.errors) == 1 and 'only 100.0 MB free' in log.errors[0], log.errors
+    finally:
+        h.close()
+
+
+def test_an_unreadable_output_dir_is_reported_not_raised(harness, tmp_path, monkeypatch):
+    """Path.exists raising (EIO, e.g. a stale NFS handle) while looking for the disk: the
+    logger reports 'not accepting' with the reason instead of dying in its timer."""
+    import errno
+    import pathlib
+    h = harness
+    real = pathlib.Path.exists
+    run = (tmp_path / 'run').absolute()
+
+    def exists(self, *a, **kw):
+        if self == run:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+        return real(self, *a, **kw)
+    monkeypatch.setattr(pathlib.Path, 'exists', exists)
+    if real(run):
+        import shutil
+        shutil.rmtree(run)
+    free_mb, accepting, reason, _ = h.logger._check_disk()
+    assert not accepting and 'cannot read the free space' in reason and 'Input/output' in reason
+    level, message, values = _logger_status(h)
+    assert values['accepting_episodes'] == 'false' and message == reason

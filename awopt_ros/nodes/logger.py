@@ -29,7 +29,9 @@ ERROR with the reason as its message while episodes are not accepted (the episod
 refuses to start one then). An episode that starts anyway is not recorded. A write error
 (e.g. ENOSPC from the bag or dataset writer) drops only the episode being written (its bag
 is deleted, the dataset keeps every earlier episode), is logged and counted, and stops
-further recording until the logger is restarted.
+further recording until the logger is restarted; except a dataset append refused by its
+free-space check before anything was written (``core.dataset.NoRoomError``): that episode is
+dropped, and the next one is accepted while ``min_free_disk_mb`` is free.
 
 Crash recovery: at start the bags that a killed logger left unfinished (no footer, no
 ``metadata.yaml``) are rebuilt from what can be read and marked as cut
