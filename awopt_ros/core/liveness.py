@@ -8,12 +8,14 @@ node             signal                                          silent after
 ===============  ==============================================  ====================
 camera           ``/camera/color/camera_info`` (every frame)     ``node_timeout_s``
 joint_states     ``/joint_states``                               ``node_timeout_s``
-camera_pipeline  ``/policy/image``                               ``node_timeout_s``
+camera_pipeline  its ``/diagnostics`` status (1 Hz)              ``camera_pipeline_timeout_s``
 policy           ``/policy/action`` (in an episode: its steps)   ``node_timeout_s``
 logger           its ``/diagnostics`` status (1 Hz)              ``logger_timeout_s``
 ===============  ==============================================  ====================
 
-The logger's status comes from a timer on its node clock, which is simulated time under
+(The camera pipeline is not heard from through ``/policy/image``: one more reader of it would
+be served on every frame of the frame -> command path.) A status comes from a timer on the
+node's clock, which is simulated time under
 ``use_sim_time``: with the simulator slower than real time (``real_time_factor`` < 1, or
 lockstep between episodes) it comes less often than once a wall second. Such a node is
 ``clock_paced``: it counts as silent only once its timeout has passed on the wall clock AND on

@@ -8,7 +8,8 @@ every step of the episode reaches a live arm) and ``/episode/stop`` (std_srvs/Tr
 ``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md).
 
 Required nodes are watched all the time, not only during episodes: the camera (its
-``camera_info``), ``/joint_states``, the camera pipeline (``/policy/image``), the policy
+``camera_info``), ``/joint_states``, the camera pipeline (its 1 Hz ``/diagnostics`` status:
+no extra reader on the frame -> command path's ``/policy/image``), the policy
 (``/policy/action``) and, with ``wait_for_logger``, the logger (its 1 Hz ``/diagnostics``
 status). One silent for longer than its timeout ends a running episode as ``node_lost`` naming
 it; a logger that reports ``accepting_episodes: false`` refuses the next start with its reason
@@ -22,7 +23,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Float32, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -34,10 +35,15 @@ from awopt_ros.ros.diagnostics import (logger_ready, logger_refusal, logger_writ
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.run import spin_node
 
-#: Required nodes watched with ``node_timeout_s``, and what is heard from each. Their data
-#: pause while the simulator resets, so each counts as heard from at an episode's start.
+#: Required nodes watched with ``node_timeout_s``, and what is heard from each (the camera
+#: pipeline: with ``camera_pipeline_timeout_s``). Their data pause while the simulator resets,
+#: so each counts as heard from at an episode's start.
 WATCHED = {'camera': '/camera/color/camera_info', 'joint_states': '/joint_states',
-           'camera_pipeline': '/policy/image', 'policy': '/policy/action'}
+           'camera_pipeline': "/diagnostics status 'camera_pipeline'",
+           'policy': '/policy/action'}
+#: Nodes heard from through their 1 Hz diagnostics status (name = node name), paced by their
+#: node clock: the camera pipeline, and with ``wait_for_logger`` the logger.
+STATUS_NODES = ('camera_pipeline', 'logger')
 #: The logger is heard from through its diagnostics status (1 Hz), with ``logger_timeout_s``.
 LOGGER_SIGNAL = "/diagnostics status 'logger'"
 
@@ -58,9 +64,9 @@ class EpisodeManagerNode(Node):
             success_debounce=declare(self, 'success_debounce_steps', 2,
                                      'Consecutive success samples needed.', low=1, high=100),
             node_timeout_s=declare(self, 'node_timeout_s', 2.0,
-                                   'Camera, joint states, camera pipeline (/policy/image) or '
-                                   'policy (/policy/action) silent this long (s, wall) ends '
-                                   'a running episode as node_lost and refuses '
+                                   'Camera (camera_info), joint states or policy '
+                                   '(/policy/action) silent this long (s, wall) ends a '
+                                   'running episode as node_lost and refuses '
                                    '/episode/start.', low=0.1, high=60.0),
         )
         self.reset_timeout_s = declare(self, 'reset_timeout_s', 10.0,
@@ -92,13 +98,20 @@ class EpisodeManagerNode(Node):
             "The logger's /diagnostics (1 Hz) silent this long means a dead logger (with "
             'wait_for_logger; s, on the wall clock and, since the logger paces them by its '
             'node clock, on the node clock too).', low=0.5, high=600.0, read_only=True)
+        pipeline_timeout_s = declare(
+            self, 'camera_pipeline_timeout_s', 3.0,
+            "The camera pipeline's /diagnostics status (1 Hz) silent this long ends a running "
+            'episode as node_lost and refuses /episode/start (s, on the wall clock and, as '
+            'its node clock paces it, on the node clock too).', low=0.5, high=600.0,
+            read_only=True)
         self.logger_ready = False
         timeouts = dict.fromkeys(WATCHED, self.config.node_timeout_s)
+        timeouts['camera_pipeline'] = pipeline_timeout_s
         signals = dict(WATCHED)
         if self.wait_for_logger:
             timeouts['logger'] = logger_timeout_s
             signals['logger'] = LOGGER_SIGNAL
-        self.monitor = NodeMonitor(timeouts, signals, clock_paced=('logger',))
+        self.monitor = NodeMonitor(timeouts, signals, clock_paced=STATUS_NODES)
         # Nodes that keep episodes from starting, logged on change; None until every required
         # node has been heard from (start-up).
         self.problem_nodes = None
@@ -128,12 +141,10 @@ class EpisodeManagerNode(Node):
                                  lambda _: self._seen('joint_states'), qos.SENSOR)
         self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera,
                                  qos.SENSOR)
-        # Serialized (raw): only its arrival matters.
-        self.create_subscription(Image, '/policy/image', lambda _: self._seen('camera_pipeline'),
-                                 qos.SENSOR, raw=True)
-        if self.wait_for_logger:
-            self._diag_sub = self.create_subscription(DiagnosticArray, '/diagnostics',
-                                                      self._on_diagnostics, 50)
+        # The camera pipeline's and the logger's status: not a reader of /policy/image, which
+        # would add one more delivery to every frame on the frame -> command path.
+        self._diag_sub = self.create_subscription(DiagnosticArray, '/diagnostics',
+                                                  self._on_diagnostics, 50)
         # Success samples count only after a camera frame newer than the episode's start:
         # samples still in flight from before the reset must not end the new episode.
         self.fresh_frame = False
@@ -259,7 +270,9 @@ class EpisodeManagerNode(Node):
     # -- inputs ------------------------------------------------------------------------------
     def _on_diagnostics(self, msg):
         for status in msg.status:
-            if status.name != 'logger':
+            if status.name == 'camera_pipeline':
+                self.monitor.seen('camera_pipeline', time.monotonic(), self._now_s())
+            if status.name != 'logger' or not self.wait_for_logger:
                 continue
             values = parse_values(status)
             self.monitor.seen('logger', time.monotonic(), self._now_s())
