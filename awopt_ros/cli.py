@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from awopt_ros.cli_args import UsageError, positive_int, usage_error
+from awopt_ros.cli_args import UsageError, count, positive_int, usage_error
 from awopt_ros.core.param_schema import ParameterError
 from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, StackError, ros_environment
 
@@ -73,8 +73,9 @@ def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo', lockstep=Tru
     p.add_argument('--model', type=_model_file, default=None,
                    help=f'ONNX actor for --policy actor (default: the config, {DEFAULT_MODEL})')
     p.add_argument('--seed', type=int, default=None, help='simulator base seed')
-    p.add_argument('--real-time-factor', type=float, default=rtf,
-                   help='> 1 runs the simulation faster than real time on /clock')
+    p.add_argument('--real-time-factor', type=count(0.01, float), default=rtf,
+                   help='> 1 runs the simulation faster than real time on /clock (unused in '
+                        'lockstep, which collect uses unless --no-lockstep)')
     if lockstep:
         p.add_argument('--lockstep', action='store_true',
                        help='hold the simulator after each frame until the arm has its '

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _domain_id():
-    """Return a ROS_DOMAIN_ID no other pytest process on this machine holds (60..99).
+    """Return a ROS_DOMAIN_ID no other pytest process on this machine holds (60..99), and
+    on which no awopt stack holds its lock.
 
     Each candidate domain is claimed with an exclusive ``flock`` on a file in the temp dir,
     held for this process's life, so that concurrent test runs (pytest-xdist workers or
@@ -27,12 +28,33 @@ def _domain_id():
         except OSError:
             os.close(fd)
             continue
+        if not _stack_lock_free(domain):   # an awopt stack (or its orphans) runs there
+            os.close(fd)
+            continue
         _DOMAIN_LOCKS.append(fd)   # kept open: the lock lasts as long as this process
         return str(domain)
     raise RuntimeError('no free ROS_DOMAIN_ID in 60..99 for this test run')
 
 
 _DOMAIN_LOCKS = []
+
+
+def _stack_lock_free(domain):
+    """True when no awopt stack holds ``domain``'s stack lock (launcher.domain_lock_path)."""
+    import fcntl
+    import tempfile
+    path = os.path.join(tempfile.gettempdir(), f'awopt_stack_domain_{domain}.lock')
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True            # no such lock file: never used
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)           # closing releases the probe's lock at once
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_localhost_shm.xml')

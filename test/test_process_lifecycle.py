@@ -243,6 +243,13 @@ def test_a_stack_on_the_ros_graph_is_refused_even_without_the_lock(tmp_path, sle
     os.close(acquire_domain_lock(DOMAIN))       # the refused stack let go of the lock
 
 
+def test_a_lone_generic_node_name_is_not_taken_for_a_stack():
+    from awopt_ros.ros.stack_guard import looks_like_stack
+    assert not looks_like_stack([]) and not looks_like_stack(['logger'])
+    assert not looks_like_stack(['policy'])
+    assert looks_like_stack(['episode_manager']) and looks_like_stack(['logger', 'policy'])
+
+
 def test_a_node_death_mid_run_stops_the_run_at_once_naming_the_node(tmp_path, monkeypatch):
     from awopt_ros.ros import runner
     stacks, killed = [], {}

@@ -15,6 +15,15 @@ from awopt_ros.launcher import STACK_NODE_NAMES, ros_environment
 #: Environment keys that decide where DDS discovery goes (kept on this machine).
 _DISCOVERY_KEYS = ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'RMW_IMPLEMENTATION',
                    'FASTDDS_DEFAULT_PROFILES_FILE', 'AMENT_PREFIX_PATH')
+#: Stack node names that other ROS software may well use too: one of them alone is no stack.
+GENERIC_NAMES = frozenset({'logger', 'policy'})
+
+
+def looks_like_stack(found):
+    """Return True when the node names ``found`` (iterable of str) are an awopt stack's: one
+    name of the stack that is not in :data:`GENERIC_NAMES`, or two or more of its names."""
+    found = set(found)
+    return len(found) >= 2 or bool(found - GENERIC_NAMES)
 
 
 def live_stack_nodes(domain_id, wait_s=2.0, env=None, names=STACK_NODE_NAMES):
@@ -24,8 +33,9 @@ def live_stack_nodes(domain_id, wait_s=2.0, env=None, names=STACK_NODE_NAMES):
     discovery on this machine only: the discovery settings of ``env``, default
     :func:`ros_environment`, are put into this process's environment first) and watches the
     graph for up to ``wait_s`` seconds (DDS discovery on one host takes a fraction of that),
-    returning as soon as any node named in ``names`` shows up in the root namespace.
-    An empty list means none answered within ``wait_s``.
+    returning as soon as the nodes named in ``names`` that show up in the root namespace
+    :func:`looks_like_stack`. An empty list means no stack answered within ``wait_s`` (a lone
+    node called ``logger`` or ``policy`` from other software is not taken for one).
     """
     env = ros_environment(env)
     os.environ.update({k: env[k] for k in _DISCOVERY_KEYS if k in env})
@@ -39,8 +49,10 @@ def live_stack_nodes(domain_id, wait_s=2.0, env=None, names=STACK_NODE_NAMES):
         while True:
             found = sorted({name for name, ns in node.get_node_names_and_namespaces()
                             if ns == '/' and name in names})
-            if found or time.monotonic() >= deadline:
+            if looks_like_stack(found):
                 return found
+            if time.monotonic() >= deadline:
+                return []
             time.sleep(0.05)
     finally:
         if node is not None:
