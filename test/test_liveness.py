@@ -124,3 +124,16 @@ def test_clock_paced_node_is_silent_only_on_both_clocks():
     plain = NodeMonitor({'camera': 2.0})                 # data-paced: wall clock alone
     plain.seen('camera', 100.0, clock_s=50.0)
     assert [p.node for p in plain.silent(102.5, clock_s=50.1)] == ['camera']
+
+
+def test_a_node_clock_that_goes_back_does_not_keep_a_silent_node_live():
+    """A simulator restarted while the manager runs starts its clock at 0 again: neither the
+    old clock nor a maximum of both may make a silent logger look live on the node clock."""
+    m = NodeMonitor({'logger': 3.0}, clock_paced=('logger',))
+    m.seen('logger', 100.0, clock_s=500.0)
+    # restarted simulator, the logger silent since wall 100: the wall clock decides
+    assert [p.node for p in m.silent(104.0, clock_s=1.0)] == ['logger']
+    assert m.silent(102.0, clock_s=1.0) == []            # within its timeout on the wall clock
+    m.seen('logger', 105.0, clock_s=0.2)                 # heard again on the new clock
+    assert m.silent(109.0, clock_s=1.0) == []            # slow simulated time: still live
+    assert [p.node for p in m.silent(109.0, clock_s=3.5)] == ['logger']   # 3.3 s on both

@@ -19,12 +19,19 @@ node's clock, which is simulated time under
 ``use_sim_time``: with the simulator slower than real time (``real_time_factor`` < 1, or
 lockstep between episodes) it comes less often than once a wall second. Such a node is
 ``clock_paced``: it counts as silent only once its timeout has passed on the wall clock AND on
-the node clock (a dead simulator stops the node clock, but then the camera is silent).
+the node clock (a dead simulator stops the node clock, but then the camera is silent). A node
+clock that went back (a restarted simulator starts again at 0) says nothing about a silence
+that began before: only the wall clock counts then, until the node is heard from again.
 
 A node may also say it does not accept episodes (the logger, when its disk is nearly full or a
 write failed): :meth:`NodeMonitor.set_refusing`, as a plain refusal (no new episode; a running
-one goes on: the logger records it) or a fault (the node cannot do its job now, e.g. the
-logger's write failed: a running episode ends too). :meth:`NodeMonitor.start_refusal` tells
+one goes on) or a fault (the node cannot do its job now, e.g. the logger's write failed: a
+running episode ends too). A plain refusal does not say whether the running episode is
+recorded: the logger goes on recording an episode it had started when its disk got low, but
+one that started just as it stopped accepting (the manager had not yet heard its refusal) it
+does not record at all; that episode still runs to its end here, and the logger reports it
+on ``/logger/episode_saved`` with ``bag`` null and its reason in ``write_error`` (run
+reports list it as unrecorded: :func:`awopt_ros.core.report.frame_accounting`). :meth:`NodeMonitor.start_refusal` tells
 whether an episode may start; :meth:`NodeMonitor.episode_problem` whether a running one must
 end (``node_lost`` for a silent node, ``failed`` for a faulty one).
 """
@@ -77,7 +84,7 @@ class NodeMonitor:
         self.signals = dict(signals or {})
         self.clock_paced = frozenset(clock_paced) & set(self.timeouts_s)
         self._last = dict.fromkeys(self.timeouts_s)     # wall s, None: never heard from
-        self._last_clock = {}                            # node clock s, clock-paced nodes
+        self._last_clock = {}    # node clock s of the latest message, clock-paced nodes
         self._refusing = {}                              # node -> (reason, kind)
 
     @property
@@ -87,12 +94,13 @@ class NodeMonitor:
 
     def seen(self, name, wall_s, clock_s=None):
         """Record a message from ``name`` at wall time ``wall_s`` (s) and node-clock time
-        ``clock_s`` (s; needed for ``clock_paced`` nodes); other names are ignored."""
+        ``clock_s`` (s; needed for ``clock_paced`` nodes); other names are ignored. The node
+        clock is taken as it is, even when it went back (a restarted simulator)."""
         if name in self._last:
             last = self._last[name]
             self._last[name] = wall_s if last is None else max(last, wall_s)
             if clock_s is not None and name in self.clock_paced:
-                self._last_clock[name] = max(self._last_clock.get(name, clock_s), clock_s)
+                self._last_clock[name] = clock_s
 
     def expect_from(self, names, wall_s):
         """Count ``names`` as heard from at ``wall_s``, unless heard from later.
@@ -138,10 +146,11 @@ class NodeMonitor:
 
     def _clock_recent(self, name, clock_s, timeout_s):
         """True if clock-paced ``name`` was heard from within ``timeout_s`` on the node clock
-        (a simulated clock slower than the wall clock)."""
+        (a simulated clock slower than the wall clock). False when that clock is now behind
+        the node's last message (it went back: a restarted simulator)."""
         last = self._last_clock.get(name)
         return (name in self.clock_paced and clock_s is not None and last is not None
-                and clock_s - last <= timeout_s)
+                and 0.0 <= clock_s - last <= timeout_s)
 
     def problems(self, wall_s, clock_s=None):
         """Return every :class:`Problem`: silent nodes, then nodes (not silent) that refuse
