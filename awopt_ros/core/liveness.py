@@ -31,9 +31,10 @@ recorded: the logger goes on recording an episode it had started when its disk g
 one that started just as it stopped accepting (the manager had not yet heard its refusal) it
 does not record at all; that episode still runs to its end here, and the logger reports it
 on ``/logger/episode_saved`` with ``bag`` null and its reason in ``write_error`` (run
-reports list it as unrecorded: :func:`awopt_ros.core.report.frame_accounting`). :meth:`NodeMonitor.start_refusal` tells
-whether an episode may start; :meth:`NodeMonitor.episode_problem` whether a running one must
-end (``node_lost`` for a silent node, ``failed`` for a faulty one).
+reports list it as unrecorded: :func:`awopt_ros.core.report.frame_accounting`).
+:meth:`NodeMonitor.start_refusal` tells whether an episode may start;
+:meth:`NodeMonitor.episode_problem` whether a running one must end (``node_lost`` for a silent
+node, ``failed`` for a faulty one).
 """
 from dataclasses import dataclass
 
