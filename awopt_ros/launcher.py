@@ -36,9 +36,10 @@ STACK_NODES = (
 )
 POLICY_NODES = {'actor': ('policy', 'awopt_ros.nodes.policy'),
                 'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy')}
+#: Every node a stack may run, {node name: python module}, either policy included.
+ALL_NODE_MODULES = dict([*STACK_NODES, *POLICY_NODES.values()])
 #: Every node name a stack may run (the graph check looks for these).
-STACK_NODE_NAMES = tuple(sorted({n for n, _ in STACK_NODES}
-                                | {n for n, _ in POLICY_NODES.values()}))
+STACK_NODE_NAMES = tuple(sorted(ALL_NODE_MODULES))
 DEFAULT_CONFIG = 'config/awopt_ros_kuka_grasp.yaml'
 DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: Parameters that several nodes must agree on: {param: (node defaults, nodes)}. The camera
@@ -327,7 +328,7 @@ class Stack:
         if not resolve(self.config).is_file():
             raise FileNotFoundError(f'params file not found: {resolve(self.config)}')
         self.log_dir = Path(self.log_dir)
-        check_params_file(self.config, dict([*STACK_NODES, *POLICY_NODES.values()]),
+        check_params_file(self.config, ALL_NODE_MODULES,
                           self.overrides)   # unknown nodes / parameters (typos)
         check_shared_params(self.config, [n for n, _ in self.node_specs()], self.overrides)
 

@@ -20,7 +20,8 @@ from launch_ros.actions import Node
 
 # The same nodes and the same parameter checks as `awopt bringup`.
 from awopt_ros.core.param_schema import check_params_file
-from awopt_ros.launcher import POLICY_NODES, STACK_NODES, check_domain_free, check_shared_params
+from awopt_ros.launcher import (ALL_NODE_MODULES, POLICY_NODES, STACK_NODES, check_domain_free,
+                                check_shared_params)
 
 
 def check_stack_params(config, policy):
@@ -31,7 +32,7 @@ def check_stack_params(config, policy):
             the file, the node, the key and the closest known names), or nodes that
             disagree on a shared parameter.
     """
-    check_params_file(config, dict([*STACK_NODES, *POLICY_NODES.values()]))
+    check_params_file(config, ALL_NODE_MODULES)
     nodes = [name for name, _ in STACK_NODES] + [POLICY_NODES[policy][0]]
     check_shared_params(config, nodes)
 

@@ -14,10 +14,10 @@ import yaml
 
 from awopt_ros.core import param_schema
 from awopt_ros.core.paths import resolve
-from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, STACK_NODES, Stack, ros_environment
+from awopt_ros.launcher import (ALL_NODE_MODULES, DEFAULT_CONFIG, Stack, ros_environment)
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_NODES = dict([*STACK_NODES, *POLICY_NODES.values()])
+ALL_NODES = ALL_NODE_MODULES
 NODE_CLASSES = {'sim_robot': 'SimRobotNode', 'camera_pipeline': 'CameraPipelineNode',
                 'policy': 'PolicyNode', 'scripted_policy': 'ScriptedPolicyNode',
                 'arm_interface': 'ArmInterfaceNode', 'episode_manager': 'EpisodeManagerNode',

@@ -11,9 +11,9 @@ from awopt_ros.core.param_schema import (SchemaError, UnknownParameterError,
                                          declared_parameters, flatten, node_schemas,
                                          unknown_parameter_errors)
 from awopt_ros.core.paths import resolve
-from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, STACK_NODES
+from awopt_ros.launcher import ALL_NODE_MODULES, DEFAULT_CONFIG
 
-ALL_NODES = dict([*STACK_NODES, *POLICY_NODES.values()])
+ALL_NODES = ALL_NODE_MODULES
 #: A few names each node is known to take (the schema must hold at least these).
 KNOWN = {
     'sim_robot': {'seed', 'lockstep', 'publish_clock', 'real_time_factor', 'image_width'},

@@ -39,8 +39,8 @@ def _integer_override_as_float(node, name):
 def stack_parameter_names():
     """Return the names of the parameters any node of the stack declares (frozenset), read
     from the node modules' source (:mod:`awopt_ros.core.param_schema`)."""
-    from awopt_ros.launcher import POLICY_NODES, STACK_NODES
-    schemas = param_schema.node_schemas(dict([*STACK_NODES, *POLICY_NODES.values()]))
+    from awopt_ros.launcher import ALL_NODE_MODULES
+    schemas = param_schema.node_schemas(ALL_NODE_MODULES)
     return frozenset().union(*schemas.values())
 
 
