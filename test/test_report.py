@@ -7,7 +7,7 @@ from rclpy.serialization import serialize_message
 from awopt_ros.core.bag import BagWriter
 from awopt_ros.core.report import (CAMERA_TOPIC, bag_frame_stamps_ns, episode_seeds,
                                    episode_windows, frame_accounting, run_warnings,
-                                   stamps_in_window)
+                                   stamps_in_window, unrecorded_episodes)
 from awopt_ros.ros import convert
 
 S = 1_000_000_000   # ns per s
@@ -46,7 +46,8 @@ def test_frames_published_over_the_run_are_not_counted_as_lost():
               for k, w in windows.items()}
     out = frame_accounting(published, logged, windows)
     assert out == {'frames_published_in_episodes': 40, 'frames_logged_in_episodes': 40,
-                   'frames_lost': 0, 'frames_observed_in_episodes': 40, 'unreadable_bags': []}
+                   'frames_lost': 0, 'frames_observed_in_episodes': 40, 'unreadable_bags': [],
+                   'unrecorded_episodes': []}
     # A frame missing from a bag is lost; one the observer missed still counts as published.
     logged[2] = logged[2][1:]
     observed = [s for s in published if s != 7 * S]
@@ -60,6 +61,28 @@ def test_an_unreadable_bag_loses_its_frames():
     out = frame_accounting([S // 2, S], {1: None}, windows)
     assert out['frames_lost'] == 2 and out['unreadable_bags'] == [1]
     assert frame_accounting([S], {}, windows)['unreadable_bags'] == [1]
+
+
+def test_episodes_the_logger_did_not_record_are_listed_apart_not_as_lost_frames():
+    """An episode the logger refused (disk nearly full) or dropped (write error) has a saved
+    record with no bag and a write_error: not an unreadable bag, and no frame of it lost."""
+    saved = [{'episode': 1, 'bag': '/r/ep1', 'write_error': None},
+             {'episode': 2, 'bag': None, 'write_error': 'only 3.2 MB free on /r (min 50)'},
+             {'episode': 3, 'bag': None, 'write_error': None}]     # no reason: unreadable
+    unrecorded = unrecorded_episodes(saved)
+    assert unrecorded == {2: 'only 3.2 MB free on /r (min 50)'}
+    windows = {1: (0.0, 1.0), 2: (1.0, 2.0), 3: (2.0, 3.0)}
+    published = [S // 2, S, 3 * S // 2, 2 * S, 5 * S // 2, 3 * S]
+    out = frame_accounting(published, {1: [S // 2, S]}, windows, unrecorded)
+    assert out['unrecorded_episodes'] == [{'episode': 2,
+                                           'reason': 'only 3.2 MB free on /r (min 50)'}]
+    assert out['unreadable_bags'] == [3]
+    assert (out['frames_published_in_episodes'], out['frames_logged_in_episodes'],
+            out['frames_lost']) == (4, 2, 2)           # episode 3's two frames, not 2's
+    warnings = run_warnings(_report(**out))
+    assert ('episodes [2] ran but the logger did not record them: only 3.2 MB free on /r '
+            '(min 50)') in warnings
+    assert any('episodes [3] could not be read' in w for w in warnings)
 
 
 def test_bag_frame_stamps_are_the_camera_frames_header_stamps(tmp_path):

@@ -68,7 +68,21 @@ def stamps_in_window(stamps_ns, window_s):
     return {int(s) for s in stamps_ns if start_ns < int(s) <= end_ns}
 
 
-def frame_accounting(published_ns, logged_ns_by_episode, windows):
+def unrecorded_episodes(saved):
+    """Return ``{episode: reason}`` for the episodes the logger did not record: those whose
+    ``/logger/episode_saved`` record (dicts, as published) has no ``bag`` and gives a
+    ``write_error`` (refused at its start, e.g. disk nearly full, or dropped by a write
+    error). A record without a bag and without a ``write_error`` is not one of them: its bag is
+    missing for no reason given (:func:`frame_accounting` counts it unreadable)."""
+    out = {}
+    for record in saved:
+        k, reason = record.get('episode'), record.get('write_error')
+        if not record.get('bag') and reason and k is not None:
+            out[k] = str(reason)
+    return out
+
+
+def frame_accounting(published_ns, logged_ns_by_episode, windows, unrecorded=None):
     """Count camera frames published and logged during episodes; a frame lost is one
     published during an episode that the episode's bag lacks.
 
@@ -78,6 +92,10 @@ def frame_accounting(published_ns, logged_ns_by_episode, windows):
         logged_ns_by_episode: ``{episode: stamps (int ns) of the camera frames in its bag}``;
             None (or a missing episode) = the bag could not be read: nothing counts as logged.
         windows: ``{episode: (start_s, end_s)}`` (:func:`episode_windows`).
+        unrecorded: ``{episode: reason}`` of the episodes the logger said it did not record
+            (:func:`unrecorded_episodes`): listed apart, their frames counted neither as
+            published nor as lost (nothing was meant to record them), their bags not as
+            unreadable. None: none.
 
     Returns:
         dict: ``frames_published_in_episodes`` (frames stamped inside the episodes' windows:
@@ -86,12 +104,19 @@ def frame_accounting(published_ns, logged_ns_by_episode, windows):
         a few frames after its episode's end, the logger's end grace), ``frames_lost`` (the
         difference: 0 when nothing was lost), ``frames_observed_in_episodes`` (those of
         ``published_ns``: how much of the count rests on the observer, not on the bags) and
-        ``unreadable_bags`` (episode numbers whose bag is missing or unreadable).
+        ``unreadable_bags`` (episode numbers whose bag is missing or unreadable) and
+        ``unrecorded_episodes`` (``[{'episode': k, 'reason': text}]``, those of ``windows``
+        in ``unrecorded``).
     """
     published_ns = sorted(int(s) for s in published_ns)
+    unrecorded = unrecorded or {}
     out = {'frames_published_in_episodes': 0, 'frames_logged_in_episodes': 0,
-           'frames_lost': 0, 'frames_observed_in_episodes': 0, 'unreadable_bags': []}
+           'frames_lost': 0, 'frames_observed_in_episodes': 0, 'unreadable_bags': [],
+           'unrecorded_episodes': []}
     for k, window in sorted(windows.items()):
+        if k in unrecorded:
+            out['unrecorded_episodes'].append({'episode': k, 'reason': unrecorded[k]})
+            continue
         logged = logged_ns_by_episode.get(k)
         if logged is None:
             out['unreadable_bags'].append(k)
@@ -148,12 +173,13 @@ def run_warnings(report):
     """Return the warnings (list of str) a run's report deserves: frame-to-command latency
     p99 above a third of the camera period, a success collapse (see
     :data:`ZERO_SUCCESS_MIN_EPISODES`, :data:`LOW_SUCCESS_RATE`), camera frames lost during
-    episodes, unreadable bags.
+    episodes, unreadable bags, episodes the logger did not record.
 
     Args:
         report: dict with ``episodes``, ``successes``, ``frame_to_command_ms_p99`` (ms or
             None), ``camera_frame_period_ms``; optional ``latency_clock``, ``frames_lost``,
-            ``frames_published_in_episodes``, ``unreadable_bags``.
+            ``frames_published_in_episodes``, ``unreadable_bags``, ``unrecorded_episodes``
+            (as :func:`frame_accounting` returns them).
     """
     warnings = []
     p99, period = report.get('frame_to_command_ms_p99'), report.get('camera_frame_period_ms')
@@ -177,6 +203,11 @@ def run_warnings(report):
                         'frames published during episodes are missing from the bags')
     if report.get('unreadable_bags'):
         warnings.append(f'bags of episodes {report["unreadable_bags"]} could not be read')
+    by_reason = {}
+    for item in report.get('unrecorded_episodes') or ():
+        by_reason.setdefault(item.get('reason') or 'no reason given', []).append(item['episode'])
+    for reason, episodes in by_reason.items():
+        warnings.append(f'episodes {episodes} ran but the logger did not record them: {reason}')
     return warnings
 
 
