@@ -185,3 +185,35 @@ def test_every_message_decodes_with_the_generic_mcap_ros2_decoder(tmp_path):
     with AnyReader([bare / 'x.mcap']) as reader:
         assert reader.message_count == len(msgs)
         assert sum(1 for _ in reader.messages()) == len(msgs)
+
+
+def test_chunks_reach_the_os_every_chunk_max_s_without_fsync_and_close_fsyncs(
+        tmp_path, monkeypatch):
+    """Messages reach the file (readable by another reader, so they survive a SIGKILL of
+    the process) within about chunk_max_s, with no fsync on the writer thread; close()
+    fsyncs the finished bag once."""
+    import os
+    import time
+
+    from awopt_ros.core.bag import read_messages
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f'/proc/self/fd/{fd}'))
+        return real(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    rng = np.random.default_rng(4)
+    w = BagWriter(tmp_path / 'bag', TOPICS, chunk_max_s=0.05)
+    try:
+        for i in range(5):
+            w.write(IMAGE, serialize_message(_image(i, rng)), i)
+        deadline = time.monotonic() + 30
+        while len(read_messages(tmp_path / 'bag')) < 5:
+            assert time.monotonic() < deadline, 'the messages never reached the file'
+            time.sleep(0.02)
+        time.sleep(0.2)   # a few more writer-thread periods
+        assert synced == []
+    finally:
+        w.close()
+    assert any(p.endswith('.mcap') for p in synced), synced

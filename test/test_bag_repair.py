@@ -135,3 +135,66 @@ def test_repair_of_a_missing_bag_raises(tmp_path):
         repair_bag(tmp_path / 'nothing')
     assert needs_repair(tmp_path) is False
     assert recover_bags(tmp_path / 'none') == []
+
+
+def _lock(path):
+    """Hold an exclusive flock on the .mcap of bag ``path`` through a separate fd (as a
+    running logger's BagWriter does); return the fd."""
+    import fcntl
+    import os
+    fd = os.open(next(Path(path).glob('*.mcap')), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_a_bag_locked_by_a_running_writer_is_skipped_by_bag_repair(tmp_path, capsys):
+    """A bag a live logger still writes has no metadata.yaml either: ``awopt bag-repair``
+    (and recover_bags) leave it alone and say so, while a crashed bag beside it is repaired."""
+    import argparse
+    import os
+
+    from awopt_ros.bag_cli import add_bag_repair_args, run_bag_repair_cli
+    from awopt_ros.core.bag import BagInUseError, bag_in_use
+    bags = tmp_path / 'run' / 'bags'
+    _write_and_kill(bags / 'episode_0000', 4)
+    _write_and_kill(bags / 'episode_0001', 6)
+    live = bags / 'episode_0001'
+    before = next(live.glob('*.mcap')).read_bytes()
+    fd = _lock(live)
+    try:
+        assert bag_in_use(live) and not bag_in_use(bags / 'episode_0000')
+        parser = argparse.ArgumentParser()
+        add_bag_repair_args(parser)
+        assert run_bag_repair_cli(parser.parse_args([str(tmp_path / 'run')])) == 0
+        out = capsys.readouterr().out
+        assert f'{live}: in use by a running logger, skipped' in out
+        assert 'episode_0000: rebuilt' in out
+        assert run_bag_repair_cli(parser.parse_args([str(live)])) == 0
+        assert f'{live}: in use by a running logger, skipped' in capsys.readouterr().out
+        assert next(live.glob('*.mcap')).read_bytes() == before
+        assert not (live / 'metadata.yaml').exists()
+        assert recover_bags(bags) == [{'path': str(live),
+                                       'skipped': 'in use by a running logger, skipped'}]
+        with pytest.raises(BagInUseError):
+            repair_bag(live)
+        assert next(live.glob('*.mcap')).read_bytes() == before
+    finally:
+        os.close(fd)
+    assert not bag_in_use(live)
+    assert [r['messages'] for r in recover_bags(bags)] == [6]
+
+
+def test_a_bag_writer_holds_the_lock_while_open(tmp_path):
+    from awopt_ros.core.bag import BagWriter, bag_in_use, unfinished_bags
+    bags = tmp_path / 'bags'
+    w = BagWriter(bags / 'episode_0000', {TOPIC: 'std_msgs/msg/String'})
+    try:
+        w.write(TOPIC, serialize_message(String(data='live')), 1)
+        assert bag_in_use(bags / 'episode_0000')
+        in_use = []
+        assert unfinished_bags(bags, in_use=in_use) == [] and in_use == [bags / 'episode_0000']
+    finally:
+        w.close()
+    assert not bag_in_use(bags / 'episode_0000')
+    assert unfinished_bags(bags) == []
+

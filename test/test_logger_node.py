@@ -569,3 +569,31 @@ def test_an_unreadable_output_dir_is_reported_not_raised(harness, tmp_path, monk
     assert not accepting and 'cannot read the free space' in reason and 'Input/output' in reason
     level, message, values = _logger_status(h)
     assert values['accepting_episodes'] == 'false' and message == reason
+
+
+def test_start_up_recovery_uses_recover_bags_with_its_own_typestore(ros_context, tmp_path,
+                                                                    monkeypatch):
+    """The logger rebuilds a crashed bag through core.bag.recover_bags, on the worker
+    thread, never with the type store the executor thread opens bags with; counted."""
+    from awopt_ros.core import bag as bagmod
+    from awopt_ros.core.bag import BagWriter
+    bag = tmp_path / 'run' / 'bags' / 'episode_0000'
+    w = BagWriter(bag, {CAMERA: 'sensor_msgs/msg/Image'})
+    w.write(CAMERA, b'\x00\x01\x00\x00' + bytes(60), 1)
+    w.close()
+    (bag / 'metadata.yaml').unlink()          # as a killed logger leaves it
+    used = []
+    real = bagmod.repair_bag
+
+    def spy(path, **kw):
+        used.append(kw.get('typestore'))
+        return real(path, **kw)
+    monkeypatch.setattr(bagmod, 'repair_bag', spy)
+    h = Harness(ros_context, tmp_path, monkeypatch)
+    try:
+        h.logger._saver.submit(lambda: None).result(timeout=30)   # recovery done
+        assert h.logger.counts['bags_repaired'] == 1
+        assert len(used) == 1 and used[0] is not None and used[0] is not h.logger._typestore
+        assert (bag / 'metadata.yaml').exists()
+    finally:
+        h.close()

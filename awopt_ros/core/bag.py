@@ -15,17 +15,24 @@ complete bag. Compression runs on the writer thread, never in a ROS callback. Ol
 written with per-message zstd (rosbag2's ``--compression-mode message``), are still read by
 :func:`read_messages` and :func:`repair_bag`.
 
-Crash safety: a chunk is closed and handed to the operating system at least every
-``chunk_max_s`` (and whenever it reaches rosbags' 1 MiB chunk size), so a process killed with
-SIGKILL loses at most the last chunk. Such a bag has no MCAP summary/footer and no
-``metadata.yaml``; :func:`repair_bag` (``awopt bag-repair``, and the logger at start-up via
-:func:`recover_bags`) rewrites the readable messages into a complete bag marked as cut
-(``custom_data`` in ``metadata.yaml``: ``awopt_cut: 'true'``).
+Crash safety: a chunk is closed and handed to the operating system (``flush``, no fsync: the
+page cache outlives a killed process) at least every ``chunk_max_s`` (and whenever it reaches
+rosbags' 1 MiB chunk size), so a process killed with SIGKILL loses at most the last chunk;
+:meth:`BagWriter.close` fsyncs the finished bag. A killed writer's bag has no MCAP
+summary/footer and no ``metadata.yaml``; :func:`repair_bag` (``awopt bag-repair``, and the
+logger node at start-up through :func:`recover_bags`) rewrites the readable messages into a
+complete bag marked as cut (``custom_data`` in ``metadata.yaml``: ``awopt_cut: 'true'``).
+
+Locking: while a :class:`BagWriter` writes a bag (and while :func:`repair_bag` rebuilds one)
+it holds an exclusive ``flock`` on the bag's ``.mcap`` file; the kernel drops it when the
+process dies. A bag still being written also lacks ``metadata.yaml``, so :func:`bag_in_use`
+tells it from a crashed one: :func:`unfinished_bags`, :func:`recover_bags` and ``awopt
+bag-repair`` skip it, and :func:`repair_bag` refuses it (:class:`BagInUseError`).
 
 No rclpy here: this module is usable (and tested) without ROS installed.
 """
 import errno
-import logging
+import fcntl
 import os
 import queue
 import shutil
@@ -52,8 +59,6 @@ CUT_KEY = 'awopt_cut'
 #: Four bytes that start a zstd frame (a per-message-compressed payload of an older bag).
 _ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 
-_LOG = logging.getLogger(__name__)
-
 _ZERO = QosTime(sec=0, nsec=0)
 
 
@@ -71,6 +76,42 @@ QOS_PRESETS = {
     'reliable': _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 10),
     'latched': _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 20),
 }
+
+
+class BagInUseError(OSError):
+    """The bag is locked by a running writer (a logger) or another repair (errno EBUSY)."""
+
+
+def _lock_bag_file(file):
+    """Open ``file`` and take an exclusive, non-blocking ``flock`` on it; return the fd (close
+    it to release). Raises BagInUseError when another open file holds a lock on it."""
+    fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise BagInUseError(errno.EBUSY, 'in use by a running logger', str(file)) from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def bag_in_use(path):
+    """True while a writer or a repair holds the lock of the ``.mcap`` file(s) of bag
+    directory ``path`` (see the module docstring); False for a bag nobody writes."""
+    for file in _mcap_files(path):
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+    return False
 
 
 def default_typestore():
@@ -110,6 +151,8 @@ class BagWriter:
         ValueError: ``topics`` empty, a topic name not starting with '/', an unknown message
             type, an unknown QoS preset or an unknown compression.
         FileExistsError: ``path`` exists already.
+
+    While the bag is open its ``.mcap`` file is locked (``flock``), see :func:`bag_in_use`.
     """
 
     def __init__(self, path, topics, *, qos=None, max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
@@ -142,7 +185,9 @@ class BagWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
         self._writer = _open_writer(self.path, compression)
+        self._lock_fd = None
         try:
+            self._lock_fd = _lock_bag_file(_mcap_files(self.path)[0])
             for key, value in (custom_data or {}).items():
                 if value is not None:
                     self._writer.set_custom_data(str(key), str(value))
@@ -154,6 +199,7 @@ class BagWriter:
         except BaseException:
             with suppress(Exception):
                 self._writer.abort()
+            self._unlock()
             raise
         self.topics = dict(topics)
         self.frames_written = {t: 0 for t in topics}
@@ -244,7 +290,8 @@ class BagWriter:
 
     def _flush_chunk(self):
         """Close the open MCAP chunk (if it holds messages) and hand the file's buffered bytes
-        to the operating system (fsync too), so that a crash cannot lose them."""
+        to the operating system (``flush``: the page cache survives a killed process, so no
+        fsync here; :meth:`close` fsyncs once)."""
         if self.error is not None:
             return
         storage = getattr(self._writer, 'storage', None)
@@ -255,7 +302,6 @@ class BagWriter:
             bio = getattr(storage, 'bio', None)
             if bio is not None:
                 bio.flush()
-                os.fsync(bio.fileno())
         except Exception as exc:  # noqa: BLE001 - kept and re-raised by close()
             self.error = exc
 
@@ -283,11 +329,13 @@ class BagWriter:
             if self.error is None:
                 try:
                     writer.close()
+                    _fsync_files(self.path)
                 except Exception as exc:  # noqa: BLE001 - e.g. ENOSPC writing the summary
                     self.error = exc
             if self.error is not None:
                 with suppress(Exception):
                     writer.abort()
+            self._unlock()
         if self.error is not None:
             raise RuntimeError(f'writing bag {self.path} failed: {self.error}') from self.error
         return dict(self.frames_written)
@@ -304,7 +352,13 @@ class BagWriter:
             with suppress(Exception):
                 writer.abort()
         shutil.rmtree(self.path, ignore_errors=True)
+        self._unlock()
         return not self.path.exists()
+
+    def _unlock(self):
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def __enter__(self):
         return self
@@ -321,6 +375,20 @@ def _open_writer(path, compression):
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     writer.open()
     return writer
+
+
+def _fsync_files(path):
+    """fsync every file of directory ``path``, then the directory (best effort)."""
+    for file in Path(path).iterdir():
+        if file.is_file():
+            with file.open('rb') as stream:
+                os.fsync(stream.fileno())
+    with suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _plain_cdr(data):
@@ -460,8 +528,10 @@ def repair_bag(path, *, typestore=None, reason='the writer stopped before closin
     rewritten, in order, into a new chunk-compressed bag with ``metadata.yaml``, whose
     ``custom_data`` says ``awopt_cut: 'true'``, ``awopt_cut_reason``,
     ``awopt_recovered_messages`` and ``awopt_unread_bytes``. The new bag replaces the old one
-    at ``path`` (built beside it, then swapped in by renames; :func:`recover_bags` finishes a
-    swap that a crash interrupted).
+    at ``path`` (built in a work directory ``.<name>.repair`` beside it, then swapped in by
+    renames; a repair that a crash interrupted is undone by :func:`unfinished_bags`, and so by
+    :func:`recover_bags`: the original is put back, to be repaired again). The original's
+    ``.mcap`` is locked (``flock``) during the repair.
 
     Args:
         path: bag directory (or its ``.mcap`` file).
@@ -476,11 +546,28 @@ def repair_bag(path, *, typestore=None, reason='the writer stopped before closin
         could not be rebuilt).
 
     Raises:
-        FileNotFoundError: no ``.mcap`` file. OSError: writing failed (the original is kept).
+        FileNotFoundError: no ``.mcap`` file. BagInUseError: a writer (a running logger) or
+        another repair holds the bag's lock; nothing is touched. OSError: writing failed (the
+        original is kept).
     """
     path = Path(path)
     if path.is_file():
         path = path.parent
+    files = _mcap_files(path)
+    if not files:
+        raise FileNotFoundError(f'no .mcap file in {path}')
+    locks = []
+    try:
+        for file in files:
+            locks.append(_lock_bag_file(file))
+        return _repair_locked(path, typestore, reason, keep_original)
+    finally:
+        for fd in locks:
+            os.close(fd)
+
+
+def _repair_locked(path, typestore, reason, keep_original):
+    """:func:`repair_bag` of bag directory ``path`` while its lock is held."""
     store = typestore if typestore is not None else default_typestore()
     scan = scan_mcap(path)
     work = path.parent / f'.{path.name}.repair'
@@ -536,22 +623,34 @@ def repair_bag(path, *, typestore=None, reason='the writer stopped before closin
     return result
 
 
-def unfinished_bags(bags_dir):
+def unfinished_bags(bags_dir, *, in_use=None):
     """Return the bag directories under ``bags_dir`` that need :func:`repair_bag` (sorted).
 
     First undoes repairs a crash interrupted (a ``.<name>.repair`` work directory: the
-    original bag is put back, to be repaired again).
+    original bag is put back, to be repaired again); a repair still running is left alone.
+    Bags that a running writer or repair holds (:func:`bag_in_use`: a logger still writing
+    them) are not returned; they are appended to the list ``in_use`` when one is given.
     """
     bags_dir = Path(bags_dir)
     if not bags_dir.is_dir():
         return []
     for work in sorted(bags_dir.glob('.*.repair')):
         target = bags_dir / work.name[1:-len('.repair')]
+        if bag_in_use(target) or bag_in_use(work / 'orig'):
+            continue   # another process is repairing it right now
         if not target.exists() and (work / 'orig').is_dir():
             (work / 'orig').rename(target)
         shutil.rmtree(work, ignore_errors=True)
-    return [p for p in sorted(bags_dir.iterdir())
-            if p.is_dir() and not p.name.startswith('.') and needs_repair(p)]
+    out = []
+    for p in sorted(bags_dir.iterdir()):
+        if not p.is_dir() or p.name.startswith('.') or not needs_repair(p):
+            continue
+        if bag_in_use(p):
+            if in_use is not None:
+                in_use.append(p)
+        else:
+            out.append(p)
+    return out
 
 
 def repair_error_text(exc):
@@ -561,30 +660,33 @@ def repair_error_text(exc):
     return f'{type(exc).__name__}: {exc}'
 
 
+#: Why a bag was skipped by :func:`recover_bags` and ``awopt bag-repair``.
+IN_USE_TEXT = 'in use by a running logger, skipped'
+
+
 def recover_bags(bags_dir, *, typestore=None, reason='the logger stopped mid-episode'):
     """Repair every bag under ``bags_dir`` left unfinished by a crash (see :func:`repair_bag`
     and :func:`unfinished_bags`). A bag that cannot be repaired (e.g. the disk is full) is
-    left as it is, and reported.
+    left as it is, and reported; a bag being written (locked) is skipped, and reported.
+
+    Args:
+        typestore: rosbags type store; default: a new one for this call (a type store is not
+            thread safe: do not pass one that another thread uses, e.g. to open writers).
 
     Returns:
-        list of dicts: :func:`repair_bag`'s result, or ``{'path', 'failed': text}``.
+        list of dicts, one per bag: :func:`repair_bag`'s result, ``{'path', 'failed': text}``
+        or ``{'path', 'skipped': text}``. OSError if ``bags_dir`` cannot be listed.
     """
-    results = []
-    for path in unfinished_bags(bags_dir):
+    store = typestore if typestore is not None else default_typestore()
+    in_use = []
+    todo = unfinished_bags(bags_dir, in_use=in_use)
+    results = [{'path': str(p), 'skipped': IN_USE_TEXT} for p in in_use]
+    for path in todo:
         try:
-            results.append(repair_bag(path, typestore=typestore, reason=reason))
+            results.append(repair_bag(path, typestore=store, reason=reason))
+        except BagInUseError:
+            results.append({'path': str(path), 'skipped': IN_USE_TEXT})
         except Exception as exc:  # noqa: BLE001 - reported; retried at the next start
-            text = repair_error_text(exc)
-            _LOG.error('bag %s: repair failed: %s', path, text)
-            results.append({'path': str(path), 'failed': text})
+            results.append({'path': str(path), 'failed': repair_error_text(exc)})
     return results
 
-
-def is_disk_full(exc):
-    """True for an ``OSError`` meaning the disk (or quota) is full, also when it is the cause
-    or context of ``exc``."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False

@@ -35,7 +35,8 @@ dropped, and the next one is accepted while ``min_free_disk_mb`` is free.
 
 Crash recovery: at start the bags that a killed logger left unfinished (no footer, no
 ``metadata.yaml``) are rebuilt from what can be read and marked as cut
-(``core.bag.repair_bag``, on the dataset worker thread).
+(``core.bag.recover_bags``, on the dataset worker thread); a bag being written is locked
+(``flock`` on its ``.mcap``), so neither this nor ``awopt bag-repair`` touches a live bag.
 """
 import importlib
 import json
@@ -54,8 +55,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
 
 from awopt_ros.core import robot
-from awopt_ros.core.bag import (COMPRESSIONS, BagWriter, default_typestore, repair_bag,
-                                repair_error_text, unfinished_bags)
+from awopt_ros.core.bag import COMPRESSIONS, BagWriter, default_typestore, recover_bags
 from awopt_ros.core.dataset import (EpisodeRecorder, NoRoomError, dataset_id_for, datasets_dir,
                                     is_lock_error, policy_id)
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_IMAGE_SIZE
@@ -254,30 +254,33 @@ class LoggerNode(Node):
 
     # ---- disk and crash recovery ------------------------------------------------------------
     def _recover_bags(self):
-        """Rebuild the bags a killed logger left unfinished, on the dataset worker thread."""
+        """Rebuild the bags a killed logger left unfinished (``core.bag.recover_bags``, on the
+        dataset worker thread, with a type store of its own: the executor thread uses
+        ``self._typestore`` to open bags meanwhile); return the Future of its results."""
+        return self._saver.submit(self._recover)
+
+    def _recover(self):
         try:
-            paths = unfinished_bags(self.output_dir / 'bags')
+            results = recover_bags(self.output_dir / 'bags',
+                                   reason='the logger stopped mid-episode')
         except OSError as exc:
             self.get_logger().error(f'cannot look for unfinished bags: {exc}')
-            return
-        for path in paths:
-            self.get_logger().warning(f'bag {path} was left unfinished (the logger stopped '
-                                      'mid-episode): rebuilding it from what can be read')
-            self._saver.submit(self._repair, path)
-
-    def _repair(self, path):
-        try:
-            result = repair_bag(path, typestore=self._typestore,
-                                reason='the logger stopped mid-episode')
-        except Exception as exc:  # noqa: BLE001 - reported; retried at the next start
-            self.get_logger().error(f'bag {path}: repair failed: {repair_error_text(exc)}')
-            return None
-        self.counts['bags_repaired'] += 1
-        self.get_logger().warning(
-            f'bag {path} rebuilt: {result["messages"]} messages kept, '
-            f'{result["unread_bytes"]} bytes unreadable; marked cut (metadata.yaml custom_data '
-            'awopt_cut: true); the episode is not in the dataset')
-        return result
+            return []
+        for result in results:
+            path = result['path']
+            if 'failed' in result:
+                self.get_logger().error(f'bag {path} was left unfinished (the logger stopped '
+                                        f'mid-episode); repair failed: {result["failed"]}')
+            elif 'skipped' in result:
+                self.get_logger().warning(f'bag {path} is unfinished but {result["skipped"]}')
+            else:
+                self.counts['bags_repaired'] += 1
+                self.get_logger().warning(
+                    f'bag {path} was left unfinished (the logger stopped mid-episode), '
+                    f'rebuilt: {result["messages"]} messages kept, {result["unread_bytes"]} '
+                    'bytes unreadable; marked cut (metadata.yaml custom_data awopt_cut: true); '
+                    'the episode is not in the dataset')
+        return results
 
     def _check_disk(self):
         """Return ``(free MB, accepting, reason, key)`` for ``output_dir`` (its nearest existing
