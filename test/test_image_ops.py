@@ -108,3 +108,17 @@ def test_frame_layout_check_counts_by_kind():
     assert check.dropped == 2
     with pytest.raises(ValueError, match='positive'):
         FrameLayoutCheck((0, 480))
+
+
+def test_rgb8_and_the_stamp_tolerance_are_defined_once_in_spec():
+    """One definition each (core.spec, ROS-free), imported by core and ros modules alike."""
+    from pathlib import Path
+
+    from awopt_ros.core import image_ops, report, spec
+    assert image_ops.RGB8 == spec.RGB8 == 'rgb8'
+    assert report.STAMP_TOLERANCE_S == spec.STAMP_TOLERANCE_S
+    root = Path(spec.__file__).resolve().parents[1]
+    for path, name in (('core/image_ops.py', 'RGB8 ='), ('ros/convert.py', 'RGB8 ='),
+                       ('core/report.py', 'STAMP_TOLERANCE_S ='),
+                       ('ros/convert.py', 'STAMP_TOLERANCE_S =')):
+        assert name not in (root / path).read_text(), path

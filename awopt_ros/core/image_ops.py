@@ -7,6 +7,8 @@ down-scaling), see docs/INTERFACES.md "Policy image".
 import cv2
 import numpy as np
 
+from awopt_ros.core.spec import RGB8
+
 
 def _check_rgb(rgb):
     if not isinstance(rgb, np.ndarray):
@@ -66,10 +68,6 @@ def crop_resize(rgb, crop_xywh, size):
         return np.ascontiguousarray(patch)
     out = cv2.resize(np.ascontiguousarray(patch), (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(out, dtype=np.uint8)
-
-
-#: The only camera encoding the pipeline takes (3 bytes per pixel, R, G, B).
-RGB8 = 'rgb8'
 
 
 def frame_layout_error(encoding, width, height, step, data_len, expected_wh):

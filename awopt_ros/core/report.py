@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from awopt_ros.core.spec import STAMP_TOLERANCE_S
+
 
 def percentile_ms(samples_ms, q):
     """Return the ``q``-th percentile (0..100) of ``samples_ms`` (ms), or None when empty."""
@@ -31,8 +33,6 @@ def latency_summary(samples_ms):
             'latency_samples': len(samples_ms)}
 
 
-#: Stamps closer than this (s) count as equal (the stack's convert.STAMP_TOLERANCE_S).
-STAMP_TOLERANCE_S = 1e-6
 #: Camera topic whose frames the bags record (the logger's CAMERA).
 CAMERA_TOPIC = '/camera/color/image_raw'
 

@@ -44,6 +44,13 @@ SOURCE_SIZE = (640, 480)  # camera width, height (px)
 #: YAML sets them for every bringup).
 POLICY_CROP_XYWH = (80, 0, 480, 480)
 POLICY_IMAGE_SIZE = 64
+#: The only camera image encoding the stack takes (3 bytes per pixel, R, G, B): the camera
+#: pipeline's frame check, ``ros.convert``'s image conversions.
+RGB8 = 'rgb8'
+#: Stamps this close (s) count as equal: float seconds resolve about 0.24 us at wall-clock
+#: epochs, and a stamp and the same time sent as float seconds (JSON) may differ by that
+#: (``ros.convert.not_after``, ``core.report.stamps_in_window``).
+STAMP_TOLERANCE_S = 1e-6
 
 
 def gripper_closedness(finger_m):

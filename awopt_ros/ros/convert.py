@@ -12,12 +12,12 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 
-from awopt_ros.core.spec import ACTION_DIM, ACTION_NAMES, PROPRIO_DIM, PROPRIO_NAMES
+from awopt_ros.core.spec import (ACTION_DIM, ACTION_NAMES, PROPRIO_DIM, PROPRIO_NAMES, RGB8,
+                                 STAMP_TOLERANCE_S)
 from awopt_ros.ros import qos
 from awopt_ros.ros.params import declare
 from awopt_ros.sim.scripted import object_yaw
 
-RGB8 = 'rgb8'
 ACTION_FRAME = 'base_link'
 
 
@@ -229,11 +229,6 @@ def stamp_to_s(stamp):
 def stamp_to_ns(stamp):
     """Return a ``builtin_interfaces/Time`` as int nanoseconds (exact, unlike seconds)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-#: Stamps this close (s) count as equal: float seconds resolve about 0.24 us at wall-clock
-#: epochs, and a stamp and the same time sent as float seconds (JSON) may differ by that.
-STAMP_TOLERANCE_S = 1e-6
 
 
 def not_after(stamp, t_s):
