@@ -21,6 +21,7 @@ from rosbags.highlevel import AnyReader
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
 
+from awopt_ros.core.bag import read_messages
 from awopt_ros.core.dataset import load_episodes
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
 from awopt_ros.ros import convert, qos
@@ -172,9 +173,14 @@ def test_kill_9_mid_episode_bag_rebuilt_by_bag_repair_and_at_the_next_start(feed
             feeder.step()
         feeder.spin_until(lambda: int(feeder.values().get('frames_logged_episode', 0)) >= frames,
                           what='frames written')
-        time.sleep(0.6)       # longer than bag_flush_period_s: the frames reached the OS
-        assert first.kill9() == -signal.SIGKILL
+        # Before the kill, wait until the file itself holds every frame (the logger's flush
+        # timer ran): under load this takes longer than bag_flush_period_s.
         bag = run / 'bags' / 'episode_0000'
+        deadline = time.monotonic() + 60
+        while sum(m[0] == CAMERA for m in read_messages(bag)) < frames:
+            assert time.monotonic() < deadline, 'frames never reached the file: ' + first.log()
+            time.sleep(0.1)
+        assert first.kill9() == -signal.SIGKILL
         assert not (bag / 'metadata.yaml').exists()
         with pytest.raises(Exception):
             _bag_info(bag)
