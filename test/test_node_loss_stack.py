@@ -5,7 +5,9 @@ Starts the stack (scripted policy; the camera at 2 Hz, so that an episode, a fix
 steps, lasts longer than the logger's detection time), starts an episode, sends
 ``SIGKILL`` to the logger process once the episode has 5 steps, and checks that the episode
 manager ends the episode as ``node_lost`` naming the logger (not ``success``), and refuses the
-next ``/episode/start`` naming the logger. Prints the detection delay (kill -> end event).
+next ``/episode/start`` naming the logger. Prints the detection delay (kill -> end event, and
+the logger's last status -> end event, which the bound is on: it does not depend on where in
+the logger's 1 s status period the kill fell).
 """
 import json
 import os
@@ -13,6 +15,7 @@ import signal
 import time
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -23,6 +26,11 @@ from awopt_ros.ros.episode_client import EpisodeClient
 from awopt_ros.ros.runner import stack_overrides
 
 LOGGER_TIMEOUT_S = 3.0     # the episode manager's default logger_timeout_s
+#: Slack on top of LOGGER_TIMEOUT_S, from the logger's last status to the end event: the
+#: manager's 50 ms check and the delivery of the status and of the event, on a host where six
+#: node processes share 2 cores with other jobs. Still well below what a missed death gave
+#: (no end at all, or a 'success' end once the scripted grasp was done).
+LOAD_SLACK_S = 3.0
 
 
 def test_killed_logger_ends_the_episode_as_node_lost_and_refuses_the_next(tmp_path):
@@ -39,6 +47,11 @@ def test_killed_logger_ends_the_episode_as_node_lost_and_refuses_the_next(tmp_pa
     client = EpisodeClient(context=ctx)
     actions = []
     client.create_subscription(JointState, '/policy/action', actions.append, qos.COMMAND)
+    logger_status_s = []    # monotonic s at which each 'logger' status was received
+    client.create_subscription(
+        DiagnosticArray, '/diagnostics',
+        lambda m: logger_status_s.extend(time.monotonic() for s in m.status
+                                         if s.name == 'logger'), 50)
     stack.start()
     try:
         alive = lambda: not stack.dead()  # noqa: E731
@@ -55,18 +68,21 @@ def test_killed_logger_ends_the_episode_as_node_lost_and_refuses_the_next(tmp_pa
         logger = next(n for n in stack.nodes if n.name == 'logger')
         logger.process.send_signal(signal.SIGKILL)
         killed = time.monotonic()
+        assert logger_status_s, 'no logger status received before the kill'
         end = client.wait_end(k, 30.0)
-        delay_s = time.monotonic() - killed
-        print(f'logger killed -> episode end event: {delay_s:.2f} s '
-              f'(logger_timeout_s {LOGGER_TIMEOUT_S})')
+        ended = time.monotonic()
+        delay_s, since_status_s = ended - killed, ended - logger_status_s[-1]
+        print(f'logger killed -> episode end event: {delay_s:.2f} s; its last status -> end '
+              f'event: {since_status_s:.2f} s (logger_timeout_s {LOGGER_TIMEOUT_S})')
         assert end is not None, 'the episode with a dead logger did not end'
         assert end['outcome'] == 'node_lost', end
         assert end['detail'].startswith('no data from: logger'), end
         assert end['truncated'] and not end['success']
-        # The end comes logger_timeout_s after the logger's last status, sent up to a second
-        # (its period) before the kill, plus the manager's 50 ms check and load on the host.
+        # The end comes logger_timeout_s after the logger's last status (sent up to a second,
+        # its period, before the kill), plus the manager's check and load on the host.
         manager = next(n for n in stack.nodes if n.name == 'episode_manager')
-        assert delay_s < LOGGER_TIMEOUT_S + 2.0, manager.log_tail()
+        assert LOGGER_TIMEOUT_S - 1.5 < since_status_s < LOGGER_TIMEOUT_S + LOAD_SLACK_S, (
+            since_status_s, manager.log_tail())
         future = client.start_client.call_async(Trigger.Request())
         assert client.spin_until(future.done, 10.0)
         reply = future.result()
