@@ -16,7 +16,7 @@ from rclpy.context import Context
 from awopt_ros.core.paths import resolve
 from awopt_ros.core.report import (bag_frame_stamps_ns, episode_seeds, episode_windows,
                                    frame_accounting, latency_summary, run_warnings,
-                                   summarize_episodes)
+                                   summarize_episodes, unrecorded_episodes)
 from awopt_ros.launcher import Stack, StackError, ros_environment
 from awopt_ros.ros.episode_client import EpisodeClient
 
@@ -258,7 +258,7 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     report.update(frame_accounting(
         client.camera_stamps_ns,
         {s['episode']: bag_frame_stamps_ns(s['bag']) for s in saved if s.get('bag')},
-        episode_windows(client.events, counted)))
+        episode_windows(client.events, counted), unrecorded=unrecorded_episodes(saved)))
     report['seeds'] = episode_seeds(client.events, counted)
     report['warnings'] = run_warnings(report)
     if report_path is not None:
