@@ -597,3 +597,33 @@ def test_start_up_recovery_uses_recover_bags_with_its_own_typestore(ros_context,
         assert (bag / 'metadata.yaml').exists()
     finally:
         h.close()
+
+
+def test_at_exit_a_pending_episode_that_fails_loses_its_bag_and_the_next_is_written(
+        harness, tmp_path, monkeypatch):
+    """Two episodes left pending (dataset locked); at shutdown writing the first fails (EIO):
+    its bag is deleted, the second is written and keeps its bag."""
+    import errno
+
+    from awopt_ros.core.dataset import EpisodeRecorder
+    h, rng = harness, np.random.default_rng(13)
+    h.announce_actor()
+    h.logger.recorder.lock_retry_s = 0.0
+    real = EpisodeRecorder._append
+    errors = [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
+              BlockingIOError(errno.EAGAIN, 'unable to lock file'),
+              OSError(errno.EIO, os.strerror(errno.EIO))]
+
+    def failing(self, buffer):
+        if errors:
+            raise errors.pop(0)
+        return real(self, buffer)
+    monkeypatch.setattr(EpisodeRecorder, '_append', failing)
+    _save_episode(h, rng, 0, 10.0)
+    _save_episode(h, rng, 1, 20.0)
+    assert h.logger.recorder.pending_episodes == 2
+    h.logger.close()
+    assert h.logger.recorder.pending_episodes == 0
+    assert [e['episode'] for e in load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')] == [1]
+    assert sorted(p.name for p in (tmp_path / 'run' / 'bags').iterdir()) == ['episode_0001']
+    assert h.logger.counts['write_errors'] == 1

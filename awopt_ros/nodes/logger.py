@@ -763,13 +763,18 @@ class LoggerNode(Node):
                 'success': False, 'terminated': False, 'truncated': True}
             self._finish(event)
         self._saver.shutdown(wait=True)   # every finished episode reaches the dataset
-        if self.recorder.pending_episodes:    # the file was locked at their end: try again
+        while self.recorder.pending_episodes:    # the file was locked at their end: retry
             try:
                 self.recorder.flush_pending()
                 self.get_logger().info('pending episodes written to the dataset')
             except Exception as exc:  # noqa: BLE001 - report at exit; bags are kept
+                failed = getattr(exc, 'episode_summary', None)
+                if failed is not None:   # that one is dropped (its bag too); go on
+                    self._drop_pending(failed, exc)
+                    continue
                 self.get_logger().error(f'{self.recorder.pending_episodes} episode(s) not '
                                         f'written to the dataset (their bags are kept): {exc}')
+                break
 
 
 def main(args=None):
