@@ -33,6 +33,19 @@ def _record(rec, k, ep, success, policy=1):
                    final_success_probability=ep['p'][-1], final_stamp_s=ep['stamp'][-1])
 
 
+
+def fail_appends(monkeypatch, errors):
+    """Make ``EpisodeRecorder._append`` raise ``errors`` (list of exceptions) in turn, one per
+    call, then append as usual."""
+    from awopt_ros.core.dataset import EpisodeRecorder
+    errors, real = list(errors), EpisodeRecorder._append
+
+    def failing(self, buffer):
+        if errors:
+            raise errors.pop(0)
+        return real(self, buffer)
+    monkeypatch.setattr(EpisodeRecorder, '_append', failing)
+
 def test_round_trip_three_episodes_and_unfinished_fourth(tmp_path, monkeypatch):
     import minari
     monkeypatch.delenv('MINARI_DATASETS_PATH', raising=False)
@@ -362,15 +375,8 @@ def test_a_failed_flush_names_the_pending_episode_that_was_dropped(tmp_path, mon
 
     rng = np.random.default_rng(12)
     rec = EpisodeRecorder(tmp_path, DATASET_ID, lock_retry_s=0.0)
-    real = EpisodeRecorder._append
-    errors = [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
-              OSError(errno.EIO, os.strerror(errno.EIO))]
-
-    def failing(self, buffer):
-        if errors:
-            raise errors.pop(0)
-        return real(self, buffer)
-    monkeypatch.setattr(EpisodeRecorder, '_append', failing)
+    fail_appends(monkeypatch, [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
+              OSError(errno.EIO, os.strerror(errno.EIO))])
     with pytest.raises(OSError, match='still locked'):
         _record(rec, 0, _episode(rng, 3), True)
     assert rec.pending_episodes == 1

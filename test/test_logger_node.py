@@ -494,19 +494,12 @@ def test_a_failed_append_drops_the_pending_episode_that_failed_not_the_current_o
     (EIO): episode 0's bag is deleted, episode 1 is written and its bag kept."""
     import errno
 
-    from awopt_ros.core.dataset import EpisodeRecorder
     h, rng = harness, np.random.default_rng(10)
     h.announce_actor()
     h.logger.recorder.lock_retry_s = 0.0
-    real = EpisodeRecorder._append
-    errors = [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
-              OSError(errno.EIO, os.strerror(errno.EIO))]
-
-    def failing(self, buffer):
-        if errors:
-            raise errors.pop(0)
-        return real(self, buffer)
-    monkeypatch.setattr(EpisodeRecorder, '_append', failing)
+    from test_dataset import fail_appends
+    fail_appends(monkeypatch, [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
+              OSError(errno.EIO, os.strerror(errno.EIO))])
     rec = _save_episode(h, rng, 0, 10.0)
     assert rec['write_error'] is None and not rec['dataset_written']
     assert h.logger.recorder.pending_episodes == 1
@@ -608,20 +601,13 @@ def test_at_exit_a_pending_episode_that_fails_loses_its_bag_and_the_next_is_writ
     its bag is deleted, the second is written and keeps its bag."""
     import errno
 
-    from awopt_ros.core.dataset import EpisodeRecorder
     h, rng = harness, np.random.default_rng(13)
     h.announce_actor()
     h.logger.recorder.lock_retry_s = 0.0
-    real = EpisodeRecorder._append
-    errors = [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
+    from test_dataset import fail_appends
+    fail_appends(monkeypatch, [BlockingIOError(errno.EAGAIN, 'unable to lock file'),
               BlockingIOError(errno.EAGAIN, 'unable to lock file'),
-              OSError(errno.EIO, os.strerror(errno.EIO))]
-
-    def failing(self, buffer):
-        if errors:
-            raise errors.pop(0)
-        return real(self, buffer)
-    monkeypatch.setattr(EpisodeRecorder, '_append', failing)
+              OSError(errno.EIO, os.strerror(errno.EIO))])
     _save_episode(h, rng, 0, 10.0)
     _save_episode(h, rng, 1, 20.0)
     assert h.logger.recorder.pending_episodes == 2

@@ -46,6 +46,8 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from awopt_ros.core.paths import fsync_dir
+
 #: rosbag2 metadata format version written (9 = Jazzy and newer).
 BAG_VERSION = 9
 #: Default cap on bytes waiting in the queue; beyond it messages are dropped (and counted).
@@ -329,7 +331,7 @@ class BagWriter:
             if self.error is None:
                 try:
                     writer.close()
-                    _fsync_files(self.path)
+                    fsync_dir(self.path)
                 except Exception as exc:  # noqa: BLE001 - e.g. ENOSPC writing the summary
                     self.error = exc
             if self.error is not None:
@@ -375,20 +377,6 @@ def _open_writer(path, compression):
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     writer.open()
     return writer
-
-
-def _fsync_files(path):
-    """fsync every file of directory ``path``, then the directory (best effort)."""
-    for file in Path(path).iterdir():
-        if file.is_file():
-            with file.open('rb') as stream:
-                os.fsync(stream.fileno())
-    with suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _plain_cdr(data):

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from awopt_ros.core.paths import fsync_dir
 from awopt_ros.core.spec import (ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES,
                                  PROPRIO_DIM, PROPRIO_NAMES, validate_action)
 
@@ -163,20 +164,6 @@ def episode_bytes(buffer):
                   buffer.truncations, buffer.infos):
         add(value)
     return total
-
-
-def _fsync_dir(path):
-    """fsync every file in ``path`` and the directory itself (best effort for the dir)."""
-    for file in Path(path).iterdir():
-        if file.is_file():
-            with file.open('rb') as stream:
-                os.fsync(stream.fileno())
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def is_lock_error(exc):
@@ -555,7 +542,7 @@ class EpisodeRecorder:
                 storage.update_episodes([buffer])
             index = int(storage.total_episodes) - 1
             del storage
-            _fsync_dir(staging)
+            fsync_dir(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

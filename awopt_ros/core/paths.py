@@ -3,6 +3,8 @@
 Works for a colcon install (ament index share directory) and for a pip/editable install in a
 venv (the source tree next to the ``awopt_ros`` Python package).
 """
+import os
+from contextlib import suppress
 from pathlib import Path
 
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +50,22 @@ def is_shipped(path):
     except ValueError:
         return False
     return True
+
+
+def fsync_dir(path):
+    """fsync every file directly in directory ``path``, then the directory itself (best
+    effort for the directory), so that what was written there survives a power cut.
+
+    Raises:
+        OSError: a file could not be opened or synced.
+    """
+    for file in Path(path).iterdir():
+        if file.is_file():
+            with file.open('rb') as stream:
+                os.fsync(stream.fileno())
+    with suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
