@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from awopt_ros.core import spec
+from awopt_ros.core import robot_names, spec
 from awopt_ros.core.param_schema import ParameterError, check_params_file
 from awopt_ros.core.paths import resolve
 
@@ -45,9 +45,18 @@ DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: Parameters that several nodes must agree on: {param: (node defaults, nodes)}. The camera
 #: pipeline makes the policy image, the policy node checks it against the model's contract and
 #: the logger stores it; a mismatch would drop every image (and every dataset step).
+_JOINT_READERS = ('sim_robot', 'arm_interface', 'policy', 'scripted_policy', 'episode_manager',
+                  'logger', 'robot_state')
 SHARED_PARAMS = {
     'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger')),
     'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy')),
+    # a driver's names (core.robot_names): every node that reads joint states or the camera
+    'joint_names': (list(spec.ARM_JOINTS), _JOINT_READERS),
+    'gripper_joint': (spec.GRIPPER_JOINT, _JOINT_READERS),
+    'joint_states_topic': (robot_names.DEFAULT_JOINT_STATES_TOPIC, _JOINT_READERS),
+    'camera_ns': (robot_names.DEFAULT_CAMERA_NS, ('sim_robot', 'camera_pipeline', 'policy',
+                                                  'arm_interface', 'episode_manager',
+                                                  'logger')),
 }
 
 
