@@ -26,7 +26,9 @@ export ROS_DOMAIN_ID
 .PHONY: setup demo test bench compare collect clean lock
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements.lock setup.py
+# control_msgs / tf2_msgs are generated from interfaces/ (awopt_ros/tools/build_interfaces.py)
+INTERFACE_FILES := $(shell find interfaces -type f 2>/dev/null)
+$(STAMP): requirements.txt requirements.lock setup.py $(INTERFACE_FILES)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "apt-get install $$missing"; \
@@ -38,6 +40,7 @@ $(STAMP): requirements.txt requirements.lock setup.py
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -r requirements.txt -c requirements.lock
 	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/python awopt_ros/tools/build_interfaces.py --prefix $(CURDIR)/$(VENV)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,1 @@
+"""Developer tools run by `make setup` (no ROS imports at module level)."""
