@@ -10,8 +10,8 @@ from rclpy.parameter import Parameter
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, JointState
-from std_msgs.msg import Float64, Float64MultiArray
-from std_srvs.srv import SetBool
+from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from awopt_ros.core.kinematics import default_kinematics, yaw_of
@@ -26,37 +26,51 @@ from awopt_ros.ros.convert import action_to_msg
 class Harness:
     """A peer node that feeds the arm interface and records what it publishes."""
 
-    def __init__(self, ctx, overrides=()):
+    def __init__(self, ctx, overrides=(), wait_ready=True):
         self.arm = ArmInterfaceNode(context=ctx, parameter_overrides=list(overrides))
         self.peer = rclpy.create_node('arm_interface_test_peer', context=ctx)
         self.executor = SingleThreadedExecutor(context=ctx)
         self.executor.add_node(self.arm)
         self.executor.add_node(self.peer)
-        self.js_pub = self.peer.create_publisher(JointState, '/joint_states', qos.SENSOR)
-        self.info_pub = self.peer.create_publisher(CameraInfo, '/camera/color/camera_info',
-                                                   qos.SENSOR)
+
+        def param(name):
+            return self.arm.get_parameter(name).value
+        self.joint_names = list(param('joint_names'))
+        self.gripper_joint = param('gripper_joint')
+        self.js_pub = self.peer.create_publisher(JointState, param('joint_states_topic'),
+                                                 qos.SENSOR)
+        self.info_pub = self.peer.create_publisher(
+            CameraInfo, param('camera_ns') + '/color/camera_info', qos.SENSOR)
         self.action_pub = self.peer.create_publisher(JointState, '/policy/action', qos.COMMAND)
+        self.heartbeat_pub = self.peer.create_publisher(Bool, '/arm/heartbeat', qos.COMMAND)
         self.got = {'traj': [], 'fwd': [], 'gripper': [], 'latency': [], 'diag': [],
                     'pose': []}
         self.peer.create_subscription(DiagnosticArray, '/diagnostics', self.got['diag'].append,
                                       10)
         self.peer.create_subscription(PoseStamped, '/arm/ee_pose', self.got['pose'].append, 10)
-        for key, typ, topic in (('traj', JointTrajectory, '/arm_controller/joint_trajectory'),
-                                ('fwd', Float64MultiArray,
-                                 '/forward_position_controller/commands'),
-                                ('gripper', Float64MultiArray, '/gripper_controller/commands'),
-                                ('latency', Float64, '/arm/frame_to_command_ms')):
+        for key, typ, topic in (
+                ('traj', JointTrajectory, param('arm_controller') + '/joint_trajectory'),
+                ('fwd', Float64MultiArray, param('forward_controller') + '/commands'),
+                ('gripper', Float64MultiArray, param('gripper_controller') + '/commands'),
+                ('latency', Float64, '/arm/frame_to_command_ms')):
             self.peer.create_subscription(typ, topic, self.got[key].append, qos.COMMAND)
         self.enable_client = self.peer.create_client(SetBool, '/arm/enable')
+        self.stop_client = self.peer.create_client(Trigger, '/arm/stop')
         self.q = HOME_Q.copy()
         self.feed_joints = True
         self.feed_camera = True
+        self.heartbeat = None          # None: not sent; True / False: sent with every feed
         self.finger_m = 0.0
         self._last_feed = 0.0
-        self.spin_until(lambda: (self.js_pub.get_subscription_count() > 0
-                                 and self.action_pub.get_subscription_count() > 0
-                                 and self.info_pub.get_subscription_count() > 0
-                                 and self.enable_client.service_is_ready()), 10.0)
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self):
+        assert self.spin_until(lambda: (self.js_pub.get_subscription_count() > 0
+                                        and self.action_pub.get_subscription_count() > 0
+                                        and self.info_pub.get_subscription_count() > 0
+                                        and self.enable_client.service_is_ready()
+                                        and self.stop_client.service_is_ready()), 10.0)
 
     def close(self):
         self.executor.shutdown()
@@ -70,7 +84,7 @@ class Harness:
         self._last_feed = now
         stamp = self.peer.get_clock().now().to_msg()
         if self.feed_joints:
-            msg = JointState(name=[*ARM_JOINTS, GRIPPER_JOINT],
+            msg = JointState(name=[*self.joint_names, self.gripper_joint],
                              position=[*self.q.tolist(), self.finger_m])
             msg.header.stamp = stamp
             self.js_pub.publish(msg)
@@ -78,6 +92,8 @@ class Harness:
             info = CameraInfo()
             info.header.stamp = stamp
             self.info_pub.publish(info)
+        if self.heartbeat is not None:
+            self.heartbeat_pub.publish(Bool(data=self.heartbeat))
 
     def spin_until(self, cond, timeout_s):
         deadline = time.monotonic() + timeout_s
@@ -99,6 +115,17 @@ class Harness:
             assert self.spin_until(lambda: self.arm._q_meas is not None, 2.0)
         return future.result()
 
+    def stop(self):
+        future = self.stop_client.call_async(Trigger.Request())
+        assert self.spin_until(future.done, 5.0)
+        assert future.result().success
+        return json.loads(future.result().message)
+
+    def diagnostics(self):
+        """Return (level, message, values) of the newest arm_interface diagnostics."""
+        status = [s for s in self.got['diag'][-1].status if s.name == 'arm_interface'][0]
+        return status.level, status.message, {kv.key: kv.value for kv in status.values}
+
     def send(self, action):
         self.action_pub.publish(action_to_msg(np.asarray(action, dtype=np.float64),
                                               self.peer.get_clock().now().to_msg()))
@@ -108,8 +135,8 @@ class Harness:
 def harness_factory(ros_context):
     made = []
 
-    def make(overrides=()):
-        h = Harness(ros_context, overrides)
+    def make(overrides=(), **kwargs):
+        h = Harness(ros_context, overrides, **kwargs)
         made.append(h)
         return h
     yield make
@@ -322,3 +349,34 @@ def test_gripper_state_may_come_in_its_own_joint_state(harness_factory):
     msg = JointState(name=[GRIPPER_JOINT], position=[float('nan')])
     h.js_pub.publish(msg)
     assert h.spin_until(lambda: h.arm._closedness is None, 2.0)
+
+
+LBR = [Parameter('joint_names', value=[f'lbr_A{i}' for i in range(1, 8)]),
+       Parameter('gripper_joint', value='lbr_gripper'),
+       Parameter('joint_states_topic', value='/lbr/joint_states'),
+       Parameter('camera_ns', value='/camera/camera'),
+       Parameter('arm_controller', value='/lbr/joint_trajectory_controller'),
+       Parameter('gripper_controller', value='/lbr_gripper_controller')]
+
+
+def test_driver_names_on_topics(harness_factory):
+    """Under lbr-stack names the node reads /lbr/joint_states and the realsense-ros
+    camera_info topic, and commands carry lbr_A1..lbr_A7 on the driver's controller topic."""
+    h = harness_factory(LBR)
+    h.enable(True)
+    assert json.loads(h.enable(True).message)['stale'] == []   # both inputs on their topics
+    h.finger_m = 0.04 * 0.6                   # holding an object: the torn bits keep closed
+    assert h.spin_until(lambda: h.arm._closedness == pytest.approx(0.6), 2.0)
+    h.send([0.02, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    assert h.spin_until(lambda: h.got['traj'] and h.got['gripper'], 3.0)
+    traj = h.got['traj'][-1]
+    assert list(traj.joint_names) == [f'lbr_A{i}' for i in range(1, 8)]
+    dpos, _ = _tcp_delta(np.array(traj.points[0].positions))
+    np.testing.assert_allclose(dpos, [0.02, 0.0, 0.0], atol=2e-4)
+    assert h.got['gripper'][-1].data.tolist() == [0.04]
+
+
+def test_bad_gripper_interface(ros_context):
+    with pytest.raises(ValueError, match='gripper_interface'):
+        ArmInterfaceNode(context=ros_context,
+                         parameter_overrides=[Parameter('gripper_interface', value='suction')])

@@ -169,3 +169,215 @@ class Watchdog:
     def stale(self, now_s):
         """Return the names (list, in declaration order) that are stale at ``now_s`` (s)."""
         return [n for n, t in self._timeouts.items() if self.age_s(n, now_s) > t]
+
+
+# ---------------------------------------------------------------- joint-space safety
+
+#: KUKA LBR iiwa 14 R820 maximum joint speeds of A1..A7 (datasheet: 85, 85, 100, 75, 130, 135,
+#: 135 deg/s), in rad/s: the default per-joint velocity limits of every arm command.
+IIWA14_MAX_VELOCITY_RAD_S = tuple(float(np.deg2rad(v)) for v in (85, 85, 100, 75, 130, 135, 135))
+#: Slack (rad/s) allowed above a reference velocity limit (the URDF rounds to 6 decimals).
+_VELOCITY_SLACK_RAD_S = 1e-5
+
+
+def _vector7(values, name):
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.shape != (7,):
+        raise ValueError(f'{name} needs 7 values (A1..A7), got {np.size(values)}: '
+                         f'{np.asarray(values).tolist()}')
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f'{name} must be finite, got {v.tolist()}')
+    return v
+
+
+@dataclass(frozen=True)
+class JointSafety:
+    """Joint-space limits applied to every arm command; validates itself on construction.
+
+    Attributes:
+        lower_rad: (7,) joint position lower limits (the URDF's), rad.
+        upper_rad: (7,) upper limits, rad.
+        margin_rad: distance kept from those limits (rad, >= 0): targets are clipped to
+            [lower + margin, upper - margin].
+        max_velocity_rad_s: (7,) per-joint velocity limits (rad/s, > 0): a command's step
+            from the measured joints, over one control period, stays under them.
+        max_start_jump_rad: largest |target - measured| of any joint (rad, > 0) accepted for
+            the first command after an enable or a hold (continuity check).
+        velocity_cap_rad_s: (7,) or None: limits that ``max_velocity_rad_s`` may not exceed
+            (the URDF's velocity limits), else ValueError.
+
+    Raises:
+        ValueError: not 7 finite values, lower >= upper, a margin that leaves no room, a
+            non-positive velocity or jump, or a velocity above ``velocity_cap_rad_s``.
+    """
+
+    lower_rad: tuple
+    upper_rad: tuple
+    margin_rad: float = 0.05
+    max_velocity_rad_s: tuple = IIWA14_MAX_VELOCITY_RAD_S
+    max_start_jump_rad: float = 0.25
+    velocity_cap_rad_s: tuple = None
+
+    def __post_init__(self):
+        lo = _vector7(self.lower_rad, 'lower_rad')
+        hi = _vector7(self.upper_rad, 'upper_rad')
+        if np.any(lo >= hi):
+            raise ValueError(f'joint lower limits {lo.tolist()} must be < upper limits '
+                             f'{hi.tolist()}')
+        margin = float(self.margin_rad)
+        if not (np.isfinite(margin) and margin >= 0.0):
+            raise ValueError(f'joint_limit_margin_rad must be a finite value >= 0, got {margin}')
+        if np.any(lo + margin >= hi - margin):
+            raise ValueError(f'joint_limit_margin_rad {margin} leaves no room between the '
+                             f'joint limits {lo.tolist()} .. {hi.tolist()}')
+        vel = _vector7(self.max_velocity_rad_s, 'max_joint_velocity_rad_s')
+        if np.any(vel <= 0.0):
+            raise ValueError(f'max_joint_velocity_rad_s must be > 0, got {vel.tolist()}')
+        cap = self.velocity_cap_rad_s
+        if cap is not None:
+            cap = _vector7(cap, 'velocity_cap_rad_s')
+            over = np.flatnonzero(vel > cap + _VELOCITY_SLACK_RAD_S)
+            if over.size:
+                raise ValueError(
+                    'max_joint_velocity_rad_s exceeds the robot velocity limits on joints '
+                    f'{[f"A{i + 1}" for i in over]}: {vel[over].tolist()} > '
+                    f'{cap[over].tolist()} rad/s')
+            cap = tuple(cap.tolist())
+        jump = float(self.max_start_jump_rad)
+        if not (np.isfinite(jump) and jump > 0.0):
+            raise ValueError(f'max_start_jump_rad must be a finite value > 0, got {jump}')
+        for name, value in (('lower_rad', tuple(lo.tolist())), ('upper_rad', tuple(hi.tolist())),
+                            ('margin_rad', margin), ('max_velocity_rad_s', tuple(vel.tolist())),
+                            ('max_start_jump_rad', jump), ('velocity_cap_rad_s', cap)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def lo(self):
+        """(7,) lowest commanded position, lower + margin (rad)."""
+        return np.asarray(self.lower_rad) + self.margin_rad
+
+    @property
+    def hi(self):
+        """(7,) highest commanded position, upper - margin (rad)."""
+        return np.asarray(self.upper_rad) - self.margin_rad
+
+
+@dataclass
+class JointFlags:
+    """What ``limit_joint_target`` did: ``clamped_joints`` (how many joint targets were
+    moved inside the position limits less the margin) and ``velocity_scale`` (the factor, in
+    (0, 1], the step from the measured joints was shortened by; 1.0 = unchanged)."""
+
+    clamped_joints: int = 0
+    velocity_scale: float = 1.0
+
+    @property
+    def velocity_limited(self):
+        """True when the step was shortened to respect the velocity limits."""
+        return self.velocity_scale < 1.0
+
+
+def limit_joint_target(q_meas, q_target, safety, dt_s):
+    """Return a joint target that respects the position margins and the velocity limits.
+
+    Steps: clip each target to [lower + margin, upper - margin]; then shorten the step from
+    ``q_meas`` uniformly (every joint by the same factor, so the motion keeps its direction)
+    until no joint moves faster than its velocity limit over ``dt_s``. A measured joint that
+    is already outside the margin band is thus moved back toward it, no faster than allowed;
+    one inside stays inside (the band is convex).
+
+    Args:
+        q_meas: (7,) measured joint positions (rad).
+        q_target: (7,) desired joint positions (rad).
+        safety: :class:`JointSafety`.
+        dt_s: time to reach the target (s, > 0): the control period.
+
+    Returns:
+        (q float64 (7,), :class:`JointFlags`).
+
+    Raises:
+        ValueError: not 7 finite values, or ``dt_s`` not a finite value > 0.
+    """
+    q0 = _vector7(q_meas, 'q_meas')
+    q1 = _vector7(q_target, 'q_target')
+    dt = float(dt_s)
+    if not (np.isfinite(dt) and dt > 0.0):
+        raise ValueError(f'dt_s must be a finite value > 0, got {dt_s}')
+    clipped = np.clip(q1, safety.lo, safety.hi)
+    flags = JointFlags(clamped_joints=int(np.count_nonzero(clipped != q1)))
+    step = clipped - q0
+    ratio = float(np.max(np.abs(step) / (np.asarray(safety.max_velocity_rad_s) * dt)))
+    if ratio > 1.0:
+        flags.velocity_scale = 1.0 / ratio
+        step = step / ratio
+    return q0 + step, flags
+
+
+def start_jump_rad(q_meas, q_target):
+    """Return max_j |q_target[j] - q_meas[j]| (rad) of two (7,) joint vectors.
+
+    Raises:
+        ValueError: not 7 finite values each.
+    """
+    return float(np.max(np.abs(_vector7(q_target, 'q_target') - _vector7(q_meas, 'q_meas'))))
+
+
+class CommandGate:
+    """Whether the arm may be commanded, and the continuity of its first command.
+
+    States: disabled (the start), enabled, stopped (latched by :meth:`stop` or a controller
+    fault, cleared only by :meth:`enable`). The first command after an enable, a stop or a
+    hold must start from the measured joints: :meth:`check_start` refuses a target more than
+    ``max_start_jump_rad`` from them, until a command passes and :meth:`commanded` is called.
+    """
+
+    def __init__(self):
+        self.enabled = False
+        self.stopped = False
+        self.stop_reason = ''
+        self.resuming = True
+
+    @property
+    def active(self):
+        """True when actions may move the arm (enabled and not stopped)."""
+        return self.enabled and not self.stopped
+
+    def enable(self):
+        """Enable; clear a stop; the next command is checked for continuity."""
+        self.enabled = True
+        self.stopped = False
+        self.stop_reason = ''
+        self.resuming = True
+
+    def disable(self):
+        """Disable (a stop stays latched)."""
+        self.enabled = False
+        self.resuming = True
+
+    def stop(self, reason):
+        """Latch a stop (``reason``, str) until the next :meth:`enable`."""
+        self.stopped = True
+        self.stop_reason = str(reason)
+        self.resuming = True
+
+    def hold(self):
+        """A hold was sent: the next command is checked for continuity."""
+        self.resuming = True
+
+    def check_start(self, q_meas, q_target, max_start_jump_rad):
+        """Return None when the command to ``q_target`` may go out, else why not (str).
+
+        Only the first command after an enable, a stop or a hold is checked: its largest
+        joint step from ``q_meas`` must be at most ``max_start_jump_rad``.
+        """
+        if not self.resuming:
+            return None
+        jump = start_jump_rad(q_meas, q_target)
+        if jump > max_start_jump_rad:
+            return (f'first command after enable/hold would jump {jump:.3f} rad from the '
+                    f'measured joints (max_start_jump_rad {max_start_jump_rad:.3f})')
+        return None
+
+    def commanded(self):
+        """A command went out: the following ones are not continuity-checked."""
+        self.resuming = False

@@ -1,45 +1,66 @@
 """arm_interface: policy actions -> safe joint commands for the iiwa arm and gripper.
 
-Subscribes ``/policy/action`` (JointState, 7 action names), ``/joint_states`` and
-``/camera/color/camera_info`` (watchdog only). Serves ``/arm/enable`` (std_srvs/SetBool; the
-node starts disabled and ignores actions until enabled, and after an enable those stamped at
-or before it, i.e. computed on older frames). Each accepted action goes through
-``core.safety.filter_action`` and ``core.kinematics.Kinematics.ik_step`` from the measured
-joints, then out as a JointTrajectory (``/arm_controller/joint_trajectory``) or a
-Float64MultiArray (``/forward_position_controller/commands``) per ``command_interface``,
-plus a gripper command on ``/gripper_controller/commands`` (``core.arm.gripper_target``: close
-wins over open, except that with ``reopen_empty_gripper`` both bits open a gripper that
-``/joint_states`` shows holding nothing). A 20 Hz watchdog holds the arm
-(measured joints sent once as the target) while any input is stale.
+Inputs: ``/policy/action`` (JointState, 7 action names), the driver's joint states
+(``joint_states_topic``, default ``/joint_states``, joints named per ``joint_names`` /
+``gripper_joint``) and ``<camera_ns>/color/camera_info`` (watchdog only). Services:
+``/arm/enable`` (std_srvs/SetBool; the node starts disabled and ignores actions until enabled,
+and after an enable those stamped at or before it, i.e. computed on older frames) and
+``/arm/stop`` (std_srvs/Trigger: hold at once, latched: actions are ignored until the next
+``/arm/enable true``).
+
+Each accepted action goes through ``core.safety.filter_action`` and
+``core.kinematics.Kinematics.ik_step`` from the measured joints, then ``core.safety.
+limit_joint_target`` (targets inside the URDF joint limits less ``joint_limit_margin_rad``;
+the step from the measured joints scaled so that no joint exceeds ``max_joint_velocity_rad_s``
+over ``control_period_s``), then out per ``command_interface`` (``ros.arm_backends``): the JTC
+topic, the forward position controller, or a FollowJointTrajectory goal per step; and a
+gripper command per ``gripper_interface`` (``core.arm.gripper_target``: close wins over open,
+except that with ``reopen_empty_gripper`` both bits open a gripper that the joint states show
+holding nothing). Joint names on every command are the driver's.
+
+Holding = the measured joints sent once as the target (a topic command or a goal). The node
+holds while any input is stale (20 Hz watchdog), while an action server it needs is not
+available, and, with ``heartbeat_timeout_s`` > 0, while the operator heartbeat is missing:
+std_msgs/Bool on ``/arm/heartbeat``, ``true`` = deadman pressed, published faster than the
+timeout; ``false`` or silence longer than the timeout holds at once, and no command goes out
+until ``true`` messages come again. The first command after an enable, a stop or a hold must
+start at the measured joints: a target more than ``max_start_jump_rad`` from them is refused
+(hold, error log). A FollowJointTrajectory goal that the controller rejects, or that ends in
+a failure that is not a preemption (``core.control_actions``), latches a hold like
+``/arm/stop`` (diagnostics ERROR with the error string) until the next enable.
+
 The enable reply's message is JSON: ``{"state": "enabled", "stamp_s": t, "stale": [...]}``
-(``t`` = the enable time on the node clock: actions stamped at or before it are ignored) or
-``{"state": "disabled" | "already disabled"}``. See docs/INTERFACES.md for the topic contract.
+(``t`` = the enable time on the node clock: actions stamped at or before it are ignored;
+``stale`` lists the inputs that hold the arm, among them the name of an action server that is
+not available) or ``{"state": "disabled" | "already disabled"}``. The stop reply's:
+``{"state": "stopped" | "already stopped"}``. See docs/INTERFACES.md for the topic contract.
 """
 import json
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, JointState
-from std_msgs.msg import Float64, Float64MultiArray
-from std_srvs.srv import SetBool
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from std_msgs.msg import Bool, Float64
+from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.core import robot, spec
 from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
-from awopt_ros.core.safety import SafetyLimits, Watchdog
-from awopt_ros.ros import qos
+from awopt_ros.core.safety import (IIWA14_MAX_VELOCITY_RAD_S, CommandGate, JointSafety,
+                                   SafetyLimits, Watchdog, limit_joint_target)
+from awopt_ros.ros import arm_backends, qos
 from awopt_ros.ros.convert import joint_positions, msg_to_action, not_after, stamp_to_s
-from awopt_ros.ros.diagnostics import OK, WARN, diagnostic_array
+from awopt_ros.ros.diagnostics import ERROR, OK, WARN, diagnostic_array
 from awopt_ros.ros.params import declare
-from awopt_ros.ros.run import spin_node
+from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
+from awopt_ros.ros.run import StartupError, spin_node
 
-COMMAND_INTERFACES = ('joint_trajectory', 'forward_position')
-CAMERA, JOINTS, POLICY = 'camera_info', 'joint_states', 'policy_action'
+COMMAND_INTERFACES = arm_backends.ARM_INTERFACES
+GRIPPER_INTERFACES = arm_backends.GRIPPER_INTERFACES
+CAMERA, JOINTS, POLICY, HEARTBEAT = 'camera_info', 'joint_states', 'policy_action', 'heartbeat'
 WATCHDOG_PERIOD_S = 0.05
 DIAGNOSTICS_PERIOD_S = 1.0
 EE_POSE_PERIOD_S = 0.1
@@ -47,40 +68,66 @@ WARN_THROTTLE_S = 1.0
 _TIMEOUT_PARAMS = {'camera_timeout_s': CAMERA, 'joint_state_timeout_s': JOINTS,
                    'policy_timeout_s': POLICY}
 _LIMIT_PARAMS = ('max_step_m', 'max_yaw_step_rad', 'workspace_min_m', 'workspace_max_m')
+STOP_SERVICE = '/arm/stop'
+HEARTBEAT_TOPIC = '/arm/heartbeat'
 
 
-def _duration(t_s):
-    ns = int(round(t_s * 1e9))
-    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def _closedness(msg):
-    """The gripper closedness of a JointState that names the gripper joint, or None when its
+def _closedness(msg, gripper_joint):
+    """The gripper closedness of a JointState that names ``gripper_joint``, or None when its
     position is missing or not finite (the conflicting-bits rule then lets close win)."""
     try:
-        finger = joint_positions(msg, [spec.GRIPPER_JOINT])[0]
+        finger = joint_positions(msg, [gripper_joint])[0]
     except (KeyError, ValueError):
         return None
     return spec.gripper_closedness(finger) if np.isfinite(finger) else None
 
 
 class ArmInterfaceNode(Node):
-    """The arm interface node (see module docstring). ``kwargs`` go to ``rclpy.node.Node``."""
+    """The arm interface node (see module docstring). ``kwargs`` go to ``rclpy.node.Node``.
+
+    Raises:
+        ValueError: a bad parameter (interface names, joint names, limits).
+        StartupError: an action interface was chosen and control_msgs is not installed.
+    """
 
     def __init__(self, **kwargs):
         super().__init__('arm_interface', **kwargs)
+        self._names, joint_states_topic = declare_joint_names(self)
+        _, camera_info_topic = declare_camera_ns(self)
         p = {}
         p['urdf_path'] = declare(self, 'urdf_path', robot.URDF_PATH,
                                  'URDF with the arm and a tcp frame (relative: package share)',
                                  read_only=True)
         p['command_interface'] = declare(
             self, 'command_interface', 'joint_trajectory',
-            'joint_trajectory (/arm_controller/joint_trajectory) or forward_position '
-            '(/forward_position_controller/commands)', read_only=True)
+            'joint_trajectory (topic <arm_controller>/joint_trajectory), forward_position '
+            '(topic <forward_controller>/commands) or follow_joint_trajectory (action '
+            '<arm_controller>/follow_joint_trajectory, control_msgs)', read_only=True)
+        p['arm_controller'] = declare(
+            self, 'arm_controller', '/arm_controller',
+            'Namespace of the joint_trajectory_controller (lbr-stack: '
+            '/lbr/joint_trajectory_controller; ICube iiwa_ros2: /iiwa_arm_controller)',
+            read_only=True)
+        p['forward_controller'] = declare(
+            self, 'forward_controller', '/forward_position_controller',
+            'Namespace of the forward position controller (command_interface '
+            'forward_position)', read_only=True)
+        p['gripper_interface'] = declare(
+            self, 'gripper_interface', 'forward',
+            'forward (topic <gripper_controller>/commands, [finger m]), gripper_command or '
+            'parallel_gripper_command (action <gripper_controller>/gripper_cmd, control_msgs '
+            'GripperCommand / ParallelGripperCommand) or none', read_only=True)
+        p['gripper_controller'] = declare(self, 'gripper_controller', '/gripper_controller',
+                                          'Namespace of the gripper controller',
+                                          read_only=True)
+        p['gripper_max_effort_n'] = declare(
+            self, 'gripper_max_effort_n', 0.0,
+            'Grip force limit sent with gripper action goals (N; 0 = the controller default)',
+            low=0.0, high=1000.0, read_only=True)
         p['control_period_s'] = declare(
             self, 'control_period_s', 0.1,
             'Time given to reach each commanded step (s): trajectory time_from_start and the '
-            'dt of the IK velocity limits', low=0.01, high=2.0)
+            'dt of the IK and joint velocity limits', low=0.01, high=2.0)
         p['max_step_m'] = declare(self, 'max_step_m', 0.03,
                                   'Largest tcp translation per action and axis (m)',
                                   low=0.001, high=0.1)
@@ -93,6 +140,26 @@ class ArmInterfaceNode(Node):
         p['workspace_max_m'] = declare(self, 'workspace_max_m', [0.85, 0.3, 0.5],
                                        'Upper corner x, y, z of the tcp workspace box in '
                                        'base_link (m)')
+        p['joint_limit_margin_rad'] = declare(
+            self, 'joint_limit_margin_rad', 0.05,
+            'Distance kept from the URDF joint position limits: every joint target is '
+            'clipped to [lower + margin, upper - margin] (rad)', low=0.0, high=0.5)
+        p['max_joint_velocity_rad_s'] = declare(
+            self, 'max_joint_velocity_rad_s', list(IIWA14_MAX_VELOCITY_RAD_S),
+            'Velocity limits of A1..A7 (rad/s, 7 values > 0, at most the URDF limits; '
+            'default: iiwa 14 datasheet 85, 85, 100, 75, 130, 135, 135 deg/s): each step from '
+            'the measured joints is scaled so that no joint exceeds them over '
+            'control_period_s')
+        p['max_start_jump_rad'] = declare(
+            self, 'max_start_jump_rad', 0.25,
+            'The first command after an enable, a stop or a hold is refused (hold) when a '
+            'joint target is further than this from the measured joints (rad)',
+            low=0.001, high=3.2)
+        p['heartbeat_timeout_s'] = declare(
+            self, 'heartbeat_timeout_s', 0.0,
+            'Operator deadman: hold unless std_msgs/Bool true arrived on /arm/heartbeat '
+            'within this time (s); false holds at once; 0 = off', low=0.0, high=10.0,
+            read_only=True)
         p['camera_timeout_s'] = declare(self, 'camera_timeout_s', 0.5,
                                         'Hold when no camera_info for this long (s)',
                                         low=0.01, high=10.0)
@@ -105,59 +172,100 @@ class ArmInterfaceNode(Node):
         p['reopen_empty_gripper'] = declare(
             self, 'reopen_empty_gripper', True,
             'An action with both the open and the close bit set opens a gripper that holds '
-            'nothing (/joint_states closedness below 0.05 or at least 0.95: open, or closed '
+            'nothing (joint state closedness below 0.05 or at least 0.95: open, or closed '
             'on air after a missed grasp); one holding an object stays closed. False: close '
             'always wins')
         if p['command_interface'] not in COMMAND_INTERFACES:
             raise ValueError(f'command_interface must be one of {COMMAND_INTERFACES}, '
                              f'got {p["command_interface"]!r}')
+        if p['gripper_interface'] not in GRIPPER_INTERFACES:
+            raise ValueError(f'gripper_interface must be one of {GRIPPER_INTERFACES}, '
+                             f'got {p["gripper_interface"]!r}')
         self._params = p
-        self._limits = self._make_limits(p)
-        self._watchdog = Watchdog({name: p[param] for param, name in _TIMEOUT_PARAMS.items()})
         self._kin = Kinematics(p['urdf_path'])
+        self._limits = self._make_limits(p)
+        self._joint_safety = self._make_joint_safety(p)
+        timeouts = {name: p[param] for param, name in _TIMEOUT_PARAMS.items()}
+        self._heartbeat = p['heartbeat_timeout_s'] > 0.0
+        if self._heartbeat:
+            timeouts[HEARTBEAT] = p['heartbeat_timeout_s']
+        self._watchdog = Watchdog(timeouts)
         self._period_s = float(p['control_period_s'])
         self._interface = p['command_interface']
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._enabled = False
+        self._gate = CommandGate()
+        self._epoch = 0                # enable count: faults of goals sent before are old
         self._got_action = False       # an action arrived in this enable period
         self._holding = False          # a hold was sent and no fresh command since
         self._q_meas = None            # (7,) measured arm joints, rad
         self._closedness = None        # measured gripper closedness 0..1, None if unknown
         self._enabled_at_s = 0.0       # node-clock time (s) of the last enable
         self._last_pose_s = -np.inf
+        self._gripper_warning = ''
         self._counts = dict(commands_sent=0, rejected=0, clipped=0, clamped=0, holds=0,
-                            ignored=0)
+                            ignored=0, clamped_joints=0, velocity_limited=0,
+                            continuity_refusals=0, stops=0, controller_faults=0)
+        self._arm, self._gripper = self._make_backends(p)
 
-        if self._interface == 'joint_trajectory':
-            self._arm_pub = self.create_publisher(
-                JointTrajectory, '/arm_controller/joint_trajectory', qos.COMMAND)
-        else:
-            self._arm_pub = self.create_publisher(
-                Float64MultiArray, '/forward_position_controller/commands', qos.COMMAND)
-        self._gripper_pub = self.create_publisher(
-            Float64MultiArray, '/gripper_controller/commands', qos.COMMAND)
         self._latency_pub = self.create_publisher(Float64, '/arm/frame_to_command_ms',
                                                   qos.COMMAND)
         self._pose_pub = self.create_publisher(PoseStamped, '/arm/ee_pose', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Joint states first: when both are ready the executor takes them in this order, so
         # an action is computed from the newest measured joints.
-        self.create_subscription(JointState, '/joint_states', self._on_joint_states, qos.SENSOR)
-        self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
-        self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera_info,
+        self.create_subscription(JointState, joint_states_topic, self._on_joint_states,
                                  qos.SENSOR)
+        self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
+        self.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info,
+                                 qos.SENSOR)
+        if self._heartbeat:
+            self.create_subscription(Bool, HEARTBEAT_TOPIC, self._on_heartbeat, qos.COMMAND)
         self.create_service(SetBool, '/arm/enable', self._on_enable)
+        self.create_service(Trigger, STOP_SERVICE, self._on_stop)
         self.create_timer(WATCHDOG_PERIOD_S, self._on_watchdog)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.get_logger().info(f'arm_interface ready ({self._interface}), disabled until '
-                               '/arm/enable true')
+        heartbeat = (f', heartbeat {p["heartbeat_timeout_s"]} s on {HEARTBEAT_TOPIC}'
+                     if self._heartbeat else '')
+        self.get_logger().info(
+            f'arm_interface ready ({self._interface} -> {self._arm.target}, gripper '
+            f'{p["gripper_interface"]} -> {self._gripper.target}{heartbeat}), disabled until '
+            '/arm/enable true')
 
-    # ---------------------------------------------------------------- parameters
+    # ---------------------------------------------------------------- set-up
+    def _make_backends(self, p):
+        try:
+            if self._interface == 'follow_joint_trajectory':
+                arm = arm_backends.TrajectoryActionArm(self, p['arm_controller'],
+                                                       self._names.arm, self._on_arm_fault)
+            else:
+                controller = (p['arm_controller'] if self._interface == 'joint_trajectory'
+                              else p['forward_controller'])
+                arm = arm_backends.TopicArm(self, self._interface, controller,
+                                            self._names.arm)
+            kind = p['gripper_interface']
+            if kind == 'forward':
+                gripper = arm_backends.TopicGripper(self, p['gripper_controller'])
+            elif kind == 'none':
+                gripper = arm_backends.NoGripper()
+            else:
+                gripper = arm_backends.GripperAction(
+                    self, kind, p['gripper_controller'], self._names.gripper,
+                    p['gripper_max_effort_n'], self._on_gripper_warning)
+        except RuntimeError as exc:      # control_msgs missing
+            raise StartupError(str(exc)) from exc
+        return arm, gripper
+
     @staticmethod
     def _make_limits(p):
         return SafetyLimits(p['max_step_m'], p['max_yaw_step_rad'],
                             tuple(p['workspace_min_m']), tuple(p['workspace_max_m']))
+
+    def _make_joint_safety(self, p):
+        urdf = self._kin.joint_limits()
+        return JointSafety(urdf.lower_rad, urdf.upper_rad, p['joint_limit_margin_rad'],
+                           tuple(p['max_joint_velocity_rad_s']), p['max_start_jump_rad'],
+                           velocity_cap_rad_s=urdf.velocity_rad_s)
 
     def _on_set_parameters(self, params):
         new = dict(self._params)
@@ -165,64 +273,89 @@ class ArmInterfaceNode(Node):
             new[param.name] = param.value
         try:
             limits = self._make_limits(new)
+            joint_safety = self._make_joint_safety(new)
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._params = new
         self._limits = limits
+        self._joint_safety = joint_safety
         self._period_s = float(new['control_period_s'])
         for param, name in _TIMEOUT_PARAMS.items():
             self._watchdog.set_timeout(name, new[param])
         return SetParametersResult(successful=True)
 
+    def destroy_node(self):
+        """Destroy the action clients (rclpy does not), then the node."""
+        self._arm.destroy()
+        self._gripper.destroy()
+        super().destroy_node()
+
     # ---------------------------------------------------------------- helpers
     def _now_s(self):
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _missing_servers(self):
+        return [m for m in (self._arm.missing(), self._gripper.missing()) if m]
 
     def _stale(self, now_s):
         stale = self._watchdog.stale(now_s)
         if not self._got_action:
             stale = [n for n in stale if n != POLICY]
-        return stale
+        return stale + self._missing_servers()
 
     def _send_arm(self, q7):
-        if self._interface == 'joint_trajectory':
-            msg = JointTrajectory()
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.joint_names = list(spec.ARM_JOINTS)
-            point = JointTrajectoryPoint()
-            point.positions = [float(v) for v in q7]
-            point.time_from_start = _duration(self._period_s)
-            msg.points = [point]
-        else:
-            msg = Float64MultiArray(data=[float(v) for v in q7])
-        self._arm_pub.publish(msg)
+        self._arm.send(q7, self._period_s, self._epoch)
 
-    def _hold(self, reason):
-        """Send the measured joints once as the target (if known) and enter the hold state."""
-        if self._holding:
+    def _hold(self, reason, force=False):
+        """Send the measured joints once as the target (if known) and enter the hold state;
+        ``force``: send it even when already holding."""
+        if self._holding and not force:
             return
         self._holding = True
+        self._gate.hold()
         self._counts['holds'] += 1
         if self._q_meas is not None:
             self._send_arm(self._q_meas)
         self.get_logger().info(f'holding position: {reason}')
 
+    def _on_arm_fault(self, message, epoch):
+        """A goal was rejected or failed (``ros.arm_backends``): latch a hold, if it belongs
+        to this enable period and the arm was active."""
+        self._counts['controller_faults'] += 1
+        self.get_logger().error(f'arm controller fault: {message}')
+        if epoch == self._epoch and self._gate.active:
+            self._gate.stop(f'controller fault: {message}')
+            self._hold('controller fault (latched until /arm/enable true)', force=True)
+
+    def _on_gripper_warning(self, message):
+        self._gripper_warning = message
+        self.get_logger().warning(f'gripper: {message}')
+
     # ---------------------------------------------------------------- callbacks
     def _on_camera_info(self, _msg):
         self._watchdog.feed(CAMERA, self._now_s())
 
+    def _on_heartbeat(self, msg):
+        if msg.data:
+            self._watchdog.feed(HEARTBEAT, self._now_s())
+            return
+        self._watchdog.reset(HEARTBEAT)         # released: hold now, not at the timeout
+        if self._gate.active:
+            self._hold('operator heartbeat released')
+
     def _on_joint_states(self, msg):
-        if spec.GRIPPER_JOINT in msg.name:   # also alone, from a separate gripper driver
-            self._closedness = _closedness(msg)
-            if not set(spec.ARM_JOINTS) & set(msg.name):
+        gripper, arm = self._names.gripper, self._names.arm
+        if gripper in msg.name:   # also alone, from a separate gripper driver
+            self._closedness = _closedness(msg, gripper)
+            if not set(arm) & set(msg.name):
                 return
         try:
-            q = joint_positions(msg, spec.ARM_JOINTS)
+            q = joint_positions(msg, arm)
         except (KeyError, ValueError) as exc:
-            self.get_logger().error(f'bad /joint_states: {exc}', throttle_duration_sec=5.0)
+            self.get_logger().error(f'bad joint states: {exc}', throttle_duration_sec=5.0)
             return
         if not np.all(np.isfinite(q)):
-            self.get_logger().error('non-finite /joint_states ignored',
+            self.get_logger().error('non-finite joint states ignored',
                                     throttle_duration_sec=5.0)
             return
         now_s = self._now_s()
@@ -242,9 +375,12 @@ class ArmInterfaceNode(Node):
 
     def _on_enable(self, request, response):
         if request.data:
-            self._enabled = True
+            self._gate.enable()
+            self._epoch += 1
             self._got_action = False
             self._holding = False
+            self._gripper_warning = ''
+            self._gripper.reset()
             # Enabled after a reset: joints measured before it must not be the base of the
             # next command (an action that arrives before the first new joint state would
             # send the arm back to where the last episode ended).
@@ -258,8 +394,8 @@ class ArmInterfaceNode(Node):
             response.message = json.dumps({'state': 'enabled', 'stamp_s': self._enabled_at_s,
                                            'stale': stale})
         else:
-            was = self._enabled
-            self._enabled = False
+            was = self._gate.enabled
+            self._gate.disable()
             self._holding = False
             self._hold('disabled')
             response.message = json.dumps({'state': 'disabled' if was else 'already disabled'})
@@ -267,9 +403,20 @@ class ArmInterfaceNode(Node):
         self.get_logger().info(f'/arm/enable {request.data}: {response.message}')
         return response
 
+    def _on_stop(self, _request, response):
+        was = self._gate.stopped
+        self._gate.stop('/arm/stop')
+        self._counts['stops'] += 1
+        self._hold('/arm/stop (latched until /arm/enable true)', force=True)
+        self._gripper.reset()
+        response.success = True
+        response.message = json.dumps({'state': 'already stopped' if was else 'stopped'})
+        self.get_logger().warning(f'{STOP_SERVICE}: {response.message}')
+        return response
+
     def _on_action(self, msg):
         now_s = self._now_s()
-        if not self._enabled:
+        if not self._gate.active:
             self._counts['ignored'] += 1
             return
         if not_after(msg.header.stamp, self._enabled_at_s):
@@ -301,45 +448,74 @@ class ArmInterfaceNode(Node):
             self._holding = False      # always send a hold for a rejected action
             self._hold('non-finite action')
             return
+        q_target, joint_flags = limit_joint_target(self._q_meas, cmd.q_target,
+                                                   self._joint_safety, self._period_s)
+        refusal = self._gate.check_start(self._q_meas, q_target,
+                                         self._joint_safety.max_start_jump_rad)
+        if refusal is not None:
+            self._counts['continuity_refusals'] += 1
+            self.get_logger().error(f'command refused: {refusal}; holding',
+                                    throttle_duration_sec=WARN_THROTTLE_S)
+            self._hold('discontinuous first command')
+            return
         self._counts['clipped'] += int(cmd.flags.clipped)
         self._counts['clamped'] += int(cmd.flags.clamped)
+        self._counts['clamped_joints'] += joint_flags.clamped_joints
+        self._counts['velocity_limited'] += int(joint_flags.velocity_limited)
         # Gripper first: a simulator in lockstep steps once the arm command has come.
         if cmd.gripper_m is not None:
-            self._gripper_pub.publish(Float64MultiArray(data=[cmd.gripper_m]))
-        self._send_arm(cmd.q_target)
+            self._gripper.send(cmd.gripper_m)
+        self._send_arm(q_target)
+        self._gate.commanded()
         self._holding = False
         self._counts['commands_sent'] += 1
         latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3
         self._latency_pub.publish(Float64(data=latency_ms))
 
     def _on_watchdog(self):
-        if not self._enabled:
+        if not self._gate.active:
             return
         stale = self._stale(self._now_s())
         if stale:
             self.get_logger().warning(f'stale inputs {stale}: holding position',
-                                   throttle_duration_sec=WARN_THROTTLE_S)
+                                      throttle_duration_sec=WARN_THROTTLE_S)
             self._hold(f'stale inputs {stale}')
         else:
             self._holding = False      # fresh again: the next stale period holds again
 
+    def _diagnostic_status(self, stale, missing):
+        """Return (level, message) of the diagnostics (see ``_publish_diagnostics``)."""
+        gate = self._gate
+        if gate.stopped and gate.stop_reason.startswith('controller fault'):
+            return ERROR, f'stopped: {gate.stop_reason}'
+        if missing:
+            return ERROR, f'action server not available: {missing}'
+        if gate.stopped:
+            return WARN, f'stopped: {gate.stop_reason}'
+        if stale:
+            return WARN, f'holding: stale {stale}'
+        if self._gripper_warning:
+            return WARN, f'gripper: {self._gripper_warning}'
+        return OK, ('enabled' if gate.enabled else 'disabled')
+
     def _publish_diagnostics(self):
         now_s = self._now_s()
-        stale = self._stale(now_s) if self._enabled else []
-        values = dict(self._counts, enabled=self._enabled, holding=self._holding,
-                      stale=','.join(stale))
-        if stale:
-            level, message = WARN, f'holding: stale {stale}'
-        else:
-            level, message = OK, ('enabled' if self._enabled else 'disabled')
+        missing = self._missing_servers()
+        stale = self._stale(now_s) if self._gate.active else []
+        values = dict(self._counts, **self._arm.counts, **self._gripper.counts,
+                      enabled=self._gate.enabled, stopped=self._gate.stopped,
+                      holding=self._holding, stale=','.join(stale),
+                      last_controller_error=getattr(self._arm, 'last_error', ''))
+        level, message = self._diagnostic_status(stale, missing)
         arr = diagnostic_array(self, 'arm_interface', values, message=message, level=level,
                                hardware_id='iiwa14')
         self._diag_pub.publish(arr)
 
     def counts(self):
         """Return a copy of the counters (commands_sent, rejected, clipped, clamped, holds,
-        ignored)."""
-        return dict(self._counts)
+        ignored, clamped_joints, velocity_limited, continuity_refusals, stops,
+        controller_faults) with the arm and gripper backends' goal counters."""
+        return dict(self._counts, **self._arm.counts, **self._gripper.counts)
 
 
 def main(args=None):
