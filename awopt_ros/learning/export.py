@@ -5,7 +5,8 @@ The graph (docs/INTERFACES.md "Model contract"): inputs ``image`` uint8 (N, H, W
 (N, 3), dynamic batch axis N. Continuous entries are the actor mean clipped to the bounds;
 discrete entries are 0/1, 1 where ``discrete_prob`` (the actor's Bernoulli probabilities of
 ``open, close, terminate``, which exploration may sample from) exceeds 0.5. Metadata:
-``awopt_contract`` (JSON, checked by ``awopt_ros.core.onnx_policy``) and ``model_card`` (text).
+``awopt_contract`` (JSON, checked by ``awopt_ros.core.onnx_policy``; it also records the
+training cell's ``camera_pose_xyz_rpy``) and ``model_card`` (text).
 """
 import io
 import json
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from awopt_ros.core import spec
+from awopt_ros.core.camera_pose import SIM_CAMERA_POSE_XYZ_RPY, as_pose
 from awopt_ros.core.onnx_policy import CONTRACT_KEY, CONTRACT_VERSION, MODEL_CARD_KEY
 from awopt_ros.learning.networks import ActorPolicy
 
@@ -25,10 +27,20 @@ PARITY_ATOL = 1e-4
 OUTPUT_NAMES = ('action', 'discrete_prob')
 
 
-def make_contract(image_size, crop_xywh, algorithm='bc', dataset=''):
-    """Return the ``awopt_contract`` dict for a model taking ``image_size`` square images."""
+def make_contract(image_size, crop_xywh, algorithm='bc', dataset='', *,
+                  camera_pose_xyz_rpy=SIM_CAMERA_POSE_XYZ_RPY):
+    """Return the ``awopt_contract`` dict for a model taking ``image_size`` square images.
+
+    ``camera_pose_xyz_rpy`` (6 floats, ``core.camera_pose``) is the pose of the camera in the
+    cell the training data came from (default: the simulated cell's); the policy node warns
+    when the deployed camera sits elsewhere.
+
+    Raises:
+        ValueError: ``crop_xywh`` is not 4 entries or the pose is not 6 finite numbers.
+    """
     if len(list(crop_xywh)) != 4:
         raise ValueError(f'crop_xywh must have 4 entries, got {list(crop_xywh)}')
+    pose = [float(v) for v in as_pose(camera_pose_xyz_rpy)]
     return {
         'image_size': [int(image_size), int(image_size)],
         'crop_xywh': [int(v) for v in crop_xywh],
@@ -40,6 +52,7 @@ def make_contract(image_size, crop_xywh, algorithm='bc', dataset=''):
         'action_units': list(spec.ACTION_UNITS),
         'algorithm': str(algorithm),
         'dataset': str(dataset),
+        'camera_pose_xyz_rpy': pose,
         'version': CONTRACT_VERSION,
     }
 
@@ -119,7 +132,7 @@ def parity_check(policy, onnx_path, image_size, batch_sizes=(1, 64), seed=0):
 
 
 def export_actor(actor, out_path, crop_xywh, dataset='', algorithm='bc', model_card='',
-                 check_parity=True):
+                 check_parity=True, camera_pose_xyz_rpy=SIM_CAMERA_POSE_XYZ_RPY):
     """Write ``actor`` as an ONNX file at ``out_path`` with contract metadata.
 
     Args:
@@ -130,17 +143,22 @@ def export_actor(actor, out_path, crop_xywh, dataset='', algorithm='bc', model_c
         algorithm: training algorithm recorded in the contract.
         model_card: free text stored under the ``model_card`` metadata key.
         check_parity: compare torch vs onnxruntime at batch 1 and 64.
+        camera_pose_xyz_rpy: camera pose (x y z m, roll pitch yaw rad; base_link ->
+            camera_link) of the cell the training data came from, recorded in the contract;
+            default the simulated cell's.
 
     Returns:
         dict: ``contract`` and ``parity`` ({batch: (max abs diff, discrete flips)} or {}).
 
     Raises:
-        ValueError: parity fails (the file is still written, for inspection).
+        ValueError: parity fails (the file is still written, for inspection), or a bad
+            camera pose.
     """
     actor = actor.eval()
     policy = ActorPolicy(actor, discrete_prob=True).eval()
     size = int(actor.config.image_size)
-    contract = make_contract(size, crop_xywh, algorithm=algorithm, dataset=dataset)
+    contract = make_contract(size, crop_xywh, algorithm=algorithm, dataset=dataset,
+                             camera_pose_xyz_rpy=camera_pose_xyz_rpy)
     dummy_img = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     dummy_pro = torch.zeros((2, spec.PROPRIO_DIM), dtype=torch.float32)
     out_path = save_with_metadata(_export_bytes(policy, dummy_img, dummy_pro), out_path,
