@@ -149,3 +149,24 @@ def test_pose_mismatch_refuses_bad_input():
         cp.pose_mismatch([1, 2, 3], sim, 0.1, 0.1)
     with pytest.raises(ValueError, match="model's"):
         cp.pose_mismatch(sim, [1, 'x'], 0.1, 0.1)
+
+
+def test_check_models():
+    sim = list(cp.SIM_CAMERA_POSE_XYZ_RPY)
+    moved = sim[:2] + [sim[2] + 0.2] + sim[3:]
+    status, lines = cp.check_models(sim, {'actor': {cp.CONTRACT_FIELD: sim}}, 0.02, 0.035)
+    assert status == cp.POSE_OK and len(lines) == 1 and 'actor' in lines[0]
+    status, lines = cp.check_models(sim, {'actor': {'image_size': [64, 64]}, 'critic': None},
+                                    0.02, 0.035)
+    assert status == cp.POSE_NOT_RECORDED and len(lines) == 2
+    status, lines = cp.check_models(moved, {'actor': {cp.CONTRACT_FIELD: sim}, 'critic': {}},
+                                    0.02, 0.035)
+    assert status == cp.POSE_MISMATCH and len(lines) == 1
+    assert lines[0].startswith('actor model: the camera sits 0.200 m')
+    status, lines = cp.check_models(sim, {'actor': {cp.CONTRACT_FIELD: [1, 2]}}, 0.02, 0.035)
+    assert status == cp.POSE_MISMATCH and 'unreadable' in lines[0]
+    assert cp.check_models(sim, {}, 0.02, 0.035) == (cp.POSE_OK, [])
+    with pytest.raises(ValueError, match='deployed'):
+        cp.check_models([0, 0, 0], {}, 0.02, 0.035)
+    with pytest.raises(ValueError, match='>= 0'):
+        cp.check_models(sim, {'actor': {cp.CONTRACT_FIELD: sim}}, -1.0, 0.035)

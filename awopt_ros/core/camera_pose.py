@@ -182,3 +182,53 @@ def pose_mismatch(deployed, recorded, tolerance_m, tolerance_rad):
             f'{math.degrees(tolerance_rad):.1f} deg): deployed camera_pose_xyz_rpy '
             f'[{fmt(f"{v:.4f}" for v in dep)}], model [{fmt(f"{v:.4f}" for v in rec)}]; '
             'the policy sees the scene from another viewpoint than in training')
+
+
+#: Outcomes of :func:`check_models`.
+POSE_OK, POSE_MISMATCH, POSE_NOT_RECORDED = 'ok', 'mismatch', 'not_recorded'
+#: Contract key of the recorded pose.
+CONTRACT_FIELD = 'camera_pose_xyz_rpy'
+
+
+def check_models(deployed, contracts, tolerance_m, tolerance_rad):
+    """Compare the deployed camera pose with the pose each model's contract records.
+
+    Args:
+        deployed: the cell's ``camera_pose_xyz_rpy`` (6 floats).
+        contracts: {model group (e.g. 'actor', 'critic'): its ``awopt_contract`` dict or None}.
+        tolerance_m, tolerance_rad: see :func:`pose_mismatch`.
+
+    Returns:
+        ``(status, lines)``: status :data:`POSE_MISMATCH` when any model records a pose
+        farther than the tolerance or an unreadable one (a warning each, in ``lines``), else
+        :data:`POSE_NOT_RECORDED` when some model records none (an info line each), else
+        :data:`POSE_OK` (one info line per model).
+
+    Raises:
+        ValueError: ``deployed`` is not a valid pose or a tolerance is negative.
+    """
+    dep = as_pose(deployed, 'deployed camera_pose_xyz_rpy')
+    if tolerance_m < 0.0 or tolerance_rad < 0.0:
+        raise ValueError(f'tolerances must be >= 0, got {tolerance_m} m, {tolerance_rad} rad')
+    warnings, infos = [], []
+    for group, contract in sorted(contracts.items()):
+        recorded = (contract or {}).get(CONTRACT_FIELD)
+        if recorded is None:
+            infos.append(f'{group} model records no camera pose (exported before '
+                         f'{CONTRACT_FIELD} existed): camera pose not checked')
+            continue
+        try:
+            why = pose_mismatch(dep, recorded, tolerance_m, tolerance_rad)
+        except ValueError as exc:      # the tolerances and deployed pose are valid
+            warnings.append(f'{group} model: unreadable {CONTRACT_FIELD} in its contract: {exc}')
+            continue
+        if why:
+            warnings.append(f'{group} model: {why}')
+        else:
+            infos.append(f'{group} model was trained with this camera pose (within '
+                         f'{tolerance_m:.3f} m, {math.degrees(tolerance_rad):.1f} deg)')
+    if warnings:
+        return POSE_MISMATCH, warnings
+    if any('records no camera pose' in line for line in infos):
+        return POSE_NOT_RECORDED, infos
+    return POSE_OK, infos
