@@ -2,6 +2,7 @@
 stamps (in process, private Context)."""
 import json
 
+import pytest
 import rclpy
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
@@ -49,10 +50,17 @@ def test_the_scripted_policys_model_info_is_readable(ros_context):
         client.destroy_node()
 
 
-def test_camera_info_stamps_are_collected(ros_context):
-    client = EpisodeClient(context=ros_context)
+@pytest.mark.parametrize('camera_ns', [None, '/camera/camera'])
+def test_camera_info_stamps_are_collected(ros_context, camera_ns):
+    """On the simulator's /camera/color/camera_info by default, and under the camera_ns given
+    (realsense-ros: /camera/camera/color/camera_info)."""
+    kwargs = {} if camera_ns is None else {'camera_ns': camera_ns}
+    client = EpisodeClient(context=ros_context, **kwargs)
+    ns = camera_ns or '/camera'
+    assert (client.camera_topic, client.camera_info_topic) == (
+        f'{ns}/color/image_raw', f'{ns}/color/camera_info')
     camera = rclpy.create_node('fake_camera', context=ros_context)
-    pub = camera.create_publisher(CameraInfo, '/camera/color/camera_info', qos.SENSOR)
+    pub = camera.create_publisher(CameraInfo, f'{ns}/color/camera_info', qos.SENSOR)
     try:
         assert client.spin_until(lambda: pub.get_subscription_count() > 0, 10.0)
         for ns in (1_500_000_000, 1_600_000_001):
@@ -64,3 +72,8 @@ def test_camera_info_stamps_are_collected(ros_context):
     finally:
         camera.destroy_node()
         client.destroy_node()
+
+
+def test_a_bad_camera_ns_is_refused(ros_context):
+    with pytest.raises(ValueError, match='camera_ns must be an absolute ROS name'):
+        EpisodeClient(context=ros_context, camera_ns='camera/camera/')

@@ -10,16 +10,26 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32, String
 from std_srvs.srv import SetBool, Trigger
 
+from awopt_ros.core import spec
 from awopt_ros.nodes.episode_manager import EpisodeManagerNode
 from awopt_ros.ros import convert, diagnostics, qos
 
 
+#: lbr-stack driver names with realsense-ros's camera (the fake-hardware bringup's)
+LBR = {'joint_names': [f'lbr_A{i}' for i in range(1, 8)], 'gripper_joint': 'lbr_gripper',
+       'joint_states_topic': '/lbr/joint_states', 'camera_ns': '/camera/camera'}
+
+
 class FakeCell:
     """Stands in for sim_robot's reset service, arm_interface's enable, the sensors, and the
-    signs of life of the camera pipeline, policy and logger (``alive`` says which send)."""
+    signs of life of the camera pipeline, policy and logger (``alive`` says which send).
+    ``names``: the driver's joint names, the joint state topic and the camera namespace
+    (default: the simulator's)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, joint_names=tuple(spec.ARM_JOINTS) + (spec.GRIPPER_JOINT,),
+                 joint_states_topic='/joint_states', camera_ns='/camera'):
         self.node = rclpy.create_node('fake_cell', context=ctx)
+        self.joint_names = list(joint_names)
         self.resets, self.enables = 0, []
         self.node.create_service(Trigger, '/sim/reset', self._reset)
         self.node.create_service(SetBool, '/arm/enable', self._enable)
@@ -29,8 +39,8 @@ class FakeCell:
                                       qos.LATCHED)
         self.action = self.node.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.success = self.node.create_publisher(Float32, '/success/probability', qos.COMMAND)
-        self.joints = self.node.create_publisher(JointState, '/joint_states', qos.SENSOR)
-        self.camera = self.node.create_publisher(CameraInfo, '/camera/color/camera_info',
+        self.joints = self.node.create_publisher(JointState, joint_states_topic, qos.SENSOR)
+        self.camera = self.node.create_publisher(CameraInfo, f'{camera_ns}/color/camera_info',
                                                  qos.SENSOR)
         self.policy_image = self.node.create_publisher(Image, '/policy/image', qos.SENSOR)
         self.diag = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -60,7 +70,8 @@ class FakeCell:
             return
         self.last_beat_s = time.monotonic()
         if 'joint_states' in self.alive:
-            self.joints.publish(JointState())
+            self.joints.publish(JointState(name=self.joint_names,
+                                           position=[0.0] * len(self.joint_names)))
         if 'camera' in self.alive:
             info = CameraInfo()
             info.header.stamp = self.node.get_clock().now().to_msg()
@@ -106,11 +117,19 @@ def spin(executor, cond, timeout_s=5.0, cell=None, acting=False):
     return cond()
 
 
-def setup(ctx, logger_frames=1, **params):
+def setup(ctx, logger_frames=1, cell_names=None, **params):
+    """Start a manager with ``params`` and a fake cell that speaks the same driver names
+    (``cell_names``: FakeCell's arguments, to make them differ); wait until every required
+    node is heard from and the logger is ready."""
     from rclpy.parameter import Parameter
     overrides = [Parameter(k, value=v) for k, v in params.items()]
     manager = EpisodeManagerNode(context=ctx, parameter_overrides=overrides)
-    cell = FakeCell(ctx)
+    if cell_names is None:
+        cell_names = {k: params[k] for k in ('joint_states_topic', 'camera_ns') if k in params}
+        cell_names['joint_names'] = (
+            list(params.get('joint_names', spec.ARM_JOINTS))
+            + [params.get('gripper_joint', spec.GRIPPER_JOINT)])
+    cell = FakeCell(ctx, **cell_names)
     cell.logger_frames = logger_frames
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(manager)
@@ -468,3 +487,80 @@ def test_camera_pipeline_is_heard_from_by_its_status_not_by_reading_its_images(r
     assert end['detail'].startswith("no data from: camera_pipeline (no /diagnostics status "
                                     "'camera_pipeline' for")
     manager.destroy_node()
+
+
+def test_under_lbr_stack_names_the_camera_and_joints_are_heard_and_an_episode_runs(
+        ros_context):
+    manager, cell, ex = setup(ros_context, success_debounce_steps=2, **LBR)
+    assert manager.monitor.signals['camera'] == '/camera/camera/color/camera_info'
+    assert manager.monitor.signals['joint_states'] == '/lbr/joint_states'
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    assert spin(ex, lambda: manager.fresh_frame, cell=cell)   # a camera_info of the episode
+    cell.send_action()
+    for _ in range(2):
+        cell.success.publish(Float32(data=1.0))
+    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'success' and end['steps'] == 1
+    manager.destroy_node()
+
+
+class _Log:
+    """Stands in for the node's logger: keeps (text, keyword arguments) of each warning."""
+
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, text, **kw):
+        self.warnings.append((text, kw))
+
+    def info(self, *a, **kw):
+        pass
+
+    error = info
+
+
+def test_joint_states_without_the_configured_joints_are_not_heard_and_say_which_are_missing(
+        ros_context, monkeypatch):
+    """A manager configured for lbr-stack joints beside a driver that publishes other names
+    on the topic: joint_states stays silent (episodes refused, naming it), and a throttled
+    warning names the joints missing; a gripper driver's own message is no such warning."""
+    from rclpy.parameter import Parameter
+    manager = EpisodeManagerNode(context=ros_context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in dict(LBR, node_timeout_s=0.3).items()])
+    log = _Log()
+    monkeypatch.setattr(manager, 'get_logger', lambda: log)
+    cell = FakeCell(ros_context, joint_states_topic='/lbr/joint_states',
+                    camera_ns='/camera/camera')   # the simulator's joint names
+    ex = SingleThreadedExecutor(context=ros_context)
+    ex.add_node(manager)
+    ex.add_node(cell.node)
+    try:
+        assert spin(ex, lambda: cell.start.service_is_ready() and len(log.warnings) >= 2,
+                    timeout_s=15.0, cell=cell)
+        text, kw = log.warnings[0]
+        assert text.startswith("/lbr/joint_states: joint state without the arm joints ['lbr_A1'")
+        assert "'lbr_A7'] (parameter joint_names)" in text and "'iiwa_joint_1'" in text
+        assert kw == {'throttle_duration_sec': 5.0}
+        assert [p.node for p in manager.monitor.silent(time.monotonic())] == ['joint_states']
+        refused = call(ex, cell.start, cell)
+        info = json.loads(refused.message)
+        assert not refused.success and info['nodes'] == ['joint_states']
+        assert 'nothing received on /lbr/joint_states' in info['error']
+        # a separate gripper driver's message (the gripper joint alone): no warning
+        log.warnings.clear()
+        cell.alive.discard('joint_states')
+        cell.joints.publish(JointState(name=['lbr_gripper'], position=[0.01]))
+        spin(ex, lambda: False, timeout_s=0.3, cell=cell)
+        assert log.warnings == []
+        # the driver's names configured: heard from, episodes start
+        cell.joint_names = LBR['joint_names'] + ['lbr_gripper']
+        cell.alive.add('joint_states')
+        assert spin(ex, lambda: not manager.monitor.silent(time.monotonic()), cell=cell)
+        assert spin(ex, lambda: manager.logger_ready, cell=cell)
+        assert call(ex, cell.start, cell).success
+    finally:
+        ex.shutdown()
+        manager.destroy_node()
+        cell.node.destroy_node()

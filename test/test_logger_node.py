@@ -12,16 +12,20 @@ from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
 from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32, String
 
 from awopt_ros.core import kinematics
 from awopt_ros.core.dataset import load_episodes
 from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT
+from awopt_ros.core.report import bag_frame_stamps_ns
 from awopt_ros.nodes.logger import LoggerNode
 from awopt_ros.ros import convert, qos
 
 CAMERA = '/camera/color/image_raw'
+#: lbr-stack driver names with realsense-ros's camera (the fake-hardware bringup's)
+LBR = {'joint_names': [f'lbr_A{i}' for i in range(1, 8)], 'gripper_joint': 'lbr_gripper',
+       'joint_states_topic': '/lbr/joint_states', 'camera_ns': '/camera/camera'}
 
 
 def fake_proprio(q7, finger_m):
@@ -32,9 +36,17 @@ def fake_proprio(q7, finger_m):
 
 
 class Harness:
-    """A publisher node beside the logger, both spun by one executor of a private context."""
+    """A publisher node beside the logger, both spun by one executor of a private context.
+    ``names``: the driver names (keys of :data:`LBR`) the logger is configured with and the
+    harness publishes under (default: the simulator's)."""
 
-    def __init__(self, ctx, tmp_path, monkeypatch, params=()):
+    def __init__(self, ctx, tmp_path, monkeypatch, params=(), names=None):
+        names = names or {}
+        params = [*params, *(Parameter(k, value=v) for k, v in names.items())]
+        camera_ns = names.get('camera_ns', '/camera')
+        self.camera_topic = f'{camera_ns}/color/image_raw'
+        self.joint_names = (list(names.get('joint_names', ARM_JOINTS))
+                            + [names.get('gripper_joint', GRIPPER_JOINT)])
         monkeypatch.setattr(kinematics, 'proprio_from_joints', fake_proprio)
         self.logger = LoggerNode(context=ctx, parameter_overrides=[
             Parameter('output_dir', value=str(tmp_path / 'run')),
@@ -47,9 +59,12 @@ class Harness:
         self.pub = {
             'event': n.create_publisher(String, '/episode/event', qos.LATCHED),
             'info': n.create_publisher(String, '/policy/model_info', qos.LATCHED),
-            'camera': n.create_publisher(Image, CAMERA, qos.SENSOR),
+            'camera': n.create_publisher(Image, self.camera_topic, qos.SENSOR),
+            'camera_info': n.create_publisher(CameraInfo, f'{camera_ns}/color/camera_info',
+                                              qos.SENSOR),
             'pimage': n.create_publisher(Image, '/policy/image', qos.SENSOR),
-            'joints': n.create_publisher(JointState, '/joint_states', qos.SENSOR),
+            'joints': n.create_publisher(JointState, names.get('joint_states_topic',
+                                                               '/joint_states'), qos.SENSOR),
             'action': n.create_publisher(JointState, '/policy/action', qos.COMMAND),
             'success': n.create_publisher(Float32, '/success/probability', qos.COMMAND),
             'goal': n.create_publisher(PoseStamped, '/scripted_policy/grasp_goal', qos.COMMAND),
@@ -94,15 +109,16 @@ def harness(ros_context, tmp_path, monkeypatch):
     h.close()
 
 
-def _run_steps(h, rng, steps, t0_s):
-    """Publish ``steps`` (camera, joints, policy image, success, action) rounds."""
+def _run_steps(h, rng, steps, t0_s, reverse_joints=False):
+    """Publish ``steps`` (camera, joints, policy image, success, action) rounds; with
+    ``reverse_joints`` the joint states list the joints from the gripper back to A1."""
     sent = {'camera': [], 'image': [], 'action': [], 'q7': [], 'finger': [], 'p': []}
     for i in range(steps):
         stamp = convert.s_to_stamp(t0_s + 0.1 * i)
         q7 = rng.uniform(-1, 1, 7)
         finger = float(rng.uniform(0, 0.04))
-        js = JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT],
-                        position=q7.tolist() + [finger])
+        order = slice(None, None, -1 if reverse_joints else 1)
+        js = JointState(name=h.joint_names[order], position=(q7.tolist() + [finger])[order])
         js.header.stamp = convert.s_to_stamp(t0_s + 0.1 * i - 0.005)
         cam = convert.numpy_to_image(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), stamp,
                                      'camera_color_optical_frame')
@@ -616,3 +632,101 @@ def test_at_exit_a_pending_episode_that_fails_loses_its_bag_and_the_next_is_writ
     assert [e['episode'] for e in load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')] == [1]
     assert sorted(p.name for p in (tmp_path / 'run' / 'bags').iterdir()) == ['episode_0001']
     assert h.logger.counts['write_errors'] == 1
+
+
+def test_under_lbr_stack_names_the_bag_has_the_real_topics_and_the_proprio_is_right(
+        ros_context, tmp_path, monkeypatch):
+    """Configured for lbr-stack joints (listed by the driver in another order) and
+    realsense-ros's camera: the bag records the topics under those names, the frames are
+    counted on the real camera topic, and the proprio is the model's joints in A1..A7 order."""
+    h = Harness(ros_context, tmp_path, monkeypatch, names=LBR)
+    try:
+        rng = np.random.default_rng(11)
+        h.announce_actor()
+        h.start(1, 101)
+        info = CameraInfo(width=64, height=48)
+        info.header.stamp = convert.s_to_stamp(20.0)
+        h.pub['camera_info'].publish(info)
+        sent = _run_steps(h, rng, 4, 20.0, reverse_joints=True)
+        assert h.logger.counts['joint_states_received'] == 4
+        h.event(event='end', episode=1, outcome='success', steps=4, success=True,
+                terminated=True, truncated=False)
+        h.spin_until(lambda: h.saved)
+        assert h.saved[0]['frames_logged'] == 4 and h.saved[0]['steps'] == 4
+        msgs = _bag_messages(h.saved[0]['bag'])
+        assert {'/camera/camera/color/image_raw', '/camera/camera/color/camera_info',
+                '/lbr/joint_states'} <= set(msgs)
+        assert not {CAMERA, '/camera/color/camera_info', '/joint_states'} & set(msgs)
+        assert len(msgs['/lbr/joint_states']) == 4 and len(
+            msgs['/camera/camera/color/camera_info']) == 1
+        assert bag_frame_stamps_ns(h.saved[0]['bag'], '/camera/camera/color/image_raw') == [
+            int(round((20.0 + 0.1 * i) * 1e9)) for i in range(4)]
+        (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+        expected = np.stack([fake_proprio(q, f) for q, f in zip(sent['q7'], sent['finger'])])
+        np.testing.assert_array_equal(ep['proprio'][:4], expected)
+    finally:
+        h.close()
+
+
+class _Warnings:
+    """Stands in for the node's logger: keeps (text, keyword arguments) of each warning."""
+
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, text, **kw):
+        self.warnings.append((text, kw))
+
+    def info(self, *a, **kw):
+        pass
+
+    error = info
+
+
+def test_joint_states_without_the_configured_joints_say_which_are_missing(
+        ros_context, tmp_path, monkeypatch):
+    """Configured for lbr-stack joints, a driver that publishes the simulator's names on the
+    topic: no step gets a proprio from them, the logger does not report joint states received
+    (so it is not ready: no episode starts), and a throttled warning names the joints
+    missing and the ones the message has."""
+    h = Harness(ros_context, tmp_path, monkeypatch, names=LBR)
+    try:
+        log = _Warnings()
+        monkeypatch.setattr(h.logger, 'get_logger', lambda: log)
+        h.pub['joints'].publish(JointState(name=list(ARM_JOINTS) + [GRIPPER_JOINT],
+                                           position=[0.0] * 8))
+        h.spin_until(lambda: log.warnings)
+        text, kw = log.warnings[0]
+        assert text.startswith("bad /lbr/joint_states message ignored: joint state lacks "
+                               "joints ['lbr_A1', ")
+        assert "'lbr_gripper'] (parameters joint_names, gripper_joint); it names " \
+               "['iiwa_joint_1'," in text
+        assert kw == {'throttle_duration_sec': 5.0}
+        assert h.logger.counts['joint_states_received'] == 0
+        assert h.logger.counts['bad_messages'] == 1
+        with pytest.raises(ValueError, match=r"no joint state with joints \['lbr_A1'.* "
+                                             'received on /lbr/joint_states yet'):
+            h.logger._proprio_at(0)
+    finally:
+        h.close()
+
+
+def test_a_recorded_topic_under_the_simulators_name_is_refused_under_other_names(
+        ros_context, tmp_path):
+    from awopt_ros.ros.run import StartupError
+    params = [Parameter(k, value=v) for k, v in LBR.items()]
+    with pytest.raises(StartupError, match=r"unknown topic '/joint_states' in \"topics\".*"
+                                           "/lbr/joint_states"):
+        LoggerNode(context=ros_context, parameter_overrides=[
+            *params, Parameter('output_dir', value=str(tmp_path / 'run')),
+            Parameter('topics', value=['/joint_states'])])
+    node = LoggerNode(context=ros_context, parameter_overrides=[
+        *params, Parameter('output_dir', value=str(tmp_path / 'run')),
+        Parameter('topics', value=['/lbr/joint_states', '/camera/camera/color/image_raw'])])
+    try:
+        assert node.recorded == {
+            '/lbr/joint_states': ('sensor_msgs/msg/JointState', 'sensor'),
+            '/camera/camera/color/image_raw': ('sensor_msgs/msg/Image', 'sensor')}
+    finally:
+        node.close()
+        node.destroy_node()

@@ -131,3 +131,18 @@ def test_lost_frames_and_unreadable_bags_are_warned_about():
                                     unreadable_bags=[3]))
     assert any('2 of 50 camera frames' in w for w in warnings)
     assert any('episodes [3]' in w for w in warnings)
+
+
+def test_bag_frame_stamps_under_a_realsense_camera_ns(tmp_path):
+    """A bringup with camera_ns /camera/camera records its frames on that camera's topic:
+    read with that topic (as run reports do), not the simulator's."""
+    from awopt_ros.core.robot_names import camera_topics
+    topic, _ = camera_topics('/camera/camera')
+    assert CAMERA_TOPIC == camera_topics('/camera')[0] == '/camera/color/image_raw'
+    writer = BagWriter(tmp_path / 'bag', {topic: 'sensor_msgs/msg/Image'})
+    msg = convert.numpy_to_image(np.zeros((4, 6, 3), np.uint8), convert.s_to_stamp(7.0),
+                                 'camera_color_optical_frame')
+    assert writer.write(topic, serialize_message(msg), 7 * S)
+    writer.close()
+    assert bag_frame_stamps_ns(tmp_path / 'bag', topic) == [7 * S]
+    assert bag_frame_stamps_ns(tmp_path / 'bag') == []

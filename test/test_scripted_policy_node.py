@@ -25,10 +25,21 @@ def _spin_until(ex, cond, timeout_s=5.0):
     return cond()
 
 
-def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_context):
+#: lbr-stack driver names (the fake-hardware bringup's)
+LBR = {'joint_names': [f'lbr_A{i}' for i in range(1, 8)], 'gripper_joint': 'lbr_gripper',
+       'joint_states_topic': '/lbr/joint_states'}
+
+
+@pytest.mark.parametrize('names', [{}, LBR], ids=['simulator', 'lbr'])
+def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_context, names):
+    """Under the simulator's driver names and under lbr-stack's (joint states on
+    /lbr/joint_states, listed in another order than the model's)."""
     node = ScriptedPolicyNode(context=ros_context, parameter_overrides=[
         Parameter('noise_std_m', value=0.0), Parameter('slip_probability', value=0.0),
-        Parameter('publish_proprio', value=True)])
+        Parameter('publish_proprio', value=True),
+        *(Parameter(k, value=v) for k, v in names.items())])
+    joint_names = (list(names.get('joint_names', spec.ARM_JOINTS))
+                   + [names.get('gripper_joint', spec.GRIPPER_JOINT)])
     peer = rclpy.create_node('scripted_peer', context=ros_context)
     got = []
     peer.create_subscription(PoseStamped, GRASP_GOAL, lambda m: got.append(('goal', m)),
@@ -40,7 +51,8 @@ def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_co
     info = []
     peer.create_subscription(String, '/policy/model_info', info.append, qos.LATCHED)
     pubs = {'image': peer.create_publisher(Image, '/policy/image', qos.SENSOR),
-            'joints': peer.create_publisher(JointState, '/joint_states', qos.SENSOR),
+            'joints': peer.create_publisher(
+                JointState, names.get('joint_states_topic', '/joint_states'), qos.SENSOR),
             'objects': peer.create_publisher(MarkerArray, '/sim/objects', qos.COMMAND)}
     ex = SingleThreadedExecutor(context=ros_context)
     ex.add_node(node)
@@ -55,8 +67,8 @@ def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_co
         marker.pose.orientation.w = 1.0
         marker.scale.x = marker.scale.y = marker.scale.z = 0.04
         pubs['objects'].publish(MarkerArray(markers=[marker]))
-        pubs['joints'].publish(JointState(name=list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT],
-                                          position=list(robot.HOME_Q) + [0.0]))
+        pubs['joints'].publish(JointState(name=joint_names[::-1],
+                                          position=(list(robot.HOME_Q) + [0.0])[::-1]))
         assert _spin_until(ex, lambda: node.joints is not None and node.poses is not None)
         stamp = convert.s_to_stamp(12.3)
         pubs['image'].publish(convert.numpy_to_image(np.zeros((64, 64, 3), np.uint8), stamp,
@@ -81,3 +93,38 @@ def test_unknown_lift_rule_stops_the_node(ros_context):
     with pytest.raises(StartupError, match='lift_rule'):
         ScriptedPolicyNode(context=ros_context,
                            parameter_overrides=[Parameter('lift_rule', value='later')])
+
+
+class _Errors:
+    """Stands in for the node's logger: keeps (text, keyword arguments) of each error."""
+
+    def __init__(self):
+        self.errors = []
+
+    def error(self, text, **kw):
+        self.errors.append((text, kw))
+
+
+def test_joint_states_without_the_configured_joints_say_which_are_missing(ros_context,
+                                                                          monkeypatch):
+    node = ScriptedPolicyNode(context=ros_context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in LBR.items()])
+    log = _Errors()
+    monkeypatch.setattr(node, 'get_logger', lambda: log)
+    msg = JointState(name=list(spec.ARM_JOINTS) + ['lbr_gripper'], position=[0.0] * 8)
+    try:
+        node._on_joints(msg)
+        assert node.joints is None
+        ((text, kw),) = log.errors
+        assert text.startswith("/lbr/joint_states: joint state lacks joints ['lbr_A1', ")
+        assert "'lbr_A7'] (parameters joint_names, gripper_joint); it names ['iiwa_joint_1'," \
+            in text
+        assert kw == {'throttle_duration_sec': 5.0}
+    finally:
+        node.destroy_node()
+
+
+def test_bad_joint_names_stop_the_node(ros_context):
+    with pytest.raises(StartupError, match='joint_names needs 7 names'):
+        ScriptedPolicyNode(context=ros_context,
+                           parameter_overrides=[Parameter('joint_names', value=['a', 'b'])])

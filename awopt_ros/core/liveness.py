@@ -6,12 +6,16 @@ clock (a dead simulator stops the simulated clock, and with it any check on that
 ===============  ==============================================  ====================
 node             signal                                          silent after
 ===============  ==============================================  ====================
-camera           ``/camera/color/camera_info`` (every frame)     ``node_timeout_s``
-joint_states     ``/joint_states``                               ``node_timeout_s``
+camera           ``<camera_ns>/color/camera_info`` (each frame)  ``node_timeout_s``
+joint_states     ``joint_states_topic`` with every arm joint     ``node_timeout_s``
 camera_pipeline  its ``/diagnostics`` status (1 Hz)              ``camera_pipeline_timeout_s``
 policy           ``/policy/action`` (in an episode: its steps)   ``node_timeout_s``
 logger           its ``/diagnostics`` status (1 Hz)              ``logger_timeout_s``
 ===============  ==============================================  ====================
+
+(The driver names are the episode manager's parameters, ``core.robot_names``: the simulator's
+``/camera/color/camera_info`` and ``/joint_states``; lbr-stack with realsense-ros
+``/camera/camera/color/camera_info`` and ``/lbr/joint_states`` with joints ``lbr_A1``..``lbr_A7``.)
 
 (The camera pipeline is not heard from through ``/policy/image``: one more reader of it would
 be served on every frame of the frame -> command path.) A status comes from a timer on the

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from awopt_ros.core import robot_names
 from awopt_ros.core.spec import STAMP_TOLERANCE_S
 
 
@@ -33,8 +34,11 @@ def latency_summary(samples_ms):
             'latency_samples': len(samples_ms)}
 
 
-#: Camera topic whose frames the bags record (the logger's CAMERA).
-CAMERA_TOPIC = '/camera/color/image_raw'
+#: Camera image topic the bags record under the simulator's default ``camera_ns`` (the
+#: logger's CAMERA); a bringup with another ``camera_ns`` records
+#: ``core.robot_names.camera_topics(camera_ns)[0]`` (realsense-ros:
+#: ``/camera/camera/color/image_raw``), which the run reports pass as ``topic``.
+CAMERA_TOPIC = robot_names.camera_topics(robot_names.DEFAULT_CAMERA_NS)[0]
 
 
 def episode_windows(events, episodes):
@@ -133,7 +137,8 @@ def frame_accounting(published_ns, logged_ns_by_episode, windows, unrecorded=Non
 
 def bag_frame_stamps_ns(bag_dir, topic=CAMERA_TOPIC):
     """Return the header stamps (list of int ns) of the messages on ``topic`` in a rosbag2
-    directory, or None when the bag cannot be read (missing, cut, unknown format).
+    directory, or None when the bag cannot be read (missing, cut, unknown format). A bag
+    without ``topic`` gives ``[]``: pass the camera topic of the run's ``camera_ns``.
 
     Only the header is read from each serialized message (CDR: 4-byte encapsulation, then
     ``int32 sec``, ``uint32 nanosec``), so any message type with a ``std_msgs/Header`` first

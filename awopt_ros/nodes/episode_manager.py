@@ -8,7 +8,10 @@ every step of the episode reaches a live arm) and ``/episode/stop`` (std_srvs/Tr
 ``/episode/event`` (latched std_msgs/String JSON, see docs/INTERFACES.md).
 
 Required nodes are watched all the time, not only during episodes: the camera (its
-``camera_info``), ``/joint_states``, the camera pipeline (its 1 Hz ``/diagnostics`` status:
+``<camera_ns>/color/camera_info``), the joint states (``joint_states_topic``: a message counts
+when it names every arm joint of ``joint_names``; one that lacks some is not counted, and a
+throttled warning names them; one of the gripper joint alone, from a separate gripper
+driver, is ignored), the camera pipeline (its 1 Hz ``/diagnostics`` status:
 no extra reader on the frame -> command path's ``/policy/image``), the policy
 (``/policy/action``) and, with ``wait_for_logger``, the logger (its 1 Hz ``/diagnostics``
 status). One silent for longer than its timeout ends a running episode as ``node_lost`` naming
@@ -33,11 +36,13 @@ from awopt_ros.ros import convert, qos
 from awopt_ros.ros.diagnostics import (logger_ready, logger_refusal, logger_write_failed,
                                        parse_values)
 from awopt_ros.ros.params import declare
-from awopt_ros.ros.run import spin_node
+from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
+from awopt_ros.ros.run import StartupError, spin_node
 
 #: Required nodes watched with ``node_timeout_s``, and what is heard from each (the camera
-#: pipeline: with ``camera_pipeline_timeout_s``). Their data pause while the simulator resets,
-#: so each counts as heard from at an episode's start.
+#: pipeline: with ``camera_pipeline_timeout_s``), under the simulator's driver names (a node
+#: uses its ``camera_ns`` and ``joint_states_topic``). Their data pause while the simulator
+#: resets, so each counts as heard from at an episode's start.
 WATCHED = {'camera': '/camera/color/camera_info', 'joint_states': '/joint_states',
            'camera_pipeline': "/diagnostics status 'camera_pipeline'",
            'policy': '/policy/action'}
@@ -53,6 +58,11 @@ class EpisodeManagerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('episode_manager', **kwargs)
+        try:
+            self.joint_names, joints_topic = declare_joint_names(self)
+            _, info_topic = declare_camera_ns(self)
+        except ValueError as exc:
+            raise StartupError(f'episode_manager: {exc}') from exc
         self.config = EpisodeConfig(
             max_steps=declare(self, 'max_steps', 40, 'Actions per episode before timeout.',
                               low=1, high=100000),
@@ -107,7 +117,7 @@ class EpisodeManagerNode(Node):
         self.logger_ready = False
         timeouts = dict.fromkeys(WATCHED, self.config.node_timeout_s)
         timeouts['camera_pipeline'] = pipeline_timeout_s
-        signals = dict(WATCHED)
+        signals = dict(WATCHED, camera=info_topic, joint_states=joints_topic)
         if self.wait_for_logger:
             timeouts['logger'] = logger_timeout_s
             signals['logger'] = LOGGER_SIGNAL
@@ -137,10 +147,9 @@ class EpisodeManagerNode(Node):
         self.create_service(Trigger, '/episode/stop', self._on_stop)
         self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
         self.create_subscription(Float32, '/success/probability', self._on_success, qos.COMMAND)
-        self.create_subscription(JointState, '/joint_states',
-                                 lambda _: self._seen('joint_states'), qos.SENSOR)
-        self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera,
-                                 qos.SENSOR)
+        self._arm_joints = frozenset(self.joint_names.arm)
+        self.create_subscription(JointState, joints_topic, self._on_joint_states, qos.SENSOR)
+        self.create_subscription(CameraInfo, info_topic, self._on_camera, qos.SENSOR)
         # The camera pipeline's and the logger's status: not a reader of /policy/image, which
         # would add one more delivery to every frame on the frame -> command path.
         self._diag_sub = self.create_subscription(DiagnosticArray, '/diagnostics',
@@ -285,6 +294,17 @@ class EpisodeManagerNode(Node):
 
     def _seen(self, name):
         self.monitor.seen(name, time.monotonic())
+
+    def _on_joint_states(self, msg):
+        found = self._arm_joints.intersection(msg.name)
+        if len(found) == len(self._arm_joints):
+            self._seen('joint_states')
+        elif found or self.joint_names.gripper not in msg.name:
+            missing = [j for j in self.joint_names.arm if j not in found]
+            self.get_logger().warning(
+                f'{self.monitor.signals["joint_states"]}: joint state without the arm joints '
+                f'{missing} (parameter joint_names), it names {list(msg.name)}: not counted as '
+                'the joint state driver heard from', throttle_duration_sec=5.0)
 
     def _on_camera(self, msg):
         self._seen('camera')

@@ -11,16 +11,24 @@ deserialise round trip). Dataset steps are built per ``/policy/action``: the ima
 ``/policy/image`` whose stamp equals the action's ``header.stamp``, the proprioception is the
 one the policy acted on (``/policy/proprio`` with the action's stamp, while the model info
 announces ``proprio_topic``: the latest joint state when the policy ran, about 40 ms newer than
-the image), else computed from the latest ``/joint_states`` with a stamp <= that stamp
-(``core.kinematics.proprio_from_joints``), plus the latest ``/success/probability`` and the
-acting policy: the ``source`` of the ``/policy/decision`` with the action's stamp, else the
-``kind`` of the latched ``/policy/model_info``, and the decision's ``noise_free_action`` (the
-actor's action before exploration noise, NaN when absent). While the latest model info
-announces a ``decision_topic``, an action waits (like one waiting for its image) for its
-decision; while it announces ``grasp_goal_topic`` (the scripted demonstrator), an action
-waits likewise for the ``/scripted_policy/grasp_goal`` with its stamp, stored as the step's
-``grasp_goal``. The node only converts and routes; bag and dataset writing live in
-``awopt_ros.core``.
+the image), else computed from the latest joint state (``joint_states_topic``) with a stamp
+<= that stamp (``core.kinematics.proprio_from_joints``), plus the latest
+``/success/probability`` and the acting policy: the ``source`` of the ``/policy/decision`` with
+the action's stamp, else the ``kind`` of the latched ``/policy/model_info``, and the decision's
+``noise_free_action`` (the actor's action before exploration noise, NaN when absent). While the
+latest model info announces a ``decision_topic``, an action waits (like one waiting for its
+image) for its decision; while it announces ``grasp_goal_topic`` (the scripted
+demonstrator), an action waits likewise for the ``/scripted_policy/grasp_goal`` with its stamp,
+stored as the step's ``grasp_goal``. The node only converts and routes; bag and dataset
+writing live in ``awopt_ros.core``.
+
+Driver names (``core.robot_names``, parameters of ``ros.robot_params``): the camera topics are
+``<camera_ns>/color/image_raw`` and ``<camera_ns>/color/camera_info``, the joint states come on
+``joint_states_topic`` and name the joints ``joint_names`` + ``gripper_joint``. The bags record
+these topics under those real names (the simulator's: ``/camera/color/...``, ``/joint_states``;
+lbr-stack with realsense-ros: ``/camera/camera/color/...``, ``/lbr/joint_states``), and the
+dataset's proprio is computed from the configured joints in the model's order. A joint state
+that lacks a configured joint is not used; a throttled warning names the joints missing.
 
 Disk: the free space of ``output_dir`` is checked before each episode and every second
 (``min_free_disk_mb``); the 1 Hz ``/diagnostics`` status 'logger' carries ``free_disk_mb``,
@@ -54,32 +62,36 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, String
 
-from awopt_ros.core import robot
+from awopt_ros.core import robot, robot_names
 from awopt_ros.core.bag import COMPRESSIONS, BagWriter, default_typestore, recover_bags
 from awopt_ros.core.dataset import (EpisodeRecorder, NoRoomError, dataset_id_for, datasets_dir,
                                     is_lock_error, policy_id)
-from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_IMAGE_SIZE
+from awopt_ros.core.spec import POLICY_IMAGE_SIZE
 from awopt_ros.core.sync import StampedHistory
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
+from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
 from awopt_ros.ros.run import StartupError, spin_node
 
-CAMERA = '/camera/color/image_raw'
+#: The driver topics under the simulator's default names (``core.robot_names``); a node
+#: records and reads them under its configured names (:func:`stack_topics`).
+CAMERA, CAMERA_INFO = robot_names.camera_topics(robot_names.DEFAULT_CAMERA_NS)
+JOINTS = robot_names.DEFAULT_JOINT_STATES_TOPIC
 EVENT = '/episode/event'
 MODEL_INFO = '/policy/model_info'
 DECISION = '/policy/decision'
 POLICY_IMAGE = '/policy/image'
 ACTION = '/policy/action'
-JOINTS = '/joint_states'
 SUCCESS = '/success/probability'
 GRASP_GOAL = '/scripted_policy/grasp_goal'
 PROPRIO = convert.PROPRIO_TOPIC
 SAVED = '/logger/episode_saved'
 
-#: The stack's topics (docs/INTERFACES.md): name -> (message type, QoS preset).
+#: The stack's topics (docs/INTERFACES.md) under the simulator's driver names: name ->
+#: (message type, QoS preset). A node uses :func:`stack_topics` (its configured names).
 STACK_TOPICS = {
     CAMERA: ('sensor_msgs/msg/Image', 'sensor'),
-    '/camera/color/camera_info': ('sensor_msgs/msg/CameraInfo', 'sensor'),
+    CAMERA_INFO: ('sensor_msgs/msg/CameraInfo', 'sensor'),
     JOINTS: ('sensor_msgs/msg/JointState', 'sensor'),
     POLICY_IMAGE: ('sensor_msgs/msg/Image', 'sensor'),
     ACTION: ('sensor_msgs/msg/JointState', 'reliable'),
@@ -96,10 +108,10 @@ STACK_TOPICS = {
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
 }
-#: Topics the dataset needs; subscribed even when not recorded to the bag.
+#: Topics the dataset needs (simulator names); subscribed even when not recorded to the bag.
 INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS, GRASP_GOAL,
                 PROPRIO)
-#: Topics whose messages are counted in the diagnostics (counter names as in
+#: Topics whose messages are counted in the diagnostics (simulator names; counter names as in
 #: ``ros.diagnostics.LOGGER_READY_KEYS``).
 _RECEIVED = {CAMERA: 'camera_frames_received', POLICY_IMAGE: 'policy_images_received',
              ACTION: 'actions_received', JOINTS: 'joint_states_received'}
@@ -121,15 +133,25 @@ def _message_class(msgtype):
         raise ValueError(f'cannot import message type {msgtype!r}: {exc}') from exc
 
 
-def parse_topics(entries):
+def stack_topics(names=None):
+    """Return :data:`STACK_TOPICS` with the driver topics renamed by ``names``
+    ({simulator name, e.g. :data:`CAMERA`: configured name}; None: the simulator's names), in
+    the same order."""
+    names = names or {}
+    return {names.get(topic, topic): value for topic, value in STACK_TOPICS.items()}
+
+
+def parse_topics(entries, known=None):
     """Return topic -> (msgtype, QoS preset) for the ``topics`` parameter.
 
-    An entry is a stack topic name (its type from :data:`STACK_TOPICS`) or
-    ``'/name:pkg/msg/Type'`` for any other topic (recorded with reliable QoS).
+    An entry is a stack topic name (its type from ``known``, default :data:`STACK_TOPICS`;
+    a node passes :func:`stack_topics` of its driver names) or ``'/name:pkg/msg/Type'`` for
+    any other topic (recorded with reliable QoS).
 
     Raises:
         ValueError: unknown topic without a type, or a malformed entry.
     """
+    known = STACK_TOPICS if known is None else known
     out = {}
     for entry in entries:
         entry = str(entry).strip()
@@ -138,12 +160,12 @@ def parse_topics(entries):
             raise ValueError(f'topic names must start with "/", got {entry!r}')
         if msgtype:
             _message_class(msgtype)
-            out[name] = (msgtype, STACK_TOPICS.get(name, (None, 'reliable'))[1])
-        elif name in STACK_TOPICS:
-            out[name] = STACK_TOPICS[name]
+            out[name] = (msgtype, known.get(name, (None, 'reliable'))[1])
+        elif name in known:
+            out[name] = known[name]
         else:
             raise ValueError(f'unknown topic {entry!r} in "topics": give its type as '
-                             f"'{entry}:pkg/msg/Type' (known: {sorted(STACK_TOPICS)})")
+                             f"'{entry}:pkg/msg/Type' (known: {sorted(known)})")
     return out
 
 
@@ -152,15 +174,25 @@ class LoggerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('logger', **kwargs)
+        try:
+            self.joint_names, self.joints_topic = declare_joint_names(self)
+            self.camera_topic, info_topic = declare_camera_ns(self)
+        except ValueError as exc:
+            raise StartupError(f'logger: {exc}') from exc
+        #: {simulator name: configured name} of the driver topics
+        self.driver_topics = {CAMERA: self.camera_topic, CAMERA_INFO: info_topic,
+                              JOINTS: self.joints_topic}
+        known = stack_topics(self.driver_topics)
         self.output_dir = Path(declare(self, 'output_dir', 'runs/latest',
                                        'Run directory: bags/ and datasets/ go below it.',
                                        read_only=True))
         name = declare(self, 'dataset_name', 'kuka-grasp',
                        "Dataset name; the Minari id is 'awopt/<name>-v0' (or give a full id).",
                        read_only=True)
-        topics = declare(self, 'topics', [t for t in STACK_TOPICS],
-                         "Topics recorded to the bags (stack names, or '/name:pkg/msg/Type').",
-                         read_only=True)
+        topics = declare(self, 'topics', list(known),
+                         'Topics recorded to the bags (default: every stack topic): stack '
+                         'names (the camera and joint states under their configured names) '
+                         "or '/name:pkg/msg/Type'.", read_only=True)
         self.image_size = declare(self, 'image_size', POLICY_IMAGE_SIZE, 'Policy image side (px).',
                                   low=8, high=1024, read_only=True)
         self.urdf_path = declare(self, 'urdf_path', robot.URDF_PATH,
@@ -187,7 +219,10 @@ class LoggerNode(Node):
         if self._bag_compression not in COMPRESSIONS:
             raise StartupError(f'logger: bag_compression must be one of {COMPRESSIONS}, got '
                                f'{self._bag_compression!r}')
-        self.recorded = parse_topics(topics)
+        try:
+            self.recorded = parse_topics(topics, known)
+        except ValueError as exc:
+            raise StartupError(f'logger: {exc}') from exc
         self.dataset_id = dataset_id_for(name)
         self.dataset_root = datasets_dir(self.output_dir)
         self.recorder = EpisodeRecorder(self.output_dir, self.dataset_id, self.image_size)
@@ -239,17 +274,23 @@ class LoggerNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._handlers = {MODEL_INFO: self._on_model_info, DECISION: self._on_decision,
                           POLICY_IMAGE: self._on_policy_image,
-                          ACTION: self._on_action, JOINTS: self._on_joint_states,
+                          ACTION: self._on_action, self.joints_topic: self._on_joint_states,
                           SUCCESS: self._on_success, GRASP_GOAL: self._on_grasp_goal,
                           PROPRIO: self._on_proprio}
+        rename = self.driver_topics
+        # joint states count once their configured joints are found (_on_joint_states)
+        self._received = {rename.get(t, t): c for t, c in _RECEIVED.items() if t != JOINTS}
+        inputs = [rename.get(t, t) for t in INPUT_TOPICS]
         classes = {}
-        for topic in list(self.recorded) + [t for t in INPUT_TOPICS if t not in self.recorded]:
-            msgtype, preset = self.recorded.get(topic, STACK_TOPICS.get(topic))
+        for topic in list(self.recorded) + [t for t in inputs if t not in self.recorded]:
+            msgtype, preset = self.recorded.get(topic, known.get(topic))
             cls = classes.setdefault(msgtype, _message_class(msgtype))
             self.create_subscription(cls, topic, self._callback(topic), _QOS[preset], raw=True)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f'logging {len(self.recorded)} topics to {self.output_dir}/bags, '
-                               f'dataset {self.dataset_id} in {self.dataset_root}')
+                               f'dataset {self.dataset_id} in {self.dataset_root}; camera '
+                               f'{self.camera_topic}, joint states {self.joints_topic} '
+                               f'{list(self.joint_names.all)}')
         self._recover_bags()
 
     # ---- disk and crash recovery ------------------------------------------------------------
@@ -339,7 +380,7 @@ class LoggerNode(Node):
         if topic == EVENT:
             self._on_event(data)
             return
-        counter = _RECEIVED.get(topic)
+        counter = self._received.get(topic)
         if counter is not None:
             # In the diagnostics: all > 0 tells clients that the subscriptions the dataset
             # needs are matched and flowing (ros.diagnostics.logger_ready; the episode
@@ -410,9 +451,13 @@ class LoggerNode(Node):
 
     def _on_joint_states(self, data):
         msg = deserialize_message(data, JointState)
-        q7 = convert.joint_positions(msg, ARM_JOINTS)
-        finger = float(convert.joint_positions(msg, (GRIPPER_JOINT,))[0])
-        self._joints.append(convert.stamp_to_ns(msg.header.stamp), (q7, finger))
+        try:   # the driver's names -> positions in the model's order (A1..A7, finger)
+            q8 = convert.joint_positions(msg, self.joint_names.all)
+        except KeyError as exc:
+            raise ValueError(f'{exc.args[0]} (parameters joint_names, gripper_joint); it names '
+                             f'{list(msg.name)}') from exc
+        self._joints.append(convert.stamp_to_ns(msg.header.stamp), (q8[:7], float(q8[7])))
+        self.counts['joint_states_received'] += 1
 
     def _on_policy_image(self, data):
         msg = deserialize_message(data, Image)
@@ -457,7 +502,8 @@ class LoggerNode(Node):
         for policies that do not publish the proprio they acted on."""
         chosen = self._joints.at(stamp_ns)
         if chosen is None:
-            raise ValueError('no /joint_states received yet')
+            raise ValueError(f'no joint state with joints {list(self.joint_names.all)} received '
+                             f'on {self.joints_topic} yet')
         return self._proprio(*chosen[1])
 
     def _step_limit_reached(self):
@@ -625,7 +671,7 @@ class LoggerNode(Node):
             self.counts['save_errors'] += 1
             self.recorder.abort()
             self.get_logger().error(f'episode {ep["episode"]}: dataset append failed: {exc}')
-        if self._is_replayed_history(event, bag.frames_written.get(CAMERA, 0),
+        if self._is_replayed_history(event, bag.frames_written.get(self.camera_topic, 0),
                                      summary['steps']):
             bag.close()
             shutil.rmtree(ep['bag'], ignore_errors=True)
@@ -641,9 +687,9 @@ class LoggerNode(Node):
         """
         bag_error = write_error = None
         try:
-            frames = bag.close().get(CAMERA, 0)
+            frames = bag.close().get(self.camera_topic, 0)
         except Exception as exc:  # noqa: BLE001 - the episode must still be saved
-            frames = bag.frames_written.get(CAMERA, 0)
+            frames = bag.frames_written.get(self.camera_topic, 0)
             if bag.write_error is not None:   # e.g. ENOSPC: the episode is dropped
                 write_error = self._episode_write_error(ep, bag.write_error, ep['bag'])
             else:
@@ -735,7 +781,8 @@ class LoggerNode(Node):
             self._episode_write_error(self._episode, self._bag.write_error,
                                       self._episode['bag'])
         free_mb, accepting, reason, key = self._check_disk()
-        frames_now = self._bag.frames_written.get(CAMERA, 0) if self._bag is not None else 0
+        frames_now = (self._bag.frames_written.get(self.camera_topic, 0)
+                      if self._bag is not None else 0)
         values = dict(self.counts, frames_logged=self.frames_logged_total + frames_now,
                       frames_logged_episode=frames_now, recording=running,
                       episode=self._episode['episode'] if running else -1,

@@ -8,7 +8,10 @@ pose it aims for without its deliberate noise (``/scripted_policy/grasp_goal``,
 ``geometry_msgs/PoseStamped`` in base_link, the action's stamp; announced in
 ``/policy/model_info`` as ``grasp_goal_topic``), which the logger stores per step as a training
 label (``grasp_goal`` info), and the proprioception it acted on (``/policy/proprio``, as the
-policy node), which the logger records with the step.
+policy node), which the logger records with the step. The joint states come on
+``joint_states_topic`` under the driver's names (``joint_names``, ``gripper_joint``:
+``ros.robot_params``); one that lacks a configured joint is not used, and a throttled error
+names the joints missing.
 Logic: :class:`awopt_ros.sim.scripted.ScriptedGraspPolicy`.
 """
 import json
@@ -20,16 +23,14 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
-from awopt_ros.core import spec
 from awopt_ros.core.kinematics import Kinematics
 from awopt_ros.ros import convert, qos
 from awopt_ros.ros.convert import PROPRIO_TOPIC as PROPRIO, proprio_publisher
 from awopt_ros.ros.params import declare
+from awopt_ros.ros.robot_params import declare_joint_names
 from awopt_ros.ros.run import StartupError, spin_node
 from awopt_ros.sim.scripted import ScriptedGraspPolicy
 
-
-JOINT_NAMES = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
 GRASP_GOAL = '/scripted_policy/grasp_goal'
 
 
@@ -38,6 +39,10 @@ class ScriptedPolicyNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('scripted_policy', **kwargs)
+        try:
+            self.joint_names, self.joints_topic = declare_joint_names(self)
+        except ValueError as exc:
+            raise StartupError(f'scripted_policy: {exc}') from exc
         noise = declare(self, 'noise_std_m', 0.004, 'Per-step motion noise (m).', low=0.0,
                         high=0.05, read_only=True)
         slip = declare(self, 'slip_probability', 0.35, 'Probability of a large per-episode '
@@ -74,14 +79,19 @@ class ScriptedPolicyNode(Node):
                                              'proprio_topic': (None if self.proprio_pub is None
                                                                else PROPRIO)})))
         self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
-        self.create_subscription(JointState, '/joint_states', self._on_joints, qos.SENSOR)
+        self.create_subscription(JointState, self.joints_topic, self._on_joints, qos.SENSOR)
         self.create_subscription(MarkerArray, '/sim/objects', self._on_objects, qos.COMMAND)
         self.create_subscription(String, '/episode/event', self._on_event, qos.LATCHED)
 
     def _on_joints(self, msg):
         try:
-            self.joints = convert.joint_positions(msg, JOINT_NAMES)
-        except (KeyError, ValueError) as exc:
+            # the driver's names -> positions in the model's order (A1..A7, finger)
+            self.joints = convert.joint_positions(msg, self.joint_names.all)
+        except KeyError as exc:
+            self.get_logger().error(f'{self.joints_topic}: {exc.args[0]} (parameters '
+                                    f'joint_names, gripper_joint); it names {list(msg.name)}',
+                                    throttle_duration_sec=5.0)
+        except ValueError as exc:
             self.get_logger().error(f'bad joint state: {exc}', throttle_duration_sec=5.0)
 
     def _on_objects(self, msg):

@@ -5,9 +5,9 @@ calls ``/episode/start``, waits for the matching ``end`` event on ``/episode/eve
 gathers frame-to-command latencies, the simulator's and logger's counters, the paths of the
 saved bags and dataset, the policy node's latest ``/policy/model_info`` (which model
 version runs, for runs that wait for a finetuner's next export) and the stamps of the camera
-frames published (one ``/camera/color/camera_info`` goes with each frame; the small message
-stands for the image, so that the client does not take every image), to count the frames an
-episode's bag lacks (:func:`awopt_ros.core.report.frame_accounting`).
+frames published (one ``<camera_ns>/color/camera_info`` goes with each frame; the small
+message stands for the image, so that the client does not take every image), to count the
+frames an episode's bag lacks (:func:`awopt_ros.core.report.frame_accounting`).
 """
 import json
 import time
@@ -19,14 +19,28 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
+from awopt_ros.core import robot_names
 from awopt_ros.ros import qos
 from awopt_ros.ros.diagnostics import logger_ready, parse_values
 
 
 class EpisodeClient(Node):
-    """Starts episodes and records events, latencies, counters and saved-episode records."""
+    """Starts episodes and records events, latencies, counters and saved-episode records.
 
-    def __init__(self, **kwargs):
+    Args:
+        camera_ns: the camera's namespace (the stack's ``camera_ns`` parameter, e.g.
+            ``/camera/camera`` for realsense-ros): frames are counted on
+            ``<camera_ns>/color/camera_info``; :attr:`camera_topic` is the image topic the
+            bags record.
+        **kwargs: for ``rclpy.node.Node`` (e.g. ``context``).
+
+    Raises:
+        ValueError: ``camera_ns`` is not an absolute ROS name.
+    """
+
+    def __init__(self, camera_ns=robot_names.DEFAULT_CAMERA_NS, **kwargs):
+        #: (image topic, camera_info topic) of the camera
+        self.camera_topic, self.camera_info_topic = robot_names.camera_topics(camera_ns)
         super().__init__('awopt_episode_client', **kwargs)
         self.events = []             # every event dict received, in order
         self.saved = {}              # episode -> /logger/episode_saved record
@@ -43,7 +57,7 @@ class EpisodeClient(Node):
                                  qos.COMMAND)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self.create_subscription(String, '/policy/model_info', self._on_model_info, qos.LATCHED)
-        self.create_subscription(CameraInfo, '/camera/color/camera_info', self._on_camera_info,
+        self.create_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info,
                                  qos.RECORD_SENSOR)
         self.executor_ = SingleThreadedExecutor(context=self.context)
         self.executor_.add_node(self)

@@ -17,7 +17,8 @@ from awopt_ros.core.paths import resolve
 from awopt_ros.core.report import (bag_frame_stamps_ns, episode_seeds, episode_windows,
                                    frame_accounting, latency_summary, run_warnings,
                                    summarize_episodes, unrecorded_episodes)
-from awopt_ros.launcher import Stack, StackError, ros_environment
+from awopt_ros.core.robot_names import DEFAULT_CAMERA_NS, camera_topics
+from awopt_ros.launcher import Stack, StackError, effective_params, ros_environment
 from awopt_ros.ros.episode_client import EpisodeClient
 
 __all__ = ['StackError', 'print_summary', 'run_episodes', 'stack_overrides']
@@ -159,9 +160,14 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
                                            'AMENT_PREFIX_PATH')})
     stack = Stack(config=config, policy=policy, log_dir=run_dir / 'logs', overrides=overrides,
                   env=env)
+    # This bringup's camera (realsense-ros: /camera/camera): its camera_info counts the frames
+    # published, its image topic is what the bags record. ValueError before anything starts.
+    camera_ns = effective_params(config, 'camera_pipeline', overrides.get('camera_pipeline')
+                                 ).get('camera_ns', DEFAULT_CAMERA_NS)
+    image_topic, _ = camera_topics(camera_ns)
     context = Context()
     rclpy.init(context=context)
-    client = EpisodeClient(context=context)
+    client = EpisodeClient(camera_ns=camera_ns, context=context)
     t0 = time.monotonic()
     ends = []
     waits_s = []
@@ -257,7 +263,8 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     counted = [e['episode'] for e in ends]   # frames, seeds and warnings of counted episodes
     report.update(frame_accounting(
         client.camera_stamps_ns,
-        {s['episode']: bag_frame_stamps_ns(s['bag']) for s in saved if s.get('bag')},
+        {s['episode']: bag_frame_stamps_ns(s['bag'], image_topic)
+         for s in saved if s.get('bag')},
         episode_windows(client.events, counted), unrecorded=unrecorded_episodes(saved)))
     report['seeds'] = episode_seeds(client.events, counted)
     report['warnings'] = run_warnings(report)
