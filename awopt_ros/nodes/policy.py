@@ -49,6 +49,12 @@ triggers a guard condition; its callback, on the executor, logs the outcome and 
 in ``model_rejections``, named in ``last_rejection``) and the running model stays. Trainers
 must write models with write-to-temp + ``os.replace`` (see
 :mod:`awopt_ros.core.policy_runtime`).
+
+Camera pose: at load and after each swap, ``camera_pose_xyz_rpy`` (this cell's hand-eye
+result) is compared with the pose each model's contract records; a model trained with the
+camera more than ``camera_pose_tolerance_m`` / ``camera_pose_tolerance_rad`` away gets a
+warning and diagnostics ``camera_pose`` 'mismatch' (WARN); a model that records no pose an
+info line ('not_recorded').
 """
 import json
 import queue
@@ -59,7 +65,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from awopt_ros.core import paths, robot
+from awopt_ros.core import camera_pose, paths, robot
 from awopt_ros.core.cem import CEMConfig
 from awopt_ros.core.onnx_policy import ModelContractError, expected_contract
 from awopt_ros.core.policy_runtime import (MODES, REQUIRED, ModelPaths, NoPolicyError,
@@ -144,6 +150,22 @@ class PolicyNode(Node):
         seed = declare(self, 'seed', 0, 'Seed of the episode switch, of CEM sampling and of '
                        'the exploration noise (-1: from OS entropy).', low=-1,
                        high=2**31 - 1, read_only=True)
+        self._camera_pose = declare(
+            self, 'camera_pose_xyz_rpy', list(camera_pose.SIM_CAMERA_POSE_XYZ_RPY),
+            "This cell's camera pose (hand-eye result: camera_link in base_link, x y z m, roll "
+            "pitch yaw rad), compared with the pose in the models' contracts", read_only=True)
+        self._camera_tolerance = (
+            declare(self, 'camera_pose_tolerance_m', camera_pose.DEFAULT_TOLERANCE_M,
+                    'Warn when the camera sits farther than this from where the model was '
+                    'trained (m)', low=0.0, high=10.0, read_only=True),
+            declare(self, 'camera_pose_tolerance_rad', camera_pose.DEFAULT_TOLERANCE_RAD,
+                    'Warn when the camera is turned more than this from how the model was '
+                    'trained (rad)', low=0.0, high=3.2, read_only=True))
+        try:
+            camera_pose.as_pose(self._camera_pose)
+        except ValueError as exc:
+            self._startup_error(str(exc), exc)
+        self.camera_pose_status = camera_pose.POSE_NOT_RECORDED
         self.runtime = self._load_runtime(
             model_path, encoder_path, head_path, threads, settle_s,
             cem_config=(cem_iterations, cem_samples, cem_elites),
@@ -173,6 +195,7 @@ class PolicyNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self._publish_model_info()
         self._log_models('loaded')
+        self._check_camera_pose()
 
         # Hot swap: loads run on this thread; results come back through the guard condition.
         self._reload_results = queue.SimpleQueue()
@@ -230,6 +253,19 @@ class PolicyNode(Node):
         self.get_logger().info(f"{verb} model version {info['model_version']} for mode "
                                f"{self.mode!r}: " + '; '.join(parts))
 
+    def _check_camera_pose(self):
+        """Log how the deployed camera pose compares with the models' (a warning per model
+        trained elsewhere: ``core.camera_pose.check_models``); the status goes to
+        diagnostics (WARN on a mismatch)."""
+        contracts = {group: model.get('contract')
+                     for group, model in self.runtime.model_info()['models'].items()}
+        self.camera_pose_status, lines = camera_pose.check_models(
+            self._camera_pose, contracts, *self._camera_tolerance)
+        log = self.get_logger()
+        for line in lines:
+            (log.warning if self.camera_pose_status == camera_pose.POSE_MISMATCH
+             else log.info)(line)
+
     def _publish_model_info(self):
         info = self.runtime.model_info()
         models = info['models']
@@ -279,6 +315,7 @@ class PolicyNode(Node):
             self._publish_model_info()
         if swapped:
             self._log_models(f'swapped in the new {" and ".join(sorted(swapped))}:')
+            self._check_camera_pose()
 
     def close(self):
         """Stop the reload thread (called by ``spin_node`` and :meth:`destroy_node`)."""
@@ -375,11 +412,13 @@ class PolicyNode(Node):
         bad = (self.counts['invalid_outputs'] + self.counts['bad_inputs']
                + self.counts['step_errors'])
         skipped = self.counts['skipped_no_joint_state'] + self.counts['skipped_stale_joint_state']
-        warn = skipped or self.counts['fallbacks'] or self.counts['model_rejections']
+        warn = (skipped or self.counts['fallbacks'] or self.counts['model_rejections']
+                or self.camera_pose_status == camera_pose.POSE_MISMATCH)
         level = diagnostics.ERROR if bad else (diagnostics.WARN if warn else diagnostics.OK)
         values = dict(self.counts, mode=self.mode, episode_policy=self.runtime.episode_policy,
                       model_version=self.runtime.version,
-                      last_rejection='; '.join(self._last_rejection.values()))
+                      last_rejection='; '.join(self._last_rejection.values()),
+                      camera_pose=self.camera_pose_status)
         self.diag_pub.publish(diagnostics.diagnostic_array(
             self, 'policy', values,
             message=f"{self.counts['actions_published']} actions ("
