@@ -13,6 +13,7 @@ NODES = {
     'episode_manager': 'awopt_ros.nodes.episode_manager:main',
     'logger': 'awopt_ros.nodes.logger:main',
     'scripted_policy': 'awopt_ros.nodes.scripted_policy:main',
+    'realsense_camera': 'awopt_ros.nodes.realsense_camera:main',
     'robot_state': 'awopt_ros.nodes.robot_state:main',
 }
 
