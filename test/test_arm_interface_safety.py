@@ -190,3 +190,6 @@ def test_heartbeat_missing_or_released_holds(harness_factory):
     h.heartbeat = False                       # released explicitly: before the timeout
     assert h.spin_until(lambda: len(h.got['traj']) == n + 4, 0.6)
     np.testing.assert_allclose(_positions(h), HOME_Q, atol=1e-12)
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])       # released, within the timeout
+    h.spin_for(0.2)
+    assert h.arm.counts()['commands_sent'] == 2 and len(h.got['traj']) == n + 4
