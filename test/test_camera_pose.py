@@ -97,6 +97,15 @@ def test_pose_from_optical_inverts_optical_frame():
     np.testing.assert_allclose(cp.pose_to_matrix(back), cp.pose_to_matrix(pose), atol=1e-9)
     with pytest.raises(ValueError, match='rotation'):
         cp.pose_from_optical(pos, 2.0 * rot)
+    # a driver whose optical frame sits 15 mm along camera_link's -y (the colour imager)
+    offset = np.eye(4)
+    offset[:3, :3] = cp.LINK_TO_OPTICAL
+    offset[:3, 3] = [0.0, -0.015, 0.0]
+    link = cp.pose_to_matrix(cp.pose_from_optical(pos, rot, offset))
+    np.testing.assert_allclose((link @ offset)[:3, 3], pos, atol=1e-9)
+    np.testing.assert_allclose((link @ offset)[:3, :3], rot, atol=1e-9)
+    with pytest.raises(ValueError, match='4, 4'):
+        cp.pose_from_optical(pos, rot, np.eye(3))
     with pytest.raises(ValueError):
         cp.pose_from_optical([0, 0], rot)
 

@@ -118,22 +118,39 @@ def optical_frame(pose):
     return t[:3, 3].copy(), t[:3, :3] @ LINK_TO_OPTICAL
 
 
-def pose_from_optical(position_m, optical_rotation):
+def pose_from_optical(position_m, optical_rotation, link_to_optical=None):
     """Return the ``camera_link`` pose (6,) whose optical frame is at ``position_m`` (3,)
     with axes ``optical_rotation`` (3, 3; columns x right, y down, z forward in base_link):
-    the inverse of :func:`optical_frame`, for a hand-eye result given for the optical frame.
+    for a hand-eye result given for ``camera_color_optical_frame``.
+
+    Args:
+        link_to_optical: the (4, 4) transform ``camera_link -> camera_color_optical_frame``
+            the camera driver publishes (a RealSense's colour imager sits a few mm to cm from
+            ``camera_link``: ``ros2 run tf2_ros tf2_echo camera_link
+            camera_color_optical_frame``); default: the same origin, rotated by
+            :data:`LINK_TO_OPTICAL` (the inverse of :func:`optical_frame`).
 
     Raises:
-        ValueError: ``optical_rotation`` is not a rotation matrix, or bad shapes.
+        ValueError: a rotation that is not one, or bad shapes.
     """
     pos = np.asarray(position_m, dtype=np.float64).reshape(-1)
     rot = np.asarray(optical_rotation, dtype=np.float64)
     if pos.shape != (3,) or rot.shape != (3, 3):
         raise ValueError(f'need a (3,) position and a (3, 3) rotation, got {pos.shape}, '
                          f'{rot.shape}')
-    if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-6) or np.linalg.det(rot) < 0.0:
-        raise ValueError('optical_rotation is not a rotation matrix')
-    return as_pose(np.concatenate([pos, matrix_to_rpy(rot @ LINK_TO_OPTICAL.T)]))
+    link_opt = np.eye(4)
+    link_opt[:3, :3] = LINK_TO_OPTICAL
+    if link_to_optical is not None:
+        link_opt = np.asarray(link_to_optical, dtype=np.float64)
+        if link_opt.shape != (4, 4):
+            raise ValueError(f'link_to_optical must be a (4, 4) transform, got {link_opt.shape}')
+    for what, r in (('optical_rotation', rot), ('link_to_optical', link_opt[:3, :3])):
+        if not np.allclose(r.T @ r, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0.0:
+            raise ValueError(f'{what} is not a rotation matrix')
+    base_opt = np.eye(4)
+    base_opt[:3, :3], base_opt[:3, 3] = rot, pos
+    base_link = base_opt @ np.linalg.inv(link_opt)
+    return as_pose(np.concatenate([base_link[:3, 3], matrix_to_rpy(base_link[:3, :3])]))
 
 
 def pose_difference(a, b):
