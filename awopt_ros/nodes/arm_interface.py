@@ -121,9 +121,10 @@ class ArmInterfaceNode(Node):
                                           'Namespace of the gripper controller',
                                           read_only=True)
         p['gripper_max_effort_n'] = declare(
-            self, 'gripper_max_effort_n', 0.0,
-            'Grip force limit sent with gripper action goals (N; 0 = the controller default)',
-            low=0.0, high=1000.0, read_only=True)
+            self, 'gripper_max_effort_n', 40.0,
+            'Grip force limit sent with gripper action goals (N): GripperCommand '
+            'command.max_effort, ParallelGripperCommand command.effort (0: no effort sent, '
+            'the controller default)', low=0.0, high=1000.0, read_only=True)
         p['control_period_s'] = declare(
             self, 'control_period_s', 0.1,
             'Time given to reach each commanded step (s): trajectory time_from_start and the '

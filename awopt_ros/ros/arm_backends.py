@@ -229,7 +229,8 @@ class GripperAction:
             [gripper_joint], position = [finger m]}, effort [max_effort_n] when > 0).
         controller: the gripper controller namespace.
         gripper_joint: the driver's name of the finger joint.
-        max_effort_n: grip force limit (N, 0 = the controller's default).
+        max_effort_n: grip force limit (N; 0: GripperCommand max_effort 0, no
+            ParallelGripperCommand effort).
         on_warning: callable(message str).
 
     Raises:
