@@ -27,7 +27,8 @@ reopened, every ``reconnect_period_s`` while it is missing; streaming resumes wh
 Stamps (:class:`awopt_ros.core.realsense.StampMapper`): a live camera's frames carry their
 device timestamp in librealsense's global time (the host clock), as realsense-ros does by
 default; a played recording's frames carry their arrival time, as the recording is played
-not in real time (no frame is dropped, however slow the reader), paced at its recorded rate.
+not in real time (no frame is dropped, however slow the reader), paced at its recorded rate
+(at most ``frame_timeout_s / 2`` between frames).
 
 ``rosbag_filename`` plays a recording (``.bag``; pyrealsense2 2.59 also plays ``.db3``): its
 own streams, whatever the profiles say. It plays once (``repeat_playback`` false, as
@@ -36,6 +37,7 @@ not exist or cannot be played stops the node at start-up with the reason.
 """
 import threading
 import time
+import traceback
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -129,6 +131,7 @@ class RealSenseCameraNode(Node):
         self.stamps = realsense.StampMapper(arrival=self.config.playback)
         self.device = (device_factory or realsense.PyRealSenseDevice)(self.config)
         self.info = None                  # DeviceInfo while the device is open
+        self.last_info = None             # DeviceInfo of the last device opened
         self._infos = {}                  # camera_info messages of the open device
 
         image_qos = dict(qos_overriding_options=QoSOverridingOptions.with_default_policies())
@@ -181,6 +184,17 @@ class RealSenseCameraNode(Node):
 
     # -- the reader thread ------------------------------------------------------------------
     def _run(self):
+        """The reader thread: :meth:`_read_loop`; an unexpected error stops it, and then
+        diagnostics report ERROR (as nothing is published any more)."""
+        try:
+            self._read_loop()
+        except Exception as exc:    # reported on /diagnostics and in the log, then it ends
+            if self._stop.is_set() or not self.context.ok():
+                return              # shutting down: the context went first
+            self.monitor.open_failed(f'the camera reader stopped: {exc!r}', time.monotonic())
+            self.get_logger().fatal(f'the camera reader stopped:\n{traceback.format_exc()}')
+
+    def _read_loop(self):
         """Open the device, publish its frames, reopen it when frames stop (until close)."""
         log = self.get_logger()
         while not self._stop.is_set():
@@ -213,7 +227,8 @@ class RealSenseCameraNode(Node):
                 return
             self._publish(frames)
             if self.config.playback:    # the device does not pace a recording: its rate does
-                self._stop.wait(1.0 / max(self.info.color_fps, 1.0))
+                self._stop.wait(min(1.0 / max(self.info.color_fps, 1.0),
+                                    0.5 * self.config.frame_timeout_s))
 
     def _next_frames(self):
         """Return the next Frames, or None when the node stops.
@@ -235,7 +250,7 @@ class RealSenseCameraNode(Node):
 
     def _on_open(self, info):
         """The device opened: build its camera_info, publish its static transforms."""
-        self.info = info
+        self.info = self.last_info = info
         self.stamps.reset()
         self.monitor.opened(time.monotonic())
         ids = self.ids
@@ -307,7 +322,7 @@ class RealSenseCameraNode(Node):
         rate_hz = (frames - last_frames) / max(now - last_t, 1e-6)
         self._last_diag = (now, frames)
         age = self.monitor.frame_age_s(now)
-        info = self.info
+        info = self.last_info
         if level == realsense.OK and info is not None:
             message = (f'streaming {info.color.width}x{info.color.height} at '
                        f'{rate_hz:.1f} Hz')
