@@ -4,11 +4,12 @@ The RIHS01 type hashes (REP 2011) pinned here are those of the official ROS 2 Ki
 (control_msgs 6.x, where FollowJointTrajectory feedback has `index` and `multi_dof_index`;
 tf2_msgs). A controller or tool built against the official packages matches our endpoints only
 when these hashes agree. Where the values come from:
-- All of them: the official definition files (control_msgs tag 6.8.0, whose action and message
-  files equal the current Kilted ones; tf2_msgs/msg/TFMessage.msg from ros2/geometry2) were run
-  through rosidl_generator_type_description 4.9.5 (the generator the Kilted wheels carry),
-  next to our own definitions in interfaces/: all 58 hashes in the resulting type
-  descriptions (every type, every action sub-type, every referenced type) were equal.
+- All of them: the official definition files (github.com/ros-controls/control_msgs tag 6.8.0;
+  these six files are unchanged from 6.3.0 to the master branch that Kilted releases from, as
+  of February 2026; tf2_msgs/msg/TFMessage.msg from github.com/ros2/geometry2) were run through
+  rosidl_generator_type_description 4.9.5 (the generator the Kilted wheels carry), next to our
+  own definitions in interfaces/: all 58 hashes in the resulting type descriptions (every
+  type, every action sub-type, every referenced type) were equal.
   Comments, blank lines and default values do not enter the hash; names, types, constants and
   field order do.
 - Cross-checks in public generated code: TFMessage e369d0f0... is the hash `ros2 topic info -v
