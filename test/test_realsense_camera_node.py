@@ -304,3 +304,10 @@ def test_a_reader_failure_is_reported_as_an_error(rigs):
     diags = rig.diagnostics()
     assert rig.spin_until(lambda: diags and diags[-1].level == DiagnosticStatus.ERROR, 3.0)
     assert diags[-1].message == "the camera reader stopped: ValueError('driver bug')"
+
+
+def test_missing_pyrealsense2_is_a_clear_startup_error(ros_context, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'pyrealsense2', None)     # `import` raises ImportError
+    with pytest.raises(StartupError, match='pip install pyrealsense2.*libusb-1.0-0'):
+        RealSenseCameraNode(context=ros_context)

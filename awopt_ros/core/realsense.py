@@ -588,8 +588,17 @@ class PyRealSenseDevice(RealSenseDevice):
     """
 
     def __init__(self, config):
+        """Raises:
+            ImportError: pyrealsense2 (or the libusb-1.0 it links) is missing; the message
+                says how to install them.
+        """
         super().__init__(config)
-        import pyrealsense2 as rs
+        try:
+            import pyrealsense2 as rs
+        except ImportError as exc:
+            raise ImportError(f'pyrealsense2 cannot be imported ({exc}): `pip install '
+                              'pyrealsense2` (in requirements.txt) and the system library '
+                              'libusb-1.0-0 (`make setup` installs both)') from exc
         self._rs = rs
         self._pipeline = None
         self._playback = None

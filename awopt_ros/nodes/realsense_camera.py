@@ -74,7 +74,7 @@ class RealSenseCameraNode(Node):
 
     Raises:
         StartupError: a bad parameter, a missing ``rosbag_filename`` or one that cannot be
-            played.
+            played, or pyrealsense2 missing.
     """
 
     def __init__(self, device_factory=None, **kwargs):
@@ -129,7 +129,10 @@ class RealSenseCameraNode(Node):
         self.topics = topics
         self.monitor = realsense.StreamMonitor(self.config.frame_timeout_s)
         self.stamps = realsense.StampMapper(arrival=self.config.playback)
-        self.device = (device_factory or realsense.PyRealSenseDevice)(self.config)
+        try:
+            self.device = (device_factory or realsense.PyRealSenseDevice)(self.config)
+        except ImportError as exc:
+            raise StartupError(str(exc)) from exc
         self.info = None                  # DeviceInfo while the device is open
         self.last_info = None             # DeviceInfo of the last device opened
         self._infos = {}                  # camera_info messages of the open device
