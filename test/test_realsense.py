@@ -291,3 +291,67 @@ def test_no_camera_is_reported_at_once():
     with pytest.raises(DeviceUnavailable, match='000000000001'):
         dev.open()
     assert time.monotonic() - start < 3.0      # not pyrealsense2's 15 s wait for a device
+
+
+def record_software_camera(path, images, fmt='rgb8', fps=30):
+    """Record ``images`` ((H, W, 3) uint8 each, in ``fmt`` channel order) as a colour stream
+    of a pyrealsense2 software device into ``path`` (pyrealsense2 2.59 records ``.db3``)."""
+    import gc
+
+    import pyrealsense2 as rs
+    h, w = images[0].shape[:2]
+    device = rs.software_device()
+    device.register_info(rs.camera_info.serial_number, '123456789012')
+    device.register_info(rs.camera_info.name, 'Software camera')
+    sensor = device.add_sensor('RGB Camera')
+    intr = rs.intrinsics()
+    intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = w, h, 50.0, 51.0, 31.5, 23.5
+    intr.model, intr.coeffs = rs.distortion.inverse_brown_conrady, [0.1, 0.01, 0.0, 0.0, 0.0]
+    stream = rs.video_stream()
+    stream.type, stream.index, stream.uid, stream.width, stream.height = (rs.stream.color, 0,
+                                                                          1, w, h)
+    stream.fps, stream.bpp, stream.fmt, stream.intrinsics = fps, 3, getattr(rs.format, fmt), intr
+    profile = sensor.add_video_stream(stream)
+    recorder = rs.recorder(str(path), device)
+    recorded = recorder.query_sensors()[0]
+    recorded.open(profile)
+    recorded.start(rs.frame_queue(len(images) + 1))
+    for i, image in enumerate(images):
+        frame = rs.software_video_frame()
+        frame.pixels, frame.bpp, frame.stride = image.tobytes(), 3, 3 * w
+        frame.timestamp, frame.domain = 1000.0 + i * 1000.0 / fps, rs.timestamp_domain.system_time
+        frame.frame_number, frame.profile = i + 1, profile.as_video_stream_profile()
+        sensor.on_video_frame(frame)
+        time.sleep(0.02)
+    time.sleep(0.1)
+    recorded.stop()
+    recorded.close()
+    del recorder, recorded
+    gc.collect()        # the recorder writes the file out when it is freed
+
+
+@pytest.mark.parametrize('fmt', ['rgb8', 'bgr8'])
+def test_db3_recording_plays_every_frame_as_rgb(tmp_path, fmt):
+    rng = np.random.default_rng(3)
+    rgb = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    path = tmp_path / 'software.db3'
+    record_software_camera(path, [im[:, :, ::-1] if fmt == 'bgr8' else im for im in rgb],
+                           fmt=fmt)
+    dev = realsense.PyRealSenseDevice(CameraConfig(rosbag_filename=str(path)))
+    info = dev.open()
+    try:
+        assert info.serial_no == '123456789012' and info.color_fps == 30.0
+        assert info.color == Intrinsics(64, 48, 50.0, 51.0, 31.5, 23.5, 'inverse_brown_conrady',
+                                        pytest.approx((0.1, 0.01, 0.0, 0.0, 0.0)))
+        assert info.color_to_depth is None          # no depth stream in this recording
+        time.sleep(0.3)                              # a slow reader loses no frame
+        got = [dev.read(5.0) for _ in rgb]
+        for frames, expected in zip(got, rgb):
+            np.testing.assert_array_equal(frames.color, expected)
+        assert [f.frame_number for f in got] == [1, 2, 3, 4]
+        start = time.monotonic()
+        with pytest.raises(PlaybackEnded):
+            dev.read(10.0)
+        assert time.monotonic() - start < 2.0       # the end is noticed, not waited out
+    finally:
+        dev.close()

@@ -723,12 +723,19 @@ class PyRealSenseDevice(RealSenseDevice):
     def read(self, timeout_s):
         if self._pipeline is None:
             raise DeviceUnavailable('the device is not open')
-        ok, frameset = self._pipeline.try_wait_for_frames(max(1, int(timeout_s * 1000)))
-        if not ok:
+        deadline = time.monotonic() + timeout_s
+        while True:     # a recording's end is noticed within 0.1 s, a camera waits it all
+            wait_s = deadline - time.monotonic()
+            if self._playback is not None:
+                wait_s = min(wait_s, 0.1)
+            ok, frameset = self._pipeline.try_wait_for_frames(max(1, int(wait_s * 1000)))
+            if ok:
+                break
             if self._playback is not None and \
                     self._playback.current_status() == self._rs.playback_status.stopped:
                 raise PlaybackEnded('the recording ended')
-            raise FrameTimeout(f'no frame within {timeout_s:g} s')
+            if time.monotonic() >= deadline:
+                raise FrameTimeout(f'no frame within {timeout_s:g} s')
         color_frame = frameset.get_color_frame()
         if not color_frame:
             raise FrameTimeout('a frame set without a colour frame')
