@@ -23,8 +23,10 @@ def test_a_well_formed_trajectory_is_accepted_in_any_joint_order():
     # Several points, velocities and accelerations given in full, zero at the end.
     points = [Point(Q, (0.1,) * 7, (0.0,) * 7, (), 0.05), Point(Q, (0.0,) * 7, (), (), 0.1)]
     assert check(points=points) is None
-    # A stamp: the trajectory may end exactly now; a stamp in the future is fine.
+    # A stamp: the trajectory may end exactly now (float seconds: within a microsecond);
+    # a stamp in the future is fine.
     assert check(start_s=99.9, now_s=100.0) is None
+    assert check(JOINTS, [Point(Q, time_from_start_s=0.0)], 100.0, 100.0 + 2e-7) is None
     assert check(start_s=200.0, now_s=100.0) is None
 
 

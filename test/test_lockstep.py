@@ -7,6 +7,8 @@ actions are replayed in process (``awopt_ros.sim.rollout``, same scene seed) and
 paths compared up to the first close: with the simulator held, the policy's latency and
 this machine's load cost no simulated time, so the stack's arm follows the in-process one
 step for step, from the first step (the arm interface is enabled before the episode starts).
+The camera is set to 30 Hz: in lockstep the simulator still sends one frame per control
+period, so the policy acts once per frame and the steps match the rollout's.
 """
 import numpy as np
 import pytest
@@ -25,7 +27,10 @@ def episodes(tmp_path_factory):
     out = tmp_path_factory.mktemp('lockstep')
     report = run_episodes(2, run_dir=out, seed=4300, lockstep=True,
                           extra_overrides={'episode_manager': {'max_steps': MAX_STEPS},
-                                           'policy': {'publish_proprio': True}},
+                                           'policy': {'publish_proprio': True},
+                                           # a D435's rate: lockstep keeps one frame per
+                                           # control period (lockstep_period_s) all the same
+                                           'sim_robot': {'camera_rate_hz': 30.0}},
                           out=lambda *_: None)
     assert not report.get('error'), report
     return load_episodes(out, DATASET_ID)

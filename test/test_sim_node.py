@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -78,6 +79,18 @@ def test_publishes_camera_and_joint_states_like_hardware(ros_context):
     sim.destroy_node()
 
 
+def test_the_camera_streams_at_30_hz_by_default_like_a_d435(ros_context):
+    sim, peer, ex = setup(ros_context, seed=5, publish_clock=True)
+    sent, publish = [], sim.image_pub.publish
+    sim.image_pub.publish = lambda msg: (sent.append(msg.header.stamp), publish(msg))
+    assert spin(ex, lambda: len(sent) >= 6 and peer.images)
+    periods = np.diff([convert.stamp_to_s(stamp) for stamp in sent])
+    # Frames fall on physics steps (2 ms): 32 or 34 ms apart, 33.3 ms on average.
+    assert np.all(np.abs(periods - 1 / 30) < 0.0025), periods
+    assert sim.frame_period_s == 1 / 30
+    sim.destroy_node()
+
+
 def test_reset_pays_the_new_scenes_first_render_before_the_clock_restarts(ros_context):
     """The first render of a new scene is slow; done inside the reset, before the simulated
     clock is re-anchored to the wall clock, it cannot put the episode's first frames behind
@@ -132,7 +145,7 @@ def test_reset_returns_next_seed_and_commands_move_the_arm(ros_context):
     assert sim.reset_stamp_s > 0.0
     moves = sim.commands['arm']
     late = JointTrajectory(joint_names=list(spec.ARM_JOINTS), points=[JointTrajectoryPoint(
-        positions=(robot.HOME_Q + 0.1).tolist())])
+        positions=(robot.HOME_Q + 0.1).tolist(), time_from_start=Duration(sec=5))])
     late.header.stamp = before
     peer.trajectory.publish(late)
     assert spin(ex, lambda: sim.commands['before_reset'] == 1)
@@ -179,6 +192,7 @@ def test_lockstep_holds_each_frame_until_the_arm_command(ros_context):
     assert abs(convert.stamp_to_s(peer.images[2].header.stamp) - second - 0.1) < 1e-6
     # A command after that timed-out hold: a frame in a stream of commands went without
     # one (a policy slower than lockstep_timeout_s), counted and warned about.
+    msg.header.stamp = peer.images[2].header.stamp
     peer.trajectory.publish(msg)
     assert spin(ex, lambda: len(peer.images) == 4, timeout_s=0.5)
     assert sim.holds == {'commanded': 2, 'timed_out': 1, 'missed': 1}

@@ -10,7 +10,8 @@ false, ``allow_integration_in_goal_trajectories`` false, a position command inte
 * :func:`check_trajectory` rejects what ``validate_trajectory_msg`` rejects: not exactly the
   controller's joints (missing, unknown, or a repeated name; the controller's own check of a
   repeated name is missing, this one adds it), no points, a nonzero velocity at the last
-  point, a nonzero header stamp whose trajectory ends before now (stamp 0 = start now),
+  point, a nonzero header stamp whose trajectory ends before now (stamp 0 = start now;
+  times within ``core.spec.STAMP_TOLERANCE_S`` count as equal: float seconds),
   ``time_from_start`` not strictly increasing, positions not one per joint, velocities or
   accelerations neither empty nor one per joint, any effort. Added for the simulator: a
   position that is not finite. The controller answers a rejected goal with a goal response
@@ -33,6 +34,8 @@ path to compare with.
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from awopt_ros.core.spec import STAMP_TOLERANCE_S
 
 SUCCESSFUL = 0
 INVALID_GOAL = -1
@@ -107,7 +110,7 @@ def check_trajectory(controller_joints, joint_names, points, start_s, now_s):
         if abs(v) > VELOCITY_EPS:
             return Rejection(INVALID_GOAL, f'velocity {v} of joint {name} at the last point '
                              'is not zero')
-    if start_s != 0.0 and start_s + last.time_from_start_s < now_s:
+    if start_s != 0.0 and start_s + last.time_from_start_s < now_s - STAMP_TOLERANCE_S:
         return Rejection(OLD_HEADER_TIMESTAMP, f'trajectory stamped {start_s:.6f} s ends at '
                          f'{start_s + last.time_from_start_s:.6f} s, before now '
                          f'({now_s:.6f} s)')

@@ -1,19 +1,30 @@
-"""sim_robot: the MuJoCo stand-in for a Kuka iiwa 14 cell, speaking the hardware's topics.
+"""sim_robot: the MuJoCo stand-in for a Kuka iiwa 14 cell, speaking the hardware's interfaces.
 
-Publishes what real drivers publish (realsense2_camera's ``/camera/color/image_raw`` and
-``camera_info``; joint_state_broadcaster's ``/joint_states``) and takes what ros2_control
-controllers take (``/arm_controller/joint_trajectory`` like a joint_trajectory_controller,
-``/forward_position_controller/commands`` like a forward_command_controller, and
-``/gripper_controller/commands``). Simulation-only extras: ``/sim/reset``,
+Publishes what real drivers publish, under the driver's names (``joint_names``,
+``gripper_joint``, ``joint_states_topic``, ``camera_ns``: :mod:`awopt_ros.ros.robot_params`):
+realsense-ros's ``<camera_ns>/color/image_raw`` and ``camera_info`` (``camera_rate_hz``, 30 Hz
+like a D435), joint_state_broadcaster's joint states. It takes what ros2_control controllers
+take: ``<arm_controller>/joint_trajectory`` (refused where a joint_trajectory_controller
+refuses it, :mod:`awopt_ros.core.jtc`), ``<forward_controller>/commands`` (7 positions in
+``joint_names`` order) and ``<gripper_controller>/commands`` ([finger m]); and serves their
+actions (``action_servers``, :mod:`awopt_ros.sim.actions`):
+``<arm_controller>/follow_joint_trajectory`` (control_msgs FollowJointTrajectory) and
+``<gripper_controller>/gripper_cmd`` (GripperCommand or ParallelGripperCommand,
+``gripper_action_type``). An accepted trajectory, on the topic or as a goal, sends the arm's
+servo to its last point's positions at once (intermediate points are not interpolated).
+Simulation-only extras: ``/sim/reset`` (aborts the active goals),
 ``/sim/objects`` (markers with pose and size: privileged, for the scripted policy
 and rviz) and ``/success/probability``
 (ground truth: an object lifted). A joint trajectory stamped before the last reset is dropped
 (counted as ``before_reset``): it was issued for the previous episode. With ``publish_clock``
 it publishes ``/clock`` and can run faster than real time (``real_time_factor``). With
 ``lockstep`` (needs ``publish_clock``) the simulation holds after each camera frame, simulated
-time standing still, until an arm command arrives (or ``lockstep_timeout_s`` of wall time
-passes): the policy's latency and the machine's load then cost no simulated time, and the arm
-moves as in the in-process rollout (:mod:`awopt_ros.sim.rollout`) whatever else the CPUs run.
+time standing still, until an arm command (a trajectory, a forward command or an accepted
+goal) arrives (or ``lockstep_timeout_s`` of wall time passes): the policy's latency and the
+machine's load then cost no simulated time, and the arm moves as in the in-process rollout
+(:mod:`awopt_ros.sim.rollout`) whatever else the CPUs run. The policy acts on every frame, so
+in lockstep the frames come once per ``lockstep_period_s`` (the control period, 0.1 s), not at
+``camera_rate_hz``: one frame, one action, one control period, as in the rollout.
 The physics and rendering are :class:`awopt_ros.sim.scene.GraspSim`.
 """
 import json
@@ -31,16 +42,20 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
 
-from awopt_ros.core import spec
+from awopt_ros.core import jtc
 from awopt_ros.core.paths import resolve
+from awopt_ros.core.robot_names import check_topic_ns
 from awopt_ros.ros import convert, qos
 from awopt_ros.ros.diagnostics import diagnostic_array
 from awopt_ros.ros.params import declare
+from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
 from awopt_ros.ros.run import spin_node
+from awopt_ros.sim.messages import trajectory_points
 from awopt_ros.sim.scene import GraspSim
 
 CAMERA_FRAME = 'camera_color_optical_frame'
-JOINT_NAMES = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
+ACTION_SERVERS = ('auto', 'always', 'never')
+GRIPPER_ACTION_TYPES = ('gripper_command', 'parallel_gripper_command', 'none')
 TICK_S = 0.005            # wall period of the physics loop
 MAX_LAG_S = 0.25          # sim time more than this behind the wall is dropped, not caught up
 #: In lockstep, the hold ends this long (wall s) after the frame's first arm command, so that
@@ -60,9 +75,10 @@ class SimRobotNode(Node):
                                  'uses seed + k.', low=0, high=2**31 - 1)
         num_objects = declare(self, 'num_objects', 5, 'Objects in the bin.', low=1, high=20,
                               read_only=True)
-        self.camera_rate_hz = declare(self, 'camera_rate_hz', 10.0,
-                                      'Camera frame rate (Hz, simulated time).', low=1.0,
-                                      high=60.0, read_only=True)
+        self.camera_rate_hz = declare(self, 'camera_rate_hz', 30.0,
+                                      'Camera frame rate (Hz, simulated time; a D435 streams '
+                                      'at 30). Unused in lockstep (lockstep_period_s).',
+                                      low=1.0, high=60.0, read_only=True)
         self.joint_rate_hz = declare(self, 'joint_state_rate_hz', 100.0,
                                      '/joint_states rate (Hz, simulated time).', low=1.0,
                                      high=1000.0, read_only=True)
@@ -86,6 +102,11 @@ class SimRobotNode(Node):
             'Longest hold on one frame in lockstep (s, wall): with no arm command (between '
             'episodes, arm disabled) the simulation goes on one camera period per hold.',
             low=0.01, high=60.0, read_only=True)
+        self.lockstep_period_s = declare(
+            self, 'lockstep_period_s', 0.1,
+            'In lockstep, simulated time between camera frames (s): the control period '
+            '(arm_interface control_period_s), as the policy acts on every frame and each hold '
+            'waits for one action.', low=0.005, high=10.0, read_only=True)
         success_height_m = declare(self, 'success_height_m', 0.12, 'An object this far above '
                                    'the bin floor counts as lifted (m).', low=0.01, high=1.0,
                                    read_only=True)
@@ -93,6 +114,62 @@ class SimRobotNode(Node):
                         read_only=True)
         height = declare(self, 'image_height', 480, 'Camera height (px).', low=16, high=4096,
                          read_only=True)
+        self.names, joint_states_topic = declare_joint_names(self)
+        image_topic, info_topic = declare_camera_ns(self)
+        arm_controller = check_topic_ns(declare(
+            self, 'arm_controller', '/arm_controller',
+            'Namespace of the arm controller: <arm_controller>/joint_trajectory (topic) and '
+            '<arm_controller>/follow_joint_trajectory (action), as a '
+            'joint_trajectory_controller (lbr-stack: /lbr/joint_trajectory_controller)',
+            read_only=True), 'arm_controller')
+        forward_controller = check_topic_ns(declare(
+            self, 'forward_controller', '/forward_position_controller',
+            'Namespace of the forward position controller: <forward_controller>/commands',
+            read_only=True), 'forward_controller')
+        gripper_controller = check_topic_ns(declare(
+            self, 'gripper_controller', '/gripper_controller',
+            'Namespace of the gripper controller: <gripper_controller>/commands (topic) and '
+            '<gripper_controller>/gripper_cmd (action)', read_only=True), 'gripper_controller')
+        action_servers = declare(
+            self, 'action_servers', 'auto',
+            "Serve the controllers' actions: auto (when control_msgs is installed), always "
+            '(fail without control_msgs) or never', read_only=True)
+        gripper_action_type = declare(
+            self, 'gripper_action_type', 'gripper_command',
+            'Type of <gripper_controller>/gripper_cmd: gripper_command '
+            '(control_msgs/GripperCommand), parallel_gripper_command (ParallelGripperCommand) '
+            'or none', read_only=True)
+        goal_tolerances = jtc.GoalTolerances.uniform(
+            len(self.names.arm),
+            declare(self, 'goal_tolerance_rad', 0.0,
+                    'follow_joint_trajectory: |target - joint| allowed at the end (rad); 0 = '
+                    'not checked (joint_trajectory_controller constraints.<joint>.goal)',
+                    low=0.0, high=1.0, read_only=True),
+            declare(self, 'stopped_velocity_tolerance_rad_s', 0.01,
+                    'follow_joint_trajectory: joint speed allowed at the end (rad/s); 0 = not '
+                    'checked (constraints.stopped_velocity_tolerance)',
+                    low=0.0, high=10.0, read_only=True),
+            declare(self, 'goal_time_tolerance_s', 0.0,
+                    'follow_joint_trajectory: time after the end to come within the goal '
+                    'tolerances before the goal is aborted (s); 0 = no limit '
+                    '(constraints.goal_time)', low=0.0, high=60.0, read_only=True))
+        gripper_goal = dict(
+            tolerance_m=declare(self, 'gripper_goal_tolerance_m', 0.002,
+                                'gripper_cmd: |target - finger| at which the goal is reached '
+                                '(m)', low=1e-5, high=0.04, read_only=True),
+            stall_timeout_s=declare(self, 'gripper_stall_timeout_s', 1.0,
+                                    'gripper_cmd: how long the finger may stand still short '
+                                    'of the target (closed on an object) before the goal ends '
+                                    'stalled (s)', low=0.0, high=60.0, read_only=True),
+            allow_stalling=declare(self, 'gripper_allow_stalling', True,
+                                   'gripper_cmd: a stalled goal (fingers on an object) ends '
+                                   'succeeded (true) or aborted (false)', read_only=True))
+        if action_servers not in ACTION_SERVERS:
+            raise ValueError(f'action_servers must be one of {ACTION_SERVERS}, got '
+                             f'{action_servers!r}')
+        if gripper_action_type not in GRIPPER_ACTION_TYPES:
+            raise ValueError(f'gripper_action_type must be one of {GRIPPER_ACTION_TYPES}, got '
+                             f'{gripper_action_type!r}')
         if self.lockstep and not self.publish_clock:
             raise ValueError('lockstep needs publish_clock: true (and use_sim_time: true on '
                              'every node): a held simulation must hold their clocks too')
@@ -100,6 +177,9 @@ class SimRobotNode(Node):
             self.get_logger().warning('real_time_factor != 1 without publish_clock: stamps '
                                       'are wall time while physics is not; set publish_clock')
 
+        #: simulated time between camera frames (s)
+        self.frame_period_s = (self.lockstep_period_s if self.lockstep
+                               else 1.0 / self.camera_rate_hz)
         self.sim = GraspSim(resolve(urdf), num_objects=num_objects, physics_dt_s=physics_dt_s,
                             image_size=(width, height), success_height_m=success_height_m)
         self.resets = 0
@@ -117,22 +197,24 @@ class SimRobotNode(Node):
         self.sim.reset(self.base_seed)
         self.current_seed = self.base_seed
 
-        self.image_pub = self.create_publisher(Image, '/camera/color/image_raw', qos.SENSOR)
-        self.info_pub = self.create_publisher(CameraInfo, '/camera/color/camera_info',
-                                              qos.SENSOR)
-        self.joint_pub = self.create_publisher(JointState, '/joint_states', qos.SENSOR)
+        self.image_pub = self.create_publisher(Image, image_topic, qos.SENSOR)
+        self.info_pub = self.create_publisher(CameraInfo, info_topic, qos.SENSOR)
+        self.joint_pub = self.create_publisher(JointState, joint_states_topic, qos.SENSOR)
         self.success_pub = self.create_publisher(Float32, '/success/probability', qos.COMMAND)
         self.objects_pub = self.create_publisher(MarkerArray, '/sim/objects', qos.COMMAND)
         self.clock_pub = (self.create_publisher(ClockMsg, '/clock', 10)
                           if self.publish_clock else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory',
+        self.create_subscription(JointTrajectory, f'{arm_controller}/joint_trajectory',
                                  self._on_trajectory, qos.COMMAND)
-        self.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+        self.create_subscription(Float64MultiArray, f'{forward_controller}/commands',
                                  self._on_forward, qos.COMMAND)
-        self.create_subscription(Float64MultiArray, '/gripper_controller/commands',
+        self.create_subscription(Float64MultiArray, f'{gripper_controller}/commands',
                                  self._on_gripper, qos.COMMAND)
         self.create_service(Trigger, '/sim/reset', self._on_reset)
+        self.action_servers = self._action_servers(
+            action_servers, arm_controller, gripper_controller, gripper_action_type,
+            goal_tolerances, gripper_goal)
         # The loop runs on the steady clock: with use_sim_time the node clock is our own /clock.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.wall_start = time.monotonic()
@@ -142,7 +224,35 @@ class SimRobotNode(Node):
         self._rtf_window = (time.monotonic(), self._sim_now())
         self.measured_rtf = 0.0
         self.get_logger().info(f'simulating {num_objects} objects, camera {width}x{height} at '
-                               f'{self.camera_rate_hz:.0f} Hz, real-time factor {self.rtf}')
+                               f'{1.0 / self.frame_period_s:.0f} Hz, real-time factor {self.rtf}'
+                               f', action servers: {[s.name for s in self.action_servers]}')
+
+    def _action_servers(self, mode, arm_controller, gripper_controller, gripper_type,
+                        goal_tolerances, gripper_goal):
+        """Return the action servers (a list of :mod:`awopt_ros.sim.actions` servers).
+
+        Raises:
+            ImportError: ``mode`` 'always' without control_msgs.
+        """
+        if mode == 'never':
+            return []
+        try:
+            from awopt_ros.sim import actions
+        except ImportError as exc:
+            if mode == 'always':
+                raise ImportError(f'action_servers: always, but control_msgs cannot be '
+                                  f'imported ({exc}); run make setup') from exc
+            self.get_logger().info(f'no action servers: control_msgs is not installed ({exc})')
+            return []
+        servers = [actions.ArmTrajectoryServer(
+            self, f'{arm_controller}/follow_joint_trajectory', self.names.arm, goal_tolerances,
+            self._now_s, lambda q: self._set_arm(q, 'follow_joint_trajectory goal'),
+            self._hold_arm, self._before_reset)]
+        if gripper_type != 'none':
+            servers.append(actions.GripperServer(
+                self, f'{gripper_controller}/gripper_cmd', gripper_type, self.names.gripper,
+                self._now_s, self._set_gripper, self._hold_gripper, **gripper_goal))
+        return servers
 
     # -- time ------------------------------------------------------------------------------
     def _sim_now(self):
@@ -152,6 +262,12 @@ class SimRobotNode(Node):
         if self.publish_clock:
             return convert.s_to_stamp(self._sim_now())
         return self.get_clock().now().to_msg()
+
+    def _now_s(self):
+        """The time (s) on the clock the stamps use (simulated with publish_clock)."""
+        if self.publish_clock:
+            return self._sim_now()
+        return self.get_clock().now().nanoseconds * 1e-9
 
     # -- physics loop ----------------------------------------------------------------------
     def _tick(self):
@@ -165,7 +281,7 @@ class SimRobotNode(Node):
                 self.sim_start += target - self._sim_now() - MAX_LAG_S
                 target = self._sim_now() + MAX_LAG_S
         else:
-            target = self._sim_now() + 1.0 / self.camera_rate_hz
+            target = self._sim_now() + self.frame_period_s
         while self._sim_now() + 0.5 * dt < target:
             self._step_to_event(target)
 
@@ -214,16 +330,19 @@ class SimRobotNode(Node):
             self.next_joint_s += 1.0 / self.joint_rate_hz
         if now + 0.5 * dt >= self.next_frame_s:
             self._publish_frame()
-            self.next_frame_s += 1.0 / self.camera_rate_hz
+            self.next_frame_s += self.frame_period_s
             return True
         return False
 
     def _publish_joints(self):
-        msg = JointState(name=JOINT_NAMES)
+        msg = JointState(name=self.names.all)
         msg.header.stamp = self._stamp()
-        msg.position = self.sim.joint_positions().tolist()
-        msg.velocity = self.sim.joint_velocities().tolist()
+        msg.position = position = self.sim.joint_positions().tolist()
+        msg.velocity = velocity = self.sim.joint_velocities().tolist()
         self.joint_pub.publish(msg)
+        for server in self.action_servers:
+            if server.active is not None:    # goals progress at the joint state rate
+                server.update(self._now_s(), position, velocity)
 
     def _publish_frame(self):
         rgb = self.sim.render()
@@ -266,42 +385,55 @@ class SimRobotNode(Node):
 
     # -- commands --------------------------------------------------------------------------
     def _set_arm(self, q, source):
+        """Set the arm's servo target (7 rad, A1..A7); return whether the simulator took it."""
         try:
             self.sim.set_arm_target(q)
             self.commands['arm'] += 1
             if self.held_since is not None and self.command_wall is None:
                 self.command_wall = time.monotonic()     # lockstep: the hold may end
+            return True
         except ValueError as exc:
             self.commands['rejected'] += 1
             self.get_logger().warning(f'{source} rejected: {exc}', throttle_duration_sec=2.0)
+            return False
+
+    def _hold_arm(self):
+        self.sim.set_arm_target(self.sim.joint_positions()[:7])
+
+    def _set_gripper(self, finger_m):
+        self.sim.set_gripper_target(finger_m)
+        self.commands['gripper'] += 1
+
+    def _hold_gripper(self):
+        self.sim.set_gripper_target(self.sim.joint_positions()[7])
+
+    def _before_reset(self, stamp_s):
+        """Whether a command stamped ``stamp_s`` (s, > 0) was issued before the last reset.
+
+        E.g. the arm interface's hold as the previous episode ended, delivered after the
+        reset: it would drag the new episode's arm back to where the last one ended. One
+        stamped at the reset itself is from before it too: under a held clock (lockstep)
+        both carry the same time.
+        """
+        return convert.not_after(convert.s_to_stamp(stamp_s), self.reset_stamp_s)
 
     def _on_trajectory(self, msg):
         stamp_s = convert.stamp_to_s(msg.header.stamp)
         if stamp_s > 0.0 and convert.not_after(msg.header.stamp, self.reset_stamp_s):
-            # Issued before the last reset (e.g. the arm interface's hold as the previous
-            # episode ended, delivered after the reset): it would drag the new episode's arm
-            # back to where the last one ended. One stamped at the reset itself is from
-            # before it too: under a held clock (lockstep) both carry the same time.
-            self.commands['before_reset'] += 1
+            self.commands['before_reset'] += 1     # see _before_reset
             return
-        if not msg.points:
+        names, points, _ = trajectory_points(msg)
+        rejection = jtc.check_trajectory(self.names.arm, names, points, stamp_s, self._now_s())
+        if rejection is not None:
             self.commands['rejected'] += 1
-            self.get_logger().warning('joint trajectory without points ignored')
-            return
-        index = {n: i for i, n in enumerate(msg.joint_names)}
-        missing = [j for j in spec.ARM_JOINTS if j not in index]
-        positions = msg.points[-1].positions
-        if missing or len(positions) != len(msg.joint_names):
-            self.commands['rejected'] += 1
-            self.get_logger().warning(f'joint trajectory rejected: missing joints {missing} or '
-                                      f'{len(positions)} positions for '
-                                      f'{len(msg.joint_names)} names',
+            self.get_logger().warning(f'joint trajectory rejected: {rejection.message}',
                                       throttle_duration_sec=2.0)
             return
-        self._set_arm([positions[index[j]] for j in spec.ARM_JOINTS], 'joint trajectory')
+        self._set_arm(jtc.in_controller_order(self.names.arm, names, points[-1].positions),
+                      'joint trajectory')
 
     def _on_forward(self, msg):
-        if len(msg.data) != len(spec.ARM_JOINTS):
+        if len(msg.data) != len(self.names.arm):
             self.commands['rejected'] += 1
             self.get_logger().warning(f'forward command needs 7 positions, got {len(msg.data)}',
                                       throttle_duration_sec=2.0)
@@ -313,8 +445,7 @@ class SimRobotNode(Node):
             self.commands['rejected'] += 1
             self.get_logger().warning(f'gripper command needs 1 finite value, got {msg.data}')
             return
-        self.sim.set_gripper_target(msg.data[0])
-        self.commands['gripper'] += 1
+        self._set_gripper(msg.data[0])
 
     def _on_reset(self, request, response):
         self.time_offset_s = self._sim_now()
@@ -331,6 +462,8 @@ class SimRobotNode(Node):
         self.held_since = self.command_wall = None
         self.hold_outcomes = []
         self.reset_stamp_s = convert.stamp_to_s(self._stamp())
+        for server in self.action_servers:
+            server.abort('the simulated scene was reset')
         response.success = True
         response.message = json.dumps({'seed': self.current_seed})
         self.get_logger().info(f'reset: scene seed {self.current_seed}')
@@ -342,9 +475,12 @@ class SimRobotNode(Node):
         if wall > w0:
             self.measured_rtf = (sim - s0) / (wall - w0)
         self._rtf_window = (wall, sim)
-        values = dict(frames_published=self.frames_published, camera_rate_hz=self.camera_rate_hz,
+        values = dict(frames_published=self.frames_published,
+                      camera_rate_hz=round(1.0 / self.frame_period_s, 6),
                       sim_time_s=round(sim, 3), real_time_factor=round(self.measured_rtf, 3),
                       resets=self.resets, seed=self.current_seed, **self.commands)
+        for server in self.action_servers:
+            values.update({f'{server.kind}_goals_{k}': v for k, v in server.counts.items()})
         if self.lockstep:
             values.update(holds_commanded=self.holds['commanded'],
                           holds_timed_out=self.holds['timed_out'],
@@ -354,7 +490,10 @@ class SimRobotNode(Node):
             message=f'{self.frames_published} frames, rtf {self.measured_rtf:.2f}'))
 
     def close(self):
-        """Release the renderer."""
+        """Release the renderer and the action servers."""
+        for server in self.action_servers:
+            server.destroy()
+        self.action_servers = []
         self.sim.close()
 
 
