@@ -122,3 +122,30 @@ def test_rgb8_and_the_stamp_tolerance_are_defined_once_in_spec():
                        ('core/report.py', 'STAMP_TOLERANCE_S ='),
                        ('ros/convert.py', 'STAMP_TOLERANCE_S =')):
         assert name not in (root / path).read_text(), path
+
+
+def test_crop_resize_of_a_padded_message_view_equals_that_of_a_contiguous_copy():
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import Image
+
+    from awopt_ros.ros.convert import image_view
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    padded = np.zeros((480, 640 * 3 + 64), np.uint8)
+    padded[:, :640 * 3] = img.reshape(480, -1)
+    msg = Image(height=480, width=640, encoding='rgb8', step=640 * 3 + 64,
+                data=padded.tobytes(), header=Image().header)
+    msg.header.stamp = Time(sec=1)
+    view = image_view(msg)
+    assert not view.flags.c_contiguous and not view.flags.writeable
+    for crop, size in (([80, 0, 480, 480], 64), ([0, 0, 640, 480], 96), ([5, 7, 64, 64], 64)):
+        out = crop_resize(view, crop, size)
+        np.testing.assert_array_equal(out, crop_resize(img.copy(), crop, size))
+        assert out.flags.c_contiguous and out.flags.writeable and out.flags.owndata
+
+
+def test_crop_resize_output_never_shares_the_input():
+    img = _frame()
+    out = crop_resize(img, [0, 0, 640, 480], 480)      # a resize
+    same = crop_resize(img[:64, :64], [0, 0, 64, 64], 64)   # the identity size: a copy
+    assert not np.shares_memory(out, img) and not np.shares_memory(same, img)

@@ -47,13 +47,17 @@ def check_crop(crop_xywh, width, height):
 def crop_resize(rgb, crop_xywh, size):
     """Crop ``rgb`` to ``crop_xywh`` and resize it to ``size`` x ``size`` (INTER_AREA).
 
+    The crop is a view: ``cv2.resize`` reads it in place (row stride of the source), without
+    copying it first; the result is the same as resizing a contiguous copy.
+
     Args:
-        rgb: uint8 array (H, W, 3), RGB.
+        rgb: uint8 array (H, W, 3), RGB; a strided view (e.g. of a message's data with row
+            padding, :func:`awopt_ros.ros.convert.image_view`) is fine.
         crop_xywh: (x, y, w, h) source pixels, must lie inside the image.
         size: output side length (px), > 0.
 
     Returns:
-        uint8 array (size, size, 3), C-contiguous.
+        uint8 array (size, size, 3), C-contiguous, owned by the caller.
 
     Raises:
         ValueError: wrong dtype or shape, bad ``size``, or a crop outside the image.
@@ -65,8 +69,10 @@ def crop_resize(rgb, crop_xywh, size):
     x, y, w, h = check_crop(crop_xywh, rgb.shape[1], rgb.shape[0])
     patch = rgb[y:y + h, x:x + w]
     if (w, h) == (size, size):
-        return np.ascontiguousarray(patch)
-    out = cv2.resize(np.ascontiguousarray(patch), (size, size), interpolation=cv2.INTER_AREA)
+        return np.array(patch, order='C')
+    if patch.strides[1:] != (3, 1):      # pixels not packed (a transposed view ...): copy
+        patch = np.ascontiguousarray(patch)
+    out = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 

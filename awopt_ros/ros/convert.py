@@ -5,6 +5,7 @@ Actions travel as ``sensor_msgs/JointState`` with ``name`` = ``core.spec.ACTION_
 ``position`` = the 7 action values (see docs/INTERFACES.md). A grasp goal (the scripted
 demonstrator's aim, x, y, z and yaw) travels as ``geometry_msgs/PoseStamped``.
 """
+import array
 import math
 
 import numpy as np
@@ -21,10 +22,13 @@ from awopt_ros.sim.scripted import object_yaw
 ACTION_FRAME = 'base_link'
 
 
-def image_to_numpy(msg):
-    """Return the pixels of an rgb8 ``sensor_msgs/Image`` as a (H, W, 3) uint8 array.
+def image_view(msg):
+    """Return the pixels of an rgb8 ``sensor_msgs/Image`` as a read-only (H, W, 3) uint8 view.
 
-    Row padding (``step`` > 3 * width) is dropped. The result is a copy owned by the caller.
+    No copy: the array shares ``msg.data``'s memory (row padding, ``step`` > 3 * width, is
+    skipped through the row stride, so the view is C-contiguous only without padding). It
+    stays valid as long as it is referenced (it keeps ``msg.data`` alive); it is read-only so
+    that no caller changes the message through it. ``cv2`` functions take such views.
 
     Raises:
         ValueError: encoding is not rgb8, ``step`` < 3 * width, or ``data`` shorter than
@@ -43,12 +47,28 @@ def image_to_numpy(msg):
     if buf.size < step * h:
         raise ValueError(f'image data has {buf.size} bytes, expected step * height = '
                          f'{step} * {h} = {step * h}')
-    rows = buf[:step * h].reshape(h, step)
-    return np.ascontiguousarray(rows[:, :row_bytes]).reshape(h, w, 3)
+    view = buf[:step * h].reshape(h, step)[:, :row_bytes].reshape(h, w, 3)
+    view.flags.writeable = False
+    return view
+
+
+def image_to_numpy(msg):
+    """Return the pixels of an rgb8 ``sensor_msgs/Image`` as a (H, W, 3) uint8 array.
+
+    Row padding (``step`` > 3 * width) is dropped. The result is a C-contiguous copy owned by
+    the caller (:func:`image_view` gives the pixels without a copy).
+
+    Raises:
+        ValueError: encoding is not rgb8, ``step`` < 3 * width, or ``data`` shorter than
+            ``step * height``.
+    """
+    return np.array(image_view(msg), order='C')
 
 
 def numpy_to_image(arr, stamp, frame_id):
     """Return a ``sensor_msgs/Image`` (rgb8, no padding) holding ``arr`` (H, W, 3) uint8.
+
+    The pixels are copied once, straight into the message's ``array.array`` (``data``).
 
     Args:
         arr: (H, W, 3) uint8 RGB pixels.
@@ -70,7 +90,9 @@ def numpy_to_image(arr, stamp, frame_id):
     msg.encoding = RGB8
     msg.is_bigendian = 0
     msg.step = 3 * msg.width
-    msg.data = np.ascontiguousarray(a).tobytes()
+    data = array.array('B')
+    data.frombytes(np.ascontiguousarray(a))
+    msg.data = data
     return msg
 
 
