@@ -29,6 +29,12 @@ from awopt_ros.ros import qos
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'config' / 'awopt.rviz'
+HARDWARE = ROOT / 'config' / 'awopt_hardware.rviz'
+FAKE_HARDWARE = 'config/awopt_ros_kuka_fake_hardware.yaml'
+#: (rviz config, params file of the stack it shows): the hardware view against the simulator
+#: under lbr-stack names once that bringup exists.
+PAIRS = [(CONFIG, DEFAULT_CONFIG)] + (
+    [(HARDWARE, FAKE_HARDWARE)] if (ROOT / FAKE_HARDWARE).is_file() else [])
 ROBOT_STATE = ('robot_state', 'awopt_ros.nodes.robot_state')
 WAIT_S = 180.0
 
@@ -72,6 +78,18 @@ def test_config_shows_the_cell():
     assert description.durability == 'Transient Local'
 
 
+def test_hardware_view_is_the_sim_view_on_the_realsense_topics():
+    sim = rviz_config.display_topics(rviz_config.load(CONFIG))
+    hw = rviz_config.display_topics(rviz_config.load(HARDWARE))
+    image, info = robot_names.camera_topics(robot_names.DEFAULT_CAMERA_NS)
+    hw_image, hw_info = robot_names.camera_topics('/camera/camera')
+    rename = {image: hw_image, info: hw_info}
+    expected = [t.__class__(**dict(t.__dict__, topic=rename.get(t.topic, t.topic)))
+                for t in sim if t.topic != '/sim/objects']
+    assert hw == expected
+    assert rviz_config.fixed_frame(rviz_config.load(HARDWARE)) == 'base_link'
+
+
 def test_display_topics_refuses_an_unknown_display_or_a_missing_topic():
     doc = {'Visualization Manager': {'Displays': [{'Class': 'someone/Plot', 'Name': 'p'}]}}
     with pytest.raises(ValueError, match='DISPLAY_TOPICS'):
@@ -93,15 +111,17 @@ def test_load_refuses_what_is_not_an_rviz_config(tmp_path):
 
 
 # ------------------------------------------------------------------ against a running stack
-@pytest.fixture(scope='module')
-def seen(tmp_path_factory):
-    """Run the simulated stack; return what arrived on each rviz topic and on /joint_states."""
+@pytest.fixture(scope='module', params=PAIRS, ids=lambda p: Path(p[0]).name)
+def seen(request, tmp_path_factory):
+    """Run the simulated stack under a params file; return the rviz config's topics and what
+    arrived on each and on the joint state topic."""
+    rviz, params = request.param
     out = tmp_path_factory.mktemp('rviz')
     env = ros_environment(domain_id=os.environ['ROS_DOMAIN_ID'])
-    stack = Stack(policy='scripted', log_dir=out / 'logs',
+    stack = Stack(config=params, policy='scripted', log_dir=out / 'logs',
                   overrides={'logger': {'output_dir': str(out / 'runs')}}, env=env)
-    topics = rviz_config.display_topics(rviz_config.load(CONFIG))
-    joint_topic = effective_params(DEFAULT_CONFIG, 'robot_state').get(
+    topics = rviz_config.display_topics(rviz_config.load(rviz))
+    joint_topic = effective_params(params, 'robot_state').get(
         'joint_states_topic', robot_names.DEFAULT_JOINT_STATES_TOPIC)
     ctx = Context()
     rclpy.init(context=ctx)
@@ -120,7 +140,7 @@ def seen(tmp_path_factory):
     stack.start()
     try:
         if ROBOT_STATE[0] not in dict(stack.node_specs()):   # until the launcher starts it
-            argv = node_command(ROBOT_STATE[1], ROBOT_STATE[0], DEFAULT_CONFIG)
+            argv = node_command(ROBOT_STATE[1], ROBOT_STATE[0], params)
             log = open(out / 'logs' / 'robot_state.log', 'wb')
             extra = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=parent_death_signal())
@@ -152,7 +172,8 @@ def seen(tmp_path_factory):
         rclpy.try_shutdown(context=ctx)
     if extra is not None:
         codes['robot_state'] = extra.returncode
-    return dict(topics=topics, got=got, types=types, joints=joints, logs=logs, codes=codes)
+    return dict(topics=topics, got=got, types=types, joints=joints, logs=logs, codes=codes,
+                fixed=rviz_config.fixed_frame(rviz_config.load(rviz)))
 
 
 def test_every_display_topic_is_published_with_its_type(seen):
@@ -175,7 +196,7 @@ def test_every_shown_frame_connects_to_the_fixed_frame(seen):
     got = seen['got']
     tfs = [t for msg in got['/tf'] + got['/tf_static'] for t in msg.transforms]
     parent = {t.child_frame_id: t.header.frame_id for t in tfs}
-    fixed = rviz_config.fixed_frame(rviz_config.load(CONFIG))
+    fixed = seen['fixed']
     frames = {f for t in seen['topics'] if t.msg_type != rviz_config.TF_TYPE
               for f in _frames_of(got[t.topic])} - {''}
     assert 'camera_color_optical_frame' in frames        # the camera images' frame
