@@ -202,3 +202,22 @@ def test_bad_camera_pose_refuses_to_start(ros_context):
     with pytest.raises(StartupError, match='camera_pose_xyz_rpy'):
         RobotStateNode(context=ros_context, parameter_overrides=[
             Parameter('camera_pose_xyz_rpy', value=[0.0, 1.0, 2.0])])
+
+
+def test_beside_a_robot_state_publisher_only_camera_frames_and_markers(ros_context):
+    node, peer, ex = make(ros_context, publish_robot_tf=False)
+    statics, tfs, descriptions, arrays = [], [], [], []
+    peer.create_subscription(TFMessage, '/tf_static', statics.append, LATCHED_ONE)
+    peer.create_subscription(TFMessage, '/tf', tfs.append, TF_QOS)
+    peer.create_subscription(String, '/robot_description', descriptions.append, LATCHED_ONE)
+    peer.create_subscription(MarkerArray, '/awopt/markers', arrays.append, qos.COMMAND)
+    pub = peer.create_publisher(JointState, '/joint_states', qos.SENSOR)
+    assert spin_until(ex, lambda: statics and arrays and pub.get_subscription_count() > 0)
+    assert {(t.parent, t.child) for t in transforms(statics)} == {
+        ('base_link', 'camera_link'), ('camera_link', 'camera_color_optical_frame')}
+    names = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
+    pub.publish(joint_state(peer, Q7, 0.0, names=names))
+    assert spin_until(ex, lambda: node.counts['joint_states'] == 1)
+    spin_until(ex, lambda: False, 0.3)
+    assert not tfs and not descriptions
+    assert peer.count_publishers('/robot_description') == 0

@@ -24,6 +24,9 @@ robot_state_publisher instead, with the ``/robot_description`` text this node pu
   no action came for 1 s, and ``/success/probability`` (std_msgs/Float32) as text above the
   box;
 * ``/diagnostics``: counts of joint states, TF messages and joint names the URDF lacks.
+
+With ``publish_robot_tf`` false (a robot_state_publisher runs beside it, fed the same renamed
+URDF), only the camera transforms go to ``/tf_static``, and the markers are published.
 """
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -87,6 +90,11 @@ class RobotStateNode(Node):
                        'Hand-eye calibration result: pose of camera_link in base_link, x y z '
                        '(m) roll pitch yaw (rad, fixed axes); camera_link as in realsense-ros '
                        '(x forward, z up). Default: the simulated camera', read_only=True)
+        self.publish_robot_tf = declare(
+            self, 'publish_robot_tf', True,
+            'Publish /robot_description, the joints on /tf and the fixed joints on /tf_static; '
+            'false where a robot_state_publisher does (then only the camera frames and the '
+            'markers come from here)', read_only=True)
         self.publish_optical = declare(
             self, 'publish_camera_optical_frame', True,
             'Publish camera_frame -> camera_optical_frame on /tf_static (turn off when a '
@@ -117,8 +125,10 @@ class RobotStateNode(Node):
         try:
             self.rtf = robot_tf.RobotTF(urdf_path)
             description = robot_tf.rename_joints(self.rtf.urdf_text, self.names.to_driver)
-            static = self.rtf.static_transforms() + robot_tf.camera_transforms(
-                pose, self.rtf.root_link, camera_frame, optical_frame, self.publish_optical)
+            static = robot_tf.camera_transforms(pose, self.rtf.root_link, camera_frame,
+                                                optical_frame, self.publish_optical)
+            if self.publish_robot_tf:
+                static = self.rtf.static_transforms() + static
             self.box = viz.box_edges(low, high)
         except (FileNotFoundError, ValueError) as exc:
             raise StartupError(str(exc)) from exc
@@ -133,12 +143,13 @@ class RobotStateNode(Node):
         self._action = None         # (action (7,), node-clock ns it arrived)
         self._success = None
 
-        self.description_pub = self.create_publisher(String, DESCRIPTION_TOPIC, LATCHED_ONE)
-        self.tf_pub = self.create_publisher(TFMessage, '/tf', TF_QOS)
+        if self.publish_robot_tf:
+            self.description_pub = self.create_publisher(String, DESCRIPTION_TOPIC, LATCHED_ONE)
+            self.tf_pub = self.create_publisher(TFMessage, '/tf', TF_QOS)
+            self.description_pub.publish(String(data=description))
         self.static_pub = self.create_publisher(TFMessage, '/tf_static', LATCHED_ONE)
         self.marker_pub = self.create_publisher(MarkerArray, MARKERS_TOPIC, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.description_pub.publish(String(data=description))
         now = self.get_clock().now().to_msg()
         self.static_pub.publish(TFMessage(transforms=[_transform_msg(t, now) for t in static]))
         self.create_subscription(JointState, joint_topic, self._on_joint_state, qos.SENSOR)
@@ -167,6 +178,8 @@ class RobotStateNode(Node):
                 self.get_logger().warning(f'joint state names {name!r}, which the URDF lacks '
                                           '(check joint_names / gripper_joint)')
         self._q.update(positions)
+        if not self.publish_robot_tf:
+            return
         stamp_ns = stamp_to_ns(msg.header.stamp)
         stamp = msg.header.stamp
         if stamp_ns == 0:       # an unstamped joint state: now
