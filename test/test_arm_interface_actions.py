@@ -223,6 +223,14 @@ def test_aborted_result_with_goal_tolerance_violated_holds(cell):
     assert 'ABORTED GOAL_TOLERANCE_VIOLATED: lbr_A4 off its goal by 0.2 rad' in message
     assert 'GOAL_TOLERANCE_VIOLATED' in values['last_controller_error']
     assert not h.arm._gate.active
+    # The hold goal aborts too, and so does a disable's: counted, but a later enable is not
+    # stopped by faults of goals sent before it.
+    assert h.spin_until(lambda: h.arm.counts()['goals_failed'] >= 2, 3.0)
+    h.enable(False)
+    h.enable(True)
+    assert h.spin_until(lambda: h.arm.counts()['goals_failed'] >= 3, 3.0)
+    h.spin_for(0.1)
+    assert h.arm._gate.active
 
 
 def test_missing_action_server_at_enable(cell):

@@ -323,10 +323,12 @@ class ArmInterfaceNode(Node):
         """A goal was rejected or failed (``ros.arm_backends``): latch a hold, if it belongs
         to this enable period and the arm was active."""
         self._counts['controller_faults'] += 1
-        self.get_logger().error(f'arm controller fault: {message}')
         if epoch == self._epoch and self._gate.active:
+            self.get_logger().error(f'arm controller fault: {message}')
             self._gate.stop(f'controller fault: {message}')
             self._hold('controller fault (latched until /arm/enable true)', force=True)
+        else:     # a goal of an earlier enable period, or sent while disabled or stopped
+            self.get_logger().warning(f'arm controller fault while not active: {message}')
 
     def _on_gripper_warning(self, message):
         self._gripper_warning = message
