@@ -26,20 +26,31 @@ from awopt_ros.core import robot_names, spec
 from awopt_ros.core.param_schema import ParameterError, check_params_file
 from awopt_ros.core.paths import resolve
 
-#: Nodes of the grasping stack, in start order: (node name, python module).
-STACK_NODES = (
+#: Device nodes: the source of camera frames and joint states. Each starts when the params
+#: file has a section for it: ``sim_robot`` in the simulated and fake-hardware bringups,
+#: ``realsense_camera`` on hardware with our camera node. A hardware bringup whose driver and
+#: camera the user starts (ros2_control, realsense-ros) has neither.
+DEVICE_NODES = (
     ('sim_robot', 'awopt_ros.nodes.sim_robot'),
+    ('realsense_camera', 'awopt_ros.nodes.realsense_camera'),
+)
+#: Nodes every bringup starts, in start order (the policy node goes after the pipeline).
+CORE_NODES = (
     ('camera_pipeline', 'awopt_ros.nodes.camera_pipeline'),
     ('arm_interface', 'awopt_ros.nodes.arm_interface'),
     ('episode_manager', 'awopt_ros.nodes.episode_manager'),
     ('logger', 'awopt_ros.nodes.logger'),
+    ('robot_state', 'awopt_ros.nodes.robot_state'),
 )
+#: The simulated bringup's nodes without the policy, in start order.
+STACK_NODES = DEVICE_NODES[:1] + CORE_NODES
 POLICY_NODES = {'actor': ('policy', 'awopt_ros.nodes.policy'),
                 'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy')}
 #: Every node a stack may run, {node name: python module}, either policy included.
-ALL_NODE_MODULES = dict([*STACK_NODES, *POLICY_NODES.values()])
-#: Every node name a stack may run (the graph check looks for these).
-STACK_NODE_NAMES = tuple(sorted(ALL_NODE_MODULES))
+ALL_NODE_MODULES = dict([*DEVICE_NODES, *CORE_NODES, *POLICY_NODES.values()])
+#: The node names the graph check looks for: every node a stack may run but the camera
+#: driver, which a user may well start alone before the stack (hardware bringup).
+STACK_NODE_NAMES = tuple(sorted(set(ALL_NODE_MODULES) - {'realsense_camera'}))
 DEFAULT_CONFIG = 'config/awopt_ros_kuka_grasp.yaml'
 DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: Parameters that several nodes must agree on: {param: (node defaults, nodes)}. The camera
@@ -268,6 +279,33 @@ def check_shared_params(config, nodes, overrides=None):
                              f'each (params file {config} or --set NODE:{param}=VALUE)')
 
 
+def device_nodes(config):
+    """Return the device nodes [(name, module)] that the params file ``config`` starts: those
+    of :data:`DEVICE_NODES` with a section (``name:`` or ``/name:``) in it.
+
+    Raises:
+        ParameterError: the file is not a node-keyed mapping.
+    """
+    doc = _load_params_file(config)
+    return [(name, module) for name, module in DEVICE_NODES
+            if name in doc or '/' + name in doc]
+
+
+def stack_node_specs(config, policy):
+    """Return [(node name, module)] in start order for a stack from the params file ``config``
+    with ``policy`` ('actor' or 'scripted'): its device nodes (:func:`device_nodes`), the
+    camera pipeline, the policy node, then the other core nodes.
+
+    Raises:
+        ValueError: an unknown policy, or a params file that is not a node-keyed mapping.
+    """
+    if policy not in POLICY_NODES:
+        raise ValueError(f'policy must be one of {sorted(POLICY_NODES)}, got {policy!r}')
+    specs = device_nodes(config) + list(CORE_NODES)
+    specs.insert(len(specs) - len(CORE_NODES) + 1, POLICY_NODES[policy])
+    return specs
+
+
 def node_command(module, node_name, config, params=None, python=sys.executable):
     """Return the argv that starts ``module`` as node ``node_name`` with the params file.
 
@@ -342,10 +380,8 @@ class Stack:
         check_shared_params(self.config, [n for n, _ in self.node_specs()], self.overrides)
 
     def node_specs(self):
-        """Return [(node name, module)] in start order."""
-        specs = list(STACK_NODES)
-        specs.insert(2, POLICY_NODES[self.policy])
-        return specs
+        """Return [(node name, module)] in start order (:func:`stack_node_specs`)."""
+        return stack_node_specs(self.config, self.policy)
 
     def start(self):
         """Start every node process (returns self).

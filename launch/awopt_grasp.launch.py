@@ -2,10 +2,18 @@
 
 Same nodes, same params YAML, same DDS settings and the same start-up checks (no unknown
 node or parameter in the params file; nodes that share a parameter, e.g. the policy image
-size, must agree) as ``awopt bringup`` in a plain venv (awopt_ros/launcher.py). Arguments:
+size or the driver's joint names, must agree; one stack per ROS domain) as ``awopt bringup``
+in a plain venv (awopt_ros/launcher.py). Which device nodes start follows the params file, as
+there: ``sim_robot`` when it has a ``sim_robot`` section (simulation, fake hardware),
+``realsense_camera`` when it has one of those; a hardware file without either expects the
+user's ros2_control driver and camera driver to be running. Arguments:
   config:=PATH        params YAML (default: the package's config/awopt_ros_kuka_grasp.yaml)
   policy:=actor|scripted
   use_sim_time:=true|false   (true when the simulator publishes /clock)
+  robot_state_publisher:=true|false   true: robot_state_publisher publishes /tf from the
+                      joint states (fed the URDF renamed to the driver's joint names) and
+                      awopt's robot_state only the camera pose and markers
+  rviz:=true|false    start rviz2 with config/awopt.rviz
 Lockstep simulation (the simulator waits for the arm's command after each frame): set
 sim_robot ``lockstep: true`` and ``publish_clock: true`` in the config, and use_sim_time:=true.
 """
@@ -14,14 +22,13 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import LaunchConfigurationEquals
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 # The same nodes and the same parameter checks as `awopt bringup`.
 from awopt_ros.core.param_schema import check_params_file
-from awopt_ros.launcher import (ALL_NODE_MODULES, POLICY_NODES, STACK_NODES, check_domain_free,
-                                check_shared_params)
+from awopt_ros.launcher import (ALL_NODE_MODULES, check_domain_free, check_shared_params,
+                                effective_params, stack_node_specs)
 
 
 def check_stack_params(config, policy):
@@ -33,8 +40,7 @@ def check_stack_params(config, policy):
             disagree on a shared parameter.
     """
     check_params_file(config, ALL_NODE_MODULES)
-    nodes = [name for name, _ in STACK_NODES] + [POLICY_NODES[policy][0]]
-    check_shared_params(config, nodes)
+    check_shared_params(config, [name for name, _ in stack_node_specs(config, policy)])
 
 
 def check_params(context):
@@ -51,29 +57,67 @@ def check_domain(context):
     return []
 
 
-def generate_launch_description():
+def _flag(context, name):
+    return LaunchConfiguration(name).perform(context).strip().lower() in ('true', '1', 'yes')
+
+
+def stack_nodes(context):
+    """Return the launch actions that start the stack's nodes for the chosen config, policy,
+    robot_state_publisher and rviz arguments (:func:`awopt_ros.launcher.stack_node_specs`)."""
     share = get_package_share_directory('awopt_ros')
-    config = LaunchConfiguration('config')
-    use_sim_time = LaunchConfiguration('use_sim_time')
-    params = [config, {'use_sim_time': use_sim_time}]
+    config = LaunchConfiguration('config').perform(context)
+    policy = LaunchConfiguration('policy').perform(context)
+    params = [config, {'use_sim_time': _flag(context, 'use_sim_time')}]
+    use_rsp = _flag(context, 'robot_state_publisher')
+    actions = []
+    for name, _module in stack_node_specs(config, policy):
+        node_params = list(params)
+        if name == 'robot_state' and use_rsp:
+            node_params.append({'publish_robot_tf': False})
+        actions.append(Node(package='awopt_ros', executable=f'awopt_{name}', name=name,
+                            parameters=node_params, output='screen', emulate_tty=True))
+    if use_rsp:
+        from awopt_ros.core.paths import resolve
+        from awopt_ros.core.robot_names import JointNames
+        from awopt_ros.core.robot_tf import rename_joints
+        from awopt_ros.core import spec
+        rs = effective_params(config, 'robot_state')
+        names = JointNames(tuple(rs.get('joint_names', spec.ARM_JOINTS)),
+                           rs.get('gripper_joint', spec.GRIPPER_JOINT))
+        urdf = resolve(rs.get('urdf_path', 'urdf/iiwa14_gripper.urdf')).read_text()
+        actions.append(Node(
+            package='robot_state_publisher', executable='robot_state_publisher',
+            parameters=[{'robot_description': rename_joints(urdf, names.to_driver),
+                         'use_sim_time': _flag(context, 'use_sim_time')}],
+            remappings=[('joint_states', rs.get('joint_states_topic', '/joint_states'))],
+            output='screen'))
+    if _flag(context, 'rviz'):
+        actions.append(Node(package='rviz2', executable='rviz2', output='screen',
+                            arguments=['-d', LaunchConfiguration('rviz_config').perform(
+                                context) or os.path.join(share, 'config', 'awopt.rviz')]))
+    return actions
 
-    def node(name, **kwargs):
-        return Node(package='awopt_ros', executable=f'awopt_{name}', name=name,
-                    parameters=params, output='screen', emulate_tty=True, **kwargs)
 
+def make_launch_description(config, robot_state_publisher='false', rviz='false'):
+    """Return the LaunchDescription with these argument defaults (the hardware launch file
+    calls this with its own)."""
     return LaunchDescription([
-        DeclareLaunchArgument('config', default_value=os.path.join(
-            share, 'config', 'awopt_ros_kuka_grasp.yaml')),
-        DeclareLaunchArgument('policy', default_value='actor',
-                              choices=['actor', 'scripted']),
+        DeclareLaunchArgument('config', default_value=config),
+        DeclareLaunchArgument('policy', default_value='actor', choices=['actor', 'scripted']),
         DeclareLaunchArgument('use_sim_time', default_value='false'),
+        DeclareLaunchArgument('robot_state_publisher', default_value=robot_state_publisher),
+        DeclareLaunchArgument('rviz', default_value=rviz),
+        DeclareLaunchArgument('rviz_config', default_value=''),
         # Network rule: discovery stays on this machine; camera frames over shared memory.
         SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST'),
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
-            share, 'config', 'fastdds_localhost_shm.xml')),
+            get_package_share_directory('awopt_ros'), 'config', 'fastdds_localhost_shm.xml')),
         OpaqueFunction(function=check_params),
         OpaqueFunction(function=check_domain),
-        *[node(name) for name, _ in STACK_NODES],
-        *[node(name, condition=LaunchConfigurationEquals('policy', kind))
-          for kind, (name, _) in POLICY_NODES.items()],
+        OpaqueFunction(function=stack_nodes),
     ])
+
+
+def generate_launch_description():
+    share = get_package_share_directory('awopt_ros')
+    return make_launch_description(os.path.join(share, 'config', 'awopt_ros_kuka_grasp.yaml'))

@@ -39,11 +39,27 @@ def test_stack_nodes_and_bad_arguments(tmp_path):
     stack = Stack(policy='scripted', log_dir=tmp_path)
     names = [n for n, _ in stack.node_specs()]
     assert names == ['sim_robot', 'camera_pipeline', 'scripted_policy', 'arm_interface',
-                     'episode_manager', 'logger']
+                     'episode_manager', 'logger', 'robot_state']
     with pytest.raises(ValueError, match='policy'):
         Stack(policy='telepathy')
     with pytest.raises(FileNotFoundError, match='params file'):
         Stack(config=str(tmp_path / 'missing.yaml'))
+
+
+def test_device_nodes_follow_the_params_file_sections(tmp_path):
+    """A params file without a sim_robot section starts no simulator (hardware bringup); one
+    with a realsense_camera section starts our camera node first."""
+    doc = yaml.safe_load(resolve(DEFAULT_CONFIG).read_text())
+    del doc['sim_robot']
+    hw = tmp_path / 'hardware.yaml'
+    hw.write_text(yaml.safe_dump(doc))
+    names = [n for n, _ in Stack(config=str(hw), policy='actor', log_dir=tmp_path).node_specs()]
+    assert names == ['camera_pipeline', 'policy', 'arm_interface', 'episode_manager', 'logger',
+                     'robot_state']
+    doc['realsense_camera'] = {'ros__parameters': {'serial_no': ''}}
+    hw.write_text(yaml.safe_dump(doc))
+    names = [n for n, _ in Stack(config=str(hw), policy='actor', log_dir=tmp_path).node_specs()]
+    assert names[:2] == ['realsense_camera', 'camera_pipeline'] and 'sim_robot' not in names
 
 
 def test_stack_refuses_nodes_that_disagree_on_the_policy_image(tmp_path):
@@ -166,9 +182,11 @@ def test_launch_file_refuses_nodes_that_disagree_before_starting_them(monkeypatc
     import types
     module = _load_launch_file(monkeypatch, str(tmp_path))
     actions = module.generate_launch_description()
-    checks = [a for a in actions if a.kwargs.get('function') is not None]
-    first_node = min(i for i, a in enumerate(actions) if 'package' in a.kwargs)
-    assert len(checks) == 2 and all(actions.index(c) < first_node for c in checks)
+    functions = [a.kwargs['function'].__name__ for a in actions
+                 if a.kwargs.get('function') is not None]
+    # the checks run before the function that makes the nodes
+    assert functions == ['check_params', 'check_domain', 'stack_nodes']
+    checks = [a for a in actions if a.kwargs.get('function') is not None][:2]
     check = next(c for c in checks if c.kwargs['function'].__name__ == 'check_params')
     check = check.kwargs['function']
     config = Path(__file__).resolve().parents[1] / 'config' / 'awopt_ros_kuka_grasp.yaml'
@@ -183,6 +201,41 @@ def test_launch_file_refuses_nodes_that_disagree_before_starting_them(monkeypatc
     ctx = types.SimpleNamespace(launch_configurations={'config': str(bad), 'policy': 'actor'})
     with pytest.raises(ValueError, match=r"'image_size'.*camera_pipeline.image_size=32"):
         check(ctx)
+
+
+def _launch_nodes(module, **args):
+    import types
+    fn = next(a.kwargs['function'] for a in module.generate_launch_description()
+              if getattr(a.kwargs.get('function'), '__name__', '') == 'stack_nodes')
+    args = {'policy': 'actor', 'use_sim_time': 'false', 'robot_state_publisher': 'false',
+            'rviz': 'false', 'rviz_config': '', **args}
+    return fn(types.SimpleNamespace(launch_configurations=args))
+
+
+def test_launch_file_starts_the_nodes_the_params_file_names(monkeypatch, tmp_path):
+    """The launch file starts what ``awopt bringup`` starts for the same params file: the
+    simulator only with a sim_robot section; robot_state_publisher (fed the URDF renamed to
+    the driver's joint names) and rviz2 on request."""
+    module = _load_launch_file(monkeypatch, str(tmp_path))
+    config = Path(__file__).resolve().parents[1] / 'config' / 'awopt_ros_kuka_grasp.yaml'
+    nodes = _launch_nodes(module, config=str(config))
+    assert [n.kwargs['name'] for n in nodes] == [
+        n for n, _ in Stack(config=str(config), log_dir=tmp_path).node_specs()]
+    doc = yaml.safe_load(config.read_text())
+    del doc['sim_robot']
+    doc['/**']['ros__parameters'].update(
+        joint_names=[f'lbr_A{i}' for i in range(1, 8)], joint_states_topic='/lbr/joint_states')
+    hw = tmp_path / 'hw.yaml'
+    hw.write_text(yaml.safe_dump(doc))
+    nodes = _launch_nodes(module, config=str(hw), robot_state_publisher='true', rviz='true')
+    names = [n.kwargs.get('name', n.kwargs.get('executable')) for n in nodes]
+    assert 'sim_robot' not in names and names[-2:] == ['robot_state_publisher', 'rviz2']
+    rsp = nodes[-2].kwargs
+    assert '<joint name="lbr_A1"' in rsp['parameters'][0]['robot_description']
+    assert rsp['remappings'] == [('joint_states', '/lbr/joint_states')]
+    robot_state = next(n for n in nodes if n.kwargs.get('name') == 'robot_state')
+    assert {'publish_robot_tf': False} in robot_state.kwargs['parameters']
+    assert nodes[-1].kwargs['arguments'][-1].endswith('awopt.rviz')
 
 
 def test_launch_file_refuses_a_domain_that_holds_an_awopt_stack(monkeypatch, tmp_path):

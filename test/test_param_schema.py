@@ -23,6 +23,8 @@ KNOWN = {
     'arm_interface': {'reopen_empty_gripper', 'max_step_m', 'workspace_min_m'},
     'episode_manager': {'max_steps', 'timeout_s', 'node_timeout_s'},
     'logger': {'output_dir', 'image_size', 'bag_compression'},
+    'realsense_camera': {'camera_namespace', 'camera_name', 'serial_no', 'rosbag_filename'},
+    'robot_state': {'urdf_path', 'camera_pose_xyz_rpy', 'joint_names'},
 }
 
 

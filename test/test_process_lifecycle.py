@@ -25,7 +25,7 @@ from awopt_ros.launcher import (DomainBusyError, Stack, StackError, acquire_doma
 
 DOMAIN = domain_id_of()     # the test run's own domain (conftest claims a free one)
 NODE_NAMES = {'sim_robot', 'camera_pipeline', 'policy', 'arm_interface', 'episode_manager',
-              'logger'}
+              'logger', 'robot_state'}
 
 
 def _children(pid):
@@ -98,7 +98,7 @@ def test_kill_9_of_the_parent_takes_every_node_with_it(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith('started '), (line, proc.stderr.read())
         nodes = _children(proc.pid)
-        assert len(nodes) == 6, nodes
+        assert len(nodes) == len(NODE_NAMES), nodes
         assert _wait_for_graph(NODE_NAMES, 60.0) == NODE_NAMES   # every node is up
         os.kill(proc.pid, signal.SIGKILL)
         t_kill = time.monotonic()
@@ -135,7 +135,7 @@ def test_two_stacks_started_at_once_on_one_domain_one_is_refused(tmp_path):
         assert 'Traceback' not in err
         assert running.stdout.readline().startswith('started ')
         nodes = _children(running.pid)
-        assert len(nodes) == 6
+        assert len(nodes) == len(NODE_NAMES)
         running.send_signal(signal.SIGINT)
         assert running.wait(timeout=60.0) == 0, running.stderr.read()
         # Stopped: the domain is free again.

@@ -16,7 +16,7 @@ from awopt_ros.launcher import STACK_NODE_NAMES, ros_environment
 _DISCOVERY_KEYS = ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'RMW_IMPLEMENTATION',
                    'FASTDDS_DEFAULT_PROFILES_FILE', 'AMENT_PREFIX_PATH')
 #: Stack node names that other ROS software may well use too: one of them alone is no stack.
-GENERIC_NAMES = frozenset({'logger', 'policy'})
+GENERIC_NAMES = frozenset({'logger', 'policy', 'robot_state'})
 
 
 def looks_like_stack(found):
