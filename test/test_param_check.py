@@ -166,9 +166,11 @@ def _launch_module(monkeypatch, share):
 def test_launch_file_check_refuses_typos_before_its_nodes(monkeypatch, tmp_path):
     module = _launch_module(monkeypatch, str(tmp_path))
     actions = module.generate_launch_description()
-    check = next(a for a in actions if a.kwargs.get('function') is not None)
-    first_node = min(i for i, a in enumerate(actions) if 'package' in a.kwargs)
-    assert actions.index(check) < first_node                # runs before any node starts
+    functions = [a for a in actions if a.kwargs.get('function') is not None]
+    check = functions[0]
+    # runs before the function that starts the nodes
+    assert [f.kwargs['function'].__name__ for f in functions] == [
+        'check_params', 'check_domain', 'stack_nodes']
     shipped = str(resolve(DEFAULT_CONFIG))
     for policy in ('actor', 'scripted'):
         ctx = types.SimpleNamespace(launch_configurations={'config': shipped,
