@@ -233,3 +233,21 @@ def test_command_gate_continuity_of_the_first_command():
     assert start_jump_rad(Q0, far) == pytest.approx(0.3)
     with pytest.raises(ValueError):
         start_jump_rad(Q0, Q0[:3])
+
+
+def test_arm_command_applies_joint_safety_only_when_given():
+    """The node passes its JointSafety to core.arm.arm_command; without one (the in-process
+    rollout's default) the IK target is unchanged."""
+    from awopt_ros.core.arm import arm_command
+    from awopt_ros.core.kinematics import default_kinematics
+    kin = default_kinematics()
+    action = np.array([0.03, 0.03, -0.03, 0.2, 0.0, 0.0, 0.0])
+    plain = arm_command(kin, Q0, action, LIMITS, 0.1)
+    np.testing.assert_allclose(plain.q_target, kin.ik_step(Q0, action[:3], 0.2, 0.1), atol=1e-6)
+    assert plain.joint_flags.clamped_joints == 0 and not plain.joint_flags.velocity_limited
+    slow = JointSafety(URDF.lower_rad, URDF.upper_rad, 0.05, [0.2] * 7, 0.25)
+    cmd = arm_command(kin, Q0, action, LIMITS, 0.1, joint_safety=slow)
+    assert np.abs(cmd.q_target - Q0).max() == pytest.approx(0.02)
+    assert cmd.joint_flags.velocity_limited
+    rejected = arm_command(kin, Q0, np.full(7, np.nan), LIMITS, 0.1, joint_safety=slow)
+    assert rejected.q_target is None and rejected.flags.rejected

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from awopt_ros.core import spec
-from awopt_ros.core.safety import FilterFlags, filter_action
+from awopt_ros.core.safety import FilterFlags, JointFlags, filter_action, limit_joint_target
 
 
 @dataclass
@@ -20,11 +20,14 @@ class ArmCommand:
         q_target: (7,) arm joint targets (rad), or None when the action was rejected (hold).
         gripper_m: finger target (m; 0 open, 0.04 closed), or None to leave the gripper as is.
         flags: what the safety filter did.
+        joint_flags: what the joint-space limits did (``core.safety.limit_joint_target``;
+            all clear when none were given).
     """
 
     q_target: np.ndarray
     gripper_m: float
     flags: FilterFlags
+    joint_flags: JointFlags = None
 
 
 def gripper_target(action, closedness=None):
@@ -56,7 +59,7 @@ def gripper_target(action, closedness=None):
     return None
 
 
-def arm_command(kin, q_meas, action, limits, dt_s, gripper_closedness=None):
+def arm_command(kin, q_meas, action, limits, dt_s, gripper_closedness=None, joint_safety=None):
     """Compute the arm and gripper targets for ``action`` from measured joints ``q_meas``.
 
     Args:
@@ -67,6 +70,10 @@ def arm_command(kin, q_meas, action, limits, dt_s, gripper_closedness=None):
         dt_s: control period (s): joint motion is limited to velocity limits x dt_s.
         gripper_closedness: measured gripper closedness in [0, 1] or None, for
             :func:`gripper_target` (conflicting bits reopen a gripper that holds nothing).
+        joint_safety: :class:`awopt_ros.core.safety.JointSafety` or None: when given, the IK
+            target is clipped to the joint limits less its margin and the step from
+            ``q_meas`` scaled to its velocity limits over ``dt_s`` (the arm_interface node
+            passes its own; None leaves the IK target as it is).
 
     Returns:
         :class:`ArmCommand`; ``q_target`` is None when the action was rejected.
@@ -76,4 +83,7 @@ def arm_command(kin, q_meas, action, limits, dt_s, gripper_closedness=None):
     if flags.rejected:
         return ArmCommand(None, None, flags)
     q_target = kin.ik_step(q_meas, safe[:3], float(safe[3]), dt_s)
-    return ArmCommand(q_target, gripper_target(safe, gripper_closedness), flags)
+    joint_flags = JointFlags()
+    if joint_safety is not None:
+        q_target, joint_flags = limit_joint_target(q_meas, q_target, joint_safety, dt_s)
+    return ArmCommand(q_target, gripper_target(safe, gripper_closedness), flags, joint_flags)

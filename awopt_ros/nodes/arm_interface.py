@@ -8,7 +8,7 @@ and after an enable those stamped at or before it, i.e. computed on older frames
 ``/arm/stop`` (std_srvs/Trigger: hold at once, latched: actions are ignored until the next
 ``/arm/enable true``).
 
-Each accepted action goes through ``core.safety.filter_action`` and
+Each accepted action goes through ``core.arm.arm_command``: ``core.safety.filter_action``,
 ``core.kinematics.Kinematics.ik_step`` from the measured joints, then ``core.safety.
 limit_joint_target`` (targets inside the URDF joint limits less ``joint_limit_margin_rad``;
 the step from the measured joints scaled so that no joint exceeds ``max_joint_velocity_rad_s``
@@ -50,7 +50,7 @@ from awopt_ros.core import robot, spec
 from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import (IIWA14_MAX_VELOCITY_RAD_S, CommandGate, JointSafety,
-                                   SafetyLimits, Watchdog, limit_joint_target)
+                                   SafetyLimits, Watchdog)
 from awopt_ros.ros import arm_backends, qos
 from awopt_ros.ros.convert import joint_positions, msg_to_action, not_after, stamp_to_s
 from awopt_ros.ros.diagnostics import ERROR, OK, WARN, diagnostic_array
@@ -444,15 +444,14 @@ class ArmInterfaceNode(Node):
             return
         closedness = self._closedness if self._params['reopen_empty_gripper'] else None
         cmd = arm_command(self._kin, self._q_meas, action, self._limits, self._period_s,
-                          closedness)
+                          closedness, self._joint_safety)
         if cmd.flags.rejected:
             self._counts['rejected'] += 1
             self.get_logger().error(f'non-finite action rejected: {action.tolist()}')
             self._holding = False      # always send a hold for a rejected action
             self._hold('non-finite action')
             return
-        q_target, joint_flags = limit_joint_target(self._q_meas, cmd.q_target,
-                                                   self._joint_safety, self._period_s)
+        q_target, joint_flags = cmd.q_target, cmd.joint_flags
         refusal = self._gate.check_start(self._q_meas, q_target,
                                          self._joint_safety.max_start_jump_rad)
         if refusal is not None:
