@@ -12,7 +12,7 @@ actions (``action_servers``, :mod:`awopt_ros.sim.actions`):
 ``<gripper_controller>/gripper_cmd`` (GripperCommand or ParallelGripperCommand,
 ``gripper_action_type``). An accepted trajectory, on the topic or as a goal, sends the arm's
 servo to its last point's positions at once (intermediate points are not interpolated).
-Simulation-only extras: ``/sim/reset`` (aborts the active goals),
+Simulation-only extras: ``/sim/reset`` (active goals go on, :mod:`awopt_ros.sim.actions`),
 ``/sim/objects`` (markers with pose and size: privileged, for the scripted policy
 and rviz) and ``/success/probability``
 (ground truth: an object lifted). A joint trajectory stamped before the last reset is dropped
@@ -462,8 +462,6 @@ class SimRobotNode(Node):
         self.held_since = self.command_wall = None
         self.hold_outcomes = []
         self.reset_stamp_s = convert.stamp_to_s(self._stamp())
-        for server in self.action_servers:
-            server.abort('the simulated scene was reset')
         response.success = True
         response.message = json.dumps({'seed': self.current_seed})
         self.get_logger().info(f'reset: scene seed {self.current_seed}')

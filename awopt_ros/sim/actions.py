@@ -17,9 +17,11 @@ preempted gripper goal ends aborted with an empty result: the controller means t
 but the executing -> canceled transition it asks for is one rcl_action refuses.
 
 Both are driven by the node: :meth:`update` with the measured joints at each joint state
-event of the simulation (goals progress with simulated time and stand still while it does),
-:meth:`abort` at a scene reset. This module imports control_msgs: import it only when the
-action servers are wanted.
+event of the simulation (goals progress with simulated time and stand still while it does).
+A scene reset leaves a goal running: like a controller whose robot was moved, it goes on
+comparing the measured joints with the goal's target (with the default tolerances it ends
+succeeded once the arm is still), while the servo holds the new scene's start pose. This
+module imports control_msgs: import it only when the action servers are wanted.
 """
 from control_msgs.action import FollowJointTrajectory, GripperCommand, ParallelGripperCommand
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -111,11 +113,6 @@ class _Server:
         # The handle becomes "canceling" after this callback returns; end it after that.
         self.node.executor.create_task(goal.finish, 'canceled', self.action_type.Result())
         return CancelResponse.ACCEPT
-
-    def abort(self, message):
-        """Abort the active goal (a scene reset: the controller's target is gone)."""
-        if self.active is not None:
-            self._end('aborted', self._aborted_result(message), 'aborted')
 
     def destroy(self):
         self._server.destroy()
@@ -283,7 +280,4 @@ class GripperServer(_Server):
         return msg
 
     def _preempted_result(self):
-        return self.action_type.Result()
-
-    def _aborted_result(self, message):
         return self.action_type.Result()
