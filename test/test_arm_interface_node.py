@@ -380,3 +380,17 @@ def test_bad_gripper_interface(ros_context):
     with pytest.raises(ValueError, match='gripper_interface'):
         ArmInterfaceNode(context=ros_context,
                          parameter_overrides=[Parameter('gripper_interface', value='suction')])
+
+
+def test_topic_interfaces_need_no_control_msgs(ros_context, monkeypatch):
+    """control_msgs is imported only for an action interface: without it the topic
+    interfaces work, and an action interface refuses to start with a clear message."""
+    import sys
+    from awopt_ros.ros.run import StartupError
+    monkeypatch.setitem(sys.modules, 'control_msgs', None)     # import control_msgs fails
+    node = ArmInterfaceNode(context=ros_context)
+    node.destroy_node()
+    for params in ([Parameter('command_interface', value='follow_joint_trajectory')],
+                   [Parameter('gripper_interface', value='parallel_gripper_command')]):
+        with pytest.raises(StartupError, match='control_msgs'):
+            ArmInterfaceNode(context=ros_context, parameter_overrides=params)

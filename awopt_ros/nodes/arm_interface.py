@@ -235,6 +235,7 @@ class ArmInterfaceNode(Node):
 
     # ---------------------------------------------------------------- set-up
     def _make_backends(self, p):
+        arm = None
         try:
             if self._interface == 'follow_joint_trajectory':
                 arm = arm_backends.TrajectoryActionArm(self, p['arm_controller'],
@@ -254,6 +255,8 @@ class ArmInterfaceNode(Node):
                     self, kind, p['gripper_controller'], self._names.gripper,
                     p['gripper_max_effort_n'], self._on_gripper_warning)
         except RuntimeError as exc:      # control_msgs missing
+            if arm is not None:
+                arm.destroy()
             raise StartupError(str(exc)) from exc
         return arm, gripper
 
@@ -287,8 +290,10 @@ class ArmInterfaceNode(Node):
 
     def destroy_node(self):
         """Destroy the action clients (rclpy does not), then the node."""
-        self._arm.destroy()
-        self._gripper.destroy()
+        for backend in (getattr(self, '_arm', None), getattr(self, '_gripper', None)):
+            if backend is not None:
+                backend.destroy()
+        self._arm = self._gripper = None
         super().destroy_node()
 
     # ---------------------------------------------------------------- helpers
