@@ -134,3 +134,28 @@ def test_crop_outside_the_configured_source_size_fails_at_start(ros_context):
     with pytest.raises(ValueError, match='outside the 320x240 image'):
         CameraPipelineNode(context=ros_context, parameter_overrides=[
             Parameter('source_width', value=320), Parameter('source_height', value=240)])
+
+
+def test_camera_ns_names_the_camera_topics(ros_context):
+    node = CameraPipelineNode(context=ros_context, parameter_overrides=[
+        Parameter('camera_ns', value='/camera/camera')])
+    peer = rclpy.create_node('camera_ns_peer', context=ros_context)
+    received = []
+    peer.create_subscription(Image, '/policy/image', received.append, qos.SENSOR)
+    pub = peer.create_publisher(Image, '/camera/camera/color/image_raw', qos.SENSOR)
+    info_pub = peer.create_publisher(CameraInfo, '/camera/camera/color/camera_info',
+                                     qos.SENSOR)
+    ex = SingleThreadedExecutor(context=ros_context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    try:
+        assert spin_until(ex, lambda: pub.get_subscription_count() == 1
+                          and info_pub.get_subscription_count() == 1)
+        rgb, msg = frame(peer, seed=4)
+        assert spin_until(ex, lambda: pub.publish(msg) or received)
+        np.testing.assert_array_equal(convert.image_to_numpy(received[0]),
+                                      crop_resize(rgb, [80, 0, 480, 480], 64))
+    finally:
+        ex.shutdown()
+        peer.destroy_node()
+        node.destroy_node()

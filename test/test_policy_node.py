@@ -37,7 +37,10 @@ def model_path(tmp_path_factory):
 
 
 def _params(path, **extra):
-    values = {'model_path': str(path), 'image_size': SIZE, 'crop_xywh': CROP}
+    """Overrides of the tests that feed policy images (the camera_pipeline input) and expect
+    an action on every one (action_rate_hz 0); the camera input has its own tests."""
+    values = {'model_path': str(path), 'image_size': SIZE, 'crop_xywh': CROP,
+              'image_source': 'camera_pipeline', 'action_rate_hz': 0.0}
     values.update(extra)
     return [Parameter(k, value=v) for k, v in values.items()]
 
@@ -634,3 +637,145 @@ def test_onnxruntime_error_at_act_falls_back_to_cem(ros_context, model_path, cri
         assert node.counts['fallbacks'] >= 1 and node.counts['actions_cem'] >= 1
     finally:
         _close_rig(executor, node, tester)
+
+
+# ---- image_source 'camera': the frame -> command hot path, at action_rate_hz -----------------
+LBR = {'joint_names': [f'lbr_A{i}' for i in range(1, 8)], 'gripper_joint': 'lbr_finger',
+       'joint_states_topic': '/lbr/joint_states', 'camera_ns': '/camera/camera'}
+
+
+class CameraRig:
+    """A policy node on the camera input (driver names of ``names``) and a test node that
+    sends it camera frames one at a time (the hot path keeps only the newest frame)."""
+
+    def __init__(self, ctx, model_path, **params):
+        values = {'model_path': str(model_path), 'image_size': SIZE, 'crop_xywh': CROP,
+                  'reload_period_s': 0.0, **LBR, **params}
+        self.node = PolicyNode(context=ctx, parameter_overrides=[
+            Parameter(k, value=v) for k, v in values.items()])
+        self.tester = rclpy.create_node('camera_tester', context=ctx)
+        self.executor = SingleThreadedExecutor(context=ctx)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        self.actions, self.decisions = [], []
+        self.tester.create_subscription(JointState, '/policy/action', self.actions.append,
+                                        qos.COMMAND)
+        self.tester.create_subscription(
+            String, '/policy/decision', lambda m: self.decisions.append(json.loads(m.data)),
+            qos.COMMAND)
+        self.cam_pub = self.tester.create_publisher(Image, '/camera/camera/color/image_raw',
+                                                    qos.SENSOR)
+        self.js_pub = self.tester.create_publisher(JointState, '/lbr/joint_states', qos.SENSOR)
+        self.event_pub = self.tester.create_publisher(String, '/episode/event', qos.LATCHED)
+        assert _spin_until(self.executor, lambda: self.cam_pub.get_subscription_count() > 0
+                           and self.js_pub.get_subscription_count() > 0)
+
+    def now_s(self):
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def joint_state(self):
+        msg = _joint_state(self.node.get_clock().now().to_msg())
+        msg.name = list(LBR['joint_names']) + [LBR['gripper_joint']]
+        self.js_pub.publish(msg)
+        return _spin_until(self.executor, lambda: self.node._joint_state is not None, 2.0)
+
+    def frame(self, rgb, stamp_s):
+        """Send one camera frame and spin until the node has taken it."""
+        before = self.node.counts['frames']
+        self.cam_pub.publish(convert.numpy_to_image(rgb, convert.s_to_stamp(stamp_s),
+                                                    'camera_color_optical_frame'))
+        assert _spin_until(self.executor, lambda: self.node.counts['frames'] > before, 3.0)
+        self.executor.spin_once(timeout_sec=0.01)     # the action and decision, if any
+
+    def close(self):
+        _close_rig(self.executor, self.node, self.tester)
+
+
+def _camera_frame(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+
+def test_camera_frame_is_cropped_in_the_node_and_acted_on_with_driver_names(ros_context,
+                                                                           model_path):
+    from awopt_ros.core.image_ops import crop_resize
+    rig = CameraRig(ros_context, model_path)
+    try:
+        rgb = _camera_frame()
+        assert rig.joint_state()
+        stamp_s = rig.now_s() - 0.02
+        rig.frame(rgb, stamp_s)
+        assert _spin_until(rig.executor, lambda: rig.actions and rig.decisions)
+        msg = rig.actions[0]
+        assert abs(convert.stamp_to_s(msg.header.stamp) - stamp_s) < 1e-6
+        # The image camera_pipeline publishes for this frame (the logger's) is the one acted
+        # on: the same crop_resize of the same frame.
+        expected = OnnxActor(model_path).act(crop_resize(rgb, CROP, SIZE),
+                                             proprio_from_joints(robot.HOME_Q, 0.01))
+        np.testing.assert_allclose(np.array(msg.position), expected, atol=1e-6)
+        assert rig.node.image_source == 'camera'
+    finally:
+        rig.close()
+
+
+def test_30hz_camera_gets_an_action_on_every_third_frame_at_10hz(ros_context, model_path):
+    rig = CameraRig(ros_context, model_path)
+    try:
+        rgb = _camera_frame(1)
+        t0 = rig.now_s() - 0.1
+        for k in range(9):                  # 0.3 s of a 30 Hz camera
+            assert rig.joint_state()
+            rig.frame(rgb, t0 + k / 30.0)
+        assert _spin_until(rig.executor, lambda: len(rig.actions) >= 3, 2.0)
+        rig.executor.spin_once(timeout_sec=0.05)
+        stamps = [convert.stamp_to_s(m.header.stamp) for m in rig.actions]
+        np.testing.assert_allclose(stamps, [t0, t0 + 0.1, t0 + 0.2], atol=1e-6)
+        c = rig.node.grid.counters()
+        assert c['frames_acted'] == 3 and c['frames_skipped_rate'] == 6
+    finally:
+        rig.close()
+
+
+def test_episode_start_restarts_the_action_grid_on_the_next_newer_frame(ros_context,
+                                                                       model_path):
+    rig = CameraRig(ros_context, model_path)
+    try:
+        rgb = _camera_frame(2)
+        t0 = rig.now_s() - 0.1
+        assert rig.joint_state()
+        rig.frame(rgb, t0)                          # acted on: the next due is t0 + 0.1
+        rig.event_pub.publish(String(data=json.dumps(
+            {'event': 'start', 'episode': 1, 'seed': 1, 'stamp_s': t0 + 0.04})))
+        assert _spin_until(rig.executor, lambda: rig.node._episode == 1)
+        rig.frame(rgb, t0 + 1 / 30)                 # before the episode's start: not acted on
+        rig.frame(rgb, t0 + 2 / 30)                 # the first after it: acted on at once
+        assert _spin_until(rig.executor, lambda: len(rig.actions) >= 2, 2.0)
+        stamps = [convert.stamp_to_s(m.header.stamp) for m in rig.actions]
+        np.testing.assert_allclose(stamps, [t0, t0 + 2 / 30], atol=1e-6)
+    finally:
+        rig.close()
+
+
+def test_camera_frames_of_another_layout_or_stale_are_dropped_and_counted(ros_context,
+                                                                         model_path):
+    rig = CameraRig(ros_context, model_path)
+    try:
+        assert rig.joint_state()
+        rig.frame(np.zeros((240, 320, 3), np.uint8), rig.now_s())
+        rig.frame(_camera_frame(), rig.now_s() - 5.0)          # 5 s old
+        assert rig.node.layout.dropped_bad_size == 1
+        assert rig.node.gate.dropped_stale == 1
+        assert not rig.actions
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'image_source': 'pipeline'}, 'image_source'),
+    ({'source_width': 320}, 'crop_xywh'),
+])
+def test_bad_camera_input_setup_is_startup_error(ros_context, model_path, override, message):
+    with pytest.raises(StartupError, match=message):
+        PolicyNode(context=ros_context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in {'model_path': str(model_path),
+                                               'image_size': SIZE, 'crop_xywh': CROP,
+                                               **override}.items()])

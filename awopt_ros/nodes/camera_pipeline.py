@@ -1,16 +1,21 @@
 """camera_pipeline: camera frame -> policy-sized image, dropping (and counting) bad frames.
 
-Subscribes ``/camera/color/image_raw`` (rgb8, sensor-data QoS) and publishes ``/policy/image``
+Subscribes ``<camera_ns>/color/image_raw`` (rgb8, sensor-data QoS; ``camera_ns``:
+:func:`awopt_ros.ros.robot_params.declare_camera_ns`) and publishes ``/policy/image``
 (``image_size`` x ``image_size`` rgb8) with the SOURCE frame's stamp, so that downstream nodes
-can match actions to frames and measure frame-to-command latency. The crop and resize are
-:func:`awopt_ros.core.image_ops.crop_resize`.
+can match actions to frames. The crop and resize are
+:func:`awopt_ros.core.image_ops.crop_resize`, on a view of the message's data (no copy of
+the frame). The policy node crops the camera frames itself by default (``image_source``
+'camera', the low-latency path); this node's images are then what the logger records and
+rviz shows (the same function on the same frames), and what a policy with ``image_source``
+'camera_pipeline' acts on.
 
 A frame is used only when it has the configured source layout (rgb8, ``source_width`` x
 ``source_height``, step >= 3 * width, exactly step * height bytes:
 :class:`awopt_ros.core.image_ops.FrameLayoutCheck`; counted in ``dropped_bad_size`` /
 ``dropped_bad_encoding``) and is fresh and newer than the last one
 (:class:`awopt_ros.core.image_ops.FrameGate`; ``dropped_stale`` / ``dropped_out_of_order``).
-``/camera/color/camera_info`` of another size is counted (``camera_info_mismatch``) and
+``<camera_ns>/color/camera_info`` of another size is counted (``camera_info_mismatch``) and
 warned about: the crop and the model refer to the configured source size. It is read only until
 the first one of the configured size: then its subscription is destroyed, so that no
 CameraInfo is deserialized per frame on this single-threaded node's frame -> command path (the
@@ -20,10 +25,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
+from awopt_ros.core.heap import keep_large_buffers
 from awopt_ros.core.image_ops import FrameGate, FrameLayoutCheck, check_crop, crop_resize
 from awopt_ros.core.spec import POLICY_CROP_XYWH, POLICY_IMAGE_SIZE, SOURCE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.params import declare
+from awopt_ros.ros.robot_params import declare_camera_ns
 from awopt_ros.ros.run import spin_node
 
 
@@ -47,15 +54,16 @@ class CameraPipelineNode(Node):
                      declare(self, 'source_height', SOURCE_SIZE[1],
                              'Camera frame height (px); frames of another size are dropped.',
                              low=16, high=8192, read_only=True))
+        image_topic, info_topic = declare_camera_ns(self)
         check_crop(self.crop_xywh, *source_wh)  # fail at start-up, not on the first frame
         self.layout = FrameLayoutCheck(source_wh)
         self.gate = FrameGate(max_age_s)
         self.camera_info_mismatch = 0
         self.pub = self.create_publisher(Image, '/policy/image', qos.SENSOR)
         self.diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(Image, '/camera/color/image_raw', self._on_image, qos.SENSOR)
+        self.create_subscription(Image, image_topic, self._on_image, qos.SENSOR)
         # Until the first camera_info of the configured size (None after it).
-        self.info_sub = self.create_subscription(CameraInfo, '/camera/color/camera_info',
+        self.info_sub = self.create_subscription(CameraInfo, info_topic,
                                                  self._on_camera_info, qos.SENSOR)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -85,7 +93,7 @@ class CameraPipelineNode(Node):
             return
         # Neither raises now: the layout check took the frame (rgb8, the source size, step
         # and length consistent), and the crop was checked against that size at start-up.
-        small = crop_resize(convert.image_to_numpy(msg), self.crop_xywh, self.image_size)
+        small = crop_resize(convert.image_view(msg), self.crop_xywh, self.image_size)
         self.pub.publish(convert.numpy_to_image(small, msg.header.stamp, msg.header.frame_id))
 
     def _publish_diagnostics(self):
@@ -99,6 +107,7 @@ class CameraPipelineNode(Node):
 
 
 def main(args=None):
+    keep_large_buffers()      # camera frames: no page faults per frame (core.heap)
     return spin_node(CameraPipelineNode, args)
 
 

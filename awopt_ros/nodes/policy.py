@@ -1,8 +1,32 @@
-"""policy: actor, CEM over the critic, or AW-Opt's episode switch on each image -> action.
+"""policy: actor, CEM over the critic, or AW-Opt's episode switch on camera frames -> action.
 
-Subscribes ``/policy/image`` (rgb8, ``image_size`` square, sensor-data QoS), ``/joint_states``
-(sensor-data QoS) and ``/episode/event`` (latched JSON; a ``start`` event draws the episode's
-policy in mode 'switch'). For each image: proprioception from the latest joint state
+Inputs (``image_source``):
+
+* ``camera`` (default): the camera's ``<camera_ns>/color/image_raw`` (rgb8, ``source_width`` x
+  ``source_height``; best effort, depth 1: the newest frame), cropped and resized to the
+  policy image here, in the callback (:func:`awopt_ros.core.image_ops.crop_resize` on a view
+  of the message's data, no copy of the frame). This is the frame -> command hot path: no
+  camera_pipeline hop. Frames of another layout (``FrameLayoutCheck``) and frames older than
+  ``max_frame_age_s`` or not newer than the last one (``FrameGate``) are dropped and counted,
+  as in camera_pipeline, which still publishes ``/policy/image`` for the logger and rviz
+  (the same function on the same frame: the logger stores the image the policy acted on).
+* ``camera_pipeline``: ``/policy/image`` (``image_size`` square, from camera_pipeline).
+
+Joint states come on ``joint_states_topic`` (sensor-data QoS) under the driver's names
+(``joint_names``, ``gripper_joint``: :func:`awopt_ros.ros.robot_params.declare_joint_names`),
+and ``/episode/event`` (latched JSON; a ``start`` event draws the episode's policy in mode
+'switch' and restarts the action grid, below).
+
+Action rate: the policy acts ``action_rate_hz`` times a second (10 Hz, the task's control
+period; 0 = on every frame) on the newest frame, whatever the camera's rate
+(:class:`awopt_ros.core.action_rate.ActionGrid`). A 30 Hz camera gives every third frame: the
+steps keep the 0.1 s period that the models were trained with and that ``arm_interface``
+``control_period_s`` and ``episode_manager`` ``max_steps`` count in, while the frame an
+action is computed on is at most one camera period old when it is taken up. Frame-to-command
+latency is measured from that frame's stamp. A ``start`` event restarts the grid on the first
+frame stamped after the episode's start, which the arm acts on at once.
+
+For each frame acted on: proprioception from the latest joint state
 (:func:`awopt_ros.core.kinematics` FK), then :class:`awopt_ros.core.policy_runtime.PolicyRuntime`
 chooses the action (``mode`` 'actor', 'cem' or 'switch'; CEM falls in when the actor is
 missing or returns an invalid action), then
@@ -24,7 +48,7 @@ missing or returns an invalid action), then
 * ``/policy/action`` (``sensor_msgs/JointState``, reliable), stamped with the image's (= source
   camera frame's) stamp.
 
-Images are skipped and counted when the joint state is missing or older than
+Frames are skipped and counted when the joint state is missing or older than
 ``max_joint_state_age_s``; a step where no policy can act publishes nothing (counted in
 ``invalid_outputs``; an onnxruntime error in the actor falls back to CEM when a critic is
 loaded, and any other error in a step is counted in ``step_errors``: the node holds, it never
@@ -62,22 +86,33 @@ import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from awopt_ros.core import camera_pose, paths, robot
+from awopt_ros.core.action_rate import ActionGrid
 from awopt_ros.core.cem import CEMConfig
+from awopt_ros.core.heap import keep_large_buffers
+from awopt_ros.core.image_ops import FrameGate, FrameLayoutCheck, check_crop, crop_resize
 from awopt_ros.core.onnx_policy import ModelContractError, expected_contract
 from awopt_ros.core.policy_runtime import (MODES, REQUIRED, ModelPaths, NoPolicyError,
                                            PolicyRuntime)
-from awopt_ros.core.spec import ARM_JOINTS, GRIPPER_JOINT, POLICY_CROP_XYWH, POLICY_IMAGE_SIZE
+from awopt_ros.core.spec import POLICY_CROP_XYWH, POLICY_IMAGE_SIZE, SOURCE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
 from awopt_ros.ros.convert import PROPRIO_TOPIC as PROPRIO, proprio_publisher
 from awopt_ros.ros.params import declare
+from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
 from awopt_ros.ros.run import StartupError, spin_node
 
 DECISION = '/policy/decision'
-COUNTERS = ('images', 'actions_published', 'actions_actor', 'actions_cem', 'fallbacks',
+POLICY_IMAGE = '/policy/image'
+IMAGE_SOURCES = ('camera', 'camera_pipeline')
+#: The camera subscription of the hot path: best effort like sensor data, but only the newest
+#: frame is kept (a frame that waited behind another is older than the next one to come).
+LATEST_FRAME = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                          history=HistoryPolicy.KEEP_LAST)
+COUNTERS = ('frames', 'images', 'actions_published', 'actions_actor', 'actions_cem', 'fallbacks',
             'skipped_no_joint_state', 'skipped_stale_joint_state', 'invalid_outputs',
             'bad_inputs', 'step_errors', 'model_swaps', 'model_rejections')
 #: Parameters that configure each model group (named in start-up errors).
@@ -114,6 +149,39 @@ class PolicyNode(Node):
             self, 'max_joint_state_age_s', 0.2,
             'Skip an image when the latest joint state is older than this (s, node clock).',
             low=0.001, high=10.0)
+        self.image_source = declare(
+            self, 'image_source', 'camera',
+            "Where the policy image comes from: 'camera' (the camera frame, cropped and "
+            "resized in this node: the low-latency path) or 'camera_pipeline' (its "
+            '/policy/image).', read_only=True)
+        self.action_rate_hz = declare(
+            self, 'action_rate_hz', 10.0,
+            'Actions per second, on the newest frame (the control period the models were '
+            'trained with: 10 Hz); 0 = an action on every frame.', low=0.0, high=1000.0,
+            read_only=True)
+        max_frame_age_s = declare(self, 'max_frame_age_s', 0.2,
+                                  "image_source 'camera': frames older than this when they "
+                                  'arrive are dropped (s).', low=0.001, high=10.0)
+        source_wh = (declare(self, 'source_width', SOURCE_SIZE[0],
+                             "image_source 'camera': camera frame width (px); frames of "
+                             'another size are dropped.', low=16, high=8192, read_only=True),
+                     declare(self, 'source_height', SOURCE_SIZE[1],
+                             "image_source 'camera': camera frame height (px); frames of "
+                             'another size are dropped.', low=16, high=8192, read_only=True))
+        self.joint_names, joint_states_topic = declare_joint_names(self)
+        self._joint_order = self.joint_names.arm + (self.joint_names.gripper,)
+        camera_topic, _ = declare_camera_ns(self)
+        if self.image_source not in IMAGE_SOURCES:
+            self._startup_error(f'parameter image_source must be one of {IMAGE_SOURCES}, got '
+                                f'{self.image_source!r}')
+        if self.image_source == 'camera':
+            try:
+                check_crop(self.crop_xywh, *source_wh)   # fail at start-up, not per frame
+            except ValueError as exc:
+                self._startup_error(f'crop_xywh: {exc} (source_width x source_height)', exc)
+        self.layout = FrameLayoutCheck(source_wh)
+        self.gate = FrameGate(max_frame_age_s)
+        self.grid = ActionGrid(self.action_rate_hz)
         threads = declare(self, 'intra_op_threads', 1, 'onnxruntime intra-op threads.',
                           low=1, high=64, read_only=True)
         urdf_path = declare(self, 'urdf_path', robot.URDF_PATH,
@@ -189,8 +257,12 @@ class PolicyNode(Node):
         self.proprio_pub = proprio_publisher(self)
         self.action_pub = self.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(JointState, '/joint_states', self._on_joint_state, qos.SENSOR)
-        self.create_subscription(Image, '/policy/image', self._on_image, qos.SENSOR)
+        self.create_subscription(JointState, joint_states_topic, self._on_joint_state,
+                                 qos.SENSOR)
+        if self.image_source == 'camera':
+            self.create_subscription(Image, camera_topic, self._on_camera_frame, LATEST_FRAME)
+        else:
+            self.create_subscription(Image, POLICY_IMAGE, self._on_image, qos.SENSOR)
         self.create_subscription(String, '/episode/event', self._on_event, qos.LATCHED)
         self.create_timer(1.0, self._publish_diagnostics)
         self._publish_model_info()
@@ -347,6 +419,8 @@ class PolicyNode(Node):
         if kind != 'start' or episode == self._episode:
             return
         self._episode = episode
+        start_s = event.get('stamp_s')
+        self.grid.restart(start_s if isinstance(start_s, (int, float)) else None)
         policy = self.runtime.begin_episode()
         self.get_logger().info(f'episode {episode}: policy {policy!r} (mode {self.mode!r})')
 
@@ -356,7 +430,43 @@ class PolicyNode(Node):
         ref_s = stamp_s if stamp_s > 0.0 else self._joint_state_rx_s
         return self._now_s() - ref_s
 
+    def _on_camera_frame(self, msg):
+        """``image_source`` 'camera': a camera frame -> (every ``action_rate_hz``) action."""
+        self.counts['frames'] += 1
+        why = self.layout.check(msg.encoding, msg.width, msg.height, msg.step, len(msg.data))
+        if why is not None:
+            self.get_logger().warning(f'camera frame dropped: {why} '
+                                      f'({self.layout.dropped} dropped so far)',
+                                      throttle_duration_sec=5.0)
+            return
+        stamp_s = convert.stamp_to_s(msg.header.stamp)
+        if not self.gate.accept(self._now_s(), stamp_s) or not self.grid.due(stamp_s):
+            return
+        # The layout check took the frame and the crop was checked against its size at
+        # start-up: the crop of the view (no copy of the frame) cannot fail.
+        self._step(msg.header.stamp, stamp_s, lambda: crop_resize(
+            convert.image_view(msg), self.crop_xywh, self.image_size))
+
     def _on_image(self, msg):
+        """``image_source`` 'camera_pipeline': a policy image -> (every ``action_rate_hz``)
+        action."""
+        self.counts['frames'] += 1
+        stamp_s = convert.stamp_to_s(msg.header.stamp)
+        if not self.grid.due(stamp_s):
+            return
+        self._step(msg.header.stamp, stamp_s, lambda: self._policy_image(msg))
+
+    def _policy_image(self, msg):
+        image = convert.image_view(msg)
+        if image.shape[:2] != (self.image_size, self.image_size):
+            raise ValueError(f'policy image is {image.shape[1]}x{image.shape[0]}, '
+                             f'expected {self.image_size}x{self.image_size}')
+        return image
+
+    def _step(self, stamp, stamp_s, get_image):
+        """Act on the image ``get_image()`` (ValueError: a bad image) of the due frame stamped
+        ``stamp`` (``stamp_s`` s): decision, action (stamped ``stamp``), proprio, and the
+        action grid advances; or skip, counted (the next frame is then due)."""
         self.counts['images'] += 1
         if self._joint_state is None:
             self.counts['skipped_no_joint_state'] += 1
@@ -371,11 +481,8 @@ class PolicyNode(Node):
                                       throttle_duration_sec=5.0)
             return
         try:
-            image = convert.image_to_numpy(msg)
-            if image.shape[:2] != (self.image_size, self.image_size):
-                raise ValueError(f'policy image is {image.shape[1]}x{image.shape[0]}, '
-                                 f'expected {self.image_size}x{self.image_size}')
-            q = convert.joint_positions(self._joint_state, ARM_JOINTS + (GRIPPER_JOINT,))
+            image = get_image()
+            q = convert.joint_positions(self._joint_state, self._joint_order)
             proprio = self._kin.proprio(q[:7], q[7])
             action, source, info = self.runtime.act(image, proprio)
         except (KeyError, ValueError) as exc:
@@ -396,7 +503,6 @@ class PolicyNode(Node):
             self.counts['fallbacks'] += 1
             self.get_logger().warning(f'{source} acted instead: {info["fallback"]}',
                                       throttle_duration_sec=5.0)
-        stamp = msg.header.stamp
         decision = {'stamp': {'sec': int(stamp.sec), 'nanosec': int(stamp.nanosec)},
                     'source': source, **info}
         if decision['noise_free_action'] is not None:
@@ -405,6 +511,7 @@ class PolicyNode(Node):
         self.action_pub.publish(convert.action_to_msg(action, stamp))
         if self.proprio_pub is not None:
             self.proprio_pub.publish(convert.proprio_to_msg(proprio, stamp))
+        self.grid.acted(stamp_s)
         self.counts['actions_published'] += 1
         self.counts[f'actions_{source}'] += 1
 
@@ -412,10 +519,15 @@ class PolicyNode(Node):
         bad = (self.counts['invalid_outputs'] + self.counts['bad_inputs']
                + self.counts['step_errors'])
         skipped = self.counts['skipped_no_joint_state'] + self.counts['skipped_stale_joint_state']
-        warn = (skipped or self.counts['fallbacks'] or self.counts['model_rejections']
+        dropped = self.layout.dropped + self.gate.dropped_stale
+        warn = (skipped or dropped or self.counts['fallbacks']
+                or self.counts['model_rejections']
                 or self.camera_pose_status == camera_pose.POSE_MISMATCH)
         level = diagnostics.ERROR if bad else (diagnostics.WARN if warn else diagnostics.OK)
-        values = dict(self.counts, mode=self.mode, episode_policy=self.runtime.episode_policy,
+        values = dict(self.counts, **self.grid.counters(), **self.gate.counters(),
+                      **self.layout.counters(), image_source=self.image_source,
+                      action_rate_hz=self.action_rate_hz,
+                      mode=self.mode, episode_policy=self.runtime.episode_policy,
                       model_version=self.runtime.version,
                       last_rejection='; '.join(self._last_rejection.values()),
                       camera_pose=self.camera_pose_status)
@@ -429,6 +541,7 @@ class PolicyNode(Node):
 
 def main(args=None):
     """Run the policy node; return the exit code (1 when a model cannot be loaded)."""
+    keep_large_buffers()      # camera frames: no page faults per frame (core.heap)
     return spin_node(PolicyNode, args)
 
 
