@@ -2,16 +2,14 @@
 the message type the display takes and QoS the display's subscription accepts.
 
 rviz does not run here. The config is read (:mod:`awopt_ros.core.rviz_config`), the stack runs
-as node processes (:class:`awopt_ros.launcher.Stack`, with ``robot_state`` beside it while the
-launcher's node list lacks it), and this process subscribes to each display topic with the
-display's own QoS: a message must arrive on each, the graph must show the display's type, every
-frame the images and markers are stamped in must connect to the fixed frame through /tf and
-/tf_static, and the RobotModel's joints must be the ones /joint_states names.
+as node processes (:class:`awopt_ros.launcher.Stack`, ``robot_state`` among them), and this
+process subscribes to each display topic with the display's own QoS: a message must arrive on
+each, the graph must show the display's type, every frame the images and markers are stamped
+in must connect to the fixed frame through /tf and /tf_static, and the RobotModel's joints
+must be the ones /joint_states names.
 """
 import importlib
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,8 +21,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import JointState
 
 from awopt_ros.core import robot_names, robot_tf, rviz_config
-from awopt_ros.launcher import (DEFAULT_CONFIG, Stack, effective_params, node_command,
-                                parent_death_signal, ros_environment)
+from awopt_ros.launcher import DEFAULT_CONFIG, Stack, effective_params, ros_environment
 from awopt_ros.ros import qos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +32,6 @@ FAKE_HARDWARE = 'config/awopt_ros_kuka_fake_hardware.yaml'
 #: under lbr-stack names once that bringup exists.
 PAIRS = [(CONFIG, DEFAULT_CONFIG)] + (
     [(HARDWARE, FAKE_HARDWARE)] if (ROOT / FAKE_HARDWARE).is_file() else [])
-ROBOT_STATE = ('robot_state', 'awopt_ros.nodes.robot_state')
 WAIT_S = 180.0
 
 _RELIABILITY = {'Reliable': ReliabilityPolicy.RELIABLE,
@@ -136,42 +132,22 @@ def seen(request, tmp_path_factory):
                                      _qos(t))
     joints = []
     node.create_subscription(JointState, joint_topic, joints.append, qos.SENSOR)
-    extra = None
+    assert 'robot_state' in dict(stack.node_specs())
     stack.start()
     try:
-        if ROBOT_STATE[0] not in dict(stack.node_specs()):   # until the launcher starts it
-            argv = node_command(ROBOT_STATE[1], ROBOT_STATE[0], params)
-            log = open(out / 'logs' / 'robot_state.log', 'wb')
-            extra = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, preexec_fn=parent_death_signal())
-            log.close()
         deadline = time.monotonic() + WAIT_S
 
         def done():
             return all(len(v) >= 2 or (v and k in ('/robot_description', '/tf_static'))
                        for k, v in got.items()) and joints
-        while not done() and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline and not stack.dead():
             executor.spin_once(timeout_sec=0.1)
-            if stack.dead() or (extra is not None and extra.poll() is not None):
-                break
         types = dict(node.get_topic_names_and_types())
         logs = {n.name: n.log_tail() for n in stack.nodes}
-        if extra is not None:
-            logs['robot_state'] = (out / 'logs' / 'robot_state.log').read_text(errors='replace')
     finally:
-        if extra is not None:
-            if extra.poll() is None:
-                extra.send_signal(signal.SIGINT)
-            try:
-                extra.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                extra.kill()
-                extra.wait()
         codes = stack.stop()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
-    if extra is not None:
-        codes['robot_state'] = extra.returncode
     return dict(topics=topics, got=got, types=types, joints=joints, logs=logs, codes=codes,
                 fixed=rviz_config.fixed_frame(rviz_config.load(rviz)))
 
