@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from awopt_ros.core import robot_names, spec
+from awopt_ros.core import camera_pose, robot_names, spec
 from awopt_ros.core.param_schema import ParameterError, check_params_file
 from awopt_ros.core.paths import resolve
 
@@ -68,6 +68,13 @@ SHARED_PARAMS = {
     'camera_ns': (robot_names.DEFAULT_CAMERA_NS, ('sim_robot', 'camera_pipeline', 'policy',
                                                   'arm_interface', 'episode_manager',
                                                   'logger')),
+    # the hand-eye result: robot_state publishes it, the policy compares it with its models'
+    'camera_pose_xyz_rpy': (list(camera_pose.SIM_CAMERA_POSE_XYZ_RPY), ('robot_state',
+                                                                      'policy')),
+    # the controllers that arm_interface commands and that the simulator serves (fake hardware)
+    'arm_controller': ('/arm_controller', ('sim_robot', 'arm_interface')),
+    'forward_controller': ('/forward_position_controller', ('sim_robot', 'arm_interface')),
+    'gripper_controller': ('/gripper_controller', ('sim_robot', 'arm_interface')),
 }
 
 

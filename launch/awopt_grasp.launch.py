@@ -13,7 +13,8 @@ user's ros2_control driver and camera driver to be running. Arguments:
   robot_state_publisher:=true|false   true: robot_state_publisher publishes /tf from the
                       joint states (fed the URDF renamed to the driver's joint names) and
                       awopt's robot_state only the camera pose and markers
-  rviz:=true|false    start rviz2 with config/awopt.rviz
+  rviz:=true|false    start rviz2
+  rviz_config:=PATH   its config (default config/awopt.rviz)
 Lockstep simulation (the simulator waits for the arm's command after each frame): set
 sim_robot ``lockstep: true`` and ``publish_clock: true`` in the config, and use_sim_time:=true.
 """
@@ -98,7 +99,8 @@ def stack_nodes(context):
     return actions
 
 
-def make_launch_description(config, robot_state_publisher='false', rviz='false'):
+def make_launch_description(config, robot_state_publisher='false', rviz='false',
+                            rviz_config=''):
     """Return the LaunchDescription with these argument defaults (the hardware launch file
     calls this with its own)."""
     return LaunchDescription([
@@ -107,7 +109,7 @@ def make_launch_description(config, robot_state_publisher='false', rviz='false')
         DeclareLaunchArgument('use_sim_time', default_value='false'),
         DeclareLaunchArgument('robot_state_publisher', default_value=robot_state_publisher),
         DeclareLaunchArgument('rviz', default_value=rviz),
-        DeclareLaunchArgument('rviz_config', default_value=''),
+        DeclareLaunchArgument('rviz_config', default_value=rviz_config),
         # Network rule: discovery stays on this machine; camera frames over shared memory.
         SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST'),
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(

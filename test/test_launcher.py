@@ -142,7 +142,7 @@ def test_stop_dumps_the_stacks_of_a_node_that_does_not_stop_then_kills_it(tmp_pa
     assert 'in __init__' in text                      # where it hung: StuckNode.__init__
 
 
-def _load_launch_file(monkeypatch, share):
+def _load_launch_file(monkeypatch, share, launch_file='awopt_grasp.launch.py'):
     """Import launch/awopt_grasp.launch.py with minimal stand-ins for the ROS launch API
     (launch / launch_ros have no wheels here); return the module."""
     import importlib.util
@@ -170,8 +170,8 @@ def _load_launch_file(monkeypatch, share):
     }
     for name, attrs in stubs.items():
         monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
-    path = Path(__file__).resolve().parents[1] / 'launch' / 'awopt_grasp.launch.py'
-    spec = importlib.util.spec_from_file_location('awopt_grasp_launch', path)
+    path = Path(__file__).resolve().parents[1] / 'launch' / launch_file
+    spec = importlib.util.spec_from_file_location(launch_file.split('.')[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -236,6 +236,24 @@ def test_launch_file_starts_the_nodes_the_params_file_names(monkeypatch, tmp_pat
     robot_state = next(n for n in nodes if n.kwargs.get('name') == 'robot_state')
     assert {'publish_robot_tf': False} in robot_state.kwargs['parameters']
     assert nodes[-1].kwargs['arguments'][-1].endswith('awopt.rviz')
+
+
+def test_hardware_launch_file_starts_no_simulator(monkeypatch):
+    """awopt_kuka_hardware.launch.py: the lbr-stack params file, robot_state_publisher and
+    rviz2 with the hardware rviz config by default; no sim_robot."""
+    share = str(Path(__file__).resolve().parents[1])
+    module = _load_launch_file(monkeypatch, share, 'awopt_kuka_hardware.launch.py')
+    defaults = {a.args[0]: a.kwargs.get('default_value')
+                for a in module.generate_launch_description() if a.args}
+    assert defaults['config'].endswith('config/awopt_ros_kuka_lbr.yaml')
+    assert defaults['robot_state_publisher'] == 'true' and defaults['rviz'] == 'true'
+    assert defaults['rviz_config'].endswith('awopt_hardware.rviz')
+    grasp = _load_launch_file(monkeypatch, share)
+    nodes = _launch_nodes(grasp, config=defaults['config'], robot_state_publisher='true',
+                          rviz='true', rviz_config=defaults['rviz_config'])
+    names = [n.kwargs.get('name', n.kwargs.get('executable')) for n in nodes]
+    assert names[0] == 'realsense_camera' and 'sim_robot' not in names
+    assert nodes[-1].kwargs['arguments'] == ['-d', defaults['rviz_config']]
 
 
 def test_launch_file_refuses_a_domain_that_holds_an_awopt_stack(monkeypatch, tmp_path):
