@@ -58,6 +58,7 @@ DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: the logger stores it; a mismatch would drop every image (and every dataset step).
 _JOINT_READERS = ('sim_robot', 'arm_interface', 'policy', 'scripted_policy', 'episode_manager',
                   'logger', 'robot_state')
+_CONTROLLER_USERS = ('sim_robot', 'arm_interface', 'logger')
 SHARED_PARAMS = {
     'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger')),
     'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy')),
@@ -71,10 +72,11 @@ SHARED_PARAMS = {
     # the hand-eye result: robot_state publishes it, the policy compares it with its models'
     'camera_pose_xyz_rpy': (list(camera_pose.SIM_CAMERA_POSE_XYZ_RPY), ('robot_state',
                                                                       'policy')),
-    # the controllers that arm_interface commands and that the simulator serves (fake hardware)
-    'arm_controller': ('/arm_controller', ('sim_robot', 'arm_interface')),
-    'forward_controller': ('/forward_position_controller', ('sim_robot', 'arm_interface')),
-    'gripper_controller': ('/gripper_controller', ('sim_robot', 'arm_interface')),
+    # the controllers that arm_interface commands, the simulator serves (fake hardware) and the
+    # logger records
+    'arm_controller': ('/arm_controller', _CONTROLLER_USERS),
+    'forward_controller': ('/forward_position_controller', _CONTROLLER_USERS),
+    'gripper_controller': ('/gripper_controller', _CONTROLLER_USERS),
 }
 
 

@@ -47,7 +47,8 @@ def test_fake_hardware_speaks_the_lbr_stack_names_and_actions():
     assert arm['gripper_interface'] == sim['gripper_action_type'] == 'gripper_command'
     assert sim['action_servers'] == 'always'
     # the rest of the cell is the simulated bringup's
-    shared = ('joint_names', 'gripper_joint', 'joint_states_topic', 'camera_ns')
+    shared = ('joint_names', 'gripper_joint', 'joint_states_topic', 'camera_ns',
+              'arm_controller', 'gripper_controller')
     assert {k: v for k, v in effective_params(FAKE, 'policy').items() if k not in shared} == \
         effective_params(SIM, 'policy')
 

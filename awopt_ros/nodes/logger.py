@@ -86,6 +86,9 @@ SUCCESS = '/success/probability'
 GRASP_GOAL = '/scripted_policy/grasp_goal'
 PROPRIO = convert.PROPRIO_TOPIC
 SAVED = '/logger/episode_saved'
+ARM_TRAJECTORY = '/arm_controller/joint_trajectory'
+FORWARD_COMMANDS = '/forward_position_controller/commands'
+GRIPPER_COMMANDS = '/gripper_controller/commands'
 
 #: The stack's topics (docs/INTERFACES.md) under the simulator's driver names: name ->
 #: (message type, QoS preset). A node uses :func:`stack_topics` (its configured names).
@@ -97,9 +100,9 @@ STACK_TOPICS = {
     ACTION: ('sensor_msgs/msg/JointState', 'reliable'),
     MODEL_INFO: ('std_msgs/msg/String', 'latched'),
     DECISION: ('std_msgs/msg/String', 'reliable'),
-    '/arm_controller/joint_trajectory': ('trajectory_msgs/msg/JointTrajectory', 'reliable'),
-    '/forward_position_controller/commands': ('std_msgs/msg/Float64MultiArray', 'reliable'),
-    '/gripper_controller/commands': ('std_msgs/msg/Float64MultiArray', 'reliable'),
+    ARM_TRAJECTORY: ('trajectory_msgs/msg/JointTrajectory', 'reliable'),
+    FORWARD_COMMANDS: ('std_msgs/msg/Float64MultiArray', 'reliable'),
+    GRIPPER_COMMANDS: ('std_msgs/msg/Float64MultiArray', 'reliable'),
     '/arm/frame_to_command_ms': ('std_msgs/msg/Float64', 'reliable'),
     SUCCESS: ('std_msgs/msg/Float32', 'reliable'),
     '/sim/objects': ('visualization_msgs/msg/MarkerArray', 'reliable'),
@@ -179,9 +182,29 @@ class LoggerNode(Node):
             self.camera_topic, info_topic = declare_camera_ns(self)
         except ValueError as exc:
             raise StartupError(f'logger: {exc}') from exc
+        # the controllers' command topics under arm_interface's names (its goals, when it
+        # uses the controllers' actions, are not recorded; the actions and joint states are)
+        about = ('Namespace of the {} controller whose command topic is recorded (as '
+                 'arm_interface {})')
+        arm = declare(self, 'arm_controller', '/arm_controller',
+                      about.format('arm', 'arm_controller'), read_only=True)
+        forward = declare(self, 'forward_controller', '/forward_position_controller',
+                          about.format('forward position', 'forward_controller'),
+                          read_only=True)
+        gripper = declare(self, 'gripper_controller', '/gripper_controller',
+                          about.format('gripper', 'gripper_controller'), read_only=True)
+        try:
+            commands = {ARM_TRAJECTORY: robot_names.check_topic_ns(arm, 'arm_controller')
+                        + '/joint_trajectory',
+                        FORWARD_COMMANDS: robot_names.check_topic_ns(
+                            forward, 'forward_controller') + '/commands',
+                        GRIPPER_COMMANDS: robot_names.check_topic_ns(
+                            gripper, 'gripper_controller') + '/commands'}
+        except ValueError as exc:
+            raise StartupError(f'logger: {exc}') from exc
         #: {simulator name: configured name} of the driver topics
         self.driver_topics = {CAMERA: self.camera_topic, CAMERA_INFO: info_topic,
-                              JOINTS: self.joints_topic}
+                              JOINTS: self.joints_topic, **commands}
         known = stack_topics(self.driver_topics)
         self.output_dir = Path(declare(self, 'output_dir', 'runs/latest',
                                        'Run directory: bags/ and datasets/ go below it.',
