@@ -94,7 +94,7 @@ def stack_overrides(run_dir, *, seed=None, real_time_factor=None, lockstep=False
     if lockstep or (real_time_factor is not None and real_time_factor != 1.0):
         sim['publish_clock'] = True
         for name in ('sim_robot', 'camera_pipeline', 'policy', 'scripted_policy',
-                     'arm_interface', 'episode_manager', 'logger'):
+                     'arm_interface', 'episode_manager', 'logger', 'robot_state'):
             overrides.setdefault(name, {})['use_sim_time'] = True
     if model_path is not None:
         overrides.setdefault('policy', {})['model_path'] = str(resolve(model_path))
