@@ -278,3 +278,50 @@ def test_stop_holds_with_a_goal_and_latches(cell):
     h.spin_for(0.3)
     assert len(jtc.goals) == 2
     assert h.arm.counts()['controller_faults'] == 0    # the preempted goal is no fault
+
+
+# ---------------------------------------------------------------- /arm/home through actions
+
+def test_home_is_one_goal_with_driver_names(cell):
+    from test_arm_interface_home import OFFSET, Follower, HomeClient
+    h, jtc, grip = cell(lbr_params(home_velocity_scale=0.5))
+    h.q = HOME_Q + OFFSET
+    assert h.spin_until(lambda: np.allclose(h.arm._q_meas, h.q), 2.0)
+    home = HomeClient(h)
+    follow = Follower(h, lambda: jtc.goals[-1].trajectory if jtc.goals else None)
+    future = home.call()
+    assert h.spin_until(lambda: follow() or (jtc.goals and grip.goals), 3.0)
+    traj = jtc.goals[0].trajectory
+    assert list(traj.joint_names) == LBR_JOINTS
+    assert traj.header.stamp.sec == 0 and traj.header.stamp.nanosec == 0
+    assert len(traj.points) > 1
+    np.testing.assert_array_equal(traj.points[-1].positions, HOME_Q)
+    end = traj.points[-1].time_from_start
+    assert end.sec + end.nanosec * 1e-9 == pytest.approx(
+        1.875 * 0.15 / (0.5 * np.deg2rad(85)), abs=1e-6)
+    assert grip.goals[-1].command.position == 0.0                   # opened
+    ok, reply = home.wait(future, 5.0, follow)
+    assert ok and reply['state'] == 'home', reply
+    assert len(jtc.goals) == 1 and h.arm.counts()['controller_faults'] == 0
+
+
+def test_home_goal_rejected_fails_without_latching(cell):
+    from test_arm_interface_home import OFFSET, HomeClient
+    h, jtc, _ = cell(arm_mode='reject')
+    h.q = HOME_Q + OFFSET
+    assert h.spin_until(lambda: np.allclose(h.arm._q_meas, h.q), 2.0)
+    home = HomeClient(h)
+    ok, reply = home.wait(home.call(), 3.0)
+    assert not ok and reply['state'] == 'failed'
+    assert reply['reason'] == f'controller fault: {ARM_ACTION} rejected the goal'
+    assert h.spin_until(lambda: len(jtc.goals) == 2, 2.0)            # the hold goal
+    np.testing.assert_allclose(jtc.goals[1].trajectory.points[0].positions, h.q, atol=1e-12)
+    assert not h.arm._gate.stopped                  # the next /arm/home may try again
+
+
+def test_home_refused_without_the_action_server(cell):
+    from test_arm_interface_home import HomeClient
+    h, _, _ = cell(arm_mode=None)
+    home = HomeClient(h)
+    ok, reply = home.wait(home.call(), 3.0)
+    assert not ok and reply['reason'] == f"action server not available: ['{ARM_ACTION}']"

@@ -29,6 +29,24 @@ start at the measured joints: a target more than ``max_start_jump_rad`` from the
 a failure that is not a preemption (``core.control_actions``), latches a hold like
 ``/arm/stop`` (diagnostics ERROR with the error string) until the next enable.
 
+``/arm/home`` (std_srvs/Trigger; the reset service of a cell without a simulator, called by
+the episode manager between episodes, before the enable) moves the arm from its measured joints
+to ``home_joint_positions_rad`` (``core.homing``: one minimum-jerk trajectory, long enough
+that no joint exceeds ``home_velocity_scale`` x ``max_joint_velocity_rad_s``, through the
+configured arm interface: one JointTrajectory message or one FollowJointTrajectory goal;
+streamed targets on the forward position controller) and opens the gripper. It answers once
+the measured joints are within ``home_tolerance_rad`` of home after the trajectory's time, or
+fails (hold) after ``home_timeout_s``, on a controller fault, ``/arm/stop``, an
+``/arm/enable`` call, stale joint states, a missing or released heartbeat, or a missing action
+server. It is refused while the arm is enabled or stopped (latched), or when one of those
+inputs is missing at the request. A request that comes while a homing is in progress (a
+client that resends) waits for that homing and gets its answer; no second motion starts. The
+service callback is a coroutine in a reentrant callback group of its own: the executor runs
+every other callback while it waits (the node's state is not locked: spin it with a
+single-threaded executor, as ``spin_node`` does). Its message is
+JSON ``{"state": "home", "duration_s": d, "error_rad": e}`` (d = the time the homing took, e
+= the largest joint error at the end) or ``{"state": "failed", "reason": "..."}``.
+
 The enable reply's message is JSON: ``{"state": "enabled", "stamp_s": t, "stale": [...]}``
 (``t`` = the enable time on the node clock: actions stamped at or before it are ignored;
 ``stale`` lists the inputs that hold the arm, among them the name of an action server that is
@@ -41,12 +59,14 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import SetBool, Trigger
 
-from awopt_ros.core import robot, spec
+from awopt_ros.core import homing, robot, spec
 from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import (IIWA14_MAX_VELOCITY_RAD_S, CommandGate, JointSafety,
@@ -70,6 +90,7 @@ _TIMEOUT_PARAMS = {'camera_timeout_s': CAMERA, 'joint_state_timeout_s': JOINTS,
 _LIMIT_PARAMS = ('max_step_m', 'max_yaw_step_rad', 'workspace_min_m', 'workspace_max_m')
 STOP_SERVICE = '/arm/stop'
 HEARTBEAT_TOPIC = '/arm/heartbeat'
+HOME_SERVICE = '/arm/home'
 
 
 def _closedness(msg, gripper_joint):
@@ -176,6 +197,22 @@ class ArmInterfaceNode(Node):
             'nothing (joint state closedness below 0.05 or at least 0.95: open, or closed '
             'on air after a missed grasp); one holding an object stays closed. False: close '
             'always wins')
+        p['home_joint_positions_rad'] = declare(
+            self, 'home_joint_positions_rad', [float(v) for v in robot.HOME_Q],
+            'Joint positions A1..A7 that /arm/home moves the arm to (rad, 7 values inside the '
+            'joint limits less joint_limit_margin_rad)', read_only=True)
+        p['home_tolerance_rad'] = declare(
+            self, 'home_tolerance_rad', 0.02,
+            '/arm/home succeeds once every measured joint is this close to home (rad)',
+            low=0.001, high=0.5)
+        p['home_timeout_s'] = declare(
+            self, 'home_timeout_s', 30.0,
+            '/arm/home fails (hold) when the arm is not home this long after the request (s)',
+            low=0.5, high=600.0)
+        p['home_velocity_scale'] = declare(
+            self, 'home_velocity_scale', 0.2,
+            'Fraction of max_joint_velocity_rad_s that no joint exceeds while /arm/home moves '
+            'the arm', low=0.01, high=1.0)
         if p['command_interface'] not in COMMAND_INTERFACES:
             raise ValueError(f'command_interface must be one of {COMMAND_INTERFACES}, '
                              f'got {p["command_interface"]!r}')
@@ -186,6 +223,8 @@ class ArmInterfaceNode(Node):
         self._kin = Kinematics(p['urdf_path'])
         self._limits = self._make_limits(p)
         self._joint_safety = self._make_joint_safety(p)
+        self._home_q = homing.check_home_pose(p['home_joint_positions_rad'],
+                                              self._joint_safety.lo, self._joint_safety.hi)
         timeouts = {name: p[param] for param, name in _TIMEOUT_PARAMS.items()}
         self._heartbeat = p['heartbeat_timeout_s'] > 0.0
         if self._heartbeat:
@@ -204,9 +243,13 @@ class ArmInterfaceNode(Node):
         self._enabled_at_s = 0.0       # node-clock time (s) of the last enable
         self._last_pose_s = -np.inf
         self._gripper_warning = ''
+        self._homing = None            # core.homing.Homing while /arm/home moves the arm
+        self._homing_done = None       # Future of its answer (success, message JSON)
+        self._homing_tag = None        # the epoch its goals carry (faults are matched to it)
         self._counts = dict(commands_sent=0, rejected=0, clipped=0, clamped=0, holds=0,
                             ignored=0, clamped_joints=0, velocity_limited=0,
-                            continuity_refusals=0, stops=0, controller_faults=0)
+                            continuity_refusals=0, stops=0, controller_faults=0, homings=0,
+                            homings_failed=0)
         self._arm, self._gripper = self._make_backends(p)
 
         self._latency_pub = self.create_publisher(Float64, '/arm/frame_to_command_ms',
@@ -224,6 +267,12 @@ class ArmInterfaceNode(Node):
             self.create_subscription(Bool, HEARTBEAT_TOPIC, self._on_heartbeat, qos.COMMAND)
         self.create_service(SetBool, '/arm/enable', self._on_enable)
         self.create_service(Trigger, STOP_SERVICE, self._on_stop)
+        # Its own reentrant group: a pending coroutine keeps its callback group busy (rclpy
+        # ends a callback's execution when its coroutine returns), so in the node's default
+        # mutually exclusive group it would block every other callback until home; reentrant
+        # so that a repeated request joins the homing in progress.
+        self.create_service(Trigger, HOME_SERVICE, self._on_home,
+                            callback_group=ReentrantCallbackGroup())
         self.create_timer(WATCHDOG_PERIOD_S, self._on_watchdog)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         heartbeat = (f', heartbeat {p["heartbeat_timeout_s"]} s on {HEARTBEAT_TOPIC}'
@@ -278,6 +327,7 @@ class ArmInterfaceNode(Node):
         try:
             limits = self._make_limits(new)
             joint_safety = self._make_joint_safety(new)
+            homing.check_home_pose(self._home_q, joint_safety.lo, joint_safety.hi)
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._params = new
@@ -289,7 +339,10 @@ class ArmInterfaceNode(Node):
         return SetParametersResult(successful=True)
 
     def destroy_node(self):
-        """Destroy the action clients (rclpy does not), then the node."""
+        """Answer a homing in progress (failed), destroy the action clients (rclpy does
+        not), then the node."""
+        if getattr(self, '_homing', None) is not None:
+            self._end_homing(False, 'arm_interface shutting down', hold=False)
         for backend in (getattr(self, '_arm', None), getattr(self, '_gripper', None)):
             if backend is not None:
                 backend.destroy()
@@ -325,10 +378,14 @@ class ArmInterfaceNode(Node):
         self.get_logger().info(f'holding position: {reason}')
 
     def _on_arm_fault(self, message, epoch):
-        """A goal was rejected or failed (``ros.arm_backends``): latch a hold, if it belongs
-        to this enable period and the arm was active."""
+        """A goal was rejected or failed (``ros.arm_backends``): a homing goal ends its homing
+        (failed, hold); a goal of this enable period while the arm was active latches a
+        hold."""
         self._counts['controller_faults'] += 1
-        if epoch == self._epoch and self._gate.active:
+        if self._homing is not None and epoch == self._homing_tag:
+            self.get_logger().error(f'arm controller fault while homing: {message}')
+            self._end_homing(False, f'controller fault: {message}')
+        elif epoch == self._epoch and self._gate.active:
             self.get_logger().error(f'arm controller fault: {message}')
             self._gate.stop(f'controller fault: {message}')
             self._hold('controller fault (latched until /arm/enable true)', force=True)
@@ -348,6 +405,8 @@ class ArmInterfaceNode(Node):
             self._watchdog.feed(HEARTBEAT, self._now_s())
             return
         self._watchdog.reset(HEARTBEAT)         # released: hold now, not at the timeout
+        if self._homing is not None:
+            self._end_homing(False, 'operator heartbeat released')
         if self._gate.active:
             self._hold('operator heartbeat released')
 
@@ -382,6 +441,9 @@ class ArmInterfaceNode(Node):
             self._pose_pub.publish(pose)
 
     def _on_enable(self, request, response):
+        if self._homing is not None:   # enable: hold before the policy; disable holds below
+            self._end_homing(False, f'interrupted by /arm/enable {request.data}',
+                             hold=request.data)
         if request.data:
             self._gate.enable()
             self._epoch += 1
@@ -417,10 +479,124 @@ class ArmInterfaceNode(Node):
         self._counts['stops'] += 1
         self._hold('/arm/stop (latched until /arm/enable true)', force=True)
         self._gripper.reset()
+        if self._homing is not None:
+            self._end_homing(False, 'stopped: /arm/stop', hold=False)
         response.success = True
         response.message = json.dumps({'state': 'already stopped' if was else 'stopped'})
         self.get_logger().warning(f'{STOP_SERVICE}: {response.message}')
         return response
+
+    # ---------------------------------------------------------------- /arm/home
+    async def _on_home(self, _request, response):
+        """Start a homing (or join the one in progress) and answer when it ends; a coroutine,
+        so the executor serves every other callback meanwhile."""
+        done = self._homing_done if self._homing is not None else self._start_homing()
+        success, message = await done
+        response.success, response.message = success, message
+        return response
+
+    def _homing_problem(self, now_s):
+        """Return why the arm cannot be homed now (str), or None: joint states, heartbeat or
+        an action server missing."""
+        age_s = self._watchdog.age_s(JOINTS, now_s)
+        if self._q_meas is None or JOINTS in self._watchdog.stale(now_s):
+            return (f'joint states stale: none for {age_s:.2f} s '
+                    f'(joint_state_timeout_s {self._params["joint_state_timeout_s"]})')
+        if self._heartbeat and HEARTBEAT in self._watchdog.stale(now_s):
+            return f'operator heartbeat missing on {HEARTBEAT_TOPIC}'
+        missing = self._missing_servers()
+        if missing:
+            return f'action server not available: {missing}'
+        return None
+
+    def _start_homing(self):
+        """Return a Future of the answer (success, message): done at once when refused, else
+        when the homing started here ends (:meth:`_end_homing`)."""
+        done = Future()
+        now_s = self._now_s()
+        p = self._params
+        if self._gate.stopped:
+            reason = (f'arm stopped ({self._gate.stop_reason}): latched until '
+                      '/arm/enable true')
+        elif self._gate.enabled:
+            reason = 'arm enabled: call /arm/enable false first (the policy commands it)'
+        else:
+            reason = self._homing_problem(now_s)
+        plan = None
+        if reason is None:
+            plan = homing.HomingPlan.make(self._q_meas, self._home_q,
+                                          self._joint_safety.max_velocity_rad_s,
+                                          p['home_velocity_scale'], self._period_s)
+            if plan.duration_s > p['home_timeout_s']:
+                reason = (f'the move home takes {plan.duration_s:.1f} s at '
+                          f'home_velocity_scale {p["home_velocity_scale"]}, more than '
+                          f'home_timeout_s {p["home_timeout_s"]}')
+        if reason is not None:
+            self._counts['homings_failed'] += 1
+            message = json.dumps({'state': 'failed', 'reason': reason})
+            self.get_logger().error(f'{HOME_SERVICE} refused: {reason}')
+            done.set_result((False, message))
+            return done
+        self._counts['homings'] += 1
+        self._homing = homing.Homing(plan, now_s, p['home_timeout_s'], p['home_tolerance_rad'])
+        self._homing_done = done
+        self._homing_tag = ('home', self._counts['homings'])
+        self._gate.hold()              # the next command after it is continuity-checked
+        self._holding = False
+        self._gripper.reset()
+        self._gripper.send(0.0)        # open
+        if self._arm.trajectories:
+            times_s, positions = plan.waypoints()
+            self._arm.send_trajectory(times_s, positions, self._homing_tag)
+        else:
+            self._stream_home(now_s)
+        self.get_logger().info(
+            f'{HOME_SERVICE}: moving home in {plan.duration_s:.2f} s (largest joint error '
+            f'{homing.max_error_rad(self._q_meas, self._home_q):.3f} rad)')
+        return done
+
+    def _stream_home(self, now_s):
+        """Send the plan's target for the next watchdog tick (forward position controller)."""
+        t_s = self._homing.elapsed_s(now_s) + WATCHDOG_PERIOD_S
+        self._arm.send(self._homing.plan.position_at(t_s), WATCHDOG_PERIOD_S, self._homing_tag)
+
+    def _check_homing(self):
+        """Watchdog tick while homing: answer when home, fail on a timeout or a missing
+        input, else stream the next target (forward position controller)."""
+        now_s = self._now_s()
+        reason = self._homing_problem(now_s)
+        if reason is None:
+            status = self._homing.status(now_s, self._q_meas)
+            if status == homing.HOME:
+                self._end_homing(True)
+                return
+            if status == homing.TIMED_OUT:
+                reason = (f'not home after home_timeout_s {self._homing.timeout_s} s: '
+                          f'largest joint error '
+                          f'{homing.max_error_rad(self._q_meas, self._home_q):.3f} rad > '
+                          f'home_tolerance_rad {self._homing.tolerance_rad}')
+        if reason is not None:
+            self._end_homing(False, reason)
+        elif not self._arm.trajectories:
+            self._stream_home(now_s)
+
+    def _end_homing(self, success, reason='', hold=True):
+        """End the homing in progress and answer its requests; a failure holds (``hold``)."""
+        run, done = self._homing, self._homing_done
+        self._homing = self._homing_done = None
+        if success:
+            message = json.dumps({'state': 'home',
+                                  'duration_s': round(run.elapsed_s(self._now_s()), 3),
+                                  'error_rad': homing.max_error_rad(self._q_meas,
+                                                                    self._home_q)})
+            self.get_logger().info(f'{HOME_SERVICE}: {message}')
+        else:
+            self._counts['homings_failed'] += 1
+            message = json.dumps({'state': 'failed', 'reason': reason})
+            self.get_logger().error(f'{HOME_SERVICE} failed: {reason}')
+            if hold:
+                self._hold(f'homing failed: {reason}', force=True)
+        done.set_result((success, message))
 
     def _on_action(self, msg):
         now_s = self._now_s()
@@ -480,6 +656,8 @@ class ArmInterfaceNode(Node):
         self._latency_pub.publish(Float64(data=latency_ms))
 
     def _on_watchdog(self):
+        if self._homing is not None:
+            self._check_homing()
         if not self._gate.active:
             return
         stale = self._stale(self._now_s())
@@ -503,6 +681,8 @@ class ArmInterfaceNode(Node):
             return WARN, f'holding: stale {stale}'
         if self._gripper_warning:
             return WARN, f'gripper: {self._gripper_warning}'
+        if self._homing is not None:
+            return OK, 'homing'
         return OK, ('enabled' if gate.enabled else 'disabled')
 
     def _publish_diagnostics(self):
@@ -511,7 +691,8 @@ class ArmInterfaceNode(Node):
         stale = self._stale(now_s) if self._gate.active else []
         values = dict(self._counts, **self._arm.counts, **self._gripper.counts,
                       enabled=self._gate.enabled, stopped=self._gate.stopped,
-                      holding=self._holding, stale=','.join(stale),
+                      holding=self._holding, homing=self._homing is not None,
+                      stale=','.join(stale),
                       last_controller_error=getattr(self._arm, 'last_error', ''))
         level, message = self._diagnostic_status(stale, missing)
         arr = diagnostic_array(self, 'arm_interface', values, message=message, level=level,
@@ -521,7 +702,8 @@ class ArmInterfaceNode(Node):
     def counts(self):
         """Return a copy of the counters (commands_sent, rejected, clipped, clamped, holds,
         ignored, clamped_joints, velocity_limited, continuity_refusals, stops,
-        controller_faults) with the arm and gripper backends' goal counters."""
+        controller_faults, homings (started), homings_failed (refused or failed)) with the
+        arm and gripper backends' goal counters."""
         return dict(self._counts, **self._arm.counts, **self._gripper.counts)
 
 

@@ -12,6 +12,10 @@ Arm (``command_interface``):
   in the executor's callbacks; a rejected goal or a failed result (``core.control_actions``)
   is reported to ``on_fault``.
 
+A move of several points (``/arm/home``): :meth:`send_trajectory` sends them as one
+trajectory (one message or one goal) on the two trajectory interfaces; the forward position
+controller has no trajectory (``trajectories`` False): the caller streams the targets.
+
 Gripper (``gripper_interface``): ``forward`` (Float64MultiArray [finger m] on
 ``<gripper_controller>/commands``, every command), ``gripper_command`` /
 ``parallel_gripper_command`` (control_msgs GripperCommand / ParallelGripperCommand goal on
@@ -57,6 +61,23 @@ def trajectory_point(q7, period_s):
     return point
 
 
+def trajectory_points(times_s, positions):
+    """Return JointTrajectoryPoints: ``positions[k]`` ((N, 7) rad) at ``times_s[k]`` ((N,) s
+    from the start, strictly increasing).
+
+    Raises:
+        ValueError: no points, N times for a different number of positions, or times not
+            strictly increasing after 0 (the controller would reject them).
+    """
+    times = [float(t) for t in times_s]
+    if not times or len(times) != len(positions):
+        raise ValueError(f'need one time per point, got {len(times)} times for '
+                         f'{len(positions)} points')
+    if times[0] <= 0.0 or any(b <= a for a, b in zip(times, times[1:])):
+        raise ValueError(f'point times must be > 0 and strictly increasing, got {times}')
+    return [trajectory_point(q, t) for t, q in zip(times, positions)]
+
+
 class TopicArm:
     """Arm targets on a topic: ``joint_trajectory`` or ``forward_position`` (module doc).
 
@@ -77,6 +98,7 @@ class TopicArm:
         else:
             self.target = f'{controller}/commands'
             self._pub = node.create_publisher(Float64MultiArray, self.target, qos.COMMAND)
+        self.trajectories = self._trajectory
         self.counts = {}
 
     def missing(self):
@@ -92,6 +114,18 @@ class TopicArm:
             msg.points = [trajectory_point(q7, period_s)]
         else:
             msg = Float64MultiArray(data=[float(v) for v in q7])
+        self._pub.publish(msg)
+
+    def send_trajectory(self, times_s, positions, epoch=0):
+        """Publish one JointTrajectory: ``positions`` ((N, 7) rad) at ``times_s`` ((N,) s
+        from now). Raises RuntimeError on the forward position controller (no trajectory)
+        and ValueError on bad times (:func:`trajectory_points`)."""
+        if not self._trajectory:
+            raise RuntimeError(f'{self.target} takes no trajectory: stream the targets')
+        msg = JointTrajectory()
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        msg.joint_names = self._names
+        msg.points = trajectory_points(times_s, positions)
         self._pub.publish(msg)
 
     def destroy(self):
@@ -119,6 +153,7 @@ class TrajectoryActionArm:
         self.target = f'{controller}/follow_joint_trajectory'
         self._client = ActionClient(node, self._action, self.target)
         self._names = list(joint_names)
+        self.trajectories = True
         self._on_fault = on_fault
         self._seq = 0               # number of the newest goal sent
         self.counts = dict(goals_sent=0, goals_accepted=0, goals_rejected=0,
@@ -131,9 +166,17 @@ class TrajectoryActionArm:
 
     def send(self, q7, period_s, epoch=0):
         """Send a goal to reach ``q7`` (7,) rad in ``period_s`` s from now (stamp 0)."""
+        self._send_points([trajectory_point(q7, period_s)], epoch)
+
+    def send_trajectory(self, times_s, positions, epoch=0):
+        """Send one goal: ``positions`` ((N, 7) rad) at ``times_s`` ((N,) s from now, stamp
+        0). Raises ValueError on bad times (:func:`trajectory_points`)."""
+        self._send_points(trajectory_points(times_s, positions), epoch)
+
+    def _send_points(self, points, epoch):
         goal = self._action.Goal()
         goal.trajectory.joint_names = self._names
-        goal.trajectory.points = [trajectory_point(q7, period_s)]
+        goal.trajectory.points = points
         self._seq += 1
         seq = self._seq
         self.counts['goals_sent'] += 1
