@@ -7,6 +7,7 @@ with an error code, or rejects every goal; GripperCommand and ParallelGripperCom
 The arm interface runs under lbr-stack driver names.
 """
 import json
+import time
 
 import numpy as np
 import pytest
@@ -325,3 +326,48 @@ def test_home_refused_without_the_action_server(cell):
     home = HomeClient(h)
     ok, reply = home.wait(home.call(), 3.0)
     assert not ok and reply['reason'] == f"action server not available: ['{ARM_ACTION}']"
+
+
+
+def test_home_through_the_fake_hardware_simulator(ros_context):
+    """/arm/home against sim_robot's FollowJointTrajectory server (the controller rules of
+    core.jtc): the many-point goal is accepted and the simulated arm arrives home."""
+    from types import SimpleNamespace
+
+    from test_arm_interface_home import HomeClient
+    from test_sim_actions import FAKE_HARDWARE, arm_goal, make, send
+
+    from awopt_ros.nodes.arm_interface import ArmInterfaceNode
+    sim, peer, ex = make(ros_context)
+    names = {k: FAKE_HARDWARE[k] for k in ('joint_names', 'joint_states_topic', 'camera_ns')}
+    # One executor with the simulator's scene and camera: joint states come late at times.
+    arm = ArmInterfaceNode(context=ros_context, parameter_overrides=lbr_params(
+        gripper_joint=sim.get_parameter('gripper_joint').value, joint_state_timeout_s=1.0,
+        **names))
+    ex.add_node(arm)
+
+    def spin_until(cond, timeout_s):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ex.spin_once(timeout_sec=0.01)
+            if cond():
+                return True
+        return False
+    try:
+        assert spin_until(lambda: arm._q_meas is not None and not arm._missing_servers(), 20.0)
+        away = HOME_Q + np.array([0.3, -0.2, 0.1, 0.2, 0.0, 0.1, 0.4])
+        assert send(ex, peer.arm, arm_goal(away, tfs_s=0.5)).accepted
+        assert spin_until(lambda: np.abs(arm._q_meas - away).max() < 0.01, 10.0)
+        home = HomeClient(SimpleNamespace(peer=peer.node, spin_until=spin_until))
+        ok, reply = home.wait(home.call(), 20.0)
+        assert ok and reply['state'] == 'home', reply
+        assert np.abs(arm._q_meas - HOME_Q).max() <= 0.02
+        counts = arm.counts()
+        assert counts['goals_accepted'] == 1 and counts['goals_rejected'] == 0
+        assert counts['gripper_goals_sent'] == 1 and counts['controller_faults'] == 0
+    finally:
+        ex.remove_node(arm)
+        arm.destroy_node()
+        sim.close()
+        sim.destroy_node()
+        peer.node.destroy_node()
