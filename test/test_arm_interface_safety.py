@@ -62,6 +62,33 @@ def test_stop_holds_at_once_and_latches_until_enable(harness_factory):
     assert h.spin_until(lambda: h.diagnostics()[0] == OK, 3.0)
 
 
+def test_clear_stop_acknowledges_without_arming_the_policy(harness_factory):
+    """/arm/clear_stop clears the latch and leaves the arm disabled: actions still do not
+    move it until the next enable (an episode start), and /arm/home is no longer refused."""
+    from std_srvs.srv import Trigger
+    h = harness_factory()
+    client = h.peer.create_client(Trigger, '/arm/clear_stop')
+
+    def clear():
+        future = client.call_async(Trigger.Request())
+        assert h.spin_until(future.done, 5.0)
+        return json.loads(future.result().message)
+    assert h.spin_until(client.service_is_ready, 5.0)
+    assert clear() == {'state': 'not stopped'}
+    h.enable(True)
+    assert h.stop() == {'state': 'stopped'}
+    n = len(h.got['traj'])
+    assert clear() == {'state': 'cleared'}
+    assert not h.arm._gate.stopped and not h.arm._gate.enabled
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    h.spin_for(0.3)
+    assert all(np.allclose(t.points[0].positions, HOME_Q, atol=1e-12)
+               for t in h.got['traj'][n:])                # holds only, no move
+    h.enable(True)
+    h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert h.spin_until(lambda: np.abs(_positions(h) - HOME_Q).max() > 1e-3, 3.0)
+
+
 def test_velocity_limits_bound_every_step(harness_factory):
     """A large action whose IK step would move joints faster than configured hardware
     limits is shortened so that no joint exceeds them over the control period."""

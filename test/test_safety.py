@@ -216,6 +216,17 @@ def test_command_gate_stop_latches_until_enable():
     assert gate.active and not gate.stopped and gate.stop_reason == ''
 
 
+def test_command_gate_clear_stop_leaves_the_arm_disabled():
+    gate = CommandGate()
+    gate.enable()
+    gate.stop('/arm/stop')
+    assert gate.clear_stop() is True
+    assert not gate.stopped and not gate.enabled and not gate.active   # nothing armed
+    assert gate.clear_stop() is False
+    gate.enable()
+    assert gate.active
+
+
 def test_command_gate_continuity_of_the_first_command():
     gate = CommandGate()
     gate.enable()

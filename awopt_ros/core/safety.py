@@ -326,7 +326,8 @@ class CommandGate:
     """Whether the arm may be commanded, and the continuity of its first command.
 
     States: disabled (the start), enabled, stopped (latched by :meth:`stop` or a controller
-    fault, cleared only by :meth:`enable`). The first command after an enable, a stop or a
+    fault, cleared by :meth:`enable` or by :meth:`clear_stop`, which leaves the arm
+    disabled). The first command after an enable, a stop or a
     hold must start from the measured joints: :meth:`check_start` refuses a target more than
     ``max_start_jump_rad`` from them, until a command passes and :meth:`commanded` is called.
     """
@@ -359,6 +360,17 @@ class CommandGate:
         self.stopped = True
         self.stop_reason = str(reason)
         self.resuming = True
+
+    def clear_stop(self):
+        """Clear a latched stop and disable: nothing moves the arm until the next
+        :meth:`enable` (the operator's acknowledgement of a stop, without arming the policy).
+        Returns True when a stop was latched."""
+        was = self.stopped
+        self.stopped = False
+        self.stop_reason = ''
+        self.enabled = False
+        self.resuming = True
+        return was
 
     def hold(self):
         """A hold was sent: the next command is checked for continuity."""

@@ -89,6 +89,7 @@ _TIMEOUT_PARAMS = {'camera_timeout_s': CAMERA, 'joint_state_timeout_s': JOINTS,
                    'policy_timeout_s': POLICY}
 _LIMIT_PARAMS = ('max_step_m', 'max_yaw_step_rad', 'workspace_min_m', 'workspace_max_m')
 STOP_SERVICE = '/arm/stop'
+CLEAR_STOP_SERVICE = '/arm/clear_stop'
 HEARTBEAT_TOPIC = '/arm/heartbeat'
 HOME_SERVICE = '/arm/home'
 
@@ -267,6 +268,7 @@ class ArmInterfaceNode(Node):
             self.create_subscription(Bool, HEARTBEAT_TOPIC, self._on_heartbeat, qos.COMMAND)
         self.create_service(SetBool, '/arm/enable', self._on_enable)
         self.create_service(Trigger, STOP_SERVICE, self._on_stop)
+        self.create_service(Trigger, CLEAR_STOP_SERVICE, self._on_clear_stop)
         # Its own reentrant group: a pending coroutine keeps its callback group busy (rclpy
         # ends a callback's execution when its coroutine returns), so in the node's default
         # mutually exclusive group it would block every other callback until home; reentrant
@@ -388,7 +390,7 @@ class ArmInterfaceNode(Node):
         elif epoch == self._epoch and self._gate.active:
             self.get_logger().error(f'arm controller fault: {message}')
             self._gate.stop(f'controller fault: {message}')
-            self._hold('controller fault (latched until /arm/enable true)', force=True)
+            self._hold('controller fault (latched until /arm/clear_stop or /arm/enable true)', force=True)
         else:     # a goal of an earlier enable period, or sent while disabled or stopped
             self.get_logger().warning(f'arm controller fault while not active: {message}')
 
@@ -477,13 +479,26 @@ class ArmInterfaceNode(Node):
         was = self._gate.stopped
         self._gate.stop('/arm/stop')
         self._counts['stops'] += 1
-        self._hold('/arm/stop (latched until /arm/enable true)', force=True)
+        self._hold('/arm/stop (latched until /arm/clear_stop or /arm/enable true)', force=True)
         self._gripper.reset()
         if self._homing is not None:
             self._end_homing(False, 'stopped: /arm/stop', hold=False)
         response.success = True
         response.message = json.dumps({'state': 'already stopped' if was else 'stopped'})
         self.get_logger().warning(f'{STOP_SERVICE}: {response.message}')
+        return response
+
+    def _on_clear_stop(self, _request, response):
+        """Acknowledge a latched stop: clear it and leave the arm disabled (holding), so the
+        next episode's reset and enable may move it; the policy is not armed by this."""
+        enabled = self._gate.enabled
+        was = self._gate.clear_stop()
+        if enabled:
+            self._holding = False
+            self._hold('disabled by /arm/clear_stop')
+        response.success = True
+        response.message = json.dumps({'state': 'cleared' if was else 'not stopped'})
+        self.get_logger().info(f'{CLEAR_STOP_SERVICE}: {response.message}')
         return response
 
     # ---------------------------------------------------------------- /arm/home
@@ -517,7 +532,7 @@ class ArmInterfaceNode(Node):
         p = self._params
         if self._gate.stopped:
             reason = (f'arm stopped ({self._gate.stop_reason}): latched until '
-                      '/arm/enable true')
+                      '/arm/clear_stop (or /arm/enable true)')
         elif self._gate.enabled:
             reason = 'arm enabled: call /arm/enable false first (the policy commands it)'
         else:
