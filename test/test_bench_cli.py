@@ -1,0 +1,40 @@
+"""awopt bench's latency part: the figures merge into the results file with the host load."""
+import argparse
+import json
+
+from awopt_ros import cli
+from awopt_ros.ros import runner
+
+
+def _report(p99):
+    return {'frame_to_command_ms_p50': 5.0, 'frame_to_command_ms_p99': p99,
+            'camera_frame_period_ms': 1000.0 / 30.0, 'frames_published': 100,
+            'frames_logged': 90, 'frames_published_in_episodes': 90,
+            'frames_logged_in_episodes': 90, 'frames_lost': 0, 'warnings': [], 'error': None}
+
+
+def _bench(tmp_path, monkeypatch, p99):
+    monkeypatch.setattr(runner, 'run_episodes', lambda *a, **k: _report(p99))
+    monkeypatch.setattr(runner, 'print_summary', lambda report: None)
+    out = tmp_path / 'results.json'
+    out.write_text(json.dumps({'actor_ms_p50': 0.2}))
+    args = argparse.Namespace(episodes=1, config='config/awopt_ros_kuka_grasp.yaml',
+                              run_dir=str(tmp_path / 'run'), model=None, seed=None,
+                              overrides=[], out=str(out), learning=False)
+    return cli.cmd_bench(args), json.loads(out.read_text())
+
+
+def test_latency_figures_merge_with_the_host_load_and_keep_other_keys(tmp_path, monkeypatch):
+    code, results = _bench(tmp_path, monkeypatch, 10.0)
+    assert code == 0
+    assert results['actor_ms_p50'] == 0.2
+    assert results['frame_to_command_p99_under_third_of_period'] is True
+    assert abs(results['camera_frame_period_ms'] - 33.333) < 0.01
+    host = results['latency_host']
+    assert set(host) == {'load_avg_1min_before', 'load_avg_1min_after', 'cpu_count'}
+    assert host['cpu_count'] >= 1 and host['load_avg_1min_before'] >= 0.0
+
+
+def test_p99_above_a_third_of_the_frame_period_fails_the_bench(tmp_path, monkeypatch):
+    code, results = _bench(tmp_path, monkeypatch, 11.2)
+    assert code == 1 and results['frame_to_command_p99_under_third_of_period'] is False
