@@ -89,6 +89,36 @@ def test_each_policy_image_gets_a_grasp_goal_and_an_action_with_its_stamp(ros_co
         peer.destroy_node()
 
 
+def test_acts_at_the_control_rate_on_a_faster_camera(ros_context):
+    """Images at 30 Hz: an action on every third one (action_rate_hz 10), as the policy."""
+    node = ScriptedPolicyNode(context=ros_context, parameter_overrides=[
+        Parameter('noise_std_m', value=0.0), Parameter('slip_probability', value=0.0)])
+    peer = rclpy.create_node('scripted_rate_peer', context=ros_context)
+    actions = []
+    peer.create_subscription(JointState, '/policy/action', actions.append, qos.COMMAND)
+    image = peer.create_publisher(Image, '/policy/image', qos.SENSOR)
+    ex = SingleThreadedExecutor(context=ros_context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    try:
+        assert _spin_until(ex, lambda: image.get_subscription_count() > 0)
+        node.joints = np.append(robot.HOME_Q, 0.0)
+        node.poses = np.array([[0.62, 0.02, 0.03, 1.0, 0.0, 0.0, 0.0]])
+        node.extents = np.array([[0.02, 0.02, 0.02]])
+        for k in range(12):       # 0.4 s of 30 Hz images
+            image.publish(convert.numpy_to_image(np.zeros((64, 64, 3), np.uint8),
+                                                 convert.s_to_stamp(20.0 + k / 30.0), 'cam'))
+            _spin_until(ex, lambda: False, 0.02)
+        assert _spin_until(ex, lambda: len(actions) >= 4, 2.0)
+        _spin_until(ex, lambda: False, 0.2)
+        stamps = [convert.stamp_to_s(m.header.stamp) for m in actions]
+        assert len(stamps) == 4 and np.allclose(np.diff(stamps), 0.1, atol=1e-6), stamps
+    finally:
+        ex.shutdown()
+        peer.destroy_node()
+        node.destroy_node()
+
+
 def test_unknown_lift_rule_stops_the_node(ros_context):
     with pytest.raises(StartupError, match='lift_rule'):
         ScriptedPolicyNode(context=ros_context,

@@ -1,6 +1,8 @@
 """scripted_policy: the noisy scripted grasping policy as a policy node (simulation only).
 
-It acts exactly where the learned policy node acts: once per ``/policy/image``, publishing
+It acts where the learned policy node acts: on the newest ``/policy/image`` at
+``action_rate_hz`` (10, the task's control rate, whatever the camera's rate:
+:class:`awopt_ros.core.action_rate.ActionGrid`, restarted at each episode's start), publishing
 ``/policy/action`` stamped with that image's stamp. It reads the object poses from the
 simulator (``/sim/objects`` markers: pose and size, privileged information), so it exists
 to collect demonstrations, not to run on hardware. Before each action it publishes the grasp
@@ -23,6 +25,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from awopt_ros.core.action_rate import ActionGrid
 from awopt_ros.core.kinematics import Kinematics
 from awopt_ros.ros import convert, qos
 from awopt_ros.ros.convert import PROPRIO_TOPIC as PROPRIO, proprio_publisher
@@ -55,6 +58,11 @@ class ScriptedPolicyNode(Node):
                             'number of close steps, as in datasets collected before the '
                             "'closed' rule).",
                             read_only=True)
+        rate_hz = declare(self, 'action_rate_hz', 10.0,
+                          'Actions per second, on the newest policy image (the task\'s control '
+                          'rate); 0 = an action on every image.', low=0.0, high=1000.0,
+                          read_only=True)
+        self.grid = ActionGrid(rate_hz)
         if lift_rule not in ScriptedGraspPolicy.LIFT_RULES:
             raise StartupError(f'scripted_policy: lift_rule must be one of '
                                f'{ScriptedGraspPolicy.LIFT_RULES}, got {lift_rule!r}')
@@ -103,13 +111,19 @@ class ScriptedPolicyNode(Node):
 
     def _on_event(self, msg):
         try:
-            if json.loads(msg.data).get('event') == 'start':
+            event = json.loads(msg.data)
+            if event.get('event') == 'start':
                 self.policy.reset()
+                start_s = event.get('stamp_s')
+                self.grid.restart(start_s if isinstance(start_s, (int, float)) else None)
         except ValueError:
             self.get_logger().warning(f'unreadable episode event {msg.data!r}')
 
     def _on_image(self, msg):
         if self.joints is None or self.poses is None or len(self.poses) == 0:
+            return
+        stamp_s = convert.stamp_to_s(msg.header.stamp)
+        if not self.grid.due(stamp_s):
             return
         proprio = self.kin.proprio(self.joints[:7], self.joints[7])
         action = self.policy.act(proprio, self.poses, self.extents)
@@ -118,6 +132,7 @@ class ScriptedPolicyNode(Node):
         self.pub.publish(convert.action_to_msg(action, msg.header.stamp))
         if self.proprio_pub is not None:
             self.proprio_pub.publish(convert.proprio_to_msg(proprio, msg.header.stamp))
+        self.grid.acted(stamp_s)
         self.actions += 1
 
 
