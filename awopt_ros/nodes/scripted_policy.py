@@ -59,7 +59,7 @@ class ScriptedPolicyNode(Node):
                             "'closed' rule).",
                             read_only=True)
         rate_hz = declare(self, 'action_rate_hz', 10.0,
-                          'Actions per second, on the newest policy image (the task\'s control '
+                          "Actions per second, on the newest policy image (the task's control "
                           'rate); 0 = an action on every image.', low=0.0, high=1000.0,
                           read_only=True)
         self.grid = ActionGrid(rate_hz)
