@@ -177,7 +177,8 @@ def test_stop_during_homing_fails_and_holds_and_then_refuses(home_factory):
     # Latched: refused with a clear reason, nothing sent.
     ok, reply = home.wait(home.call(), 2.0)
     assert not ok and reply['state'] == 'failed'
-    assert reply['reason'] == 'arm stopped (/arm/stop): latched until /arm/clear_stop (or /arm/enable true)'
+    assert reply['reason'] == ('arm stopped (/arm/stop): latched until /arm/clear_stop (or '
+                               '/arm/enable true)')
     h.spin_for(0.1)
     assert len(h.got['traj']) == 2
 

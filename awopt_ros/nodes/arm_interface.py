@@ -390,7 +390,8 @@ class ArmInterfaceNode(Node):
         elif epoch == self._epoch and self._gate.active:
             self.get_logger().error(f'arm controller fault: {message}')
             self._gate.stop(f'controller fault: {message}')
-            self._hold('controller fault (latched until /arm/clear_stop or /arm/enable true)', force=True)
+            self._hold('controller fault (latched until /arm/clear_stop or /arm/enable true)',
+                       force=True)
         else:     # a goal of an earlier enable period, or sent while disabled or stopped
             self.get_logger().warning(f'arm controller fault while not active: {message}')
 
