@@ -6,7 +6,8 @@ Inputs: ``/policy/action`` (JointState, 7 action names), the driver's joint stat
 ``/arm/enable`` (std_srvs/SetBool; the node starts disabled and ignores actions until enabled,
 and after an enable those stamped at or before it, i.e. computed on older frames) and
 ``/arm/stop`` (std_srvs/Trigger: hold at once, latched: actions are ignored until the next
-``/arm/enable true``).
+``/arm/enable true``, or until ``/arm/clear_stop``, which acknowledges the stop and leaves the
+arm disabled).
 
 Each accepted action goes through ``core.arm.arm_command``: ``core.safety.filter_action``,
 ``core.kinematics.Kinematics.ik_step`` from the measured joints, then ``core.safety.
@@ -27,7 +28,8 @@ until ``true`` messages come again. The first command after an enable, a stop or
 start at the measured joints: a target more than ``max_start_jump_rad`` from them is refused
 (hold, error log). A FollowJointTrajectory goal that the controller rejects, or that ends in
 a failure that is not a preemption (``core.control_actions``), latches a hold like
-``/arm/stop`` (diagnostics ERROR with the error string) until the next enable.
+``/arm/stop`` (diagnostics ERROR with the error string) until the next enable or
+``/arm/clear_stop``.
 
 ``/arm/home`` (std_srvs/Trigger; the reset service of a cell without a simulator, called by
 the episode manager between episodes, before the enable) moves the arm from its measured joints
