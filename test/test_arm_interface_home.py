@@ -280,6 +280,26 @@ def test_forward_position_streams_the_plan(home_factory):
     assert np.all(np.abs(np.diff(targets, axis=0)) <= 0.5 * VMAX * 0.05 + 1e-9)
 
 
+def test_a_late_tick_delays_the_streamed_motion_instead_of_a_larger_step(home_factory):
+    """Forward position streaming: the plan advances one tick per target sent, so ticks that
+    come late (a busy host) never make a step larger than the limits allow over one tick."""
+    h, home = home_factory(command_interface='forward_position', home_velocity_scale=0.5)
+    future = home.call()
+    assert h.spin_until(lambda: h.arm._homing is not None and h.got['fwd'], 3.0)
+    arm = h.arm
+    for late_s in (0.5, 1.0, 2.0):            # three ticks, each far later than 50 ms
+        arm._stream_home(arm._now_s() + late_s)
+    h.spin_for(0.2)
+    targets = np.array([list(m.data) for m in h.got['fwd']])
+    assert np.all(np.abs(np.diff(targets, axis=0)) <= 0.5 * VMAX * 0.05 + 1e-9)
+
+    def follow():              # a forward controller: the arm is where it was commanded
+        h.q = np.array(h.got['fwd'][-1].data)
+        return False
+    ok, _ = home.wait(future, 10.0, follow)
+    assert ok
+
+
 def test_home_pose_outside_the_margin_is_refused_at_start(ros_context):
     q = HOME_Q.copy()
     q[1] = joint_limits().upper_rad[1] - 0.01

@@ -247,6 +247,7 @@ class ArmInterfaceNode(Node):
         self._last_pose_s = -np.inf
         self._gripper_warning = ''
         self._homing = None            # core.homing.Homing while /arm/home moves the arm
+        self._stream_t_s = 0.0         # forward position controller: plan time streamed
         self._homing_done = None       # Future of its answer (success, message JSON)
         self._homing_tag = None        # the epoch its goals carry (faults are matched to it)
         self._counts = dict(commands_sent=0, rejected=0, clipped=0, clamped=0, holds=0,
@@ -563,6 +564,7 @@ class ArmInterfaceNode(Node):
         self._holding = False
         self._gripper.reset()
         self._gripper.send(0.0)        # open
+        self._stream_t_s = 0.0         # plan time of the last streamed target
         if self._arm.trajectories:
             times_s, positions = plan.waypoints()
             self._arm.send_trajectory(times_s, positions, self._homing_tag)
@@ -574,9 +576,14 @@ class ArmInterfaceNode(Node):
         return done
 
     def _stream_home(self, now_s):
-        """Send the plan's target for the next watchdog tick (forward position controller)."""
-        t_s = self._homing.elapsed_s(now_s) + WATCHDOG_PERIOD_S
-        self._arm.send(self._homing.plan.position_at(t_s), WATCHDOG_PERIOD_S, self._homing_tag)
+        """Send the plan's target one watchdog tick further along it (forward position
+        controller). The plan advances by one tick per target sent, not by the wall clock:
+        a tick that comes late (a busy host) delays the motion instead of making a larger
+        step, so no step exceeds the scaled velocity limits over a tick."""
+        self._stream_t_s = min(self._stream_t_s + WATCHDOG_PERIOD_S,
+                               self._homing.plan.duration_s)
+        self._arm.send(self._homing.plan.position_at(self._stream_t_s), WATCHDOG_PERIOD_S,
+                       self._homing_tag)
 
     def _check_homing(self):
         """Watchdog tick while homing: answer when home, fail on a timeout or a missing
