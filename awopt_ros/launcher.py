@@ -62,6 +62,10 @@ _CONTROLLER_USERS = ('sim_robot', 'arm_interface', 'logger')
 SHARED_PARAMS = {
     'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger')),
     'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy')),
+    # the camera's frame size: both crop the same frames (the policy itself, the pipeline for
+    # /policy/image)
+    'source_width': (spec.SOURCE_SIZE[0], ('camera_pipeline', 'policy')),
+    'source_height': (spec.SOURCE_SIZE[1], ('camera_pipeline', 'policy')),
     # a driver's names (core.robot_names): every node that reads joint states or the camera
     'joint_names': (list(spec.ARM_JOINTS), _JOINT_READERS),
     'gripper_joint': (spec.GRIPPER_JOINT, _JOINT_READERS),

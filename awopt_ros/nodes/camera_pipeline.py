@@ -25,7 +25,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
-from awopt_ros.core.heap import keep_large_buffers
 from awopt_ros.core.image_ops import FrameGate, FrameLayoutCheck, check_crop, crop_resize
 from awopt_ros.core.spec import POLICY_CROP_XYWH, POLICY_IMAGE_SIZE, SOURCE_SIZE
 from awopt_ros.ros import convert, diagnostics, qos
@@ -107,7 +106,6 @@ class CameraPipelineNode(Node):
 
 
 def main(args=None):
-    keep_large_buffers()      # camera frames: no page faults per frame (core.heap)
     return spin_node(CameraPipelineNode, args)
 
 

@@ -93,7 +93,6 @@ from std_msgs.msg import String
 from awopt_ros.core import camera_pose, paths, robot
 from awopt_ros.core.action_rate import ActionGrid
 from awopt_ros.core.cem import CEMConfig
-from awopt_ros.core.heap import keep_large_buffers
 from awopt_ros.core.image_ops import FrameGate, FrameLayoutCheck, check_crop, crop_resize
 from awopt_ros.core.onnx_policy import ModelContractError, expected_contract
 from awopt_ros.core.policy_runtime import (MODES, REQUIRED, ModelPaths, NoPolicyError,
@@ -541,7 +540,6 @@ class PolicyNode(Node):
 
 def main(args=None):
     """Run the policy node; return the exit code (1 when a model cannot be loaded)."""
-    keep_large_buffers()      # camera frames: no page faults per frame (core.heap)
     return spin_node(PolicyNode, args)
 
 

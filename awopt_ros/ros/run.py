@@ -6,6 +6,7 @@ import sys
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from awopt_ros.core.heap import keep_large_buffers
 from awopt_ros.ros.params import check_overrides
 
 
@@ -20,12 +21,15 @@ def spin_node(node_cls, args=None):
     """Create ``node_cls()``, spin it until shutdown, and clean up. Returns the exit code.
 
     0 on shutdown / Ctrl-C; 1 when the node raised :class:`StartupError` while starting.
+    Large buffers stay on the heap (:func:`awopt_ros.core.heap.keep_large_buffers`).
     SIGUSR1 writes every thread's Python stack to stderr (the node's log), without stopping
     the node: the launcher sends it to a node that does not stop after SIGINT before killing
     it, so a hang leaves its place in the log.
     """
     if hasattr(signal, 'SIGUSR1'):
         faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    # camera frames (0.9 MB) pass through most nodes: no page faults per frame (core.heap)
+    keep_large_buffers()
     # Remember that SIGINT arrived: a KeyboardInterrupt raised inside a pybind11 call (e.g.
     # while rclpy converts a message argument) comes out as a RuntimeError that no longer
     # carries it, and the context may still be ok at that moment.
