@@ -313,7 +313,7 @@ class EpisodeManagerNode(Node):
 
     def _on_action(self, msg):
         if self.episode is None:
-            self._seen('policy')   # between episodes: the policy acts on every frame
+            self._seen('policy')   # between episodes: the policy acts at its action rate
             return
         # Actions computed on frames from before the episode started are not its steps, nor
         # is one on a frame stamped at the start itself: under a paused simulated clock
