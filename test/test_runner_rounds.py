@@ -87,7 +87,7 @@ def fake_stack(monkeypatch):
     each new client)."""
     clients, settings = [], {}
 
-    def make_client(context=None):
+    def make_client(context=None, **_kwargs):   # camera_ns: the config's
         client = FakeClient(context)
         client.__dict__.update(settings)
         clients.append(client)
