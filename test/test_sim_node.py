@@ -156,6 +156,26 @@ def test_reset_returns_next_seed_and_commands_move_the_arm(ros_context):
     sim.destroy_node()
 
 
+def test_a_trajectory_is_judged_on_arrival_not_when_the_busy_simulator_takes_it(ros_context):
+    """A stamped trajectory that arrived in time is accepted even when the simulator's
+    executor (busy with physics and rendering on a loaded host) takes it after its end time;
+    one that was already over when it arrived is refused (OLD_HEADER_TIMESTAMP)."""
+    sim, peer, ex = setup(ros_context)
+    assert spin(ex, lambda: peer.trajectory.get_subscription_count() > 0 and peer.joints)
+    moves, rejected = sim.commands['arm'], sim.commands['rejected']
+    msg = JointTrajectory(joint_names=list(spec.ARM_JOINTS), points=[JointTrajectoryPoint(
+        positions=(robot.HOME_Q + 0.05).tolist(), time_from_start=Duration(nanosec=100_000_000))])
+    msg.header.stamp = sim.get_clock().now().to_msg()
+    peer.trajectory.publish(msg)
+    time.sleep(0.3)                   # the simulator's executor is busy: 0.3 s > 0.1 s
+    assert spin(ex, lambda: sim.commands['arm'] == moves + 1, 5.0), sim.commands
+    assert sim.commands['rejected'] == rejected
+    msg.header.stamp = convert.s_to_stamp(sim.get_clock().now().nanoseconds * 1e-9 - 1.0)
+    peer.trajectory.publish(msg)      # ended 0.9 s before it was sent
+    assert spin(ex, lambda: sim.commands['rejected'] == rejected + 1, 5.0)
+    sim.destroy_node()
+
+
 def test_lockstep_holds_each_frame_until_the_arm_command(ros_context):
     """In lockstep the simulated clock stands still after a frame until an arm command comes
     (then one camera period is simulated with it applied from the start, as in the in-process

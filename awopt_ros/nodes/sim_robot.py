@@ -269,6 +269,16 @@ class SimRobotNode(Node):
             return self._sim_now()
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _arrival_s(self, info):
+        """When a message came (s, the stamps' clock): on the wall clock its reception by the
+        middleware (rclpy ``MessageInfo``), not the moment this node's executor, busy with
+        the physics loop, gets to it: a controller judges a trajectory's age on arrival, and
+        the simulator's own delay must not make it refuse one (OLD_HEADER_TIMESTAMP)."""
+        received_ns = (info or {}).get('received_timestamp') or 0
+        if self.publish_clock or received_ns <= 0:
+            return self._now_s()
+        return min(received_ns * 1e-9, self._now_s())
+
     # -- physics loop ----------------------------------------------------------------------
     def _tick(self):
         if self.lockstep:
@@ -417,13 +427,14 @@ class SimRobotNode(Node):
         """
         return convert.not_after(convert.s_to_stamp(stamp_s), self.reset_stamp_s)
 
-    def _on_trajectory(self, msg):
+    def _on_trajectory(self, msg, info):
         stamp_s = convert.stamp_to_s(msg.header.stamp)
         if stamp_s > 0.0 and convert.not_after(msg.header.stamp, self.reset_stamp_s):
             self.commands['before_reset'] += 1     # see _before_reset
             return
         names, points, _ = trajectory_points(msg)
-        rejection = jtc.check_trajectory(self.names.arm, names, points, stamp_s, self._now_s())
+        rejection = jtc.check_trajectory(self.names.arm, names, points, stamp_s,
+                                         self._arrival_s(info))
         if rejection is not None:
             self.commands['rejected'] += 1
             self.get_logger().warning(f'joint trajectory rejected: {rejection.message}',
