@@ -293,7 +293,12 @@ class SimRobotNode(Node):
         else:
             target = self._sim_now() + self.frame_period_s
         while self._sim_now() + 0.5 * dt < target:
-            self._step_to_event(target)
+            if self._step_to_event(target):
+                # A camera frame went out (its render is the costly part): back to the
+                # executor, which serves the commands that came meanwhile before the next
+                # frame. Catching up over several frames in one callback starved them: at
+                # 30 Hz on a loaded host the arm's commands came late or were overwritten.
+                break
 
     def _tick_lockstep(self):
         now = time.monotonic()
