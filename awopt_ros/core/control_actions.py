@@ -5,16 +5,15 @@ INVALID_GOAL, -2 INVALID_JOINTS, -3 OLD_HEADER_TIMESTAMP, -4 PATH_TOLERANCE_VIOL
 GOAL_TOLERANCE_VIOLATED) and ``error_string``; the action's final status is one of
 action_msgs/GoalStatus SUCCEEDED (4), CANCELED (5), ABORTED (6). The arm interface sends one
 goal per control step, each replacing the previous: joint_trajectory_controller ends the
-replaced goal as CANCELED, with INVALID_GOAL and "Current goal cancelled due to new incoming
-action." in its result. That is a preemption, not a fault; every other non-success is one.
+replaced goal with INVALID_GOAL, as CANCELED ("Current goal cancelled due to new incoming
+action.") or, in Kilted since ros2_controllers PR 2422, ABORTED ("Current goal preempted by
+new incoming action."). That is a preemption, not a fault; every other non-success is one.
 """
 
-SUCCESSFUL = 0
-INVALID_GOAL = -1
-INVALID_JOINTS = -2
-OLD_HEADER_TIMESTAMP = -3
-PATH_TOLERANCE_VIOLATED = -4
-GOAL_TOLERANCE_VIOLATED = -5
+# control_msgs FollowJointTrajectory result codes: one definition (core.jtc)
+from awopt_ros.core.jtc import (GOAL_TOLERANCE_VIOLATED, INVALID_GOAL, INVALID_JOINTS,
+                                OLD_HEADER_TIMESTAMP, PATH_TOLERANCE_VIOLATED, SUCCESSFUL)
+
 ERROR_NAMES = {SUCCESSFUL: 'SUCCESSFUL', INVALID_GOAL: 'INVALID_GOAL',
                INVALID_JOINTS: 'INVALID_JOINTS', OLD_HEADER_TIMESTAMP: 'OLD_HEADER_TIMESTAMP',
                PATH_TOLERANCE_VIOLATED: 'PATH_TOLERANCE_VIOLATED',
