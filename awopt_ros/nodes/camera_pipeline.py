@@ -81,11 +81,7 @@ class CameraPipelineNode(Node):
                 throttle_duration_sec=5.0)
 
     def _on_image(self, msg):
-        why = self.layout.check(msg.encoding, msg.width, msg.height, msg.step, len(msg.data))
-        if why is not None:
-            self.get_logger().warning(f'camera frame dropped: {why} '
-                                      f'({self.layout.dropped} dropped so far)',
-                                      throttle_duration_sec=5.0)
+        if not convert.frame_layout_ok(self, self.layout, msg):
             return
         now_s = self.get_clock().now().nanoseconds * 1e-9
         if not self.gate.accept(now_s, convert.stamp_to_s(msg.header.stamp)):

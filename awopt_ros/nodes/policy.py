@@ -432,11 +432,7 @@ class PolicyNode(Node):
     def _on_camera_frame(self, msg):
         """``image_source`` 'camera': a camera frame -> (every ``action_rate_hz``) action."""
         self.counts['frames'] += 1
-        why = self.layout.check(msg.encoding, msg.width, msg.height, msg.step, len(msg.data))
-        if why is not None:
-            self.get_logger().warning(f'camera frame dropped: {why} '
-                                      f'({self.layout.dropped} dropped so far)',
-                                      throttle_duration_sec=5.0)
+        if not convert.frame_layout_ok(self, self.layout, msg):
             return
         stamp_s = convert.stamp_to_s(msg.header.stamp)
         if not self.gate.accept(self._now_s(), stamp_s) or not self.grid.due(stamp_s):

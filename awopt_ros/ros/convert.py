@@ -52,6 +52,18 @@ def image_view(msg):
     return view
 
 
+def frame_layout_ok(node, layout, msg):
+    """Return whether camera frame ``msg`` (sensor_msgs/Image) has the layout that ``layout``
+    (:class:`awopt_ros.core.image_ops.FrameLayoutCheck`) expects; a frame that has not is
+    counted there and named in a warning of ``node`` (throttled, 5 s)."""
+    why = layout.check(msg.encoding, msg.width, msg.height, msg.step, len(msg.data))
+    if why is None:
+        return True
+    node.get_logger().warning(f'camera frame dropped: {why} ({layout.dropped} dropped so far)',
+                              throttle_duration_sec=5.0)
+    return False
+
+
 def image_to_numpy(msg):
     """Return the pixels of an rgb8 ``sensor_msgs/Image`` as a (H, W, 3) uint8 array.
 
