@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from awopt_ros.core.robot_names import check_name_token
+
 #: Body (x forward, y left, z up) -> optical (x right, y down, z forward) rotation, REP 103:
 #: columns are the optical axes in the body frame.
 OPTICAL_ROTATION = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
@@ -45,7 +47,6 @@ DEPTH_UNIT_M = 0.001
 #: (USB set-up, auto exposure) before its first frame; ``frame_timeout_s`` applies after it.
 FIRST_FRAME_TIMEOUT_S = 5.0
 _PROFILE = re.compile(r'^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$')
-_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 
 class DeviceUnavailable(RuntimeError):
@@ -146,20 +147,6 @@ def camera_info_fields(intr):
                 k=[float(v) for v in k], r=r, p=[float(v) for v in p])
 
 
-def check_name(value, what):
-    """Return ``value`` (str) when it is one ROS name token (letters, digits, ``_``; not
-    starting with a digit).
-
-    Raises:
-        ValueError: naming ``what`` and the value.
-    """
-    text = str(value)
-    if not _NAME.match(text):
-        raise ValueError(f'{what} must be a ROS name (letters, digits, _; not starting with '
-                         f'a digit), got {text!r}')
-    return text
-
-
 @dataclass(frozen=True)
 class FrameIds:
     """The TF frame ids of a camera named ``<name>`` (realsense-ros 4.x)."""
@@ -178,7 +165,7 @@ def frame_ids(camera_name):
     Raises:
         ValueError: ``camera_name`` is not a ROS name token.
     """
-    name = check_name(camera_name, 'camera_name')
+    name = check_name_token(camera_name, 'camera_name')
     return FrameIds(f'{name}_link', f'{name}_color_frame', f'{name}_color_optical_frame',
                     f'{name}_depth_frame', f'{name}_depth_optical_frame')
 
@@ -191,8 +178,8 @@ def camera_topics(camera_namespace, camera_name):
     Raises:
         ValueError: a name that is not a ROS name token.
     """
-    base = (f'/{check_name(camera_namespace, "camera_namespace")}'
-            f'/{check_name(camera_name, "camera_name")}')
+    base = (f'/{check_name_token(camera_namespace, "camera_namespace")}'
+            f'/{check_name_token(camera_name, "camera_name")}')
     return dict(color_image=f'{base}/color/image_raw', color_info=f'{base}/color/camera_info',
                 depth_image=f'{base}/depth/image_rect_raw',
                 depth_info=f'{base}/depth/camera_info',

@@ -20,7 +20,23 @@ from awopt_ros.core import spec
 DEFAULT_CAMERA_NS = '/camera'
 #: Default joint state topic (joint_state_broadcaster).
 DEFAULT_JOINT_STATES_TOPIC = '/joint_states'
-_TOPIC = re.compile(r'^(/[A-Za-z_][A-Za-z0-9_]*)+$')
+_TOKEN = r'[A-Za-z_][A-Za-z0-9_]*'
+_NAME = re.compile(rf'^{_TOKEN}$')
+_TOPIC = re.compile(rf'^(/{_TOKEN})+$')
+
+
+def check_name_token(value, what):
+    """Return ``value`` (str) when it is one ROS name token (letters, digits, ``_``; not
+    starting with a digit), e.g. a camera name.
+
+    Raises:
+        ValueError: naming ``what`` and the value.
+    """
+    text = str(value)
+    if not _NAME.match(text):
+        raise ValueError(f'{what} must be a ROS name (letters, digits, _; not starting with '
+                         f'a digit), got {text!r}')
+    return text
 
 
 def check_topic_ns(value, what):
