@@ -26,7 +26,7 @@ class ActionGrid:
     checked then). Stamps are seconds in one clock; with ``rate_hz`` > 0 a stamp not newer
     than the last acted one is not due (``out_of_order``).
 
-    Counters: ``acted``, ``skipped`` (frames between two due times), ``out_of_order``,
+    Counters: ``acted_count``, ``skipped`` (frames between two due times), ``out_of_order``,
     ``restarts`` (gaps longer than a period after which the grid restarted).
     """
 
@@ -61,9 +61,10 @@ class ActionGrid:
         """Make the next frame stamped after ``after_s`` (s; None: the next frame) due and
         restart the grid there: e.g. when an episode begins, so that its first step acts on
         the first frame the arm takes (stamped after its enable) without waiting for the
-        old grid's due time."""
+        old grid's due time. ``after_s`` that is not a number (an episode event without a
+        stamp) counts as None."""
         self.next_due_s = None
-        self.not_before_s = None if after_s is None else float(after_s)
+        self.not_before_s = float(after_s) if isinstance(after_s, (int, float)) else None
 
     def due(self, stamp_s):
         """Return True when the frame stamped ``stamp_s`` (s) is to be acted on, else False

@@ -168,7 +168,6 @@ class PolicyNode(Node):
                              "image_source 'camera': camera frame height (px); frames of "
                              'another size are dropped.', low=16, high=8192, read_only=True))
         self.joint_names, joint_states_topic = declare_joint_names(self)
-        self._joint_order = self.joint_names.arm + (self.joint_names.gripper,)
         camera_topic, _ = declare_camera_ns(self)
         if self.image_source not in IMAGE_SOURCES:
             self._startup_error(f'parameter image_source must be one of {IMAGE_SOURCES}, got '
@@ -418,8 +417,7 @@ class PolicyNode(Node):
         if kind != 'start' or episode == self._episode:
             return
         self._episode = episode
-        start_s = event.get('stamp_s')
-        self.grid.restart(start_s if isinstance(start_s, (int, float)) else None)
+        self.grid.restart(event.get('stamp_s'))
         policy = self.runtime.begin_episode()
         self.get_logger().info(f'episode {episode}: policy {policy!r} (mode {self.mode!r})')
 
@@ -477,7 +475,7 @@ class PolicyNode(Node):
             return
         try:
             image = get_image()
-            q = convert.joint_positions(self._joint_state, self._joint_order)
+            q = convert.joint_positions(self._joint_state, self.joint_names.all)
             proprio = self._kin.proprio(q[:7], q[7])
             action, source, info = self.runtime.act(image, proprio)
         except (KeyError, ValueError) as exc:

@@ -114,8 +114,7 @@ class ScriptedPolicyNode(Node):
             event = json.loads(msg.data)
             if event.get('event') == 'start':
                 self.policy.reset()
-                start_s = event.get('stamp_s')
-                self.grid.restart(start_s if isinstance(start_s, (int, float)) else None)
+                self.grid.restart(event.get('stamp_s'))
         except ValueError:
             self.get_logger().warning(f'unreadable episode event {msg.data!r}')
 

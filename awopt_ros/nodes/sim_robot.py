@@ -355,9 +355,11 @@ class SimRobotNode(Node):
         msg.position = position = self.sim.joint_positions().tolist()
         msg.velocity = velocity = self.sim.joint_velocities().tolist()
         self.joint_pub.publish(msg)
+        now_s = None
         for server in self.action_servers:
             if server.active is not None:    # goals progress at the joint state rate
-                server.update(self._now_s(), position, velocity)
+                now_s = self._now_s() if now_s is None else now_s
+                server.update(now_s, position, velocity)
 
     def _publish_frame(self):
         rgb = self.sim.render()
@@ -434,8 +436,8 @@ class SimRobotNode(Node):
 
     def _on_trajectory(self, msg, info):
         stamp_s = convert.stamp_to_s(msg.header.stamp)
-        if stamp_s > 0.0 and convert.not_after(msg.header.stamp, self.reset_stamp_s):
-            self.commands['before_reset'] += 1     # see _before_reset
+        if stamp_s > 0.0 and self._before_reset(stamp_s):
+            self.commands['before_reset'] += 1
             return
         names, points, _ = trajectory_points(msg)
         rejection = jtc.check_trajectory(self.names.arm, names, points, stamp_s,

@@ -178,8 +178,7 @@ class ArmTrajectoryServer(_Server):
         """Advance the active goal with the measured arm: positions, velocities (>= 7 values,
         model joint order A1..A7 first; rad, rad/s) at ``now_s``."""
         goal = self.active
-        q = [float(v) for v in positions[:7]]
-        v = [float(x) for x in velocities[:7]]
+        q, v = positions[:7], velocities[:7]
         error = [t - m for t, m in zip(goal.target, q)]
         if now_s >= goal.next_feedback_s:
             goal.next_feedback_s = now_s + FEEDBACK_PERIOD_S
