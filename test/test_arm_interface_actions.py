@@ -275,8 +275,10 @@ def test_stop_holds_with_a_goal_and_latches(cell):
     assert h.spin_until(lambda: len(jtc.goals) == 2, 3.0)
     np.testing.assert_allclose(jtc.goals[1].trajectory.points[0].positions, HOME_Q,
                                atol=1e-12)
+    ignored = h.arm.counts()['ignored']
     h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    h.spin_for(0.3)
+    assert h.spin_until(lambda: h.arm.counts()['ignored'] > ignored, 3.0)   # it came
+    h.spin_for(0.1)
     assert len(jtc.goals) == 2
     assert h.arm.counts()['controller_faults'] == 0    # the preempted goal is no fault
 

@@ -287,9 +287,10 @@ def test_a_late_tick_delays_the_streamed_motion_instead_of_a_larger_step(home_fa
     future = home.call()
     assert h.spin_until(lambda: h.arm._homing is not None and h.got['fwd'], 3.0)
     arm = h.arm
+    n = len(h.got['fwd'])
     for late_s in (0.5, 1.0, 2.0):            # three ticks, each far later than 50 ms
         arm._stream_home(arm._now_s() + late_s)
-    h.spin_for(0.2)
+    assert h.spin_until(lambda: len(h.got['fwd']) >= n + 3, 3.0)
     targets = np.array([list(m.data) for m in h.got['fwd']])
     assert np.all(np.abs(np.diff(targets, axis=0)) <= 0.5 * VMAX * 0.05 + 1e-9)
 

@@ -80,8 +80,10 @@ def test_clear_stop_acknowledges_without_arming_the_policy(harness_factory):
     n = len(h.got['traj'])
     assert clear() == {'state': 'cleared'}
     assert not h.arm._gate.stopped and not h.arm._gate.enabled
+    ignored = h.arm.counts()['ignored']
     h.send([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    h.spin_for(0.3)
+    assert h.spin_until(lambda: h.arm.counts()['ignored'] > ignored, 3.0)   # it came
+    h.spin_for(0.1)
     assert all(np.allclose(t.points[0].positions, HOME_Q, atol=1e-12)
                for t in h.got['traj'][n:])                # holds only, no move
     h.enable(True)
