@@ -394,3 +394,10 @@ def test_topic_interfaces_need_no_control_msgs(ros_context, monkeypatch):
                    [Parameter('gripper_interface', value='parallel_gripper_command')]):
         with pytest.raises(StartupError, match='control_msgs'):
             ArmInterfaceNode(context=ros_context, parameter_overrides=params)
+
+
+def test_a_malformed_controller_namespace_is_refused_at_start(ros_context):
+    from awopt_ros.nodes.arm_interface import ArmInterfaceNode
+    with pytest.raises(ValueError, match='arm_controller'):
+        ArmInterfaceNode(context=ros_context, parameter_overrides=[
+            Parameter('arm_controller', value='/arm_controller/')])

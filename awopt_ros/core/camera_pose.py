@@ -228,9 +228,11 @@ def check_models(deployed, contracts, tolerance_m, tolerance_rad):
     if tolerance_m < 0.0 or tolerance_rad < 0.0:
         raise ValueError(f'tolerances must be >= 0, got {tolerance_m} m, {tolerance_rad} rad')
     warnings, infos = [], []
+    unrecorded = False
     for group, contract in sorted(contracts.items()):
         recorded = (contract or {}).get(CONTRACT_FIELD)
         if recorded is None:
+            unrecorded = True
             infos.append(f'{group} model records no camera pose (exported before '
                          f'{CONTRACT_FIELD} existed): camera pose not checked')
             continue
@@ -246,6 +248,6 @@ def check_models(deployed, contracts, tolerance_m, tolerance_rad):
                          f'{tolerance_m:.3f} m, {math.degrees(tolerance_rad):.1f} deg)')
     if warnings:
         return POSE_MISMATCH, warnings
-    if any('records no camera pose' in line for line in infos):
+    if unrecorded:
         return POSE_NOT_RECORDED, infos
     return POSE_OK, infos

@@ -27,7 +27,6 @@ The device: :class:`RealSenseDevice` is the interface (open, read, close);
 :class:`CameraConfig` validates the parameters and raises ``ValueError`` on bad ones.
 """
 import abc
-import math
 import os
 import re
 import threading
@@ -36,11 +35,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from awopt_ros.core.camera_pose import LINK_TO_OPTICAL, quat_xyzw
 from awopt_ros.core.robot_names import check_name_token
 
 #: Body (x forward, y left, z up) -> optical (x right, y down, z forward) rotation, REP 103:
 #: columns are the optical axes in the body frame.
-OPTICAL_ROTATION = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+OPTICAL_ROTATION = LINK_TO_OPTICAL
 #: Depth unit of the published depth images (REP 117: 16UC1 in millimetres).
 DEPTH_UNIT_M = 0.001
 #: Longest wait for the first frame after the device opens (s): a live camera takes a moment
@@ -219,20 +219,7 @@ def quaternion_from_matrix(rot):
     m = np.asarray(rot, dtype=float)
     if m.shape != (3, 3):
         raise ValueError(f'rotation matrix must be (3, 3), got {m.shape}')
-    trace = np.trace(m)
-    if trace > 0.0:
-        s = 2.0 * math.sqrt(trace + 1.0)
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-300))
-        q = [0.0, 0.0, 0.0, (m[k, j] - m[j, k]) / s]
-        q[i] = s / 4
-        q[j] = (m[j, i] + m[i, j]) / s
-        q[k] = (m[k, i] + m[i, k]) / s
-    q = np.asarray(q) / np.linalg.norm(q)
-    return tuple(float(v) for v in (q if q[3] >= 0 else -q))
+    return tuple(float(v) for v in quat_xyzw(m))
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import SetBool, Trigger
 
-from awopt_ros.core import homing, robot, spec
+from awopt_ros.core import homing, robot, robot_names, spec
 from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import (IIWA14_MAX_VELOCITY_RAD_S, CommandGate, JointSafety,
@@ -216,6 +216,8 @@ class ArmInterfaceNode(Node):
             self, 'home_velocity_scale', 0.2,
             'Fraction of max_joint_velocity_rad_s that no joint exceeds while /arm/home moves '
             'the arm', low=0.01, high=1.0)
+        for name in ('arm_controller', 'forward_controller', 'gripper_controller'):
+            robot_names.check_topic_ns(p[name], name)     # ValueError naming the parameter
         if p['command_interface'] not in COMMAND_INTERFACES:
             raise ValueError(f'command_interface must be one of {COMMAND_INTERFACES}, '
                              f'got {p["command_interface"]!r}')
