@@ -4,6 +4,7 @@ import pytest
 
 from awopt_ros.core import residual, spec
 from awopt_ros.core.residual import ResidualConfig
+from awopt_ros.core.task import get_task
 
 
 def test_p_controller_moves_toward_the_goal_with_the_paper_gains():
@@ -90,8 +91,7 @@ def test_insertion_state_layout():
 
 
 def test_state_names_match_the_insertion_task():
-    task = pytest.importorskip('awopt_ros.core.task')
-    insertion = task.get_task('insertion')
+    insertion = get_task('insertion')
     assert tuple(insertion.state_names) == residual.STATE_NAMES
     assert tuple(insertion.action_names) == residual.RESIDUAL_NAMES
 

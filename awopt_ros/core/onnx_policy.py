@@ -6,6 +6,10 @@ within bounds and discrete parts 0/1. The ONNX metadata key ``awopt_contract`` h
 object describing what the model was trained on; the loader compares it with what the
 caller will feed it and refuses a mismatch.
 
+State actors (tasks with no image, e.g. insertion's residual; :class:`OnnxStateActor`): input
+``observation`` float32 (N, D) raw, output ``action`` float32 (N, A); their contract names the
+``task`` (``core.task``) and its ``observation_names``, ``action_names``, bounds and units.
+
 Model faults are refused with one-line errors that name the file, never a traceback from
 protobuf or onnxruntime:
 
@@ -374,3 +378,184 @@ class OnnxActor:
                 raise ValueError(f'model {self.path} produced non-finite discrete_prob')
             prob = prob[0] if single else prob
         return (out[0] if single else out), prob
+
+
+# -- state actors (tasks without an image, e.g. insertion's residual) ----------------------
+
+#: Graph input and output names of a state actor (contract 23 section 4).
+STATE_INPUT, STATE_OUTPUT = 'observation', 'action'
+#: Contract keys every state actor carries.
+STATE_CONTRACT_KEYS = ('task', 'observation_names', 'action_names', 'action_low',
+                       'action_high', 'action_units', 'algorithm', 'dataset', 'version')
+#: Extra contract keys per task: the residual's bound (m per step) and the P gains it was
+#: trained with.
+TASK_CONTRACT_KEYS = {'insertion': ('residual_alpha_m', 'kp')}
+
+
+def expected_state_contract(task):
+    """Return the contract fields a state actor for ``task`` must have.
+
+    Args:
+        task: a ``core.task.Task`` or its name.
+
+    Returns:
+        dict with ``task``, ``observation_names``, ``action_names``, ``action_low``,
+        ``action_high``, ``action_units`` (lists), compared by :func:`check_contract`.
+
+    Raises:
+        ValueError: unknown task name.
+    """
+    from awopt_ros.core.task import get_task
+    t = get_task(task)
+    return {
+        'task': t.name,
+        'observation_names': list(t.state_names),
+        'action_names': list(t.action_names),
+        'action_low': [float(v) for v in t.action_low],
+        'action_high': [float(v) for v in t.action_high],
+        'action_units': list(t.action_units),
+    }
+
+
+class OnnxStateActor:
+    """An exported state actor (no image) run by onnxruntime (CPU).
+
+    The graph takes ``observation`` float32 (N, D) raw (normalisation is inside the graph)
+    and returns ``action`` float32 (N, A) within the contract's bounds, N dynamic; D and A are
+    the lengths of the contract's ``observation_names`` and ``action_names``. Other graph
+    outputs are ignored.
+
+    Args:
+        path: ONNX file.
+        expected_task: a ``core.task.Task`` or task name whose state and action the model
+            must have (:func:`expected_state_contract`), or None to accept any task.
+        threads: onnxruntime intra-op threads (>= 1).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ModelFileError: the file is not a readable ONNX model, or onnxruntime cannot load it.
+        ModelContractError: metadata missing; contract keys missing (each named; a contract
+            without ``task`` is an image actor's, for :class:`OnnxActor`); a task other
+            than ``expected_task`` or names/bounds/units differing from it (every field
+            named); inconsistent lengths; graph inputs/outputs other than ``observation``
+            -> ``action``, or their types/shapes differing from float32 (N, D) -> (N, A);
+            or a failing warm-up run on zeros at batch 1 and 2.
+        ValueError: unknown ``expected_task`` name or ``threads`` < 1.
+
+    Attributes:
+        path: the file (str).
+        contract: the ``awopt_contract`` dict.
+        task_name: the contract's ``task``.
+        observation_names, action_names: tuples of str (D and A entries).
+        action_low, action_high: float32 (A,) bounds.
+        observation_dim, action_dim: D and A.
+    """
+
+    def __init__(self, path, expected_task=None, threads=1):
+        """Load and check the model; see the class docstring."""
+        self.path = str(_check_file(path))
+        expected = None if expected_task is None else expected_state_contract(expected_task)
+        if int(threads) < 1:
+            raise ValueError(f'threads must be >= 1, got {threads}')
+        self.contract = c = read_contract(self.path)
+        task_name = c.get('task')
+        missing = [k for k in STATE_CONTRACT_KEYS + TASK_CONTRACT_KEYS.get(task_name, ())
+                   if k not in c]
+        if missing:
+            hint = (' (no task key: the contract of an image actor? load it with OnnxActor)'
+                    if 'task' in missing else '')
+            raise ModelContractError(self.path, [f'contract keys missing: {missing}{hint}'])
+        if expected is not None:
+            problems = check_contract(c, expected)
+            if problems:
+                raise ModelContractError(self.path, problems)
+        self.task_name = str(task_name)
+        self.observation_names = tuple(str(v) for v in c['observation_names'])
+        self.action_names = tuple(str(v) for v in c['action_names'])
+        try:
+            self.action_low = np.asarray(c['action_low'], dtype=np.float32).reshape(-1)
+            self.action_high = np.asarray(c['action_high'], dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ModelContractError(self.path, [f'action bounds are not numbers: '
+                                                 f'{short_error(exc)}']) from exc
+        self.observation_dim, self.action_dim = len(self.observation_names), len(
+            self.action_names)
+        a = self.action_dim
+        if (self.observation_dim < 1 or a < 1 or self.action_low.shape != (a,)
+                or self.action_high.shape != (a,) or len(c['action_units']) != a
+                or not np.all(self.action_low <= self.action_high)):
+            raise ModelContractError(self.path, [
+                f'contract inconsistent: {self.observation_dim} observation names, {a} action '
+                f'names, {self.action_low.size} action_low, {self.action_high.size} '
+                f'action_high, {len(c["action_units"])} action_units (need D >= 1, A >= 1, '
+                f'A bounds and units each, low <= high)'])
+        try:
+            self._session = ort_session.session(self.path, threads)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors
+            raise ModelFileError(self.path, short_error(exc),
+                                 'onnxruntime cannot load it') from exc
+        inputs = [i.name for i in self._session.get_inputs()]
+        outputs = [o.name for o in self._session.get_outputs()]
+        if inputs != [STATE_INPUT] or STATE_OUTPUT not in outputs:
+            raise ModelContractError(self.path, [
+                f'graph io: model has inputs {inputs} outputs {outputs}, a state actor needs '
+                f'the input [{STATE_INPUT!r}] and the output {STATE_OUTPUT!r}'])
+        self._check_graph()
+
+    def _check_graph(self):
+        """Check io types/shapes, then run zeros at batch 1 and 2 (ModelContractError)."""
+        d, a = self.observation_dim, self.action_dim
+        problems = check_graph_io(self._session, {STATE_INPUT: (ORT_FLOAT, (None, d))},
+                                  {STATE_OUTPUT: (ORT_FLOAT, (None, a))})
+        if problems:
+            raise ModelContractError(self.path, problems)
+        for n in (1, 2):
+            try:
+                out = self._session.run([STATE_OUTPUT],
+                                        {STATE_INPUT: np.zeros((n, d), np.float32)})[0]
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's run errors
+                raise ModelContractError(self.path, [
+                    f'graph does not run on a contract-shaped input (observation float32 '
+                    f'[{n}, {d}]): {short_error(exc)}']) from exc
+            out = np.asarray(out)
+            if out.shape != (n, a) or out.dtype != np.float32:
+                raise ModelContractError(self.path, [
+                    f'graph output {STATE_OUTPUT!r} is {out.dtype} {list(out.shape)} for a '
+                    f'batch of {n}, contract needs float32 [{n}, {a}]'])
+
+    def act(self, observation):
+        """Return the action for one observation or a batch.
+
+        Args:
+            observation: float32 (D,) or (N, D), raw, in ``observation_names`` order.
+
+        Returns:
+            float32 (A,) for one observation, (N, A) for a batch, clipped to
+            ``[action_low, action_high]`` (the contract promises the bounds; the clip keeps a
+            slightly overshooting graph from leaving them).
+
+        Raises:
+            ValueError: wrong shape, non-finite observation entries, or non-finite outputs.
+            ModelRunError: onnxruntime failed running the graph (message names the file).
+        """
+        obs = np.asarray(observation, dtype=np.float32)
+        single = obs.ndim == 1
+        if single:
+            obs = obs[None]
+        if obs.ndim != 2 or obs.shape[1] != self.observation_dim:
+            raise ValueError(f'observation must be ({self.observation_dim},) or (N, '
+                             f'{self.observation_dim}) {self.observation_names}, got '
+                             f'{np.shape(observation)}')
+        if not np.all(np.isfinite(obs)):
+            raise ValueError(f'observation has non-finite entries: {obs.tolist()}')
+        try:
+            out = self._session.run([STATE_OUTPUT],
+                                    {STATE_INPUT: np.ascontiguousarray(obs)})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime errors are not RuntimeErrors
+            raise ModelRunError(f'model {self.path} failed in onnxruntime: '
+                                f'{short_error(exc)}') from exc
+        out = np.asarray(out, dtype=np.float32)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f'model {self.path} produced non-finite actions')
+        out = np.clip(out, self.action_low, self.action_high)
+        return out[0] if single else out
