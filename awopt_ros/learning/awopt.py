@@ -78,9 +78,12 @@ import torch.nn.functional as F
 
 from awopt_ros.core import spec
 from awopt_ros.core.cem import CEM, CEMConfig
+from awopt_ros.core.task import get_task
 from awopt_ros.learning.bc import TASK1_WEIGHTS, pose_loss, random_shift, target_loss
-from awopt_ros.learning.critic import Critic, CriticConfig, critic_loss
-from awopt_ros.learning.networks import GRASP_POSE_DIM, Actor, ActorConfig
+from awopt_ros.learning.critic import (Critic, CriticConfig, StateCritic, StateCriticConfig,
+                                       critic_loss)
+from awopt_ros.learning.networks import (GRASP_POSE_DIM, Actor, ActorConfig, StateActor,
+                                         StateActorConfig)
 
 EXPLORATION = ('actor', 'cem', 'switch')
 TARGETS = ('actor', 'cem', 'cem+actor')
@@ -94,8 +97,21 @@ _LABEL_SHAPES = {'actor_action': (spec.ACTION_DIM,), 'target_xy': (2,), 'target_
                  'target_pose': (GRASP_POSE_DIM,), 'actor_mask': ()}
 _BOOL_LABELS = ('target_mask', 'actor_mask')
 LABEL_KEYS = tuple(_LABEL_SHAPES)
+#: Actor labels a buffer of a task without an image takes (no grasp point or pose).
+STATE_LABEL_KEYS = ('actor_action', 'actor_mask')
 
-_HIGH4 = spec.ACTION_HIGH[spec.CONTINUOUS].astype(np.float32)   # (4,) m, m, m, rad
+
+def _label_shapes(task):
+    """Per-transition label shapes of a buffer for ``task`` (``actor_action`` is (A,))."""
+    if task.has_image:
+        return dict(_LABEL_SHAPES, actor_action=(task.action_dim,))
+    return {k: ((task.action_dim,) if k == 'actor_action' else _LABEL_SHAPES[k])
+            for k in STATE_LABEL_KEYS}
+
+
+#: Default actor-loss weights per task name (AW-Opt task 1 for grasping); other tasks weight
+#: every action entry 1.
+TASK_WEIGHTS = {'grasp': TASK1_WEIGHTS}
 
 
 def _is_int(value):
@@ -154,18 +170,20 @@ class LearnerConfig:
         target_update_period: P, gradient steps between target-critic copies (100: short
             runs of a few thousand steps still refresh the targets tens of times; QT-Opt
             lags much more at its scale).
-        weights: the 7 sub-action weights of the actor loss (AW-Opt task 1:
-            ``bc.TASK1_WEIGHTS`` = 33.3 x3, 5.5, 1 x3).
+        weights: one weight per action entry of the task for the actor loss (grasp, 7: AW-Opt
+            task 1, ``bc.TASK1_WEIGHTS`` = 33.3 x3, 5.5, 1 x3); None (default) takes the
+            task's default (:data:`TASK_WEIGHTS`, else 1 per entry).
         init_std, min_std, max_std: initial value and bounds of the learned state-independent
-            exploration std of the 4 continuous sub-actions, in normalised units (fraction of
-            the half range ``spec.ACTION_HIGH[:4]``).
+            exploration std of the continuous sub-actions (grasp: 4), in normalised units
+            (fraction of the half range of the task's bounds).
         target_cem: CEM for the Bellman targets (2 iterations x 16 samples, 4 elites: small,
             for speed; QT-Opt uses 2 x 64 / 6).
         deploy_cem: CEM for acting (``Learner.act`` mode 'cem'): QT-Opt's 2 x 64 / 6.
         actor: :class:`ActorConfig` (dict accepted). critic: :class:`CriticConfig` (dict
-            accepted); the image sizes of both must agree.
+            accepted); the image sizes of both must agree. Used by tasks with an image.
         shift_px: random-shift augmentation (DrQ) in px, each direction; 0 disables it. A
-            grasp-target actor's images are never shifted (see the module docstring).
+            grasp-target actor's images are never shifted (see the module docstring). Tasks
+            without an image ignore it.
         target_weight, target_sigma_cells, pose_weight: the score-map and grasp-pose terms of
             a grasp-target actor's loss (as ``bc.BCConfig``).
         actor_ema_decay: 0 (default) exports the actor's last iterate; in (0, 1) the deployed
@@ -173,6 +191,13 @@ class LearnerConfig:
         seed: seed of the network initialisation, batch sampling, augmentation and CEM.
         num_threads: torch intra-op threads set when the learner is built (None: leave as
             is).
+        task: name of the ``core.task.Task`` learned ('grasp' default, 'insertion'); a
+            ``Task`` is accepted and stored by name. A task with an image (grasp) uses the
+            image networks (``actor``, ``critic``); a task without one (insertion) uses MLPs
+            on its state vector: ``state_actor`` (:class:`StateActorConfig`, dict accepted;
+            ``zero_init_output=True`` starts a residual at exactly 0) and ``state_critic``
+            (:class:`StateCriticConfig`, dict accepted). Checkpoints store the task; those
+            written before it existed are grasp ones.
 
     Raises:
         ValueError: a value of the wrong type or out of range, an unknown ``exploration`` or
@@ -199,7 +224,7 @@ class LearnerConfig:
     actor_weight_decay: float = 1e-4
     batch_size: int = 64
     target_update_period: int = 100
-    weights: tuple = TASK1_WEIGHTS
+    weights: tuple = None
     init_std: float = 0.3
     min_std: float = 0.05
     max_std: float = 1.0
@@ -216,11 +241,21 @@ class LearnerConfig:
     actor_ema_decay: float = 0.0
     seed: int = 0
     num_threads: int = 2
+    task: str = 'grasp'
+    state_actor: StateActorConfig = field(default_factory=StateActorConfig)
+    state_critic: StateCriticConfig = field(default_factory=StateCriticConfig)
 
     def __post_init__(self):
         """Convert nested dicts to their configs and validate (ValueError naming the field)."""
+        try:
+            task = get_task(self.task)
+        except ValueError as exc:
+            raise ValueError(f'LearnerConfig.task: {exc}') from None
+        self.task = task.name
         for name, cls in (('target_cem', CEMConfig), ('deploy_cem', CEMConfig),
-                          ('actor', ActorConfig), ('critic', CriticConfig)):
+                          ('actor', ActorConfig), ('critic', CriticConfig),
+                          ('state_actor', StateActorConfig),
+                          ('state_critic', StateCriticConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 value = cls(**value)
@@ -287,10 +322,12 @@ class LearnerConfig:
                                              or self.num_threads < 1):
             raise ValueError(f'LearnerConfig.num_threads must be None or an int >= 1, '
                              f'got {self.num_threads!r}')
+        if self.weights is None:
+            self.weights = TASK_WEIGHTS.get(task.name, (1.0,) * task.action_dim)
         w = tuple(float(x) for x in self.weights)
-        if len(w) != spec.ACTION_DIM or not all(math.isfinite(x) and x >= 0 for x in w):
-            raise ValueError(f'LearnerConfig.weights needs {spec.ACTION_DIM} finite values '
-                             f'>= 0 {spec.ACTION_NAMES}, got {self.weights!r}')
+        if len(w) != task.action_dim or not all(math.isfinite(x) and x >= 0 for x in w):
+            raise ValueError(f'LearnerConfig.weights needs {task.action_dim} finite values '
+                             f'>= 0 {task.action_names}, got {self.weights!r}')
         self.weights = w
         if not isinstance(self.name, str):
             raise ValueError(f'LearnerConfig.name must be a str, got {self.name!r}')
@@ -310,19 +347,32 @@ class LearnerConfig:
         if self.advantage_weighting and not (self.use_critic and self.use_actor):
             raise ValueError('LearnerConfig.advantage_weighting needs both the actor and the '
                              'critic; set advantage_weighting=False')
-        if self.use_actor and self.use_critic \
+        if task.has_image and self.use_actor and self.use_critic \
                 and self.actor.image_size != self.critic.image_size:
             raise ValueError(f'LearnerConfig.actor.image_size {self.actor.image_size} differs '
                              f'from critic.image_size {self.critic.image_size}')
 
     @property
+    def task_spec(self):
+        """The ``core.task.Task`` named by ``task``."""
+        return get_task(self.task)
+
+    @property
+    def has_image(self):
+        """True when the task's policy takes an image (grasp); False for state tasks."""
+        return self.task_spec.has_image
+
+    @property
     def grasp_target(self):
         """True when the actor has 'target' pooling (it needs the buffer's actor labels)."""
-        return self.use_actor and self.actor.pooling == 'target'
+        return self.has_image and self.use_actor and self.actor.pooling == 'target'
 
     @property
     def image_size(self):
-        """Side (px) of the square uint8 images the learner takes."""
+        """Side (px) of the square uint8 images the learner takes (0: a task without an
+        image)."""
+        if not self.has_image:
+            return 0
         return self.actor.image_size if self.use_actor else self.critic.image_size
 
     def to_dict(self):
@@ -408,26 +458,42 @@ class ReplayBuffer:
     first episode, which fixes H and W) for ``capacity`` transitions and
     ``capacity + max_episodes`` observations.
 
+    Tasks without an image (``core.task.Task.image_size == 0``, e.g. insertion): the buffer
+    stores no image; the ``proprio`` ring holds the task's state vector (D =
+    ``task.state_dim``, raw, ``task.state_names`` order), actions are (A,) =
+    ``task.action_dim``. Episodes are added with ``images=None``::
+
+        buf = ReplayBuffer(50_000, task='insertion')
+        buf.add_episode(None, states, actions, rewards, terminated)   # (T+1, 15), (T, 3), (T,)
+
+    and :meth:`sample` returns no ``image`` / ``next_image``; ``proprio`` / ``next_proprio``
+    are the states. Actor labels are limited to :data:`STATE_LABEL_KEYS` there.
+
     Args:
         capacity: maximum number of transitions, int >= 1.
         max_episodes: maximum number of episodes (default ``max(1, capacity // 4)``, i.e.
             episodes of >= 4 steps on average fill the transition capacity).
+        task: ``core.task.Task`` or its name (default 'grasp'); fixes the state and action
+            sizes and whether images are stored.
 
     Raises:
-        ValueError: bad capacity / max_episodes.
+        ValueError: bad capacity / max_episodes, unknown task.
     """
 
-    def __init__(self, capacity=100_000, max_episodes=None):
+    def __init__(self, capacity=100_000, max_episodes=None, task='grasp'):
         if not _is_int(capacity) or capacity < 1:
             raise ValueError(f'capacity must be an int >= 1, got {capacity!r}')
         if max_episodes is None:
             max_episodes = max(1, int(capacity) // 4)
         if not _is_int(max_episodes) or max_episodes < 1:
             raise ValueError(f'max_episodes must be an int >= 1, got {max_episodes!r}')
+        self.task = get_task(task)
+        self._label_shapes = _label_shapes(self.task)
         self.capacity = int(capacity)
         self.max_episodes = int(max_episodes)
         self.obs_capacity = self.capacity + self.max_episodes
-        self.image_shape = None
+        self.image_shape = None      # (H, W, 3) once allocated; stays None without images
+        self._allocated = False
         self._episodes = deque()     # dicts: obs_start, n_obs, tr_start, n_tr, success
         self._n_obs = self._n_tr = 0
         self._obs_head = self._tr_head = 0
@@ -467,10 +533,14 @@ class ReplayBuffer:
 
     # -- adding ----------------------------------------------------------------------------
     def _allocate(self, image_shape):
-        self.image_shape = tuple(image_shape)
-        self.image = np.empty((self.obs_capacity,) + self.image_shape, dtype=np.uint8)
-        self.proprio = np.empty((self.obs_capacity, spec.PROPRIO_DIM), dtype=np.float32)
-        self.action = np.empty((self.capacity, spec.ACTION_DIM), dtype=np.float32)
+        self._allocated = True
+        if image_shape is not None:
+            self.image_shape = tuple(image_shape)
+            self.image = np.empty((self.obs_capacity,) + self.image_shape, dtype=np.uint8)
+        else:
+            self.image = None
+        self.proprio = np.empty((self.obs_capacity, self.task.state_dim), dtype=np.float32)
+        self.action = np.empty((self.capacity, self.task.action_dim), dtype=np.float32)
         self.reward = np.empty(self.capacity, dtype=np.float32)
         self.done = np.empty(self.capacity, dtype=np.float32)
         self.success = np.empty(self.capacity, dtype=bool)
@@ -486,10 +556,11 @@ class ReplayBuffer:
     def _check_labels(self, labels, t):
         """Return ``labels`` as arrays of the :data:`LABEL_KEYS` layouts (T rows), or {}."""
         labels = dict(labels or {})
-        unknown = sorted(set(labels) - set(LABEL_KEYS))
+        shapes = self._label_shapes
+        unknown = sorted(set(labels) - set(shapes))
         if unknown:
-            raise ValueError(f'unknown label keys {unknown}; known: {list(LABEL_KEYS)}')
-        keys = tuple(k for k in LABEL_KEYS if k in labels)
+            raise ValueError(f'unknown label keys {unknown}; known: {list(shapes)}')
+        keys = tuple(k for k in shapes if k in labels)
         if self.label_keys is not None and keys != self.label_keys:
             raise ValueError(f"episode labels {list(keys)} differ from the buffer's "
                              f'{list(self.label_keys)}')
@@ -497,8 +568,8 @@ class ReplayBuffer:
         for k in keys:
             dtype = bool if k in _BOOL_LABELS else np.float32
             a = np.asarray(labels[k]).astype(dtype, copy=False)
-            if a.shape != (t,) + _LABEL_SHAPES[k]:
-                raise ValueError(f'label {k!r} must have shape {(t,) + _LABEL_SHAPES[k]}, '
+            if a.shape != (t,) + shapes[k]:
+                raise ValueError(f'label {k!r} must have shape {(t,) + shapes[k]}, '
                                  f'got {a.shape}')
             if dtype is np.float32 and not np.all(np.isfinite(a)):
                 raise ValueError(f'label {k!r} contains non-finite values')
@@ -510,9 +581,11 @@ class ReplayBuffer:
         """Append one episode.
 
         Args:
-            images: uint8 (T+1, H, W, 3) observations, the last one after the last action.
-            proprios: float32 (T+1, 6) (``spec.PROPRIO_NAMES``).
-            actions: float32 (T, 7) physical units (``spec.ACTION_NAMES``).
+            images: uint8 (T+1, H, W, 3) observations, the last one after the last action;
+                None for a task without an image (and only then).
+            proprios: float32 (T+1, D): the task's state vector (grasp: the 6-D proprio,
+                ``spec.PROPRIO_NAMES``; insertion: the 15-D ``core.task.INSERTION_STATE_NAMES``).
+            actions: float32 (T, A) in the task's units (grasp: ``spec.ACTION_NAMES``).
             rewards: (T,) rewards (sparse: 1 on the successful last step, else 0).
             terminated: True when the episode ended in a terminal state (done = 1 on its last
                 transition); False for a truncated episode (time limit: bootstrap from the
@@ -523,39 +596,49 @@ class ReplayBuffer:
 
         Raises:
             ValueError: inconsistent shapes or dtypes, non-finite values, an image shape
-                different from earlier episodes, label keys different from earlier episodes,
+                different from earlier episodes, images given for a task without an image
+                (or missing for one with), label keys different from earlier episodes,
                 T = 0, or T > capacity.
         """
-        images = np.asarray(images)
+        task = self.task
+        if task.has_image and images is None:
+            raise ValueError(f'task {task.name!r} needs images (T+1, H, W, 3), got None')
+        if not task.has_image and images is not None:
+            raise ValueError(f'task {task.name!r} has no image: pass images=None and the '
+                             f'states as proprios')
+        if images is not None:
+            images = np.asarray(images)
         proprios = np.asarray(proprios, dtype=np.float32)
         actions = np.asarray(actions, dtype=np.float32)
         rewards = np.asarray(rewards, dtype=np.float32).reshape(-1)
-        if actions.ndim != 2 or actions.shape[1] != spec.ACTION_DIM:
-            raise ValueError(f'actions must be (T, {spec.ACTION_DIM}), got {actions.shape}')
+        if actions.ndim != 2 or actions.shape[1] != task.action_dim:
+            raise ValueError(f'actions must be (T, {task.action_dim}) {task.action_names}, '
+                             f'got {actions.shape}')
         t = actions.shape[0]
         if t < 1:
             raise ValueError('an episode needs at least one transition (T >= 1)')
         if t > self.capacity:
             raise ValueError(f'episode of {t} transitions exceeds the capacity {self.capacity}')
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != t + 1 \
-                or images.shape[3] != 3:
+        if images is not None and (images.dtype != np.uint8 or images.ndim != 4
+                                   or images.shape[0] != t + 1 or images.shape[3] != 3):
             raise ValueError(f'images must be uint8 (T+1={t + 1}, H, W, 3), got '
                              f'{images.dtype} {images.shape}')
-        if proprios.shape != (t + 1, spec.PROPRIO_DIM):
-            raise ValueError(f'proprios must be (T+1={t + 1}, {spec.PROPRIO_DIM}), '
-                             f'got {proprios.shape}')
+        if proprios.shape != (t + 1, task.state_dim):
+            what = 'proprios' if task.has_image else f'{task.name} states'
+            raise ValueError(f'{what} must be (T+1={t + 1}, {task.state_dim}) '
+                             f'{task.state_names}, got {proprios.shape}')
         if rewards.shape != (t,):
             raise ValueError(f'rewards must be (T={t},), got {rewards.shape}')
         for name, arr in (('proprios', proprios), ('actions', actions), ('rewards', rewards)):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f'{name} contain non-finite values')
         labels = self._check_labels(labels, t)
-        if self.image_shape is None:
-            self._allocate(images.shape[1:])
+        if not self._allocated:
+            self._allocate(None if images is None else images.shape[1:])
             self.label_keys = tuple(labels)
             self.labels = {k: np.empty((self.capacity,) + v.shape[1:], dtype=v.dtype)
                            for k, v in labels.items()}
-        elif images.shape[1:] != self.image_shape:
+        elif images is not None and images.shape[1:] != self.image_shape:
             raise ValueError(f'images are {images.shape[1:]}, the buffer holds '
                              f'{self.image_shape}')
         success = bool(np.any(rewards > 0)) if success is None else bool(success)
@@ -566,7 +649,8 @@ class ReplayBuffer:
             self._evict_oldest()
         obs_idx = (self._obs_head + np.arange(t + 1)) % self.obs_capacity
         tr_idx = (self._tr_head + np.arange(t)) % self.capacity
-        self.image[obs_idx] = images
+        if images is not None:
+            self.image[obs_idx] = images
         self.proprio[obs_idx] = proprios
         self.action[tr_idx] = actions
         self.reward[tr_idx] = rewards
@@ -589,19 +673,22 @@ class ReplayBuffer:
         self._index_cache = None
 
     @classmethod
-    def from_episodes(cls, episodes, capacity=None, max_episodes=None, labels=None):
+    def from_episodes(cls, episodes, capacity=None, max_episodes=None, labels=None,
+                      task='grasp'):
         """Build a buffer from dataset episode dicts (``learning.data.load_episodes``).
 
         Each dict has ``observations`` (or flat) ``image`` uint8 (T+1, H, W, 3) and
         ``proprio`` (T+1, 6), ``actions`` (T, 7), ``rewards`` (T,), ``terminations`` and
         ``truncations`` (T,) bool; an episode counts as terminated when any termination flag
-        is set. Episodes without transitions are skipped.
+        is set. Episodes without transitions are skipped. For a task without an image the
+        observations hold ``state`` (T+1, D) (``proprio`` is accepted too) and no image.
 
         Args:
             capacity: default = the total transitions (at least 1).
             max_episodes: default = the number of episodes (at least 1).
             labels: optional list of per-episode label dicts (``add_episode``), one per
                 episode in the same order.
+            task: ``core.task.Task`` or its name (default 'grasp').
         """
         episodes = list(episodes)
         if labels is not None and len(labels) != len(episodes):
@@ -611,14 +698,17 @@ class ReplayBuffer:
             capacity = max(1, int(sum(lengths)))
         if max_episodes is None:
             max_episodes = max(1, len(episodes))
-        buf = cls(capacity, max_episodes)
+        buf = cls(capacity, max_episodes, task=task)
         for i, (ep, t) in enumerate(zip(episodes, lengths)):
             if t == 0:
                 continue
             obs = ep.get('observations', ep)
             term = np.asarray(ep.get('terminations', np.zeros(t, bool)))
-            buf.add_episode(np.asarray(obs['image'])[:t + 1],
-                            np.asarray(obs['proprio'])[:t + 1], ep['actions'], ep['rewards'],
+            if buf.task.has_image:
+                image, state = np.asarray(obs['image'])[:t + 1], obs['proprio']
+            else:
+                image, state = None, obs['state'] if 'state' in obs else obs['proprio']
+            buf.add_episode(image, np.asarray(state)[:t + 1], ep['actions'], ep['rewards'],
                             terminated=bool(np.any(term)),
                             labels=None if labels is None else labels[i])
         return buf
@@ -654,7 +744,9 @@ class ReplayBuffer:
             ``action`` float32 (B, 7), ``reward`` float32 (B,), ``done`` float32 (B,) (1 only
             on terminal transitions), ``next_image`` uint8 (B, H, W, 3), ``next_proprio``
             float32 (B, 6), ``success`` bool (B,), ``index`` int64 (B,) transition slots;
-            plus the buffer's label arrays (:data:`LABEL_KEYS`, B rows each).
+            plus the buffer's label arrays (:data:`LABEL_KEYS`, B rows each). A task without
+            an image: no ``image`` / ``next_image``; ``proprio`` / ``next_proprio`` are the
+            (B, D) states and ``action`` is (B, A).
 
         Raises:
             ValueError: empty buffer, bad arguments, or ``successful_only`` without any
@@ -683,11 +775,15 @@ class ReplayBuffer:
                                   fail[rng.integers(0, len(fail), b - n_s)]])
             idx = idx[rng.permutation(b)]
         o, n = self.obs_index[idx], self.next_obs_index[idx]
-        batch = {'image': self.image[o], 'proprio': self.proprio[o],
+        batch = {'image': None, 'proprio': self.proprio[o],
                  'action': self.action[idx], 'reward': self.reward[idx],
-                 'done': self.done[idx], 'next_image': self.image[n],
+                 'done': self.done[idx], 'next_image': None,
                  'next_proprio': self.proprio[n], 'success': self.success[idx],
                  'index': idx}
+        if self.image is None:                  # a task without an image
+            del batch['image'], batch['next_image']
+        else:
+            batch['image'], batch['next_image'] = self.image[o], self.image[n]
         for k, v in self.labels.items():
             batch[k] = v[idx]
         return batch
@@ -699,6 +795,8 @@ class ReplayBuffer:
 
 _BATCH_KEYS = ('image', 'proprio', 'action', 'reward', 'done', 'next_image', 'next_proprio',
                'success')
+#: Critic batch keys of a task without an image.
+_STATE_BATCH_KEYS = tuple(k for k in _BATCH_KEYS if k not in ('image', 'next_image'))
 
 
 def _tensors(batch, keys):
@@ -727,15 +825,32 @@ def _tensors(batch, keys):
 class Learner:
     """AW-Opt / AWAC / QT-Opt / BC learner over one :class:`LearnerConfig`.
 
+    One learner serves every task (``config.task``, ``core.task``): a task with an image
+    (grasp) trains the image :class:`Actor` / :class:`Critic`; a task without one
+    (insertion) trains :class:`~awopt_ros.learning.networks.StateActor` /
+    :class:`~awopt_ros.learning.critic.StateCritic` MLPs on its state vector with the same
+    losses, targets, presets and CEM (over the task's continuous entries within its bounds).
+    Everything that takes images takes ``None`` in their place there, and the proprio slot
+    carries the task's state (D = ``task.state_dim``); actions are (A,) = ``task.action_dim``
+    in the task's units::
+
+        learner = Learner(make_config('awac', task='insertion', batch_size=256,
+                                      state_actor={'zero_init_output': True}))
+        learner.train(buffer, 1000)                    # buffer = ReplayBuffer(task='insertion')
+        residual = learner.act(None, state, 'actor')   # float32 (3,) in [-1, 1]
+
     Attributes:
         config: the :class:`LearnerConfig`.
-        actor: :class:`Actor` or None (``use_actor=False``).
-        log_std: float32 (4,) ``torch.nn.Parameter``, state-independent log std of the
-            Gaussian over the continuous sub-actions in normalised units (fraction of
-            ``spec.ACTION_HIGH[:4]``); trained by Gaussian NLL with the actor mean detached,
-            used only for exploration sampling (:meth:`act` 'actor_explore'). None without
-            actor. Discrete sub-actions explore by Bernoulli(sigmoid(logit)).
-        critic: online :class:`Critic` or None (``use_critic=False``).
+        task: the ``core.task.Task`` of ``config.task``.
+        actor: :class:`Actor` / :class:`StateActor`, or None (``use_actor=False``).
+        log_std: float32 (C,) ``torch.nn.Parameter`` (C continuous action entries, grasp 4),
+            state-independent log std of the Gaussian over the continuous sub-actions in
+            normalised units (fraction of the half range of the task's bounds); trained by
+            Gaussian NLL with the actor mean detached, used only for exploration sampling
+            (:meth:`act` 'actor_explore'). None without actor. Discrete sub-actions explore
+            by Bernoulli(sigmoid(logit)).
+        critic: online :class:`Critic` / :class:`StateCritic`, or None
+            (``use_critic=False``).
         target1, target2: the delayed target critics (see the module docstring) or None.
         actor_ema: ``torch.optim.swa_utils.AveragedModel`` of the actor (``actor_ema_decay``
             > 0) or None.
@@ -751,11 +866,21 @@ class Learner:
             raise ValueError(f'config must be a LearnerConfig, got {type(c).__name__}')
         if c.num_threads is not None:
             torch.set_num_threads(c.num_threads)
+        self.task = task = c.task_spec
+        n_c = len(task.continuous)
+        if task.continuous != tuple(range(n_c)):
+            raise ValueError(f'task {task.name!r}: the learner needs the continuous action '
+                             f'entries first, then the discrete ones')
+        self._n_cont, self._n_disc = n_c, len(task.discrete)
         seeds = np.random.SeedSequence(c.seed).spawn(4)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
-            self.actor = Actor(c.actor) if c.use_actor else None
-            self.critic = Critic(c.critic) if c.use_critic else None
+            if task.has_image:
+                self.actor = Actor(c.actor) if c.use_actor else None
+                self.critic = Critic(c.critic) if c.use_critic else None
+            else:
+                self.actor = StateActor(task, c.state_actor) if c.use_actor else None
+                self.critic = StateCritic(task, c.state_critic) if c.use_critic else None
         self.log_std = None
         self.actor_opt = self.critic_opt = None
         self.target1 = self.target2 = self.actor_ema = None
@@ -766,7 +891,7 @@ class Learner:
                 use_buffers=True)
         if self.actor is not None:
             self.log_std = torch.nn.Parameter(
-                torch.full((4,), math.log(c.init_std), dtype=torch.float32))
+                torch.full((n_c,), math.log(c.init_std), dtype=torch.float32))
             self.actor_opt = torch.optim.Adam(
                 [{'params': list(self.actor.parameters()),
                   'weight_decay': c.actor_weight_decay},
@@ -779,10 +904,36 @@ class Learner:
         self.rng = np.random.default_rng(seeds[0])        # batch sampling in train()
         self.act_rng = np.random.default_rng(seeds[1])    # act() / episode_mode() default
         self._gen = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))
-        self._target_cem = CEM(c.target_cem, seed=seeds[3])
-        self._high4 = torch.as_tensor(_HIGH4).reshape(1, 4)
+        self._target_cem = self._cem(c.target_cem, seeds[3])
+        low = task.action_low[:n_c].astype(np.float64)
+        high = task.action_high[:n_c].astype(np.float64)
+        # Continuous action = centre + half * normalised (grasp: centre 0, half = high).
+        self._centre_np = ((low + high) / 2.0).astype(np.float32)      # (C,)
+        self._half_np = ((high - low) / 2.0).astype(np.float32)        # (C,)
+        self._centred = bool(np.any(self._centre_np != 0.0))
+        self._half = torch.as_tensor(self._half_np).reshape(1, n_c)
+        self._centre = torch.as_tensor(self._centre_np).reshape(1, n_c)
         self._w = torch.as_tensor(c.weights, dtype=torch.float32)
         self._log_std_range = (math.log(c.min_std), math.log(c.max_std))
+
+    def _cem(self, config, seed):
+        """A :class:`~awopt_ros.core.cem.CEM` over the task's action box."""
+        t = self.task
+        return CEM(config, low=t.action_low, high=t.action_high, discrete=t.discrete, seed=seed)
+
+    def _physical(self, cont_n):
+        """Normalised continuous entries (..., C) -> the task's units (same array type)."""
+        if isinstance(cont_n, torch.Tensor):
+            out = cont_n * self._half
+            return out + self._centre if self._centred else out
+        out = cont_n * self._half_np
+        return out + self._centre_np if self._centred else out
+
+    def _normalised(self, cont):
+        """Continuous entries (N, C) in the task's units -> normalised, clamped to [-1, 1]."""
+        if self._centred:
+            cont = cont - self._centre
+        return (cont / self._half).clamp(-1.0, 1.0)
 
     @property
     def deployed_actor(self):
@@ -799,32 +950,34 @@ class Learner:
             return self._compose(mean_n, logits)
 
     def _compose(self, mean_n, logits):
-        """(N, 4) normalised continuous + (N, 3) logits -> (N, 7) deterministic action."""
-        return torch.cat([mean_n.clamp(-1.0, 1.0) * self._high4,
+        """(N, C) normalised continuous + (N, S) logits -> (N, A) deterministic action
+        (grasp: 4 + 3 -> 7)."""
+        return torch.cat([self._physical(mean_n.clamp(-1.0, 1.0)),
                           (logits > 0).to(torch.float32)], dim=1)
 
     def _sample_policy(self, mean_n, logits, n):
-        """Return float32 (N, n, 7) samples of the exploration policy (torch generator):
-        continuous ``clip(mean_n + std * eps, -1, 1) * high``, discrete Bernoulli."""
-        N = mean_n.shape[0]
-        std = torch.exp(self.log_std.detach()).reshape(1, 1, 4)
-        eps = torch.randn((N, n, 4), generator=self._gen)
-        cont = (mean_n[:, None, :] + std * eps).clamp(-1.0, 1.0) * self._high4[:, None, :]
-        u = torch.rand((N, n, 3), generator=self._gen)
+        """Return float32 (N, n, A) samples of the exploration policy (torch generator):
+        continuous ``centre + clip(mean_n + std * eps, -1, 1) * half``, discrete Bernoulli."""
+        N, n_c = mean_n.shape[0], self._n_cont
+        std = torch.exp(self.log_std.detach()).reshape(1, 1, n_c)
+        eps = torch.randn((N, n, n_c), generator=self._gen)
+        cont = self._physical((mean_n[:, None, :] + std * eps).clamp(-1.0, 1.0))
+        u = torch.rand((N, n, self._n_disc), generator=self._gen)
         disc = (u < torch.sigmoid(logits)[:, None, :]).to(torch.float32)
         return torch.cat([cont, disc], dim=2)
 
     # -- Bellman targets -------------------------------------------------------------------
     @torch.no_grad()
     def _targets(self, next_image, next_proprio, reward, done):
-        """Return (y (B,), a* (B, 7), q1 (B,), q2 (B,)) as torch tensors.
+        """Return (y (B,), a* (B, A), q1 (B,), q2 (B,)) as torch tensors (``next_image``
+        None for a task without an image).
 
         ``y = clip(r + gamma * (1 - done) * min(Q_t1, Q_t2)(s', a*), 0, 1)`` with ``a*`` per
         ``config.target`` (QT-Opt eq. for the target; AW-Opt maxQ / ActorCandidate).
         """
         c = self.config
-        b = next_image.shape[0]
-        feats1 = self.target1.encode(next_image)                       # (B, C, h, w), once
+        b = next_proprio.shape[0]
+        feats1 = self.target1.encode(next_image)             # (B, C, h, w), once; None: state
         if c.target == 'actor':
             a_star = self._actor_action(next_image, next_proprio)
         else:
@@ -844,11 +997,11 @@ class Learner:
 
         Args:
             batch: dict as returned by :meth:`ReplayBuffer.sample` (needs ``reward``,
-                ``done``, ``next_image``, ``next_proprio``).
+                ``done``, ``next_image`` (not for a task without an image), ``next_proprio``).
             augment: apply the random-shift augmentation to ``next_image`` (as in update).
 
         Returns:
-            dict of numpy float32: ``target`` (B,) in [0, 1], ``action`` (B, 7) the target
+            dict of numpy float32: ``target`` (B,) in [0, 1], ``action`` (B, A) the target
             action a*, ``q1`` / ``q2`` (B,) the two target critics' Q at a*.
 
         Raises:
@@ -856,6 +1009,11 @@ class Learner:
         """
         if self.critic is None:
             raise ValueError('compute_targets needs a critic (use_critic=False)')
+        if not self.task.has_image:
+            t = _tensors(batch, ('reward', 'done', 'next_proprio'))
+            y, a_star, q1, q2 = self._targets(None, t['next_proprio'], t['reward'], t['done'])
+            return {'target': y.numpy(), 'action': a_star.numpy(), 'q1': q1.numpy(),
+                    'q2': q2.numpy()}
         t = _tensors(batch, ('reward', 'done', 'next_image', 'next_proprio'))
         nimg = random_shift(t['next_image'], self.config.shift_px, self._gen) if augment \
             else t['next_image']
@@ -871,9 +1029,13 @@ class Learner:
 
     def _critic_step(self, batch):
         c = self.config
-        t = _tensors(batch, _BATCH_KEYS)
-        img = random_shift(t['image'], c.shift_px, self._gen)
-        nimg = random_shift(t['next_image'], c.shift_px, self._gen)
+        if self.task.has_image:
+            t = _tensors(batch, _BATCH_KEYS)
+            img = random_shift(t['image'], c.shift_px, self._gen)
+            nimg = random_shift(t['next_image'], c.shift_px, self._gen)
+        else:
+            t = _tensors(batch, _STATE_BATCH_KEYS)
+            img = nimg = None
         y, _, q1, q2 = self._targets(nimg, t['next_proprio'], t['reward'], t['done'])
         logits = self.critic(img, t['proprio'], t['action'])
         loss = critic_loss(logits, y)
@@ -899,7 +1061,8 @@ class Learner:
                 empty['pose_loss'] = nan
         if batch is None:
             return empty
-        keys = ['image', 'proprio', 'action', 'success']
+        keys = ['image', 'proprio', 'action', 'success'] if self.task.has_image \
+            else ['proprio', 'action', 'success']
         if c.grasp_target:
             keys += ['target_xy', 'target_mask'] + (['target_pose'] if c.actor.grasp_pose
                                                     else [])
@@ -919,18 +1082,23 @@ class Learner:
             return empty
         pro = t['proprio']
         act = t.get('actor_action', t['action'])       # relabelled actions where given
+        n_c = self._n_cont
         if c.grasp_target:            # teacher forcing on the labelled grasp point, no shift
             img = t['image']
             feats, scores = self.actor.target_features(img, t['target_xy'])
             mean_n, logits = self.actor.head(feats, pro)
-        else:
+        elif self.task.has_image:
             img = random_shift(t['image'], c.shift_px, self._gen)
             mean_n, logits = self.actor.normalised(img, pro)           # (n, 4), (n, 3)
-        target_n = (act[:, :4] / self._high4).clamp(-1.0, 1.0)
-        target_d = (act[:, 4:] > 0.5).to(torch.float32)
-        per_sample = (self._w[:4] * (mean_n - target_n) ** 2).sum(1) \
-            + (self._w[4:] * F.binary_cross_entropy_with_logits(
-                logits, target_d, reduction='none')).sum(1)              # (n,)
+        else:
+            img = None
+            mean_n, logits = self.actor.normalised(None, pro)          # (n, C), (n, S)
+        target_n = self._normalised(act[:, :n_c])
+        per_sample = (self._w[:n_c] * (mean_n - target_n) ** 2).sum(1)  # (n,)
+        if self._n_disc:
+            target_d = (act[:, n_c:] > 0.5).to(torch.float32)
+            per_sample = per_sample + (self._w[n_c:] * F.binary_cross_entropy_with_logits(
+                logits, target_d, reduction='none')).sum(1)
 
         adv = torch.zeros(n)
         if c.advantage_weighting:
@@ -1055,15 +1223,18 @@ class Learner:
             dict: key -> list of floats, one entry per step (keys of :meth:`update`).
 
         Raises:
-            ValueError: empty buffer, an actor-only config with positive filtering and no
-                successful episode in the buffer, or a grasp-target actor and a buffer
-                without its labels.
+            ValueError: empty buffer, a buffer of another task, an actor-only config with
+                positive filtering and no successful episode in the buffer, or a grasp-target
+                actor and a buffer without its labels.
         """
         if not _is_int(steps) or steps < 0:
             raise ValueError(f'steps must be an int >= 0, got {steps!r}')
         if buffer.num_transitions == 0:
             raise ValueError('the replay buffer is empty')
         c = self.config
+        if buffer.task.name != c.task:
+            raise ValueError(f'the replay buffer holds task {buffer.task.name!r}, this '
+                             f'learner learns {c.task!r}')
         if c.grasp_target:
             need = {'target_xy', 'target_mask'} | ({'target_pose'} if c.actor.grasp_pose
                                                    else set())
@@ -1108,58 +1279,77 @@ class Learner:
         return 'cem' if rng.random() < c.cem_episode_prob else 'actor'
 
     def act_batch(self, images, proprios, mode='actor', rng=None):
-        """Actions for N states at once; see :meth:`act`. images uint8 (N, H, W, 3),
-        proprios float32 (N, 6) -> float32 (N, 7)."""
+        """Actions for N states at once; see :meth:`act`. images uint8 (N, H, W, 3) (None for
+        a task without an image), proprios float32 (N, D) (grasp: 6; insertion: the 15-D
+        state) -> float32 (N, A) (grasp: 7)."""
         if mode not in ACT_MODES:
             raise ValueError(f'mode must be one of {ACT_MODES}, got {mode!r}')
         if mode.startswith('actor') and self.actor is None:
             raise ValueError(f'mode {mode!r} needs an actor (use_actor=False)')
         if mode == 'cem' and self.critic is None:
             raise ValueError("mode 'cem' needs a critic (use_critic=False)")
-        images = np.asarray(images)
+        task = self.task
         proprios = np.asarray(proprios, dtype=np.float32)
-        size = self.config.image_size
-        if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
-            raise ValueError(f'images must be uint8 (N, {size}, {size}, 3), got '
-                             f'{images.dtype} {images.shape}')
-        n = images.shape[0]
-        if proprios.shape != (n, spec.PROPRIO_DIM):
-            raise ValueError(f'proprios must be (N={n}, {spec.PROPRIO_DIM}), '
-                             f'got {proprios.shape}')
+        if task.has_image:
+            if images is None:
+                raise ValueError(f'task {task.name!r} needs images, got None')
+            images = np.asarray(images)
+            size = self.config.image_size
+            if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+                raise ValueError(f'images must be uint8 (N, {size}, {size}, 3), got '
+                                 f'{images.dtype} {images.shape}')
+            n = images.shape[0]
+            if proprios.shape != (n, task.state_dim):
+                raise ValueError(f'proprios must be (N={n}, {task.state_dim}), '
+                                 f'got {proprios.shape}')
+            img = torch.from_numpy(np.ascontiguousarray(images))
+        else:
+            if images is not None:
+                raise ValueError(f'task {task.name!r} has no image: pass images=None')
+            if proprios.ndim != 2 or proprios.shape[1] != task.state_dim:
+                raise ValueError(f'{task.name} states must be (N, {task.state_dim}) '
+                                 f'{task.state_names}, got {proprios.shape}')
+            if not np.all(np.isfinite(proprios)):
+                raise ValueError(f'{task.name} states contain non-finite values')
+            n, img = proprios.shape[0], None
         rng = self.act_rng if rng is None else rng
-        img = torch.from_numpy(np.ascontiguousarray(images))
         pro = torch.from_numpy(np.ascontiguousarray(proprios))
+        n_c, n_d = self._n_cont, self._n_disc
         with torch.no_grad():
             if mode == 'cem':
                 feats = self.critic.encode(img)
                 extra = None
                 if self.actor is not None:
                     extra = self._actor_action(img, pro)[:, None, :].numpy()
-                cem = CEM(self.config.deploy_cem, seed=rng)
+                cem = self._cem(self.config.deploy_cem, rng)
                 out = cem.maximise(self.critic.make_score_fn(feats, pro), n,
                                    extra_candidates=extra).actions
             else:
                 mean_n, logits = self.actor.normalised(img, pro)
                 mean_n, logits = mean_n.numpy(), logits.numpy()
-                out = np.empty((n, spec.ACTION_DIM), dtype=np.float32)
+                out = np.empty((n, task.action_dim), dtype=np.float32)
                 if mode == 'actor':
-                    out[:, :4] = np.clip(mean_n, -1.0, 1.0) * _HIGH4
-                    out[:, 4:] = logits > 0
+                    out[:, :n_c] = self._physical(np.clip(mean_n, -1.0, 1.0))
+                    out[:, n_c:] = logits > 0
                 else:
                     std = np.exp(self.log_std.detach().numpy())
-                    z = mean_n + std * rng.standard_normal((n, 4))
-                    out[:, :4] = np.clip(z, -1.0, 1.0) * _HIGH4
-                    out[:, 4:] = rng.random((n, 3)) < 1.0 / (1.0 + np.exp(-logits))
-        out = np.clip(np.asarray(out, dtype=np.float32), spec.ACTION_LOW, spec.ACTION_HIGH)
-        out[:, spec.DISCRETE] = (out[:, spec.DISCRETE] > 0.5).astype(np.float32)
+                    z = mean_n + std * rng.standard_normal((n, n_c))
+                    out[:, :n_c] = self._physical(np.clip(z, -1.0, 1.0))
+                    if n_d:
+                        out[:, n_c:] = rng.random((n, n_d)) < 1.0 / (1.0 + np.exp(-logits))
+        out = np.clip(np.asarray(out, dtype=np.float32), task.action_low, task.action_high)
+        if n_d:
+            out[:, n_c:] = (out[:, n_c:] > 0.5).astype(np.float32)
         return out
 
     def act(self, image, proprio, mode='actor', rng=None):
         """Action for one state (in-process rollouts).
 
         Args:
-            image: uint8 (H, W, 3) RGB, H = W = ``config.image_size``.
-            proprio: float32 (6,) (``spec.PROPRIO_NAMES``).
+            image: uint8 (H, W, 3) RGB, H = W = ``config.image_size``; None for a task
+                without an image.
+            proprio: float32 (D,): the task's state (grasp: ``spec.PROPRIO_NAMES``;
+                insertion: ``core.task.INSERTION_STATE_NAMES``, raw units).
             mode: 'actor' (Gaussian mean, discrete 1 where logit > 0), 'actor_explore'
                 (Gaussian sample with the learned std, clipped to the bounds; discrete
                 Bernoulli(sigmoid(logit))), or 'cem' (CEM over the ONLINE critic with
@@ -1168,14 +1358,14 @@ class Learner:
             rng: ``np.random.Generator`` for the sampling (default: the learner's act rng).
 
         Returns:
-            float32 (7,) action in physical units, within ``spec.ACTION_LOW/HIGH``, discrete
-            entries exactly 0.0 or 1.0.
+            float32 (A,) action in the task's units (grasp: 7, physical units), within the
+            task's bounds, discrete entries exactly 0.0 or 1.0.
 
         Raises:
             ValueError: unknown mode, a mode needing a missing network, or bad shapes.
         """
-        image = np.asarray(image)
-        return self.act_batch(image[None], np.asarray(proprio, dtype=np.float32)
+        image = None if image is None else np.asarray(image)[None]
+        return self.act_batch(image, np.asarray(proprio, dtype=np.float32)
                               .reshape(1, -1), mode, rng)[0]
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -1202,12 +1392,17 @@ class Learner:
         """Restore a :meth:`state_dict` (same network shapes and components).
 
         Raises:
-            ValueError: wrong format, or components that do not match this learner's config.
+            ValueError: wrong format, a checkpoint of another task (one without a stored
+                task is a grasp one), or components that do not match this learner's config.
         """
         if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
             raise ValueError(f'not an awopt learner checkpoint (format '
                              f'{state.get("format") if isinstance(state, dict) else None!r},'
                              f' expected {CHECKPOINT_FORMAT!r})')
+        stored = dict(state.get('config') or {}).get('task', 'grasp')
+        if stored != self.config.task:
+            raise ValueError(f'checkpoint is for task {stored!r}, this learner learns '
+                             f'{self.config.task!r}')
         for part, net in (('actor', self.actor), ('critic', self.critic)):
             if (part in state) != (net is not None):
                 raise ValueError(f'checkpoint {"has" if part in state else "lacks"} an {part}'

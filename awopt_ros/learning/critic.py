@@ -1,4 +1,5 @@
-"""QT-Opt-style grasp-success critic Q(s, a), split into an image encoder and a Q head.
+"""QT-Opt-style grasp-success critic Q(s, a), split into an image encoder and a Q head
+(and :class:`StateCritic`, an MLP Q(s, a) with the same semantics for tasks without an image).
 
 Source: QT-Opt (Kalashnikov et al. 2018, "QT-Opt: Scalable Deep Reinforcement Learning for
 Vision-Based Robotic Manipulation", Fig. 3 and Sec. 4) as used by AW-Opt (Lu et al. 2021,
@@ -407,6 +408,141 @@ def critic_loss(logits, target_q):
         if not bool(torch.all((target_q >= 0.0) & (target_q <= 1.0))):
             raise ValueError('target_q must lie in [0, 1] (and not be NaN)')
     return F.binary_cross_entropy_with_logits(logits, target_q)
+
+
+# ---------------------------------------------------------------------------------------------
+# State critic (tasks without an image, ``core.task.Task.image_size == 0``)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class StateCriticConfig:
+    """Shape of the state critic Q(s, a), an MLP (AWAC, Nair et al. 2020: 4 x 256 ReLU).
+
+    Attributes:
+        hidden: units of every hidden layer.
+        layers: number of hidden layers (>= 1); 3 by default (2-core CPU).
+
+    Raises:
+        ValueError: a field out of range; the message names the field.
+    """
+
+    hidden: int = 256
+    layers: int = 3
+
+    def __post_init__(self):
+        """Validate the fields (ValueError naming the field)."""
+        for name in ('hidden', 'layers'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < 1:
+                raise ValueError(f'StateCriticConfig.{name} must be an int >= 1, '
+                                 f'got {value!r}')
+            setattr(self, name, int(value))
+
+    def to_dict(self):
+        """Return the config as a plain dict."""
+        return asdict(self)
+
+
+class StateCritic(nn.Module):
+    """Success critic of a state task: Q(s, a) = sigmoid(MLP([s_n, a_n])).
+
+    Same semantics as :class:`Critic` (QT-Opt: Q is the success probability, trained by
+    :func:`critic_loss` against Bellman targets in [0, 1]), on a state vector instead of an
+    image: ``s_n = (state - task.state_offset) / task.state_scale`` and ``a_n`` the action with
+    its continuous entries mapped to [-1, 1] by the task's bounds (``(a - centre) / half``;
+    discrete entries stay 0/1). The methods keep :class:`Critic`'s signatures so the learner
+    has one code path: ``encode(image)`` returns None for ``image=None``, and the
+    ``features`` / ``image`` arguments must be None.
+
+    Args:
+        task: a ``core.task.Task`` (or its name) with ``image_size == 0``.
+        config: a :class:`StateCriticConfig`.
+
+    Raises:
+        ValueError: a task with an image.
+    """
+
+    def __init__(self, task, config=None):
+        """Build the MLP; see the class docstring."""
+        super().__init__()
+        from awopt_ros.core.task import get_task
+        from awopt_ros.learning.networks import mlp
+        self.task = t = get_task(task)
+        self.config = c = config or StateCriticConfig()
+        if t.has_image:
+            raise ValueError(f'StateCritic needs a task without an image, {t.name!r} has one')
+        low = np.asarray(t.action_low, np.float64)
+        high = np.asarray(t.action_high, np.float64)
+        centre, half = (low + high) / 2.0, (high - low) / 2.0
+        disc = list(t.discrete)
+        centre[disc], half[disc] = 0.0, 1.0
+        offset = np.concatenate([t.state_offset, centre])
+        scale = np.concatenate([t.state_scale, half])
+        self.register_buffer('input_offset', torch.as_tensor(offset, dtype=torch.float32)
+                             .reshape(1, -1))
+        self.register_buffer('input_scale', torch.as_tensor(scale, dtype=torch.float32)
+                             .reshape(1, -1))
+        self.mlp = mlp(t.state_dim + t.action_dim, c.hidden, c.layers, 1)
+
+    def _check(self, what, value):
+        if value is not None:
+            raise ValueError(f'task {self.task.name!r} has no image; {what} must be None')
+
+    def encode(self, image):
+        """Return None (no image to encode); ``image`` must be None."""
+        self._check('image', image)
+        return None
+
+    def _logits(self, state, action):
+        """(..., D) states and (..., A) actions -> logits (...)."""
+        x = torch.cat([state.to(torch.float32), action.to(torch.float32)], dim=-1)
+        return self.mlp((x - self.input_offset) / self.input_scale).squeeze(-1)
+
+    def head(self, features, state, action):
+        """Return logits (N,) for state (N, D), action (N, A); ``features`` must be None."""
+        self._check('features', features)
+        return self._logits(state, action)
+
+    def forward(self, image, state, action):
+        """Return logits (N,) for state float32 (N, D) raw and action float32 (N, A) in the
+        task's units; ``image`` must be None."""
+        self._check('image', image)
+        return self._logits(state, action)
+
+    def q(self, image, state, action):
+        """Return Q = sigmoid(logit), float32 (N,) in [0, 1]; arguments as :meth:`forward`."""
+        return torch.sigmoid(self.forward(image, state, action))
+
+    def score_candidates(self, features, state, candidates):
+        """Return logits (B, K) of K candidate actions (B, K, A) per state (B, D).
+
+        Raises:
+            ValueError: ``features`` not None, or shapes that do not agree.
+        """
+        self._check('features', features)
+        t = self.task
+        if candidates.dim() != 3 or candidates.shape[2] != t.action_dim:
+            raise ValueError(f'candidates must be (B, K, {t.action_dim}), '
+                             f'got {tuple(candidates.shape)}')
+        b, k = candidates.shape[0], candidates.shape[1]
+        if tuple(state.shape) != (b, t.state_dim):
+            raise ValueError(f'state must be (B={b}, {t.state_dim}), got {tuple(state.shape)}')
+        return self._logits(state.unsqueeze(1).expand(b, k, t.state_dim), candidates)
+
+    def make_score_fn(self, features, state, use_q=True):
+        """Return a numpy ``score_fn`` (B, K, A) -> (B, K) for ``core.cem.CEM.maximise``
+        (Q = sigmoid(logit) with ``use_q``, else the logit), under ``torch.no_grad()``."""
+        self._check('features', features)
+
+        def score_fn(candidates):
+            cand = torch.as_tensor(np.asarray(candidates, dtype=np.float32))
+            with torch.no_grad():
+                out = self.score_candidates(None, state, cand)
+                if use_q:
+                    out = torch.sigmoid(out)
+            return out.cpu().numpy()
+        return score_fn
 
 
 # ---------------------------------------------------------------------------------------------

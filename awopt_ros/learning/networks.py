@@ -1,6 +1,7 @@
-"""Actor network for the grasping task: RGB image + proprioception -> 7-D action.
+"""Actor networks: the grasping task's (RGB image + proprioception -> 7-D action) and a state
+actor for tasks without an image (:class:`StateActor`, e.g. the insertion residual).
 
-Architecture (a small version of the AW-Opt actor, Lu et al. 2021: same kind of image
+Image actor architecture (a small version of the AW-Opt actor, Lu et al. 2021: same kind of image
 backbone as the critic, Gaussian mean for the continuous sub-actions and logits for the
 discrete ones; FACTS.md):
 
@@ -30,6 +31,7 @@ Normalisation lives inside the module so an exported ONNX graph takes uint8 NHWC
 """
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -338,3 +340,136 @@ class ActorPolicy(nn.Module):
         prob = torch.sigmoid(logits)
         action = torch.cat([cont, (prob > 0.5).to(torch.float32)], dim=1)
         return (action, prob) if self.discrete_prob else action
+
+
+# ---------------------------------------------------------------------------------------------
+# State actors (tasks without an image, ``core.task.Task.image_size == 0``)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class StateActorConfig:
+    """Shape of the state actor (an MLP; AWAC, Nair et al. 2020, uses 4 x 256 ReLU).
+
+    Attributes:
+        hidden: units of every hidden layer.
+        layers: number of hidden layers (>= 1); 3 by default, one fewer than AWAC's to keep
+            gradient steps cheap on a 2-core CPU.
+        zero_init_output: initialise the output layer's weights and biases to zero, so the
+            untrained actor outputs the centre of the action bounds for every state (0 for a
+            symmetric residual: residual RL then starts exactly as its base controller,
+            Johannink et al. 2019; ResiP, ResFiT). Gradients still reach the output layer at
+            once and the layers below from the first step on.
+
+    Raises:
+        ValueError: a field out of range; the message names the field.
+    """
+
+    hidden: int = 256
+    layers: int = 3
+    zero_init_output: bool = False
+
+    def __post_init__(self):
+        """Validate the fields (ValueError naming the field)."""
+        for name in ('hidden', 'layers'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'StateActorConfig.{name} must be an int >= 1, got {value!r}')
+        if not isinstance(self.zero_init_output, bool):
+            raise ValueError(f'StateActorConfig.zero_init_output must be a bool, '
+                             f'got {self.zero_init_output!r}')
+
+    def to_dict(self):
+        """Return the config as a plain dict."""
+        return asdict(self)
+
+
+def mlp(n_in, hidden, layers, n_out):
+    """Return ``nn.Sequential``: ``layers`` x (Linear(., hidden), ReLU), then Linear(., n_out)."""
+    mods, width = [], n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    mods.append(nn.Linear(width, n_out))
+    return nn.Sequential(*mods)
+
+
+class StateActor(nn.Module):
+    """Actor of a state task: ``forward(state) -> (mean (N, C), logits (N, S))``.
+
+    The state float32 (N, D) is raw (``task.state_names``, their units) and normalised inside
+    as ``(state - task.state_offset) / task.state_scale``; an MLP (:class:`StateActorConfig`)
+    gives C + S outputs: the Gaussian mean of the C continuous action entries as
+    ``tanh(.)`` in [-1, 1] (normalised units: ``mean = centre + half * mean_n`` with centre
+    and half range of the task's bounds) and Bernoulli logits of the S discrete entries. The
+    task's continuous entries must come first (``task.continuous == (0, .., C-1)``).
+
+    For the learner's single code path the methods take an ``image`` argument too, which must
+    be None (a state task has none).
+
+    Args:
+        task: a ``core.task.Task`` (or its name) with ``image_size == 0``.
+        config: a :class:`StateActorConfig`.
+
+    Raises:
+        ValueError: a task with an image, or one whose discrete entries do not come last.
+    """
+
+    def __init__(self, task, config=None):
+        """Build the MLP and the normalisation buffers; see the class docstring."""
+        super().__init__()
+        from awopt_ros.core.task import get_task
+        self.task = t = get_task(task)
+        self.config = c = config or StateActorConfig()
+        if t.has_image:
+            raise ValueError(f'StateActor needs a task without an image, {t.name!r} has one')
+        n_c = len(t.continuous)
+        if t.continuous != tuple(range(n_c)):
+            raise ValueError(f'task {t.name!r}: the continuous action entries must come first')
+        self.n_cont, self.n_disc = n_c, len(t.discrete)
+        self.mlp = mlp(t.state_dim, c.hidden, c.layers, n_c + self.n_disc)
+        if c.zero_init_output:
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+        low = np.asarray(t.action_low[:n_c], np.float64)
+        high = np.asarray(t.action_high[:n_c], np.float64)
+        as_row = lambda v: torch.tensor(np.asarray(v), dtype=torch.float32).reshape(1, -1)  # noqa: E731
+        self.register_buffer('state_offset', as_row(t.state_offset))
+        self.register_buffer('state_scale', as_row(t.state_scale))
+        self.register_buffer('cont_centre', as_row((low + high) / 2.0))
+        self.register_buffer('cont_half', as_row((high - low) / 2.0))
+        self.register_buffer('low', as_row(low))
+        self.register_buffer('high', as_row(high))
+
+    def normalised(self, image, state):
+        """Return (mean_n (N, C) in [-1, 1], logits (N, S)); ``image`` must be None."""
+        if image is not None:
+            raise ValueError(f'task {self.task.name!r} has no image; pass image=None')
+        h = self.mlp((state.to(torch.float32) - self.state_offset) / self.state_scale)
+        return torch.tanh(h[:, :self.n_cont]), h[:, self.n_cont:]
+
+    def forward(self, state):
+        """Return (mean (N, C) in the task's units, within its bounds, logits (N, S))."""
+        mean_n, logits = self.normalised(None, state)
+        return self.cont_centre + self.cont_half * mean_n, logits
+
+
+class StateActorPolicy(nn.Module):
+    """Deployment wrapper of a :class:`StateActor`: ``forward(observation) -> action``.
+
+    ``observation`` float32 (N, D) raw; ``action`` float32 (N, A): the Gaussian mean clipped
+    to the task's bounds, then the discrete entries 1.0 where the logit > 0, else 0.0 (the
+    ONNX graph of ``learning.export.export_state_actor``).
+    """
+
+    def __init__(self, actor):
+        """Wrap ``actor`` (a :class:`StateActor`)."""
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, observation):
+        """Return float32 (N, A) deterministic actions."""
+        mean, logits = self.actor(observation)
+        cont = torch.minimum(torch.maximum(mean, self.actor.low), self.actor.high)
+        if self.actor.n_disc == 0:
+            return cont
+        return torch.cat([cont, (logits > 0).to(torch.float32)], dim=1)
