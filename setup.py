@@ -15,6 +15,7 @@ NODES = {
     'scripted_policy': 'awopt_ros.nodes.scripted_policy:main',
     'realsense_camera': 'awopt_ros.nodes.realsense_camera:main',
     'robot_state': 'awopt_ros.nodes.robot_state:main',
+    'residual_controller': 'awopt_ros.nodes.residual_controller:main',
 }
 
 setup(

@@ -3,14 +3,15 @@
 Images are ``sensor_msgs/Image`` with encoding ``rgb8`` and arrays of shape (H, W, 3) uint8.
 Actions travel as ``sensor_msgs/JointState`` with ``name`` = ``core.spec.ACTION_NAMES`` and
 ``position`` = the 7 action values (see docs/INTERFACES.md). A grasp goal (the scripted
-demonstrator's aim, x, y, z and yaw) travels as ``geometry_msgs/PoseStamped``.
+demonstrator's aim, x, y, z and yaw) travels as ``geometry_msgs/PoseStamped``, as does the
+insertion goal (a position); a wrist wrench as ``geometry_msgs/WrenchStamped``.
 """
 import array
 import math
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import Image, JointState
 
 from awopt_ros.core.spec import (ACTION_DIM, ACTION_NAMES, PROPRIO_DIM, PROPRIO_NAMES, RGB8,
@@ -234,6 +235,70 @@ def msg_to_grasp_goal(msg):
         raise ValueError(f'grasp goal is not finite: {goal.tolist()}')
     return goal
 
+
+def wrench_to_msg(wrench6, stamp, frame_id):
+    """Return ``wrench6`` (force fx, fy, fz N, then torque tx, ty, tz N m, in ``frame_id``)
+    as a ``geometry_msgs/WrenchStamped``.
+
+    Raises:
+        ValueError: ``wrench6`` does not have 6 entries.
+    """
+    w = np.asarray(wrench6, dtype=np.float64).reshape(-1)
+    if w.shape != (6,):
+        raise ValueError(f'wrench must have 6 entries (force N, torque N m), got {w.shape}')
+    msg = WrenchStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = str(frame_id)
+    f, t = msg.wrench.force, msg.wrench.torque
+    f.x, f.y, f.z, t.x, t.y, t.z = w.tolist()
+    return msg
+
+
+def msg_to_wrench(msg):
+    """Return the wrench of a ``WrenchStamped`` as float64 (6,): force (N), then torque (N m),
+    in the message's ``header.frame_id``.
+
+    Raises:
+        ValueError: a non-finite entry.
+    """
+    f, t = msg.wrench.force, msg.wrench.torque
+    w = np.array([f.x, f.y, f.z, t.x, t.y, t.z], dtype=np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f'wrench is not finite: {w.tolist()}')
+    return w
+
+
+def position_to_pose_msg(position_m, stamp, frame_id='base_link', quat_xyzw=(0.0, 0.0, 0.0, 1.0)):
+    """Return a position (3,) m (and orientation ``quat_xyzw``) as a ``PoseStamped``, e.g. the
+    insertion goal on ``/insertion/goal``.
+
+    Raises:
+        ValueError: ``position_m`` not 3 entries or ``quat_xyzw`` not 4.
+    """
+    p = np.asarray(position_m, dtype=np.float64).reshape(-1)
+    q = np.asarray(quat_xyzw, dtype=np.float64).reshape(-1)
+    if p.shape != (3,) or q.shape != (4,):
+        raise ValueError(f'need a position (3,) and a quaternion (4,), got {p.shape}, {q.shape}')
+    msg = PoseStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = str(frame_id)
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = p.tolist()
+    o = msg.pose.orientation
+    o.x, o.y, o.z, o.w = q.tolist()
+    return msg
+
+
+def pose_msg_position(msg):
+    """Return the position of a ``PoseStamped`` as float64 (3,) m (in ``header.frame_id``).
+
+    Raises:
+        ValueError: a non-finite entry.
+    """
+    p = msg.pose.position
+    pos = np.array([p.x, p.y, p.z], dtype=np.float64)
+    if not np.all(np.isfinite(pos)):
+        raise ValueError(f'pose position is not finite: {pos.tolist()}')
+    return pos
 
 def joint_positions(msg, names):
     """Return the positions of joints ``names`` (in that order) from a JointState, float64.

@@ -1,0 +1,323 @@
+"""In-process tests of the residual controller node (awopt_ros.nodes.residual_controller)."""
+import json
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from geometry_msgs.msg import PoseStamped, WrenchStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from test_onnx_state_actor import _Mlp, _contract, _export
+
+from awopt_ros.core import residual, sawyer, spec
+from awopt_ros.core.kinematics import Kinematics
+from awopt_ros.core.onnx_policy import OnnxStateActor
+from awopt_ros.nodes.residual_controller import ResidualControllerNode
+from awopt_ros.ros import convert, qos
+from awopt_ros.ros.run import StartupError
+
+WRENCH = '/force_torque_sensor_broadcaster/wrench'
+Q = np.asarray(sawyer.HOME_Q, dtype=np.float64)
+DQ = np.array([0.02, -0.01, 0.03, 0.0, 0.01, -0.02, 0.05])
+
+
+@pytest.fixture(scope='module')
+def kin():
+    return Kinematics(sawyer.URDF_PATH, joint_names=sawyer.ARM_JOINTS, tcp_frame='tcp')
+
+
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory):
+    _, path = _export(tmp_path_factory.mktemp('residual') / 'res.onnx', _Mlp(seed=3))
+    return path
+
+
+def _params(**extra):
+    values = {'residual': 'off', 'urdf_path': sawyer.URDF_PATH,
+              'joint_names': list(sawyer.ARM_JOINTS), 'gripper_joint': 'right_gripper_peg',
+              'rate_hz': 0.0}
+    values.update(extra)
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def _spin_until(executor, cond, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not cond():
+        executor.spin_once(timeout_sec=0.02)
+    return cond()
+
+
+class Rig:
+    """The node and a test node on one executor; the tester publishes the inputs and keeps
+    what the node publishes."""
+
+    def __init__(self, ctx, params):
+        self.node = ResidualControllerNode(context=ctx, parameter_overrides=params)
+        self.tester = rclpy.create_node('residual_tester', context=ctx)
+        self.executor = SingleThreadedExecutor(context=ctx)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        self.actions, self.decisions, self.faults, self.infos = [], [], [], []
+        t = self.tester
+        t.create_subscription(JointState, '/policy/action', self.actions.append, qos.COMMAND)
+        t.create_subscription(String, '/policy/decision',
+                              lambda m: self.decisions.append(json.loads(m.data)), qos.COMMAND)
+        t.create_subscription(String, '/residual/fault',
+                              lambda m: self.faults.append(json.loads(m.data)), qos.COMMAND)
+        t.create_subscription(String, '/policy/model_info',
+                              lambda m: self.infos.append(json.loads(m.data)), qos.LATCHED)
+        self.js_pub = t.create_publisher(JointState, '/joint_states', qos.SENSOR)
+        self.wrench_pub = t.create_publisher(WrenchStamped, WRENCH, qos.SENSOR)
+        self.goal_pub = t.create_publisher(PoseStamped, '/insertion/goal', qos.LATCHED)
+        self.event_pub = t.create_publisher(String, '/episode/event', qos.LATCHED)
+        assert _spin_until(self.executor, lambda: self.js_pub.get_subscription_count() > 0
+                           and self.wrench_pub.get_subscription_count() > 0
+                           and self.goal_pub.get_subscription_count() > 0), 'not matched'
+
+    def now_s(self):
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def spin(self, cond, timeout_s=5.0):
+        return _spin_until(self.executor, cond, timeout_s)
+
+    def send_goal(self, goal, frame='base_link'):
+        self.goal_pub.publish(convert.position_to_pose_msg(goal, convert.s_to_stamp(
+            self.now_s()), frame))
+        assert self.spin(lambda: self.node.goal_m is not None
+                         and np.allclose(self.node.goal_m, goal)) or frame != 'base_link'
+
+    def send_joints(self, q=Q, dq=DQ, age_s=0.0):
+        msg = JointState()
+        msg.header.stamp = convert.s_to_stamp(self.now_s() - age_s)
+        msg.name = list(sawyer.ARM_JOINTS)
+        msg.position = [float(v) for v in q]
+        msg.velocity = [] if dq is None else [float(v) for v in dq]
+        before = self.node._joint
+        self.js_pub.publish(msg)
+        assert self.spin(lambda: self.node._joint is not before), 'joint state not received'
+
+    def send_wrench(self, wrench6=(0.0,) * 6, age_s=0.0, frame='tcp'):
+        """Publish a wrench; return its stamp."""
+        stamp = convert.s_to_stamp(self.now_s() - age_s)
+        self.wrench_pub.publish(convert.wrench_to_msg(wrench6, stamp, frame))
+        return stamp
+
+    def step(self, wrench6=(0.0,) * 6):
+        """Fresh joint state, then a wrench; return (action (7,), its decision, stamp)."""
+        self.send_joints()
+        n = len(self.actions)
+        stamp = self.send_wrench(wrench6)
+        assert self.spin(lambda: len(self.actions) > n and len(self.decisions) > n), \
+            'no action published'
+        msg = self.actions[n]
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)
+        assert list(msg.name) == list(spec.ACTION_NAMES)
+        return np.array(msg.position), self.decisions[n], stamp
+
+    def close(self):
+        self.executor.shutdown()
+        self.tester.destroy_node()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def make_rig(ros_context):
+    rigs = []
+
+    def make(**params):
+        rigs.append(Rig(ros_context, _params(**params)))
+        return rigs[-1]
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+def _goal(kin, offset=(0.001, -0.002, -0.04)):
+    return kin.fk(Q)[0] + np.asarray(offset)
+
+
+def test_residual_off_publishes_the_clipped_p_controller(make_rig, kin):
+    rig = make_rig()
+    assert rig.spin(lambda: rig.infos)
+    assert rig.infos[-1]['kind'] == 'p_controller' and rig.infos[-1]['contract'] is None
+    goal = _goal(kin)
+    rig.send_goal(goal)
+    wrench = (1.0, -2.0, -5.0, 0.1, 0.2, -0.3)
+    action, decision, _ = rig.step(wrench)
+    tool = kin.fk(Q)[0]
+    base = residual.p_controller(tool, goal)
+    np.testing.assert_allclose(base, [0.001, -0.002, -0.012], atol=1e-9)
+    np.testing.assert_allclose(action, [0.001, -0.002, -0.01, 0, 0, 0, 0], atol=1e-7)
+    assert decision['source'] == 'p_controller' and decision['phase'] == 'control'
+    assert decision['residual'] == [0.0, 0.0, 0.0]
+    expected_obs = residual.insertion_state(tool, goal, kin.tcp_velocity(Q, DQ), wrench, base)
+    np.testing.assert_allclose(decision['observation'], expected_obs, atol=1e-6)
+
+
+def test_model_adds_alpha_times_the_residual(make_rig, kin, model_path):
+    rig = make_rig(residual='model', model_path=str(model_path), alpha_m=0.002)
+    assert rig.spin(lambda: rig.infos)
+    assert rig.infos[-1]['kind'] == 'residual' and rig.infos[-1]['contract']['task'] == \
+        'insertion'
+    goal = _goal(kin, (0.0005, 0.001, -0.005))
+    rig.send_goal(goal)
+    wrench = (3.0, 1.0, -12.0, 0.05, -0.1, 0.0)
+    action, decision, _ = rig.step(wrench)
+    tool = kin.fk(Q)[0]
+    base = residual.p_controller(tool, goal)
+    obs = residual.insertion_state(tool, goal, kin.tcp_velocity(Q, DQ), wrench, base)
+    r = OnnxStateActor(model_path).act(obs)
+    assert np.max(np.abs(r)) > 0.05          # the model's residual is not zero here
+    expected = base + 0.002 * r
+    np.testing.assert_allclose(action[:3], expected, atol=1e-6)
+    np.testing.assert_allclose(action[3:], 0.0)
+    assert decision['source'] == 'residual'
+    np.testing.assert_allclose(decision['residual'], r, atol=1e-6)
+    # the P-controller alone would have sent something else
+    assert np.max(np.abs(action[:3] - base)) > 1e-4
+
+
+def test_force_limit_backs_off_then_terminates_then_holds(make_rig, kin):
+    rig = make_rig(force_limit_n=40.0, back_off_m=0.004)
+    rig.send_goal(_goal(kin))
+    action, _, _ = rig.step((0.0, 0.0, -10.0, 0, 0, 0))
+    assert action[2] < 0                      # moving down, under the limit
+    action, decision, _ = rig.step((30.0, 0.0, -30.0, 0, 0, 0))    # |f| = 42.4 N
+    np.testing.assert_allclose(action, [0, 0, 0.004, 0, 0, 0, 0], atol=1e-7)
+    assert decision['phase'] == 'back_off'
+    assert rig.spin(lambda: rig.faults)
+    fault = rig.faults[0]
+    assert fault['reason'] == 'force_limit' and fault['limit_n'] == 40.0
+    assert fault['force_n'] == pytest.approx(np.hypot(30.0, 30.0))
+    action, decision, _ = rig.step((0.0, 0.0, -5.0, 0, 0, 0))      # force gone: still ends
+    np.testing.assert_array_equal(action, [0, 0, 0, 0, 0, 0, 1])
+    assert decision['phase'] == 'terminate'
+    action, decision, _ = rig.step()
+    np.testing.assert_array_equal(action, np.zeros(7))
+    assert decision['phase'] == 'hold'
+    assert (rig.node.counts['back_offs'], rig.node.counts['terminates']) == (1, 1)
+    # the next episode's start clears the fault: control again
+    rig.event_pub.publish(String(data=json.dumps({'event': 'start', 'episode': 7,
+                                                  'stamp_s': rig.now_s()})))
+    assert rig.spin(lambda: rig.node.fault == 'none')
+    action, decision, _ = rig.step()
+    assert decision['phase'] == 'control' and decision['episode'] == 7
+    np.testing.assert_allclose(action[:3], [0.001, -0.002, -0.01], atol=1e-7)
+    assert len(rig.faults) == 1
+
+
+def test_stale_or_missing_inputs_publish_nothing(make_rig, kin):
+    rig = make_rig(max_wrench_age_s=0.2, max_joint_state_age_s=0.2)
+    rig.send_joints()
+    for _ in range(3):                        # no goal yet
+        rig.send_wrench()
+    assert rig.spin(lambda: rig.node.counts['skipped_no_goal'] >= 3)
+    rig.send_goal(_goal(kin))
+    for _ in range(3):                        # a stale wrench
+        rig.send_joints()
+        rig.send_wrench(age_s=0.5)
+    assert rig.spin(lambda: rig.node.counts['skipped_stale_wrench'] >= 3)
+    rig.send_joints(age_s=0.5)                # a stale joint state
+    rig.send_wrench()
+    assert rig.spin(lambda: rig.node.counts['skipped_stale_joint_state'] >= 1)
+    rig.send_joints()
+    rig.send_wrench(frame='right_hand')       # a wrench in another frame
+    assert rig.spin(lambda: rig.node.counts['wrench_frame_mismatch'] >= 1)
+    rig.spin(lambda: False, 0.3)
+    assert rig.actions == [] and rig.decisions == []
+    # 0.3 s since the last joint state and the last wrench in the tool frame
+    assert rig.node.stale_inputs() == ['joint_states', 'wrench']
+    rig.send_joints()
+    assert rig.node.stale_inputs(rig.now_s()) == []
+    assert rig.node.stale_inputs(rig.now_s() - 1.0) == ['wrench']
+    rig.step()                                # fresh inputs: it acts (the rig works)
+
+
+def test_goal_in_another_frame_is_refused(make_rig, kin):
+    rig = make_rig()
+    rig.send_goal(_goal(kin), frame='world')
+    assert rig.spin(lambda: rig.node.counts['goal_frame_mismatch'] == 1)
+    assert rig.node.goal_m is None
+
+
+def test_velocity_by_finite_differences_without_joint_velocities(make_rig, kin):
+    rig = make_rig()
+    rig.send_goal(_goal(kin))
+    q2 = Q + np.array([0.0, 0.001, 0.0, -0.001, 0.0, 0.0, 0.0])
+    t0 = rig.now_s() - 0.05
+    for q, t in ((Q, t0), (q2, t0 + 0.01)):
+        msg = JointState()
+        msg.header.stamp = convert.s_to_stamp(t)
+        msg.name = list(sawyer.ARM_JOINTS)
+        msg.position = [float(v) for v in q]
+        before = rig.node._joint
+        rig.js_pub.publish(msg)
+        assert rig.spin(lambda: rig.node._joint is not before)
+    n = len(rig.actions)
+    rig.send_wrench()
+    assert rig.spin(lambda: len(rig.decisions) > n)
+    vel = np.array(rig.decisions[n]['observation'][3:6])
+    expected = (kin.fk(q2)[0] - kin.fk(Q)[0]) / 0.01
+    assert np.linalg.norm(expected) > 0.01
+    np.testing.assert_allclose(vel, expected, atol=1e-5)
+
+
+def test_rate_limits_steps_on_the_wrench_stamps(make_rig, kin):
+    rig = make_rig(rate_hz=10.0)
+    rig.send_goal(_goal(kin))
+    rig.send_joints()
+    t0 = rig.now_s() - 0.05
+    for k in range(6):                        # 6 wrenches 50 ms apart: steps at 0, 100, 200 ms
+        rig.wrench_pub.publish(convert.wrench_to_msg(np.zeros(6), convert.s_to_stamp(
+            t0 + 0.05 * k), 'tcp'))
+        rig.spin(lambda: rig.node.counts['wrenches'] > k, 1.0)
+    rig.spin(lambda: len(rig.actions) >= 3, 1.0)
+    assert rig.node.counts['wrenches'] == 6
+    stamps = [convert.stamp_to_s(m.header.stamp) - t0 for m in rig.actions]
+    np.testing.assert_allclose(stamps, [0.0, 0.1, 0.2], atol=1e-6)
+
+
+@pytest.mark.parametrize('params, words', [
+    (dict(residual='learned'), 'parameter residual'),
+    (dict(residual='model', model_path='/nonexistent/res.onnx'), 'model_path'),
+    (dict(joint_names=[f'iiwa_joint_{i}' for i in range(1, 8)]), 'kinematics'),
+    (dict(kp=[1.0, 1.0]), 'kp'),
+])
+def test_startup_errors(ros_context, params, words):
+    with pytest.raises(StartupError, match=words):
+        ResidualControllerNode(context=ros_context, parameter_overrides=_params(**params))
+
+
+def test_model_trained_with_another_alpha_is_refused(ros_context, tmp_path):
+    _, path = _export(tmp_path / 'a.onnx', contract=_contract(residual_alpha_m=0.004))
+    with pytest.raises(StartupError, match='residual_alpha_m 0.004'):
+        ResidualControllerNode(context=ros_context, parameter_overrides=_params(
+            residual='model', model_path=str(path), alpha_m=0.002))
+    _, grasp = _export(tmp_path / 'g.onnx', contract=_contract(task='grasp'))
+    with pytest.raises(StartupError, match='task: model has grasp'):
+        ResidualControllerNode(context=ros_context, parameter_overrides=_params(
+            residual='model', model_path=str(grasp)))
+
+
+def test_wrench_and_goal_conversions_round_trip():
+    stamp = convert.s_to_stamp(12.5)
+    w = convert.wrench_to_msg((1, 2, 3, 4, 5, 6), stamp, 'tcp')
+    assert w.header.frame_id == 'tcp' and w.header.stamp == stamp
+    np.testing.assert_array_equal(convert.msg_to_wrench(w), [1, 2, 3, 4, 5, 6])
+    w.wrench.force.y = float('nan')
+    with pytest.raises(ValueError, match='wrench'):
+        convert.msg_to_wrench(w)
+    with pytest.raises(ValueError, match='6 entries'):
+        convert.wrench_to_msg((1, 2, 3), stamp, 'tcp')
+    p = convert.position_to_pose_msg((0.6, -0.01, 0.02), stamp)
+    assert p.header.frame_id == 'base_link' and p.pose.orientation.w == 1.0
+    np.testing.assert_array_equal(convert.pose_msg_position(p), [0.6, -0.01, 0.02])
+    p.pose.position.z = float('inf')
+    with pytest.raises(ValueError, match='not finite'):
+        convert.pose_msg_position(p)
+    with pytest.raises(ValueError):
+        convert.position_to_pose_msg((0.6, 0.0), stamp)
