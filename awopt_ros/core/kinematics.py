@@ -1,8 +1,9 @@
-"""Forward and differential inverse kinematics of the iiwa 14 + gripper (pinocchio, no ROS).
+"""Forward and differential inverse kinematics of a 7-joint arm (pinocchio, no ROS).
 
-Frames: ``base_link`` (world, z up) and ``tcp`` (between the finger pads, z out of the
-gripper). Joint vectors ``q7`` are the 7 arm joints ``iiwa_joint_1..7`` in rad; the gripper
-finger joint is locked (it does not move ``tcp``).
+Defaults are the iiwa 14 + gripper: frames ``base_link`` (world, z up) and ``tcp`` (between
+the finger pads, z out of the gripper); joint vectors ``q7`` are the 7 arm joints
+``iiwa_joint_1..7`` in rad; the gripper finger joint is locked (it does not move ``tcp``).
+Other arms pass their joint names, tool frame and home pose (the Sawyer: ``core.sawyer``).
 
 The IK step is damped least squares (Wampler 1986; Nakamura & Hanafusa 1986; see also
 Buss, "Introduction to Inverse Kinematics with Jacobian Transpose, Pseudoinverse and Damped
@@ -50,7 +51,7 @@ def down_rotation(yaw_rad):
 
 
 class Kinematics:
-    """Kinematics of the arm from a URDF with a ``tcp`` frame.
+    """Kinematics of a 7-joint arm from a URDF with a tool frame.
 
     Args:
         urdf_path: URDF file; a relative path is resolved against the package share directory
@@ -60,33 +61,43 @@ class Kinematics:
         iterations: maximum DLS iterations per ``ik_step`` toward the same absolute target.
         limit_margin_rad: distance kept from the URDF joint position limits.
         home_q: nullspace attractor (7,), rad; default ``core.robot.HOME_Q``.
+        joint_names: the 7 arm joint names in chain order (base to tool); default the iiwa's
+            ``core.spec.ARM_JOINTS``. Every other joint of the URDF is locked at neutral.
+        tcp_frame: name of the tool frame; default ``core.robot.TCP_FRAME`` (``tcp``).
 
     Raises:
         FileNotFoundError: the URDF does not exist.
-        ValueError: the URDF lacks the arm joints or the ``tcp`` frame, or bad arguments.
+        ValueError: the URDF lacks the arm joints or the tool frame, or bad arguments.
     """
 
     def __init__(self, urdf_path=robot.URDF_PATH, *, damping=1e-3, nullspace_gain=0.05,
-                 iterations=4, limit_margin_rad=1e-3, home_q=None):
+                 iterations=4, limit_margin_rad=1e-3, home_q=None, joint_names=None,
+                 tcp_frame=None):
         path = paths.resolve(urdf_path)
         if not path.is_file():
             raise FileNotFoundError(f'URDF not found: {path}')
         if damping <= 0 or not 0.0 <= nullspace_gain <= 1.0 or int(iterations) < 1:
             raise ValueError('need damping > 0, 0 <= nullspace_gain <= 1, iterations >= 1')
+        arm = ARM_JOINTS if joint_names is None else tuple(str(j) for j in joint_names)
+        if len(arm) != 7 or len(set(arm)) != 7:
+            raise ValueError(f'joint_names must be 7 distinct names, got {joint_names!r}')
+        tcp = robot.TCP_FRAME if tcp_frame is None else str(tcp_frame)
         full = pin.buildModelFromUrdf(str(path))
         names = list(full.names)
-        missing = [j for j in ARM_JOINTS if j not in names]
+        missing = [j for j in arm if j not in names]
         if missing:
             raise ValueError(f'URDF {path} lacks arm joints {missing}')
         # Lock every joint that is not an arm joint (gripper fingers) at its neutral position.
-        lock = [i for i in range(1, full.njoints) if names[i] not in ARM_JOINTS]
+        lock = [i for i in range(1, full.njoints) if names[i] not in arm]
         self.model = (pin.buildReducedModel(full, lock, pin.neutral(full)) if lock else full)
-        if tuple(self.model.names[1:]) != ARM_JOINTS or self.model.nq != 7:
+        if tuple(self.model.names[1:]) != arm or self.model.nq != 7:
             raise ValueError(f'unexpected joint layout {list(self.model.names)}')
-        if not self.model.existFrame(robot.TCP_FRAME):
-            raise ValueError(f'URDF {path} has no frame {robot.TCP_FRAME!r}')
+        if not self.model.existFrame(tcp):
+            raise ValueError(f'URDF {path} has no frame {tcp!r}')
+        self.joint_names = arm
+        self.tcp_frame = tcp
         self.data = self.model.createData()
-        self.tcp_id = self.model.getFrameId(robot.TCP_FRAME)
+        self.tcp_id = self.model.getFrameId(tcp)
         self._lower = self.model.lowerPositionLimit.copy()
         self._upper = self.model.upperPositionLimit.copy()
         self._vel = self.model.velocityLimit.copy()
@@ -118,6 +129,21 @@ class Kinematics:
             ValueError: ``q7`` is not 7 finite values.
         """
         return self._fk(_as_q7(q7))
+
+    def tcp_velocity(self, q7, dq7):
+        """Return the tool frame's linear velocity (3,) float64, m/s in ``base_link``.
+
+        Args:
+            q7: (7,) joint positions (rad).
+            dq7: (7,) joint velocities (rad/s).
+
+        Raises:
+            ValueError: either is not 7 finite values.
+        """
+        q, dq = _as_q7(q7), _as_q7(dq7)
+        jac = pin.computeFrameJacobian(self.model, self.data, q, self.tcp_id,
+                                       pin.LOCAL_WORLD_ALIGNED)
+        return jac[:3] @ dq
 
     def proprio(self, q7, finger_m):
         """Return proprioception float32 (6,) per ``spec.PROPRIO_NAMES``.
