@@ -210,6 +210,26 @@ def test_force_limit_backs_off_then_terminates_then_holds(make_rig, kin):
     assert len(rig.faults) == 1
 
 
+def test_diagnostics_report_stale_inputs_and_the_fault(make_rig, kin):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    rig = make_rig()
+    diags = []
+    rig.tester.create_subscription(
+        DiagnosticArray, '/diagnostics',
+        lambda m: diags.extend(s for s in m.status if s.name == 'residual_controller'), 10)
+    rig.node._publish_diagnostics()
+    assert rig.spin(lambda: diags)
+    assert diags[-1].level == DiagnosticStatus.WARN
+    assert 'goal' in diags[-1].message and 'wrench' in diags[-1].message
+    rig.send_goal(_goal(kin))
+    rig.step((0.0, 0.0, -45.0, 0, 0, 0))
+    n = len(diags)
+    rig.node._publish_diagnostics()
+    assert rig.spin(lambda: len(diags) > n)
+    assert diags[-1].level == DiagnosticStatus.ERROR
+    assert 'force 45.0 N > force_limit_n 40.0 N' in diags[-1].message
+
+
 def test_stale_or_missing_inputs_publish_nothing(make_rig, kin):
     rig = make_rig(max_wrench_age_s=0.2, max_joint_state_age_s=0.2)
     rig.send_joints()
