@@ -193,3 +193,74 @@ def test_config_refuses_unknown_task_and_wrong_weights():
     with pytest.raises(ValueError, match='weights needs 3'):
         small('awac', weights=(1.0,) * 7)
     assert small('awac', weights=(2.0, 2.0, 1.0)).weights == (2.0, 2.0, 1.0)
+
+
+# -- export (contract 23 section 4) -----------------------------------------------------------
+
+EXTRA = {'residual_alpha_m': 0.002, 'kp': [1.0, 1.0, 0.3]}
+
+
+@pytest.fixture(scope='module')
+def trained(buffer):
+    learner = Learner(small('awac', seed=11))
+    learner.train(buffer, 30)
+    return learner
+
+
+def test_export_parity_contract_and_runtime_loader(trained, tmp_path):
+    from awopt_ros.core.onnx_policy import OnnxStateActor, read_contract
+    from awopt_ros.core.ort_session import session
+    from awopt_ros.learning.export import STATE_PARITY_ATOL, export_state_actor
+    path = tmp_path / 'res.onnx'
+    result = export_state_actor(trained.deployed_actor, path, 'awac', dataset='toy',
+                                extra=EXTRA, model_card='toy residual')
+    assert set(result['parity']) == {1, 64}
+    assert all(d <= STATE_PARITY_ATOL for d in result['parity'].values())
+    contract = read_contract(str(path))
+    assert contract == result['contract']
+    assert contract['task'] == 'insertion' and contract['algorithm'] == 'awac'
+    assert contract['observation_names'] == list(INSERTION.state_names)
+    assert contract['action_names'] == ['res_x', 'res_y', 'res_z']
+    assert contract['action_low'] == [-1.0] * 3 and contract['action_high'] == [1.0] * 3
+    assert contract['action_units'] == ['1'] * 3 and contract['dataset'] == 'toy'
+    assert contract['residual_alpha_m'] == 0.002 and contract['kp'] == [1.0, 1.0, 0.3]
+    sess = session(str(path))
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1]) == ('observation', 'tensor(float)', D)
+    assert (out.name, out.type, out.shape[1]) == ('action', 'tensor(float)', A)
+    assert not isinstance(inp.shape[0], int)                     # dynamic batch
+    # The runtime loader (core.onnx_policy) gives the learner's deterministic actions.
+    runtime = OnnxStateActor(path, expected_task='insertion')
+    s = states(np.random.default_rng(12), 64)
+    s[:4] *= 1000.0                                  # far outside the scales: clipped
+    want = trained.act_batch(None, s, 'actor')
+    got = runtime.act(s)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert np.all(np.abs(got) <= 1.0)
+    np.testing.assert_allclose(runtime.act(s[0]), want[0], atol=1e-5, rtol=0)
+    assert trained.actor.training                    # export left the learner's mode alone
+
+
+def test_zero_init_export_outputs_zero(tmp_path):
+    from awopt_ros.core.onnx_policy import OnnxStateActor
+    from awopt_ros.learning.export import export_state_actor
+    learner = Learner(small('awopt'))
+    export_state_actor(learner.deployed_actor, tmp_path / 'zero.onnx', 'awopt', extra=EXTRA)
+    s = states(np.random.default_rng(13), 8)
+    assert np.array_equal(OnnxStateActor(tmp_path / 'zero.onnx').act(s), np.zeros((8, A)))
+
+
+def test_export_refuses_bad_input(trained, tmp_path):
+    from test_awopt import tiny
+
+    from awopt_ros.learning.export import (export_state_actor, make_contract,
+                                           make_state_contract)
+    with pytest.raises(ValueError, match='may not replace'):
+        export_state_actor(trained.actor, tmp_path / 'a.onnx', 'awac', extra={'task': 'x'})
+    with pytest.raises(ValueError, match='JSON'):
+        make_state_contract('insertion', 'awac', extra={'kp': np.zeros(3)})
+    with pytest.raises(ValueError, match='takes an image'):
+        make_state_contract('grasp', 'awac')
+    with pytest.raises(ValueError, match='needs a StateActor'):
+        export_state_actor(Learner(tiny('bc')).actor, tmp_path / 'b.onnx', 'bc')
+    assert make_contract(64, (80, 0, 480, 480))['task'] == 'grasp'
