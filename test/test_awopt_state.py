@@ -195,6 +195,23 @@ def test_config_refuses_unknown_task_and_wrong_weights():
     assert small('awac', weights=(2.0, 2.0, 1.0)).weights == (2.0, 2.0, 1.0)
 
 
+def test_critic_only_warm_up_leaves_the_actor_alone(buffer):
+    learner = Learner(small('awopt', target_update_period=4))
+    actor = {k: v.clone() for k, v in learner.actor.state_dict().items()}
+    critic = {k: v.clone() for k, v in learner.critic.state_dict().items()}
+    log_std = learner.log_std.detach().clone()
+    stats = learner.train(buffer, 4, critic_only=True)
+    assert learner.step == 4 and 'critic_loss' in stats and 'actor_loss' not in stats
+    assert all(torch.equal(v, learner.actor.state_dict()[k]) for k, v in actor.items())
+    assert torch.equal(log_std, learner.log_std.detach())
+    assert not all(torch.equal(v, learner.critic.state_dict()[k]) for k, v in critic.items())
+    # Targets were refreshed at step 4: target1 is the online critic.
+    assert all(torch.equal(v, learner.target1.state_dict()[k])
+               for k, v in learner.critic.state_dict().items())
+    assert 'actor_loss' in learner.train(buffer, 1)
+    with pytest.raises(ValueError, match='critic_only needs a critic'):
+        Learner(small('bc')).train(buffer, 1, critic_only=True)
+
 # -- export (contract 23 section 4) -----------------------------------------------------------
 
 EXTRA = {'residual_alpha_m': 0.002, 'kp': [1.0, 1.0, 0.3]}

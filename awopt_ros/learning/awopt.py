@@ -1146,7 +1146,7 @@ class Learner:
                 'actor_failed_samples': float((~t['success']).sum()),
                 'exploration_std': float(torch.exp(self.log_std.detach()).mean()), **extra}
 
-    def update(self, batch, actor_batch=None):
+    def update(self, batch, actor_batch=None, critic_only=False):
         """One gradient step of the critic and/or the actor.
 
         Args:
@@ -1159,6 +1159,10 @@ class Learner:
                 label is False (the misses of an episode that grasped again) are dropped too;
                 when no row is left the actor step is skipped (``actor_samples`` 0, actor
                 losses NaN).
+            critic_only: step only the critic (and count the step, refresh the targets);
+                the actor and its std stay as they are: a critic warm-up before actor
+                updates, as residual RL does (FACTS.md "Residual RL practice"). Needs a
+                critic; the returned dict then has no actor keys.
 
         Returns:
             dict of floats, the same keys for every call of one config: ``step``; with the
@@ -1175,12 +1179,14 @@ class Learner:
             ValueError: a malformed batch, or no batch for a component that needs one.
         """
         stats = {}
+        if critic_only and self.critic is None:
+            raise ValueError('critic_only needs a critic (use_critic=False)')
         if self.critic is not None:
             if batch is None:
                 raise ValueError('update needs a critic batch (batch is None)')
             self.critic.train()
             stats.update(self._critic_step(batch))
-        if self.actor is not None:
+        if self.actor is not None and not critic_only:
             self.actor.train()
             stats.update(self._actor_step(actor_batch if actor_batch is not None else batch))
         self.step += 1
@@ -1189,19 +1195,19 @@ class Learner:
         stats['step'] = float(self.step)
         return stats
 
-    def sample_batches(self, buffer, rng=None):
+    def sample_batches(self, buffer, rng=None, critic_only=False):
         """Return (critic batch or None, actor batch or None) from ``buffer`` per the config.
 
         Critic: ``buffer.sample(B, success_share)``. Actor: with ``positive_filter`` a
         separate ``successful_only`` batch (None when the buffer holds no success); without
         it, the critic batch when that one is uniform (``success_share == 0``), else a
-        separate uniform batch.
+        separate uniform batch. ``critic_only`` draws no actor batch (None).
         """
         c = self.config
         rng = self.rng if rng is None else rng
         cb = buffer.sample(c.batch_size, c.success_share, rng) if c.use_critic else None
         ab = None
-        if c.use_actor:
+        if c.use_actor and not critic_only:
             if c.positive_filter:
                 if buffer.num_successful > 0:
                     ab = buffer.sample(c.batch_size, 0.0, rng, successful_only=True)
@@ -1211,13 +1217,15 @@ class Learner:
                 ab = buffer.sample(c.batch_size, 0.0, rng)
         return cb, ab
 
-    def train(self, buffer, steps, progress=None):
+    def train(self, buffer, steps, progress=None, critic_only=False):
         """Run ``steps`` gradient steps on batches from ``buffer``.
 
         Args:
             buffer: :class:`ReplayBuffer`.
             steps: int >= 0.
             progress: True shows a tqdm bar.
+            critic_only: train only the critic (warm-up before actor updates; see
+                :meth:`update`); needs a critic.
 
         Returns:
             dict: key -> list of floats, one entry per step (keys of :meth:`update`).
@@ -1242,7 +1250,10 @@ class Learner:
             if missing:
                 raise ValueError(f"an actor with pooling 'target' needs the replay buffer "
                                  f"labels {missing} (learning.targets.episode_labels)")
-        if not c.use_critic and c.positive_filter and buffer.num_successful == 0:
+        if critic_only and not c.use_critic:
+            raise ValueError(f'critic_only needs a critic; preset {c.name!r} has none')
+        if not critic_only and not c.use_critic and c.positive_filter \
+                and buffer.num_successful == 0:
             raise ValueError(f'preset {c.name!r} trains only the actor with positive '
                              f'filtering, and the buffer holds no successful episode')
         history = {}
@@ -1251,8 +1262,8 @@ class Learner:
             from tqdm import tqdm
             bar = tqdm(total=steps, desc=c.name, unit='step', dynamic_ncols=True)
         for _ in range(steps):
-            cb, ab = self.sample_batches(buffer)
-            stats = self.update(cb if cb is not None else ab, ab)
+            cb, ab = self.sample_batches(buffer, critic_only=critic_only)
+            stats = self.update(cb if cb is not None else ab, ab, critic_only=critic_only)
             for k, v in stats.items():
                 history.setdefault(k, []).append(v)
             if bar is not None:
