@@ -143,8 +143,11 @@ def test_missing_contract_keys_are_named(tiny, tmp_path, keys):
 def test_an_image_actor_is_refused_with_a_hint(tmp_path):
     path = tmp_path / 'image.onnx'
     export_tiny_actor(path)
-    with pytest.raises(ModelContractError, match='OnnxActor'):
+    with pytest.raises(ModelContractError, match="image actor's contract .*OnnxActor"):
         OnnxStateActor(path, expected_task='insertion')
+    old = _drop_keys(path, tmp_path / 'old_image.onnx', 'task')    # files from before tasks
+    with pytest.raises(ModelContractError, match="task 'grasp'.*OnnxActor"):
+        OnnxStateActor(old)
 
 
 def test_missing_metadata_and_file(tmp_path):

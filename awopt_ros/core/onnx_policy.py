@@ -434,8 +434,9 @@ class OnnxStateActor:
     Raises:
         FileNotFoundError: no file at ``path``.
         ModelFileError: the file is not a readable ONNX model, or onnxruntime cannot load it.
-        ModelContractError: metadata missing; contract keys missing (each named; a contract
-            without ``task`` is an image actor's, for :class:`OnnxActor`); a task other
+        ModelContractError: metadata missing; an image actor's contract (``image_size`` or
+            ``proprio_names``: load it with :class:`OnnxActor`); contract keys missing (each
+            named); a task other
             than ``expected_task`` or names/bounds/units differing from it (every field
             named); inconsistent lengths; graph inputs/outputs other than ``observation``
             -> ``action``, or their types/shapes differing from float32 (N, D) -> (N, A);
@@ -459,12 +460,15 @@ class OnnxStateActor:
             raise ValueError(f'threads must be >= 1, got {threads}')
         self.contract = c = read_contract(self.path)
         task_name = c.get('task')
+        if 'image_size' in c or 'proprio_names' in c:
+            # image actors' contracts (task 'grasp'; older files have no task key)
+            raise ModelContractError(self.path, [
+                f"an image actor's contract (task {task_name or 'grasp'!r}, image_size "
+                f"{c.get('image_size')}), not a state actor's: load it with OnnxActor"])
         missing = [k for k in STATE_CONTRACT_KEYS + TASK_CONTRACT_KEYS.get(task_name, ())
                    if k not in c]
         if missing:
-            hint = (' (no task key: the contract of an image actor? load it with OnnxActor)'
-                    if 'task' in missing else '')
-            raise ModelContractError(self.path, [f'contract keys missing: {missing}{hint}'])
+            raise ModelContractError(self.path, [f'contract keys missing: {missing}'])
         if expected is not None:
             problems = check_contract(c, expected)
             if problems:
