@@ -278,7 +278,7 @@ def test_velocity_by_finite_differences_without_joint_velocities(make_rig, kin):
         rig.js_pub.publish(msg)
         assert rig.spin(lambda: rig.node._joint is not before)
     n = len(rig.actions)
-    rig.send_wrench()
+    rig.send_wrench(age_s=rig.now_s() - (t0 + 0.01))     # as old as the second joint state
     assert rig.spin(lambda: len(rig.decisions) > n)
     vel = np.array(rig.decisions[n]['observation'][3:6])
     expected = (kin.fk(q2)[0] - kin.fk(Q)[0]) / 0.01
@@ -286,12 +286,32 @@ def test_velocity_by_finite_differences_without_joint_velocities(make_rig, kin):
     np.testing.assert_allclose(vel, expected, atol=1e-5)
 
 
+def test_a_wrench_newer_than_the_joint_state_waits_for_the_next_one(make_rig, kin):
+    rig = make_rig(joint_state_sync_s=0.02)
+    goal = _goal(kin)
+    rig.send_goal(goal)
+    rig.send_joints(age_s=0.1)                # a joint state one control period old
+    stamp = rig.send_wrench()
+    assert rig.spin(lambda: rig.node.counts['deferred_for_joint_state'] == 1)
+    assert rig.actions == []
+    q2 = Q + np.array([0.0, 0.002, 0.0, -0.002, 0.0, 0.0, 0.0])
+    rig.send_joints(q=q2)                     # as new as the wrench: the step runs now
+    assert rig.spin(lambda: rig.actions)
+    msg = rig.actions[0]
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)
+    expected = residual.command(residual.p_controller(kin.fk(q2)[0], goal), None,
+                                residual.ResidualConfig(residual_enabled=False))
+    np.testing.assert_allclose(np.array(msg.position)[:3], expected, atol=1e-7)
+    assert not np.allclose(expected, residual.command(
+        residual.p_controller(kin.fk(Q)[0], goal), None), atol=1e-5)
+
+
 def test_rate_limits_steps_on_the_wrench_stamps(make_rig, kin):
     rig = make_rig(rate_hz=10.0)
     rig.send_goal(_goal(kin))
-    rig.send_joints()
     t0 = rig.now_s() - 0.05
     for k in range(6):                        # 6 wrenches 50 ms apart: steps at 0, 100, 200 ms
+        rig.send_joints(age_s=rig.now_s() - (t0 + 0.05 * k))    # stamped as the wrench
         rig.wrench_pub.publish(convert.wrench_to_msg(np.zeros(6), convert.s_to_stamp(
             t0 + 0.05 * k), 'tcp'))
         rig.spin(lambda: rig.node.counts['wrenches'] > k, 1.0)

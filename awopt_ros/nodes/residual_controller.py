@@ -28,6 +28,10 @@ When it acts: on a wrench message, at most ``rate_hz`` times a second on the wre
 (:class:`awopt_ros.core.action_rate.ActionGrid`; 0 = on every wrench message). The command is
 computed in the wrench callback, so the wrench -> command latency is one callback, and the
 action is stamped with that wrench's stamp (``arm_interface`` measures its latency from it).
+The pose and the force of a step should be of one instant: a due wrench stamped more than
+``joint_state_sync_s`` after the newest joint state (joint states slower than the sensor, or
+a wrench that overtook its joint state) waits for the next joint state and acts in that
+callback (counted in ``deferred_for_joint_state``); a newer wrench replaces a waiting one.
 A due wrench acts only when a goal has arrived, the wrench is at most ``max_wrench_age_s``
 old and the newest joint state at most ``max_joint_state_age_s`` (node clock; stamp, else
 arrival): otherwise nothing is published (the arm interface holds when its actions stop),
@@ -100,6 +104,7 @@ MODES = ('model', 'off')
 #: Fault states: none, back-off sent (terminate next), terminated (hold until cleared).
 NO_FAULT, BACKED_OFF, TERMINATED = 'none', 'backed_off', 'terminated'
 COUNTERS = ('wrenches', 'actions_published', 'back_offs', 'terminates', 'holds',
+            'deferred_for_joint_state',
             'skipped_no_goal', 'skipped_no_joint_state', 'skipped_stale_joint_state',
             'skipped_stale_wrench', 'wrench_frame_mismatch', 'goal_frame_mismatch',
             'bad_inputs', 'step_errors')
@@ -164,6 +169,11 @@ class ResidualControllerNode(Node):
             self, 'max_joint_state_age_s', 0.2,
             'Skip a step when the newest joint state is older than this (s, node clock).',
             low=0.001, high=10.0)
+        self.joint_state_sync_s = declare(
+            self, 'joint_state_sync_s', 0.02,
+            'A due wrench whose stamp is more than this (s) newer than the newest joint state '
+            'waits for the next joint state (the pose as new as the force), at most until '
+            'the inputs go stale.', low=0.0, high=1.0)
         urdf_path = declare(self, 'urdf_path', SAWYER_URDF,
                             'Robot URDF for forward kinematics of the tool tip.',
                             read_only=True)
@@ -208,6 +218,7 @@ class ResidualControllerNode(Node):
         self._joint = None             # (stamp or arrival s, arrival s, tool pos, tool vel)
         self._prev_tool = None         # (stamp s, tool pos) for finite differences
         self._wrench_s = None          # stamp (else arrival) of the newest wrench taken (s)
+        self._pending = None           # (stamp, stamp s, wrench) of a step waiting for joints
         self.fault = NO_FAULT
         self.fault_detail = ''
         self._episode = None
@@ -316,6 +327,10 @@ class ResidualControllerNode(Node):
             return
         tool = np.asarray(tool, dtype=np.float64)
         self._joint = (stamp_s if stamp_s > 0.0 else now_s, now_s, tool, vel)
+        pending = self._pending
+        if pending is not None and self._joint[0] >= pending[1] - self.joint_state_sync_s:
+            self._pending = None
+            self._act(*pending)
 
     def _finite_difference(self, t_s, tool):
         """Tool velocity (3,) m/s from this and the previous joint state's tool positions
@@ -338,9 +353,8 @@ class ResidualControllerNode(Node):
         if stamp_s <= 0.0:   # unstamped: its arrival
             stamp_s = self._now_s()
         self._wrench_s = stamp_s
+        self._pending = None            # a newer wrench replaces one waiting for joints
         if not self.grid.due(stamp_s):
-            return
-        if self._stale(stamp_s):
             return
         try:
             wrench = convert.msg_to_wrench(msg)
@@ -348,8 +362,22 @@ class ResidualControllerNode(Node):
             self.counts['bad_inputs'] += 1
             self.get_logger().error(f'wrench not used: {exc}', throttle_duration_sec=_THROTTLE_S)
             return
+        if (self._joint is not None and not self.stale_inputs(stamp_s)
+                and stamp_s - self._joint[0] > self.joint_state_sync_s):
+            # the pose is older than the wrench by more than a joint state period: act on
+            # the next joint state instead (as new as the wrench), e.g. in lockstep
+            self._pending = (msg.header.stamp, stamp_s, wrench)
+            self.counts['deferred_for_joint_state'] += 1
+            return
+        self._act(msg.header.stamp, stamp_s, wrench)
+
+    def _act(self, stamp, stamp_s, wrench):
+        """Run one step on the due wrench ``wrench`` (6,) stamped ``stamp`` (``stamp_s`` s),
+        unless inputs are stale; advance the step grid when an action went out."""
+        if self._stale(stamp_s):
+            return
         try:
-            self._step(msg.header.stamp, wrench)
+            self._step(stamp, wrench)
         except Exception as exc:  # noqa: BLE001 - hold (no action) rather than die
             self.counts['step_errors'] += 1
             self.get_logger().error(f'no action published: {type(exc).__name__}: {exc}',
