@@ -86,7 +86,8 @@ def test_home_pose_points_peg_down_above_socket(kin):
     assert pos[2] - sawyer.SOCKET_M[2] == pytest.approx(0.04, abs=1e-4)
     np.testing.assert_allclose(pos[:2], sawyer.SOCKET_M[:2], atol=1e-4)
     lim = kin.joint_limits()
-    assert np.all(sawyer.HOME_Q > lim.lower_rad + 0.3) and np.all(sawyer.HOME_Q < lim.upper_rad - 0.3)
+    assert np.all(sawyer.HOME_Q > lim.lower_rad + 0.3)
+    assert np.all(sawyer.HOME_Q < lim.upper_rad - 0.3)
 
 
 @pytest.mark.parametrize('offset', [(0.0, 0.0, -0.03), (0.02, -0.015, 0.01), (-0.01, 0.02, 0.0)])
