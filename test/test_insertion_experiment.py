@@ -1,0 +1,97 @@
+"""The insertion experiment (learning.insertion) end to end at toy size: P-controller, our
+residual (project learner) and SB3 SAC on the same scenes -> results JSON, docs, plot, ONNX."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip('stable_baselines3')
+
+from awopt_ros.learning import insertion as ins    # noqa: E402
+
+TINY = dict(seeds=(0,), episodes_per_seed=2, env_steps=120, offline_episodes=2,
+            pretrain_steps=4, critic_warmup_steps=2, batch_size=16, hidden=16, layers=1,
+            sb3_learning_starts=30)
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp('insertion')
+    cfg = ins.ExperimentConfig(**TINY)
+    results = ins.run_compare(cfg, work_dir=root / 'work', docs_dir=root / 'docs',
+                              progress=False, command='awopt insertion-compare (test)')
+    return cfg, root, results
+
+
+def test_results_json_has_the_issue_keys(tiny_run):
+    cfg, root, results = tiny_run
+    saved = json.loads((root / 'docs' / 'insertion_results.json').read_text())
+    assert saved == json.loads(json.dumps(results))
+    for key in ('goal_noise_m', 'episodes_per_seed', 'seeds', 'p_controller_success_rate',
+                'residual_success_rate', 'sb3_sac_residual_success_rate', 'env_steps'):
+        assert key in saved, key
+    assert saved['goal_noise_m'] == 0.001
+    assert saved['episodes_per_seed'] == 2 and saved['seeds'] == 1
+    for m in ins.METHODS:
+        assert 0.0 <= saved[f'{m}_success_rate'] <= 1.0
+        assert saved['success_rate_std'][m] == 0.0        # one seed
+    # the same env-step budget for both learners; the P-controller does not train
+    assert saved['env_steps']['p_controller'] == 0
+    assert saved['env_steps']['residual'] >= cfg.env_steps
+    assert saved['env_steps']['sb3_sac_residual'] == cfg.env_steps
+    assert saved['commands'] == ['awopt insertion-compare (test)']
+    assert (root / 'docs' / 'insertion.md').read_text().count('| our residual') == 1
+    assert (root / 'docs' / 'insertion_curves.png').stat().st_size > 1000
+
+
+def test_every_method_ran_the_same_scenes(tiny_run):
+    cfg, root, _ = tiny_run
+    scenes = ins.eval_scene_seeds(0, cfg.episodes_per_seed)
+    for m in ins.METHODS:
+        unit = json.loads((root / 'work' / f'{m}_seed0.json').read_text())
+        assert unit['eval_scene_seeds'] == [scenes[0], scenes[-1]]
+        assert len(unit['successes']) == cfg.episodes_per_seed
+
+
+def test_exported_residual_loads_with_its_contract(tiny_run):
+    from awopt_ros.core.onnx_policy import OnnxStateActor
+    _, root, _ = tiny_run
+    path = root / 'work' / 'insertion_residual_seed0.onnx'
+    actor = OnnxStateActor(str(path), expected_task='insertion')
+    assert actor.contract['task'] == 'insertion'
+    assert actor.contract['residual_alpha_m'] == pytest.approx(0.002)
+    assert actor.contract['kp'] == [1.0, 1.0, 0.3]
+    out = actor.act(np.zeros(15, np.float32))
+    assert out.shape == (3,) and np.all(np.abs(out) <= 1.0)
+    assert 'insertion' in path.with_suffix('.md').read_text()
+
+
+def test_resume_reuses_finished_units(tiny_run):
+    cfg, root, results = tiny_run
+    again = ins.run_compare(cfg, work_dir=root / 'work', docs_dir=root / 'docs2',
+                            progress=False, command='awopt insertion-compare (test)')
+    for m in ins.METHODS:
+        assert again[f'{m}_success_rate'] == results[f'{m}_success_rate']
+    other = ins.ExperimentConfig(**dict(TINY, env_steps=130))
+    with pytest.raises(ValueError, match='another configuration'):
+        ins.run_compare(other, work_dir=root / 'work', docs_dir=root / 'docs3', progress=False)
+
+
+def test_ship_never_overwrites_without_force(tmp_path):
+    src = tmp_path / 'a.onnx'
+    src.write_bytes(b'new')
+    src.with_suffix('.md').write_text('card')
+    dst = tmp_path / 'models' / 'insertion_residual.onnx'
+    ins.ship_model(src, dst)
+    assert dst.read_bytes() == b'new' and dst.with_suffix('.md').read_text() == 'card'
+    dst.write_bytes(b'old')
+    with pytest.raises(FileExistsError, match='--force'):
+        ins.ship_model(src, dst)
+    assert dst.read_bytes() == b'old'
+    ins.ship_model(src, dst, force=True)
+    assert dst.read_bytes() == b'new'
+
+
+def test_eval_scenes_differ_between_seeds():
+    a, b = ins.eval_scene_seeds(0, 100), ins.eval_scene_seeds(1, 100)
+    assert len(set(a)) == 100 and not set(a) & set(b)
