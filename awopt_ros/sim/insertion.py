@@ -238,8 +238,9 @@ def build_spec(config, urdf_path=sawyer.URDF_PATH):
     peg_geom.name = 'peg_geom'
     peg_geom.contype = 1
     _contact(peg_geom, friction)
-    s.body('peg_holder').add_site(name='ft_site', pos=[0.0, 0.0, 0.0])
-    s.body('tcp').add_site(name='tcp_site', pos=[0.0, 0.0, 0.0])
+    s.body('peg_holder').add_site(name='ft_site', pos=[0.0, 0.0, 0.0], group=3)
+    s.body('tcp').add_site(name='tcp_site', pos=[0.0, 0.0, 0.0], size=[0.002, 0.0, 0.0],
+                           group=3)
     s.add_sensor(name='ft_force', type=mujoco.mjtSensor.mjSENS_FORCE,
                  objtype=mujoco.mjtObj.mjOBJ_SITE, objname='ft_site')
     s.add_sensor(name='ft_torque', type=mujoco.mjtSensor.mjSENS_TORQUE,
@@ -269,7 +270,7 @@ def build_spec(config, urdf_path=sawyer.URDF_PATH):
     top = sawyer.SOCKET_M
     table_z = top[2] - config.hole_depth_m - FLOOR_THICKNESS_M
     world.add_geom(name='table', type=mujoco.mjtGeom.mjGEOM_BOX,
-                   pos=[top[0], top[1], table_z - 0.01], size=[0.3, 0.4, 0.01],
+                   pos=[top[0], top[1], table_z - 0.01], size=[0.8, 0.8, 0.01],
                    rgba=[0.55, 0.5, 0.45, 1.0], contype=0, conaffinity=0)
     sock = world.add_body(name='socket', mocap=True, pos=list(top))
     for name, centre, size, quat in socket_boxes(config.peg_side_m, config.clearance_m,
