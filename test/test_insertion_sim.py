@@ -62,6 +62,10 @@ def test_config_variants_and_validation():
         InsertionConfig(clearance_m=-0.001)
     with pytest.raises(ValueError, match='start_height_m'):
         InsertionConfig(start_height_m=(0.05, 0.03))
+    changed = InsertionConfig(goal_noise_m=0.0).replace(variant='hard')
+    assert (changed.clearance_m, changed.chamfer_m, changed.goal_noise_m) == (0.0001, 0.0, 0.0)
+    assert InsertionConfig().replace(render=False).clearance_m == 0.0004
+    assert InsertionConfig().replace(variant='hard', chamfer_m=0.0002).chamfer_m == 0.0002
 
 
 def test_reset_start_pose_and_zero_wrench(sim):

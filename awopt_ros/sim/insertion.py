@@ -142,7 +142,12 @@ class InsertionConfig:
             raise ValueError(f'bad InsertionConfig: need {", ".join(bad)} ({self})')
 
     def replace(self, **changes):
-        """Return a copy with ``changes`` (a changed variant re-derives unset defaults)."""
+        """Return a copy with ``changes``. A changed ``variant`` takes that variant's
+        clearance and chamfer unless ``changes`` gives them (``dataclasses.replace`` would
+        keep the old variant's values)."""
+        if changes.get('variant', self.variant) != self.variant:
+            changes.setdefault('clearance_m', None)
+            changes.setdefault('chamfer_m', None)
         return dataclasses.replace(self, **changes)
 
 
