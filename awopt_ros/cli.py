@@ -34,6 +34,9 @@ from awopt_ros.core.param_schema import ParameterError
 from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, StackError, ros_environment
 
 DEFAULT_MODEL = 'models/grasp_awopt.onnx'
+#: ``awopt demo --task insertion``: the Sawyer insertion bringup and its residual model.
+INSERTION_CONFIG = 'config/awopt_ros_sawyer_insertion.yaml'
+INSERTION_MODEL = 'models/insertion_residual.onnx'
 
 
 def _params_file(text):
@@ -138,8 +141,66 @@ def _run(args, report_path):
     return 1 if report.get('error') else 0
 
 
+def _run_insertion(args, report_path):
+    """``awopt demo --task insertion``: run the residual controller's stack once per
+    ``--residual`` setting (``both``: the P-controller alone, then with the residual model),
+    on the same scene seeds, each into ``<run-dir>/<p_controller|residual>/``; print and
+    write the comparison (:func:`awopt_ros.core.report.insertion_comparison`)."""
+    from awopt_ros.core.report import INSERTION_RUNS, insertion_comparison
+    from awopt_ros.ros.runner import print_summary, run_episodes
+    names = [n for n, mode in INSERTION_RUNS.items()
+             if args.residual in ('both', mode)]
+    # Lockstep unless a real-time factor is asked for: the P-controller and the residual must
+    # meet the same scenes whatever the load on the machine.
+    lockstep = args.lockstep or args.real_time_factor is None
+    reports = {}
+    for name in names:
+        overrides = parse_overrides(args.overrides)
+        overrides.setdefault('residual_controller', {})['residual'] = INSERTION_RUNS[name]
+        run_dir = Path(args.run_dir) / name
+        print(f'--- {name} (residual_controller residual: {INSERTION_RUNS[name]}) ---')
+        try:
+            report = run_episodes(args.episodes, config=args.config, policy='residual',
+                                  run_dir=run_dir, model_path=args.model, seed=args.seed,
+                                  real_time_factor=args.real_time_factor,
+                                  report_path=run_dir / 'report.json', lockstep=lockstep,
+                                  extra_overrides=overrides)
+        except StackError as exc:      # e.g. no model file: the other run still counts
+            report = {'episodes': 0, 'successes': 0, 'success_rate': 0.0, 'outcomes': {},
+                      'seeds': [], 'error': str(exc)}
+        else:
+            print_summary(report)
+        reports[name] = report
+    summary = insertion_comparison(reports)
+    for name in names:
+        print(f"{name}: {summary[f'{name}_successes']}/{summary[f'{name}_episodes']} "
+              'successes' + (f' (error: {summary["errors"][name]})'
+                             if name in summary['errors'] else ''))
+    if summary['same_seeds'] is not None:
+        print(f"same scene seeds: {summary['same_seeds']}")
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report_path).write_text(json.dumps(summary, indent=2))
+    print(f'report written to {report_path}')
+    return 1 if summary['errors'] else 0
+
+
 def cmd_demo(args):
     """Run the demo (learned policy by default) and write the report."""
+    if args.task == 'insertion':
+        # The grasp defaults make no sense here: the insertion bringup and its controller.
+        if args.config == DEFAULT_CONFIG:
+            args.config = INSERTION_CONFIG
+        if args.policy != 'residual' and args.policy != 'actor':
+            return usage_error('awopt demo', f'argument --policy: --task insertion runs the '
+                               f'residual controller, got --policy {args.policy}')
+        if args.new_model_every:
+            return usage_error('awopt demo', 'argument --new-model-every: not with --task '
+                               'insertion')
+        if args.run_dir is None:
+            args.run_dir = str(Path('runs/demo') / ('insertion-' + time.strftime('%Y%m%d-%H%M%S')))
+        return _run_insertion(args, args.report or str(Path(args.run_dir) / 'report.json'))
+    if args.policy == 'residual':
+        return usage_error('awopt demo', 'argument --policy: residual needs --task insertion')
     if args.new_model_every < 0 or (args.new_model_every and args.policy != 'actor'):
         return usage_error('awopt demo', f'argument --new-model-every: must be >= 0 and needs '
                            f'--policy actor, got {args.new_model_every} with --policy '
@@ -281,6 +342,14 @@ def build_parser():
 
     p = sub.add_parser('demo', help='run episodes with the shipped model and report them')
     _add_run_args(p, run_dir=None)
+    p.add_argument('--task', choices=('grasp', 'insertion'), default='grasp',
+                   help='grasp: the Kuka bin-grasping stack; insertion: the Sawyer peg '
+                        f'insertion stack ({INSERTION_CONFIG}, the residual controller with '
+                        f'{INSERTION_MODEL}; lockstep unless --real-time-factor is given)')
+    p.add_argument('--residual', choices=('both', 'off', 'model'), default='both',
+                   help='--task insertion: off = the P-controller alone, model = with the '
+                        'residual model, both = the two one after the other on the same '
+                        'scene seeds, into <run-dir>/p_controller and <run-dir>/residual')
     p.add_argument('--report', default=None,
                    help='JSON report path (default <run-dir>/report.json)')
     p.add_argument('--new-model-every', type=int, default=0, metavar='N',

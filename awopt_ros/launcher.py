@@ -44,8 +44,12 @@ CORE_NODES = (
 )
 #: The simulated bringup's nodes without the policy, in start order.
 STACK_NODES = DEVICE_NODES[:1] + CORE_NODES
+#: The node that publishes ``/policy/action``, by ``--policy``: the ONNX actor and the scripted
+#: demonstrator of the grasp task, and the insertion task's residual controller (a
+#: P-controller toward the observed goal plus the ONNX residual, or the P-controller alone).
 POLICY_NODES = {'actor': ('policy', 'awopt_ros.nodes.policy'),
-                'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy')}
+                'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy'),
+                'residual': ('residual_controller', 'awopt_ros.nodes.residual_controller')}
 #: Every node a stack may run, {node name: python module}, either policy included.
 ALL_NODE_MODULES = dict([*DEVICE_NODES, *CORE_NODES, *POLICY_NODES.values()])
 #: The node names the graph check looks for: every node a stack may run but the camera
@@ -56,8 +60,8 @@ DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: Parameters that several nodes must agree on: {param: (node defaults, nodes)}. The camera
 #: pipeline makes the policy image, the policy node checks it against the model's contract and
 #: the logger stores it; a mismatch would drop every image (and every dataset step).
-_JOINT_READERS = ('sim_robot', 'arm_interface', 'policy', 'scripted_policy', 'episode_manager',
-                  'logger', 'robot_state')
+_JOINT_READERS = ('sim_robot', 'arm_interface', 'policy', 'scripted_policy',
+                  'residual_controller', 'episode_manager', 'logger', 'robot_state')
 _CONTROLLER_USERS = ('sim_robot', 'arm_interface', 'logger')
 SHARED_PARAMS = {
     'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger')),
@@ -306,8 +310,8 @@ def device_nodes(config):
 
 def stack_node_specs(config, policy):
     """Return [(node name, module)] in start order for a stack from the params file ``config``
-    with ``policy`` ('actor' or 'scripted'): its device nodes (:func:`device_nodes`), the
-    camera pipeline, the policy node, then the other core nodes.
+    with ``policy`` ('actor', 'scripted' or 'residual'): its device nodes
+    (:func:`device_nodes`), the camera pipeline, the policy node, then the other core nodes.
 
     Raises:
         ValueError: an unknown policy, or a params file that is not a node-keyed mapping.
@@ -359,7 +363,8 @@ class Stack:
 
     Args:
         config: params YAML (relative paths resolve against the package share dir).
-        policy: 'actor' (ONNX policy node) or 'scripted' (privileged scripted policy).
+        policy: 'actor' (ONNX policy node), 'scripted' (privileged scripted policy) or
+            'residual' (the insertion task's residual controller).
         log_dir: where each node's stdout/stderr goes (``<name>.log``).
         overrides: {node name: {param: value}} applied after the params file.
         env: environment for the processes (default: :func:`ros_environment`); its

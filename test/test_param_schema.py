@@ -20,6 +20,7 @@ KNOWN = {
     'camera_pipeline': {'image_size', 'crop_xywh', 'max_frame_age_s'},
     'policy': {'mode', 'model_path', 'actor_noise_std', 'publish_proprio', 'seed'},
     'scripted_policy': {'noise_std_m', 'lift_rule', 'publish_proprio'},
+    'residual_controller': {'residual', 'model_path', 'alpha_m', 'force_limit_n'},
     'arm_interface': {'reopen_empty_gripper', 'max_step_m', 'workspace_min_m'},
     'episode_manager': {'max_steps', 'timeout_s', 'node_timeout_s'},
     'logger': {'output_dir', 'image_size', 'bag_compression'},

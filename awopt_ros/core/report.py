@@ -221,3 +221,49 @@ def episode_seeds(events, episodes):
     the episode numbers ``episodes`` report; an episode without one gives None."""
     seeds = {e.get('episode'): e.get('seed') for e in events if e.get('event') == 'start'}
     return [seeds.get(k) for k in episodes]
+
+
+#: The two controllers ``awopt demo --task insertion`` runs on the same scenes, in run order:
+#: report key -> the residual controller's ``residual`` parameter.
+INSERTION_RUNS = {'p_controller': 'off', 'residual': 'model'}
+
+
+def insertion_comparison(reports):
+    """Return the insertion demo's summary of its runs on the same scenes.
+
+    Args:
+        reports: ``{'p_controller': report, 'residual': report}`` (either may be missing),
+            each a :func:`awopt_ros.ros.runner.run_episodes` report dict (``episodes``,
+            ``successes``, ``success_rate``, ``outcomes``, ``seeds``, ``error``).
+
+    Returns:
+        dict: ``task`` 'insertion', per run ``<name>_successes``, ``<name>_episodes``,
+        ``<name>_success_rate`` and ``<name>_outcomes``; ``same_seeds`` (True when every run
+        played the same scene seeds in the same order, None with fewer than two runs),
+        ``seeds`` (the first run's), ``residual_minus_p_controller`` (success-rate points,
+        None unless both ran), ``errors`` ({name: error} of runs that stopped early) and
+        ``runs`` (the reports themselves).
+    """
+    out = {'task': 'insertion'}
+    seeds = {}
+    errors = {}
+    for name in INSERTION_RUNS:
+        report = reports.get(name)
+        if report is None:
+            continue
+        for key in ('successes', 'episodes', 'success_rate', 'outcomes'):
+            out[f'{name}_{key}'] = report.get(key)
+        seeds[name] = list(report.get('seeds') or [])
+        if report.get('error'):
+            errors[name] = report['error']
+    lists = list(seeds.values())
+    out['seeds'] = lists[0] if lists else []
+    out['same_seeds'] = (all(s == lists[0] for s in lists) and bool(lists[0])
+                         if len(lists) > 1 else None)
+    both = all(f'{n}_success_rate' in out for n in INSERTION_RUNS) and not errors
+    out['residual_minus_p_controller'] = (
+        round(100.0 * (out['residual_success_rate'] - out['p_controller_success_rate']), 2)
+        if both else None)
+    out['errors'] = errors
+    out['runs'] = {name: reports[name] for name in INSERTION_RUNS if name in reports}
+    return out

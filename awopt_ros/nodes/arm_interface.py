@@ -122,6 +122,15 @@ class ArmInterfaceNode(Node):
         p['urdf_path'] = declare(self, 'urdf_path', robot.URDF_PATH,
                                  'URDF with the arm and a tcp frame (relative: package share)',
                                  read_only=True)
+        p['urdf_joint_names'] = declare(
+            self, 'urdf_joint_names', [''],
+            "The URDF's names of the 7 arm joints in chain order, for an arm other than the "
+            "iiwa 14 (the Sawyer: right_j0..right_j6); [''] = the iiwa model's "
+            "(core.spec.ARM_JOINTS). With them set, the IK's nullspace pulls toward "
+            'home_joint_positions_rad', read_only=True)
+        p['tcp_frame'] = declare(self, 'tcp_frame', robot.TCP_FRAME,
+                                 "The URDF's tool frame that actions move (m, base_link)",
+                                 read_only=True)
         p['command_interface'] = declare(
             self, 'command_interface', 'joint_trajectory',
             'joint_trajectory (topic <arm_controller>/joint_trajectory), forward_position '
@@ -225,7 +234,7 @@ class ArmInterfaceNode(Node):
             raise ValueError(f'gripper_interface must be one of {GRIPPER_INTERFACES}, '
                              f'got {p["gripper_interface"]!r}')
         self._params = p
-        self._kin = Kinematics(p['urdf_path'])
+        self._kin = self._make_kinematics(p)
         self._limits = self._make_limits(p)
         self._joint_safety = self._make_joint_safety(p)
         self._home_q = homing.check_home_pose(p['home_joint_positions_rad'],
@@ -315,6 +324,19 @@ class ArmInterfaceNode(Node):
                 arm.destroy()
             raise StartupError(str(exc)) from exc
         return arm, gripper
+
+    @staticmethod
+    def _make_kinematics(p):
+        """Return the arm's :class:`Kinematics` (the iiwa's joints unless ``urdf_joint_names``).
+
+        Raises:
+            ValueError: ``urdf_joint_names`` not 7 names of the URDF, or no ``tcp_frame``.
+        """
+        names = [str(n) for n in p['urdf_joint_names'] if str(n)]
+        if not names:
+            return Kinematics(p['urdf_path'], tcp_frame=p['tcp_frame'])
+        return Kinematics(p['urdf_path'], joint_names=names, tcp_frame=p['tcp_frame'],
+                          home_q=np.asarray(p['home_joint_positions_rad'], dtype=float))
 
     @staticmethod
     def _make_limits(p):

@@ -17,8 +17,11 @@ no extra reader on the frame -> command path's ``/policy/image``), the policy
 status). One silent for longer than its timeout ends a running episode as ``node_lost`` naming
 it; a logger that reports ``accepting_episodes: false`` refuses the next start with its reason
 (disk nearly full), and after a write error (``write_errors`` > 0) also ends a running episode
-as ``failed``. The decisions live in :mod:`awopt_ros.core.episode` and
-:mod:`awopt_ros.core.liveness`; this node only wires topics and services to them.
+as ``failed``. With ``fault_topic`` set (the insertion stack: ``/residual/fault``, where the
+residual controller reports a force above its limit), a std_msgs/String there ends a running
+episode as ``failed`` with its text as the detail. The decisions live in
+:mod:`awopt_ros.core.episode` and :mod:`awopt_ros.core.liveness`; this node only wires topics
+and services to them.
 """
 import json
 import time
@@ -32,6 +35,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.core.episode import Episode, EpisodeConfig
 from awopt_ros.core.liveness import SILENT, NodeMonitor
+from awopt_ros.core.robot_names import check_topic_ns
 from awopt_ros.ros import convert, qos
 from awopt_ros.ros.diagnostics import (logger_ready, logger_refusal, logger_write_failed,
                                        parse_values)
@@ -114,6 +118,11 @@ class EpisodeManagerNode(Node):
             'episode as node_lost and refuses /episode/start (s, on the wall clock and, as '
             'its node clock paces it, on the node clock too).', low=0.5, high=600.0,
             read_only=True)
+        fault_topic = declare(
+            self, 'fault_topic', '',
+            'std_msgs/String topic on which a controller reports a fault that ends the running '
+            "episode as failed (the insertion stack: /residual/fault, force limit); '' = none",
+            read_only=True)
         self.logger_ready = False
         timeouts = dict.fromkeys(WATCHED, self.config.node_timeout_s)
         timeouts['camera_pipeline'] = pipeline_timeout_s
@@ -145,6 +154,11 @@ class EpisodeManagerNode(Node):
         self.enable_client = self.create_client(SetBool, enable_service)
         self.create_service(Trigger, '/episode/start', self._on_start)
         self.create_service(Trigger, '/episode/stop', self._on_stop)
+        if fault_topic:
+            # Before /policy/action: a fault and the action sent with it, taken in one round
+            # of the executor, end the episode as failed, not by the action.
+            self.create_subscription(String, check_topic_ns(fault_topic, 'fault_topic'),
+                                     self._on_fault, qos.COMMAND)
         self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
         self.create_subscription(Float32, '/success/probability', self._on_success, qos.COMMAND)
         self._arm_joints = frozenset(self.joint_names.arm)
@@ -327,6 +341,10 @@ class EpisodeManagerNode(Node):
             self.get_logger().error(f'bad action message: {exc}')
             return
         self._finish(self.episode.on_action(action, self._now_s()))
+
+    def _on_fault(self, msg):
+        if self.episode is not None:
+            self._finish(self.episode.fail(self._now_s(), f'fault: {msg.data}'))
 
     def _on_success(self, msg):
         if self.episode is not None and self.fresh_frame:

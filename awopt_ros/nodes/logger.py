@@ -111,6 +111,18 @@ STACK_TOPICS = {
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
 }
+#: Topics of the insertion stack (issue 23): the wrist wrench, the observed goal (latched: the
+#: episode's goal goes into its bag at the start) and the residual controller's force faults.
+#: Recorded by default with ``task: insertion``; any bringup may name them in ``topics``.
+WRENCH = '/force_torque_sensor_broadcaster/wrench'
+INSERTION_GOAL = '/insertion/goal'
+RESIDUAL_FAULT = '/residual/fault'
+INSERTION_TOPICS = {
+    WRENCH: ('geometry_msgs/msg/WrenchStamped', 'sensor'),
+    INSERTION_GOAL: ('geometry_msgs/msg/PoseStamped', 'latched'),
+    RESIDUAL_FAULT: ('std_msgs/msg/String', 'reliable'),
+}
+TASKS = ('grasp', 'insertion')
 #: Topics the dataset needs (simulator names); subscribed even when not recorded to the bag.
 INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS, GRASP_GOAL,
                 PROPRIO)
@@ -136,12 +148,13 @@ def _message_class(msgtype):
         raise ValueError(f'cannot import message type {msgtype!r}: {exc}') from exc
 
 
-def stack_topics(names=None):
-    """Return :data:`STACK_TOPICS` with the driver topics renamed by ``names``
-    ({simulator name, e.g. :data:`CAMERA`: configured name}; None: the simulator's names), in
-    the same order."""
+def stack_topics(names=None, task='grasp'):
+    """Return :data:`STACK_TOPICS` (with ``task`` 'insertion' also :data:`INSERTION_TOPICS`)
+    with the driver topics renamed by ``names`` ({simulator name, e.g. :data:`CAMERA`:
+    configured name}; None: the simulator's names), in the same order."""
     names = names or {}
-    return {names.get(topic, topic): value for topic, value in STACK_TOPICS.items()}
+    topics = dict(STACK_TOPICS, **(INSERTION_TOPICS if task == 'insertion' else {}))
+    return {names.get(topic, topic): value for topic, value in topics.items()}
 
 
 def parse_topics(entries, known=None):
@@ -205,7 +218,15 @@ class LoggerNode(Node):
         #: {simulator name: configured name} of the driver topics
         self.driver_topics = {CAMERA: self.camera_topic, CAMERA_INFO: info_topic,
                               JOINTS: self.joints_topic, **commands}
-        known = stack_topics(self.driver_topics)
+        self.task = declare(self, 'task', 'grasp',
+                            'grasp, or insertion (issue 23: joint states without a gripper '
+                            'joint; the wrench, goal and fault topics recorded by default)',
+                            read_only=True)
+        if self.task not in TASKS:
+            raise StartupError(f'logger: task must be one of {TASKS}, got {self.task!r}')
+        known = stack_topics(self.driver_topics, self.task)
+        # a topic named in 'topics' is known with its type whatever the task
+        known_any = dict(stack_topics(self.driver_topics, 'insertion'), **known)
         self.output_dir = Path(declare(self, 'output_dir', 'runs/latest',
                                        'Run directory: bags/ and datasets/ go below it.',
                                        read_only=True))
@@ -243,7 +264,7 @@ class LoggerNode(Node):
             raise StartupError(f'logger: bag_compression must be one of {COMPRESSIONS}, got '
                                f'{self._bag_compression!r}')
         try:
-            self.recorded = parse_topics(topics, known)
+            self.recorded = parse_topics(topics, known_any)
         except ValueError as exc:
             raise StartupError(f'logger: {exc}') from exc
         self.dataset_id = dataset_id_for(name)
@@ -475,7 +496,10 @@ class LoggerNode(Node):
     def _on_joint_states(self, data):
         msg = deserialize_message(data, JointState)
         try:   # the driver's names -> positions in the model's order (A1..A7, finger)
-            q8 = convert.joint_positions(msg, self.joint_names.all)
+            if self.task == 'insertion':     # no gripper: the peg is held rigidly
+                q8 = list(convert.joint_positions(msg, self.joint_names.arm)) + [0.0]
+            else:
+                q8 = convert.joint_positions(msg, self.joint_names.all)
         except KeyError as exc:
             raise ValueError(f'{exc.args[0]} (parameters joint_names, gripper_joint); it names '
                              f'{list(msg.name)}') from exc

@@ -86,6 +86,11 @@ class RobotStateNode(Node):
                             'published with the driver joint names on /robot_description',
                             read_only=True)
         self.names, joint_topic = declare_joint_names(self)
+        urdf_joints = [str(n) for n in declare(
+            self, 'urdf_joint_names', [''],
+            "The URDF's names of the 7 arm joints (in joint_names order) for an arm other than "
+            "the iiwa 14 (the Sawyer: right_j0..right_j6); [''] = the iiwa model's",
+            read_only=True) if str(n)]
         pose = declare(self, 'camera_pose_xyz_rpy', list(camera_pose.SIM_CAMERA_POSE_XYZ_RPY),
                        'Hand-eye calibration result: pose of camera_link in base_link, x y z '
                        '(m) roll pitch yaw (rad, fixed axes); camera_link as in realsense-ros '
@@ -124,7 +129,14 @@ class RobotStateNode(Node):
                                    high=100.0, read_only=True)
         try:
             self.rtf = robot_tf.RobotTF(urdf_path)
-            description = robot_tf.rename_joints(self.rtf.urdf_text, self.names.to_driver)
+            if urdf_joints and len(urdf_joints) != len(self.names.arm):
+                raise ValueError(f'urdf_joint_names needs {len(self.names.arm)} names, got '
+                                 f'{urdf_joints}')
+            # {driver name: URDF name}
+            self.to_model = (dict(zip(self.names.arm, urdf_joints)) if urdf_joints
+                             else self.names.to_model)
+            description = robot_tf.rename_joints(
+                self.rtf.urdf_text, {m: d for d, m in self.to_model.items()})
             static = robot_tf.camera_transforms(pose, self.rtf.root_link, camera_frame,
                                                 optical_frame, self.publish_optical)
             if self.publish_robot_tf:
@@ -134,7 +146,6 @@ class RobotStateNode(Node):
             raise StartupError(str(exc)) from exc
         self.frame = self.rtf.root_link
         self.box_top = (0.5 * (np.asarray(low) + np.asarray(high)), float(high[2]))
-        self.to_model = self.names.to_model
         self.counts = dict(joint_states=0, tf_published=0, unknown_joints=0)
         self.unknown = set()
         self._last_tf_ns = None

@@ -26,6 +26,19 @@ machine's load then cost no simulated time, and the arm moves as in the in-proce
 in lockstep the frames come once per ``lockstep_period_s`` (the control period, 0.1 s), not at
 ``camera_rate_hz``: one frame, one action, one control period, as in the rollout.
 The physics and rendering are :class:`awopt_ros.sim.scene.GraspSim`.
+
+``scene: insertion`` simulates the Sawyer peg insertion cell instead
+(:class:`awopt_ros.sim.insertion.InsertionSim`: ``right_j0..6``, a peg held rigidly, a socket
+from boxes; no gripper: the joint states name the 7 arm joints only, there is no gripper
+action server and gripper commands are refused). It adds what the insertion stack reads: the
+wrist force/torque sensor as ``geometry_msgs/WrenchStamped`` on ``wrench_topic``
+(``/force_torque_sensor_broadcaster/wrench``, frame ``tcp``, force N and torque N m in the tool
+frame, zeroed at reset, sensor-data QoS) with every joint state (in lockstep: with every
+camera frame, i.e. once per control period, stamped as the frame), and the observed (noisy) goal
+as ``geometry_msgs/PoseStamped`` on ``goal_topic`` (``/insertion/goal``, ``base_link``, the
+peg-tip position when fully inserted plus the episode's noise, reliable + transient local,
+depth 1), published at every reset. ``/success/probability`` is 1 while the peg is inserted
+(``InsertionSim.success``), with every camera frame as in the grasp scene.
 """
 import json
 import math
@@ -33,6 +46,7 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -50,12 +64,14 @@ from awopt_ros.ros.diagnostics import diagnostic_array
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
 from awopt_ros.ros.run import spin_node
-from awopt_ros.sim.messages import trajectory_points
-from awopt_ros.sim.scene import GraspSim
+from awopt_ros.sim.messages import (GOAL_TOPIC, WRENCH_TOPIC, goal_msg, goal_qos,
+                                    trajectory_points, wrench_msg)
 
 CAMERA_FRAME = 'camera_color_optical_frame'
 ACTION_SERVERS = ('auto', 'always', 'never')
 GRIPPER_ACTION_TYPES = ('gripper_command', 'parallel_gripper_command', 'none')
+SCENES = ('grasp', 'insertion')
+INSERTION_VARIANTS = ('default', 'hard')
 TICK_S = 0.005            # wall period of the physics loop
 MAX_LAG_S = 0.25          # sim time more than this behind the wall is dropped, not caught up
 #: In lockstep, the hold ends this long (wall s) after the frame's first arm command, so that
@@ -69,8 +85,13 @@ class SimRobotNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('sim_robot', **kwargs)
+        self.scene = declare(self, 'scene', 'grasp',
+                             'grasp (iiwa 14 bin-grasping cell, GraspSim) or insertion (Sawyer '
+                             'peg insertion, InsertionSim: wrench and goal topics, no gripper)',
+                             read_only=True)
         urdf = declare(self, 'urdf_path', 'urdf/iiwa14_gripper.urdf',
-                       'Robot URDF (relative to the package share dir).', read_only=True)
+                       'Robot URDF (relative to the package share dir; grasp scene: the '
+                       'insertion scene builds its own Sawyer).', read_only=True)
         self.base_seed = declare(self, 'seed', 1000, 'Scene seed of the first reset; reset k '
                                  'uses seed + k.', low=0, high=2**31 - 1)
         num_objects = declare(self, 'num_objects', 5, 'Objects in the bin.', low=1, high=20,
@@ -164,6 +185,37 @@ class SimRobotNode(Node):
             allow_stalling=declare(self, 'gripper_allow_stalling', True,
                                    'gripper_cmd: a stalled goal (fingers on an object) ends '
                                    'succeeded (true) or aborted (false)', read_only=True))
+        insertion = dict(
+            variant=declare(self, 'insertion_variant', 'default',
+                            "insertion scene: 'default' (0.4 mm clearance, 0.5 mm chamfer) or "
+                            "'hard' (0.1 mm, no chamfer)", read_only=True),
+            goal_noise_m=declare(self, 'goal_noise_m', 0.001,
+                                 'insertion scene: the observed goal is off the true one by '
+                                 'up to this much in x and y (m, uniform, fixed per episode)',
+                                 low=0.0, high=0.05, read_only=True),
+            stiffness_n_m=declare(self, 'stiffness_n_m', 2000.0,
+                                  'insertion scene: Cartesian stiffness of the compliance '
+                                  'below the joint targets (N/m)', low=10.0, high=1e6,
+                                  read_only=True))
+        wrench_topic = check_topic_ns(declare(
+            self, 'wrench_topic', WRENCH_TOPIC,
+            'insertion scene: geometry_msgs/WrenchStamped of the wrist force/torque sensor '
+            '(force_torque_sensor_broadcaster)', read_only=True), 'wrench_topic')
+        self.wrench_frame = declare(self, 'wrench_frame', 'tcp',
+                                    'insertion scene: frame_id of the wrench (the tool frame)',
+                                    read_only=True)
+        goal_topic = check_topic_ns(declare(
+            self, 'goal_topic', GOAL_TOPIC,
+            'insertion scene: geometry_msgs/PoseStamped of the observed (noisy) goal, '
+            'transient local, published at every reset', read_only=True), 'goal_topic')
+        if self.scene not in SCENES:
+            raise ValueError(f'scene must be one of {SCENES}, got {self.scene!r}')
+        if insertion['variant'] not in INSERTION_VARIANTS:
+            raise ValueError(f'insertion_variant must be one of {INSERTION_VARIANTS}, got '
+                             f'{insertion["variant"]!r}')
+        self.insertion = self.scene == 'insertion'
+        if self.insertion:
+            gripper_action_type = 'none'     # the peg is held rigidly
         if action_servers not in ACTION_SERVERS:
             raise ValueError(f'action_servers must be one of {ACTION_SERVERS}, got '
                              f'{action_servers!r}')
@@ -180,8 +232,16 @@ class SimRobotNode(Node):
         #: simulated time between camera frames (s)
         self.frame_period_s = (self.lockstep_period_s if self.lockstep
                                else 1.0 / self.camera_rate_hz)
-        self.sim = GraspSim(resolve(urdf), num_objects=num_objects, physics_dt_s=physics_dt_s,
-                            image_size=(width, height), success_height_m=success_height_m)
+        self.physics_dt_s = physics_dt_s
+        if self.insertion:
+            self.sim = _insertion_sim(physics_dt_s, (width, height), **insertion)
+            self.joint_state_names = self.names.arm
+        else:
+            from awopt_ros.sim.scene import GraspSim
+            self.sim = GraspSim(resolve(urdf), num_objects=num_objects,
+                                physics_dt_s=physics_dt_s, image_size=(width, height),
+                                success_height_m=success_height_m)
+            self.joint_state_names = self.names.all
         self.resets = 0
         self.frames_published = 0
         self.time_offset_s = 0.0     # simulated time before the current scene (monotonic clock)
@@ -202,6 +262,11 @@ class SimRobotNode(Node):
         self.joint_pub = self.create_publisher(JointState, joint_states_topic, qos.SENSOR)
         self.success_pub = self.create_publisher(Float32, '/success/probability', qos.COMMAND)
         self.objects_pub = self.create_publisher(MarkerArray, '/sim/objects', qos.COMMAND)
+        self.wrench_pub = self.goal_pub = None
+        if self.insertion:
+            self.wrench_pub = self.create_publisher(WrenchStamped, wrench_topic, qos.SENSOR)
+            self.goal_pub = self.create_publisher(PoseStamped, goal_topic, goal_qos())
+            self._publish_goal()
         self.clock_pub = (self.create_publisher(ClockMsg, '/clock', 10)
                           if self.publish_clock else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -223,7 +288,10 @@ class SimRobotNode(Node):
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
         self._rtf_window = (time.monotonic(), self._sim_now())
         self.measured_rtf = 0.0
-        self.get_logger().info(f'simulating {num_objects} objects, camera {width}x{height} at '
+        what = (f'peg insertion ({insertion["variant"]}, goal noise '
+                f'{insertion["goal_noise_m"]} m)' if self.insertion
+                else f'{num_objects} objects')
+        self.get_logger().info(f'simulating {what}, camera {width}x{height} at '
                                f'{1.0 / self.frame_period_s:.0f} Hz, real-time factor {self.rtf}'
                                f', action servers: {[s.name for s in self.action_servers]}')
 
@@ -284,7 +352,7 @@ class SimRobotNode(Node):
         if self.lockstep:
             self._tick_lockstep()
             return
-        dt = self.sim.physics_dt_s
+        dt = self.physics_dt_s
         if self.rtf > 0.0:
             target = self.sim_start + self.rtf * (time.monotonic() - self.wall_start)
             if target - self._sim_now() > MAX_LAG_S:     # fell behind: do not try to catch up
@@ -333,7 +401,7 @@ class SimRobotNode(Node):
     def _step_to_event(self, target):
         """Step up to the next sensor event (or ``target``, s), publish what is due; return
         whether a camera frame went out."""
-        dt = self.sim.physics_dt_s
+        dt = self.physics_dt_s
         next_event = min(self.next_frame_s, self.next_joint_s, target)
         n = max(1, int(round((next_event - self._sim_now()) / dt)))
         self.sim.step(n)
@@ -350,26 +418,48 @@ class SimRobotNode(Node):
         return False
 
     def _publish_joints(self):
-        msg = JointState(name=self.names.all)
+        msg = JointState(name=self.joint_state_names)
         msg.header.stamp = self._stamp()
         msg.position = position = self.sim.joint_positions().tolist()
         msg.velocity = velocity = self.sim.joint_velocities().tolist()
         self.joint_pub.publish(msg)
+        if self.wrench_pub is not None and not self.lockstep:
+            self._publish_wrench(msg.header.stamp)   # the F/T broadcaster at this rate
         now_s = None
         for server in self.action_servers:
             if server.active is not None:    # goals progress at the joint state rate
                 now_s = self._now_s() if now_s is None else now_s
                 server.update(now_s, position, velocity)
 
+    def _publish_wrench(self, stamp):
+        self.wrench_pub.publish(wrench_msg(self.sim.wrench(), stamp, self.wrench_frame))
+
     def _publish_frame(self):
         rgb = self.sim.render()
         stamp = self._stamp()
+        if self.insertion:
+            # The success of the step that just ended goes out before the wrench the next
+            # step's action is computed from: the episode ends on it without counting that
+            # action, as the in-process environment terminates.
+            self.success_pub.publish(Float32(data=1.0 if self.sim.success() else 0.0))
+            if self.lockstep:
+                # One wrench per held step, stamped as the frame: the controller acts on the
+                # state at the step's start, as in the in-process environment.
+                self._publish_wrench(stamp)
         self.camera_info.header.stamp = stamp
         self.image_pub.publish(convert.numpy_to_image(rgb, stamp, CAMERA_FRAME))
         self.info_pub.publish(self.camera_info)
         self.frames_published += 1
+        if self.insertion:
+            return
         self.success_pub.publish(Float32(data=1.0 if self.sim.object_lifted() else 0.0))
         self.objects_pub.publish(self._object_markers(stamp))
+
+    def _publish_goal(self):
+        """Publish the episode's observed (noisy) goal (insertion scene): the peg-tip position
+        when fully inserted, plus the noise; orientation: the socket's, axis-aligned with
+        base_link."""
+        self.goal_pub.publish(goal_msg(self.sim.goal_observed(), self._stamp()))
 
     def _object_markers(self, stamp):
         """Return the objects as a MarkerArray: pose in base_link, scale = full size (m)."""
@@ -459,6 +549,12 @@ class SimRobotNode(Node):
         self._set_arm(list(msg.data), 'forward command')
 
     def _on_gripper(self, msg):
+        if self.insertion:
+            self.commands['rejected'] += 1
+            self.get_logger().warning('gripper command refused: the insertion scene has no '
+                                      'gripper (the peg is held rigidly)',
+                                      throttle_duration_sec=5.0)
+            return
         if len(msg.data) != 1 or not math.isfinite(msg.data[0]):
             self.commands['rejected'] += 1
             self.get_logger().warning(f'gripper command needs 1 finite value, got {msg.data}')
@@ -480,6 +576,8 @@ class SimRobotNode(Node):
         self.held_since = self.command_wall = None
         self.hold_outcomes = []
         self.reset_stamp_s = convert.stamp_to_s(self._stamp())
+        if self.goal_pub is not None:
+            self._publish_goal()
         response.success = True
         response.message = json.dumps({'seed': self.current_seed})
         self.get_logger().info(f'reset: scene seed {self.current_seed}')
@@ -511,6 +609,15 @@ class SimRobotNode(Node):
             server.destroy()
         self.action_servers = []
         self.sim.close()
+
+
+def _insertion_sim(physics_dt_s, image_size, variant, goal_noise_m, stiffness_n_m):
+    """Return the :class:`awopt_ros.sim.insertion.InsertionSim` of the insertion scene."""
+    from awopt_ros.sim.insertion import InsertionConfig, InsertionSim
+    config = InsertionConfig(variant=variant, goal_noise_m=goal_noise_m,
+                             physics_dt_s=physics_dt_s, stiffness_n_m=stiffness_n_m,
+                             image_size=tuple(image_size), render=True)
+    return InsertionSim(config)
 
 
 def main(args=None):

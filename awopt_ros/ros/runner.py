@@ -75,13 +75,14 @@ def _next_round_model(client, round_version, done, timeout_s, startup_timeout_s,
 
 
 def stack_overrides(run_dir, *, seed=None, real_time_factor=None, lockstep=False,
-                    model_path=None, extra=None):
+                    model_path=None, extra=None, policy='actor'):
     """Return the ``{node: {param: value}}`` overrides a run through the stack starts with.
 
     The logger writes under ``run_dir``; ``seed`` sets the simulator's base seed;
     ``real_time_factor`` != 1 or ``lockstep`` put the simulator on ``/clock`` and every node
     on simulated time (``lockstep`` also sets sim_robot ``lockstep``); ``model_path`` is the
-    policy's actor; ``extra`` ({node: {param: value}}) goes on top.
+    policy's actor (``policy`` 'residual': the residual controller's residual model);
+    ``extra`` ({node: {param: value}}) goes on top.
     """
     overrides = {'logger': {'output_dir': str(run_dir)}}
     sim = overrides.setdefault('sim_robot', {})
@@ -94,10 +95,12 @@ def stack_overrides(run_dir, *, seed=None, real_time_factor=None, lockstep=False
     if lockstep or (real_time_factor is not None and real_time_factor != 1.0):
         sim['publish_clock'] = True
         for name in ('sim_robot', 'camera_pipeline', 'policy', 'scripted_policy',
-                     'arm_interface', 'episode_manager', 'logger', 'robot_state'):
+                     'residual_controller', 'arm_interface', 'episode_manager', 'logger',
+                     'robot_state'):
             overrides.setdefault(name, {})['use_sim_time'] = True
     if model_path is not None:
-        overrides.setdefault('policy', {})['model_path'] = str(resolve(model_path))
+        node = 'residual_controller' if policy == 'residual' else 'policy'
+        overrides.setdefault(node, {})['model_path'] = str(resolve(model_path))
     for node, params in (extra or {}).items():
         overrides.setdefault(node, {}).update(params)
     return overrides
@@ -152,7 +155,7 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
     run_dir.mkdir(parents=True, exist_ok=True)
     overrides = stack_overrides(run_dir, seed=seed, real_time_factor=real_time_factor,
                                 lockstep=lockstep, model_path=model_path,
-                                extra=extra_overrides)
+                                extra=extra_overrides, policy=policy)
 
     env = ros_environment()
     os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE',
