@@ -361,3 +361,70 @@ def test_wrench_and_goal_conversions_round_trip():
         convert.pose_msg_position(p)
     with pytest.raises(ValueError):
         convert.position_to_pose_msg((0.6, 0.0), stamp)
+
+
+def _insertion_arm(kin):
+    """The arm interface's per-step logic for the Sawyer insertion cell (limits of the
+    insertion config): (limits, joint safety)."""
+    from awopt_ros.core.safety import JointSafety, SafetyLimits
+    s = np.asarray(sawyer.SOCKET_M, dtype=np.float64)
+    limits = SafetyLimits(max_step_m=0.01, max_yaw_step_rad=0.2,
+                          workspace_min_m=tuple((s + (-0.1, -0.1, -0.05)).tolist()),
+                          workspace_max_m=tuple((s + (0.1, 0.1, 0.2)).tolist()))
+    jl = kin.joint_limits()
+    safety = JointSafety(jl.lower_rad, jl.upper_rad, 0.05, tuple(jl.velocity_rad_s), 0.25,
+                         velocity_cap_rad_s=jl.velocity_rad_s)
+    return limits, safety
+
+
+def _apply(sim, kin, action, limits, safety):
+    from awopt_ros.core.arm import arm_command
+    cmd = arm_command(kin, sim.joint_positions(), action, limits, 0.1, joint_safety=safety)
+    assert cmd.q_target is not None
+    sim.set_arm_target(cmd.q_target)
+    sim.step(100)                              # one 0.1 s control period at 1 ms
+
+
+def test_closed_loop_on_the_insertion_sim_matches_the_in_process_loop(make_rig):
+    """The node drives InsertionSim through ROS messages (joint states, wrench, goal ->
+    /policy/action -> the arm interface's arm_command); its commands equal the in-process
+    P-controller's on the same scene, step by step, and it inserts the peg."""
+    from awopt_ros.sim.insertion import InsertionConfig, InsertionSim
+    kin = sawyer.kinematics()
+    limits, safety = _insertion_arm(kin)
+    sim = InsertionSim(InsertionConfig(render=False, goal_noise_m=0.0))
+    try:
+        seed = 3
+        sim.reset(seed)                        # in process: core.residual on the sim's state
+        reference = []
+        for _ in range(50):
+            base = residual.p_controller(sim.tool_pose()[0], sim.goal_observed())
+            u = residual.command(base, None)
+            reference.append(u)
+            _apply(sim, kin, residual.arm_action(u), limits, safety)
+            if sim.success():
+                break
+        assert sim.success(), 'the P-controller without goal noise should insert the peg'
+
+        rig = make_rig()
+        sim.reset(seed)                        # through the node
+        rig.send_goal(sim.goal_observed())
+        sent = []
+        for _ in range(len(reference)):
+            js = JointState()
+            js.header.stamp = convert.s_to_stamp(rig.now_s())
+            js.name = list(sawyer.ARM_JOINTS)
+            js.position = [float(v) for v in sim.joint_positions()]
+            js.velocity = [float(v) for v in sim.joint_velocities()]
+            before, n = rig.node._joint, len(rig.actions)
+            rig.js_pub.publish(js)
+            assert rig.spin(lambda: rig.node._joint is not before)
+            rig.wrench_pub.publish(convert.wrench_to_msg(sim.wrench(), js.header.stamp, 'tcp'))
+            assert rig.spin(lambda: len(rig.actions) > n), 'no action'
+            action = np.array(rig.actions[n].position, dtype=np.float32)
+            sent.append(action[:3])
+            _apply(sim, kin, action, limits, safety)
+        assert sim.success()
+        np.testing.assert_allclose(np.array(sent), np.array(reference), atol=2e-6)
+    finally:
+        sim.close()
