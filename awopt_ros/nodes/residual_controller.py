@@ -58,10 +58,12 @@ them as they are):
 * ``/diagnostics`` (1 Hz, status 'residual_controller'): counters, the stale inputs, the
   fault state.
 
-Force limit: a due wrench whose force magnitude exceeds ``force_limit_n`` publishes a back-off
-step (``back_off_m`` up, +z in base_link) at once, a ``/residual/fault`` and an error log; the
-next due step publishes a terminate action (no motion, ``terminate`` set: the episode manager
-ends the episode, outcome 'terminate', not a success); after that the node publishes
+Force limit: a due wrench whose force magnitude exceeds ``force_limit_n`` publishes a
+``/residual/fault`` (an episode manager with ``fault_topic: /residual/fault`` ends the episode
+as 'failed'), then a back-off step (``back_off_m`` up, +z in base_link) at once, and logs an
+error; the next due step publishes a terminate action (no motion, ``terminate`` set: without
+a fault topic the episode manager ends the episode there, outcome 'terminate', not a
+success); after that the node publishes
 no-motion actions (phase 'hold': the arm stays, the episode manager keeps hearing the policy)
 until the fault clears at the next episode ``start`` event or the next goal message.
 
