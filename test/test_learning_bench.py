@@ -18,7 +18,7 @@ RATIO_KEYS = {'cem_over_actor': ('cem_ms_p50', 'actor_ms_p50'),
               'ort_over_torch': ('actor_beside_torch_ms_p50', 'torch_actor_ms_p50'),
               'ort_over_torch_472': ('actor_beside_torch_ms_p50_472',
                                      'torch_actor_ms_p50_472')}
-OUR_RATE_KEYS = ('awac_steps_per_s', 'awopt_steps_per_s')
+OUR_RATE_KEYS = ('awac_steps_per_s', 'awopt_steps_per_s', 'insertion_steps_per_s')
 D3RLPY_KEYS = ('d3rlpy_awac_steps_per_s', 'd3rlpy_awac_1critic_steps_per_s')
 BOOL_KEYS = ('cem_over_actor_at_most_2', 'cem_over_actor_472_at_most_2',
              'ort_over_torch_at_most_half')

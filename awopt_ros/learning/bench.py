@@ -69,6 +69,12 @@ for every contender: ``TRAIN_EPISODES`` episodes of ``TRAIN_STEPS_PER_EPISODE`` 
   is the same with ``n_critics=1`` (one trained critic, as ours). When d3rlpy cannot be
   imported or run, these keys are None and ``d3rlpy_unavailable_reason`` says why.
 
+Insertion (issue 23): ``insertion_steps_per_s``, in-process steps per second of the
+insertion environment (``sim.insertion_env.InsertionResidualEnv``: P-controller with a zero
+residual, IK through ``core.arm.arm_command``, 100 physics steps of 1 ms per step, episodes
+reset as they end), over about 5 s of wall time (0.5 s quick;
+``learning.insertion.steps_per_second``).
+
 Booleans say whether each target holds: ``cem_over_actor_at_most_2``,
 ``cem_over_actor_472_at_most_2``, ``ort_over_torch_at_most_half``, ``awac_at_least_d3rlpy``
 (None without d3rlpy). ``learning_bench_setup`` records sizes, threads and repetitions.
@@ -451,9 +457,10 @@ def run_learning_bench(quick=False, progress=True, with_d3rlpy=True):
         ``_472`` twins), ratios (``cem_over_actor``, ``cem_over_actor_472``,
         ``ort_over_torch``, ``ort_over_torch_472``, ``awac_over_d3rlpy``), throughputs in
         steps/s (``awac_steps_per_s``, ``awopt_steps_per_s``, ``d3rlpy_awac_steps_per_s``,
-        ``d3rlpy_awac_1critic_steps_per_s``), target booleans, ``d3rlpy_unavailable_reason``
-        and ``learning_bench_setup``. Ratios are computed from the rounded figures in the
-        dict, so each equals the quotient of the reported numbers (to 6 digits).
+        ``d3rlpy_awac_1critic_steps_per_s``; env steps/s ``insertion_steps_per_s``), target
+        booleans, ``d3rlpy_unavailable_reason`` and ``learning_bench_setup``. Ratios are
+        computed from the rounded figures in the dict, so each equals the quotient of the
+        reported numbers (to 6 digits).
     """
     import torch
     sizes = QUICK if quick else FULL
@@ -468,6 +475,9 @@ def run_learning_bench(quick=False, progress=True, with_d3rlpy=True):
             lat[size] = measure_latency(size, sizes.channels, sizes.actor_hidden,
                                         sizes.critic_hidden, rounds, sizes.latency_warmup)
         train = measure_training(sizes, with_d3rlpy=with_d3rlpy, progress=progress)
+        _say(progress, 'insertion environment steps per second')
+        from awopt_ros.learning.insertion import steps_per_second
+        insertion_rate = steps_per_second(seconds=0.5 if quick else 5.0)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -488,6 +498,7 @@ def run_learning_bench(quick=False, progress=True, with_d3rlpy=True):
     r['d3rlpy_awac_1critic_steps_per_s'] = _sig(train['d3rlpy_awac_1critic'])
     r['awac_over_d3rlpy'] = _ratio(r['awac_steps_per_s'], r['d3rlpy_awac_steps_per_s'])
     r['d3rlpy_unavailable_reason'] = train['d3rlpy_reason']
+    r['insertion_steps_per_s'] = _sig(insertion_rate)
     r['cem_over_actor_at_most_2'] = bool(r['cem_over_actor'] <= CEM_OVER_ACTOR_MAX)
     r['cem_over_actor_472_at_most_2'] = bool(r['cem_over_actor_472'] <= CEM_OVER_ACTOR_MAX)
     r['ort_over_torch_at_most_half'] = bool(r['ort_over_torch'] <= ORT_OVER_TORCH_MAX)
