@@ -135,6 +135,24 @@ def test_buffer_rejects_wrong_shapes_with_clear_messages():
         ReplayBuffer(10).add_episode(None, np.zeros((2, 6)), np.zeros((1, 7)), [0.0], True)
 
 
+def test_buffer_from_dataset_episodes_takes_states():
+    rng = np.random.default_rng(6)
+    eps = []
+    for t, success in ((3, True), (0, False), (5, False)):
+        s, a = states(rng, t + 1), rng.uniform(-1, 1, (t, A)).astype(np.float32)
+        r = np.zeros(t, np.float32)
+        if success:
+            r[-1] = 1.0
+        eps.append({'observations': {'state': s}, 'actions': a, 'rewards': r,
+                    'terminations': r > 0, 'truncations': np.zeros(t, bool)})
+    buf = ReplayBuffer.from_episodes(eps, task='insertion')
+    assert buf.stats() == {'episodes': 2, 'transitions': 8, 'successful_episodes': 1,
+                           'successful_transitions': 3, 'episodes_added': 2}
+    batch = buf.sample(16, rng=rng, successful_only=True)
+    assert np.all(batch['success']) and batch['next_proprio'].shape == (16, D)
+    np.testing.assert_array_equal(buf.proprio[:4], eps[0]['observations']['state'])
+    assert buf.done[2] == 1.0 and buf.done[7] == 0.0      # terminated vs truncated
+
 def test_act_rejects_images_and_wrong_states():
     learner = Learner(small('awac'))
     with pytest.raises(ValueError, match=r'states must be \(N, 15\)'):

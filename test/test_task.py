@@ -1,4 +1,5 @@
 """Task descriptions (core.task): lookup, the two instances, validation."""
+import copy
 import dataclasses
 
 import numpy as np
@@ -49,6 +50,7 @@ def test_insertion_layout_follows_the_contract():
 
 
 def test_tasks_are_immutable():
+    assert copy.deepcopy(INSERTION) is INSERTION and copy.copy(GRASP) is GRASP
     with pytest.raises(dataclasses.FrozenInstanceError):
         INSERTION.image_size = 64
     with pytest.raises(ValueError):

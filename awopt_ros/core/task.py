@@ -122,6 +122,15 @@ class Task:
             raise ValueError(f'Task {self.name!r}: image_size must be >= 0, episode_steps >= 1 '
                              f'and rate_hz > 0')
 
+    def __copy__(self):
+        """Return self: a task is immutable (networks holding it are deep-copied, e.g. for
+        target critics, and keep the very same task)."""
+        return self
+
+    def __deepcopy__(self, memo):
+        """Return self (see :meth:`__copy__`)."""
+        return self
+
     # -- derived ---------------------------------------------------------------------------
     @property
     def action_dim(self):
