@@ -17,6 +17,9 @@
 - ``awopt compare --config smoke|full``: the AW-Opt paper's comparison (QT-Opt, AWAC, AW-Opt
   offline and online, AW-Opt's ablations) with in-process rollouts, resumable; tables and
   learning curves into ``docs/`` (:mod:`awopt_ros.learning.compare`).
+- ``awopt train --task insertion``, ``awopt insertion-compare``: the residual of the
+  insertion P-controller learned in process, and its comparison with the P-controller alone
+  and SB3 SAC into ``docs/insertion.md`` (:mod:`awopt_ros.learning.insertion`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
 """
@@ -238,6 +241,32 @@ def cmd_train(args):
     return run_train(args) or 0
 
 
+def cmd_insertion_compare(args):
+    """P-controller vs our residual vs SB3 SAC on the same scenes (resumable); docs/ files."""
+    from awopt_ros.learning.insertion import run_compare_cli
+    return run_compare_cli(args) or 0
+
+
+def _insertion_train_args(argv):
+    """Return the parsed ``awopt train --task insertion`` options, or None for other argv."""
+    if argv[:1] != ['train']:
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument('--task', default='grasp')
+    known, _ = pre.parse_known_args(argv[1:])
+    if known.task != 'insertion':
+        return None
+    from awopt_ros.learning.insertion import add_train_args, run_train_cli
+    parser = argparse.ArgumentParser(prog='awopt train --task insertion',
+                                     description='our residual for insertion, in process: '
+                                     'offline from P-controller episodes, then online')
+    add_train_args(parser)
+    parser.add_argument('--task', choices=('insertion',), default='insertion')
+    args = parser.parse_args(argv[1:])
+    args.command, args.func = 'train', run_train_cli
+    return args
+
+
 def cmd_finetune(args):
     """Finetune a learner on the episodes a running stack appends; export periodically."""
     from awopt_ros.learning.finetune import run_finetune
@@ -371,10 +400,22 @@ def build_parser():
     p.set_defaults(func=cmd_collect, lockstep=True)
 
     p = sub.add_parser('train', help='train BC or a learner preset on a dataset -> ONNX',
-                       usage='%(prog)s --dataset-root DIR --dataset-id ID [options]')
+                       usage='%(prog)s --dataset-root DIR --dataset-id ID [options]\n'
+                             '       %(prog)s --task insertion [options] (in process; '
+                             '--task insertion --help lists them)')
     from awopt_ros.learning.train_cli import add_train_args
     add_train_args(p)
+    p.add_argument('--task', choices=('grasp', 'insertion'), default='grasp',
+                   help='grasp: the options above on a dataset; insertion: the residual of '
+                        'the P-controller learned in process (learning.insertion), other '
+                        'options')
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('insertion-compare',
+                       help='insertion: P-controller vs residual vs SB3 SAC')
+    from awopt_ros.learning.insertion import add_compare_args as add_insertion_compare_args
+    add_insertion_compare_args(p)
+    p.set_defaults(func=cmd_insertion_compare)
 
     p = sub.add_parser('dagger', help='DAgger in process: actor drives, expert labels',
                        usage='%(prog)s --dataset-root DIR --dataset-id ID [options]')
@@ -449,7 +490,8 @@ def main(argv=None):
     processes it started run in their own sessions and are stopped by its cleanup, so that
     no simulator, arm interface or logger outlives it.
     """
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _insertion_train_args(argv) or build_parser().parse_args(argv)
     import os
     if not os.environ.get('MUJOCO_GL'):        # in-process rollouts render off-screen too
         os.environ['MUJOCO_GL'] = 'egl'

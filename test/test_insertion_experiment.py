@@ -95,3 +95,24 @@ def test_ship_never_overwrites_without_force(tmp_path):
 def test_eval_scenes_differ_between_seeds():
     a, b = ins.eval_scene_seeds(0, 100), ins.eval_scene_seeds(1, 100)
     assert len(set(a)) == 100 and not set(a) & set(b)
+
+
+def test_cli_train_task_insertion_writes_a_model_and_never_overwrites(tmp_path, capsys):
+    from awopt_ros.cli import main
+    out = tmp_path / 'res.onnx'
+    argv = ['train', '--task', 'insertion', '--seeds', '3', '--episodes', '1', '--env-steps',
+            '60', '--offline-episodes', '1', '--pretrain-steps', '2', '--critic-warmup-steps',
+            '1', '--batch-size', '8', '--hidden', '8', '--layers', '1', '--out', str(out)]
+    assert main(argv) == 0
+    assert out.is_file() and out.with_suffix('.md').is_file()
+    first = out.read_bytes()
+    assert main(argv) == 2                        # exists: refused without --force
+    assert 'exists' in capsys.readouterr().err
+    assert out.read_bytes() == first
+    assert main(argv + ['--force']) == 0
+
+
+def test_cli_train_grasp_keeps_its_options():
+    from awopt_ros.cli import build_parser
+    args = build_parser().parse_args(['train', '--dataset-root', 'x', '--dataset-id', 'y'])
+    assert args.task == 'grasp' and args.dataset_root == 'x'

@@ -684,8 +684,25 @@ host. `awopt train --task insertion` trains one seed of our residual alone.
 
 
 def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS,
-                ship=False, force=False, progress=True, command='', write=True):
+                ship=False, force=False, restart=False, progress=True, command='', write=True):
     """Run (or resume) every (method, seed) unit, then write the docs and plot.
+
+    Args:
+        cfg: :class:`ExperimentConfig`.
+        work_dir: per-unit JSON, checkpoints, ONNX exports (a directory holding another
+            configuration is refused unless ``restart``).
+        docs_dir: where insertion.md, insertion_results.json and insertion_curves.png go.
+        methods: the subset of :data:`METHODS` to run.
+        ship: copy the best seed's residual (and card) to :data:`SHIPPED_MODEL`.
+        force: let ``ship`` replace an existing shipped model.
+        restart: delete the work dir's per-unit results first.
+        progress: print progress lines.
+        command: the command line recorded in the results and docs.
+        write: write the docs files and the plot.
+
+    Raises:
+        ValueError: the work dir holds another configuration (without ``restart``).
+        FileExistsError: ``ship`` onto an existing model without ``force``.
 
     Returns:
         the results dict.
@@ -693,12 +710,12 @@ def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / 'config.json'
-    if cfg_path.is_file() and not force:
+    if cfg_path.is_file() and not restart:
         old = json.loads(cfg_path.read_text())
         if old != cfg.to_dict():
             raise ValueError(f'{cfg_path} holds another configuration; use another --work-dir '
-                             f'or --force to start over')
-    elif force:
+                             f'or --restart to start over')
+    elif restart:
         for p in work.glob('*_seed*.json'):
             p.unlink()
     cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -744,18 +761,44 @@ def ship_model(src, dst=SHIPPED_MODEL, force=False):
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+_HELP = {
+    'seeds': 'training seeds; seed k is evaluated on its own block of scenes',
+    'episodes_per_seed': 'evaluation episodes per seed and method',
+    'env_steps': 'env-step budget of each learner per seed (ours: offline data + online)',
+    'offline_episodes': 'noisy P-controller episodes collected first (ours)',
+    'offline_noise_std': 'largest std of the offline residual noise (per episode uniform '
+                         'in [0, this]; units of alpha)',
+    'offline_noise_prob': 'share of offline episodes with noise (the rest: P alone)',
+    'preset': 'learner preset (learning.awopt.PRESETS)',
+    'pretrain_steps': 'offline gradient steps before the online phase',
+    'critic_warmup_steps': 'of those, the first ones train only the critic',
+    'updates_per_step': 'gradient steps per online env step (both learners)',
+    'batch_size': 'batch size (both learners)',
+    'lr': 'learning rate of actor and critic (both learners)',
+    'hidden': 'units per hidden layer (both learners)',
+    'layers': 'hidden layers (both learners)',
+    'init_std': 'initial exploration std of our actor (units of alpha)',
+    'sb3_learning_starts': 'SB3 SAC: random-action steps before its first update',
+    'goal_noise_m': 'uniform +- error of the observed goal in x and y (m)',
+    'variant': "scene: 'default' (0.4 mm clearance, 0.5 mm chamfer) or 'hard'",
+    'reward': "training reward: 'sparse' (1 on success) or 'dense' (thesis)",
+    'threads': 'torch threads per process',
+}
+
+
 def add_experiment_args(parser):
-    """Options of the comparison (``awopt insertion-compare``); each maps to a config field."""
+    """Options of the experiment (each maps to an :class:`ExperimentConfig` field)."""
     d = ExperimentConfig()
-    parser.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds))
+    parser.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds),
+                        help=_HELP['seeds'])
     parser.add_argument('--episodes', dest='episodes_per_seed', type=int,
-                        default=d.episodes_per_seed, help='evaluation episodes per seed')
+                        default=d.episodes_per_seed, help=_HELP['episodes_per_seed'])
     for f in fields(ExperimentConfig):
         if f.name in ('seeds', 'episodes_per_seed'):
             continue
         default = getattr(d, f.name)
         parser.add_argument('--' + f.name.replace('_', '-'), type=type(default),
-                            default=default, dest=f.name)
+                            default=default, dest=f.name, help=_HELP.get(f.name))
 
 
 def config_from_args(args):
@@ -769,11 +812,14 @@ def add_compare_args(parser):
                         help='per (method, seed) JSON, checkpoints and ONNX exports')
     parser.add_argument('--docs-dir', default='docs',
                         help='where insertion.md, insertion_results.json and the plot go')
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS,
+                        help='run only these methods (their results join the others)')
     parser.add_argument('--ship', action='store_true',
                         help=f"copy the best seed's residual to {SHIPPED_MODEL} (+ card)")
+    parser.add_argument('--restart', action='store_true',
+                        help='start the work dir over (delete its per-unit results)')
     parser.add_argument('--force', action='store_true',
-                        help='start the work dir over and replace a shipped model')
+                        help='with --ship: replace an existing shipped model')
 
 
 def _command_line():
@@ -784,7 +830,8 @@ def run_compare_cli(args):
     """``awopt insertion-compare``: returns an exit code."""
     cfg = config_from_args(args)
     results = run_compare(cfg, args.work_dir, args.docs_dir, methods=args.methods,
-                          ship=args.ship, force=args.force, command=_command_line())
+                          ship=args.ship, force=args.force, restart=args.restart,
+                          command=_command_line())
     keys = [k for k in results if k.endswith('_success_rate')]
     print(json.dumps({k: results[k] for k in keys + ['env_steps']}, indent=2))
     return 0
