@@ -432,6 +432,11 @@ class LoggerNode(Node):
             self.counts[counter] += 1
         if self.recorded.get(topic, (None, ''))[1] == 'latched':
             self._latched[topic] = data
+            if self._ending is not None:
+                # In the end grace period a latched message is the next episode's (the
+                # insertion goal of the next reset): its bag gets it at its start, from
+                # _latched; the bag being closed must not end with it.
+                return
         elif self._episode is None or self._ending is not None:
             # Between episodes, and in the previous episode's end grace period (a start event
             # may arrive then: what follows its stamp belongs to the new episode too).
