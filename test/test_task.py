@@ -44,7 +44,7 @@ def test_insertion_layout_follows_the_contract():
     assert t.state_names[-3:] == ('base_x', 'base_y', 'base_z')
     assert t.state_offset == (0.0,) * 15
     assert t.state_scale[:3] == (0.005, 0.005, 0.03)
-    assert t.state_scale[6:9] == (20.0,) * 3 and t.state_scale[9:12] == (2.0,) * 3
+    assert t.state_scale[6:9] == (20.0,) * 3 and t.state_scale[9:12] == (0.2,) * 3
     assert t.state_scale[12:] == (0.005, 0.005, 0.015)
     assert t.episode_steps == 50 and t.rate_hz == 10.0 and t.period_s == pytest.approx(0.1)
 

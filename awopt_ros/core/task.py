@@ -33,8 +33,10 @@ INSERTION_STATE_NAMES = ('rel_x', 'rel_y', 'rel_z', 'vel_x', 'vel_y', 'vel_z',
 INSERTION_STATE_UNITS = ('m',) * 3 + ('m/s',) * 3 + ('N',) * 3 + ('N m',) * 3 + ('m',) * 3
 #: Scale of each insertion state entry (same units): the goal error up to a few mm laterally
 #: and 3 cm vertically (the start height), velocities up to 5 cm/s, contact forces of tens of
-#: N and torques of a few N m, the P step (kp x error) of a few mm laterally and 1.5 cm down.
-INSERTION_STATE_SCALE = ((0.005, 0.005, 0.03) + (0.05,) * 3 + (20.0,) * 3 + (2.0,) * 3
+#: N, torques at the tip of 0.05-0.2 N m (a peg jammed with one edge on the top face shows
+#: about 0.06 N m about the other axis: which side is jammed), the P step (kp x error) of a
+#: few mm laterally and 1.5 cm down.
+INSERTION_STATE_SCALE = ((0.005, 0.005, 0.03) + (0.05,) * 3 + (20.0,) * 3 + (0.2,) * 3
                          + (0.005, 0.005, 0.015))
 INSERTION_ACTION_NAMES = ('res_x', 'res_y', 'res_z')
 
