@@ -66,6 +66,13 @@ is an exponential moving average of the actor's weights (:attr:`Learner.deployed
 Units: images uint8 RGB (N, H, W, 3); proprio float32 (N, 6) (``core.spec``: m, sin/cos,
 closedness); actions float32 (N, 7) in physical units (m, m, m, rad, then 0/1); rewards
 float32 in {0, 1} (sparse grasp success); Q values are success probabilities in [0, 1].
+
+Tasks (``LearnerConfig.task``, :mod:`awopt_ros.core.task`): the above is the grasping task.
+A task without an image (insertion: 15-D state, 3-D residual in [-1, 1], no discrete
+entries) runs the same learner, presets and losses on MLPs over its state vector
+(``networks.StateActor``, ``critic.StateCritic``); images are None there and the proprio
+slot carries the state. Its rewards must keep the Bellman targets in [0, 1] (the QT-Opt
+critic's cross-entropy), e.g. the sparse success reward.
 """
 import copy
 import math
