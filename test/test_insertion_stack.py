@@ -9,7 +9,9 @@ scene seeds. Checks that
   environment (``sim.insertion_env``) does with the P-controller;
 - the bags hold the wrench (tool frame) and the episode's goal, which is the simulator's
   observed (noisy) goal for that scene;
-- the residual run acts through its model (the decisions say 'residual').
+- the residual run acts through its model (the decisions say 'residual');
+- each run's insertion dataset holds every episode: the 15-D states the controller saw, the
+  residual as the action, reward 1 on a success.
 Plus, ROS-free and in process: the shipped insertion bringup passes the start-up checks with
 the Sawyer's names, and a fault on the episode manager's ``fault_topic`` ends an episode as
 failed.
@@ -91,6 +93,37 @@ def test_wrench_and_goal_messages_refuse_bad_values():
     assert goal.header.frame_id == 'base_link' and goal.pose.orientation.w == 1.0
     with pytest.raises(ValueError, match='goal'):
         goal_msg([0.6, float('inf'), 0.0], Time())
+
+
+def test_state_dataset_round_trip_and_bad_input(tmp_path):
+    from awopt_ros.core.dataset import POLICY_IDS, StateEpisodeRecorder, load_episodes
+    rec = StateEpisodeRecorder(tmp_path, 'awopt/sawyer-insertion-v0', 'insertion')
+    rec.begin(1, seed=7)
+    with pytest.raises(ValueError, match='state must have 15'):
+        rec.add_step(np.zeros(6), np.zeros(3), 0.0, 5, 0.1)
+    with pytest.raises(ValueError, match='action must be 3 finite'):
+        rec.add_step(np.zeros(15), [0.0, np.nan, 0.0], 0.0, 5, 0.1)
+    for k in range(3):
+        rec.add_step(np.full(15, k, np.float32), [2.0, -0.5, 0.0], 0.0,
+                     POLICY_IDS['residual'], 0.1 * k, command_m=[0.001, 0.0, -0.01])
+    extra = rec.truncate(2)
+    assert extra['state'][0] == 2.0
+    out = rec.end(True, True, False, extra['state'])
+    assert out['written'] and out['steps'] == 2
+    rec.begin(2, seed=8)
+    rec.add_step(np.ones(15), np.zeros(3), 0.0, POLICY_IDS['p_controller'], 0.0)
+    assert rec.end(False, False, True)['written']      # final state: the last one repeated
+    eps = load_episodes(tmp_path, 'awopt/sawyer-insertion-v0')
+    assert [e['seed'] for e in eps] == [7, 8] and [e['episode'] for e in eps] == [1, 2]
+    first, second = eps
+    assert first['state'].shape == (3, 15) and first['actions'].shape == (2, 3)
+    assert first['actions'][0].tolist() == [1.0, -0.5, 0.0]     # clipped to the bounds
+    assert first['rewards'].tolist() == [0.0, 1.0] and first['terminations'][-1]
+    assert first['command_m'].shape == (3, 3) and first['policy'][0] == POLICY_IDS['residual']
+    assert second['state'].shape == (2, 15) and second['truncations'][-1]
+    assert np.isnan(second['command_m']).all()
+    with pytest.raises(ValueError, match='image'):
+        StateEpisodeRecorder(tmp_path, 'awopt/x-v0', 'grasp')
 
 
 # -- episode manager in process: a controller's fault fails the episode -----------------------
@@ -213,3 +246,21 @@ def test_residual_run_acts_through_its_model(demo):
     assert decisions and {d['source'] for d in decisions} == {'residual'}
     assert all(d['residual'] == [0.0, 0.0, 0.0] for d in decisions)
     assert Path(run_dir / 'p_controller' / 'report.json').is_file()
+
+
+def test_each_run_appends_its_episodes_to_an_insertion_dataset(demo):
+    from awopt_ros.core.dataset import POLICY_IDS, load_episodes
+    _, report, run_dir = demo
+    for name, source in (('p_controller', 'p_controller'), ('residual', 'residual')):
+        run = report['runs'][name]
+        assert run['dataset']['id'] == 'awopt/sawyer-insertion-v0'
+        eps = load_episodes(run_dir / name, run['dataset']['id'])
+        assert [e['seed'] for e in eps] == report['seeds']
+        for ep, end in zip(eps, run['episode_results']):
+            steps = end['steps']
+            assert ep['actions'].shape == (steps, 3) and ep['state'].shape == (steps + 1, 15)
+            assert ep['rewards'][-1] == (1.0 if end['success'] else 0.0)
+            assert np.all(ep['actions'] == 0.0)          # off, or a zero residual
+            assert np.all(ep['policy'] == POLICY_IDS[source])
+            # the state starts 3-5 cm above the observed goal's insertion depth + bore depth
+            assert 0.03 < ep['state'][0, 2] < 0.08

@@ -34,6 +34,14 @@ renames; a write error leaves ``data`` as it was (an HDF5 file that fails mid-ap
 left unreadable). With ample space, or too little for the copy but enough for the episode,
 it is appended in place. A dataset whose creation failed is removed again.
 
+Insertion (issue 23) episodes go to a dataset of their own with :class:`StateEpisodeRecorder`
+(e.g. ``awopt/sawyer-insertion-v0``): observation ``Dict(state: Box float32 (15,))`` in the
+order of ``core.task.INSERTION.state_names``, action ``Box float32 (3,)`` = the residual in
+[-1, 1] (``core.task.INSERTION.action_names``; zeros for the P-controller alone), the same
+rewards, flags and infos ``success_probability``, ``policy``, ``stamp_s``, plus
+``command_m`` float32 (3,) (the tool step the controller sent, m, base_link). The same
+append machinery (free-space check, copy-and-rename, lock retries) writes it.
+
 No rclpy here. Backed by ``minari`` (HDF5 storage by default; needs ``h5py`` and ``pillow``).
 """
 import contextlib
@@ -56,7 +64,8 @@ _LOG = logging.getLogger(__name__)
 
 #: Which policy produced an action (the ``policy`` info); names come from
 #: ``/policy/model_info`` ``kind``; anything else is 'other'.
-POLICY_IDS = {'scripted': 0, 'actor': 1, 'cem': 2, 'other': 3}
+POLICY_IDS = {'scripted': 0, 'actor': 1, 'cem': 2, 'other': 3, 'residual': 4,
+              'p_controller': 5}
 #: Default Minari storage format.
 DEFAULT_DATA_FORMAT = 'hdf5'
 #: Dataset namespace used by :func:`dataset_id_for`.
@@ -473,6 +482,11 @@ class EpisodeRecorder:
                              rewards=rewards, terminations=terminations,
                              truncations=truncations, infos=infos)
 
+    def _metadata(self):
+        """Return the awopt keys of the dataset metadata (names and policy ids)."""
+        return {'awopt_policy_ids': dict(POLICY_IDS), 'awopt_action_names': list(ACTION_NAMES),
+                'awopt_proprio_names': list(PROPRIO_NAMES)}
+
     def _open_existing(self):
         from minari import MinariDataset
         dataset = MinariDataset(self.dataset_path / 'data')
@@ -566,14 +580,167 @@ class EpisodeRecorder:
                         author='awopt_ros', author_email='dev@awopt-ros.invalid',
                         code_permalink='awopt_ros', description=self.description,
                         data_format=self.data_format, jpeg_encoding=False)
-                self._dataset.storage.update_metadata({
-                    'awopt_policy_ids': dict(POLICY_IDS),
-                    'awopt_action_names': list(ACTION_NAMES),
-                    'awopt_proprio_names': list(PROPRIO_NAMES),
-                })
+                self._dataset.storage.update_metadata(self._metadata())
             else:
                 self._dataset.update_dataset_from_buffer([buffer])
             return int(self._dataset.total_episodes) - 1
+
+
+class StateEpisodeRecorder(EpisodeRecorder):
+    """:class:`EpisodeRecorder` for a task with a state observation and no image (insertion):
+    observation ``{'state': (D,) float32}``, action (A,) float32 within the task's bounds
+    (see the module docstring).
+
+    Args:
+        root_dir, dataset_id, data_format, lock_retry_s: as :class:`EpisodeRecorder`.
+        task: ``core.task.Task`` or its name; must have no image ('insertion').
+        description: dataset description (a default naming the layout when None).
+
+    Raises:
+        ValueError: malformed ``dataset_id``, or a task with an image.
+    """
+
+    def __init__(self, root_dir, dataset_id, task='insertion', *,
+                 data_format=DEFAULT_DATA_FORMAT, description=None, lock_retry_s=30.0):
+        from awopt_ros.core.task import get_task
+        self.task = get_task(task)
+        if self.task.has_image:
+            raise ValueError(f'StateEpisodeRecorder needs a task without an image, '
+                             f'{self.task.name!r} has one: use EpisodeRecorder')
+        super().__init__(root_dir, dataset_id, 1, data_format=data_format,
+                         lock_retry_s=lock_retry_s, description=description or (
+                             f'awopt_ros {self.task.name} episodes. observation: state float32 '
+                             f'{self.task.state_names}; action float32 '
+                             f'{self.task.action_names} (low {self.task.action_low.tolist()}, '
+                             f'high {self.task.action_high.tolist()}); infos: '
+                             f'success_probability, policy (ids {POLICY_IDS}), stamp_s, '
+                             'command_m.'))
+        self.state_dim = len(self.task.state_names)
+        self.action_dim = len(self.task.action_names)
+        self.observation_space, self.action_space = self.spaces()
+
+    def spaces(self):
+        """Return ``(observation_space, action_space)`` (gymnasium spaces) of the task."""
+        from gymnasium import spaces as gs
+        obs = gs.Dict({'state': gs.Box(-np.inf, np.inf, (self.state_dim,), dtype=np.float32)})
+        act = gs.Box(self.task.action_low, self.task.action_high, (self.action_dim,),
+                     dtype=np.float32)
+        return obs, act
+
+    def begin(self, episode, seed=None):
+        """Start buffering episode ``episode`` (int >= 0) reset with ``seed``."""
+        super().begin(episode, seed)
+        self._episode = {'episode': int(episode), 'seed': None if seed is None else int(seed),
+                         'state': [], 'actions': [], 'success_probability': [], 'policy': [],
+                         'stamp_s': [], 'command_m': []}
+
+    def _check_state(self, state):
+        x = np.asarray(state, dtype=np.float32).reshape(-1)
+        if x.shape != (self.state_dim,):
+            raise ValueError(f'state must have {self.state_dim} entries '
+                             f'{self.task.state_names}, got {x.shape}')
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f'state has non-finite entries: {x.tolist()}')
+        return x
+
+    def add_step(self, state, action, success_probability, policy_id, stamp_s,
+                 command_m=None):
+        """Buffer one step: the state and the action taken from it.
+
+        Args:
+            state: (D,) observation (``task.state_names``), finite.
+            action: (A,) action (``task.action_names``), finite; stored clipped to the
+                task's bounds.
+            success_probability: latest success probability in [0, 1] (NaN if none yet).
+            policy_id: int from :data:`POLICY_IDS`.
+            stamp_s: stamp of the state (s).
+            command_m: optional (3,) tool step the controller sent (m); None stores NaN.
+
+        Raises:
+            RuntimeError: no episode is running.
+            ValueError: wrong shapes or non-finite state or action.
+        """
+        if self._episode is None:
+            raise RuntimeError('add_step called with no episode running (call begin first)')
+        x = self._check_state(state)
+        a = np.asarray(action, dtype=np.float32).reshape(-1)
+        if a.shape != (self.action_dim,) or not np.all(np.isfinite(a)):
+            raise ValueError(f'action must be {self.action_dim} finite values '
+                             f'{self.task.action_names}, got {np.asarray(action).tolist()}')
+        ep = self._episode
+        ep['state'].append(x)
+        ep['actions'].append(np.clip(a, self.task.action_low, self.task.action_high))
+        ep['success_probability'].append(np.float32(success_probability))
+        ep['policy'].append(int(policy_id))
+        ep['stamp_s'].append(float(stamp_s))
+        ep['command_m'].append(_optional_info(command_m, 3, 'command_m'))
+
+    def truncate(self, steps):
+        """Keep the first ``steps`` steps; return None, or the first dropped step's ``state``,
+        ``success_probability`` and ``stamp_s`` (dict). Errors as
+        :meth:`EpisodeRecorder.truncate`."""
+        if self._episode is None:
+            raise RuntimeError('truncate called with no episode running')
+        if int(steps) < 0:
+            raise ValueError(f'steps must be >= 0, got {steps}')
+        n, ep = int(steps), self._episode
+        if len(ep['actions']) <= n:
+            return None
+        first = {k: ep[k][n] for k in ('state', 'success_probability', 'stamp_s')}
+        for key in ('state', 'actions', 'success_probability', 'policy', 'stamp_s',
+                    'command_m'):
+            del ep[key][n:]
+        return first
+
+    def finish(self, success, terminated, truncated, final_state=None, *,
+               final_success_probability=None, final_stamp_s=None):
+        """Close the running episode in memory; return ``(buffer, summary)`` as
+        :meth:`EpisodeRecorder.finish`. ``final_state`` (D,) is the state after the last
+        action; None repeats the last step's state (no observation came after it)."""
+        if self._episode is None:
+            raise RuntimeError('end called with no episode running')
+        ep = self._episode
+        steps = len(ep['actions'])
+        summary = {'episode': ep['episode'], 'seed': ep['seed'], 'steps': steps,
+                   'written': False, 'index': None, 'dataset_id': self.dataset_id,
+                   'dataset_path': str(self.dataset_path), 'success': bool(success),
+                   'terminated': bool(terminated), 'truncated': bool(truncated)}
+        if steps == 0:
+            self._episode = None
+            return None, summary
+        final = ep['state'][-1] if final_state is None else self._check_state(final_state)
+        final_sp = (ep['success_probability'][-1] if final_success_probability is None
+                    else np.float32(final_success_probability))
+        final_stamp = ep['stamp_s'][-1] if final_stamp_s is None else float(final_stamp_s)
+        from minari.data_collector import EpisodeBuffer
+        rewards = np.zeros(steps, dtype=np.float64)
+        terminations = np.zeros(steps, dtype=bool)
+        truncations = np.zeros(steps, dtype=bool)
+        rewards[-1] = 1.0 if success else 0.0
+        terminations[-1], truncations[-1] = bool(terminated), bool(truncated)
+        infos = {
+            'success_probability': np.array(ep['success_probability'] + [final_sp],
+                                            dtype=np.float32),
+            'policy': np.array(ep['policy'] + [ep['policy'][-1]], dtype=np.int64),
+            'stamp_s': np.array(ep['stamp_s'] + [final_stamp], dtype=np.float64),
+            'command_m': np.stack(ep['command_m'] + ep['command_m'][-1:]).astype(np.float32),
+        }
+        buffer = EpisodeBuffer(seed=ep['seed'], options={'episode': ep['episode']},
+                               observations={'state': np.stack(ep['state'] + [final])},
+                               actions=np.stack(ep['actions']), rewards=rewards,
+                               terminations=terminations, truncations=truncations,
+                               infos=infos)
+        self._episode = None
+        return buffer, summary
+
+    def end(self, success, terminated, truncated, final_state=None, **kwargs):
+        """:meth:`finish` then :meth:`append` (see there)."""
+        return self.append(*self.finish(success, terminated, truncated, final_state, **kwargs))
+
+    def _metadata(self):
+        return {'awopt_policy_ids': dict(POLICY_IDS), 'awopt_task': self.task.name,
+                'awopt_action_names': list(self.task.action_names),
+                'awopt_state_names': list(self.task.state_names)}
 
 
 def episode_dict(ep, meta=None):
@@ -585,6 +752,20 @@ def episode_dict(ep, meta=None):
     meta = meta or {}
     infos = ep.infos or {}
     episode = (meta.get('options') or {}).get('episode')
+    if 'state' in ep.observations:      # a state task (StateEpisodeRecorder)
+        out = {
+            'id': int(ep.id),
+            'seed': None if meta.get('seed') is None else int(meta['seed']),
+            'episode': None if episode is None else int(episode),
+            'state': np.asarray(ep.observations['state'], dtype=np.float32),
+            'actions': np.asarray(ep.actions, dtype=np.float32),
+            'rewards': np.asarray(ep.rewards, dtype=np.float64),
+            'terminations': np.asarray(ep.terminations, dtype=bool),
+            'truncations': np.asarray(ep.truncations, dtype=bool)}
+        for key, dtype in (('success_probability', np.float32), ('policy', np.int64),
+                           ('stamp_s', np.float64), ('command_m', np.float32)):
+            out[key] = np.asarray(infos.get(key, []), dtype=dtype)
+        return out
     return {
         'id': int(ep.id),
         'seed': None if meta.get('seed') is None else int(meta['seed']),
@@ -618,7 +799,10 @@ def load_episodes(root_dir, dataset_id):
         (T, 7) float32, ``rewards`` (T,) float64, ``terminations`` / ``truncations`` (T,) bool,
         ``success_probability`` (T+1,) float32, ``policy`` (T+1,) int64, ``stamp_s`` (T+1,)
         float64, ``grasp_goal`` (T+1, 4) float32 and ``noise_free_action`` (T+1, 7) float32
-        (NaN where none was recorded, and for datasets written before they existed).
+        (NaN where none was recorded, and for datasets written before they existed). A state
+        task's dataset (:class:`StateEpisodeRecorder`) gives ``state`` (T+1, D) instead of
+        ``image`` and ``proprio``, ``actions`` (T, A), and ``command_m`` (T+1, 3) instead of
+        ``grasp_goal`` and ``noise_free_action``.
 
     Raises:
         FileNotFoundError: no such dataset.

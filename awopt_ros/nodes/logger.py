@@ -22,6 +22,13 @@ demonstrator), an action waits likewise for the ``/scripted_policy/grasp_goal`` 
 stored as the step's ``grasp_goal``. The node only converts and routes; bag and dataset
 writing live in ``awopt_ros.core``.
 
+With ``task: insertion`` (issue 23) the joint states carry no gripper joint, the bags also
+record the wrench, the goal and the residual controller's faults (:data:`INSERTION_TOPICS`),
+and the dataset is a state dataset (``core.dataset.StateEpisodeRecorder``): one step per
+``/policy/action`` of the residual controller, built from the ``/policy/decision`` with its
+stamp (the 15-D state the controller saw, its residual in [-1, 1] as the action, the command
+``u_m`` in the ``command_m`` info); no image is waited for.
+
 Driver names (``core.robot_names``, parameters of ``ros.robot_params``): the camera topics are
 ``<camera_ns>/color/image_raw`` and ``<camera_ns>/color/camera_info``, the joint states come on
 ``joint_states_topic`` and name the joints ``joint_names`` + ``gripper_joint``. The bags record
@@ -55,6 +62,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from geometry_msgs.msg import PoseStamped
@@ -64,7 +72,8 @@ from std_msgs.msg import Float32, String
 
 from awopt_ros.core import robot, robot_names
 from awopt_ros.core.bag import COMPRESSIONS, BagWriter, default_typestore, recover_bags
-from awopt_ros.core.dataset import (EpisodeRecorder, NoRoomError, dataset_id_for, datasets_dir,
+from awopt_ros.core.dataset import (EpisodeRecorder, NoRoomError, StateEpisodeRecorder,
+                                    dataset_id_for, datasets_dir,
                                     is_lock_error, policy_id)
 from awopt_ros.core.spec import POLICY_IMAGE_SIZE
 from awopt_ros.core.sync import StampedHistory
@@ -269,7 +278,9 @@ class LoggerNode(Node):
             raise StartupError(f'logger: {exc}') from exc
         self.dataset_id = dataset_id_for(name)
         self.dataset_root = datasets_dir(self.output_dir)
-        self.recorder = EpisodeRecorder(self.output_dir, self.dataset_id, self.image_size)
+        self.recorder = (StateEpisodeRecorder(self.output_dir, self.dataset_id, 'insertion')
+                         if self.task == 'insertion' else
+                         EpisodeRecorder(self.output_dir, self.dataset_id, self.image_size))
         # Dataset appends run on one worker thread: the executor keeps taking camera frames
         # (a blocked executor overflows the sensor-data queues and loses frames).
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix='dataset')
@@ -295,6 +306,8 @@ class LoggerNode(Node):
         self._policy = policy_id('other')
         self._policy_kind = 'unknown'
         self._decisions = OrderedDict()  # stamp ns -> (policy id, noise-free action or None)
+        # insertion: stamp ns -> (state (15,), residual (3,), command (3,) m) of a decision
+        self._states = OrderedDict()
         self._expect_decisions = False   # the model info announces a decision topic
         self._goals = OrderedDict()      # stamp ns -> (4,) demonstrator's grasp goal
         self._expect_goals = False       # the model info announces a grasp goal topic
@@ -475,6 +488,16 @@ class LoggerNode(Node):
         except TypeError as exc:
             raise ValueError(f'decision is not {{stamp: {{sec, nanosec}}, source}}: {exc}') \
                 from exc
+        if self.task == 'insertion':
+            try:
+                step = tuple(np.asarray(decision[k], dtype=np.float32).reshape(-1)
+                             for k in ('observation', 'residual', 'u_m'))
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f'insertion decision lacks observation/residual/u_m: '
+                                 f'{exc}') from exc
+            self._states[stamp_ns] = step
+            while len(self._states) > _MAX_IMAGES:
+                self._states.popitem(last=False)
         self._remember(self._decisions, stamp_ns, (source, clean))
 
     def _on_grasp_goal(self, data):
@@ -564,6 +587,9 @@ class LoggerNode(Node):
 
     def _flush_pending(self, final=False):
         """Turn queued actions into dataset steps, in order, as their images are known."""
+        if self.task == 'insertion':
+            self._flush_pending_states(final)
+            return
         while self._pending:
             stamp, action = self._pending[0]
             img = self._images.get(stamp)
@@ -587,6 +613,42 @@ class LoggerNode(Node):
             except ValueError as exc:
                 self.counts['bad_messages'] += 1
                 self.get_logger().warning(f'step dropped: {exc}', throttle_duration_sec=5.0)
+
+    def _flush_pending_states(self, final=False):
+        """Insertion: turn queued actions into dataset steps as their decisions (the state the
+        controller saw, the residual, the command) are known; no image is waited for."""
+        while self._pending:
+            stamp, _ = self._pending[0]
+            step = self._states.get(stamp)
+            if step is None and not final and len(self._pending) <= _MAX_PENDING_ACTIONS:
+                return
+            self._pending.popleft()
+            if step is None or self._episode is None or self._step_limit_reached():
+                self.counts['unmatched_actions'] += step is None
+                continue
+            state, res, command = step
+            source, _ = self._decisions.get(stamp, (self._policy, None))
+            try:
+                self.recorder.add_step(state, res, self._success_p, source, stamp * 1e-9,
+                                       command_m=command)
+            except ValueError as exc:
+                self.counts['bad_messages'] += 1
+                self.get_logger().warning(f'step dropped: {exc}', throttle_duration_sec=5.0)
+
+    def _finish_states(self, event, extra):
+        """Insertion: close the state episode; the final state is the first dropped step's
+        (``extra``, the state after the last kept action), else the last step's."""
+        success = bool(event.get('success', False))
+        terminated = bool(event.get('terminated', False))
+        truncated = bool(event.get('truncated', True))
+        if extra is not None and self.recorder.steps > 0:
+            return self.recorder.finish(success, terminated, truncated, extra['state'],
+                                        final_success_probability=extra['success_probability'],
+                                        final_stamp_s=extra['stamp_s'])
+        if self.recorder.steps > 0:
+            return self.recorder.finish(success, terminated, truncated,
+                                        final_success_probability=self._success_p)
+        return self.recorder.finish(False, False, True)
 
     # ---- episodes ---------------------------------------------------------------------------
     def _on_event(self, data):
@@ -705,7 +767,9 @@ class LoggerNode(Node):
         bag, self._bag = self._bag, None
         buffer, summary = None, {'steps': 0, 'written': False}
         try:
-            if extra is not None and self.recorder.steps > 0:
+            if self.task == 'insertion':
+                buffer, summary = self._finish_states(event, extra)
+            elif extra is not None and self.recorder.steps > 0:
                 buffer, summary = self.recorder.finish(
                     bool(event.get('success', False)), bool(event.get('terminated', False)),
                     bool(event.get('truncated', True)), extra['image'], extra['proprio'],
