@@ -34,11 +34,12 @@ from pathlib import Path
 
 from awopt_ros.cli_args import UsageError, count, positive_int, usage_error
 from awopt_ros.core.param_schema import ParameterError
-from awopt_ros.launcher import DEFAULT_CONFIG, POLICY_NODES, Stack, StackError, ros_environment
+from awopt_ros.launcher import (DEFAULT_CONFIG, INSERTION_CONFIG, POLICY_NODES, Stack,
+                                StackError, ros_environment)
 
 DEFAULT_MODEL = 'models/grasp_awopt.onnx'
-#: ``awopt demo --task insertion``: the Sawyer insertion bringup and its residual model.
-INSERTION_CONFIG = 'config/awopt_ros_sawyer_insertion.yaml'
+#: ``awopt demo --task insertion``: the residual model of the Sawyer insertion bringup
+#: (``launcher.INSERTION_CONFIG``).
 INSERTION_MODEL = 'models/insertion_residual.onnx'
 
 
@@ -327,6 +328,15 @@ def cmd_bench(args):
     print(f'frame-to-command p99 {p99} ms vs period/3 = '
           f"{report['camera_frame_period_ms'] / 3.0:.1f} ms")
     targets = ['frame_to_command_p99_under_third_of_period', 'no_frames_lost']
+    insertion_error = None
+    if args.insertion:
+        from awopt_ros.ros.runner import wrench_to_command
+        latency = wrench_to_command(3, run_dir=Path(args.run_dir) / 'insertion', seed=args.seed)
+        insertion_error = latency.pop('wrench_to_command_error')
+        results.update(latency)
+        print(f"wrench-to-command p50/p99 {latency['wrench_to_command_ms_p50']} / "
+              f"{latency['wrench_to_command_ms_p99']} ms (residual "
+              f"{latency['wrench_to_command_residual']})")
     if args.learning:
         from awopt_ros.learning.bench import run_learning_bench
         learning = run_learning_bench(quick=False, progress=True)
@@ -336,7 +346,9 @@ def cmd_bench(args):
     out.write_text(json.dumps(results, indent=2))
     failed = [k for k in targets if not results[k]]
     print(f'bench results written to {out}; targets missed: {failed or "none"}')
-    return 1 if report.get('error') or failed else 0
+    if insertion_error:
+        print(f'insertion latency run failed: {insertion_error}')
+    return 1 if report.get('error') or failed or insertion_error else 0
 
 
 def cmd_compare(args):
@@ -452,6 +464,9 @@ def build_parser():
     p.add_argument('--no-learning', dest='learning', action='store_false',
                    help='skip the learning benchmarks (actor vs CEM latency, onnxruntime vs '
                         'torch, training throughput vs d3rlpy)')
+    p.add_argument('--no-insertion', dest='insertion', action='store_false',
+                   help='skip the insertion stack latency (wrench message -> arm command, '
+                        'real time, 3 episodes after a warm-up)')
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('compare', help="the AW-Opt paper's comparison into docs/")

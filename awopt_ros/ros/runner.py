@@ -21,7 +21,8 @@ from awopt_ros.core.robot_names import DEFAULT_CAMERA_NS, camera_topics
 from awopt_ros.launcher import Stack, StackError, effective_params, ros_environment
 from awopt_ros.ros.episode_client import EpisodeClient
 
-__all__ = ['StackError', 'print_summary', 'run_episodes', 'stack_overrides']
+__all__ = ['StackError', 'print_summary', 'run_episodes', 'stack_overrides',
+           'wrench_to_command']
 
 
 def _exit_text(code):
@@ -275,6 +276,43 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(json.dumps(report, indent=2))
     return report
+
+
+def wrench_to_command(episodes=3, *, run_dir='runs/bench/insertion', seed=None,
+                      model_path='models/insertion_residual.onnx', config=None, out=print):
+    """Measure the insertion stack's latency from a wrench message to the arm command.
+
+    Runs ``episodes`` insertion episodes (after one warm-up) in real time on the wall clock
+    (no lockstep) with the residual controller, which acts on the wrench messages and stamps
+    each action with its wrench's stamp, so the arm interface's ``/arm/frame_to_command_ms``
+    is the wrench -> arm command latency. Residual ``model`` with ``model_path`` when that
+    file exists, else ``off`` (the P-controller: the same path without the ONNX run).
+
+    Returns:
+        dict: ``wrench_to_command_ms_p50``, ``wrench_to_command_ms_p99`` (ms, None without
+        samples), ``wrench_to_command_samples``, ``wrench_to_command_residual`` ('model' or
+        'off'), ``wrench_to_command_successes`` ('k/n') and ``wrench_to_command_error`` (the
+        run's error text, or None).
+    """
+    from awopt_ros.launcher import INSERTION_CONFIG
+    has_model = model_path is not None and resolve(model_path).is_file()
+    residual = 'model' if has_model else 'off'
+    run_dir = Path(run_dir)
+    try:
+        report = run_episodes(episodes, config=config or INSERTION_CONFIG, policy='residual',
+                              run_dir=run_dir, model_path=model_path if has_model else None,
+                              seed=seed, report_path=run_dir / 'report.json',
+                              warmup_episodes=1, out=out,
+                              extra_overrides={'residual_controller': {'residual': residual}})
+    except StackError as exc:
+        report = {'frame_to_command_ms_p50': None, 'frame_to_command_ms_p99': None,
+                  'latency_samples': 0, 'successes': 0, 'episodes': 0, 'error': str(exc)}
+    return {'wrench_to_command_ms_p50': report['frame_to_command_ms_p50'],
+            'wrench_to_command_ms_p99': report['frame_to_command_ms_p99'],
+            'wrench_to_command_samples': report['latency_samples'],
+            'wrench_to_command_residual': residual,
+            'wrench_to_command_successes': f"{report['successes']}/{report['episodes']}",
+            'wrench_to_command_error': report.get('error')}
 
 
 def print_summary(report, out=print):
