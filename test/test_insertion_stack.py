@@ -30,6 +30,7 @@ from awopt_ros.launcher import (ALL_NODE_MODULES, check_shared_params, effective
 from awopt_ros.sim.messages import goal_msg, wrench_msg
 
 CONFIG = 'config/awopt_ros_sawyer_insertion.yaml'
+BRIDGE = 'config/awopt_ros_sawyer_bridge.yaml'
 #: Scenes 1003..1005: the P-controller inserts the first and jams on the two others
 #: (in-process, checked below), so the comparison sees both outcomes.
 BASE_SEED = 1002
@@ -62,6 +63,67 @@ def test_insertion_bringup_passes_the_start_up_checks_with_the_sawyer_names():
     top = sawyer.SOCKET_M
     assert np.all(np.asarray(arm['workspace_min_m']) < top - [0.05, 0.05, 0.02])
     assert np.all(np.asarray(arm['workspace_max_m']) > top + [0.05, 0.05, 0.06])
+
+
+def test_bridge_hardware_config_speaks_intera_names_with_every_safety_on():
+    """config/awopt_ros_sawyer_bridge.yaml: a real Sawyer through ros1_bridge, no simulator,
+    half the datasheet velocities, deadman on, homing as the reset, the P-controller first."""
+    import math
+
+    import yaml
+
+    from awopt_ros.core.paths import resolve
+    check_params_file(BRIDGE, ALL_NODE_MODULES)
+    nodes = [n for n, _ in stack_node_specs(BRIDGE, 'residual')]
+    check_shared_params(BRIDGE, nodes)
+    assert nodes[0] == 'realsense_camera' and 'residual_controller' in nodes
+    assert 'sim_robot' not in yaml.safe_load(resolve(BRIDGE).read_text())
+    arm = effective_params(BRIDGE, 'arm_interface')
+    assert arm['joint_names'] == list(sawyer.ARM_JOINTS) == arm['urdf_joint_names']
+    assert arm['joint_states_topic'] == '/robot/joint_states'
+    assert arm['command_interface'] == 'follow_joint_trajectory'
+    assert f"{arm['arm_controller']}/follow_joint_trajectory" == \
+        '/robot/limb/right/follow_joint_trajectory'
+    assert arm['heartbeat_timeout_s'] > 0 and arm['joint_limit_margin_rad'] >= 0.1
+    for v, datasheet in zip(arm['max_joint_velocity_rad_s'], SAWYER_VELOCITY_RAD_S):
+        assert 0 < v <= 0.5 * datasheet + 1e-9
+    assert arm['max_start_jump_rad'] >= max(arm['max_joint_velocity_rad_s']) * \
+        arm['control_period_s']
+    assert arm['camera_timeout_s'] <= 0.5 and arm['joint_state_timeout_s'] <= 0.2
+    assert arm['gripper_interface'] == 'none' and arm['max_step_m'] <= 0.01
+    assert effective_params(BRIDGE, 'episode_manager')['reset_service'] == '/arm/home'
+    assert effective_params(BRIDGE, 'residual_controller')['residual'] == 'off'
+    assert effective_params(BRIDGE, 'logger')['task'] == 'insertion'
+    camera = effective_params(BRIDGE, 'realsense_camera')
+    assert f"/{camera['camera_namespace']}/{camera['camera_name']}" == arm['camera_ns']
+    assert not effective_params(BRIDGE, 'residual_controller')['use_sim_time']
+    assert math.isclose(effective_params(BRIDGE, 'residual_controller')['force_limit_n'], 30.0)
+
+
+def test_insertion_launch_file_starts_the_stack_the_params_file_names(monkeypatch):
+    import types
+
+    from test_launcher import _load_launch_file
+
+    from awopt_ros.launcher import Stack
+    root = Path(__file__).resolve().parents[1]
+    module = _load_launch_file(monkeypatch, str(root), 'awopt_sawyer_insertion.launch.py')
+    actions = module.generate_launch_description()
+    defaults = {a.args[0]: a.kwargs for a in actions if a.args}
+    assert defaults['config']['default_value'].endswith(CONFIG)
+    assert defaults['policy'] == {'default_value': 'residual', 'choices': ['residual']}
+    functions = {a.kwargs['function'].__name__: a.kwargs['function'] for a in actions
+                 if a.kwargs.get('function') is not None}
+    assert list(functions) == ['check_params', 'check_domain', 'stack_nodes']
+    args = {'policy': 'residual', 'use_sim_time': 'false', 'robot_state_publisher': 'false',
+            'rviz': 'false', 'rviz_config': ''}
+    for config in (CONFIG, BRIDGE):
+        ctx = types.SimpleNamespace(launch_configurations=dict(args, config=str(root / config)))
+        assert functions['check_params'](ctx) == []
+        names = [n.kwargs['name'] for n in functions['stack_nodes'](ctx)]
+        assert names == [n for n, _ in Stack(config=str(root / config),
+                                              policy='residual').node_specs()]
+        assert 'residual_controller' in names
 
 
 def test_insertion_comparison_says_whether_the_runs_met_the_same_scenes():
