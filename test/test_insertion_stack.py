@@ -27,7 +27,6 @@ from awopt_ros.core.param_schema import check_params_file
 from awopt_ros.core.report import insertion_comparison
 from awopt_ros.launcher import (ALL_NODE_MODULES, check_shared_params, effective_params,
                                 stack_node_specs)
-from awopt_ros.sim.messages import goal_msg, wrench_msg
 
 CONFIG = 'config/awopt_ros_sawyer_insertion.yaml'
 BRIDGE = 'config/awopt_ros_sawyer_bridge.yaml'
@@ -143,20 +142,6 @@ def test_insertion_comparison_says_whether_the_runs_met_the_same_scenes():
     assert alone['same_seeds'] is None and alone['residual_minus_p_controller'] is None
 
 
-def test_wrench_and_goal_messages_refuse_bad_values():
-    from builtin_interfaces.msg import Time
-    msg = wrench_msg([1, 2, 3, 0.1, 0.2, 0.3], Time(sec=1), 'tcp')
-    assert msg.header.frame_id == 'tcp' and msg.wrench.force.z == 3.0
-    assert msg.wrench.torque.x == pytest.approx(0.1)
-    for bad in ([1, 2, 3], [0, 0, float('nan'), 0, 0, 0]):
-        with pytest.raises(ValueError, match='wrench'):
-            wrench_msg(bad, Time())
-    goal = goal_msg([0.6, 0.0, -0.02], Time(sec=2))
-    assert goal.header.frame_id == 'base_link' and goal.pose.orientation.w == 1.0
-    with pytest.raises(ValueError, match='goal'):
-        goal_msg([0.6, float('inf'), 0.0], Time())
-
-
 def test_state_dataset_round_trip_and_bad_input(tmp_path):
     from awopt_ros.core.dataset import POLICY_IDS, StateEpisodeRecorder, load_episodes
     rec = StateEpisodeRecorder(tmp_path, 'awopt/sawyer-insertion-v0', 'insertion')
@@ -186,6 +171,53 @@ def test_state_dataset_round_trip_and_bad_input(tmp_path):
     assert np.isnan(second['command_m']).all()
     with pytest.raises(ValueError, match='image'):
         StateEpisodeRecorder(tmp_path, 'awopt/x-v0', 'grasp')
+
+
+# -- sim_robot's insertion scene in process ------------------------------------------------------
+def test_sim_robot_insertion_scene_publishes_wrench_goal_and_no_gripper(ros_context):
+    from geometry_msgs.msg import PoseStamped, WrenchStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from std_srvs.srv import Trigger
+    from test_sim_node import setup, spin
+
+    from awopt_ros.ros import qos
+    from awopt_ros.sim.insertion import InsertionConfig, InsertionSim
+    from awopt_ros.sim.messages import goal_qos
+    sim, peer, ex = setup(ros_context, scene='insertion', seed=21, physics_dt_s=0.001,
+                          image_width=160, image_height=120, camera_rate_hz=10.0,
+                          joint_names=list(sawyer.ARM_JOINTS))
+    wrenches, goals, joints = [], [], []
+    peer.node.create_subscription(WrenchStamped, WRENCH, wrenches.append, qos.SENSOR)
+    peer.node.create_subscription(JointState, '/joint_states', joints.append, qos.SENSOR)
+    # subscribed after the goal went out: transient local delivers it (depth 1)
+    peer.node.create_subscription(PoseStamped, GOAL, goals.append, goal_qos())
+    gripper = peer.node.create_publisher(Float64MultiArray, '/gripper_controller/commands',
+                                         qos.COMMAND)
+    assert spin(ex, lambda: len(wrenches) >= 5 and goals and len(peer.success) >= 1)
+    assert list(joints[-1].name) == list(sawyer.ARM_JOINTS)     # no gripper joint
+    assert {w.header.frame_id for w in wrenches} == {'tcp'}
+    reference = InsertionSim(InsertionConfig(render=False))
+    try:
+        reference.reset(21)
+        first = reference.goal_observed()
+        reference.reset(22)
+        second = reference.goal_observed()
+    finally:
+        reference.close()
+    p = goals[0].pose.position
+    assert goals[0].header.frame_id == 'base_link'
+    assert np.allclose([p.x, p.y, p.z], first, atol=1e-12)
+    assert peer.success[-1].data == 0.0                  # 3-5 cm above the socket
+    gripper.publish(Float64MultiArray(data=[0.01]))
+    assert spin(ex, lambda: sim.commands['rejected'] == 1)
+    future = peer.reset.call_async(Trigger.Request())
+    assert spin(ex, lambda: future.done() and len(goals) == 2)
+    assert json.loads(future.result().message) == {'seed': 22}
+    p = goals[1].pose.position
+    assert np.allclose([p.x, p.y, p.z], second, atol=1e-12)
+    sim.close()
+    sim.destroy_node()
 
 
 # -- episode manager in process: a controller's fault fails the episode -----------------------

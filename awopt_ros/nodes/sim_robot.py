@@ -64,8 +64,7 @@ from awopt_ros.ros.diagnostics import diagnostic_array
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
 from awopt_ros.ros.run import spin_node
-from awopt_ros.sim.messages import (GOAL_TOPIC, WRENCH_TOPIC, goal_msg, goal_qos,
-                                    trajectory_points, wrench_msg)
+from awopt_ros.sim.messages import GOAL_TOPIC, WRENCH_TOPIC, goal_qos, trajectory_points
 
 CAMERA_FRAME = 'camera_color_optical_frame'
 ACTION_SERVERS = ('auto', 'always', 'never')
@@ -432,7 +431,8 @@ class SimRobotNode(Node):
                 server.update(now_s, position, velocity)
 
     def _publish_wrench(self, stamp):
-        self.wrench_pub.publish(wrench_msg(self.sim.wrench(), stamp, self.wrench_frame))
+        self.wrench_pub.publish(convert.wrench_to_msg(self.sim.wrench(), stamp,
+                                                      self.wrench_frame))
 
     def _publish_frame(self):
         rgb = self.sim.render()
@@ -459,7 +459,8 @@ class SimRobotNode(Node):
         """Publish the episode's observed (noisy) goal (insertion scene): the peg-tip position
         when fully inserted, plus the noise; orientation: the socket's, axis-aligned with
         base_link."""
-        self.goal_pub.publish(goal_msg(self.sim.goal_observed(), self._stamp()))
+        self.goal_pub.publish(convert.position_to_pose_msg(self.sim.goal_observed(),
+                                                           self._stamp()))
 
     def _object_markers(self, stamp):
         """Return the objects as a MarkerArray: pose in base_link, scale = full size (m)."""
