@@ -281,7 +281,9 @@ def cmd_bringup(args):
     except argparse.ArgumentTypeError as exc:
         print(f'awopt bringup: error: argument config: {exc}', file=sys.stderr)
         return 2
-    stack = Stack(config=args.config, policy=args.policy, log_dir=Path(args.log_dir),
+    from awopt_ros.launcher import default_policy
+    policy = args.policy or default_policy(args.config)
+    stack = Stack(config=args.config, policy=policy, log_dir=Path(args.log_dir),
                   env=ros_environment(), overrides=parse_overrides(args.overrides))
     code = 0
     try:    # a Ctrl-C at any point after start() began still stops what it started
@@ -450,8 +452,11 @@ def build_parser():
 
     p = sub.add_parser('bringup', help='start the nodes and keep them running')
     p.add_argument('config', nargs='?', default=DEFAULT_CONFIG, help='params YAML for every node')
-    p.add_argument('--policy', choices=sorted(POLICY_NODES), default='actor',
-                   help='policy node: the learned actor (ONNX) or the scripted demonstrator')
+    p.add_argument('--policy', choices=sorted(POLICY_NODES), default=None,
+                   help='policy node: the learned actor (ONNX), the scripted demonstrator or '
+                        "the insertion task's residual controller (default: residual for a "
+                        'params file with a residual_controller section and no policy one, '
+                        'else actor)')
     p.add_argument('--log-dir', default='runs/bringup/logs', help="the nodes' log files")
     _add_set_arg(p)
     p.set_defaults(func=cmd_bringup)

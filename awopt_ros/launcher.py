@@ -310,6 +310,19 @@ def device_nodes(config):
             if name in doc or '/' + name in doc]
 
 
+def default_policy(config):
+    """Return the policy a stack from the params file ``config`` runs when none is asked for:
+    'residual' when the file configures the residual controller (a ``residual_controller``
+    section) and no ``policy`` one (the insertion bringups), else 'actor'.
+
+    Raises:
+        ParameterError: the file is not a node-keyed mapping.
+    """
+    doc = _load_params_file(config)
+    has = lambda name: name in doc or '/' + name in doc  # noqa: E731
+    return 'residual' if has('residual_controller') and not has('policy') else 'actor'
+
+
 def stack_node_specs(config, policy):
     """Return [(node name, module)] in start order for a stack from the params file ``config``
     with ``policy`` ('actor', 'scripted' or 'residual'): its device nodes

@@ -125,6 +125,23 @@ def test_insertion_launch_file_starts_the_stack_the_params_file_names(monkeypatc
         assert 'residual_controller' in names
 
 
+def test_the_insertion_bringups_run_the_residual_controller_by_default():
+    from awopt_ros.launcher import DEFAULT_CONFIG, default_policy
+    assert default_policy(CONFIG) == default_policy(BRIDGE) == 'residual'
+    assert default_policy(DEFAULT_CONFIG) == 'actor'
+    assert default_policy('config/awopt_ros_kuka_lbr.yaml') == 'actor'
+
+
+@pytest.mark.parametrize('argv,words', [
+    (['--task', 'insertion', '--policy', 'scripted'], 'runs the residual controller'),
+    (['--policy', 'residual'], 'residual needs --task insertion'),
+    (['--task', 'insertion', '--new-model-every', '2'], 'not with --task insertion')])
+def test_demo_refuses_a_policy_the_task_does_not_run(argv, words, capsys):
+    from awopt_ros.cli import main
+    assert main(['demo', *argv]) == 2
+    assert words in capsys.readouterr().err
+
+
 def test_insertion_comparison_says_whether_the_runs_met_the_same_scenes():
     p = {'episodes': 4, 'successes': 2, 'success_rate': 0.5, 'outcomes': {'success': 2},
          'seeds': [1, 2, 3, 4], 'error': None}
