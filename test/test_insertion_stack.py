@@ -58,6 +58,13 @@ def test_insertion_bringup_passes_the_start_up_checks_with_the_sawyer_names():
         'max_step_m', 0.01)
     manager = effective_params(CONFIG, 'episode_manager')
     assert manager['max_steps'] == 50 and manager['fault_topic'] == '/residual/fault'
+    # robot_state places the camera where the simulator renders from
+    from awopt_ros.core.camera_pose import optical_frame
+    from awopt_ros.sim.insertion import socket_camera
+    position, rotation = optical_frame(effective_params(CONFIG, 'robot_state')[
+        'camera_pose_xyz_rpy'])
+    camera = socket_camera(sawyer.SOCKET_M)
+    assert np.allclose(position, camera.position_m) and np.allclose(rotation, camera.rotation)
     # the workspace box holds the socket and the start poses above it
     top = sawyer.SOCKET_M
     assert np.all(np.asarray(arm['workspace_min_m']) < top - [0.05, 0.05, 0.02])
