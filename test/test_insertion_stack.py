@@ -382,3 +382,22 @@ def test_each_run_appends_its_episodes_to_an_insertion_dataset(demo):
             assert np.all(ep['policy'] == POLICY_IDS[source])
             # the state starts 3-5 cm above the observed goal's insertion depth + bore depth
             assert 0.03 < ep['state'][0, 2] < 0.08
+
+
+def test_force_above_the_limit_fails_the_episode_through_the_stack(tmp_path):
+    """The residual controller's fault reaches the episode manager across processes: with a
+    3 N limit the first contact ends the episode as failed, and the bag holds the fault."""
+    from std_msgs.msg import String
+
+    from awopt_ros.ros.runner import run_episodes
+    report = run_episodes(1, config=CONFIG, policy='residual', run_dir=tmp_path, seed=BASE_SEED,
+                          lockstep=True, out=lambda *a: None,
+                          extra_overrides={'residual_controller': {'residual': 'off',
+                                                                   'force_limit_n': 3.0},
+                                           'sim_robot': {'lockstep_timeout_s': 1.0}})
+    assert report['error'] is None
+    end = report['episode_results'][0]
+    assert end['outcome'] == 'failed' and 'force_limit' in end['detail'], end
+    faults = [json.loads(m.data) for m in _bag_messages(report['bags'][0], '/residual/fault',
+                                                        String)]
+    assert len(faults) == 1 and faults[0]['force_n'] > 3.0
