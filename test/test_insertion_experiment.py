@@ -116,3 +116,28 @@ def test_cli_train_grasp_keeps_its_options():
     from awopt_ros.cli import build_parser
     args = build_parser().parse_args(['train', '--dataset-root', 'x', '--dataset-id', 'y'])
     assert args.task == 'grasp' and args.dataset_root == 'x'
+
+
+def test_scripted_corrector_waits_for_contact_then_pushes_toward_the_bore():
+    cfg = ins.ExperimentConfig()
+    env = ins.make_env(cfg)
+    pushed = 0
+    try:
+        policy = ins.scripted_policy(env, np.random.default_rng(0), random_prob=0.0)
+        for scene in ins.eval_scene_seeds(0, 6):
+            obs, _ = env.reset(seed=scene)
+            np.testing.assert_array_equal(policy(obs), 0.0)     # no contact at the start
+            for _ in range(50):
+                a = policy(obs)
+                if np.any(a != 0.0):
+                    err = env.sim.socket_pose()[:2] - env.sim.tool_pose()[0][:2]
+                    big = np.abs(err) > 1e-4
+                    assert np.all(np.sign(a[:2])[big] == np.sign(err)[big])
+                    assert a[2] == 1.0 and np.linalg.norm(obs[6:9]) >= ins.SCRIPT_CONTACT_N
+                    pushed += 1
+                obs, _, term, trunc, _ = env.step(a)
+                if term or trunc:
+                    break
+    finally:
+        env.close()
+    assert pushed > 0       # some of these scenes jam the P-controller (about half do)

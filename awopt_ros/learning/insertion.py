@@ -69,6 +69,8 @@ class ExperimentConfig:
             [-1, 1].
         offline_noise_prob: share of offline episodes that get the noise (the others run
             the P-controller alone).
+        scripted_share: share of the offline episodes acted by the scripted corrector
+            (:func:`scripted_policy`, privileged: it reads the true socket pose).
         preset: learner preset (``learning.awopt.PRESETS``).
         pretrain_steps: gradient steps on the offline data before the online phase.
         critic_warmup_steps: of those, the first ones train the critic only (actor frozen).
@@ -89,6 +91,7 @@ class ExperimentConfig:
     offline_episodes: int = 100
     offline_noise_std: float = 1.0
     offline_noise_prob: float = 0.8
+    scripted_share: float = 0.0
     preset: str = 'awac'
     pretrain_steps: int = 2000
     critic_warmup_steps: int = 500
@@ -118,6 +121,8 @@ class ExperimentConfig:
             if int(getattr(self, name)) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
             setattr(self, name, int(getattr(self, name)))
+        if not 0.0 <= self.scripted_share <= 1.0:
+            raise ValueError(f'scripted_share must be in [0, 1], got {self.scripted_share}')
         if not 0.0 <= self.offline_noise_prob <= 1.0:
             raise ValueError(f'offline_noise_prob must be in [0, 1], '
                              f'got {self.offline_noise_prob}')
@@ -224,10 +229,46 @@ def smooth_curve(curve, window=20):
 # Our residual: the project's learner
 # ---------------------------------------------------------------------------------------------
 
-def collect_offline(env, cfg, rng, curve=None):
-    """P-controller episodes with exploration noise on the residual (the offline data).
+#: Scripted corrector: contact force (N) above which the peg counts as touching the socket.
+SCRIPT_CONTACT_N = 2.0
+#: Scripted corrector: lateral error (m) at which its residual saturates at +-1.
+SCRIPT_SATURATION_M = 0.0005
 
-    With probability ``cfg.offline_noise_prob`` an episode's residual is
+
+def scripted_policy(env, rng, random_prob=0.2):
+    """Return the scripted corrector's ``policy(obs) -> residual (3,)`` on ``env``.
+
+    The thesis' scripted data collection (FACTS.md, "Learned rewards for insertion": move
+    toward the socket centre line, random action with probability 0.2), as a residual that
+    reads the TRUE socket pose from the simulator (privileged: only for collecting offline
+    data): while the peg does not touch the socket (force below ``SCRIPT_CONTACT_N``) it adds
+    nothing (the P-controller approaches the noisy goal); in contact and off the bore axis by
+    more than half the clearance it pushes toward the axis (``(socket - tool) /
+    SCRIPT_SATURATION_M``, clipped to [-1, 1]) and eases the downward push (``r_z = +1``);
+    with probability ``random_prob`` per step it takes a uniform random residual instead.
+    What it does in contact is what a policy can learn from the wrench: a peg jammed on one
+    edge shows a torque of about 5 mm x fz whose sign gives the side of the bore.
+    """
+    sim = env.unwrapped.sim
+    half_clearance = 0.5 * sim.config.clearance_m
+
+    def policy(obs):
+        if rng.random() < random_prob:
+            return rng.uniform(-1.0, 1.0, 3)
+        if np.linalg.norm(obs[6:9]) < SCRIPT_CONTACT_N:
+            return np.zeros(3)
+        err = sim.socket_pose()[:2] - sim.tool_pose()[0][:2]
+        if np.all(np.abs(err) <= half_clearance):
+            return np.zeros(3)
+        return np.array([*np.clip(err / SCRIPT_SATURATION_M, -1.0, 1.0), 1.0])
+    return policy
+
+
+def collect_offline(env, cfg, rng, curve=None):
+    """The offline data: noisy P-controller episodes and scripted corrections.
+
+    A share ``cfg.scripted_share`` of the episodes is acted by :func:`scripted_policy`;
+    of the others, with probability ``cfg.offline_noise_prob`` an episode's residual is
     ``clip(N(0, std), -1, 1)`` per step with ``std`` uniform in ``[0, offline_noise_std]``
     for the episode (a spread of perturbations), else 0 (the P-controller alone).
 
@@ -235,13 +276,14 @@ def collect_offline(env, cfg, rng, curve=None):
         list of episode dicts (:func:`run_episode`).
     """
     episodes = []
-    for _ in range(cfg.offline_episodes):
+    n_scripted = int(round(cfg.scripted_share * cfg.offline_episodes))
+    for i in range(cfg.offline_episodes):
         std = rng.uniform(0.0, cfg.offline_noise_std) if rng.random() < cfg.offline_noise_prob \
             else 0.0
 
         def noisy(obs, std=std):
             return np.clip(rng.normal(0.0, std, 3), -1.0, 1.0) if std > 0 else np.zeros(3)
-        ep = run_episode(env, noisy)
+        ep = run_episode(env, scripted_policy(env, rng) if i < n_scripted else noisy)
         episodes.append(ep)
         if curve is not None:
             curve.add(ep['steps'], ep['success'])
@@ -432,9 +474,8 @@ model's output.
   tip minus observed goal (m), tool velocity (m/s), wrench in the tool frame zeroed at reset
   (N, N m), the P-controller step (m)); output `action` float32 (N, 3) residual in [-1, 1]
   (fraction of alpha); metadata `residual_alpha_m`, `kp`.
-- Training: learner preset `{cfg.preset}` (learning.awopt), seed {unit['seed']};
-  {unit.get('offline_episodes')} P-controller episodes with Gaussian residual noise (std
-  {cfg.offline_noise_std}) as offline data, {cfg.pretrain_steps} pretraining gradient steps
+- Training: learner preset `{cfg.preset}` (learning.awopt), seed {unit['seed']}; offline
+  data: {_data_text(cfg)}; {cfg.pretrain_steps} pretraining gradient steps
   ({cfg.critic_warmup_steps} critic only), then online finetuning in process;
   {unit['env_steps']} env steps in all, {unit.get('gradient_steps')} gradient steps,
   sparse reward 1 on success.
@@ -484,13 +525,14 @@ def run_unit(cfg, method, seed, work_dir, progress=True, command=''):
     elif method == 'residual':
         learner, info = train_residual(cfg, seed, progress)
         unit.update(info)
+        import torch
+        ckpt = Path(work_dir) / f'residual_seed{seed}.pt'
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(learner.state_dict(), ckpt)      # first: evaluation may be cut short
+        unit['checkpoint'] = str(ckpt)
         env = make_env(cfg)
         ev = evaluate(env, learner_policy(learner, 'actor'), scenes)
         env.close()
-        import torch
-        ckpt = Path(work_dir) / f'residual_seed{seed}.pt'
-        torch.save(learner.state_dict(), ckpt)
-        unit['checkpoint'] = str(ckpt)
         out = Path(work_dir) / f'insertion_residual_seed{seed}.onnx'
         unit['onnx'] = str(out)
         try:
@@ -609,6 +651,21 @@ def _fmt(mean, sd):
     return f'{100 * mean:.1f} +- {100 * sd:.1f} %'
 
 
+def _data_text(cfg):
+    """One phrase describing the offline data of ``cfg`` (docs, model card)."""
+    n_scripted = int(round(cfg.scripted_share * cfg.offline_episodes))
+    parts = []
+    if n_scripted:
+        parts.append(f'{n_scripted} episodes of the scripted corrector (learning.insertion.'
+                     f"scripted_policy: the thesis' scripted collection, reading the true "
+                     f'socket pose once the peg touches, random residual with probability 0.2)')
+    if cfg.offline_episodes - n_scripted:
+        parts.append(f'{cfg.offline_episodes - n_scripted} P-controller episodes, '
+                     f'{100 * cfg.offline_noise_prob:.0f} % of them with Gaussian residual '
+                     f'noise of std up to {cfg.offline_noise_std:g}')
+    return '; '.join(parts) or 'none'
+
+
 def write_docs(cfg, results, docs_dir, plot_name='insertion_curves.png'):
     """Write ``docs_dir``/insertion_results.json and insertion.md."""
     docs = Path(docs_dir)
@@ -638,10 +695,11 @@ clearance 0.4 mm, 0.5 mm chamfer, variant `{cfg.variant}`), goal observed with u
 
 - P-controller alone (r = 0);
 - our residual: the project's learner (learning.awopt, preset `{cfg.preset}`, state-only
-  networks, zero-initialised output), offline data from {cfg.offline_episodes} P-controller
-  episodes with Gaussian residual noise (std {cfg.offline_noise_std}), {cfg.pretrain_steps}
-  offline gradient steps ({cfg.critic_warmup_steps} critic only), then online finetuning in
-  process, {cfg.updates_per_step:g} gradient step per env step;
+  networks of {cfg.layers} x {cfg.hidden} units, zero-initialised output), offline data
+  ({_data_text(cfg)}), {cfg.pretrain_steps} offline gradient steps
+  ({cfg.critic_warmup_steps} critic only), then online finetuning in process (the actor with
+  its exploration noise, {cfg.updates_per_step:g} gradient step per env step), everything
+  within the env-step budget;
 - SB3 SAC residual: stable-baselines3 SAC (defaults but batch {cfg.batch_size},
   {cfg.layers} x {cfg.hidden} networks, learning_starts {cfg.sb3_learning_starts}, mean layer
   zero-initialised like ours, observation scaled by the task's fixed scale) on the same
@@ -690,7 +748,8 @@ def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS
     Args:
         cfg: :class:`ExperimentConfig`.
         work_dir: per-unit JSON, checkpoints, ONNX exports (a directory holding another
-            configuration is refused unless ``restart``).
+            configuration, seeds aside, is refused unless ``restart``; processes running
+            different ``--seeds`` may share it).
         docs_dir: where insertion.md, insertion_results.json and insertion_curves.png go.
         methods: the subset of :data:`METHODS` to run.
         ship: copy the best seed's residual (and card) to :data:`SHIPPED_MODEL`.
@@ -710,15 +769,17 @@ def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / 'config.json'
+    mine = {k: v for k, v in cfg.to_dict().items() if k != 'seeds'}   # units are per seed
     if cfg_path.is_file() and not restart:
         old = json.loads(cfg_path.read_text())
-        if old != cfg.to_dict():
+        old.pop('seeds', None)
+        if old != mine:
             raise ValueError(f'{cfg_path} holds another configuration; use another --work-dir '
                              f'or --restart to start over')
     elif restart:
         for p in work.glob('*_seed*.json'):
             p.unlink()
-    cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
+    cfg_path.write_text(json.dumps(mine, indent=2))
     units = {}
     order = [m for m in METHODS if m in methods]
     for seed in cfg.seeds:
@@ -768,7 +829,9 @@ _HELP = {
     'offline_episodes': 'noisy P-controller episodes collected first (ours)',
     'offline_noise_std': 'largest std of the offline residual noise (per episode uniform '
                          'in [0, this]; units of alpha)',
-    'offline_noise_prob': 'share of offline episodes with noise (the rest: P alone)',
+    'offline_noise_prob': 'share of noisy offline episodes with noise (the rest: P alone)',
+    'scripted_share': 'share of offline episodes by the scripted corrector (reads the true '
+                      'socket: privileged data collection)',
     'preset': 'learner preset (learning.awopt.PRESETS)',
     'pretrain_steps': 'offline gradient steps before the online phase',
     'critic_warmup_steps': 'of those, the first ones train only the critic',
