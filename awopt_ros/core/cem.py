@@ -245,18 +245,18 @@ class CEM:
             std = self._std0
             prob = np.clip(m[:, None, di], 0.0, 1.0)                                  # (B, 1, S)
 
-        I, rows = cfg.iterations, np.arange(B)
-        # One buffer holds every candidate of the call, iteration-major (I, B, K + E, D), so
+        n_it, rows = cfg.iterations, np.arange(B)
+        # One buffer holds every candidate of the call, iteration-major (n_it, B, K + E, D), so
         # each iteration's (B, K + E, D) slice is contiguous (what score_fn gets) and the
         # samples are written into it directly; the extra candidates are copied in once.
-        candidates = np.empty((I, B, N, D), dtype=np.float32)
+        candidates = np.empty((n_it, B, N, D), dtype=np.float32)
         if E:
             candidates[:, :, K:] = extra
-        seen = np.empty((B, I, N), dtype=np.float64)        # scores of every candidate
+        seen = np.empty((B, n_it, N), dtype=np.float64)        # scores of every candidate
         # All random numbers of the call in two draws (standard normal, uniform).
-        eps_all = self.rng.standard_normal((I, B, K, n_c))
-        u_all = self.rng.random((I, B, K, n_d))
-        for it in range(I):
+        eps_all = self.rng.standard_normal((n_it, B, K, n_c))
+        u_all = self.rng.random((n_it, B, K, n_d))
+        for it in range(n_it):
             # Samples (B, K, C) in physical units, clipped to the bounds (a float64 value in
             # [low, high] rounds to a float32 in the float32 bounds) and stored as float32 by
             # the last clip; Bernoulli 0/1 (B, K, S) stored by the comparison itself.
@@ -276,7 +276,7 @@ class CEM:
             if not math.isfinite(np.add.reduce(scores, axis=None)):  # NaN/inf propagate
                 raise ValueError(f'score_fn returned {int(np.sum(~np.isfinite(scores)))} '
                                  f'non-finite scores of {scores.size}')
-            if it == I - 1:
+            if it == n_it - 1:
                 break                           # the refit would not be used
 
             # Refit to the elites of each row (samples and extra candidates alike).
@@ -292,8 +292,8 @@ class CEM:
 
         # Best candidate over all iterations (the first one in (iteration, candidate) order on
         # ties, like a running maximum).
-        top = seen.reshape(B, I * N).argmax(axis=1)                             # (B,)
+        top = seen.reshape(B, n_it * N).argmax(axis=1)                             # (B,)
         it_top = top // N
         return CEMResult(actions=candidates[it_top, rows, top % N],
-                         scores=seen.reshape(B, I * N)[rows, top].astype(np.float32),
+                         scores=seen.reshape(B, n_it * N)[rows, top].astype(np.float32),
                          calls=cfg.iterations)
