@@ -141,3 +141,13 @@ def test_scripted_corrector_waits_for_contact_then_pushes_toward_the_bore():
     finally:
         env.close()
     assert pushed > 0       # some of these scenes jam the P-controller (about half do)
+
+
+def test_rewriting_the_docs_keeps_the_hand_written_notes(tiny_run, tmp_path):
+    cfg, _, results = tiny_run
+    ins.write_docs(cfg, results, tmp_path)
+    md = tmp_path / 'insertion.md'
+    md.write_text(md.read_text() + '\nOur notes.\n')
+    ins.write_docs(cfg, results, tmp_path)
+    text = md.read_text()
+    assert text.count(ins.NOTES_MARKER) == 1 and text.endswith('\nOur notes.\n')

@@ -666,8 +666,13 @@ def _data_text(cfg):
     return '; '.join(parts) or 'none'
 
 
+#: insertion.md: what follows this line is written by hand and kept when the docs are rewritten.
+NOTES_MARKER = '<!-- notes below: written by hand, kept by awopt insertion-compare -->'
+
+
 def write_docs(cfg, results, docs_dir, plot_name='insertion_curves.png'):
-    """Write ``docs_dir``/insertion_results.json and insertion.md."""
+    """Write ``docs_dir``/insertion_results.json and insertion.md (keeping the hand-written
+    notes after :data:`NOTES_MARKER` of an existing insertion.md)."""
     docs = Path(docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / 'insertion_results.json').write_text(json.dumps(results, indent=2) + '\n')
@@ -684,7 +689,11 @@ def write_docs(cfg, results, docs_dir, plot_name='insertion_curves.png'):
                     f'{results["train_wall_s_per_seed"][m]} |')
     table = '\n'.join(rows)
     cmd = results['commands'][0]
-    (docs / 'insertion.md').write_text(f"""# Insertion with residual RL: P-controller vs residuals
+    md = docs / 'insertion.md'
+    notes = ''
+    if md.is_file() and NOTES_MARKER in md.read_text():
+        notes = md.read_text().split(NOTES_MARKER, 1)[1]
+    md.write_text(f"""# Insertion with residual RL: P-controller vs residuals
 
 What: peg insertion on the simulated Sawyer (sim.insertion: 10 mm square peg, 20 mm deep hole,
 clearance 0.4 mm, 0.5 mm chamfer, variant `{cfg.variant}`), goal observed with uniform
@@ -738,7 +747,8 @@ P-controller's evaluation.
 Per (method, seed) results land in the work directory as JSON and the comparison resumes
 from them; `docs/insertion_results.json` holds every number above, the configuration and the
 host. `awopt train --task insertion` trains one seed of our residual alone.
-""")
+
+{NOTES_MARKER}{notes}""")
 
 
 def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS,
