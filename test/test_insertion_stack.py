@@ -244,6 +244,88 @@ def test_sim_robot_insertion_scene_publishes_wrench_goal_and_no_gripper(ros_cont
     sim.destroy_node()
 
 
+def test_lockstep_reset_publishes_the_new_scene_at_the_reset_and_holds(ros_context):
+    """In lockstep the first frame, joint state and wrench of a new scene carry the reset's
+    own stamp, before any physics step: the arm's enable has that stamp too, so the first
+    step acts one period later, every episode (it was one physics step after the reset, and
+    the episode's first step depended on which came first)."""
+    from geometry_msgs.msg import WrenchStamped
+    from std_srvs.srv import Trigger
+    from test_sim_node import setup, spin
+
+    from awopt_ros.ros import convert, qos
+    sim, peer, ex = setup(ros_context, scene='insertion', seed=21, physics_dt_s=0.001,
+                          image_width=160, image_height=120, lockstep=True,
+                          publish_clock=True, lockstep_timeout_s=0.05,
+                          joint_names=list(sawyer.ARM_JOINTS))
+    wrenches = []
+    peer.node.create_subscription(WrenchStamped, WRENCH, wrenches.append, qos.SENSOR)
+    assert spin(ex, lambda: len(peer.infos) >= 3)
+    future = peer.reset.call_async(Trigger.Request())
+    assert spin(ex, future.done)
+    reset_s = sim.reset_stamp_s
+    assert spin(ex, lambda: any(convert.stamp_to_s(i.header.stamp) > reset_s + 0.05
+                                for i in peer.infos))
+    # (the old scene's last frame, held at the reset, has the reset's stamp too)
+    after = sorted({convert.stamp_to_s(i.header.stamp) for i in peer.infos
+                    if convert.stamp_to_s(i.header.stamp) >= reset_s - 1e-9})
+    assert after[0] == pytest.approx(reset_s, abs=1e-9)          # the new scene at once
+    assert after[1] == pytest.approx(reset_s + 0.1, abs=1e-6)    # then one period later
+    assert any(convert.stamp_to_s(w.header.stamp) == pytest.approx(reset_s, abs=1e-9)
+               for w in wrenches)
+    sim.close()
+    sim.destroy_node()
+
+
+# -- arm interface in process: an action waits for the joint state of its instant ------------
+@pytest.mark.parametrize('sync_s', [0.005, 0.0])
+def test_arm_interface_acts_from_the_joint_state_of_the_actions_instant(ros_context, sync_s):
+    """With joint_state_sync_s an action newer than the arm's newest joint state waits for
+    the joint state of its instant, and its IK step starts from those joints (in lockstep
+    that joint state can arrive after the action computed from it; the step then started from
+    the joints of 10 ms before, and episodes left the in-process environment's). 0 (the
+    grasp bringups): the action acts at once from the newest joints, as before."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from test_arm_interface_node import Harness
+
+    from awopt_ros.core.arm import arm_command
+    from awopt_ros.core.robot import HOME_Q
+    from awopt_ros.ros import convert
+    h = Harness(ros_context, [Parameter('joint_state_sync_s', value=sync_s)])
+    try:
+        h.enable(True)
+        h.feed_joints = False
+        now_s = h.peer.get_clock().now().nanoseconds * 1e-9
+
+        def joints(q, stamp_s):
+            msg = JointState(name=[*h.joint_names, h.gripper_joint],
+                             position=[*np.asarray(q).tolist(), 0.0])
+            msg.header.stamp = convert.s_to_stamp(stamp_s)
+            h.js_pub.publish(msg)
+        old_q, new_q = HOME_Q.copy(), HOME_Q + np.array([0.02, 0, 0, 0, 0, 0, 0])
+        joints(old_q, now_s - 0.01)
+        assert h.spin_until(lambda: np.allclose(h.arm._q_meas, old_q), 2.0)
+        sent = len(h.got['traj'])
+        action = np.array([0.01, 0.0, -0.01, 0.0, 0.0, 0.0, 0.0])
+        h.action_pub.publish(convert.action_to_msg(action, convert.s_to_stamp(now_s)))
+        if sync_s > 0.0:
+            assert h.spin_until(
+                lambda: h.arm.counts()['deferred_for_joint_state'] == 1, 2.0)
+            assert len(h.got['traj']) == sent           # waits for its joint state
+            joints(new_q, now_s)
+            base = new_q
+        else:
+            base = old_q
+        assert h.spin_until(lambda: len(h.got['traj']) == sent + 1, 2.0)
+        arm = h.arm
+        expected = arm_command(arm._kin, base, action, arm._limits, arm._period_s, None,
+                               arm._joint_safety).q_target
+        assert np.allclose(h.got['traj'][-1].points[-1].positions, expected, atol=1e-9)
+    finally:
+        h.close()
+
+
 # -- episode manager in process: a controller's fault fails the episode -----------------------
 def test_fault_on_the_fault_topic_ends_the_episode_as_failed(ros_context):
     from std_msgs.msg import String
@@ -335,6 +417,46 @@ def test_p_controller_and_residual_meet_the_same_scenes_as_in_process(demo):
         assert run['frame_to_command_ms_p99'] == pytest.approx(0.0, abs=1e-6)
     # a zero residual changes nothing
     assert report['residual_minus_p_controller'] == 0.0
+
+
+def test_each_episode_starts_from_the_state_of_the_in_process_environment(demo):
+    """Lockstep makes an episode's first step the environment's: the state the controller
+    saw at the first step of every episode (its decisions, in the bags) equals the in-process
+    one after the same reset, and so does the arm's first command (the reset's frame, stamped
+    at the arm's enable, is no step)."""
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from awopt_ros.sim.insertion_env import InsertionResidualEnv
+    _, report, _ = demo
+    run = report['runs']['p_controller']
+    env = InsertionResidualEnv(residual=False)
+    try:
+        for k, (seed, bag) in enumerate(zip(run['seeds'], run['bags'])):
+            events = [json.loads(m.data) for m in _bag_messages(bag, '/episode/event', String)]
+            start_s = next(e['stamp_s'] for e in events
+                           if e['event'] == 'start' and e['episode'] == k + 1)
+
+            def after_start(stamp):
+                return stamp.sec + stamp.nanosec * 1e-9 > start_s + 1e-6
+            seen = [json.loads(m.data) for m in _bag_messages(bag, '/policy/decision', String)]
+            seen = [d for d in seen if d['phase'] == 'control'
+                    and after_start(convert_stamp(d['stamp']))]
+            commands = [m for m in _bag_messages(bag, '/arm_controller/joint_trajectory',
+                                                 JointTrajectory) if after_start(m.header.stamp)]
+            obs, _ = env.reset(seed=seed)
+            np.testing.assert_allclose(seen[0]['observation'], obs, atol=1e-6, err_msg=seed)
+            env.step(np.zeros(3))
+            np.testing.assert_allclose(commands[0].points[-1].positions, env.sim.arm_target(),
+                                       atol=1e-9, err_msg=seed)
+    finally:
+        env.sim.close()
+
+
+def convert_stamp(stamp):
+    """A decision's JSON stamp {sec, nanosec} as a builtin_interfaces Time."""
+    from builtin_interfaces.msg import Time
+    return Time(sec=int(stamp['sec']), nanosec=int(stamp['nanosec']))
 
 
 def test_bags_hold_the_wrench_and_the_scenes_noisy_goal(demo):

@@ -19,6 +19,11 @@ gripper command per ``gripper_interface`` (``core.arm.gripper_target``: close wi
 except that with ``reopen_empty_gripper`` both bits open a gripper that the joint states show
 holding nothing). Joint names on every command are the driver's.
 
+With ``joint_state_sync_s`` > 0 (the insertion bringup: lockstep, where the joint state of an
+action's instant may arrive after the action computed from it) an action stamped later than
+the newest joint state by more than that waits for a joint state that new, so that its IK
+step starts from the joints it was computed for (counted in ``deferred_for_joint_state``).
+
 Holding = the measured joints sent once as the target (a topic command or a goal). The node
 holds while any input is stale (20 Hz watchdog), while an action server it needs is not
 available, and, with ``heartbeat_timeout_s`` > 0, while the operator heartbeat is missing:
@@ -203,6 +208,13 @@ class ArmInterfaceNode(Node):
         p['policy_timeout_s'] = declare(self, 'policy_timeout_s', 0.5,
                                         'Hold when no action for this long after the first '
                                         'action of an enable period (s)', low=0.01, high=10.0)
+        p['joint_state_sync_s'] = declare(
+            self, 'joint_state_sync_s', 0.0,
+            'An action stamped more than this (s) after the newest joint state waits for a '
+            'joint state that new before its IK step, so that the step starts from the '
+            "joints of the action's own instant (lockstep: the joint state may arrive after "
+            'the action computed from it); 0 = off (act on the newest joint state)',
+            low=0.0, high=1.0, read_only=True)
         p['reopen_empty_gripper'] = declare(
             self, 'reopen_empty_gripper', True,
             'An action with both the open and the close bit set opens a gripper that holds '
@@ -264,7 +276,10 @@ class ArmInterfaceNode(Node):
         self._counts = dict(commands_sent=0, rejected=0, clipped=0, clamped=0, holds=0,
                             ignored=0, clamped_joints=0, velocity_limited=0,
                             continuity_refusals=0, stops=0, controller_faults=0, homings=0,
-                            homings_failed=0)
+                            homings_failed=0, deferred_for_joint_state=0)
+        self._sync_s = float(p['joint_state_sync_s'])
+        self._q_stamp_s = None         # stamp (s) of the joint state of _q_meas
+        self._deferred = None          # an action waiting for its joint state (sync)
         self._arm, self._gripper = self._make_backends(p)
 
         self._latency_pub = self.create_publisher(Float64, '/arm/frame_to_command_ms',
@@ -457,6 +472,7 @@ class ArmInterfaceNode(Node):
             return
         now_s = self._now_s()
         self._q_meas = q
+        self._q_stamp_s = stamp_to_s(msg.header.stamp)
         self._watchdog.feed(JOINTS, now_s)
         if now_s - self._last_pose_s >= EE_POSE_PERIOD_S:
             self._last_pose_s = now_s
@@ -469,6 +485,11 @@ class ArmInterfaceNode(Node):
             (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
              pose.pose.orientation.w) = quat.tolist()
             self._pose_pub.publish(pose)
+        deferred = self._deferred
+        if deferred is not None and (
+                self._q_stamp_s >= stamp_to_s(deferred.header.stamp) - self._sync_s):
+            self._deferred = None
+            self._on_action(deferred)
 
     def _on_enable(self, request, response):
         if self._homing is not None:   # enable: hold before the policy; disable holds below
@@ -485,6 +506,7 @@ class ArmInterfaceNode(Node):
             # next command (an action that arrives before the first new joint state would
             # send the arm back to where the last episode ended).
             self._q_meas = None
+            self._deferred = None
             # Nor may an action computed on a frame from before it (the previous scene):
             # it waits for a newer frame. The reply tells when (node clock), so that the
             # episode manager counts exactly the actions this node acts on as steps.
@@ -655,6 +677,12 @@ class ArmInterfaceNode(Node):
         if not_after(msg.header.stamp, self._enabled_at_s):
             self._counts['ignored'] += 1   # computed on a frame from before the enable
             return
+        if (self._sync_s > 0.0 and self._q_stamp_s is not None and self._q_meas is not None
+                and stamp_to_s(msg.header.stamp) - self._q_stamp_s > self._sync_s):
+            self._deferred = msg      # acted on when its joint state comes (a newer replaces)
+            self._counts['deferred_for_joint_state'] += 1
+            return
+        self._deferred = None
         self._got_action = True
         self._watchdog.feed(POLICY, now_s)
         try:

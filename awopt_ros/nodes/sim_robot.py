@@ -579,6 +579,17 @@ class SimRobotNode(Node):
         self.reset_stamp_s = convert.stamp_to_s(self._stamp())
         if self.goal_pub is not None:
             self._publish_goal()
+        if self.insertion and self.lockstep:
+            # The new scene's first frame at the reset itself, then a hold: its action is
+            # stamped at the arm's enable (ignored), so the first step always acts on the frame
+            # one period later. Left to the loop, the first frame came one physics step after
+            # the reset, and whether the enable came before it (a 99 ms first step) or after
+            # (a full hold first) was a race: episodes differed from run to run.
+            self._publish_joints()
+            self._publish_frame()
+            self.next_joint_s += 1.0 / self.joint_rate_hz
+            self.next_frame_s += self.frame_period_s
+            self.held_since = time.monotonic()
         response.success = True
         response.message = json.dumps({'seed': self.current_seed})
         self.get_logger().info(f'reset: scene seed {self.current_seed}')
