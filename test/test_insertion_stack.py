@@ -419,11 +419,12 @@ def test_p_controller_and_residual_meet_the_same_scenes_as_in_process(demo):
     assert report['residual_minus_p_controller'] == 0.0
 
 
-def test_each_episode_starts_from_the_state_of_the_in_process_environment(demo):
-    """Lockstep makes an episode's first step the environment's: the state the controller
-    saw at the first step of every episode (its decisions, in the bags) equals the in-process
-    one after the same reset, and so does the arm's first command (the reset's frame, stamped
-    at the arm's enable, is no step)."""
+def test_each_step_is_the_in_process_environments(demo):
+    """Lockstep makes the stack's steps the environment's: the state the P-controller saw at
+    every step of every episode (its decisions, in the bags) and the arm command it led to
+    equal the in-process ones after the same reset (the reset's frame, stamped at the arm's
+    enable, is no step). (A learned residual amplifies the 1e-16 m differences of the two
+    forward kinematics once the peg jams; its outcomes still agree.)"""
     from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory
 
@@ -445,10 +446,17 @@ def test_each_episode_starts_from_the_state_of_the_in_process_environment(demo):
             commands = [m for m in _bag_messages(bag, '/arm_controller/joint_trajectory',
                                                  JointTrajectory) if after_start(m.header.stamp)]
             obs, _ = env.reset(seed=seed)
-            np.testing.assert_allclose(seen[0]['observation'], obs, atol=1e-6, err_msg=seed)
-            env.step(np.zeros(3))
-            np.testing.assert_allclose(commands[0].points[-1].positions, env.sim.arm_target(),
-                                       atol=1e-9, err_msg=seed)
+            steps = run['episode_results'][k]['steps']
+            assert len(seen) >= steps and len(commands) >= steps
+            for t in range(steps):
+                np.testing.assert_allclose(seen[t]['observation'], obs, atol=2e-5,
+                                           err_msg=f'scene {seed} step {t}')
+                obs, _, terminated, truncated, _ = env.step(np.zeros(3))
+                np.testing.assert_allclose(commands[t].points[-1].positions,
+                                           env.sim.arm_target(), atol=1e-6,
+                                           err_msg=f'scene {seed} step {t}')
+                if terminated or truncated:
+                    break
     finally:
         env.sim.close()
 
