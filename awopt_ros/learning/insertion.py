@@ -72,6 +72,7 @@ class ExperimentConfig:
         scripted_share: share of the offline episodes acted by the scripted corrector
             (:func:`scripted_policy`, privileged: it reads the true socket pose).
         preset: learner preset (``learning.awopt.PRESETS``).
+        awac_lambda: temperature of the advantage weights ``exp(Adv / lambda)`` (AWAC: 0.3).
         pretrain_steps: gradient steps on the offline data before the online phase.
         critic_warmup_steps: of those, the first ones train the critic only (actor frozen).
         updates_per_step: gradient steps per online env step.
@@ -79,6 +80,8 @@ class ExperimentConfig:
             layers (ours; SB3 SAC gets ``layers`` x ``hidden`` too).
         init_std: initial exploration std of our actor (normalised units).
         sb3_learning_starts: SAC steps before its first update.
+        sb3_ent_coef: SAC's entropy coefficient: 'auto' (SB3's default, learned toward a
+            target entropy) or a fixed number as a string (e.g. '0.001').
         goal_noise_m: uniform +- goal noise in x and y (m, per episode).
         variant: 'default' or 'hard' scene.
         reward: 'sparse' or 'dense' (training reward; success is always the measure).
@@ -93,6 +96,7 @@ class ExperimentConfig:
     offline_noise_prob: float = 0.8
     scripted_share: float = 0.0
     preset: str = 'awac'
+    awac_lambda: float = 0.3
     pretrain_steps: int = 2000
     critic_warmup_steps: int = 500
     updates_per_step: float = 1.0
@@ -102,6 +106,7 @@ class ExperimentConfig:
     layers: int = 3
     init_std: float = 0.3
     sb3_learning_starts: int = 1000
+    sb3_ent_coef: str = 'auto'
     goal_noise_m: float = 0.001
     variant: str = 'default'
     reward: str = 'sparse'
@@ -296,7 +301,7 @@ def make_learner(cfg, seed):
     from awopt_ros.learning import awopt
     overrides = dict(seed=int(seed), num_threads=cfg.threads, batch_size=cfg.batch_size,
                      actor_lr=cfg.lr, critic_lr=cfg.lr, init_std=cfg.init_std,
-                     task='insertion',
+                     awac_lambda=cfg.awac_lambda, task='insertion',
                      state_actor=dict(hidden=cfg.hidden, layers=cfg.layers,
                                       zero_init_output=True),
                      state_critic=dict(hidden=cfg.hidden, layers=cfg.layers))
@@ -407,6 +412,12 @@ def _sb3_env(cfg, curve):
     return Scaled(make_env(cfg))
 
 
+def _ent_coef(value):
+    """SB3's ``ent_coef``: 'auto...' strings as they are, anything else as a float."""
+    text = str(value)
+    return text if text.startswith('auto') else float(text)
+
+
 def train_sb3_sac(cfg, seed, progress=None):
     """Train SB3 SAC on the residual for ``cfg.env_steps`` env steps.
 
@@ -423,7 +434,8 @@ def train_sb3_sac(cfg, seed, progress=None):
     settings = dict(learning_rate=cfg.lr, batch_size=cfg.batch_size,
                     learning_starts=cfg.sb3_learning_starts, buffer_size=cfg.env_steps + 100,
                     policy_kwargs=dict(net_arch=[cfg.hidden] * cfg.layers), train_freq=1,
-                    gradient_steps=max(1, int(round(cfg.updates_per_step))))
+                    gradient_steps=max(1, int(round(cfg.updates_per_step))),
+                    ent_coef=_ent_coef(cfg.sb3_ent_coef))
     model = SAC('MlpPolicy', env, seed=int(seed), device='cpu', verbose=0, **settings)
     with torch.no_grad():      # zero residual at the start, like ours (mean layer = 0)
         model.actor.mu.weight.zero_()
@@ -474,15 +486,19 @@ model's output.
   tip minus observed goal (m), tool velocity (m/s), wrench in the tool frame zeroed at reset
   (N, N m), the P-controller step (m)); output `action` float32 (N, 3) residual in [-1, 1]
   (fraction of alpha); metadata `residual_alpha_m`, `kp`.
-- Training: learner preset `{cfg.preset}` (learning.awopt), seed {unit['seed']}; offline
-  data: {_data_text(cfg)}; {cfg.pretrain_steps} pretraining gradient steps
-  ({cfg.critic_warmup_steps} critic only), then online finetuning in process;
-  {unit['env_steps']} env steps in all, {unit.get('gradient_steps')} gradient steps,
-  sparse reward 1 on success.
+- Training: learner preset `{cfg.preset}` (learning.awopt, lambda {cfg.awac_lambda}),
+  {cfg.layers} x {cfg.hidden} MLPs, seed {unit['seed']}, sparse reward 1 on success.
+  {cfg.pretrain_steps} pretraining gradient steps ({cfg.critic_warmup_steps} critic only) on
+  the offline data, then online finetuning in process; {unit['env_steps']} env steps in all,
+  {unit.get('gradient_steps')} gradient steps.
+- Offline data: {_data_text(cfg)}.
 - Measured (in process, {cfg.episodes_per_seed} fixed evaluation scenes of seed
-  {unit['seed']}): success {unit['success_rate']:.2f} (P-controller alone on the same scenes:
-  {unit.get('p_controller_success_rate', float('nan')):.2f}). All seeds: docs/insertion.md.
-- Command: `{command}`
+  {unit['seed']}): success {unit['success_rate']:.2f}; the P-controller alone on the same
+  scenes: {unit.get('p_controller_success_rate', float('nan')):.2f}. All seeds:
+  docs/insertion.md.
+- Command:
+
+      {command}
 """
 
 
@@ -498,7 +514,7 @@ def export_residual(learner, out_path, cfg, unit, command):
     extras = {'residual_alpha_m': ResidualConfig().alpha_m, 'kp': list(KP)}
     result = export.export_state_actor(
         learner.deployed_actor, out_path, algorithm=cfg.preset,
-        dataset='in-process insertion episodes (P-controller + noise, then online)',
+        dataset=f'in-process insertion episodes (offline: {_data_text(cfg)}; then online)',
         extra=extras, model_card=card)
     Path(out_path).with_suffix('.md').write_text(card)
     return result
@@ -607,6 +623,11 @@ def summarise(cfg, units, command):
     import torch
     out['target'] = {'residual_minus_p_controller_points_at_least': 20,
                      'residual_not_below_sb3': True}
+    if 'residual_minus_p_controller_points' in out:
+        out['target_met'] = {
+            'residual_minus_p_controller_points_at_least_20':
+                out['residual_minus_p_controller_points'] >= 20,
+            'residual_not_below_sb3': out.get('residual_minus_sb3_points', 0.0) >= 0}
     out['config'] = cfg.to_dict()
     out['commands'] = [command]
     out['host'] = {'cpu_count': os.cpu_count(), 'python': platform.python_version(),
@@ -656,9 +677,9 @@ def _data_text(cfg):
     n_scripted = int(round(cfg.scripted_share * cfg.offline_episodes))
     parts = []
     if n_scripted:
-        parts.append(f'{n_scripted} episodes of the scripted corrector (learning.insertion.'
-                     f"scripted_policy: the thesis' scripted collection, reading the true "
-                     f'socket pose once the peg touches, random residual with probability 0.2)')
+        parts.append(f'{n_scripted} episodes of the scripted corrector '
+                     f'(learning.insertion.scripted_policy; privileged: it reads the true '
+                     f'socket pose)')
     if cfg.offline_episodes - n_scripted:
         parts.append(f'{cfg.offline_episodes - n_scripted} P-controller episodes, '
                      f'{100 * cfg.offline_noise_prob:.0f} % of them with Gaussian residual '
@@ -707,10 +728,11 @@ clearance 0.4 mm, 0.5 mm chamfer, variant `{cfg.variant}`), goal observed with u
   networks of {cfg.layers} x {cfg.hidden} units, zero-initialised output), offline data
   ({_data_text(cfg)}), {cfg.pretrain_steps} offline gradient steps
   ({cfg.critic_warmup_steps} critic only), then online finetuning in process (the actor with
-  its exploration noise, {cfg.updates_per_step:g} gradient step per env step), everything
-  within the env-step budget;
+  its exploration noise, {cfg.updates_per_step:g} gradient step per env step), all within the
+  env-step budget;
 - SB3 SAC residual: stable-baselines3 SAC (defaults but batch {cfg.batch_size},
-  {cfg.layers} x {cfg.hidden} networks, learning_starts {cfg.sb3_learning_starts}, mean layer
+  {cfg.layers} x {cfg.hidden} networks, learning_starts {cfg.sb3_learning_starts}, ent_coef
+  {cfg.sb3_ent_coef}, mean layer
   zero-initialised like ours, observation scaled by the task's fixed scale) on the same
   gymnasium environment (sim.insertion_env.InsertionResidualEnv) with the same env-step budget.
 
@@ -733,10 +755,10 @@ our residual - SB3 SAC: {results.get('residual_minus_sb3_points', 'n/a')} points
 
 ![learning curves]({plot_name})
 
-Learning curves: rolling success of the training episodes (ours: the offline noisy
-P-controller episodes first, then the actor with its exploration noise; SAC: its stochastic
-policy) against environment steps; dots: the final deterministic evaluation; dashed: the
-P-controller's evaluation.
+Learning curves: rolling success of the training episodes (ours: the offline episodes
+first, then the actor with its exploration noise; SAC: uniform random residuals for its first
+{cfg.sb3_learning_starts} steps, then its stochastic policy) against environment steps; dots:
+the final deterministic evaluation; dashed: the P-controller's evaluation.
 
 ## Reproduce
 
@@ -781,8 +803,8 @@ def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS
     cfg_path = work / 'config.json'
     mine = {k: v for k, v in cfg.to_dict().items() if k != 'seeds'}   # units are per seed
     if cfg_path.is_file() and not restart:
-        old = json.loads(cfg_path.read_text())
-        old.pop('seeds', None)
+        old = dict(ExperimentConfig().to_dict(), **json.loads(cfg_path.read_text()))
+        old.pop('seeds', None)       # fields added since default to their values
         if old != mine:
             raise ValueError(f'{cfg_path} holds another configuration; use another --work-dir '
                              f'or --restart to start over')
@@ -800,14 +822,15 @@ def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS
                 continue
             units[(method, seed)] = run_unit(cfg, method, seed, work, progress, command)
     results = summarise(cfg, units, command)
+    rows = [units[('residual', s)] for s in cfg.seeds if ('residual', s) in units]
+    if ship and rows:
+        best = max(rows, key=lambda u: u['success_rate'])
+        ship_model(best['onnx'], SHIPPED_MODEL, force=force)
+        results.update(shipped_model=SHIPPED_MODEL, shipped_seed=best['seed'],
+                       shipped_success_rate=best['success_rate'])
     if write:
         plot_curves(cfg, units, Path(docs_dir) / 'insertion_curves.png')
         write_docs(cfg, results, docs_dir)
-    if ship and ('residual', cfg.seeds[0]) in units:
-        best = max((units[('residual', s)] for s in cfg.seeds if ('residual', s) in units),
-                   key=lambda u: u['success_rate'])
-        ship_model(best['onnx'], SHIPPED_MODEL, force=force)
-        results['shipped_seed'] = best['seed']
     return results
 
 
@@ -843,6 +866,7 @@ _HELP = {
     'scripted_share': 'share of offline episodes by the scripted corrector (reads the true '
                       'socket: privileged data collection)',
     'preset': 'learner preset (learning.awopt.PRESETS)',
+    'awac_lambda': 'temperature lambda of the advantage weights exp(Adv / lambda)',
     'pretrain_steps': 'offline gradient steps before the online phase',
     'critic_warmup_steps': 'of those, the first ones train only the critic',
     'updates_per_step': 'gradient steps per online env step (both learners)',
@@ -852,6 +876,7 @@ _HELP = {
     'layers': 'hidden layers (both learners)',
     'init_std': 'initial exploration std of our actor (units of alpha)',
     'sb3_learning_starts': 'SB3 SAC: random-action steps before its first update',
+    'sb3_ent_coef': "SB3 SAC entropy coefficient: 'auto' (its default) or a number",
     'goal_noise_m': 'uniform +- error of the observed goal in x and y (m)',
     'variant': "scene: 'default' (0.4 mm clearance, 0.5 mm chamfer) or 'hard'",
     'reward': "training reward: 'sparse' (1 on success) or 'dense' (thesis)",
