@@ -144,6 +144,7 @@ def test_residual_off_publishes_the_clipped_p_controller(make_rig, kin):
     rig = make_rig()
     assert rig.spin(lambda: rig.infos)
     assert rig.infos[-1]['kind'] == 'p_controller' and rig.infos[-1]['contract'] is None
+    assert rig.infos[-1]['model_version'] == 0     # the field episode clients read
     goal = _goal(kin)
     rig.send_goal(goal)
     wrench = (1.0, -2.0, -5.0, 0.1, 0.2, -0.3)

@@ -50,7 +50,8 @@ them as they are):
   ``[u_x, u_y, u_z, 0, 0, 0, terminate]`` (``core.residual.arm_action``), which the arm
   interface filters and turns into joint targets with its IK, as any policy action;
 * ``/policy/model_info`` (latched String JSON): ``kind`` ('residual' | 'p_controller'),
-  ``model_path``, ``contract``, ``decision_topic``, ``residual``, ``alpha_m``, ``kp``,
+  ``model_version`` (0: the model is loaded once, no hot swap), ``model_path``,
+  ``contract``, ``decision_topic``, ``residual``, ``alpha_m``, ``kp``,
   ``max_step_m``, ``force_limit_n``, ``back_off_m``;
 * ``/residual/fault`` (std_msgs/String JSON, reliable): on a force above ``force_limit_n``:
   ``reason`` 'force_limit', ``force_n``, ``limit_n``, ``wrench`` (6 floats), ``stamp_s``,
@@ -268,7 +269,7 @@ class ResidualControllerNode(Node):
     def _publish_model_info(self):
         self.info_pub.publish(String(data=json.dumps({
             'kind': 'residual' if self.actor else 'p_controller', 'residual': self.mode,
-            'model_path': self.model_path,
+            'model_version': 0, 'model_path': self.model_path,
             'contract': self.actor.contract if self.actor else None,
             'decision_topic': DECISION, 'fault_topic': FAULT_TOPIC,
             'alpha_m': self.config.alpha_m, 'kp': list(self.config.kp),
