@@ -77,7 +77,8 @@ def _add_run_args(p, policy='actor', rtf=None, run_dir='runs/demo', lockstep=Tru
     p.add_argument('--config', type=_params_file, default=DEFAULT_CONFIG,
                    help='params YAML for every node (default %(default)s)')
     p.add_argument('--policy', choices=sorted(POLICY_NODES), default=policy,
-                   help='policy node: the learned actor (ONNX) or the scripted demonstrator')
+                   help='policy node: the learned actor (ONNX), the scripted demonstrator or '
+                        '(--task insertion) the residual controller')
     p.add_argument('--model', type=_model_file, default=None,
                    help=f'ONNX actor for --policy actor (default: the config, {DEFAULT_MODEL})')
     p.add_argument('--seed', type=int, default=None, help='simulator base seed')
@@ -258,9 +259,12 @@ def _insertion_train_args(argv):
     if known.task != 'insertion':
         return None
     from awopt_ros.learning.insertion import add_train_args, run_train_cli
+    from awopt_ros.cli_args import HelpFormatter
     parser = argparse.ArgumentParser(prog='awopt train --task insertion',
+                                     formatter_class=HelpFormatter,
                                      description='our residual for insertion, in process: '
-                                     'offline from P-controller episodes, then online')
+                                     'offline episodes (scripted corrector, noisy '
+                                     'P-controller), then online')
     add_train_args(parser)
     parser.add_argument('--task', choices=('insertion',), default='insertion')
     args = parser.parse_args(argv[1:])
@@ -377,7 +381,8 @@ def build_parser():
     from awopt_ros.cli_args import HelpFormatter
     parser = argparse.ArgumentParser(
         prog='awopt', formatter_class=HelpFormatter,
-        description='Learned grasping (AW-Opt) on a simulated Kuka iiwa with ROS 2. '
+        description='Learned grasping (AW-Opt) on a Kuka iiwa and residual-RL peg insertion on '
+                    'a Sawyer, with ROS 2. '
                     "`awopt COMMAND -h` shows a command's options and their defaults.")
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',

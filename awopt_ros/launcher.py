@@ -56,7 +56,7 @@ ALL_NODE_MODULES = dict([*DEVICE_NODES, *CORE_NODES, *POLICY_NODES.values()])
 #: driver, which a user may well start alone before the stack (hardware bringup).
 STACK_NODE_NAMES = tuple(sorted(set(ALL_NODE_MODULES) - {'realsense_camera'}))
 DEFAULT_CONFIG = 'config/awopt_ros_kuka_grasp.yaml'
-#: The Sawyer peg insertion bringup (issue 23; ``awopt demo --task insertion``).
+#: The Sawyer peg insertion bringup (``awopt demo --task insertion``).
 INSERTION_CONFIG = 'config/awopt_ros_sawyer_insertion.yaml'
 DDS_PROFILE = 'config/fastdds_localhost_shm.xml'
 #: Parameters that several nodes must agree on: {param: (node defaults, nodes)}. The camera

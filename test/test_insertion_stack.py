@@ -1,4 +1,4 @@
-"""The insertion task through the stack (issue 23): real node processes, lockstep.
+"""The insertion task through the stack: real node processes, lockstep.
 
 ``awopt demo --task insertion`` brings up sim_robot's insertion scene (Sawyer, peg, socket,
 wrist F/T, noisy goal), the residual controller, the arm interface with the Sawyer's URDF,

@@ -34,7 +34,7 @@ renames; a write error leaves ``data`` as it was (an HDF5 file that fails mid-ap
 left unreadable). With ample space, or too little for the copy but enough for the episode,
 it is appended in place. A dataset whose creation failed is removed again.
 
-Insertion (issue 23) episodes go to a dataset of their own with :class:`StateEpisodeRecorder`
+Insertion episodes go to a dataset of their own with :class:`StateEpisodeRecorder`
 (e.g. ``awopt/sawyer-insertion-v0``): observation ``Dict(state: Box float32 (15,))`` in the
 order of ``core.task.INSERTION.state_names``, action ``Box float32 (3,)`` = the residual in
 [-1, 1] (``core.task.INSERTION.action_names``; zeros for the P-controller alone), the same

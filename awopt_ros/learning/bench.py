@@ -69,7 +69,7 @@ for every contender: ``TRAIN_EPISODES`` episodes of ``TRAIN_STEPS_PER_EPISODE`` 
   is the same with ``n_critics=1`` (one trained critic, as ours). When d3rlpy cannot be
   imported or run, these keys are None and ``d3rlpy_unavailable_reason`` says why.
 
-Insertion (issue 23): ``insertion_steps_per_s``, in-process steps per second of the
+Insertion: ``insertion_steps_per_s``, in-process steps per second of the
 insertion environment (``sim.insertion_env.InsertionResidualEnv``: P-controller with a zero
 residual, IK through ``core.arm.arm_command``, 100 physics steps of 1 ms per step, episodes
 reset as they end), over about 5 s of wall time (0.5 s quick;

@@ -10,7 +10,7 @@ exploration may sample from) exceeds 0.5. Metadata:
 training cell's ``camera_pose_xyz_rpy`` and ``task: 'grasp'``) and ``model_card`` (text).
 
 State actor (:func:`export_state_actor`, a task without an image such as insertion's
-residual; issue 23 contract section 4): input ``observation`` float32 (N, D) raw (the task's
+residual): input ``observation`` float32 (N, D) raw (the task's
 ``state_names``; the normalisation is inside the graph), output ``action`` float32 (N, A),
 the actor's deterministic Gaussian mean clipped to the task's bounds (discrete entries 0/1
 where the logit > 0), N dynamic. Contract keys: ``task``, ``observation_names``,

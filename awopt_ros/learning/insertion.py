@@ -1,6 +1,6 @@
 """Residual RL for peg insertion: P-controller vs our residual (AWAC) vs SB3-SAC residual.
 
-The experiment of issue 23 ("Learning the residual", Johannink et al. 2019; Schoettler et al.
+The residual-learning experiment (Johannink et al. 2019; Schoettler et al.
 2019; FACTS.md "Residual RL" and "Insertion"), in process, on
 :class:`awopt_ros.sim.insertion_env.InsertionResidualEnv` (the same gymnasium environment for
 every method):
@@ -508,7 +508,7 @@ model's output.
 
 
 def export_residual(learner, out_path, cfg, unit, command):
-    """Write our residual actor as ONNX (H2's ``export_state_actor``) with its model card.
+    """Write our residual actor as ONNX (``learning.export.export_state_actor``) with its card.
 
     Returns:
         the export result dict of ``export_state_actor``.
@@ -881,9 +881,10 @@ _HELP = {
     'layers': 'hidden layers (both learners)',
     'init_std': 'initial exploration std of our actor (units of alpha)',
     'sb3_learning_starts': 'SB3 SAC: random-action steps before its first update',
-    'sb3_ent_coef': "SB3 SAC entropy coefficient: 'auto' (its default) or a number",
+    'sb3_ent_coef': "SB3 SAC entropy coefficient: 'auto' (SB3's own choice) or a number",
     'goal_noise_m': 'uniform +- error of the observed goal in x and y (m)',
-    'variant': "scene: 'default' (0.4 mm clearance, 0.5 mm chamfer) or 'hard'",
+    'variant': "scene: 'default' (0.4 mm clearance, 0.5 mm chamfer) or 'hard' (0.1 mm, "
+               'no chamfer)',
     'reward': "training reward: 'sparse' (1 on success) or 'dense' (thesis)",
     'threads': 'torch threads per process',
 }

@@ -22,7 +22,7 @@ demonstrator), an action waits likewise for the ``/scripted_policy/grasp_goal`` 
 stored as the step's ``grasp_goal``. The node only converts and routes; bag and dataset
 writing live in ``awopt_ros.core``.
 
-With ``task: insertion`` (issue 23) the joint states carry no gripper joint, the bags also
+With ``task: insertion`` the joint states carry no gripper joint, the bags also
 record the wrench, the goal and the residual controller's faults (:data:`INSERTION_TOPICS`),
 and the dataset is a state dataset (``core.dataset.StateEpisodeRecorder``): one step per
 ``/policy/action`` of the residual controller, built from the ``/policy/decision`` with its
@@ -120,7 +120,7 @@ STACK_TOPICS = {
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
 }
-#: Topics of the insertion stack (issue 23): the wrist wrench, the observed goal (latched: the
+#: Topics of the insertion stack: the wrist wrench, the observed goal (latched: the
 #: episode's goal goes into its bag at the start) and the residual controller's force faults.
 #: Recorded by default with ``task: insertion``; any bringup may name them in ``topics``.
 WRENCH = '/force_torque_sensor_broadcaster/wrench'
@@ -228,7 +228,7 @@ class LoggerNode(Node):
         self.driver_topics = {CAMERA: self.camera_topic, CAMERA_INFO: info_topic,
                               JOINTS: self.joints_topic, **commands}
         self.task = declare(self, 'task', 'grasp',
-                            'grasp, or insertion (issue 23: joint states without a gripper '
+                            'grasp, or insertion (joint states without a gripper '
                             'joint; the wrench, goal and fault topics recorded by default)',
                             read_only=True)
         if self.task not in TASKS:
