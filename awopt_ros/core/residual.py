@@ -21,20 +21,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from awopt_ros.core import spec
+from awopt_ros.core.task import INSERTION_ACTION_NAMES, INSERTION_STATE_NAMES
 
 #: P-controller gains per axis (x, y, z), 1/step: Johannink 2019, Schoettler 2019.
 KP = (1.0, 1.0, 0.3)
 
-#: Insertion state (15-D float32), in this order (contract 23 section 1):
+#: Insertion state (15-D float32), in this order (``core.task.INSERTION_STATE_NAMES``):
 #: rel = tool tip - observed goal (m, base_link); vel = tool tip linear velocity (m/s,
 #: base_link); force (N) and torque (N m) of the wrist wrench (tool frame, zeroed at reset);
 #: base = the P-controller's step this tick before clipping (m, base_link).
-STATE_NAMES = ('rel_x', 'rel_y', 'rel_z', 'vel_x', 'vel_y', 'vel_z',
-               'force_x', 'force_y', 'force_z', 'torque_x', 'torque_y', 'torque_z',
-               'base_x', 'base_y', 'base_z')
+STATE_NAMES = INSERTION_STATE_NAMES
 STATE_DIM = len(STATE_NAMES)
-#: Residual action names (contract: ``core.task.INSERTION.action_names``), each in [-1, 1].
-RESIDUAL_NAMES = ('res_x', 'res_y', 'res_z')
+#: Residual action names (``core.task.INSERTION.action_names``), each in [-1, 1].
+RESIDUAL_NAMES = INSERTION_ACTION_NAMES
 
 
 def _vec(value, n, name):

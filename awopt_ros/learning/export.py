@@ -29,7 +29,7 @@ import torch
 from awopt_ros.core import spec
 from awopt_ros.core.camera_pose import SIM_CAMERA_POSE_XYZ_RPY, as_pose
 from awopt_ros.core.onnx_policy import (CONTRACT_KEY, CONTRACT_VERSION, MODEL_CARD_KEY,
-                                       STATE_INPUT, STATE_OUTPUT)
+                                       STATE_INPUT, STATE_OUTPUT, expected_state_contract)
 from awopt_ros.learning.networks import ActorPolicy, StateActorPolicy
 
 OPSET = 17
@@ -213,12 +213,7 @@ def make_state_contract(task, algorithm, dataset='', extra=None):
     if t.has_image:
         raise ValueError(f'task {t.name!r} takes an image: export it with export_actor')
     contract = {
-        'task': t.name,
-        'observation_names': list(t.state_names),
-        'action_names': list(t.action_names),
-        'action_low': [float(v) for v in t.action_low],
-        'action_high': [float(v) for v in t.action_high],
-        'action_units': list(t.action_units),
+        **expected_state_contract(t.name),
         'algorithm': str(algorithm),
         'dataset': str(dataset),
         'version': CONTRACT_VERSION,
