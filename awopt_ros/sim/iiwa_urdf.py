@@ -113,16 +113,21 @@ def urdf_text():
     return ''.join(out)
 
 
-def main(argv=None):
-    """Write the URDF to the path given as the first argument (stdout when none)."""
+def write_text(text, argv=None):
+    """Write ``text`` (a generated URDF) to the path ``argv[0]`` (default ``sys.argv[1:]``),
+    or to stdout when no path is given; return 0 (the generators' exit code)."""
     argv = sys.argv[1:] if argv is None else argv
-    text = urdf_text()
     if argv:
         with open(argv[0], 'w', encoding='utf-8') as f:
             f.write(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def main(argv=None):
+    """Write the URDF to the path given as the first argument (stdout when none)."""
+    return write_text(urdf_text(), argv)
 
 
 if __name__ == '__main__':

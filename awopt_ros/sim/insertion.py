@@ -632,9 +632,8 @@ class InsertionSim:
 
     def camera_matrix(self):
         """Return the (3, 3) pinhole intrinsics K (px) of the camera from its vertical fov."""
-        w, h = self.config.image_size
-        fy = 0.5 * h / math.tan(math.radians(float(self.model.cam_fovy[self._camera_id])) / 2)
-        return np.array([[fy, 0.0, w / 2.0], [0.0, fy, h / 2.0], [0.0, 0.0, 1.0]])
+        from awopt_ros.sim.scene import fovy_intrinsics
+        return fovy_intrinsics(self.model.cam_fovy[self._camera_id], *self.config.image_size)
 
     def close(self):
         """Release the renderer (its GL context)."""

@@ -173,14 +173,8 @@ def urdf_text():
 
 def main(argv=None):
     """Write the URDF to the path given as the first argument (stdout when none)."""
-    argv = sys.argv[1:] if argv is None else argv
-    text = urdf_text()
-    if argv:
-        with open(argv[0], 'w', encoding='utf-8') as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    from awopt_ros.sim.iiwa_urdf import write_text
+    return write_text(urdf_text(), argv)
 
 
 if __name__ == '__main__':

@@ -47,6 +47,14 @@ _ARM_KV = (150.0, 150.0, 75.0, 75.0, 20.0, 10.0, 10.0)
 _ARM_EFFORT_NM = (320.0, 320.0, 176.0, 176.0, 110.0, 40.0, 40.0)
 
 
+def fovy_intrinsics(fovy_deg, width_px, height_px):
+    """Return the (3, 3) float64 pinhole intrinsics K (px) of a MuJoCo camera with vertical
+    field of view ``fovy_deg`` (deg) rendering ``width_px`` x ``height_px`` (square pixels,
+    principal point at the image centre)."""
+    fy = 0.5 * height_px / math.tan(math.radians(float(fovy_deg)) / 2)
+    return np.array([[fy, 0.0, width_px / 2.0], [0.0, fy, height_px / 2.0], [0.0, 0.0, 1.0]])
+
+
 def shoulder_camera(width=640, height=480):
     """Return the shoulder camera as a :class:`awopt_ros.core.camera.PinholeCamera`.
 
@@ -389,9 +397,7 @@ class GraspSim:
 
     def camera_matrix(self):
         """Return the (3, 3) pinhole intrinsics K (px) of the camera from its vertical fov."""
-        w, h = self.image_size
-        fy = 0.5 * h / math.tan(math.radians(float(self.model.cam_fovy[self._camera_id])) / 2)
-        return np.array([[fy, 0.0, w / 2.0], [0.0, fy, h / 2.0], [0.0, 0.0, 1.0]])
+        return fovy_intrinsics(self.model.cam_fovy[self._camera_id], *self.image_size)
 
     def close(self):
         """Release the renderer (its GL context)."""
