@@ -211,6 +211,68 @@ def test_force_limit_backs_off_then_terminates_then_holds(make_rig, kin):
     assert len(rig.faults) == 1
 
 
+def test_force_limit_is_checked_on_every_wrench_not_only_on_due_steps(make_rig, kin):
+    """An over-limit wrench between two control ticks (rate 10 Hz) faults and backs off at
+    once, stamped with that wrench; the next tick terminates."""
+    rig = make_rig(rate_hz=10.0, force_limit_n=40.0, back_off_m=0.004)
+    rig.send_goal(_goal(kin))
+    _, decision, stamp = rig.step((0.0, 0.0, -10.0, 0, 0, 0))
+    assert decision['phase'] == 'control'
+    t0 = convert.stamp_to_s(stamp)
+    rig.wrench_pub.publish(convert.wrench_to_msg((0.0, 0.0, -100.0, 0, 0, 0),
+                                                 convert.s_to_stamp(t0 + 0.02), 'tcp'))
+    assert rig.spin(lambda: rig.faults and len(rig.actions) > 1), 'no fault, no back-off'
+    assert rig.faults[0]['force_n'] == pytest.approx(100.0)
+    assert rig.decisions[1]['phase'] == 'back_off'
+    np.testing.assert_allclose(np.array(rig.actions[1].position), [0, 0, 0.004, 0, 0, 0, 0],
+                               atol=1e-7)
+    assert convert.stamp_to_s(rig.actions[1].header.stamp) == pytest.approx(t0 + 0.02)
+    # the back-off took the tick at t0 + 0.1: wrenches before t0 + 0.2 publish nothing more
+    rig.send_joints()
+    for dt in (0.06, 0.12, 0.2):
+        rig.wrench_pub.publish(convert.wrench_to_msg(np.zeros(6), convert.s_to_stamp(t0 + dt),
+                                                     'tcp'))
+    assert rig.spin(lambda: len(rig.actions) > 2)
+    rig.spin(lambda: False, 0.2)
+    assert len(rig.actions) == 3 and rig.decisions[2]['phase'] == 'terminate'
+    assert convert.stamp_to_s(rig.actions[2].header.stamp) == pytest.approx(t0 + 0.2)
+    np.testing.assert_array_equal(np.array(rig.actions[2].position), [0, 0, 0, 0, 0, 0, 1])
+    assert len(rig.faults) == 1
+
+
+def test_force_limit_without_goal_or_fresh_joint_state_still_faults(make_rig, kin):
+    """No goal: the fault and the back-off still go out (null observation); a stale joint
+    state: the fault and a terminate (no motion) instead of the back-off."""
+    rig = make_rig(rate_hz=10.0, max_joint_state_age_s=0.2)
+    rig.send_joints()
+    rig.send_wrench((0.0, 0.0, -60.0, 0, 0, 0))
+    assert rig.spin(lambda: rig.faults and rig.actions), 'no fault without a goal'
+    assert rig.decisions[0]['phase'] == 'back_off' and rig.decisions[0]['observation'] is None
+    rig2 = make_rig(rate_hz=10.0, max_joint_state_age_s=0.2)
+    rig2.send_goal(_goal(kin))
+    rig2.send_joints(age_s=0.5)
+    rig2.send_wrench((0.0, 0.0, -60.0, 0, 0, 0))
+    assert rig2.spin(lambda: rig2.faults and rig2.actions), 'no fault with a stale joint state'
+    assert rig2.decisions[0]['phase'] == 'terminate'
+    np.testing.assert_array_equal(np.array(rig2.actions[0].position), [0, 0, 0, 0, 0, 0, 1])
+
+
+def test_a_new_goal_does_not_clear_a_force_fault(make_rig, kin):
+    rig = make_rig(force_limit_n=40.0)
+    rig.send_goal(_goal(kin))
+    rig.step((0.0, 0.0, -10.0, 0, 0, 0))
+    _, decision, _ = rig.step((0.0, 0.0, -50.0, 0, 0, 0))
+    assert decision['phase'] == 'back_off'
+    rig.send_goal(_goal(kin, (0.002, 0.0, -0.03)))      # republished mid-episode
+    _, decision, _ = rig.step()
+    assert decision['phase'] == 'terminate'
+    rig.send_goal(_goal(kin))
+    action, decision, _ = rig.step()
+    assert decision['phase'] == 'hold'
+    np.testing.assert_array_equal(action, np.zeros(7))
+    assert rig.node.fault == 'terminated'
+
+
 def test_diagnostics_report_stale_inputs_and_the_fault(make_rig, kin):
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     rig = make_rig()
@@ -342,6 +404,21 @@ def test_model_trained_with_another_alpha_is_refused(ros_context, tmp_path):
     with pytest.raises(StartupError, match='task: model has grasp'):
         ResidualControllerNode(context=ros_context, parameter_overrides=_params(
             residual='model', model_path=str(grasp)))
+
+
+def test_model_trained_with_another_kp_is_refused(ros_context, tmp_path):
+    _, path = _export(tmp_path / 'k.onnx', contract=_contract(kp=[1.0, 1.0, 0.5]))
+    with pytest.raises(StartupError, match=r'kp \[1.0, 1.0, 0.5\].*kp is \[1.0, 1.0, 0.3\]'):
+        ResidualControllerNode(context=ros_context, parameter_overrides=_params(
+            residual='model', model_path=str(path)))
+    _, near = _export(tmp_path / 'n.onnx', contract=_contract(kp=[1.0, 1.0, 0.3 * (1 + 1e-6)]))
+    with pytest.raises(StartupError, match='kp'):
+        ResidualControllerNode(context=ros_context, parameter_overrides=_params(
+            residual='model', model_path=str(near)))
+    _, same = _export(tmp_path / 's.onnx', contract=_contract(kp=[1.0, 1.0, 0.5]))
+    node = ResidualControllerNode(context=ros_context, parameter_overrides=_params(
+        residual='model', model_path=str(same), kp=[1.0, 1.0, 0.5]))
+    node.destroy_node()
 
 
 def test_wrench_and_goal_conversions_round_trip():

@@ -22,7 +22,7 @@ Inputs:
 * the wrist wrench: ``wrench_topic`` (``geometry_msgs/WrenchStamped`` in ``wrench_frame``, the
   tool frame, zeroed at reset; sensor-data QoS); one in another frame is dropped and counted;
 * ``/episode/event`` (latched JSON): a ``start`` restarts the step grid at the episode's start
-  and clears a force fault.
+  and clears a force fault (only a ``start`` does: a goal republished mid-episode does not).
 
 When it acts: on a wrench message, at most ``rate_hz`` times a second on the wrench stamps
 (:class:`awopt_ros.core.action_rate.ActionGrid`; 0 = on every wrench message). The command is
@@ -43,8 +43,9 @@ them as they are):
 * ``/policy/decision`` (std_msgs/String JSON, reliable; before the action): ``stamp``
   {sec, nanosec} (= the action's), ``source`` ('residual' | 'p_controller'), ``phase``
   ('control' | 'back_off' | 'terminate' | 'hold'), ``observation`` (15 floats, the state
-  the residual saw), ``residual`` (3 floats r, after the model's bounds; zeros when off),
-  ``base_m`` (P step), ``u_m`` (the command), ``force_n`` (|f|), ``episode``,
+  the residual saw; null in a fault step without a goal or joint state), ``residual``
+  (3 floats r, after the model's bounds; zeros when off or in a fault step), ``base_m``
+  (P step; null likewise), ``u_m`` (the command), ``force_n`` (|f|), ``episode``,
   ``noise_free_action`` (null);
 * ``/policy/action`` (sensor_msgs/JointState, reliable): the 7-D arm action of ``core.spec``,
   ``[u_x, u_y, u_z, 0, 0, 0, terminate]`` (``core.residual.arm_action``), which the arm
@@ -59,18 +60,25 @@ them as they are):
 * ``/diagnostics`` (1 Hz, status 'residual_controller'): counters, the stale inputs, the
   fault state.
 
-Force limit: a due wrench whose force magnitude exceeds ``force_limit_n`` publishes a
-``/residual/fault`` (an episode manager with ``fault_topic: /residual/fault`` ends the episode
-as 'failed'), then a back-off step (``back_off_m`` up, +z in base_link) at once, and logs an
-error; the next due step publishes a terminate action (no motion, ``terminate`` set: without
-a fault topic the episode manager ends the episode there, outcome 'terminate', not a
-success); after that the node publishes
-no-motion actions (phase 'hold': the arm stays, the episode manager keeps hearing the policy)
-until the fault clears at the next episode ``start`` event or the next goal message.
+Force limit: EVERY wrench message in ``wrench_frame`` is checked, whatever the step grid,
+a pending step, the goal or the age of the inputs: one whose force magnitude exceeds
+``force_limit_n`` publishes a ``/residual/fault`` at once (an episode manager with
+``fault_topic: /residual/fault`` ends the episode as 'failed'), then, in the same callback
+and stamped with that wrench, a back-off step (``back_off_m`` up, +z in base_link), and logs
+an error. The back-off needs a fresh joint state (at most ``max_joint_state_age_s`` old: the
+arm is alive); without one, a terminate action (no motion) goes out instead of the back-off.
+The back-off takes the step grid's next slot, so the next due step (a period after that
+slot) publishes a terminate action (no motion, ``terminate`` set: without a fault topic the episode
+manager ends the episode there, outcome 'terminate', not a success); after that the node
+publishes no-motion actions (phase 'hold': the arm stays, the episode manager keeps hearing
+the policy) on the due wrenches. These fault steps need neither a goal nor fresh inputs (their
+decision's ``observation`` and ``base_m`` are null when the goal or joint state is missing).
+The fault clears only at the next episode ``start`` event (a new goal does not clear it).
 
 Start-up: with ``residual: model`` the ONNX state actor at ``model_path`` is loaded and its
 contract checked (:class:`awopt_ros.core.onnx_policy.OnnxStateActor`, task 'insertion'); its
-``residual_alpha_m`` must equal ``alpha_m`` (the residual's scale it was trained with). A
+``residual_alpha_m`` must equal ``alpha_m`` (the residual's scale it was trained with) and its
+``kp`` the node's ``kp`` (the base controller it was trained on; relative tolerance 1e-9). A
 missing or mismatching model, a bad parameter or a URDF without the joints exits with code 1
 and a one-line reason. A model error while acting publishes nothing for that step (counted
 in ``step_errors``; the node holds, it does not die).
@@ -261,9 +269,15 @@ class ResidualControllerNode(Node):
                 f'model_path: {path} was trained with residual_alpha_m {trained_alpha} m but '
                 f'alpha_m is {self.config.alpha_m} m: set alpha_m to {trained_alpha}')
         trained_kp = actor.contract['kp']
-        if not np.allclose(np.asarray(trained_kp, float).reshape(-1)[:3], self.config.kp):
-            self.get_logger().warning(f'model {path} was trained with kp {trained_kp}, this '
-                                      f'node runs kp {list(self.config.kp)}')
+        try:
+            kp_ok = bool(np.allclose(np.asarray(trained_kp, dtype=np.float64).reshape(3),
+                                     self.config.kp, rtol=1e-9, atol=0.0))
+        except (TypeError, ValueError):
+            kp_ok = False
+        if not kp_ok:
+            self._startup_error(
+                f'model_path: {path} was trained with kp {trained_kp} but kp is '
+                f'{list(self.config.kp)}: set kp to {trained_kp}')
         return actor
 
     def _publish_model_info(self):
@@ -292,7 +306,6 @@ class ResidualControllerNode(Node):
             self.counts['bad_inputs'] += 1
             self.get_logger().error(f'goal ignored: {exc}', throttle_duration_sec=_THROTTLE_S)
             return
-        self._clear_fault('new goal')
 
     def _on_event(self, msg):
         try:
@@ -355,15 +368,22 @@ class ResidualControllerNode(Node):
         stamp_s = convert.stamp_to_s(msg.header.stamp)
         if stamp_s <= 0.0:   # unstamped: its arrival
             stamp_s = self._now_s()
-        self._wrench_s = stamp_s
-        self._pending = None            # a newer wrench replaces one waiting for joints
-        if not self.grid.due(stamp_s):
-            return
         try:
             wrench = convert.msg_to_wrench(msg)
         except ValueError as exc:
             self.counts['bad_inputs'] += 1
             self.get_logger().error(f'wrench not used: {exc}', throttle_duration_sec=_THROTTLE_S)
+            return
+        self._wrench_s = stamp_s
+        self._pending = None            # a newer wrench replaces one waiting for joints
+        if self.fault == NO_FAULT and residual.force_exceeded(wrench,
+                                                              self.config.force_limit_n):
+            self._fault_step(msg.header.stamp, stamp_s, wrench, started=True)
+            return
+        if not self.grid.due(stamp_s):
+            return
+        if self.fault != NO_FAULT:      # terminate, then hold: no goal or fresh input needed
+            self._fault_step(msg.header.stamp, stamp_s, wrench)
             return
         if (self._joint is not None and not self.stale_inputs(stamp_s)
                 and stamp_s - self._joint[0] > self.joint_state_sync_s):
@@ -424,44 +444,70 @@ class ResidualControllerNode(Node):
     def _step(self, stamp, wrench):
         """Compute and publish one action stamped ``stamp`` from the inputs (all fresh)."""
         _, _, tool, vel = self._joint
-        config = self.config
-        base = residual.p_controller(tool, self.goal_m, config.kp)
+        base = residual.p_controller(tool, self.goal_m, self.config.kp)
         obs = residual.insertion_state(tool, self.goal_m, vel, wrench, base)
+        r = self.actor.act(obs) if self.actor is not None else np.zeros(3, dtype=np.float32)
+        action = residual.arm_action(residual.command(base, r, self.config))
+        self._publish('control', stamp, action, wrench, obs, base, r)
+
+    def _fault_step(self, stamp, stamp_s, wrench, started=False):
+        """Publish the fault sequence's step for the wrench ``wrench`` (6,) stamped ``stamp``
+        (``stamp_s`` s): with ``started`` the fault message and the back-off (a terminate when
+        the joint state is missing or stale), else a terminate after the back-off, else a hold.
+        Needs no goal; advances the step grid."""
+        config = self.config
         force_n = float(np.linalg.norm(wrench[:3]))
-        r = np.zeros(3, dtype=np.float32)
-        if self.fault == BACKED_OFF:
-            phase, action = 'terminate', residual.terminate_action()
-            self.fault = TERMINATED
+        if started:
+            self.fault_detail = (f'force {force_n:.1f} N > force_limit_n '
+                                 f'{config.force_limit_n} N')
+            self.fault_pub.publish(String(data=json.dumps({
+                'reason': 'force_limit', 'force_n': force_n, 'limit_n': config.force_limit_n,
+                'wrench': [float(v) for v in wrench], 'stamp_s': stamp_s,
+                'episode': self._episode})))
+            joints_fresh = (self._joint is not None and self._now_s() - self._joint[0]
+                            <= self.max_joint_state_age_s)
+            if joints_fresh:
+                phase, action, self.fault = ('back_off', residual.back_off_action(config),
+                                             BACKED_OFF)
+                self.counts['back_offs'] += 1
+                self.get_logger().error(f'{self.fault_detail}: backing off '
+                                        f'{config.back_off_m} m and ending the episode')
+            else:
+                phase, action, self.fault = 'terminate', residual.terminate_action(), TERMINATED
+                self.counts['terminates'] += 1
+                self.get_logger().error(f'{self.fault_detail} with no fresh joint state: '
+                                        'ending the episode without backing off')
+        elif self.fault == BACKED_OFF:
+            phase, action, self.fault = 'terminate', residual.terminate_action(), TERMINATED
             self.counts['terminates'] += 1
             self.get_logger().error(f'episode {self._episode} ended as failed after the force '
                                     f'limit: {self.fault_detail}')
-        elif self.fault == TERMINATED:
+        else:
             phase, action = 'hold', residual.arm_action(np.zeros(3))
             self.counts['holds'] += 1
-        elif residual.force_exceeded(wrench, config.force_limit_n):
-            phase, action = 'back_off', residual.back_off_action(config)
-            self.fault = BACKED_OFF
-            self.fault_detail = (f'force {force_n:.1f} N > force_limit_n '
-                                 f'{config.force_limit_n} N')
-            self.counts['back_offs'] += 1
-            self.get_logger().error(f'{self.fault_detail}: backing off {config.back_off_m} m '
-                                    'and ending the episode')
-            self.fault_pub.publish(String(data=json.dumps({
-                'reason': 'force_limit', 'force_n': force_n, 'limit_n': config.force_limit_n,
-                'wrench': [float(v) for v in wrench], 'stamp_s': convert.stamp_to_s(stamp),
-                'episode': self._episode})))
-        else:
-            if self.actor is not None:
-                r = self.actor.act(obs)
-            phase = 'control'
-            action = residual.arm_action(residual.command(base, r, config))
+        obs = base = None
+        if self._joint is not None and self.goal_m is not None:
+            _, _, tool, vel = self._joint
+            try:
+                base = residual.p_controller(tool, self.goal_m, config.kp)
+                obs = residual.insertion_state(tool, self.goal_m, vel, wrench, base)
+            except ValueError:      # a non-finite velocity: the fault step goes out anyway
+                obs = base = None
+        self._publish(phase, stamp, action, wrench, obs, base, np.zeros(3, dtype=np.float32))
+        self.grid.acted(stamp_s)
+
+    def _publish(self, phase, stamp, action, wrench, obs, base, r):
+        """Publish the decision, then the action (7,) stamped ``stamp``; ``obs`` (15,) and
+        ``base`` (3,) may be None (a fault step without a goal or joint state)."""
+        def floats(v):
+            return None if v is None else [float(x) for x in v]
         self.decision_pub.publish(String(data=json.dumps({
             'stamp': {'sec': int(stamp.sec), 'nanosec': int(stamp.nanosec)},
             'source': 'residual' if self.actor is not None else 'p_controller',
             'phase': phase, 'episode': self._episode,
-            'observation': [float(v) for v in obs], 'residual': [float(v) for v in r],
-            'base_m': [float(v) for v in base], 'u_m': [float(v) for v in action[:3]],
-            'force_n': force_n, 'noise_free_action': None})))
+            'observation': floats(obs), 'residual': floats(r), 'base_m': floats(base),
+            'u_m': floats(action[:3]), 'force_n': float(np.linalg.norm(wrench[:3])),
+            'noise_free_action': None})))
         self.action_pub.publish(convert.action_to_msg(action, stamp))
         self.counts['actions_published'] += 1
 
