@@ -730,3 +730,42 @@ def test_a_recorded_topic_under_the_simulators_name_is_refused_under_other_names
     finally:
         node.close()
         node.destroy_node()
+
+
+def test_insertion_steps_end_at_the_first_non_control_decision(ros_context, tmp_path,
+                                                               monkeypatch):
+    """The residual controller's back-off, terminate and hold steps (decision phase not
+    'control') are not learning data: the recorded steps end at the first of them, whose
+    state becomes the episode's final state."""
+    params = [Parameter('task', value='insertion'),
+              Parameter('dataset_name', value='sawyer-insertion')]
+    h = Harness(ros_context, tmp_path, monkeypatch, params=params)
+    try:
+        decision_pub = h.node.create_publisher(String, '/policy/decision', qos.COMMAND)
+        h.spin_until(lambda: decision_pub.get_subscription_count() > 0)
+        _announce(h, {'kind': 'residual', 'decision_topic': '/policy/decision'},
+                  '_expect_decisions')
+        h.start(1, 5)
+        phases = ('control', 'control', 'back_off', 'terminate', 'hold')
+        for i, phase in enumerate(phases):
+            stamp = convert.s_to_stamp(1.0 + 0.1 * i)
+            control = phase == 'control'
+            decision_pub.publish(String(data=json.dumps({
+                'stamp': {'sec': stamp.sec, 'nanosec': stamp.nanosec}, 'source': 'p_controller',
+                'phase': phase, 'observation': None if phase == 'terminate' else [float(i)] * 15,
+                'residual': [0.1 * i] * 3 if control else [0.0] * 3,
+                'u_m': [0.001 * i] * 3 if control else [0.0, 0.0, 0.005]})))
+            h.spin_until(lambda: len(h.logger._decisions) > i)
+            action = np.float32([0.001 * i] * 3 + [0, 0, 0, float(phase == 'terminate')])
+            h.pub['action'].publish(convert.action_to_msg(action, stamp))
+            h.spin_until(lambda: h.logger.counts['actions_received'] > i)
+        h.event(event='end', episode=1, outcome='failed', steps=4, success=False,
+                terminated=True, truncated=False)
+        h.spin_until(lambda: h.saved)
+        assert h.saved[0]['steps'] == 2 and h.logger.counts['non_control_steps'] == 3
+        (ep,) = load_episodes(tmp_path / 'run', 'awopt/sawyer-insertion-v0')
+        np.testing.assert_array_equal(ep['state'][:, 0], [0.0, 1.0, 2.0])   # final: back-off's
+        np.testing.assert_allclose(ep['actions'], [[0.0] * 3, [0.1] * 3], atol=1e-7)
+        assert ep['terminations'].tolist() == [False, True]
+    finally:
+        h.close()

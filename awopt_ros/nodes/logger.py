@@ -27,7 +27,12 @@ record the wrench, the goal and the residual controller's faults (:data:`INSERTI
 and the dataset is a state dataset (``core.dataset.StateEpisodeRecorder``): one step per
 ``/policy/action`` of the residual controller, built from the ``/policy/decision`` with its
 stamp (the 15-D state the controller saw, its residual in [-1, 1] as the action, the command
-``u_m`` in the ``command_m`` info); no image is waited for.
+``u_m`` in the ``command_m`` info); no image is waited for. Only the controller's ``control``
+steps are learning data: the recorded steps of an episode end at its first decision whose
+``phase`` is not 'control' (the force limit's back-off, terminate or hold, whose command is not
+the one the residual chose); that step's state (when it has one) becomes the episode's final
+state, and it and every later step of the episode are left out (counted in
+``non_control_steps``). The dataset format does not change.
 
 Driver names (``core.robot_names``, parameters of ``ros.robot_params``): the camera topics are
 ``<camera_ns>/color/image_raw`` and ``<camera_ns>/color/camera_info``, the joint states come on
@@ -306,8 +311,12 @@ class LoggerNode(Node):
         self._policy = policy_id('other')
         self._policy_kind = 'unknown'
         self._decisions = OrderedDict()  # stamp ns -> (policy id, noise-free action or None)
-        # insertion: stamp ns -> (state (15,), residual (3,), command (3,) m) of a decision
+        # insertion: stamp ns -> (state (15,) or None, residual (3,), command (3,) m, phase)
+        # of a decision
         self._states = OrderedDict()
+        # insertion: the first non-'control' step of the episode ({state, success_probability,
+        # stamp_s}): the recorded steps end there
+        self._phase_end = None
         self._expect_decisions = False   # the model info announces a decision topic
         self._goals = OrderedDict()      # stamp ns -> (4,) demonstrator's grasp goal
         self._expect_goals = False       # the model info announces a grasp goal topic
@@ -317,7 +326,7 @@ class LoggerNode(Node):
         self.counts = {'camera_frames_received': 0, 'policy_images_received': 0,
                        'actions_received': 0, 'joint_states_received': 0,
                        'episodes_saved': 0, 'steps_total': 0,
-                       'unmatched_actions': 0,
+                       'unmatched_actions': 0, 'non_control_steps': 0,
                        'pre_start_actions': 0, 'trimmed_steps': 0,
                        'bad_messages': 0, 'bag_drops': 0, 'save_errors': 0,
                        'write_errors': 0, 'episodes_refused': 0, 'bags_repaired': 0}
@@ -489,13 +498,19 @@ class LoggerNode(Node):
             raise ValueError(f'decision is not {{stamp: {{sec, nanosec}}, source}}: {exc}') \
                 from exc
         if self.task == 'insertion':
+            phase = str(decision.get('phase', 'control'))
             try:
-                step = tuple(np.asarray(decision[k], dtype=np.float32).reshape(-1)
-                             for k in ('observation', 'residual', 'u_m'))
+                if phase == 'control':
+                    step = tuple(np.asarray(decision[k], dtype=np.float32).reshape(-1)
+                                 for k in ('observation', 'residual', 'u_m'))
+                else:   # a fault step: not learning data; its state, if any, ends the episode
+                    obs = decision.get('observation')
+                    step = (None if obs is None else np.asarray(obs, np.float32).reshape(-1),
+                            None, None)
             except (KeyError, TypeError) as exc:
                 raise ValueError(f'insertion decision lacks observation/residual/u_m: '
                                  f'{exc}') from exc
-            self._states[stamp_ns] = step
+            self._states[stamp_ns] = (*step, phase)
             while len(self._states) > _MAX_IMAGES:
                 self._states.popitem(last=False)
         self._remember(self._decisions, stamp_ns, (source, clean))
@@ -626,7 +641,13 @@ class LoggerNode(Node):
             if step is None or self._episode is None or self._step_limit_reached():
                 self.counts['unmatched_actions'] += step is None
                 continue
-            state, res, command = step
+            state, res, command, phase = step
+            if phase != 'control' or self._phase_end is not None:
+                self.counts['non_control_steps'] += 1
+                if self._phase_end is None:
+                    self._phase_end = {'state': state, 'success_probability': self._success_p,
+                                       'stamp_s': stamp * 1e-9}
+                continue
             source, _ = self._decisions.get(stamp, (self._policy, None))
             try:
                 self.recorder.add_step(state, res, self._success_p, source, stamp * 1e-9,
@@ -637,7 +658,11 @@ class LoggerNode(Node):
 
     def _finish_states(self, event, extra):
         """Insertion: close the state episode; the final state is the first dropped step's
-        (``extra``, the state after the last kept action), else the last step's."""
+        (``extra``, the state after the last kept action; else the first non-'control' step's),
+        else the last step's."""
+        phase_end, self._phase_end = self._phase_end, None
+        if extra is None and phase_end is not None and phase_end['state'] is not None:
+            extra = phase_end
         success = bool(event.get('success', False))
         terminated = bool(event.get('terminated', False))
         truncated = bool(event.get('truncated', True))
@@ -735,6 +760,7 @@ class LoggerNode(Node):
                          'stamp_s': event.get('stamp_s')}
         self._pending.clear()
         self._step_limit = None
+        self._phase_end = None
         self.recorder.begin(max(episode, 0), event.get('seed'))
         self.get_logger().info(f'episode {episode}: recording to {path}')
         stamp_s = event.get('stamp_s')
