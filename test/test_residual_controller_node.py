@@ -506,3 +506,15 @@ def test_closed_loop_on_the_insertion_sim_matches_the_in_process_loop(make_rig):
         np.testing.assert_allclose(np.array(sent), np.array(reference), atol=2e-6)
     finally:
         sim.close()
+
+
+def test_episode_start_parser_shared_by_the_policy_and_residual_nodes():
+    from awopt_ros.ros.episode_events import new_start
+    start = json.dumps({'event': 'start', 'episode': 4, 'stamp_s': 12.5})
+    assert new_start(start, 3) == (4, 12.5)
+    assert new_start(start, 4) is None            # the running episode's start heard again
+    assert new_start(json.dumps({'event': 'end', 'episode': 4}), 3) is None
+    assert new_start(json.dumps({'event': 'start', 'episode': 5}), 4) == (5, None)
+    for bad in ('not json', '[1, 2]', '{"episode": 1}'):
+        with pytest.raises(ValueError):
+            new_start(bad, None)

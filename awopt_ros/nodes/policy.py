@@ -98,7 +98,7 @@ from awopt_ros.core.onnx_policy import ModelContractError, expected_contract
 from awopt_ros.core.policy_runtime import (MODES, REQUIRED, ModelPaths, NoPolicyError,
                                            PolicyRuntime)
 from awopt_ros.core.spec import POLICY_CROP_XYWH, POLICY_IMAGE_SIZE, SOURCE_SIZE
-from awopt_ros.ros import convert, diagnostics, qos
+from awopt_ros.ros import convert, diagnostics, episode_events, qos
 from awopt_ros.ros.convert import PROPRIO_TOPIC as PROPRIO, proprio_publisher
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.robot_params import declare_camera_ns, declare_joint_names
@@ -409,17 +409,16 @@ class PolicyNode(Node):
 
     def _on_event(self, msg):
         try:
-            event = json.loads(msg.data)
-            kind, episode = event['event'], event.get('episode')
-        except (ValueError, KeyError, TypeError) as exc:
+            start = episode_events.new_start(msg.data, self._episode)
+        except ValueError as exc:
             self.get_logger().warning(f'bad episode event ignored: {exc}')
             return
-        if kind != 'start' or episode == self._episode:
+        if start is None:
             return
-        self._episode = episode
-        self.grid.restart(event.get('stamp_s'))
+        self._episode, stamp_s = start
+        self.grid.restart(stamp_s)
         policy = self.runtime.begin_episode()
-        self.get_logger().info(f'episode {episode}: policy {policy!r} (mode {self.mode!r})')
+        self.get_logger().info(f'episode {self._episode}: policy {policy!r} (mode {self.mode!r})')
 
     def _joint_state_age_s(self):
         """Age of the latest joint state: node clock now minus its stamp (arrival if unset)."""

@@ -95,7 +95,7 @@ from std_msgs.msg import String
 from awopt_ros.core import paths, residual
 from awopt_ros.core.action_rate import ActionGrid
 from awopt_ros.core.onnx_policy import ModelContractError, OnnxStateActor
-from awopt_ros.ros import convert, diagnostics, qos
+from awopt_ros.ros import convert, diagnostics, episode_events, qos
 from awopt_ros.ros.params import declare
 from awopt_ros.ros.robot_params import declare_joint_names
 from awopt_ros.ros.run import StartupError, spin_node
@@ -309,16 +309,15 @@ class ResidualControllerNode(Node):
 
     def _on_event(self, msg):
         try:
-            event = json.loads(msg.data)
-            kind, episode = event['event'], event.get('episode')
-        except (ValueError, KeyError, TypeError) as exc:
+            start = episode_events.new_start(msg.data, self._episode)
+        except ValueError as exc:
             self.get_logger().warning(f'bad episode event ignored: {exc}')
             return
-        if kind != 'start' or episode == self._episode:
+        if start is None:
             return
-        self._episode = episode
-        self.grid.restart(event.get('stamp_s'))
-        self._clear_fault(f'episode {episode} started')
+        self._episode, stamp_s = start
+        self.grid.restart(stamp_s)
+        self._clear_fault(f'episode {self._episode} started')
 
     def _clear_fault(self, why):
         if self.fault != NO_FAULT:

@@ -1,0 +1,22 @@
+"""Reading ``/episode/event`` (latched std_msgs/String JSON, docs/INTERFACES.md) in nodes that
+restart per episode (the policy node, the residual controller)."""
+import json
+
+
+def new_start(data, current_episode):
+    """Return ``(episode, stamp_s)`` when the event JSON ``data`` (str) is the ``start`` of an
+    episode other than ``current_episode``, else None (another event, or the start of the
+    episode already running: a latched event heard again). ``stamp_s`` is the event's
+    ``stamp_s`` (s) or None.
+
+    Raises:
+        ValueError: ``data`` is not a JSON object with an ``event`` key.
+    """
+    try:
+        event = json.loads(data)
+        kind, episode = event['event'], event.get('episode')
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f'{type(exc).__name__}: {exc}') from exc
+    if kind != 'start' or episode == current_episode:
+        return None
+    return episode, event.get('stamp_s')
