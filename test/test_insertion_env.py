@@ -3,12 +3,10 @@ semantics and seeding."""
 import numpy as np
 import pytest
 
-gym = pytest.importorskip('gymnasium')
-
-from awopt_ros.core import residual as res                      # noqa: E402
-from awopt_ros.sim.insertion import InsertionConfig             # noqa: E402
-from awopt_ros.sim.insertion_env import (MAX_STEPS, InsertionResidualEnv,  # noqa: E402
-                                         dense_reward)
+from awopt_ros.core import residual as res
+from awopt_ros.sim.insertion import InsertionConfig
+from awopt_ros.sim.insertion_env import (DENSE_ALPHA, DENSE_BETA, DENSE_EPS, DENSE_PHI,
+                                         MAX_STEPS, InsertionResidualEnv, dense_reward)
 
 SCENES = range(1_000_000, 1_000_030)
 
@@ -173,10 +171,48 @@ def test_dense_reward_option():
         assert r < 0
     finally:
         e.close()
-    # closer to the goal is better; pushing (fz < 0 before insertion) is not penalised less
+    # closer to the goal is better
     far = dense_reward([0.0, 0.0, 0.05], [0.0, 0.0, 0.0], 0.0, False)
     near = dense_reward([0.0, 0.0, 0.01], [0.0, 0.0, 0.0], 0.0, False)
     assert near > far
+
+
+def test_dense_reward_force_term_penalises_pressing_before_insertion_only():
+    """The wrench is the force ON the peg: pressing it down reads fz < 0. Pressing costs
+    phi per newton before insertion and earns phi per newton once inserted."""
+    x, g = [0.001, 0.0, 0.02], [0.0, 0.0, 0.0]
+    free = dense_reward(x, g, 0.0, False)
+    assert dense_reward(x, g, -10.0, False) == pytest.approx(free - DENSE_PHI * 10.0)
+    assert dense_reward(x, g, -10.0, True) == pytest.approx(free + DENSE_PHI * 10.0)
+    # the distance terms as documented
+    assert free == pytest.approx(-DENSE_ALPHA * 0.021
+                                 - DENSE_BETA / (np.hypot(0.001, 0.02) + DENSE_EPS))
+
+
+def test_dense_reward_of_a_peg_pressing_on_the_top_face_is_lower_than_without_force():
+    """In the simulator: the P-controller alone jams the peg on the socket's top face for
+    some scenes; while it presses there (above the top face, fz well below 0) the env's
+    dense reward is below the same pose's reward without force."""
+    e = InsertionResidualEnv(reward='dense')
+    pressed = 0
+    try:
+        for seed in SCENES:
+            e.reset(seed=seed)
+            term = trunc = False
+            while not (term or trunc):
+                _, r, term, trunc, info = e.step(np.zeros(3, np.float32))
+                fz = e.sim.wrench()[2]
+                if info['insertion_depth_m'] < 0.0 and fz < -2.0 and not info['success']:
+                    tool, _ = e.sim.tool_pose()
+                    no_force = dense_reward(tool, e.sim.goal_true(), 0.0, False)
+                    assert r < no_force
+                    assert r == pytest.approx(no_force + DENSE_PHI * fz)
+                    pressed += 1
+            if pressed >= 5:
+                break
+    finally:
+        e.close()
+    assert pressed >= 5
 
 
 def test_errors():

@@ -22,11 +22,14 @@ rate per seed, mean and std over seeds (population std, ``ddof=0``), env steps p
 wall time, learning curves (training-episode success vs env steps).
 
 Outputs: per (method, seed) a JSON under the work dir (the comparison resumes from them), the
-plot, ``docs/insertion_results.json`` and ``docs/insertion.md``; the residual actor of the
-best seed as ONNX under the work dir, copied to ``models/`` only with ``--ship`` (and never
-over an existing file without ``--force``).
+plot, ``insertion_results.json`` and ``insertion.md`` in the docs dir (default
+``<work dir>/docs``; the published ``docs/`` only when named, and a docs dir that already
+holds results only with ``--force``); the residual actor of each seed as ONNX under the work
+dir, the best one copied to ``models/`` only with ``--ship`` (and never over an existing file
+without ``--force``).
 """
 import json
+import math
 import os
 import platform
 import shlex
@@ -45,6 +48,9 @@ EVAL_SEED_BASE = 1_000_000
 EVAL_SEED_STRIDE = 10_000
 METHODS = ('p_controller', 'residual', 'sb3_sac_residual')
 DEFAULT_WORK_DIR = 'runs/insertion_compare'
+#: Largest accepted ``goal_noise_m`` (m): half the peg side; larger values are usually a
+#: value in mm given as metres.
+MAX_GOAL_NOISE_M = 0.005
 SHIPPED_MODEL = 'models/insertion_residual.onnx'
 
 
@@ -85,12 +91,23 @@ class ExperimentConfig:
         sb3_learning_starts: SAC steps before its first update.
         sb3_ent_coef: SAC's entropy coefficient: 'auto' (SB3's default, learned toward a
             target entropy, starting at 1: with the sparse reward of 1 SAC then learned to
-            avoid ending episodes, 0 % success, docs/insertion.md) or a fixed number as a
-            string ('0.001', the default).
-        goal_noise_m: uniform +- goal noise in x and y (m, per episode).
-        variant: 'default' or 'hard' scene.
+            avoid ending episodes, 0 % success, docs/insertion.md), 'auto_<start>' (learned,
+            starting at ``start`` > 0) or a fixed number >= 0 as a string ('0.001', the
+            default; a number is stored as its string).
+        goal_noise_m: uniform +- goal noise in x and y (m, per episode), in
+            [0, :data:`MAX_GOAL_NOISE_M`].
+        variant: a ``sim.insertion.InsertionConfig`` variant ('default' or 'hard').
         reward: 'sparse' or 'dense' (training reward; success is always the measure).
+            'dense' only for the environment and SB3 SAC: our learner refuses it
+            (:meth:`check_method`).
         threads: torch threads per process.
+
+    Raises:
+        ValueError: (at construction) a field out of its range, naming the field: counts
+            below their minimum, shares outside [0, 1], ``lr``, ``init_std``,
+            ``awac_lambda``, ``updates_per_step`` not finite and > 0, ``offline_noise_std``
+            < 0, ``critic_warmup_steps`` > ``pretrain_steps``, repeated seeds, an unknown
+            ``preset``, ``variant`` or ``reward``, an ``sb3_ent_coef`` SB3 would not take.
     """
 
     seeds: tuple = (0, 1, 2)
@@ -131,6 +148,9 @@ class ExperimentConfig:
             if int(getattr(self, name)) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
             setattr(self, name, int(getattr(self, name)))
+        for name in ('scripted_share', 'offline_noise_prob', 'offline_noise_std', 'awac_lambda',
+                     'lr', 'init_std', 'updates_per_step', 'goal_noise_m'):
+            setattr(self, name, _finite(name, getattr(self, name)))
         if not 0.0 <= self.scripted_share <= 1.0:
             raise ValueError(f'scripted_share must be in [0, 1], got {self.scripted_share}')
         if not 0.0 <= self.offline_noise_prob <= 1.0:
@@ -138,23 +158,113 @@ class ExperimentConfig:
                              f'got {self.offline_noise_prob}')
         if self.reward not in ('sparse', 'dense'):
             raise ValueError(f"reward must be 'sparse' or 'dense', got {self.reward!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f'seeds must not repeat, got {self.seeds}')
+        for name in ('lr', 'init_std', 'awac_lambda', 'updates_per_step'):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f'{name} must be > 0, got {getattr(self, name)}')
+        if self.offline_noise_std < 0.0:
+            raise ValueError(f'offline_noise_std must be >= 0, got {self.offline_noise_std}')
+        if self.critic_warmup_steps > self.pretrain_steps:
+            raise ValueError(f'critic_warmup_steps ({self.critic_warmup_steps}) must not '
+                             f'exceed pretrain_steps ({self.pretrain_steps})')
+        if not 0.0 <= self.goal_noise_m <= MAX_GOAL_NOISE_M:
+            raise ValueError(f'goal_noise_m must be in [0, {MAX_GOAL_NOISE_M}] m, got '
+                             f'{self.goal_noise_m} (a value in mm?)')
+        self.sb3_ent_coef = _check_ent_coef(self.sb3_ent_coef)
+        from awopt_ros.learning.awopt import PRESETS
+        if self.preset not in PRESETS:
+            raise ValueError(f'preset must be one of {sorted(PRESETS)}, got {self.preset!r}')
+        from awopt_ros.sim.insertion import InsertionConfig
+        try:
+            InsertionConfig(variant=self.variant, render=False)
+        except ValueError as exc:
+            raise ValueError(f'variant: {exc}') from None
+
+    def check_method(self, method):
+        """Raise ValueError where this configuration cannot train ``method``.
+
+        Our learner (``'residual'``) refuses ``reward='dense'``: its critic is a
+        cross-entropy critic whose Bellman targets are success probabilities clamped to
+        [0, 1] (``learning.awopt``), and the dense reward is negative, so every target would
+        be 0 and nothing would be learned. The P-controller and SB3 SAC take either reward.
+
+        Raises:
+            ValueError: an unknown method, or the combination above.
+        """
+        if method not in METHODS:
+            raise ValueError(f'unknown method {method!r}; known: {METHODS}')
+        if method == 'residual' and self.reward == 'dense':
+            raise ValueError(
+                "reward 'dense' cannot train our residual (method 'residual'): the learner's "
+                'critic targets are success probabilities in [0, 1] (cross-entropy critic, '
+                'Bellman targets clamped to [0, 1]) and the dense reward is negative, so '
+                "every target would be 0; use reward 'sparse' ('dense' stays available for "
+                "sb3_sac_residual and the environment)")
 
     def to_dict(self):
+        """Return the fields as a JSON-ready dict (``seeds`` as a list)."""
         d = asdict(self)
         d['seeds'] = list(self.seeds)
         return d
+
+
+def _finite(name, value):
+    """Return ``value`` as a float; ValueError naming ``name`` if it is not a finite number."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name} must be a number, got {value!r}') from None
+    if not math.isfinite(v):
+        raise ValueError(f'{name} must be finite, got {value!r}')
+    return v
+
+
+def _check_ent_coef(value):
+    """Return SB3's ``ent_coef`` setting as a string, as SB3 SAC accepts it: 'auto',
+    'auto_<start>' with a start value > 0, or a number >= 0.
+
+    Raises:
+        ValueError: anything else (naming ``sb3_ent_coef``).
+    """
+    text = str(value).strip()
+    if text == 'auto':
+        return text
+    learned = text.startswith('auto_')
+    try:
+        v = float(text[len('auto_'):] if learned else text)
+    except ValueError:
+        v = float('nan')
+    if not math.isfinite(v) or v < 0.0 or (learned and v == 0.0):
+        raise ValueError("sb3_ent_coef must be 'auto', 'auto_<start value > 0>' or a number "
+                         f'>= 0, got {value!r}')
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
 # Environment, episodes, evaluation
 # ---------------------------------------------------------------------------------------------
 
+def scene_config(cfg):
+    """Return the ``sim.insertion.InsertionConfig`` of ``cfg``'s scene (no rendering)."""
+    from awopt_ros.sim.insertion import InsertionConfig
+    return InsertionConfig(variant=cfg.variant, goal_noise_m=cfg.goal_noise_m, render=False)
+
+
+def scene_text(cfg):
+    """One phrase with the peg, hole, clearance and chamfer of ``cfg``'s scene, from its
+    ``InsertionConfig`` (docs, model card), e.g. '10 mm square peg, 20 mm deep hole,
+    clearance 0.4 mm, 0.5 mm chamfer'."""
+    s = scene_config(cfg)
+    chamfer = f'{s.chamfer_m * 1000:g} mm chamfer' if s.chamfer_m > 0 else 'no chamfer'
+    return (f'{s.peg_side_m * 1000:g} mm square peg, {s.hole_depth_m * 1000:g} mm deep hole, '
+            f'clearance {s.clearance_m * 1000:g} mm, {chamfer}')
+
+
 def make_env(cfg, residual=True):
     """Return an :class:`InsertionResidualEnv` for ``cfg`` (no rendering)."""
-    from awopt_ros.sim.insertion import InsertionConfig
     from awopt_ros.sim.insertion_env import InsertionResidualEnv
-    sim_cfg = InsertionConfig(variant=cfg.variant, goal_noise_m=cfg.goal_noise_m, render=False)
-    return InsertionResidualEnv(sim_cfg, residual=residual, reward=cfg.reward)
+    return InsertionResidualEnv(scene_config(cfg), residual=residual, reward=cfg.reward)
 
 
 def run_episode(env, policy, scene_seed=None):
@@ -215,11 +325,13 @@ class EpisodeCurve:
         self.total = 0
 
     def add(self, steps, success):
+        """Record one episode of ``steps`` env steps (int) that ended in ``success`` (bool)."""
         self.total += int(steps)
         self.steps.append(self.total)
         self.success.append(int(success))
 
     def to_dict(self):
+        """Return ``{'env_steps': [cumulative steps after each episode], 'success': [0/1]}``."""
         return {'env_steps': list(self.steps), 'success': list(self.success)}
 
 
@@ -344,7 +456,11 @@ def train_residual(cfg, seed, progress=None):
     Returns:
         (learner, info dict: env_steps, offline_steps, online_steps, gradient_steps,
         curve, wall_s, offline_success_rate).
+
+    Raises:
+        ValueError: ``cfg.reward`` is 'dense' (:meth:`ExperimentConfig.check_method`).
     """
+    cfg.check_method('residual')
     t0 = time.perf_counter()
     env = make_env(cfg)
     env.reset(seed=int(seed) * 7919 + 13)       # seeds the env's training-scene generator
@@ -483,8 +599,8 @@ et al. 2019): the residual controller sends `u = clip(-kp (x - goal) + alpha * r
 kp = {list(KP)}, alpha = {rc.alpha_m} m per step, max step {rc.max_step_m} m, and `r` this
 model's output.
 
-- Task: `insertion` (core.task.INSERTION): 10 mm square peg, 20 mm deep hole, clearance
-  0.4 mm, 0.5 mm chamfer (sim.insertion, variant `{cfg.variant}`), goal observed with uniform
+- Task: `insertion` (core.task.INSERTION): {scene_text(cfg)}
+  (sim.insertion, variant `{cfg.variant}`), goal observed with uniform
   +-{cfg.goal_noise_m * 1000:.1f} mm noise in x and y, 50 steps at 10 Hz. Success: the peg tip
   inserted to at least 90 % of the depth inside the bore.
 - Contract: input `observation` float32 (N, 15) raw (core.task.INSERTION_STATE_NAMES: tool
@@ -721,8 +837,8 @@ def write_docs(cfg, results, docs_dir, plot_name='insertion_curves.png'):
         notes = md.read_text().split(NOTES_MARKER, 1)[1]
     md.write_text(f"""# Insertion with residual RL: P-controller vs residuals
 
-What: peg insertion on the simulated Sawyer (sim.insertion: 10 mm square peg, 20 mm deep hole,
-clearance 0.4 mm, 0.5 mm chamfer, variant `{cfg.variant}`), goal observed with uniform
+What: peg insertion on the simulated Sawyer (sim.insertion: {scene_text(cfg)},
+variant `{cfg.variant}`), goal observed with uniform
 +-{cfg.goal_noise_m * 1000:.1f} mm noise in x and y (fixed per episode), episodes of 50 steps at
 10 Hz. The command of each step is `u = clip(-kp (x - goal_observed) + alpha * r)` (kp = [1, 1,
 0.3], alpha = 2 mm, core.residual), sent through the arm interface's code path
@@ -778,7 +894,7 @@ host. `awopt train --task insertion` trains one seed of our residual alone.
 {NOTES_MARKER}{notes}""")
 
 
-def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS,
+def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir=None, methods=METHODS,
                 ship=False, force=False, restart=False, progress=True, command='', write=True):
     """Run (or resume) every (method, seed) unit, then write the docs and plot.
 
@@ -787,23 +903,38 @@ def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS
         work_dir: per-unit JSON, checkpoints, ONNX exports (a directory holding another
             configuration, seeds aside, is refused unless ``restart``; processes running
             different ``--seeds`` may share it).
-        docs_dir: where insertion.md, insertion_results.json and insertion_curves.png go.
+        docs_dir: where insertion.md, insertion_results.json and insertion_curves.png go;
+            None: ``work_dir``/docs (the published ``docs/`` only when asked for).
         methods: the subset of :data:`METHODS` to run.
         ship: copy the best seed's residual (and card) to :data:`SHIPPED_MODEL`.
-        force: let ``ship`` replace an existing shipped model.
+        force: let ``write`` replace a ``docs_dir`` that already holds
+            insertion_results.json, and ``ship`` replace an existing shipped model.
         restart: delete the work dir's per-unit results first.
         progress: print progress lines.
         command: the command line recorded in the results and docs.
         write: write the docs files and the plot.
 
     Raises:
-        ValueError: the work dir holds another configuration (without ``restart``).
-        FileExistsError: ``ship`` onto an existing model without ``force``.
+        ValueError: the work dir holds another configuration (without ``restart``), an
+            unknown method, or a method ``cfg`` cannot train
+            (:meth:`ExperimentConfig.check_method`).
+        FileExistsError: without ``force``: ``write`` into a ``docs_dir`` holding
+            insertion_results.json, or ``ship`` onto an existing model. All of these are
+            checked before any unit runs.
 
     Returns:
         the results dict.
     """
+    for method in methods:
+        cfg.check_method(method)
     work = Path(work_dir)
+    docs = work / 'docs' if docs_dir is None else Path(docs_dir)
+    if write and not force and (docs / 'insertion_results.json').exists():
+        raise FileExistsError(f'{docs / "insertion_results.json"} exists; pass --force to '
+                              f'rewrite {docs} (or give another --docs-dir)')
+    if ship and not force and Path(SHIPPED_MODEL).exists():
+        raise FileExistsError(f'{SHIPPED_MODEL} exists; pass --force to replace the shipped '
+                              'model')
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / 'config.json'
     mine = {k: v for k, v in cfg.to_dict().items() if k != 'seeds'}   # units are per seed
@@ -834,8 +965,8 @@ def run_compare(cfg, work_dir=DEFAULT_WORK_DIR, docs_dir='docs', methods=METHODS
         results.update(shipped_model=SHIPPED_MODEL, shipped_seed=best['seed'],
                        shipped_success_rate=best['success_rate'])
     if write:
-        plot_curves(cfg, units, Path(docs_dir) / 'insertion_curves.png')
-        write_docs(cfg, results, docs_dir)
+        plot_curves(cfg, units, docs / 'insertion_curves.png')
+        write_docs(cfg, results, docs)
     return results
 
 
@@ -881,31 +1012,42 @@ _HELP = {
     'layers': 'hidden layers (both learners)',
     'init_std': 'initial exploration std of our actor (units of alpha)',
     'sb3_learning_starts': 'SB3 SAC: random-action steps before its first update',
-    'sb3_ent_coef': "SB3 SAC entropy coefficient: 'auto' (SB3's own choice) or a number",
-    'goal_noise_m': 'uniform +- error of the observed goal in x and y (m)',
+    'sb3_ent_coef': "SB3 SAC entropy coefficient: 'auto' (SB3's own choice), 'auto_<start>' "
+                    'or a number >= 0',
+    'goal_noise_m': f'uniform +- error of the observed goal in x and y (m, at most '
+                    f'{MAX_GOAL_NOISE_M})',
     'variant': "scene: 'default' (0.4 mm clearance, 0.5 mm chamfer) or 'hard' (0.1 mm, "
                'no chamfer)',
-    'reward': "training reward: 'sparse' (1 on success) or 'dense' (thesis)",
+    'reward': "training reward: 'sparse' (1 on success) or 'dense' (thesis; SB3 SAC only: "
+              "our learner's critic targets are success probabilities)",
     'threads': 'torch threads per process',
 }
 
 
 def add_experiment_args(parser):
-    """Options of the experiment (each maps to an :class:`ExperimentConfig` field)."""
-    d = ExperimentConfig()
-    parser.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds),
+    """Options of the experiment (each maps to an :class:`ExperimentConfig` field; the
+    defaults are the fields' defaults, read without building a config, so that building the
+    parser imports neither torch nor MuJoCo)."""
+    d = {f.name: f.default for f in fields(ExperimentConfig)}
+    parser.add_argument('--seeds', type=int, nargs='+', default=list(d['seeds']),
                         help=_HELP['seeds'])
     parser.add_argument('--episodes', dest='episodes_per_seed', type=int,
-                        default=d.episodes_per_seed, help=_HELP['episodes_per_seed'])
+                        default=d['episodes_per_seed'], help=_HELP['episodes_per_seed'])
     for f in fields(ExperimentConfig):
         if f.name in ('seeds', 'episodes_per_seed'):
             continue
-        default = getattr(d, f.name)
+        default = d[f.name]
         parser.add_argument('--' + f.name.replace('_', '-'), type=type(default),
                             default=default, dest=f.name, help=_HELP.get(f.name))
 
 
 def config_from_args(args):
+    """Return the :class:`ExperimentConfig` of parsed ``args`` (an ``argparse.Namespace``
+    with one attribute per field, as :func:`add_experiment_args` adds them).
+
+    Raises:
+        ValueError: a field out of range (:class:`ExperimentConfig`).
+    """
     return ExperimentConfig(**{f.name: getattr(args, f.name) for f in fields(ExperimentConfig)})
 
 
@@ -914,8 +1056,9 @@ def add_compare_args(parser):
     add_experiment_args(parser)
     parser.add_argument('--work-dir', default=DEFAULT_WORK_DIR,
                         help='per (method, seed) JSON, checkpoints and ONNX exports')
-    parser.add_argument('--docs-dir', default='docs',
-                        help='where insertion.md, insertion_results.json and the plot go')
+    parser.add_argument('--docs-dir', default=None,
+                        help='where insertion.md, insertion_results.json and the plot go '
+                             '(default: <work-dir>/docs; one that holds results needs --force)')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS,
                         help='run only these methods (their results join the others)')
     parser.add_argument('--ship', action='store_true',
@@ -923,7 +1066,8 @@ def add_compare_args(parser):
     parser.add_argument('--restart', action='store_true',
                         help='start the work dir over (delete its per-unit results)')
     parser.add_argument('--force', action='store_true',
-                        help='with --ship: replace an existing shipped model')
+                        help='rewrite a --docs-dir that holds results; with --ship: replace '
+                             'an existing shipped model')
 
 
 def _command_line():
@@ -931,11 +1075,17 @@ def _command_line():
 
 
 def run_compare_cli(args):
-    """``awopt insertion-compare``: returns an exit code."""
-    cfg = config_from_args(args)
-    results = run_compare(cfg, args.work_dir, args.docs_dir, methods=args.methods,
-                          ship=args.ship, force=args.force, restart=args.restart,
-                          command=_command_line())
+    """``awopt insertion-compare``: returns an exit code (2: a bad option, a method the
+    configuration cannot train, or results/model in the way without ``--force``; nothing
+    ran)."""
+    from awopt_ros.cli_args import usage_error
+    try:
+        cfg = config_from_args(args)
+        results = run_compare(cfg, args.work_dir, args.docs_dir, methods=args.methods,
+                              ship=args.ship, force=args.force, restart=args.restart,
+                              command=_command_line())
+    except (ValueError, FileExistsError) as exc:
+        return usage_error('awopt insertion-compare', exc)
     keys = [k for k in results if k.endswith('_success_rate')]
     print(json.dumps({k: results[k] for k in keys + ['env_steps']}, indent=2))
     return 0
@@ -944,14 +1094,26 @@ def run_compare_cli(args):
 def add_train_args(parser):
     """Options of ``awopt train --task insertion`` (one seed of our residual)."""
     add_experiment_args(parser)
+    parser.set_defaults(seeds=[0])
     parser.add_argument('--out', default=None,
                         help='ONNX path (default runs/insertion_train/insertion_residual.onnx)')
     parser.add_argument('--force', action='store_true', help='overwrite an existing --out')
 
 
 def run_train_cli(args):
-    """``awopt train --task insertion``: train, evaluate and export one seed; exit code."""
-    cfg = config_from_args(args)
+    """``awopt train --task insertion``: train, evaluate and export one seed; exit code (2:
+    a bad option, several seeds, reward 'dense' or an existing ``--out``; nothing ran)."""
+    from awopt_ros.cli_args import usage_error
+    prog = 'awopt train --task insertion'
+    try:
+        cfg = config_from_args(args)
+        cfg.check_method('residual')
+    except ValueError as exc:
+        return usage_error(prog, exc)
+    if len(cfg.seeds) != 1:
+        return usage_error(prog, f'it trains one seed, got --seeds '
+                                 f'{" ".join(map(str, cfg.seeds))}; run awopt insertion-compare '
+                                 f'--methods residual for several seeds')
     seed = cfg.seeds[0]
     out = Path(args.out or 'runs/insertion_train/insertion_residual.onnx')
     if out.exists() and not args.force:

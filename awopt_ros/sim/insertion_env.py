@@ -28,7 +28,9 @@ Episode semantics (contract 23 section 5):
       end the episode as failed);
     * truncated after ``max_steps`` (50) steps otherwise.
     With ``reward='dense'`` each step is rewarded with the thesis' dense reward
-    (:func:`dense_reward`) and success still terminates.
+    (:func:`dense_reward`, negative) and success still terminates. It suits learners of
+    returns (SB3 SAC), not the project's learner, whose critic predicts success
+    probabilities in [0, 1] (``learning.insertion`` refuses that combination).
 
 Seeding: ``reset(seed=s)`` resets the scene with ``InsertionSim.reset(s)``, so the same ``s``
 gives the same socket pose, goal noise and start pose whichever policy acts (the experiment's
@@ -73,16 +75,28 @@ def default_limits(socket_m):
 def dense_reward(tool_m, goal_m, force_z_n, inserted):
     """Return the thesis' dense insertion reward (float) for one step.
 
-    ``r = -alpha ||x - x*||_1 - beta / (||x - x*||_2 + eps) - phi * s * fz`` with alpha 100
+    ``r = -alpha ||x - x*||_1 - beta / (||x - x*||_2 + eps) - phi * s * p`` with alpha 100
     (1/m), beta 0.002 (m), eps 0.01 (m), phi 0.1 (1/N), ``s = +1`` before insertion and -1
     once inserted (the sign of phi flips); ``x`` the tool tip and ``x*`` the TRUE goal (m,
-    base_link; the reward is computed by the simulator, which knows it); ``fz`` the tool
-    frame force along the peg (N).
+    base_link; the reward is computed by the simulator, which knows it).
+
+    ``p = -force_z_n`` is the force pressing the peg down along its axis (N, > 0 when the peg
+    pushes onto a surface): ``force_z_n`` is the wrench's z force in the tool frame as the
+    sensor reports it (``InsertionSim.wrench``: the force the environment exerts ON the peg,
+    tool z along the peg, pointing down), which is negative when the peg presses down. So
+    pressing before insertion (e.g. on the socket's top face) lowers the reward by phi per
+    newton and pressing once inserted raises it.
+
+    Args:
+        tool_m, goal_m: (3,) positions (m).
+        force_z_n: wrench z force (N), sensor convention above.
+        inserted: True once the peg counts as inserted (the environment passes its success).
     """
     d = np.asarray(tool_m, dtype=np.float64) - np.asarray(goal_m, dtype=np.float64)
     sign = -1.0 if inserted else 1.0
+    press_n = -float(force_z_n)
     return float(-DENSE_ALPHA * np.abs(d).sum() - DENSE_BETA / (np.linalg.norm(d) + DENSE_EPS)
-                 - DENSE_PHI * sign * float(force_z_n))
+                 - DENSE_PHI * sign * press_n)
 
 
 class InsertionResidualEnv(gym.Env):
