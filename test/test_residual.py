@@ -121,3 +121,22 @@ def test_arm_actions_use_the_spec_layout():
     assert spec.is_set(end[spec.IDX_TERMINATE]) and not spec.is_set(back[spec.IDX_TERMINATE])
     # the largest command fits the arm action bounds
     assert ResidualConfig().max_step_m <= float(spec.ACTION_HIGH[2])
+
+
+def test_force_window_ignores_an_impact_spike_but_not_a_push():
+    """At 100 Hz, one 65 N sample among 5 N ones (an impact) stays under 40 N averaged over
+    50 ms; 45 N held for the window trips it; window 0 is each sample alone."""
+    w = residual.ForceWindow(0.05)
+    f = lambda n: [0.0, 0.0, -n, 0.0, 0.0, 0.0]   # noqa: E731
+    for k in range(5):
+        assert w.add(0.01 * k, f(5.0)) == pytest.approx(5.0)
+    assert w.add(0.05, f(65.0)) < 40.0
+    assert w.add(0.06, f(5.0)) < 40.0
+    w.reset()
+    means = [w.add(1.0 + 0.01 * k, f(45.0)) for k in range(6)]
+    assert all(m > 40.0 for m in means)
+    single = residual.ForceWindow(0.0)
+    assert single.add(0.0, f(5.0)) == pytest.approx(5.0)
+    assert single.add(0.01, f(65.0)) == pytest.approx(65.0)
+    with pytest.raises(ValueError, match='window_s'):
+        residual.ForceWindow(-0.1)

@@ -39,7 +39,7 @@ def model_path(tmp_path_factory):
 def _params(**extra):
     values = {'residual': 'off', 'urdf_path': sawyer.URDF_PATH,
               'joint_names': list(sawyer.ARM_JOINTS), 'gripper_joint': 'right_gripper_peg',
-              'rate_hz': 0.0}
+              'rate_hz': 0.0, 'force_window_s': 0.0}   # each wrench sample alone
     values.update(extra)
     return [Parameter(k, value=v) for k, v in values.items()]
 
@@ -211,6 +211,28 @@ def test_force_limit_backs_off_then_terminates_then_holds(make_rig, kin):
     assert len(rig.faults) == 1
 
 
+def test_force_limit_averages_over_force_window_s(make_rig, kin):
+    """With the default window (0.05 s) one 65 N impact sample among 5 N ones at 100 Hz does
+    not trip the 40 N limit; a 50 N push held for the window does."""
+    rig = make_rig(rate_hz=10.0, force_limit_n=40.0, force_window_s=0.05)
+    rig.send_goal(_goal(kin))
+    _, decision, stamp = rig.step((0.0, 0.0, -5.0, 0, 0, 0))
+    assert decision['phase'] == 'control'
+    t0 = convert.stamp_to_s(stamp)
+    for k, fz in enumerate([-5.0, -5.0, -65.0, -5.0, -5.0]):
+        rig.wrench_pub.publish(convert.wrench_to_msg((0.0, 0.0, fz, 0, 0, 0),
+                                                     convert.s_to_stamp(t0 + 0.01 * (k + 1)),
+                                                     'tcp'))
+    assert rig.spin(lambda: rig.node.counts['wrenches'] >= 6)
+    assert not rig.faults and rig.node.fault == 'none'
+    for k in range(6):
+        rig.wrench_pub.publish(convert.wrench_to_msg((0.0, 0.0, -50.0, 0, 0, 0),
+                                                     convert.s_to_stamp(t0 + 0.06 + 0.01 * k),
+                                                     'tcp'))
+    assert rig.spin(lambda: rig.faults), 'a held push must trip the limit'
+    assert rig.faults[0]['force_n'] > 40.0
+
+
 def test_force_limit_is_checked_on_every_wrench_not_only_on_due_steps(make_rig, kin):
     """An over-limit wrench between two control ticks (rate 10 Hz) faults and backs off at
     once, stamped with that wrench; the next tick terminates."""
@@ -290,7 +312,7 @@ def test_diagnostics_report_stale_inputs_and_the_fault(make_rig, kin):
     rig.node._publish_diagnostics()
     assert rig.spin(lambda: len(diags) > n)
     assert diags[-1].level == DiagnosticStatus.ERROR
-    assert 'force 45.0 N > force_limit_n 40.0 N' in diags[-1].message
+    assert 'force 45.0 N (mean over force_window_s) > force_limit_n 40.0 N' in diags[-1].message
 
 
 def test_stale_or_missing_inputs_publish_nothing(make_rig, kin):

@@ -61,9 +61,11 @@ them as they are):
   fault state.
 
 Force limit: EVERY wrench message in ``wrench_frame`` is checked, whatever the step grid,
-a pending step, the goal or the age of the inputs: one whose force magnitude exceeds
-``force_limit_n`` publishes a ``/residual/fault`` at once (an episode manager with
-``fault_topic: /residual/fault`` ends the episode as 'failed'), then, in the same callback
+a pending step, the goal or the age of the inputs: when the force magnitude averaged over
+the samples of the last ``force_window_s`` (0.05 s: impacts of a few ms do not trip it, a
+push does; ``core.residual.ForceWindow``) exceeds ``force_limit_n``, it publishes a
+``/residual/fault`` at once (an episode manager with ``fault_topic: /residual/fault`` ends
+the episode as 'failed'), then, in the same callback
 and stamped with that wrench, a back-off step (``back_off_m`` up, +z in base_link), and logs
 an error. The back-off needs a fresh joint state (at most ``max_joint_state_age_s`` old: the
 arm is alive); without one, a terminate action (no motion) goes out instead of the back-off.
@@ -172,6 +174,11 @@ class ResidualControllerNode(Node):
                           'Actions per second on the wrench stamps (the control period the '
                           'residual was trained with); 0 = on every wrench message.',
                           low=0.0, high=1000.0, read_only=True)
+        force_window_s = declare(
+            self, 'force_window_s', 0.05,
+            'The force limit applies to the force magnitude averaged over the wrench samples '
+            'of this window (s); 0 = each sample alone.', low=0.0, high=1.0, read_only=True)
+        self._force_window = residual.ForceWindow(force_window_s)
         self.max_wrench_age_s = declare(
             self, 'max_wrench_age_s', 0.2,
             'A wrench older than this (s, node clock) when due is stale: nothing published.',
@@ -232,6 +239,7 @@ class ResidualControllerNode(Node):
         self._pending = None           # (stamp, stamp s, wrench) of a step waiting for joints
         self.fault = NO_FAULT
         self.fault_detail = ''
+        self._force_n = 0.0             # force magnitude over force_window_s (N)
         self._episode = None
 
         self.decision_pub = self.create_publisher(String, DECISION, qos.COMMAND)
@@ -318,6 +326,7 @@ class ResidualControllerNode(Node):
         self._episode, stamp_s = start
         self.grid.restart(stamp_s)
         self._clear_fault(f'episode {self._episode} started')
+        self._force_window.reset()
 
     def _clear_fault(self, why):
         if self.fault != NO_FAULT:
@@ -375,8 +384,8 @@ class ResidualControllerNode(Node):
             return
         self._wrench_s = stamp_s
         self._pending = None            # a newer wrench replaces one waiting for joints
-        if self.fault == NO_FAULT and residual.force_exceeded(wrench,
-                                                              self.config.force_limit_n):
+        self._force_n = self._force_window.add(stamp_s, wrench)
+        if self.fault == NO_FAULT and self._force_n > self.config.force_limit_n:
             self._fault_step(msg.header.stamp, stamp_s, wrench, started=True)
             return
         if not self.grid.due(stamp_s):
@@ -455,10 +464,10 @@ class ResidualControllerNode(Node):
         the joint state is missing or stale), else a terminate after the back-off, else a hold.
         Needs no goal; advances the step grid."""
         config = self.config
-        force_n = float(np.linalg.norm(wrench[:3]))
+        force_n = self._force_n
         if started:
-            self.fault_detail = (f'force {force_n:.1f} N > force_limit_n '
-                                 f'{config.force_limit_n} N')
+            self.fault_detail = (f'force {force_n:.1f} N (mean over force_window_s) > '
+                                 f'force_limit_n {config.force_limit_n} N')
             self.fault_pub.publish(String(data=json.dumps({
                 'reason': 'force_limit', 'force_n': force_n, 'limit_n': config.force_limit_n,
                 'wrench': [float(v) for v in wrench], 'stamp_s': stamp_s,
