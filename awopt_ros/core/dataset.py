@@ -370,13 +370,12 @@ class EpisodeRecorder:
             final_success_probability=final_success_probability, final_stamp_s=final_stamp_s)
         return self.append(buffer, summary)
 
-    def finish(self, success, terminated, truncated, final_image, final_proprio, *,
-               final_success_probability=None, final_stamp_s=None):
-        """Close the running episode in memory (fast); return ``(buffer, summary)``.
+    def _close(self, success, terminated, truncated):
+        """Return ``(episode dict, summary)`` of the running episode, or ``(None, summary)``
+        (the episode dropped, a warning logged) when it has no actions.
 
-        ``buffer`` is None for an episode without actions (nothing to write). A new episode
-        may :meth:`begin` at once; write this one with :meth:`append` (e.g. on a worker
-        thread). Arguments and errors as :meth:`end`.
+        Raises:
+            RuntimeError: no episode running.
         """
         if self._episode is None:
             raise RuntimeError('end called with no episode running')
@@ -390,6 +389,19 @@ class EpisodeRecorder:
             _LOG.warning('episode %d has no actions; not written to %s', ep['episode'],
                          self.dataset_id)
             self._episode = None
+            return None, summary
+        return ep, summary
+
+    def finish(self, success, terminated, truncated, final_image, final_proprio, *,
+               final_success_probability=None, final_stamp_s=None):
+        """Close the running episode in memory (fast); return ``(buffer, summary)``.
+
+        ``buffer`` is None for an episode without actions (nothing to write). A new episode
+        may :meth:`begin` at once; write this one with :meth:`append` (e.g. on a worker
+        thread). Arguments and errors as :meth:`end`.
+        """
+        ep, summary = self._close(success, terminated, truncated)
+        if ep is None:
             return None, summary
         img, p = self._check_obs(final_image, final_proprio)
         final_sp = ep['success_probability'][-1] if final_success_probability is None \
@@ -697,22 +709,15 @@ class StateEpisodeRecorder(EpisodeRecorder):
         """Close the running episode in memory; return ``(buffer, summary)`` as
         :meth:`EpisodeRecorder.finish`. ``final_state`` (D,) is the state after the last
         action; None repeats the last step's state (no observation came after it)."""
-        if self._episode is None:
-            raise RuntimeError('end called with no episode running')
-        ep = self._episode
-        steps = len(ep['actions'])
-        summary = {'episode': ep['episode'], 'seed': ep['seed'], 'steps': steps,
-                   'written': False, 'index': None, 'dataset_id': self.dataset_id,
-                   'dataset_path': str(self.dataset_path), 'success': bool(success),
-                   'terminated': bool(terminated), 'truncated': bool(truncated)}
-        if steps == 0:
-            self._episode = None
+        ep, summary = self._close(success, terminated, truncated)
+        if ep is None:
             return None, summary
         final = ep['state'][-1] if final_state is None else self._check_state(final_state)
         final_sp = (ep['success_probability'][-1] if final_success_probability is None
                     else np.float32(final_success_probability))
         final_stamp = ep['stamp_s'][-1] if final_stamp_s is None else float(final_stamp_s)
         from minari.data_collector import EpisodeBuffer
+        steps = summary['steps']
         rewards = np.zeros(steps, dtype=np.float64)
         terminations = np.zeros(steps, dtype=bool)
         truncations = np.zeros(steps, dtype=bool)
