@@ -100,12 +100,13 @@ def stack_nodes(context):
 
 
 def make_launch_description(config, robot_state_publisher='false', rviz='false',
-                            rviz_config=''):
-    """Return the LaunchDescription with these argument defaults (the hardware launch file
-    calls this with its own)."""
+                            rviz_config='', policies=('actor', 'scripted')):
+    """Return the LaunchDescription with these argument defaults (the hardware and insertion
+    launch files call this with their own); ``policies``: the ``policy:=`` choices, the first
+    the default."""
     return LaunchDescription([
         DeclareLaunchArgument('config', default_value=config),
-        DeclareLaunchArgument('policy', default_value='actor', choices=['actor', 'scripted']),
+        DeclareLaunchArgument('policy', default_value=policies[0], choices=list(policies)),
         DeclareLaunchArgument('use_sim_time', default_value='false'),
         DeclareLaunchArgument('robot_state_publisher', default_value=robot_state_publisher),
         DeclareLaunchArgument('rviz', default_value=rviz),

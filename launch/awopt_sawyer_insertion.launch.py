@@ -22,12 +22,10 @@ import importlib.util
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 
 
 def _grasp_launch():
-    """The grasp launch file's module: its checks and node list serve this stack too."""
+    """The grasp launch file's module: its arguments, checks and node list serve this stack."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'awopt_grasp.launch.py')
     spec = importlib.util.spec_from_file_location('awopt_grasp_launch', path)
     module = importlib.util.module_from_spec(spec)
@@ -37,20 +35,6 @@ def _grasp_launch():
 
 def generate_launch_description():
     share = get_package_share_directory('awopt_ros')
-    grasp = _grasp_launch()
-    return LaunchDescription([
-        DeclareLaunchArgument('config', default_value=os.path.join(
-            share, 'config', 'awopt_ros_sawyer_insertion.yaml')),
-        DeclareLaunchArgument('policy', default_value='residual', choices=['residual']),
-        DeclareLaunchArgument('use_sim_time', default_value='false'),
-        DeclareLaunchArgument('robot_state_publisher', default_value='false'),
-        DeclareLaunchArgument('rviz', default_value='false'),
-        DeclareLaunchArgument('rviz_config', default_value=''),
-        # Network rule: discovery stays on this machine; camera frames over shared memory.
-        SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST'),
-        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
-            share, 'config', 'fastdds_localhost_shm.xml')),
-        OpaqueFunction(function=grasp.check_params),
-        OpaqueFunction(function=grasp.check_domain),
-        OpaqueFunction(function=grasp.stack_nodes),
-    ])
+    return _grasp_launch().make_launch_description(
+        os.path.join(share, 'config', 'awopt_ros_sawyer_insertion.yaml'),
+        policies=('residual',))
