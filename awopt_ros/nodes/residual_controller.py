@@ -316,11 +316,7 @@ class ResidualControllerNode(Node):
             return
 
     def _on_event(self, msg):
-        try:
-            start = episode_events.new_start(msg.data, self._episode)
-        except ValueError as exc:
-            self.get_logger().warning(f'bad episode event ignored: {exc}')
-            return
+        start = episode_events.start_of(msg.data, self._episode, self.get_logger())
         if start is None:
             return
         self._episode, stamp_s = start

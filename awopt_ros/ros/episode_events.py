@@ -20,3 +20,13 @@ def new_start(data, current_episode):
     if kind != 'start' or episode == current_episode:
         return None
     return episode, event.get('stamp_s')
+
+
+def start_of(data, current_episode, logger):
+    """:func:`new_start` for a node's ``/episode/event`` callback: a malformed event is logged
+    as a warning on ``logger`` (rclpy logger) and gives None."""
+    try:
+        return new_start(data, current_episode)
+    except ValueError as exc:
+        logger.warning(f'bad episode event ignored: {exc}')
+        return None
