@@ -1,8 +1,8 @@
-"""Build the interface packages in interfaces/ (control_msgs, tf2_msgs subsets) into a venv.
+"""Build the interface packages in interfaces/ (control_msgs, tf2_msgs, vision_msgs) into a venv.
 
-No PyPI wheel exists for control_msgs or tf2_msgs. `make setup` runs this after the pip installs:
-each package under interfaces/ is configured with CMake (ament_cmake + rosidl from the PyPI
-wheels), built, and installed with `cmake --install --prefix <venv>`, so that
+No PyPI wheel exists for control_msgs, tf2_msgs or vision_msgs. `make setup` runs this after
+the pip installs: each package under interfaces/ is configured with CMake (ament_cmake + rosidl
+from the PyPI wheels), built, and installed with `cmake --install --prefix <venv>`, so that
 
     .venv/bin/python -c 'from control_msgs.action import FollowJointTrajectory'
 
@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIR = REPO / 'interfaces'
 # Build order: a package before the packages that depend on it (none of ours depend on another).
-PACKAGES = ('tf2_msgs', 'control_msgs')
+PACKAGES = ('tf2_msgs', 'control_msgs', 'vision_msgs')
 HOOK = SOURCE_DIR / 'cmake' / 'wheel_include_fixup.cmake'
 STAMP_NAME = Path('.awopt-interfaces-built')
 # Bump to force a rebuild everywhere when the build procedure changes in a way the definitions
