@@ -34,6 +34,43 @@ def test_success_needs_debounced_samples():
     assert event['outcome'] == 'success' and event['terminated'] and not event['truncated']
 
 
+def test_ground_truth_source_reports_ground_truth_in_the_end_event():
+    ep = make(success_debounce=2)
+    ep.on_success_probability(0.9, 10.1)
+    event = ep.on_success_probability(0.9, 10.2).as_event(10.2)
+    assert event['success_source'] == 'ground_truth' and event['ground_truth_success'] is True
+    event = make().on_action(TERMINATE, 10.1).as_event(10.1)   # no ground-truth sample came
+    assert event['success_source'] == 'ground_truth' and event['ground_truth_success'] is None
+
+
+def test_classifier_source_ends_on_a_true_decision_and_ignores_ground_truth():
+    ep = make(success_source='classifier', success_debounce=2)
+    assert ep.on_classifier_success(False, 10.1) is None
+    for t in (10.2, 10.3, 10.4):   # ground truth reaches success: followed, does not end
+        assert ep.on_success_probability(1.0, t) is None
+    assert ep.ground_truth_success is True
+    result = ep.on_classifier_success(True, 10.5)
+    assert result.success and result.terminated and result.detail == 'classifier'
+    event = result.as_event(10.5)
+    assert event['success_source'] == 'classifier' and event['ground_truth_success'] is True
+
+
+def test_classifier_source_ground_truth_that_never_reached_success_is_false():
+    ep = make(success_source='classifier', success_debounce=2)
+    ep.on_success_probability(0.9, 10.1)
+    ep.on_success_probability(0.1, 10.2)     # run broken: never 2 in a row
+    ep.on_success_probability(0.9, 10.3)
+    result = ep.on_classifier_success(True, 10.4)
+    assert result.success and result.ground_truth_success is False
+    timeout = make(success_source='classifier', max_steps=1).on_action(MOVE, 10.1)
+    assert timeout.outcome == 'timeout' and timeout.ground_truth_success is None
+
+
+def test_ground_truth_source_ignores_classifier_decisions():
+    ep = make()
+    assert ep.on_classifier_success(True, 10.1) is None and not ep.done
+
+
 def test_step_budget_and_time_limit_truncate():
     ep = make(max_steps=3)
     for t in (10.1, 10.2):
@@ -71,7 +108,7 @@ def test_operator_stop():
 
 @pytest.mark.parametrize('kw', [dict(max_steps=0), dict(timeout_s=0.0),
                                 dict(success_threshold=1.5), dict(success_debounce=0),
-                                dict(node_timeout_s=-1.0)])
+                                dict(node_timeout_s=-1.0), dict(success_source='vision')])
 def test_bad_config_raises(kw):
     with pytest.raises(ValueError):
         EpisodeConfig(**kw)

@@ -7,7 +7,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float32, String
+from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.core import spec
@@ -39,6 +39,8 @@ class FakeCell:
                                       qos.LATCHED)
         self.action = self.node.create_publisher(JointState, '/policy/action', qos.COMMAND)
         self.success = self.node.create_publisher(Float32, '/success/probability', qos.COMMAND)
+        self.detector = self.node.create_publisher(Bool, '/success_detector/success',
+                                                   qos.COMMAND)
         self.joints = self.node.create_publisher(JointState, joint_states_topic, qos.SENSOR)
         self.camera = self.node.create_publisher(CameraInfo, f'{camera_ns}/color/camera_info',
                                                  qos.SENSOR)
@@ -47,7 +49,8 @@ class FakeCell:
         self.logger_frames = 1     # the fake logger's policy_images_received (others: 5)
         self.logger_refusal = ''   # non-empty: the fake logger does not accept episodes
         self.logger_write_errors = 0
-        self.alive = {'camera', 'joint_states', 'camera_pipeline', 'policy', 'logger'}
+        self.alive = {'camera', 'joint_states', 'camera_pipeline', 'success_detector',
+                      'policy', 'logger'}
         self.last_beat_s = 0.0
         self.start = self.node.create_client(Trigger, '/episode/start')
         self.stop = self.node.create_client(Trigger, '/episode/stop')
@@ -79,6 +82,9 @@ class FakeCell:
         if 'camera_pipeline' in self.alive:   # its 1 Hz status (the manager reads no frames)
             self.diag.publish(diagnostics.diagnostic_array(
                 self.node, 'camera_pipeline', {'accepted': 1}, hardware_id='camera'))
+        if 'success_detector' in self.alive:   # its 1 Hz status (read with success_source
+            self.diag.publish(diagnostics.diagnostic_array(   # classifier only)
+                self.node, 'success_detector', {'frames_scored': 1}, hardware_id='camera'))
         if 'policy' in self.alive:
             old = convert.s_to_stamp(self.node.get_clock().now().nanoseconds * 1e-9 - 10.0)
             self.action.publish(convert.action_to_msg([0.0] * 7, old))
@@ -186,7 +192,9 @@ def test_success_and_operator_stop(ros_context):
     for _ in range(2):
         cell.success.publish(Float32(data=1.0))
     assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
-    assert events_of(cell, 'end')[0]['outcome'] == 'success'
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'success'
+    assert end['success_source'] == 'ground_truth' and end['ground_truth_success'] is True
     assert not call(ex, cell.stop, cell).success   # nothing running
     call(ex, cell.start, cell)
     assert spin(ex, lambda: len(events_of(cell, 'start')) == 2, cell=cell)
@@ -195,7 +203,78 @@ def test_success_and_operator_stop(ros_context):
     assert spin(ex, lambda: len(events_of(cell, 'end')) == 2, cell=cell)
     end = events_of(cell, 'end')[1]
     assert end['outcome'] == 'operator' and end['truncated'] and end['episode'] == 2
+    assert end['ground_truth_success'] is None     # no ground-truth sample in this one
     manager.destroy_node()
+
+
+def test_classifier_source_ends_on_a_fresh_true_decision_and_reports_the_ground_truth(
+        ros_context):
+    """success_source classifier: the detector's decision ends the episode (not the ground
+    truth, which the end event reports); a decision before a frame of the episode is stale."""
+    manager, cell, ex = setup(ros_context, success_source='classifier',
+                              success_debounce_steps=2)
+    assert manager.monitor.signals['success_detector'] == (
+        "/diagnostics status 'success_detector'")
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    cell.detector.publish(Bool(data=True))   # before any new frame: stale, ignored
+    spin(ex, lambda: False, timeout_s=0.1)
+    assert not events_of(cell, 'end') and not manager.fresh_frame
+    assert spin(ex, lambda: manager.fresh_frame, cell=cell)
+    for _ in range(3):                       # ground truth: success, but not the source
+        cell.success.publish(Float32(data=1.0))
+    cell.detector.publish(Bool(data=False))
+    spin(ex, lambda: False, timeout_s=0.2, cell=cell)
+    assert not events_of(cell, 'end') and manager.episode.ground_truth_success
+    cell.detector.publish(Bool(data=True))
+    assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'success' and end['terminated'] and end['detail'] == 'classifier'
+    assert end['success_source'] == 'classifier' and end['ground_truth_success'] is True
+    manager.destroy_node()
+
+
+def test_ground_truth_source_ignores_the_detector(ros_context):
+    manager, cell, ex = setup(ros_context)
+    assert cell.detector.get_subscription_count() == 0
+    assert 'success_detector' not in manager.monitor.nodes
+    manager.destroy_node()
+
+
+def test_silent_success_detector_ends_the_episode_as_node_lost_and_refuses_starts(
+        ros_context):
+    manager, cell, ex = setup(ros_context, success_source='classifier',
+                              success_detector_timeout_s=0.5, max_steps=100000)
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    cell.alive.discard('success_detector')
+    assert spin(ex, lambda: events_of(cell, 'end'), timeout_s=3.0, cell=cell, acting=True)
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'node_lost' and end['truncated'] and not end['success']
+    assert end['detail'].startswith("no data from: success_detector (no /diagnostics status "
+                                    "'success_detector' for")
+    assert end['success_source'] == 'classifier'
+    refused = call(ex, cell.start, cell)
+    info = json.loads(refused.message)
+    assert not refused.success and info['nodes'] == ['success_detector']
+    assert info['error'].startswith('success_detector not available')
+    cell.alive.add('success_detector')
+    assert spin(ex, lambda: not manager.monitor.silent(time.monotonic()), cell=cell)
+    assert call(ex, cell.start, cell).success
+    manager.destroy_node()
+
+
+@pytest.mark.parametrize('source', ['vision', ''])
+def test_unknown_success_source_is_refused_at_start_up(ros_context, source):
+    from rclpy.parameter import Parameter
+
+    from awopt_ros.ros.run import StartupError
+    with pytest.raises(StartupError) as info:
+        EpisodeManagerNode(context=ros_context, parameter_overrides=[
+            Parameter('success_source', value=source)])
+    text = str(info.value)
+    assert text == ("episode_manager: success_source must be one of ('ground_truth', "
+                    f"'classifier'), got {source!r}") and '\n' not in text
 
 
 def test_arm_that_refuses_to_enable_fails_the_start(ros_context):

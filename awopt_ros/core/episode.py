@@ -5,7 +5,7 @@ An episode runs from a reset to one of these outcomes:
 ============  ==============================================  ==========  =========
 outcome       cause                                           terminated  truncated
 ============  ==============================================  ==========  =========
-success       success probability >= threshold for k samples  yes         no
+success       the success source says success (see below)     yes         no
 terminate     the policy's ``terminate`` action entry is set   yes         no
 timeout       ``max_steps`` actions or ``timeout_s`` elapsed   no          yes
 operator      an operator stopped the episode                  no          yes
@@ -17,6 +17,19 @@ failed        a required node reports a fault (e.g. the        no          yes
 ``terminated``/``truncated`` follow Gymnasium's meaning (an MDP terminal state vs. a cut-off),
 which is what offline-RL datasets (Minari) store. Which nodes are silent or refuse episodes is
 decided by :mod:`awopt_ros.core.liveness`.
+
+Success comes from one of :data:`SUCCESS_SOURCES` (``EpisodeConfig.success_source``):
+
+- ``ground_truth`` (the simulator): ``success_debounce`` consecutive ``/success/probability``
+  samples at or above ``success_threshold`` (:meth:`Episode.on_success_probability`);
+- ``classifier`` (hardware, or the simulator checking the classifier): the success detector's
+  debounced decision (``/success_detector/success``) turning true
+  (:meth:`Episode.on_classifier_success`); the detector has debounced it already.
+
+Either way the ground-truth samples that come are followed with the same threshold and
+debounce, and the result says whether they reached success at some point of the episode
+(``ground_truth_success``: True/False; None when no sample came, i.e. on hardware): run
+reports compare it with the outcome (``core.report.stack_agreement``).
 """
 from dataclasses import dataclass
 
@@ -24,6 +37,15 @@ from awopt_ros.core import spec
 
 OUTCOMES = ('success', 'terminate', 'timeout', 'operator', 'node_lost', 'failed')
 TERMINAL_OUTCOMES = ('success', 'terminate')
+#: Where an episode's success comes from (see the module docstring).
+SUCCESS_SOURCES = ('ground_truth', 'classifier')
+
+
+def check_success_source(source):
+    """Return ``source`` if it is one of :data:`SUCCESS_SOURCES`; ValueError otherwise."""
+    if source not in SUCCESS_SOURCES:
+        raise ValueError(f'success_source must be one of {SUCCESS_SOURCES}, got {source!r}')
+    return source
 
 
 @dataclass
@@ -37,6 +59,9 @@ class EpisodeConfig:
         success_debounce: consecutive samples at or above the threshold needed (>= 1).
         node_timeout_s: a required node silent for longer than this ends the episode (s, > 0;
             the episode manager's liveness watch, :mod:`awopt_ros.core.liveness`).
+        success_source: one of :data:`SUCCESS_SOURCES`: what ends an episode as a success
+            (``success_threshold`` and ``success_debounce`` apply to the ground-truth samples
+            either way, for ``ground_truth_success``).
     """
 
     max_steps: int = 40
@@ -44,8 +69,10 @@ class EpisodeConfig:
     success_threshold: float = 0.5
     success_debounce: int = 2
     node_timeout_s: float = 2.0
+    success_source: str = 'ground_truth'
 
     def __post_init__(self):
+        check_success_source(self.success_source)
         if self.max_steps < 1:
             raise ValueError(f'max_steps must be >= 1, got {self.max_steps}')
         if not self.timeout_s > 0:
@@ -60,13 +87,21 @@ class EpisodeConfig:
 
 @dataclass
 class EpisodeResult:
-    """How an episode ended (what the manager publishes in its ``end`` event)."""
+    """How an episode ended (what the manager publishes in its ``end`` event).
+
+    Attributes:
+        success_source: the source that decided success (:data:`SUCCESS_SOURCES`).
+        ground_truth_success: whether the ground-truth samples reached success (debounced)
+            at some point of the episode; None when none came (hardware).
+    """
 
     episode: int
     outcome: str
     steps: int
     duration_s: float
     detail: str = ''
+    success_source: str = 'ground_truth'
+    ground_truth_success: bool = None
 
     @property
     def success(self):
@@ -85,7 +120,8 @@ class EpisodeResult:
         return {'event': 'end', 'episode': self.episode, 'outcome': self.outcome,
                 'steps': self.steps, 'success': self.success, 'terminated': self.terminated,
                 'truncated': self.truncated, 'duration_s': round(self.duration_s, 4),
-                'detail': self.detail, 'stamp_s': stamp_s}
+                'detail': self.detail, 'success_source': self.success_source,
+                'ground_truth_success': self.ground_truth_success, 'stamp_s': stamp_s}
 
 
 @dataclass
@@ -103,6 +139,8 @@ class Episode:
     steps: int = 0
     result: EpisodeResult = None
     _success_run: int = 0
+    #: None until a ground-truth sample came, then whether they reached success (debounced)
+    ground_truth_success: bool = None
 
     @property
     def done(self):
@@ -111,7 +149,9 @@ class Episode:
     def _end(self, outcome, now_s, detail=''):
         if self.result is None:
             self.result = EpisodeResult(self.episode, outcome, self.steps,
-                                        now_s - self.start_s, detail)
+                                        now_s - self.start_s, detail,
+                                        success_source=self.config.success_source,
+                                        ground_truth_success=self.ground_truth_success)
             return self.result
         return None
 
@@ -135,16 +175,33 @@ class Episode:
         return None
 
     def on_success_probability(self, probability, now_s):
-        """Feed one success-detector sample; success after ``success_debounce`` in a row."""
+        """Feed one ground-truth success sample (``/success/probability``, 0..1).
+
+        It counts towards ``ground_truth_success`` (``success_debounce`` samples in a row at
+        or above ``success_threshold``); with ``success_source`` 'ground_truth' that also ends
+        the episode as a success.
+        """
         if self.done:
             return None
         if probability >= self.config.success_threshold:
             self._success_run += 1
         else:
             self._success_run = 0
-        if self._success_run >= self.config.success_debounce:
+        reached = self._success_run >= self.config.success_debounce
+        self.ground_truth_success = bool(self.ground_truth_success) or reached
+        if reached and self.config.success_source == 'ground_truth':
             return self._end('success', now_s, f'p={probability:.2f}')
         return None
+
+    def on_classifier_success(self, decision, now_s):
+        """Feed one debounced decision of the success detector (``/success_detector/success``).
+
+        With ``success_source`` 'classifier' a true decision ends the episode as a success;
+        otherwise (and for a false decision) nothing happens.
+        """
+        if self.done or not decision or self.config.success_source != 'classifier':
+            return None
+        return self._end('success', now_s, 'classifier')
 
     def check(self, now_s):
         """Periodic check: ends the episode once ``timeout_s`` has elapsed (node clock)."""

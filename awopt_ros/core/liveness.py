@@ -3,15 +3,17 @@
 The episode manager hears from every node an episode needs through one signal each, on a wall
 clock (a dead simulator stops the simulated clock, and with it any check on that clock):
 
-===============  ==============================================  ====================
-node             signal                                          silent after
-===============  ==============================================  ====================
-camera           ``<camera_ns>/color/camera_info`` (each frame)  ``node_timeout_s``
-joint_states     ``joint_states_topic`` with every arm joint     ``node_timeout_s``
-camera_pipeline  its ``/diagnostics`` status (1 Hz)              ``camera_pipeline_timeout_s``
-policy           ``/policy/action`` (in an episode: its steps)   ``node_timeout_s``
-logger           its ``/diagnostics`` status (1 Hz)              ``logger_timeout_s``
-===============  ==============================================  ====================
+================  ==============================================  ============================
+node              signal                                          silent after
+================  ==============================================  ============================
+camera            ``<camera_ns>/color/camera_info`` (each frame)  ``node_timeout_s``
+joint_states      ``joint_states_topic`` with every arm joint     ``node_timeout_s``
+camera_pipeline   its ``/diagnostics`` status (1 Hz)              ``camera_pipeline_timeout_s``
+success_detector  its ``/diagnostics`` status (1 Hz); only with   ``success_detector_timeout_s``
+                  ``success_source`` 'classifier'
+policy            ``/policy/action`` (in an episode: its steps)   ``node_timeout_s``
+logger            its ``/diagnostics`` status (1 Hz)              ``logger_timeout_s``
+================  ==============================================  ============================
 
 (The driver names are the episode manager's parameters, ``core.robot_names``: the simulator's
 ``/camera/color/camera_info`` and ``/joint_states``; lbr-stack with realsense-ros

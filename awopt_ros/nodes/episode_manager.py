@@ -19,9 +19,20 @@ it; a logger that reports ``accepting_episodes: false`` refuses the next start w
 (disk nearly full), and after a write error (``write_errors`` > 0) also ends a running episode
 as ``failed``. With ``fault_topic`` set (the insertion stack: ``/residual/fault``, where the
 residual controller reports a force above its limit), a std_msgs/String there ends a running
-episode as ``failed`` with its text as the detail. The decisions live in
-:mod:`awopt_ros.core.episode` and :mod:`awopt_ros.core.liveness`; this node only wires topics
-and services to them.
+episode as ``failed`` with its text as the detail.
+
+Success (``success_source``, read-only): ``ground_truth`` (default; the simulator's
+``/success/probability``, std_msgs/Float32, ``success_debounce_steps`` samples in a row at or
+above ``success_threshold``) or ``classifier`` (the ``success_detector`` node's debounced
+decision ``/success_detector/success``, std_msgs/Bool, reliable: a true one ends the episode
+as a success). Either counts only after a camera frame stamped after the episode's start
+(samples still in flight from before the reset must not end the new episode). With
+``classifier`` the success detector is a required node too, heard from through its 1 Hz
+``/diagnostics`` status 'success_detector' (``success_detector_timeout_s``). Either way the
+ground-truth samples that come are followed, and the ``end`` event carries
+``success_source`` and ``ground_truth_success`` (true/false; null when no sample came, e.g.
+on hardware). The decisions live in :mod:`awopt_ros.core.episode` and
+:mod:`awopt_ros.core.liveness`; this node only wires topics and services to them.
 """
 import json
 import time
@@ -30,10 +41,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, JointState
-from std_msgs.msg import Float32, String
+from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import SetBool, Trigger
 
-from awopt_ros.core.episode import Episode, EpisodeConfig
+from awopt_ros.core.episode import Episode, EpisodeConfig, check_success_source
 from awopt_ros.core.liveness import SILENT, NodeMonitor
 from awopt_ros.core.robot_names import check_topic_ns
 from awopt_ros.ros import convert, qos
@@ -51,8 +62,13 @@ WATCHED = {'camera': '/camera/color/camera_info', 'joint_states': '/joint_states
            'camera_pipeline': "/diagnostics status 'camera_pipeline'",
            'policy': '/policy/action'}
 #: Nodes heard from through their 1 Hz diagnostics status (name = node name), paced by their
-#: node clock: the camera pipeline, and with ``wait_for_logger`` the logger.
-STATUS_NODES = ('camera_pipeline', 'logger')
+#: node clock: the camera pipeline, with ``success_source`` 'classifier' the success
+#: detector, and with ``wait_for_logger`` the logger.
+STATUS_NODES = ('camera_pipeline', 'success_detector', 'logger')
+#: The success detector (``success_source`` 'classifier'): heard from through its diagnostics
+#: status (1 Hz), with ``success_detector_timeout_s``; its decision topic.
+DETECTOR_SIGNAL = "/diagnostics status 'success_detector'"
+DETECTOR_DECISION = '/success_detector/success'
 #: The logger is heard from through its diagnostics status (1 Hz), with ``logger_timeout_s``.
 LOGGER_SIGNAL = "/diagnostics status 'logger'"
 
@@ -67,7 +83,7 @@ class EpisodeManagerNode(Node):
             _, info_topic = declare_camera_ns(self)
         except ValueError as exc:
             raise StartupError(f'episode_manager: {exc}') from exc
-        self.config = EpisodeConfig(
+        config = dict(
             max_steps=declare(self, 'max_steps', 40, 'Actions per episode before timeout.',
                               low=1, high=100000),
             timeout_s=declare(self, 'timeout_s', 30.0, 'Episode time limit (s, node clock).',
@@ -118,15 +134,42 @@ class EpisodeManagerNode(Node):
             'episode as node_lost and refuses /episode/start (s, on the wall clock and, as '
             'its node clock paces it, on the node clock too).', low=0.5, high=600.0,
             read_only=True)
+        self.success_source = declare(
+            self, 'success_source', 'ground_truth',
+            "What ends an episode as a success: ground_truth (the simulator's "
+            '/success/probability, success_threshold and success_debounce_steps) or classifier '
+            "(the success_detector node's debounced /success_detector/success; the detector is "
+            'then a required node). The end event reports the ground truth either way.',
+            read_only=True)
+        try:
+            check_success_source(self.success_source)
+        except ValueError as exc:
+            raise StartupError(f'episode_manager: {exc}') from exc
+        detector_timeout_s = declare(
+            self, 'success_detector_timeout_s', 3.0,
+            "With success_source classifier: the success detector's /diagnostics status (1 Hz) "
+            'silent this long ends a running episode as node_lost and refuses /episode/start '
+            '(s, on the wall clock and, as its node clock paces it, on the node clock too).',
+            low=0.5, high=600.0, read_only=True)
         fault_topic = declare(
             self, 'fault_topic', '',
             'std_msgs/String topic on which a controller reports a fault that ends the running '
             "episode as failed (the insertion stack: /residual/fault, force limit); '' = none",
             read_only=True)
+        self.config = EpisodeConfig(**config, success_source=self.success_source)
         self.logger_ready = False
-        timeouts = dict.fromkeys(WATCHED, self.config.node_timeout_s)
-        timeouts['camera_pipeline'] = pipeline_timeout_s
-        signals = dict(WATCHED, camera=info_topic, joint_states=joints_topic)
+        # in data-flow order (liveness lists silent nodes so): the detector after the pipeline
+        timeouts = {}
+        for name in WATCHED:
+            timeouts[name] = self.config.node_timeout_s
+            if name == 'camera_pipeline':
+                timeouts[name] = pipeline_timeout_s
+                if self.success_source == 'classifier':
+                    timeouts['success_detector'] = detector_timeout_s
+        signals = dict(WATCHED, camera=info_topic, joint_states=joints_topic,
+                       success_detector=DETECTOR_SIGNAL)
+        #: inputs paused by the reset: each counts as heard from at an episode's start
+        self._paused_by_reset = tuple(n for n in timeouts if n != 'logger')
         if self.wait_for_logger:
             timeouts['logger'] = logger_timeout_s
             signals['logger'] = LOGGER_SIGNAL
@@ -160,7 +203,10 @@ class EpisodeManagerNode(Node):
             self.create_subscription(String, check_topic_ns(fault_topic, 'fault_topic'),
                                      self._on_fault, qos.COMMAND)
         self.create_subscription(JointState, '/policy/action', self._on_action, qos.COMMAND)
+        # Ground truth: followed with either source (the end event's ground_truth_success).
         self.create_subscription(Float32, '/success/probability', self._on_success, qos.COMMAND)
+        if self.success_source == 'classifier':
+            self.create_subscription(Bool, DETECTOR_DECISION, self._on_detector, qos.COMMAND)
         self._arm_joints = frozenset(self.joint_names.arm)
         self.create_subscription(JointState, joints_topic, self._on_joint_states, qos.SENSOR)
         self.create_subscription(CameraInfo, info_topic, self._on_camera, qos.SENSOR)
@@ -168,8 +214,9 @@ class EpisodeManagerNode(Node):
         # would add one more delivery to every frame on the frame -> command path.
         self._diag_sub = self.create_subscription(DiagnosticArray, '/diagnostics',
                                                   self._on_diagnostics, 50)
-        # Success samples count only after a camera frame newer than the episode's start:
-        # samples still in flight from before the reset must not end the new episode.
+        # Success samples (and detector decisions) count only after a camera frame newer
+        # than the episode's start: samples still in flight from before the reset must not
+        # end the new episode.
         self.fresh_frame = False
         # Wall-clock timer: with use_sim_time a dead simulator stops the node clock.
         self.create_timer(0.05, self._on_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -265,7 +312,7 @@ class EpisodeManagerNode(Node):
         # Announce the episode as the arm goes live, so the logger records from its start.
         start_s = self._enable_stamp(result.message, self._now_s())
         self.episode = Episode(self.episode_index, start_s, self.config)
-        self.monitor.expect_from(WATCHED, time.monotonic())   # paused by the reset
+        self.monitor.expect_from(self._paused_by_reset, time.monotonic())
         self.fresh_frame = False
         self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
                        'stamp_s': start_s})
@@ -293,8 +340,9 @@ class EpisodeManagerNode(Node):
     # -- inputs ------------------------------------------------------------------------------
     def _on_diagnostics(self, msg):
         for status in msg.status:
-            if status.name == 'camera_pipeline':
-                self.monitor.seen('camera_pipeline', time.monotonic(), self._now_s())
+            if status.name in ('camera_pipeline', 'success_detector'):
+                # (the detector is watched only with success_source classifier: else ignored)
+                self.monitor.seen(status.name, time.monotonic(), self._now_s())
             if status.name != 'logger' or not self.wait_for_logger:
                 continue
             values = parse_values(status)
@@ -349,6 +397,10 @@ class EpisodeManagerNode(Node):
     def _on_success(self, msg):
         if self.episode is not None and self.fresh_frame:
             self._finish(self.episode.on_success_probability(float(msg.data), self._now_s()))
+
+    def _on_detector(self, msg):
+        if self.episode is not None and self.fresh_frame:
+            self._finish(self.episode.on_classifier_success(bool(msg.data), self._now_s()))
 
     def _on_stop(self, request, response):
         if self.episode is None:
