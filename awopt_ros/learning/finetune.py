@@ -36,6 +36,17 @@ final models.
 with a fake source (a list that grows) and no Minari; :class:`DatasetSource` is the real one
 (reads only the episodes appended since the last poll).
 
+Rewards: by default the dataset's own (``--reward-source ground_truth``; in simulation the
+ground truth). ``--reward-source classifier`` labels each new episode with the success
+classifier's debounced decision instead (``--success-model``, default
+``models/grasp_success.onnx``; :mod:`awopt_ros.learning.relabel`): reward 1 and the episode
+cut where the decision fires, as the stack would have ended it, else reward 0. Episodes the
+logger recorded as already labelled by the classifier in the stack (``reward_source``) are
+kept as they are; offline episodes keep their rewards. The history records the source (model
+path, sha256, thresholds) per run and per episode, and the progress lines count the
+classifier's successes against the dataset's own outcome (agreement). The same applies to
+``--in-process`` runs (their episodes go through the same :meth:`Finetuner.poll`).
+
 ``awopt finetune --in-process`` runs the same finetuner on episodes of the simulated task run
 in this process instead (:mod:`awopt_ros.learning.sim_finetune`: rounds of exploration
 episodes with the current export, training, export, noise-free evaluation on fixed scenes).
@@ -63,6 +74,7 @@ from awopt_ros.cli_args import (UsageError, check_outputs, nonnegative_float, no
                                 positive_int, usage_error)
 from awopt_ros.core import spec
 from awopt_ros.core.dataset import episode_dict
+from awopt_ros.learning.relabel import DEFAULT_SUCCESS_MODEL, REWARD_SOURCES
 from awopt_ros.learning.train_cli import (DEFAULT_CROP, META_KEY, LossHistory, _pyplot,
                                           add_learner_args, build_learner_config,
                                           default_critic_prefix, episode_labeller,
@@ -147,10 +159,12 @@ class DatasetSource:
     ``source(start)`` returns the episodes with index >= ``start`` as dicts (``id``, ``image``
     uint8 (T+1, S, S, 3), ``proprio`` float32 (T+1, 6), ``actions`` float32 (T, 7),
     ``rewards`` (T,), ``terminations`` / ``truncations`` (T,) bool, ``policy`` (T+1,) int64
-    when logged), reading only those: the cheap ``metadata.json`` says how many episodes
-    exist, and ``minari.MinariDataset.iterate_episodes`` reads just the new ones (the
-    dataset's own :func:`awopt_ros.core.dataset.load_episodes` reads everything, which grows
-    with the run). A dataset that does not exist yet (no episode logged) gives [].
+    when logged, ``seed`` and ``episode`` from the episode's metadata, and ``reward_source``
+    when the logger recorded who labelled the rewards, e.g. 'classifier'), reading only
+    those: the cheap ``metadata.json`` says how many episodes exist, and
+    ``minari.MinariDataset.iterate_episodes`` reads just the new ones (the dataset's own
+    :func:`awopt_ros.core.dataset.load_episodes` reads everything, which grows with the
+    run). A dataset that does not exist yet (no episode logged) gives [].
 
     Set ``HDF5_USE_FILE_LOCKING=FALSE`` in the process (``awopt finetune`` does) so that
     reading never blocks the logger's appends; a read that races an append raises or returns
@@ -179,9 +193,20 @@ class DatasetSource:
         if total <= start:
             return []
         from minari import MinariDataset
+
+        from awopt_ros.learning.relabel import episode_reward_source
         dataset = MinariDataset(self.data_dir)
         total = min(total, int(dataset.total_episodes))
-        return [episode_dict(ep) for ep in dataset.iterate_episodes(range(int(start), total))]
+        indices = range(int(start), total)
+        out = []
+        for meta, ep in zip(dataset.storage.get_episode_metadata(indices),
+                            dataset.iterate_episodes(indices)):
+            episode = episode_dict(ep, meta)
+            source = episode_reward_source(episode, meta)
+            if source is not None:
+                episode['reward_source'] = source
+            out.append(episode)
+        return out
 
 
 @dataclass
@@ -297,14 +322,22 @@ class Finetuner:
             ``action_label`` ('expert' or 'hindsight'; this class keeps 'expert' as its
             default, ``awopt finetune`` passes 'hindsight' unless told otherwise) and
             ``miss_label`` ('mask' or 'reopen'), else none.
+        relabel: callable ``relabel(episode) -> (episode, record)`` labelling each new
+            episode's rewards before it enters the buffer, e.g.
+            :class:`~awopt_ros.learning.relabel.ClassifierRelabeller` (the success
+            classifier's decision instead of the dataset's rewards; ``record`` goes into the
+            episode's history entry; an optional ``tally(record)`` is called once the episode
+            is in the buffer, ``describe()`` and ``progress_text()`` go into the history and
+            the progress lines). Offline episodes (:meth:`add_offline`) are not relabelled.
+            None: the dataset's own rewards.
         sleep, clock: injectable ``time.sleep`` / ``time.monotonic`` (tests).
     """
 
     def __init__(self, learner, episode_source, config=None, *, actor_path=None,
                  critic_prefix=None, crop_xywh=DEFAULT_CROP, dataset_id='', buffer=None,
                  checkpoint_path=None, history_path=None, plot_path=None, log=print,
-                 labeller=None, action_label='expert', miss_label='mask', sleep=time.sleep,
-                 clock=time.monotonic):
+                 labeller=None, action_label='expert', miss_label='mask', relabel=None,
+                 sleep=time.sleep, clock=time.monotonic):
         from awopt_ros.learning.awopt import ReplayBuffer
         self.learner = learner
         self.source = incremental_source(episode_source)
@@ -324,6 +357,7 @@ class Finetuner:
                                              action_label, miss_label)
             self.labels = {'action_label': action_label, 'miss_label': miss_label}
         self.labeller = labeller
+        self.relabel = relabel
         self.sleep = sleep
         self.clock = clock
         self.seen = 0                  # episode indices consumed from the source
@@ -398,6 +432,11 @@ class Finetuner:
             try:
                 images, proprios, actions, rewards, terminated = episode_arrays(ep)
                 self._check_image(images, f'episode {index}')
+                dataset_success = bool(np.any(rewards > 0))
+                reward_record = self._reward_record(ep)
+                if self.relabel is not None:
+                    ep, reward_record = self._relabelled(ep, index)
+                    images, proprios, actions, rewards, terminated = episode_arrays(ep)
                 self.buffer.add_episode(images, proprios, actions, rewards, terminated,
                                         labels=self._labels(ep))
             except (IncompleteEpisode, ValueError) as exc:
@@ -418,13 +457,45 @@ class Finetuner:
             self._bad = (None, 0)
             self.recent.append(success)
             self.budget += self.config.steps_per_episode
+            if self.relabel is not None and hasattr(self.relabel, 'tally'):
+                self.relabel.tally(reward_record)
             self.episodes.append({'index': index, 'success': success,
                                   'steps': int(actions.shape[0]),
                                   'learner_step': int(self.learner.step),
                                   'time_s': round(self._elapsed(), 3),
-                                  'recent_success_rate': self.recent_success_rate()})
+                                  'recent_success_rate': self.recent_success_rate(),
+                                  'dataset_success': dataset_success, **reward_record})
             added += 1
         return added
+
+    @staticmethod
+    def _reward_record(episode):
+        """History fields of an episode trained on the dataset's own rewards."""
+        from awopt_ros.learning.relabel import episode_reward_source
+        return {'reward_source': episode_reward_source(episode) or 'ground_truth'}
+
+    def _relabelled(self, episode, index):
+        """Return ``self.relabel(episode)`` (episode, record); a classifier that cannot label
+        the data stops the run (:class:`FinetuneError`)."""
+        from awopt_ros.learning.relabel import RelabelError
+        try:
+            episode, record = self.relabel(episode)
+        except RelabelError as exc:
+            raise FinetuneError(f'episode {index}: {exc}') from exc
+        return episode, dict(record)
+
+    def reward_source(self):
+        """Return who labels the online episodes' rewards (JSON-able dict): the relabeller's
+        ``describe()`` and ``counts`` (e.g. ``reward_source`` 'classifier', model, sha256,
+        thresholds), or ``{'reward_source': 'ground_truth'}`` (the dataset's rewards)."""
+        if self.relabel is None:
+            return {'reward_source': 'ground_truth'}
+        out = dict(self.relabel.describe()) if hasattr(self.relabel, 'describe') else {
+            'reward_source': getattr(self.relabel, 'source', 'relabel')}
+        counts = getattr(self.relabel, 'counts', None)
+        if counts is not None:
+            out['counts'] = dict(counts)
+        return out
 
     def begin(self):
         """Start the run's clock (:meth:`run` does; a caller driving :meth:`poll` and
@@ -486,7 +557,7 @@ class Finetuner:
         card = learner_model_card(
             self.learner.config.name, self.dataset_id, self.learner.config, self.learner.step,
             f'finetuned online on {len(self.episodes)} episodes after {self.offline_episodes}'
-            f' offline ones', self.crop_xywh)
+            f' offline ones' + self._card_rewards(), self.crop_xywh)
         try:
             result = export_learner(self.learner, self.actor_path, self.critic_prefix,
                                     self.crop_xywh, dataset_id=self.dataset_id,
@@ -508,6 +579,16 @@ class Finetuner:
         self.save_history()
         return record
 
+    def _card_rewards(self):
+        """Model-card clause naming who labelled the online rewards ('' for the dataset's)."""
+        source = self.reward_source()
+        if source['reward_source'] == 'ground_truth':
+            return ''
+        model = source.get('model')
+        sha = source.get('model_sha256')
+        return (f", rewards labelled by the {source['reward_source']}"
+                + (f' {model}' if model else '') + (f' (sha256 {sha[:12]})' if sha else ''))
+
     # -- outputs ---------------------------------------------------------------------------
     def _elapsed(self):
         return 0.0 if self._t0 is None else self.clock() - self._t0
@@ -523,7 +604,12 @@ class Finetuner:
                 f'{len(self.episodes)} (buffer {self.buffer.num_episodes}, '
                 f'{self.buffer.num_successful} successful) | recent success {rate_text} | '
                 f'{losses or "no loss yet"} | exports {len(self.exports)} | '
-                f'{sps:.2f} steps/s')
+                f'{sps:.2f} steps/s' + self._reward_text())
+
+    def _reward_text(self):
+        """' | <relabeller's progress_text()>' when one is set, else ''."""
+        text = getattr(self.relabel, 'progress_text', None)
+        return f' | {text()}' if text is not None else ''
 
     def save_checkpoint(self):
         """Save the learner checkpoint (atomically) when a path is set."""
@@ -531,14 +617,15 @@ class Finetuner:
             return None
         meta = {'kind': 'finetune', 'preset': self.learner.config.name,
                 'dataset_id': self.dataset_id, 'crop_xywh': self.crop_xywh,
-                'episodes_seen': self.seen, 'history': self.history.to_dict()}
+                'episodes_seen': self.seen, 'reward_source': self.reward_source(),
+                'history': self.history.to_dict()}
         return save_checkpoint(self.checkpoint_path, self.learner, meta)
 
     def summary(self):
         """Return the run's history as a JSON-friendly dict."""
         return {
             'preset': self.learner.config.name, 'dataset_id': self.dataset_id,
-            'labels': self.labels,
+            'labels': self.labels, 'reward_source': self.reward_source(),
             'config': self.config.to_dict(), 'learner_config': self.learner.config.to_dict(),
             'stop_reason': self.stop_reason, 'steps': self.steps,
             'learner_step_start': self.start_learner_step,
@@ -754,6 +841,18 @@ def add_finetune_args(parser):
                              "own successful episodes: 'mask' (default) = left out of the "
                              "actor's batches; 'reopen' = relabelled as the reopening that "
                              'should have come at once (learning.targets.reopen_actions)')
+    parser.add_argument('--reward-source', default='ground_truth', choices=REWARD_SOURCES,
+                        help="who labels the rewards of the episodes trained on: "
+                             "'ground_truth' (default) = the dataset's own rewards; "
+                             "'classifier' = the success classifier's debounced decision on "
+                             'the episode images (reward 1 and the episode cut where it '
+                             'fires, else 0; learning.relabel), except episodes the dataset '
+                             'says the classifier already labelled in the stack; offline '
+                             'episodes keep their rewards')
+    parser.add_argument('--success-model', default=None,
+                        help='success classifier ONNX for --reward-source classifier '
+                             f'(default {DEFAULT_SUCCESS_MODEL}); its contract thresholds and '
+                             'debounce frames decide')
     parser.add_argument('--offline-dataset-root', default=None,
                         help='also put this dataset (e.g. the pretraining one) in the buffer '
                              '(default: --dataset-root)')
@@ -837,6 +936,27 @@ def output_files(args):
                ('--out', Path(f'{stem}_finetune.png'))])
 
 
+def success_relabeller(path, image_size, crop_xywh):
+    """Load the success classifier at ``path`` for the learner's images and return its
+    :class:`~awopt_ros.learning.relabel.ClassifierRelabeller`.
+
+    The contract must be a grasp classifier for ``image_size`` px images cropped
+    ``crop_xywh`` (those of the dataset the learner trains on).
+
+    Raises:
+        awopt_ros.cli_args.UsageError: naming ``--success-model``: no file, not a readable
+            ONNX model, or a contract that does not fit (one line).
+    """
+    from awopt_ros.core.success_classifier import (ModelContractError, ModelFileError,
+                                                   SuccessClassifier, expected_contract)
+    from awopt_ros.learning.relabel import ClassifierRelabeller
+    try:
+        classifier = SuccessClassifier(path, expected_contract('grasp', image_size, crop_xywh))
+    except (FileNotFoundError, ModelFileError, ModelContractError) as exc:
+        raise UsageError('--success-model', str(exc).replace('\n', ' ')) from None
+    return ClassifierRelabeller(classifier, path)
+
+
 def run_finetune(args):
     """Run ``awopt finetune`` with parsed ``args``; return the exit code (0 ok, 1 failure,
     2 bad input: one line naming the option, 130 interrupted)."""
@@ -851,6 +971,15 @@ def run_finetune(args):
                       '--dataset-root and --dataset-id are required (or --in-process)')
     if args.fresh_weights and not args.init_checkpoint:
         return _usage('--fresh-weights', 'needs --init-checkpoint (the model to copy)')
+    reward_source = getattr(args, 'reward_source', 'ground_truth')
+    success_model = getattr(args, 'success_model', None)
+    if success_model is not None and reward_source != 'classifier':
+        return _usage('--success-model', 'is used only with --reward-source classifier')
+    if reward_source == 'classifier':
+        success_model = success_model or DEFAULT_SUCCESS_MODEL
+        if not Path(success_model).is_file():
+            return _usage('--success-model', f'no success classifier at {success_model} '
+                                             '(awopt train-classifier writes one)')
     if args.out is None:
         args.out = str(Path(FINETUNE_RUNS) / time.strftime('%Y%m%d-%H%M%S')
                        / 'grasp_finetune.onnx')
@@ -925,6 +1054,8 @@ def run_finetune(args):
             from awopt_ros.sim.rollout import RolloutConfig
             rollout_config = RolloutConfig.from_yaml(image_size=learner.config.image_size,
                                                      crop_xywh=crop)
+        relabel = (success_relabeller(success_model, learner.config.image_size, crop)
+                   if reward_source == 'classifier' else None)
         buffer = ReplayBuffer(args.capacity)
     except UsageError as exc:
         return _usage(exc)
@@ -938,7 +1069,13 @@ def run_finetune(args):
         dataset_id=dataset_id, buffer=buffer,
         checkpoint_path=args.checkpoint or f'{stem}_checkpoint.pt',
         history_path=f'{stem}_finetune_history.json', plot_path=f'{stem}_finetune.png',
-        action_label=args.action_label, miss_label=args.miss_label)
+        action_label=args.action_label, miss_label=args.miss_label, relabel=relabel)
+    if relabel is not None:
+        d = relabel.describe()
+        print(f"finetune: rewards labelled by the success classifier {d['model']} (sha256 "
+              f"{d['model_sha256'][:12]}, on {d['on_threshold']:g}, off "
+              f"{d['off_threshold']:g}, K {d['debounce_frames']}) instead of the dataset's; "
+              'episodes the classifier already labelled in the stack are kept as they are')
     if args.offline_dataset_id:
         from awopt_ros.learning.data import load_episodes
         root = args.offline_dataset_root or args.dataset_root
