@@ -20,6 +20,9 @@
 - ``awopt train --task insertion``, ``awopt insertion-compare``: the residual of the
   insertion P-controller learned in process, and its comparison with the P-controller alone
   and SB3 SAC into ``docs/insertion.md`` (:mod:`awopt_ros.learning.insertion`).
+- ``awopt collect-success-frames --episodes N --shapes box,cylinder,sphere --out F.npz``:
+  labelled frames (ground truth, hard negatives) for the camera success classifier
+  (:mod:`awopt_ros.learning.success_data`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
 """
@@ -243,6 +246,18 @@ def cmd_train(args):
     return run_train(args) or 0
 
 
+def cmd_train_classifier(args):
+    """Train the camera success classifier on a FrameSet -> ONNX, card, metrics, plots."""
+    from awopt_ros.learning.success_train import run_train_classifier
+    return run_train_classifier(args)
+
+
+def cmd_evaluate_classifier(args):
+    """Frame and episode metrics of a success classifier on FrameSets / a dataset."""
+    from awopt_ros.learning.success_train import run_evaluate_classifier
+    return run_evaluate_classifier(args)
+
+
 def cmd_insertion_compare(args):
     """P-controller vs our residual vs SB3 SAC on the same scenes (resumable); docs/ files."""
     from awopt_ros.learning.insertion import run_compare_cli
@@ -430,6 +445,22 @@ def build_parser():
                         'options')
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser('train-classifier',
+                       help='camera success classifier from labelled frames -> ONNX',
+                       usage='%(prog)s --task grasp --frames TRAIN.npz [--heldout X.npz] '
+                             '[options]')
+    from awopt_ros.learning.success_train import (add_evaluate_classifier_args,
+                                                  add_train_classifier_args)
+    add_train_classifier_args(p)
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser('evaluate-classifier',
+                       help='frame and episode metrics of a success classifier',
+                       usage='%(prog)s MODEL.onnx [--frames X.npz] [--heldout X.npz] '
+                             '[--stack-report REPORT.json] [options]')
+    add_evaluate_classifier_args(p)
+    p.set_defaults(func=cmd_evaluate_classifier)
+
     p = sub.add_parser('insertion-compare',
                        help='insertion: P-controller vs residual vs SB3 SAC')
     from awopt_ros.learning.insertion import add_compare_args as add_insertion_compare_args
@@ -483,6 +514,12 @@ def build_parser():
     from awopt_ros.learning.compare import add_compare_args
     add_compare_args(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser('collect-success-frames',
+                       help='labelled camera frames for the success classifier (in process)')
+    from awopt_ros.learning.success_data import add_collect_args, run_collect_cli
+    add_collect_args(p)
+    p.set_defaults(func=run_collect_cli)
 
     p = sub.add_parser('bag-repair', help='make bags cut short by a crash readable again',
                        usage='%(prog)s PATH [PATH ...] [options]')

@@ -1,0 +1,949 @@
+"""``awopt train-classifier`` / ``awopt evaluate-classifier``: the camera success classifier.
+
+Training (:func:`train_classifier`): a small CNN from scratch (:class:`SuccessNet`, about
+0.13 M parameters) on the policy image (uint8 (N, 64, 64, 3) RGB, ``spec.POLICY_CROP_XYWH``
+of the camera frame; the normalisation is inside the network, so the ONNX file takes raw
+uint8). Each step draws a class-balanced batch (half positive, half negative frames, with
+replacement) and augments it: replicate-pad by ``pad`` px then a random crop back to the
+input size (shifts of up to +-``pad`` px), random brightness (x U(1 - b, 1 + b)), contrast
+(around the image mean, x U(1 - c, 1 + c)) and per-channel gains (x U(1 - g, 1 + g), a
+small hue shift). Loss: binary cross-entropy on the logit. Adam with cosine decay.
+
+Validation: whole episodes of the training FrameSet (``success_data.split_by_episode``;
+frames of one episode never straddle the split) are scored after every epoch; the epoch
+with the lowest validation loss (unbalanced BCE over all validation frames) is kept.
+
+Thresholds (:func:`choose_threshold`), chosen on validation frames:
+
+* ``on_threshold``: the lowest threshold whose validation false-positive rate is at most
+  ``target_fpr`` (default 0.01) keeps the most positives; among the thresholds with that
+  same recall (the gap between the highest negative it must reject and the lowest positive
+  above it) the midpoint in logit space is taken, the largest margin on both sides;
+* ``off_threshold``: the same rule for ``off_fpr`` (default 0.05), capped at the
+  on-threshold: a frame must fall clearly back among the negatives to reset the run;
+* ``debounce_frames`` K (default 2): consecutive frames at or above the on-threshold.
+
+Export: ``image`` uint8 (N, S, S, 3) -> ``probability`` (sigmoid) and ``logit`` float32
+(N,), N dynamic (opset 17), with the contract of :func:`core.success_classifier.make_contract`
+and the model card, via ``learning.export.save_with_metadata``; torch and onnxruntime are
+compared on random and validation frames (:func:`parity_check`).
+
+Outputs beside ``--out`` (``<stem>`` = its name without ``.onnx``): ``<stem>.md`` (model card),
+``<stem>_metrics.json`` (validation and held-out frame/episode metrics, thresholds, counts,
+parity, ``stack_agreement_rate`` / ``stack_episodes`` placeholders), ``<stem>_reliability.png``,
+``<stem>_pr.png``, ``<stem>_training.png``. Nothing in ``models/`` is overwritten without
+``--force``; without ``--out`` a run writes into ``runs/success/<task>-<stamp>/``.
+
+Evaluation (:func:`evaluate_model`, ``awopt evaluate-classifier``): frame and episode metrics
+of an exported model (through onnxruntime) on FrameSets, optionally copying the demo report's
+``stack_agreement_rate`` and ``stack_episodes`` into the metrics JSON.
+"""
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from awopt_ros.cli_args import (HelpFormatter, UsageError, check_outputs,  # noqa: F401
+                                usage_error)
+from awopt_ros.core import success_classifier as sc
+
+#: Parent folder of the default ``--out`` of ``awopt train-classifier``.
+SUCCESS_RUNS = 'runs/success'
+#: Parity bound of the exported probabilities (max abs difference torch vs onnxruntime).
+PARITY_ATOL = 1e-5
+#: Parity bound of the logits, relative to max(1, |logit|).
+PARITY_RTOL_LOGIT = 1e-5
+OPSET = 17
+TRAIN_PROG = 'awopt train-classifier'
+EVAL_PROG = 'awopt evaluate-classifier'
+
+
+@dataclass
+class ClassifierConfig:
+    """Training settings of the success classifier (see the module docstring).
+
+    Attributes:
+        task: 'grasp' or 'insertion'.
+        epochs: passes; an epoch is ``steps_per_epoch`` balanced batches.
+        steps_per_epoch: batches per epoch; 0 = training frames // batch_size (at least 1).
+        batch_size: frames per batch (half positive, half negative).
+        lr, weight_decay: Adam settings (cosine decay of lr to 5 % over the run).
+        channels: output channels of the four stride-2 conv stages.
+        hidden: width of the fully connected layer.
+        pad: replicate padding of the random crop (px).
+        brightness, contrast, channel_gain: half-widths of the colour augmentation factors.
+        target_fpr: validation frame false-positive rate of the on-threshold.
+        off_fpr: validation frame false-positive rate of the off-threshold.
+        debounce_frames: K consecutive frames at or above the on-threshold.
+        val_fraction: fraction of the training episodes used for validation.
+        seed: RNG seed (split, initialisation, batches, augmentation).
+        threads: torch intra-op threads.
+    """
+
+    task: str = 'grasp'
+    epochs: int = 12
+    steps_per_epoch: int = 0
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    channels: tuple = (16, 32, 64, 64)
+    hidden: int = 64
+    pad: int = 4
+    brightness: float = 0.25
+    contrast: float = 0.25
+    channel_gain: float = 0.08
+    target_fpr: float = 0.01
+    off_fpr: float = 0.05
+    debounce_frames: int = 2
+    val_fraction: float = 0.2
+    seed: int = 0
+    threads: int = 2
+    extra: dict = field(default_factory=dict)
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def build_net(image_size, channels=(16, 32, 64, 64), hidden=64):
+    """Return a :class:`SuccessNet` (a ``torch.nn.Module``)."""
+    torch = _torch()
+    nn = torch.nn
+
+    class SuccessNet(nn.Module):
+        """uint8/float (N, S, S, 3) RGB in [0, 255] -> logit float32 (N,).
+
+        Four 3x3 stride-2 conv + BatchNorm + ReLU stages (S -> S/16), flatten (the position
+        of the object in the image matters: lifted or not), a hidden layer, one logit.
+        """
+
+        def __init__(self):
+            super().__init__()
+            layers, cin = [], 3
+            for cout in channels:
+                layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                           nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                cin = cout
+            self.trunk = nn.Sequential(*layers)
+            side = image_size
+            for _ in channels:
+                side = (side + 1) // 2
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, hidden),
+                                      nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+            self.image_size = int(image_size)
+
+        def forward(self, image):
+            x = image.float().permute(0, 3, 1, 2) * (1.0 / 127.5) - 1.0   # (N, 3, S, S)
+            return self.head(self.trunk(x)).reshape(-1)
+
+    return SuccessNet()
+
+
+def _export_module(net):
+    torch = _torch()
+
+    class Exported(torch.nn.Module):
+        """image uint8 (N, S, S, 3) -> (probability, logit), float32 (N,) each."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            logit = self.net(image)
+            return torch.sigmoid(logit), logit
+
+    return Exported().eval()
+
+
+def parameter_count(net):
+    """Return the number of trainable parameters of ``net``."""
+    return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
+
+
+def augment(images, rng, pad=4, brightness=0.25, contrast=0.25, channel_gain=0.08):
+    """Return augmented float32 (N, S, S, 3) images in [0, 255] (torch tensor).
+
+    Args:
+        images: uint8 (N, S, S, 3) numpy array.
+        rng: ``numpy.random.Generator``.
+        pad: replicate padding (px) before the random crop back to S x S.
+        brightness, contrast, channel_gain: half-widths of the uniform factors.
+    """
+    torch = _torch()
+    n, s = images.shape[0], images.shape[1]
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    if pad > 0:
+        xp = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad),
+                                     mode='replicate').permute(0, 2, 3, 1)
+        off = rng.integers(0, 2 * pad + 1, size=(n, 2))
+        rows = torch.from_numpy(off[:, 0, None] + np.arange(s)[None])     # (N, S)
+        cols = torch.from_numpy(off[:, 1, None] + np.arange(s)[None])
+        idx = torch.arange(n)[:, None, None]
+        x = xp[idx, rows[:, :, None], cols[:, None, :]]                   # (N, S, S, 3)
+    b = torch.from_numpy(rng.uniform(1 - brightness, 1 + brightness, (n, 1, 1, 1))).float()
+    c = torch.from_numpy(rng.uniform(1 - contrast, 1 + contrast, (n, 1, 1, 1))).float()
+    g = torch.from_numpy(rng.uniform(1 - channel_gain, 1 + channel_gain, (n, 1, 1, 3))).float()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * c + mean) * b * g
+    return x.clamp_(0.0, 255.0)
+
+
+def predict_logits(net, images, batch=512):
+    """Return float64 (N,) logits of ``net`` (eval mode) on uint8 (N, S, S, 3) images."""
+    torch = _torch()
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out.append(net(torch.from_numpy(np.ascontiguousarray(images[i:i + batch]))).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def _bce(logits, labels):
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+    return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))) \
+        if z.size else math.nan
+
+
+def choose_threshold(logits, labels, target_fpr):
+    """Return the probability threshold for a frame false-positive rate <= ``target_fpr``.
+
+    Among thresholds whose false-positive rate on these frames is at most ``target_fpr``, the
+    ones with the highest recall span the gap between the highest negative logit that must
+    be rejected and the lowest positive logit above it; the midpoint of that gap in logit
+    space is returned (as a probability). ``p >= threshold`` is positive.
+
+    Args:
+        logits: float (N,) logits of the validation frames.
+        labels: 0/1 (N,).
+        target_fpr: in [0, 1).
+
+    Returns:
+        float probability in (0, 1).
+
+    Raises:
+        ValueError: no negative frames, or ``target_fpr`` out of range.
+    """
+    z = np.asarray(logits, np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    if not 0.0 <= float(target_fpr) < 1.0:
+        raise ValueError(f'target_fpr must be in [0, 1), got {target_fpr}')
+    neg = np.sort(z[~y])[::-1]
+    if neg.size == 0:
+        raise ValueError('no negative frames to choose a threshold on')
+    allowed = int(math.floor(float(target_fpr) * neg.size + 1e-9))   # false positives allowed
+    # the highest negative that must be rejected (with all below it); none: every frame passes
+    low = float(neg[allowed]) if allowed < neg.size else float(np.min(z)) - 1.0
+    above = z[y & (z > low)]
+    mid = 0.5 * (low + float(np.min(above))) if above.size else low + 1.0
+    return float(np.clip(_sigmoid(max(mid, np.nextafter(low, math.inf))), 1e-6, 1.0 - 1e-6))
+
+
+def _balanced_indices(labels, batch_size, rng):
+    pos = np.flatnonzero(labels == 1)
+    neg = np.flatnonzero(labels == 0)
+    half = batch_size // 2
+    return np.concatenate([rng.choice(pos, half), rng.choice(neg, batch_size - half)])
+
+
+def split_metrics(prefix, frames, probs, on, off, k):
+    """Return ``{prefix_key: value}`` frame and episode metrics of ``frames`` at (on, off, K).
+
+    ``probs``: float (N,) success probabilities of the frames (the loss is the binary
+    cross-entropy of the probabilities clipped to [1e-7, 1 - 1e-7]).
+
+    Keys: ``<prefix>_frame_accuracy``, ``_pr_auc``, ``_fp_rate``, ``_fn_rate``, ``_ece``,
+    ``_precision``, ``_frames``, ``_positives``, ``_negatives``, ``_loss``,
+    ``_episode_false_success_rate``, ``_episode_false_success_rate_failed``,
+    ``_episode_missed_success_rate``, ``_episodes``, ``_success_episodes``,
+    ``_false_successes``, ``_missed_successes``, ``_detection_delay_frames_mean`` / ``_p95``,
+    and ``_fp_rate_by_kind`` (frame false-positive rate per ``kind`` of negative frame, when
+    the frames carry ``kind``).
+    """
+    labels = np.asarray(frames.labels)
+    probs = np.asarray(probs, np.float64).reshape(-1)
+    fm = sc.frame_metrics(probs, labels, on)
+    em = sc.episode_metrics(frames, probs, on, off, k)
+    q = np.clip(probs, 1e-7, 1 - 1e-7)
+    loss = float(-np.mean(labels * np.log(q) + (1 - labels) * np.log1p(-q))) \
+        if labels.size else math.nan
+    out = {f'{prefix}_frame_accuracy': fm['accuracy'], f'{prefix}_loss': loss}
+    for key in ('pr_auc', 'fp_rate', 'fn_rate', 'ece', 'precision', 'frames', 'positives',
+                'negatives'):
+        out[f'{prefix}_{key}'] = fm[key]
+    for key in ('false_success_rate', 'false_success_rate_failed', 'missed_success_rate'):
+        out[f'{prefix}_episode_{key}'] = em[key]
+    for key in ('episodes', 'success_episodes', 'false_successes', 'missed_successes',
+                'detection_delay_frames_mean', 'detection_delay_frames_p95'):
+        out[f'{prefix}_{key}'] = em[key]
+    kinds = getattr(frames, 'kind', None)
+    if kinds is not None:
+        kinds = np.asarray(kinds).astype(str)
+        by_kind = {}
+        for kind in sorted(set(kinds[labels == 0])):
+            m = (kinds == kind) & (labels == 0)
+            by_kind[kind] = float(np.mean(probs[m] >= on))
+        out[f'{prefix}_fp_rate_by_kind'] = by_kind
+    return out
+
+
+def train_classifier(train, val, cfg, heldout=None, progress=True, log=print):
+    """Train the classifier; return ``(net, result)``.
+
+    Args:
+        train, val: FrameSet-like objects (``images`` uint8 (N, S, S, 3), ``labels`` 0/1
+            (N,), ``episode`` (N,), ``step`` (N,), optionally ``kind``); both need
+            positive and negative frames.
+        cfg: :class:`ClassifierConfig`.
+        heldout: optional FrameSet-like held-out frames (metrics only).
+        progress: show a tqdm bar per epoch.
+        log: callable for one line per epoch.
+
+    Returns:
+        ``(net, result)``: the best epoch's network (eval mode) and a dict with
+        ``history`` (per epoch: train_loss, val_loss, val_pr_auc), ``best_epoch``,
+        ``on_threshold``, ``off_threshold``, ``debounce_frames``, ``metrics`` (validation
+        and held-out :func:`split_metrics` plus thresholds and counts), ``val_logits``,
+        ``heldout_logits``, ``train_seconds``.
+
+    Raises:
+        ValueError: a split without both classes, or images of different sizes.
+    """
+    torch = _torch()
+    torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(int(cfg.seed))
+    rng = np.random.default_rng(int(cfg.seed))
+    tr_y = np.asarray(train.labels).astype(np.int64)
+    va_y = np.asarray(val.labels).astype(np.int64)
+    for name, y in (('training', tr_y), ('validation', va_y)):
+        if not (np.any(y == 1) and np.any(y == 0)):
+            raise ValueError(f'the {name} frames need positive and negative frames '
+                             f'({int(np.sum(y == 1))} positive of {y.size})')
+    size = int(train.images.shape[1])
+    if tuple(val.images.shape[1:]) != (size, size, 3):
+        raise ValueError(f'validation images {val.images.shape[1:]} differ from training '
+                         f'({size}, {size}, 3)')
+    net = build_net(size, tuple(cfg.channels), int(cfg.hidden))
+    opt = torch.optim.Adam(net.parameters(), lr=float(cfg.lr),
+                           weight_decay=float(cfg.weight_decay))
+    steps = int(cfg.steps_per_epoch) or max(1, len(tr_y) // int(cfg.batch_size))
+    total = steps * int(cfg.epochs)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    history = {'epoch': [], 'train_loss': [], 'val_loss': [], 'val_pr_auc': []}
+    best = (math.inf, -1, None)
+    t0 = time.monotonic()
+    for epoch in range(1, int(cfg.epochs) + 1):
+        net.train()
+        losses = []
+        bar = range(steps)
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(bar, desc=f'epoch {epoch}/{cfg.epochs}', unit='batch', leave=False)
+        for _ in bar:
+            idx = _balanced_indices(tr_y, int(cfg.batch_size), rng)
+            x = augment(train.images[idx], rng, int(cfg.pad), float(cfg.brightness),
+                        float(cfg.contrast), float(cfg.channel_gain))
+            y = torch.from_numpy(tr_y[idx].astype(np.float32))
+            loss = loss_fn(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        z = predict_logits(net, val.images)
+        val_loss = _bce(z, va_y)
+        val_ap = sc.average_precision(_sigmoid(z), va_y)
+        for key, v in (('epoch', epoch), ('train_loss', float(np.mean(losses))),
+                       ('val_loss', val_loss), ('val_pr_auc', val_ap)):
+            history[key].append(v)
+        if val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(net.state_dict()))
+        log(f'epoch {epoch}/{cfg.epochs}: train loss {np.mean(losses):.4f}, validation loss '
+            f'{val_loss:.4f}, validation PR-AUC {val_ap:.4f} '
+            f'({time.monotonic() - t0:.0f} s)')
+    net.load_state_dict(best[2])
+    net.eval()
+    train_seconds = time.monotonic() - t0
+    val_z = predict_logits(net, val.images)
+    on = choose_threshold(val_z, va_y, cfg.target_fpr)
+    off = min(choose_threshold(val_z, va_y, cfg.off_fpr), on)
+    k = int(cfg.debounce_frames)
+    metrics = {'parameters': parameter_count(net), 'best_epoch': best[1],
+               'epochs': int(cfg.epochs), 'steps_per_epoch': steps,
+               'train_seconds': train_seconds, 'on_threshold': on, 'off_threshold': off,
+               'debounce_frames': k, 'target_false_positive_rate': float(cfg.target_fpr),
+               'off_false_positive_rate': float(cfg.off_fpr),
+               'train_frames': int(tr_y.size), 'train_positives': int(tr_y.sum()),
+               'train_episodes': int(np.unique(np.asarray(train.episode)).size)}
+    metrics.update(split_metrics('validation', val, _sigmoid(val_z), on, off, k))
+    held_z = None
+    if heldout is not None:
+        held_z = predict_logits(net, heldout.images)
+        metrics.update(split_metrics('heldout', heldout, _sigmoid(held_z), on, off, k))
+    metrics['stack_agreement_rate'] = None
+    metrics['stack_episodes'] = None
+    return net, {'history': history, 'best_epoch': best[1], 'on_threshold': on,
+                 'off_threshold': off, 'debounce_frames': k, 'metrics': metrics,
+                 'val_logits': val_z, 'heldout_logits': held_z,
+                 'train_seconds': train_seconds}
+
+
+# -- export -------------------------------------------------------------------------------
+
+def export_bytes(net):
+    """Return the serialized ONNX graph of ``net``: ``image`` -> ``probability``, ``logit``."""
+    import io
+    import warnings
+    torch = _torch()
+    module = _export_module(net)
+    s = net.image_size
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(module, (torch.zeros((2, s, s, 3), dtype=torch.uint8),), buf,
+                          dynamo=False, input_names=[sc.INPUT_NAME],
+                          output_names=list(sc.OUTPUT_NAMES),
+                          dynamic_axes={name: {0: 'N'} for name in
+                                        (sc.INPUT_NAME,) + sc.OUTPUT_NAMES},
+                          opset_version=OPSET)
+    return buf.getvalue()
+
+
+def parity_check(net, onnx_path, images=None, batch_sizes=(1, 64), seed=0):
+    """Compare torch and onnxruntime on random frames (and ``images``, if given).
+
+    Returns:
+        dict: ``probability_max_abs_diff``, ``logit_max_abs_diff``, ``frames`` compared.
+
+    Raises:
+        ValueError: probabilities differ by more than :data:`PARITY_ATOL` or logits by more
+            than :data:`PARITY_RTOL_LOGIT` x max(1, |logit|).
+    """
+    torch = _torch()
+    from awopt_ros.core.ort_session import session
+    sess = session(onnx_path)
+    module = _export_module(net)
+    rng = np.random.default_rng(seed)
+    s = net.image_size
+    feeds = [rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8) for n in batch_sizes]
+    if images is not None and len(images):
+        feeds.append(np.ascontiguousarray(images[:256]))
+    dp = dz = 0.0
+    frames = 0
+    for img in feeds:
+        with torch.no_grad():
+            ref_p, ref_z = (t.numpy() for t in module(torch.from_numpy(img)))
+        got_p, got_z = sess.run(list(sc.OUTPUT_NAMES), {sc.INPUT_NAME: img})
+        if got_p.shape != (len(img),) or got_p.dtype != np.float32:
+            raise ValueError(f'ONNX probability has shape {got_p.shape} dtype {got_p.dtype}')
+        dp = max(dp, float(np.max(np.abs(ref_p - got_p))))
+        dz = max(dz, float(np.max(np.abs(ref_z - got_z) / np.maximum(1.0, np.abs(ref_z)))))
+        frames += len(img)
+    if not (dp <= PARITY_ATOL and dz <= PARITY_RTOL_LOGIT):
+        raise ValueError(f'ONNX/torch parity failed: probability max abs diff {dp:.3g} '
+                         f'(<= {PARITY_ATOL}), logit relative diff {dz:.3g} '
+                         f'(<= {PARITY_RTOL_LOGIT})')
+    return {'probability_max_abs_diff': dp, 'logit_max_rel_diff': dz, 'frames': frames}
+
+
+def export_classifier(net, out_path, contract, model_card='', parity_images=None):
+    """Write ``net`` as ONNX with ``contract`` and ``model_card`` (atomically); check the
+    written file loads as a :class:`core.success_classifier.SuccessClassifier` and matches
+    torch (:func:`parity_check`). Returns the parity dict."""
+    from awopt_ros.learning.export import save_with_metadata
+    from awopt_ros.learning.train_cli import atomic_write
+    raw = export_bytes(net)
+    atomic_write(out_path, lambda tmp: save_with_metadata(raw, tmp, contract, model_card))
+    sc.SuccessClassifier(out_path)
+    return parity_check(net, out_path, parity_images)
+
+
+# -- plots and card ----------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_reliability(splits, png_path, bins=sc.ECE_BINS):
+    """Reliability diagrams (positive rate vs mean probability per bin) of each split.
+
+    Args:
+        splits: dict name -> (probs (N,), labels (N,)); empty splits are skipped.
+        png_path: PNG destination.
+    """
+    plt = _pyplot()
+    splits = {k: v for k, v in splits.items() if v is not None and len(v[1])}
+    fig, axes = plt.subplots(1, max(1, len(splits)), figsize=(4.5 * max(1, len(splits)), 4.2),
+                             dpi=100, squeeze=False)
+    for ax, (name, (p, y)) in zip(axes[0], splits.items()):
+        r = sc.reliability_bins(p, y, bins)
+        centers = 0.5 * (r['edges'][:-1] + r['edges'][1:])
+        used = r['count'] > 0
+        ax.bar(centers[used], r['positive_rate'][used], width=1.0 / bins, alpha=0.6,
+               edgecolor='k', label='positive rate')
+        ax.plot(r['mean_probability'][used], r['positive_rate'][used], 'o', color='C1',
+                label='bin mean probability')
+        ax.plot([0, 1], [0, 1], 'k--', linewidth=0.8, label='perfect calibration')
+        for c, n in zip(centers[used], r['count'][used]):
+            ax.text(c, 0.02, f'{int(n)}', ha='center', fontsize=6, rotation=90)
+        ece = sc.expected_calibration_error(p, y, bins)
+        ax.set_title(f'{name}: ECE {ece:.3f} ({len(y)} frames)')
+        ax.set_xlabel('predicted success probability')
+        ax.set_ylabel('fraction of success frames')
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc='upper left')
+    fig.tight_layout()
+    fig.savefig(str(png_path))
+    plt.close(fig)
+
+
+def plot_pr(splits, png_path, threshold=None):
+    """Precision-recall curves of each split, the operating point at ``threshold`` marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+    for i, (name, v) in enumerate(splits.items()):
+        if v is None or not len(v[1]) or not np.any(np.asarray(v[1]) == 1):
+            continue
+        p, y = v
+        precision, recall, _ = sc.pr_curve(p, y)
+        ap = sc.average_precision(p, y)
+        ax.step(np.r_[0, recall], np.r_[1, precision], where='post', color=f'C{i}',
+                label=f'{name} (AP {ap:.3f})')
+        if threshold is not None:
+            m = sc.frame_metrics(p, y, threshold)
+            ax.plot(1 - m['fn_rate'], m['precision'], 'o', color=f'C{i}')
+    if threshold is not None:
+        ax.plot([], [], 'ko', label=f'on-threshold {threshold:.3f}')
+    ax.set_xlabel('recall')
+    ax.set_ylabel('precision')
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc='lower left')
+    fig.tight_layout()
+    fig.savefig(str(png_path))
+    plt.close(fig)
+
+
+def plot_training(history, png_path, best_epoch=None):
+    """Training curves: train and validation loss, validation PR-AUC, per epoch."""
+    plt = _pyplot()
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    ax_l.plot(history['epoch'], history['train_loss'], 'o-', label='train (balanced, augmented)')
+    ax_l.plot(history['epoch'], history['val_loss'], 'o-', label='validation')
+    ax_l.set_yscale('log')
+    ax_l.set_ylabel('BCE loss')
+    ax_a.plot(history['epoch'], history['val_pr_auc'], 'o-', color='C2')
+    ax_a.set_ylabel('validation PR-AUC')
+    for ax in (ax_l, ax_a):
+        ax.set_xlabel('epoch')
+        ax.grid(True, alpha=0.3)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color='grey', linestyle=':', label='kept epoch')
+    ax_l.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(str(png_path))
+    plt.close(fig)
+
+
+def _fmt(v, digits=4):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return 'n/a'
+    return f'{v:.{digits}f}' if isinstance(v, float) else str(v)
+
+
+def model_card(cfg, metrics, data_note, out_name, heldout_group=None):
+    """Return the model card (markdown) of a trained classifier."""
+    m = metrics
+    rows = [('frame accuracy', 'frame_accuracy'), ('PR-AUC (average precision)', 'pr_auc'),
+            ('frame false-positive rate', 'fp_rate'), ('frame false-negative rate', 'fn_rate'),
+            ('ECE (10 bins)', 'ece'), ('episode false-success rate',
+                                       'episode_false_success_rate'),
+            ('episode missed-success rate', 'episode_missed_success_rate'),
+            ('detection delay, mean (frames)', 'detection_delay_frames_mean'),
+            ('detection delay, p95 (frames)', 'detection_delay_frames_p95'),
+            ('frames (positive)', None), ('episodes (successful)', None)]
+    lines = [f'# {out_name}: camera success classifier ({cfg.task})', '',
+             'A small CNN trained from scratch that scores each 64x64 policy image '
+             '(`/policy/image`, crop 80,0,480,480 of the 640x480 camera frame) with the '
+             'probability that the task has succeeded in that frame '
+             f'({"object lifted" if cfg.task == "grasp" else "peg inserted"}, simulator '
+             'ground truth). The `success_detector` node debounces the scores into the '
+             "episode's success decision.", '',
+             '## Model', '',
+             f'- {m["parameters"]:,} parameters: four 3x3 stride-2 conv stages '
+             f'{list(cfg.channels)} with BatchNorm and ReLU, a {cfg.hidden}-unit layer, one '
+             'logit. Input uint8 (N, 64, 64, 3) RGB (normalised in the graph); outputs '
+             '`probability` and `logit` float32 (N,).',
+             f'- Training: {m["epochs"]} epochs x {m["steps_per_epoch"]} class-balanced batches '
+             f'of {cfg.batch_size} (50/50), Adam lr {cfg.lr} (cosine), weight decay '
+             f'{cfg.weight_decay}; augmentation: replicate-pad {cfg.pad} px + random crop, '
+             f'brightness +-{cfg.brightness}, contrast +-{cfg.contrast}, per-channel gain '
+             f'+-{cfg.channel_gain}; epoch kept: {m["best_epoch"]} (lowest validation loss); '
+             f'seed {cfg.seed}; {m["train_seconds"]:.0f} s on {cfg.threads} CPU threads.', '',
+             '## Data and splits', '', data_note, '',
+             f'- Training: {m["train_frames"]} frames ({m["train_positives"]} positive), '
+             f'{m["train_episodes"]} episodes.',
+             f'- Validation: {int(cfg.val_fraction * 100)} % of the training episodes, '
+             'whole episodes (same object kinds as training).']
+    if 'heldout_frames' in m:
+        lines.append(f'- Held out: {m["heldout_frames"]} frames, {m["heldout_episodes"]} '
+                     f'episodes of object kind(s) never seen in training'
+                     f'{f" ({heldout_group})" if heldout_group else ""}.')
+    lines += ['', '## Thresholds (in the ONNX contract)', '',
+              f'- `on_threshold` {m["on_threshold"]:.4f}: validation frame false-positive rate '
+              f'<= {cfg.target_fpr} (the largest-margin threshold of the highest recall).',
+              f'- `off_threshold` {m["off_threshold"]:.4f}: the same rule for a false-positive '
+              f'rate of {cfg.off_fpr}, capped at the on-threshold.',
+              f'- `debounce_frames` {m["debounce_frames"]}: success once that many consecutive '
+              'frames score at or above the on-threshold; a frame below the off-threshold '
+              'resets.', '', '## Metrics (at the thresholds above)', '']
+    splits = [s for s in ('validation', 'heldout') if f'{s}_frames' in m]
+    lines.append('| metric | ' + ' | '.join(splits) + ' |')
+    lines.append('|---|' + '---|' * len(splits))
+    for label, key in rows:
+        if key is None:
+            if label.startswith('frames'):
+                vals = [f'{m[f"{s}_frames"]} ({m[f"{s}_positives"]})' for s in splits]
+            else:
+                vals = [f'{m[f"{s}_episodes"]} ({m[f"{s}_success_episodes"]})'
+                        for s in splits]
+        else:
+            vals = [_fmt(m.get(f'{s}_{key}')) for s in splits]
+        lines.append(f'| {label} | ' + ' | '.join(vals) + ' |')
+    for s in splits:
+        by_kind = m.get(f'{s}_fp_rate_by_kind') or {}
+        if len(by_kind) > 1:
+            lines.append('')
+            lines.append(f'{s} frame false-positive rate by negative kind: ' + ', '.join(
+                f'{k} {_fmt(v)}' for k, v in by_kind.items()) + '.')
+    lines += ['', 'Episode false-success rate: episodes where the debounced decision fires '
+              'before the first success frame or in an episode without one, over all '
+              'episodes; missed-success rate: successful episodes where it never fires. '
+              'Plots: `' + out_name.replace('.onnx', '') + '_reliability.png`, `'
+              + out_name.replace('.onnx', '') + '_pr.png`, `'
+              + out_name.replace('.onnx', '') + '_training.png`.', '',
+              '## Limits', '',
+              '- Trained and tested on simulated frames only (MuJoCo renders of the training '
+              'cell); on a real camera it needs operator-labelled frames '
+              '(`success_data.frames_from_dataset(..., label="operator")`) and retraining.',
+              '- It sees one 64x64 view: an object hidden by the gripper, or lifted outside '
+              'the crop, is invisible to it; lighting, camera pose and object colours outside '
+              'the augmentation ranges are untested.',
+              '- The thresholds were set on validation frames of the training object kinds; '
+              'held-out numbers show how they carry over to a new kind.',
+              "- Stack agreement with the simulator's ground truth through the running stack "
+              '(`stack_agreement_rate`) is measured by `awopt demo --set '
+              'episode_manager:success_source=classifier` and copied into the metrics JSON by '
+              '`awopt evaluate-classifier --stack-report`.']
+    return '\n'.join(lines) + '\n'
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+def output_paths(out):
+    """Return dict role -> Path of the files ``awopt train-classifier --out out`` writes."""
+    out = Path(out)
+    stem = out.with_suffix('')
+    return {'model': out, 'card': stem.with_suffix('.md'),
+            'metrics': Path(f'{stem}_metrics.json'),
+            'reliability': Path(f'{stem}_reliability.png'), 'pr': Path(f'{stem}_pr.png'),
+            'training': Path(f'{stem}_training.png')}
+
+
+def default_out(task, stamp=None):
+    """``runs/success/<task>-<YYYYmmdd-HHMMSS>/<task>_success.onnx``."""
+    stamp = time.strftime('%Y%m%d-%H%M%S') if stamp is None else stamp
+    return str(Path(SUCCESS_RUNS) / f'{task}-{stamp}' / f'{task}_success.onnx')
+
+
+def add_train_classifier_args(parser):
+    """Add the ``awopt train-classifier`` options to ``parser``."""
+    d = ClassifierConfig()
+    parser.add_argument('--task', choices=sc.TASKS, default='grasp',
+                        help='which success the frames show')
+    parser.add_argument('--frames', required=True, metavar='TRAIN.npz',
+                        help='training FrameSet (learning.success_data); validation episodes '
+                             'are split off it')
+    parser.add_argument('--heldout', default=None, metavar='HELDOUT.npz',
+                        help='held-out FrameSet (e.g. an object kind never trained on): '
+                             'metrics only (default: none)')
+    parser.add_argument('--epochs', type=int, default=d.epochs)
+    parser.add_argument('--steps-per-epoch', type=int, default=d.steps_per_epoch,
+                        help='balanced batches per epoch (0: training frames / batch size)')
+    parser.add_argument('--batch-size', type=int, default=d.batch_size)
+    parser.add_argument('--lr', type=float, default=d.lr)
+    parser.add_argument('--target-fpr', type=float, default=d.target_fpr,
+                        help='validation frame false-positive rate of the on-threshold')
+    parser.add_argument('--off-fpr', type=float, default=d.off_fpr,
+                        help='validation frame false-positive rate of the off-threshold')
+    parser.add_argument('--debounce-frames', type=int, default=d.debounce_frames,
+                        help='K consecutive frames at or above the on-threshold')
+    parser.add_argument('--val-fraction', type=float, default=d.val_fraction,
+                        help='fraction of the training episodes held for validation')
+    parser.add_argument('--seed', type=int, default=d.seed)
+    parser.add_argument('--threads', type=int, default=d.threads, help='torch threads')
+    parser.add_argument('--out', default=None,
+                        help='ONNX model path; card, metrics JSON and plots go beside it '
+                             '(default: runs/success/<task>-<stamp>/<task>_success.onnx)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing outputs (needed for the shipped models/)')
+    parser.add_argument('--no-progress', dest='progress', action='store_false',
+                        help='no tqdm bar')
+
+
+def _load_frames(path, option):
+    from awopt_ros.learning.success_data import FrameSet
+    if not Path(path).is_file():
+        raise UsageError(option, f'no FrameSet file {path}')
+    try:
+        return FrameSet.load(path)
+    except Exception as exc:  # noqa: BLE001 - np.load / format errors: one line
+        raise UsageError(option, f'{path} is not a readable FrameSet: {exc}') from None
+
+
+def _split(frames, val_fraction, seed):
+    from awopt_ros.learning.success_data import split_by_episode
+    return split_by_episode(frames, val_fraction, seed)
+
+
+def run_train_classifier(args):
+    """``awopt train-classifier``: returns the exit code (2 on bad input)."""
+    from awopt_ros.learning.train_cli import write_json
+    try:
+        for name in ('epochs', 'batch_size', 'debounce_frames', 'threads'):
+            if getattr(args, name) < 1:
+                raise UsageError('--' + name.replace('_', '-'), 'must be >= 1')
+        if args.batch_size < 2:
+            raise UsageError('--batch-size', 'must be >= 2 (half positive, half negative)')
+        for name in ('target_fpr', 'off_fpr'):
+            if not 0.0 <= getattr(args, name) < 1.0:
+                raise UsageError('--' + name.replace('_', '-'), 'must be in [0, 1)')
+        if not 0.0 < args.val_fraction < 1.0:
+            raise UsageError('--val-fraction', 'must be in (0, 1)')
+        out = args.out or default_out(args.task)
+        if not out.endswith('.onnx'):
+            raise UsageError('--out', f'{out} must end in .onnx')
+        paths = output_paths(out)
+        check_outputs([('--out', p) for p in paths.values()], force=args.force)
+        frames = _load_frames(args.frames, '--frames')
+        heldout = _load_frames(args.heldout, '--heldout') if args.heldout else None
+        for option, fs in (('--frames', frames), ('--heldout', heldout)):
+            if fs is not None and str(fs.task) != args.task:
+                raise UsageError(option, f'frames of task {fs.task!r}, --task is {args.task!r}')
+        train, val = _split(frames, args.val_fraction, args.seed)
+    except UsageError as exc:
+        return usage_error(TRAIN_PROG, exc)
+    cfg = ClassifierConfig(task=args.task, epochs=args.epochs,
+                           steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                           lr=args.lr, target_fpr=args.target_fpr, off_fpr=args.off_fpr,
+                           debounce_frames=args.debounce_frames, val_fraction=args.val_fraction,
+                           seed=args.seed, threads=args.threads)
+    print(f'{TRAIN_PROG}: {len(train.labels)} training frames '
+          f'({int(np.sum(train.labels))} positive), {len(val.labels)} validation, '
+          f'{0 if heldout is None else len(heldout.labels)} held out')
+    try:
+        net, res = train_classifier(train, val, cfg, heldout, progress=args.progress)
+    except ValueError as exc:
+        return usage_error(TRAIN_PROG, exc)
+    metrics = res['metrics']
+    held_groups = sorted(set(np.asarray(heldout.group).astype(str))) if heldout is not None \
+        and getattr(heldout, 'group', None) is not None else []
+    train_groups = sorted(set(np.asarray(frames.group).astype(str))) \
+        if getattr(frames, 'group', None) is not None else []
+    metrics.update({'task': args.task, 'frames_file': str(args.frames),
+                    'heldout_file': None if heldout is None else str(args.heldout),
+                    'train_groups': train_groups, 'heldout_groups': held_groups,
+                    'validation_fraction': args.val_fraction, 'seed': args.seed,
+                    'config': asdict(cfg)})
+    data_note = (f'FrameSet `{args.frames}` (task {args.task}; object kinds / groups '
+                 f'{", ".join(train_groups) or "n/a"}; frame kinds '
+                 f'{", ".join(sorted(set(np.asarray(frames.kind).astype(str))))}), '
+                 f'labels from the simulator ground truth. Held out: '
+                 f'`{args.heldout}` ({", ".join(held_groups) or "n/a"}).'
+                 if getattr(frames, 'kind', None) is not None else f'`{args.frames}`')
+    card = model_card(cfg, metrics, data_note, paths['model'].name,
+                      ', '.join(held_groups) or None)
+    contract = sc.make_contract(args.task, res['on_threshold'], res['off_threshold'],
+                                res['debounce_frames'], args.target_fpr,
+                                image_size=net.image_size,
+                                extra={'dataset': Path(args.frames).name,
+                                       'heldout_groups': held_groups,
+                                       'parameters': metrics['parameters']})
+    try:
+        parity = export_classifier(net, paths['model'], contract, card, val.images)
+    except ValueError as exc:
+        print(f'{TRAIN_PROG}: error: {exc}', file=__import__('sys').stderr)
+        return 1
+    metrics['parity'] = parity
+    metrics['contract'] = contract
+    write_json(paths['metrics'], metrics)
+    paths['card'].write_text(card + f'\nParity torch vs onnxruntime: probability max abs diff '
+                                    f'{parity["probability_max_abs_diff"]:.2e} over '
+                                    f'{parity["frames"]} frames.\n')
+    val_split = (_sigmoid(res['val_logits']), np.asarray(val.labels))
+    held_split = None if heldout is None else (_sigmoid(res['heldout_logits']),
+                                               np.asarray(heldout.labels))
+    plot_reliability({'validation': val_split, 'held out': held_split}, paths['reliability'])
+    plot_pr({'validation': val_split, 'held out': held_split}, paths['pr'],
+            res['on_threshold'])
+    plot_training(res['history'], paths['training'], res['best_epoch'])
+    print(_summary_line(metrics))
+    print(f'wrote {paths["model"]} and beside it: '
+          + ', '.join(p.name for k, p in paths.items() if k != 'model'))
+    return 0
+
+
+def _summary_line(m, prefixes=('validation', 'heldout')):
+    parts = [f'on {m["on_threshold"]:.3f} off {m["off_threshold"]:.3f} K '
+             f'{m["debounce_frames"]}']
+    for s in prefixes:
+        if f'{s}_frames' in m:
+            parts.append(f'{s}: accuracy {_fmt(m[f"{s}_frame_accuracy"])}, PR-AUC '
+                         f'{_fmt(m[f"{s}_pr_auc"])}, FP {_fmt(m[f"{s}_fp_rate"])}, FN '
+                         f'{_fmt(m[f"{s}_fn_rate"])}, ECE {_fmt(m[f"{s}_ece"])}, episode '
+                         f'false success {_fmt(m[f"{s}_episode_false_success_rate"])}, '
+                         f'missed {_fmt(m[f"{s}_episode_missed_success_rate"])}, delay '
+                         f'{_fmt(m[f"{s}_detection_delay_frames_mean"], 2)} frames')
+    return '; '.join(parts)
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+def evaluate_model(model, splits):
+    """Return metrics of an ONNX classifier (onnxruntime) on FrameSet-like ``splits``.
+
+    Args:
+        model: :class:`core.success_classifier.SuccessClassifier`.
+        splits: dict prefix -> FrameSet-like.
+
+    Returns:
+        dict: the contract's thresholds and :func:`split_metrics` of every split.
+    """
+    on, off, k = model.on_threshold, model.off_threshold, model.debounce_frames
+    out = {'on_threshold': on, 'off_threshold': off, 'debounce_frames': k}
+    for prefix, frames in splits.items():
+        probs = np.concatenate([model.probability(frames.images[i:i + 512])
+                                for i in range(0, len(frames.labels), 512)]) \
+            if len(frames.labels) else np.zeros(0, np.float32)
+        out.update(split_metrics(prefix, frames, probs, on, off, k))
+    return out
+
+
+def read_stack_report(path):
+    """Return ``{'stack_agreement_rate': r, 'stack_episodes': n}`` from a demo report JSON.
+
+    The keys are looked up at the top level first, then in nested objects (first found).
+
+    Raises:
+        UsageError: unreadable file or no ``stack_agreement_rate`` in it.
+    """
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError('--stack-report', f'cannot read {path}: {exc}') from None
+
+    def find(obj, key):
+        if isinstance(obj, dict):
+            if key in obj:
+                return obj[key]
+            for v in obj.values():
+                got = find(v, key)
+                if got is not None:
+                    return got
+        return None
+
+    rate = find(report, 'stack_agreement_rate')
+    if rate is None:
+        raise UsageError('--stack-report', f'{path} has no stack_agreement_rate (run awopt '
+                         'demo with a report that records it)')
+    return {'stack_agreement_rate': rate, 'stack_episodes': find(report, 'stack_episodes')}
+
+
+def add_evaluate_classifier_args(parser):
+    """Add the ``awopt evaluate-classifier`` options to ``parser``."""
+    parser.add_argument('model', help='success classifier ONNX file')
+    parser.add_argument('--frames', action='append', default=[], metavar='X.npz',
+                        help='in-distribution FrameSet (repeatable; metrics prefixed '
+                             '"frames_", or "validation_" is not used: these are separate '
+                             'frames)')
+    parser.add_argument('--heldout', action='append', default=[], metavar='X.npz',
+                        help='held-out FrameSet (repeatable; metrics prefixed "heldout_")')
+    parser.add_argument('--frames-from-dataset', default=None, metavar='PATH',
+                        help='a logged dataset: frames labelled by the ground truth '
+                             '(success_data.frames_from_dataset; prefix "dataset_")')
+    parser.add_argument('--stack-report', default=None, metavar='REPORT.json',
+                        help='demo report whose stack_agreement_rate and stack_episodes go '
+                             'into the metrics JSON')
+    parser.add_argument('--metrics-out', default=None,
+                        help='metrics JSON (updated in place if it exists, with --force); '
+                             'default runs/success/eval-<stamp>/metrics.json')
+    parser.add_argument('--force', action='store_true',
+                        help='update an existing metrics JSON (e.g. models/*_metrics.json)')
+
+
+def run_evaluate_classifier(args):
+    """``awopt evaluate-classifier``: returns the exit code (2 on bad input)."""
+    from awopt_ros.learning.train_cli import write_json
+    try:
+        if not (args.frames or args.heldout or args.frames_from_dataset or args.stack_report):
+            raise UsageError('', 'give --frames, --heldout, --frames-from-dataset or '
+                                 '--stack-report')
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        out = Path(args.metrics_out or Path(SUCCESS_RUNS) / f'eval-{stamp}' / 'metrics.json')
+        check_outputs([('--metrics-out', out)], force=args.force)
+        try:
+            model = sc.SuccessClassifier(args.model)
+        except (FileNotFoundError, sc.ModelContractError) as exc:
+            raise UsageError('model', str(exc)) from None
+        splits = {}
+        for option, prefix, paths in (('--frames', 'frames', args.frames),
+                                      ('--heldout', 'heldout', args.heldout)):
+            loaded = [_load_frames(p, option) for p in paths]
+            if loaded:
+                from awopt_ros.learning.success_data import FrameSet
+                splits[prefix] = loaded[0] if len(loaded) == 1 else FrameSet.concat(loaded)
+        if args.frames_from_dataset:
+            from awopt_ros.learning.success_data import frames_from_dataset
+            try:
+                splits['dataset'] = frames_from_dataset(args.frames_from_dataset)
+            except (OSError, ValueError, KeyError) as exc:
+                raise UsageError('--frames-from-dataset', str(exc)) from None
+        stack = read_stack_report(args.stack_report) if args.stack_report else {}
+    except UsageError as exc:
+        return usage_error(EVAL_PROG, exc)
+    metrics = {}
+    if out.exists():
+        try:
+            metrics = json.loads(out.read_text())
+        except ValueError:
+            metrics = {}
+    metrics.update(evaluate_model(model, splits))
+    metrics.update(stack)
+    if args.stack_report:
+        metrics['stack_report'] = str(args.stack_report)
+    write_json(out, metrics)
+    line = _summary_line(metrics, tuple(splits))
+    if stack:
+        line += (f'; stack agreement {stack["stack_agreement_rate"]} over '
+                 f'{stack["stack_episodes"]} episodes')
+    print(line)
+    print(f'wrote {out}')
+    return 0
