@@ -18,9 +18,16 @@ Per episode of T actions (Minari's convention):
   grasp pose a scripted demonstrator aimed for at that step, x, y, z in m and yaw in rad in
   base_link; NaN where the policy published none, e.g. a learned policy) and
   ``noise_free_action`` (float32 (7,): the learned actor's own action before its exploration
-  noise and discrete sampling; NaN where none was recorded, e.g. CEM steps). Minari stores no
-  strings in infos, so the policy id -> name table is in the dataset metadata
-  (``awopt_policy_ids``).
+  noise and discrete sampling; NaN where none was recorded, e.g. CEM steps) and
+  ``success_classifier_probability`` (float32: the success detector's latest score stamped at
+  or before the observation image's stamp, :func:`latest_at_or_before`; NaN where none, e.g.
+  no detector ran). Minari stores no strings in infos, so the policy id -> name table is in
+  the dataset metadata (``awopt_policy_ids``);
+- episode metadata (Minari's episode ``options``): ``episode`` (the episode manager's number),
+  ``reward_source`` ('ground_truth' or 'classifier': the source of the success that gave the
+  rewards, the ``end`` event's ``success_source``) and, when known, ``ground_truth_success``
+  (bool: the simulator's ground truth reached success during the episode; absent when no
+  ground truth came, e.g. on hardware).
 
 Episodes are buffered in memory and written only by :meth:`EpisodeRecorder.end`, so a crash
 mid-episode loses that episode and nothing else: the dataset on disk stays loadable.
@@ -47,6 +54,7 @@ No rclpy here. Backed by ``minari`` (HDF5 storage by default; needs ``h5py`` and
 import contextlib
 import errno
 import logging
+import math
 import os
 import shutil
 import threading
@@ -83,6 +91,47 @@ def _optional_info(value, size, name):
     if out.shape != (size,):
         raise ValueError(f'{name} must have {size} entries, got shape {out.shape}')
     return out
+
+
+def latest_at_or_before(query_s, stamps_s, values):
+    """Return, for each query stamp, the value whose stamp is the latest at or before it.
+
+    Args:
+        query_s: (N,) stamps to look up (s).
+        stamps_s: (M,) stamps of ``values`` (s), in any order; ties: the value given last.
+        values: (M,) values.
+
+    Returns:
+        float32 (N,): the values found; NaN where no stamp is at or before the query (and
+        for every query when ``stamps_s`` is empty).
+
+    Raises:
+        ValueError: ``stamps_s`` and ``values`` differ in length.
+    """
+    query = np.asarray(query_s, dtype=np.float64).reshape(-1)
+    stamps = np.asarray(stamps_s, dtype=np.float64).reshape(-1)
+    vals = np.asarray(values, dtype=np.float32).reshape(-1)
+    if stamps.shape != vals.shape:
+        raise ValueError(f'stamps_s and values differ in length: {stamps.shape} vs '
+                         f'{vals.shape}')
+    out = np.full(query.shape, np.nan, np.float32)
+    if stamps.size == 0:
+        return out
+    order = np.argsort(stamps, kind='stable')
+    stamps, vals = stamps[order], vals[order]
+    index = np.searchsorted(stamps, query, side='right') - 1
+    found = index >= 0
+    out[found] = vals[index[found]]
+    return out
+
+
+def episode_options(episode, reward_source='ground_truth', ground_truth_success=None):
+    """Return the Minari episode ``options`` the recorders store (see the module doc)."""
+    from awopt_ros.core.episode import check_success_source
+    options = {'episode': int(episode), 'reward_source': check_success_source(reward_source)}
+    if ground_truth_success is not None:
+        options['ground_truth_success'] = bool(ground_truth_success)
+    return options
 
 
 def policy_id(kind):
@@ -257,7 +306,7 @@ class EpisodeRecorder:
         self._episode = {'episode': int(episode), 'seed': None if seed is None else int(seed),
                          'image': [], 'proprio': [], 'actions': [], 'success_probability': [],
                          'policy': [], 'stamp_s': [], 'grasp_goal': [],
-                         'noise_free_action': []}
+                         'noise_free_action': [], 'success_classifier_probability': []}
 
     def _check_obs(self, image, proprio):
         img = np.asarray(image)
@@ -273,7 +322,8 @@ class EpisodeRecorder:
         return np.array(img, copy=True), p
 
     def add_step(self, image, proprio, action, success_probability, policy_id, stamp_s,
-                 grasp_goal=None, noise_free_action=None):
+                 grasp_goal=None, noise_free_action=None,
+                 success_classifier_probability=math.nan):
         """Buffer one step: the observation (image, proprio) and the action taken from it.
 
         Args:
@@ -288,6 +338,8 @@ class EpisodeRecorder:
                 frame); None stores NaN.
             noise_free_action: optional (7,) actor's action before exploration noise and
                 discrete sampling (``/policy/decision``); None stores NaN.
+            success_classifier_probability: the success detector's score for this step (NaN:
+                none); :meth:`finish` with ``classifier_scores`` replaces it.
 
         Raises:
             RuntimeError: no episode is running.
@@ -309,6 +361,7 @@ class EpisodeRecorder:
         ep['stamp_s'].append(float(stamp_s))
         ep['grasp_goal'].append(goal)
         ep['noise_free_action'].append(clean)
+        ep['success_classifier_probability'].append(np.float32(success_classifier_probability))
 
     def truncate(self, steps):
         """Keep only the first ``steps`` buffered steps of the running episode.
@@ -331,7 +384,7 @@ class EpisodeRecorder:
             return None
         first = {k: ep[k][n] for k in ('image', 'proprio', 'success_probability', 'stamp_s')}
         for key in ('image', 'proprio', 'actions', 'success_probability', 'policy', 'stamp_s',
-                    'grasp_goal', 'noise_free_action'):
+                    'grasp_goal', 'noise_free_action', 'success_classifier_probability'):
             del ep[key][n:]
         return first
 
@@ -342,7 +395,7 @@ class EpisodeRecorder:
         return n
 
     def end(self, success, terminated, truncated, final_image, final_proprio, *,
-            final_success_probability=None, final_stamp_s=None):
+            final_success_probability=None, final_stamp_s=None, **kwargs):
         """Finish the running episode and append it to the dataset.
 
         Same as :meth:`finish` followed by :meth:`append`.
@@ -355,6 +408,8 @@ class EpisodeRecorder:
             final_proprio: (6,) proprioception after the last action.
             final_success_probability: info for the final observation (default: last step's).
             final_stamp_s: stamp of ``final_image`` (default: last step's stamp).
+            kwargs: ``classifier_scores``, ``reward_source``, ``ground_truth_success`` of
+                :meth:`finish`.
 
         Returns:
             dict with ``episode``, ``seed``, ``steps`` (T), ``written`` (False when the episode
@@ -367,7 +422,8 @@ class EpisodeRecorder:
         """
         buffer, summary = self.finish(
             success, terminated, truncated, final_image, final_proprio,
-            final_success_probability=final_success_probability, final_stamp_s=final_stamp_s)
+            final_success_probability=final_success_probability, final_stamp_s=final_stamp_s,
+            **kwargs)
         return self.append(buffer, summary)
 
     def _close(self, success, terminated, truncated):
@@ -393,22 +449,40 @@ class EpisodeRecorder:
         return ep, summary
 
     def finish(self, success, terminated, truncated, final_image, final_proprio, *,
-               final_success_probability=None, final_stamp_s=None):
+               final_success_probability=None, final_stamp_s=None, classifier_scores=None,
+               reward_source='ground_truth', ground_truth_success=None):
         """Close the running episode in memory (fast); return ``(buffer, summary)``.
 
         ``buffer`` is None for an episode without actions (nothing to write). A new episode
         may :meth:`begin` at once; write this one with :meth:`append` (e.g. on a worker
-        thread). Arguments and errors as :meth:`end`.
+        thread). Arguments and errors as :meth:`end`, and:
+
+        Args:
+            classifier_scores: optional ``(stamps_s (M,), scores (M,))`` of the success
+                detector: each observation's ``success_classifier_probability`` becomes the
+                latest score stamped at or before its ``stamp_s`` (NaN where none); None
+                keeps the values given to :meth:`add_step` (the final observation: the last
+                step's).
+            reward_source: 'ground_truth' or 'classifier', the source of ``success``
+                (episode metadata).
+            ground_truth_success: the simulator's ground truth reached success (episode
+                metadata; None: unknown, not stored).
         """
         ep, summary = self._close(success, terminated, truncated)
         if ep is None:
             return None, summary
         img, p = self._check_obs(final_image, final_proprio)
+        options = episode_options(ep['episode'], reward_source, ground_truth_success)
         final_sp = ep['success_probability'][-1] if final_success_probability is None \
             else np.float32(final_success_probability)
         final_stamp = ep['stamp_s'][-1] if final_stamp_s is None else float(final_stamp_s)
+        if classifier_scores is not None:
+            ep['success_classifier_probability'] = list(latest_at_or_before(
+                ep['stamp_s'] + [final_stamp], *classifier_scores))
+        else:
+            ep['success_classifier_probability'].append(ep['success_classifier_probability'][-1])
         buffer = self._buffer(ep, img, p, final_sp, final_stamp, bool(success),
-                              bool(terminated), bool(truncated))
+                              bool(terminated), bool(truncated), options)
         self._episode = None
         return buffer, summary
 
@@ -469,7 +543,8 @@ class EpisodeRecorder:
 
     @staticmethod
     def _buffer(ep, final_image, final_proprio, final_sp, final_stamp, success, terminated,
-                truncated):
+                truncated, options):
+        """``ep['success_classifier_probability']`` has T + 1 entries (the final one too)."""
         from minari.data_collector import EpisodeBuffer
         steps = len(ep['actions'])
         rewards = np.zeros(steps, dtype=np.float64)
@@ -488,8 +563,10 @@ class EpisodeRecorder:
             'grasp_goal': np.stack(ep['grasp_goal'] + ep['grasp_goal'][-1:]).astype(np.float32),
             'noise_free_action': np.stack(ep['noise_free_action']
                                           + ep['noise_free_action'][-1:]).astype(np.float32),
+            'success_classifier_probability': np.array(ep['success_classifier_probability'],
+                                                       dtype=np.float32),
         }
-        return EpisodeBuffer(seed=ep['seed'], options={'episode': ep['episode']},
+        return EpisodeBuffer(seed=ep['seed'], options=options,
                              observations=observations, actions=np.stack(ep['actions']),
                              rewards=rewards, terminations=terminations,
                              truncations=truncations, infos=infos)
@@ -705,13 +782,16 @@ class StateEpisodeRecorder(EpisodeRecorder):
         return first
 
     def finish(self, success, terminated, truncated, final_state=None, *,
-               final_success_probability=None, final_stamp_s=None):
+               final_success_probability=None, final_stamp_s=None,
+               reward_source='ground_truth', ground_truth_success=None):
         """Close the running episode in memory; return ``(buffer, summary)`` as
-        :meth:`EpisodeRecorder.finish`. ``final_state`` (D,) is the state after the last
-        action; None repeats the last step's state (no observation came after it)."""
+        :meth:`EpisodeRecorder.finish` (no classifier score: a state dataset has no image).
+        ``final_state`` (D,) is the state after the last action; None repeats the last
+        step's state (no observation came after it)."""
         ep, summary = self._close(success, terminated, truncated)
         if ep is None:
             return None, summary
+        options = episode_options(ep['episode'], reward_source, ground_truth_success)
         final = ep['state'][-1] if final_state is None else self._check_state(final_state)
         final_sp = (ep['success_probability'][-1] if final_success_probability is None
                     else np.float32(final_success_probability))
@@ -730,7 +810,7 @@ class StateEpisodeRecorder(EpisodeRecorder):
             'stamp_s': np.array(ep['stamp_s'] + [final_stamp], dtype=np.float64),
             'command_m': np.stack(ep['command_m'] + ep['command_m'][-1:]).astype(np.float32),
         }
-        buffer = EpisodeBuffer(seed=ep['seed'], options={'episode': ep['episode']},
+        buffer = EpisodeBuffer(seed=ep['seed'], options=options,
                                observations={'state': np.stack(ep['state'] + [final])},
                                actions=np.stack(ep['actions']), rewards=rewards,
                                terminations=terminations, truncations=truncations,
@@ -756,12 +836,16 @@ def episode_dict(ep, meta=None):
     """
     meta = meta or {}
     infos = ep.infos or {}
-    episode = (meta.get('options') or {}).get('episode')
+    options = meta.get('options') or {}
+    episode = options.get('episode')
+    truth = options.get('ground_truth_success')
+    sources = {'reward_source': str(options.get('reward_source', 'ground_truth')),
+               'ground_truth_success': None if truth is None else bool(truth)}
     if 'state' in ep.observations:      # a state task (StateEpisodeRecorder)
         out = {
             'id': int(ep.id),
             'seed': None if meta.get('seed') is None else int(meta['seed']),
-            'episode': None if episode is None else int(episode),
+            'episode': None if episode is None else int(episode), **sources,
             'state': np.asarray(ep.observations['state'], dtype=np.float32),
             'actions': np.asarray(ep.actions, dtype=np.float32),
             'rewards': np.asarray(ep.rewards, dtype=np.float64),
@@ -774,7 +858,7 @@ def episode_dict(ep, meta=None):
     return {
         'id': int(ep.id),
         'seed': None if meta.get('seed') is None else int(meta['seed']),
-        'episode': None if episode is None else int(episode),
+        'episode': None if episode is None else int(episode), **sources,
         'image': np.asarray(ep.observations['image'], dtype=np.uint8),
         'proprio': np.asarray(ep.observations['proprio'], dtype=np.float32),
         'actions': np.asarray(ep.actions, dtype=np.float32),
@@ -791,6 +875,10 @@ def episode_dict(ep, meta=None):
             np.asarray(infos['noise_free_action'], dtype=np.float32)
             if 'noise_free_action' in infos
             else np.full((len(ep.actions) + 1, ACTION_DIM), np.nan, np.float32)),
+        'success_classifier_probability': (
+            np.asarray(infos['success_classifier_probability'], dtype=np.float32)
+            if 'success_classifier_probability' in infos
+            else np.full(len(ep.actions) + 1, np.nan, np.float32)),
     }
 
 
@@ -803,8 +891,11 @@ def load_episodes(root_dir, dataset_id):
         or None), ``image`` (T+1, S, S, 3) uint8, ``proprio`` (T+1, 6) float32, ``actions``
         (T, 7) float32, ``rewards`` (T,) float64, ``terminations`` / ``truncations`` (T,) bool,
         ``success_probability`` (T+1,) float32, ``policy`` (T+1,) int64, ``stamp_s`` (T+1,)
-        float64, ``grasp_goal`` (T+1, 4) float32 and ``noise_free_action`` (T+1, 7) float32
-        (NaN where none was recorded, and for datasets written before they existed). A state
+        float64, ``grasp_goal`` (T+1, 4) float32, ``noise_free_action`` (T+1, 7) float32 and
+        ``success_classifier_probability`` (T+1,) float32 (NaN where none was recorded, and
+        for datasets written before they existed); ``reward_source`` (str, 'ground_truth'
+        for datasets written before it existed) and ``ground_truth_success`` (bool, or None
+        where unknown). A state
         task's dataset (:class:`StateEpisodeRecorder`) gives ``state`` (T+1, D) instead of
         ``image`` and ``proprio``, ``actions`` (T, A), and ``command_m`` (T+1, 3) instead of
         ``grasp_goal`` and ``noise_free_action``.
