@@ -114,16 +114,20 @@ def test_relabel_cuts_where_the_decision_fires_and_zeroes_missed_successes():
     assert rec['fire_frame'] == 1 and out['rewards'].tolist() == [1.0]
     # Labelled by the classifier in the stack already: kept as it is, not scored again.
     calls = relabel.classifier.calls
-    stacked = dict(episode([DARK, DARK, DARK], True), reward_source='classifier')
+    stacked = dict(episode([DARK, DARK, DARK], True), reward_source='classifier',
+                   ground_truth_success=False)        # the logger's fields (simulation)
     out, rec = relabel(stacked)
     assert out is stacked and rec['relabelled'] is False and relabel.classifier.calls == calls
     assert relabel.counts['relabelled'] == 0           # only the finetuner's tally() counts
     for ep_, rec_ in (relabel(episode([DARK, BRIGHT, BRIGHT], False)), (stacked, rec)):
         relabel.tally(rec_)
     assert relabel.counts == {'relabelled': 1, 'kept': 1, 'classifier_success': 1,
-                              'dataset_success': 0, 'agree': 0, 'steps_dropped': 0}
-    assert 'rewards by classifier: 1/1 success vs 0 in the dataset, agree 0/1' in \
-        relabel.progress_text() and '1 already labelled' in relabel.progress_text()
+                              'dataset_success': 0, 'agree': 0, 'steps_dropped': 0,
+                              'ground_truth_known': 1, 'ground_truth_agree': 0}
+    assert relabel.progress_text() == (
+        'rewards by classifier: 1/1 success vs 0 in the dataset, agree 0/1; 1 already '
+        'labelled by the classifier in the stack (not relabelled); classifier agrees with the '
+        'recorded ground truth on 0/1')
 
 
 def test_relabel_helpers_reject_bad_input():
@@ -212,7 +216,8 @@ def test_finetuner_trains_on_the_classifier_rewards_not_the_recorded_ones(tmp_pa
     assert (source['on_threshold'], source['off_threshold'], source['debounce_frames']) == \
         (ON, OFF, K)
     assert source['counts'] == {'relabelled': 4, 'kept': 0, 'classifier_success': 2,
-                                'dataset_success': 2, 'agree': 2, 'steps_dropped': 2}
+                                'dataset_success': 2, 'agree': 2, 'steps_dropped': 2,
+                                'ground_truth_known': 0, 'ground_truth_agree': 0}
     assert any('rewards by classifier: 2/4 success vs 2 in the dataset, agree 2/4' in line
                for line in lines)
 

@@ -147,7 +147,10 @@ class ClassifierRelabeller:
         counts: dict of episodes ``relabelled``, ``kept`` (already labelled by the classifier
             in the stack), ``classifier_success`` and ``dataset_success`` (of the relabelled
             ones), ``agree`` (relabelled episodes whose outcome equals the dataset's own),
-            ``steps_dropped`` (:meth:`tally`).
+            ``steps_dropped``; ``ground_truth_known`` (episodes whose dataset recorded the
+            simulator's ``ground_truth_success`` beside the classifier's) and
+            ``ground_truth_agree`` (of those, the classifier's outcome equals it)
+            (:meth:`tally`).
     """
 
     source = 'classifier'
@@ -165,7 +168,8 @@ class ClassifierRelabeller:
         self.model_sha256 = (None if model_path is None or not Path(model_path).is_file()
                              else file_sha256(model_path))
         self.counts = {'relabelled': 0, 'kept': 0, 'classifier_success': 0,
-                       'dataset_success': 0, 'agree': 0, 'steps_dropped': 0}
+                       'dataset_success': 0, 'agree': 0, 'steps_dropped': 0,
+                       'ground_truth_known': 0, 'ground_truth_agree': 0}
 
     def describe(self):
         """Return the settings (JSON-able dict): source, model, sha256, thresholds."""
@@ -200,14 +204,17 @@ class ClassifierRelabeller:
 
         ``record`` (JSON-able dict): ``reward_source`` ('classifier'), ``relabelled`` (bool),
         ``model`` and ``model_sha256``, ``fire_frame`` (int or None), ``classifier_success``,
-        ``dataset_success``, ``recorded_steps`` and ``steps``.
+        ``dataset_success``, ``ground_truth_success`` (the dataset's, bool or None),
+        ``recorded_steps`` and ``steps``.
         """
         obs = episode.get('observations', episode)
         rewards = np.asarray(episode['rewards']).reshape(-1)
         dataset_success = bool(np.any(rewards > 0))
         t = len(episode['actions'])
+        truth = episode.get('ground_truth_success')
         record = {'reward_source': self.source, 'model': self.model_path,
                   'model_sha256': self.model_sha256, 'dataset_success': dataset_success,
+                  'ground_truth_success': None if truth is None else bool(truth),
                   'recorded_steps': int(t)}
         if episode_reward_source(episode, meta) == self.source:
             record.update(relabelled=False, fire_frame=None,
@@ -230,6 +237,10 @@ class ClassifierRelabeller:
         finetuner calls it once the episode is in the replay buffer (an episode read
         half-written is relabelled again at the next poll, and counted once)."""
         c = self.counts
+        if record.get('ground_truth_success') is not None:
+            c['ground_truth_known'] += 1
+            c['ground_truth_agree'] += (record['classifier_success']
+                                        == record['ground_truth_success'])
         if not record['relabelled']:
             c['kept'] += 1
             return
@@ -252,4 +263,7 @@ class ClassifierRelabeller:
         if c['kept']:
             parts.append(f"{c['kept']} already labelled by the classifier in the stack "
                          '(not relabelled)')
+        if c['ground_truth_known']:
+            parts.append('classifier agrees with the recorded ground truth on '
+                         f"{c['ground_truth_agree']}/{c['ground_truth_known']}")
         return '; '.join(parts) or 'rewards by classifier: no episode yet'
