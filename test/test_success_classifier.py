@@ -204,3 +204,11 @@ def test_make_contract_refuses_bad_values():
     c = make_contract('grasp', 0.8, 0.6, 2, 0.01, extra={'dataset': 'd'})
     assert c['crop_xywh'] == [80, 0, 480, 480] and c['source_size'] == [640, 480]
     assert c['image_size'] == 64 and c['dataset'] == 'd'
+
+
+def test_bench_measures_classifier_latency(tmp_path):
+    from awopt_ros.learning import bench
+    out = bench.measure_success_classifier(_write(tmp_path), frames=30, warmup=2)
+    assert out['frames'] == 30 and 0 < out['p50_ms'] <= out['p99_ms'] < 1000
+    missing = bench.measure_success_classifier(tmp_path / 'none.onnx', frames=5)
+    assert 'not found' in missing['reason'] and 'p99_ms' not in missing

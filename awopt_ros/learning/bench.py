@@ -75,6 +75,13 @@ residual, IK through ``core.arm.arm_command``, 100 physics steps of 1 ms per ste
 reset as they end), over about 5 s of wall time (0.5 s quick;
 ``learning.insertion.steps_per_second``).
 
+Success classifier: ``success_classifier_ms_p50`` / ``success_classifier_ms_p99``, the
+wall time of ``SuccessClassifier.probability(frame)`` (``core.success_classifier``: input
+checks and one onnxruntime run, 1 thread, batch 1) per frame over ``SUCCESS_FRAMES`` random
+64 x 64 frames (20 quick) of the shipped ``models/grasp_success.onnx``
+(:func:`measure_success_classifier`); None with ``success_classifier_unavailable_reason``
+when the file is missing or cannot be loaded.
+
 Booleans say whether each target holds: ``cem_over_actor_at_most_2``,
 ``cem_over_actor_472_at_most_2``, ``ort_over_torch_at_most_half``, ``awac_at_least_d3rlpy``
 (None without d3rlpy). ``learning_bench_setup`` records sizes, threads and repetitions.
@@ -435,6 +442,48 @@ def measure_training(sizes, with_d3rlpy=True, progress=False, seed=0):
 # Entry point
 # ---------------------------------------------------------------------------------------------
 
+#: Frames timed by :func:`measure_success_classifier` in a full run.
+SUCCESS_FRAMES = 300
+#: The shipped success classifier (relative to the share directory).
+SUCCESS_MODEL = 'models/grasp_success.onnx'
+
+
+def measure_success_classifier(model_path=None, frames=SUCCESS_FRAMES, warmup=10, seed=0):
+    """Per-frame latency of the success classifier as the ``success_detector`` runs it.
+
+    Args:
+        model_path: ONNX classifier (default: the shipped :data:`SUCCESS_MODEL`).
+        frames: timed frames, one call each (random uint8 frames of the model's size).
+        warmup: untimed calls first.
+
+    Returns:
+        dict: ``p50_ms`` and ``p99_ms`` (wall time of one ``probability(frame)`` call, ms),
+        ``frames``, ``model`` (path); or ``{'reason': str}`` when the model is missing or
+        cannot be loaded.
+    """
+    from awopt_ros.core import paths
+    from awopt_ros.core.success_classifier import ModelContractError, SuccessClassifier
+    path = paths.resolve(SUCCESS_MODEL) if model_path is None else Path(model_path)
+    try:
+        clf = SuccessClassifier(path, threads=ORT_THREADS)
+    except (FileNotFoundError, ModelContractError) as exc:
+        return {'reason': str(exc)}
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (int(frames), clf.image_size, clf.image_size, 3),
+                          dtype=np.uint8)
+    for i in range(int(warmup)):
+        clf.probability(images[i % len(images)])
+    times = []
+    clock = time.perf_counter
+    for img in images:
+        t0 = clock()
+        clf.probability(img)
+        times.append(clock() - t0)
+    t = np.asarray(times) * 1e3
+    return {'p50_ms': float(np.percentile(t, 50)), 'p99_ms': float(np.percentile(t, 99)),
+            'frames': int(len(t)), 'model': str(path)}
+
+
 def _ratio(num, den):
     """``num / den`` of already rounded figures, rounded; None when either is None."""
     if num is None or den is None:
@@ -478,6 +527,9 @@ def run_learning_bench(quick=False, progress=True, with_d3rlpy=True):
         _say(progress, 'insertion environment steps per second')
         from awopt_ros.learning.insertion import steps_per_second
         insertion_rate = steps_per_second(seconds=0.5 if quick else 5.0)
+        _say(progress, 'success classifier latency per frame')
+        success = measure_success_classifier(frames=20 if quick else SUCCESS_FRAMES,
+                                             warmup=2 if quick else 10)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -499,6 +551,9 @@ def run_learning_bench(quick=False, progress=True, with_d3rlpy=True):
     r['awac_over_d3rlpy'] = _ratio(r['awac_steps_per_s'], r['d3rlpy_awac_steps_per_s'])
     r['d3rlpy_unavailable_reason'] = train['d3rlpy_reason']
     r['insertion_steps_per_s'] = _sig(insertion_rate)
+    r['success_classifier_ms_p50'] = _sig(success.get('p50_ms'))
+    r['success_classifier_ms_p99'] = _sig(success.get('p99_ms'))
+    r['success_classifier_unavailable_reason'] = success.get('reason')
     r['cem_over_actor_at_most_2'] = bool(r['cem_over_actor'] <= CEM_OVER_ACTOR_MAX)
     r['cem_over_actor_472_at_most_2'] = bool(r['cem_over_actor_472'] <= CEM_OVER_ACTOR_MAX)
     r['ort_over_torch_at_most_half'] = bool(r['ort_over_torch'] <= ORT_OVER_TORCH_MAX)
