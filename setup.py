@@ -16,6 +16,7 @@ NODES = {
     'realsense_camera': 'awopt_ros.nodes.realsense_camera:main',
     'robot_state': 'awopt_ros.nodes.robot_state:main',
     'residual_controller': 'awopt_ros.nodes.residual_controller:main',
+    'success_detector': 'awopt_ros.nodes.success_detector:main',
 }
 
 setup(

@@ -42,6 +42,13 @@ CORE_NODES = (
     ('logger', 'awopt_ros.nodes.logger'),
     ('robot_state', 'awopt_ros.nodes.robot_state'),
 )
+#: Optional nodes: each starts, right after the policy node, when the params file has a section
+#: for it. ``success_detector`` (the camera success classifier) runs in the grasp bringups,
+#: where the episode manager's ``success_source: classifier`` ends episodes on its decision
+#: and the logger records its score next to the simulator's ground truth.
+OPTIONAL_NODES = (
+    ('success_detector', 'awopt_ros.nodes.success_detector'),
+)
 #: The simulated bringup's nodes without the policy, in start order.
 STACK_NODES = DEVICE_NODES[:1] + CORE_NODES
 #: The node that publishes ``/policy/action``, by ``--policy``: the ONNX actor and the scripted
@@ -51,7 +58,8 @@ POLICY_NODES = {'actor': ('policy', 'awopt_ros.nodes.policy'),
                 'scripted': ('scripted_policy', 'awopt_ros.nodes.scripted_policy'),
                 'residual': ('residual_controller', 'awopt_ros.nodes.residual_controller')}
 #: Every node a stack may run, {node name: python module}, either policy included.
-ALL_NODE_MODULES = dict([*DEVICE_NODES, *CORE_NODES, *POLICY_NODES.values()])
+ALL_NODE_MODULES = dict([*DEVICE_NODES, *CORE_NODES, *POLICY_NODES.values(),
+                         *OPTIONAL_NODES])
 #: The node names the graph check looks for: every node a stack may run but the camera
 #: driver, which a user may well start alone before the stack (hardware bringup).
 STACK_NODE_NAMES = tuple(sorted(set(ALL_NODE_MODULES) - {'realsense_camera'}))
@@ -66,8 +74,10 @@ _JOINT_READERS = ('sim_robot', 'arm_interface', 'policy', 'scripted_policy',
                   'residual_controller', 'episode_manager', 'logger', 'robot_state')
 _CONTROLLER_USERS = ('sim_robot', 'arm_interface', 'logger')
 SHARED_PARAMS = {
-    'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger')),
-    'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy')),
+    'image_size': (spec.POLICY_IMAGE_SIZE, ('camera_pipeline', 'policy', 'logger',
+                                            'success_detector')),
+    'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy',
+                                                'success_detector')),
     # the camera's frame size: both crop the same frames (the policy itself, the pipeline for
     # /policy/image)
     'source_width': (spec.SOURCE_SIZE[0], ('camera_pipeline', 'policy')),
@@ -305,9 +315,23 @@ def device_nodes(config):
     Raises:
         ParameterError: the file is not a node-keyed mapping.
     """
+    return _with_section(config, DEVICE_NODES)
+
+
+def optional_nodes(config):
+    """Return the optional nodes [(name, module)] that the params file ``config`` starts:
+    those of :data:`OPTIONAL_NODES` with a section (``name:`` or ``/name:``) in it.
+
+    Raises:
+        ParameterError: the file is not a node-keyed mapping.
+    """
+    return _with_section(config, OPTIONAL_NODES)
+
+
+def _with_section(config, specs):
+    """Return the entries of ``specs`` [(name, module)] whose node has a section in ``config``."""
     doc = _load_params_file(config)
-    return [(name, module) for name, module in DEVICE_NODES
-            if name in doc or '/' + name in doc]
+    return [(name, module) for name, module in specs if name in doc or '/' + name in doc]
 
 
 def default_policy(config):
@@ -326,7 +350,8 @@ def default_policy(config):
 def stack_node_specs(config, policy):
     """Return [(node name, module)] in start order for a stack from the params file ``config``
     with ``policy`` ('actor', 'scripted' or 'residual'): its device nodes
-    (:func:`device_nodes`), the camera pipeline, the policy node, then the other core nodes.
+    (:func:`device_nodes`), the camera pipeline, the policy node, its optional nodes
+    (:func:`optional_nodes`), then the other core nodes.
 
     Raises:
         ValueError: an unknown policy, or a params file that is not a node-keyed mapping.
@@ -334,7 +359,8 @@ def stack_node_specs(config, policy):
     if policy not in POLICY_NODES:
         raise ValueError(f'policy must be one of {sorted(POLICY_NODES)}, got {policy!r}')
     specs = device_nodes(config) + list(CORE_NODES)
-    specs.insert(len(specs) - len(CORE_NODES) + 1, POLICY_NODES[policy])
+    at = len(specs) - len(CORE_NODES) + 1
+    specs[at:at] = [POLICY_NODES[policy], *optional_nodes(config)]
     return specs
 
 

@@ -26,6 +26,8 @@ KNOWN = {
     'logger': {'output_dir', 'image_size', 'bag_compression'},
     'realsense_camera': {'camera_namespace', 'camera_name', 'serial_no', 'rosbag_filename'},
     'robot_state': {'urdf_path', 'camera_pose_xyz_rpy', 'joint_names'},
+    'success_detector': {'model_path', 'on_threshold', 'off_threshold', 'debounce_frames',
+                         'image_topic'},
 }
 
 

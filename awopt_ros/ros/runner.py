@@ -96,8 +96,8 @@ def stack_overrides(run_dir, *, seed=None, real_time_factor=None, lockstep=False
     if lockstep or (real_time_factor is not None and real_time_factor != 1.0):
         sim['publish_clock'] = True
         for name in ('sim_robot', 'camera_pipeline', 'policy', 'scripted_policy',
-                     'residual_controller', 'arm_interface', 'episode_manager', 'logger',
-                     'robot_state'):
+                     'residual_controller', 'success_detector', 'arm_interface',
+                     'episode_manager', 'logger', 'robot_state'):
             overrides.setdefault(name, {})['use_sim_time'] = True
     if model_path is not None:
         node = 'residual_controller' if policy == 'residual' else 'policy'
