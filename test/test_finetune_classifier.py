@@ -222,11 +222,13 @@ def test_finetuner_trains_on_the_classifier_rewards_not_the_recorded_ones(tmp_pa
                for line in lines)
 
 
-def write_dataset(root, levels_per_episode, successes):
-    """Log episodes with flat images of the given levels through the logger's recorder."""
+def write_dataset(root, levels_per_episode, successes, sources):
+    """Log episodes with flat images of the given levels through the logger's recorder;
+    ``sources``: per episode, the recorder's ``reward_source`` and ``ground_truth_success``
+    keywords."""
     rng = np.random.default_rng(0)
     rec = EpisodeRecorder(root, DATASET_ID, image_size=SIZE)
-    for k, (levels, success) in enumerate(zip(levels_per_episode, successes)):
+    for k, (levels, success, source) in enumerate(zip(levels_per_episode, successes, sources)):
         rec.begin(k, 100 + k)
         for v in levels[:-1]:
             action = np.zeros(7, np.float32)
@@ -234,7 +236,7 @@ def write_dataset(root, levels_per_episode, successes):
             rec.add_step(np.full((SIZE, SIZE, 3), v, np.uint8), rng.normal(0.0, 0.3, 6),
                          action, 0.5, 1, 0.0)
         rec.end(success, success, not success, np.full((SIZE, SIZE, 3), levels[-1], np.uint8),
-                rng.normal(0.0, 0.3, 6))
+                rng.normal(0.0, 0.3, 6), **source)
     return root
 
 
@@ -246,27 +248,38 @@ def finetune(root, out, *extra):
 
 
 def test_cli_reward_source_classifier_and_its_errors(tmp_path, capsys, monkeypatch):
+    # Three episodes labelled by ground truth, then one the stack's classifier ended as a
+    # success (a false one: the simulator's ground truth, logged beside it, says failed).
+    stacked = {'reward_source': 'classifier', 'ground_truth_success': False}
     root = write_dataset(tmp_path / 'run', [[DARK, BRIGHT, BRIGHT, BRIGHT], [DARK] * 4,
-                                            [DARK, DARK, DARK, BRIGHT]], [False, False, True])
-    assert [e['seed'] for e in DatasetSource(root, DATASET_ID)(0)] == [100, 101, 102]
+                                            [DARK, DARK, DARK, BRIGHT], [DARK] * 4],
+                         [False, False, True, True], [{}] * 3 + [stacked])
+    read = DatasetSource(root, DATASET_ID)(0)
+    assert [e['seed'] for e in read] == [100, 101, 102, 103]
+    assert [e['reward_source'] for e in read] == ['ground_truth'] * 3 + ['classifier']
     model = write_classifier(tmp_path / 'models' / 'success.onnx')
     out = tmp_path / 'out' / 'live.onnx'
     assert finetune(root, out, '--reward-source', 'classifier', '--success-model',
                     str(model)) == 0
     printed = capsys.readouterr().out
     assert f'rewards labelled by the success classifier {model}' in printed
-    assert 'rewards by classifier: 1/3 success vs 1 in the dataset, agree 1/3' in printed
+    assert ('rewards by classifier: 1/3 success vs 1 in the dataset, agree 1/3; 1 already '
+            'labelled by the classifier in the stack (not relabelled); classifier agrees with '
+            'the recorded ground truth on 0/1') in printed
     history = json.loads((out.parent / 'live_finetune_history.json').read_text())
     assert history['reward_source']['reward_source'] == 'classifier'
     assert history['reward_source']['model_sha256'] == file_sha256(model)
-    assert [(e['success'], e['dataset_success'], e['steps']) for e in history['episodes']] == \
-        [(True, False, 2), (False, False, 3), (False, True, 3)]
+    assert [(e['success'], e['dataset_success'], e['steps'], e['relabelled'])
+            for e in history['episodes']] == [(True, False, 2, True), (False, False, 3, True),
+                                              (False, True, 3, True), (True, True, 3, False)]
 
     # The default ground truth records the dataset's rewards as the source.
     assert finetune(root, tmp_path / 'gt' / 'live.onnx') == 0
     history = json.loads((tmp_path / 'gt' / 'live_finetune_history.json').read_text())
     assert history['reward_source'] == {'reward_source': 'ground_truth'}
-    assert [e['success'] for e in history['episodes']] == [False, False, True]
+    assert [(e['success'], e['reward_source']) for e in history['episodes']] == [
+        (False, 'ground_truth'), (False, 'ground_truth'), (True, 'ground_truth'),
+        (True, 'classifier')]
     capsys.readouterr()
 
     # Bad input: one line naming the option, exit 2, nothing written.
