@@ -13,7 +13,8 @@ from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float32, String
+from std_msgs.msg import Bool, Float32, String
+from vision_msgs.msg import Classification, ObjectHypothesis
 
 from awopt_ros.core import kinematics
 from awopt_ros.core.dataset import load_episodes
@@ -69,6 +70,9 @@ class Harness:
             'success': n.create_publisher(Float32, '/success/probability', qos.COMMAND),
             'goal': n.create_publisher(PoseStamped, '/scripted_policy/grasp_goal', qos.COMMAND),
             'proprio': n.create_publisher(JointState, '/policy/proprio', qos.COMMAND),
+            'classification': n.create_publisher(
+                Classification, '/success_detector/classification', qos.COMMAND),
+            'detector': n.create_publisher(Bool, '/success_detector/success', qos.COMMAND),
         }
         self.saved = []
         n.create_subscription(String, '/logger/episode_saved',
@@ -193,6 +197,65 @@ def test_episode_recorded_to_bag_and_dataset(harness, tmp_path):
     assert ep['rewards'].tolist() == [0.0] * 5 + [1.0]
     assert ep['terminations'].tolist() == [False] * 5 + [True]
     assert not ep['truncations'].any()
+    # no success detector ran; an end event without success_source (an older manager)
+    assert ep['success_classifier_probability'].shape == (7,)
+    assert np.isnan(ep['success_classifier_probability']).all()
+    assert ep['reward_source'] == 'ground_truth' and ep['ground_truth_success'] is None
+
+
+def test_classifier_scores_go_into_the_bag_and_each_step_and_the_source_into_metadata(
+        harness, tmp_path):
+    """Scores that arrive after their step's action still count (looked up at the end by
+    stamp); a frame without a score takes the latest earlier one; the end event's
+    success_source and ground_truth_success become the episode's metadata."""
+    h, rng = harness, np.random.default_rng(21)
+    h.announce_actor()
+    h.start(3, 1003)
+    _run_steps(h, rng, 4, 70.0)          # frames stamped 70.0, 70.1, 70.2, 70.3
+    scores = {70.0: 0.05, 70.1: 0.4, 70.3: 0.9}    # 70.2 was not scored
+    for stamp_s, score in scores.items():
+        msg = Classification(results=[ObjectHypothesis(class_id='success', score=score)])
+        msg.header.stamp = convert.s_to_stamp(stamp_s)
+        h.pub['classification'].publish(msg)
+        h.pub['detector'].publish(Bool(data=score > 0.5))
+    h.spin_until(lambda: len(h.logger._scores) == 3)
+    h.event(event='end', episode=3, outcome='success', steps=4, success=True, terminated=True,
+            truncated=False, success_source='classifier', ground_truth_success=False)
+    h.spin_until(lambda: h.saved)
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    np.testing.assert_array_equal(ep['success_classifier_probability'],
+                                  np.float32([0.05, 0.4, 0.4, 0.9, 0.9]))
+    assert ep['reward_source'] == 'classifier' and ep['ground_truth_success'] is False
+    assert ep['rewards'].tolist() == [0.0, 0.0, 0.0, 1.0]   # from the outcome, as before
+    bag = h.saved[0]['bag']
+    msgs = _bag_messages(bag)          # rosbags' AnyReader opens it
+    got = [deserialize_message(r, Classification)
+           for r in msgs['/success_detector/classification']]
+    assert [(g.results[0].class_id, g.results[0].score) for g in got] == [
+        ('success', v) for v in scores.values()]
+    assert [deserialize_message(r, Bool).data for r in msgs['/success_detector/success']] == [
+        False, False, True]
+    assert bag_frame_stamps_ns(bag, '/success_detector/classification') == [
+        int(round(t * 1e9)) for t in scores]
+
+
+def test_without_vision_msgs_the_logger_runs_and_leaves_the_classification_out(
+        ros_context, tmp_path, monkeypatch):
+    from awopt_ros.nodes import logger as logger_module
+    real = logger_module._message_class
+
+    def no_vision_msgs(msgtype):
+        if msgtype.startswith('vision_msgs/'):
+            raise ValueError(f"cannot import message type {msgtype!r}: no module 'vision_msgs'")
+        return real(msgtype)
+    monkeypatch.setattr(logger_module, '_message_class', no_vision_msgs)
+    node = LoggerNode(context=ros_context, parameter_overrides=[
+        Parameter('output_dir', value=str(tmp_path / 'run'))])
+    try:
+        assert '/success_detector/classification' not in node.recorded
+        assert '/success_detector/success' in node.recorded
+    finally:
+        node.destroy_node()
 
 
 def test_shutdown_mid_episode_saves_truncated(harness, tmp_path):

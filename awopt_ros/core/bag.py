@@ -116,13 +116,31 @@ def bag_in_use(path):
     return False
 
 
+#: Message types the stack publishes that rosbags' ROS 2 stores lack (the vision_msgs subset
+#: of ``interfaces/vision_msgs``: the success detector's ``/success_detector/classification``),
+#: registered by :func:`default_typestore`; type name -> .msg text.
+EXTRA_TYPES = {
+    'vision_msgs/msg/ObjectHypothesis': 'string class_id\nfloat64 score\n',
+    'vision_msgs/msg/Classification': ('std_msgs/Header header\n'
+                                       'vision_msgs/ObjectHypothesis[] results\n'),
+}
+
+
 def default_typestore():
-    """Return the rosbags type store of ROS 2 Kilted, or of the newest ROS 2 store known."""
+    """Return the rosbags type store of ROS 2 Kilted, or of the newest ROS 2 store known, with
+    :data:`EXTRA_TYPES` registered."""
+    from rosbags.typesys import get_types_from_msg
     store = getattr(Stores, 'ROS2_KILTED', None)
     if store is None:
         ros2 = [s for s in Stores if s.name.startswith('ROS2_')]
         store = ros2[-1]  # enum order is release order
-    return get_typestore(store)
+    typestore = get_typestore(store)
+    types = {}
+    for name, text in EXTRA_TYPES.items():
+        if name not in typestore.fielddefs:
+            types.update(get_types_from_msg(text, name))
+    typestore.register(types)
+    return typestore
 
 
 class BagWriter:

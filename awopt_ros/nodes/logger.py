@@ -22,6 +22,17 @@ demonstrator), an action waits likewise for the ``/scripted_policy/grasp_goal`` 
 stored as the step's ``grasp_goal``. The node only converts and routes; bag and dataset
 writing live in ``awopt_ros.core``.
 
+The success detector (issue 24), when it runs: its ``/success_detector/classification``
+(vision_msgs/Classification, stamped with the scored frame's stamp, the score of class
+'success') and ``/success_detector/success`` (std_msgs/Bool, its debounced decision) go into
+the bags; each grasp dataset step gets ``success_classifier_probability``, the latest score
+stamped at or before its image's stamp (looked up when the episode ends, so a score that
+arrives after the step's action still counts; NaN where none: no detector), next to
+``success_probability`` (the ground truth). Each episode's metadata gets ``reward_source``
+(the ``end`` event's ``success_source``; 'ground_truth' when the event has none) and
+``ground_truth_success`` (the event's, when known); the rewards come from the outcome as
+before. Without vision_msgs installed the classification topic is left out (a warning).
+
 With ``task: insertion`` the joint states carry no gripper joint, the bags also
 record the wrench, the goal and the residual controller's faults (:data:`INSERTION_TOPICS`),
 and the dataset is a state dataset (``core.dataset.StateEpisodeRecorder``): one step per
@@ -97,6 +108,8 @@ DECISION = '/policy/decision'
 POLICY_IMAGE = '/policy/image'
 ACTION = '/policy/action'
 SUCCESS = '/success/probability'
+CLASSIFICATION = '/success_detector/classification'
+DETECTOR_SUCCESS = '/success_detector/success'
 GRASP_GOAL = '/scripted_policy/grasp_goal'
 PROPRIO = convert.PROPRIO_TOPIC
 SAVED = '/logger/episode_saved'
@@ -119,6 +132,8 @@ STACK_TOPICS = {
     GRIPPER_COMMANDS: ('std_msgs/msg/Float64MultiArray', 'reliable'),
     '/arm/frame_to_command_ms': ('std_msgs/msg/Float64', 'reliable'),
     SUCCESS: ('std_msgs/msg/Float32', 'reliable'),
+    CLASSIFICATION: ('vision_msgs/msg/Classification', 'reliable'),
+    DETECTOR_SUCCESS: ('std_msgs/msg/Bool', 'reliable'),
     '/sim/objects': ('visualization_msgs/msg/MarkerArray', 'reliable'),
     GRASP_GOAL: ('geometry_msgs/msg/PoseStamped', 'reliable'),
     PROPRIO: ('sensor_msgs/msg/JointState', 'sensor'),
@@ -139,7 +154,7 @@ INSERTION_TOPICS = {
 TASKS = ('grasp', 'insertion')
 #: Topics the dataset needs (simulator names); subscribed even when not recorded to the bag.
 INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS, GRASP_GOAL,
-                PROPRIO)
+                PROPRIO, CLASSIFICATION)
 #: Topics whose messages are counted in the diagnostics (simulator names; counter names as in
 #: ``ros.diagnostics.LOGGER_READY_KEYS``).
 _RECEIVED = {CAMERA: 'camera_frames_received', POLICY_IMAGE: 'policy_images_received',
@@ -149,6 +164,7 @@ _MAX_IMAGES = 64          # recent policy images kept for stamp matching
 PRESTART_S = 1.0          # messages kept between episodes (s), see LoggerNode._prestart
 _MAX_JOINT_STATES = 400   # 4 s at 100 Hz
 _MAX_PENDING_ACTIONS = 8  # actions waiting for their image before being dropped
+_MAX_SCORES = 4096        # classifier scores kept (400 s of frames at 10 Hz)
 
 
 def _message_class(msgtype):
@@ -308,6 +324,7 @@ class LoggerNode(Node):
         # (a busy executor) still go into the episode's bag and dataset.
         self._prestart = deque()
         self._success_p = math.nan
+        self._scores = deque(maxlen=_MAX_SCORES)   # (stamp s, score) of the success detector
         self._policy = policy_id('other')
         self._policy_kind = 'unknown'
         self._decisions = OrderedDict()  # stamp ns -> (policy id, noise-free action or None)
@@ -342,7 +359,7 @@ class LoggerNode(Node):
                           POLICY_IMAGE: self._on_policy_image,
                           ACTION: self._on_action, self.joints_topic: self._on_joint_states,
                           SUCCESS: self._on_success, GRASP_GOAL: self._on_grasp_goal,
-                          PROPRIO: self._on_proprio}
+                          PROPRIO: self._on_proprio, CLASSIFICATION: self._on_classification}
         rename = self.driver_topics
         # joint states count once their configured joints are found (_on_joint_states)
         self._received = {rename.get(t, t): c for t, c in _RECEIVED.items() if t != JOINTS}
@@ -350,7 +367,16 @@ class LoggerNode(Node):
         classes = {}
         for topic in list(self.recorded) + [t for t in inputs if t not in self.recorded]:
             msgtype, preset = self.recorded.get(topic, known.get(topic))
-            cls = classes.setdefault(msgtype, _message_class(msgtype))
+            try:
+                cls = classes[msgtype] if msgtype in classes else _message_class(msgtype)
+            except ValueError as exc:
+                if topic != CLASSIFICATION:
+                    raise
+                # vision_msgs not installed (make setup builds it): no classifier scores
+                self.get_logger().warning(f'{topic} not recorded: {exc}')
+                self.recorded.pop(topic, None)
+                continue
+            classes[msgtype] = cls
             self.create_subscription(cls, topic, self._callback(topic), _QOS[preset], raw=True)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f'logging {len(self.recorded)} topics to {self.output_dir}/bags, '
@@ -536,6 +562,33 @@ class LoggerNode(Node):
     def _on_success(self, data):
         self._success_p = float(deserialize_message(data, Float32).data)
 
+    def _on_classification(self, data):
+        from vision_msgs.msg import Classification
+        msg = deserialize_message(data, Classification)
+        scores = [r.score for r in msg.results if r.class_id == 'success']
+        if not scores:
+            raise ValueError("classification without a result of class_id 'success'")
+        self._scores.append((convert.stamp_to_s(msg.header.stamp), float(scores[0])))
+
+    def _classifier_scores(self):
+        """Return ``(stamps s, scores)`` of the success detector's scores received so far
+        (``EpisodeRecorder.finish``'s ``classifier_scores``)."""
+        if not self._scores:
+            return [], []
+        stamps, scores = zip(*self._scores)
+        return list(stamps), list(scores)
+
+    @staticmethod
+    def _sources(event):
+        """Return the episode metadata the end ``event`` gives: ``reward_source`` (its
+        ``success_source``, 'ground_truth' when absent or unknown) and
+        ``ground_truth_success``."""
+        source = event.get('success_source')
+        truth = event.get('ground_truth_success')
+        return {'reward_source': source if source in ('ground_truth', 'classifier')
+                else 'ground_truth',
+                'ground_truth_success': truth if isinstance(truth, bool) else None}
+
     def _on_joint_states(self, data):
         msg = deserialize_message(data, JointState)
         try:   # the driver's names -> positions in the model's order (A1..A7, finger)
@@ -669,10 +722,11 @@ class LoggerNode(Node):
         if extra is not None and self.recorder.steps > 0:
             return self.recorder.finish(success, terminated, truncated, extra['state'],
                                         final_success_probability=extra['success_probability'],
-                                        final_stamp_s=extra['stamp_s'])
+                                        final_stamp_s=extra['stamp_s'], **self._sources(event))
         if self.recorder.steps > 0:
             return self.recorder.finish(success, terminated, truncated,
-                                        final_success_probability=self._success_p)
+                                        final_success_probability=self._success_p,
+                                        **self._sources(event))
         return self.recorder.finish(False, False, True)
 
     # ---- episodes ---------------------------------------------------------------------------
@@ -800,13 +854,15 @@ class LoggerNode(Node):
                     bool(event.get('success', False)), bool(event.get('terminated', False)),
                     bool(event.get('truncated', True)), extra['image'], extra['proprio'],
                     final_success_probability=extra['success_probability'],
-                    final_stamp_s=extra['stamp_s'])
+                    final_stamp_s=extra['stamp_s'], classifier_scores=self._classifier_scores(),
+                    **self._sources(event))
             elif self._last_image is not None and self.recorder.steps > 0:
                 stamp, img = self._last_image
                 buffer, summary = self.recorder.finish(
                     bool(event.get('success', False)), bool(event.get('terminated', False)),
                     bool(event.get('truncated', True)), img, self._proprio_at(stamp),
-                    final_success_probability=self._success_p, final_stamp_s=stamp * 1e-9)
+                    final_success_probability=self._success_p, final_stamp_s=stamp * 1e-9,
+                    classifier_scores=self._classifier_scores(), **self._sources(event))
             else:
                 buffer, summary = self.recorder.finish(False, False, True, None, None)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next episode
