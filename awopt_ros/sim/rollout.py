@@ -93,6 +93,8 @@ class RolloutConfig:
         camera_size: (width, height) of the camera frame (px) [sim_robot image_width/height].
         reopen_empty_gripper: an action with both gripper bits set opens a gripper that
             holds nothing (``core.arm.gripper_target``) [arm_interface].
+        shapes: None (objects of every shape, the stack's scenes) or a tuple of the object
+            shapes scenes are made of (``sim.scene.SHAPES`` names; e.g. held-out objects).
 
     Raises:
         ValueError: a value out of range, or a crop outside the camera frame.
@@ -110,8 +112,12 @@ class RolloutConfig:
     physics_dt_s: float = 0.002
     camera_size: tuple = (640, 480)
     reopen_empty_gripper: bool = True
+    shapes: tuple | None = None
 
     def __post_init__(self):
+        if self.shapes is not None:
+            from awopt_ros.sim.scene import check_shapes
+            self.shapes = check_shapes(self.shapes)
         self.urdf_path = str(self.urdf_path)
         for name in ('num_objects', 'image_size', 'max_steps', 'success_debounce_steps'):
             value = getattr(self, name)
@@ -316,7 +322,8 @@ class RolloutEnv:
         urdf = str(resolve(self.config.urdf_path))
         c = self.config
         self.sim = GraspSim(urdf, num_objects=c.num_objects, physics_dt_s=c.physics_dt_s,
-                            image_size=c.camera_size, success_height_m=c.success_height_m)
+                            image_size=c.camera_size, success_height_m=c.success_height_m,
+                            shapes=c.shapes)
         self.kin = Kinematics(urdf)
 
     def close(self):

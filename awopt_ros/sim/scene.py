@@ -77,9 +77,31 @@ def _look_at_quat(pos, target, up=(0.0, 0.0, 1.0)):
     return quat
 
 
-def _sample_object(rng):
-    """Return (shape, geom size, geom quat in body, half extents (hx, hy, hz)) for one object."""
-    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+def check_shapes(shapes):
+    """Return ``shapes`` as a tuple of :data:`SHAPES` names, or None for None (every shape).
+
+    Raises:
+        ValueError: empty, or a name not in :data:`SHAPES`.
+    """
+    if shapes is None:
+        return None
+    if isinstance(shapes, str):
+        shapes = (shapes,)
+    out = tuple(str(name) for name in shapes)
+    unknown = [name for name in out if name not in SHAPES]
+    if not out or unknown:
+        raise ValueError(f'shapes must be a non-empty subset of {SHAPES}, got {shapes!r}')
+    return out
+
+
+def _sample_object(rng, shapes=None):
+    """Return (shape, geom size, geom quat in body, half extents (hx, hy, hz)) for one object.
+
+    ``shapes`` None draws from :data:`SHAPES` (the scenes of every seed stay as they were);
+    a tuple draws from those shapes only.
+    """
+    choices = SHAPES if shapes is None else shapes
+    shape = choices[int(rng.integers(len(choices)))]
     width = rng.uniform(*OBJECT_WIDTH_M)
     if shape == 'sphere':
         r = width / 2
@@ -102,12 +124,16 @@ def _sample_object(rng):
     return shape, [r, half_len, 0], quat, (total, r, r)
 
 
-def build_spec(urdf_path, seed, num_objects=5, physics_dt_s=0.002, image_size=(640, 480)):
+def build_spec(urdf_path, seed, num_objects=5, physics_dt_s=0.002, image_size=(640, 480),
+               shapes=None):
     """Return ``(MjSpec, objects)``: the cell with a random scene drawn from ``seed``.
 
-    ``objects`` is a list of dicts (name, shape, half_extents_m). Raises ValueError on bad
+    ``objects`` is a list of dicts (name, shape, half_extents_m). ``shapes``: None (every
+    shape of :data:`SHAPES`, the default) or a tuple of the shapes the objects are drawn from
+    (e.g. ``('capsule',)`` for scenes of held-out objects). Raises ValueError on bad
     arguments.
     """
+    shapes = check_shapes(shapes)
     if num_objects < 1:
         raise ValueError(f'num_objects must be >= 1, got {num_objects}')
     if physics_dt_s <= 0:
@@ -181,7 +207,7 @@ def build_spec(urdf_path, seed, num_objects=5, physics_dt_s=0.002, image_size=(6
     objects, placed = [], []
     margin = 0.03
     for i in range(num_objects):
-        shape, size, gquat, half = _sample_object(rng)
+        shape, size, gquat, half = _sample_object(rng, shapes)
         radius_xy = math.hypot(half[0], half[1])
         for _ in range(200):   # rejection sampling: inside the bin, not overlapping
             x = rng.uniform(cx - ix + margin + half[1], cx + ix - margin - half[1])
@@ -223,13 +249,16 @@ class GraspSim:
             is (a shortcut behaviour cloning takes from a fixed start); zeros (the default)
             start every episode at ``robot.HOME_Q``.
         start_jitter_rad: half-range of the start yaw offset (rad).
+        shapes: None (objects of every shape, the default) or a tuple of the shapes scenes
+            are made of (see :func:`build_spec`).
 
     Call :meth:`reset` before use (the constructor builds the scene of seed 0).
     """
 
     def __init__(self, urdf_path, num_objects=5, physics_dt_s=0.002, image_size=(640, 480),
                  success_height_m=0.12, start_jitter_m=START_JITTER_M,
-                 start_jitter_rad=START_JITTER_RAD):
+                 start_jitter_rad=START_JITTER_RAD, shapes=None):
+        self.shapes = check_shapes(shapes)
         if success_height_m <= 0:
             raise ValueError(f'success_height_m must be > 0, got {success_height_m}')
         jitter = np.asarray(start_jitter_m, dtype=float).reshape(-1)
@@ -256,7 +285,7 @@ class GraspSim:
     def reset(self, seed):
         """Build the scene of ``seed``: arm at its start pose, gripper open, objects settled."""
         s, self.objects = build_spec(self.urdf_path, seed, self.num_objects, self.physics_dt_s,
-                                     self.image_size)
+                                     self.image_size, self.shapes)
         self.model = s.compile()
         self.data = mujoco.MjData(self.model)
         self.seed = int(seed)

@@ -1,0 +1,775 @@
+"""Labelled camera frames for the success classifier (issue 24): collection, datasets, splits.
+
+A :class:`FrameSet` holds policy-sized RGB frames (the stack's ``/policy/image``: the
+``spec.POLICY_CROP_XYWH`` crop of the 640x480 camera frame resized to 64 px by
+``core.image_ops.crop_resize``), one label per frame (1 = the success is visible in this
+frame), the episode each frame belongs to and its index in it, a ``group`` that held-out
+splits are made of (grasp: the object kind) and a ``kind`` naming the hard-negative scenario a
+frame comes from (``'normal'`` otherwise). It is saved as one ``.npz`` file.
+
+Sources:
+
+- :func:`collect_grasp_frames`: in-process grasp episodes (``sim.rollout.RolloutEnv``) in
+  which EVERY frame is labelled by the simulator's ground truth (``GraspSim.object_lifted``).
+  Unlike the stack's episodes they do not end at the first success: a successful grasp is
+  held, moved and lifted further for a while, so that positive frames are plentiful. Hard
+  negatives are collected on purpose (:data:`GRASP_SCENARIOS`): the gripper closed on air and
+  lifted high, an object held below the success height, an object lifted and dropped.
+- :func:`frames_from_dataset`: frames of the logger's Minari datasets, labelled by the ground
+  truth recorded with them (``infos['success_probability'] >= 0.5``) or by an operator's
+  per-episode verdict (the last ``last_k`` frames of an episode take it; earlier frames are
+  dropped, as nobody labelled them).
+
+Splits never cut an episode (:func:`split_by_episode`); held-out object kinds are whole
+groups (:func:`split_by_group`). ``awopt collect-success-frames`` runs
+:func:`collect_grasp_frames` from the command line (:func:`run_collect_cli`).
+
+No rclpy here. Rendering needs an offscreen GL: ``MUJOCO_GL=egl`` (set by the CLI).
+"""
+import collections
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing as mp
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Hard-negative scenarios of :func:`collect_grasp_frames` (besides ``'normal'`` episodes).
+HARD_NEGATIVE_KINDS = ('closed_on_air', 'grasped_not_lifted', 'dropped')
+#: Episode scenarios and the fraction of episodes drawn for each (hard_negatives=True).
+GRASP_SCENARIOS = {'normal': 0.55, 'closed_on_air': 0.15, 'grasped_not_lifted': 0.15,
+                   'dropped': 0.15}
+#: Object kinds of the training scenes and of the held-out scenes (grasp).
+TRAIN_SHAPES = ('box', 'cylinder', 'sphere')
+HELDOUT_SHAPES = ('capsule',)
+#: Longest grasp episode (observations after the first, i.e. actions) of the collection.
+MAX_EPISODE_STEPS = 90
+FORMAT_VERSION = 1
+
+
+# -- the frame set ------------------------------------------------------------------------------
+
+@dataclass
+class FrameSet:
+    """Labelled frames (N of them) of one task.
+
+    Attributes:
+        images: uint8 (N, S, S, 3) RGB policy images.
+        labels: uint8 (N,) 1 = success visible in the frame, 0 = not.
+        episode: int64 (N,) episode id (unique within the set); frames of an episode are
+            contiguous and in order.
+        step: int64 (N,) frame index within its episode (0 = first observation).
+        group: str (N,) what held-out splits are made of (grasp: object kind, e.g. 'box').
+        kind: str (N,) ``'normal'`` or the hard-negative scenario (:data:`HARD_NEGATIVE_KINDS`,
+            ``'peg_on_rim'``...). Only negative frames carry a hard-negative kind.
+        task: 'grasp' or 'insertion'.
+        meta: JSON-able dict: how the frames were made (seeds, source, settings).
+
+    Raises:
+        ValueError: arrays of different lengths, wrong shapes, labels other than 0/1.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    episode: np.ndarray
+    step: np.ndarray
+    group: np.ndarray
+    kind: np.ndarray
+    task: str = 'grasp'
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images, dtype=np.uint8)
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.shape[3] != 3 or (
+                n and self.images.shape[1] != self.images.shape[2]):
+            raise ValueError(f'images must be uint8 (N, S, S, 3), got {self.images.shape}')
+        self.labels = np.asarray(self.labels).reshape(-1)
+        if self.labels.size and not np.all((self.labels == 0) | (self.labels == 1)):
+            raise ValueError('labels must be 0 or 1')
+        self.labels = self.labels.astype(np.uint8)
+        self.episode = np.asarray(self.episode, dtype=np.int64).reshape(-1)
+        self.step = np.asarray(self.step, dtype=np.int64).reshape(-1)
+        self.group = np.asarray(self.group, dtype=str).reshape(-1)
+        self.kind = np.asarray(self.kind, dtype=str).reshape(-1)
+        for name in ('labels', 'episode', 'step', 'group', 'kind'):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f'{name} has {len(getattr(self, name))} entries for {n} images')
+        self.task = str(self.task)
+        self.meta = dict(self.meta or {})
+
+    def __len__(self):
+        return len(self.labels)
+
+    @property
+    def image_size(self):
+        """Side S (px) of the images; None for an empty set."""
+        return int(self.images.shape[1]) if len(self) else None
+
+    def episodes(self):
+        """Return the episode ids, int64 (E,), in the order they appear."""
+        _, first = np.unique(self.episode, return_index=True)
+        return self.episode[np.sort(first)]
+
+    def subset(self, mask):
+        """Return a new FrameSet of the frames selected by ``mask`` (bool (N,) or indices),
+        in their original order; ``meta`` is copied."""
+        mask = np.asarray(mask)
+        if mask.dtype == bool:
+            if mask.shape != (len(self),):
+                raise ValueError(f'a boolean mask must have shape ({len(self)},), got '
+                                 f'{mask.shape}')
+            index = np.flatnonzero(mask)
+        else:
+            index = np.sort(mask.astype(np.int64).reshape(-1))
+        return FrameSet(self.images[index], self.labels[index], self.episode[index],
+                        self.step[index], self.group[index], self.kind[index], self.task,
+                        json.loads(json.dumps(self.meta)))
+
+    @classmethod
+    def concat(cls, sets):
+        """Return one FrameSet of ``sets`` in order.
+
+        Episode ids stay as they are when no two sets share one; otherwise each set's ids are
+        shifted past the previous ones (``meta['renumbered']`` True). ``meta['parts']`` holds
+        the parts' metas.
+
+        Raises:
+            ValueError: no sets, different tasks or image sizes.
+        """
+        sets = list(sets)
+        if not sets:
+            raise ValueError('concat needs at least one FrameSet')
+        tasks = {s.task for s in sets}
+        if len(tasks) != 1:
+            raise ValueError(f'cannot concat frames of different tasks {sorted(tasks)}')
+        sizes = {s.image_size for s in sets if len(s)}
+        if len(sizes) > 1:
+            raise ValueError(f'cannot concat images of different sizes {sorted(sizes)}')
+        ids = [set(s.episode.tolist()) for s in sets]
+        clash = sum(len(i) for i in ids) != len(set().union(*ids))
+        episodes, offset = [], 0
+        for s in sets:
+            episodes.append(s.episode + offset if clash else s.episode)
+            if clash and len(s):
+                offset = int(episodes[-1].max()) + 1
+        size = sizes.pop() if sizes else 64
+        images = [s.images for s in sets if len(s)] or [np.zeros((0, size, size, 3), np.uint8)]
+        return cls(np.concatenate(images), np.concatenate([s.labels for s in sets]),
+                   np.concatenate(episodes), np.concatenate([s.step for s in sets]),
+                   np.concatenate([s.group for s in sets]),
+                   np.concatenate([s.kind for s in sets]), sets[0].task,
+                   {'parts': [s.meta for s in sets], 'renumbered': bool(clash)})
+
+    def summary(self):
+        """Return counts: ``frames``, ``episodes``, ``positives``, ``positive_fraction``,
+        ``positive_episodes`` (episodes with a positive frame), ``labels`` {0: n, 1: n} and
+        per ``group`` / per ``kind`` dicts of ``frames``, ``positives``, ``episodes``."""
+        def counts(mask):
+            return {'frames': int(mask.sum()), 'positives': int(self.labels[mask].sum()),
+                    'episodes': int(len(np.unique(self.episode[mask])))}
+        pos_eps = np.unique(self.episode[self.labels == 1])
+        return {
+            'task': self.task, 'frames': len(self), 'episodes': int(len(self.episodes())),
+            'positives': int(self.labels.sum()),
+            'positive_fraction': float(self.labels.mean()) if len(self) else float('nan'),
+            'positive_episodes': int(len(pos_eps)),
+            'labels': {0: int((self.labels == 0).sum()), 1: int((self.labels == 1).sum())},
+            'group': {g: counts(self.group == g) for g in sorted(set(self.group.tolist()))},
+            'kind': {k: counts(self.kind == k) for k in sorted(set(self.kind.tolist()))},
+        }
+
+    def save(self, path):
+        """Write the set to ``path`` (a compressed ``.npz``; parent folders are made).
+
+        Returns the Path written.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + '.tmp.npz')
+        np.savez_compressed(tmp, images=self.images, labels=self.labels, episode=self.episode,
+                            step=self.step, group=self.group, kind=self.kind,
+                            task=np.array(self.task), version=np.array(FORMAT_VERSION),
+                            meta=np.array(json.dumps(self.meta)))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a set written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a FrameSet file, or a newer format version.
+        """
+        with np.load(Path(path), allow_pickle=False) as z:
+            missing = {'images', 'labels', 'episode', 'step', 'group', 'kind', 'task',
+                       'meta'} - set(z.files)
+            if missing:
+                raise ValueError(f'{path} is not a FrameSet file (missing {sorted(missing)})')
+            version = int(z['version']) if 'version' in z.files else 1
+            if version > FORMAT_VERSION:
+                raise ValueError(f'{path} has FrameSet format {version}; this code reads up to '
+                                 f'{FORMAT_VERSION}')
+            return cls(z['images'], z['labels'], z['episode'], z['step'], z['group'],
+                       z['kind'], str(z['task']), json.loads(str(z['meta'])))
+
+
+def split_by_episode(frames, val_fraction, seed=0):
+    """Split ``frames`` into ``(train, val)`` by whole episodes.
+
+    Args:
+        frames: a :class:`FrameSet`.
+        val_fraction: fraction (0..1) of the episodes that go to ``val`` (rounded; at least one
+            episode when > 0 and the set has two or more, at least one left for ``train``).
+        seed: shuffles the episodes (same seed, same split).
+
+    Returns:
+        ``(train, val)`` FrameSets; no episode has frames in both; frame order is kept.
+
+    Raises:
+        ValueError: ``val_fraction`` outside [0, 1].
+    """
+    if not 0.0 <= float(val_fraction) <= 1.0:
+        raise ValueError(f'val_fraction must be in [0, 1], got {val_fraction}')
+    episodes = frames.episodes()
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    n_val = int(round(float(val_fraction) * len(episodes)))
+    if 0.0 < val_fraction < 1.0 and len(episodes) >= 2:
+        n_val = min(max(n_val, 1), len(episodes) - 1)
+    val_ids = episodes[order[:n_val]]
+    in_val = np.isin(frames.episode, val_ids)
+    return frames.subset(~in_val), frames.subset(in_val)
+
+
+def split_by_group(frames, groups):
+    """Return ``(rest, held_out)``: the frames whose ``group`` is in ``groups`` go to
+    ``held_out`` (e.g. ``split_by_group(frames, ['capsule'])``)."""
+    held = np.isin(frames.group, [str(g) for g in groups])
+    return frames.subset(~held), frames.subset(held)
+
+
+# -- grasp episodes in process ------------------------------------------------------------------
+
+def _scenario_of(seed, hard_negatives):
+    """Return the scenario name of episode ``seed`` (drawn from the seed alone)."""
+    if not hard_negatives:
+        return 'normal'
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 24, 1])
+    names = list(GRASP_SCENARIOS)
+    p = np.array([GRASP_SCENARIOS[n] for n in names])
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+#: Post-lift waypoints project at least this far (px of the 640x480 frame) inside the crop.
+VIEW_MARGIN_PX = 100
+_CAMERA = []
+
+
+def _camera():
+    """The shoulder camera model (``sim.scene.shoulder_camera``), built once per process."""
+    if not _CAMERA:
+        from awopt_ros.sim.scene import shoulder_camera
+        _CAMERA.append(shoulder_camera())
+    return _CAMERA[0]
+
+
+class _GraspScenario:
+    """Drives one collection episode: the noisy scripted grasp, then the scenario's ending.
+
+    ``act(obs, lifted)`` returns ``(action (7,) float32, hard)``; ``hard`` True from the step at
+    which the scenario's hard-negative part starts (gripper closed on air, held object kept
+    low, object released), so that the negative frames from then on get the scenario's kind.
+
+    Scenarios (every step's label is the simulator's ground truth whatever happens):
+
+    - ``normal``: the scripted policy (35 % large grasp-point errors, so failures too); after
+      its lift the gripper stays closed and the tool keeps moving (``post`` phase: random
+      waypoints 0.16-0.32 m high and in view, yaw turns) for 18-40 steps with an object in the gripper,
+      6-14 without;
+    - ``closed_on_air``: the grasp point is 5-9 cm beside the target object, so the fingers
+      close on nothing; then lifted and moved high like ``normal`` for 6-14 steps (looks like
+      a success without an object);
+    - ``grasped_not_lifted``: a good grasp, then the tool rises only 0-10 cm and wanders
+      there: the object held but below the success height;
+    - ``dropped``: a good grasp lifted above the success height for 1-4 steps, then the
+      gripper opens (sometimes after a sideways move) and the object falls.
+    """
+
+    def __init__(self, seed, scenario, rng):
+        from awopt_ros.sim.scripted import ScriptedGraspPolicy
+        self.scenario = scenario
+        self.rng = rng
+        slip = 0.35 if scenario == 'normal' else 0.0
+        state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 24])
+        self.policy = ScriptedGraspPolicy(seed=int(state.generate_state(1)[0]),
+                                          noise_std_m=0.004, slip_probability=slip)
+        self.phase = 'scripted'
+        self.post_left = int(rng.integers(18, 41))
+        self.drop_after = int(rng.integers(1, 5))
+        self.lifted_steps = 0
+        self.waypoint = None
+        self.yaw = 0.0
+        self.released = False
+        self.hold_z = None
+        self._aimed = False
+
+    def _aim_beside(self, obs):
+        """closed_on_air: move the grasp point 5-9 cm off the target, towards the bin centre
+        (+-90 deg) so that the tool does not land on a wall."""
+        from awopt_ros.core import robot
+        obj = np.asarray(obs['object_poses'], dtype=np.float64)[self.policy.target, :2]
+        to_centre = np.asarray(robot.BIN_CENTER_M[:2]) - obj
+        angle = math.atan2(to_centre[1], to_centre[0]) + self.rng.uniform(-math.pi / 2,
+                                                                          math.pi / 2)
+        self.policy.grasp_error_m = self.rng.uniform(0.05, 0.09) * np.array(
+            [math.cos(angle), math.sin(angle)])
+
+    def _waypoint(self, tool, low, high):
+        """A random tool point 0-12 cm from above the bin centre (x, y) at a height in
+        [low, high] whose projection lies well inside the policy crop (:data:`VIEW_MARGIN_PX`),
+        so that a held object stays in view."""
+        from awopt_ros.core import robot, spec
+        cx, cy = robot.BIN_CENTER_M[:2]
+        x0, y0, w, h = spec.POLICY_CROP_XYWH
+        m = VIEW_MARGIN_PX
+        for _ in range(30):
+            xy = np.array([cx, cy]) + self.rng.uniform(-0.12, 0.12, 2)
+            point = np.array([xy[0], xy[1], self.rng.uniform(low, high)])
+            u, v = np.asarray(_camera().project(point[None])).reshape(-1)[:2]
+            if x0 + m <= u <= x0 + w - m and y0 + m <= v <= y0 + h - m:
+                break
+        return point
+
+    def _move(self, tool, goal, yaw=0.0):
+        from awopt_ros.core import spec
+        action = np.zeros(spec.ACTION_DIM)
+        delta = goal - tool
+        delta = delta * min(1.0, 0.025 / max(np.linalg.norm(delta), 1e-9))
+        action[:3] = delta + self.rng.normal(0.0, 0.002, 3)
+        action[3] = yaw
+        return action
+
+    def act(self, obs, lifted):
+        from awopt_ros.core import robot, spec
+        tool = np.asarray(obs['proprio'][:3], dtype=np.float64)
+        closedness = float(obs['proprio'][5])
+        floor_z = float(robot.BIN_CENTER_M[2])
+        self.lifted_steps = self.lifted_steps + 1 if lifted else 0
+        p = self.policy
+        holding = spec.GRIPPER_ENGAGED_CLOSEDNESS <= closedness < spec.GRIPPER_EMPTY_CLOSEDNESS
+        if self.phase == 'scripted':
+            action = np.asarray(p.act(obs['proprio'], obs['object_poses'],
+                                      obs['object_extents']), dtype=np.float64)
+            if self.scenario == 'closed_on_air' and not self._aimed:
+                self._aim_beside(obs)
+                self._aimed = True
+            if p.phase == 'lift':
+                if self.scenario == 'grasped_not_lifted':
+                    self.phase = 'low'
+                    self.hold_z = float(p.grasp_goal[2]) + self.rng.uniform(0.0, 0.10)
+                    self.post_left = int(self.rng.integers(14, 26))
+                elif self.scenario == 'dropped' and self.lifted_steps >= self.drop_after:
+                    self.phase = 'release'
+                    self.released = True
+                    side = self.rng.uniform() < 0.4
+                    self.waypoint = (self._waypoint(tool, floor_z + 0.2, floor_z + 0.35)
+                                     if side else tool.copy())
+                    self.post_left = int(self.rng.integers(10, 20))
+            if self.phase == 'scripted' and spec.is_set(action[spec.IDX_TERMINATE]):
+                self.phase = 'post'
+                if not holding:   # nothing in the gripper: a shorter tail of negatives
+                    self.post_left = int(self.rng.integers(6, 15))
+            if self.phase == 'scripted':
+                return action.astype(np.float32), self._hard(holding)
+        self.post_left -= 1
+        if self.phase == 'low':
+            if self.waypoint is None or np.linalg.norm(self.waypoint - tool) < 0.01 \
+                    or self.rng.uniform() < 0.15:
+                xy = tool[:2] + self.rng.uniform(-0.03, 0.03, 2)
+                self.waypoint = np.array([xy[0], xy[1], self.hold_z + self.rng.uniform(
+                    -0.01, 0.01)])
+            action = self._move(tool, self.waypoint)
+            action[spec.IDX_CLOSE] = 1.0
+        elif self.phase == 'release':
+            action = self._move(tool, self.waypoint)
+            action[spec.IDX_OPEN] = 1.0
+        else:   # 'post': keep the grip closed and wander high above the bin
+            if self.waypoint is None or np.linalg.norm(self.waypoint - tool) < 0.015 \
+                    or self.rng.uniform() < 0.1:
+                self.waypoint = self._waypoint(tool, floor_z + 0.16, floor_z + 0.32)
+                self.yaw = float(self.rng.uniform(-0.15, 0.15)) if self.rng.uniform() < 0.3 \
+                    else 0.0
+            action = self._move(tool, self.waypoint, self.yaw)
+            action[spec.IDX_CLOSE] = 1.0
+        return (np.clip(action, spec.ACTION_LOW, spec.ACTION_HIGH).astype(np.float32),
+                self._hard(holding))
+
+    def _hard(self, holding):
+        """Whether the scenario's hard-negative part is under way at this step."""
+        if self.scenario == 'closed_on_air':
+            return self.policy.phase == 'lift' and not holding
+        if self.scenario == 'grasped_not_lifted':
+            return self.phase == 'low' and holding
+        if self.scenario == 'dropped':
+            return self.released
+        return False
+
+    @property
+    def done(self):
+        return self.phase != 'scripted' and self.post_left <= 0
+
+
+def run_grasp_frame_episode(env, seed, scenario, max_steps=MAX_EPISODE_STEPS):
+    """Run one collection episode in ``env`` and return its frames.
+
+    Args:
+        env: a :class:`awopt_ros.sim.rollout.RolloutEnv`.
+        seed: scene seed (int); the policy noise and the scenario's choices come from it too.
+        scenario: 'normal' or a name of :data:`HARD_NEGATIVE_KINDS`.
+        max_steps: most actions.
+
+    Returns:
+        dict: ``images`` uint8 (T+1, S, S, 3), ``labels`` uint8 (T+1,) (``object_lifted`` of
+        each observation), ``kind`` str (T+1,) (the scenario on negative frames after its hard
+        part began, else 'normal'), ``group`` (the target object's shape), ``seed``,
+        ``scenario``, ``steps`` (T), ``wall_s``.
+    """
+    from awopt_ros.core import spec
+    from awopt_ros.core.arm import arm_command
+    t0 = time.monotonic()
+    seed = int(seed)
+    c = env.config
+    env.sim.reset(seed)
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 24, 2])
+    driver = _GraspScenario(seed, scenario, rng)
+    obs = env.observe()
+    images, labels, hard = [obs['image']], [env.sim.object_lifted()], [False]
+    steps = 0
+    for steps in range(1, max_steps + 1):
+        action, is_hard = driver.act(obs, labels[-1])
+        q = env.sim.joint_positions()
+        cmd = arm_command(env.kin, q[:7], action, c.limits, c.control_period_s,
+                          spec.gripper_closedness(q[7]))
+        if cmd.q_target is not None:
+            env.sim.set_arm_target(cmd.q_target)
+        if cmd.gripper_m is not None:
+            env.sim.set_gripper_target(cmd.gripper_m)
+        env.sim.step(c.physics_steps)
+        obs = env.observe()
+        images.append(obs['image'])
+        labels.append(env.sim.object_lifted())
+        hard.append(is_hard)
+        if driver.done:
+            break
+    labels = np.array(labels, dtype=np.uint8)
+    kind = np.where(np.array(hard) & (labels == 0), scenario, 'normal')
+    target = driver.policy.target
+    group = env.sim.objects[target]['shape'] if target is not None else 'none'
+    return {'images': np.stack(images), 'labels': labels, 'kind': kind.astype(str),
+            'group': str(group), 'seed': seed, 'scenario': scenario, 'steps': steps,
+            'wall_s': time.monotonic() - t0}
+
+
+_WORKER = {}
+
+
+def _worker_init(config):
+    _WORKER.clear()
+    _WORKER.update(config=config, env=None)
+
+
+def _worker_episode(seed, scenario, max_steps):
+    if _WORKER.get('env') is None:
+        from awopt_ros.sim.rollout import RolloutEnv
+        _WORKER['env'] = RolloutEnv(_WORKER['config'])
+    return run_grasp_frame_episode(_WORKER['env'], seed, scenario, max_steps)
+
+
+def collect_grasp_frames(seeds, shapes=None, hard_negatives=True, processes=2, progress=True,
+                         config=None, max_steps=MAX_EPISODE_STEPS):
+    """Collect labelled grasp frames, one in-process episode per seed.
+
+    Every frame's label is the simulator's ground truth (``GraspSim.object_lifted``). Each
+    episode's scenario (:data:`GRASP_SCENARIOS`; all ``'normal'`` without ``hard_negatives``)
+    is drawn from its seed, so the frames depend on the seeds alone (not on ``processes``).
+
+    Args:
+        seeds: iterable of int scene seeds; episode ids are their positions in this list.
+        shapes: object kinds of the scenes (e.g. :data:`TRAIN_SHAPES`, :data:`HELDOUT_SHAPES`);
+            None: every kind (the stack's scenes).
+        hard_negatives: draw hard-negative scenarios too.
+        processes: worker processes ('spawn'); 1 runs here.
+        progress: show a tqdm progress bar.
+        config: :class:`awopt_ros.sim.rollout.RolloutConfig` (default: the stack's values);
+            ``shapes`` overrides its ``shapes``.
+        max_steps: most actions per episode.
+
+    Returns:
+        a :class:`FrameSet` (task 'grasp'); ``meta`` holds the seeds, shapes, scenario per
+        episode and collection settings, and ``wall_s``.
+    """
+    from dataclasses import replace
+
+    from awopt_ros.sim.rollout import RolloutConfig
+    seeds = [int(s) for s in seeds]
+    config = replace(config if config is not None else RolloutConfig(),
+                     shapes=None if shapes is None else tuple(shapes))
+    scenarios = [_scenario_of(s, hard_negatives) for s in seeds]
+    t0 = time.monotonic()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(seeds), desc='success frames', unit='ep')
+    results = [None] * len(seeds)
+    try:
+        if int(processes) <= 1 or len(seeds) <= 1:
+            from awopt_ros.sim.rollout import RolloutEnv
+            with RolloutEnv(config) as env:
+                for i, (seed, scen) in enumerate(zip(seeds, scenarios)):
+                    results[i] = run_grasp_frame_episode(env, seed, scen, max_steps)
+                    bar.update(1) if bar is not None else None
+        else:
+            ctx = mp.get_context('spawn')
+            with cf.ProcessPoolExecutor(max_workers=min(int(processes), len(seeds)),
+                                        mp_context=ctx, initializer=_worker_init,
+                                        initargs=(config,)) as pool:
+                futures = {pool.submit(_worker_episode, seed, scen, max_steps): i
+                           for i, (seed, scen) in enumerate(zip(seeds, scenarios))}
+                try:
+                    for future in cf.as_completed(futures):
+                        results[futures[future]] = future.result()
+                        if bar is not None:
+                            bar.update(1)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.monotonic() - t0
+    return _grasp_frameset(results, seeds, config, hard_negatives, wall)
+
+
+def _grasp_frameset(results, seeds, config, hard_negatives, wall_s):
+    size = config.image_size
+    images = [r['images'] for r in results] or [np.zeros((0, size, size, 3), np.uint8)]
+    n = [len(r['labels']) for r in results]
+    empty = np.zeros(0)
+    meta = {'source': 'collect_grasp_frames', 'seeds': seeds,
+            'shapes': None if config.shapes is None else list(config.shapes),
+            'hard_negatives': bool(hard_negatives),
+            'scenarios': [r['scenario'] for r in results],
+            'scenario_fractions': GRASP_SCENARIOS if hard_negatives else {'normal': 1.0},
+            'label': 'ground_truth: GraspSim.object_lifted()',
+            'success_height_m': config.success_height_m, 'image_size': size,
+            'crop_xywh': list(config.crop_xywh), 'camera_size': list(config.camera_size),
+            'wall_s': float(wall_s)}
+    return FrameSet(
+        np.concatenate(images),
+        np.concatenate([r['labels'] for r in results]) if results else empty,
+        np.repeat(np.arange(len(results)), n),
+        np.concatenate([np.arange(k) for k in n]) if results else empty,
+        np.repeat([r['group'] for r in results], n) if results else np.zeros(0, str),
+        np.concatenate([r['kind'] for r in results]) if results else np.zeros(0, str),
+        'grasp', meta)
+
+
+# -- the logger's datasets ----------------------------------------------------------------------
+
+def _resolve_dataset(source, dataset_root):
+    """Return ``(root_dir, dataset_id)`` for a dataset folder, a run folder with one dataset,
+    or an id (with ``dataset_root``)."""
+    from awopt_ros.core import dataset as ds
+    path = Path(str(source))
+    if dataset_root is not None:
+        return Path(dataset_root), ds.dataset_id_for(str(source))
+    if path.is_dir() and (path / 'data').is_dir() and path.parent.parent.name == 'datasets':
+        return path.parent.parent.parent, f'{path.parent.name}/{path.name}'
+    if path.is_dir() and ds.datasets_dir(path).is_dir():
+        found = sorted(p.parent for p in ds.datasets_dir(path).glob('*/*/data'))
+        if len(found) == 1:
+            return path, f'{found[0].parent.name}/{found[0].name}'
+        raise ValueError(f'{path} holds {len(found)} datasets; name one: its folder '
+                         f'<run>/datasets/<namespace>/<name-vN>, or its id with dataset_root')
+    raise FileNotFoundError(f'no dataset at {source!r}: expected a dataset folder '
+                            '(<run>/datasets/<namespace>/<name-vN>), a run folder holding one, '
+                            'or a dataset id with dataset_root')
+
+
+def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=None,
+                        dataset_root=None, group=None):
+    """Return the labelled frames of a logged (Minari) grasp dataset as a :class:`FrameSet`.
+
+    Args:
+        source: the dataset folder (``<run>/datasets/awopt/kuka-grasp-v0``), a run folder that
+            holds exactly one dataset, a dataset id (with ``dataset_root``), or a list of
+            episode dicts as ``core.dataset.load_episodes`` returns them.
+        label: ``'ground_truth'``: every frame labelled ``infos['success_probability'] >= 0.5``
+            (frames with NaN, i.e. no detector sample yet, are dropped); ``'operator'``: the
+            last ``last_k`` frames of each episode take the episode's label and earlier frames
+            are dropped.
+        last_k: frames per episode that an operator label covers (>= 1).
+        operator_labels: ``'operator'`` only: dict episode -> bool, keyed by the episode
+            manager's episode number (``episode``; the dataset index ``id`` for episodes
+            without one); episodes missing from it are skipped. None: the recorded outcome
+            (reward 1 on the last step = success).
+        dataset_root: run folder of a dataset id ``source``.
+        group: the frames' ``group`` (default: the dataset id, or 'dataset').
+
+    Returns:
+        FrameSet (task 'grasp', kind 'normal'); ``episode`` = the dataset's episode index
+        ``id``, ``step`` = frame index in the episode (T+1 observations per episode).
+
+    Raises:
+        ValueError: unknown ``label`` or ``last_k`` < 1.
+        FileNotFoundError: no such dataset.
+    """
+    if label not in ('ground_truth', 'operator'):
+        raise ValueError(f"label must be 'ground_truth' or 'operator', got {label!r}")
+    if int(last_k) != last_k or int(last_k) < 1:
+        raise ValueError(f'last_k must be an integer >= 1, got {last_k!r}')
+    last_k = int(last_k)
+    dataset_id = None
+    if isinstance(source, (list, tuple)):
+        episodes = list(source)
+    else:
+        from awopt_ros.core.dataset import load_episodes
+        root, dataset_id = _resolve_dataset(source, dataset_root)
+        episodes = load_episodes(root, dataset_id)
+    group = str(group if group is not None else dataset_id or 'dataset')
+    parts, skipped = [], 0
+    for ep in episodes:
+        images = np.asarray(ep['image'], dtype=np.uint8)
+        n = len(images)
+        steps = np.arange(n)
+        if label == 'ground_truth':
+            p = np.asarray(ep['success_probability'], dtype=np.float32)
+            keep = np.isfinite(p)
+            labels = (np.nan_to_num(p, nan=0.0) >= 0.5).astype(np.uint8)
+        else:
+            key = ep.get('episode') if ep.get('episode') is not None else ep.get('id')
+            if operator_labels is not None:
+                if key not in operator_labels:
+                    skipped += 1
+                    continue
+                verdict = bool(operator_labels[key])
+            else:
+                rewards = np.asarray(ep['rewards'])
+                verdict = bool(len(rewards) and rewards[-1] > 0)
+            keep = steps >= n - last_k
+            labels = np.full(n, int(verdict), dtype=np.uint8)
+        if not keep.any():
+            continue
+        parts.append((images[keep], labels[keep], int(ep['id']), steps[keep]))
+    size = parts[0][0].shape[1] if parts else 64
+    n = [len(p[1]) for p in parts]
+    meta = {'source': 'frames_from_dataset', 'dataset_id': dataset_id, 'label': label,
+            'last_k': last_k if label == 'operator' else None,
+            'operator_labels': operator_labels is not None,
+            'skipped_unlabelled_episodes': skipped, 'episodes': [p[2] for p in parts]}
+    return FrameSet(
+        np.concatenate([p[0] for p in parts]) if parts
+        else np.zeros((0, size, size, 3), np.uint8),
+        np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint8),
+        np.repeat([p[2] for p in parts], n).astype(np.int64),
+        np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64),
+        np.full(sum(n), group), np.full(sum(n), 'normal'), 'grasp', meta)
+
+
+# -- montage (checking labels by eye) ------------------------------------------------------------
+
+def montage(frames, path, per_row=12, rows_per_kind=2, seed=0):
+    """Save a PNG of random frames: for each (label, kind) present, ``rows_per_kind`` rows of
+    ``per_row`` frames, each row titled. Returns the Path written."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lab in (1, 0):
+        for kind in sorted(set(frames.kind.tolist())):
+            idx = np.flatnonzero((frames.labels == lab) & (frames.kind == kind))
+            if len(idx):
+                pick = np.sort(rng.choice(idx, min(len(idx), per_row * rows_per_kind),
+                                          replace=False))
+                for r in range(0, len(pick), per_row):
+                    rows.append((f'label {lab} {kind}', pick[r:r + per_row]))
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 1.1, len(rows) * 1.25),
+                             squeeze=False)
+    for (title, idx), ax_row in zip(rows, axes):
+        for j, ax in enumerate(ax_row):
+            ax.axis('off')
+            if j < len(idx):
+                ax.imshow(frames.images[idx[j]])
+                ax.set_title(f'e{frames.episode[idx[j]]} s{frames.step[idx[j]]}', fontsize=6)
+        ax_row[0].text(-0.1, 0.5, title, transform=ax_row[0].transAxes, fontsize=7,
+                       ha='right', va='center')
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+def add_collect_args(parser):
+    """Add the options of ``awopt collect-success-frames`` to ``parser``."""
+    from awopt_ros.cli_args import positive_int
+    parser.add_argument('--task', choices=('grasp',), default='grasp',
+                        help='which task (grasp: in-process Kuka bin-grasping episodes)')
+    parser.add_argument('--episodes', type=positive_int, default=400,
+                        help='episodes (one scene seed each: --seed, --seed+1, ...)')
+    parser.add_argument('--seed', type=int, default=0, help='first scene seed')
+    parser.add_argument('--shapes', default=','.join(TRAIN_SHAPES),
+                        help="object kinds of the scenes, comma-separated ('all': every kind; "
+                             f"held-out objects: {','.join(HELDOUT_SHAPES)})")
+    parser.add_argument('--no-hard-negatives', dest='hard_negatives', action='store_false',
+                        help='only normal scripted episodes (no closed-on-air, '
+                             'grasped-not-lifted or dropped episodes)')
+    parser.add_argument('--processes', type=positive_int, default=2,
+                        help='worker processes')
+    parser.add_argument('--out', default='runs/success/grasp_frames.npz',
+                        help='output .npz (FrameSet)')
+    parser.add_argument('--montage', default=None,
+                        help='also save a PNG montage of positive and negative frames here')
+
+
+def run_collect_cli(args):
+    """Run ``awopt collect-success-frames``; print the counts; return 0."""
+    shapes = None if args.shapes.strip() in ('', 'all') else tuple(
+        s.strip() for s in args.shapes.split(',') if s.strip())
+    from awopt_ros.sim.scene import check_shapes
+    shapes = check_shapes(shapes)
+    seeds = range(args.seed, args.seed + args.episodes)
+    frames = collect_grasp_frames(seeds, shapes=shapes, hard_negatives=args.hard_negatives,
+                                  processes=args.processes)
+    path = frames.save(args.out)
+    if args.montage:
+        montage(frames, args.montage)
+    print(format_summary(frames))
+    print(f'wrote {path} ({frames.meta["wall_s"]:.0f} s)')
+    return 0
+
+
+def format_summary(frames):
+    """Return a few lines of :meth:`FrameSet.summary` counts."""
+    s = frames.summary()
+    lines = [f'{s["frames"]} frames, {s["episodes"]} episodes, {s["positives"]} positive '
+             f'({s["positive_fraction"]:.2f}), {s["positive_episodes"]} episodes with a '
+             'positive frame']
+    for name in ('group', 'kind'):
+        for key, c in s[name].items():
+            lines.append(f'  {name} {key}: {c["frames"]} frames, {c["positives"]} positive, '
+                         f'{c["episodes"]} episodes')
+    scen = frames.meta.get('scenarios')
+    if scen:
+        lines.append('  scenarios: ' + ', '.join(
+            f'{k} {v}' for k, v in sorted(collections.Counter(scen).items())))
+    return '\n'.join(lines)

@@ -1,0 +1,290 @@
+"""Labelled frames for the success classifier (learning.success_data) and the scene's shapes
+option (sim.scene)."""
+import os
+
+import numpy as np
+import pytest
+
+from awopt_ros.learning.success_data import (HARD_NEGATIVE_KINDS, TRAIN_SHAPES, FrameSet,
+                                             _scenario_of, collect_grasp_frames,
+                                             frames_from_dataset, split_by_episode,
+                                             split_by_group)
+
+os.environ.setdefault('MUJOCO_GL', 'egl')
+
+#: One seed per scenario: grasped_not_lifted, normal (a success), dropped, closed_on_air.
+SEEDS = (0, 1, 6, 21)
+
+
+def _urdf():
+    from awopt_ros.core import robot
+    from awopt_ros.core.paths import resolve
+    return str(resolve(robot.URDF_PATH))
+
+
+def _frames(n_episodes, length=6, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_episodes * length
+    return FrameSet(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                    rng.integers(0, 2, n), np.repeat(np.arange(n_episodes), length),
+                    np.tile(np.arange(length), n_episodes),
+                    np.repeat(['box', 'capsule'] * n_episodes, length)[:n],
+                    np.full(n, 'normal'), 'grasp', {'seeds': list(range(n_episodes))})
+
+
+# -- scene shapes ---------------------------------------------------------------------------------
+
+def test_shapes_none_draws_the_scenes_of_before():
+    """Pinned from the scene code before the shapes option existed: seed 0's objects."""
+    from awopt_ros.sim.scene import build_spec
+    s, objects = build_spec(_urdf(), 0)
+    assert [o['shape'] for o in objects] == ['capsule', 'sphere', 'box', 'capsule', 'capsule']
+    np.testing.assert_allclose(objects[3]['half_extents_m'], [0.049712, 0.029951, 0.029951],
+                               atol=1e-6)
+    np.testing.assert_allclose(
+        [s.body(o['name']).pos for o in objects],
+        [[0.452271, 0.127049, 0.020221], [0.689157, -0.190089, 0.031864],
+         [0.46036, -0.148802, 0.022897], [0.65197, 0.057189, 0.032951],
+         [0.718459, 0.175415, 0.020929]], atol=1e-6)
+    s2, again = build_spec(_urdf(), 0, shapes=None)
+    assert again == objects and s2.to_xml() == s.to_xml()
+
+
+def test_shapes_option_makes_scenes_of_those_kinds_only():
+    from awopt_ros.sim.rollout import RolloutConfig
+    from awopt_ros.sim.scene import GraspSim, build_spec
+    for seed in range(5):
+        _, objects = build_spec(_urdf(), seed, shapes=('capsule',))
+        assert {o['shape'] for o in objects} == {'capsule'}
+        _, objects = build_spec(_urdf(), seed, num_objects=8, shapes=TRAIN_SHAPES)
+        assert {o['shape'] for o in objects} <= set(TRAIN_SHAPES)
+    sim = GraspSim(_urdf(), shapes=['sphere'])
+    try:
+        sim.reset(3)
+        assert {o['shape'] for o in sim.objects} == {'sphere'}
+    finally:
+        sim.close()
+    assert RolloutConfig().shapes is None
+    assert RolloutConfig(shapes=['box']).shapes == ('box',)
+    for bad in ((), ('box', 'cone'), 'cone'):
+        with pytest.raises(ValueError, match='shapes'):
+            build_spec(_urdf(), 0, shapes=bad)
+        with pytest.raises(ValueError, match='shapes'):
+            RolloutConfig(shapes=bad)
+
+
+# -- collection ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def grasp_frames():
+    return collect_grasp_frames(SEEDS, shapes=TRAIN_SHAPES, processes=1, progress=False)
+
+
+def test_seeds_cover_every_scenario():
+    assert [_scenario_of(s, True) for s in SEEDS] == [
+        'grasped_not_lifted', 'normal', 'dropped', 'closed_on_air']
+    assert {_scenario_of(s, False) for s in range(20)} == {'normal'}
+
+
+def test_every_label_is_the_ground_truth_of_its_own_frame(monkeypatch):
+    """Spy on the env: each observation's image and ``object_lifted`` at that moment."""
+    from awopt_ros.learning.success_data import run_grasp_frame_episode
+    from awopt_ros.sim.rollout import RolloutConfig, RolloutEnv
+    with RolloutEnv(RolloutConfig(shapes=TRAIN_SHAPES)) as env:
+        seen = []
+        real_observe = env.observe
+
+        def observe():
+            obs = real_observe()
+            seen.append((obs['image'].copy(), env.sim.object_lifted()))
+            return obs
+        monkeypatch.setattr(env, 'observe', observe)
+        for seed, scenario in ((1, 'normal'), (6, 'dropped')):
+            seen.clear()
+            ep = run_grasp_frame_episode(env, seed, scenario)
+            assert len(ep['labels']) == len(seen) == ep['steps'] + 1
+            np.testing.assert_array_equal(ep['images'], np.stack([s[0] for s in seen]))
+            np.testing.assert_array_equal(ep['labels'], [int(s[1]) for s in seen])
+            assert ep['labels'].any() and not ep['labels'][0]
+
+
+def test_collected_frames_episodes_kinds_and_balance(grasp_frames):
+    f = grasp_frames
+    assert f.task == 'grasp' and f.images.shape[1:] == (64, 64, 3)
+    assert f.meta['seeds'] == list(SEEDS) and f.meta['shapes'] == list(TRAIN_SHAPES)
+    assert f.meta['scenarios'] == ['grasped_not_lifted', 'normal', 'dropped', 'closed_on_air']
+    # episodes contiguous, in the order of the seeds, steps 0..n-1
+    assert list(f.episodes()) == [0, 1, 2, 3]
+    for e in range(4):
+        idx = np.flatnonzero(f.episode == e)
+        assert np.all(np.diff(idx) == 1)
+        np.testing.assert_array_equal(f.step[idx], np.arange(len(idx)))
+    assert set(f.group.tolist()) <= set(TRAIN_SHAPES)
+    assert len(set(f.group[f.episode == 0].tolist())) == 1
+    # hard negatives present, all labelled 0, in their own scenario's episode
+    for e, kind in enumerate(['grasped_not_lifted', None, 'dropped', 'closed_on_air']):
+        kinds = set(f.kind[f.episode == e].tolist())
+        assert kinds == ({'normal'} if kind is None else {'normal', kind})
+    assert set(f.kind.tolist()) == {'normal', *HARD_NEGATIVE_KINDS}
+    assert not f.labels[f.kind != 'normal'].any()
+    # the success episode keeps going after the lift: many positive frames
+    assert f.labels[f.episode == 1].sum() >= 15
+    assert f.labels[f.episode == 2].any()            # dropped: lifted first...
+    assert f.labels[f.episode == 2][-1] == 0          # ...then it falls
+    assert not f.labels[f.episode == 3].any()         # closed on air: never a success
+    assert not f.labels[f.episode == 0].any()         # held below the success height
+    s = f.summary()
+    assert s['frames'] == len(f) and s['positives'] == int(f.labels.sum())
+    assert s['positive_episodes'] == 2
+    assert sum(c['frames'] for c in s['kind'].values()) == len(f)
+
+
+def test_collection_is_deterministic_for_any_process_count(grasp_frames):
+    again = collect_grasp_frames(SEEDS[2:], shapes=TRAIN_SHAPES, processes=2, progress=False)
+    part = grasp_frames.subset(grasp_frames.episode >= 2)
+    np.testing.assert_array_equal(again.images, part.images)
+    np.testing.assert_array_equal(again.labels, part.labels)
+    np.testing.assert_array_equal(again.kind, part.kind)
+    np.testing.assert_array_equal(again.episode + 2, part.episode)
+
+
+# -- the FrameSet ---------------------------------------------------------------------------------
+
+def test_save_load_round_trip_and_summary(tmp_path, grasp_frames):
+    path = grasp_frames.save(tmp_path / 'sub' / 'frames.npz')
+    back = FrameSet.load(path)
+    for name in ('images', 'labels', 'episode', 'step', 'group', 'kind'):
+        a, b = getattr(grasp_frames, name), getattr(back, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b)
+    assert back.task == 'grasp' and back.meta == grasp_frames.meta
+    assert back.summary() == grasp_frames.summary()
+    np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+    with pytest.raises(ValueError, match='not a FrameSet'):
+        FrameSet.load(tmp_path / 'other.npz')
+
+
+def test_frameset_validates_its_arrays():
+    f = _frames(2)
+    with pytest.raises(ValueError, match='labels'):
+        FrameSet(f.images, np.full(len(f), 2), f.episode, f.step, f.group, f.kind)
+    with pytest.raises(ValueError, match='entries'):
+        FrameSet(f.images, f.labels[:-1], f.episode, f.step, f.group, f.kind)
+    with pytest.raises(ValueError, match='images'):
+        FrameSet(f.images[..., 0], f.labels, f.episode, f.step, f.group, f.kind)
+
+
+def test_subset_and_concat():
+    a, b = _frames(3), _frames(2, seed=1)
+    both = FrameSet.concat([a, b])      # episode ids 0..2 and 0..1 clash: renumbered
+    assert len(both) == len(a) + len(b) and both.meta['renumbered']
+    assert list(both.episodes()) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(both.images[len(a):], b.images)
+    b.episode = b.episode + 10
+    kept = FrameSet.concat([a, b])
+    assert not kept.meta['renumbered'] and list(kept.episodes()) == [0, 1, 2, 10, 11]
+    assert kept.meta['parts'][0] == a.meta
+    sub = kept.subset(kept.episode == 10)
+    assert len(sub) == 6 and list(sub.step) == list(range(6))
+    assert len(kept.subset(np.array([5, 1]))) == 2
+    with pytest.raises(ValueError, match='tasks'):
+        FrameSet.concat([a, FrameSet(a.images, a.labels, a.episode, a.step, a.group, a.kind,
+                                     'insertion')])
+
+
+def test_split_by_episode_never_splits_an_episode():
+    f = _frames(20)
+    train, val = split_by_episode(f, 0.25, seed=3)
+    assert len(train) + len(val) == len(f)
+    assert len(val.episodes()) == 5 and len(train.episodes()) == 15
+    assert not set(train.episode.tolist()) & set(val.episode.tolist())
+    for part in (train, val):
+        for e in part.episodes():
+            np.testing.assert_array_equal(part.step[part.episode == e], np.arange(6))
+    again, _ = split_by_episode(f, 0.25, seed=3)
+    np.testing.assert_array_equal(again.episode, train.episode)
+    other, _ = split_by_episode(f, 0.25, seed=4)
+    assert set(other.episodes()) != set(train.episodes())
+    assert len(split_by_episode(_frames(2), 0.01, 0)[1].episodes()) == 1
+    assert len(split_by_episode(f, 0.0, 0)[1]) == 0
+    with pytest.raises(ValueError):
+        split_by_episode(f, 1.5, 0)
+    rest, held = split_by_group(f, ['capsule'])
+    assert set(held.group.tolist()) == {'capsule'} and 'capsule' not in set(rest.group.tolist())
+
+
+# -- the logger's datasets --------------------------------------------------------------------------
+
+def _dataset(tmp_path):
+    """Three episodes written by core.dataset's recorder: success, failure, success."""
+    from awopt_ros.core.dataset import EpisodeRecorder
+    rng = np.random.default_rng(0)
+    rec = EpisodeRecorder(tmp_path, 'awopt/kuka-grasp-v0')
+    probs = [[np.nan, 0.0, 0.0, 0.2, 1.0, 1.0],
+             [np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+             [0.0, 0.0, 0.7, 1.0]]
+    images = []
+    for k, (p, success) in enumerate(zip(probs, (True, False, True))):
+        img = rng.integers(0, 256, (len(p), 64, 64, 3), dtype=np.uint8)
+        images.append(img)
+        rec.begin(10 + k, 1000 + k)
+        for t in range(len(p) - 1):
+            rec.add_step(img[t], np.zeros(6, np.float32), np.zeros(7, np.float32), p[t], 0,
+                         0.1 * t)
+        rec.end(success, success, not success, img[-1], np.zeros(6, np.float32),
+                final_success_probability=p[-1], final_stamp_s=0.1 * len(p))
+    return rec.dataset_path, probs, images
+
+
+def test_frames_from_dataset_ground_truth_labels_every_frame(tmp_path):
+    path, probs, images = _dataset(tmp_path)
+    f = frames_from_dataset(path)
+    assert f.meta['dataset_id'] == 'awopt/kuka-grasp-v0' and set(f.group) == {f.meta[
+        'dataset_id']}
+    for e, (p, img) in enumerate(zip(probs, images)):
+        p = np.asarray(p)
+        keep = np.isfinite(p)                        # no detector sample yet: dropped
+        np.testing.assert_array_equal(f.labels[f.episode == e], (p[keep] >= 0.5))
+        np.testing.assert_array_equal(f.images[f.episode == e], img[keep])
+        np.testing.assert_array_equal(f.step[f.episode == e], np.flatnonzero(keep))
+    assert set(f.kind) == {'normal'}
+    same = frames_from_dataset(tmp_path)          # the run folder that holds it
+    np.testing.assert_array_equal(same.labels, f.labels)
+    by_id = frames_from_dataset('awopt/kuka-grasp-v0', dataset_root=tmp_path, group='lab')
+    np.testing.assert_array_equal(by_id.labels, f.labels)
+    assert set(by_id.group) == {'lab'}
+    with pytest.raises(FileNotFoundError):
+        frames_from_dataset(tmp_path / 'nothing')
+
+
+def test_frames_from_dataset_operator_labels_the_last_k_frames(tmp_path):
+    path, probs, images = _dataset(tmp_path)
+    f = frames_from_dataset(path, label='operator', last_k=3)     # the recorded outcomes
+    assert list(f.episodes()) == [0, 1, 2]
+    for e, (verdict, img) in enumerate(zip((1, 0, 1), images)):
+        np.testing.assert_array_equal(f.labels[f.episode == e], [verdict] * 3)
+        np.testing.assert_array_equal(f.images[f.episode == e], img[-3:])
+        np.testing.assert_array_equal(f.step[f.episode == e], np.arange(len(img) - 3,
+                                                                        len(img)))
+    # an operator's verdicts, keyed by the episode manager's episode number; 11 unlabelled
+    g = frames_from_dataset(path, label='operator', last_k=10,
+                            operator_labels={10: False, 12: True})
+    assert list(g.episodes()) == [0, 2] and g.meta['skipped_unlabelled_episodes'] == 1
+    assert not g.labels[g.episode == 0].any() and len(g.labels[g.episode == 0]) == 6
+    assert g.labels[g.episode == 2].all() and len(g.labels[g.episode == 2]) == 4
+    with pytest.raises(ValueError, match='last_k'):
+        frames_from_dataset(path, label='operator', last_k=0)
+    with pytest.raises(ValueError, match='label'):
+        frames_from_dataset(path, label='guess')
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+def test_cli_collects_frames_into_a_file(tmp_path, capsys):
+    from awopt_ros.cli import main
+    out = tmp_path / 'f.npz'
+    assert main(['collect-success-frames', '--episodes', '1', '--seed', '21', '--shapes',
+                 'capsule', '--processes', '1', '--out', str(out)]) == 0
+    f = FrameSet.load(out)
+    assert set(f.group.tolist()) == {'capsule'} and f.meta['seeds'] == [21]
+    assert 'closed_on_air' in capsys.readouterr().out
