@@ -146,3 +146,54 @@ def test_bag_frame_stamps_under_a_realsense_camera_ns(tmp_path):
     writer.close()
     assert bag_frame_stamps_ns(tmp_path / 'bag', topic) == [7 * S]
     assert bag_frame_stamps_ns(tmp_path / 'bag') == []
+
+
+def _end(success, truth, source='classifier'):
+    event = {'event': 'end', 'success': success, 'ground_truth_success': truth}
+    if source is not None:
+        event['success_source'] = source
+    return event
+
+
+def test_stack_agreement_counts_only_episodes_with_a_ground_truth():
+    from awopt_ros.core.report import stack_agreement
+    ends = [_end(True, True), _end(False, False), _end(True, False),   # a false success
+            _end(False, True), _end(True, True), _end(False, None)]    # a missed; no truth
+    out = stack_agreement(ends)
+    assert out['stack_episodes'] == 5 and out['stack_agreement_rate'] == pytest.approx(0.6)
+    assert (out['stack_false_successes'], out['stack_missed_successes']) == (1, 1)
+    assert out['success_source'] == 'classifier'
+    assert out['stack_agreement_by_source'] == {'classifier': {'episodes': 5,
+                                                               'agreement_rate': 0.6}}
+
+
+def test_stack_agreement_per_source_and_without_ground_truth():
+    from awopt_ros.core.report import stack_agreement
+    mixed = stack_agreement([_end(True, True, 'ground_truth'), _end(True, False),
+                             _end(False, False, None)])   # an older manager's event
+    assert mixed['success_source'] == 'mixed' and mixed['stack_episodes'] == 3
+    assert mixed['stack_agreement_by_source'] == {
+        'classifier': {'episodes': 1, 'agreement_rate': 0.0},
+        'ground_truth': {'episodes': 2, 'agreement_rate': 1.0}}
+    hardware = stack_agreement([_end(True, None), _end(False, None)])
+    assert hardware['stack_episodes'] == 0 and hardware['stack_agreement_rate'] is None
+    assert stack_agreement([])['success_source'] is None
+
+
+def test_demo_summary_prints_the_agreement():
+    from awopt_ros.core.report import stack_agreement, summarize_episodes
+    from awopt_ros.ros.runner import print_summary
+    ends = [_end(True, True)] * 48 + [_end(True, False), _end(False, True)]
+    report = dict(summarize_episodes(ends), **stack_agreement(ends),
+                  frame_to_command_ms_p50=None, frame_to_command_ms_p99=None,
+                  camera_frame_period_ms=100.0, latency_samples=0,
+                  frames_published_in_episodes=0, frames_logged_in_episodes=0, frames_lost=0,
+                  frames_published=0, frames_logged=0, dataset=None)
+    lines = []
+    print_summary(report, out=lines.append)
+    assert lines[1] == ('success source classifier: outcome agrees with the ground truth in '
+                        '48/50 episodes (96%; false successes 1, missed successes 1)')
+    hardware = stack_agreement([_end(True, None)])
+    lines.clear()
+    print_summary(dict(report, **hardware), out=lines.append)
+    assert lines[1] == 'success source classifier: no ground truth to compare with'

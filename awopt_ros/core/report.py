@@ -26,6 +26,59 @@ def summarize_episodes(end_events):
             'outcomes': dict(Counter(e.get('outcome', 'unknown') for e in end_events))}
 
 
+def stack_agreement(end_events):
+    """Return how often the stack's outcome agrees with the simulator's ground truth.
+
+    Each ``end`` event (docs/INTERFACES.md) carries ``success`` (the outcome, decided by its
+    ``success_source``: 'ground_truth' or 'classifier') and ``ground_truth_success`` (whether
+    the ground truth reached success during the episode; None/absent where none came, e.g.
+    hardware, and in events of managers that predate it). Only episodes with a ground truth
+    count.
+
+    Returns:
+        dict: ``stack_episodes`` (episodes with a ground truth), ``stack_agreement_rate``
+        (fraction of them whose ``success`` equals ``ground_truth_success``; None when there
+        are none), ``stack_false_successes`` (success without the ground truth's),
+        ``stack_missed_successes`` (the ground truth's success, not the outcome's),
+        ``success_source`` (the events' source: one name, 'mixed', or None without events;
+        an event without one counts as 'ground_truth') and ``stack_agreement_by_source``
+        ({source: {'episodes', 'agreement_rate'}}).
+    """
+    sources = [e.get('success_source') or 'ground_truth' for e in end_events]
+    judged = [(src, bool(e.get('success')), bool(e['ground_truth_success']))
+              for src, e in zip(sources, end_events)
+              if e.get('ground_truth_success') is not None]
+
+    def rate(rows):
+        return sum(ok == truth for _, ok, truth in rows) / len(rows) if rows else None
+    by_source = {}
+    for src in sorted(set(s for s, _, _ in judged)):
+        rows = [r for r in judged if r[0] == src]
+        by_source[src] = {'episodes': len(rows), 'agreement_rate': rate(rows)}
+    distinct = sorted(set(sources))
+    return {'stack_episodes': len(judged), 'stack_agreement_rate': rate(judged),
+            'stack_false_successes': sum(ok and not truth for _, ok, truth in judged),
+            'stack_missed_successes': sum(truth and not ok for _, ok, truth in judged),
+            'success_source': (distinct[0] if len(distinct) == 1 else
+                               'mixed' if distinct else None),
+            'stack_agreement_by_source': by_source}
+
+
+def agreement_line(report):
+    """Return the run summary's line on the success source and its agreement with the ground
+    truth (``report`` with :func:`stack_agreement`'s keys), or '' when it has none."""
+    source = report.get('success_source')
+    if source is None:
+        return ''
+    n, agree = report.get('stack_episodes', 0), report.get('stack_agreement_rate')
+    if not n:
+        return f'success source {source}: no ground truth to compare with'
+    return (f'success source {source}: outcome agrees with the ground truth in '
+            f'{round(agree * n)}/{n} episodes ({100 * agree:.0f}%; false successes '
+            f'{report.get("stack_false_successes", 0)}, missed successes '
+            f'{report.get("stack_missed_successes", 0)})')
+
+
 def latency_summary(samples_ms):
     """Return p50/p99/max/mean frame-to-command latency (ms) and the sample count."""
     return {'frame_to_command_ms_p50': percentile_ms(samples_ms, 50),

@@ -14,9 +14,10 @@ import rclpy
 from rclpy.context import Context
 
 from awopt_ros.core.paths import resolve
-from awopt_ros.core.report import (bag_frame_stamps_ns, episode_seeds, episode_windows,
-                                   frame_accounting, latency_summary, run_warnings,
-                                   summarize_episodes, unrecorded_episodes)
+from awopt_ros.core.report import (agreement_line, bag_frame_stamps_ns, episode_seeds,
+                                   episode_windows, frame_accounting, latency_summary,
+                                   run_warnings, stack_agreement, summarize_episodes,
+                                   unrecorded_episodes)
 from awopt_ros.core.robot_names import DEFAULT_CAMERA_NS, camera_topics
 from awopt_ros.launcher import Stack, StackError, effective_params, ros_environment
 from awopt_ros.ros.episode_client import EpisodeClient
@@ -243,6 +244,7 @@ def run_episodes(episodes=10, *, config='config/awopt_ros_kuka_grasp.yaml', poli
         rclpy.try_shutdown(context=context)
 
     report = summarize_episodes(ends)
+    report.update(stack_agreement(ends))     # outcome vs the simulator's ground truth
     report.update(latency_summary(client.latencies_ms))
     sim_counters = client.counters.get('sim_robot', {})
     camera_rate_hz = float(sim_counters.get('camera_rate_hz', 10.0))
@@ -321,6 +323,8 @@ def print_summary(report, out=print):
     lat = f'{p50:.1f} / {p99:.1f} ms' if p50 is not None else 'n/a'
     out(f"success {report['successes']}/{report['episodes']} "
         f"({100 * report['success_rate']:.0f}%), outcomes {report['outcomes']}")
+    if agreement_line(report):
+        out(agreement_line(report))
     clock = '' if report.get('latency_clock') == 'wall' else ' (simulated-time ms)'
     out(f"frame-to-command latency p50/p99 {lat}{clock} "
         f"(camera period {report['camera_frame_period_ms']:.0f} ms, "
