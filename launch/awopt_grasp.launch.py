@@ -6,7 +6,9 @@ size or the driver's joint names, must agree; one stack per ROS domain) as ``awo
 in a plain venv (awopt_ros/launcher.py). Which device nodes start follows the params file, as
 there: ``sim_robot`` when it has a ``sim_robot`` section (simulation, fake hardware),
 ``realsense_camera`` when it has one of those; a hardware file without either expects the
-user's ros2_control driver and camera driver to be running. Arguments:
+user's ros2_control driver and camera driver to be running. Optional nodes follow it too:
+``success_detector`` (the camera success classifier, executable awopt_success_detector) starts
+when the file has a ``success_detector`` section (every grasp bringup). Arguments:
   config:=PATH        params YAML (default: the package's config/awopt_ros_kuka_grasp.yaml)
   policy:=actor|scripted
   use_sim_time:=true|false   (true when the simulator publishes /clock)

@@ -9,6 +9,9 @@ the driver's joint names) and rviz2 shows config/awopt_hardware.rviz (camera top
 defaults: config:=config/awopt_ros_kuka_lbr.yaml, robot_state_publisher:=true, rviz:=true,
 rviz_config:=config/awopt_hardware.rviz. Start the driver first; episodes start with
 /episode/start (the arm moves only while one runs and the operator heartbeat is held).
+No simulator tells the stack whether a grasp succeeded: the hardware params files run the
+``success_detector`` node (camera success classifier, models/grasp_success.onnx) and the
+episode manager's ``success_source: classifier`` ends episodes on its decision.
 """
 import importlib.util
 import os
