@@ -103,9 +103,12 @@ def test_relabel_cuts_where_the_decision_fires_and_zeroes_missed_successes():
     assert rec['fire_frame'] is None and not rec['classifier_success'] and rec['steps'] == 4
     assert not out['rewards'].any() and out['truncations'].tolist() == [0, 0, 0, 1]
     assert not out['terminations'].any()
-    # A false success (bright, dark resets, bright again twice) in a failed episode.
-    out, rec = relabel(episode([BRIGHT, DARK, BRIGHT, BRIGHT, DARK, DARK], False))
+    # A false success (bright, dark resets, bright again twice) in a failed episode; an
+    # in-process rollout's own outcome keys follow the new labels.
+    out, rec = relabel(dict(episode([BRIGHT, DARK, BRIGHT, BRIGHT, DARK, DARK], False),
+                            success=False, terminated=False))
     assert rec['fire_frame'] == 3 and out['rewards'].tolist() == [0, 0, 1]
+    assert out['success'] is True and out['terminated'] is True
     # Never fires and the last action is the terminate action: a terminal state, reward 0.
     out, rec = relabel(episode([DARK] * 4, False, terminate_last=True))
     assert out['terminations'].tolist() == [0, 0, 1] and not out['truncations'].any()

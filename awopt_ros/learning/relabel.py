@@ -228,6 +228,9 @@ class ClassifierRelabeller:
         out['truncations'] = truncs
         out['reward_source'] = self.source
         success = fire is not None
+        for key, value in (('success', success), ('terminated', bool(terms[-1]))):
+            if key in out:                  # in-process rollouts carry their own outcome
+                out[key] = value
         record.update(relabelled=True, fire_frame=fire, classifier_success=success,
                       steps=int(steps))
         return out, record
