@@ -101,6 +101,7 @@ def test_relabel_cuts_where_the_decision_fires_and_zeroes_missed_successes():
     # reward 0, and the episode ends truncated (time limit), not terminated.
     out, rec = relabel(episode([DARK, DARK, DARK, BRIGHT, GREY], dataset_success=True))
     assert rec['fire_frame'] is None and not rec['classifier_success'] and rec['steps'] == 4
+    assert rec['open_run'] == 1                          # cut short before K frames confirmed
     assert not out['rewards'].any() and out['truncations'].tolist() == [0, 0, 0, 1]
     assert not out['terminations'].any()
     # A false success (bright, dark resets, bright again twice) in a failed episode; an
@@ -126,7 +127,8 @@ def test_relabel_cuts_where_the_decision_fires_and_zeroes_missed_successes():
         relabel.tally(rec_)
     assert relabel.counts == {'relabelled': 1, 'kept': 1, 'classifier_success': 1,
                               'dataset_success': 0, 'agree': 0, 'steps_dropped': 0,
-                              'ground_truth_known': 1, 'ground_truth_agree': 0}
+                              'ground_truth_known': 1, 'ground_truth_agree': 0,
+                              'ended_unconfirmed': 0}
     assert relabel.progress_text() == (
         'rewards by classifier: 1/1 success vs 0 in the dataset, agree 0/1; 1 already '
         'labelled by the classifier in the stack (not relabelled); classifier agrees with the '
@@ -220,7 +222,8 @@ def test_finetuner_trains_on_the_classifier_rewards_not_the_recorded_ones(tmp_pa
         (ON, OFF, K)
     assert source['counts'] == {'relabelled': 4, 'kept': 0, 'classifier_success': 2,
                                 'dataset_success': 2, 'agree': 2, 'steps_dropped': 2,
-                                'ground_truth_known': 0, 'ground_truth_agree': 0}
+                                'ground_truth_known': 0, 'ground_truth_agree': 0,
+                                'ended_unconfirmed': 0}
     assert any('rewards by classifier: 2/4 success vs 2 in the dataset, agree 2/4' in line
                for line in lines)
 
@@ -266,9 +269,10 @@ def test_cli_reward_source_classifier_and_its_errors(tmp_path, capsys, monkeypat
                     str(model)) == 0
     printed = capsys.readouterr().out
     assert f'rewards labelled by the success classifier {model}' in printed
-    assert ('rewards by classifier: 1/3 success vs 1 in the dataset, agree 1/3; 1 already '
-            'labelled by the classifier in the stack (not relabelled); classifier agrees with '
-            'the recorded ground truth on 0/1') in printed
+    assert ('rewards by classifier: 1/3 success vs 1 in the dataset, agree 1/3; 1 ended '
+            'before 2 frames could confirm a success (labelled failed); 1 already labelled by '
+            'the classifier in the stack (not relabelled); classifier agrees with the recorded '
+            'ground truth on 0/1') in printed
     history = json.loads((out.parent / 'live_finetune_history.json').read_text())
     assert history['reward_source']['reward_source'] == 'classifier'
     assert history['reward_source']['model_sha256'] == file_sha256(model)

@@ -8,7 +8,7 @@ have given, computed here per episode the way the stack decides online (the
 
 1. score every observation image of the episode, p_i = classifier(image_i) for
    i = 0..T (uint8 (T+1, S, S, 3), S = the classifier's ``image_size``);
-2. debounce like the node (:func:`~awopt_ros.core.success_classifier.episode_decision`:
+2. debounce like the node (:class:`~awopt_ros.core.success_classifier.SuccessDebouncer`:
    success once p stays >= ``on_threshold`` for ``debounce_frames`` (K) consecutive frames,
    a frame below ``off_threshold`` resets the run); f = the first frame where it fires;
 3. fired at frame f: the stack would have ended the episode there, after action f - 1, so
@@ -20,6 +20,13 @@ have given, computed here per episode the way the stack decides online (the
 An episode the dataset says was already labelled by the classifier in the stack (its
 per-episode metadata ``reward_source == 'classifier'``, written by the logger) is kept as
 it is: its rewards are already the classifier's, and the stack already cut it.
+
+An episode recorded under another success source may end before the classifier could
+confirm: the simulator's ground truth ends a grasp after its own debounce, often 1-2 frames
+after the lift, fewer than K. It is labelled failed (a missed success: relabelling cannot
+see frames that were never recorded), and counted as ``ended_unconfirmed`` (the progress
+line says how many). Relabelling fits episodes that ran to a timeout, the terminate action
+or an operator's end; those logged under ``success_source: classifier`` are kept as they are.
 
 Every episode gets a record (``reward_source``, model path and sha256, the frame the
 decision fired at, the dataset's own outcome and the classifier's), and
@@ -149,8 +156,10 @@ class ClassifierRelabeller:
             ones), ``agree`` (relabelled episodes whose outcome equals the dataset's own),
             ``steps_dropped``; ``ground_truth_known`` (episodes whose dataset recorded the
             simulator's ``ground_truth_success`` beside the classifier's) and
-            ``ground_truth_agree`` (of those, the classifier's outcome equals it)
-            (:meth:`tally`).
+            ``ground_truth_agree`` (of those, the classifier's outcome equals it);
+            ``ended_unconfirmed`` (relabelled episodes that ended while the classifier's run
+            was open, fewer than K frames at or above the on-threshold: labelled failed, but
+            the recording, not the classifier, cut them short) (:meth:`tally`).
     """
 
     source = 'classifier'
@@ -169,7 +178,8 @@ class ClassifierRelabeller:
                              else file_sha256(model_path))
         self.counts = {'relabelled': 0, 'kept': 0, 'classifier_success': 0,
                        'dataset_success': 0, 'agree': 0, 'steps_dropped': 0,
-                       'ground_truth_known': 0, 'ground_truth_agree': 0}
+                       'ground_truth_known': 0, 'ground_truth_agree': 0,
+                       'ended_unconfirmed': 0}
 
     def describe(self):
         """Return the settings (JSON-able dict): source, model, sha256, thresholds."""
@@ -177,14 +187,18 @@ class ClassifierRelabeller:
                 'model_sha256': self.model_sha256, 'on_threshold': self.on_threshold,
                 'off_threshold': self.off_threshold, 'debounce_frames': self.debounce_frames}
 
-    def fire_frame(self, images):
-        """Return the first observation index (int) where the debounced decision fires over
-        ``images`` uint8 (T+1, S, S, 3), or None when it never does.
+    def decide(self, images):
+        """Score ``images`` uint8 (T+1, S, S, 3) and debounce them as the stack does; return
+        ``(fire_frame, open_run)``: the first observation index (int) where the decision
+        fires, or None when it never does, and then the run of frames still counting towards
+        success at the last frame (0 < open_run < K: the recording stopped before K frames
+        could confirm a success, e.g. an episode ended by another success source).
 
         Raises:
-            RelabelError: images of another size than the classifier's.
+            RelabelError: images of another size than the classifier's, or a wrong number of
+                probabilities.
         """
-        from awopt_ros.core.success_classifier import episode_decision
+        from awopt_ros.core.success_classifier import SuccessDebouncer
         images = np.asarray(images)
         if self.image_size is not None and images.shape[1:3] != (self.image_size,) * 2:
             raise RelabelError(f'the success classifier takes {self.image_size}x'
@@ -194,16 +208,20 @@ class ClassifierRelabeller:
         if probs.shape != (images.shape[0],):
             raise RelabelError(f'the success classifier gave {probs.shape} probabilities for '
                                f'{images.shape[0]} images')
-        fire = episode_decision(probs, self.on_threshold, self.off_threshold,
-                                self.debounce_frames)
-        return None if fire is None else int(fire)
+        debouncer = SuccessDebouncer(self.on_threshold, self.off_threshold,
+                                     self.debounce_frames)
+        for i, p in enumerate(probs):
+            if debouncer.update(p):
+                return i, 0
+        return None, int(debouncer.run)
 
     def __call__(self, episode, meta=None):
         """Return ``(episode, record)``: ``episode`` relabelled (a new dict; the input is not
         changed) or, when the dataset says the classifier already labelled it, as it is.
 
         ``record`` (JSON-able dict): ``reward_source`` ('classifier'), ``relabelled`` (bool),
-        ``model`` and ``model_sha256``, ``fire_frame`` (int or None), ``classifier_success``,
+        ``model`` and ``model_sha256``, ``fire_frame`` (int or None), ``open_run`` (see
+        :meth:`decide`), ``classifier_success``,
         ``dataset_success``, ``ground_truth_success`` (the dataset's, bool or None),
         ``recorded_steps`` and ``steps``.
         """
@@ -217,10 +235,10 @@ class ClassifierRelabeller:
                   'ground_truth_success': None if truth is None else bool(truth),
                   'recorded_steps': int(t)}
         if episode_reward_source(episode, meta) == self.source:
-            record.update(relabelled=False, fire_frame=None,
+            record.update(relabelled=False, fire_frame=None, open_run=0,
                           classifier_success=dataset_success, steps=int(t))
             return episode, record
-        fire = self.fire_frame(obs['image'])
+        fire, open_run = self.decide(obs['image'])
         steps, new_rewards, terms, truncs = decision_rewards(episode['actions'], fire)
         out = cut_episode(episode, steps) if steps < t else dict(episode)
         out['rewards'] = new_rewards
@@ -231,8 +249,8 @@ class ClassifierRelabeller:
         for key, value in (('success', success), ('terminated', bool(terms[-1]))):
             if key in out:                  # in-process rollouts carry their own outcome
                 out[key] = value
-        record.update(relabelled=True, fire_frame=fire, classifier_success=success,
-                      steps=int(steps))
+        record.update(relabelled=True, fire_frame=fire, open_run=open_run,
+                      classifier_success=success, steps=int(steps))
         return out, record
 
     def tally(self, record):
@@ -252,6 +270,7 @@ class ClassifierRelabeller:
         c['dataset_success'] += record['dataset_success']
         c['agree'] += record['classifier_success'] == record['dataset_success']
         c['steps_dropped'] += record['recorded_steps'] - record['steps']
+        c['ended_unconfirmed'] += record.get('open_run', 0) > 0
 
     def progress_text(self):
         """One clause for progress lines: the classifier's successes vs the dataset's own
@@ -263,6 +282,9 @@ class ClassifierRelabeller:
             parts.append(f"rewards by classifier: {c['classifier_success']}/{c['relabelled']} "
                          f"success vs {c['dataset_success']} in the dataset, agree "
                          f"{c['agree']}/{c['relabelled']}")
+        if c['ended_unconfirmed']:
+            parts.append(f"{c['ended_unconfirmed']} ended before {self.debounce_frames} frames "
+                         'could confirm a success (labelled failed)')
         if c['kept']:
             parts.append(f"{c['kept']} already labelled by the classifier in the stack "
                          '(not relabelled)')
