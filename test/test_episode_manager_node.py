@@ -221,11 +221,14 @@ def test_classifier_source_ends_on_a_fresh_true_decision_and_reports_the_ground_
     spin(ex, lambda: False, timeout_s=0.1)
     assert not events_of(cell, 'end') and not manager.fresh_frame
     assert spin(ex, lambda: manager.fresh_frame, cell=cell)
+    # still the previous episode's decision (the detector has not reset yet): ignored
+    cell.detector.publish(Bool(data=True))
     for _ in range(3):                       # ground truth: success, but not the source
         cell.success.publish(Float32(data=1.0))
-    cell.detector.publish(Bool(data=False))
+    cell.detector.publish(Bool(data=False))  # the detector's decision of this episode
     spin(ex, lambda: False, timeout_s=0.2, cell=cell)
     assert not events_of(cell, 'end') and manager.episode.ground_truth_success
+    assert manager.detector_armed
     cell.detector.publish(Bool(data=True))
     assert spin(ex, lambda: events_of(cell, 'end'), cell=cell)
     end = events_of(cell, 'end')[0]

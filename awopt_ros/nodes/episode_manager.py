@@ -26,7 +26,9 @@ Success (``success_source``, read-only): ``ground_truth`` (default; the simulato
 above ``success_threshold``) or ``classifier`` (the ``success_detector`` node's debounced
 decision ``/success_detector/success``, std_msgs/Bool, reliable: a true one ends the episode
 as a success). Either counts only after a camera frame stamped after the episode's start
-(samples still in flight from before the reset must not end the new episode). With
+(samples still in flight from before the reset must not end the new episode); a true decision
+also only after a false one in the episode (the detector's decision stays true from the
+previous episode's success until it has seen the new start and reset its debouncer). With
 ``classifier`` the success detector is a required node too, heard from through its 1 Hz
 ``/diagnostics`` status 'success_detector' (``success_detector_timeout_s``). Either way the
 ground-truth samples that come are followed, and the ``end`` event carries
@@ -218,6 +220,9 @@ class EpisodeManagerNode(Node):
         # than the episode's start: samples still in flight from before the reset must not
         # end the new episode.
         self.fresh_frame = False
+        # A true detector decision counts only after a false one in the episode: the last
+        # episode's success stays the detector's decision until it resets on the start event.
+        self.detector_armed = False
         # Wall-clock timer: with use_sim_time a dead simulator stops the node clock.
         self.create_timer(0.05, self._on_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -314,6 +319,7 @@ class EpisodeManagerNode(Node):
         self.episode = Episode(self.episode_index, start_s, self.config)
         self.monitor.expect_from(self._paused_by_reset, time.monotonic())
         self.fresh_frame = False
+        self.detector_armed = False
         self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
                        'stamp_s': start_s})
         self.get_logger().info(f'episode {self.episode_index} started (seed {self.last_seed})')
@@ -399,8 +405,12 @@ class EpisodeManagerNode(Node):
             self._finish(self.episode.on_success_probability(float(msg.data), self._now_s()))
 
     def _on_detector(self, msg):
-        if self.episode is not None and self.fresh_frame:
-            self._finish(self.episode.on_classifier_success(bool(msg.data), self._now_s()))
+        if self.episode is None:
+            return
+        if not msg.data:
+            self.detector_armed = True
+        elif self.detector_armed and self.fresh_frame:
+            self._finish(self.episode.on_classifier_success(True, self._now_s()))
 
     def _on_stop(self, request, response):
         if self.episode is None:
