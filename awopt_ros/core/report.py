@@ -1,4 +1,5 @@
-"""Summaries for run reports (demo, collect, bench): success counts, latency percentiles,
+"""Summaries for run reports (demo, collect, bench): success counts, how often the outcome
+agrees with the simulator's ground truth (:func:`stack_agreement`), latency percentiles,
 camera frames published vs logged during episodes, and the warnings a run deserves."""
 import struct
 from collections import Counter
