@@ -73,7 +73,7 @@ def test_shapes_option_makes_scenes_of_those_kinds_only():
             RolloutConfig(shapes=bad)
 
 
-# -- collection ------------------------------------------------------------------------------------
+# -- collection -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
 def grasp_frames():
@@ -213,7 +213,7 @@ def test_split_by_episode_never_splits_an_episode():
     assert set(held.group.tolist()) == {'capsule'} and 'capsule' not in set(rest.group.tolist())
 
 
-# -- the logger's datasets --------------------------------------------------------------------------
+# -- the logger's datasets ------------------------------------------------------------------------
 
 def _dataset(tmp_path):
     """Three episodes written by core.dataset's recorder: success, failure, success."""
@@ -278,7 +278,7 @@ def test_frames_from_dataset_operator_labels_the_last_k_frames(tmp_path):
         frames_from_dataset(path, label='guess')
 
 
-# -- command line -----------------------------------------------------------------------------------
+# -- command line ---------------------------------------------------------------------------------
 
 def test_cli_collects_frames_into_a_file(tmp_path, capsys):
     from awopt_ros.cli import main

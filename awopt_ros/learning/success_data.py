@@ -50,7 +50,7 @@ MAX_EPISODE_STEPS = 90
 FORMAT_VERSION = 1
 
 
-# -- the frame set ------------------------------------------------------------------------------
+# -- the frame set --------------------------------------------------------------------------------
 
 @dataclass
 class FrameSet:
@@ -252,7 +252,7 @@ def split_by_group(frames, groups):
     return frames.subset(~held), frames.subset(held)
 
 
-# -- grasp episodes in process ------------------------------------------------------------------
+# -- grasp episodes in process --------------------------------------------------------------------
 
 def _scenario_of(seed, hard_negatives):
     """Return the scenario name of episode ``seed`` (drawn from the seed alone)."""
@@ -288,8 +288,8 @@ class _GraspScenario:
 
     - ``normal``: the scripted policy (35 % large grasp-point errors, so failures too); after
       its lift the gripper stays closed and the tool keeps moving (``post`` phase: random
-      waypoints 0.16-0.32 m high and in view, yaw turns) for 18-40 steps with an object in the gripper,
-      6-14 without;
+      waypoints 0.16-0.32 m high and in view, yaw turns) for 18-40 steps with an object in
+      the gripper, 6-14 without;
     - ``closed_on_air``: the grasp point is 5-9 cm beside the target object, so the fingers
       close on nothing; then lifted and moved high like ``normal`` for 6-14 steps (looks like
       a success without an object);
@@ -579,7 +579,7 @@ def _grasp_frameset(results, seeds, config, hard_negatives, wall_s):
         'grasp', meta)
 
 
-# -- the logger's datasets ----------------------------------------------------------------------
+# -- the logger's datasets ------------------------------------------------------------------------
 
 def _resolve_dataset(source, dataset_root):
     """Return ``(root_dir, dataset_id)`` for a dataset folder, a run folder with one dataset,
@@ -681,7 +681,7 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         np.full(sum(n), group), np.full(sum(n), 'normal'), 'grasp', meta)
 
 
-# -- montage (checking labels by eye) ------------------------------------------------------------
+# -- montage (checking labels by eye) -------------------------------------------------------------
 
 def montage(frames, path, per_row=12, rows_per_kind=2, seed=0):
     """Save a PNG of random frames: for each (label, kind) present, ``rows_per_kind`` rows of
@@ -717,7 +717,7 @@ def montage(frames, path, per_row=12, rows_per_kind=2, seed=0):
     return path
 
 
-# -- command line ----------------------------------------------------------------------------------
+# -- command line ---------------------------------------------------------------------------------
 
 def add_collect_args(parser):
     """Add the options of ``awopt collect-success-frames`` to ``parser``."""
