@@ -288,3 +288,32 @@ def test_cli_collects_frames_into_a_file(tmp_path, capsys):
     f = FrameSet.load(out)
     assert set(f.group.tolist()) == {'capsule'} and f.meta['seeds'] == [21]
     assert 'closed_on_air' in capsys.readouterr().out
+
+
+# -- insertion ------------------------------------------------------------------------------------
+
+def test_insertion_frames_label_success_and_mark_the_peg_on_the_rim(monkeypatch):
+    from awopt_ros.learning import success_data as sd
+    from awopt_ros.sim.insertion import InsertionSim
+    assert [sd._insertion_scenario_of(s, True) for s in (0, 4, 7)] == [
+        'normal', 'peg_on_rim', 'goal_noise']
+    truth, frames = [], []
+    real = InsertionSim.render
+
+    def spy(self):      # the ground truth at the moment each frame is rendered
+        frame = real(self)
+        truth.append(self.success())
+        frames.append(frame)
+        return frame
+    monkeypatch.setattr(InsertionSim, 'render', spy)
+    f = sd.collect_insertion_frames([0, 4], processes=1, progress=False)
+    assert f.task == 'insertion' and f.images.shape[1:] == (64, 64, 3)
+    assert frames[0].shape == (240, 320, 3)
+    np.testing.assert_array_equal(f.labels, truth)
+    from awopt_ros.core.image_ops import crop_resize
+    np.testing.assert_array_equal(f.images[5], crop_resize(frames[5], (40, 0, 240, 240), 64))
+    assert f.meta['scenarios'] == ['normal', 'peg_on_rim'] and set(f.group) == {'default'}
+    inserted, rim = f.labels[f.episode == 0], f.subset(f.episode == 1)
+    assert not inserted[0] and inserted[-1] and inserted.sum() >= 10   # held in after success
+    assert not rim.labels.any() and len(rim) == sd.INSERTION_MAX_STEPS + 1
+    assert (rim.kind == 'peg_on_rim').sum() >= 20 and set(f.kind[f.episode == 0]) == {'normal'}

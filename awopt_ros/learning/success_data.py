@@ -477,16 +477,71 @@ def run_grasp_frame_episode(env, seed, scenario, max_steps=MAX_EPISODE_STEPS):
 _WORKER = {}
 
 
-def _worker_init(config):
+def _make_env(task, config):
+    """The in-process environment a worker runs ``task``'s episodes in."""
+    if task == 'grasp':
+        from awopt_ros.sim.rollout import RolloutEnv
+        return RolloutEnv(config)
+    from awopt_ros.sim.insertion import InsertionSim
+    from awopt_ros.sim.insertion_env import InsertionResidualEnv
+    return InsertionResidualEnv(residual=False, sim=InsertionSim(config))
+
+
+def _run_episode(task, env, seed, scenario, max_steps):
+    if task == 'grasp':
+        return run_grasp_frame_episode(env, seed, scenario, max_steps)
+    return run_insertion_frame_episode(env, seed, scenario, max_steps)
+
+
+def _worker_init(task, config):
     _WORKER.clear()
-    _WORKER.update(config=config, env=None)
+    _WORKER.update(task=task, config=config, env=None)
 
 
 def _worker_episode(seed, scenario, max_steps):
     if _WORKER.get('env') is None:
-        from awopt_ros.sim.rollout import RolloutEnv
-        _WORKER['env'] = RolloutEnv(_WORKER['config'])
-    return run_grasp_frame_episode(_WORKER['env'], seed, scenario, max_steps)
+        _WORKER['env'] = _make_env(_WORKER['task'], _WORKER['config'])
+    return _run_episode(_WORKER['task'], _WORKER['env'], seed, scenario, max_steps)
+
+
+def _run_episodes(task, config, seeds, scenarios, max_steps, processes, progress):
+    """Run one frame episode per (seed, scenario), here or in 'spawn' worker processes;
+    return the episode dicts in the order of ``seeds``."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(seeds), desc=f'{task} success frames', unit='ep')
+    results = [None] * len(seeds)
+    try:
+        if int(processes) <= 1 or len(seeds) <= 1:
+            env = _make_env(task, config)
+            try:
+                for i, (seed, scen) in enumerate(zip(seeds, scenarios)):
+                    results[i] = _run_episode(task, env, seed, scen, max_steps)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                env.close()
+        else:
+            ctx = mp.get_context('spawn')
+            with cf.ProcessPoolExecutor(max_workers=min(int(processes), len(seeds)),
+                                        mp_context=ctx, initializer=_worker_init,
+                                        initargs=(task, config)) as pool:
+                futures = {pool.submit(_worker_episode, seed, scen, max_steps): i
+                           for i, (seed, scen) in enumerate(zip(seeds, scenarios))}
+                try:
+                    for future in cf.as_completed(futures):
+                        results[futures[future]] = future.result()
+                        if bar is not None:
+                            bar.update(1)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
 
 
 def collect_grasp_frames(seeds, shapes=None, hard_negatives=True, processes=2, progress=True,
@@ -520,55 +575,23 @@ def collect_grasp_frames(seeds, shapes=None, hard_negatives=True, processes=2, p
                      shapes=None if shapes is None else tuple(shapes))
     scenarios = [_scenario_of(s, hard_negatives) for s in seeds]
     t0 = time.monotonic()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(seeds), desc='success frames', unit='ep')
-    results = [None] * len(seeds)
-    try:
-        if int(processes) <= 1 or len(seeds) <= 1:
-            from awopt_ros.sim.rollout import RolloutEnv
-            with RolloutEnv(config) as env:
-                for i, (seed, scen) in enumerate(zip(seeds, scenarios)):
-                    results[i] = run_grasp_frame_episode(env, seed, scen, max_steps)
-                    bar.update(1) if bar is not None else None
-        else:
-            ctx = mp.get_context('spawn')
-            with cf.ProcessPoolExecutor(max_workers=min(int(processes), len(seeds)),
-                                        mp_context=ctx, initializer=_worker_init,
-                                        initargs=(config,)) as pool:
-                futures = {pool.submit(_worker_episode, seed, scen, max_steps): i
-                           for i, (seed, scen) in enumerate(zip(seeds, scenarios))}
-                try:
-                    for future in cf.as_completed(futures):
-                        results[futures[future]] = future.result()
-                        if bar is not None:
-                            bar.update(1)
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-    finally:
-        if bar is not None:
-            bar.close()
-    wall = time.monotonic() - t0
-    return _grasp_frameset(results, seeds, config, hard_negatives, wall)
-
-
-def _grasp_frameset(results, seeds, config, hard_negatives, wall_s):
-    size = config.image_size
-    images = [r['images'] for r in results] or [np.zeros((0, size, size, 3), np.uint8)]
-    n = [len(r['labels']) for r in results]
-    empty = np.zeros(0)
+    results = _run_episodes('grasp', config, seeds, scenarios, max_steps, processes, progress)
     meta = {'source': 'collect_grasp_frames', 'seeds': seeds,
             'shapes': None if config.shapes is None else list(config.shapes),
             'hard_negatives': bool(hard_negatives),
             'scenarios': [r['scenario'] for r in results],
             'scenario_fractions': GRASP_SCENARIOS if hard_negatives else {'normal': 1.0},
             'label': 'ground_truth: GraspSim.object_lifted()',
-            'success_height_m': config.success_height_m, 'image_size': size,
+            'success_height_m': config.success_height_m, 'image_size': config.image_size,
             'crop_xywh': list(config.crop_xywh), 'camera_size': list(config.camera_size),
-            'wall_s': float(wall_s)}
+            'wall_s': float(time.monotonic() - t0)}
+    return _frameset(results, 'grasp', config.image_size, meta)
+
+
+def _frameset(results, task, size, meta):
+    images = [r['images'] for r in results] or [np.zeros((0, size, size, 3), np.uint8)]
+    n = [len(r['labels']) for r in results]
+    empty = np.zeros(0)
     return FrameSet(
         np.concatenate(images),
         np.concatenate([r['labels'] for r in results]) if results else empty,
@@ -576,7 +599,130 @@ def _grasp_frameset(results, seeds, config, hard_negatives, wall_s):
         np.concatenate([np.arange(k) for k in n]) if results else empty,
         np.repeat([r['group'] for r in results], n) if results else np.zeros(0, str),
         np.concatenate([r['kind'] for r in results]) if results else np.zeros(0, str),
-        'grasp', meta)
+        task, meta)
+
+
+# -- insertion episodes in process -----------------------------------------------------------
+
+#: Insertion scenarios and their fractions (hard_negatives=True): ``normal`` the observed goal
+#: within +-0.2 mm of the bore (the P-controller inserts), ``goal_noise`` the scene's own goal
+#: noise (the P-controller jams on the chamfer or rim about half the time; frames labelled as
+#: they are, kind 'normal'), ``peg_on_rim`` the goal 0.8-4 mm off the bore axis so that the
+#: peg lands and presses on the socket's top face.
+INSERTION_SCENARIOS = {'normal': 0.5, 'goal_noise': 0.25, 'peg_on_rim': 0.25}
+#: The insertion stack's camera pipeline (config/awopt_ros_sawyer_insertion.yaml): a
+#: 320x240 frame, crop (x, y, w, h), resized to 64 px.
+INSERTION_CAMERA_SIZE = (320, 240)
+INSERTION_CROP_XYWH = (40, 0, 240, 240)
+#: Longest insertion episode (actions, the stack's max_steps); a success episode goes on
+#: 10-25 steps after its first success instead.
+INSERTION_MAX_STEPS = 50
+#: Frames of a peg_on_rim episode with the tip at most this far above the socket's top face
+#: (m) and no success carry the kind 'peg_on_rim'.
+RIM_HEIGHT_M = 0.002
+
+
+def _insertion_scenario_of(seed, hard_negatives):
+    if not hard_negatives:
+        return 'normal'
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 24, 3])
+    names = list(INSERTION_SCENARIOS)
+    p = np.array([INSERTION_SCENARIOS[n] for n in names])
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def run_insertion_frame_episode(env, seed, scenario, max_steps=INSERTION_MAX_STEPS,
+                                image_size=64, crop_xywh=INSERTION_CROP_XYWH):
+    """Run one insertion collection episode (the P-controller alone) and return its frames.
+
+    Args:
+        env: an :class:`awopt_ros.sim.insertion_env.InsertionResidualEnv` (``residual=False``)
+            whose sim renders (:data:`INSERTION_CAMERA_SIZE`).
+        seed: scene seed (int); the scenario's goal error comes from it too.
+        scenario: a name of :data:`INSERTION_SCENARIOS`.
+        max_steps: actions after which an episode without a success ends; one with a
+            success ends 10-25 steps after its first success.
+
+    Returns:
+        dict as :func:`run_grasp_frame_episode` (labels = ``InsertionSim.success()`` of each
+        frame; ``group`` = the scene variant).
+    """
+    from awopt_ros.core.image_ops import crop_resize
+    t0 = time.monotonic()
+    seed = int(seed)
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 24, 4])
+    sim = env.sim
+    env.reset(seed=seed)
+    if scenario == 'normal':
+        sim._noise = np.array([*rng.uniform(-0.0002, 0.0002, 2), 0.0])
+    elif scenario == 'peg_on_rim':
+        angle = rng.uniform(-math.pi, math.pi)
+        r = rng.uniform(0.0008, 0.004)
+        sim._noise = np.array([r * math.cos(angle), r * math.sin(angle), 0.0])
+    env._obs, env._base = env._state()      # the P-controller aims at the changed goal
+    post = int(rng.integers(10, 26))
+    images, labels, rim = [], [], []
+
+    def observe():
+        images.append(crop_resize(sim.render(), crop_xywh, image_size))
+        labels.append(bool(sim.success()))
+        rim.append(sim.insertion_depth_m() >= -RIM_HEIGHT_M)
+    observe()
+    steps, since = 0, None
+    while True:
+        env.step(np.zeros(3))
+        steps += 1
+        observe()
+        if since is None and labels[-1]:
+            since = 0
+        if since is not None:
+            since += 1
+            if since >= post:
+                break
+        elif steps >= max_steps:
+            break
+    labels = np.array(labels, dtype=np.uint8)
+    hard = np.array(rim) & (labels == 0) & (scenario == 'peg_on_rim')
+    kind = np.where(hard, 'peg_on_rim', 'normal')
+    return {'images': np.stack(images), 'labels': labels, 'kind': kind.astype(str),
+            'group': str(sim.config.variant), 'seed': seed, 'scenario': scenario,
+            'steps': steps, 'wall_s': time.monotonic() - t0}
+
+
+def collect_insertion_frames(seeds, variant='default', hard_negatives=True, processes=2,
+                             progress=True, config=None, max_steps=INSERTION_MAX_STEPS):
+    """Collect labelled insertion frames, one in-process episode per seed (P-controller).
+
+    Frames are the stack's policy images of the socket camera: a 320x240 render cropped to
+    :data:`INSERTION_CROP_XYWH` and resized to 64 px; every label is ``InsertionSim.success()``
+    of that frame. Episodes go on 10-25 steps after the first success (the peg stays in).
+
+    Args:
+        seeds: iterable of int scene seeds; episode ids are their positions.
+        variant: the socket variant ('default' or 'hard'), also the frames' ``group``.
+        hard_negatives: draw :data:`INSERTION_SCENARIOS` (else all 'normal').
+        processes, progress, max_steps: as :func:`collect_grasp_frames`.
+        config: ``sim.insertion.InsertionConfig`` (default: the variant's, rendering at
+            :data:`INSERTION_CAMERA_SIZE`).
+
+    Returns:
+        a :class:`FrameSet` (task 'insertion').
+    """
+    from awopt_ros.sim.insertion import InsertionConfig
+    seeds = [int(s) for s in seeds]
+    config = config or InsertionConfig(variant=variant, image_size=INSERTION_CAMERA_SIZE)
+    scenarios = [_insertion_scenario_of(s, hard_negatives) for s in seeds]
+    t0 = time.monotonic()
+    results = _run_episodes('insertion', config, seeds, scenarios, max_steps, processes,
+                            progress)
+    meta = {'source': 'collect_insertion_frames', 'seeds': seeds, 'variant': config.variant,
+            'hard_negatives': bool(hard_negatives),
+            'scenarios': [r['scenario'] for r in results],
+            'scenario_fractions': INSERTION_SCENARIOS if hard_negatives else {'normal': 1.0},
+            'label': 'ground_truth: InsertionSim.success()', 'image_size': 64,
+            'crop_xywh': list(INSERTION_CROP_XYWH),
+            'camera_size': list(config.image_size), 'wall_s': float(time.monotonic() - t0)}
+    return _frameset(results, 'insertion', 64, meta)
 
 
 # -- the logger's datasets ------------------------------------------------------------------------
@@ -722,17 +868,22 @@ def montage(frames, path, per_row=12, rows_per_kind=2, seed=0):
 def add_collect_args(parser):
     """Add the options of ``awopt collect-success-frames`` to ``parser``."""
     from awopt_ros.cli_args import positive_int
-    parser.add_argument('--task', choices=('grasp',), default='grasp',
-                        help='which task (grasp: in-process Kuka bin-grasping episodes)')
+    parser.add_argument('--task', choices=('grasp', 'insertion'), default='grasp',
+                        help='grasp: in-process Kuka bin-grasping episodes (scripted policy); '
+                             'insertion: Sawyer peg insertion (the P-controller alone)')
     parser.add_argument('--episodes', type=positive_int, default=400,
                         help='episodes (one scene seed each: --seed, --seed+1, ...)')
     parser.add_argument('--seed', type=int, default=0, help='first scene seed')
     parser.add_argument('--shapes', default=','.join(TRAIN_SHAPES),
-                        help="object kinds of the scenes, comma-separated ('all': every kind; "
+                        help="--task grasp: object kinds of the scenes, comma-separated ('all': "
+                             "every kind; "
                              f"held-out objects: {','.join(HELDOUT_SHAPES)})")
+    parser.add_argument('--variant', choices=('default', 'hard'), default='default',
+                        help="--task insertion: the socket variant (the frames' group)")
     parser.add_argument('--no-hard-negatives', dest='hard_negatives', action='store_false',
-                        help='only normal scripted episodes (no closed-on-air, '
-                             'grasped-not-lifted or dropped episodes)')
+                        help='only normal episodes (grasp: no closed-on-air, '
+                             'grasped-not-lifted or dropped episodes; insertion: no peg on '
+                             'the rim)')
     parser.add_argument('--processes', type=positive_int, default=2,
                         help='worker processes')
     parser.add_argument('--out', default='runs/success/grasp_frames.npz',
@@ -743,13 +894,18 @@ def add_collect_args(parser):
 
 def run_collect_cli(args):
     """Run ``awopt collect-success-frames``; print the counts; return 0."""
-    shapes = None if args.shapes.strip() in ('', 'all') else tuple(
-        s.strip() for s in args.shapes.split(',') if s.strip())
-    from awopt_ros.sim.scene import check_shapes
-    shapes = check_shapes(shapes)
     seeds = range(args.seed, args.seed + args.episodes)
-    frames = collect_grasp_frames(seeds, shapes=shapes, hard_negatives=args.hard_negatives,
-                                  processes=args.processes)
+    if args.task == 'insertion':
+        frames = collect_insertion_frames(seeds, variant=args.variant,
+                                          hard_negatives=args.hard_negatives,
+                                          processes=args.processes)
+    else:
+        shapes = None if args.shapes.strip() in ('', 'all') else tuple(
+            s.strip() for s in args.shapes.split(',') if s.strip())
+        from awopt_ros.sim.scene import check_shapes
+        frames = collect_grasp_frames(seeds, shapes=check_shapes(shapes),
+                                      hard_negatives=args.hard_negatives,
+                                      processes=args.processes)
     path = frames.save(args.out)
     if args.montage:
         montage(frames, args.montage)
