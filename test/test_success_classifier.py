@@ -212,3 +212,16 @@ def test_bench_measures_classifier_latency(tmp_path):
     assert out['frames'] == 30 and 0 < out['p50_ms'] <= out['p99_ms'] < 1000
     missing = bench.measure_success_classifier(tmp_path / 'none.onnx', frames=5)
     assert 'not found' in missing['reason'] and 'p99_ms' not in missing
+
+
+def test_episode_metrics_with_debounced_truth():
+    # one-frame success blip (then dropped): no true success when the truth needs 2 frames
+    frames = SimpleNamespace(episode=np.array([0] * 5 + [1] * 5),
+                             labels=np.array([0, 1, 0, 0, 0, 0, 0, 1, 1, 1]))
+    probs = np.array([0.1, 0.9, 0.9, 0.2, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9])
+    any_frame = episode_metrics(frames, probs, 0.8, 0.5, 2)
+    assert any_frame['success_episodes'] == 2 and any_frame['false_successes'] == 0
+    debounced = episode_metrics(frames, probs, 0.8, 0.5, 2, truth_debounce_frames=2)
+    assert debounced['success_episodes'] == 1 and debounced['false_successes'] == 1
+    assert debounced['false_success_rate_failed'] == 1.0
+    assert debounced['detection_delay_frames_mean'] == 1.0    # fires at 8, success from 7

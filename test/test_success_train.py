@@ -84,7 +84,8 @@ def test_tiny_training_learns_and_exports_with_parity(tmp_path):
     assert 0 < res['off_threshold'] <= res['on_threshold'] < 1
     assert m['stack_agreement_rate'] is None and m['stack_episodes'] is None
     for key in ('heldout_episode_false_success_rate', 'heldout_episode_missed_success_rate',
-                'heldout_ece', 'heldout_fn_rate', 'heldout_detection_delay_frames_mean'):
+                'heldout_ece', 'heldout_fn_rate', 'heldout_detection_delay_frames_mean',
+                'heldout_episode_missed_success_rate_gt_debounced'):
         assert key in m
     assert len(res['history']['val_loss']) == cfg.epochs
     assert 1 <= res['best_epoch'] <= cfg.epochs
@@ -121,7 +122,7 @@ def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsy
     monkeypatch.setattr('awopt_ros.core.paths.models_dir', lambda: shipped)
     base = ['train-classifier', '--task', 'grasp', '--frames', str(frames_path), '--heldout',
             str(held_path), '--epochs', '2', '--steps-per-epoch', '10', '--batch-size', '32',
-            '--threads', '1', '--no-progress']
+            '--threads', '1', '--no-progress', '--channels', '8,16,16,16', '--hidden', '16']
     # refuses the shipped file without --force (before training), nothing changed
     assert main(base + ['--out', str(shipped / 'grasp_success.onnx')]) == 2
     err = capsys.readouterr().err
@@ -130,6 +131,8 @@ def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsy
     # a wrong task and a missing file: one-line errors, exit 2
     assert main(base[:2] + ['insertion'] + base[3:] + ['--out', str(tmp_path / 'x.onnx')]) == 2
     assert 'task' in capsys.readouterr().err
+    assert main(base + ['--channels', '8,8', '--out', str(tmp_path / 'z.onnx')]) == 2
+    assert '--channels' in capsys.readouterr().err
     assert main(['train-classifier', '--frames', str(tmp_path / 'no.npz'),
                  '--out', str(tmp_path / 'y.onnx')]) == 2
     assert 'no FrameSet file' in capsys.readouterr().err

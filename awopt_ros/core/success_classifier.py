@@ -460,13 +460,17 @@ def _episodes(frames):
             yield ep[chunk[0]], chunk
 
 
-def episode_metrics(frames, probs, on_threshold, off_threshold, debounce_frames):
+def episode_metrics(frames, probs, on_threshold, off_threshold, debounce_frames,
+                    truth_debounce_frames=1):
     """Return episode-level metrics of the debounced decision on each episode's frames.
 
-    An episode is a true success when any of its frames is labelled 1. A false success is a
-    decision that fires before the first positive frame, or in an episode with none; a missed
-    success is a true success whose decision never fires; the delay is the firing frame
-    index minus the first positive frame index (frames; K - 1 at best).
+    An episode is a true success when any of its frames is labelled 1 (with
+    ``truth_debounce_frames`` = J > 1: when J consecutive frames are, as the episode manager
+    debounces the simulator's ground truth with ``success_debounce_steps``); its success
+    starts at the first frame of that run. A false success is a decision that fires before
+    the success starts, or in an episode with no success; a missed success is a true success
+    whose decision never fires; the delay is the firing frame index minus the index where
+    the success starts (frames; K - 1 at best).
 
     Args:
         frames: FrameSet-like object with ``episode`` int (N,), ``labels`` 0/1 (N,) and
@@ -474,6 +478,8 @@ def episode_metrics(frames, probs, on_threshold, off_threshold, debounce_frames)
             order).
         probs: float (N,) probabilities of those frames.
         on_threshold, off_threshold, debounce_frames: the :class:`SuccessDebouncer`'s.
+        truth_debounce_frames: J >= 1 consecutive positive labels that make an episode a
+            true success (1: any positive frame).
 
     Returns:
         dict: ``episodes``, ``success_episodes``, ``failed_episodes``, ``false_successes``,
@@ -492,18 +498,19 @@ def episode_metrics(frames, probs, on_threshold, off_threshold, debounce_frames)
     for _, idx in _episodes(frames):
         n += 1
         fire = episode_decision(p[idx], on_threshold, off_threshold, debounce_frames)
-        positive = np.flatnonzero(labels[idx] == 1)
-        if positive.size == 0:
+        truth = episode_decision(labels[idx], 0.5, 0.5, truth_debounce_frames)
+        if truth is None:
             false += fire is not None
             false_failed += fire is not None
             continue
+        start = truth - (int(truth_debounce_frames) - 1)
         succ += 1
         if fire is None:
             missed += 1
-        elif fire < positive[0]:
+        elif fire < start:
             false += 1
         else:
-            delays.append(fire - int(positive[0]))
+            delays.append(fire - start)
     failed = n - succ
     return {
         'episodes': n, 'success_episodes': succ, 'failed_episodes': failed,

@@ -58,6 +58,11 @@ PARITY_ATOL = 1e-5
 #: Parity bound of the logits, relative to max(1, |logit|).
 PARITY_RTOL_LOGIT = 1e-5
 OPSET = 17
+#: The episode manager's ``success_debounce_steps`` in the simulation configs per task
+#: (config/awopt_ros_kuka_grasp.yaml: 2): the ``*_gt_debounced`` episode metrics count an
+#: episode as a true success only when that many consecutive frames are labelled 1, as the
+#: stack's ground truth does.
+TRUTH_DEBOUNCE_FRAMES = {'grasp': 2, 'insertion': 1}
 TRAIN_PROG = 'awopt train-classifier'
 EVAL_PROG = 'awopt evaluate-classifier'
 
@@ -257,7 +262,7 @@ def _balanced_indices(labels, batch_size, rng):
     return np.concatenate([rng.choice(pos, half), rng.choice(neg, batch_size - half)])
 
 
-def split_metrics(prefix, frames, probs, on, off, k):
+def split_metrics(prefix, frames, probs, on, off, k, truth_debounce_frames=None):
     """Return ``{prefix_key: value}`` frame and episode metrics of ``frames`` at (on, off, K).
 
     ``probs``: float (N,) success probabilities of the frames (the loss is the binary
@@ -269,7 +274,11 @@ def split_metrics(prefix, frames, probs, on, off, k):
     ``_episode_missed_success_rate``, ``_episodes``, ``_success_episodes``,
     ``_false_successes``, ``_missed_successes``, ``_detection_delay_frames_mean`` / ``_p95``,
     and ``_fp_rate_by_kind`` (frame false-positive rate per ``kind`` of negative frame, when
-    the frames carry ``kind``).
+    the frames carry ``kind``). With ``truth_debounce_frames`` J > 1 also
+    ``_episode_false_success_rate_gt_debounced``, ``_episode_missed_success_rate_gt_debounced``,
+    ``_success_episodes_gt_debounced`` and ``_detection_delay_frames_mean_gt_debounced``:
+    the same with an episode a true success only when J consecutive frames are labelled 1
+    (:func:`core.success_classifier.episode_metrics`).
     """
     labels = np.asarray(frames.labels)
     probs = np.asarray(probs, np.float64).reshape(-1)
@@ -287,6 +296,14 @@ def split_metrics(prefix, frames, probs, on, off, k):
     for key in ('episodes', 'success_episodes', 'false_successes', 'missed_successes',
                 'detection_delay_frames_mean', 'detection_delay_frames_p95'):
         out[f'{prefix}_{key}'] = em[key]
+    j = int(truth_debounce_frames or 1)
+    if j > 1:
+        ej = sc.episode_metrics(frames, probs, on, off, k, truth_debounce_frames=j)
+        out[f'{prefix}_truth_debounce_frames'] = j
+        for key in ('false_success_rate', 'missed_success_rate'):
+            out[f'{prefix}_episode_{key}_gt_debounced'] = ej[key]
+        for key in ('success_episodes', 'detection_delay_frames_mean'):
+            out[f'{prefix}_{key}_gt_debounced'] = ej[key]
     kinds = getattr(frames, 'kind', None)
     if kinds is not None:
         kinds = np.asarray(kinds).astype(str)
@@ -388,11 +405,12 @@ def train_classifier(train, val, cfg, heldout=None, progress=True, log=print):
                'off_false_positive_rate': float(cfg.off_fpr),
                'train_frames': int(tr_y.size), 'train_positives': int(tr_y.sum()),
                'train_episodes': int(np.unique(np.asarray(train.episode)).size)}
-    metrics.update(split_metrics('validation', val, _sigmoid(val_z), on, off, k))
+    j = TRUTH_DEBOUNCE_FRAMES.get(cfg.task, 1)
+    metrics.update(split_metrics('validation', val, _sigmoid(val_z), on, off, k, j))
     held_z = None
     if heldout is not None:
         held_z = predict_logits(net, heldout.images)
-        metrics.update(split_metrics('heldout', heldout, _sigmoid(held_z), on, off, k))
+        metrics.update(split_metrics('heldout', heldout, _sigmoid(held_z), on, off, k, j))
     metrics['stack_agreement_rate'] = None
     metrics['stack_episodes'] = None
     return net, {'history': history, 'best_epoch': best[1], 'on_threshold': on,
@@ -690,6 +708,13 @@ def add_train_classifier_args(parser):
                         help='balanced batches per epoch (0: training frames / batch size)')
     parser.add_argument('--batch-size', type=int, default=d.batch_size)
     parser.add_argument('--lr', type=float, default=d.lr)
+    parser.add_argument('--channels', default=','.join(str(c) for c in d.channels),
+                        help='output channels of the four stride-2 conv stages, comma-separated')
+    parser.add_argument('--hidden', type=int, default=d.hidden,
+                        help='units of the fully connected layer')
+    parser.add_argument('--pad', type=int, default=d.pad,
+                        help='random-crop augmentation: replicate padding (px) then a crop back '
+                             'to the input size (0: no shift)')
     parser.add_argument('--target-fpr', type=float, default=d.target_fpr,
                         help='validation frame false-positive rate of the on-threshold')
     parser.add_argument('--off-fpr', type=float, default=d.off_fpr,
@@ -736,6 +761,14 @@ def run_train_classifier(args):
         for name in ('target_fpr', 'off_fpr'):
             if not 0.0 <= getattr(args, name) < 1.0:
                 raise UsageError('--' + name.replace('_', '-'), 'must be in [0, 1)')
+        try:
+            channels = tuple(int(c) for c in str(args.channels).split(','))
+        except ValueError:
+            raise UsageError('--channels', f'{args.channels!r} is not a list of ints') from None
+        if len(channels) != 4 or min(channels) < 1:
+            raise UsageError('--channels', 'needs four channel counts >= 1')
+        if args.hidden < 1 or args.pad < 0:
+            raise UsageError('--hidden' if args.hidden < 1 else '--pad', 'out of range')
         if not 0.0 < args.val_fraction < 1.0:
             raise UsageError('--val-fraction', 'must be in (0, 1)')
         out = args.out or default_out(args.task)
@@ -755,7 +788,8 @@ def run_train_classifier(args):
                            steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                            lr=args.lr, target_fpr=args.target_fpr, off_fpr=args.off_fpr,
                            debounce_frames=args.debounce_frames, val_fraction=args.val_fraction,
-                           seed=args.seed, threads=args.threads)
+                           seed=args.seed, threads=args.threads, channels=channels,
+                           hidden=args.hidden, pad=args.pad)
     print(f'{TRAIN_PROG}: {len(train.labels)} training frames '
           f'({int(np.sum(train.labels))} positive), {len(val.labels)} validation, '
           f'{0 if heldout is None else len(heldout.labels)} held out')
@@ -843,7 +877,8 @@ def evaluate_model(model, splits):
         probs = np.concatenate([model.probability(frames.images[i:i + 512])
                                 for i in range(0, len(frames.labels), 512)]) \
             if len(frames.labels) else np.zeros(0, np.float32)
-        out.update(split_metrics(prefix, frames, probs, on, off, k))
+        out.update(split_metrics(prefix, frames, probs, on, off, k,
+                                 TRUTH_DEBOUNCE_FRAMES.get(model.task, 1)))
     return out
 
 
