@@ -317,3 +317,76 @@ def test_insertion_frames_label_success_and_mark_the_peg_on_the_rim(monkeypatch)
     assert not inserted[0] and inserted[-1] and inserted.sum() >= 10   # held in after success
     assert not rim.labels.any() and len(rim) == sd.INSERTION_MAX_STEPS + 1
     assert (rim.kind == 'peg_on_rim').sum() >= 20 and set(f.kind[f.episode == 0]) == {'normal'}
+
+
+# -- the logger's bags -----------------------------------------------------------------------
+
+def _write_bag(path, episode, images, probs, success, events=True, bgr=False):
+    """One episode bag as the logger writes it: /policy/image frames 100 ms apart, a
+    /success/probability sample just before each (None: no sample), start/end events."""
+    import json
+
+    from awopt_ros.core.bag import BagWriter, default_typestore
+    store = default_typestore()
+    t = store.types
+    topics = {'/policy/image': 'sensor_msgs/msg/Image',
+              '/success/probability': 'std_msgs/msg/Float32',
+              '/episode/event': 'std_msgs/msg/String'}
+    writer = BagWriter(path, topics)
+
+    def put(topic, msg, stamp):
+        writer.write(topic, store.serialize_cdr(msg, topics[topic]), stamp)
+    base = 10**9
+    if events:
+        put('/episode/event', t['std_msgs/msg/String'](
+            data=json.dumps({'event': 'start', 'episode': episode})), base)
+    for k, (img, p) in enumerate(zip(images, probs)):
+        stamp = base + (k + 1) * 10**8
+        if p is not None:
+            put('/success/probability', t['std_msgs/msg/Float32'](data=p), stamp - 10**6)
+        header = t['std_msgs/msg/Header'](
+            stamp=t['builtin_interfaces/msg/Time'](sec=stamp // 10**9,
+                                                   nanosec=stamp % 10**9), frame_id='c')
+        data = img[..., ::-1] if bgr else img
+        put('/policy/image', t['sensor_msgs/msg/Image'](
+            header=header, height=img.shape[0], width=img.shape[1],
+            encoding='bgr8' if bgr else 'rgb8', is_bigendian=0, step=img.shape[1] * 3,
+            data=np.ascontiguousarray(data).reshape(-1)), stamp)
+    end = base + (len(images) + 1) * 10**8 - 10**7
+    if events:
+        put('/episode/event', t['std_msgs/msg/String'](
+            data=json.dumps({'event': 'end', 'episode': episode, 'success': success})), end)
+        # a frame that arrived after the end (the logger keeps recording a little longer)
+        put('/policy/image', t['sensor_msgs/msg/Image'](
+            header=header, height=8, width=8, encoding='rgb8', is_bigendian=0, step=24,
+            data=np.zeros(192, np.uint8)), end + 10**7)
+    writer.close()
+
+
+def test_frames_from_bags_ground_truth_and_operator_labels(tmp_path):
+    from awopt_ros.learning.success_data import frames_from_bags
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8) for n in (5, 4, 3)]
+    _write_bag(tmp_path / 'bags' / 'episode_0007', 7, imgs[0], [None, 0.0, 0.2, 1.0, 1.0],
+               True)
+    _write_bag(tmp_path / 'bags' / 'episode_0008', 8, imgs[1], [0.0] * 4, False, bgr=True)
+    _write_bag(tmp_path / 'bags' / 'episode_0009', 9, imgs[2], [0.0, 1.0, 1.0], None,
+               events=False)
+    f = frames_from_bags(tmp_path, task='insertion', group='cell')
+    assert f.task == 'insertion' and set(f.group) == {'cell'}
+    assert list(f.episodes()) == [7, 8, 9]       # episode numbers; 9 from the folder name
+    np.testing.assert_array_equal(f.labels[f.episode == 7], [0, 0, 1, 1])   # 1st: no sample
+    np.testing.assert_array_equal(f.images[f.episode == 7], imgs[0][1:])
+    np.testing.assert_array_equal(f.step[f.episode == 7], [1, 2, 3, 4])
+    np.testing.assert_array_equal(f.images[f.episode == 8], imgs[1])         # bgr8 -> RGB
+    np.testing.assert_array_equal(f.labels[f.episode == 9], [0, 1, 1])
+    # operator: the end event's verdict on the last k frames; a bag without one is skipped
+    g = frames_from_bags(tmp_path / 'bags', label='operator', last_k=2)
+    assert list(g.episodes()) == [7, 8] and len(g.meta['skipped_bags']) == 1
+    np.testing.assert_array_equal(g.labels, [1, 1, 0, 0])
+    np.testing.assert_array_equal(g.images[g.episode == 8], imgs[1][-2:])
+    h = frames_from_bags([tmp_path / 'bags' / 'episode_0009'], label='operator', last_k=9,
+                         operator_labels={9: True})
+    assert h.labels.tolist() == [1, 1, 1]
+    with pytest.raises(FileNotFoundError):
+        frames_from_bags(tmp_path / 'nothing')

@@ -19,6 +19,10 @@ Sources:
   truth recorded with them (``infos['success_probability'] >= 0.5``) or by an operator's
   per-episode verdict (the last ``last_k`` frames of an episode take it; earlier frames are
   dropped, as nobody labelled them).
+- :func:`frames_from_bags`: the same two labellings on the policy images of the logger's
+  episode bags (the insertion dataset holds no images; its frames come from there).
+- :func:`collect_insertion_frames`: in-process insertion episodes (the P-controller), every
+  frame of the socket camera labelled by ``InsertionSim.success()``, peg-on-rim hard negatives.
 
 Splits never cut an episode (:func:`split_by_episode`); held-out object kinds are whole
 groups (:func:`split_by_group`). ``awopt collect-success-frames`` runs
@@ -825,6 +829,134 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         np.repeat([p[2] for p in parts], n).astype(np.int64),
         np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64),
         np.full(sum(n), group), np.full(sum(n), 'normal'), 'grasp', meta)
+
+
+def _bag_dirs(source):
+    """Return the episode bag folders of a run folder (``<run>/bags/episode_*``), a bags
+    folder, one bag folder or a list of bag folders, sorted by name."""
+    if isinstance(source, (list, tuple)):
+        return [Path(p) for p in source]
+    path = Path(source)
+    if list(path.glob('*.mcap')):
+        return [path]
+    if (path / 'bags').is_dir():
+        path = path / 'bags'
+    found = sorted(p for p in path.iterdir() if p.is_dir() and list(p.glob('*.mcap'))) \
+        if path.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f'no bags at {source!r}: expected a run folder with bags/, a '
+                                'bags folder of episode_* bags, or one bag folder')
+    return found
+
+
+def _image_array(msg):
+    """Return a ``sensor_msgs/Image`` (rgb8 or bgr8) as uint8 (H, W, 3) RGB."""
+    if msg.encoding not in ('rgb8', 'bgr8'):
+        raise ValueError(f'images must be rgb8 or bgr8, got {msg.encoding!r}')
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
+    image = data[:, :msg.width * 3].reshape(msg.height, msg.width, 3)
+    return image[..., ::-1].copy() if msg.encoding == 'bgr8' else image.copy()
+
+
+def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=None,
+                     image_topic='/policy/image', success_topic='/success/probability',
+                     event_topic='/episode/event', task='grasp', group='bags'):
+    """Return labelled frames of the logger's episode bags (one bag per episode).
+
+    The images are the policy images recorded in the bags (``image_topic``, rgb8/bgr8, up to
+    the episode's ``end`` event when the bag has one); the insertion task's Minari dataset
+    holds no images, so its frames come from here.
+
+    Args:
+        source: a run folder (``<run>/bags/episode_NNNN``), its ``bags`` folder, one bag folder
+            or a list of bag folders.
+        label: ``'ground_truth'``: each frame takes the latest ``success_topic`` sample
+            (``std_msgs/Float32``) logged at or before it, ``>= 0.5`` = success (frames before
+            the first sample are dropped); ``'operator'``: the last ``last_k`` frames take the
+            episode's label, earlier ones are dropped.
+        last_k: frames an operator label covers (>= 1).
+        operator_labels: dict episode number -> bool (the ``episode`` of the bag's events, else
+            the number in its folder name ``episode_NNNN``); episodes missing from it are
+            skipped. None: the ``success`` of the bag's ``end`` event (bags without one are
+            skipped).
+        image_topic, success_topic, event_topic: recorded topic names.
+        task: the FrameSet's task; group: its frames' group.
+
+    Returns:
+        FrameSet (kind 'normal'); ``episode`` = the episode number, ``step`` = the frame's
+        index among the bag's images.
+
+    Raises:
+        ValueError: unknown ``label``, ``last_k`` < 1, an image encoding other than rgb8/bgr8
+            or images of different sizes.
+        FileNotFoundError: no bags at ``source``.
+    """
+    import re
+
+    from awopt_ros.core.bag import default_typestore, read_messages
+    if label not in ('ground_truth', 'operator'):
+        raise ValueError(f"label must be 'ground_truth' or 'operator', got {label!r}")
+    if int(last_k) != last_k or int(last_k) < 1:
+        raise ValueError(f'last_k must be an integer >= 1, got {last_k!r}')
+    last_k = int(last_k)
+    store = default_typestore()
+    parts, skipped, bags = [], [], _bag_dirs(source)
+    for k, bag in enumerate(bags):
+        images, samples, end, number = [], [], None, None
+        match = re.search(r'(\d+)$', bag.name)
+        for topic, msgtype, stamp_ns, data in read_messages(bag):
+            if topic == image_topic:
+                images.append((stamp_ns, _image_array(store.deserialize_cdr(data, msgtype))))
+            elif topic == success_topic:
+                samples.append((stamp_ns, float(store.deserialize_cdr(data, msgtype).data)))
+            elif topic == event_topic:
+                event = json.loads(store.deserialize_cdr(data, msgtype).data)
+                if event.get('episode') is not None:
+                    number = int(event['episode'])
+                if event.get('event') == 'end' and end is None:
+                    end = (stamp_ns, event)
+        if number is None:
+            number = int(match.group(1)) if match else k
+        if end is not None:
+            images = [im for im in images if im[0] <= end[0]]
+        steps = np.arange(len(images))
+        if label == 'ground_truth':
+            times = np.array([t for t, _ in samples], dtype=np.int64)
+            values = np.array([v for _, v in samples], dtype=np.float64)
+            at = np.searchsorted(times, [t for t, _ in images], side='right') - 1
+            keep = at >= 0
+            labels = (values[np.maximum(at, 0)] >= 0.5) if len(values) else keep
+            labels = np.asarray(labels, dtype=np.uint8)
+        else:
+            if operator_labels is not None:
+                verdict = operator_labels.get(number)
+            else:
+                verdict = None if end is None else end[1].get('success')
+            if verdict is None:
+                skipped.append(str(bag))
+                continue
+            keep = steps >= len(images) - last_k
+            labels = np.full(len(images), int(bool(verdict)), dtype=np.uint8)
+        if not len(images) or not keep.any():
+            continue
+        stack = np.stack([im for _, im in images])
+        parts.append((stack[keep], labels[keep], number, steps[keep]))
+    sizes = {p[0].shape[1:] for p in parts}
+    if len(sizes) > 1:
+        raise ValueError(f'the bags hold images of different sizes {sorted(sizes)}')
+    size = parts[0][0].shape[1] if parts else 64
+    n = [len(p[1]) for p in parts]
+    meta = {'source': 'frames_from_bags', 'bags': [str(b) for b in bags], 'label': label,
+            'last_k': last_k if label == 'operator' else None,
+            'operator_labels': operator_labels is not None, 'skipped_bags': skipped,
+            'episodes': [p[2] for p in parts], 'image_topic': image_topic}
+    return FrameSet(
+        np.concatenate([p[0] for p in parts]) if parts
+        else np.zeros((0, size, size, 3), np.uint8),
+        np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint8),
+        np.repeat([p[2] for p in parts], n).astype(np.int64),
+        np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64),
+        np.full(sum(n), str(group)), np.full(sum(n), 'normal'), task, meta)
 
 
 # -- montage (checking labels by eye) -------------------------------------------------------------
