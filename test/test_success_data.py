@@ -133,6 +133,11 @@ def test_collected_frames_episodes_kinds_and_balance(grasp_frames):
     assert f.labels[f.episode == 2][-1] == 0          # ...then it falls
     assert not f.labels[f.episode == 3].any()         # closed on air: never a success
     assert not f.labels[f.episode == 0].any()         # held below the success height
+    # the label is the lifted height against the success height, frame by frame
+    height = f.extras['lift_height_m']
+    np.testing.assert_array_equal(f.labels, height > f.meta['success_height_m'])
+    # hard negatives keep clear of the success height; the held object is carried well above
+    assert height[f.kind == 'grasped_not_lifted'].max() < 0.10
     s = f.summary()
     assert s['frames'] == len(f) and s['positives'] == int(f.labels.sum())
     assert s['positive_episodes'] == 2
@@ -157,6 +162,9 @@ def test_save_load_round_trip_and_summary(tmp_path, grasp_frames):
         a, b = getattr(grasp_frames, name), getattr(back, name)
         assert a.dtype == b.dtype, name
         np.testing.assert_array_equal(a, b)
+    assert set(back.extras) == {'lift_height_m'}
+    np.testing.assert_array_equal(back.extras['lift_height_m'],
+                                  grasp_frames.extras['lift_height_m'])
     assert back.task == 'grasp' and back.meta == grasp_frames.meta
     assert back.summary() == grasp_frames.summary()
     np.savez(tmp_path / 'other.npz', x=np.zeros(3))
@@ -186,6 +194,13 @@ def test_subset_and_concat():
     assert kept.meta['parts'][0] == a.meta
     sub = kept.subset(kept.episode == 10)
     assert len(sub) == 6 and list(sub.step) == list(range(6))
+    a.extras = {'h': np.arange(len(a)), 'x': np.zeros(len(a))}
+    b.extras = {'h': -np.arange(len(b))}
+    both = FrameSet.concat([a, b])              # only extras every part has
+    assert set(both.extras) == {'h'} and list(both.extras['h'][-2:]) == [-10, -11]
+    np.testing.assert_array_equal(both.subset([1, 20]).extras['h'], [1, -2])
+    with pytest.raises(ValueError, match='extras'):
+        FrameSet(a.images, a.labels, a.episode, a.step, a.group, a.kind, extras={'h': [1]})
     assert len(kept.subset(np.array([5, 1]))) == 2
     with pytest.raises(ValueError, match='tasks'):
         FrameSet.concat([a, FrameSet(a.images, a.labels, a.episode, a.step, a.group, a.kind,
@@ -316,6 +331,9 @@ def test_insertion_frames_label_success_and_mark_the_peg_on_the_rim(monkeypatch)
     inserted, rim = f.labels[f.episode == 0], f.subset(f.episode == 1)
     assert not inserted[0] and inserted[-1] and inserted.sum() >= 10   # held in after success
     assert not rim.labels.any() and len(rim) == sd.INSERTION_MAX_STEPS + 1
+    depth = f.extras['insertion_depth_m']
+    assert np.all(depth[f.labels == 1] >= 0.9 * 0.02)       # inserted >= 90 % of 20 mm
+    assert rim.extras['insertion_depth_m'].max() < 0.001     # never into the bore
     assert (rim.kind == 'peg_on_rim').sum() >= 20 and set(f.kind[f.episode == 0]) == {'normal'}
 
 

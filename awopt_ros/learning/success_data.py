@@ -52,6 +52,10 @@ HELDOUT_SHAPES = ('capsule',)
 #: Longest grasp episode (observations after the first, i.e. actions) of the collection.
 MAX_EPISODE_STEPS = 90
 FORMAT_VERSION = 1
+#: Version of the episode scenarios of :func:`collect_grasp_frames` (in ``meta['generator']``):
+#: 2 = post-lift carrying starts at the first lifted frame, held 0.20-0.30 m high, not-lifted
+#: holds at most 7 cm up (1: after the scripted lift, 0.16-0.32 m, 10 cm).
+GENERATOR_VERSION = 2
 
 
 # -- the frame set --------------------------------------------------------------------------------
@@ -71,6 +75,11 @@ class FrameSet:
             ``'peg_on_rim'``...). Only negative frames carry a hard-negative kind.
         task: 'grasp' or 'insertion'.
         meta: JSON-able dict: how the frames were made (seeds, source, settings).
+        extras: optional per-frame arrays, name -> (N,) (e.g. ``lift_height_m`` of collected
+            grasp frames: the highest object's lowest point above the bin floor, m, the
+            quantity ``GraspSim.object_lifted`` compares with ``success_height_m``; insertion:
+            ``insertion_depth_m``); kept by :meth:`subset`, :meth:`save` and :meth:`load`,
+            and by :meth:`concat` where every part has them.
 
     Raises:
         ValueError: arrays of different lengths, wrong shapes, labels other than 0/1.
@@ -84,6 +93,7 @@ class FrameSet:
     kind: np.ndarray
     task: str = 'grasp'
     meta: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.images = np.asarray(self.images, dtype=np.uint8)
@@ -104,6 +114,10 @@ class FrameSet:
                 raise ValueError(f'{name} has {len(getattr(self, name))} entries for {n} images')
         self.task = str(self.task)
         self.meta = dict(self.meta or {})
+        self.extras = {str(k): np.asarray(v).reshape(-1) for k, v in (self.extras or {}).items()}
+        for name, values in self.extras.items():
+            if len(values) != n:
+                raise ValueError(f'extras[{name!r}] has {len(values)} entries for {n} images')
 
     def __len__(self):
         return len(self.labels)
@@ -131,7 +145,8 @@ class FrameSet:
             index = np.sort(mask.astype(np.int64).reshape(-1))
         return FrameSet(self.images[index], self.labels[index], self.episode[index],
                         self.step[index], self.group[index], self.kind[index], self.task,
-                        json.loads(json.dumps(self.meta)))
+                        json.loads(json.dumps(self.meta)),
+                        {k: v[index] for k, v in self.extras.items()})
 
     @classmethod
     def concat(cls, sets):
@@ -166,7 +181,9 @@ class FrameSet:
                    np.concatenate(episodes), np.concatenate([s.step for s in sets]),
                    np.concatenate([s.group for s in sets]),
                    np.concatenate([s.kind for s in sets]), sets[0].task,
-                   {'parts': [s.meta for s in sets], 'renumbered': bool(clash)})
+                   {'parts': [s.meta for s in sets], 'renumbered': bool(clash)},
+                   {k: np.concatenate([s.extras[k] for s in sets])
+                    for k in set.intersection(*(set(s.extras) for s in sets))})
 
     def summary(self):
         """Return counts: ``frames``, ``episodes``, ``positives``, ``positive_fraction``,
@@ -197,7 +214,8 @@ class FrameSet:
         np.savez_compressed(tmp, images=self.images, labels=self.labels, episode=self.episode,
                             step=self.step, group=self.group, kind=self.kind,
                             task=np.array(self.task), version=np.array(FORMAT_VERSION),
-                            meta=np.array(json.dumps(self.meta)))
+                            meta=np.array(json.dumps(self.meta)),
+                            **{'extra_' + k: v for k, v in self.extras.items()})
         tmp.replace(path)
         return path
 
@@ -219,7 +237,8 @@ class FrameSet:
                 raise ValueError(f'{path} has FrameSet format {version}; this code reads up to '
                                  f'{FORMAT_VERSION}')
             return cls(z['images'], z['labels'], z['episode'], z['step'], z['group'],
-                       z['kind'], str(z['task']), json.loads(str(z['meta'])))
+                       z['kind'], str(z['task']), json.loads(str(z['meta'])),
+                       {k[len('extra_'):]: z[k] for k in z.files if k.startswith('extra_')})
 
 
 def split_by_episode(frames, val_fraction, seed=0):
@@ -270,6 +289,12 @@ def _scenario_of(seed, hard_negatives):
 
 #: Post-lift waypoints project at least this far (px of the 640x480 frame) inside the crop.
 VIEW_MARGIN_PX = 100
+#: Tool heights (m above the bin floor) of the post-lift waypoints: a held object's lowest
+#: point stays well above the success height (0.12 m) instead of lingering at it.
+POST_HEIGHT_M = (0.20, 0.30)
+#: grasped_not_lifted: the tool rises at most this much (m) above its grasp height, so the
+#: held object stays clearly below the success height.
+NOT_LIFTED_RISE_M = 0.07
 _CAMERA = []
 
 
@@ -290,15 +315,16 @@ class _GraspScenario:
 
     Scenarios (every step's label is the simulator's ground truth whatever happens):
 
-    - ``normal``: the scripted policy (35 % large grasp-point errors, so failures too); after
-      its lift the gripper stays closed and the tool keeps moving (``post`` phase: random
-      waypoints 0.16-0.32 m high and in view, yaw turns) for 18-40 steps with an object in
-      the gripper, 6-14 without;
+    - ``normal``: the scripted policy (35 % large grasp-point errors, so failures too); from
+      the first lifted frame (or the end of its lift) the gripper stays closed and the tool
+      keeps moving (``post`` phase: random waypoints :data:`POST_HEIGHT_M` high and in view,
+      yaw turns) for 18-40 steps with an object in the gripper, 6-14 without;
     - ``closed_on_air``: the grasp point is 5-9 cm beside the target object, so the fingers
       close on nothing; then lifted and moved high like ``normal`` for 6-14 steps (looks like
       a success without an object);
-    - ``grasped_not_lifted``: a good grasp, then the tool rises only 0-10 cm and wanders
-      there: the object held but below the success height;
+    - ``grasped_not_lifted``: a good grasp, then the tool rises only 0-7 cm
+      (:data:`NOT_LIFTED_RISE_M`) and wanders there: the object held, below the success
+      height;
     - ``dropped``: a good grasp lifted above the success height for 1-4 steps, then the
       gripper opens (sometimes after a sideways move) and the object falls.
     """
@@ -374,7 +400,7 @@ class _GraspScenario:
             if p.phase == 'lift':
                 if self.scenario == 'grasped_not_lifted':
                     self.phase = 'low'
-                    self.hold_z = float(p.grasp_goal[2]) + self.rng.uniform(0.0, 0.10)
+                    self.hold_z = float(p.grasp_goal[2]) + self.rng.uniform(0.0, NOT_LIFTED_RISE_M)
                     self.post_left = int(self.rng.integers(14, 26))
                 elif self.scenario == 'dropped' and self.lifted_steps >= self.drop_after:
                     self.phase = 'release'
@@ -383,6 +409,8 @@ class _GraspScenario:
                     self.waypoint = (self._waypoint(tool, floor_z + 0.2, floor_z + 0.35)
                                      if side else tool.copy())
                     self.post_left = int(self.rng.integers(10, 20))
+            if self.scenario == 'normal' and p.phase == 'lift' and lifted:
+                self.phase = 'post'     # lifted: carry it about in view from here
             if self.phase == 'scripted' and spec.is_set(action[spec.IDX_TERMINATE]):
                 self.phase = 'post'
                 if not holding:   # nothing in the gripper: a shorter tail of negatives
@@ -404,7 +432,8 @@ class _GraspScenario:
         else:   # 'post': keep the grip closed and wander high above the bin
             if self.waypoint is None or np.linalg.norm(self.waypoint - tool) < 0.015 \
                     or self.rng.uniform() < 0.1:
-                self.waypoint = self._waypoint(tool, floor_z + 0.16, floor_z + 0.32)
+                self.waypoint = self._waypoint(tool, floor_z + POST_HEIGHT_M[0],
+                                               floor_z + POST_HEIGHT_M[1])
                 self.yaw = float(self.rng.uniform(-0.15, 0.15)) if self.rng.uniform() < 0.3 \
                     else 0.0
             action = self._move(tool, self.waypoint, self.yaw)
@@ -442,7 +471,7 @@ def run_grasp_frame_episode(env, seed, scenario, max_steps=MAX_EPISODE_STEPS):
         part began, else 'normal'), ``group`` (the target object's shape), ``seed``,
         ``scenario``, ``steps`` (T), ``wall_s``.
     """
-    from awopt_ros.core import spec
+    from awopt_ros.core import robot, spec
     from awopt_ros.core.arm import arm_command
     t0 = time.monotonic()
     seed = int(seed)
@@ -451,7 +480,12 @@ def run_grasp_frame_episode(env, seed, scenario, max_steps=MAX_EPISODE_STEPS):
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 24, 2])
     driver = _GraspScenario(seed, scenario, rng)
     obs = env.observe()
+    floor_z = float(robot.BIN_CENTER_M[2])
+
+    def height():
+        return float(np.max(env.sim.object_lowest_z()) - floor_z)
     images, labels, hard = [obs['image']], [env.sim.object_lifted()], [False]
+    heights = [height()]
     steps = 0
     for steps in range(1, max_steps + 1):
         action, is_hard = driver.act(obs, labels[-1])
@@ -466,6 +500,7 @@ def run_grasp_frame_episode(env, seed, scenario, max_steps=MAX_EPISODE_STEPS):
         obs = env.observe()
         images.append(obs['image'])
         labels.append(env.sim.object_lifted())
+        heights.append(height())
         hard.append(is_hard)
         if driver.done:
             break
@@ -475,6 +510,7 @@ def run_grasp_frame_episode(env, seed, scenario, max_steps=MAX_EPISODE_STEPS):
     group = env.sim.objects[target]['shape'] if target is not None else 'none'
     return {'images': np.stack(images), 'labels': labels, 'kind': kind.astype(str),
             'group': str(group), 'seed': seed, 'scenario': scenario, 'steps': steps,
+            'extras': {'lift_height_m': np.array(heights, dtype=np.float32)},
             'wall_s': time.monotonic() - t0}
 
 
@@ -580,7 +616,7 @@ def collect_grasp_frames(seeds, shapes=None, hard_negatives=True, processes=2, p
     scenarios = [_scenario_of(s, hard_negatives) for s in seeds]
     t0 = time.monotonic()
     results = _run_episodes('grasp', config, seeds, scenarios, max_steps, processes, progress)
-    meta = {'source': 'collect_grasp_frames', 'seeds': seeds,
+    meta = {'source': 'collect_grasp_frames', 'generator': GENERATOR_VERSION, 'seeds': seeds,
             'shapes': None if config.shapes is None else list(config.shapes),
             'hard_negatives': bool(hard_negatives),
             'scenarios': [r['scenario'] for r in results],
@@ -603,7 +639,9 @@ def _frameset(results, task, size, meta):
         np.concatenate([np.arange(k) for k in n]) if results else empty,
         np.repeat([r['group'] for r in results], n) if results else np.zeros(0, str),
         np.concatenate([r['kind'] for r in results]) if results else np.zeros(0, str),
-        task, meta)
+        task, meta,
+        {k: np.concatenate([r['extras'][k] for r in results]) for k in
+         (results[0].get('extras', {}) if results else {})})
 
 
 # -- insertion episodes in process -----------------------------------------------------------
@@ -665,12 +703,12 @@ def run_insertion_frame_episode(env, seed, scenario, max_steps=INSERTION_MAX_STE
         sim._noise = np.array([r * math.cos(angle), r * math.sin(angle), 0.0])
     env._obs, env._base = env._state()      # the P-controller aims at the changed goal
     post = int(rng.integers(10, 26))
-    images, labels, rim = [], [], []
+    images, labels, depth = [], [], []
 
     def observe():
         images.append(crop_resize(sim.render(), crop_xywh, image_size))
         labels.append(bool(sim.success()))
-        rim.append(sim.insertion_depth_m() >= -RIM_HEIGHT_M)
+        depth.append(sim.insertion_depth_m())
     observe()
     steps, since = 0, None
     while True:
@@ -686,11 +724,13 @@ def run_insertion_frame_episode(env, seed, scenario, max_steps=INSERTION_MAX_STE
         elif steps >= max_steps:
             break
     labels = np.array(labels, dtype=np.uint8)
-    hard = np.array(rim) & (labels == 0) & (scenario == 'peg_on_rim')
+    depth = np.array(depth, dtype=np.float32)
+    hard = (depth >= -RIM_HEIGHT_M) & (labels == 0) & (scenario == 'peg_on_rim')
     kind = np.where(hard, 'peg_on_rim', 'normal')
     return {'images': np.stack(images), 'labels': labels, 'kind': kind.astype(str),
             'group': str(sim.config.variant), 'seed': seed, 'scenario': scenario,
-            'steps': steps, 'wall_s': time.monotonic() - t0}
+            'steps': steps, 'extras': {'insertion_depth_m': depth},
+            'wall_s': time.monotonic() - t0}
 
 
 def collect_insertion_frames(seeds, variant='default', hard_negatives=True, processes=2,
