@@ -527,10 +527,10 @@ def _make_env(task, config):
     return InsertionResidualEnv(residual=False, sim=InsertionSim(config))
 
 
-def _run_episode(task, env, seed, scenario, max_steps):
+def _run_episode(task, env, seed, scenario, options):
     if task == 'grasp':
-        return run_grasp_frame_episode(env, seed, scenario, max_steps)
-    return run_insertion_frame_episode(env, seed, scenario, max_steps)
+        return run_grasp_frame_episode(env, seed, scenario, **options)
+    return run_insertion_frame_episode(env, seed, scenario, **options)
 
 
 def _worker_init(task, config):
@@ -538,15 +538,15 @@ def _worker_init(task, config):
     _WORKER.update(task=task, config=config, env=None)
 
 
-def _worker_episode(seed, scenario, max_steps):
+def _worker_episode(seed, scenario, options):
     if _WORKER.get('env') is None:
         _WORKER['env'] = _make_env(_WORKER['task'], _WORKER['config'])
-    return _run_episode(_WORKER['task'], _WORKER['env'], seed, scenario, max_steps)
+    return _run_episode(_WORKER['task'], _WORKER['env'], seed, scenario, options)
 
 
-def _run_episodes(task, config, seeds, scenarios, max_steps, processes, progress):
-    """Run one frame episode per (seed, scenario), here or in 'spawn' worker processes;
-    return the episode dicts in the order of ``seeds``."""
+def _run_episodes(task, config, seeds, scenarios, options, processes, progress):
+    """Run one frame episode per (seed, scenario), here or in 'spawn' worker processes, with
+    the episode function's keyword ``options``; return the episode dicts in seed order."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -557,7 +557,7 @@ def _run_episodes(task, config, seeds, scenarios, max_steps, processes, progress
             env = _make_env(task, config)
             try:
                 for i, (seed, scen) in enumerate(zip(seeds, scenarios)):
-                    results[i] = _run_episode(task, env, seed, scen, max_steps)
+                    results[i] = _run_episode(task, env, seed, scen, options)
                     if bar is not None:
                         bar.update(1)
             finally:
@@ -567,7 +567,7 @@ def _run_episodes(task, config, seeds, scenarios, max_steps, processes, progress
             with cf.ProcessPoolExecutor(max_workers=min(int(processes), len(seeds)),
                                         mp_context=ctx, initializer=_worker_init,
                                         initargs=(task, config)) as pool:
-                futures = {pool.submit(_worker_episode, seed, scen, max_steps): i
+                futures = {pool.submit(_worker_episode, seed, scen, options): i
                            for i, (seed, scen) in enumerate(zip(seeds, scenarios))}
                 try:
                     for future in cf.as_completed(futures):
@@ -615,7 +615,8 @@ def collect_grasp_frames(seeds, shapes=None, hard_negatives=True, processes=2, p
                      shapes=None if shapes is None else tuple(shapes))
     scenarios = [_scenario_of(s, hard_negatives) for s in seeds]
     t0 = time.monotonic()
-    results = _run_episodes('grasp', config, seeds, scenarios, max_steps, processes, progress)
+    results = _run_episodes('grasp', config, seeds, scenarios, {'max_steps': max_steps},
+                            processes, progress)
     meta = {'source': 'collect_grasp_frames', 'generator': GENERATOR_VERSION, 'seeds': seeds,
             'shapes': None if config.shapes is None else list(config.shapes),
             'hard_negatives': bool(hard_negatives),
@@ -734,7 +735,8 @@ def run_insertion_frame_episode(env, seed, scenario, max_steps=INSERTION_MAX_STE
 
 
 def collect_insertion_frames(seeds, variant='default', hard_negatives=True, processes=2,
-                             progress=True, config=None, max_steps=INSERTION_MAX_STEPS):
+                             progress=True, config=None, max_steps=INSERTION_MAX_STEPS,
+                             image_size=64):
     """Collect labelled insertion frames, one in-process episode per seed (P-controller).
 
     Frames are the stack's policy images of the socket camera: a 320x240 render cropped to
@@ -746,6 +748,7 @@ def collect_insertion_frames(seeds, variant='default', hard_negatives=True, proc
         variant: the socket variant ('default' or 'hard'), also the frames' ``group``.
         hard_negatives: draw :data:`INSERTION_SCENARIOS` (else all 'normal').
         processes, progress, max_steps: as :func:`collect_grasp_frames`.
+        image_size: side (px) the crop is resized to (the stack's policy image: 64).
         config: ``sim.insertion.InsertionConfig`` (default: the variant's, rendering at
             :data:`INSERTION_CAMERA_SIZE`).
 
@@ -757,16 +760,17 @@ def collect_insertion_frames(seeds, variant='default', hard_negatives=True, proc
     config = config or InsertionConfig(variant=variant, image_size=INSERTION_CAMERA_SIZE)
     scenarios = [_insertion_scenario_of(s, hard_negatives) for s in seeds]
     t0 = time.monotonic()
-    results = _run_episodes('insertion', config, seeds, scenarios, max_steps, processes,
+    results = _run_episodes('insertion', config, seeds, scenarios,
+                            {'max_steps': max_steps, 'image_size': int(image_size)}, processes,
                             progress)
     meta = {'source': 'collect_insertion_frames', 'seeds': seeds, 'variant': config.variant,
             'hard_negatives': bool(hard_negatives),
             'scenarios': [r['scenario'] for r in results],
             'scenario_fractions': INSERTION_SCENARIOS if hard_negatives else {'normal': 1.0},
-            'label': 'ground_truth: InsertionSim.success()', 'image_size': 64,
+            'label': 'ground_truth: InsertionSim.success()', 'image_size': int(image_size),
             'crop_xywh': list(INSERTION_CROP_XYWH),
             'camera_size': list(config.image_size), 'wall_s': float(time.monotonic() - t0)}
-    return _frameset(results, 'insertion', 64, meta)
+    return _frameset(results, 'insertion', int(image_size), meta)
 
 
 # -- the logger's datasets ------------------------------------------------------------------------
@@ -1056,6 +1060,9 @@ def add_collect_args(parser):
                         help='only normal episodes (grasp: no closed-on-air, '
                              'grasped-not-lifted or dropped episodes; insertion: no peg on '
                              'the rim)')
+    parser.add_argument('--image-size', type=positive_int, default=64,
+                        help="side (px) of the frames: the camera crop resized (the stack's "
+                             'policy image is 64 px; larger for resolution experiments)')
     parser.add_argument('--processes', type=positive_int, default=2,
                         help='worker processes')
     parser.add_argument('--out', default='runs/success/grasp_frames.npz',
@@ -1069,13 +1076,17 @@ def run_collect_cli(args):
     seeds = range(args.seed, args.seed + args.episodes)
     if args.task == 'insertion':
         frames = collect_insertion_frames(seeds, variant=args.variant,
+                                          image_size=getattr(args, 'image_size', 64),
                                           hard_negatives=args.hard_negatives,
                                           processes=args.processes)
     else:
         shapes = None if args.shapes.strip() in ('', 'all') else tuple(
             s.strip() for s in args.shapes.split(',') if s.strip())
         from awopt_ros.sim.scene import check_shapes
+        from awopt_ros.sim.rollout import RolloutConfig
         frames = collect_grasp_frames(seeds, shapes=check_shapes(shapes),
+                                      config=RolloutConfig(
+                                          image_size=getattr(args, 'image_size', 64)),
                                       hard_negatives=args.hard_negatives,
                                       processes=args.processes)
     path = frames.save(args.out)
