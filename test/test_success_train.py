@@ -114,7 +114,9 @@ def test_parity_check_catches_a_different_graph(tmp_path):
 
 
 def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsys):
-    frames_path = synthetic_frames().save(tmp_path / 'train.npz')
+    frames = synthetic_frames()
+    frames.meta.update(crop_xywh=[40, 0, 240, 240], camera_size=[320, 240])
+    frames_path = frames.save(tmp_path / 'train.npz')
     held_path = synthetic_frames(episodes=6, seed=2, group='capsule').save(tmp_path / 'h.npz')
     shipped = tmp_path / 'models'
     shipped.mkdir()
@@ -147,6 +149,10 @@ def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsy
     assert metrics['parity']['probability_max_abs_diff'] <= 1e-5
     assert metrics['heldout_groups'] == ['capsule']
     assert SuccessClassifier(out).contract['heldout_groups'] == ['capsule']
+    # the crop and camera size of the frames go into the contract and the card
+    assert SuccessClassifier(out).contract['crop_xywh'] == [40, 0, 240, 240]
+    assert SuccessClassifier(out).contract['source_size'] == [320, 240]
+    assert 'crop 40,0,240,240 of the 320x240' in (out.parent / 'grasp_success.md').read_text()
     # a second run onto the same files is refused; --force replaces the shipped one
     assert main(base + ['--out', str(out)]) == 2
     capsys.readouterr()

@@ -87,7 +87,7 @@ def check_thresholds(on_threshold, off_threshold, debounce_frames):
 
 def make_contract(task, on_threshold, off_threshold, debounce_frames,
                   target_false_positive_rate, image_size=spec.POLICY_IMAGE_SIZE,
-                  crop_xywh=spec.POLICY_CROP_XYWH, extra=None):
+                  crop_xywh=spec.POLICY_CROP_XYWH, extra=None, source_size=spec.SOURCE_SIZE):
     """Return the ``awopt_contract`` dict of a success classifier.
 
     Args:
@@ -96,7 +96,9 @@ def make_contract(task, on_threshold, off_threshold, debounce_frames,
         target_false_positive_rate: frame false-positive rate the on-threshold was chosen for
             on validation frames, in [0, 1].
         image_size: side S of the square input image (px).
-        crop_xywh: (x, y, w, h) crop of the ``spec.SOURCE_SIZE`` camera frame (px).
+        crop_xywh: (x, y, w, h) crop of the ``source_size`` camera frame (px).
+        source_size: (width, height) of the camera frame (px); the grasp stack's 640x480 by
+            default (insertion's camera pipeline: 320x240, crop (40, 0, 240, 240)).
         extra: further JSON-able keys (e.g. ``dataset``, ``heldout_group``); they may not
             replace the standard ones.
 
@@ -110,11 +112,12 @@ def make_contract(task, on_threshold, off_threshold, debounce_frames,
     if not 0.0 <= fpr <= 1.0:
         raise ValueError(f'target_false_positive_rate must be in [0, 1], got {fpr}')
     crop = [int(v) for v in crop_xywh]
-    if len(crop) != 4 or int(image_size) < 1:
+    source = [int(v) for v in source_size]
+    if len(crop) != 4 or len(source) != 2 or int(image_size) < 1:
         raise ValueError(f'need crop_xywh of 4 entries and image_size >= 1, got {crop}, '
                          f'{image_size}')
     contract = {'kind': CLASSIFIER_KIND, 'task': task, 'image_size': int(image_size),
-                'crop_xywh': crop, 'source_size': list(spec.SOURCE_SIZE),
+                'crop_xywh': crop, 'source_size': source,
                 'on_threshold': on, 'off_threshold': off, 'debounce_frames': k,
                 'target_false_positive_rate': fpr, 'version': CONTRACT_VERSION}
     extra = dict(extra or {})

@@ -78,6 +78,7 @@ class ClassifierConfig:
         batch_size: frames per batch (half positive, half negative).
         lr, weight_decay: Adam settings (cosine decay of lr to 5 % over the run).
         channels: output channels of the four stride-2 conv stages.
+        stem: channels of a stride-1 conv at full resolution first (0: none).
         hidden: width of the fully connected layer.
         pad: replicate padding of the random crop (px).
         brightness, contrast, channel_gain: half-widths of the colour augmentation factors.
@@ -97,6 +98,7 @@ class ClassifierConfig:
     weight_decay: float = 1e-4
     channels: tuple = (16, 32, 64, 64)
     hidden: int = 64
+    stem: int = 0
     pad: int = 4
     brightness: float = 0.25
     contrast: float = 0.25
@@ -115,21 +117,27 @@ def _torch():
     return torch
 
 
-def build_net(image_size, channels=(16, 32, 64, 64), hidden=64):
-    """Return a :class:`SuccessNet` (a ``torch.nn.Module``)."""
+def build_net(image_size, channels=(16, 32, 64, 64), hidden=64, stem=0):
+    """Return a :class:`SuccessNet` (a ``torch.nn.Module``); ``stem`` > 0 adds a stride-1
+    3x3 conv of that many channels at full resolution before the stride-2 stages."""
     torch = _torch()
     nn = torch.nn
 
     class SuccessNet(nn.Module):
         """uint8/float (N, S, S, 3) RGB in [0, 255] -> logit float32 (N,).
 
-        Four 3x3 stride-2 conv + BatchNorm + ReLU stages (S -> S/16), flatten (the position
+        An optional stride-1 stem, four 3x3 stride-2 conv + BatchNorm + ReLU stages
+        (S -> S/16), flatten (the position
         of the object in the image matters: lifted or not), a hidden layer, one logit.
         """
 
         def __init__(self):
             super().__init__()
             layers, cin = [], 3
+            if stem:
+                layers += [nn.Conv2d(3, int(stem), 3, padding=1, bias=False),
+                           nn.BatchNorm2d(int(stem)), nn.ReLU(inplace=True)]
+                cin = int(stem)
             for cout in channels:
                 layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
                            nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -351,7 +359,7 @@ def train_classifier(train, val, cfg, heldout=None, progress=True, log=print):
     if tuple(val.images.shape[1:]) != (size, size, 3):
         raise ValueError(f'validation images {val.images.shape[1:]} differ from training '
                          f'({size}, {size}, 3)')
-    net = build_net(size, tuple(cfg.channels), int(cfg.hidden))
+    net = build_net(size, tuple(cfg.channels), int(cfg.hidden), int(cfg.stem))
     opt = torch.optim.Adam(net.parameters(), lr=float(cfg.lr),
                            weight_decay=float(cfg.weight_decay))
     steps = int(cfg.steps_per_epoch) or max(1, len(tr_y) // int(cfg.batch_size))
@@ -587,9 +595,13 @@ def _fmt(v, digits=4):
     return f'{v:.{digits}f}' if isinstance(v, float) else str(v)
 
 
-def model_card(cfg, metrics, data_note, out_name, heldout_group=None):
-    """Return the model card (markdown) of a trained classifier."""
+def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
+               crop_xywh=(80, 0, 480, 480), source_size=(640, 480)):
+    """Return the model card (markdown) of a trained classifier; ``crop_xywh`` and
+    ``source_size`` say which part of which camera frame the 64 px input shows."""
     m = metrics
+    crop = ','.join(str(int(v)) for v in crop_xywh)
+    source = 'x'.join(str(int(v)) for v in source_size)
     rows = [('frame accuracy', 'frame_accuracy'), ('PR-AUC (average precision)', 'pr_auc'),
             ('frame false-positive rate', 'fp_rate'), ('frame false-negative rate', 'fn_rate'),
             ('ECE (10 bins)', 'ece'), ('episode false-success rate',
@@ -600,13 +612,15 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None):
             ('frames (positive)', None), ('episodes (successful)', None)]
     lines = [f'# {out_name}: camera success classifier ({cfg.task})', '',
              'A small CNN trained from scratch that scores each 64x64 policy image '
-             '(`/policy/image`, crop 80,0,480,480 of the 640x480 camera frame) with the '
+             f'(`/policy/image`, crop {crop} of the {source} camera frame) with the '
              'probability that the task has succeeded in that frame '
              f'({"object lifted" if cfg.task == "grasp" else "peg inserted"}, simulator '
              'ground truth). The `success_detector` node debounces the scores into the '
              "episode's success decision.", '',
              '## Model', '',
-             f'- {m["parameters"]:,} parameters: four 3x3 stride-2 conv stages '
+             f'- {m["parameters"]:,} parameters: '
+             + (f'a stride-1 3x3 conv stem of {cfg.stem} channels, ' if cfg.stem else '')
+             + 'four 3x3 stride-2 conv stages '
              f'{list(cfg.channels)} with BatchNorm and ReLU, a {cfg.hidden}-unit layer, one '
              'logit. Input uint8 (N, 64, 64, 3) RGB (normalised in the graph); outputs '
              '`probability` and `logit` float32 (N,).',
@@ -620,11 +634,12 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None):
              f'- Training: {m["train_frames"]} frames ({m["train_positives"]} positive), '
              f'{m["train_episodes"]} episodes.',
              f'- Validation: {int(cfg.val_fraction * 100)} % of the training episodes, '
-             'whole episodes (same object kinds as training).']
+             'whole episodes (same groups as training).']
     if 'heldout_frames' in m:
+        what = ('episodes of object kind(s) never seen in training' if cfg.task == 'grasp'
+                else 'episodes of other scene seeds (group: the scene variant)')
         lines.append(f'- Held out: {m["heldout_frames"]} frames, {m["heldout_episodes"]} '
-                     f'episodes of object kind(s) never seen in training'
-                     f'{f" ({heldout_group})" if heldout_group else ""}.')
+                     f'{what}{f" ({heldout_group})" if heldout_group else ""}.')
     lines += ['', '## Thresholds (in the ONNX contract)', '',
               f'- `on_threshold` {m["on_threshold"]:.4f}: validation frame false-positive rate '
               f'<= {cfg.target_fpr} (the largest-margin threshold of the highest recall).',
@@ -710,6 +725,9 @@ def add_train_classifier_args(parser):
     parser.add_argument('--lr', type=float, default=d.lr)
     parser.add_argument('--channels', default=','.join(str(c) for c in d.channels),
                         help='output channels of the four stride-2 conv stages, comma-separated')
+    parser.add_argument('--stem', type=int, default=d.stem,
+                        help='channels of a stride-1 3x3 conv at full resolution before the '
+                             'stride-2 stages (0: none)')
     parser.add_argument('--hidden', type=int, default=d.hidden,
                         help='units of the fully connected layer')
     parser.add_argument('--pad', type=int, default=d.pad,
@@ -789,7 +807,7 @@ def run_train_classifier(args):
                            lr=args.lr, target_fpr=args.target_fpr, off_fpr=args.off_fpr,
                            debounce_frames=args.debounce_frames, val_fraction=args.val_fraction,
                            seed=args.seed, threads=args.threads, channels=channels,
-                           hidden=args.hidden, pad=args.pad)
+                           hidden=args.hidden, pad=args.pad, stem=max(0, args.stem))
     print(f'{TRAIN_PROG}: {len(train.labels)} training frames '
           f'({int(np.sum(train.labels))} positive), {len(val.labels)} validation, '
           f'{0 if heldout is None else len(heldout.labels)} held out')
@@ -807,17 +825,20 @@ def run_train_classifier(args):
                     'train_groups': train_groups, 'heldout_groups': held_groups,
                     'validation_fraction': args.val_fraction, 'seed': args.seed,
                     'config': asdict(cfg)})
-    data_note = (f'FrameSet `{args.frames}` (task {args.task}; object kinds / groups '
+    data_note = (f'FrameSet `{args.frames}` (task {args.task}; groups '
                  f'{", ".join(train_groups) or "n/a"}; frame kinds '
                  f'{", ".join(sorted(set(np.asarray(frames.kind).astype(str))))}), '
                  f'labels from the simulator ground truth. Held out: '
                  f'`{args.heldout}` ({", ".join(held_groups) or "n/a"}).'
                  if getattr(frames, 'kind', None) is not None else f'`{args.frames}`')
+    from awopt_ros.core import spec
+    crop = [int(v) for v in frames.meta.get('crop_xywh', spec.POLICY_CROP_XYWH)]
+    source = [int(v) for v in frames.meta.get('camera_size', spec.SOURCE_SIZE)]
     card = model_card(cfg, metrics, data_note, paths['model'].name,
-                      ', '.join(held_groups) or None)
+                      ', '.join(held_groups) or None, crop, source)
     contract = sc.make_contract(args.task, res['on_threshold'], res['off_threshold'],
                                 res['debounce_frames'], args.target_fpr,
-                                image_size=net.image_size,
+                                image_size=net.image_size, crop_xywh=crop, source_size=source,
                                 extra={'dataset': Path(args.frames).name,
                                        'heldout_groups': held_groups,
                                        'parameters': metrics['parameters']})
