@@ -13,10 +13,12 @@ Inputs:
   another size or encoding is dropped, counted (``dropped_bad_size`` /
   ``dropped_bad_encoding``) and warned about (throttled, 5 s).
 * ``/episode/event`` (latched std_msgs/String JSON): every ``start`` resets the debouncer, and
-  frames stamped before that start (its ``stamp_s``; the node clock's time of arrival when the
-  event has none) still get a classification but do not count towards the decision
-  (``frames_stale``). Frames whose stamp is not newer than the last one counted do not count
-  either (``frames_out_of_order``).
+  frames stamped at or before that start (its ``stamp_s``; the node clock's time of arrival
+  when the event has none) still get a classification but do not count towards the decision
+  (``frames_stale``): as for the episode manager's steps, a frame stamped at the start itself
+  may show the previous episode (under sim_robot's lockstep the simulated clock stands still
+  while the scene resets). Frames whose stamp is not newer than the last one counted do not
+  count either (``frames_out_of_order``).
 
 Outputs, for each frame scored (classification first, then the decision):
 
@@ -188,7 +190,7 @@ class SuccessDetectorNode(Node):
             header=msg.header, results=[ObjectHypothesis(class_id=SUCCESS_CLASS, score=p)]))
         self.counts['frames_scored'] += 1
         self._latency_ms.append((time.perf_counter() - t0) * 1e3)
-        if self._start_s is not None and stamp_s < self._start_s:
+        if self._start_s is not None and convert.not_after(msg.header.stamp, self._start_s):
             self.counts['frames_stale'] += 1
             return
         if self._last_counted_s is not None and stamp_s <= self._last_counted_s:
