@@ -607,6 +607,10 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
             ('ECE (10 bins)', 'ece'), ('episode false-success rate',
                                        'episode_false_success_rate'),
             ('episode missed-success rate', 'episode_missed_success_rate'),
+            ('episode false-success rate, truth debounced (J frames)',
+             'episode_false_success_rate_gt_debounced'),
+            ('episode missed-success rate, truth debounced (J frames)',
+             'episode_missed_success_rate_gt_debounced'),
             ('detection delay, mean (frames)', 'detection_delay_frames_mean'),
             ('detection delay, p95 (frames)', 'detection_delay_frames_p95'),
             ('frames (positive)', None), ('episodes (successful)', None)]
@@ -667,9 +671,22 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
             lines.append('')
             lines.append(f'{s} frame false-positive rate by negative kind: ' + ', '.join(
                 f'{k} {_fmt(v)}' for k, v in by_kind.items()) + '.')
+    if 'heldout_frames' in m:
+        checks = [(f'frame accuracy {_fmt(m["heldout_frame_accuracy"], 3)} >= 0.97',
+                   m['heldout_frame_accuracy'] >= 0.97),
+                  (f'episode false-success rate '
+                   f'{_fmt(m["heldout_episode_false_success_rate"], 3)} <= 0.02',
+                   m['heldout_episode_false_success_rate'] <= 0.02),
+                  (f'missed-success rate {_fmt(m["heldout_episode_missed_success_rate"], 3)}'
+                   ' <= 0.05', m['heldout_episode_missed_success_rate'] <= 0.05)]
+        lines += ['', 'Targets of issue 24 on the held-out object kind: ' + '; '.join(
+            f'{text} ({"met" if ok else "NOT met"})' for text, ok in checks) + '.']
     lines += ['', 'Episode false-success rate: episodes where the debounced decision fires '
               'before the first success frame or in an episode without one, over all '
               'episodes; missed-success rate: successful episodes where it never fires. '
+              'Truth debounced: an episode counts as a success only when J consecutive frames '
+              "are (J = the episode manager's success_debounce_steps of the simulation "
+              "config, 2 for grasp), as the stack's ground truth does. "
               'Plots: `' + out_name.replace('.onnx', '') + '_reliability.png`, `'
               + out_name.replace('.onnx', '') + '_pr.png`, `'
               + out_name.replace('.onnx', '') + '_training.png`.', '',
