@@ -38,8 +38,8 @@ def test_node_command_uses_params_file_and_overrides():
 def test_stack_nodes_and_bad_arguments(tmp_path):
     stack = Stack(policy='scripted', log_dir=tmp_path)
     names = [n for n, _ in stack.node_specs()]
-    assert names == ['sim_robot', 'camera_pipeline', 'scripted_policy', 'arm_interface',
-                     'episode_manager', 'logger', 'robot_state']
+    assert names == ['sim_robot', 'camera_pipeline', 'scripted_policy', 'success_detector',
+                     'arm_interface', 'episode_manager', 'logger', 'robot_state']
     with pytest.raises(ValueError, match='policy'):
         Stack(policy='telepathy')
     with pytest.raises(FileNotFoundError, match='params file'):
@@ -54,8 +54,13 @@ def test_device_nodes_follow_the_params_file_sections(tmp_path):
     hw = tmp_path / 'hardware.yaml'
     hw.write_text(yaml.safe_dump(doc))
     names = [n for n, _ in Stack(config=str(hw), policy='actor', log_dir=tmp_path).node_specs()]
-    assert names == ['camera_pipeline', 'policy', 'arm_interface', 'episode_manager', 'logger',
-                     'robot_state']
+    assert names == ['camera_pipeline', 'policy', 'success_detector', 'arm_interface',
+                     'episode_manager', 'logger', 'robot_state']
+    # the optional success_detector follows its section too
+    del doc['success_detector']
+    hw.write_text(yaml.safe_dump(doc))
+    names = [n for n, _ in Stack(config=str(hw), policy='actor', log_dir=tmp_path).node_specs()]
+    assert 'success_detector' not in names and names[:2] == ['camera_pipeline', 'policy']
     doc['realsense_camera'] = {'ros__parameters': {'serial_no': ''}}
     hw.write_text(yaml.safe_dump(doc))
     names = [n for n, _ in Stack(config=str(hw), policy='actor', log_dir=tmp_path).node_specs()]

@@ -24,8 +24,8 @@ from awopt_ros.launcher import (DomainBusyError, Stack, StackError, acquire_doma
                                 domain_id_of, ros_environment)
 
 DOMAIN = domain_id_of()     # the test run's own domain (conftest claims a free one)
-NODE_NAMES = {'sim_robot', 'camera_pipeline', 'policy', 'arm_interface', 'episode_manager',
-              'logger', 'robot_state'}
+NODE_NAMES = {'sim_robot', 'camera_pipeline', 'policy', 'success_detector', 'arm_interface',
+              'episode_manager', 'logger', 'robot_state'}
 
 
 def _children(pid):
@@ -187,7 +187,8 @@ def test_a_node_that_cannot_start_stops_the_ones_started_before_it(tmp_path, mon
         stack.start()
     started = [n.process.pid for n in stack.nodes]
     try:
-        assert len(started) == 3                   # sim_robot, camera_pipeline, scripted_policy
+        # sim_robot, camera_pipeline, scripted_policy, success_detector
+        assert len(started) == 4
         assert not [pid for pid in started if _running(pid)]
         os.close(acquire_domain_lock(DOMAIN))      # the lock was let go
     finally:

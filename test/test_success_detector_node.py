@@ -313,3 +313,33 @@ def test_node_process_starts_from_the_grasp_bringup_config(tmp_path, model):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.parametrize('config, policy, source, task', [
+    ('config/awopt_ros_kuka_grasp.yaml', 'actor', 'ground_truth', 'grasp'),
+    ('config/awopt_ros_kuka_fake_hardware.yaml', 'actor', 'classifier', 'grasp'),
+    ('config/awopt_ros_kuka_lbr.yaml', 'actor', 'classifier', 'grasp'),
+    ('config/awopt_ros_kuka_icube.yaml', 'actor', 'classifier', 'grasp'),
+    ('config/awopt_ros_sawyer_insertion.yaml', 'residual', 'ground_truth', 'insertion'),
+])
+def test_bringups_run_the_detector_and_name_their_success_source(config, policy, source, task):
+    """The grasp and simulated insertion bringups start the success detector right after the
+    policy (so the logger records its score); simulation takes success from the ground truth,
+    (fake) hardware from the classifier. The shipped model's contract matches each bringup's
+    policy image."""
+    names = [n for n, _ in launcher.stack_node_specs(config, policy)]
+    assert names[names.index(launcher.POLICY_NODES[policy][0]) + 1] == 'success_detector'
+    assert launcher.effective_params(config, 'episode_manager')['success_source'] == source
+    detector = launcher.effective_params(config, 'success_detector')
+    assert detector['model_path'] == f'models/{task}_success.onnx' and detector['task'] == task
+    pipeline = launcher.effective_params(config, 'camera_pipeline')
+    assert (detector['image_size'], detector['crop_xywh']) == (pipeline['image_size'],
+                                                               pipeline['crop_xywh'])
+
+
+def test_the_sawyer_bridge_runs_no_detector():
+    """The real Sawyer's camera (640x480 RealSense) is not the simulated socket camera the
+    insertion classifier was trained on: no detector there (episodes end as before)."""
+    names = [n for n, _ in launcher.stack_node_specs('config/awopt_ros_sawyer_bridge.yaml',
+                                                     'residual')]
+    assert 'success_detector' not in names
