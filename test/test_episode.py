@@ -60,10 +60,25 @@ def test_classifier_source_ground_truth_that_never_reached_success_is_false():
     ep.on_success_probability(0.9, 10.1)
     ep.on_success_probability(0.1, 10.2)     # run broken: never 2 in a row
     ep.on_success_probability(0.9, 10.3)
+    ep.on_success_probability(0.2, 10.35)    # and down again when the classifier fires
     result = ep.on_classifier_success(True, 10.4)
     assert result.success and result.ground_truth_success is False
     timeout = make(success_source='classifier', max_steps=1).on_action(MOVE, 10.1)
     assert timeout.outcome == 'timeout' and timeout.ground_truth_success is None
+
+
+def test_classifier_success_on_the_first_lifted_sample_counts_as_ground_truth_success():
+    # The classifier confirms on the frame the simulator first reports the lift: the end cuts
+    # the ground truth's debounce short, but the object is up, so the two agree.
+    ep = make(success_source='classifier', success_debounce=2)
+    ep.on_success_probability(0.0, 10.1)
+    ep.on_success_probability(1.0, 10.2)
+    assert ep.ground_truth_success is False
+    result = ep.on_classifier_success(True, 10.2)
+    assert result.success and result.ground_truth_success is True
+    early = make(success_source='classifier', success_debounce=2)
+    early.on_success_probability(0.0, 10.1)  # the classifier fires before any lift: false
+    assert early.on_classifier_success(True, 10.2).ground_truth_success is False
 
 
 def test_ground_truth_source_ignores_classifier_decisions():

@@ -29,7 +29,9 @@ Success comes from one of :data:`SUCCESS_SOURCES` (``EpisodeConfig.success_sourc
 Either way the ground-truth samples that come are followed with the same threshold and
 debounce, and the result says whether they reached success at some point of the episode
 (``ground_truth_success``: True/False; None when no sample came, i.e. on hardware): run
-reports compare it with the outcome (``core.report.stack_agreement``).
+reports compare it with the outcome (``core.report.stack_agreement``). A classifier success
+while the latest ground-truth sample is at or above the threshold counts as a ground-truth
+success too: the end cut the ground truth's debounce short, the object is up.
 """
 from dataclasses import dataclass
 
@@ -201,6 +203,10 @@ class Episode:
         """
         if self.done or not decision or self.config.success_source != 'classifier':
             return None
+        if self._success_run > 0:
+            # The ground truth shows success right now, but the end cuts its debounce short
+            # (the classifier confirmed on the frame the simulator first reported the lift).
+            self.ground_truth_success = True
         return self._end('success', now_s, 'classifier')
 
     def check(self, now_s):
