@@ -305,6 +305,33 @@ def test_cli_collects_frames_into_a_file(tmp_path, capsys):
     assert 'closed_on_air' in capsys.readouterr().out
 
 
+def test_cli_crop_and_image_size_options_set_the_frames_crop(tmp_path, monkeypatch, capsys):
+    from awopt_ros.cli import main
+    from awopt_ros.learning import success_data as sd
+    seen = {}
+
+    def fake_collect(seeds, shapes=None, hard_negatives=True, processes=2, progress=True,
+                     config=None, max_steps=None):
+        seen['config'] = config
+        return FrameSet(np.zeros((1, config.image_size, config.image_size, 3), np.uint8),
+                        np.zeros(1), np.zeros(1), np.zeros(1), np.array(['capsule']),
+                        np.array(['normal']), 'grasp',
+                        {'crop_xywh': list(config.crop_xywh), 'wall_s': 0.0})
+    monkeypatch.setattr(sd, 'collect_grasp_frames', fake_collect)
+    out = tmp_path / 'f.npz'
+    assert main(['collect-success-frames', '--episodes', '1', '--shapes', 'capsule',
+                 '--image-size', '96', '--crop-xywh', '160,0,320,320', '--out', str(out)]) == 0
+    assert seen['config'].crop_xywh == (160, 0, 320, 320) and seen['config'].image_size == 96
+    assert FrameSet.load(out).meta['crop_xywh'] == [160, 0, 320, 320]
+    assert main(['collect-success-frames', '--episodes', '1', '--shapes', 'capsule',
+                 '--out', str(out)]) == 0
+    from awopt_ros.core import spec
+    assert seen['config'].crop_xywh == tuple(spec.POLICY_CROP_XYWH)       # default unchanged
+    for bad in ('1,2,3', 'a,b,c,d', '400,0,480,480'):
+        assert main(['collect-success-frames', '--crop-xywh', bad, '--out', str(out)]) == 2
+    assert 'argument --crop-xywh' in capsys.readouterr().err
+
+
 # -- insertion ------------------------------------------------------------------------------------
 
 def test_insertion_frames_label_success_and_mark_the_peg_on_the_rim(monkeypatch):

@@ -1044,6 +1044,7 @@ def montage(frames, path, per_row=12, rows_per_kind=2, seed=0):
 def add_collect_args(parser):
     """Add the options of ``awopt collect-success-frames`` to ``parser``."""
     from awopt_ros.cli_args import positive_int
+    from awopt_ros.core import spec
     parser.add_argument('--task', choices=('grasp', 'insertion'), default='grasp',
                         help='grasp: in-process Kuka bin-grasping episodes (scripted policy); '
                              'insertion: Sawyer peg insertion (the P-controller alone)')
@@ -1063,12 +1064,35 @@ def add_collect_args(parser):
     parser.add_argument('--image-size', type=positive_int, default=64,
                         help="side (px) of the frames: the camera crop resized (the stack's "
                              'policy image is 64 px; larger for resolution experiments)')
+    parser.add_argument('--crop-xywh', default=None, metavar='X,Y,W,H',
+                        help='--task grasp: crop (source px) of the 640x480 camera frame that '
+                             "is resized to --image-size (default: the stack's policy crop "
+                             f"{','.join(str(v) for v in spec.POLICY_CROP_XYWH)}; other crops for "
+                             'resolution experiments)')
     parser.add_argument('--processes', type=positive_int, default=2,
                         help='worker processes')
     parser.add_argument('--out', default='runs/success/grasp_frames.npz',
                         help='output .npz (FrameSet)')
     parser.add_argument('--montage', default=None,
                         help='also save a PNG montage of positive and negative frames here')
+
+
+def _crop_option(text):
+    """``{'crop_xywh': (x, y, w, h)}`` from the ``--crop-xywh`` text 'X,Y,W,H' (source px),
+    ``{}`` for None (RolloutConfig's default crop); raises UsageError if malformed or not
+    inside the 640x480 camera frame."""
+    if text is None:
+        return {}
+    from awopt_ros.cli_args import UsageError
+    from awopt_ros.core.image_ops import check_crop
+    try:
+        crop = tuple(int(v) for v in str(text).split(','))
+        if len(crop) != 4:
+            raise ValueError('expects 4 integers')
+        return {'crop_xywh': tuple(check_crop(crop, 640, 480))}
+    except ValueError as exc:
+        raise UsageError('--crop-xywh', f'must be X,Y,W,H inside the 640x480 frame, got '
+                                        f'{text!r} ({exc})') from None
 
 
 def run_collect_cli(args):
@@ -1086,7 +1110,8 @@ def run_collect_cli(args):
         from awopt_ros.sim.rollout import RolloutConfig
         frames = collect_grasp_frames(seeds, shapes=check_shapes(shapes),
                                       config=RolloutConfig(
-                                          image_size=getattr(args, 'image_size', 64)),
+                                          image_size=getattr(args, 'image_size', 64),
+                                          **_crop_option(getattr(args, 'crop_xywh', None))),
                                       hard_negatives=args.hard_negatives,
                                       processes=args.processes)
     path = frames.save(args.out)
