@@ -55,8 +55,8 @@ from awopt_ros.core import success_classifier as sc
 SUCCESS_RUNS = 'runs/success'
 #: Parity bound of the exported probabilities (max abs difference torch vs onnxruntime).
 PARITY_ATOL = 1e-5
-#: Parity bound of the logits, relative to max(1, |logit|).
-PARITY_RTOL_LOGIT = 1e-5
+#: Parity bound of the logits, relative to max(1, |logit|) (float32 sums over ~1e5 terms).
+PARITY_RTOL_LOGIT = 1e-4
 OPSET = 17
 #: The episode manager's ``success_debounce_steps`` in the simulation configs per task
 #: (config/awopt_ros_kuka_grasp.yaml: 2): the ``*_gt_debounced`` episode metrics count an
