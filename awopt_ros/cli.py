@@ -403,7 +403,7 @@ def build_parser():
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',
                                 title='commands')
 
-    p = sub.add_parser('demo', help='run episodes with the shipped model and report them')
+    p = sub.add_parser('demo', help='run episodes with the shipped model, report them')
     _add_run_args(p, run_dir=None)
     p.add_argument('--task', choices=('grasp', 'insertion'), default='grasp',
                    help='grasp: the Kuka bin-grasping stack; insertion: the Sawyer peg '
@@ -446,7 +446,7 @@ def build_parser():
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('train-classifier',
-                       help='camera success classifier from labelled frames -> ONNX',
+                       help='train the camera success classifier -> ONNX',
                        usage='%(prog)s --task grasp --frames TRAIN.npz [--heldout X.npz] '
                              '[options]')
     from awopt_ros.learning.success_train import (add_evaluate_classifier_args,
@@ -516,7 +516,7 @@ def build_parser():
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser('collect-success-frames',
-                       help='labelled camera frames for the success classifier (in process)')
+                       help='labelled frames for the success classifier')
     from awopt_ros.learning.success_data import add_collect_args, run_collect_cli
     add_collect_args(p)
     p.set_defaults(func=run_collect_cli)

@@ -118,6 +118,11 @@ class HelpFormatter(argparse.HelpFormatter):
 
     _SAYS_DEFAULT = re.compile(r'%\(default\)|\bdefault\b', re.IGNORECASE)
 
+    def __init__(self, prog, indent_increment=2, max_help_position=30, width=None):
+        """argparse's formatter with room for the longest command name
+        (``collect-success-frames``) before its help."""
+        super().__init__(prog, indent_increment, max_help_position, width)
+
     def _get_help_string(self, action):
         text = action.help or ''
         if (action.default is argparse.SUPPRESS or action.required

@@ -735,11 +735,14 @@ def add_train_classifier_args(parser):
     parser.add_argument('--heldout', default=None, metavar='HELDOUT.npz',
                         help='held-out FrameSet (e.g. an object kind never trained on): '
                              'metrics only (default: none)')
-    parser.add_argument('--epochs', type=int, default=d.epochs)
+    parser.add_argument('--epochs', type=int, default=d.epochs,
+                        help='training epochs; the epoch of the lowest validation loss is kept')
     parser.add_argument('--steps-per-epoch', type=int, default=d.steps_per_epoch,
                         help='balanced batches per epoch (0: training frames / batch size)')
-    parser.add_argument('--batch-size', type=int, default=d.batch_size)
-    parser.add_argument('--lr', type=float, default=d.lr)
+    parser.add_argument('--batch-size', type=int, default=d.batch_size,
+                        help='frames per batch, half positive and half negative')
+    parser.add_argument('--lr', type=float, default=d.lr,
+                        help='Adam learning rate (cosine decay to 5 %% of it)')
     parser.add_argument('--channels', default=','.join(str(c) for c in d.channels),
                         help='output channels of the four stride-2 conv stages, comma-separated')
     parser.add_argument('--stem', type=int, default=d.stem,
@@ -758,7 +761,8 @@ def add_train_classifier_args(parser):
                         help='K consecutive frames at or above the on-threshold')
     parser.add_argument('--val-fraction', type=float, default=d.val_fraction,
                         help='fraction of the training episodes held for validation')
-    parser.add_argument('--seed', type=int, default=d.seed)
+    parser.add_argument('--seed', type=int, default=d.seed,
+                        help='seed of the validation split, initialisation and batches')
     parser.add_argument('--threads', type=int, default=d.threads, help='torch threads')
     parser.add_argument('--out', default=None,
                         help='ONNX model path; card, metrics JSON and plots go beside it '
@@ -804,6 +808,8 @@ def run_train_classifier(args):
             raise UsageError('--channels', 'needs four channel counts >= 1')
         if args.hidden < 1 or args.pad < 0:
             raise UsageError('--hidden' if args.hidden < 1 else '--pad', 'out of range')
+        if not 0.0 < args.lr < 1.0:
+            raise UsageError('--lr', f'must be in (0, 1), got {args.lr}')
         if not 0.0 < args.val_fraction < 1.0:
             raise UsageError('--val-fraction', 'must be in (0, 1)')
         out = args.out or default_out(args.task)
