@@ -26,7 +26,7 @@ export ROS_DOMAIN_ID
 .PHONY: setup demo test bench compare collect clean lock
 setup: $(STAMP)
 
-# control_msgs / tf2_msgs are generated from interfaces/ (awopt_ros/tools/build_interfaces.py)
+# control_msgs / tf2_msgs / vision_msgs are generated from interfaces/ (awopt_ros/tools/build_interfaces.py)
 INTERFACE_FILES := $(shell find interfaces -type f 2>/dev/null)
 $(STAMP): requirements.txt requirements.lock setup.py $(INTERFACE_FILES)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
