@@ -21,7 +21,8 @@
   insertion P-controller learned in process, and its comparison with the P-controller alone
   and SB3 SAC into ``docs/insertion.md`` (:mod:`awopt_ros.learning.insertion`).
 - ``awopt collect-success-frames --episodes N --shapes box,cylinder,sphere --out F.npz``:
-  labelled frames (ground truth, hard negatives) for the camera success classifier
+  labelled frames (ground truth, hard negatives) for the camera success classifier, or with
+  ``--from-run RUN --label operator --labels L.json`` the frames of recorded (real) episodes
   (:mod:`awopt_ros.learning.success_data`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).

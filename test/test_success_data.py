@@ -324,7 +324,7 @@ def test_cli_crop_and_image_size_options_set_the_frames_crop(tmp_path, monkeypat
     assert seen['config'].crop_xywh == (160, 0, 320, 320) and seen['config'].image_size == 96
     assert FrameSet.load(out).meta['crop_xywh'] == [160, 0, 320, 320]
     assert main(['collect-success-frames', '--episodes', '1', '--shapes', 'capsule',
-                 '--out', str(out)]) == 0
+                 '--out', str(out), '--force']) == 0
     from awopt_ros.core import spec
     assert seen['config'].crop_xywh == tuple(spec.POLICY_CROP_XYWH)       # default unchanged
     for bad in ('1,2,3', 'a,b,c,d', '400,0,480,480'):
@@ -435,3 +435,198 @@ def test_frames_from_bags_ground_truth_and_operator_labels(tmp_path):
     assert h.labels.tolist() == [1, 1, 1]
     with pytest.raises(FileNotFoundError):
         frames_from_bags(tmp_path / 'nothing')
+
+
+# -- collect-success-frames --from-run (recorded runs, e.g. a real robot) ------------------------
+
+def _collect(argv, capsys):
+    """Run ``awopt collect-success-frames ARGV``; return (exit code, stdout, stderr)."""
+    from awopt_ros.cli import main
+    rc = main(['collect-success-frames', *[str(a) for a in argv]])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _hardware_run(run, outcomes=(True, False, True), lengths=(6, 8, 4)):
+    """A run recorded without ground truth (a real robot): no /success/probability samples,
+    episodes numbered 10, 11, ...; returns the images per episode."""
+    from awopt_ros.core.dataset import EpisodeRecorder
+    rng = np.random.default_rng(1)
+    rec = EpisodeRecorder(run, 'awopt/kuka-grasp-v0')
+    images = []
+    for k, (n, success) in enumerate(zip(lengths, outcomes)):
+        img = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+        images.append(img)
+        rec.begin(10 + k)
+        for t in range(n - 1):
+            rec.add_step(img[t], np.zeros(6, np.float32), np.zeros(7, np.float32), np.nan, 0,
+                         0.1 * t)
+        rec.end(success, success, not success, img[-1], np.zeros(6, np.float32),
+                final_stamp_s=0.1 * n)
+    return images
+
+
+def test_from_run_ground_truth_labels_the_frames_of_a_simulated_run(tmp_path, capsys):
+    run = tmp_path / 'sim'
+    path, probs, images = _dataset(run)
+    out = tmp_path / 'f.npz'
+    rc, text, _ = _collect(['--from-run', run, '--out', out], capsys)   # ground truth: default
+    assert rc == 0
+    f, ref = FrameSet.load(out), frames_from_dataset(path)
+    np.testing.assert_array_equal(f.labels, ref.labels)
+    np.testing.assert_array_equal(f.images, ref.images)
+    np.testing.assert_array_equal(f.step, ref.step)
+    assert set(f.group) == {'sim'} and f.task == 'grasp' and f.meta['runs'] == [str(run)]
+    assert f'{len(ref)} frames' in text and 'sim 10 ground_truth: 5, 2' in text
+    # the same --out again: refused without --force, nothing rewritten
+    before = out.stat().st_mtime_ns
+    rc, _, err = _collect(['--from-run', run, '--out', out], capsys)
+    assert rc == 2 and 'argument --out' in err and '--force' in err and len(
+        err.strip().splitlines()) == 1
+    assert out.stat().st_mtime_ns == before
+    rc, _, _ = _collect(['--from-run', run, '--out', out, '--force', '--label', 'operator',
+                         '--last-k', '2'], capsys)
+    assert rc == 0
+    g = FrameSet.load(out)          # the recorded outcomes (success, failure, success)
+    assert g.labels.tolist() == [1, 1, 0, 0, 1, 1] and g.step.tolist() == [4, 5, 6, 7, 2, 3]
+
+
+def test_from_run_without_ground_truth_needs_operator_labels(tmp_path, capsys):
+    run = tmp_path / 'kuka'
+    images = _hardware_run(run)
+    out = tmp_path / 'f.npz'
+    rc, _, err = _collect(['--from-run', run, '--out', out], capsys)
+    assert rc == 2 and '--label operator' in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _collect(['--from-run', run, '--label', 'ground_truth', '--out', out], capsys)
+    assert rc == 2 and '--label operator' in err and not out.exists()
+    rc, text, _ = _collect(['--from-run', run, '--label', 'operator', '--out', out], capsys)
+    assert rc == 0 and 'kuka 11 recorded: 5, 0' in text
+    f = FrameSet.load(out)            # default last k = 5 frames (episode 12 has only 4)
+    for e, (img, verdict) in enumerate(zip(images, (1, 0, 1))):
+        np.testing.assert_array_equal(f.images[f.episode == e], img[-5:])
+        assert f.labels[f.episode == e].tolist() == [verdict] * len(img[-5:])
+
+
+def test_from_run_labels_file_overrides_the_recorded_outcome(tmp_path, capsys):
+    run = tmp_path / 'kuka'
+    _hardware_run(run)
+    labels = tmp_path / 'labels.json'
+    labels.write_text('{"10": false, "11": true}')      # the operator disagrees with both
+    out = tmp_path / 'f.npz'
+    rc, text, _ = _collect(['--from-run', run, '--labels', labels, '--last-k', '3',
+                            '--out', out], capsys)       # --labels implies --label operator
+    assert rc == 0
+    f = FrameSet.load(out)
+    assert f.labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 1]   # 12: not named, recorded success
+    assert 'kuka 10 operator: 3, 0' in text and 'kuka 11 operator: 3, 3' in text
+    assert 'kuka 12 recorded: 3, 3' in text
+    rc, _, _ = _collect(['--from-run', run, '--labels', labels, '--last-k', '3',
+                         '--only-labelled', '--out', out, '--force'], capsys)
+    assert rc == 0
+    g = FrameSet.load(out)
+    assert g.labels.tolist() == [0, 0, 0, 1, 1, 1] and len(g.episodes()) == 2
+
+
+def test_from_run_takes_bag_frames_when_the_dataset_has_no_images(tmp_path, capsys):
+    from awopt_ros.core.dataset import StateEpisodeRecorder
+    run = tmp_path / 'cell'
+    rec = StateEpisodeRecorder(run, 'awopt/sawyer-insertion-v0')   # states only, no images
+    rec.begin(7)
+    rec.add_step(np.zeros(15, np.float32), np.zeros(3, np.float32), 0.0, 5, 0.1)
+    rec.end(True, True, False, np.zeros(15, np.float32))
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8) for n in (5, 4)]
+    _write_bag(run / 'bags' / 'episode_0007', 7, imgs[0], [None, 0.0, 0.2, 1.0, 1.0], True)
+    _write_bag(run / 'bags' / 'episode_0008', 8, imgs[1], [0.0] * 4, False)
+    out = tmp_path / 'f.npz'
+    rc, text, _ = _collect(['--from-run', run, '--out', out], capsys)
+    assert rc == 0 and 'cell 7 ground_truth: 4, 2' in text
+    f = FrameSet.load(out)
+    assert f.task == 'insertion' and f.labels.tolist() == [0, 0, 1, 1, 0, 0, 0, 0]
+    np.testing.assert_array_equal(f.images[f.episode == 8], imgs[1])
+    labels = tmp_path / 'labels.json'
+    labels.write_text('{"8": true}')
+    rc, _, _ = _collect(['--from-run', run, '--labels', labels, '--last-k', '2', '--out', out,
+                         '--force'], capsys)
+    assert rc == 0
+    assert FrameSet.load(out).labels.tolist() == [1, 1, 1, 1]    # 7 recorded, 8 the operator
+
+
+def test_from_run_several_runs_and_episode_numbers_that_clash(tmp_path, capsys):
+    for name in ('a', 'b'):
+        _hardware_run(tmp_path / name)                     # both number episodes 10, 11, 12
+    labels = tmp_path / 'labels.json'
+    labels.write_text('{"11": true}')
+    out = tmp_path / 'f.npz'
+    base = ['--from-run', tmp_path / 'a', '--from-run', tmp_path / 'b', '--labels', labels,
+            '--last-k', '1', '--out', out]
+    rc, _, err = _collect(base, capsys)
+    assert rc == 2 and 'several runs' in err and 'a/11 or b/11' in err
+    labels.write_text('{"b/11": true, "a/10": false}')
+    rc, _, _ = _collect(base, capsys)
+    assert rc == 0
+    f = FrameSet.load(out)
+    assert f.labels.tolist() == [0, 0, 1, 1, 1, 1] and sorted(set(f.group)) == ['a', 'b']
+    assert len(f.episodes()) == 6 and out.parent == tmp_path
+
+
+@pytest.mark.parametrize('extra, text, option', [
+    (['--episodes', '3'], 'does not apply to --from-run', '--episodes'),
+    (['--seed', '3'], 'does not apply to --from-run', '--seed'),
+    (['--shapes', 'box'], 'does not apply to --from-run', '--shapes'),
+    (['--label', 'ground_truth', '--last-k', '3'], 'operator only', '--last-k'),
+    (['--only-labelled'], 'needs --labels', '--only-labelled'),
+    (['--labels', 'NOFILE'], 'not found', '--labels'),
+    (['--labels', 'BAD'], 'is not JSON', '--labels'),
+    (['--labels', 'LIST'], 'JSON object', '--labels'),
+    (['--labels', 'VALUE'], 'true or false', '--labels'),
+    (['--labels', 'UNKNOWN'], 'not in the run(s): 99', '--labels'),
+])
+def test_from_run_errors_are_one_line(tmp_path, capsys, extra, text, option):
+    run = tmp_path / 'kuka'
+    _hardware_run(run, outcomes=(True,), lengths=(3,))
+    files = {'BAD': '{"10": tru', 'LIST': '[10]', 'VALUE': '{"10": 1}',
+             'UNKNOWN': '{"10": true, "99": false}'}
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    extra = [str(tmp_path / e) if e in (*files, 'NOFILE') else e for e in extra]
+    out = tmp_path / 'f.npz'
+    rc, _, err = _collect(['--from-run', run, '--out', out, *extra], capsys)
+    assert rc == 2 and not out.exists()
+    assert len(err.strip().splitlines()) == 1 and text in err and f'argument {option}' in err
+
+
+def test_from_run_errors_for_missing_and_empty_runs_and_sim_only_use(tmp_path, capsys):
+    out = tmp_path / 'f.npz'
+    rc, _, err = _collect(['--from-run', tmp_path / 'nothing', '--out', out], capsys)
+    assert rc == 2 and 'no run folder' in err and len(err.strip().splitlines()) == 1
+    (tmp_path / 'empty' / 'bags').mkdir(parents=True)
+    for run in (tmp_path / 'empty', tmp_path / 'empty' / 'bags'):
+        rc, _, err = _collect(['--from-run', run, '--out', out], capsys)
+        assert rc == 2 and 'no episodes' in err and len(err.strip().splitlines()) == 1
+    for extra in (['--label', 'operator'], ['--last-k', '2'], ['--only-labelled']):
+        rc, _, err = _collect(['--episodes', '1', '--out', out, *extra], capsys)
+        assert rc == 2 and '--from-run' in err and not out.exists()
+
+
+def test_from_run_help_names_the_options(capsys):
+    from awopt_ros.cli import main
+    with pytest.raises(SystemExit):
+        main(['collect-success-frames', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for option in ('--from-run RUN_DIR', '--label {ground_truth,operator}', '--last-k',
+                   '--labels FILE.json', '--only-labelled', '--force'):
+        assert option in text
+    assert 'default 400' in text and 'runs/success/' in text
+
+
+def test_simulated_collection_never_overwrites_an_existing_out(tmp_path, monkeypatch, capsys):
+    from awopt_ros.learning import success_data as sd
+
+    def fake_collect(*args, **kwargs):
+        raise AssertionError('collected although --out exists')
+    monkeypatch.setattr(sd, 'collect_grasp_frames', fake_collect)
+    out = tmp_path / 'f.npz'
+    out.write_bytes(b'earlier work')
+    rc, _, err = _collect(['--episodes', '1', '--out', out], capsys)
+    assert rc == 2 and 'argument --out' in err and out.read_bytes() == b'earlier work'

@@ -26,7 +26,10 @@ Sources:
 
 Splits never cut an episode (:func:`split_by_episode`); held-out object kinds are whole
 groups (:func:`split_by_group`). ``awopt collect-success-frames`` runs
-:func:`collect_grasp_frames` from the command line (:func:`run_collect_cli`).
+:func:`collect_grasp_frames` / :func:`collect_insertion_frames` from the command line
+(:func:`run_collect_cli`), or with ``--from-run RUN`` :func:`frames_from_runs`: the frames of
+recorded runs (a real robot's), labelled by the ground truth they recorded or by an operator
+(a JSON file of per-episode verdicts; episodes not in it keep their recorded outcome).
 
 No rclpy here. Rendering needs an offscreen GL: ``MUJOCO_GL=egl`` (set by the CLI).
 """
@@ -52,6 +55,10 @@ HELDOUT_SHAPES = ('capsule',)
 #: Longest grasp episode (observations after the first, i.e. actions) of the collection.
 MAX_EPISODE_STEPS = 90
 FORMAT_VERSION = 1
+#: Episodes of ``awopt collect-success-frames`` without --episodes; frames an operator's
+#: verdict labels at the end of an episode without --last-k.
+DEFAULT_EPISODES = 400
+DEFAULT_LAST_K = 5
 #: Version of the episode scenarios of :func:`collect_grasp_frames` (in ``meta['generator']``):
 #: 2 = post-lift carrying starts at the first lifted frame, held 0.20-0.30 m high, not-lifted
 #: holds at most 7 cm up (1: after the scripted lift, 0.16-0.32 m, 10 cm).
@@ -796,7 +803,7 @@ def _resolve_dataset(source, dataset_root):
 
 
 def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=None,
-                        dataset_root=None, group=None):
+                        dataset_root=None, group=None, unlabelled='skip'):
     """Return the labelled frames of a logged (Minari) grasp dataset as a :class:`FrameSet`.
 
     Args:
@@ -810,23 +817,26 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         last_k: frames per episode that an operator label covers (>= 1).
         operator_labels: ``'operator'`` only: dict episode -> bool, keyed by the episode
             manager's episode number (``episode``; the dataset index ``id`` for episodes
-            without one); episodes missing from it are skipped. None: the recorded outcome
-            (reward 1 on the last step = success).
+            without one); episodes missing from it are skipped (see ``unlabelled``). None:
+            the recorded outcome (reward 1 on the last step = success).
         dataset_root: run folder of a dataset id ``source``.
         group: the frames' ``group`` (default: the dataset id, or 'dataset').
+        unlabelled: ``'skip'`` or ``'recorded'``: episodes missing from ``operator_labels``
+            take their recorded outcome instead of being skipped.
 
     Returns:
         FrameSet (task 'grasp', kind 'normal'); ``episode`` = the dataset's episode index
         ``id``, ``step`` = frame index in the episode (T+1 observations per episode).
+        ``meta['numbers']``: the episode number of every episode in the dataset (kept or
+        not); ``meta['sources']``: ``[episode id, number, label source]`` per kept episode
+        (``'ground_truth'``, ``'operator'`` = from ``operator_labels``, ``'recorded'`` = the
+        recorded outcome).
 
     Raises:
-        ValueError: unknown ``label`` or ``last_k`` < 1.
+        ValueError: unknown ``label`` or ``unlabelled``, or ``last_k`` < 1.
         FileNotFoundError: no such dataset.
     """
-    if label not in ('ground_truth', 'operator'):
-        raise ValueError(f"label must be 'ground_truth' or 'operator', got {label!r}")
-    if int(last_k) != last_k or int(last_k) < 1:
-        raise ValueError(f'last_k must be an integer >= 1, got {last_k!r}')
+    _check_label_args(label, last_k, unlabelled)
     last_k = int(last_k)
     dataset_id = None
     if isinstance(source, (list, tuple)):
@@ -836,36 +846,40 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         root, dataset_id = _resolve_dataset(source, dataset_root)
         episodes = load_episodes(root, dataset_id)
     group = str(group if group is not None else dataset_id or 'dataset')
-    parts, skipped = [], 0
+    parts, skipped, numbers, sources = [], 0, [], []
     for ep in episodes:
         images = np.asarray(ep['image'], dtype=np.uint8)
         n = len(images)
         steps = np.arange(n)
+        key = ep.get('episode') if ep.get('episode') is not None else ep.get('id')
+        numbers.append(int(key))
+        source = label
         if label == 'ground_truth':
             p = np.asarray(ep['success_probability'], dtype=np.float32)
             keep = np.isfinite(p)
             labels = (np.nan_to_num(p, nan=0.0) >= 0.5).astype(np.uint8)
         else:
-            key = ep.get('episode') if ep.get('episode') is not None else ep.get('id')
-            if operator_labels is not None:
-                if key not in operator_labels:
-                    skipped += 1
-                    continue
+            if operator_labels is not None and key in operator_labels:
                 verdict = bool(operator_labels[key])
+            elif operator_labels is not None and unlabelled == 'skip':
+                skipped += 1
+                continue
             else:
                 rewards = np.asarray(ep['rewards'])
-                verdict = bool(len(rewards) and rewards[-1] > 0)
+                verdict, source = bool(len(rewards) and rewards[-1] > 0), 'recorded'
             keep = steps >= n - last_k
             labels = np.full(n, int(verdict), dtype=np.uint8)
         if not keep.any():
             continue
         parts.append((images[keep], labels[keep], int(ep['id']), steps[keep]))
+        sources.append([int(ep['id']), int(key), source])
     size = parts[0][0].shape[1] if parts else 64
     n = [len(p[1]) for p in parts]
     meta = {'source': 'frames_from_dataset', 'dataset_id': dataset_id, 'label': label,
             'last_k': last_k if label == 'operator' else None,
             'operator_labels': operator_labels is not None,
-            'skipped_unlabelled_episodes': skipped, 'episodes': [p[2] for p in parts]}
+            'skipped_unlabelled_episodes': skipped, 'episodes': [p[2] for p in parts],
+            'numbers': numbers, 'sources': sources}
     return FrameSet(
         np.concatenate([p[0] for p in parts]) if parts
         else np.zeros((0, size, size, 3), np.uint8),
@@ -873,6 +887,16 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         np.repeat([p[2] for p in parts], n).astype(np.int64),
         np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64),
         np.full(sum(n), group), np.full(sum(n), 'normal'), 'grasp', meta)
+
+
+def _check_label_args(label, last_k, unlabelled):
+    """Raise ValueError for an unknown ``label`` / ``unlabelled`` or ``last_k`` < 1."""
+    if label not in ('ground_truth', 'operator'):
+        raise ValueError(f"label must be 'ground_truth' or 'operator', got {label!r}")
+    if int(last_k) != last_k or int(last_k) < 1:
+        raise ValueError(f'last_k must be an integer >= 1, got {last_k!r}')
+    if unlabelled not in ('skip', 'recorded'):
+        raise ValueError(f"unlabelled must be 'skip' or 'recorded', got {unlabelled!r}")
 
 
 def _bag_dirs(source):
@@ -904,7 +928,8 @@ def _image_array(msg):
 
 def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=None,
                      image_topic='/policy/image', success_topic='/success/probability',
-                     event_topic='/episode/event', task='grasp', group='bags'):
+                     event_topic='/episode/event', task='grasp', group='bags',
+                     unlabelled='skip'):
     """Return labelled frames of the logger's episode bags (one bag per episode).
 
     The images are the policy images recorded in the bags (``image_topic``, rgb8/bgr8, up to
@@ -921,30 +946,33 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
         last_k: frames an operator label covers (>= 1).
         operator_labels: dict episode number -> bool (the ``episode`` of the bag's events, else
             the number in its folder name ``episode_NNNN``); episodes missing from it are
-            skipped. None: the ``success`` of the bag's ``end`` event (bags without one are
-            skipped).
+            skipped (see ``unlabelled``). None: the ``success`` of the bag's ``end`` event
+            (bags without one are skipped).
         image_topic, success_topic, event_topic: recorded topic names.
         task: the FrameSet's task; group: its frames' group.
+        unlabelled: ``'skip'`` or ``'recorded'``: episodes missing from ``operator_labels``
+            take the ``success`` of their ``end`` event instead of being skipped.
 
     Returns:
         FrameSet (kind 'normal'); ``episode`` = the episode number, ``step`` = the frame's
-        index among the bag's images.
+        index among the bag's images. ``meta['numbers']``: every bag's episode number;
+        ``meta['sources']``: ``[episode, episode, label source]`` per kept episode (as
+        :func:`frames_from_dataset`); ``meta['success_samples']``: ``success_topic`` messages
+        read.
 
     Raises:
-        ValueError: unknown ``label``, ``last_k`` < 1, an image encoding other than rgb8/bgr8
-            or images of different sizes.
+        ValueError: unknown ``label`` or ``unlabelled``, ``last_k`` < 1, an image encoding
+            other than rgb8/bgr8 or images of different sizes.
         FileNotFoundError: no bags at ``source``.
     """
     import re
 
     from awopt_ros.core.bag import default_typestore, read_messages
-    if label not in ('ground_truth', 'operator'):
-        raise ValueError(f"label must be 'ground_truth' or 'operator', got {label!r}")
-    if int(last_k) != last_k or int(last_k) < 1:
-        raise ValueError(f'last_k must be an integer >= 1, got {last_k!r}')
+    _check_label_args(label, last_k, unlabelled)
     last_k = int(last_k)
     store = default_typestore()
     parts, skipped, bags = [], [], _bag_dirs(source)
+    numbers, sources, n_samples = [], [], 0
     for k, bag in enumerate(bags):
         images, samples, end, number = [], [], None, None
         match = re.search(r'(\d+)$', bag.name)
@@ -961,6 +989,9 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
                     end = (stamp_ns, event)
         if number is None:
             number = int(match.group(1)) if match else k
+        numbers.append(number)
+        n_samples += len(samples)
+        source = label
         if end is not None:
             images = [im for im in images if im[0] <= end[0]]
         steps = np.arange(len(images))
@@ -972,10 +1003,9 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
             labels = (values[np.maximum(at, 0)] >= 0.5) if len(values) else keep
             labels = np.asarray(labels, dtype=np.uint8)
         else:
-            if operator_labels is not None:
-                verdict = operator_labels.get(number)
-            else:
-                verdict = None if end is None else end[1].get('success')
+            verdict = None if operator_labels is None else operator_labels.get(number)
+            if verdict is None and (operator_labels is None or unlabelled == 'recorded'):
+                verdict, source = None if end is None else end[1].get('success'), 'recorded'
             if verdict is None:
                 skipped.append(str(bag))
                 continue
@@ -985,6 +1015,7 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
             continue
         stack = np.stack([im for _, im in images])
         parts.append((stack[keep], labels[keep], number, steps[keep]))
+        sources.append([number, number, source])
     sizes = {p[0].shape[1:] for p in parts}
     if len(sizes) > 1:
         raise ValueError(f'the bags hold images of different sizes {sorted(sizes)}')
@@ -993,7 +1024,8 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
     meta = {'source': 'frames_from_bags', 'bags': [str(b) for b in bags], 'label': label,
             'last_k': last_k if label == 'operator' else None,
             'operator_labels': operator_labels is not None, 'skipped_bags': skipped,
-            'episodes': [p[2] for p in parts], 'image_topic': image_topic}
+            'episodes': [p[2] for p in parts], 'image_topic': image_topic,
+            'numbers': numbers, 'sources': sources, 'success_samples': n_samples}
     return FrameSet(
         np.concatenate([p[0] for p in parts]) if parts
         else np.zeros((0, size, size, 3), np.uint8),
@@ -1048,12 +1080,13 @@ def add_collect_args(parser):
     parser.add_argument('--task', choices=('grasp', 'insertion'), default='grasp',
                         help='grasp: in-process Kuka bin-grasping episodes (scripted policy); '
                              'insertion: Sawyer peg insertion (the P-controller alone)')
-    parser.add_argument('--episodes', type=positive_int, default=400,
-                        help='episodes (one scene seed each: --seed, --seed+1, ...)')
-    parser.add_argument('--seed', type=int, default=0, help='first scene seed')
-    parser.add_argument('--shapes', default=','.join(TRAIN_SHAPES),
+    parser.add_argument('--episodes', type=positive_int, default=None,
+                        help=f'episodes (one scene seed each: --seed, --seed+1, ...; default '
+                             f'{DEFAULT_EPISODES})')
+    parser.add_argument('--seed', type=int, default=None, help='first scene seed (default 0)')
+    parser.add_argument('--shapes', default=None,
                         help="--task grasp: object kinds of the scenes, comma-separated ('all': "
-                             "every kind; "
+                             f"every kind; default {','.join(TRAIN_SHAPES)}; "
                              f"held-out objects: {','.join(HELDOUT_SHAPES)})")
     parser.add_argument('--variant', choices=('default', 'hard'), default='default',
                         help="--task insertion: the socket variant (the frames' group)")
@@ -1071,10 +1104,40 @@ def add_collect_args(parser):
                              'resolution experiments)')
     parser.add_argument('--processes', type=positive_int, default=2,
                         help='worker processes')
-    parser.add_argument('--out', default='runs/success/grasp_frames.npz',
-                        help='output .npz (FrameSet)')
+    parser.add_argument('--out', default=None,
+                        help='output .npz (FrameSet; default runs/success/grasp_frames.npz, '
+                             'with --from-run runs/success/<run folder name>_frames.npz)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite an existing --out / --montage')
     parser.add_argument('--montage', default=None,
                         help='also save a PNG montage of positive and negative frames here')
+    run = parser.add_argument_group(
+        'frames of recorded runs (a real robot)',
+        "instead of simulating, take the frames of runs that the stack's logger recorded "
+        '(awopt bringup --set logger:output_dir=RUN, awopt demo --run-dir RUN): the images '
+        "of the run's Minari dataset, or of its episode bags (RUN/bags/episode_NNNN) when the "
+        'dataset holds none (insertion)')
+    run.add_argument('--from-run', action='append', default=None, metavar='RUN_DIR',
+                     help='a recorded run folder (repeat for several; --episodes, --seed, '
+                          '--shapes and --crop-xywh do not apply; default: simulate)')
+    run.add_argument('--label', choices=('ground_truth', 'operator'), default=None,
+                     help="ground_truth: every frame labelled by the run's /success/probability "
+                          '(simulation); operator: the last --last-k frames of each episode take '
+                          "the episode's verdict (--labels, else the recorded outcome) and "
+                          'earlier frames are dropped (default: ground_truth when the run '
+                          'recorded /success/probability samples; operator with --labels)')
+    run.add_argument('--last-k', type=positive_int, default=None,
+                     help=f'--label operator: frames at the end of an episode that its verdict '
+                          f'labels (default {DEFAULT_LAST_K})')
+    run.add_argument('--labels', default=None, metavar='FILE.json',
+                     help="--label operator: the operator's verdicts, a JSON object "
+                          '{"<episode number>": true|false, ...} (the episode manager\'s '
+                          'number, as in bags/episode_NNNN; "<run folder name>/<number>" picks '
+                          'one of several runs); episodes not in it take the recorded outcome '
+                          'of their end event (default: none: every episode its recorded '
+                          'outcome)')
+    run.add_argument('--only-labelled', action='store_true',
+                     help='--labels: skip the episodes that the file does not name')
 
 
 def _crop_option(text):
@@ -1096,7 +1159,27 @@ def _crop_option(text):
 
 
 def run_collect_cli(args):
-    """Run ``awopt collect-success-frames``; print the counts; return 0."""
+    """Run ``awopt collect-success-frames``; print the counts; return 0.
+
+    Raises:
+        UsageError: bad options (see :func:`frames_from_runs`), an --out or --montage that
+            exists without --force.
+    """
+    from awopt_ros.cli_args import UsageError, check_outputs
+    if getattr(args, 'from_run', None):
+        return _run_from_runs_cli(args)
+    for option in ('label', 'last_k', 'labels'):
+        if getattr(args, option, None) is not None:
+            raise UsageError('--' + option.replace('_', '-'), 'applies to --from-run only')
+    if getattr(args, 'only_labelled', False):
+        raise UsageError('--only-labelled', 'applies to --from-run --labels only')
+    args.episodes = DEFAULT_EPISODES if args.episodes is None else args.episodes
+    args.seed = 0 if args.seed is None else args.seed
+    args.shapes = ','.join(TRAIN_SHAPES) if args.shapes is None else args.shapes
+    args.out = args.out or 'runs/success/grasp_frames.npz'
+    _crop_option(getattr(args, 'crop_xywh', None))            # a malformed crop: before --out
+    check_outputs([('--out', args.out)] + ([('--montage', args.montage)] if args.montage
+                                           else []), getattr(args, 'force', False))
     seeds = range(args.seed, args.seed + args.episodes)
     if args.task == 'insertion':
         frames = collect_insertion_frames(seeds, variant=args.variant,
@@ -1119,6 +1202,186 @@ def run_collect_cli(args):
         montage(frames, args.montage)
     print(format_summary(frames))
     print(f'wrote {path} ({frames.meta["wall_s"]:.0f} s)')
+    return 0
+
+
+def _read_labels_file(path):
+    """Return the operator's verdicts of ``--labels`` as ``{key: bool}`` (key: ``'12'`` or
+    ``'run/12'``); raises UsageError naming --labels when the file is missing, not JSON, not
+    an object of booleans, or a key is not an episode number."""
+    from awopt_ros.cli_args import UsageError, require_file
+    path = require_file('--labels', path, 'labels file')
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError('--labels', f'{path} is not JSON ({exc})') from None
+    if not isinstance(data, dict) or not data:
+        raise UsageError('--labels', f'{path} must hold a JSON object {{"<episode number>": '
+                                     'true|false, ...}} with at least one episode')
+    out = {}
+    for key, value in data.items():
+        number = str(key).rsplit('/', 1)[-1].strip()
+        if not number.lstrip('-').isdigit():
+            raise UsageError('--labels', f'{path}: {key!r} is not an episode number (expected '
+                                         '"12" or "<run folder name>/12")')
+        if not isinstance(value, bool):
+            raise UsageError('--labels', f'{path}: episode {key!r} must be true or false, got '
+                                         f'{json.dumps(value)}')
+        out[str(key).strip()] = value
+    return out
+
+
+def _run_source(run):
+    """Return ``(kind, dataset root, dataset id, episodes)`` of a run folder: kind 'dataset'
+    (a dataset with images; its episodes loaded) or 'bags' (no image dataset; dataset id and
+    episodes None when it has no dataset either)."""
+    from awopt_ros.core import dataset as ds
+    found = sorted(p.parent for p in ds.datasets_dir(run).glob('*/*/data')) \
+        if ds.datasets_dir(run).is_dir() else []
+    state_ids = []
+    for folder in found:
+        dataset_id = f'{folder.parent.name}/{folder.name}'
+        episodes = ds.load_episodes(run, dataset_id)
+        if episodes and 'image' in episodes[0]:
+            return 'dataset', run, dataset_id, episodes
+        state_ids.append(dataset_id)
+    return 'bags', run, (state_ids[0] if state_ids else None), None
+
+
+def frames_from_runs(runs, label=None, last_k=None, labels=None, only_labelled=False,
+                     task='grasp'):
+    """Return the labelled frames of recorded run folders (``--from-run``) as one FrameSet.
+
+    Each run gives the images of its Minari dataset (:func:`frames_from_dataset`), or of its
+    episode bags (:func:`frames_from_bags`) when it has no dataset with images (insertion);
+    the frames' ``group`` is the run folder's name.
+
+    Args:
+        runs: run folders (str or Path).
+        label: 'ground_truth', 'operator' or None: ground_truth when every run recorded
+            ``/success/probability`` samples, operator when ``labels`` are given.
+        last_k: frames an operator verdict labels (None: :data:`DEFAULT_LAST_K`).
+        labels: ``{'12': bool, 'run/12': bool}`` (:func:`_read_labels_file`) or None.
+        only_labelled: skip the episodes that ``labels`` does not name (else they take the
+            recorded outcome of their end event).
+        task: the task of runs whose dataset does not say it (bags only).
+
+    Returns:
+        ``(frames, rows)``: the FrameSet and one ``(run name, episode number, label source,
+        frames, positives)`` row per episode kept.
+
+    Raises:
+        UsageError: a missing run folder, a run without episodes, ground-truth labels asked
+            for (or defaulted to) where a run recorded no ``/success/probability``, options
+            that do not apply to the label mode, labels of unknown or ambiguous episodes.
+    """
+    from awopt_ros.cli_args import UsageError
+    if label is None:
+        label = 'operator' if labels is not None else None
+    if label == 'ground_truth':
+        for option, value in (('--last-k', last_k), ('--labels', labels)):
+            if value is not None:
+                raise UsageError(option, 'applies to --label operator only')
+    if only_labelled and labels is None:
+        raise UsageError('--only-labelled', 'needs --labels FILE.json')
+    last_k = DEFAULT_LAST_K if last_k is None else int(last_k)
+    labels = labels or {}
+    sets, rows, matched = [], [], collections.defaultdict(list)
+    for run in (Path(r) for r in runs):
+        if not run.is_dir():
+            raise UsageError('--from-run', f'no run folder {run}')
+        kind, root, dataset_id, episodes = _run_source(run)
+        if kind == 'bags' and not (run / 'bags').is_dir():
+            raise UsageError('--from-run', f'{run} holds no episodes (no dataset with images, '
+                                           'no bags/ folder)')
+        if kind == 'dataset':
+            numbers = [ep['episode'] if ep['episode'] is not None else ep['id']
+                       for ep in episodes]
+            recorded = any(np.isfinite(ep['success_probability']).any() for ep in episodes)
+        else:
+            try:
+                probe = frames_from_bags(run, label='operator', operator_labels={})
+            except FileNotFoundError:
+                probe = None
+            if probe is None or not probe.meta['numbers']:
+                raise UsageError('--from-run', f'{run} holds no episodes (empty bags/ folder)')
+            numbers, recorded = probe.meta['numbers'], probe.meta['success_samples'] > 0
+        if not numbers:
+            raise UsageError('--from-run', f'{run} holds no episodes')
+        run_label = label or ('ground_truth' if recorded else None)
+        if run_label is None:
+            raise UsageError('--label', f'{run} recorded no /success/probability samples (no '
+                                        'ground truth, e.g. a real robot): use --label operator '
+                                        '(and --labels FILE.json with your verdicts)')
+        if run_label == 'ground_truth' and not recorded:
+            raise UsageError('--label', f'ground_truth: {run} recorded no /success/probability '
+                                        'samples; use --label operator')
+        verdicts = {}
+        for key, value in labels.items():
+            prefix, _, number = key.rpartition('/')
+            if prefix in ('', run.name) and int(number) in numbers:
+                verdicts[int(number)] = value
+                matched[key].append(run.name)
+        common = dict(label=run_label, last_k=last_k,
+                      operator_labels=verdicts if run_label == 'operator' else None,
+                      unlabelled='skip' if only_labelled else 'recorded')
+        if kind == 'dataset':
+            frames = frames_from_dataset(episodes, group=run.name, **common)
+            frames.meta['dataset_id'] = dataset_id
+        else:
+            run_task = 'insertion' if dataset_id and 'insertion' in dataset_id else task
+            frames = frames_from_bags(run, task=run_task, group=run.name, **common)
+        frames.meta.update(run=str(run), source_kind=kind)
+        for e, n, source in frames.meta['sources']:
+            mask = frames.episode == e
+            rows.append((run.name, n, source, int(mask.sum()), int(frames.labels[mask].sum())))
+        sets.append(frames)
+    unknown = [k for k in labels if not matched.get(k)]
+    if unknown:
+        raise UsageError('--labels', f'episodes not in the run(s): {", ".join(unknown)}')
+    ambiguous = [k for k, names in matched.items() if len(names) > 1]
+    if ambiguous:
+        key = ambiguous[0]
+        raise UsageError('--labels', f'episode {key} is in several runs; name one as '
+                                     f'{" or ".join(f"{n}/{key}" for n in matched[key])} '
+                                     '("<run folder name>/<number>")')
+    tasks = {s.task for s in sets}
+    if len(tasks) > 1:
+        raise UsageError('--from-run', f'the runs hold different tasks {sorted(tasks)}')
+    frames = FrameSet.concat(sets) if len(sets) > 1 else sets[0]
+    frames.meta.update(source='frames_from_runs', runs=[str(r) for r in runs],
+                       label=sorted({s.meta['label'] for s in sets}),
+                       last_k=last_k, only_labelled=bool(only_labelled))
+    if not len(frames):
+        raise UsageError('--from-run', 'no labelled frames in the run(s) (with --only-labelled: '
+                                       'does --labels name any episode?)')
+    return frames, rows
+
+
+def _run_from_runs_cli(args):
+    """``awopt collect-success-frames --from-run``: see :func:`frames_from_runs`."""
+    from awopt_ros.cli_args import UsageError, check_outputs
+    given = [option for option, name in (('--episodes', 'episodes'), ('--seed', 'seed'),
+                                          ('--shapes', 'shapes'), ('--crop-xywh', 'crop_xywh'))
+             if getattr(args, name, None) is not None]
+    if given:
+        raise UsageError(given[0], 'does not apply to --from-run (the frames come from the '
+                                   'recorded episodes)')
+    labels = _read_labels_file(args.labels) if args.labels is not None else None
+    out = args.out or f'runs/success/{Path(args.from_run[0]).resolve().name}_frames.npz'
+    check_outputs([('--out', out)] + ([('--montage', args.montage)] if args.montage else []),
+                  args.force)
+    frames, rows = frames_from_runs(args.from_run, label=args.label, last_k=args.last_k,
+                                    labels=labels, only_labelled=args.only_labelled,
+                                    task=args.task)
+    path = frames.save(out)
+    if args.montage:
+        montage(frames, args.montage)
+    print(format_summary(frames))
+    print('  per episode (run, episode, label source: frames, positives):')
+    for name, number, source, n, pos in rows:
+        print(f'    {name} {number} {source}: {n}, {pos}')
+    print(f'wrote {path}')
     return 0
 
 
