@@ -207,6 +207,19 @@ def test_subset_and_concat():
                                      'insertion')])
 
 
+def test_concat_keeps_the_camera_crop_of_its_parts():
+    a, b = _frames(2), _frames(2, seed=1)
+    crop = {'crop_xywh': [40, 0, 240, 240], 'camera_size': [320, 240]}
+    a.meta, b.meta = dict(crop, seed=0), dict(crop, seed=1)
+    both = FrameSet.concat([a, b])
+    assert both.meta['crop_xywh'] == [40, 0, 240, 240] and both.meta['camera_size'] == [320, 240]
+    b.meta = {}                                  # a part that does not say: the others decide
+    assert FrameSet.concat([a, b]).meta['crop_xywh'] == [40, 0, 240, 240]
+    b.meta = {'crop_xywh': [80, 0, 480, 480]}    # parts of different crops do not mix
+    with pytest.raises(ValueError, match='crop_xywh'):
+        FrameSet.concat([a, b])
+
+
 def test_split_by_episode_never_splits_an_episode():
     f = _frames(20)
     train, val = split_by_episode(f, 0.25, seed=3)

@@ -55,6 +55,9 @@ HELDOUT_SHAPES = ('capsule',)
 #: Longest grasp episode (observations after the first, i.e. actions) of the collection.
 MAX_EPISODE_STEPS = 90
 FORMAT_VERSION = 1
+#: ``meta`` keys naming the camera crop the images come from (``crop_xywh`` source px,
+#: ``camera_size`` [w, h]): ``train-classifier`` writes them into the model's contract.
+CAMERA_META_KEYS = ('crop_xywh', 'camera_size')
 #: Episodes of ``awopt collect-success-frames`` without --episodes; frames an operator's
 #: verdict labels at the end of an episode without --last-k.
 DEFAULT_EPISODES = 400
@@ -164,7 +167,9 @@ class FrameSet:
         the parts' metas.
 
         Raises:
-            ValueError: no sets, different tasks or image sizes.
+            ValueError: no sets, different tasks, image sizes or camera crops
+                (``meta['crop_xywh']`` / ``meta['camera_size']``, carried into the result when
+                the parts that have them agree).
         """
         sets = list(sets)
         if not sets:
@@ -182,13 +187,19 @@ class FrameSet:
             episodes.append(s.episode + offset if clash else s.episode)
             if clash and len(s):
                 offset = int(episodes[-1].max()) + 1
+        meta = {'parts': [s.meta for s in sets], 'renumbered': bool(clash)}
+        for key in CAMERA_META_KEYS:     # the contract's crop: the same for every part or none
+            values = {tuple(s.meta[key]) for s in sets if s.meta.get(key) is not None}
+            if len(values) > 1:
+                raise ValueError(f'cannot concat frames of different {key} {sorted(values)}')
+            if values:
+                meta[key] = list(values.pop())
         size = sizes.pop() if sizes else 64
         images = [s.images for s in sets if len(s)] or [np.zeros((0, size, size, 3), np.uint8)]
         return cls(np.concatenate(images), np.concatenate([s.labels for s in sets]),
                    np.concatenate(episodes), np.concatenate([s.step for s in sets]),
                    np.concatenate([s.group for s in sets]),
-                   np.concatenate([s.kind for s in sets]), sets[0].task,
-                   {'parts': [s.meta for s in sets], 'renumbered': bool(clash)},
+                   np.concatenate([s.kind for s in sets]), sets[0].task, meta,
                    {k: np.concatenate([s.extras[k] for s in sets])
                     for k in set.intersection(*(set(s.extras) for s in sets))})
 
