@@ -49,6 +49,7 @@ class FakeCell:
         self.logger_frames = 1     # the fake logger's policy_images_received (others: 5)
         self.logger_refusal = ''   # non-empty: the fake logger does not accept episodes
         self.logger_write_errors = 0
+        self.detector_error = ''   # non-empty: the fake detector's status is ERROR with it
         self.alive = {'camera', 'joint_states', 'camera_pipeline', 'success_detector',
                       'policy', 'logger'}
         self.last_beat_s = 0.0
@@ -84,7 +85,10 @@ class FakeCell:
                 self.node, 'camera_pipeline', {'accepted': 1}, hardware_id='camera'))
         if 'success_detector' in self.alive:   # its 1 Hz status (read with success_source
             self.diag.publish(diagnostics.diagnostic_array(   # classifier only)
-                self.node, 'success_detector', {'frames_scored': 1}, hardware_id='camera'))
+                self.node, 'success_detector',
+                {'frames_scored': 1, 'since_last_scored_s': 1.5 if self.detector_error else 0.0},
+                message=self.detector_error, hardware_id='onnx',
+                level=diagnostics.ERROR if self.detector_error else diagnostics.OK))
         if 'policy' in self.alive:
             old = convert.s_to_stamp(self.node.get_clock().now().nanoseconds * 1e-9 - 10.0)
             self.action.publish(convert.action_to_msg([0.0] * 7, old))
@@ -264,6 +268,48 @@ def test_silent_success_detector_ends_the_episode_as_node_lost_and_refuses_start
     cell.alive.add('success_detector')
     assert spin(ex, lambda: not manager.monitor.silent(time.monotonic()), cell=cell)
     assert call(ex, cell.start, cell).success
+    manager.destroy_node()
+
+
+def test_detector_that_scores_nothing_refuses_starts_and_ends_the_episode_after_its_grace(
+        ros_context):
+    """A success detector that is heard from but has scored no frame for its input timeout
+    (status ERROR) is no working detector: the start is refused with its message, and in an
+    episode its ERROR ends it as node_lost, once the grace after the start is over (a status
+    sent before the detector saw the start describes the time before it)."""
+    manager, cell, ex = setup(ros_context, success_source='classifier',
+                              success_detector_grace_s=1.0, max_steps=100000)
+    idle = 'no frame scored for 1.5 s'
+    cell.detector_error = idle
+    assert spin(ex, lambda: manager.monitor.start_refusal(time.monotonic()), cell=cell)
+    refused = call(ex, cell.start, cell)
+    info = json.loads(refused.message)
+    assert not refused.success and info['nodes'] == ['success_detector']
+    assert info['error'] == f'success_detector is not working: status ERROR: {idle}'
+    cell.detector_error = ''
+    assert spin(ex, lambda: manager.monitor.start_refusal(time.monotonic()) is None, cell=cell)
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    started_s = time.monotonic()
+    cell.detector_error = idle     # as if sent before it saw the start: within the grace
+    spin(ex, lambda: events_of(cell, 'end'), timeout_s=0.7, cell=cell, acting=True)
+    assert not events_of(cell, 'end')
+    assert spin(ex, lambda: events_of(cell, 'end'), timeout_s=5.0, cell=cell, acting=True)
+    assert time.monotonic() - started_s >= 0.7
+    end = events_of(cell, 'end')[0]
+    assert end['outcome'] == 'node_lost' and end['truncated'] and not end['success']
+    assert end['detail'] == f'not working: success_detector (status ERROR: {idle})'
+    manager.destroy_node()
+
+
+def test_ground_truth_source_ignores_a_detector_that_scores_nothing(ros_context):
+    manager, cell, ex = setup(ros_context, max_steps=100000)
+    cell.detector_error = 'no frame scored for 1.5 s'
+    spin(ex, lambda: False, timeout_s=0.3, cell=cell)
+    assert call(ex, cell.start, cell).success
+    assert spin(ex, lambda: events_of(cell, 'start'), cell=cell)
+    spin(ex, lambda: events_of(cell, 'end'), timeout_s=1.5, cell=cell, acting=True)
+    assert not events_of(cell, 'end')
     manager.destroy_node()
 
 

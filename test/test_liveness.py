@@ -2,7 +2,7 @@
 diagnostics contract (ros.diagnostics.logger_refusal); plain pytest, no ROS graph."""
 import pytest
 
-from awopt_ros.core.liveness import FAULT, REFUSING, SILENT, NodeMonitor, Problem
+from awopt_ros.core.liveness import FAULT, REFUSING, SILENT, STALLED, NodeMonitor, Problem
 from awopt_ros.ros.diagnostics import logger_refusal, logger_write_failed
 
 DISK = 'only 3.2 MB free on /x/runs (min_free_disk_mb 50)'
@@ -77,6 +77,38 @@ def test_a_silent_node_outranks_its_last_refusal():
     assert m.episode_problem(104.0) == ('node_lost',
                                         'no data from: logger (no diagnostics for 4.0 s)')
     assert m.start_refusal(104.0)['kind'] == SILENT
+
+
+def test_stalled_node_refuses_the_start_and_ends_an_episode_after_its_grace():
+    """A success detector heard from but scoring nothing (status ERROR) refuses starts with
+    its message; in an episode its reports count only once the grace given at the start is
+    over (a report sent before it saw the start describes the idle time before it)."""
+    m = NodeMonitor({'policy': 2.0, 'success_detector': 3.0})
+    m.seen('policy', 100.0)
+    m.seen('success_detector', 100.0)
+    stall = 'status ERROR: no frame scored for 1.4 s'
+    m.set_stalled('success_detector', stall, 100.0)
+    assert m.problems(100.5) == [Problem('success_detector', STALLED, stall)]
+    assert m.start_refusal(100.5) == {'error': f'success_detector is not working: {stall}',
+                                      'nodes': ['success_detector'], 'kind': STALLED}
+    lost = ('node_lost', f'not working: success_detector ({stall})')
+    assert m.episode_problem(100.5) == lost
+    m.grace('success_detector', 101.0)                   # an episode starts at 100.0
+    assert m.episode_problem(100.5) is None              # the report came before: stale
+    m.set_stalled('success_detector', stall, 100.9)      # still within the grace
+    assert m.episode_problem(101.5) is None
+    assert m.start_refusal(101.5)['kind'] == STALLED     # a start is still refused
+    m.set_stalled('success_detector', stall, 101.2)      # after the grace: it counts
+    assert m.episode_problem(101.5) == lost
+    m.set_stalled('success_detector', None, 101.9)       # scoring again
+    assert m.episode_problem(102.0) is None and m.start_refusal(102.0) is None
+    m.set_stalled('success_detector', '', 102.0)         # no message
+    assert m.problems(102.0)[0].detail == 'no reason given'
+    m.seen('policy', 105.0)                              # a silent node outranks its report
+    assert m.episode_problem(105.0)[1].startswith('no data from: success_detector')
+    m.set_stalled('unknown', 'x', 105.0)                 # not watched: ignored
+    m.grace('unknown', 106.0)
+    assert [p.kind for p in m.problems(105.0)] == [SILENT]
 
 
 def test_expect_from_restarts_the_timeout_of_paused_inputs():

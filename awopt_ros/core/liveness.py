@@ -41,10 +41,17 @@ reports list it as unrecorded: :func:`awopt_ros.core.report.frame_accounting`).
 :meth:`NodeMonitor.start_refusal` tells whether an episode may start;
 :meth:`NodeMonitor.episode_problem` whether a running one must end (``node_lost`` for a silent
 node, ``failed`` for a faulty one).
+
+A node may also be heard from yet report that it does not do its work (the success detector
+with ``success_source`` 'classifier': its status is ERROR once it has scored no frame for its
+``input_timeout_s``): :meth:`NodeMonitor.set_stalled`. Such a node refuses the start, and ends
+a running episode as ``node_lost`` like a silent one, unless the report came during the grace
+given at the episode's start (:meth:`NodeMonitor.grace`): a report sent before the node saw
+the start describes the time before the episode.
 """
 from dataclasses import dataclass
 
-SILENT, REFUSING, FAULT = 'silent', 'refusing', 'fault'
+SILENT, REFUSING, FAULT, STALLED = 'silent', 'refusing', 'fault', 'stalled'
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,9 @@ class Problem:
         node: the node's name (a key of the monitor's timeouts).
         kind: :data:`SILENT` (nothing heard for longer than its timeout, or never),
             :data:`REFUSING` (it reports that it does not accept episodes) or :data:`FAULT`
-            (it does not accept episodes because it failed, e.g. a write error).
+            (it does not accept episodes because it failed, e.g. a write error) or
+            :data:`STALLED` (heard from, but it reports that it does not do its work, e.g. the
+            success detector scoring no frame).
         detail: human-readable reason, e.g. ``'no /policy/action for 3.1 s'``.
     """
 
@@ -93,6 +102,8 @@ class NodeMonitor:
         self._last = dict.fromkeys(self.timeouts_s)     # wall s, None: never heard from
         self._last_clock = {}    # node clock s of the latest message, clock-paced nodes
         self._refusing = {}                              # node -> (reason, kind)
+        self._stalled = {}                               # node -> (reason, wall s reported)
+        self._grace_until = {}                           # node -> wall s
 
     @property
     def nodes(self):
@@ -130,6 +141,42 @@ class NodeMonitor:
         else:
             self._refusing[name] = (str(reason) or 'no reason given', FAULT if fault else REFUSING)
 
+    def set_stalled(self, name, reason, wall_s):
+        """Record whether ``name``, though heard from, reports that it does not do its work.
+
+        Args:
+            name: a watched node (unknown names are ignored).
+            reason: str when it does not work (e.g. its status message), None when it works
+                again.
+            wall_s: when the report came (wall s): one that came before the node's grace
+                ended (:meth:`grace`) does not end a running episode.
+        """
+        if name not in self._last:
+            return
+        if reason is None:
+            self._stalled.pop(name, None)
+        else:
+            self._stalled[name] = (str(reason) or 'no reason given', float(wall_s))
+
+    def grace(self, name, until_wall_s):
+        """Let stall reports of ``name`` that came before ``until_wall_s`` (wall s) not end
+        a running episode (they still refuse a start). Given at an episode's start: the
+        report in hand, or one still on its way, may describe the time before the start
+        (the success detector idle between episodes). Unknown names are ignored."""
+        if name in self._last:
+            self._grace_until[name] = float(until_wall_s)
+
+    def _stalls(self, dead, after_grace=False):
+        """Return a :data:`STALLED` :class:`Problem` for each stalled node not in ``dead``;
+        ``after_grace``: only those reported after their grace ended."""
+        out = []
+        for name, (reason, reported_s) in self._stalled.items():
+            if name in dead or (after_grace
+                                and reported_s < self._grace_until.get(name, float('-inf'))):
+                continue
+            out.append(Problem(name, STALLED, reason))
+        return out
+
     def age_s(self, name, wall_s):
         """Seconds since ``name`` was last heard from at ``wall_s``; None if never."""
         last = self._last[name]
@@ -160,12 +207,14 @@ class NodeMonitor:
                 and 0.0 <= clock_s - last <= timeout_s)
 
     def problems(self, wall_s, clock_s=None):
-        """Return every :class:`Problem`: silent nodes, then nodes (not silent) that refuse
-        episodes (a silent node's last word is stale)."""
+        """Return every :class:`Problem`: silent nodes, then nodes (not silent) that report
+        they do not work (stalled, grace or not), then those that refuse episodes (a silent
+        node's last word is stale)."""
         silent = self.silent(wall_s, clock_s)
         dead = {p.node for p in silent}
-        return silent + [Problem(name, kind, reason)
-                         for name, (reason, kind) in self._refusing.items() if name not in dead]
+        return silent + self._stalls(dead) + [
+            Problem(name, kind, reason)
+            for name, (reason, kind) in self._refusing.items() if name not in dead]
 
     def start_refusal(self, wall_s, clock_s=None):
         """Return why an episode may not start now, or None when every node is live and none
@@ -173,9 +222,10 @@ class NodeMonitor:
 
         Returns:
             dict | None: JSON-ready ``{'error': text, 'nodes': [names], 'kind': kind}``
-            (kind :data:`SILENT`, :data:`REFUSING` or :data:`FAULT`). For silent nodes the
-            text says ``'<nodes> not available: ...'`` (a client may ask again: a node can be
-            silent for a moment while the stack starts); for a refusing node
+            (kind :data:`SILENT`, :data:`STALLED`, :data:`REFUSING` or :data:`FAULT`). For
+            silent nodes the text says ``'<nodes> not available: ...'`` (a client may ask
+            again: a node can be silent for a moment while the stack starts); for a stalled
+            node ``'<node> is not working: <reason>'``; for a refusing node
             ``'<node> does not accept episodes: <reason>'`` (asking again does not help until
             the cause is fixed, e.g. disk space freed).
         """
@@ -191,23 +241,29 @@ class NodeMonitor:
             return {'error': f'{names} not available ({reasons}): {hint}',
                     'nodes': [p.node for p in silent], 'kind': SILENT}
         p = problems[0]
-        return {'error': f'{p.node} does not accept episodes: {p.detail}', 'nodes': [p.node],
-                'kind': p.kind}
+        what = 'is not working' if p.kind == STALLED else 'does not accept episodes'
+        return {'error': f'{p.node} {what}: {p.detail}', 'nodes': [p.node], 'kind': p.kind}
 
     def episode_problem(self, wall_s, clock_s=None):
         """Return why a running episode must end now, or None.
 
         Returns:
             tuple | None: ``('node_lost', detail)`` when nodes went silent (detail
-            ``'no data from: <node> (<reason>), ...'``) or ``('failed', '<node>: <reason>')``
-            when a node reports a fault (e.g. the logger after a write error). A plain refusal
-            (e.g. the logger's disk below ``min_free_disk_mb``) does not end the episode.
+            ``'no data from: <node> (<reason>), ...'``) or report, after their grace, that
+            they do not work (``'not working: <node> (<reason>), ...'``), or
+            ``('failed', '<node>: <reason>')`` when a node reports a fault (e.g. the logger
+            after a write error). A plain refusal (e.g. the logger's disk below
+            ``min_free_disk_mb``) does not end the episode.
         """
         problems = self.problems(wall_s, clock_s)
         silent = [p for p in problems if p.kind == SILENT]
         if silent:
             return 'node_lost', 'no data from: ' + ', '.join(
                 f'{p.node} ({p.detail})' for p in silent)
+        stalled = self._stalls({p.node for p in silent}, after_grace=True)
+        if stalled:
+            return 'node_lost', 'not working: ' + ', '.join(
+                f'{p.node} ({p.detail})' for p in stalled)
         faults = [p for p in problems if p.kind == FAULT]
         if faults:
             return 'failed', f'{faults[0].node}: {faults[0].detail}'

@@ -30,7 +30,15 @@ as a success). Either counts only after a camera frame stamped after the episode
 also only after a false one in the episode (the detector's decision stays true from the
 previous episode's success until it has seen the new start and reset its debouncer). With
 ``classifier`` the success detector is a required node too, heard from through its 1 Hz
-``/diagnostics`` status 'success_detector' (``success_detector_timeout_s``). Either way the
+``/diagnostics`` status 'success_detector' (``success_detector_timeout_s``), and one that
+scores no frame is taken for dead as well: while its latest status is ERROR (it has scored no
+frame for its ``input_timeout_s``; its message says since when) a start is refused with its
+message, and a running episode ends as ``node_lost`` ('not working: success_detector (status
+ERROR: <message>)'), but only on a status that came ``success_detector_grace_s`` (or the
+``input_timeout_s`` the status reports, if longer) after the episode's start: one sent before
+the detector saw the start describes the time before it. (Frames flow between episodes too,
+the simulator's, also in lockstep, and the camera's on hardware, so an idle detector scores
+on; the grace covers its status in flight.) Either way the
 ground-truth samples that come are followed, and the ``end`` event carries
 ``success_source`` and ``ground_truth_success`` (true/false; null when no sample came, e.g.
 on hardware). The decisions live in :mod:`awopt_ros.core.episode` and
@@ -39,7 +47,7 @@ on hardware). The decisions live in :mod:`awopt_ros.core.episode` and
 import json
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, JointState
@@ -71,6 +79,8 @@ STATUS_NODES = ('camera_pipeline', 'success_detector', 'logger')
 #: status (1 Hz), with ``success_detector_timeout_s``; its decision topic.
 DETECTOR_SIGNAL = "/diagnostics status 'success_detector'"
 DETECTOR_DECISION = '/success_detector/success'
+#: The success detector's status key holding its input timeout (s), if it reports one.
+DETECTOR_INPUT_TIMEOUT_KEY = 'input_timeout_s'
 #: The logger is heard from through its diagnostics status (1 Hz), with ``logger_timeout_s``.
 LOGGER_SIGNAL = "/diagnostics status 'logger'"
 
@@ -153,6 +163,15 @@ class EpisodeManagerNode(Node):
             'silent this long ends a running episode as node_lost and refuses /episode/start '
             '(s, on the wall clock and, as its node clock paces it, on the node clock too).',
             low=0.5, high=600.0, read_only=True)
+        self.detector_grace_s = declare(
+            self, 'success_detector_grace_s', 1.0,
+            'With success_source classifier: a success_detector status ERROR (no frame scored '
+            'for its input_timeout_s) ends a running episode as node_lost only when it came '
+            'this long after the episode start (s, wall; the input_timeout_s its status '
+            'reports counts if longer): a status sent before the detector saw the start '
+            'describes the time before it. A start is refused on any ERROR status.',
+            low=0.0, high=60.0, read_only=True)
+        self._detector_input_timeout_s = 0.0   # as its latest status reports it (0: none)
         fault_topic = declare(
             self, 'fault_topic', '',
             'std_msgs/String topic on which a controller reports a fault that ends the running '
@@ -318,6 +337,8 @@ class EpisodeManagerNode(Node):
         start_s = self._enable_stamp(result.message, self._now_s())
         self.episode = Episode(self.episode_index, start_s, self.config)
         self.monitor.expect_from(self._paused_by_reset, time.monotonic())
+        self.monitor.grace('success_detector', time.monotonic() + max(
+            self.detector_grace_s, self._detector_input_timeout_s))
         self.fresh_frame = False
         self.detector_armed = False
         self._publish({'event': 'start', 'episode': self.episode_index, 'seed': self.last_seed,
@@ -349,6 +370,8 @@ class EpisodeManagerNode(Node):
             if status.name in ('camera_pipeline', 'success_detector'):
                 # (the detector is watched only with success_source classifier: else ignored)
                 self.monitor.seen(status.name, time.monotonic(), self._now_s())
+            if status.name == 'success_detector' and self.success_source == 'classifier':
+                self._on_detector_status(status)
             if status.name != 'logger' or not self.wait_for_logger:
                 continue
             values = parse_values(status)
@@ -359,6 +382,23 @@ class EpisodeManagerNode(Node):
                 self.logger_ready = True
                 self.get_logger().info('logger receives every input it records: episodes '
                                        'may start')
+
+    def _on_detector_status(self, status):
+        """Follow whether the success detector scores frames: ERROR = it has scored none for
+        its input timeout (see the module doc)."""
+        values = parse_values(status)
+        try:
+            input_timeout_s = float(values.get(DETECTOR_INPUT_TIMEOUT_KEY, 0.0))
+        except ValueError:
+            input_timeout_s = 0.0
+        if 0.0 < input_timeout_s < 600.0:
+            self._detector_input_timeout_s = input_timeout_s
+        stall = None
+        if status.level == DiagnosticStatus.ERROR:
+            stall = f'status ERROR: {status.message}' if status.message else 'status ERROR'
+            if 'since_last_scored_s' in values and not status.message:
+                stall += f' (since_last_scored_s {values["since_last_scored_s"]})'
+        self.monitor.set_stalled('success_detector', stall, time.monotonic())
 
     def _seen(self, name):
         self.monitor.seen(name, time.monotonic())
