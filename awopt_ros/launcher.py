@@ -79,9 +79,9 @@ SHARED_PARAMS = {
     'crop_xywh': (list(spec.POLICY_CROP_XYWH), ('camera_pipeline', 'policy',
                                                 'success_detector')),
     # the camera's frame size: both crop the same frames (the policy itself, the pipeline for
-    # /policy/image)
-    'source_width': (spec.SOURCE_SIZE[0], ('camera_pipeline', 'policy')),
-    'source_height': (spec.SOURCE_SIZE[1], ('camera_pipeline', 'policy')),
+    # /policy/image); the success detector checks its model was trained on that frame size
+    'source_width': (spec.SOURCE_SIZE[0], ('camera_pipeline', 'policy', 'success_detector')),
+    'source_height': (spec.SOURCE_SIZE[1], ('camera_pipeline', 'policy', 'success_detector')),
     # a driver's names (core.robot_names): every node that reads joint states or the camera
     'joint_names': (list(spec.ARM_JOINTS), _JOINT_READERS),
     'gripper_joint': (spec.GRIPPER_JOINT, _JOINT_READERS),

@@ -114,9 +114,13 @@ def test_debouncer_on_off_and_k():
     deb = SuccessDebouncer(0.8, 0.5, 3)
     assert [deb.update(p) for p in (0.9, 0.9)] == [False, False]
     assert deb.run == 2
-    assert deb.update(0.6) is False and deb.run == 2        # between off and on: holds
+    # before the decision, a frame between off and on starts the run again (no holding)
+    assert deb.update(0.6) is False and deb.run == 0
+    assert [deb.update(p) for p in (0.9, 0.9)] == [False, False]
     assert deb.update(0.85) is True and deb.run == 3        # K-th frame at/above on
-    assert deb.update(0.6) is True                          # stays true above off
+    assert deb.update(0.6) is True                          # once true: stays true above off
+    assert deb.update(0.5) is True                          # the off-threshold itself: true
+    assert deb.update(0.9) is True
     assert deb.update(0.49) is False and deb.run == 0       # below off: reset
     assert deb.update(0.8) is False and deb.run == 1        # on-threshold itself counts
     assert deb.update(float('nan')) is False and deb.run == 0
@@ -133,8 +137,10 @@ def test_debouncer_on_off_and_k():
 
 def test_episode_decision():
     assert episode_decision([0.1, 0.9, 0.95, 0.2], 0.8, 0.5, 2) == 2
-    assert episode_decision([0.9, 0.3, 0.9, 0.6, 0.9], 0.8, 0.5, 2) == 4
-    assert episode_decision([0.9, 0.6, 0.9], 0.8, 0.5, 2) == 2
+    # frames between the thresholds break a run before the decision (classic hysteresis)
+    assert episode_decision([0.9, 0.3, 0.9, 0.6, 0.9], 0.8, 0.5, 2) is None
+    assert episode_decision([0.9, 0.6, 0.9], 0.8, 0.5, 2) is None
+    assert episode_decision([0.9, 0.6, 0.9, 0.9, 0.6], 0.8, 0.5, 2) == 3
     assert episode_decision([0.9, 0.1] * 5, 0.8, 0.5, 2) is None
     assert episode_decision([], 0.8, 0.5, 2) is None
 
@@ -225,3 +231,94 @@ def test_episode_metrics_with_debounced_truth():
     assert debounced['success_episodes'] == 1 and debounced['false_successes'] == 1
     assert debounced['false_success_rate_failed'] == 1.0
     assert debounced['detection_delay_frames_mean'] == 1.0    # fires at 8, success from 7
+
+
+def test_episode_metrics_count_no_run_held_between_thresholds():
+    # a failed episode whose scores hover between the thresholds with single frames above
+    # on: not a false success (the run does not survive the frames in between)
+    frames = SimpleNamespace(episode=np.array([0] * 5 + [1] * 4),
+                             labels=np.array([0] * 5 + [0, 0, 1, 1]))
+    probs = np.array([0.9, 0.7, 0.9, 0.7, 0.9, 0.1, 0.9, 0.7, 0.9])
+    m = episode_metrics(frames, probs, 0.8, 0.5, 2)
+    assert m['false_successes'] == 0 and m['false_success_rate'] == 0.0
+    # the success episode: frames 2 and 3 are positive; 0.9 at 3 follows 0.7: no fire
+    assert m['missed_successes'] == 1
+
+
+def test_contract_frame_period_and_source_size(tmp_path):
+    c = make_contract('grasp', 0.8, 0.6, 2, 0.01)
+    assert c['frame_period_s'] == 0.1
+    assert make_contract('grasp', 0.8, 0.6, 2, 0.01, frame_period_s=0.05)['frame_period_s'] == 0.05
+    for bad in (0.0, -0.1, float('nan'), 'x'):
+        with pytest.raises(ValueError, match='frame_period_s'):
+            make_contract('grasp', 0.8, 0.6, 2, 0.01, frame_period_s=bad)
+    clf = SuccessClassifier(_write(tmp_path, contract=make_contract(
+        'grasp', 0.8, 0.6, 2, 0.01, frame_period_s=0.2)))
+    assert clf.frame_period_s == 0.2
+    # a contract written before frame_period_s existed: one frame per 0.1 s control step
+    old = {k: v for k, v in c.items() if k != 'frame_period_s'}
+    assert SuccessClassifier(_write(tmp_path, 'old.onnx', contract=old)).frame_period_s == 0.1
+    bad = dict(c, frame_period_s=0.0)
+    with pytest.raises(ModelContractError, match='frame_period_s'):
+        SuccessClassifier(_write(tmp_path, 'bad.onnx', contract=bad))
+    # the camera frame size is checked when the caller names one
+    path = _write(tmp_path, 'src.onnx')
+    SuccessClassifier(path, expected=expected_contract('grasp', source_size=(640, 480)))
+    with pytest.raises(ModelContractError, match='source_size'):
+        SuccessClassifier(path, expected=expected_contract('grasp', source_size=(320, 240)))
+
+
+def _odd_graph_bytes(kind):
+    """A brightness model whose outputs break the contract: 'not_sigmoid' (probability =
+    mean / 255, logit = probability - 0.5) or 'above_one' (probability = 2 * mean / 255 and
+    logit its inverse sigmoid where defined: fine on dark frames, > 1 on bright ones)."""
+    img = helper.make_tensor_value_info('image', TensorProto.UINT8, ['N', 64, 64, 3])
+    nodes = [helper.make_node('Cast', ['image'], ['f'], to=TensorProto.FLOAT),
+             helper.make_node('ReduceMean', ['f'], ['m'], axes=[1, 2, 3], keepdims=0),
+             helper.make_node('Div', ['m', 'full'], ['q'])]
+    if kind == 'not_sigmoid':
+        nodes += [helper.make_node('Identity', ['q'], ['probability']),
+                  helper.make_node('Sub', ['q', 'half'], ['logit'])]
+    else:
+        nodes += [helper.make_node('Mul', ['q', 'two'], ['probability']),
+                  helper.make_node('Sub', ['one', 'probability'], ['r']),
+                  helper.make_node('Div', ['probability', 'r'], ['odds']),
+                  helper.make_node('Log', ['odds'], ['logit'])]
+    inits = [helper.make_tensor('full', TensorProto.FLOAT, [], [255.0]),
+             helper.make_tensor('half', TensorProto.FLOAT, [], [0.5]),
+             helper.make_tensor('two', TensorProto.FLOAT, [], [2.0]),
+             helper.make_tensor('one', TensorProto.FLOAT, [], [1.0])]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ['N'])
+            for n in ('probability', 'logit')]
+    model = helper.make_model(helper.make_graph(nodes, 'odd', [img], outs, inits),
+                              opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_refuses_probability_that_is_not_sigmoid_of_logit_or_out_of_range(tmp_path):
+    contract = make_contract('grasp', 0.8, 0.6, 2, 0.01)
+    path = save_with_metadata(_odd_graph_bytes('not_sigmoid'), tmp_path / 'ns.onnx', contract,
+                              'card')
+    with pytest.raises(ModelContractError, match='sigmoid'):
+        SuccessClassifier(path)
+    # probability 2 * mean / 255 reaches above 1 on the (varied, about half-bright) warm-up
+    # frames: refused at load
+    path = save_with_metadata(_odd_graph_bytes('above_one'), tmp_path / 'a1.onnx', contract,
+                              'card')
+    with pytest.raises(ModelContractError, match=r'not in \[0, 1\]'):
+        SuccessClassifier(path)
+
+
+def test_run_refuses_probabilities_outside_0_1(tmp_path, monkeypatch):
+    clf = SuccessClassifier(_write(tmp_path))
+    real = clf._session
+
+    class Session:
+        def run(self, names, feed):
+            prob, logit = real.run(names, feed)
+            return prob + np.float32(1.5), logit
+
+    monkeypatch.setattr(clf, '_session', Session())
+    with pytest.raises(ValueError, match=r'outside \[0, 1\]'):
+        clf.probability(np.zeros((1, 64, 64, 3), np.uint8))

@@ -22,7 +22,8 @@ from vision_msgs.msg import Classification
 
 from awopt_ros import launcher
 from awopt_ros.core import param_schema
-from awopt_ros.core.success_classifier import make_contract
+from awopt_ros.core.spec import SOURCE_SIZE
+from awopt_ros.core.success_classifier import SuccessClassifier, expected_contract, make_contract
 from awopt_ros.learning.export import save_with_metadata
 from awopt_ros.nodes.success_detector import (CLASSIFICATION_TOPIC, SUCCESS_TOPIC,
                                               SuccessDetectorNode)
@@ -33,14 +34,17 @@ ON, OFF, K = 0.8, 0.3, 3
 
 
 def write_model(path, size=64, on=ON, off=OFF, k=K, task='grasp'):
-    """Write a success classifier whose probability is mean(image) / 255 (float32 (N,))."""
+    """Write a success classifier whose probability is mean(image) / 255 (float32 (N,)) and
+    logit its inverse sigmoid log(p / (1 - p)) (+-inf at 1 and 0)."""
     img = helper.make_tensor_value_info('image', TensorProto.UINT8, ['N', size, size, 3])
     nodes = [helper.make_node('Cast', ['image'], ['f'], to=TensorProto.FLOAT),
              helper.make_node('ReduceMean', ['f'], ['m'], axes=[1, 2, 3], keepdims=0),
              helper.make_node('Div', ['m', 'full'], ['probability']),
-             helper.make_node('Sub', ['probability', 'half'], ['logit'])]
+             helper.make_node('Sub', ['one', 'probability'], ['q']),
+             helper.make_node('Div', ['probability', 'q'], ['odds']),
+             helper.make_node('Log', ['odds'], ['logit'])]
     inits = [helper.make_tensor('full', TensorProto.FLOAT, [], [255.0]),
-             helper.make_tensor('half', TensorProto.FLOAT, [], [0.5])]
+             helper.make_tensor('one', TensorProto.FLOAT, [], [1.0])]
     outs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ['N'])
             for name in ('probability', 'logit')]
     model = helper.make_model(helper.make_graph(nodes, 'brightness', [img], outs, inits),
@@ -139,7 +143,7 @@ def high(p):
 def test_probability_published_with_the_frames_stamp(make, model):
     cell = make(model_path=model)
     msg = cell.frame(high(0.5))
-    msg.header.stamp = convert.s_to_stamp(1234.5)
+    msg.header.stamp = convert.s_to_stamp(round(cell.now_s()) + 0.25)
     # through the topic (best effort: published until heard)
     assert cell.spin_until(lambda: cell.image_pub.get_subscription_count() > 0)
     deadline = time.monotonic() + 5.0
@@ -193,21 +197,22 @@ def test_episode_start_resets_and_stale_frames_do_not_count(make, model):
     # frames stamped before the start, and at the start itself (under a lockstep simulator's
     # paused clock it may show the previous episode): classified, not counted (no decision)
     cell.feed([high(0.9)] * 6, start_s=start_s - 0.5)
-    assert cell.node.counts['frames_stale'] == 6 and cell.node.debouncer.run == 0
+    assert cell.node.counted.counts['frames_stale'] == 6 and cell.node.debouncer.run == 0
     assert len(cell.classes) == 9
     # the same latched start heard again does not reset; frames after the start count
     cell.feed([high(0.9)] * 2, start_s=start_s + 0.1)
     cell.start_episode(7, start_s)
     cell.feed([high(0.9)], start_s=start_s + 0.3)
-    assert cell.spin_until(lambda: len(cell.bools) == 6)
-    assert cell.bools[3:] == [False, False, True]
+    assert cell.spin_until(lambda: len(cell.bools) == 7)
+    # the start published one false (the manager arms on it), then the counted frames
+    assert cell.bools[3:] == [False, False, False, True]
     # a frame not newer than the last one counted does not count
     cell.feed([high(0.1)], start_s=start_s + 0.3)
-    assert cell.node.counts['frames_out_of_order'] == 1 and cell.node.debouncer.decision
+    assert cell.node.counted.counts['frames_out_of_order'] == 1 and cell.node.debouncer.decision
     # an event through the latched topic resets too (episode 8, no stamp: now)
     cell.event_pub.publish(String(data=json.dumps({'event': 'start', 'episode': 8})))
     assert cell.spin_until(lambda: cell.node._episode == 8)
-    assert cell.node.debouncer.run == 0 and t0 <= cell.node._start_s <= cell.now_s()
+    assert cell.node.debouncer.run == 0 and t0 <= cell.node.counted.start_s <= cell.now_s()
 
 
 def test_diagnostics(make, model):
@@ -335,6 +340,13 @@ def test_bringups_run_the_detector_and_name_their_success_source(config, policy,
     pipeline = launcher.effective_params(config, 'camera_pipeline')
     assert (detector['image_size'], detector['crop_xywh']) == (pipeline['image_size'],
                                                                pipeline['crop_xywh'])
+    source = [detector.get(k, d) for k, d in zip(('source_width', 'source_height'),
+                                                 SOURCE_SIZE)]
+    assert source == [pipeline.get(k, d) for k, d in zip(('source_width', 'source_height'),
+                                                         SOURCE_SIZE)]
+    launcher.check_shared_params(config, names)
+    SuccessClassifier(f'models/{task}_success.onnx', expected_contract(
+        task, detector['image_size'], detector['crop_xywh'], source))
 
 
 def test_the_sawyer_bridge_runs_no_detector():
@@ -343,3 +355,99 @@ def test_the_sawyer_bridge_runs_no_detector():
     names = [n for n, _ in launcher.stack_node_specs('config/awopt_ros_sawyer_bridge.yaml',
                                                      'residual')]
     assert 'success_detector' not in names
+
+
+def test_frames_count_at_the_contracts_frame_period_not_the_camera_rate(make, model):
+    """A 30 Hz camera: every frame is classified, but only frames 0.1 s apart (the contract's
+    frame_period_s, the rate K was chosen at) count, so K = 3 takes 0.2 s, not 67 ms."""
+    cell = make(model_path=model)
+    assert cell.node.debounce_period_s == pytest.approx(0.1)
+    cell.feed([high(0.9)] * 7, dt_s=1 / 30)
+    assert len(cell.classes) == 7
+    assert cell.spin_until(lambda: len(cell.bools) == 3)
+    cell.spin_until(lambda: len(cell.bools) > 3, timeout_s=0.3)
+    assert cell.bools == [False, False, True]          # frames 0, 3 and 6 counted
+    assert cell.node.counted.counts['frames_too_soon'] == 4
+    # a parameter overrides the contract's period
+    fast = make(model_path=model, debounce_period_s=0.03)
+    fast.feed([high(0.9)] * 3, dt_s=1 / 30)
+    assert fast.spin_until(lambda: len(fast.bools) == 3) and fast.bools == [False, False, True]
+
+
+def test_unscored_frames_reset_and_publish_false(make, model, monkeypatch):
+    cell = make(model_path=model)
+    t0 = cell.now_s()
+    cell.feed([high(0.9)] * 2, start_s=t0)
+    cell.node._on_image(cell.frame(high(0.9), t0 + 0.2, size=32))     # bad size: reset
+    assert cell.node.debouncer.run == 0
+    cell.feed([high(0.9)], start_s=t0 + 0.3)
+    assert cell.spin_until(lambda: len(cell.bools) == 4)
+    assert cell.bools == [False, False, False, False]   # the run started again at 0.3 s
+    cell.feed([high(0.9)] * 2, start_s=t0 + 0.4)
+    assert cell.spin_until(lambda: len(cell.bools) == 6) and cell.bools[-1] is True
+    # a scoring error resets a decision already made
+
+    def broken(image):
+        raise ValueError('model produced non-finite probabilities')
+    monkeypatch.setattr(cell.node.classifier, 'score', broken)
+    cell.node._on_image(cell.frame(high(0.9), t0 + 0.6))
+    assert cell.spin_until(lambda: len(cell.bools) == 7)
+    assert cell.bools[-1] is False and cell.node.debouncer.decision is False
+    assert cell.node.counts['score_errors'] == 1
+
+
+def test_a_stamp_gap_resets_and_old_frames_do_not_count(make, model):
+    cell = make(model_path=model)
+    assert cell.node.max_gap_s == pytest.approx(0.3)      # 3 x the contract's 0.1 s
+    # a frame 1 s old at arrival (max_frame_age_s 0.5): classified, not counted
+    cell.feed([high(0.9)], start_s=cell.now_s() - 1.0)
+    assert cell.node.counted.counts['frames_too_old'] == 1 and cell.node.debouncer.run == 0
+    t0 = cell.now_s()
+    cell.feed([high(0.9)] * 2, start_s=t0)
+    cell.feed([high(0.9)], start_s=t0 + 0.6)             # 0.5 s without a counted frame
+    assert cell.spin_until(lambda: len(cell.bools) == 3)
+    assert cell.bools == [False, False, False] and cell.node.debouncer.run == 1
+    assert cell.node.counted.counts['gap_resets'] == 1
+
+
+def test_episode_start_publishes_false(make, model):
+    cell = make(model_path=model, debounce_frames=1)
+    t0 = cell.now_s()
+    cell.feed([high(0.9)], start_s=t0)
+    assert cell.spin_until(lambda: cell.bools == [True])
+    cell.start_episode(3, t0 + 0.05)
+    assert cell.spin_until(lambda: len(cell.bools) == 2) and cell.bools == [True, False]
+    cell.feed([high(0.9)], start_s=t0 + 0.1)
+    assert cell.spin_until(lambda: len(cell.bools) == 3) and cell.bools[-1] is True
+
+
+def test_input_timeout_is_an_error_status(make, model):
+    cell = make(model_path=model, input_timeout_s=0.2)
+    now = cell.now_s()
+    assert cell.node.input_status(now)[1] is False       # nothing yet: not watched
+    cell.feed([high(0.9)])
+    since, timed_out = cell.node.input_status(cell.now_s())
+    assert 0.0 <= since < 0.2 and not timed_out
+    time.sleep(0.3)
+    since, timed_out = cell.node.input_status(cell.now_s())
+    assert since >= 0.3 and timed_out
+    before = len(cell.diags)
+    cell.node._publish_diagnostics()
+    assert cell.spin_until(lambda: len(cell.diags) > before)
+    status = cell.diags[-1]
+    assert status.level == diagnostics.ERROR
+    assert status.message.startswith('no frame scored for ') and 'input_timeout_s 0.2' in \
+        status.message
+    assert float(diagnostics.parse_values(status)['since_last_scored_s']) >= 0.3
+    # an episode start restarts the watch
+    cell.start_episode(1, cell.now_s())
+    assert cell.node.input_status(cell.now_s())[1] is False
+    time.sleep(0.3)
+    assert cell.node.input_status(cell.now_s())[1] is True
+
+
+def test_refuses_a_model_for_another_camera_frame_size(ros_context, model):
+    with pytest.raises(StartupError, match='source_size'):
+        SuccessDetectorNode(context=ros_context, parameter_overrides=[
+            Parameter('model_path', value=model), Parameter('source_width', value=320),
+            Parameter('source_height', value=240)])

@@ -14,11 +14,14 @@ Model file (written by ``awopt train-classifier``; docs/INTERFACES.md):
 * metadata ``awopt_contract`` (JSON): ``kind`` = ``'success_classifier'``, ``task``
   (``'grasp'`` | ``'insertion'``), ``image_size`` (int, px), ``crop_xywh``, ``source_size``,
   ``on_threshold``, ``off_threshold`` (probabilities), ``debounce_frames`` (K, frames),
-  ``target_false_positive_rate``, ``version``; ``model_card`` (text).
+  ``frame_period_s`` (s between the frames K counts, the rate the thresholds and K were chosen
+  at: one frame per control step, 0.1 s; 0.1 when absent), ``target_false_positive_rate``,
+  ``version``; ``model_card`` (text).
 
-Decision (:class:`SuccessDebouncer`): success once K consecutive frames score at or above the
-on-threshold; a frame below the off-threshold resets the run and the decision; a frame in
-between holds the run. Model faults raise the errors of :mod:`awopt_ros.core.onnx_policy`
+Decision (:class:`SuccessDebouncer`, hysteresis): success once K consecutive frames score at
+or above the on-threshold (before that, any frame below the on-threshold starts the run
+again); once true, the decision stays true until a frame scores below the off-threshold. Frames
+are counted at ``frame_period_s`` (the node skips frames closer together). Model faults raise the errors of :mod:`awopt_ros.core.onnx_policy`
 (:class:`ModelFileError`, :class:`ModelContractError`, :class:`ModelRunError`), one line each,
 naming the file.
 
@@ -42,7 +45,8 @@ __all__ = ['CLASSIFIER_KIND', 'INPUT_NAME', 'OUTPUT_NAMES', 'CONTRACT_KEYS', 'TA
            'make_contract', 'expected_contract', 'check_thresholds', 'SuccessClassifier',
            'SuccessDebouncer', 'episode_decision', 'average_precision', 'pr_curve',
            'reliability_bins', 'expected_calibration_error', 'frame_metrics',
-           'episode_metrics']
+           'episode_metrics', 'DEFAULT_FRAME_PERIOD_S', 'SIGMOID_ATOL', 'check_frame_period',
+           'CountedDecision', 'PERIOD_TOLERANCE', 'GAP_PERIODS']
 
 #: ``kind`` of a success classifier's contract (an actor's contract has none).
 CLASSIFIER_KIND = 'success_classifier'
@@ -54,6 +58,11 @@ CONTRACT_KEYS = ('kind', 'task', 'image_size', 'crop_xywh', 'source_size', 'on_t
                  'off_threshold', 'debounce_frames', 'target_false_positive_rate', 'version')
 #: Tasks a classifier may be trained for.
 TASKS = ('grasp', 'insertion')
+#: ``frame_period_s`` of a contract without one (s): one frame per 10 Hz control step, the
+#: spacing of the grasp and insertion training frames.
+DEFAULT_FRAME_PERIOD_S = 0.1
+#: Largest |probability - sigmoid(logit)| accepted on the warm-up batch at load.
+SIGMOID_ATOL = 1e-5
 #: Bins of the expected calibration error and the reliability diagram (equal width on [0, 1]).
 ECE_BINS = 10
 
@@ -85,9 +94,25 @@ def check_thresholds(on_threshold, off_threshold, debounce_frames):
     return on, off, int(debounce_frames)
 
 
+def check_frame_period(frame_period_s):
+    """Return ``frame_period_s`` (s between the frames the debouncer counts) as a float.
+
+    Raises:
+        ValueError: not a finite number > 0 (at most 60 s).
+    """
+    try:
+        period = float(frame_period_s)
+    except (TypeError, ValueError):
+        raise ValueError(f'frame_period_s must be a number, got {frame_period_s!r}') from None
+    if not (math.isfinite(period) and 0.0 < period <= 60.0):
+        raise ValueError(f'frame_period_s must be in (0, 60] s, got {period}')
+    return period
+
+
 def make_contract(task, on_threshold, off_threshold, debounce_frames,
                   target_false_positive_rate, image_size=spec.POLICY_IMAGE_SIZE,
-                  crop_xywh=spec.POLICY_CROP_XYWH, extra=None, source_size=spec.SOURCE_SIZE):
+                  crop_xywh=spec.POLICY_CROP_XYWH, extra=None, source_size=spec.SOURCE_SIZE,
+                  frame_period_s=DEFAULT_FRAME_PERIOD_S):
     """Return the ``awopt_contract`` dict of a success classifier.
 
     Args:
@@ -101,9 +126,12 @@ def make_contract(task, on_threshold, off_threshold, debounce_frames,
             default (insertion's camera pipeline: 320x240, crop (40, 0, 240, 240)).
         extra: further JSON-able keys (e.g. ``dataset``, ``heldout_group``); they may not
             replace the standard ones.
+        frame_period_s: time between the frames the thresholds and K were chosen on (s, the
+            training frames' control period); the node counts frames at this rate.
 
     Raises:
-        ValueError: unknown task, bad thresholds, a bad crop or size, or a clashing extra.
+        ValueError: unknown task, bad thresholds, a bad crop, size or frame period, or a
+            clashing extra.
     """
     if task not in TASKS:
         raise ValueError(f'task must be one of {TASKS}, got {task!r}')
@@ -119,6 +147,7 @@ def make_contract(task, on_threshold, off_threshold, debounce_frames,
     contract = {'kind': CLASSIFIER_KIND, 'task': task, 'image_size': int(image_size),
                 'crop_xywh': crop, 'source_size': source,
                 'on_threshold': on, 'off_threshold': off, 'debounce_frames': k,
+                'frame_period_s': check_frame_period(frame_period_s),
                 'target_false_positive_rate': fpr, 'version': CONTRACT_VERSION}
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(contract))
@@ -129,22 +158,25 @@ def make_contract(task, on_threshold, off_threshold, debounce_frames,
 
 
 def expected_contract(task=None, image_size=spec.POLICY_IMAGE_SIZE,
-                      crop_xywh=spec.POLICY_CROP_XYWH):
+                      crop_xywh=spec.POLICY_CROP_XYWH, source_size=None):
     """Return the contract fields a caller feeding the stack's policy image relies on.
 
     Args:
         task: ``'grasp'`` / ``'insertion'``, or None to accept either.
         image_size: side of the images the caller feeds (px).
         crop_xywh: crop of the camera frame those images come from.
+        source_size: (width, height) of that camera frame (px), or None not to check it.
 
     Returns:
         dict for :func:`awopt_ros.core.onnx_policy.check_contract`: ``kind``, ``image_size``,
-        ``crop_xywh`` and, when given, ``task``.
+        ``crop_xywh`` and, when given, ``task`` and ``source_size``.
     """
     out = {'kind': CLASSIFIER_KIND, 'image_size': int(image_size),
            'crop_xywh': [int(v) for v in crop_xywh]}
     if task is not None:
         out['task'] = str(task)
+    if source_size is not None:
+        out['source_size'] = [int(v) for v in source_size]
     return out
 
 
@@ -163,8 +195,10 @@ class SuccessClassifier:
         ModelContractError: metadata missing or not a success classifier's (``kind``), keys
             missing (named), thresholds out of range, a mismatch with ``expected`` (each field
             named), graph io other than ``image`` uint8 (N, S, S, 3) -> ``probability`` and
-            ``logit`` float32 (N,) with N dynamic and S = ``image_size``, or a failing
-            warm-up run on zeros at batch 1 and 2.
+            ``logit`` float32 (N,) with N dynamic and S = ``image_size``, a failing
+            warm-up run on a fixed non-constant batch of 1 and of 2 frames, or warm-up
+            probabilities outside [0, 1] or differing from sigmoid(logit) by more than
+            :data:`SIGMOID_ATOL`; a bad ``frame_period_s``.
         ValueError: ``threads`` < 1.
 
     Attributes:
@@ -174,6 +208,8 @@ class SuccessClassifier:
         image_size: S (px).
         on_threshold, off_threshold: probabilities (float).
         debounce_frames: K (int).
+        frame_period_s: s between the frames K counts (float; the contract's, else
+            :data:`DEFAULT_FRAME_PERIOD_S`).
     """
 
     def __init__(self, path, expected=None, threads=1):
@@ -196,6 +232,8 @@ class SuccessClassifier:
         try:
             self.on_threshold, self.off_threshold, self.debounce_frames = check_thresholds(
                 c['on_threshold'], c['off_threshold'], c['debounce_frames'])
+            self.frame_period_s = check_frame_period(
+                c.get('frame_period_s', DEFAULT_FRAME_PERIOD_S))
             self.image_size = int(c['image_size'])
         except (TypeError, ValueError) as exc:
             raise ModelContractError(self.path, [f'contract values: {exc}']) from None
@@ -210,7 +248,8 @@ class SuccessClassifier:
         self._check_graph()
 
     def _check_graph(self):
-        """Check graph io names/types/shapes, then run zeros at batch 1 and 2."""
+        """Check graph io names/types/shapes, then run a non-constant batch of 1 and 2 frames
+        and check the outputs (shape, dtype, probability in [0, 1] and = sigmoid(logit))."""
         s = self.image_size
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
@@ -222,10 +261,12 @@ class SuccessClassifier:
                                   {name: (ORT_FLOAT, (None,)) for name in OUTPUT_NAMES})
         if problems:
             raise ModelContractError(self.path, problems)
+        # varied frames (a constant one would not tell a sigmoid from e.g. a clip)
+        warm = np.random.default_rng(0).integers(0, 256, (2, s, s, 3), dtype=np.uint8)
+        warm[1] //= 4
         for n in (1, 2):
             try:
-                outs = self._session.run(list(OUTPUT_NAMES),
-                                         {INPUT_NAME: np.zeros((n, s, s, 3), np.uint8)})
+                outs = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: warm[:n]})
             except Exception as exc:  # noqa: BLE001 - onnxruntime's run errors
                 raise ModelContractError(self.path, [
                     f'graph does not run on a contract-shaped input (image uint8 '
@@ -236,6 +277,20 @@ class SuccessClassifier:
                     raise ModelContractError(self.path, [
                         f'graph output {name!r} is {out.dtype} {list(out.shape)} for a batch '
                         f'of {n}, contract needs float32 [{n}]'])
+            prob = np.asarray(outs[0], np.float64)
+            logit = np.asarray(outs[1], np.float64)
+            if not np.all((prob >= 0.0) & (prob <= 1.0)):
+                raise ModelContractError(self.path, [
+                    f'graph output probability {prob.tolist()} not in [0, 1] on the warm-up '
+                    'frames'])
+            with np.errstate(over='ignore', invalid='ignore'):
+                expect = 0.5 * (1.0 + np.tanh(0.5 * logit))
+            err = np.abs(prob - expect)
+            worst = float(np.max(np.where(np.isnan(err), np.inf, err)))
+            if worst > SIGMOID_ATOL:
+                raise ModelContractError(self.path, [
+                    f'graph output probability is not sigmoid(logit) on the warm-up frames '
+                    f'(largest difference {worst:.3g} > {SIGMOID_ATOL:g})'])
 
     def run(self, images):
         """Return ``(probability, logit)``, each float32 (N,), for a batch of frames.
@@ -244,7 +299,7 @@ class SuccessClassifier:
             images: uint8 (N, S, S, 3) or one frame (S, S, 3), RGB, S = :attr:`image_size`.
 
         Raises:
-            ValueError: wrong dtype or shape, or non-finite outputs.
+            ValueError: wrong dtype or shape, or probabilities not finite or outside [0, 1].
             ModelRunError: onnxruntime failed running the graph (message names the file).
         """
         images = np.asarray(images)
@@ -265,6 +320,9 @@ class SuccessClassifier:
         prob = np.asarray(prob, np.float32).reshape(-1)
         if not np.all(np.isfinite(prob)):
             raise ValueError(f'model {self.path} produced non-finite probabilities')
+        if not np.all((prob >= 0.0) & (prob <= 1.0)):
+            raise ValueError(f'model {self.path} produced probabilities outside [0, 1] '
+                             f'(min {prob.min():.6g}, max {prob.max():.6g})')
         return prob, np.asarray(logit, np.float32).reshape(-1)
 
     def probability(self, images):
@@ -287,10 +345,12 @@ class SuccessClassifier:
 class SuccessDebouncer:
     """Debounced success decision from per-frame probabilities (hysteresis + K frames).
 
-    ``update(p)``: ``p >= on_threshold`` extends the run of frames by one; ``p <
-    off_threshold`` (or a non-finite ``p``) resets the run and the decision; a ``p`` in between
-    holds the run. The decision is ``run >= debounce_frames`` (so it stays true while frames
-    stay at or above the off-threshold).
+    ``update(p)``: ``p >= on_threshold`` extends the run of consecutive frames by one; any
+    other ``p`` sets the run to 0. The decision becomes true when the run reaches
+    ``debounce_frames`` (K consecutive frames at or above the on-threshold; no holding between
+    the thresholds before that) and then stays true until a frame scores below
+    ``off_threshold`` (or is non-finite), which makes it false again (run 0). Each ``update``
+    is one frame at the contract's ``frame_period_s``: the caller feeds frames at that rate.
 
     Args:
         on_threshold, off_threshold, debounce_frames: see :func:`check_thresholds`.
@@ -299,7 +359,7 @@ class SuccessDebouncer:
         ValueError: settings out of range.
 
     Attributes:
-        run: consecutive frames counted towards success (int).
+        run: consecutive frames at or above the on-threshold, up to the latest (int).
         decision: the current decision (bool).
     """
 
@@ -308,24 +368,137 @@ class SuccessDebouncer:
         self.on_threshold, self.off_threshold, self.debounce_frames = check_thresholds(
             on_threshold, off_threshold, debounce_frames)
         self.run = 0
+        self._decision = False
 
     @property
     def decision(self):
-        """True once ``run >= debounce_frames``."""
-        return self.run >= self.debounce_frames
+        """True from the K-th consecutive frame at or above the on-threshold until a frame
+        below the off-threshold."""
+        return self._decision
 
     def update(self, probability):
         """Feed one frame's probability (float); return the decision after it (bool)."""
         p = float(probability)
         if not math.isfinite(p) or p < self.off_threshold:
             self.run = 0
+            self._decision = False
         elif p >= self.on_threshold:
             self.run += 1
-        return self.decision
+            if self.run >= self.debounce_frames:
+                self._decision = True
+        else:
+            self.run = 0                # between the thresholds: a decision made stays
+        return self._decision
 
     def reset(self):
-        """Forget the run and the decision (a new episode)."""
+        """Forget the run and the decision (a new episode, a gap or an unscored frame)."""
         self.run = 0
+        self._decision = False
+
+
+#: A frame counts when its stamp is at least this fraction of the frame period after the last
+#: counted frame's (camera jitter: a 10 Hz frame may come a few ms early).
+PERIOD_TOLERANCE = 0.9
+#: ``max_gap_s`` of a :class:`CountedDecision` given none: this many frame periods.
+GAP_PERIODS = 3.0
+
+
+class CountedDecision:
+    """Which frames the debouncer counts, for a stream of scored frames (30 Hz camera, say).
+
+    The thresholds and K of a contract were chosen on frames one control step apart
+    (``frame_period_s``, 0.1 s); a faster camera would let K near-identical frames 33 ms
+    apart make the decision. A scored frame (stamp ``stamp_s``, arrival ``arrival_s`` on the
+    same clock) counts, in this order of checks, unless:
+
+    * ``'stale'``: stamped at or before the episode's start (:meth:`start`; ``stamp_tol_s``);
+    * ``'out_of_order'``: not stamped after the last counted frame;
+    * ``'too_old'``: older than ``max_frame_age_s`` at arrival (0: no limit);
+    * ``'too_soon'``: stamped less than :data:`PERIOD_TOLERANCE` x ``period_s`` after the last
+      counted frame.
+
+    Before a counted frame is fed, a stamp gap over ``max_gap_s`` since the last counted frame
+    resets the debouncer (``gap_resets``). :meth:`unscored` (a frame that could not be scored)
+    resets it too.
+
+    Args:
+        debouncer: the :class:`SuccessDebouncer` fed the counted frames.
+        period_s: s between counted frames (> 0; the contract's ``frame_period_s``).
+        max_gap_s: stamp gap (s) that resets the run; None = :data:`GAP_PERIODS` x
+            ``period_s``.
+        max_frame_age_s: s; 0 = frames of any age count.
+        stamp_tol_s: tolerance of the stamp-at-start comparison (s).
+
+    Raises:
+        ValueError: ``period_s`` <= 0, ``max_gap_s`` < ``period_s`` or ``max_frame_age_s`` < 0.
+
+    Attributes:
+        counts: dict of ints ``frames_counted``, ``frames_stale``, ``frames_out_of_order``,
+            ``frames_too_old``, ``frames_too_soon``, ``gap_resets``, ``unscored_resets``.
+        start_s: the episode start's stamp (s) or None; ``last_counted_s``: the last counted
+            frame's stamp (s) or None.
+    """
+
+    REASONS = ('stale', 'out_of_order', 'too_old', 'too_soon')
+
+    def __init__(self, debouncer, period_s, max_gap_s=None, max_frame_age_s=0.0,
+                 stamp_tol_s=1e-6):
+        """Check and store the settings; see the class docstring."""
+        self.debouncer = debouncer
+        self.period_s = check_frame_period(period_s)
+        self.max_gap_s = GAP_PERIODS * self.period_s if not max_gap_s else float(max_gap_s)
+        if not self.max_gap_s >= self.period_s:
+            raise ValueError(f'max_gap_s {self.max_gap_s} must be >= the frame period '
+                             f'{self.period_s} s')
+        self.max_frame_age_s = float(max_frame_age_s)
+        if not self.max_frame_age_s >= 0.0:
+            raise ValueError(f'max_frame_age_s must be >= 0 (0 = off), got {max_frame_age_s}')
+        self.stamp_tol_s = float(stamp_tol_s)
+        self.start_s = None
+        self.last_counted_s = None
+        self.counts = dict.fromkeys(('frames_counted',) + tuple(
+            f'frames_{r}' for r in self.REASONS) + ('gap_resets', 'unscored_resets'), 0)
+
+    @property
+    def decision(self):
+        """The debouncer's decision (bool)."""
+        return self.debouncer.decision
+
+    def start(self, start_s):
+        """A new episode started at ``start_s`` (s, the stamps' clock): reset everything."""
+        self.start_s = None if start_s is None else float(start_s)
+        self.last_counted_s = None
+        self.debouncer.reset()
+
+    def unscored(self):
+        """A frame could not be scored: reset the run and the decision."""
+        self.counts['unscored_resets'] += 1
+        self.debouncer.reset()
+
+    def offer(self, probability, stamp_s, arrival_s):
+        """Offer one scored frame; return None when it was counted (the decision is then
+        :attr:`decision`), else the reason it was not (one of :attr:`REASONS`)."""
+        stamp_s, last = float(stamp_s), self.last_counted_s
+        if self.start_s is not None and stamp_s <= self.start_s + self.stamp_tol_s:
+            why = 'stale'
+        elif last is not None and stamp_s <= last:
+            why = 'out_of_order'
+        elif self.max_frame_age_s > 0.0 and float(arrival_s) - stamp_s > self.max_frame_age_s:
+            why = 'too_old'
+        elif last is not None and stamp_s - last < PERIOD_TOLERANCE * self.period_s:
+            why = 'too_soon'
+        else:
+            why = None
+        if why is not None:
+            self.counts[f'frames_{why}'] += 1
+            return why
+        if last is not None and stamp_s - last > self.max_gap_s:
+            self.counts['gap_resets'] += 1
+            self.debouncer.reset()
+        self.last_counted_s = stamp_s
+        self.counts['frames_counted'] += 1
+        self.debouncer.update(probability)
+        return None
 
 
 def episode_decision(probabilities, on_threshold, off_threshold, debounce_frames):
