@@ -21,7 +21,8 @@ Model file (written by ``awopt train-classifier``; docs/INTERFACES.md):
 Decision (:class:`SuccessDebouncer`, hysteresis): success once K consecutive frames score at
 or above the on-threshold (before that, any frame below the on-threshold starts the run
 again); once true, the decision stays true until a frame scores below the off-threshold. Frames
-are counted at ``frame_period_s`` (the node skips frames closer together). Model faults raise the errors of :mod:`awopt_ros.core.onnx_policy`
+are counted at ``frame_period_s`` (the node skips frames closer together). Model faults raise
+the errors of :mod:`awopt_ros.core.onnx_policy`
 (:class:`ModelFileError`, :class:`ModelContractError`, :class:`ModelRunError`), one line each,
 naming the file.
 

@@ -65,7 +65,8 @@ camera_pipeline's, and the model's contract must match them), ``task`` ('' = any
 
 Start-up: a missing file, a file that is not a readable ONNX model, a model that is not a
 success classifier, a contract that does not match ``image_size`` / ``crop_xywh`` /
-``source_width`` x ``source_height`` / ``task`` or thresholds out of range are logged in one line naming the parameter and the file, and the
+``source_width`` x ``source_height`` / ``task`` or thresholds out of range are logged in
+one line naming the parameter and the file, and the
 process exits with code 1 (:class:`awopt_ros.ros.run.StartupError`).
 """
 import collections
