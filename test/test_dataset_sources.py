@@ -21,6 +21,29 @@ def test_latest_at_or_before_takes_the_newest_score_not_after_each_stamp():
         latest_at_or_before([1.0], [1.0, 2.0], [0.5])
 
 
+def test_latest_at_or_before_counts_only_values_after_a_start_and_not_too_old():
+    """The previous episode's score (stamped at or before the start) and a score more than
+    max_age_s older than the step do not stand for the step: NaN."""
+    query = [10.05, 10.1, 10.2, 10.3, 10.5, 10.6]
+    stamps, values = [9.9, 10.0, 10.1, 10.6], [0.9, 0.8, 0.3, 0.7]
+    got = latest_at_or_before(query, stamps, values, after_s=10.0, max_age_s=0.25)
+    np.testing.assert_array_equal(got, np.float32([np.nan, 0.3, 0.3, 0.3, np.nan, 0.7]))
+    np.testing.assert_array_equal(latest_at_or_before(query, stamps, values),
+                                  np.float32([0.8, 0.3, 0.3, 0.3, 0.3, 0.7]))
+    assert np.isnan(latest_at_or_before([10.5], [9.9], [0.9], after_s=10.0)).all()
+
+
+def test_finish_takes_no_score_from_before_the_episode_start(tmp_path):
+    rng = np.random.default_rng(5)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    _steps(rec, 1, 4, rng)     # steps stamped 10.0 .. 10.3; final 10.4
+    scores = ([9.95, 10.1], [0.9, 0.2])    # 9.95: the previous episode's last frame
+    buffer, _ = rec.finish(False, False, True, *_final(rng), final_stamp_s=10.4,
+                           classifier_scores=scores, scores_after_s=9.98)
+    np.testing.assert_array_equal(buffer.infos['success_classifier_probability'],
+                                  np.float32([np.nan, 0.2, 0.2, 0.2, np.nan]))
+
+
 def _steps(rec, k, steps, rng):
     rec.begin(k, 100 + k)
     for t in range(steps):

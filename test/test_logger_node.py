@@ -239,6 +239,29 @@ def test_classifier_scores_go_into_the_bag_and_each_step_and_the_source_into_met
         int(round(t * 1e9)) for t in scores]
 
 
+def test_a_step_takes_no_score_of_the_previous_episode_nor_a_stale_one(harness, tmp_path):
+    """A step whose frame was not scored takes an earlier score only when it is of this
+    episode (stamped after its start) and at most 0.25 s older; else NaN."""
+    h, rng = harness, np.random.default_rng(22)
+    h.announce_actor()
+    h.event(event='start', episode=4, seed=1004, stamp_s=69.95)
+    h.spin_until(lambda: h.logger.recorder.in_episode)
+    _run_steps(h, rng, 6, 70.0)          # frames stamped 70.0 .. 70.5
+    scores = {69.9: 0.95, 70.1: 0.4}     # 69.9: the previous episode's last frame
+    for stamp_s, score in scores.items():
+        msg = Classification(results=[ObjectHypothesis(class_id='success', score=score)])
+        msg.header.stamp = convert.s_to_stamp(stamp_s)
+        h.pub['classification'].publish(msg)
+    h.spin_until(lambda: len(h.logger._scores) == 2)
+    h.event(event='end', episode=4, outcome='timeout', steps=6, success=False,
+            terminated=False, truncated=True, success_source='classifier',
+            ground_truth_success=False)
+    h.spin_until(lambda: h.saved)
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    np.testing.assert_array_equal(ep['success_classifier_probability'],
+                                  np.float32([np.nan, 0.4, 0.4, 0.4, np.nan, np.nan, np.nan]))
+
+
 def test_without_vision_msgs_the_logger_runs_and_leaves_the_classification_out(
         ros_context, tmp_path, monkeypatch):
     from awopt_ros.nodes import logger as logger_module

@@ -20,9 +20,11 @@ Per episode of T actions (Minari's convention):
   ``noise_free_action`` (float32 (7,): the learned actor's own action before its exploration
   noise and discrete sampling; NaN where none was recorded, e.g. CEM steps) and
   ``success_classifier_probability`` (float32: the success detector's latest score stamped at
-  or before the observation image's stamp, :func:`latest_at_or_before`; NaN where none, e.g.
-  no detector ran). Minari stores no strings in infos, so the policy id -> name table is in
-  the dataset metadata (``awopt_policy_ids``);
+  or before the observation image's stamp, :func:`latest_at_or_before`, and only one stamped
+  after the episode's start and at most :data:`CLASSIFIER_SCORE_MAX_AGE_S` before the image;
+  NaN where none, e.g. no detector ran or the frame was not scored yet). Minari stores no
+  strings in infos, so the policy id -> name table is in the dataset metadata
+  (``awopt_policy_ids``);
 - episode metadata (Minari's episode ``options``): ``episode`` (the episode manager's number),
   ``reward_source`` ('ground_truth' or 'classifier': the source of the success that gave the
   rewards, the ``end`` event's ``success_source``) and, when known, ``ground_truth_success``
@@ -93,17 +95,31 @@ def _optional_info(value, size, name):
     return out
 
 
-def latest_at_or_before(query_s, stamps_s, values):
+#: Oldest success-classifier score (s before a step's image stamp) that may stand for the
+#: step's own: the detector scores every policy image and stamps its score with the frame's
+#: stamp, so a step normally finds its own frame's score (age 0); a frame it has not scored
+#: (dropped, or still queued when the episode ended) takes the previous frame's score, up to
+#: about 2 frame periods back: 0.2 s at the lockstep control period (0.1 s), 6 frames at the
+#: camera's 30 Hz. Older than that the score says little about the step's frame: NaN.
+CLASSIFIER_SCORE_MAX_AGE_S = 0.25
+
+
+def latest_at_or_before(query_s, stamps_s, values, after_s=None, max_age_s=None):
     """Return, for each query stamp, the value whose stamp is the latest at or before it.
 
     Args:
         query_s: (N,) stamps to look up (s).
         stamps_s: (M,) stamps of ``values`` (s), in any order; ties: the value given last.
         values: (M,) values.
+        after_s: optional stamp (s): only values stamped strictly after it count (an
+            episode's start: a score of the previous episode's frames must not stand for a
+            step of this one).
+        max_age_s: optional age (s, >= 0): a value stamped more than this before the query
+            does not count.
 
     Returns:
-        float32 (N,): the values found; NaN where no stamp is at or before the query (and
-        for every query when ``stamps_s`` is empty).
+        float32 (N,): the values found; NaN where no stamp that counts is at or before the
+        query (and for every query when ``stamps_s`` is empty).
 
     Raises:
         ValueError: ``stamps_s`` and ``values`` differ in length.
@@ -114,6 +130,9 @@ def latest_at_or_before(query_s, stamps_s, values):
     if stamps.shape != vals.shape:
         raise ValueError(f'stamps_s and values differ in length: {stamps.shape} vs '
                          f'{vals.shape}')
+    if after_s is not None:
+        keep = stamps > float(after_s)
+        stamps, vals = stamps[keep], vals[keep]
     out = np.full(query.shape, np.nan, np.float32)
     if stamps.size == 0:
         return out
@@ -121,6 +140,8 @@ def latest_at_or_before(query_s, stamps_s, values):
     stamps, vals = stamps[order], vals[order]
     index = np.searchsorted(stamps, query, side='right') - 1
     found = index >= 0
+    if max_age_s is not None:
+        found[found] = query[found] - stamps[index[found]] <= float(max_age_s)
     out[found] = vals[index[found]]
     return out
 
@@ -450,7 +471,7 @@ class EpisodeRecorder:
 
     def finish(self, success, terminated, truncated, final_image, final_proprio, *,
                final_success_probability=None, final_stamp_s=None, classifier_scores=None,
-               reward_source='ground_truth', ground_truth_success=None):
+               scores_after_s=None, reward_source='ground_truth', ground_truth_success=None):
         """Close the running episode in memory (fast); return ``(buffer, summary)``.
 
         ``buffer`` is None for an episode without actions (nothing to write). A new episode
@@ -460,9 +481,13 @@ class EpisodeRecorder:
         Args:
             classifier_scores: optional ``(stamps_s (M,), scores (M,))`` of the success
                 detector: each observation's ``success_classifier_probability`` becomes the
-                latest score stamped at or before its ``stamp_s`` (NaN where none); None
-                keeps the values given to :meth:`add_step` (the final observation: the last
+                latest score stamped at or before its ``stamp_s`` and at most
+                :data:`CLASSIFIER_SCORE_MAX_AGE_S` before it (NaN where none); None keeps
+                the values given to :meth:`add_step` (the final observation: the last
                 step's).
+            scores_after_s: the episode's start (s, the ``start`` event's ``stamp_s``): only
+                scores stamped after it count (None: any; the scores of the previous
+                episode's frames would then stand for steps whose frame was not scored).
             reward_source: 'ground_truth' or 'classifier', the source of ``success``
                 (episode metadata).
             ground_truth_success: the simulator's ground truth reached success (episode
@@ -478,7 +503,8 @@ class EpisodeRecorder:
         final_stamp = ep['stamp_s'][-1] if final_stamp_s is None else float(final_stamp_s)
         if classifier_scores is not None:
             ep['success_classifier_probability'] = list(latest_at_or_before(
-                ep['stamp_s'] + [final_stamp], *classifier_scores))
+                ep['stamp_s'] + [final_stamp], *classifier_scores, after_s=scores_after_s,
+                max_age_s=CLASSIFIER_SCORE_MAX_AGE_S))
         else:
             ep['success_classifier_probability'].append(ep['success_classifier_probability'][-1])
         buffer = self._buffer(ep, img, p, final_sp, final_stamp, bool(success),

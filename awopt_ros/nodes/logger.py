@@ -26,8 +26,10 @@ The success detector (issue 24), when it runs: its ``/success_detector/classific
 (vision_msgs/Classification, stamped with the scored frame's stamp, the score of class
 'success') and ``/success_detector/success`` (std_msgs/Bool, its debounced decision) go into
 the bags; each grasp dataset step gets ``success_classifier_probability``, the latest score
-stamped at or before its image's stamp (looked up when the episode ends, so a score that
-arrives after the step's action still counts; NaN where none: no detector), next to
+stamped at or before its image's stamp, after the episode's start and at most
+``core.dataset.CLASSIFIER_SCORE_MAX_AGE_S`` (0.25 s) before the image (looked up when the
+episode ends, so a score that arrives after the step's action still counts; NaN where none:
+no detector, or its frame not scored and no recent one of the episode), next to
 ``success_probability`` (the ground truth). Each episode's metadata gets ``reward_source``
 (the ``end`` event's ``success_source``; 'ground_truth' when the event has none) and
 ``ground_truth_success`` (the event's, when known); the rewards come from the outcome as
@@ -164,7 +166,11 @@ _MAX_IMAGES = 64          # recent policy images kept for stamp matching
 PRESTART_S = 1.0          # messages kept between episodes (s), see LoggerNode._prestart
 _MAX_JOINT_STATES = 400   # 4 s at 100 Hz
 _MAX_PENDING_ACTIONS = 8  # actions waiting for their image before being dropped
-_MAX_SCORES = 4096        # classifier scores kept (400 s of frames at 10 Hz)
+# Classifier scores kept: the detector scores every policy image, so they come at the camera
+# rate (30 Hz; in lockstep 10 Hz), and they are looked up when the episode ends, so the buffer
+# must hold a whole episode: 18000 = 10 min at 30 Hz (default timeout_s 30 s: 900 scores).
+# A longer episode's first steps get NaN.
+_MAX_SCORES = 18000
 
 
 def _message_class(msgtype):
@@ -579,6 +585,13 @@ class LoggerNode(Node):
         return list(stamps), list(scores)
 
     @staticmethod
+    def _start_stamp(start_event):
+        """Return the ``start`` event's ``stamp_s`` (s), or None when it has none: scores
+        stamped at or before it belong to the previous episode's frames."""
+        stamp = (start_event or {}).get('stamp_s')
+        return float(stamp) if isinstance(stamp, (int, float)) else None
+
+    @staticmethod
     def _sources(event):
         """Return the episode metadata the end ``event`` gives: ``reward_source`` (its
         ``success_source``, 'ground_truth' when absent or unknown) and
@@ -855,14 +868,15 @@ class LoggerNode(Node):
                     bool(event.get('truncated', True)), extra['image'], extra['proprio'],
                     final_success_probability=extra['success_probability'],
                     final_stamp_s=extra['stamp_s'], classifier_scores=self._classifier_scores(),
-                    **self._sources(event))
+                    scores_after_s=self._start_stamp(ep), **self._sources(event))
             elif self._last_image is not None and self.recorder.steps > 0:
                 stamp, img = self._last_image
                 buffer, summary = self.recorder.finish(
                     bool(event.get('success', False)), bool(event.get('terminated', False)),
                     bool(event.get('truncated', True)), img, self._proprio_at(stamp),
                     final_success_probability=self._success_p, final_stamp_s=stamp * 1e-9,
-                    classifier_scores=self._classifier_scores(), **self._sources(event))
+                    classifier_scores=self._classifier_scores(),
+                    scores_after_s=self._start_stamp(ep), **self._sources(event))
             else:
                 buffer, summary = self.recorder.finish(False, False, True, None, None)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next episode
