@@ -20,7 +20,7 @@ from awopt_ros.core.dataset import EpisodeRecorder
 from awopt_ros.core.success_classifier import SuccessClassifier, make_contract
 from awopt_ros.learning.export import save_with_metadata
 from awopt_ros.learning.finetune import DatasetSource, FinetuneConfig, FinetuneError, Finetuner
-from awopt_ros.learning.relabel import (ClassifierRelabeller, cut_episode,
+from awopt_ros.learning.relabel import (ClassifierRelabeller, RelabelError, cut_episode,
                                         episode_reward_source, file_sha256)
 from test_finetune import SIZE, GrowingSource, tiny_learner
 from test_train_cli import DATASET_ID, TINY_NET
@@ -97,11 +97,15 @@ def test_relabel_cuts_where_the_decision_fires_and_zeroes_missed_successes():
     assert out['actions'].shape == (3, 7) and out['success_probability'].shape == (4,)
     np.testing.assert_array_equal(out['actions'], ep['actions'][:3])
     assert ep['rewards'].tolist() == [0, 0, 0, 0, 1]               # the input is untouched
-    # A success the classifier misses (one bright frame, then grey holds the run at 1 < K):
+    # A success the classifier misses (the recording ends after one bright frame, 1 < K):
     # reward 0, and the episode ends truncated (time limit), not terminated.
-    out, rec = relabel(episode([DARK, DARK, DARK, BRIGHT, GREY], dataset_success=True))
+    out, rec = relabel(episode([DARK, DARK, DARK, DARK, BRIGHT], dataset_success=True))
     assert rec['fire_frame'] is None and not rec['classifier_success'] and rec['steps'] == 4
     assert rec['open_run'] == 1                          # cut short before K frames confirmed
+    # Before the decision, a grey frame (between off and on) starts the run again: bright,
+    # grey, bright is not K = 2 consecutive frames (classic hysteresis, as the node)
+    _, rec = relabel(episode([DARK, BRIGHT, GREY, BRIGHT, GREY], dataset_success=True))
+    assert rec['fire_frame'] is None and rec['open_run'] == 0
     assert not out['rewards'].any() and out['truncations'].tolist() == [0, 0, 0, 1]
     assert not out['terminations'].any()
     # A false success (bright, dark resets, bright again twice) in a failed episode; an
@@ -309,3 +313,15 @@ def test_cli_reward_source_classifier_and_its_errors(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert 'argument --success-model' in err and 'image_size' in err
     assert err.strip().count('\n') == 0
+
+
+def test_relabel_feeds_one_observation_per_step_at_the_contracts_frame_period():
+    """Dataset observations are one per 0.1 s control step, the contract's frame_period_s:
+    every one is fed; a classifier counting frames at another period is refused."""
+    relabel = ClassifierRelabeller(FakeClassifier())
+    assert relabel.frame_period_s == 0.1 and relabel.describe()['frame_period_s'] == 0.1
+    fast = FakeClassifier()
+    fast.frame_period_s = 1 / 30
+    with pytest.raises(RelabelError, match='frame_period_s'):
+        ClassifierRelabeller(fast)
+    assert ClassifierRelabeller(fast, step_period_s=1 / 30).frame_period_s == pytest.approx(1 / 30)

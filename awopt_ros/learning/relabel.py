@@ -9,8 +9,13 @@ have given, computed here per episode the way the stack decides online (the
 1. score every observation image of the episode, p_i = classifier(image_i) for
    i = 0..T (uint8 (T+1, S, S, 3), S = the classifier's ``image_size``);
 2. debounce like the node (:class:`~awopt_ros.core.success_classifier.SuccessDebouncer`:
-   success once p stays >= ``on_threshold`` for ``debounce_frames`` (K) consecutive frames,
-   a frame below ``off_threshold`` resets the run); f = the first frame where it fires;
+   success once p >= ``on_threshold`` for ``debounce_frames`` (K) consecutive frames, any
+   frame below it before then starts the run again); f = the first frame where it fires.
+   Every observation is fed: a dataset holds one observation per control step (the logger
+   records one per step, ``control_period_s`` 0.1 s in every config), which is the rate the
+   contract's thresholds and K were chosen at (its ``frame_period_s``, 0.1 s); the node, fed
+   a 30 Hz camera, counts only frames that far apart. A classifier whose ``frame_period_s``
+   differs from the episodes' step period (``step_period_s``) by more than 10 % is refused;
 3. fired at frame f: the stack would have ended the episode there, after action f - 1, so
    the episode is cut to T' = max(f, 1) steps (observations 0..T', later steps dropped),
    with reward 1 and ``terminations`` set on its last step; never fired: the T steps stay,
@@ -149,6 +154,13 @@ class ClassifierRelabeller:
         model_path: the classifier's file (recorded with its sha256; None: not recorded).
         on_threshold, off_threshold, debounce_frames: override the classifier's values
             (None: the classifier's, i.e. its contract's).
+        step_period_s: time between the episodes' observations (s; one control step, 0.1 s
+            in the stack); must be within 10 % of the classifier's ``frame_period_s``
+            (0.1 s when it has none).
+
+    Raises:
+        RelabelError: the step period does not match the classifier's frame period.
+        ValueError: thresholds or periods out of range.
 
     Attributes:
         counts: dict of episodes ``relabelled``, ``kept`` (already labelled by the classifier
@@ -165,9 +177,18 @@ class ClassifierRelabeller:
     source = 'classifier'
 
     def __init__(self, classifier, model_path=None, on_threshold=None, off_threshold=None,
-                 debounce_frames=None):
-        from awopt_ros.core.success_classifier import check_thresholds
+                 debounce_frames=None, step_period_s=0.1):
+        from awopt_ros.core.success_classifier import (DEFAULT_FRAME_PERIOD_S,
+                                                       check_frame_period, check_thresholds)
         self.classifier = classifier
+        self.frame_period_s = check_frame_period(
+            getattr(classifier, 'frame_period_s', DEFAULT_FRAME_PERIOD_S))
+        self.step_period_s = check_frame_period(step_period_s)
+        if abs(self.step_period_s - self.frame_period_s) > 0.1 * self.frame_period_s:
+            raise RelabelError(
+                f'the success classifier counts frames {self.frame_period_s:g} s apart '
+                f'(contract frame_period_s), the episodes have one observation every '
+                f'{self.step_period_s:g} s: its thresholds and K do not apply')
         self.on_threshold, self.off_threshold, self.debounce_frames = check_thresholds(
             classifier.on_threshold if on_threshold is None else on_threshold,
             classifier.off_threshold if off_threshold is None else off_threshold,
@@ -185,7 +206,8 @@ class ClassifierRelabeller:
         """Return the settings (JSON-able dict): source, model, sha256, thresholds."""
         return {'reward_source': self.source, 'model': self.model_path,
                 'model_sha256': self.model_sha256, 'on_threshold': self.on_threshold,
-                'off_threshold': self.off_threshold, 'debounce_frames': self.debounce_frames}
+                'off_threshold': self.off_threshold, 'debounce_frames': self.debounce_frames,
+                'frame_period_s': self.frame_period_s}
 
     def decide(self, images):
         """Score ``images`` uint8 (T+1, S, S, 3) and debounce them as the stack does; return
