@@ -152,6 +152,11 @@ def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsy
     # the crop and camera size of the frames go into the contract and the card
     assert SuccessClassifier(out).contract['crop_xywh'] == [40, 0, 240, 240]
     assert SuccessClassifier(out).contract['source_size'] == [320, 240]
+    # frames one 0.1 s control step apart: the rate the node counts frames at
+    assert SuccessClassifier(out).contract['frame_period_s'] == 0.1
+    assert metrics['frame_period_s'] == 0.1
+    card = (out.parent / 'grasp_success.md').read_text()
+    assert '`frame_period_s` 0.1' in card and 'per failed episode' in card
     assert 'crop 40,0,240,240 of the 320x240' in (out.parent / 'grasp_success.md').read_text()
     # a second run onto the same files is refused; --force replaces the shipped one
     assert main(base + ['--out', str(out)]) == 2
@@ -180,3 +185,15 @@ def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsy
     assert main(['evaluate-classifier', str(out), '--stack-report', str(report),
                  '--metrics-out', str(tmp_path / 'e2.json')]) == 2
     assert 'stack_agreement_rate' in capsys.readouterr().err
+
+
+def test_frame_period_of_the_frames():
+    from types import SimpleNamespace
+
+    from awopt_ros.learning.success_train import frame_period_of
+    assert frame_period_of(synthetic_frames()) == 0.1
+    assert frame_period_of(SimpleNamespace(meta={'control_period_s': 0.05})) == 0.05
+    assert frame_period_of(SimpleNamespace(meta={'frame_period_s': 0.2,
+                                                 'control_period_s': 0.05})) == 0.2
+    with pytest.raises(ValueError, match='frame_period_s'):
+        frame_period_of(SimpleNamespace(meta={'control_period_s': -1}))

@@ -270,6 +270,23 @@ def _balanced_indices(labels, batch_size, rng):
     return np.concatenate([rng.choice(pos, half), rng.choice(neg, batch_size - half)])
 
 
+def frame_period_of(frames):
+    """Return the time between consecutive frames of an episode in ``frames`` (s): the
+    FrameSet's ``meta['frame_period_s']`` or ``meta['control_period_s']`` when it records one,
+    else :data:`core.success_classifier.DEFAULT_FRAME_PERIOD_S` (0.1 s: grasp and insertion
+    frames are taken once per 10 Hz control step, and datasets hold one observation per step).
+    It goes into the contract as ``frame_period_s``, the rate the thresholds and K hold at.
+
+    Raises:
+        ValueError: a recorded period that is not a number in (0, 60] s.
+    """
+    meta = getattr(frames, 'meta', None) or {}
+    for key in ('frame_period_s', 'control_period_s'):
+        if meta.get(key) is not None:
+            return sc.check_frame_period(meta[key])
+    return sc.DEFAULT_FRAME_PERIOD_S
+
+
 def split_metrics(prefix, frames, probs, on, off, k, truth_debounce_frames=None):
     """Return ``{prefix_key: value}`` frame and episode metrics of ``frames`` at (on, off, K).
 
@@ -409,7 +426,8 @@ def train_classifier(train, val, cfg, heldout=None, progress=True, log=print):
     metrics = {'parameters': parameter_count(net), 'best_epoch': best[1],
                'epochs': int(cfg.epochs), 'steps_per_epoch': steps,
                'train_seconds': train_seconds, 'on_threshold': on, 'off_threshold': off,
-               'debounce_frames': k, 'target_false_positive_rate': float(cfg.target_fpr),
+               'debounce_frames': k, 'frame_period_s': frame_period_of(train),
+               'target_false_positive_rate': float(cfg.target_fpr),
                'off_false_positive_rate': float(cfg.off_fpr),
                'train_frames': int(tr_y.size), 'train_positives': int(tr_y.sum()),
                'train_episodes': int(np.unique(np.asarray(train.episode)).size)}
@@ -606,6 +624,8 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
             ('frame false-positive rate', 'fp_rate'), ('frame false-negative rate', 'fn_rate'),
             ('ECE (10 bins)', 'ece'), ('episode false-success rate',
                                        'episode_false_success_rate'),
+            ('episode false-success rate per failed episode',
+             'episode_false_success_rate_failed'),
             ('episode missed-success rate', 'episode_missed_success_rate'),
             ('episode false-success rate, truth debounced (J frames)',
              'episode_false_success_rate_gt_debounced'),
@@ -650,8 +670,13 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
               f'- `off_threshold` {m["off_threshold"]:.4f}: the same rule for a false-positive '
               f'rate of {cfg.off_fpr}, capped at the on-threshold.',
               f'- `debounce_frames` {m["debounce_frames"]}: success once that many consecutive '
-              'frames score at or above the on-threshold; a frame below the off-threshold '
-              'resets.', '', '## Metrics (at the thresholds above)', '']
+              'frames score at or above the on-threshold (before that, any frame below it '
+              'starts the count again); once true, the decision stays true until a frame '
+              'scores below the off-threshold.',
+              f'- `frame_period_s` {m.get("frame_period_s", sc.DEFAULT_FRAME_PERIOD_S):g}: the '
+              'frames above are one control step apart; the `success_detector` node counts '
+              'camera frames at that period, not at the camera rate.', '',
+              '## Metrics (at the thresholds above)', '']
     splits = [s for s in ('validation', 'heldout') if f'{s}_frames' in m]
     lines.append('| metric | ' + ' | '.join(splits) + ' |')
     lines.append('|---|' + '---|' * len(splits))
@@ -683,7 +708,9 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
             f'{text} ({"met" if ok else "NOT met"})' for text, ok in checks) + '.']
     lines += ['', 'Episode false-success rate: episodes where the debounced decision fires '
               'before the first success frame or in an episode without one, over all '
-              'episodes; missed-success rate: successful episodes where it never fires. '
+              'episodes (successful and failed); per failed episode: the false successes in '
+              'episodes without a success frame over those episodes; missed-success rate: '
+              'successful episodes where it never fires, over the successful episodes. '
               'Truth debounced: an episode counts as a success only when J consecutive frames '
               "are (J = the episode manager's success_debounce_steps of the simulation "
               "config, 2 for grasp), as the stack's ground truth does. "
@@ -862,6 +889,7 @@ def run_train_classifier(args):
     contract = sc.make_contract(args.task, res['on_threshold'], res['off_threshold'],
                                 res['debounce_frames'], args.target_fpr,
                                 image_size=net.image_size, crop_xywh=crop, source_size=source,
+                                frame_period_s=frame_period_of(frames),
                                 extra={'dataset': Path(args.frames).name,
                                        'heldout_groups': held_groups,
                                        'parameters': metrics['parameters']})
@@ -916,7 +944,8 @@ def evaluate_model(model, splits):
         dict: the contract's thresholds and :func:`split_metrics` of every split.
     """
     on, off, k = model.on_threshold, model.off_threshold, model.debounce_frames
-    out = {'on_threshold': on, 'off_threshold': off, 'debounce_frames': k}
+    out = {'on_threshold': on, 'off_threshold': off, 'debounce_frames': k,
+           'frame_period_s': getattr(model, 'frame_period_s', sc.DEFAULT_FRAME_PERIOD_S)}
     for prefix, frames in splits.items():
         probs = np.concatenate([model.probability(frames.images[i:i + 512])
                                 for i in range(0, len(frames.labels), 512)]) \
