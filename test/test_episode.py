@@ -76,9 +76,27 @@ def test_classifier_success_on_the_first_lifted_sample_counts_as_ground_truth_su
     assert ep.ground_truth_success is False
     result = ep.on_classifier_success(True, 10.2)
     assert result.success and result.ground_truth_success is True
+    assert result.ground_truth_cut_short is True             # and the end event says so
+    assert result.as_event(10.2)['ground_truth_cut_short'] is True
     early = make(success_source='classifier', success_debounce=2)
     early.on_success_probability(0.0, 10.1)  # the classifier fires before any lift: false
-    assert early.on_classifier_success(True, 10.2).ground_truth_success is False
+    result = early.on_classifier_success(True, 10.2)
+    assert result.ground_truth_success is False and result.ground_truth_cut_short is False
+
+
+def test_ground_truth_cut_short_only_when_the_rule_decided():
+    """A ground truth that reached success on its own (debounced) before the classifier
+    fired is not cut short; nor is an end by the ground truth itself."""
+    ep = make(success_source='classifier', success_debounce=2)
+    for t in (10.1, 10.2, 10.3):
+        ep.on_success_probability(1.0, t)
+    event = ep.on_classifier_success(True, 10.3).as_event(10.3)
+    assert event['ground_truth_success'] is True and event['ground_truth_cut_short'] is False
+    gt = make(success_debounce=2)
+    gt.on_success_probability(1.0, 10.1)
+    event = gt.on_success_probability(1.0, 10.2).as_event(10.2)
+    assert event['ground_truth_success'] is True and event['ground_truth_cut_short'] is False
+    assert make().stop(10.1).as_event(10.1)['ground_truth_cut_short'] is False
 
 
 def test_ground_truth_source_ignores_classifier_decisions():

@@ -148,8 +148,10 @@ def test_bag_frame_stamps_under_a_realsense_camera_ns(tmp_path):
     assert bag_frame_stamps_ns(tmp_path / 'bag') == []
 
 
-def _end(success, truth, source='classifier'):
+def _end(success, truth, source='classifier', cut_short=None):
     event = {'event': 'end', 'success': success, 'ground_truth_success': truth}
+    if cut_short is not None:
+        event['ground_truth_cut_short'] = cut_short
     if source is not None:
         event['success_source'] = source
     return event
@@ -165,6 +167,16 @@ def test_stack_agreement_counts_only_episodes_with_a_ground_truth():
     assert out['success_source'] == 'classifier'
     assert out['stack_agreement_by_source'] == {'classifier': {'episodes': 5,
                                                                'agreement_rate': 0.6}}
+
+
+def test_stack_agreement_counts_the_episodes_whose_ground_truth_was_cut_short():
+    from awopt_ros.core.report import stack_agreement
+    ends = [_end(True, True, cut_short=True), _end(True, True, cut_short=False),
+            _end(True, True), _end(False, False, cut_short=False),   # older event: no key
+            _end(True, True, cut_short=True), _end(True, None, cut_short=False)]
+    out = stack_agreement(ends)
+    assert out['stack_ground_truth_cut_short'] == 2 and out['stack_episodes'] == 5
+    assert stack_agreement([])['stack_ground_truth_cut_short'] == 0
 
 
 def test_stack_agreement_per_source_and_without_ground_truth():
@@ -193,6 +205,12 @@ def test_demo_summary_prints_the_agreement():
     print_summary(report, out=lines.append)
     assert lines[1] == ('success source classifier: outcome agrees with the ground truth in '
                         '48/50 episodes (96%; false successes 1, missed successes 1)')
+    cut = [_end(True, True, cut_short=True)] * 3 + [_end(True, True)] * 47
+    lines.clear()
+    print_summary(dict(report, **stack_agreement(cut)), out=lines.append)
+    assert lines[1] == ('success source classifier: outcome agrees with the ground truth in '
+                        '50/50 episodes (100%; false successes 0, missed successes 0; ground '
+                        'truth cut short by the end in 3)')
     hardware = stack_agreement([_end(True, None)])
     lines.clear()
     print_summary(dict(report, **hardware), out=lines.append)

@@ -31,7 +31,9 @@ debounce, and the result says whether they reached success at some point of the 
 (``ground_truth_success``: True/False; None when no sample came, i.e. on hardware): run
 reports compare it with the outcome (``core.report.stack_agreement``). A classifier success
 while the latest ground-truth sample is at or above the threshold counts as a ground-truth
-success too: the end cut the ground truth's debounce short, the object is up.
+success too: the end cut the ground truth's debounce short, the object is up. The result then
+says so (``ground_truth_cut_short``: True only in that case, where the ground truth's success
+was not debounced), so that reports can tell how often the rule decided.
 """
 from dataclasses import dataclass
 
@@ -95,6 +97,9 @@ class EpisodeResult:
         success_source: the source that decided success (:data:`SUCCESS_SOURCES`).
         ground_truth_success: whether the ground-truth samples reached success (debounced)
             at some point of the episode; None when none came (hardware).
+        ground_truth_cut_short: True when ``ground_truth_success`` is True only because a
+            classifier success ended the episode while the latest ground-truth sample was at
+            or above the threshold (its debounce cut short); False otherwise.
     """
 
     episode: int
@@ -104,6 +109,7 @@ class EpisodeResult:
     detail: str = ''
     success_source: str = 'ground_truth'
     ground_truth_success: bool = None
+    ground_truth_cut_short: bool = False
 
     @property
     def success(self):
@@ -123,7 +129,8 @@ class EpisodeResult:
                 'steps': self.steps, 'success': self.success, 'terminated': self.terminated,
                 'truncated': self.truncated, 'duration_s': round(self.duration_s, 4),
                 'detail': self.detail, 'success_source': self.success_source,
-                'ground_truth_success': self.ground_truth_success, 'stamp_s': stamp_s}
+                'ground_truth_success': self.ground_truth_success,
+                'ground_truth_cut_short': self.ground_truth_cut_short, 'stamp_s': stamp_s}
 
 
 @dataclass
@@ -143,6 +150,9 @@ class Episode:
     _success_run: int = 0
     #: None until a ground-truth sample came, then whether they reached success (debounced)
     ground_truth_success: bool = None
+    #: True once a classifier success made ``ground_truth_success`` True with its debounce
+    #: cut short (see the module doc)
+    ground_truth_cut_short: bool = False
 
     @property
     def done(self):
@@ -153,7 +163,8 @@ class Episode:
             self.result = EpisodeResult(self.episode, outcome, self.steps,
                                         now_s - self.start_s, detail,
                                         success_source=self.config.success_source,
-                                        ground_truth_success=self.ground_truth_success)
+                                        ground_truth_success=self.ground_truth_success,
+                                        ground_truth_cut_short=self.ground_truth_cut_short)
             return self.result
         return None
 
@@ -203,10 +214,11 @@ class Episode:
         """
         if self.done or not decision or self.config.success_source != 'classifier':
             return None
-        if self._success_run > 0:
+        if self._success_run > 0 and not self.ground_truth_success:
             # The ground truth shows success right now, but the end cuts its debounce short
             # (the classifier confirmed on the frame the simulator first reported the lift).
             self.ground_truth_success = True
+            self.ground_truth_cut_short = True
         return self._end('success', now_s, 'classifier')
 
     def check(self, now_s):

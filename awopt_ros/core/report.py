@@ -41,6 +41,10 @@ def stack_agreement(end_events):
         (fraction of them whose ``success`` equals ``ground_truth_success``; None when there
         are none), ``stack_false_successes`` (success without the ground truth's),
         ``stack_missed_successes`` (the ground truth's success, not the outcome's),
+        ``stack_ground_truth_cut_short`` (episodes, among them, whose
+        ``ground_truth_success`` was true only because a classifier success ended them on a
+        ground-truth sample at or above the threshold before its debounce: the event's
+        ``ground_truth_cut_short``; :mod:`awopt_ros.core.episode`),
         ``success_source`` (the events' source: one name, 'mixed', or None without events;
         an event without one counts as 'ground_truth') and ``stack_agreement_by_source``
         ({source: {'episodes', 'agreement_rate'}}).
@@ -49,6 +53,8 @@ def stack_agreement(end_events):
     judged = [(src, bool(e.get('success')), bool(e['ground_truth_success']))
               for src, e in zip(sources, end_events)
               if e.get('ground_truth_success') is not None]
+    cut_short = sum(bool(e.get('ground_truth_cut_short')) for e in end_events
+                    if e.get('ground_truth_success') is not None)
 
     def rate(rows):
         return sum(ok == truth for _, ok, truth in rows) / len(rows) if rows else None
@@ -60,6 +66,7 @@ def stack_agreement(end_events):
     return {'stack_episodes': len(judged), 'stack_agreement_rate': rate(judged),
             'stack_false_successes': sum(ok and not truth for _, ok, truth in judged),
             'stack_missed_successes': sum(truth and not ok for _, ok, truth in judged),
+            'stack_ground_truth_cut_short': cut_short,
             'success_source': (distinct[0] if len(distinct) == 1 else
                                'mixed' if distinct else None),
             'stack_agreement_by_source': by_source}
@@ -74,10 +81,13 @@ def agreement_line(report):
     n, agree = report.get('stack_episodes', 0), report.get('stack_agreement_rate')
     if not n:
         return f'success source {source}: no ground truth to compare with'
+    cut_short = report.get('stack_ground_truth_cut_short') or 0
     return (f'success source {source}: outcome agrees with the ground truth in '
             f'{round(agree * n)}/{n} episodes ({100 * agree:.0f}%; false successes '
             f'{report.get("stack_false_successes", 0)}, missed successes '
-            f'{report.get("stack_missed_successes", 0)})')
+            f'{report.get("stack_missed_successes", 0)}'
+            + (f'; ground truth cut short by the end in {cut_short}' if cut_short else '')
+            + ')')
 
 
 def latency_summary(samples_ms):
