@@ -43,7 +43,8 @@ CORE_NODES = (
     ('robot_state', 'awopt_ros.nodes.robot_state'),
 )
 #: Optional nodes: each starts, right after the policy node, when the params file has a section
-#: for it. ``success_detector`` (the camera success classifier) runs in the grasp bringups,
+#: for it. ``success_detector`` (the camera success classifier) runs wherever the params file
+#: has a ``success_detector`` section (the grasp configs and the simulated insertion config),
 #: where the episode manager's ``success_source: classifier`` ends episodes on its decision
 #: and the logger records its score next to the simulator's ground truth.
 OPTIONAL_NODES = (

@@ -643,3 +643,62 @@ def test_simulated_collection_never_overwrites_an_existing_out(tmp_path, monkeyp
     out.write_bytes(b'earlier work')
     rc, _, err = _collect(['--episodes', '1', '--out', out], capsys)
     assert rc == 2 and 'argument --out' in err and out.read_bytes() == b'earlier work'
+
+
+# -- CLI checks of the review ---------------------------------------------------------------------
+
+def test_from_run_records_the_runs_camera_crop(tmp_path, capsys):
+    run = tmp_path / 'kuka'
+    _hardware_run(run, outcomes=(True,), lengths=(4,))
+    out = tmp_path / 'f.npz'
+    rc, _, err = _collect(['--from-run', run, '--out', out, '--label', 'operator',
+                           '--crop-xywh', '80,0,480,480', '--source-size', '640,480'], capsys)
+    assert rc == 0, err
+    meta = FrameSet.load(out).meta
+    assert meta['crop_xywh'] == [80, 0, 480, 480] and meta['camera_size'] == [640, 480]
+    # one without the other, or a crop outside the frame: one-line errors, nothing written
+    for extra, option in ((['--crop-xywh', '80,0,480,480'], '--source-size'),
+                          (['--source-size', '640,480'], '--crop-xywh'),
+                          (['--crop-xywh', '80,0,480,480', '--source-size', '320,240'],
+                           '--crop-xywh'),
+                          (['--crop-xywh', '80,0,480,480', '--source-size', '640'],
+                           '--source-size')):
+        rc, _, err = _collect(['--from-run', run, '--out', tmp_path / 'g.npz', '--label',
+                               'operator', *extra], capsys)
+        assert rc == 2 and f'argument {option}' in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / 'g.npz').exists()
+    # --source-size is for recorded runs only
+    rc, _, err = _collect(['--episodes', '1', '--source-size', '640,480', '--out',
+                           tmp_path / 'g.npz'], capsys)
+    assert rc == 2 and 'argument --source-size' in err and '--from-run' in err
+
+
+def test_collect_unknown_shape_is_a_one_line_error(tmp_path, capsys):
+    rc, _, err = _collect(['--episodes', '1', '--shapes', 'cube', '--out', tmp_path / 'f.npz'],
+                          capsys)
+    assert rc == 2 and 'argument --shapes' in err and "'cube'" in err
+    assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err
+
+
+def test_collect_insertion_default_out_and_grasp_only_options(tmp_path, monkeypatch, capsys):
+    from awopt_ros.learning import success_data as sd
+    seen = {}
+
+    def fake_insertion(seeds, variant='default', hard_negatives=True, processes=2,
+                       image_size=64, **kw):
+        seen['seeds'] = list(seeds)
+        return FrameSet(np.zeros((1, 64, 64, 3), np.uint8), np.zeros(1), np.zeros(1),
+                        np.zeros(1), np.array([variant]), np.array(['normal']), 'insertion',
+                        {'wall_s': 0.0})
+    monkeypatch.setattr(sd, 'collect_insertion_frames', fake_insertion)
+    monkeypatch.chdir(tmp_path)
+    rc, text, err = _collect(['--task', 'insertion', '--episodes', '2'], capsys)
+    assert rc == 0, err
+    assert (tmp_path / 'runs' / 'success' / 'insertion_frames.npz').is_file()
+    assert not (tmp_path / 'runs' / 'success' / 'grasp_frames.npz').exists()
+    for extra, option in ((['--shapes', 'box'], '--shapes'),
+                          (['--crop-xywh', '40,0,240,240'], '--crop-xywh')):
+        rc, _, err = _collect(['--task', 'insertion', '--episodes', '1', '--out', 'x.npz',
+                               *extra], capsys)
+        assert rc == 2 and f'argument {option}' in err and 'insertion' in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / 'x.npz').exists()

@@ -117,7 +117,9 @@ def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsy
     frames = synthetic_frames()
     frames.meta.update(crop_xywh=[40, 0, 240, 240], camera_size=[320, 240])
     frames_path = frames.save(tmp_path / 'train.npz')
-    held_path = synthetic_frames(episodes=6, seed=2, group='capsule').save(tmp_path / 'h.npz')
+    held = synthetic_frames(episodes=6, seed=2, group='capsule')
+    held.meta.update(crop_xywh=[40, 0, 240, 240], camera_size=[320, 240])
+    held_path = held.save(tmp_path / 'h.npz')
     shipped = tmp_path / 'models'
     shipped.mkdir()
     (shipped / 'grasp_success.onnx').write_bytes(b'shipped')
@@ -166,7 +168,7 @@ def test_cli_trains_refuses_overwrite_and_evaluates(tmp_path, monkeypatch, capsy
     # evaluate-classifier: metrics, then the stack report's numbers into the same JSON
     report = tmp_path / 'report.json'
     report.write_text(json.dumps({'episodes': 3, 'stack_agreement_rate': 0.96,
-                                  'stack_episodes': 50}))
+                                  'stack_episodes': 50, 'success_source': 'classifier'}))
     mout = tmp_path / 'eval.json'
     assert main(['evaluate-classifier', str(out), '--frames', str(frames_path), '--heldout',
                  str(held_path), '--metrics-out', str(mout)]) == 0
@@ -197,3 +199,220 @@ def test_frame_period_of_the_frames():
                                                  'control_period_s': 0.05})) == 0.2
     with pytest.raises(ValueError, match='frame_period_s'):
         frame_period_of(SimpleNamespace(meta={'control_period_s': -1}))
+
+
+# -- CLI checks of the review (crop, several FrameSets, evaluation and stack-report refusals) --
+
+CROP = {'crop_xywh': [40, 0, 240, 240], 'camera_size': [320, 240]}
+TINY = ['--epochs', '1', '--steps-per-epoch', '2', '--batch-size', '8', '--threads', '1',
+        '--no-progress', '--channels', '4,4,4,4', '--hidden', '4']
+
+
+def _train(tmp_path, capsys, *extra, frames=None, name='m'):
+    """Run a tiny ``awopt train-classifier`` (grasp); return (exit code, stderr, out path)."""
+    out = tmp_path / name / 'grasp_success.onnx'
+    if frames is None:
+        fs = synthetic_frames(episodes=8, steps=6)
+        fs.meta.update(CROP)
+        frames = [fs.save(tmp_path / f'{name}_train.npz')]
+    argv = ['train-classifier', '--task', 'grasp', *TINY, '--out', str(out)]
+    for f in frames:
+        argv += ['--frames', str(f)]
+    rc = main(argv + [str(a) for a in extra])
+    return rc, capsys.readouterr().err, out
+
+
+def test_train_frames_without_a_crop_need_the_crop_options(tmp_path, capsys):
+    fs = synthetic_frames(episodes=8, steps=6)      # meta without crop_xywh / camera_size
+    fs.meta.update(source='frames_from_runs', runs=['runs/cell'], label=['operator'], last_k=3)
+    path = fs.save(tmp_path / 'run.npz')
+    rc, err, out = _train(tmp_path, capsys, frames=[path])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert '--crop-xywh' in err and '--source-size' in err and 'run.npz' in err
+    rc, err, _ = _train(tmp_path, capsys, '--crop-xywh', '80,0,480,480', frames=[path])
+    assert rc == 2 and '--source-size' in err                       # both are needed
+    rc, err, _ = _train(tmp_path, capsys, '--crop-xywh', '80,0,480,480', '--source-size',
+                        '320,240', frames=[path])
+    assert rc == 2 and 'argument --crop-xywh' in err                # outside the frame
+    rc, err, out = _train(tmp_path, capsys, '--crop-xywh', '80,0,480,480', '--source-size',
+                          '640,480', frames=[path])
+    assert rc == 0, err
+    c = SuccessClassifier(out).contract
+    assert c['crop_xywh'] == [80, 0, 480, 480] and c['source_size'] == [640, 480]
+    card = out.with_suffix('.md').read_text()
+    # operator labels: the card does not claim simulator ground truth; no held-out set: "none"
+    assert 'simulator ground truth' not in card and "operator's episode verdicts" in card
+    assert 'Held out: none.' in card and '`None`' not in card
+    assert '--from-run runs/cell --label operator --last-k 3' in card
+
+
+def test_train_crop_options_that_differ_from_the_frames_crop_are_refused(tmp_path, capsys):
+    rc, err, out = _train(tmp_path, capsys, '--crop-xywh', '80,0,480,480', '--source-size',
+                          '640,480')
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert 'argument --crop-xywh' in err and '[40, 0, 240, 240]' in err
+    # the same crop as recorded is fine
+    rc, err, _ = _train(tmp_path, capsys, '--crop-xywh', '40,0,240,240', '--source-size',
+                        '320,240')
+    assert rc == 0, err
+
+
+def test_train_negative_steps_per_epoch_and_stem_are_refused(tmp_path, capsys):
+    for option in ('--steps-per-epoch', '--stem'):
+        rc, err, out = _train(tmp_path, capsys, option, '-1')
+        assert rc == 2 and f'argument {option}' in err and '>= 0' in err and not out.exists()
+
+
+def test_train_several_frames_files_and_the_reproduce_section(tmp_path, capsys):
+    paths = []
+    for k in range(2):
+        fs = synthetic_frames(episodes=6, steps=6, seed=k)
+        fs.meta.update(CROP, source='collect_grasp_frames', seeds=list(range(6 * k, 6 * k + 6)),
+                       shapes=['box', 'cylinder', 'sphere'], hard_negatives=True,
+                       image_size=64, label='ground_truth: GraspSim.object_lifted()',
+                       generator=st_generator())
+        paths.append(fs.save(tmp_path / f'part{k}.npz'))
+    rc, err, out = _train(tmp_path, capsys, frames=paths)
+    assert rc == 0, err
+    metrics = json.loads((out.parent / 'grasp_success_metrics.json').read_text())
+    assert metrics['frames_files'] == [str(p) for p in paths]
+    assert metrics['train_episodes'] + metrics['validation_episodes'] == 12
+    card = out.with_suffix('.md').read_text()
+    assert str(paths[0]) in card and str(paths[1]) in card and '## Reproduce' in card
+    for k in range(2):
+        assert (f'awopt collect-success-frames --task grasp --episodes 6 --seed {6 * k} '
+                f'--shapes box,cylinder,sphere --crop-xywh 40,0,240,240 --out {paths[k]}'
+                in card)
+    assert (f'awopt train-classifier --task grasp --frames {paths[0]} --frames {paths[1]} '
+            in card) and '--steps-per-epoch 2' in card and f'--out {out}' in card
+    assert 'labels from the simulator ground truth' in card
+
+
+def st_generator():
+    from awopt_ros.learning.success_data import GENERATOR_VERSION
+    return GENERATOR_VERSION
+
+
+def test_insertion_card_limits_are_about_the_peg_not_the_gripper():
+    cfg = small_config(task='insertion')
+    metrics = {'parameters': 10, 'epochs': 1, 'steps_per_epoch': 1, 'best_epoch': 1,
+               'train_seconds': 1.0, 'train_frames': 4, 'train_positives': 2,
+               'train_episodes': 2, 'on_threshold': 0.7, 'off_threshold': 0.2,
+               'debounce_frames': 2, 'heldout_frames': 4, 'heldout_episodes': 2,
+               'heldout_positives': 2, 'heldout_success_episodes': 1,
+               'heldout_frame_accuracy': 1.0, 'heldout_episode_false_success_rate': 0.0,
+               'heldout_episode_missed_success_rate': 0.0}
+    card = st.model_card(cfg, metrics, 'data', 'insertion_success.onnx', 'default',
+                         train_groups=['default'])
+    assert 'gripper, or lifted' not in card and 'object kind' not in card
+    assert 'peg hidden or occluded' in card and '2 mm' in card
+    assert 'other scene seeds of the same socket' in card
+    card = st.model_card(cfg, metrics, 'data', 'insertion_success.onnx', 'hard',
+                         train_groups=['default'])
+    assert 'socket variant not trained on' in card
+    grasp = st.model_card(small_config(), dict(metrics), 'data', 'g.onnx', 'capsule')
+    assert 'lifted outside the crop' in grasp
+
+
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    """A tiny grasp classifier (crop 40,0,240,240 of 320x240) trained in about a second."""
+    tmp = tmp_path_factory.mktemp('tiny')
+    fs = synthetic_frames(episodes=8, steps=6)
+    fs.meta.update(CROP)
+    path = fs.save(tmp / 'train.npz')
+    out = tmp / 'grasp_success.onnx'
+    assert main(['train-classifier', '--task', 'grasp', *TINY, '--frames', str(path),
+                 '--out', str(out)]) == 0
+    return out, path
+
+
+def _evaluate(model, capsys, *argv):
+    rc = main(['evaluate-classifier', str(model), *[str(a) for a in argv]])
+    return rc, capsys.readouterr()
+
+
+def test_evaluate_refuses_frames_of_another_task_size_or_crop(tmp_path, tiny_model, capsys):
+    model, _ = tiny_model
+    bad = {'task': synthetic_frames(episodes=4), 'size': synthetic_frames(episodes=4, size=48),
+           'crop': synthetic_frames(episodes=4)}
+    bad['task'].task = 'insertion'
+    bad['task'].meta.update(CROP)
+    bad['size'].meta.update(CROP)
+    bad['crop'].meta.update(crop_xywh=[80, 0, 480, 480], camera_size=[640, 480])
+    for what, fs in bad.items():
+        path = fs.save(tmp_path / f'{what}.npz')
+        for option in ('--frames', '--heldout'):
+            rc, cap = _evaluate(model, capsys, option, path, '--metrics-out',
+                                tmp_path / f'{what}.json')
+            assert rc == 2 and len(cap.err.strip().splitlines()) == 1, (what, cap.err)
+            assert f'argument {option}' in cap.err and 'Traceback' not in cap.err
+            assert {'task': "task 'insertion'", 'size': '(48, 48, 3)',
+                    'crop': 'crop_xywh'}[what] in cap.err
+            assert not (tmp_path / f'{what}.json').exists()
+
+
+def _report(path, **keys):
+    base = {'episodes': 50, 'stack_episodes': 50, 'stack_agreement_rate': 0.9,
+            'success_source': 'classifier',
+            'stack_agreement_by_source': {'classifier': {'episodes': 40,
+                                                         'agreement_rate': 0.975}}}
+    base.update(keys)
+    path.write_text(json.dumps(base))
+    return path
+
+
+def test_stack_report_must_come_from_the_classifier_of_this_model(tmp_path, tiny_model,
+                                                                  capsys):
+    model, _ = tiny_model
+    run = tmp_path / 'run'
+    (run / 'logs').mkdir(parents=True)
+    report = _report(run / 'report.json', success_source='ground_truth',
+                     stack_agreement_by_source={'ground_truth': {'episodes': 50,
+                                                                 'agreement_rate': 1.0}})
+    rc, cap = _evaluate(model, capsys, '--stack-report', report, '--metrics-out',
+                        tmp_path / 'a.json')
+    assert rc == 2 and "'ground_truth', not the classifier" in cap.err
+    assert len(cap.err.strip().splitlines()) == 1 and not (tmp_path / 'a.json').exists()
+    # a report that names another task
+    _report(report, task='insertion')
+    rc, cap = _evaluate(model, capsys, '--stack-report', report, '--metrics-out',
+                        tmp_path / 'a.json')
+    assert rc == 2 and 'insertion run' in cap.err
+    # the run's success_detector log names another model file
+    _report(report)
+    log = run / 'logs' / 'success_detector.log'
+    log.write_text("[INFO] [1.0] [success_detector]: success classifier /x/other.onnx (task "
+                   "'grasp', 64 px) on /policy/image: on 0.7, off 0.1, 2 frames 0.1 s apart\n")
+    rc, cap = _evaluate(model, capsys, '--stack-report', report, '--metrics-out',
+                        tmp_path / 'a.json')
+    assert rc == 2 and '/x/other.onnx' in cap.err and len(cap.err.strip().splitlines()) == 1
+    # this model: the classifier's own numbers (not the top-level mix) go into the metrics
+    log.write_text(log.read_text().replace('/x/other.onnx', str(model)))
+    rc, cap = _evaluate(model, capsys, '--stack-report', report, '--metrics-out',
+                        tmp_path / 'a.json')
+    assert rc == 0, cap.err
+    ev = json.loads((tmp_path / 'a.json').read_text())
+    assert ev['stack_agreement_rate'] == 0.975 and ev['stack_episodes'] == 40
+    assert str(report) in cap.out and str(model) in cap.out
+    # no log and no model key: accepted, and it says the model was not checked
+    log.unlink()
+    rc, cap = _evaluate(model, capsys, '--stack-report', report, '--metrics-out',
+                        tmp_path / 'b.json')
+    assert rc == 0 and 'not recorded' in cap.out and str(report) in cap.out
+
+
+def test_missing_model_file_hint_names_the_command_that_makes_it(tmp_path):
+    from awopt_ros.core.onnx_policy import _check_file
+    with pytest.raises(FileNotFoundError, match='`awopt train` or'):
+        _check_file(tmp_path / 'no.onnx')
+    with pytest.raises(FileNotFoundError, match='`awopt train-classifier`'):
+        _check_file(tmp_path / 'no.onnx', 'awopt train-classifier')
+
+
+def test_evaluate_frames_help_reads_cleanly(capsys):
+    with pytest.raises(SystemExit):
+        main(['evaluate-classifier', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'or "validation_" is not used' not in text
+    assert 'not "validation_"' in text

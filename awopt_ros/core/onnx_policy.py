@@ -152,10 +152,12 @@ def expected_contract(image_size, crop_xywh):
     }
 
 
-def _check_file(path):
+def _check_file(path, train_command='awopt train'):
+    """Return ``path`` as a Path; FileNotFoundError naming ``train_command`` (the command that
+    makes such a model, e.g. 'awopt train-classifier' for a success classifier) if missing."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f'ONNX model not found: {p} (train one with `awopt train` or '
+        raise FileNotFoundError(f'ONNX model not found: {p} (train one with `{train_command}` or '
                                 f'set the model_path parameter)')
     return p
 

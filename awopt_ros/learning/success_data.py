@@ -1112,11 +1112,16 @@ def add_collect_args(parser):
                         help='--task grasp: crop (source px) of the 640x480 camera frame that '
                              "is resized to --image-size (default: the stack's policy crop "
                              f"{','.join(str(v) for v in spec.POLICY_CROP_XYWH)}; other crops for "
-                             'resolution experiments)')
+                             'resolution experiments); with --from-run: the crop that the '
+                             "run's camera_pipeline used, recorded in the FrameSet (with "
+                             '--source-size; train-classifier needs it for recorded frames)')
+    parser.add_argument('--source-size', default=None, metavar='W,H',
+                        help="--from-run: the size (px) of the run's camera frames that "
+                             '--crop-xywh is taken from (e.g. 640,480 for the Kuka cell)')
     parser.add_argument('--processes', type=positive_int, default=2,
                         help='worker processes')
     parser.add_argument('--out', default=None,
-                        help='output .npz (FrameSet; default runs/success/grasp_frames.npz, '
+                        help='output .npz (FrameSet; default runs/success/<task>_frames.npz, '
                              'with --from-run runs/success/<run folder name>_frames.npz)')
     parser.add_argument('--force', action='store_true',
                         help='overwrite an existing --out / --montage')
@@ -1129,8 +1134,9 @@ def add_collect_args(parser):
         "of the run's Minari dataset, or of its episode bags (RUN/bags/episode_NNNN) when the "
         'dataset holds none (insertion)')
     run.add_argument('--from-run', action='append', default=None, metavar='RUN_DIR',
-                     help='a recorded run folder (repeat for several; --episodes, --seed, '
-                          '--shapes and --crop-xywh do not apply; default: simulate)')
+                     help='a recorded run folder (repeat for several; --episodes, --seed and '
+                          '--shapes do not apply; --crop-xywh with --source-size record the '
+                          "run's camera crop; default: simulate)")
     run.add_argument('--label', choices=('ground_truth', 'operator'), default=None,
                      help="ground_truth: every frame labelled by the run's /success/probability "
                           '(simulation); operator: the last --last-k frames of each episode take '
@@ -1151,22 +1157,35 @@ def add_collect_args(parser):
                      help='--labels: skip the episodes that the file does not name')
 
 
-def _crop_option(text):
+def _crop_option(text, source_size=(640, 480)):
     """``{'crop_xywh': (x, y, w, h)}`` from the ``--crop-xywh`` text 'X,Y,W,H' (source px),
     ``{}`` for None (RolloutConfig's default crop); raises UsageError if malformed or not
-    inside the 640x480 camera frame."""
+    inside the ``source_size`` (W, H) camera frame (default 640x480)."""
     if text is None:
         return {}
     from awopt_ros.cli_args import UsageError
     from awopt_ros.core.image_ops import check_crop
+    w, h = (int(v) for v in source_size)
     try:
         crop = tuple(int(v) for v in str(text).split(','))
         if len(crop) != 4:
             raise ValueError('expects 4 integers')
-        return {'crop_xywh': tuple(check_crop(crop, 640, 480))}
+        return {'crop_xywh': tuple(check_crop(crop, w, h))}
     except ValueError as exc:
-        raise UsageError('--crop-xywh', f'must be X,Y,W,H inside the 640x480 frame, got '
+        raise UsageError('--crop-xywh', f'must be X,Y,W,H inside the {w}x{h} frame, got '
                                         f'{text!r} ({exc})') from None
+
+
+def _source_size_option(text):
+    """``(W, H)`` from the ``--source-size`` text 'W,H' (px); UsageError if malformed."""
+    from awopt_ros.cli_args import UsageError
+    try:
+        size = tuple(int(v) for v in str(text).split(','))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise UsageError('--source-size', f'must be W,H (two integers >= 1), got {text!r}')
+    return size
 
 
 def run_collect_cli(args):
@@ -1184,11 +1203,28 @@ def run_collect_cli(args):
             raise UsageError('--' + option.replace('_', '-'), 'applies to --from-run only')
     if getattr(args, 'only_labelled', False):
         raise UsageError('--only-labelled', 'applies to --from-run --labels only')
+    if getattr(args, 'source_size', None) is not None:
+        raise UsageError('--source-size', 'applies to --from-run only (simulated frames '
+                                          'record their camera size)')
+    if args.task == 'insertion':
+        for option, name in (('--shapes', 'shapes'), ('--crop-xywh', 'crop_xywh')):
+            if getattr(args, name, None) is not None:
+                raise UsageError(option, 'does not apply to --task insertion (grasp object '
+                                         'kinds / the Kuka camera crop)')
     args.episodes = DEFAULT_EPISODES if args.episodes is None else args.episodes
     args.seed = 0 if args.seed is None else args.seed
     args.shapes = ','.join(TRAIN_SHAPES) if args.shapes is None else args.shapes
-    args.out = args.out or 'runs/success/grasp_frames.npz'
+    args.out = args.out or f'runs/success/{args.task}_frames.npz'
     _crop_option(getattr(args, 'crop_xywh', None))            # a malformed crop: before --out
+    shapes = None
+    if args.task == 'grasp':
+        from awopt_ros.sim.scene import check_shapes
+        shapes = None if args.shapes.strip() in ('', 'all') else tuple(
+            s.strip() for s in args.shapes.split(',') if s.strip())
+        try:
+            shapes = check_shapes(shapes)
+        except ValueError as exc:
+            raise UsageError('--shapes', str(exc)) from None
     check_outputs([('--out', args.out)] + ([('--montage', args.montage)] if args.montage
                                            else []), getattr(args, 'force', False))
     seeds = range(args.seed, args.seed + args.episodes)
@@ -1198,11 +1234,8 @@ def run_collect_cli(args):
                                           hard_negatives=args.hard_negatives,
                                           processes=args.processes)
     else:
-        shapes = None if args.shapes.strip() in ('', 'all') else tuple(
-            s.strip() for s in args.shapes.split(',') if s.strip())
-        from awopt_ros.sim.scene import check_shapes
         from awopt_ros.sim.rollout import RolloutConfig
-        frames = collect_grasp_frames(seeds, shapes=check_shapes(shapes),
+        frames = collect_grasp_frames(seeds, shapes=shapes,
                                       config=RolloutConfig(
                                           image_size=getattr(args, 'image_size', 64),
                                           **_crop_option(getattr(args, 'crop_xywh', None))),
@@ -1373,11 +1406,21 @@ def _run_from_runs_cli(args):
     """``awopt collect-success-frames --from-run``: see :func:`frames_from_runs`."""
     from awopt_ros.cli_args import UsageError, check_outputs
     given = [option for option, name in (('--episodes', 'episodes'), ('--seed', 'seed'),
-                                          ('--shapes', 'shapes'), ('--crop-xywh', 'crop_xywh'))
+                                          ('--shapes', 'shapes'))
              if getattr(args, name, None) is not None]
     if given:
         raise UsageError(given[0], 'does not apply to --from-run (the frames come from the '
                                    'recorded episodes)')
+    camera = {}
+    crop_text, size_text = getattr(args, 'crop_xywh', None), getattr(args, 'source_size', None)
+    if (crop_text is None) != (size_text is None):
+        raise UsageError('--source-size' if size_text is None else '--crop-xywh',
+                         "--from-run records the run's camera crop with both --crop-xywh "
+                         'X,Y,W,H and --source-size W,H')
+    if crop_text is not None:
+        size = _source_size_option(size_text)
+        camera = {'crop_xywh': list(_crop_option(crop_text, size)['crop_xywh']),
+                  'camera_size': list(size)}
     labels = _read_labels_file(args.labels) if args.labels is not None else None
     out = args.out or f'runs/success/{Path(args.from_run[0]).resolve().name}_frames.npz'
     check_outputs([('--out', out)] + ([('--montage', args.montage)] if args.montage else []),
@@ -1385,6 +1428,7 @@ def _run_from_runs_cli(args):
     frames, rows = frames_from_runs(args.from_run, label=args.label, last_k=args.last_k,
                                     labels=labels, only_labelled=args.only_labelled,
                                     task=args.task)
+    frames.meta.update(camera)
     path = frames.save(out)
     if args.montage:
         montage(frames, args.montage)

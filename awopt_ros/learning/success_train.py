@@ -614,9 +614,14 @@ def _fmt(v, digits=4):
 
 
 def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
-               crop_xywh=(80, 0, 480, 480), source_size=(640, 480)):
+               crop_xywh=(80, 0, 480, 480), source_size=(640, 480),
+               label_text='labels from the simulator ground truth', reproduce=None,
+               train_groups=None):
     """Return the model card (markdown) of a trained classifier; ``crop_xywh`` and
-    ``source_size`` say which part of which camera frame the 64 px input shows."""
+    ``source_size`` say which part of which camera frame the 64 px input shows,
+    ``label_text`` where the labels come from (:func:`label_text`), ``reproduce`` the command
+    lines that make it again (:func:`reproduce_section`; None: no such section) and
+    ``train_groups`` the groups (object kinds / scene variants) trained on."""
     m = metrics
     crop = ','.join(str(int(v)) for v in crop_xywh)
     source = 'x'.join(str(int(v)) for v in source_size)
@@ -638,8 +643,8 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
              'A small CNN trained from scratch that scores each 64x64 policy image '
              f'(`/policy/image`, crop {crop} of the {source} camera frame) with the '
              'probability that the task has succeeded in that frame '
-             f'({"object lifted" if cfg.task == "grasp" else "peg inserted"}, simulator '
-             'ground truth). The `success_detector` node debounces the scores into the '
+             f'({"object lifted" if cfg.task == "grasp" else "peg inserted"}; {label_text}). '
+             'The `success_detector` node debounces the scores into the '
              "episode's success decision.", '',
              '## Model', '',
              f'- {m["parameters"]:,} parameters: '
@@ -660,8 +665,11 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
              f'- Validation: {int(cfg.val_fraction * 100)} % of the training episodes, '
              'whole episodes (same groups as training).']
     if 'heldout_frames' in m:
+        trained = set(train_groups or [])
+        held = {g.strip() for g in (heldout_group or '').split(',') if g.strip()}
         what = ('episodes of object kind(s) never seen in training' if cfg.task == 'grasp'
-                else 'episodes of other scene seeds (group: the scene variant)')
+                else 'episodes of a socket variant never seen in training' if held - trained
+                else 'episodes of other scene seeds of the same socket variant')
         lines.append(f'- Held out: {m["heldout_frames"]} frames, {m["heldout_episodes"]} '
                      f'{what}{f" ({heldout_group})" if heldout_group else ""}.')
     lines += ['', '## Thresholds (in the ONNX contract)', '',
@@ -704,7 +712,9 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
                    m['heldout_episode_false_success_rate'] <= 0.02),
                   (f'missed-success rate {_fmt(m["heldout_episode_missed_success_rate"], 3)}'
                    ' <= 0.05', m['heldout_episode_missed_success_rate'] <= 0.05)]
-        lines += ['', 'Targets of issue 24 on the held-out object kind: ' + '; '.join(
+        held_what = ('the held-out object kind' if cfg.task == 'grasp' else
+                     'the held-out frames')
+        lines += ['', f'Targets of issue 24 on {held_what}: ' + '; '.join(
             f'{text} ({"met" if ok else "NOT met"})' for text, ok in checks) + '.']
     lines += ['', 'Episode false-success rate: episodes where the debounced decision fires '
               'before the first success frame or in an episode without one, over all '
@@ -721,16 +731,37 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
               '- Trained and tested on simulated frames only (MuJoCo renders of the training '
               'cell); on a real camera it needs operator-labelled frames '
               '(`success_data.frames_from_dataset(..., label="operator")`) and retraining.',
-              '- It sees one 64x64 view: an object hidden by the gripper, or lifted outside '
-              'the crop, is invisible to it; lighting, camera pose and object colours outside '
-              'the augmentation ranges are untested.',
-              '- The thresholds were set on validation frames of the training object kinds; '
-              'held-out numbers show how they carry over to a new kind.',
+              *limits_lines(cfg.task, heldout_group, train_groups),
               "- Stack agreement with the simulator's ground truth through the running stack "
               '(`stack_agreement_rate`) is measured by `awopt demo --set '
               'episode_manager:success_source=classifier` and copied into the metrics JSON by '
               '`awopt evaluate-classifier --stack-report`.']
+    if reproduce:
+        lines += ['', '## Reproduce', '', '```sh', *reproduce, '```']
     return '\n'.join(lines) + '\n'
+
+
+def limits_lines(task, heldout_group=None, train_groups=None):
+    """Return the card's task-specific limit lines (what one 64x64 view cannot see, and what
+    the held-out numbers say)."""
+    if task == 'grasp':
+        return ['- It sees one 64x64 view: an object hidden by the gripper, or lifted outside '
+                'the crop, is invisible to it; lighting, camera pose and object colours outside '
+                'the augmentation ranges are untested.',
+                '- The thresholds were set on validation frames of the training object kinds; '
+                'held-out numbers show how they carry over to a new kind.']
+    held = {g.strip() for g in (heldout_group or '').split(',') if g.strip()}
+    new_variant = bool(held - set(train_groups or []))
+    return ['- It sees one 64x64 view of the socket: a peg hidden or occluded (by the arm, '
+            'the gripper or the socket itself) is invisible to it, and the last ~2 mm before '
+            'the success depth are not resolvable at 64 px, so frames right at the success '
+            'boundary are the least certain; lighting, camera pose and colours outside the '
+            'augmentation ranges are untested.',
+            '- The thresholds were set on validation frames of the training socket variant(s); '
+            + ('held-out numbers show how they carry over to a socket variant not trained on.'
+               if new_variant else
+               'the held-out frames are other scene seeds of the same socket, not a new '
+               'variant: they do not show how the thresholds carry over to another socket.')]
 
 
 # -- CLI ----------------------------------------------------------------------------------
@@ -756,9 +787,15 @@ def add_train_classifier_args(parser):
     d = ClassifierConfig()
     parser.add_argument('--task', choices=sc.TASKS, default='grasp',
                         help='which success the frames show')
-    parser.add_argument('--frames', required=True, metavar='TRAIN.npz',
-                        help='training FrameSet (learning.success_data); validation episodes '
-                             'are split off it')
+    parser.add_argument('--frames', required=True, action='append', metavar='TRAIN.npz',
+                        help='training FrameSet (learning.success_data; repeat for several, '
+                             'concatenated); validation episodes are split off it')
+    parser.add_argument('--crop-xywh', default=None, metavar='X,Y,W,H',
+                        help='camera crop (source px) the frames show, for frames whose '
+                             'FrameSet records none (frames of recorded runs): the crop of the '
+                             "run's camera_pipeline; goes into the contract (with --source-size)")
+    parser.add_argument('--source-size', default=None, metavar='W,H',
+                        help='camera frame size (px) that --crop-xywh is taken from')
     parser.add_argument('--heldout', default=None, metavar='HELDOUT.npz',
                         help='held-out FrameSet (e.g. an object kind never trained on): '
                              'metrics only (default: none)')
@@ -815,6 +852,199 @@ def _split(frames, val_fraction, seed):
     return split_by_episode(frames, val_fraction, seed)
 
 
+def _int_list(text, option, n, what):
+    try:
+        vals = [int(v) for v in str(text).split(',')]
+    except ValueError:
+        vals = []
+    if len(vals) != n or min(vals) < (0 if n == 4 else 1):
+        raise UsageError(option, f'must be {what}, got {text!r}')
+    return vals
+
+
+def camera_crop(sources, crop_xywh=None, source_size=None):
+    """Return ``(crop_xywh, source_size)`` (lists of ints) of the camera frames that the
+    FrameSets in ``sources`` show: their ``meta['crop_xywh']`` / ``meta['camera_size']``, or
+    the ``--crop-xywh`` / ``--source-size`` texts ('X,Y,W,H', 'W,H') for FrameSets that record
+    none (frames of recorded runs, datasets, bags).
+
+    Args:
+        sources: ``[(option, path, FrameSet), ...]``.
+        crop_xywh, source_size: the option texts or None.
+
+    Raises:
+        UsageError: a FrameSet without a crop and no options (both are needed), options that
+            differ from a FrameSet's recorded crop, FrameSets with different crops, a crop
+            outside the source frame.
+    """
+    from awopt_ros.core.image_ops import check_crop
+    given = None
+    if crop_xywh is not None or source_size is not None:
+        if crop_xywh is None or source_size is None:
+            raise UsageError('--crop-xywh' if crop_xywh is None else '--source-size',
+                             'give both --crop-xywh X,Y,W,H and --source-size W,H')
+        size = _int_list(source_size, '--source-size', 2, 'W,H (two integers >= 1)')
+        crop = _int_list(crop_xywh, '--crop-xywh', 4, 'X,Y,W,H (four integers)')
+        try:
+            crop = [int(v) for v in check_crop(crop, *size)]
+        except ValueError as exc:
+            raise UsageError('--crop-xywh', f'{exc} (source {size[0]}x{size[1]})') from None
+        given = (crop, size)
+    found = None
+    for option, path, frames in sources:
+        meta = getattr(frames, 'meta', None) or {}
+        if meta.get('crop_xywh') is None or meta.get('camera_size') is None:
+            if given is None:
+                raise UsageError('--crop-xywh', f'{path} records no camera crop (frames of a '
+                                 'recorded run?): give --crop-xywh X,Y,W,H and --source-size '
+                                 "W,H (the crop of the run's camera_pipeline)")
+            this = given
+        else:
+            this = ([int(v) for v in meta['crop_xywh']], [int(v) for v in meta['camera_size']])
+            if given is not None and this != given:
+                raise UsageError('--crop-xywh', f'{path} records crop {this[0]} of '
+                                 f'{this[1][0]}x{this[1][1]}, the options say {given[0]} of '
+                                 f'{given[1][0]}x{given[1][1]}')
+        if found is not None and this != found:
+            raise UsageError(option, f'{path} shows crop {this[0]} of {this[1][0]}x{this[1][1]}, '
+                             f'other frames {found[0]} of {found[1][0]}x{found[1][1]}')
+        found = this
+    return found
+
+
+def _label_kinds(meta):
+    """Return the set of label sources of a FrameSet ``meta``: 'ground_truth', 'operator'
+    or the recorded text (parts of a concatenated FrameSet included)."""
+    if meta.get('label') is None and meta.get('parts'):
+        return set().union(*(_label_kinds(m) for m in meta['parts']))
+    labels = meta.get('label')
+    labels = labels if isinstance(labels, (list, tuple)) else [labels]
+    out = set()
+    for text in labels:
+        text = str(text)
+        out.add('ground_truth' if text.startswith('ground_truth') else
+                'operator' if text.startswith('operator') else text)
+    return out
+
+
+def label_text(metas):
+    """Return the card's words for where the labels of FrameSets with ``metas`` come from."""
+    kinds = set().union(*(_label_kinds(m) for m in metas)) if metas else set()
+    words = {'ground_truth': 'the simulator ground truth',
+             'operator': "an operator's episode verdicts (the last k frames of each episode "
+                         'take the verdict)'}
+    return 'labels from ' + ' and '.join(words.get(k, f'{k!r}') for k in sorted(kinds)) \
+        if kinds else 'labels as recorded (the FrameSet names no label source)'
+
+
+def _describe(path, frames):
+    groups = sorted(set(np.asarray(frames.group).astype(str))) \
+        if getattr(frames, 'group', None) is not None else []
+    kinds = sorted(set(np.asarray(frames.kind).astype(str))) \
+        if getattr(frames, 'kind', None) is not None else []
+    return (f'`{path}`: {len(frames.labels)} frames, {len(np.unique(frames.episode))} episodes '
+            f'(task {frames.task}; groups {", ".join(groups) or "n/a"}; frame kinds '
+            f'{", ".join(kinds) or "n/a"}; {label_text([frames.meta or {}])})')
+
+
+def data_section(parts, heldout_path=None, heldout=None):
+    """Return the card's data lines: every training FrameSet file and the held-out one.
+
+    Args:
+        parts: ``[(path, FrameSet), ...]`` of ``--frames``.
+        heldout_path, heldout: ``--heldout`` and its FrameSet, or None.
+    """
+    lines = ['Training FrameSet' + ('s' if len(parts) > 1 else '')
+             + (' (concatenated):' if len(parts) > 1 else ':')]
+    lines += [f'- {_describe(p, f)}' for p, f in parts]
+    lines.append(f'- Held out: {_describe(heldout_path, heldout)}' if heldout is not None
+                 else '- Held out: none.')
+    return '\n'.join(lines)
+
+
+def collect_command(meta, path):
+    """Return the ``awopt collect-success-frames`` command that makes the FrameSet with
+    ``meta`` at ``path`` again (from the seeds, shapes, variant, crop and label options it
+    records), or None when its meta does not say how it was collected."""
+    from awopt_ros.core import spec
+    src = meta.get('source')
+    cmd = ['awopt collect-success-frames']
+    if src in ('collect_grasp_frames', 'collect_insertion_frames'):
+        seeds = [int(v) for v in meta.get('seeds') or []]
+        if not seeds or seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+            return None
+        task = 'grasp' if src == 'collect_grasp_frames' else 'insertion'
+        cmd += [f'--task {task}', f'--episodes {len(seeds)}', f'--seed {seeds[0]}']
+        if task == 'grasp':
+            shapes = meta.get('shapes')
+            cmd.append(f'--shapes {",".join(shapes) if shapes else "all"}')
+            crop = meta.get('crop_xywh')
+            if crop is not None and tuple(crop) != tuple(spec.POLICY_CROP_XYWH):
+                cmd.append(f'--crop-xywh {",".join(str(int(v)) for v in crop)}')
+        else:
+            cmd.append(f'--variant {meta.get("variant", "default")}')
+        if meta.get('hard_negatives') is False:
+            cmd.append('--no-hard-negatives')
+        if int(meta.get('image_size', 64)) != 64:
+            cmd.append(f'--image-size {int(meta["image_size"])}')
+    elif src == 'frames_from_runs':
+        cmd += [f'--from-run {r}' for r in meta.get('runs') or []]
+        labels = meta.get('label')
+        labels = labels if isinstance(labels, (list, tuple)) else [labels]
+        if len(labels) == 1 and labels[0] in ('ground_truth', 'operator'):
+            cmd.append(f'--label {labels[0]}')
+            if labels[0] == 'operator':
+                cmd.append(f'--last-k {meta.get("last_k")} --labels <the verdicts file>')
+        if meta.get('only_labelled'):
+            cmd.append('--only-labelled')
+        if meta.get('crop_xywh') is not None and meta.get('camera_size') is not None:
+            cmd.append(f'--crop-xywh {",".join(str(int(v)) for v in meta["crop_xywh"])} '
+                       f'--source-size {",".join(str(int(v)) for v in meta["camera_size"])}')
+    else:
+        return None
+    return ' '.join(cmd + [f'--out {path}'])
+
+
+def train_command(args, out):
+    """Return the ``awopt train-classifier`` command line of ``args`` (every option given
+    explicitly, so that defaults changing later do not change it)."""
+    cmd = [TRAIN_PROG, f'--task {args.task}'] + [f'--frames {p}' for p in args.frames]
+    if args.heldout:
+        cmd.append(f'--heldout {args.heldout}')
+    if args.crop_xywh is not None:
+        cmd.append(f'--crop-xywh {args.crop_xywh} --source-size {args.source_size}')
+    for name in ('epochs', 'steps_per_epoch', 'batch_size', 'lr', 'channels', 'stem', 'hidden',
+                 'pad', 'target_fpr', 'off_fpr', 'debounce_frames', 'val_fraction', 'seed',
+                 'threads'):
+        cmd.append(f'--{name.replace("_", "-")} {getattr(args, name)}')
+    cmd.append(f'--out {out}')
+    if args.force:
+        cmd.append('--force')
+    return ' '.join(cmd)
+
+
+def reproduce_section(parts, heldout_path, heldout, train_cmd):
+    """Return the card's "Reproduce" lines: the collection command of every FrameSet (from
+    its meta; a note where the meta does not record one) and the training command."""
+    lines = []
+    for path, frames in parts + ([(heldout_path, heldout)] if heldout is not None else []):
+        meta = frames.meta or {}
+        cmd = collect_command(meta, path)
+        if cmd is None:
+            lines.append(f'# {path}: its meta records no collection command (source '
+                         f'{meta.get("source")!r})')
+            continue
+        gen = meta.get('generator')
+        if gen is not None:
+            from awopt_ros.learning.success_data import GENERATOR_VERSION
+            if int(gen) != GENERATOR_VERSION:
+                lines.append(f'# {path} was collected by episode generator {gen}; the '
+                             f'current code is generator {GENERATOR_VERSION}')
+        lines.append(cmd)
+    lines.append(train_cmd)
+    return lines
+
+
 def run_train_classifier(args):
     """``awopt train-classifier``: returns the exit code (2 on bad input)."""
     from awopt_ros.learning.train_cli import write_json
@@ -822,6 +1052,11 @@ def run_train_classifier(args):
         for name in ('epochs', 'batch_size', 'debounce_frames', 'threads'):
             if getattr(args, name) < 1:
                 raise UsageError('--' + name.replace('_', '-'), 'must be >= 1')
+        for name in ('steps_per_epoch', 'stem'):
+            if getattr(args, name) < 0:
+                raise UsageError('--' + name.replace('_', '-'), 'must be >= 0 (0: '
+                                 + ('training frames / batch size)' if name == 'steps_per_epoch'
+                                    else 'no stem)'))
         if args.batch_size < 2:
             raise UsageError('--batch-size', 'must be >= 2 (half positive, half negative)')
         for name in ('target_fpr', 'off_fpr'):
@@ -844,11 +1079,23 @@ def run_train_classifier(args):
             raise UsageError('--out', f'{out} must end in .onnx')
         paths = output_paths(out)
         check_outputs([('--out', p) for p in paths.values()], force=args.force)
-        frames = _load_frames(args.frames, '--frames')
+        parts = [_load_frames(p, '--frames') for p in args.frames]
         heldout = _load_frames(args.heldout, '--heldout') if args.heldout else None
-        for option, fs in (('--frames', frames), ('--heldout', heldout)):
+        for option, fs in [('--frames', f) for f in parts] + [('--heldout', heldout)]:
             if fs is not None and str(fs.task) != args.task:
                 raise UsageError(option, f'frames of task {fs.task!r}, --task is {args.task!r}')
+        crop, source = camera_crop(
+            [('--frames', p, f) for p, f in zip(args.frames, parts)]
+            + ([('--heldout', args.heldout, heldout)] if heldout is not None else []),
+            args.crop_xywh, args.source_size)
+        if len(parts) > 1:
+            from awopt_ros.learning.success_data import FrameSet
+            try:
+                frames = FrameSet.concat(parts)
+            except ValueError as exc:
+                raise UsageError('--frames', str(exc)) from None
+        else:
+            frames = parts[0]
         train, val = _split(frames, args.val_fraction, args.seed)
     except UsageError as exc:
         return usage_error(TRAIN_PROG, exc)
@@ -857,7 +1104,7 @@ def run_train_classifier(args):
                            lr=args.lr, target_fpr=args.target_fpr, off_fpr=args.off_fpr,
                            debounce_frames=args.debounce_frames, val_fraction=args.val_fraction,
                            seed=args.seed, threads=args.threads, channels=channels,
-                           hidden=args.hidden, pad=args.pad, stem=max(0, args.stem))
+                           hidden=args.hidden, pad=args.pad, stem=args.stem)
     print(f'{TRAIN_PROG}: {len(train.labels)} training frames '
           f'({int(np.sum(train.labels))} positive), {len(val.labels)} validation, '
           f'{0 if heldout is None else len(heldout.labels)} held out')
@@ -870,27 +1117,23 @@ def run_train_classifier(args):
         and getattr(heldout, 'group', None) is not None else []
     train_groups = sorted(set(np.asarray(frames.group).astype(str))) \
         if getattr(frames, 'group', None) is not None else []
-    metrics.update({'task': args.task, 'frames_file': str(args.frames),
+    metrics.update({'task': args.task, 'frames_files': [str(p) for p in args.frames],
                     'heldout_file': None if heldout is None else str(args.heldout),
                     'train_groups': train_groups, 'heldout_groups': held_groups,
                     'validation_fraction': args.val_fraction, 'seed': args.seed,
                     'config': asdict(cfg)})
-    data_note = (f'FrameSet `{args.frames}` (task {args.task}; groups '
-                 f'{", ".join(train_groups) or "n/a"}; frame kinds '
-                 f'{", ".join(sorted(set(np.asarray(frames.kind).astype(str))))}), '
-                 f'labels from the simulator ground truth. Held out: '
-                 f'`{args.heldout}` ({", ".join(held_groups) or "n/a"}).'
-                 if getattr(frames, 'kind', None) is not None else f'`{args.frames}`')
-    from awopt_ros.core import spec
-    crop = [int(v) for v in frames.meta.get('crop_xywh', spec.POLICY_CROP_XYWH)]
-    source = [int(v) for v in frames.meta.get('camera_size', spec.SOURCE_SIZE)]
+    data_note = data_section(list(zip(args.frames, parts)), args.heldout, heldout)
     card = model_card(cfg, metrics, data_note, paths['model'].name,
-                      ', '.join(held_groups) or None, crop, source)
+                      ', '.join(held_groups) or None, crop, source,
+                      label_text=label_text([f.meta for f in parts]), train_groups=train_groups,
+                      reproduce=reproduce_section(list(zip(args.frames, parts)), args.heldout,
+                                                  heldout, train_command(args, out)))
     contract = sc.make_contract(args.task, res['on_threshold'], res['off_threshold'],
                                 res['debounce_frames'], args.target_fpr,
                                 image_size=net.image_size, crop_xywh=crop, source_size=source,
                                 frame_period_s=frame_period_of(frames),
-                                extra={'dataset': Path(args.frames).name,
+                                extra={'dataset': ', '.join(Path(p).name
+                                                            for p in args.frames),
                                        'heldout_groups': held_groups,
                                        'parameters': metrics['parameters']})
     try:
@@ -955,43 +1198,131 @@ def evaluate_model(model, splits):
     return out
 
 
-def read_stack_report(path):
-    """Return ``{'stack_agreement_rate': r, 'stack_episodes': n}`` from a demo report JSON.
+#: The success_detector node's start-up log line (awopt_ros/nodes/success_detector.py): the
+#: model file and its task, read from ``<run dir>/logs/success_detector.log``.
+_DETECTOR_LOG_RE = r"success classifier (\S+) \(task '([^']*)'"
 
-    The keys are looked up at the top level first, then in nested objects (first found).
+
+def _detector_of_run(report_path, report):
+    """Return ``(model path or None, task or None, where)`` of the success detector that ran
+    in the demo whose report is ``report_path``: the report's ``success_detector_model`` /
+    ``success_detector_task`` keys when it has them, else the node's start-up line in
+    ``logs/success_detector.log`` beside the report; ``where`` says which (None: neither)."""
+    import re
+    model = report.get('success_detector_model')
+    if model is not None:
+        return str(model), report.get('success_detector_task'), 'report'
+    log = Path(report_path).parent / 'logs' / 'success_detector.log'
+    try:
+        text = log.read_text(errors='replace')
+    except OSError:
+        return None, None, None
+    found = re.findall(_DETECTOR_LOG_RE, text)
+    return (found[-1][0], found[-1][1], str(log)) if found else (None, None, None)
+
+
+def read_stack_report(path, model=None):
+    """Return the classifier's stack agreement from a demo report JSON (``awopt demo --set
+    episode_manager:success_source=classifier``): ``{'stack_agreement_rate': r,
+    'stack_episodes': n, 'stack_report_model': path or None}``.
+
+    The numbers are those of ``stack_agreement_by_source['classifier']`` when the report has
+    them (else the top-level ones of a report whose ``success_source`` is 'classifier'). The
+    report's keys are looked up at the top level first, then in nested objects (first found).
+
+    Args:
+        path: the report JSON.
+        model: the :class:`core.success_classifier.SuccessClassifier` being evaluated, or None
+            (no model checks). A report whose run used another model file (the report's
+            ``success_detector_model`` or the node's log line in ``logs/`` beside the report)
+            or that names another task (``task``, ``success_detector_task``) is refused;
+            when the run does not record its model, the report is accepted
+            (``stack_report_model`` None).
 
     Raises:
-        UsageError: unreadable file or no ``stack_agreement_rate`` in it.
+        UsageError: unreadable file, no ``stack_agreement_rate`` in it, episodes not decided by
+            the classifier, another task or model.
     """
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise UsageError('--stack-report', f'cannot read {path}: {exc}') from None
+    if not isinstance(report, dict):
+        raise UsageError('--stack-report', f'{path} is not a JSON object')
 
-    def find(obj, key):
+    def holder(obj):
+        """The (first) dict holding stack_agreement_rate, top level first."""
         if isinstance(obj, dict):
-            if key in obj:
-                return obj[key]
+            if 'stack_agreement_rate' in obj:
+                return obj
             for v in obj.values():
-                got = find(v, key)
+                got = holder(v)
                 if got is not None:
                     return got
         return None
 
-    rate = find(report, 'stack_agreement_rate')
-    if rate is None:
+    found = holder(report)
+    if found is None or found.get('stack_agreement_rate') is None:
         raise UsageError('--stack-report', f'{path} has no stack_agreement_rate (run awopt '
                          'demo with a report that records it)')
-    return {'stack_agreement_rate': rate, 'stack_episodes': find(report, 'stack_episodes')}
+    by_source = found.get('stack_agreement_by_source') or {}
+    entry = by_source.get('classifier') if isinstance(by_source, dict) else None
+    if entry is not None:
+        stack = {'stack_agreement_rate': entry.get('agreement_rate'),
+                 'stack_episodes': entry.get('episodes')}
+    elif found.get('success_source') == 'classifier':
+        stack = {'stack_agreement_rate': found['stack_agreement_rate'],
+                 'stack_episodes': found.get('stack_episodes')}
+    else:
+        raise UsageError('--stack-report', f'{path}: episodes decided by success_source '
+                         f'{found.get("success_source")!r}, not the classifier (run awopt demo '
+                         '--set episode_manager:success_source=classifier)')
+    stack['stack_report_model'] = None
+    if model is not None:
+        run_model, run_task, where = _detector_of_run(path, report)
+        tasks = {t for t in (report.get('task'), found.get('task'), run_task) if t}
+        other = sorted(t for t in tasks if t != model.task)
+        if other:
+            raise UsageError('--stack-report', f'{path} is a {other[0]} run, the model is a '
+                             f'{model.task!r} classifier')
+        if run_model is not None:
+            if Path(run_model).resolve() != Path(model.path).resolve():
+                raise UsageError('--stack-report', f'{path}: the run used the success '
+                                 f'classifier {run_model} (from {where}), not {model.path}')
+            stack['stack_report_model'] = run_model
+    return stack
+
+
+def check_frames_for(model, frames, option, path=None):
+    """Raise UsageError (naming ``option``) when ``frames`` cannot be scored by ``model``
+    (a :class:`core.success_classifier.SuccessClassifier`): another task than the contract's,
+    another image size, or a recorded camera crop / source size other than the contract's."""
+    name = path or option
+    task = getattr(frames, 'task', None)
+    if task is not None and str(task) != model.task:
+        raise UsageError(option, f'{name}: frames of task {task!r}, the model is a '
+                                 f'{model.task!r} classifier')
+    shape = tuple(np.asarray(frames.images).shape[1:])
+    s = model.image_size
+    if len(frames.labels) and shape != (s, s, 3):
+        raise UsageError(option, f'{name}: images of shape {shape}, the model takes '
+                                 f'({s}, {s}, 3)')
+    meta = getattr(frames, 'meta', None) or {}
+    for key, contract_key in (('crop_xywh', 'crop_xywh'), ('camera_size', 'source_size')):
+        want = model.contract.get(contract_key)
+        if meta.get(key) is not None and want is not None \
+                and [int(v) for v in meta[key]] != [int(v) for v in want]:
+            raise UsageError(option, f"{name}: frames of {key} {list(meta[key])}, the model's "
+                                     f'contract has {contract_key} {list(want)}')
 
 
 def add_evaluate_classifier_args(parser):
     """Add the ``awopt evaluate-classifier`` options to ``parser``."""
     parser.add_argument('model', help='success classifier ONNX file')
     parser.add_argument('--frames', action='append', default=[], metavar='X.npz',
-                        help='in-distribution FrameSet (repeatable; metrics prefixed '
-                             '"frames_", or "validation_" is not used: these are separate '
-                             'frames)')
+                        help='in-distribution FrameSet (repeatable, concatenated; metrics '
+                             'prefixed "frames_", not "validation_": these are not the '
+                             "training run's validation frames)")
     parser.add_argument('--heldout', action='append', default=[], metavar='X.npz',
                         help='held-out FrameSet (repeatable; metrics prefixed "heldout_")')
     parser.add_argument('--frames-from-dataset', default=None, metavar='PATH',
@@ -1025,6 +1356,8 @@ def run_evaluate_classifier(args):
         for option, prefix, paths in (('--frames', 'frames', args.frames),
                                       ('--heldout', 'heldout', args.heldout)):
             loaded = [_load_frames(p, option) for p in paths]
+            for p, fs in zip(paths, loaded):
+                check_frames_for(model, fs, option, p)
             if loaded:
                 from awopt_ros.learning.success_data import FrameSet
                 splits[prefix] = loaded[0] if len(loaded) == 1 else FrameSet.concat(loaded)
@@ -1034,7 +1367,9 @@ def run_evaluate_classifier(args):
                 splits['dataset'] = frames_from_dataset(args.frames_from_dataset)
             except (OSError, ValueError, KeyError) as exc:
                 raise UsageError('--frames-from-dataset', str(exc)) from None
-        stack = read_stack_report(args.stack_report) if args.stack_report else {}
+            check_frames_for(model, splits['dataset'], '--frames-from-dataset',
+                             args.frames_from_dataset)
+        stack = read_stack_report(args.stack_report, model) if args.stack_report else {}
     except UsageError as exc:
         return usage_error(EVAL_PROG, exc)
     metrics = {}
@@ -1044,9 +1379,12 @@ def run_evaluate_classifier(args):
         except ValueError:
             metrics = {}
     metrics.update(evaluate_model(model, splits))
+    stack_model = stack.pop('stack_report_model', None)
     metrics.update(stack)
     if args.stack_report:
         metrics['stack_report'] = str(args.stack_report)
+        print(f'stack agreement from {args.stack_report} (success classifier of the run: '
+              + (stack_model if stack_model else 'not recorded in the run; not checked') + ')')
     write_json(out, metrics)
     line = _summary_line(metrics, tuple(splits))
     if stack:
