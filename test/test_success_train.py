@@ -243,6 +243,7 @@ def test_train_frames_without_a_crop_need_the_crop_options(tmp_path, capsys):
     # operator labels: the card does not claim simulator ground truth; no held-out set: "none"
     assert 'simulator ground truth' not in card and "operator's episode verdicts" in card
     assert 'Held out: none.' in card and '`None`' not in card
+    assert 'simulated frames only' not in card and 'labelled by an operator' in card
     assert '--from-run runs/cell --label operator --last-k 3' in card
 
 
@@ -286,6 +287,7 @@ def test_train_several_frames_files_and_the_reproduce_section(tmp_path, capsys):
     assert (f'awopt train-classifier --task grasp --frames {paths[0]} --frames {paths[1]} '
             in card) and '--steps-per-epoch 2' in card and f'--out {out}' in card
     assert 'labels from the simulator ground truth' in card
+    assert 'simulated frames only' in card
 
 
 def st_generator():
@@ -416,3 +418,15 @@ def test_evaluate_frames_help_reads_cleanly(capsys):
     text = ' '.join(capsys.readouterr().out.split())
     assert 'or "validation_" is not used' not in text
     assert 'not "validation_"' in text
+
+
+def test_collect_command_of_a_concatenated_frameset_lists_its_parts():
+    part = {'source': 'collect_grasp_frames', 'seeds': [5, 6, 7], 'shapes': ['capsule'],
+            'hard_negatives': False, 'image_size': 64, 'crop_xywh': [80, 0, 480, 480]}
+    meta = {'parts': [part, dict(part, seeds=[10, 11])], 'renumbered': True}
+    text = st.collect_command(meta, 'runs/x.npz')
+    assert ('--episodes 3 --seed 5 --shapes capsule --no-hard-negatives '
+            '--out runs/x_part0.npz') in text
+    assert '--episodes 2 --seed 10' in text and 'FrameSet.concat' in text
+    assert st.collect_command(dict(part, seeds=[1, 3]), 'y.npz') is None   # not a seed range
+    assert st.collect_command({'source': 'frames_from_dataset'}, 'y.npz') is None

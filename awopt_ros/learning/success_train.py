@@ -616,12 +616,14 @@ def _fmt(v, digits=4):
 def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
                crop_xywh=(80, 0, 480, 480), source_size=(640, 480),
                label_text='labels from the simulator ground truth', reproduce=None,
-               train_groups=None):
+               train_groups=None, simulated=True):
     """Return the model card (markdown) of a trained classifier; ``crop_xywh`` and
     ``source_size`` say which part of which camera frame the 64 px input shows,
     ``label_text`` where the labels come from (:func:`label_text`), ``reproduce`` the command
     lines that make it again (:func:`reproduce_section`; None: no such section) and
-    ``train_groups`` the groups (object kinds / scene variants) trained on."""
+    ``train_groups`` the groups (object kinds / scene variants) trained on; ``simulated``
+    False: the labels are not (all) the simulator's ground truth (recorded, operator-labelled
+    frames)."""
     m = metrics
     crop = ','.join(str(int(v)) for v in crop_xywh)
     source = 'x'.join(str(int(v)) for v in source_size)
@@ -728,9 +730,13 @@ def model_card(cfg, metrics, data_note, out_name, heldout_group=None,
               + out_name.replace('.onnx', '') + '_pr.png`, `'
               + out_name.replace('.onnx', '') + '_training.png`.', '',
               '## Limits', '',
-              '- Trained and tested on simulated frames only (MuJoCo renders of the training '
-              'cell); on a real camera it needs operator-labelled frames '
-              '(`success_data.frames_from_dataset(..., label="operator")`) and retraining.',
+              ('- Trained and tested on simulated frames only (MuJoCo renders of the training '
+               'cell); on a real camera it needs operator-labelled frames '
+               '(`awopt collect-success-frames --from-run RUN --label operator`) and retraining.'
+               if simulated else
+               '- Trained on recorded frames labelled by an operator: the last k frames of an '
+               'episode take its verdict, so frames before the success is visible may carry it; '
+               'the thresholds hold for the camera, lighting and objects of those runs only.'),
               *limits_lines(cfg.task, heldout_group, train_groups),
               "- Stack agreement with the simulator's ground truth through the running stack "
               '(`stack_agreement_rate`) is measured by `awopt demo --set '
@@ -968,6 +974,13 @@ def collect_command(meta, path):
     records), or None when its meta does not say how it was collected."""
     from awopt_ros.core import spec
     src = meta.get('source')
+    if src is None and meta.get('parts'):
+        stem = str(path)[:-4] if str(path).endswith('.npz') else str(path)
+        parts = [collect_command(m, f'{stem}_part{k}.npz') for k, m in enumerate(meta['parts'])]
+        if any(c is None for c in parts):
+            return None
+        return '\n'.join([f'# {path}: FrameSet.concat of the parts below (give each part '
+                          'as --frames: the same frames)'] + parts)
     cmd = ['awopt collect-success-frames']
     if src in ('collect_grasp_frames', 'collect_insertion_frames'):
         seeds = [int(v) for v in meta.get('seeds') or []]
@@ -1126,6 +1139,8 @@ def run_train_classifier(args):
     card = model_card(cfg, metrics, data_note, paths['model'].name,
                       ', '.join(held_groups) or None, crop, source,
                       label_text=label_text([f.meta for f in parts]), train_groups=train_groups,
+                      simulated=set().union(*(_label_kinds(f.meta or {}) for f in parts))
+                      == {'ground_truth'},
                       reproduce=reproduce_section(list(zip(args.frames, parts)), args.heldout,
                                                   heldout, train_command(args, out)))
     contract = sc.make_contract(args.task, res['on_threshold'], res['off_threshold'],
