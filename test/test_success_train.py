@@ -380,7 +380,7 @@ def test_stack_report_must_come_from_the_classifier_of_this_model(tmp_path, tiny
     _report(report, task='insertion')
     rc, cap = _evaluate(model, capsys, '--stack-report', report, '--metrics-out',
                         tmp_path / 'a.json')
-    assert rc == 2 and 'insertion run' in cap.err
+    assert rc == 2 and "run of task 'insertion'" in cap.err
     # the run's success_detector log names another model file
     _report(report)
     log = run / 'logs' / 'success_detector.log'

@@ -1298,8 +1298,8 @@ def read_stack_report(path, model=None):
         tasks = {t for t in (report.get('task'), found.get('task'), run_task) if t}
         other = sorted(t for t in tasks if t != model.task)
         if other:
-            raise UsageError('--stack-report', f'{path} is a {other[0]} run, the model is a '
-                             f'{model.task!r} classifier')
+            raise UsageError('--stack-report', f'{path} is a run of task {other[0]!r}, the '
+                             f'model is a classifier of task {model.task!r}')
         if run_model is not None:
             if Path(run_model).resolve() != Path(model.path).resolve():
                 raise UsageError('--stack-report', f'{path}: the run used the success '
@@ -1316,7 +1316,7 @@ def check_frames_for(model, frames, option, path=None):
     task = getattr(frames, 'task', None)
     if task is not None and str(task) != model.task:
         raise UsageError(option, f'{name}: frames of task {task!r}, the model is a '
-                                 f'{model.task!r} classifier')
+                                 f'classifier of task {model.task!r}')
     shape = tuple(np.asarray(frames.images).shape[1:])
     s = model.image_size
     if len(frames.labels) and shape != (s, s, 3):
