@@ -74,6 +74,11 @@ def test_refuses_wrong_image_size(tmp_path):
         SuccessClassifier(path, expected=expected_contract('insertion', image_size=32))
 
 
+def test_a_missing_file_names_the_command_that_makes_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match='awopt train-classifier'):
+        SuccessClassifier(tmp_path / 'none.onnx')
+
+
 def test_refuses_missing_or_foreign_metadata(tmp_path):
     raw = onnx.load_from_string(_graph_bytes())
     path = tmp_path / 'bare.onnx'

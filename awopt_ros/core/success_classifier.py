@@ -215,7 +215,7 @@ class SuccessClassifier:
 
     def __init__(self, path, expected=None, threads=1):
         """Load and check the model; see the class docstring."""
-        self.path = str(_check_file(path))
+        self.path = str(_check_file(path, 'awopt train-classifier'))
         if int(threads) < 1:
             raise ValueError(f'threads must be >= 1, got {threads}')
         self.contract = c = read_contract(self.path)
