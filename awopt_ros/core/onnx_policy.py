@@ -231,6 +231,18 @@ def check_contract(contract, expected):
     return problems
 
 
+def require_contract(path, contract, keys, expected=None):
+    """Raise :class:`ModelContractError` for model ``path`` when ``contract`` lacks one of
+    ``keys`` or (with ``expected``) differs from it (:func:`check_contract`)."""
+    missing = [k for k in keys if k not in contract]
+    if missing:
+        raise ModelContractError(path, [f'contract keys missing: {missing}'])
+    if expected is not None:
+        problems = check_contract(contract, expected)
+        if problems:
+            raise ModelContractError(path, problems)
+
+
 class OnnxActor:
     """An exported actor run by onnxruntime (CPU).
 
@@ -467,14 +479,8 @@ class OnnxStateActor:
             raise ModelContractError(self.path, [
                 f"an image actor's contract (task {task_name or 'grasp'!r}, image_size "
                 f"{c.get('image_size')}), not a state actor's: load it with OnnxActor"])
-        missing = [k for k in STATE_CONTRACT_KEYS + TASK_CONTRACT_KEYS.get(task_name, ())
-                   if k not in c]
-        if missing:
-            raise ModelContractError(self.path, [f'contract keys missing: {missing}'])
-        if expected is not None:
-            problems = check_contract(c, expected)
-            if problems:
-                raise ModelContractError(self.path, problems)
+        require_contract(self.path, c,
+                         STATE_CONTRACT_KEYS + TASK_CONTRACT_KEYS.get(task_name, ()), expected)
         self.task_name = str(task_name)
         self.observation_names = tuple(str(v) for v in c['observation_names'])
         self.action_names = tuple(str(v) for v in c['action_names'])

@@ -38,7 +38,7 @@ import numpy as np
 from awopt_ros.core import ort_session, spec
 from awopt_ros.core.onnx_policy import (CONTRACT_VERSION, ORT_FLOAT, ORT_UINT8,
                                         ModelContractError, ModelFileError, ModelRunError,
-                                        _check_file, check_contract, check_graph_io,
+                                        _check_file, check_graph_io, require_contract,
                                         read_contract, short_error)
 
 __all__ = ['CLASSIFIER_KIND', 'INPUT_NAME', 'OUTPUT_NAMES', 'CONTRACT_KEYS', 'TASKS',
@@ -223,13 +223,7 @@ class SuccessClassifier:
             raise ModelContractError(self.path, [
                 f"contract kind is {c.get('kind')!r}, a success classifier needs "
                 f'{CLASSIFIER_KIND!r} (is this a policy model?)'])
-        missing = [k for k in CONTRACT_KEYS if k not in c]
-        if missing:
-            raise ModelContractError(self.path, [f'contract keys missing: {missing}'])
-        if expected is not None:
-            problems = check_contract(c, expected)
-            if problems:
-                raise ModelContractError(self.path, problems)
+        require_contract(self.path, c, CONTRACT_KEYS, expected)
         try:
             self.on_threshold, self.off_threshold, self.debounce_frames = check_thresholds(
                 c['on_threshold'], c['off_threshold'], c['debounce_frames'])

@@ -295,14 +295,21 @@ def split_by_group(frames, groups):
 
 # -- grasp episodes in process --------------------------------------------------------------------
 
-def _scenario_of(seed, hard_negatives):
-    """Return the scenario name of episode ``seed`` (drawn from the seed alone)."""
+def _draw_scenario(seed, hard_negatives, scenarios, stream):
+    """Return the scenario name of episode ``seed``, drawn from the seed alone with the
+    fractions ``scenarios`` {name: fraction} on random stream ``stream`` ('normal' without
+    hard negatives)."""
     if not hard_negatives:
         return 'normal'
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 24, 1])
-    names = list(GRASP_SCENARIOS)
-    p = np.array([GRASP_SCENARIOS[n] for n in names])
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 24, stream])
+    names = list(scenarios)
+    p = np.array([scenarios[n] for n in names])
     return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def _scenario_of(seed, hard_negatives):
+    """Return the grasp scenario name of episode ``seed`` (drawn from the seed alone)."""
+    return _draw_scenario(seed, hard_negatives, GRASP_SCENARIOS, 1)
 
 
 #: Post-lift waypoints project at least this far (px of the 640x480 frame) inside the crop.
@@ -684,12 +691,8 @@ RIM_HEIGHT_M = 0.002
 
 
 def _insertion_scenario_of(seed, hard_negatives):
-    if not hard_negatives:
-        return 'normal'
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 24, 3])
-    names = list(INSERTION_SCENARIOS)
-    p = np.array([INSERTION_SCENARIOS[n] for n in names])
-    return names[int(rng.choice(len(names), p=p / p.sum()))]
+    """Return the insertion scenario name of episode ``seed`` (drawn from the seed alone)."""
+    return _draw_scenario(seed, hard_negatives, INSERTION_SCENARIOS, 3)
 
 
 def run_insertion_frame_episode(env, seed, scenario, max_steps=INSERTION_MAX_STEPS,
