@@ -816,6 +816,20 @@ def _resolve_dataset(source, dataset_root):
                             'or a dataset id with dataset_root')
 
 
+def _frames_of_episodes(parts, group, task, meta):
+    """Return the FrameSet of recorded episodes ``parts``: a list of (images uint8 (T, S, S, 3),
+    labels (T,), episode id, steps (T,)), all of group ``group``, kind 'normal'."""
+    size = parts[0][0].shape[1] if parts else 64
+    n = [len(p[1]) for p in parts]
+    return FrameSet(
+        np.concatenate([p[0] for p in parts]) if parts
+        else np.zeros((0, size, size, 3), np.uint8),
+        np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint8),
+        np.repeat([p[2] for p in parts], n).astype(np.int64),
+        np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64),
+        np.full(sum(n), str(group)), np.full(sum(n), 'normal'), task, meta)
+
+
 def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=None,
                         dataset_root=None, group=None, unlabelled='skip'):
     """Return the labelled frames of a logged (Minari) grasp dataset as a :class:`FrameSet`.
@@ -887,20 +901,12 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
             continue
         parts.append((images[keep], labels[keep], int(ep['id']), steps[keep]))
         sources.append([int(ep['id']), int(key), source])
-    size = parts[0][0].shape[1] if parts else 64
-    n = [len(p[1]) for p in parts]
     meta = {'source': 'frames_from_dataset', 'dataset_id': dataset_id, 'label': label,
             'last_k': last_k if label == 'operator' else None,
             'operator_labels': operator_labels is not None,
             'skipped_unlabelled_episodes': skipped, 'episodes': [p[2] for p in parts],
             'numbers': numbers, 'sources': sources}
-    return FrameSet(
-        np.concatenate([p[0] for p in parts]) if parts
-        else np.zeros((0, size, size, 3), np.uint8),
-        np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint8),
-        np.repeat([p[2] for p in parts], n).astype(np.int64),
-        np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64),
-        np.full(sum(n), group), np.full(sum(n), 'normal'), 'grasp', meta)
+    return _frames_of_episodes(parts, group, 'grasp', meta)
 
 
 def _check_label_args(label, last_k, unlabelled):
@@ -1033,20 +1039,12 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
     sizes = {p[0].shape[1:] for p in parts}
     if len(sizes) > 1:
         raise ValueError(f'the bags hold images of different sizes {sorted(sizes)}')
-    size = parts[0][0].shape[1] if parts else 64
-    n = [len(p[1]) for p in parts]
     meta = {'source': 'frames_from_bags', 'bags': [str(b) for b in bags], 'label': label,
             'last_k': last_k if label == 'operator' else None,
             'operator_labels': operator_labels is not None, 'skipped_bags': skipped,
             'episodes': [p[2] for p in parts], 'image_topic': image_topic,
             'numbers': numbers, 'sources': sources, 'success_samples': n_samples}
-    return FrameSet(
-        np.concatenate([p[0] for p in parts]) if parts
-        else np.zeros((0, size, size, 3), np.uint8),
-        np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.uint8),
-        np.repeat([p[2] for p in parts], n).astype(np.int64),
-        np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64),
-        np.full(sum(n), str(group)), np.full(sum(n), 'normal'), task, meta)
+    return _frames_of_episodes(parts, group, task, meta)
 
 
 # -- montage (checking labels by eye) -------------------------------------------------------------
