@@ -24,6 +24,10 @@
   labelled frames (ground truth, hard negatives) for the camera success classifier, or with
   ``--from-run RUN --label operator --labels L.json`` the frames of recorded (real) episodes
   (:mod:`awopt_ros.learning.success_data`).
+- ``awopt train-classifier``, ``awopt evaluate-classifier``: the camera success classifier
+  (:mod:`awopt_ros.learning.success_train`).
+- ``awopt plot-episode RUN --episode N``: one recorded episode as a PNG
+  (:mod:`awopt_ros.learning.plot_episode`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
 """
@@ -259,6 +263,12 @@ def cmd_evaluate_classifier(args):
     return run_evaluate_classifier(args)
 
 
+def cmd_plot_episode(args):
+    """One recorded episode as a PNG: images, actions, proprioception, success, reward."""
+    from awopt_ros.learning.plot_episode import run_plot_episode
+    return run_plot_episode(args)
+
+
 def cmd_insertion_compare(args):
     """P-controller vs our residual vs SB3 SAC on the same scenes (resumable); docs/ files."""
     from awopt_ros.learning.insertion import run_compare_cli
@@ -461,6 +471,11 @@ def build_parser():
                              '[--stack-report REPORT.json] [options]')
     add_evaluate_classifier_args(p)
     p.set_defaults(func=cmd_evaluate_classifier)
+
+    from awopt_ros.learning.plot_episode import add_plot_episode_args
+    p = sub.add_parser('plot-episode', help='one recorded episode as a PNG')
+    add_plot_episode_args(p)
+    p.set_defaults(func=cmd_plot_episode)
 
     p = sub.add_parser('insertion-compare',
                        help='insertion: P-controller vs residual vs SB3 SAC')
