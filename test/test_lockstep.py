@@ -30,7 +30,11 @@ def episodes(tmp_path_factory):
                                            'policy': {'publish_proprio': True},
                                            # a D435's rate: lockstep keeps one frame per
                                            # control period (lockstep_period_s) all the same
-                                           'sim_robot': {'camera_rate_hz': 30.0}},
+                                           'sim_robot': {'camera_rate_hz': 30.0,
+                                                         # a command later than this (a
+                                                         # loaded 2-core host) would be
+                                                         # a lost step, not a difference
+                                                         'lockstep_timeout_s': 1.0}},
                           out=lambda *_: None)
     assert not report.get('error'), report
     return load_episodes(out, DATASET_ID)
