@@ -103,3 +103,12 @@ def rewrite_contract(src, dst, **changes):
             prop.value = json.dumps(contract)
     onnx.save(model, str(dst))
     return dst
+
+
+@pytest.fixture(scope='session')
+def recorded_demo_run(tmp_path_factory):
+    """A run directory of 2 lockstep demo episodes (12 steps at most) with the shipped actor
+    (models/grasp_awopt.onnx), recorded once per test session (test/recorded_run.py).
+    Tests must not modify it: copy it (shutil.copytree) before writing into it."""
+    from recorded_run import record_demo
+    return record_demo(tmp_path_factory.mktemp('recorded_demo') / 'run')
