@@ -33,6 +33,7 @@
 """
 import argparse
 import json
+import contextlib
 import os
 import signal
 import sys
@@ -197,6 +198,24 @@ def _run_insertion(args, report_path):
     return 1 if summary['errors'] else 0
 
 
+def _point_latest(run_dir):
+    """Create ``run_dir`` and point the symlink ``latest`` beside it at it (replaced
+    atomically), so that commands can name the newest demo run ``runs/demo/latest``. A real
+    file or folder named ``latest`` is left alone (a warning)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    link = run_dir.parent / 'latest'
+    if link.exists() and not link.is_symlink():
+        print(f'warning: {link} is not a symlink; not pointing it at {run_dir.name}',
+              file=sys.stderr)
+        return
+    tmp = run_dir.parent / f'.latest.{os.getpid()}'
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(run_dir.name, tmp)
+    os.replace(tmp, link)
+
+
 def cmd_demo(args):
     """Run the demo (learned policy by default) and write the report."""
     if args.task == 'insertion':
@@ -211,6 +230,7 @@ def cmd_demo(args):
                                'insertion')
         if args.run_dir is None:
             args.run_dir = str(Path('runs/demo') / ('insertion-' + time.strftime('%Y%m%d-%H%M%S')))
+            _point_latest(args.run_dir)
         return _run_insertion(args, args.report or str(Path(args.run_dir) / 'report.json'))
     if args.policy == 'residual':
         return usage_error('awopt demo', 'argument --policy: residual needs --task insertion')
@@ -220,6 +240,7 @@ def cmd_demo(args):
                            f'{args.policy}')
     if args.run_dir is None:   # a fresh folder per demo, so bags and dataset are this run's
         args.run_dir = str(Path('runs/demo') / time.strftime('%Y%m%d-%H%M%S'))
+        _point_latest(args.run_dir)
     return _run(args, args.report or str(Path(args.run_dir) / 'report.json'))
 
 
