@@ -30,6 +30,8 @@
   (:mod:`awopt_ros.learning.plot_episode`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
+- ``awopt label|discard|note RUN --episode N ...``: the operator's label, discard and notes of
+  a recorded episode (:mod:`awopt_ros.operator_cli`).
 """
 import argparse
 import json
@@ -563,6 +565,18 @@ def build_parser():
     from awopt_ros.bag_cli import add_bag_repair_args, run_bag_repair_cli
     add_bag_repair_args(p)
     p.set_defaults(func=run_bag_repair_cli)
+
+    from awopt_ros import operator_cli
+    for name, help_text, add, run in (
+            ('label', 'label a recorded episode success or failure', operator_cli.add_label_args,
+             operator_cli.run_label),
+            ('discard', 'leave a recorded episode out of training (--undo: take it back)',
+             operator_cli.add_discard_args, operator_cli.run_discard),
+            ('note', 'add a note to a recorded episode', operator_cli.add_note_args,
+             operator_cli.run_note)):
+        p = sub.add_parser(name, help=help_text)
+        add(p)
+        p.set_defaults(func=run)
     for action in sub._choices_actions:      # every command: defaults in its help
         command = sub.choices[action.dest]
         command.formatter_class = HelpFormatter

@@ -924,7 +924,10 @@ def load_episodes(root_dir, dataset_id):
         where unknown). A state
         task's dataset (:class:`StateEpisodeRecorder`) gives ``state`` (T+1, D) instead of
         ``image`` and ``proprio``, ``actions`` (T, A), and ``command_m`` (T+1, 3) instead of
-        ``grasp_goal`` and ``noise_free_action``.
+        ``grasp_goal`` and ``noise_free_action``. Every episode also has the operator's
+        annotations (``core.annotations``, the dataset's ``annotations.jsonl``): ``label``
+        ('success' | 'failure' | None), ``discarded`` (bool) and ``notes`` (list of str); the
+        arrays stay as recorded (training applies them: ``annotations.training_episodes``).
 
     Raises:
         FileNotFoundError: no such dataset.
@@ -937,4 +940,6 @@ def load_episodes(root_dir, dataset_id):
         indices = list(dataset.episode_indices)
         metadata = list(dataset.storage.get_episode_metadata(indices))
         episodes = list(dataset.iterate_episodes())
-    return [episode_dict(ep, meta) for meta, ep in zip(metadata, episodes)]
+    from awopt_ros.core.annotations import annotate, journal_path
+    return annotate([episode_dict(ep, meta) for meta, ep in zip(metadata, episodes)],
+                    journal_path(root_dir, dataset_id))

@@ -65,17 +65,29 @@ def check_dataset(root_dir, dataset_id, root_option='--dataset-root',
 
 
 def load_episodes(root_dir, dataset_id, root_option='--dataset-root',
-                  id_option='--dataset-id'):
+                  id_option='--dataset-id', training=True, out=print):
     """Return the dataset's episodes: ``awopt_ros.core.dataset.load_episodes`` (list of dict),
     after :func:`check_dataset` (the options name the arguments in its errors).
+
+    With ``training`` (every caller that feeds a learner: ``awopt train``, ``dagger``,
+    ``finetune``'s offline data) the operator's annotations apply
+    (``core.annotations.training_episodes``): discarded episodes are left out and labelled
+    ones get their label's rewards and flags; when any episode is annotated, ``out`` gets one
+    line saying how many were discarded and relabelled.
 
     Raises:
         awopt_ros.cli_args.UsageError: (a ValueError) malformed id; no such root or dataset
             (then also a FileNotFoundError).
     """
-    from awopt_ros.core import dataset
+    from awopt_ros.core import annotations, dataset
     check_dataset(root_dir, dataset_id, root_option, id_option)
-    return dataset.load_episodes(root_dir, dataset_id)
+    episodes = dataset.load_episodes(root_dir, dataset_id)
+    if not training:
+        return episodes
+    kept, stats = annotations.training_episodes(episodes)
+    if (stats['discarded'] or stats['labelled']) and out is not None:
+        out(f'{dataset_id}: {annotations.summary_line(stats)}')
+    return kept
 
 
 def is_success(episode):
@@ -108,6 +120,14 @@ def episode_transitions(episode):
     return images[:t], proprios[:t], actions
 
 
+def intervention_flags(episode):
+    """Return bool (T,): the transitions of ``episode`` where an operator's command replaced
+    the policy's (its ``intervention`` info; all False when it has none)."""
+    t = len(episode['actions'])
+    flags = np.asarray(episode.get('intervention', np.zeros(0)), dtype=bool).reshape(-1)
+    return flags[:t] if flags.shape[0] >= t else np.zeros(t, dtype=bool)
+
+
 def bc_arrays(episodes, successful_only=True):
     """Concatenate transitions of ``episodes`` into (images, proprios, actions, stats).
 
@@ -117,7 +137,9 @@ def bc_arrays(episodes, successful_only=True):
 
     Returns:
         images uint8 (N, H, W, 3), proprios float32 (N, 6), actions float32 (N, 7), and a
-        stats dict (episodes, successful, used_episodes, transitions).
+        stats dict (episodes, successful, used_episodes, transitions, intervention_steps, and
+        ``intervention``: bool (N,) the operator's transitions, ``core.intervention``; pop
+        it before writing the stats as JSON).
 
     Raises:
         ValueError: no episode left to learn from.
@@ -134,6 +156,9 @@ def bc_arrays(episodes, successful_only=True):
     proprios = np.concatenate([p[1] for p in parts])
     actions = np.concatenate([p[2] for p in parts])
     stats['transitions'] = int(actions.shape[0])
+    flags = np.concatenate([intervention_flags(ep) for ep in kept if len(ep['actions'])])
+    stats['intervention'] = flags
+    stats['intervention_steps'] = int(flags.sum())
     return images, proprios, actions, stats
 
 

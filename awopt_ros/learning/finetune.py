@@ -206,7 +206,10 @@ class DatasetSource:
             if source is not None:
                 episode['reward_source'] = source
             out.append(episode)
-        return out
+        from awopt_ros.core.annotations import annotate, journal_path
+        # the operator's label / discard / notes as they stand now (a later one does not
+        # reach an episode already taken in)
+        return annotate(out, journal_path(self.root_dir, self.dataset_id))
 
 
 @dataclass
@@ -371,6 +374,7 @@ class Finetuner:
         self.export_errors = []
         self.source_errors = []
         self.skipped = []
+        self.discarded = []            # indices the operator discarded (counted as seen)
         self.offline_episodes = 0
         self.stop_reason = None
         self.evaluations = []          # in-process runs: noise-free evaluations (sim_finetune)
@@ -429,12 +433,21 @@ class Finetuner:
         added = 0
         for ep in new:
             index = self.seen
+            if ep.get('discarded'):       # core.annotations: never trained on
+                self.seen += 1
+                self.discarded.append(index)
+                self.log(f'finetune: episode {index} discarded by the operator; skipped')
+                continue
             try:
                 images, proprios, actions, rewards, terminated = episode_arrays(ep)
                 self._check_image(images, f'episode {index}')
                 dataset_success = bool(np.any(rewards > 0))
                 reward_record = self._reward_record(ep)
-                if self.relabel is not None:
+                if ep.get('label') is not None:    # the operator's verdict wins
+                    from awopt_ros.core.annotations import labelled
+                    ep, reward_record = labelled(ep), {'reward_source': 'operator'}
+                    images, proprios, actions, rewards, terminated = episode_arrays(ep)
+                elif self.relabel is not None:
                     ep, reward_record = self._relabelled(ep, index)
                     images, proprios, actions, rewards, terminated = episode_arrays(ep)
                 self.buffer.add_episode(images, proprios, actions, rewards, terminated,
@@ -457,7 +470,8 @@ class Finetuner:
             self._bad = (None, 0)
             self.recent.append(success)
             self.budget += self.config.steps_per_episode
-            if self.relabel is not None and hasattr(self.relabel, 'tally'):
+            if (self.relabel is not None and hasattr(self.relabel, 'tally')
+                    and reward_record.get('reward_source') != 'operator'):
                 self.relabel.tally(reward_record)
             self.episodes.append({'index': index, 'success': success,
                                   'steps': int(actions.shape[0]),
@@ -638,6 +652,7 @@ class Finetuner:
             'final_losses': self.history.last(), 'episodes': self.episodes,
             'exports': self.exports, 'export_errors': self.export_errors,
             'source_errors': self.source_errors, 'skipped_episodes': self.skipped,
+            'discarded_episodes': self.discarded,
             'losses': self.history.to_dict(), 'evaluations': self.evaluations,
             'files': {'actor': None if self.actor_path is None else str(self.actor_path),
                       'critic_prefix': self.critic_prefix,

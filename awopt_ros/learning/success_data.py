@@ -857,8 +857,11 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         ``id``, ``step`` = frame index in the episode (T+1 observations per episode).
         ``meta['numbers']``: the episode number of every episode in the dataset (kept or
         not); ``meta['sources']``: ``[episode id, number, label source]`` per kept episode
-        (``'ground_truth'``, ``'operator'`` = from ``operator_labels``, ``'recorded'`` = the
-        recorded outcome).
+        (``'ground_truth'``, ``'operator'`` = from ``operator_labels``, ``'annotation'`` = the
+        label in the dataset's annotations journal (``core.annotations``, used when
+        ``operator_labels`` has none for it), ``'recorded'`` = the recorded outcome).
+        Episodes the operator discarded (``core.annotations``) give no frames
+        (``meta['discarded_episodes']`` counts them).
 
     Raises:
         ValueError: unknown ``label`` or ``unlabelled``, or ``last_k`` < 1.
@@ -874,13 +877,16 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         root, dataset_id = _resolve_dataset(source, dataset_root)
         episodes = load_episodes(root, dataset_id)
     group = str(group if group is not None else dataset_id or 'dataset')
-    parts, skipped, numbers, sources = [], 0, [], []
+    parts, skipped, numbers, sources, discarded = [], 0, [], [], 0
     for ep in episodes:
         images = np.asarray(ep['image'], dtype=np.uint8)
         n = len(images)
         steps = np.arange(n)
         key = ep.get('episode') if ep.get('episode') is not None else ep.get('id')
         numbers.append(int(key))
+        if ep.get('discarded'):      # the operator discarded it (core.annotations)
+            discarded += 1
+            continue
         source = label
         if label == 'ground_truth':
             p = np.asarray(ep['success_probability'], dtype=np.float32)
@@ -889,6 +895,8 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
         else:
             if operator_labels is not None and key in operator_labels:
                 verdict = bool(operator_labels[key])
+            elif ep.get('label') is not None:   # the dataset's annotations journal
+                verdict, source = ep['label'] == 'success', 'annotation'
             elif operator_labels is not None and unlabelled == 'skip':
                 skipped += 1
                 continue
@@ -905,7 +913,7 @@ def frames_from_dataset(source, label='ground_truth', last_k=5, operator_labels=
             'last_k': last_k if label == 'operator' else None,
             'operator_labels': operator_labels is not None,
             'skipped_unlabelled_episodes': skipped, 'episodes': [p[2] for p in parts],
-            'numbers': numbers, 'sources': sources}
+            'numbers': numbers, 'sources': sources, 'discarded_episodes': discarded}
     return _frames_of_episodes(parts, group, 'grasp', meta)
 
 

@@ -1,0 +1,404 @@
+"""Operator annotations of recorded episodes: labels, discards and notes in a journal.
+
+An operator's verdict on an episode (``awopt label``, ``awopt discard``, ``awopt note``, or the
+``operator`` node's services) is never written into the Minari HDF5 file, which the logger
+may be appending to at the same moment. It goes to an append-only JSON-lines journal next to
+the dataset's ``data/`` folder::
+
+    <run>/datasets/<dataset_id>/annotations.jsonl
+
+One JSON object per line, appended under an exclusive ``flock`` on the journal, flushed and
+``fsync``-ed before the lock is released; earlier lines are never rewritten. A record::
+
+    {"time": "2026-12-07T03:40:00.123Z", "source": "cli", "episode": 2, "index": 1,
+     "label": "failure", "discarded": true, "reason": "...", "note": "..."}
+
+- ``episode`` (int): the episode manager's number (``options.episode``, ``bags/episode_NNNN``).
+- ``index`` (int, optional): the dataset's episode index (``id`` of :func:`load_episodes`).
+  The episode numbers of one dataset can repeat (a second ``awopt demo`` or ``awopt collect``
+  into the same run directory numbers its episodes from 1 again), the index never does. The
+  command line always writes it (a repeated number is refused with the indices to use). The
+  operator node writes it when the logger has reported the episode saved
+  (``/logger/episode_saved``), else ``after_index`` instead:
+- ``after_index`` (int, optional): the dataset held this many episodes when the record was
+  made; the record is for the first episode numbered ``episode`` at an index >= it (the
+  episode still being recorded or written). Until that episode is in the dataset the record
+  is pending (ignored).
+- ``label``: 'success', 'failure', or null (the label cleared); ``discarded``: bool (false =
+  undo), with an optional ``reason``; ``note``: text; ``source``: who wrote it ('cli',
+  'operator' node).
+
+Reading (:func:`read_journal`, :func:`fold`): per episode the LAST record that sets a field
+wins (``label``, ``discarded``); notes accumulate in journal order (a discard's reason is
+kept as the note ``'discarded: <reason>'``). A line that is not a JSON object (a record cut
+short by a crash or a full disk) is skipped with a warning, never fatal; the next append
+first ends such a line so that the new record stands on a line of its own. A record whose
+``index`` names an episode that does not exist, or one numbered differently, is skipped with
+a warning.
+
+What training does with them (:func:`training_episodes`, used by every loader that feeds a
+learner): discarded episodes are left out; a labelled episode's rewards and flags are those
+the logger would have written for that outcome:
+
+- ``'success'``: reward 1.0 on the last step (0 elsewhere), ``terminations[-1] = True``,
+  ``truncations[-1] = False`` (success ends the grasping MDP);
+- ``'failure'``: every reward 0; an episode recorded as a success (reward > 0 on its last
+  step) becomes truncated (``terminations[-1] = False``, ``truncations[-1] = True``: the stack
+  stopped it, the MDP had not ended); one that failed already keeps its flags (e.g. the
+  policy's terminate action stays a termination with reward 0).
+
+The recorded arrays are kept by :func:`awopt_ros.core.dataset.load_episodes` (tools that show
+episodes show what was recorded, flagged with ``label``, ``discarded`` and ``notes``); only
+:func:`training_episodes` applies the labels. No rclpy here.
+"""
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+_LOG = logging.getLogger(__name__)
+
+#: The journal's file name, in the dataset's folder (next to ``data/``).
+JOURNAL_NAME = 'annotations.jsonl'
+#: The labels an operator gives.
+LABELS = ('success', 'failure')
+#: Sources of records.
+SOURCES = ('cli', 'operator')
+
+
+class UnknownEpisodeError(ValueError):
+    """An annotation names an episode the dataset does not have, or a number that several of
+    its episodes share (the message lists what exists, or the indices to choose from)."""
+
+
+def journal_path(root_dir, dataset_id):
+    """Return ``<root_dir>/datasets/<dataset_id>/annotations.jsonl`` (a Path)."""
+    return Path(root_dir) / 'datasets' / str(dataset_id) / JOURNAL_NAME
+
+
+def _now_iso():
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime('%Y-%m-%dT%H:%M:%S.') + f'{now.microsecond // 1000:03d}Z'
+
+
+_UNSET = object()
+
+
+def make_record(episode, *, index=None, after_index=None, label=_UNSET, discarded=None,
+                reason=None, note=None, source='cli', time=None):
+    """Return a journal record (dict) for episode number ``episode``.
+
+    Args:
+        episode: the episode manager's number (int >= 0).
+        index: the dataset index it has (int >= 0), when known.
+        after_index: the dataset's episode count when the record was made (int >= 0); only
+            without ``index``.
+        label: 'success', 'failure' or None (clears the label); left out: unchanged.
+        discarded: True (discard), False (undo a discard) or None (unchanged).
+        reason: why it was discarded (str; only with ``discarded``).
+        note: a note (str, not empty after stripping).
+        source: 'cli' or 'operator'.
+        time: ISO 8601 UTC text (default: now).
+
+    Raises:
+        ValueError: a bad value (the message names it), or a record that changes nothing.
+    """
+    episode = int(episode)
+    if episode < 0:
+        raise ValueError(f'episode must be >= 0, got {episode}')
+    record = {'time': time or _now_iso(), 'source': str(source), 'episode': episode}
+    if source not in SOURCES:
+        raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
+    if index is not None:
+        if int(index) < 0:
+            raise ValueError(f'index must be >= 0, got {index}')
+        record['index'] = int(index)
+    elif after_index is not None:
+        if int(after_index) < 0:
+            raise ValueError(f'after_index must be >= 0, got {after_index}')
+        record['after_index'] = int(after_index)
+    if label is not _UNSET:
+        if label is not None and label not in LABELS:
+            raise ValueError(f'label must be one of {LABELS} or None, got {label!r}')
+        record['label'] = label
+    if discarded is not None:
+        record['discarded'] = bool(discarded)
+        if reason:
+            record['reason'] = str(reason)
+    elif reason:
+        raise ValueError('a reason goes with a discard')
+    if note is not None:
+        if not str(note).strip():
+            raise ValueError('a note must not be empty')
+        record['note'] = str(note)
+    if not any(k in record for k in ('label', 'discarded', 'note')):
+        raise ValueError('a record needs a label, a discard or a note')
+    return record
+
+
+def append_record(path, record):
+    """Append ``record`` (dict, :func:`make_record`) as one line to the journal ``path``.
+
+    Creates the journal (and ``fsync``-s its folder) when it does not exist. Holds an
+    exclusive ``flock`` on the journal while it writes, so that concurrent writers (the
+    operator node, ``awopt label``) never interleave; a last line cut short by a crash is
+    ended first. The line is flushed and ``fsync``-ed before the lock is released.
+
+    Raises:
+        FileNotFoundError: the dataset's folder (``path``'s parent) does not exist.
+        OSError: the write failed (e.g. ENOSPC); the journal then holds at most a partial
+            last line, which readers skip.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f'no dataset folder {path.parent}')
+    line = (json.dumps(record, sort_keys=True) + '\n').encode('utf-8')
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b'\n':
+                line = b'\n' + line       # end a line a crash cut short
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    if created:
+        from awopt_ros.core.paths import fsync_dir
+        fsync_dir(path.parent)
+    return record
+
+
+def read_journal(path):
+    """Return the records of journal ``path`` (list of dict, in order); [] when none.
+
+    Lines that are not a JSON object with an int ``episode`` (e.g. cut short by a crash) are
+    skipped with a warning (logged, naming the file and line); empty lines are ignored.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    records = []
+    for number, raw in enumerate(data.split(b'\n'), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode('utf-8'))
+            if not isinstance(record, dict) or isinstance(record.get('episode'), bool) \
+                    or not isinstance(record.get('episode'), int):
+                raise ValueError('not a record with an int episode')
+        except (ValueError, UnicodeDecodeError) as exc:
+            _LOG.warning('%s line %d skipped (not a valid annotation record: %s): %r',
+                         path, number, exc, raw[:80])
+            continue
+        records.append(record)
+    return records
+
+
+def _target(record, numbers):
+    """Return the dataset index ``record`` is for, or None (pending or stale)."""
+    episode = record['episode']
+    index = record.get('index')
+    if isinstance(index, int) and not isinstance(index, bool):
+        if index < len(numbers) and numbers[index] in (episode, None):
+            return index
+        _LOG.warning('annotation for episode %d at index %d skipped: the dataset has %s',
+                     episode, index, f'episode {numbers[index]} there'
+                     if index < len(numbers) else f'{len(numbers)} episodes')
+        return None
+    after = record.get('after_index', 0)
+    after = after if isinstance(after, int) and after >= 0 else 0
+    for i in range(after, len(numbers)):
+        if numbers[i] == episode:
+            return i
+    return None        # the episode is not in the dataset (yet)
+
+
+def fold(records, numbers):
+    """Return the annotations of each dataset episode from journal ``records``.
+
+    Args:
+        records: list of records (:func:`read_journal`), in journal order.
+        numbers: the episode number of each dataset index (list; None where unknown).
+
+    Returns:
+        list (one per index) of dicts ``label`` ('success' | 'failure' | None),
+        ``discarded`` (bool), ``notes`` (list of str).
+    """
+    out = [{'label': None, 'discarded': False, 'notes': []} for _ in numbers]
+    for record in records:
+        index = _target(record, numbers)
+        if index is None:
+            continue
+        state = out[index]
+        if 'label' in record and record['label'] in (*LABELS, None):
+            state['label'] = record['label']
+        if 'discarded' in record:
+            state['discarded'] = bool(record['discarded'])
+            if record['discarded'] and record.get('reason'):
+                state['notes'].append(f'discarded: {record["reason"]}')
+        if record.get('note'):
+            state['notes'].append(str(record['note']))
+    return out
+
+
+def annotate(episodes, path):
+    """Add ``label``, ``discarded`` and ``notes`` (see :func:`fold`) from the journal ``path``
+    to each episode dict of ``episodes`` (in place; episode ``id`` = dataset index, ``episode``
+    = number); return ``episodes``. Episodes of a dataset without a journal get None, False,
+    []."""
+    episodes = list(episodes)
+    if not episodes:
+        return episodes
+    size = max(int(ep['id']) for ep in episodes) + 1
+    numbers = [None] * size
+    for ep in episodes:
+        numbers[int(ep['id'])] = ep.get('episode')
+    folded = fold(read_journal(path), numbers)
+    for ep in episodes:
+        ep.update(folded[int(ep['id'])])
+    return episodes
+
+
+def episode_numbers(root_dir, dataset_id):
+    """Return the episode manager's number of each episode of the dataset, by index (list of
+    int or None), read from the HDF5 file's episode attributes without the episode arrays and
+    without HDF5 file locking (so that it never blocks, nor is blocked by, a logger appending).
+
+    Episodes the logger is appending at that moment may be missing (the count comes from
+    ``data/metadata.json``, written after the episode).
+
+    Raises:
+        FileNotFoundError: no dataset (no ``data/metadata.json``) at that place.
+    """
+    import h5py
+    data = Path(root_dir) / 'datasets' / str(dataset_id) / 'data'
+    meta = data / 'metadata.json'
+    if not meta.is_file():
+        raise FileNotFoundError(errno.ENOENT, f'no dataset {dataset_id} under {root_dir} '
+                                              f'(no {meta})')
+    total = int(json.loads(meta.read_text())['total_episodes'])
+    numbers = []
+    with h5py.File(data / 'main_data.hdf5', 'r', locking=False) as f:
+        for i in range(total):
+            group = f.get(f'episode_{i}')
+            value = None if group is None else group.attrs.get('options/episode')
+            numbers.append(None if value is None else int(value))
+    return numbers
+
+
+def resolve_episode(numbers, episode, index=None):
+    """Return the dataset index of episode number ``episode`` (a command's ``--episode``).
+
+    Args:
+        numbers: the episode number of each dataset index (list; None where unknown).
+        episode: the number asked for.
+        index: the dataset index, to choose among episodes that share a number (optional;
+            must then hold that number).
+
+    Raises:
+        UnknownEpisodeError: no such episode; a number several episodes share (the message
+            lists their indices) without ``index``; an ``index`` that holds another number.
+    """
+    episode = int(episode)
+    matches = [i for i, n in enumerate(numbers) if n == episode]
+    known = sorted({n for n in numbers if n is not None})
+    if index is not None:
+        index = int(index)
+        if not 0 <= index < len(numbers):
+            raise UnknownEpisodeError(f'no dataset index {index} (the dataset has '
+                                      f'{len(numbers)} episodes, indices 0..{len(numbers) - 1})')
+        if numbers[index] != episode:
+            raise UnknownEpisodeError(f'dataset index {index} is episode {numbers[index]}, '
+                                      f'not {episode}')
+        return index
+    if not matches:
+        listed = _ranges(known) if known else 'none'
+        raise UnknownEpisodeError(f'no episode {episode} in the dataset (episodes: {listed})')
+    if len(matches) > 1:
+        raise UnknownEpisodeError(
+            f'episode number {episode} is in the dataset {len(matches)} times (dataset '
+            f'indices {", ".join(map(str, matches))}: several recordings into one run '
+            'directory); add --index with the one you mean')
+    return matches[0]
+
+
+def _ranges(values):
+    """'1-3, 7' for [1, 2, 3, 7]."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(str(start) if start == v else f'{start}-{v}')
+            start = None
+    return ', '.join(parts)
+
+
+def labelled(episode):
+    """Return ``episode`` with the rewards and flags of its operator ``label`` (see the module
+    doc); the episode itself when it has no label. The arrays are copied, never changed in
+    place."""
+    label = episode.get('label')
+    if label not in LABELS:
+        return episode
+    rewards = np.array(episode['rewards'], dtype=np.float64, copy=True)
+    terms = np.array(episode.get('terminations', np.zeros(len(rewards), bool)), dtype=bool,
+                     copy=True)
+    truncs = np.array(episode.get('truncations', np.zeros(len(rewards), bool)), dtype=bool,
+                      copy=True)
+    if len(rewards) == 0:
+        return episode
+    recorded_success = bool(rewards[-1] > 0)
+    rewards[:] = 0.0
+    if label == 'success':
+        rewards[-1] = 1.0
+        terms[-1], truncs[-1] = True, False
+    elif recorded_success:
+        terms[-1], truncs[-1] = False, True
+    return dict(episode, rewards=rewards, terminations=terms, truncations=truncs)
+
+
+def relabels(episode):
+    """True when ``episode``'s label changes its recorded rewards or flags."""
+    out = labelled(episode)
+    if out is episode:
+        return False
+    return not (np.array_equal(out['rewards'], episode['rewards'])
+                and np.array_equal(out['terminations'], episode['terminations'])
+                and np.array_equal(out['truncations'], episode['truncations']))
+
+
+def training_episodes(episodes):
+    """Return ``(episodes for a learner, stats)``: the discarded ones left out, the labelled
+    ones with their label's rewards and flags (:func:`labelled`).
+
+    Episodes without the annotation keys (other sources, e.g. simulated rollouts) are kept as
+    they are. ``stats``: ``episodes`` (given), ``discarded`` (left out), ``labelled`` (kept
+    with a label), ``relabelled`` (of those, rewards or flags changed), ``kept``.
+    """
+    episodes = list(episodes)
+    kept = [labelled(ep) for ep in episodes if not ep.get('discarded')]
+    stats = {'episodes': len(episodes), 'discarded': len(episodes) - len(kept),
+             'labelled': sum(ep.get('label') in LABELS for ep in kept),
+             'relabelled': sum(relabels(ep) for ep in episodes if not ep.get('discarded')),
+             'kept': len(kept)}
+    return kept, stats
+
+
+def summary_line(stats):
+    """One line for a training log: how many episodes the operator's annotations changed."""
+    return (f'operator annotations: {stats["discarded"]} of {stats["episodes"]} episodes '
+            f'discarded, {stats["labelled"]} labelled ({stats["relabelled"]} with rewards '
+            f'changed); training on {stats["kept"]}')

@@ -1,0 +1,262 @@
+"""Tests for awopt_ros.core.annotations (the operator's journal) and the awopt label / discard /
+note commands: ROS-free, on small datasets written with core.dataset.EpisodeRecorder."""
+import json
+import logging
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+
+from awopt_ros.cli import main as awopt
+from awopt_ros.core import annotations as ann
+from awopt_ros.core.dataset import EpisodeRecorder, load_episodes
+from awopt_ros.core.spec import ACTION_HIGH, ACTION_LOW
+
+DATASET_ID = 'awopt/kuka-grasp-v0'
+
+
+def _record(rec, number, steps=3, success=False, seed=0):
+    rng = np.random.default_rng(seed)
+    rec.begin(number, seed)
+    for t in range(steps):
+        action = np.clip(rng.normal(scale=0.02, size=7), ACTION_LOW, ACTION_HIGH)
+        rec.add_step(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                     rng.normal(size=6).astype(np.float32), action.astype(np.float32), 0.0, 1,
+                     100.0 + t)
+    return rec.end(success, success, not success, np.zeros((64, 64, 3), np.uint8),
+                   np.zeros(6, np.float32))
+
+
+def _dataset(root, numbers, successes=None):
+    rec = EpisodeRecorder(root, DATASET_ID)
+    for i, n in enumerate(numbers):
+        _record(rec, n, success=bool(successes and successes[i]), seed=i)
+    return rec
+
+
+def _ep(rewards, terms, truncs, label=None):
+    return {'id': 0, 'episode': 1, 'rewards': np.array(rewards, float),
+            'terminations': np.array(terms, bool), 'truncations': np.array(truncs, bool),
+            'label': label, 'discarded': False, 'notes': []}
+
+
+# -- records and the journal ------------------------------------------------------------------
+def test_make_record_checks_its_values():
+    with pytest.raises(ValueError, match='label'):
+        ann.make_record(1, label='great')
+    with pytest.raises(ValueError, match='empty'):
+        ann.make_record(1, note='  ')
+    with pytest.raises(ValueError, match='needs a label'):
+        ann.make_record(1)
+    with pytest.raises(ValueError, match='episode'):
+        ann.make_record(-1, label='success')
+    with pytest.raises(ValueError, match='reason'):
+        ann.make_record(1, reason='why', note='x')
+    assert ann.make_record(1, label=None)['label'] is None          # clears a label
+    rec = ann.make_record(3, index=2, discarded=True, reason='r', source='operator')
+    assert {k: rec[k] for k in ('episode', 'index', 'discarded', 'reason', 'source')} == {
+        'episode': 3, 'index': 2, 'discarded': True, 'reason': 'r', 'source': 'operator'}
+
+
+def test_last_record_wins_notes_accumulate_and_undo(tmp_path):
+    path = tmp_path / ann.JOURNAL_NAME
+    for fields in ({'label': 'success', 'note': 'a'}, {'discarded': True, 'reason': 'blurry'},
+                   {'label': 'failure'}, {'note': 'b'}, {'discarded': False}):
+        ann.append_record(path, ann.make_record(2, index=1, **fields))
+    ann.append_record(path, ann.make_record(1, index=0, discarded=True))
+    state = ann.fold(ann.read_journal(path), [1, 2])
+    assert state[1] == {'label': 'failure', 'discarded': False,
+                        'notes': ['a', 'discarded: blurry', 'b']}
+    assert state[0] == {'label': None, 'discarded': True, 'notes': []}
+    ann.append_record(path, ann.make_record(2, index=1, label=None))
+    assert ann.fold(ann.read_journal(path), [1, 2])[1]['label'] is None
+    # append-only: the earlier lines are unchanged, one JSON object per line
+    lines = path.read_text().splitlines()
+    assert len(lines) == 7 and all(json.loads(line)['episode'] in (1, 2) for line in lines)
+
+
+def test_bad_line_from_a_crash_is_skipped_with_a_warning_and_the_next_append_is_kept(
+        tmp_path, caplog):
+    path = tmp_path / ann.JOURNAL_NAME
+    ann.append_record(path, ann.make_record(1, index=0, label='success'))
+    with open(path, 'ab') as f:            # a record cut short by a crash: no newline
+        f.write(b'{"episode": 1, "index": 0, "label": "fai')
+    ann.append_record(path, ann.make_record(1, index=0, note='after the crash'))
+    with open(path, 'ab') as f:
+        f.write(b'\xff\xfe not json\n[1, 2]\n{"episode": "1"}\n')
+    with caplog.at_level(logging.WARNING, logger='awopt_ros.core.annotations'):
+        records = ann.read_journal(path)
+    assert [r.get('label', r.get('note')) for r in records] == ['success', 'after the crash']
+    assert len([r for r in caplog.records if 'skipped' in r.getMessage()]) == 4
+    assert ann.fold(records, [1])[0] == {'label': 'success', 'discarded': False,
+                                         'notes': ['after the crash']}
+
+
+def test_missing_dataset_folder_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ann.append_record(tmp_path / 'nope' / ann.JOURNAL_NAME, ann.make_record(1, note='x'))
+
+
+def _append_many(path, worker, count):
+    for k in range(count):
+        ann.append_record(path, ann.make_record(worker, index=worker, note=f'{worker}-{k}' * 40))
+
+
+def test_concurrent_writers_never_interleave(tmp_path):
+    path = tmp_path / ann.JOURNAL_NAME
+    ctx = multiprocessing.get_context('fork')
+    procs = [ctx.Process(target=_append_many, args=(path, w, 60)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    records = ann.read_journal(path)
+    assert len(records) == 240 and len(path.read_text().splitlines()) == 240
+    for w in range(4):   # each writer's records in its own order
+        assert [r['note'] for r in records if r['episode'] == w] == [
+            f'{w}-{k}' * 40 for k in range(60)]
+
+
+def test_index_and_after_index_resolve_repeated_numbers(tmp_path, caplog):
+    numbers = [1, 2, 1, 2]        # two recordings into one run directory
+    records = [ann.make_record(1, index=2, label='failure'),
+               ann.make_record(2, after_index=2, label='success'),   # the second episode 2
+               ann.make_record(2, after_index=4, note='pending: not written yet'),
+               ann.make_record(2, index=0, note='stale')]           # index 0 is episode 1
+    with caplog.at_level(logging.WARNING, logger='awopt_ros.core.annotations'):
+        state = ann.fold(records, numbers)
+    assert [s['label'] for s in state] == [None, None, 'failure', 'success']
+    assert all(not s['notes'] for s in state)
+    assert any('skipped' in r.getMessage() for r in caplog.records)
+    # once the pending episode is written, its note lands
+    assert ann.fold(records, numbers + [2])[4]['notes'] == ['pending: not written yet']
+
+
+def test_resolve_episode_refuses_unknown_and_ambiguous_numbers():
+    numbers = [1, 2, 3, 1]
+    assert ann.resolve_episode(numbers, 2) == 1
+    with pytest.raises(ann.UnknownEpisodeError, match=r'no episode 9 .*episodes: 1-3'):
+        ann.resolve_episode(numbers, 9)
+    with pytest.raises(ann.UnknownEpisodeError, match='indices 0, 3'):
+        ann.resolve_episode(numbers, 1)
+    assert ann.resolve_episode(numbers, 1, index=3) == 3
+    with pytest.raises(ann.UnknownEpisodeError, match='is episode 2'):
+        ann.resolve_episode(numbers, 1, index=1)
+    with pytest.raises(ann.UnknownEpisodeError, match='no dataset index 7'):
+        ann.resolve_episode(numbers, 1, index=7)
+
+
+# -- labels -> rewards --------------------------------------------------------------------
+def test_success_label_on_a_recorded_failure():
+    ep = _ep([0, 0, 0], [0, 0, 0], [0, 0, 1], 'success')
+    out = ann.labelled(ep)
+    assert out['rewards'].tolist() == [0, 0, 1]
+    assert out['terminations'].tolist() == [False, False, True]
+    assert out['truncations'].tolist() == [False, False, False]
+    assert ep['rewards'].tolist() == [0, 0, 0]          # the recorded arrays are not changed
+
+
+def test_failure_label_on_a_recorded_success_becomes_truncated():
+    out = ann.labelled(_ep([0, 0, 1], [0, 0, 1], [0, 0, 0], 'failure'))
+    assert out['rewards'].tolist() == [0, 0, 0]
+    assert out['terminations'].tolist() == [False] * 3
+    assert out['truncations'].tolist() == [False, False, True]
+
+
+def test_failure_label_keeps_a_terminate_action_and_no_label_changes_nothing():
+    ep = _ep([0, 0], [0, 1], [0, 0], 'failure')   # the policy's terminate action
+    out = ann.labelled(ep)
+    assert out['rewards'].tolist() == [0, 0] and out['terminations'].tolist() == [False, True]
+    assert not ann.relabels(ep)
+    plain = _ep([0, 1], [0, 1], [0, 0])
+    assert ann.labelled(plain) is plain
+
+
+def test_training_episodes_leave_out_discarded_and_apply_labels():
+    eps = [_ep([0, 0], [0, 0], [0, 1]), _ep([0, 0], [0, 0], [0, 1], 'success'),
+           dict(_ep([0, 1], [0, 1], [0, 0]), discarded=True), {'rewards': np.zeros(2)}]
+    kept, stats = ann.training_episodes(eps)
+    assert stats == {'episodes': 4, 'discarded': 1, 'labelled': 1, 'relabelled': 1, 'kept': 3}
+    assert [float(e['rewards'].sum()) for e in kept] == [0.0, 1.0, 0.0]
+    assert 'discarded' in ann.summary_line(stats)
+
+
+# -- the dataset --------------------------------------------------------------------------
+def test_load_episodes_gives_the_annotations_and_keeps_the_recording(tmp_path):
+    _dataset(tmp_path, [1, 2, 3], successes=[False, True, False])
+    eps = load_episodes(tmp_path, DATASET_ID)
+    assert [(e['label'], e['discarded'], e['notes']) for e in eps] == [(None, False, [])] * 3
+    path = ann.journal_path(tmp_path, DATASET_ID)
+    ann.append_record(path, ann.make_record(2, index=1, label='failure', note='slipped'))
+    ann.append_record(path, ann.make_record(3, index=2, discarded=True))
+    eps = load_episodes(tmp_path, DATASET_ID)
+    assert [(e['label'], e['discarded'], e['notes']) for e in eps] == [
+        (None, False, []), ('failure', False, ['slipped']), (None, True, [])]
+    assert eps[1]['rewards'][-1] == 1.0     # recorded outcome kept for tools that show it
+    assert ann.episode_numbers(tmp_path, DATASET_ID) == [1, 2, 3]
+
+
+def test_journal_appends_while_the_recorder_appends_episodes(tmp_path):
+    rec = _dataset(tmp_path, [1])
+    path = ann.journal_path(tmp_path, DATASET_ID)
+    stop, errors, written = threading.Event(), [], []
+
+    def annotate():
+        k = 0
+        while not stop.is_set():
+            try:
+                ann.append_record(path, ann.make_record(1, index=0, note=f'n{k}'))
+                written.append(k)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+            k += 1
+    thread = threading.Thread(target=annotate)
+    thread.start()
+    try:
+        for n in range(2, 6):
+            summary = _record(rec, n, seed=n)
+            assert summary['written']
+            ann.append_record(path, ann.make_record(n, after_index=n - 1, label='success'))
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors and written
+    eps = load_episodes(tmp_path, DATASET_ID)
+    assert [e['episode'] for e in eps] == [1, 2, 3, 4, 5]
+    assert eps[0]['notes'] == [f'n{k}' for k in written]
+    assert [e['label'] for e in eps] == [None] + ['success'] * 4
+
+
+# -- the commands -------------------------------------------------------------------------
+def test_label_discard_note_commands(tmp_path, capsys):
+    _dataset(tmp_path, [1, 2])
+    assert awopt(['label', str(tmp_path), '--episode', '2', 'failure', '--note', 'dropped']) == 0
+    assert 'dataset index 1' in capsys.readouterr().out
+    assert awopt(['discard', str(tmp_path), '--episode', '1', '--reason', 'camera covered']) == 0
+    assert awopt(['note', str(tmp_path), '--episode', '1', 'second look']) == 0
+    eps = load_episodes(tmp_path, DATASET_ID)
+    assert [(e['label'], e['discarded'], e['notes']) for e in eps] == [
+        (None, True, ['discarded: camera covered', 'second look']),
+        ('failure', False, ['dropped'])]
+    assert awopt(['discard', str(tmp_path), '--episode', '1', '--undo']) == 0
+    assert awopt(['label', str(tmp_path), '--episode', '2', 'clear']) == 0
+    eps = load_episodes(tmp_path, DATASET_ID)
+    assert [(e['label'], e['discarded']) for e in eps] == [(None, False), (None, False)]
+
+
+def test_commands_refuse_unknown_and_ambiguous_episodes(tmp_path, capsys):
+    _dataset(tmp_path, [1, 2, 1])
+    capsys.readouterr()
+    assert awopt(['label', str(tmp_path), '--episode', '5', 'success']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('awopt label: error: argument --episode: no episode 5')
+    assert '\n' not in err
+    assert awopt(['discard', str(tmp_path), '--episode', '1']) == 2
+    assert 'indices 0, 2' in capsys.readouterr().err
+    assert not ann.journal_path(tmp_path, DATASET_ID).exists()    # nothing written
+    assert awopt(['discard', str(tmp_path), '--episode', '1', '--index', '2']) == 0
+    assert [e['discarded'] for e in load_episodes(tmp_path, DATASET_ID)] == [False, False, True]
+    assert awopt(['note', str(tmp_path / 'missing'), '--episode', '1', 'x']) == 2
+    assert awopt(['discard', str(tmp_path), '--episode', '2', '--undo', '--reason', 'r']) == 2
