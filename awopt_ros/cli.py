@@ -30,6 +30,9 @@
   (:mod:`awopt_ros.learning.plot_episode`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
+- ``awopt view RUN --episode N [--spawn]``: one recorded episode (camera and policy images,
+  actions, proprioception, success, rewards, labels) as a Rerun ``.rrd`` to open with
+  ``rerun FILE`` (:mod:`awopt_ros.view_cli`).
 - ``awopt label|discard|note RUN --episode N ...``: the operator's label, discard and notes of
   a recorded episode (:mod:`awopt_ros.operator_cli`).
 """
@@ -565,6 +568,12 @@ def build_parser():
     from awopt_ros.bag_cli import add_bag_repair_args, run_bag_repair_cli
     add_bag_repair_args(p)
     p.set_defaults(func=run_bag_repair_cli)
+
+    p = sub.add_parser('view', help='one recorded episode as a Rerun recording (.rrd)',
+                       usage='%(prog)s RUN_DIR [--episode N] [options]')
+    from awopt_ros.view_cli import add_view_args, run_view
+    add_view_args(p)
+    p.set_defaults(func=run_view)
 
     from awopt_ros import operator_cli
     for name, help_text, add, run in (
