@@ -30,6 +30,8 @@
   (:mod:`awopt_ros.learning.plot_episode`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
+- ``awopt reevaluate MODEL RUN_DIR|BAG...``: a model on recorded episodes as the live policy
+  node runs it, compared with the logged actions (:mod:`awopt_ros.reevaluate_cli`).
 - ``awopt view RUN --episode N [--spawn]``: one recorded episode (camera and policy images,
   actions, proprioception, success, rewards, labels) as a Rerun ``.rrd`` to open with
   ``rerun FILE`` (:mod:`awopt_ros.view_cli`).
@@ -568,6 +570,13 @@ def build_parser():
     from awopt_ros.bag_cli import add_bag_repair_args, run_bag_repair_cli
     add_bag_repair_args(p)
     p.set_defaults(func=run_bag_repair_cli)
+
+    p = sub.add_parser('reevaluate', help='a model on recorded episodes vs the logged actions',
+                       usage='%(prog)s MODEL [RUN_DIR|BAG ...] [--dataset-root R --dataset-id '
+                             'I] [options]')
+    from awopt_ros.reevaluate_cli import add_reevaluate_args, run_reevaluate
+    add_reevaluate_args(p)
+    p.set_defaults(func=run_reevaluate)
 
     p = sub.add_parser('view', help='one recorded episode as a Rerun recording (.rrd)',
                        usage='%(prog)s RUN_DIR [--episode N] [options]')
