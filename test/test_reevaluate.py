@@ -108,6 +108,28 @@ def test_another_model_diverges(proprio_run, tmp_path, capsys):
     assert rc == 1
 
 
+def test_exploration_noise_is_not_a_divergence(tmp_path, capsys):
+    """With exploration noise the robot got noisy actions; the comparison is with the actor's
+    recorded noise-free action, so the same model still reproduces every actor step."""
+    from recorded_run import record_demo
+
+    from awopt_ros.core.dataset import load_episodes
+    run = record_demo(tmp_path / 'run', episodes=1, max_steps=6,
+                      extra=['--set', 'policy:actor_noise_std=0.2',
+                             '--set', 'policy:publish_proprio=true'])
+    ep, = load_episodes(run, DATASET)
+    t = len(ep['actions'])
+    noisy = np.any(ep['actions'][:, spec.CONTINUOUS]
+                   != ep['noise_free_action'][:t, spec.CONTINUOUS], axis=1)
+    assert noisy.sum() >= t // 2           # the noise was there
+    out = tmp_path / 'out'
+    rc, _, err = _run([SHIPPED, run, '--out', out], capsys)
+    assert rc == 0, err
+    summary = _summary(out)['summary']
+    assert summary['deterministic_steps'] == t
+    assert summary['diverging_steps'] == 0 and summary['verdict'] == 'identical'
+
+
 def test_proprio_source_is_reported(recorded_demo_run, tmp_path, capsys):
     """The shared run: 'policy' where its bags hold /policy/proprio, else 'joint_states' and a
     note saying how to record it."""
