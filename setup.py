@@ -17,6 +17,7 @@ NODES = {
     'robot_state': 'awopt_ros.nodes.robot_state:main',
     'residual_controller': 'awopt_ros.nodes.residual_controller:main',
     'success_detector': 'awopt_ros.nodes.success_detector:main',
+    'operator': 'awopt_ros.nodes.operator:main',
 }
 
 setup(

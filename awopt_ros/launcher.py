@@ -40,6 +40,7 @@ CORE_NODES = (
     ('arm_interface', 'awopt_ros.nodes.arm_interface'),
     ('episode_manager', 'awopt_ros.nodes.episode_manager'),
     ('logger', 'awopt_ros.nodes.logger'),
+    ('operator', 'awopt_ros.nodes.operator'),
     ('robot_state', 'awopt_ros.nodes.robot_state'),
 )
 #: Optional nodes: each starts, right after the policy node, when the params file has a section
@@ -98,7 +99,24 @@ SHARED_PARAMS = {
     'arm_controller': ('/arm_controller', _CONTROLLER_USERS),
     'forward_controller': ('/forward_position_controller', _CONTROLLER_USERS),
     'gripper_controller': ('/gripper_controller', _CONTROLLER_USERS),
+    # the operator node writes its annotations beside the dataset the logger writes
+    'output_dir': ('runs/latest', ('logger', 'operator')),
+    'dataset_name': ('kuka-grasp', ('logger', 'operator')),
 }
+#: Parameters the operator node takes from the logger's overrides when it is given none
+#: (``awopt demo --run-dir`` sets only the logger's output_dir).
+OPERATOR_FOLLOWS_LOGGER = ('output_dir', 'dataset_name')
+
+
+def with_operator_overrides(overrides):
+    """Return a copy of ``overrides`` ({node: {param: value}}) in which the operator node gets
+    the logger's :data:`OPERATOR_FOLLOWS_LOGGER` overrides that it is not given itself."""
+    out = {node: dict(params) for node, params in (overrides or {}).items()}
+    logger = out.get('logger') or {}
+    follow = {k: logger[k] for k in OPERATOR_FOLLOWS_LOGGER if k in logger}
+    if follow:
+        out['operator'] = dict(follow, **out.get('operator', {}))
+    return out
 
 
 class StackError(RuntimeError):
@@ -435,6 +453,7 @@ class Stack:
         if not resolve(self.config).is_file():
             raise FileNotFoundError(f'params file not found: {resolve(self.config)}')
         self.log_dir = Path(self.log_dir)
+        self.overrides = with_operator_overrides(self.overrides)
         check_params_file(self.config, ALL_NODE_MODULES,
                           self.overrides)   # unknown nodes / parameters (typos)
         check_shared_params(self.config, [n for n, _ in self.node_specs()], self.overrides)

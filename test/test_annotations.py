@@ -260,3 +260,59 @@ def test_commands_refuse_unknown_and_ambiguous_episodes(tmp_path, capsys):
     assert [e['discarded'] for e in load_episodes(tmp_path, DATASET_ID)] == [False, False, True]
     assert awopt(['note', str(tmp_path / 'missing'), '--episode', '1', 'x']) == 2
     assert awopt(['discard', str(tmp_path), '--episode', '2', '--undo', '--reason', 'r']) == 2
+
+
+# -- the operator node's logic (OperatorSession) ------------------------------------------
+def _saved(episode, index, root, written=True):
+    return {'episode': episode, 'dataset_index': index if written else None,
+            'dataset_written': written, 'dataset_root': str(root), 'dataset_id': DATASET_ID,
+            'write_error': None if written else 'No space left on device'}
+
+
+def test_session_refuses_without_an_ended_or_recorded_episode(tmp_path):
+    session = ann.OperatorSession(tmp_path, DATASET_ID, count=lambda *_: 0)
+    with pytest.raises(ann.NoEpisodeError, match='no episode has ended'):
+        session.annotate(label='success')
+    session.on_event({'event': 'start', 'episode': 1})
+    with pytest.raises(ann.NoEpisodeError, match='no episode has ended'):
+        session.annotate(discarded=True)
+    session.on_event({'event': 'end', 'episode': 1})
+    session.on_saved(_saved(1, None, tmp_path, written=False))
+    with pytest.raises(ann.NoEpisodeError, match='not in the dataset .*No space'):
+        session.annotate(label='failure')
+    assert not session.pending
+
+
+def test_session_queues_until_the_dataset_exists_and_resolves_repeated_numbers(tmp_path):
+    session = ann.OperatorSession(tmp_path, DATASET_ID)
+    session.on_event({'event': 'start', 'episode': 1})
+    session.annotate(note='while running', note_running=True)
+    session.on_event({'event': 'end', 'episode': 1})
+    record, written = session.annotate(label='failure')
+    assert not written and record['after_index'] == 0 and len(session.pending) == 2
+    rec = _dataset(tmp_path, [1])                       # the logger writes episode 1
+    assert session.on_saved(_saved(1, 0, tmp_path)) == 2 and not session.pending
+    # a second recording numbers from 1 again: a new start of number 1
+    session.on_event({'event': 'start', 'episode': 1})
+    session.on_event({'event': 'end', 'episode': 1})
+    record, written = session.annotate(label='success')  # before the logger wrote it
+    assert written and record['after_index'] == 1
+    _record(rec, 1, seed=5)
+    session.on_saved(_saved(1, 1, tmp_path))
+    record, _ = session.annotate(discarded=True)
+    assert record['index'] == 1
+    eps = load_episodes(tmp_path, DATASET_ID)
+    assert [(e['label'], e['discarded'], e['notes']) for e in eps] == [
+        ('failure', False, ['while running']), ('success', True, [])]
+
+
+def test_session_uses_latched_reports_heard_before_the_start_event(tmp_path):
+    """A node started late hears the latched reports and events in any order."""
+    _dataset(tmp_path, [1, 2])
+    session = ann.OperatorSession(tmp_path / 'elsewhere', 'awopt/other-v0')
+    session.on_saved(_saved(2, 1, tmp_path))          # the logger's dataset wins
+    for event in ('start', 'end'):
+        session.on_event({'event': event, 'episode': 2})
+    record, written = session.annotate(label='success')
+    assert written and record['index'] == 1
+    assert [e['label'] for e in load_episodes(tmp_path, DATASET_ID)] == [None, 'success']

@@ -46,7 +46,7 @@ def test_insertion_bringup_passes_the_start_up_checks_with_the_sawyer_names():
     nodes = [n for n, _ in stack_node_specs(CONFIG, 'residual')]
     check_shared_params(CONFIG, nodes)
     assert nodes == ['sim_robot', 'camera_pipeline', 'residual_controller', 'success_detector',
-                     'arm_interface', 'episode_manager', 'logger', 'robot_state']
+                     'arm_interface', 'episode_manager', 'logger', 'operator', 'robot_state']
     sim = effective_params(CONFIG, 'sim_robot')
     arm = effective_params(CONFIG, 'arm_interface')
     assert sim['scene'] == 'insertion' and sim['physics_dt_s'] == 0.001

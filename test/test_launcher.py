@@ -39,7 +39,7 @@ def test_stack_nodes_and_bad_arguments(tmp_path):
     stack = Stack(policy='scripted', log_dir=tmp_path)
     names = [n for n, _ in stack.node_specs()]
     assert names == ['sim_robot', 'camera_pipeline', 'scripted_policy', 'success_detector',
-                     'arm_interface', 'episode_manager', 'logger', 'robot_state']
+                     'arm_interface', 'episode_manager', 'logger', 'operator', 'robot_state']
     with pytest.raises(ValueError, match='policy'):
         Stack(policy='telepathy')
     with pytest.raises(FileNotFoundError, match='params file'):
@@ -55,7 +55,7 @@ def test_device_nodes_follow_the_params_file_sections(tmp_path):
     hw.write_text(yaml.safe_dump(doc))
     names = [n for n, _ in Stack(config=str(hw), policy='actor', log_dir=tmp_path).node_specs()]
     assert names == ['camera_pipeline', 'policy', 'success_detector', 'arm_interface',
-                     'episode_manager', 'logger', 'robot_state']
+                     'episode_manager', 'logger', 'operator', 'robot_state']
     # the optional success_detector follows its section too
     del doc['success_detector']
     hw.write_text(yaml.safe_dump(doc))

@@ -28,6 +28,7 @@ KNOWN = {
     'robot_state': {'urdf_path', 'camera_pose_xyz_rpy', 'joint_names'},
     'success_detector': {'model_path', 'on_threshold', 'off_threshold', 'debounce_frames',
                          'image_topic'},
+    'operator': {'output_dir', 'dataset_name', 'flush_period_s'},
 }
 
 

@@ -25,7 +25,7 @@ from awopt_ros.launcher import (DomainBusyError, Stack, StackError, acquire_doma
 
 DOMAIN = domain_id_of()     # the test run's own domain (conftest claims a free one)
 NODE_NAMES = {'sim_robot', 'camera_pipeline', 'policy', 'success_detector', 'arm_interface',
-              'episode_manager', 'logger', 'robot_state'}
+              'episode_manager', 'logger', 'operator', 'robot_state'}
 
 
 def _children(pid):

@@ -402,3 +402,143 @@ def summary_line(stats):
     return (f'operator annotations: {stats["discarded"]} of {stats["episodes"]} episodes '
             f'discarded, {stats["labelled"]} labelled ({stats["relabelled"]} with rewards '
             f'changed); training on {stats["kept"]}')
+
+
+def dataset_count(root_dir, dataset_id):
+    """Return the episodes the dataset's ``data/metadata.json`` lists (0 when there is no
+    dataset yet, or the file cannot be read at that moment, e.g. being rewritten)."""
+    meta = Path(root_dir) / 'datasets' / str(dataset_id) / 'data' / 'metadata.json'
+    try:
+        return int(json.loads(meta.read_text())['total_episodes'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+class NoEpisodeError(ValueError):
+    """The operator node has no episode to annotate (none ended yet, or it was not
+    recorded); the message says which."""
+
+
+class OperatorSession:
+    """What the ``operator`` node knows of the run, and its journal writes (ROS-free).
+
+    Fed the ``/episode/event`` events (:meth:`on_event`) and the logger's
+    ``/logger/episode_saved`` reports (:meth:`on_saved`); :meth:`annotate` makes a record for
+    the last ended episode (a label, a discard) or for the running one (a note) and appends
+    it to the journal of the dataset the logger writes (``dataset_root`` / ``dataset_id`` of
+    its reports, else the node's ``output_dir`` / dataset id).
+
+    Episode identity: when the logger has reported the episode saved, the record carries its
+    dataset ``index``; before that (an episode still running, or ended and not written yet),
+    ``after_index`` = the dataset's episode count when that episode started (it cannot be in
+    the dataset before its start), so that a number repeated in the dataset is not mistaken.
+    A record whose dataset folder does not exist yet (the logger creates it with its first
+    episode) is queued and written by :meth:`flush` (called on every report and by the
+    node's timer).
+
+    Args:
+        root_dir: the run directory (the logger's ``output_dir``).
+        dataset_id: the Minari dataset id (the logger's).
+        count: ``count(root_dir, dataset_id) -> int`` (default :func:`dataset_count`).
+    """
+
+    def __init__(self, root_dir, dataset_id, count=dataset_count):
+        self.root_dir = Path(root_dir)
+        self.dataset_id = str(dataset_id)
+        self._count = count
+        self.running = None          # episode number running (None between episodes)
+        self.last_ended = None       # episode number that ended last
+        self._start_count = {}       # episode number -> dataset count at its start
+        self._saved = {}             # episode number -> the logger's latest report of it
+        self._saved_total = 0        # dataset episodes per the reports (index + 1)
+        self.pending = []            # records not written yet (no dataset folder)
+        self.written = 0
+
+    @property
+    def journal(self):
+        """The journal's path (:func:`journal_path`)."""
+        return journal_path(self.root_dir, self.dataset_id)
+
+    def known_count(self):
+        """Return the dataset's episode count as known now (reports and metadata.json)."""
+        return max(self._saved_total, self._count(self.root_dir, self.dataset_id))
+
+    def on_event(self, event):
+        """Take an ``/episode/event`` dict (``start`` / ``end``; others are ignored)."""
+        kind, episode = event.get('event'), event.get('episode')
+        if not isinstance(episode, int) or isinstance(episode, bool):
+            return
+        if kind == 'start':
+            if episode != self.running:
+                if episode in self._start_count:   # its number again: a new episode
+                    self._saved.pop(episode, None)
+                self._start_count[episode] = self.known_count()
+            self.running = episode
+        elif kind == 'end':
+            self.last_ended = episode
+            if self.running == episode:
+                self.running = None
+
+    def on_saved(self, saved):
+        """Take a ``/logger/episode_saved`` dict: remembers the episode's dataset index and
+        the dataset the logger writes; writes queued records that can be now."""
+        episode = saved.get('episode')
+        if saved.get('dataset_root') and saved.get('dataset_id'):
+            self.root_dir = Path(saved['dataset_root'])
+            self.dataset_id = str(saved['dataset_id'])
+        if isinstance(episode, int) and not isinstance(episode, bool):
+            self._saved[episode] = saved
+        index = saved.get('dataset_index')
+        if isinstance(index, int) and not isinstance(index, bool):
+            self._saved_total = max(self._saved_total, index + 1)
+        return self.flush()
+
+    def _where(self, episode):
+        """Return ``{'index': I}`` or ``{'after_index': K}`` for episode number ``episode``.
+
+        Raises:
+            NoEpisodeError: the logger reported that episode as not recorded.
+        """
+        saved = self._saved.get(episode)
+        if saved is not None:
+            if not saved.get('dataset_written') or saved.get('dataset_index') is None:
+                why = saved.get('write_error') or 'no steps'
+                raise NoEpisodeError(f'episode {episode} is not in the dataset ({why})')
+            return {'index': int(saved['dataset_index'])}
+        return {'after_index': int(self._start_count.get(episode, 0))}
+
+    def annotate(self, *, note_running=False, **fields):
+        """Make and write (or queue) a record for the last ended episode (``note_running``:
+        the running one when an episode runs); return ``(record, written)``.
+
+        Raises:
+            NoEpisodeError: no such episode (none ended yet), or it was not recorded.
+            ValueError: bad fields (:func:`make_record`).
+        """
+        episode = self.running if note_running and self.running is not None \
+            else self.last_ended
+        if episode is None:
+            raise NoEpisodeError('no episode has ended yet' if not note_running
+                                 else 'no episode is running or has ended yet')
+        record = make_record(episode, source='operator', **self._where(episode), **fields)
+        self.pending.append(record)
+        before = self.written
+        self.flush()
+        return record, self.written > before
+
+    def flush(self):
+        """Write the queued records whose dataset folder exists now; return how many.
+
+        Raises:
+            OSError: a write failed other than for a missing folder (the record stays queued).
+        """
+        done = 0
+        while self.pending:
+            try:
+                append_record(self.journal, self.pending[0])
+            except FileNotFoundError:
+                break
+            self.pending.pop(0)
+            done += 1
+        self.written += done
+        return done
