@@ -22,7 +22,11 @@ Per episode of T actions (Minari's convention):
   ``success_classifier_probability`` (float32: the success detector's latest score stamped at
   or before the observation image's stamp, :func:`latest_at_or_before`, and only one stamped
   after the episode's start and at most :data:`CLASSIFIER_SCORE_MAX_AGE_S` before the image;
-  NaN where none, e.g. no detector ran or the frame was not scored yet). Minari stores no
+  NaN where none, e.g. no detector ran or the frame was not scored yet) and ``intervention``
+  (int64: 1 on a step where an operator's command replaced the policy's, the arm interface's
+  ``/arm/intervention``; its action is then the operator's, its policy id 'operator', and
+  ``policy_action`` (float32 (7,), NaN on the other steps) keeps the policy's own action;
+  ``core.intervention``). Minari stores no
   strings in infos, so the policy id -> name table is in the dataset metadata
   (``awopt_policy_ids``);
 - episode metadata (Minari's episode ``options``): ``episode`` (the episode manager's number),
@@ -75,7 +79,7 @@ _LOG = logging.getLogger(__name__)
 #: Which policy produced an action (the ``policy`` info); names come from
 #: ``/policy/model_info`` ``kind``; anything else is 'other'.
 POLICY_IDS = {'scripted': 0, 'actor': 1, 'cem': 2, 'other': 3, 'residual': 4,
-              'p_controller': 5}
+              'p_controller': 5, 'operator': 6}
 #: Default Minari storage format.
 DEFAULT_DATA_FORMAT = 'hdf5'
 #: Dataset namespace used by :func:`dataset_id_for`.
@@ -471,7 +475,8 @@ class EpisodeRecorder:
 
     def finish(self, success, terminated, truncated, final_image, final_proprio, *,
                final_success_probability=None, final_stamp_s=None, classifier_scores=None,
-               scores_after_s=None, reward_source='ground_truth', ground_truth_success=None):
+               scores_after_s=None, reward_source='ground_truth', ground_truth_success=None,
+               interventions=None):
         """Close the running episode in memory (fast); return ``(buffer, summary)``.
 
         ``buffer`` is None for an episode without actions (nothing to write). A new episode
@@ -492,10 +497,21 @@ class EpisodeRecorder:
                 (episode metadata).
             ground_truth_success: the simulator's ground truth reached success (episode
                 metadata; None: unknown, not stored).
+            interventions: optional ``(stamps_s (M,), actions (M, 7))`` of the arm
+                interface's ``/arm/intervention``: a step whose stamp has one records that
+                action, ``intervention`` 1, policy 'operator' and its own action as
+                ``policy_action`` (``core.intervention.apply_interventions``).
         """
         ep, summary = self._close(success, terminated, truncated)
         if ep is None:
             return None, summary
+        if interventions is not None and len(interventions[0]):
+            from awopt_ros.core.intervention import apply_interventions
+            acts, flags, own = apply_interventions(ep['actions'], ep['stamp_s'], *interventions)
+            ep['actions'] = list(acts)
+            ep['policy'] = [POLICY_IDS['operator'] if f else p
+                            for f, p in zip(flags, ep['policy'])]
+            ep['intervention'], ep['policy_action'] = [int(f) for f in flags], list(own)
         img, p = self._check_obs(final_image, final_proprio)
         options = episode_options(ep['episode'], reward_source, ground_truth_success)
         final_sp = ep['success_probability'][-1] if final_success_probability is None \
@@ -592,6 +608,10 @@ class EpisodeRecorder:
             'success_classifier_probability': np.array(ep['success_classifier_probability'],
                                                        dtype=np.float32),
         }
+        flags = ep.get('intervention') or [0] * steps
+        own = ep.get('policy_action') or [np.full(ACTION_DIM, np.nan, np.float32)] * steps
+        infos['intervention'] = np.array(flags + flags[-1:], dtype=np.int64)
+        infos['policy_action'] = np.stack(own + own[-1:]).astype(np.float32)
         return EpisodeBuffer(seed=ep['seed'], options=options,
                              observations=observations, actions=np.stack(ep['actions']),
                              rewards=rewards, terminations=terminations,
@@ -905,6 +925,12 @@ def episode_dict(ep, meta=None):
             np.asarray(infos['success_classifier_probability'], dtype=np.float32)
             if 'success_classifier_probability' in infos
             else np.full(len(ep.actions) + 1, np.nan, np.float32)),
+        'intervention': (np.asarray(infos['intervention'], dtype=bool)
+                         if 'intervention' in infos
+                         else np.zeros(len(ep.actions) + 1, dtype=bool)),
+        'policy_action': (
+            np.asarray(infos['policy_action'], dtype=np.float32) if 'policy_action' in infos
+            else np.full((len(ep.actions) + 1, ACTION_DIM), np.nan, np.float32)),
     }
 
 
@@ -919,7 +945,10 @@ def load_episodes(root_dir, dataset_id):
         ``success_probability`` (T+1,) float32, ``policy`` (T+1,) int64, ``stamp_s`` (T+1,)
         float64, ``grasp_goal`` (T+1, 4) float32, ``noise_free_action`` (T+1, 7) float32 and
         ``success_classifier_probability`` (T+1,) float32 (NaN where none was recorded, and
-        for datasets written before they existed); ``reward_source`` (str, 'ground_truth'
+        for datasets written before they existed), ``intervention`` (T+1,) bool (the
+        operator's command replaced the policy's on that step; all False for datasets
+        written before it existed) and ``policy_action`` (T+1, 7) float32 (the policy's own
+        action on intervention steps, else NaN); ``reward_source`` (str, 'ground_truth'
         for datasets written before it existed) and ``ground_truth_success`` (bool, or None
         where unknown). A state
         task's dataset (:class:`StateEpisodeRecorder`) gives ``state`` (T+1, D) instead of

@@ -195,6 +195,12 @@ class LearnerConfig:
             a grasp-target actor's loss (as ``bc.BCConfig``).
         actor_ema_decay: 0 (default) exports the actor's last iterate; in (0, 1) the deployed
             actor is an exponential moving average of its weights with this decay per step.
+        intervention_weight: factor (finite, >= 0) on every actor-loss term of a transition
+            where an operator's command replaced the policy's (dataset info
+            ``intervention``, ``core.intervention``; HIL-SERL's human corrections), on top
+            of the advantage weight. 1 (default) treats them like any other transition;
+            e.g. 5 makes the actor follow the operator's corrections more closely. Positive
+            filtering still applies (an intervention in a failed episode is left out).
         seed: seed of the network initialisation, batch sampling, augmentation and CEM.
         num_threads: torch intra-op threads set when the learner is built (None: leave as
             is).
@@ -246,6 +252,7 @@ class LearnerConfig:
     target_sigma_cells: float = 0.75
     pose_weight: float = 1.0
     actor_ema_decay: float = 0.0
+    intervention_weight: float = 1.0
     seed: int = 0
     num_threads: int = 2
     task: str = 'grasp'
@@ -297,7 +304,7 @@ class LearnerConfig:
                 raise ValueError(f'LearnerConfig.{name} must be a finite number > 0, '
                                  f'got {value!r}')
             setattr(self, name, float(value))
-        for name in ('target_weight', 'pose_weight'):
+        for name in ('target_weight', 'pose_weight', 'intervention_weight'):
             value = getattr(self, name)
             if not _is_real(value) or value < 0:
                 raise ValueError(f'LearnerConfig.{name} must be a finite number >= 0, '
@@ -456,6 +463,10 @@ class ReplayBuffer:
     truncated episode's last transition has done = 0 and bootstraps from its final
     observation (T).
 
+    ``intervention`` bool (capacity,) marks transitions where an operator's command replaced
+    the policy's (``add_episode``'s ``intervention``; False by default); :meth:`sample`
+    returns it and the learner weights those rows (``LearnerConfig.intervention_weight``).
+
     Episodes may carry per-transition actor labels (:data:`LABEL_KEYS`, ``labels`` of
     :meth:`add_episode`); the first episode fixes which keys the buffer holds (``label_keys``)
     and every later one must bring the same keys; :meth:`sample` returns them too.
@@ -551,6 +562,7 @@ class ReplayBuffer:
         self.reward = np.empty(self.capacity, dtype=np.float32)
         self.done = np.empty(self.capacity, dtype=np.float32)
         self.success = np.empty(self.capacity, dtype=bool)
+        self.intervention = np.zeros(self.capacity, dtype=bool)
         self.obs_index = np.empty(self.capacity, dtype=np.int64)
         self.next_obs_index = np.empty(self.capacity, dtype=np.int64)
 
@@ -584,7 +596,7 @@ class ReplayBuffer:
         return out
 
     def add_episode(self, images, proprios, actions, rewards, terminated, success=None,
-                    labels=None):
+                    labels=None, intervention=None):
         """Append one episode.
 
         Args:
@@ -600,6 +612,8 @@ class ReplayBuffer:
             success: episode success flag (positive filtering); default ``any(rewards > 0)``.
             labels: optional dict of per-transition actor labels (T rows each, keys of
                 :data:`LABEL_KEYS`, e.g. from ``learning.targets.episode_labels``).
+            intervention: optional (T,) or (T+1,) bool, the dataset's ``intervention`` info
+                (the first T entries are used); None: no intervention.
 
         Raises:
             ValueError: inconsistent shapes or dtypes, non-finite values, an image shape
@@ -640,6 +654,11 @@ class ReplayBuffer:
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f'{name} contain non-finite values')
         labels = self._check_labels(labels, t)
+        flags = np.zeros(t, dtype=bool) if intervention is None \
+            else np.asarray(intervention, dtype=bool).reshape(-1)[:t]
+        if flags.shape != (t,):
+            raise ValueError(f'intervention must have at least T={t} entries, got '
+                             f'{np.shape(intervention)}')
         if not self._allocated:
             self._allocate(None if images is None else images.shape[1:])
             self.label_keys = tuple(labels)
@@ -665,6 +684,7 @@ class ReplayBuffer:
         done[-1] = 1.0 if terminated else 0.0
         self.done[tr_idx] = done
         self.success[tr_idx] = success
+        self.intervention[tr_idx] = flags
         self.obs_index[tr_idx] = obs_idx[:-1]
         for k, v in labels.items():
             self.labels[k][tr_idx] = v
@@ -687,7 +707,8 @@ class ReplayBuffer:
         Each dict has ``observations`` (or flat) ``image`` uint8 (T+1, H, W, 3) and
         ``proprio`` (T+1, 6), ``actions`` (T, 7), ``rewards`` (T,), ``terminations`` and
         ``truncations`` (T,) bool; an episode counts as terminated when any termination flag
-        is set. Episodes without transitions are skipped. For a task without an image the
+        is set; its ``intervention`` flags (when present) mark the operator's steps.
+        Episodes without transitions are skipped. For a task without an image the
         observations hold ``state`` (T+1, D) (``proprio`` is accepted too) and no image.
 
         Args:
@@ -717,7 +738,8 @@ class ReplayBuffer:
                 image, state = None, obs['state'] if 'state' in obs else obs['proprio']
             buf.add_episode(image, np.asarray(state)[:t + 1], ep['actions'], ep['rewards'],
                             terminated=bool(np.any(term)),
-                            labels=None if labels is None else labels[i])
+                            labels=None if labels is None else labels[i],
+                            intervention=ep.get('intervention'))
         return buf
 
     # -- sampling --------------------------------------------------------------------------
@@ -750,7 +772,8 @@ class ReplayBuffer:
             dict of numpy arrays: ``image`` uint8 (B, H, W, 3), ``proprio`` float32 (B, 6),
             ``action`` float32 (B, 7), ``reward`` float32 (B,), ``done`` float32 (B,) (1 only
             on terminal transitions), ``next_image`` uint8 (B, H, W, 3), ``next_proprio``
-            float32 (B, 6), ``success`` bool (B,), ``index`` int64 (B,) transition slots;
+            float32 (B, 6), ``success`` bool (B,), ``intervention`` bool (B,), ``index``
+            int64 (B,) transition slots;
             plus the buffer's label arrays (:data:`LABEL_KEYS`, B rows each). A task without
             an image: no ``image`` / ``next_image``; ``proprio`` / ``next_proprio`` are the
             (B, D) states and ``action`` is (B, A).
@@ -786,7 +809,7 @@ class ReplayBuffer:
                  'action': self.action[idx], 'reward': self.reward[idx],
                  'done': self.done[idx], 'next_image': None,
                  'next_proprio': self.proprio[n], 'success': self.success[idx],
-                 'index': idx}
+                 'intervention': self.intervention[idx], 'index': idx}
         if self.image is None:                  # a task without an image
             del batch['image'], batch['next_image']
         else:
@@ -822,7 +845,7 @@ def _tensors(batch, keys):
             if v.dtype != np.uint8:
                 raise ValueError(f'batch[{k!r}] must be uint8, got {v.dtype}')
             out[k] = torch.from_numpy(np.ascontiguousarray(v))
-        elif k in ('success',) + _BOOL_LABELS:
+        elif k in ('success', 'intervention') + _BOOL_LABELS:
             out[k] = torch.from_numpy(v.astype(bool))
         else:
             out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
@@ -1077,7 +1100,7 @@ class Learner:
                 raise ValueError(f"an actor with pooling 'target' needs the batch labels "
                                  f"{keys[4:]} (ReplayBuffer labels, learning.targets."
                                  f"episode_labels); the batch has {sorted(batch)}")
-        keys += [k for k in ('actor_action', 'actor_mask') if k in batch]
+        keys += [k for k in ('actor_action', 'actor_mask', 'intervention') if k in batch]
         t = _tensors(batch, keys)
         keep = t.pop('actor_mask', torch.ones_like(t['success']))    # not the misses' steps
         if c.positive_filter:                       # AW-Opt: 1[success] in the actor update
@@ -1124,6 +1147,9 @@ class Learner:
                     weight = weight / weight.mean()
         else:
             weight = torch.ones(n)
+        if 'intervention' in t and c.intervention_weight != 1.0:   # the operator's steps
+            weight = weight * torch.where(t['intervention'],
+                                          torch.tensor(c.intervention_weight), torch.tensor(1.0))
         actor_loss = (weight * per_sample).mean()
         extra = {}
         if c.grasp_target:

@@ -60,6 +60,10 @@ class BCConfig:
             an exponential moving average of the weights, theta_ema <- d theta_ema +
             (1 - d) theta after every step (Polyak averaging, ``torch.optim.swa_utils``);
             the held-out loss is then measured on the average.
+        intervention_weight: factor (>= 0) on the training loss of transitions where an
+            operator's command replaced the policy's (``train_bc``'s ``intervention``, the
+            dataset info; ``core.intervention``); 1 (default) = no change. The held-out
+            loss stays unweighted.
     """
 
     steps: int = 5000
@@ -78,6 +82,7 @@ class BCConfig:
     lr_schedule: str = 'constant'
     pose_weight: float = 1.0
     ema_decay: float = 0.0
+    intervention_weight: float = 1.0
 
     def __post_init__(self):
         """Validate the values (ValueError naming the field)."""
@@ -102,6 +107,9 @@ class BCConfig:
                              f'> 0, got {self.target_weight}, {self.target_sigma_cells}')
         if not self.pose_weight >= 0:
             raise ValueError(f'BCConfig.pose_weight must be >= 0, got {self.pose_weight}')
+        if not (math.isfinite(self.intervention_weight) and self.intervention_weight >= 0):
+            raise ValueError(f'BCConfig.intervention_weight must be a finite value >= 0, got '
+                             f'{self.intervention_weight}')
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f'BCConfig.ema_decay must be in [0, 1), got {self.ema_decay}')
         if self.lr_schedule not in ('constant', 'cosine'):
@@ -182,7 +190,7 @@ def pose_loss(pose, label, mask, weight=None):
 
 
 def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weight=1.0,
-            target_sigma_cells=0.75, pose_weight=1.0):
+            target_sigma_cells=0.75, pose_weight=1.0, sample_weight=None):
     """Return (total loss, dict of per-sub-action losses) for one batch.
 
     Args:
@@ -196,6 +204,8 @@ def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weig
             (N, ``GRASP_POSE_DIM``), and adds :func:`pose_loss` (part ``'pose'``).
             None: the actor picks its own target (evaluation without labels).
         target_weight, target_sigma_cells, pose_weight: see :class:`BCConfig`.
+        sample_weight: optional float32 (N,) factor on every term of each sample (e.g.
+            ``core.intervention.intervention_weights``); the means still divide by N.
 
     total = sum_k w_k mean_n (mu_k/high_k - a_k/high_k)^2 + sum_j w_j mean_n BCE(logit_j, a_j)
     with discrete targets a_j > 0.5 -> 1 else 0 (+ target_weight * target loss).
@@ -215,17 +225,21 @@ def bc_loss(actor, images, proprios, actions, weights, targets=None, target_weig
         target_xy, mask = targets[:2]
         feats, scores = actor.target_features(images, target_xy)
         mean_n, logits = actor.head(feats, proprios)
-        extra = target_loss(actor, scores, target_xy, mask, target_sigma_cells)
+        extra = target_loss(actor, scores, target_xy, mask, target_sigma_cells,
+                            weight=sample_weight)
         if actor.config.grasp_pose:
             if len(targets) < 3:
                 raise ValueError('an actor with grasp_pose needs pose labels: targets = (xy, '
                                  'mask, pose), learning.targets.target_arrays(with_pose=True)')
-            pose_extra = pose_loss(actor.grasp_pose(feats), targets[2], mask)
+            pose_extra = pose_loss(actor.grasp_pose(feats), targets[2], mask,
+                                   weight=sample_weight)
     high = torch.as_tensor(spec.ACTION_HIGH[spec.CONTINUOUS], dtype=torch.float32)
     target_n = (actions[:, :4] / high).clamp(-1.0, 1.0)
-    mse = ((mean_n - target_n) ** 2).mean(0)                                 # (4,)
+    sw = 1.0 if sample_weight is None else sample_weight.reshape(-1, 1)
+    mse = (sw * (mean_n - target_n) ** 2).mean(0)                            # (4,)
     target_d = (actions[:, 4:] > 0.5).to(torch.float32)
-    bce = F.binary_cross_entropy_with_logits(logits, target_d, reduction='none').mean(0)
+    bce = (sw * F.binary_cross_entropy_with_logits(logits, target_d,
+                                                   reduction='none')).mean(0)
     total = (w[:4] * mse).sum() + (w[4:] * bce).sum()
     parts = {name: float(v) for name, v in
              zip(spec.ACTION_NAMES, torch.cat([mse, bce]).detach())}
@@ -318,7 +332,7 @@ def evaluate(actor, images, proprios, actions, weights, batch_size=256, targets=
 
 
 def train_bc(images, proprios, actions, config=None, progress=True, log=None, actor=None,
-             targets=None):
+             targets=None, intervention=None):
     """Train an :class:`Actor` by behaviour cloning on (image, proprio) -> action pairs.
 
     Args:
@@ -333,6 +347,8 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
             grasp-target labels (:func:`awopt_ros.learning.targets.target_arrays`); required
             for, and only for, 'target' pooling; the pose entry for ``grasp_pose``. The
             held-out loss is then the teacher-forced one plus the target (and pose) terms.
+        intervention: optional bool (N,): transitions where an operator's command replaced
+            the policy's; their loss is scaled by ``config.intervention_weight``.
 
     Returns:
         (actor in eval mode, history dict with lists ``step``, ``train_loss`` (running mean
@@ -353,6 +369,13 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
         raise ValueError(f'images are {images.shape[1]}x{images.shape[2]}, the actor expects '
                          f'{config.actor.image_size}x{config.actor.image_size}')
     labels = _check_targets(targets, images.shape[0], config.actor)
+    sample_w = None
+    if intervention is not None and config.intervention_weight != 1.0:
+        from awopt_ros.core.intervention import intervention_weights
+        flags = np.asarray(intervention, dtype=bool).reshape(-1)
+        if flags.shape != (images.shape[0],):
+            raise ValueError(f'intervention must be (N={images.shape[0]},), got {flags.shape}')
+        sample_w = torch.from_numpy(intervention_weights(flags, config.intervention_weight))
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -389,7 +412,7 @@ def train_bc(images, proprios, actions, config=None, progress=True, log=None, ac
         img = random_shift(t_img[pick], config.shift_px, gen)
         pick_labels = None if labels is None else tuple(t[pick] for t in labels)
         loss, _ = bc_loss(actor, img, t_pro[pick], t_act[pick], config.weights, pick_labels,
-                          **loss_kw)
+                          sample_weight=None if sample_w is None else sample_w[pick], **loss_kw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -120,12 +120,24 @@ def episode_transitions(episode):
     return images[:t], proprios[:t], actions
 
 
+def _bc_kept(episodes, successful_only):
+    """The episodes :func:`bc_arrays` takes transitions from, in order."""
+    return [ep for ep in episodes if is_success(ep) or not successful_only]
+
+
 def intervention_flags(episode):
     """Return bool (T,): the transitions of ``episode`` where an operator's command replaced
     the policy's (its ``intervention`` info; all False when it has none)."""
     t = len(episode['actions'])
     flags = np.asarray(episode.get('intervention', np.zeros(0)), dtype=bool).reshape(-1)
     return flags[:t] if flags.shape[0] >= t else np.zeros(t, dtype=bool)
+
+
+def bc_intervention(episodes, successful_only=True):
+    """Return bool (N,): :func:`intervention_flags` of the transitions :func:`bc_arrays`
+    returns for the same arguments, in its order (``BCConfig.intervention_weight``)."""
+    parts = [intervention_flags(ep) for ep in _bc_kept(episodes, successful_only)]
+    return np.concatenate(parts + [np.zeros(0, dtype=bool)])
 
 
 def bc_arrays(episodes, successful_only=True):
@@ -137,14 +149,12 @@ def bc_arrays(episodes, successful_only=True):
 
     Returns:
         images uint8 (N, H, W, 3), proprios float32 (N, 6), actions float32 (N, 7), and a
-        stats dict (episodes, successful, used_episodes, transitions, intervention_steps, and
-        ``intervention``: bool (N,) the operator's transitions, ``core.intervention``; pop
-        it before writing the stats as JSON).
+        stats dict (episodes, successful, used_episodes, transitions).
 
     Raises:
         ValueError: no episode left to learn from.
     """
-    kept = [ep for ep in episodes if is_success(ep) or not successful_only]
+    kept = _bc_kept(episodes, successful_only)
     stats = {'episodes': len(episodes), 'successful': sum(is_success(e) for e in episodes),
              'used_episodes': len(kept)}
     parts = [episode_transitions(ep) for ep in kept]
@@ -156,9 +166,6 @@ def bc_arrays(episodes, successful_only=True):
     proprios = np.concatenate([p[1] for p in parts])
     actions = np.concatenate([p[2] for p in parts])
     stats['transitions'] = int(actions.shape[0])
-    flags = np.concatenate([intervention_flags(ep) for ep in kept if len(ep['actions'])])
-    stats['intervention'] = flags
-    stats['intervention_steps'] = int(flags.sum())
     return images, proprios, actions, stats
 
 

@@ -827,7 +827,7 @@ def first_episodes(episodes, count, option='--max-episodes'):
 def _run_bc(args):
     """Classic behaviour cloning (``learning.bc``); see the module docstring."""
     from awopt_ros.learning.bc import BCConfig, train_bc
-    from awopt_ros.learning.data import bc_arrays, load_episodes
+    from awopt_ros.learning.data import bc_arrays, bc_intervention, load_episodes
     from awopt_ros.learning.export import export_actor
     from awopt_ros.learning.networks import ActorConfig
     from awopt_ros.learning.targets import (expert_action_arrays, expert_label_count,
@@ -843,6 +843,10 @@ def _run_bc(args):
         images, proprios, actions, stats = bc_arrays(episodes, successful_only=successful_only)
     except (FileNotFoundError, ValueError) as exc:
         return _usage('--dataset-id', exc)
+    # --set intervention_weight=W (the operator's steps, core.intervention)
+    intervention_weight = parse_overrides(args.overrides).get('intervention_weight', 1.0)
+    intervention = bc_intervention(episodes, successful_only)
+    stats['intervention_steps'] = int(intervention.sum())
     if args.action_label == 'expert':
         relabelled, n_steps = expert_action_arrays(episodes, successful_only)
         if n_steps == 0:
@@ -884,18 +888,20 @@ def _run_bc(args):
                           seed=args.seed, shift_px=shift_px, eval_every=args.eval_every,
                           lr_schedule=args.lr_schedule, pose_weight=args.pose_weight,
                           ema_decay=args.ema_decay, num_threads=args.threads,
+                          intervention_weight=intervention_weight,
                           actor=ActorConfig(image_size=image_size, channels=args.channels,
                                             hidden=args.hidden, num_conv=args.num_conv,
                                             pooling=args.pooling,
                                             grasp_pose=args.grasp_pose,
                                             stem_stride=args.stem_stride,
                                             engaged_input=args.engaged_input))
-    except ValueError as exc:
-        return _usage('', exc)
+    except (TypeError, ValueError) as exc:
+        return _usage('--set' if 'intervention_weight' in str(exc) else '', exc)
     t0 = time.perf_counter()
     actor, history = train_bc(images, proprios, actions, config,
                               progress=not args.no_progress,
-                              log=print if args.no_progress else None, targets=targets)
+                              log=print if args.no_progress else None, targets=targets,
+                              intervention=intervention)
     train_s = time.perf_counter() - t0
     out = Path(args.out)
     card = (f'awopt_ros grasping actor, behaviour cloning (AW-Opt actor loss, task-1 weights '

@@ -59,12 +59,30 @@ The enable reply's message is JSON: ``{"state": "enabled", "stamp_s": t, "stale"
 ``stale`` lists the inputs that hold the arm, among them the name of an action server that is
 not available) or ``{"state": "disabled" | "already disabled"}``. The stop reply's:
 ``{"state": "stopped" | "already stopped"}``. See docs/INTERFACES.md for the topic contract.
+
+Operator interventions (``core.intervention``): ``geometry_msgs/TwistStamped`` on
+``operator_twist_topic`` (``/operator/twist``; frame ``base_link`` or empty, others are
+rejected with a throttled warning; linear m/s, ``angular.z`` rad/s) and ``std_msgs/Bool`` on
+``operator_gripper_topic`` (``/operator/gripper``, true close, false open). While the newest
+of them is younger than ``intervention_timeout_s`` (steady clock, at reception), each policy
+action the node would act on is replaced by the operator's action (the twist x
+``control_period_s``, clipped to the action bounds; gripper bits from the newest gripper
+message of this intervention, else no gripper change; terminate 0), which takes exactly the
+policy action's path: the same enable/stop gate, watchdogs, heartbeat, safety filter,
+workspace box, IK, joint limits and continuity check. An intervention never moves an arm that
+is disabled, stopped, holding for stale inputs or homing, and never enables one; it acts only
+when a policy action comes (in lockstep: one per frame), so the simulator steps as usual.
+Each executed operator action is published on ``/arm/intervention`` (sensor_msgs/JointState,
+names ``core.spec.ACTION_NAMES``, header stamp = the replaced policy action's stamp); the
+logger marks those steps in the dataset. Diagnostics: ``intervening`` (active now),
+``intervention_steps``, ``operator_twists_rejected``.
 """
 import json
+import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -73,7 +91,7 @@ from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import SetBool, Trigger
 
-from awopt_ros.core import homing, robot, robot_names, spec
+from awopt_ros.core import homing, intervention, robot, robot_names, spec
 from awopt_ros.core.arm import arm_command
 from awopt_ros.core.kinematics import Kinematics, quat_xyzw
 from awopt_ros.core.safety import (IIWA14_MAX_VELOCITY_RAD_S, CommandGate, JointSafety,
@@ -99,6 +117,7 @@ STOP_SERVICE = '/arm/stop'
 CLEAR_STOP_SERVICE = '/arm/clear_stop'
 HEARTBEAT_TOPIC = '/arm/heartbeat'
 HOME_SERVICE = '/arm/home'
+INTERVENTION_TOPIC = intervention.INTERVENTION_TOPIC
 
 
 def _closedness(msg, gripper_joint):
@@ -237,7 +256,21 @@ class ArmInterfaceNode(Node):
             self, 'home_velocity_scale', 0.2,
             'Fraction of max_joint_velocity_rad_s that no joint exceeds while /arm/home moves '
             'the arm', low=0.01, high=1.0)
-        for name in ('arm_controller', 'forward_controller', 'gripper_controller'):
+        p['intervention_timeout_s'] = declare(
+            self, 'intervention_timeout_s', intervention.DEFAULT_TIMEOUT_S,
+            'Operator intervention: active while the newest operator twist or gripper message '
+            "is younger than this (s, steady clock); while active the operator's command "
+            'replaces each policy action', low=0.01, high=5.0)
+        p['operator_twist_topic'] = declare(
+            self, 'operator_twist_topic', intervention.TWIST_TOPIC,
+            'Operator command, geometry_msgs/TwistStamped in base_link (linear m/s, '
+            'angular.z rad/s), e.g. awopt teleop or a spacemouse driver', read_only=True)
+        p['operator_gripper_topic'] = declare(
+            self, 'operator_gripper_topic', intervention.GRIPPER_TOPIC,
+            'Operator gripper command, std_msgs/Bool (true close, false open)',
+            read_only=True)
+        for name in ('arm_controller', 'forward_controller', 'gripper_controller',
+                     'operator_twist_topic', 'operator_gripper_topic'):
             robot_names.check_topic_ns(p[name], name)     # ValueError naming the parameter
         if p['command_interface'] not in COMMAND_INTERFACES:
             raise ValueError(f'command_interface must be one of {COMMAND_INTERFACES}, '
@@ -281,6 +314,10 @@ class ArmInterfaceNode(Node):
         self._q_stamp_s = None         # stamp (s) of the joint state of _q_meas
         self._deferred = None          # an action waiting for its joint state (sync)
         self._arm, self._gripper = self._make_backends(p)
+        self._override = intervention.OperatorOverride(p['intervention_timeout_s'])
+        self._counts.update(intervention_steps=0, operator_twists_rejected=0)
+        self._intervention_pub = self.create_publisher(JointState, INTERVENTION_TOPIC,
+                                                       qos.COMMAND)
 
         self._latency_pub = self.create_publisher(Float64, '/arm/frame_to_command_ms',
                                                   qos.COMMAND)
@@ -295,6 +332,11 @@ class ArmInterfaceNode(Node):
                                  qos.SENSOR)
         if self._heartbeat:
             self.create_subscription(Bool, HEARTBEAT_TOPIC, self._on_heartbeat, qos.COMMAND)
+        # Best effort: matches reliable and best-effort operator sources alike.
+        self.create_subscription(TwistStamped, p['operator_twist_topic'], self._on_twist,
+                                 qos.SENSOR)
+        self.create_subscription(Bool, p['operator_gripper_topic'], self._on_operator_gripper,
+                                 qos.SENSOR)
         self.create_service(SetBool, '/arm/enable', self._on_enable)
         self.create_service(Trigger, STOP_SERVICE, self._on_stop)
         self.create_service(Trigger, CLEAR_STOP_SERVICE, self._on_clear_stop)
@@ -372,6 +414,7 @@ class ArmInterfaceNode(Node):
             limits = self._make_limits(new)
             joint_safety = self._make_joint_safety(new)
             homing.check_home_pose(self._home_q, joint_safety.lo, joint_safety.hi)
+            self._override.set_timeout(new['intervention_timeout_s'])
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._params = new
@@ -442,6 +485,22 @@ class ArmInterfaceNode(Node):
         self.get_logger().warning(f'gripper: {message}')
 
     # ---------------------------------------------------------------- callbacks
+    def _on_twist(self, msg):
+        reason = intervention.check_twist_frame(msg.header.frame_id)
+        try:
+            if reason is not None:
+                raise ValueError(reason)
+            self._override.on_twist(time.monotonic(),
+                                    (msg.twist.linear.x, msg.twist.linear.y,
+                                     msg.twist.linear.z), msg.twist.angular.z)
+        except ValueError as exc:
+            self._counts['operator_twists_rejected'] += 1
+            self.get_logger().warning(f'{self._params["operator_twist_topic"]}: {exc}',
+                                      throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _on_operator_gripper(self, msg):
+        self._override.on_gripper(time.monotonic(), msg.data)
+
     def _on_camera_info(self, _msg):
         self._watchdog.feed(CAMERA, self._now_s())
 
@@ -700,6 +759,9 @@ class ArmInterfaceNode(Node):
         if self._q_meas is None:   # no joint state since the enable yet
             self._counts['ignored'] += 1
             return
+        operator = self._override.action(time.monotonic(), self._period_s)
+        if operator is not None:   # the operator's command takes the policy action's path
+            action = operator
         closedness = self._closedness if self._params['reopen_empty_gripper'] else None
         cmd = arm_command(self._kin, self._q_meas, action, self._limits, self._period_s,
                           closedness, self._joint_safety)
@@ -729,6 +791,11 @@ class ArmInterfaceNode(Node):
         self._gate.commanded()
         self._holding = False
         self._counts['commands_sent'] += 1
+        if operator is not None:
+            self._counts['intervention_steps'] += 1
+            out = JointState(name=list(spec.ACTION_NAMES), position=operator.tolist())
+            out.header.stamp = msg.header.stamp
+            self._intervention_pub.publish(out)
         latency_ms = (self._now_s() - stamp_to_s(msg.header.stamp)) * 1e3
         self._latency_pub.publish(Float64(data=latency_ms))
 
@@ -769,6 +836,7 @@ class ArmInterfaceNode(Node):
         values = dict(self._counts, **self._arm.counts, **self._gripper.counts,
                       enabled=self._gate.enabled, stopped=self._gate.stopped,
                       holding=self._holding, homing=self._homing is not None,
+                      intervening=self._override.active(time.monotonic()),
                       stale=','.join(stale),
                       last_controller_error=getattr(self._arm, 'last_error', ''))
         level, message = self._diagnostic_status(stale, missing)
@@ -779,7 +847,8 @@ class ArmInterfaceNode(Node):
     def counts(self):
         """Return a copy of the counters (commands_sent, rejected, clipped, clamped, holds,
         ignored, clamped_joints, velocity_limited, continuity_refusals, stops,
-        controller_faults, homings (started), homings_failed (refused or failed)) with the
+        controller_faults, homings (started), homings_failed (refused or failed),
+        intervention_steps, operator_twists_rejected) with the
         arm and gripper backends' goal counters."""
         return dict(self._counts, **self._arm.counts, **self._gripper.counts)
 

@@ -35,6 +35,14 @@ no detector, or its frame not scored and no recent one of the episode), next to
 ``ground_truth_success`` (the event's, when known); the rewards come from the outcome as
 before. Without vision_msgs installed the classification topic is left out (a warning).
 
+Operator interventions (``core.intervention``): the bags record the operator's
+``/operator/twist`` and ``/operator/gripper`` and the arm interface's ``/arm/intervention``
+(the operator's action executed in place of a policy action, stamped with that action's
+stamp). Like the classifier scores, the interventions are looked up when the episode ends: a
+grasp dataset step whose stamp has one records the operator's action, info ``intervention``
+1, policy id 'operator' and the policy's own action in info ``policy_action``
+(``EpisodeRecorder.finish``'s ``interventions``).
+
 With ``task: insertion`` the joint states carry no gripper joint, the bags also
 record the wrench, the goal and the residual controller's faults (:data:`INSERTION_TOPICS`),
 and the dataset is a state dataset (``core.dataset.StateEpisodeRecorder``): one step per
@@ -118,6 +126,9 @@ SAVED = '/logger/episode_saved'
 ARM_TRAJECTORY = '/arm_controller/joint_trajectory'
 FORWARD_COMMANDS = '/forward_position_controller/commands'
 GRIPPER_COMMANDS = '/gripper_controller/commands'
+INTERVENTION = '/arm/intervention'
+OPERATOR_TWIST = '/operator/twist'
+OPERATOR_GRIPPER = '/operator/gripper'
 
 #: The stack's topics (docs/INTERFACES.md) under the simulator's driver names: name ->
 #: (message type, QoS preset). A node uses :func:`stack_topics` (its configured names).
@@ -141,6 +152,9 @@ STACK_TOPICS = {
     PROPRIO: ('sensor_msgs/msg/JointState', 'sensor'),
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
+    INTERVENTION: ('sensor_msgs/msg/JointState', 'reliable'),
+    OPERATOR_TWIST: ('geometry_msgs/msg/TwistStamped', 'reliable'),
+    OPERATOR_GRIPPER: ('std_msgs/msg/Bool', 'reliable'),
 }
 #: Topics of the insertion stack: the wrist wrench, the observed goal (latched: the
 #: episode's goal goes into its bag at the start) and the residual controller's force faults.
@@ -156,7 +170,7 @@ INSERTION_TOPICS = {
 TASKS = ('grasp', 'insertion')
 #: Topics the dataset needs (simulator names); subscribed even when not recorded to the bag.
 INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCESS, GRASP_GOAL,
-                PROPRIO, CLASSIFICATION)
+                PROPRIO, CLASSIFICATION, INTERVENTION)
 #: Topics whose messages are counted in the diagnostics (simulator names; counter names as in
 #: ``ros.diagnostics.LOGGER_READY_KEYS``).
 _RECEIVED = {CAMERA: 'camera_frames_received', POLICY_IMAGE: 'policy_images_received',
@@ -171,6 +185,8 @@ _MAX_PENDING_ACTIONS = 8  # actions waiting for their image before being dropped
 # must hold a whole episode: 18000 = 10 min at 30 Hz (default timeout_s 30 s: 900 scores).
 # A longer episode's first steps get NaN.
 _MAX_SCORES = 18000
+#: Interventions kept (one per step at most, looked up at the episode's end): 10 min at 10 Hz.
+_MAX_INTERVENTIONS = 6000
 
 
 def _message_class(msgtype):
@@ -331,6 +347,8 @@ class LoggerNode(Node):
         self._prestart = deque()
         self._success_p = math.nan
         self._scores = deque(maxlen=_MAX_SCORES)   # (stamp s, score) of the success detector
+        # (stamp s, (7,) action) of the arm interface's /arm/intervention
+        self._interventions = deque(maxlen=_MAX_INTERVENTIONS)
         self._policy = policy_id('other')
         self._policy_kind = 'unknown'
         self._decisions = OrderedDict()  # stamp ns -> (policy id, noise-free action or None)
@@ -365,7 +383,8 @@ class LoggerNode(Node):
                           POLICY_IMAGE: self._on_policy_image,
                           ACTION: self._on_action, self.joints_topic: self._on_joint_states,
                           SUCCESS: self._on_success, GRASP_GOAL: self._on_grasp_goal,
-                          PROPRIO: self._on_proprio, CLASSIFICATION: self._on_classification}
+                          PROPRIO: self._on_proprio, CLASSIFICATION: self._on_classification,
+                          INTERVENTION: self._on_intervention}
         rename = self.driver_topics
         # joint states count once their configured joints are found (_on_joint_states)
         self._received = {rename.get(t, t): c for t, c in _RECEIVED.items() if t != JOINTS}
@@ -575,6 +594,19 @@ class LoggerNode(Node):
         if not scores:
             raise ValueError("classification without a result of class_id 'success'")
         self._scores.append((convert.stamp_to_s(msg.header.stamp), float(scores[0])))
+
+    def _on_intervention(self, data):
+        msg = deserialize_message(data, JointState)
+        self._interventions.append((convert.stamp_to_s(msg.header.stamp),
+                                    convert.msg_to_action(msg)))
+
+    def _intervention_records(self):
+        """Return ``(stamps s, actions (M, 7))`` of the interventions received so far
+        (``EpisodeRecorder.finish``'s ``interventions``)."""
+        if not self._interventions:
+            return [], np.zeros((0, 7), np.float32)
+        stamps, actions = zip(*self._interventions)
+        return list(stamps), np.stack(actions)
 
     def _classifier_scores(self):
         """Return ``(stamps s, scores)`` of the success detector's scores received so far
@@ -868,7 +900,8 @@ class LoggerNode(Node):
                     bool(event.get('truncated', True)), extra['image'], extra['proprio'],
                     final_success_probability=extra['success_probability'],
                     final_stamp_s=extra['stamp_s'], classifier_scores=self._classifier_scores(),
-                    scores_after_s=self._start_stamp(ep), **self._sources(event))
+                    scores_after_s=self._start_stamp(ep),
+                    interventions=self._intervention_records(), **self._sources(event))
             elif self._last_image is not None and self.recorder.steps > 0:
                 stamp, img = self._last_image
                 buffer, summary = self.recorder.finish(
@@ -876,7 +909,8 @@ class LoggerNode(Node):
                     bool(event.get('truncated', True)), img, self._proprio_at(stamp),
                     final_success_probability=self._success_p, final_stamp_s=stamp * 1e-9,
                     classifier_scores=self._classifier_scores(),
-                    scores_after_s=self._start_stamp(ep), **self._sources(event))
+                    scores_after_s=self._start_stamp(ep),
+                    interventions=self._intervention_records(), **self._sources(event))
             else:
                 buffer, summary = self.recorder.finish(False, False, True, None, None)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next episode
