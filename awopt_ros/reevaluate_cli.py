@@ -123,7 +123,12 @@ def _default_out(model, inputs):
     if first.parent.name == 'bags':          # bags/episode_0001 -> <run>_episode_0001
         name = f'{first.parent.parent.name}_{name}'
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    return Path('runs') / 'reevaluate' / f'{Path(model).stem}_{name}_{stamp}'
+    out = Path('runs') / 'reevaluate' / f'{Path(model).stem}_{name}_{stamp}'
+    k = 2
+    while out.exists():                      # two runs in one second: never the same directory
+        out = out.with_name(f'{Path(model).stem}_{name}_{stamp}-{k}')
+        k += 1
+    return out
 
 
 def _progress(enabled, desc):

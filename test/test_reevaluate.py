@@ -251,6 +251,9 @@ def test_cli_inputs_and_outputs(recorded_demo_run, tmp_path, capsys, monkeypatch
     assert rc == 0, err
     outs = list((tmp_path / 'runs' / 'reevaluate').iterdir())
     assert len(outs) == 1 and outs[0].name.startswith('grasp_awopt_run_episode_0002_')
+    rc, _, err = _run([SHIPPED, run / 'bags' / 'episode_0002'], capsys)   # never the same dir
+    assert rc == 0, err
+    assert len(list((tmp_path / 'runs' / 'reevaluate').iterdir())) == 2
     doc = _summary(outs[0])
     assert [ep['episode'] for ep in doc['episodes']] == [2]
     assert doc['episodes'][0]['source'] == 'bag'
