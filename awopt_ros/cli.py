@@ -37,6 +37,8 @@
   ``rerun FILE`` (:mod:`awopt_ros.view_cli`).
 - ``awopt label|discard|note RUN --episode N ...``: the operator's label, discard and notes of
   a recorded episode (:mod:`awopt_ros.operator_cli`).
+- ``awopt teleop``: keyboard teleoperation (in a terminal) that overrides the policy while
+  keys are held: operator interventions, recorded in the dataset (:mod:`awopt_ros.teleop_cli`).
 """
 import argparse
 import json
@@ -595,6 +597,12 @@ def build_parser():
         p = sub.add_parser(name, help=help_text)
         add(p)
         p.set_defaults(func=run)
+    p = sub.add_parser('teleop', help='keyboard teleoperation overriding the policy (a tty)',
+                       usage='%(prog)s [--speed M_S] [--yaw-speed RAD_S] [options]')
+    from awopt_ros.teleop_cli import add_teleop_args, run_teleop
+    add_teleop_args(p)
+    p.set_defaults(func=run_teleop)
+
     for action in sub._choices_actions:      # every command: defaults in its help
         command = sub.choices[action.dest]
         command.formatter_class = HelpFormatter

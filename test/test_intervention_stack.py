@@ -10,12 +10,14 @@ action kept; the tool moved +x during them (dataset proprio); the policy acts ag
 afterwards (its own actions, as published, are the recorded steps).
 """
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
 from geometry_msgs.msg import TwistStamped
 from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 
 from awopt_ros.core.dataset import POLICY_IDS, load_episodes
@@ -153,3 +155,65 @@ def test_the_policy_resumes_after_the_intervention(run):
     assert np.all(ep['policy'][after] == POLICY_IDS['actor'])
     assert not ep['intervention'][after].any()
 
+
+
+def test_teleop_publishes_while_a_key_is_held_and_refuses_without_a_tty(tmp_path):
+    """``awopt teleop`` on a pseudo-terminal: held ``w`` -> +x twists in base_link, ``c`` ->
+    gripper close, released -> one zero twist and silence, Ctrl-D quits (exit 0); without a
+    terminal it refuses with one line."""
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    from std_msgs.msg import Bool
+    awopt = str(Path(sys.prefix) / 'bin' / 'awopt')
+    env = ros_environment(domain_id=os.environ['ROS_DOMAIN_ID'])
+    refused = subprocess.run([awopt, 'teleop'], stdin=subprocess.DEVNULL, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and 'not a tty' in refused.stderr, refused.stderr
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node('teleop_listener', context=ctx)
+    twists, grippers = [], []
+    node.create_subscription(TwistStamped, '/operator/twist', twists.append, qos.SENSOR)
+    node.create_subscription(Bool, '/operator/gripper', grippers.append, qos.SENSOR)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([awopt, 'teleop', '--hold-s', '0.3'], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    os.close(slave)
+
+    def spin(seconds, keys=b''):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if keys:
+                os.write(master, keys)
+            executor.spin_once(timeout_sec=0.05)
+    try:
+        spin(4.0)          # start-up and discovery
+        assert not twists
+        spin(1.5, b'w')    # held: the key repeats
+        moving = [m for m in twists if m.twist.linear.x > 0]
+        assert len(moving) >= 10, len(twists)
+        assert all(m.header.frame_id == 'base_link' and m.twist.linear.x == pytest.approx(0.1)
+                   for m in moving)
+        assert not grippers
+        spin(0.3, b'c')
+        spin(1.0)          # released
+        assert grippers and grippers[-1].data is True
+        last = twists[-1]
+        assert last.twist.linear.x == 0.0 and last.twist.angular.z == 0.0
+        count = len(twists)
+        spin(0.8)
+        assert len(twists) == count          # quiet: the policy takes over
+        os.write(master, b'\x04')
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
