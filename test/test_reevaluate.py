@@ -283,6 +283,22 @@ def test_cli_inputs_and_outputs(recorded_demo_run, tmp_path, capsys, monkeypatch
     assert 'episode_0001' in stdout and 'max|dx|' in stdout
 
 
+def test_operator_label_and_discard_are_reported(recorded_demo_run, tmp_path, capsys):
+    """A discarded episode is still re-evaluated (flagged); labels are carried along."""
+    run = tmp_path / 'run'
+    shutil.copytree(recorded_demo_run, run)
+    assert main(['discard', str(run), '--episode', '1', '--reason', 'camera bumped']) == 0
+    assert main(['label', str(run), '--episode', '2', 'failure']) == 0
+    capsys.readouterr()
+    rc, stdout, err = _run([SHIPPED, run, '--out', tmp_path / 'o'], capsys)
+    assert rc == 0, err
+    episodes = {ep['episode']: ep for ep in _summary(tmp_path / 'o')['episodes']}
+    assert episodes[1]['discarded'] is True and episodes[1]['steps'] > 0
+    assert any('discarded' in note for note in episodes[1]['notes'])
+    assert episodes[2]['discarded'] is False and episodes[2]['label'] == 'failure'
+    assert 'episode_0001: discarded by the operator' in stdout
+
+
 def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit) as exc:
         main(['reevaluate', '--help'])

@@ -125,6 +125,8 @@ class RecordedEpisode:
             from the recorded ``/policy/image`` (None when none could be compared).
         policy_images_compared: how many steps were compared that way.
         notes: list of str, things a user should know about this episode's data.
+        label: the operator's label ('success' | 'failure') where the dataset has one.
+        discarded: the operator discarded the episode (it is still re-evaluated).
     """
 
     name: str
@@ -141,6 +143,8 @@ class RecordedEpisode:
     policy_image_mismatches: object = None
     policy_images_compared: int = 0
     notes: list = field(default_factory=list)
+    label: object = None
+    discarded: bool = False
 
     @property
     def steps(self):
@@ -217,7 +221,10 @@ def dataset_episodes(root, dataset_id, bags_dir=None):
             name=name, number=number, source='dataset', path=str(root),
             image=ep['image'][:t], proprio=ep['proprio'][:t], actions=ep['actions'],
             noise_free=ep['noise_free_action'][:t], policy=ep['policy'][:t],
-            stamp_s=ep['stamp_s'][:t], proprio_source=source, notes=notes))
+            stamp_s=ep['stamp_s'][:t], proprio_source=source, notes=notes,
+            label=ep.get('label'), discarded=bool(ep.get('discarded', False))))
+        if out[-1].discarded:
+            notes.append('discarded by the operator (re-evaluated all the same)')
     return out, size
 
 
@@ -500,6 +507,7 @@ def compare(episode, result, atol=DEFAULT_ATOL):
     Keys: ``name``, ``episode``, ``source``, ``path``, ``steps``, ``deterministic_steps``,
     ``proprio_source``, ``policy_image_mismatches``, ``policy_images_compared``, ``notes``,
     ``continuous`` {dim: {mean_abs, max_abs, beyond_atol}}, ``decisions`` {dim: agreement},
+    ``label``, ``discarded`` (the operator's, where recorded),
     ``diverging_steps``, ``first_diverging_step``, ``diverged`` (bool), ``new_sources``
     (counts), ``q_logged_mean``, ``q_new_mean``, and ``per_step`` (lists: ``logged``,
     ``new``, ``deterministic``, ``diverging``, ``policy``, ``q_logged``, ``q_new``).
@@ -539,7 +547,8 @@ def compare(episode, result, atol=DEFAULT_ATOL):
     return {
         'name': episode.name, 'episode': episode.number, 'source': episode.source,
         'path': episode.path, 'steps': episode.steps, 'deterministic_steps': int(det.sum()),
-        'proprio_source': episode.proprio_source,
+        'proprio_source': episode.proprio_source, 'label': episode.label,
+        'discarded': episode.discarded,
         'policy_image_mismatches': episode.policy_image_mismatches,
         'policy_images_compared': episode.policy_images_compared, 'notes': list(episode.notes),
         'continuous': continuous, 'decisions': decisions,
