@@ -265,7 +265,7 @@ def test_view_command_errors(run_copy, tmp_path, capsys, no_analytics_env):
     assert 'Episode 2' in rows[('static', '/summary')][0]['TextDocument:text'][0]
 
 
-def test_analytics_off_env_and_spawn():
+def test_analytics_off_env_and_spawn(monkeypatch, tmp_path):
     env = view_episode.analytics_off_env({'FORCE_RERUN_ANALYTICS': '1', 'TELEMETRY_ENABLED':
                                           'true', 'PATH': '/bin', 'HOME': '/h'})
     assert env == {'CI': '1', 'PATH': '/bin', 'HOME': '/h'}
@@ -276,12 +276,20 @@ def test_analytics_off_env_and_spawn():
         calls.append((cmd, kwargs))
         return SimpleNamespace(pid=1)
 
+    monkeypatch.setenv('TMPDIR', str(tmp_path))
+    monkeypatch.setenv('FORCE_RERUN_ANALYTICS', '1')
+    import tempfile
+    monkeypatch.setattr(tempfile, 'tempdir', None)
     view_episode.spawn_viewer(Path('/x/episode_0001.rrd'), popen=popen)
     (cmd, kwargs), = calls
     assert cmd[-1] == '/x/episode_0001.rrd' and cmd[1:3] == ['-m', 'rerun_cli']
     assert cmd[cmd.index('--bind') + 1] == '127.0.0.1'
-    assert kwargs['env']['CI'] and 'FORCE_RERUN_ANALYTICS' not in kwargs['env']
+    env = kwargs['env']
+    assert env['CI'] and 'FORCE_RERUN_ANALYTICS' not in env
     assert kwargs['start_new_session']
+    state = Path(env['XDG_DATA_HOME'])
+    assert state.parent == tmp_path
+    assert 'check_for_updates_on_startup:false' in (state / 'rerun' / 'app.ron').read_text()
 
 
 def test_image_array_encodings():
@@ -318,3 +326,40 @@ def test_view_sends_nothing_off_host(run_copy, tmp_path):
     proc = awopt_view(run_copy, '--episode', 1, '--out', tmp_path / 'ep.rrd', strace_out=trace)
     assert proc.returncode == 0, proc.stderr
     assert off_host_addresses(trace.read_text()) == []
+
+
+def _vulkan_software_renderer():
+    return any(Path(d, 'lvp_icd.x86_64.json').is_file()
+               for d in ('/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d'))
+
+
+def test_spawned_viewer_renders_the_recording_on_the_host(run_copy, tmp_path):
+    """The viewer ``--spawn`` starts (same command, environment and state directory), on a
+    virtual display with Mesa's software Vulkan: it shows the recording (a screenshot with the
+    camera image in it) and connects or sends to nothing off the host: no usage analytics, no
+    check for a newer release (the default settings ask api.github.com)."""
+    from test_no_offhost_traffic import STRACE, off_host_addresses
+    xvfb_run = shutil.which('xvfb-run')
+    if not (xvfb_run and os.access(STRACE, os.X_OK) and _vulkan_software_renderer()):
+        pytest.skip('needs xvfb-run, strace and Mesa lavapipe (apt: xvfb, strace, '
+                    'mesa-vulkan-drivers)')
+    out = tmp_path / 'ep.rrd'
+    proc = awopt_view(run_copy, '--episode', 2, '--out', out)
+    assert proc.returncode == 0, proc.stderr
+    shot = tmp_path / 'shot.png'
+    state = view_episode.viewer_state_dir(tmp_path)
+    env = view_episode.viewer_env(state, dict(os.environ, FORCE_RERUN_ANALYTICS='1',
+                                              WGPU_BACKEND='vulkan', HOME=str(tmp_path)))
+    trace = tmp_path / 'strace.txt'
+    cmd = [xvfb_run, '-a', '-s', '-screen 0 1280x800x24', STRACE, '-f', '-e',
+           'trace=connect,sendto,sendmsg,sendmmsg', '-o', str(trace),
+           *view_episode.viewer_command(out, ['--window-size', '1280x800',
+                                              '--screenshot-to', shot])]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240,
+                          start_new_session=True)
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-3000:]
+    assert off_host_addresses(trace.read_text()) == []
+    from PIL import Image
+    pixels = np.asarray(Image.open(shot).convert('RGB'), dtype=np.float64)
+    # the camera view (top left): the simulated scene, not an empty dark panel
+    assert pixels[:pixels.shape[0] // 3, :pixels.shape[1] // 3].std() > 20

@@ -48,11 +48,15 @@ recorded before the first step (the logger keeps 1 s before an episode starts) h
 ``ros_time``. A blueprint (:func:`blueprint`) lays out camera, policy image, summary, the
 plots and the log.
 
-Nothing leaves the machine: Rerun's usage analytics run in its viewer (never in this writer,
-which only writes a file), and :func:`analytics_off_env` is the environment every process this
-module starts (and the ``awopt view`` process itself) gets: ``CI`` set, which Rerun's
+Nothing leaves the machine. This writer only writes a file (no socket); Rerun's usage
+analytics and its check for a newer release run in its viewer. ``awopt view`` (this process and
+the viewer ``--spawn`` starts) runs with :func:`analytics_off_env`: ``CI`` set, which Rerun's
 analytics pipeline reads as "off", and the variables that would force analytics or
-OpenTelemetry export on removed.
+OpenTelemetry export on removed; the spawned viewer also gets a private state directory
+(:func:`viewer_state_dir`) whose settings turn the update check off, and its local server
+listens on 127.0.0.1 only. A viewer a user starts by hand (``rerun FILE.rrd``) uses the user's
+own settings: ``rerun analytics disable`` once, and "check for updates on startup" off in its
+settings, keep it on the machine too.
 """
 import json
 import math
@@ -579,14 +583,43 @@ def _log_bag(w, bag, stamps, jpeg_quality, progress, counts):
                                                level=_DIAGNOSTIC_LEVELS.get(level, 'WARN')))
 
 
+#: The viewer's persisted app options that :func:`viewer_state_dir` seeds: no check for a newer
+#: Rerun release at start (the viewer asks api.github.com otherwise); the rest stays default.
+VIEWER_APP_OPTIONS = '(app_options:(check_for_updates_on_startup:false))'
+
+
+def viewer_state_dir(root=None):
+    """Return a fresh directory for the spawned viewer's persisted state (its
+    ``XDG_DATA_HOME``), seeded with :data:`VIEWER_APP_OPTIONS`; the user's own Rerun state and
+    settings are left alone. ``root``: parent directory (default: the system temp dir)."""
+    import tempfile
+    state = Path(tempfile.mkdtemp(prefix='awopt-rerun-viewer-', dir=root))
+    (state / 'rerun').mkdir()
+    (state / 'rerun' / 'app.ron').write_text('{\n    "app": ' + json.dumps(VIEWER_APP_OPTIONS)
+                                             + ',\n}\n')
+    return state
+
+
+def viewer_command(path, extra=()):
+    """Return the command that opens the Rerun viewer on ``path``: ``python -m rerun_cli``
+    with its local server on 127.0.0.1 (never on every interface) on a free port."""
+    return [sys.executable, '-m', 'rerun_cli', '--bind', '127.0.0.1', '--port', 'auto',
+            *map(str, extra), str(path)]
+
+
+def viewer_env(state_dir, env=None):
+    """Return the viewer's environment: :func:`analytics_off_env` and ``XDG_DATA_HOME`` =
+    ``state_dir`` (:func:`viewer_state_dir`)."""
+    out = analytics_off_env(env)
+    out['XDG_DATA_HOME'] = str(state_dir)
+    return out
+
+
 def spawn_viewer(path, popen=None):
-    """Start the Rerun viewer on ``path`` (``python -m rerun_cli PATH``) detached from this
-    process, with :func:`analytics_off_env` and its local server on 127.0.0.1 on a free port
-    (never on every interface). ``popen``: ``subprocess.Popen`` or a stand-in (tests).
-    Returns the process."""
+    """Start the Rerun viewer on ``path`` detached from this process (its own session), with
+    :func:`viewer_env` (no usage analytics, no update check) and :func:`viewer_command`.
+    ``popen``: ``subprocess.Popen`` or a stand-in (tests). Returns the process."""
     import subprocess
     popen = popen or subprocess.Popen
-    cmd = [sys.executable, '-m', 'rerun_cli', '--bind', '127.0.0.1', '--port', 'auto',
-           str(path)]
-    return popen(cmd, env=analytics_off_env(), stdin=subprocess.DEVNULL,
-                 start_new_session=True)
+    return popen(viewer_command(path), env=viewer_env(viewer_state_dir()),
+                 stdin=subprocess.DEVNULL, start_new_session=True)
