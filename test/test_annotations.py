@@ -184,7 +184,7 @@ def test_training_episodes_leave_out_discarded_and_apply_labels():
 
 
 # -- the dataset --------------------------------------------------------------------------
-def test_load_episodes_gives_the_annotations_and_keeps_the_recording(tmp_path):
+def test_load_episodes_gives_the_annotations_and_keeps_the_recording(tmp_path, monkeypatch):
     _dataset(tmp_path, [1, 2, 3], successes=[False, True, False])
     eps = load_episodes(tmp_path, DATASET_ID)
     assert [(e['label'], e['discarded'], e['notes']) for e in eps] == [(None, False, [])] * 3
@@ -196,6 +196,11 @@ def test_load_episodes_gives_the_annotations_and_keeps_the_recording(tmp_path):
         (None, False, []), ('failure', False, ['slipped']), (None, True, [])]
     assert eps[1]['rewards'][-1] == 1.0     # recorded outcome kept for tools that show it
     assert ann.episode_numbers(tmp_path, DATASET_ID) == [1, 2, 3]
+    # minari itself does not mind the journal beside data/
+    import minari
+    monkeypatch.setenv('MINARI_DATASETS_PATH', str(tmp_path / 'datasets'))
+    assert minari.list_local_datasets()[DATASET_ID]['total_episodes'] == 3
+    assert minari.load_dataset(DATASET_ID).total_episodes == 3
 
 
 def test_journal_appends_while_the_recorder_appends_episodes(tmp_path):
