@@ -130,6 +130,35 @@ def test_exploration_noise_is_not_a_divergence(tmp_path, capsys):
     assert summary['diverging_steps'] == 0 and summary['verdict'] == 'identical'
 
 
+def test_cem_steps_are_not_counted_and_the_critic_scores_as_live(tmp_path, capsys):
+    """A CEM episode (mode cem over the shipped critic): no deterministic step, and the
+    critic's Q(s, a_logged) is the Q the live CEM reported for the action it chose."""
+    from recorded_run import record_demo
+    encoder, head = CRITIC[1], CRITIC[3]
+    run = record_demo(tmp_path / 'run', episodes=1, max_steps=5,
+                      extra=['--set', 'policy:mode=cem', '--set', 'policy:publish_proprio=true',
+                             '--set', f'policy:critic_encoder_path={encoder}',
+                             '--set', f'policy:critic_head_path={head}'])
+    out = tmp_path / 'out'
+    rc, _, err = _run([SHIPPED, run, '--out', out, *CRITIC, '--fail-on-divergence'], capsys)
+    assert rc == 0, err
+    doc = _summary(out)
+    assert doc['summary']['verdict'] == 'no deterministic steps'
+    ep, = doc['episodes']
+    assert ep['deterministic_steps'] == 0 and ep['steps'] > 0
+    assert set(ep['per_step']['policy']) == {rv.POLICY_IDS['cem']}
+    typestore = default_typestore()
+    live_q = {}
+    for topic, msgtype, _, data in read_messages(_bags(run)[0]):
+        if topic == rv.DECISION_TOPIC:
+            decision = json.loads(typestore.deserialize_cdr(data, msgtype).data)
+            stamp = decision['stamp']
+            live_q[round(stamp['sec'] + stamp['nanosec'] * 1e-9, 6)] = decision['q']
+    episode = rv.dataset_episodes(run, DATASET)[0][0]
+    expected = [live_q[round(s, 6)] for s in episode.stamp_s]
+    np.testing.assert_allclose(ep['per_step']['q_logged'], expected, atol=1e-6)
+
+
 def test_proprio_source_is_reported(recorded_demo_run, tmp_path, capsys):
     """The shared run: 'policy' where its bags hold /policy/proprio, else 'joint_states' and a
     note saying how to record it."""
