@@ -341,8 +341,9 @@ def blueprint(state_task=False, has_camera=True):
     summary on the left, the plots in the middle, the log on the right; the time panel on
     the ``step`` timeline."""
     import rerun.blueprint as rrb
+    left = [rrb.Spatial2DView(origin='/camera', name='camera')] if has_camera else []
     if state_task:
-        left = [rrb.TextDocumentView(origin='/summary', name='episode')]
+        left += [rrb.TextDocumentView(origin='/summary', name='episode')]
         plots = [rrb.TimeSeriesView(origin=f'/state/{name}', name=f'state: {title}')
                  for name, _, title in STATE_GROUPS[:4]]
         plots += [rrb.TimeSeriesView(contents=['/action/residual', '/command'],
@@ -351,7 +352,6 @@ def blueprint(state_task=False, has_camera=True):
                   rrb.TimeSeriesView(contents=['/success/**', '/reward', '/intervention'],
                                      name='success probability and reward')]
     else:
-        left = ([rrb.Spatial2DView(origin='/camera', name='camera')] if has_camera else [])
         left += [rrb.Spatial2DView(origin='/policy/image', name='policy image'),
                  rrb.TextDocumentView(origin='/summary', name='episode')]
         plots = [rrb.TimeSeriesView(contents=['/action/continuous',
