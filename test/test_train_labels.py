@@ -102,6 +102,7 @@ def test_finetune_skips_discarded_and_counts_them_as_seen(run):
     assert ft.episodes[0]['index'] == 1 and ft.episodes[0]['success']
     assert ft.episodes[0]['reward_source'] == 'operator'
     assert any('discarded by the operator' in line for line in lines)
+    assert any('episode 1 labelled success by the operator' in line for line in lines)
     # the logger appends a third episode: read from index 2 on, nothing skipped twice
     rec = EpisodeRecorder(run, DATASET_ID)
     rng = np.random.default_rng(0)

@@ -446,6 +446,7 @@ class Finetuner:
                 if ep.get('label') is not None:    # the operator's verdict wins
                     from awopt_ros.core.annotations import labelled
                     ep, reward_record = labelled(ep), {'reward_source': 'operator'}
+                    self.log(f'finetune: episode {index} labelled {ep["label"]} by the operator')
                     images, proprios, actions, rewards, terminated = episode_arrays(ep)
                 elif self.relabel is not None:
                     ep, reward_record = self._relabelled(ep, index)
