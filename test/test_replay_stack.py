@@ -1,0 +1,180 @@
+"""awopt replay through real processes: a recorded episode into a fresh camera pipeline and
+policy gives the recorded policy images bit for bit; old message-compressed bags play too."""
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from awopt_ros.core.bag import read_messages
+
+ROOT = Path(__file__).resolve().parents[1]
+AWOPT = Path(sys.prefix) / 'bin' / 'awopt'
+
+
+class _Listener:
+    """A node in its own context that keeps raw CDR messages per topic, spun on a thread."""
+
+    def __init__(self, topics):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        from awopt_ros.core.replay import QOS_PRESETS
+        from awopt_ros.ros.bag_player import message_class, qos_profile
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('replay_listener', context=self.context)
+        self.got = {topic: [] for topic in topics}
+        self.lock = threading.Lock()
+        for topic, (msgtype, preset) in topics.items():   # deep queues: keep every message
+            qos = dataclasses.replace(QOS_PRESETS[preset], depth=100)
+            self.node.create_subscription(message_class(msgtype), topic, self._keep(topic),
+                                          qos_profile(qos), raw=True)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _keep(self, topic):
+        def keep(data):
+            with self.lock:
+                self.got[topic].append(bytes(data))
+        return keep
+
+    def connected(self, topics):
+        """True when each of ``topics`` has a publisher matched with this listener."""
+        return all(self.node.count_publishers(t) > 0 for t in topics) and all(
+            sub.get_publisher_count() > 0 for sub in self.node.subscriptions
+            if sub.topic_name in topics)
+
+    def resume_replay(self, proc, topics, timeout_s=90.0):
+        """Once ``topics`` are connected, resume the paused replay ``proc`` (Popen) through
+        ``/awopt_replay/pause``; fails when the replay exits first or on the timeout."""
+        from std_srvs.srv import SetBool
+        client = self.node.create_client(SetBool, '/awopt_replay/pause')
+        deadline = time.monotonic() + timeout_s
+        while not (self.connected(topics) and client.service_is_ready()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f'replay not connected: {topics}'
+            time.sleep(0.05)
+        future = client.call_async(SetBool.Request(data=False))
+        while not future.done():
+            assert time.monotonic() < deadline, 'no answer from /awopt_replay/pause'
+            time.sleep(0.02)
+        assert future.result().success
+        assert future.result().message.startswith('playing'), future.result().message
+
+    def wait_for(self, topic, count, timeout_s):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.got[topic]) >= count:
+                    return
+            time.sleep(0.05)
+
+    def close(self):
+        import rclpy
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _replay(listener, args, topics, timeout_s=120):
+    """Run ``awopt replay --start-paused ARGS``, resume it once the listener's ``topics`` are
+    connected (no message lost to discovery), wait for it; return (stdout, stderr)."""
+    proc = subprocess.Popen([str(AWOPT), 'replay', '--start-paused', *map(str, args)], cwd=ROOT,
+                            env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        listener.resume_replay(proc, topics)
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, (out[-3000:], err[-3000:])
+    return out, err
+
+
+def _by_stamp(images):
+    from awopt_ros.core.replay import header_stamp_ns
+    return {header_stamp_ns(data): data for data in images}
+
+
+def test_replayed_episode_gives_fresh_policy_images_identical_to_the_recorded_ones(
+        recorded_demo_run, tmp_path):
+    bag = recorded_demo_run / 'bags' / 'episode_0001'
+    recorded = [m for m in read_messages(bag) if m[0] == '/policy/image']
+    assert recorded
+    listener = _Listener({'/policy/image': ('sensor_msgs/msg/Image', 'sensor'),
+                          '/recorded/policy/image': ('sensor_msgs/msg/Image', 'sensor'),
+                          '/policy/action': ('sensor_msgs/msg/JointState', 'reliable'),
+                          '/arm_controller/joint_trajectory':
+                              ('trajectory_msgs/msg/JointTrajectory', 'reliable')})
+    try:
+        stdout, _ = _replay(listener, [bag, '--rate', '0.5', '--nodes', 'camera_pipeline,policy',
+                                       '--log-dir', tmp_path / 'logs'],
+                            ['/policy/image', '/recorded/policy/image', '/policy/action'])
+        listener.wait_for('/policy/image', len(recorded), 5.0)
+    finally:
+        listener.close()
+    assert f'published {len(read_messages(bag))} messages' in stdout
+    fresh = _by_stamp(listener.got['/policy/image'])
+    want = _by_stamp(m[3] for m in recorded)
+    # every recorded frame has a fresh image of the same stamp, bit for bit the same
+    missing = sorted(set(want) - set(fresh))
+    assert not missing, (missing, stdout)
+    for stamp, data in want.items():
+        assert fresh[stamp] == data, stamp
+    # the recorded images went out on /recorded/policy/image, as recorded (best effort: the
+    # listener may miss one while it connects)
+    replayed = _by_stamp(listener.got['/recorded/policy/image'])
+    assert replayed and all(want.get(stamp) == data for stamp, data in replayed.items())
+    assert listener.got['/policy/action'], 'the fresh policy acted on the replayed frames'
+    # nothing commanded the arm's controllers: recorded commands went to /recorded/...
+    assert listener.got['/arm_controller/joint_trajectory'] == []
+
+
+def _message_compressed_copy(bag, dst):
+    """Write the messages of ``bag`` into ``dst`` as older versions did: per-message zstd
+    payloads (rosbag2's --compression-mode message), same topics, types and log times."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    from awopt_ros.core.bag import default_typestore
+    store = default_typestore()
+    writer = Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    writer.open()
+    conns = {}
+    messages = read_messages(bag)
+    for topic, msgtype, stamp_ns, data in messages:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+        writer.write(conns[topic], stamp_ns, data)
+    writer.close()
+    return messages
+
+
+def test_old_message_compressed_bag_replays_plain_messages(recorded_demo_run, tmp_path):
+    old = tmp_path / 'episode_0001_old'
+    messages = _message_compressed_copy(recorded_demo_run / 'bags' / 'episode_0001', old)
+    raw = (next(old.glob('*.mcap'))).read_bytes()
+    assert b'\x28\xb5\x2f\xfd' in raw            # zstd frames: the payloads are compressed
+    topics = {'/policy/image': ('sensor_msgs/msg/Image', 'sensor'),
+              '/episode/event': ('std_msgs/msg/String', 'latched'),
+              '/policy/decision': ('std_msgs/msg/String', 'reliable')}
+    want = {t: [m[3] for m in messages if m[0] == t] for t in topics}
+    assert all(want.values())
+    listener = _Listener(topics)
+    try:
+        _replay(listener, [old, '--rate', '4', '--topics', *topics], list(topics))
+        listener.wait_for('/policy/decision', len(want['/policy/decision']), 5.0)
+    finally:
+        listener.close()
+    assert listener.got['/episode/event'] == want['/episode/event']
+    assert listener.got['/policy/decision'] == want['/policy/decision']
+    assert listener.got['/policy/image'] == want['/policy/image']
