@@ -30,6 +30,9 @@
   (:mod:`awopt_ros.learning.plot_episode`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
+- ``awopt replay BAG_OR_RUN...``: recorded episodes back on their topics with their QoS,
+  timing (``--rate``) and ``/clock``; ``--nodes`` runs stack nodes against them
+  (:mod:`awopt_ros.replay_cli`).
 - ``awopt reevaluate MODEL RUN_DIR|BAG...``: a model on recorded episodes as the live policy
   node runs it, compared with the logged actions (:mod:`awopt_ros.reevaluate_cli`).
 - ``awopt view RUN --episode N [--spawn]``: one recorded episode (camera and policy images,
@@ -572,6 +575,12 @@ def build_parser():
     from awopt_ros.bag_cli import add_bag_repair_args, run_bag_repair_cli
     add_bag_repair_args(p)
     p.set_defaults(func=run_bag_repair_cli)
+
+    p = sub.add_parser('replay', help='play recorded episodes back on their topics',
+                       usage='%(prog)s BAG_OR_RUN [BAG_OR_RUN ...] [options]')
+    from awopt_ros.replay_cli import add_replay_args, run_replay
+    add_replay_args(p)
+    p.set_defaults(func=run_replay)
 
     p = sub.add_parser('reevaluate', help='a model on recorded episodes vs the logged actions',
                        usage='%(prog)s MODEL [RUN_DIR|BAG ...] [--dataset-root R --dataset-id '
