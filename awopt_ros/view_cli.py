@@ -37,7 +37,8 @@ def add_view_args(parser):
     parser.add_argument('--dataset-id', default=None,
                         help='dataset under RUN_DIR/datasets (default: the only one there)')
     parser.add_argument('--out', default=None,
-                        help='.rrd path (default: RUN_DIR/viewer/episode_NNNN.rrd)')
+                        help='.rrd path (default: RUN_DIR/viewer/episode_NNNN.rrd; '
+                             'episode_NNNN_index_I.rrd for a number two recordings used)')
     parser.add_argument('--force', action='store_true', help='replace an existing .rrd')
     parser.add_argument('--spawn', action='store_true',
                         help='open the Rerun viewer on the file once written (needs a '
@@ -53,15 +54,20 @@ def add_view_args(parser):
 
 
 def _select_episode(run, args):
-    """Return ``(dataset_id, episode dict)``; UsageError on bad input."""
+    """Return ``(dataset_id, episode dict, every episode of the dataset)``; UsageError on bad
+    input."""
     from awopt_ros.core.dataset import load_episodes
     from awopt_ros.learning.plot_episode import find_dataset_ids
     if not run.is_dir():
         raise UsageError('RUN_DIR', f'no run directory {run}')
     ids = find_dataset_ids(run)
     if not ids:
+        inner = sorted(d.name for d in run.iterdir() if d.is_dir() and find_dataset_ids(d))
         raise UsageError('RUN_DIR', f'{run} is not a run directory: no dataset under '
-                                    f'{run / "datasets"}')
+                                    f'{run / "datasets"}' + (
+                                        f' (it holds the run directories {", ".join(inner)}: '
+                                        'name one, e.g. ' + str(run / inner[-1]) + ')'
+                                        if inner else ''))
     dataset_id = args.dataset_id
     if dataset_id is None:
         if len(ids) != 1:
@@ -81,9 +87,9 @@ def _select_episode(run, args):
         if args.episode is not None and matches[0]['episode'] != args.episode:
             raise UsageError('--index', f'index {args.index} is episode '
                                         f'{matches[0]["episode"]}, not {args.episode}')
-        return dataset_id, matches[0]
+        return dataset_id, matches[0], episodes
     if args.episode is None:
-        return dataset_id, episodes[-1]
+        return dataset_id, episodes[-1], episodes
     matches = [ep for ep in episodes if ep['episode'] == args.episode]
     if not matches:
         numbers = sorted({ep['episode'] for ep in episodes if ep['episode'] is not None})
@@ -93,7 +99,7 @@ def _select_episode(run, args):
         print(f'{PROG}: episode {args.episode} is at indices '
               f'{[ep["id"] for ep in matches]} of {dataset_id}; showing the last '
               f'(--index picks another)', file=sys.stderr)
-    return dataset_id, matches[-1]
+    return dataset_id, matches[-1], episodes
 
 
 def _ranges(numbers):
@@ -108,18 +114,51 @@ def _ranges(numbers):
     return ', '.join(out)
 
 
-def _bag_for(run, episode, args):
+def find_bag(run, episode, episodes):
+    """Return the bag directory of ``episode`` under ``run/bags`` and a note (str or None).
+
+    The logger names a bag ``episode_NNNN`` and, when that exists already (a second recording
+    into the same run directory numbered its episodes from 1 again), ``episode_NNNN_1``,
+    ``_2``, ... in recording order. A bag is the episode's when its ``metadata.yaml`` seed
+    (``awopt_seed``) is the episode's; among the dataset's episodes with the same number and
+    seed, the k-th (by index) gets the k-th such bag. Returns ``(None, note)`` when none fits.
+    """
+    import re
+
+    from awopt_ros.learning.view_episode import bag_metadata
+    number, seed = int(episode['episode']), episode['seed']
+    base = f'episode_{number:04d}'
+    pattern = re.compile(rf'{base}(_(\d+))?')
+    found = []
+    for path in (run / 'bags').glob(f'{base}*'):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and any(path.glob('*.mcap')):
+            found.append((int(match.group(2) or 0), path))
+    found = [path for _, path in sorted(found)]
+    if not found:
+        return None, f'no bag at {run / "bags" / base}: camera frames and joint states left out'
+    if seed is None:
+        return found[0], None
+    fits = [p for p in found if bag_metadata(p).get('awopt_seed', str(seed)) == str(seed)]
+    if not fits:
+        return None, (f'the bags {", ".join(p.name for p in found)} hold other episodes (seed '
+                      f'{", ".join(bag_metadata(p).get("awopt_seed", "?") for p in found)}, not '
+                      f'{seed}): bag left out')
+    same = [ep['id'] for ep in episodes if ep['episode'] == number and ep['seed'] == seed]
+    k = same.index(episode['id']) if episode['id'] in same else 0
+    return fits[min(k, len(fits) - 1)], None
+
+
+def _bag_for(run, episode, episodes, args):
     """Return ``(bag dir or None, read_bag dict or None, note or None)``."""
-    from awopt_ros.learning.view_episode import bag_metadata, read_bag
-    if args.no_bag or episode['episode'] is None:
-        return None, None, None if args.no_bag else 'the episode has no number: no bag'
-    bag_dir = run / 'bags' / f'episode_{int(episode["episode"]):04d}'
-    if not any(bag_dir.glob('*.mcap')):
-        return None, None, f'no bag at {bag_dir}: camera frames and joint states left out'
-    seed = bag_metadata(bag_dir).get('awopt_seed')
-    if seed is not None and episode['seed'] is not None and seed != str(episode['seed']):
-        return None, None, (f'{bag_dir} holds the episode of seed {seed}, not {episode["seed"]} '
-                            '(another run numbered its episodes the same): bag left out')
+    from awopt_ros.learning.view_episode import read_bag
+    if args.no_bag:
+        return None, None, None
+    if episode['episode'] is None:
+        return None, None, 'the episode has no number: no bag'
+    bag_dir, note = find_bag(run, episode, episodes)
+    if bag_dir is None:
+        return None, None, note
     bag = read_bag(bag_dir, camera_topic=args.camera_topic)
     if args.camera_topic and bag['camera_topic'] is None:
         raise UsageError('--camera-topic', f'{args.camera_topic} is not in {bag_dir}')
@@ -133,13 +172,16 @@ def run_view(args):
     view_episode.disable_analytics()      # before rerun is imported anywhere in this process
     run = Path(args.run_dir)
     try:
-        dataset_id, episode = _select_episode(run, args)
+        dataset_id, episode, episodes = _select_episode(run, args)
         number = episode['episode'] if episode['episode'] is not None else episode['id']
-        out = Path(args.out) if args.out else run / 'viewer' / f'episode_{int(number):04d}.rrd'
+        name = f'episode_{int(number):04d}'
+        if sum(ep['episode'] == episode['episode'] for ep in episodes) > 1:
+            name += f'_index_{episode["id"]}'       # a number two recordings both used
+        out = Path(args.out) if args.out else run / 'viewer' / f'{name}.rrd'
         if out.suffix != '.rrd':
             raise UsageError('--out', f'{out} must end with .rrd')
         check_outputs([('--out', out)], force=args.force)
-        bag_dir, bag, note = _bag_for(run, episode, args)
+        bag_dir, bag, note = _bag_for(run, episode, episodes, args)
     except UsageError as exc:
         return usage_error(PROG, exc)
     except FileNotFoundError as exc:

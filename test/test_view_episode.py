@@ -253,6 +253,10 @@ def test_view_command_errors(run_copy, tmp_path, capsys, no_analytics_env):
     assert code == 2 and 'must end with .rrd' in err
     code, err = run(run_copy, '--index', 9)
     assert code == 2 and 'argument --index: no index 9' in err
+    (tmp_path / 'insertion' / 'residual').mkdir(parents=True)
+    shutil.copytree(run_copy / 'datasets', tmp_path / 'insertion' / 'residual' / 'datasets')
+    code, err = run(tmp_path / 'insertion')
+    assert code == 2 and 'holds the run directories residual: name one' in err
     code, err = run(run_copy, '--episode', 1, '--camera-topic', '/nope/color/image_raw')
     assert code == 2 and 'argument --camera-topic' in err
     assert not (run_copy / 'viewer').exists()
@@ -263,6 +267,32 @@ def test_view_command_errors(run_copy, tmp_path, capsys, no_analytics_env):
     rows, _, _ = read_rrd(tmp_path / 'last.rrd')
     assert '/camera/image' not in rows and len(rows['/policy/image']) > 0
     assert 'Episode 2' in rows[('static', '/summary')][0]['TextDocument:text'][0]
+
+
+def test_find_bag_matches_seed_and_order(recorded_demo_run, tmp_path):
+    """Two recordings into one run directory: bags episode_0001 and episode_0001_1; each
+    dataset episode gets the bag with its seed, in recording order."""
+    from awopt_ros.view_cli import find_bag
+    run = tmp_path / 'run'
+    (run / 'bags').mkdir(parents=True)
+    source = recorded_demo_run / 'bags' / 'episode_0001'
+    seed = view_episode.bag_metadata(source)['awopt_seed']
+    for name, bag_seed in (('episode_0001', seed), ('episode_0001_1', '77'),
+                           ('episode_0001_2', seed)):
+        shutil.copytree(source, run / 'bags' / name)
+        meta = run / 'bags' / name / 'metadata.yaml'
+        meta.write_text(meta.read_text().replace(f"awopt_seed: '{seed}'",
+                                                 f"awopt_seed: '{bag_seed}'"))
+    episodes = [{'id': 0, 'episode': 1, 'seed': int(seed)}, {'id': 3, 'episode': 1, 'seed': 77},
+                {'id': 4, 'episode': 1, 'seed': int(seed)}, {'id': 5, 'episode': 1, 'seed': 5},
+                {'id': 6, 'episode': 2, 'seed': 1}]
+    assert find_bag(run, episodes[0], episodes)[0].name == 'episode_0001'
+    assert find_bag(run, episodes[1], episodes)[0].name == 'episode_0001_1'
+    assert find_bag(run, episodes[2], episodes)[0].name == 'episode_0001_2'
+    bag, note = find_bag(run, episodes[3], episodes)
+    assert bag is None and 'hold other episodes' in note
+    bag, note = find_bag(run, episodes[4], episodes)
+    assert bag is None and note.startswith('no bag at')
 
 
 def test_analytics_off_env_and_spawn(monkeypatch, tmp_path):
