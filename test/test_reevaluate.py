@@ -202,6 +202,30 @@ def test_bag_frames_through_preprocessing_equal_recorded_policy_images(recorded_
     assert checked >= 2 * 12
 
 
+def test_bag_episode_finds_another_camera_namespace(recorded_demo_run, monkeypatch):
+    """A bag of a bringup with another camera_ns (e.g. /lbr/camera): its only
+    */color/image_raw topic is used, and the episode says so."""
+    from awopt_ros.core import bag as bag_module
+    original = bag_module.read_messages
+    renamed = '/lbr/camera/color/image_raw'
+
+    def read(path):
+        return [((renamed if m[0] == rv.CAMERA_TOPIC else m[0]),) + tuple(m[1:])
+                for m in original(path)]
+
+    monkeypatch.setattr(bag_module, 'read_messages', read)
+    bag = _bags(recorded_demo_run)[0]
+    ep = rv.bag_episode(bag, list(spec.POLICY_CROP_XYWH), spec.POLICY_IMAGE_SIZE)
+    assert ep.steps > 0 and ep.policy_image_mismatches == 0
+    assert any(renamed in note for note in ep.notes)
+    # two camera streams and neither is the one asked for: refused, naming the option
+    monkeypatch.setattr(bag_module, 'read_messages', lambda path: read(path) + [
+        ('/wrist/color/image_raw',) + tuple(m[1:]) for m in original(path)
+        if m[0] == rv.CAMERA_TOPIC])
+    with pytest.raises(rv.ReevaluateError, match='--camera-topic'):
+        rv.bag_episode(bag, list(spec.POLICY_CROP_XYWH), spec.POLICY_IMAGE_SIZE)
+
+
 def test_bag_episode_steps_match_the_dataset(proprio_run):
     """The steps read from a bag are the dataset's steps: same stamps, images, proprio,
     actions, noise-free actions and policy ids."""
@@ -381,6 +405,10 @@ def test_compare_counts_divergence_and_decisions():
     assert report['continuous']['dx']['beyond_atol'] == 0.0
     assert report['continuous']['dy']['max_abs'] == 0.0
     assert report['per_step']['diverging'] == [False, False, True, True]
+    # every step, the CEM step included (a model against a demonstrator's episodes)
+    assert report['all_steps']['diverging_steps'] == 2
+    assert report['all_steps']['continuous']['dy']['max_abs'] == pytest.approx(0.02)
+    assert report['all_steps']['decisions']['open'] == pytest.approx(3 / 4)
     strict = rv.compare(ep, result, atol=1e-6)
     assert strict['first_diverging_step'] == 1
     assert strict['continuous']['dx']['beyond_atol'] == pytest.approx(1 / 3)

@@ -268,7 +268,9 @@ def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
     ``/policy/proprio`` of that stamp, else the forward kinematics of the latest joint state
     stamped at or before it (``spec.ARM_JOINTS`` + ``spec.GRIPPER_JOINT``); its policy id the
     ``/policy/decision`` source of that stamp, else the recorded ``/policy/model_info`` kind.
-    Actions without a camera frame are left out (counted in ``notes``).
+    Actions without a camera frame are left out (counted in ``notes``). A bag without
+    ``camera_topic`` whose only ``*/color/image_raw`` topic is another is read from that one
+    (said in ``notes``).
 
     Raises:
         FileNotFoundError: no ``.mcap`` in ``bag_dir``.
@@ -282,7 +284,15 @@ def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
     typestore = default_typestore()
     frames, images, actions, decisions, proprios, joints = {}, {}, [], {}, {}, []
     start, end, kind = None, None, None
-    for topic, msgtype, _, data in read_messages(bag_dir):
+    messages = read_messages(bag_dir)
+    topics = {m[0] for m in messages}
+    notes = []
+    if camera_topic not in topics:      # another camera namespace (e.g. a bringup's camera_ns)
+        candidates = sorted(t for t in topics if t.endswith('/color/image_raw'))
+        if len(candidates) == 1:
+            notes.append(f'camera frames from {candidates[0]} (no {camera_topic} in the bag)')
+            camera_topic = candidates[0]
+    for topic, msgtype, _, data in messages:
         if topic not in (camera_topic, ACTION_TOPIC, DECISION_TOPIC, PROPRIO_TOPIC,
                          POLICY_IMAGE_TOPIC, JOINT_STATES_TOPIC, EVENT_TOPIC, MODEL_INFO_TOPIC):
             continue
@@ -363,7 +373,6 @@ def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
         rows['stamp'].append(stamp_ns * 1e-9)
     if not rows['actions']:
         raise ReevaluateError(f'bag {bag_dir} holds no {ACTION_TOPIC} of an episode step')
-    notes = []
     if no_frame:
         notes.append(f'{no_frame} action(s) without a camera frame of their stamp left out')
     size = int(image_size)
@@ -500,6 +509,26 @@ def _num(value):
     return value if math.isfinite(value) else None
 
 
+def _step_stats(idx, diff, new, ref, atol):
+    """Return ``(continuous, decisions)`` over the steps ``idx``: per continuous dimension
+    ``mean_abs``, ``max_abs`` of ``diff`` (T, 7) and ``beyond_atol`` (a step without a new
+    action counts as beyond), per decision the agreement of ``new`` and ``ref`` (None when
+    ``idx`` is empty)."""
+    continuous = {}
+    for j, name in zip(CONTINUOUS_IDX, CONTINUOUS_NAMES):
+        d = diff[idx, j]
+        d = d[np.isfinite(d)]
+        continuous[name] = {
+            'mean_abs': _num(d.mean()) if d.size else None,
+            'max_abs': _num(d.max()) if d.size else None,
+            'beyond_atol': _num(np.mean(~(diff[idx, j] <= atol))) if idx.size else None}
+    decisions = {}
+    for j, name in zip(DISCRETE_IDX, DISCRETE_NAMES):
+        decisions[name] = (_num(np.mean(np.round(new[idx, j]) == np.round(ref[idx, j])))
+                           if idx.size else None)
+    return continuous, decisions
+
+
 def compare(episode, result, atol=DEFAULT_ATOL):
     """Return the per-episode report (a JSON-able dict) of ``result`` (:meth:`Reevaluator.run`)
     against ``episode``'s logged actions; see the module docstring for the fields.
@@ -509,7 +538,9 @@ def compare(episode, result, atol=DEFAULT_ATOL):
     ``continuous`` {dim: {mean_abs, max_abs, beyond_atol}}, ``decisions`` {dim: agreement},
     ``label``, ``discarded`` (the operator's, where recorded),
     ``diverging_steps``, ``first_diverging_step``, ``diverged`` (bool), ``new_sources``
-    (counts), ``q_logged_mean``, ``q_new_mean``, and ``per_step`` (lists: ``logged``,
+    (counts), ``all_steps`` (``continuous``, ``decisions`` and ``diverging_steps`` over every
+    step, deterministic or not: e.g. a model against a scripted demonstrator's episodes),
+    ``q_logged_mean``, ``q_new_mean``, and ``per_step`` (lists: ``logged``,
     ``new``, ``deterministic``, ``diverging``, ``policy``, ``q_logged``, ``q_new``).
     """
     ref = episode.reference()
@@ -522,19 +553,8 @@ def compare(episode, result, atol=DEFAULT_ATOL):
     disc_bad = np.any(np.round(new[:, disc]) != np.round(ref[:, disc]), axis=1)
     diverging = (~acted) | cont_bad | disc_bad
     det_div = det & diverging
-    idx = np.flatnonzero(det)
-    continuous = {}
-    for j, name in zip(CONTINUOUS_IDX, CONTINUOUS_NAMES):
-        d = diff[idx, j]
-        d = d[np.isfinite(d)]
-        continuous[name] = {
-            'mean_abs': _num(d.mean()) if d.size else None,
-            'max_abs': _num(d.max()) if d.size else None,
-            'beyond_atol': _num(np.mean(~(np.abs(diff[idx, j]) <= atol))) if idx.size else None}
-    decisions = {}
-    for j, name in zip(DISCRETE_IDX, DISCRETE_NAMES):
-        decisions[name] = (_num(np.mean(np.round(new[idx, j]) == np.round(ref[idx, j])))
-                           if idx.size else None)
+    continuous, decisions = _step_stats(np.flatnonzero(det), diff, new, ref, atol)
+    all_continuous, all_decisions = _step_stats(np.arange(len(det)), diff, new, ref, atol)
     first = np.flatnonzero(det_div)
     sources = {}
     for s in result['source']:
@@ -555,6 +575,8 @@ def compare(episode, result, atol=DEFAULT_ATOL):
         'diverging_steps': int(det_div.sum()),
         'first_diverging_step': int(first[0]) if first.size else None,
         'diverged': bool(det_div.any()), 'new_sources': sources,
+        'all_steps': {'continuous': all_continuous, 'decisions': all_decisions,
+                      'diverging_steps': int(diverging.sum())},
         'q_logged_mean': None if q_logged is None else _num(np.nanmean(q_logged)),
         'q_new_mean': None if q_new is None else _num(np.nanmean(q_new)),
         'per_step': {
