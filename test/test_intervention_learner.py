@@ -161,3 +161,31 @@ def test_train_paths_pass_the_flags(tmp_path, monkeypatch):
     assert code == 0
     assert seen['weight'] == 5.0
     np.testing.assert_array_equal(seen['intervention'], [False] * 4 + [True, True])
+
+
+def test_learner_preset_takes_the_weight_from_set(tmp_path):
+    """``awopt train --preset bc-learner --set intervention_weight=5``: the learner's config
+    (summary JSON) carries it, and its buffer the dataset's flags."""
+    import json
+
+    from awopt_ros.learning import train_cli
+    _dataset(tmp_path)
+    out = tmp_path / 'out' / 'a.onnx'
+    code = train_cli.main(['--preset', 'bc-learner', '--dataset-root', str(tmp_path),
+                           '--dataset-id', 'awopt/kuka-grasp-v0', '--steps', '1',
+                           '--batch-size', '2', '--channels', '4', '--hidden', '16',
+                           '--no-progress', '--set', 'intervention_weight=5', '--out', str(out)])
+    assert code == 0
+    summary = json.loads(out.with_name('a_summary.json').read_text())
+    assert summary['config']['intervention_weight'] == 5.0
+    episodes = data.load_episodes(tmp_path, 'awopt/kuka-grasp-v0')
+    buf = ReplayBuffer.from_episodes(episodes)
+    np.testing.assert_array_equal(buf.intervention[:6], [False] * 4 + [True, True])
+    assert train_cli.main(['--dataset-root', str(tmp_path), '--dataset-id',
+                           'awopt/kuka-grasp-v0', '--steps', '1', '--no-progress',
+                           '--set', 'intervention_weight=-1', '--out',
+                           str(tmp_path / 'bad.onnx')]) == 2
+    assert train_cli.main(['--dataset-root', str(tmp_path), '--dataset-id',
+                           'awopt/kuka-grasp-v0', '--steps', '1', '--no-progress',
+                           '--set', 'intervention_weight=x', '--out',
+                           str(tmp_path / 'bad.onnx')]) == 2

@@ -845,6 +845,10 @@ def _run_bc(args):
         return _usage('--dataset-id', exc)
     # --set intervention_weight=W (the operator's steps, core.intervention)
     intervention_weight = parse_overrides(args.overrides).get('intervention_weight', 1.0)
+    if isinstance(intervention_weight, bool) or not isinstance(intervention_weight,
+                                                               (int, float)):
+        return _usage('--set', f'intervention_weight must be a number, got '
+                               f'{intervention_weight!r}')
     intervention = bc_intervention(episodes, successful_only)
     stats['intervention_steps'] = int(intervention.sum())
     if args.action_label == 'expert':
@@ -895,7 +899,7 @@ def _run_bc(args):
                                             grasp_pose=args.grasp_pose,
                                             stem_stride=args.stem_stride,
                                             engaged_input=args.engaged_input))
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         return _usage('--set' if 'intervention_weight' in str(exc) else '', exc)
     t0 = time.perf_counter()
     actor, history = train_bc(images, proprios, actions, config,
