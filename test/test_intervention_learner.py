@@ -189,3 +189,24 @@ def test_learner_preset_takes_the_weight_from_set(tmp_path):
                            'awopt/kuka-grasp-v0', '--steps', '1', '--no-progress',
                            '--set', 'intervention_weight=x', '--out',
                            str(tmp_path / 'bad.onnx')]) == 2
+
+
+def test_finetuner_buffers_the_intervention_flags():
+    """``awopt finetune`` beside a running stack: the episodes the logger appends bring their
+    intervention steps into the learner's buffer (offline and online alike)."""
+    from awopt_ros.learning.finetune import FinetuneConfig, Finetuner
+    rng = np.random.default_rng(3)
+
+    def episode(flags):
+        t = len(flags)
+        return {'image': rng.integers(0, 256, (t + 1, SIZE, SIZE, 3), dtype=np.uint8),
+                'proprio': np.zeros((t + 1, 6), np.float32),
+                'actions': np.zeros((t, 7), np.float32), 'rewards': np.eye(t)[-1],
+                'terminations': np.eye(t, dtype=bool)[-1], 'truncations': np.zeros(t, bool),
+                'intervention': np.array(list(flags) + [flags[-1]], bool)}
+    online = [episode([False, True, True])]
+    ft = Finetuner(Learner(_config('bc')), lambda start: online[start:],
+                   FinetuneConfig(steps_per_episode=1))
+    ft.add_offline([episode([True, False])])
+    assert ft.poll() == 1
+    np.testing.assert_array_equal(ft.buffer.intervention[:5], [True, False, False, True, True])

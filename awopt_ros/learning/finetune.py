@@ -407,7 +407,8 @@ class Finetuner:
             images, proprios, actions, rewards, terminated = episode_arrays(ep)
             self._check_image(images, 'an offline episode')
             self.buffer.add_episode(images, proprios, actions, rewards, terminated,
-                                    labels=self._labels(ep))
+                                    labels=self._labels(ep),
+                                    intervention=ep.get('intervention'))
             n += 1
         self.offline_episodes += n
         return n
@@ -452,7 +453,8 @@ class Finetuner:
                     ep, reward_record = self._relabelled(ep, index)
                     images, proprios, actions, rewards, terminated = episode_arrays(ep)
                 self.buffer.add_episode(images, proprios, actions, rewards, terminated,
-                                        labels=self._labels(ep))
+                                        labels=self._labels(ep),
+                                        intervention=ep.get('intervention'))
             except (IncompleteEpisode, ValueError) as exc:
                 bad_index, count = self._bad
                 count = count + 1 if bad_index == index else 1
