@@ -17,8 +17,8 @@ and replays the recorded messages they publish on ``/recorded/<topic>`` (``/poli
 ``/recorded/policy/image``), so that their fresh output can be compared with the recorded one
 (rviz, ``ros2 topic echo``, a test). The replay starts once they have subscribed. Their
 ``max_frame_age_s`` (and the policy's ``max_joint_state_age_s``) are raised above the
-recording's own lag (:func:`awopt_ros.core.replay.input_ages_s`) plus a margin for the replay's own jitter
-(:data:`AGE_MARGIN_S`) unless ``--set`` gives them.
+recording's own lag (:func:`awopt_ros.core.replay.input_ages_s`) plus a margin for the
+replay's own jitter (:data:`AGE_MARGIN_S`) unless ``--set`` gives them.
 
 Safety: no arm interface or simulator is ever started, the recorded controller commands go out
 on ``/recorded/...`` (unless a ``--remap`` names them), and the replay refuses to run on a ROS
@@ -247,6 +247,12 @@ def run_replay(args, out=print):
     except ValueError as exc:
         return usage_error(PROG, exc)
 
+    if nodes and replay.timeline_goes_back(recording, args.loop):
+        return usage_error(PROG, UsageError(
+            '--nodes', 'the started nodes drop frames not newer than the last they took, and '
+            + ('--loop starts again at the first frame' if args.loop else
+               'these bags are not in time order (bags of different runs?)')
+            + ': replay them without --nodes, or one bag (run) at a time'))
     env = ros_environment()
     os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE',
                                            'FASTDDS_DEFAULT_PROFILES_FILE', 'RMW_IMPLEMENTATION',

@@ -178,3 +178,71 @@ def test_old_message_compressed_bag_replays_plain_messages(recorded_demo_run, tm
     assert listener.got['/episode/event'] == want['/episode/event']
     assert listener.got['/policy/decision'] == want['/policy/decision']
     assert listener.got['/policy/image'] == want['/policy/image']
+
+
+def _call(node, srv_type, name, request, timeout_s=10.0):
+    client = node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=timeout_s), name
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout_s
+    while not future.done():
+        assert time.monotonic() < deadline, f'no answer from {name}'
+        time.sleep(0.01)
+    return future.result()
+
+
+def test_player_services_pause_step_and_clock(ros_context):
+    """The node in process: /awopt_replay/step publishes one message (with /clock at its log
+    time) while paused, is refused while playing; /awopt_replay/pause resumes."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.serialization import serialize_message
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool, Trigger
+
+    from awopt_ros.core.replay import Message, QosSpec, Recording, Segment
+    from awopt_ros.ros.bag_player import BagPlayer
+    s = 1_000_000_000
+    msgs = [Message('/t', '/t', 'std_msgs/msg/String', int((5 + 0.05 * i) * s),
+                    serialize_message(String(data=f'm{i}'))) for i in range(4)]
+    rec = Recording([Segment('x', msgs)], {'/t': ('std_msgs/msg/String', QosSpec())}, {})
+    player = BagPlayer(rec, start_paused=True, context=ros_context)
+    node = rclpy.create_node('replay_test', context=ros_context)
+    got, clocks = [], []
+    node.create_subscription(String, '/t', lambda m: got.append(m.data), 10)
+    node.create_subscription(Clock, '/clock', lambda m: clocks.append(
+        m.clock.sec * s + m.clock.nanosec), 10)
+    executor = MultiThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    player.spin_in_background(executor)
+    deadline = time.monotonic() + 10.0
+    while player.pubs['/t'].get_subscription_count() < 1 or player.clock_pub.\
+            get_subscription_count() < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    thread = threading.Thread(target=player.play)
+    thread.start()
+    try:
+        answer = _call(node, Trigger, '/awopt_replay/step', Trigger.Request())
+        assert answer.success and answer.message.startswith('paused; 1 messages published')
+        deadline = time.monotonic() + 5.0
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == ['m0'] and clocks and clocks[-1] == 5 * s
+        answer = _call(node, SetBool, '/awopt_replay/pause', SetBool.Request(data=False))
+        assert answer.success and answer.message.startswith('playing')
+        thread.join(timeout=10.0)
+        assert not thread.is_alive()
+        answer = _call(node, Trigger, '/awopt_replay/step', Trigger.Request())
+        assert not answer.success and 'not stepped: done' in answer.message
+        deadline = time.monotonic() + 5.0
+        while len(got) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == ['m0', 'm1', 'm2', 'm3']
+        assert clocks == sorted(clocks) and clocks[-1] == int(5.15 * s)
+    finally:
+        player.stop()
+        thread.join(timeout=5.0)
+        player.close()
+        node.destroy_node()

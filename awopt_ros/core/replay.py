@@ -19,9 +19,11 @@ tested without rclpy:
 
 Several bags (or ``--loop``) play one after the other, each on its own recorded timeline: the
 next bag's first message follows the previous bag's last one at once, and ``/clock`` jumps to
-the new bag's time (backwards when the bags share a simulated clock that starts at 1 s). Nodes
-that keep the newest stamp they saw (the camera pipeline and the policy drop frames not newer
-than the last) then drop the second pass's frames: run them on one bag, once.
+the new bag's time: forward for the episodes of one run (its simulated or wall clock goes on),
+backward for a new ``--loop`` pass or bags of different runs (:func:`timeline_goes_back`).
+Nodes that keep the newest stamp they saw (the camera pipeline and the policy drop frames not
+newer than the last) would drop every frame after such a jump, so ``awopt replay --nodes``
+refuses it.
 
 Timing: the log time of a bag is the time at which the logger's callback ran, by the logger's
 clock (simulated time in lockstep and faster-than-real-time runs). A logger busy for a moment
@@ -311,6 +313,21 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None):
     recorded = {m.source_topic for s in segments for m in s.messages}
     remapped = {src: dst for src, dst in remaps.items() if src != dst and src in recorded}
     return Recording(segments, topics, remapped)
+
+
+def timeline_goes_back(recording, loop=False):
+    """Return True when ``/clock`` would go back during the replay: with ``loop`` (each pass
+    starts again at the first message), or a bag that starts before the previous one ended
+    (the bags of one run follow each other on its clock; bags of different runs may not)."""
+    if loop:
+        return True
+    end = None
+    for segment in recording.segments:
+        if segment.messages and end is not None and segment.messages[0].log_time_ns < end:
+            return True
+        if segment.messages:
+            end = segment.messages[-1].log_time_ns
+    return False
 
 
 def _read(scan):
