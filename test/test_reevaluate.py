@@ -108,55 +108,74 @@ def test_another_model_diverges(proprio_run, tmp_path, capsys):
     assert rc == 1
 
 
-def test_exploration_noise_is_not_a_divergence(tmp_path, capsys):
+@pytest.fixture(scope='module')
+def switch_run(tmp_path_factory):
+    """2 short episodes in mode 'switch' over the shipped actor and critic (the policy's seed
+    0 draws a CEM episode, then an actor episode), with exploration noise on the actor and
+    the proprio the policy acted on recorded."""
+    from recorded_run import record_demo
+    return record_demo(tmp_path_factory.mktemp('switch') / 'run', episodes=2, max_steps=5,
+                       extra=['--set', 'policy:mode=switch',
+                              '--set', 'policy:cem_episode_prob=0.5',
+                              '--set', f'policy:critic_encoder_path={CRITIC[1]}',
+                              '--set', f'policy:critic_head_path={CRITIC[3]}',
+                              '--set', 'policy:actor_noise_std=0.2',
+                              '--set', 'policy:publish_proprio=true'])
+
+
+@pytest.fixture(scope='module')
+def switch_report(switch_run, tmp_path_factory):
+    """``awopt reevaluate`` of the shipped actor (and critic) on ``switch_run``: the summary
+    JSON, by episode policy ('actor' / 'cem')."""
+    out = tmp_path_factory.mktemp('switch_out') / 'out'
+    assert main(['reevaluate', str(SHIPPED), str(switch_run), '--out', str(out), *CRITIC,
+                 '--no-progress', '--fail-on-divergence']) == 0
+    doc = _summary(out)
+    by_policy = {}
+    for ep in doc['episodes']:
+        ids = set(ep['per_step']['policy'])
+        assert len(ids) == 1, ids
+        by_policy[{v: k for k, v in rv.POLICY_IDS.items()}[ids.pop()]] = ep
+    assert set(by_policy) == {'actor', 'cem'}, 'the switch drew no episode of each policy'
+    return doc, by_policy
+
+
+def test_exploration_noise_is_not_a_divergence(switch_run, switch_report):
     """With exploration noise the robot got noisy actions; the comparison is with the actor's
     recorded noise-free action, so the same model still reproduces every actor step."""
-    from recorded_run import record_demo
-
     from awopt_ros.core.dataset import load_episodes
-    run = record_demo(tmp_path / 'run', episodes=1, max_steps=6,
-                      extra=['--set', 'policy:actor_noise_std=0.2',
-                             '--set', 'policy:publish_proprio=true'])
-    ep, = load_episodes(run, DATASET)
+    doc, by_policy = switch_report
+    actor = by_policy['actor']
+    ep, = [e for e in load_episodes(switch_run, DATASET) if e['episode'] == actor['episode']]
     t = len(ep['actions'])
     noisy = np.any(ep['actions'][:, spec.CONTINUOUS]
                    != ep['noise_free_action'][:t, spec.CONTINUOUS], axis=1)
     assert noisy.sum() >= t // 2           # the noise was there
-    out = tmp_path / 'out'
-    rc, _, err = _run([SHIPPED, run, '--out', out], capsys)
-    assert rc == 0, err
-    summary = _summary(out)['summary']
-    assert summary['deterministic_steps'] == t
-    assert summary['diverging_steps'] == 0 and summary['verdict'] == 'identical'
+    assert actor['deterministic_steps'] == t
+    assert actor['diverging_steps'] == 0 and not actor['diverged']
+    assert actor['all_steps']['continuous']['dx']['max_abs'] == 0.0
+    assert doc['summary']['verdict'] == 'identical'
+    assert doc['summary']['deterministic_steps'] == t
 
 
-def test_cem_steps_are_not_counted_and_the_critic_scores_as_live(tmp_path, capsys):
-    """A CEM episode (mode cem over the shipped critic): no deterministic step, and the
+def test_cem_steps_are_not_counted_and_the_critic_scores_as_live(switch_run, switch_report):
+    """A CEM episode: no deterministic step (its differences are in ``all_steps``), and the
     critic's Q(s, a_logged) is the Q the live CEM reported for the action it chose."""
-    from recorded_run import record_demo
-    encoder, head = CRITIC[1], CRITIC[3]
-    run = record_demo(tmp_path / 'run', episodes=1, max_steps=5,
-                      extra=['--set', 'policy:mode=cem', '--set', 'policy:publish_proprio=true',
-                             '--set', f'policy:critic_encoder_path={encoder}',
-                             '--set', f'policy:critic_head_path={head}'])
-    out = tmp_path / 'out'
-    rc, _, err = _run([SHIPPED, run, '--out', out, *CRITIC, '--fail-on-divergence'], capsys)
-    assert rc == 0, err
-    doc = _summary(out)
-    assert doc['summary']['verdict'] == 'no deterministic steps'
-    ep, = doc['episodes']
-    assert ep['deterministic_steps'] == 0 and ep['steps'] > 0
-    assert set(ep['per_step']['policy']) == {rv.POLICY_IDS['cem']}
+    _, by_policy = switch_report
+    cem = by_policy['cem']
+    assert cem['deterministic_steps'] == 0 and cem['steps'] > 0
+    assert cem['diverging_steps'] == 0 and cem['all_steps']['diverging_steps'] > 0
     typestore = default_typestore()
     live_q = {}
-    for topic, msgtype, _, data in read_messages(_bags(run)[0]):
+    for topic, msgtype, _, data in read_messages(switch_run / 'bags' / cem['name']):
         if topic == rv.DECISION_TOPIC:
             decision = json.loads(typestore.deserialize_cdr(data, msgtype).data)
             stamp = decision['stamp']
             live_q[round(stamp['sec'] + stamp['nanosec'] * 1e-9, 6)] = decision['q']
-    episode = rv.dataset_episodes(run, DATASET)[0][0]
+    episode, = [e for e in rv.dataset_episodes(switch_run, DATASET)[0]
+                if e.number == cem['episode']]
     expected = [live_q[round(s, 6)] for s in episode.stamp_s]
-    np.testing.assert_allclose(ep['per_step']['q_logged'], expected, atol=1e-6)
+    np.testing.assert_allclose(cem['per_step']['q_logged'], expected, atol=1e-6)
 
 
 def test_proprio_source_is_reported(recorded_demo_run, tmp_path, capsys):
