@@ -6,6 +6,7 @@ episode's bag (:mod:`awopt_ros.learning.view_episode`), to open with ``rerun FIL
 kept unless ``--force``. Rerun's usage analytics are off in this process and in the viewer
 it spawns (:func:`awopt_ros.learning.view_episode.analytics_off_env`).
 """
+import os
 import sys
 from pathlib import Path
 
@@ -199,10 +200,15 @@ def run_view(args):
     if not args.spawn:
         print(f'{PROG}: open it with: rerun {out}')
         return 0
+    if sys.platform.startswith('linux') and not (os.environ.get('DISPLAY')
+                                                 or os.environ.get('WAYLAND_DISPLAY')):
+        print(f'{PROG}: error: --spawn: no desktop here (neither DISPLAY nor WAYLAND_DISPLAY '
+              f'is set); open the file on a machine with one: rerun {out}', file=sys.stderr)
+        return 1
     try:
-        view_episode.spawn_viewer(out)
+        proc, log = view_episode.spawn_viewer(out)
     except OSError as exc:
         print(f'{PROG}: error: cannot start the Rerun viewer: {exc}', file=sys.stderr)
         return 1
-    print(f'{PROG}: started the Rerun viewer on {out}')
+    print(f'{PROG}: started the Rerun viewer (pid {proc.pid}) on {out}; its log: {log}')
     return 0

@@ -229,7 +229,7 @@ def test_view_state_episode(tmp_path):
     assert 'recorded outcome: success after 5 steps (return 1)' in texts(rows, '/log/episode')
 
 
-def test_view_command_errors(run_copy, tmp_path, capsys, no_analytics_env):
+def test_view_command_errors(run_copy, tmp_path, capsys, monkeypatch, no_analytics_env):
     import argparse
 
     from awopt_ros.view_cli import add_view_args, run_view
@@ -260,6 +260,11 @@ def test_view_command_errors(run_copy, tmp_path, capsys, no_analytics_env):
     code, err = run(run_copy, '--episode', 1, '--camera-topic', '/nope/color/image_raw')
     assert code == 2 and 'argument --camera-topic' in err
     assert not (run_copy / 'viewer').exists()
+    # --spawn without a desktop: the file is written, the viewer not started, exit status 1
+    monkeypatch.delenv('DISPLAY', raising=False)
+    monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
+    code, err = run(run_copy, '--episode', 1, '--out', tmp_path / 'spawn.rrd', '--spawn')
+    assert code == 1 and 'no desktop here' in err and (tmp_path / 'spawn.rrd').is_file()
     # default: the last episode; a bag that is missing leaves the dataset part
     shutil.rmtree(run_copy / 'bags' / 'episode_0002')
     code, err = run(run_copy, '--out', tmp_path / 'last.rrd')
@@ -310,15 +315,16 @@ def test_analytics_off_env_and_spawn(monkeypatch, tmp_path):
     monkeypatch.setenv('FORCE_RERUN_ANALYTICS', '1')
     import tempfile
     monkeypatch.setattr(tempfile, 'tempdir', None)
-    view_episode.spawn_viewer(Path('/x/episode_0001.rrd'), popen=popen)
+    proc, log = view_episode.spawn_viewer(Path('/x/episode_0001.rrd'), popen=popen)
     (cmd, kwargs), = calls
+    assert proc.pid == 1 and log.name == 'viewer.log' and kwargs['stdout'].name == str(log)
     assert cmd[-1] == '/x/episode_0001.rrd' and cmd[1:3] == ['-m', 'rerun_cli']
     assert cmd[cmd.index('--bind') + 1] == '127.0.0.1'
     env = kwargs['env']
     assert env['CI'] and 'FORCE_RERUN_ANALYTICS' not in env
     assert kwargs['start_new_session']
     state = Path(env['XDG_DATA_HOME'])
-    assert state.parent == tmp_path
+    assert state.parent == tmp_path and log.parent == state
     assert 'check_for_updates_on_startup:false' in (state / 'rerun' / 'app.ron').read_text()
 
 

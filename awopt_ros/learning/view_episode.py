@@ -617,9 +617,14 @@ def viewer_env(state_dir, env=None):
 
 def spawn_viewer(path, popen=None):
     """Start the Rerun viewer on ``path`` detached from this process (its own session), with
-    :func:`viewer_env` (no usage analytics, no update check) and :func:`viewer_command`.
-    ``popen``: ``subprocess.Popen`` or a stand-in (tests). Returns the process."""
+    :func:`viewer_env` (no usage analytics, no update check) and :func:`viewer_command`; its
+    output goes to ``viewer.log`` in its state directory (``XDG_DATA_HOME`` of its env).
+    ``popen``: ``subprocess.Popen`` or a stand-in (tests). Returns ``(process, log path)``."""
     import subprocess
     popen = popen or subprocess.Popen
-    return popen(viewer_command(path), env=viewer_env(viewer_state_dir()),
-                 stdin=subprocess.DEVNULL, start_new_session=True)
+    state = viewer_state_dir()
+    log_path = state / 'viewer.log'
+    with open(log_path, 'ab') as log:      # its own log, not the terminal
+        proc = popen(viewer_command(path), env=viewer_env(state), stdin=subprocess.DEVNULL,
+                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log_path
