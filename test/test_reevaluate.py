@@ -171,7 +171,7 @@ def test_cem_steps_are_not_counted_and_the_critic_scores_as_live(switch_run, swi
         if topic == rv.DECISION_TOPIC:
             decision = json.loads(typestore.deserialize_cdr(data, msgtype).data)
             stamp = decision['stamp']
-            live_q[round(stamp['sec'] + stamp['nanosec'] * 1e-9, 6)] = decision['q']
+            live_q[round(stamp['sec'] + stamp['nanosec'] * 1e-9, 6)] = decision.get('q')
     episode, = [e for e in rv.dataset_episodes(switch_run, DATASET)[0]
                 if e.number == cem['episode']]
     expected = [live_q[round(s, 6)] for s in episode.stamp_s]
