@@ -119,15 +119,24 @@ def test_layout_topics_are_recorded_and_paths_resolve(layout):
     # the panels the viewer needs are all there
     assert {logger.CAMERA, logger.POLICY_IMAGE, logger.ACTION, logger.SUCCESS,
             logger.CLASSIFICATION, logger.JOINTS, logger.EVENT, '/diagnostics',
-            logger.WRENCH} <= seen
+            logger.WRENCH, logger.INTERVENTION, logger.OPERATOR_TWIST, logger.PROPRIO} <= seen
 
 
 def test_action_plots_name_the_action_dimensions(layout):
     for cfg in layout['configById'].values():
         for path in cfg.get('paths', []):
-            match = re.fullmatch(r'/policy/action\.position\[(\d)\]', path['value'])
+            match = re.fullmatch(r'/(policy/action|arm/intervention)\.position\[(\d)\]',
+                                 path['value'])
             if match:
-                assert path['label'] == spec.ACTION_NAMES[int(match.group(1))]
+                assert path['label'] == spec.ACTION_NAMES[int(match.group(2))]
+
+
+def test_tool_plot_names_the_proprio_entries(layout):
+    for cfg in layout['configById'].values():
+        for path in cfg.get('paths', []):
+            match = re.fullmatch(r'/policy/proprio\.position\[(\d)\]', path['value'])
+            if match:
+                assert path['label'] == spec.PROPRIO_NAMES[int(match.group(1))]
 
 
 def test_resolve_rejects_unknown_fields():

@@ -163,8 +163,10 @@ def test_view_shows_labels_notes_and_interventions(recorded_demo_run, tmp_path):
     inter[2:4] = 1
     policy = episode['policy'].copy()
     policy[2:4] = 6
+    own = np.full((steps + 1, 7), np.nan, np.float32)
+    own[2:4] = np.arange(14).reshape(2, 7) / 100
     episode.update(label='failure', discarded=True, notes=['gripper slipped', 'discarded: x'],
-                   intervention=inter, policy=policy)
+                   intervention=inter, policy=policy, policy_action=own)
     counts = view_episode.write_episode(episode, tmp_path / 'ep.rrd', dataset_id=DATASET_ID)
     assert counts['camera_frames'] == 0 and counts['policy_images'] == steps + 1
     assert not (tmp_path / 'ep.rrd.partial').exists()
@@ -178,6 +180,8 @@ def test_view_shows_labels_notes_and_interventions(recorded_demo_run, tmp_path):
     assert 'step 4: operator intervention ends' in log
     assert 'step 2: policy operator' in log
     assert np.array_equal(scalars(rows, '/intervention')[:, 0], inter.astype(float))
+    assert [r['step'] for r in rows['/action/policy/continuous']] == [2, 3]
+    assert np.array_equal(scalars(rows, '/action/policy/discrete'), own[2:4, 4:7].astype(float))
     summary = rows[('static', '/summary')][0]['TextDocument:text'][0]
     assert 'operator label: failure' in summary and '**discarded**' in summary
     assert 'intervention steps: 2 of' in summary and '- gripper slipped' in summary
@@ -185,8 +189,9 @@ def test_view_shows_labels_notes_and_interventions(recorded_demo_run, tmp_path):
 
 def test_view_older_dataset_without_the_new_keys(recorded_demo_run, tmp_path):
     episode = dict(load_episode(recorded_demo_run, 1))
-    for key in ('label', 'discarded', 'notes', 'intervention', 'noise_free_action',
-                'success_classifier_probability', 'reward_source', 'ground_truth_success'):
+    for key in ('label', 'discarded', 'notes', 'intervention', 'policy_action',
+                'noise_free_action', 'success_classifier_probability', 'reward_source',
+                'ground_truth_success'):
         episode.pop(key, None)
     view_episode.write_episode(episode, tmp_path / 'old.rrd')
     rows, _, _ = read_rrd(tmp_path / 'old.rrd')

@@ -24,6 +24,8 @@ series names of :data:`SERIES`):
 ``/action/continuous``        logged action dx, dy, dz (m), dyaw (rad), T rows
 ``/action/discrete``          logged open, close, terminate bits, T rows
 ``/action/noise_free/...``    the actor's action before exploration noise (where recorded)
+``/action/policy/...``        on intervention steps: the policy's own action, replaced by
+                              the operator's (the logged action)
 ``/proprio/position``         ee_x, ee_y, ee_z (m); ``/proprio/yaw`` sin, cos;
                               ``/proprio/gripper`` gripper_closed
 ``/success/ground_truth``     simulator success probability, T+1 rows
@@ -93,6 +95,10 @@ SERIES = {
                                            for n in spec.ACTION_NAMES[spec.CONTINUOUS]),
     '/action/noise_free/discrete': tuple(f'{n} (noise-free)'
                                          for n in spec.ACTION_NAMES[spec.DISCRETE]),
+    '/action/policy/continuous': tuple(f'{n} (policy, replaced)'
+                                       for n in spec.ACTION_NAMES[spec.CONTINUOUS]),
+    '/action/policy/discrete': tuple(f'{n} (policy, replaced)'
+                                     for n in spec.ACTION_NAMES[spec.DISCRETE]),
     '/proprio/position': spec.PROPRIO_NAMES[0:3],
     '/proprio/yaw': spec.PROPRIO_NAMES[3:5],
     '/proprio/gripper': spec.PROPRIO_NAMES[5:6],
@@ -355,9 +361,11 @@ def blueprint(state_task=False, has_camera=True):
         left += [rrb.Spatial2DView(origin='/policy/image', name='policy image'),
                  rrb.TextDocumentView(origin='/summary', name='episode')]
         plots = [rrb.TimeSeriesView(contents=['/action/continuous',
-                                              '/action/noise_free/continuous'],
+                                              '/action/noise_free/continuous',
+                                              '/action/policy/continuous'],
                                     name='action (m, rad)'),
-                 rrb.TimeSeriesView(contents=['/action/discrete', '/action/noise_free/discrete'],
+                 rrb.TimeSeriesView(contents=['/action/discrete', '/action/noise_free/discrete',
+                                              '/action/policy/discrete'],
                                     name='open, close, terminate'),
                  rrb.TimeSeriesView(contents=['/success/**', '/reward', '/intervention'],
                                     name='success probability and reward'),
@@ -478,6 +486,8 @@ def _log_steps(w, episode, actions, stamps, state_task, counts):
     noise_free = episode.get('noise_free_action')
     noise_free = (np.asarray(noise_free, dtype=np.float64) if noise_free is not None else None)
     inter = _intervention(episode, steps + 1)
+    own = episode.get('policy_action')
+    own = np.asarray(own, dtype=np.float64) if own is not None else None
     rewards = np.asarray(episode['rewards'], dtype=np.float64)
     w.at(0, stamps[0])
     rec.log('/log/episode', rr.TextLog(
@@ -533,6 +543,9 @@ def _log_steps(w, episode, actions, stamps, state_task, counts):
             else:
                 w.scalars('/action/continuous', actions[k][spec.CONTINUOUS])
                 w.scalars('/action/discrete', actions[k][spec.DISCRETE])
+                if own is not None and k < len(own) and np.all(np.isfinite(own[k])):
+                    w.scalars('/action/policy/continuous', own[k][spec.CONTINUOUS])
+                    w.scalars('/action/policy/discrete', own[k][spec.DISCRETE])
             w.scalars('/reward', rewards[k])
     w.at(steps, stamps[steps])
     outcome = outcome_of(episode)
