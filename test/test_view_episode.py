@@ -404,3 +404,29 @@ def test_spawned_viewer_renders_the_recording_on_the_host(run_copy, tmp_path):
     pixels = np.asarray(Image.open(shot).convert('RGB'), dtype=np.float64)
     # the camera view (top left): the simulated scene, not an empty dark panel
     assert pixels[:pixels.shape[0] // 3, :pixels.shape[1] // 3].std() > 20
+
+
+def test_read_bag_of_an_older_message_compressed_bag(recorded_demo_run, tmp_path):
+    """Bags of older versions (per-message zstd payloads) give the same frames and joints."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    from awopt_ros.core.bag import default_typestore, read_messages
+    source = recorded_demo_run / 'bags' / 'episode_0001'
+    old = tmp_path / 'episode_0001'
+    store = default_typestore()
+    writer = Writer(old, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    writer.open()
+    connections = {}
+    for topic, msgtype, stamp_ns, data in read_messages(source):
+        if topic not in connections:
+            connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+        writer.write(connections[topic], stamp_ns, data)
+    writer.close()
+    assert b'\x28\xb5\x2f\xfd' in next(old.glob('*.mcap')).read_bytes()
+    new, older = view_episode.read_bag(source), view_episode.read_bag(old)
+    assert older['camera_topic'] == '/camera/color/image_raw' and older['skipped'] == []
+    assert len(older['camera']) == len(new['camera']) > 0
+    for (s1, a), (s2, b) in zip(new['camera'], older['camera']):
+        assert s1 == s2 and np.array_equal(a, b)
+    assert len(older['joints']) == len(new['joints']) and older['events'] == new['events']
