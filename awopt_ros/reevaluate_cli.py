@@ -186,9 +186,17 @@ def run_reevaluate(args):
         if not episodes:
             raise UsageError('RUN_DIR|BAG', 'the inputs hold no episodes')
         has_dataset = any(not isinstance(e, tuple) for e in episodes)
-        evaluator = rv.Reevaluator(
-            args.model, *(geometry if has_dataset else (size, crop)),
-            critic_encoder=args.critic_encoder, critic_head=args.critic_head)
+        try:
+            evaluator = rv.Reevaluator(
+                args.model, *(geometry if has_dataset else (size, crop)),
+                critic_encoder=args.critic_encoder, critic_head=args.critic_head)
+        except rv.ReevaluateError as exc:
+            if has_dataset and ('crop_xywh' in str(exc) or 'image_size' in str(exc)):
+                raise rv.ReevaluateError(
+                    f"{exc} (the dataset's policy images are {geometry[0]} px from crop "
+                    f"{geometry[1]}; --from-bags crops the camera frames with the model's "
+                    'own crop)') from None
+            raise
         bag_evaluator = evaluator
         if has_dataset and any(isinstance(e, tuple) for e in episodes) and geometry != (
                 size, crop):

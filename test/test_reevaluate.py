@@ -302,7 +302,10 @@ def test_cli_errors(recorded_demo_run, tmp_path, capsys):
     from conftest import rewrite_contract
     other = rewrite_contract(SHIPPED, tmp_path / 'other_crop.onnx', crop_xywh=[0, 0, 480, 480])
     rc, _, err = _run([other, run], capsys)
-    _one_line_error(rc, err, 'crop_xywh')
+    _one_line_error(rc, err, 'crop_xywh', '--from-bags')
+    rc, stdout, err = _run([other, run, '--from-bags', '--out', tmp_path / 'crop'], capsys)
+    assert rc == 0, err           # runs on the bags' frames through its own crop
+    assert 'differ from the recorded /policy/image' in stdout
     # no overwrite without --force
     out = tmp_path / 'out'
     out.mkdir()
