@@ -59,7 +59,9 @@ Per episode (``EpisodeReport``) and summed over episodes:
   which the new model decides the same;
 * a step diverges when one continuous dimension differs by more than ``atol`` or a decision
   differs; ``first_diverging_step`` (0-based, null when none) and ``diverging_steps``;
-* with a critic: mean Q(s, a_logged), mean Q(s, a_new) and their per-step values.
+* with a critic: mean Q(s, a_logged), mean Q(s, a_new) and their per-step values;
+* ``all_steps``: the same differences over every step, deterministic or not (e.g. a model
+  against a scripted demonstrator's or CEM's episodes).
 
 Outputs (``write_outputs``): ``summary.json`` (every number above, per-step arrays per
 episode), one PNG per episode (logged vs new per action dimension, non-deterministic steps
