@@ -103,16 +103,22 @@ SHARED_PARAMS = {
     'output_dir': ('runs/latest', ('logger', 'operator')),
     'dataset_name': ('kuka-grasp', ('logger', 'operator')),
 }
-#: Parameters the operator node takes from the logger's overrides when it is given none
-#: (``awopt demo --run-dir`` sets only the logger's output_dir).
+#: Parameters the operator node takes from the logger (it writes beside the logger's dataset).
 OPERATOR_FOLLOWS_LOGGER = ('output_dir', 'dataset_name')
 
 
-def with_operator_overrides(overrides):
+def with_operator_overrides(config, overrides=None):
     """Return a copy of ``overrides`` ({node: {param: value}}) in which the operator node gets
-    the logger's :data:`OPERATOR_FOLLOWS_LOGGER` overrides that it is not given itself."""
+    the logger's :data:`OPERATOR_FOLLOWS_LOGGER` values as the logger will run with them (params
+    file ``config``, then the logger's overrides, e.g. ``awopt demo --run-dir``), except those
+    the operator is given in ``overrides`` itself (an operator that then disagrees with the
+    logger is refused by :func:`check_shared_params`). A params file needs no operator section.
+
+    Raises:
+        ValueError: ``config`` is not a node-keyed mapping.
+    """
     out = {node: dict(params) for node, params in (overrides or {}).items()}
-    logger = out.get('logger') or {}
+    logger = effective_params(config, 'logger', out.get('logger'))
     follow = {k: logger[k] for k in OPERATOR_FOLLOWS_LOGGER if k in logger}
     if follow:
         out['operator'] = dict(follow, **out.get('operator', {}))
@@ -316,7 +322,7 @@ def check_shared_params(config, nodes, overrides=None):
         ValueError: naming the parameter and each node's value, e.g. a camera pipeline
             making 96 px images for a logger that expects 64 px.
     """
-    overrides = overrides or {}
+    overrides = with_operator_overrides(config, overrides)   # the operator follows the logger
     doc = _load_params_file(config)
     per_node = {n: _node_params(doc, n, overrides.get(n)) for n in nodes}
     for param, (default, takers) in SHARED_PARAMS.items():
@@ -453,7 +459,7 @@ class Stack:
         if not resolve(self.config).is_file():
             raise FileNotFoundError(f'params file not found: {resolve(self.config)}')
         self.log_dir = Path(self.log_dir)
-        self.overrides = with_operator_overrides(self.overrides)
+        self.overrides = with_operator_overrides(self.config, self.overrides)
         check_params_file(self.config, ALL_NODE_MODULES,
                           self.overrides)   # unknown nodes / parameters (typos)
         check_shared_params(self.config, [n for n, _ in self.node_specs()], self.overrides)

@@ -8,7 +8,9 @@ there: ``sim_robot`` when it has a ``sim_robot`` section (simulation, fake hardw
 ``realsense_camera`` when it has one of those; a hardware file without either expects the
 user's ros2_control driver and camera driver to be running. Optional nodes follow it too:
 ``success_detector`` (the camera success classifier, executable awopt_success_detector) starts
-when the file has a ``success_detector`` section (every grasp bringup). Arguments:
+when the file has a ``success_detector`` section (every grasp bringup). The ``operator`` node
+(the label / discard / note services) starts in every bringup, with the logger's
+``output_dir`` and ``dataset_name``. Arguments:
   config:=PATH        params YAML (default: the package's config/awopt_ros_kuka_grasp.yaml)
   policy:=actor|scripted
   use_sim_time:=true|false   (true when the simulator publishes /clock)
@@ -31,7 +33,7 @@ from launch_ros.actions import Node
 # The same nodes and the same parameter checks as `awopt bringup`.
 from awopt_ros.core.param_schema import check_params_file
 from awopt_ros.launcher import (ALL_NODE_MODULES, check_domain_free, check_shared_params,
-                                effective_params, stack_node_specs)
+                                effective_params, stack_node_specs, with_operator_overrides)
 
 
 def check_stack_params(config, policy):
@@ -72,9 +74,12 @@ def stack_nodes(context):
     policy = LaunchConfiguration('policy').perform(context)
     params = [config, {'use_sim_time': _flag(context, 'use_sim_time')}]
     use_rsp = _flag(context, 'robot_state_publisher')
+    follow = with_operator_overrides(config)   # the operator writes beside the logger's dataset
     actions = []
     for name, _module in stack_node_specs(config, policy):
         node_params = list(params)
+        if name in follow:
+            node_params.append(follow[name])
         if name == 'robot_state' and use_rsp:
             node_params.append({'publish_robot_tf': False})
         actions.append(Node(package='awopt_ros', executable=f'awopt_{name}', name=name,

@@ -11,9 +11,11 @@ them), two short episodes:
 """
 import json
 import os
+from pathlib import Path
 
 import pytest
 import rclpy
+import yaml
 from rclpy.context import Context
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -27,6 +29,40 @@ from awopt_ros.ros.episode_client import EpisodeClient
 from awopt_ros.ros.runner import stack_overrides
 
 MAX_STEPS = 6
+CONFIG = Path(__file__).resolve().parents[1] / 'config' / 'awopt_ros_kuka_grasp.yaml'
+
+
+def _custom_config(tmp_path):
+    """The shipped grasp params file with the logger writing elsewhere (no operator section)."""
+    doc = yaml.safe_load(CONFIG.read_text())
+    assert 'operator' not in doc
+    doc['logger']['ros__parameters'].update(output_dir='runs/custom', dataset_name='my-set')
+    path = tmp_path / 'custom.yaml'
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_the_operator_follows_the_logger_in_awopt_bringup(tmp_path):
+    config = _custom_config(tmp_path)
+    stack = Stack(config=config, log_dir=tmp_path)
+    assert 'operator' in [n for n, _ in stack.node_specs()]
+    assert stack.overrides['operator'] == {'output_dir': 'runs/custom', 'dataset_name': 'my-set'}
+    run_dir = str(tmp_path / 'run')          # awopt demo --run-dir: the logger's override
+    stack = Stack(config=config, log_dir=tmp_path, overrides={'logger': {'output_dir': run_dir}})
+    assert stack.overrides['operator'] == {'output_dir': run_dir, 'dataset_name': 'my-set'}
+    with pytest.raises(ValueError, match=r"'output_dir'.*operator.output_dir=elsewhere"):
+        Stack(config=config, log_dir=tmp_path, overrides={'operator': {'output_dir': 'elsewhere'}})
+
+
+def test_the_operator_follows_the_logger_in_the_launch_file(monkeypatch, tmp_path):
+    from test_launcher import _launch_nodes, _load_launch_file
+    config = _custom_config(tmp_path)
+    module = _load_launch_file(monkeypatch, str(tmp_path))
+    module.check_stack_params(config, 'actor')      # no disagreement without a section
+    nodes = {n.kwargs['name']: n.kwargs for n in _launch_nodes(module, config=config)}
+    assert nodes['operator']['executable'] == 'awopt_operator'
+    assert {'output_dir': 'runs/custom', 'dataset_name': 'my-set'} in \
+        nodes['operator']['parameters']
 
 
 def _call(client, service, request, timeout_s=20.0):
