@@ -16,11 +16,11 @@ Which episode: from ``/episode/event`` (``start`` / ``end``). Which dataset: the
 from its ``/logger/episode_saved`` reports (``dataset_root``, ``dataset_id``, and the episode's
 ``dataset_index``), and until the first one from this node's ``output_dir`` and
 ``dataset_name``, which the bringups (``awopt_ros.launcher.with_operator_overrides``, the
-launch files) set to the logger's: a params file needs no ``operator`` section. A label before the logger
-has written the episode is kept with the dataset's count at the episode's start
-(``after_index``) and applies once the episode is in the dataset; a record for a dataset whose
-folder does not exist yet is queued and written once the logger has created it. An episode the
-logger reported as not recorded is refused (``success`` false). The logic is
+launch files) set to the logger's: a params file needs no ``operator`` section. A label
+before the logger has written the episode is kept with the dataset's count at the episode's
+start (``after_index``) and applies once the episode is in the dataset; a record for a dataset
+whose folder does not exist yet is queued and written once the logger has created it. An
+episode the logger reported as not recorded is refused (``success`` false). The logic is
 :class:`awopt_ros.core.annotations.OperatorSession`; this node only converts messages.
 """
 import json
