@@ -321,3 +321,12 @@ def test_session_uses_latched_reports_heard_before_the_start_event(tmp_path):
     record, written = session.annotate(label='success')
     assert written and record['index'] == 1
     assert [e['label'] for e in load_episodes(tmp_path, DATASET_ID)] == [None, 'success']
+
+
+def test_episode_numbers_of_an_arrow_dataset(tmp_path):
+    rec = EpisodeRecorder(tmp_path, DATASET_ID, data_format='arrow')
+    for n in (4, 5):
+        _record(rec, n, seed=n)
+    assert ann.episode_numbers(tmp_path, DATASET_ID) == [4, 5]
+    with pytest.raises(FileNotFoundError):
+        ann.episode_numbers(tmp_path, 'awopt/none-v0')

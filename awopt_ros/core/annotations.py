@@ -289,6 +289,11 @@ def episode_numbers(root_dir, dataset_id):
         raise FileNotFoundError(errno.ENOENT, f'no dataset {dataset_id} under {root_dir} '
                                               f'(no {meta})')
     total = int(json.loads(meta.read_text())['total_episodes'])
+    if not (data / 'main_data.hdf5').is_file():     # another Minari storage format
+        from minari import MinariDataset
+        metadata = MinariDataset(data).storage.get_episode_metadata(range(total))
+        return [None if (m.get('options') or {}).get('episode') is None
+                else int(m['options']['episode']) for m in metadata]
     numbers = []
     with h5py.File(data / 'main_data.hdf5', 'r', locking=False) as f:
         for i in range(total):
