@@ -330,3 +330,21 @@ def test_episode_numbers_of_an_arrow_dataset(tmp_path):
     assert ann.episode_numbers(tmp_path, DATASET_ID) == [4, 5]
     with pytest.raises(FileNotFoundError):
         ann.episode_numbers(tmp_path, 'awopt/none-v0')
+
+
+def test_session_note_between_episodes_and_a_failing_write(tmp_path):
+    _dataset(tmp_path, [1])
+    session = ann.OperatorSession(tmp_path, DATASET_ID)
+    session.on_saved(_saved(1, 0, tmp_path))
+    for event in ('start', 'end'):
+        session.on_event({'event': event, 'episode': 1})
+    record, written = session.annotate(note='after the end', note_running=True)
+    assert written and record['episode'] == 1 and record['index'] == 0
+    session.journal.unlink()
+    session.journal.mkdir()          # an unwritable journal: the record stays queued
+    with pytest.raises(OSError):
+        session.annotate(label='failure')
+    assert len(session.pending) == 1
+    session.journal.rmdir()
+    assert session.flush() == 1 and not session.pending
+    assert load_episodes(tmp_path, DATASET_ID)[0]['label'] == 'failure'
