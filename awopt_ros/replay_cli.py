@@ -53,12 +53,19 @@ AGE_DEFAULTS = {
 
 def add_replay_args(parser):
     """Add the ``replay`` options to ``parser``."""
+    from awopt_ros.core.replay import TIMINGS
     from awopt_ros.launcher import DEFAULT_CONFIG
     parser.add_argument('paths', nargs='+', metavar='BAG_OR_RUN',
                         help='a bag directory (bags/episode_0003), its .mcap file, a bags/ '
                              'directory or a run directory (its bags/, in order)')
     parser.add_argument('--rate', type=count(0.001, float), default=1.0,
                         help='playback speed factor (0.5: half speed)')
+    parser.add_argument('--timing', choices=TIMINGS, default='log',
+                        help='log: each message at its log time (when the logger got it, as '
+                             'ros2 bag play); stamp: stamped messages (camera frames, joint '
+                             'states, actions) at their header stamps, the time they were '
+                             'made, which in a lockstep recording the logger got a few '
+                             'frames late and together (the policy then acts on every frame)')
     parser.add_argument('--loop', action='store_true',
                         help='start again after the last bag, until q or Ctrl-C')
     parser.add_argument('--start-paused', action='store_true',
@@ -241,7 +248,7 @@ def run_replay(args, out=print):
     try:
         recording = replay.load_recording(
             args.paths, selection=replay.Selection(tuple(args.topics), tuple(args.exclude)),
-            remaps=replay.remaps_for(nodes, remaps), presets=presets)
+            remaps=replay.remaps_for(nodes, remaps), presets=presets, timing=args.timing)
     except FileNotFoundError as exc:
         return usage_error(PROG, UsageError('BAG_OR_RUN', exc))
     except ValueError as exc:
@@ -260,7 +267,7 @@ def run_replay(args, out=print):
     bags = [s.path for s in recording.segments]
     out(f'replaying {recording.message_count} messages of {len(bags)} bag(s) '
         f'({", ".join(str(b) for b in bags)}) on {len(recording.topics)} topics at rate '
-        f'{args.rate:g}' + (', looping' if args.loop else '')
+        f'{args.rate:g} by {args.timing} time' + (', looping' if args.loop else '')
         + ('' if args.clock else ', no /clock'))
     for src, dst in sorted(recording.remapped.items()):
         out(f'  {src} -> {dst}')

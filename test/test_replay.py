@@ -246,6 +246,34 @@ def test_header_stamps_and_the_ages_a_replay_gives(tmp_path):
     assert joints_s == pytest.approx(0.35)    # newest joint state 0.95 at the frame of 1.3
 
 
+def test_stamp_timing_sends_stamped_messages_at_their_stamps(tmp_path):
+    from awopt_ros.core.bag import default_typestore
+    store = default_typestore()
+    assert replay.has_header('sensor_msgs/msg/Image', store)
+    assert not replay.has_header('std_msgs/msg/String', store)
+    assert not replay.has_header('pkg/msg/Unknown', store)
+    frame = serialize_message(_image(1.1))
+    assert replay.send_time_ns(int(1.3 * S), frame, True, 'log') == int(1.3 * S)
+    assert replay.send_time_ns(int(1.3 * S), frame, True, 'stamp') == int(1.1 * S)
+    assert replay.send_time_ns(int(1.3 * S), frame, False, 'stamp') == int(1.3 * S)
+    # a stamp after the log time, or long before it, is on another clock: the log time
+    assert replay.send_time_ns(int(1.0 * S), frame, True, 'stamp') == int(1.0 * S)
+    assert replay.send_time_ns(int(9.0 * S), frame, True, 'stamp') == int(9.0 * S)
+    with pytest.raises(ValueError, match='timing must be one of'):
+        replay.send_time_ns(0, frame, True, 'wall')
+    bag = _write_bag(tmp_path / 'bag')
+    frames = [m for m in load_recording([bag], timing='stamp').segments[0].messages
+              if m.source_topic == '/camera/color/image_raw']
+    assert [m.time_ns for m in frames] == [int(1.0 * S), int(1.1 * S), int(1.2 * S)]
+    assert [m.log_time_ns for m in frames] == [int(1.0 * S), int(1.3 * S), int(1.3 * S)]
+    rec = load_recording([bag], timing='stamp')
+    assert input_ages_s(rec) == pytest.approx((0.0, 0.25))
+    pb = Playback(rec)                  # the frame stamped 1.1 goes out 0.2 s after the
+    pb.start(0.0)                       # first message (logged at 0.9 s), not 0.4 s
+    sent = [(m.source_topic, round(m.time_ns / S, 3)) for m in iter(lambda: pb.due(0.2), None)]
+    assert sent[-2:] == [('/camera/color/image_raw', 1.1), ('/policy/image', 1.1)]
+
+
 def test_started_nodes_get_sim_time_and_age_limits_above_the_recordings():
     from awopt_ros.launcher import DEFAULT_CONFIG
     from awopt_ros.replay_cli import AGE_MARGIN_S, node_overrides

@@ -7,15 +7,16 @@ tested without rclpy:
 * :func:`bag_dirs`: the bags a command-line path names (a bag directory, its ``.mcap`` file,
   a ``bags/`` directory or a run directory with ``bags/``).
 * :func:`load_recording`: the messages of those bags (:func:`awopt_ros.core.bag.read_messages`:
-  plain CDR, older per-message zstd bags decompressed) in log-time order, after topic
+  plain CDR, older per-message zstd bags decompressed) in send-time order, after topic
   selection (:class:`Selection`) and remapping (:func:`remaps_for`), with each topic's message
   type and QoS (:func:`topic_qos`).
-* :class:`Playback`: the schedule. A message with log time ``T`` (ns) goes out when the
-  playback position reaches ``T``; the position advances ``rate`` times as fast as the wall
-  clock while playing, stands still while paused, and jumps to a message on a step. ``/clock``
-  follows the position (:meth:`Playback.clock_ns`), so that consumers with ``use_sim_time``
-  see the recorded time: a camera frame arrives as old (by its header stamp) as when it was
-  recorded, which the camera pipeline's and the policy's ``max_frame_age_s`` test.
+* :class:`Playback`: the schedule. A message with send time ``T`` (ns; its log time, or with
+  ``--timing stamp`` its header stamp: :func:`send_time_ns`) goes out when the playback
+  position reaches ``T``; the position advances ``rate`` times as fast as the wall clock while
+  playing, stands still while paused, and jumps to a message on a step. ``/clock`` follows the
+  position (:meth:`Playback.clock_ns`), so that consumers with ``use_sim_time`` see the
+  recorded time: a camera frame arrives as old (by its header stamp) as when it was recorded,
+  which the camera pipeline's and the policy's ``max_frame_age_s`` test.
 
 Several bags (or ``--loop``) play one after the other, each on its own recorded timeline: the
 next bag's first message follows the previous bag's last one at once, and ``/clock`` jumps to
@@ -27,13 +28,17 @@ refuses it.
 
 Timing: the log time of a bag is the time at which the logger's callback ran, by the logger's
 clock (simulated time in lockstep and faster-than-real-time runs). A logger busy for a moment
-logs a few messages with the same, later time, so a replayed camera frame can reach a node
-older than it reached the live one; :func:`input_ages_s` measures the largest such lag in a
-recording, and the replay raises the started nodes' ``max_frame_age_s`` (and the policy's
-``max_joint_state_age_s``) above it (:func:`input_ages_s`).
+logs a few messages with the same, later time: replayed by log time (the default, as ``ros2 bag
+play``), such camera frames reach a node together and older than they reached the live one
+(the policy, which keeps only the newest frame, then acts on the last of them only).
+``--timing stamp`` sends stamped messages at their header stamps instead (when those lie
+within :data:`STAMP_WINDOW_NS` before the log time), which gives the frames back their own
+times. :func:`input_ages_s` measures the largest frame and joint-state age a replay gives, and
+the replay raises the started nodes' ``max_frame_age_s`` (and the policy's
+``max_joint_state_age_s``) above it.
 
-Messages are never decoded here (only camera frames' header stamps are read, from the CDR
-bytes): the player publishes the recorded bytes as they are.
+Messages are never decoded here (only header stamps are read, from the CDR bytes): the player
+publishes the recorded bytes as they are.
 """
 import struct
 from dataclasses import dataclass, field
@@ -63,6 +68,13 @@ NODE_INPUTS = {
 #: a robot driver moves nothing.
 COMMAND_TOPICS = ('/arm_controller/joint_trajectory', '/forward_position_controller/commands',
                   '/gripper_controller/commands')
+#: ``--timing``: 'log' sends each message at its log time (as ``ros2 bag play``); 'stamp'
+#: sends a message whose first field is a ``std_msgs/Header`` at its header stamp when that
+#: lies at most :data:`STAMP_WINDOW_NS` before its log time (see :func:`send_time_ns`).
+TIMINGS = ('log', 'stamp')
+#: The longest ``log time - stamp`` taken as the message's send time with ``--timing stamp``
+#: (ns); a stamp further back (or after the log time) is on another clock: the log time counts.
+STAMP_WINDOW_NS = 1_000_000_000
 #: Latched topics (a late subscriber still gets the last message): transient local whatever
 #: the bag says.
 LATCHED_TOPICS = ('/episode/event', '/policy/model_info', '/insertion/goal')
@@ -89,13 +101,20 @@ QOS_PRESETS = {
 @dataclass(frozen=True)
 class Message:
     """One recorded message: ``topic`` (as published now, after remapping), ``source_topic``
-    (as recorded), ``msgtype`` ('pkg/msg/Name'), ``log_time_ns`` and ``data`` (plain CDR)."""
+    (as recorded), ``msgtype`` ('pkg/msg/Name'), ``log_time_ns``, ``data`` (plain CDR) and
+    ``time_ns``, the recorded time at which the replay sends it (default: the log time; see
+    :func:`send_time_ns`)."""
 
     topic: str
     source_topic: str
     msgtype: str
     log_time_ns: int
     data: bytes
+    time_ns: int = None
+
+    def __post_init__(self):
+        if self.time_ns is None:
+            object.__setattr__(self, 'time_ns', int(self.log_time_ns))
 
 
 @dataclass
@@ -263,7 +282,7 @@ def _metadata_profiles(bag):
         return {}
 
 
-def load_recording(paths, *, selection=None, remaps=None, presets=None):
+def load_recording(paths, *, selection=None, remaps=None, presets=None, timing='log'):
     """Read the bags of ``paths`` (each as :func:`bag_dirs` takes it) for a replay.
 
     Args:
@@ -271,9 +290,10 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None):
         selection: :class:`Selection` of recorded topics (default: all).
         remaps: {recorded topic: published topic} (:func:`remaps_for`).
         presets: {recorded topic: logger QoS preset name}, used where a bag offers no QoS.
+        timing: 'log' or 'stamp' (:func:`send_time_ns`).
 
     Returns:
-        :class:`Recording`; each segment's messages sorted by log time (stable: file order
+        :class:`Recording`; each segment's messages sorted by send time (stable: file order
         among equal times).
 
     Raises:
@@ -283,6 +303,12 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None):
     """
     selection = selection or Selection()
     remaps = dict(remaps or {})
+    if timing not in TIMINGS:
+        raise ValueError(f'timing must be one of {TIMINGS}, got {timing!r}')
+    typestore = None
+    if timing == 'stamp':
+        from awopt_ros.core.bag import default_typestore
+        typestore = default_typestore()
     segments, topics = [], {}
     for path in paths:
         for bag in bag_dirs(path):
@@ -302,10 +328,13 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None):
                 if known is not None and known[0] != msgtype:
                     raise ValueError(f'{name}: recorded as {known[0]} and as {msgtype}')
                 topics.setdefault(name, (msgtype, spec))
-            messages = [Message(remaps.get(topic, topic), topic, msgtype, int(t), bytes(data))
+            stamped = {t: typestore is not None and has_header(m, typestore)
+                       for t, m in types.items()}
+            messages = [Message(remaps.get(topic, topic), topic, msgtype, int(t), bytes(data),
+                                send_time_ns(t, data, stamped[topic], timing))
                         for topic, msgtype, t, data in _read(scan)
                         if topic in types]
-            messages.sort(key=lambda m: m.log_time_ns)
+            messages.sort(key=lambda m: m.time_ns)
             segments.append(Segment(Path(bag), messages))
     segments = [s for s in segments if s.messages]
     if not segments:
@@ -313,6 +342,37 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None):
     recorded = {m.source_topic for s in segments for m in s.messages}
     remapped = {src: dst for src, dst in remaps.items() if src != dst and src in recorded}
     return Recording(segments, topics, remapped)
+
+
+def has_header(msgtype, typestore):
+    """True when ``msgtype``'s first field is a ``std_msgs/msg/Header`` (``typestore``:
+    rosbags, :func:`awopt_ros.core.bag.default_typestore`); False for unknown types."""
+    fields = typestore.fielddefs.get(msgtype)
+    if not fields or not fields[1]:
+        return False
+    kind = fields[1][0][1]
+    return len(kind) == 2 and kind[1] == 'std_msgs/msg/Header'
+
+
+def send_time_ns(log_time_ns, data, stamped, timing='log'):
+    """Return the recorded time (ns) at which a message is sent: its log time, or with
+    ``timing`` 'stamp' and a ``stamped`` message (:func:`has_header`) its header stamp when
+    that lies within :data:`STAMP_WINDOW_NS` before the log time (when the message was made,
+    before the logger's callback ran: in a lockstep recording the logger logs a few camera
+    frames together, later).
+
+    Raises:
+        ValueError: an unknown ``timing``.
+    """
+    if timing not in TIMINGS:
+        raise ValueError(f'timing must be one of {TIMINGS}, got {timing!r}')
+    if timing == 'log' or not stamped:
+        return int(log_time_ns)
+    try:
+        stamp = header_stamp_ns(data)
+    except ValueError:
+        return int(log_time_ns)
+    return stamp if 0 <= log_time_ns - stamp <= STAMP_WINDOW_NS else int(log_time_ns)
 
 
 def timeline_goes_back(recording, loop=False):
@@ -323,10 +383,10 @@ def timeline_goes_back(recording, loop=False):
         return True
     end = None
     for segment in recording.segments:
-        if segment.messages and end is not None and segment.messages[0].log_time_ns < end:
+        if segment.messages and end is not None and segment.messages[0].time_ns < end:
             return True
         if segment.messages:
-            end = segment.messages[-1].log_time_ns
+            end = segment.messages[-1].time_ns
     return False
 
 
@@ -359,7 +419,7 @@ def input_ages_s(recording, camera_topic='/camera/color/image_raw',
                  joints_topic='/joint_states'):
     """Return ``(frame age, joint state age)`` (s, >= 0): the largest age that a node on the
     replay's ``/clock`` sees, by the header stamps, of a camera frame when it arrives
-    (``log time - stamp``) and of the newest joint state at that moment (``frame log time -
+    (``send time - stamp``) and of the newest joint state at that moment (``frame send time -
     newest joint state stamp``). Topics are recorded names; messages without a readable
     header are left out."""
     frame, joints, newest = 0, 0, None
@@ -371,9 +431,9 @@ def input_ages_s(recording, camera_topic='/camera/color/image_raw',
                     stamp = header_stamp_ns(m.data)
                     newest = stamp if newest is None else max(newest, stamp)
                 elif m.source_topic == camera_topic:
-                    frame = max(frame, m.log_time_ns - header_stamp_ns(m.data))
+                    frame = max(frame, m.time_ns - header_stamp_ns(m.data))
                     if newest is not None:
-                        joints = max(joints, m.log_time_ns - newest)
+                        joints = max(joints, m.time_ns - newest)
             except ValueError:
                 continue
     return frame * 1e-9, joints * 1e-9
@@ -391,9 +451,10 @@ class Playback:
 
     Each segment plays on its recorded timeline: at wall time ``w`` the position is
     ``anchor_ns + (w - anchor_wall) * rate`` s, and a message is due when the position
-    reaches its log time. The first segment starts at its first message's log time, at the
-    wall time of the first :meth:`start`. A new segment (the next bag, or the first again
-    with ``loop``) begins at its own first log time, at the wall time at which the previous
+    reaches its send time (``Message.time_ns``). The first segment starts at its first
+    message's send time, at the wall time of the first :meth:`start`. A new segment (the next
+    bag, or the first again with ``loop``) begins at its own first send time, at the wall time
+    at which the previous
     segment's last message was due (no drift however late the caller is).
 
     Raises:
@@ -413,13 +474,13 @@ class Playback:
         self.index = 0
         self.passes = 0          # completed passes over every segment
         self.published = 0
-        self._anchor_ns = self.segments[0].messages[0].log_time_ns
+        self._anchor_ns = self.segments[0].messages[0].time_ns
         self._anchor_wall = None
         self._clock_ns = self._anchor_ns
 
     @property
     def last_clock_ns(self):
-        """The ``/clock`` time last handed out (ns): a published message's log time or
+        """The ``/clock`` time last handed out (ns): a published message's send time or
         :meth:`clock_ns`."""
         return self._clock_ns
 
@@ -448,11 +509,11 @@ class Playback:
 
     def clock_ns(self, wall_s):
         """Return the ``/clock`` time to publish at ``wall_s`` (ns): the position, never past
-        the next message's log time, never behind the last value within a segment."""
+        the next message's send time, never behind the last value within a segment."""
         nxt = self.peek()
         position = self.position_ns(wall_s)
         if nxt is not None:
-            position = min(position, nxt.log_time_ns)
+            position = min(position, nxt.time_ns)
         self._clock_ns = max(self._clock_ns, position)
         return self._clock_ns
 
@@ -462,7 +523,7 @@ class Playback:
         nxt = self.peek()
         if nxt is None or self.paused:
             return None
-        return (nxt.log_time_ns - self.position_ns(wall_s)) / (self.rate * 1e9)
+        return (nxt.time_ns - self.position_ns(wall_s)) / (self.rate * 1e9)
 
     def due(self, wall_s):
         """Return the next message when it is due at ``wall_s`` and advance past it (its log
@@ -502,14 +563,14 @@ class Playback:
         seg = self.segments[self.segment]
         msg = seg.messages[self.index]
         self.published += 1
-        self._clock_ns = max(self._clock_ns, msg.log_time_ns)
+        self._clock_ns = max(self._clock_ns, msg.time_ns)
         self.index += 1
         if self.index < len(seg.messages):
             if self.paused:
-                self._anchor_ns = msg.log_time_ns
+                self._anchor_ns = msg.time_ns
             return msg
         # End of a segment: the next one starts where this one's last message was due.
-        due_wall = self._anchor_wall + (msg.log_time_ns - self._anchor_ns) / (self.rate * 1e9)
+        due_wall = self._anchor_wall + (msg.time_ns - self._anchor_ns) / (self.rate * 1e9)
         self.index = 0
         self.segment += 1
         if self.segment >= len(self.segments):
@@ -517,7 +578,7 @@ class Playback:
             if not self.loop:
                 return msg
             self.segment = 0
-        first = self.segments[self.segment].messages[0].log_time_ns
+        first = self.segments[self.segment].messages[0].time_ns
         if not self.paused:
             self._anchor_wall = due_wall
         self._anchor_ns = first

@@ -5,8 +5,9 @@ what goes out when. One publisher per replayed topic, with the recorded message 
 class imported from the bag's type name) and the recorded QoS
 (:class:`awopt_ros.core.replay.QosSpec`); it publishes the recorded CDR bytes as they are (no
 decoding). ``/clock`` (rosgraph_msgs/Clock, reliable, depth 1) carries the playback position:
-before each message its log time, and in between every ``1 / clock_hz`` s, so that nodes with
-``use_sim_time: true`` run on the recorded time.
+before each message its send time (its log time, or its header stamp with ``--timing
+stamp``), and in between every ``1 / clock_hz`` s, so that nodes with ``use_sim_time: true``
+run on the recorded time.
 
 Services (std_srvs):
 
