@@ -157,7 +157,7 @@ def _start_nodes(nodes, config, overrides, log_dir, env):
     return stack.start()
 
 
-def _wait_ready(player, stack, nodes, timeout_s, out):
+def _wait_ready(player, stack, nodes, timeout_s):
     """Wait until every started node has subscribed (the policy and the success detector:
     ``/episode/event``, created last) and every replay publisher a started node subscribes
     is matched with it. Raises StackError (a node died, or the timeout)."""
@@ -303,7 +303,7 @@ def run_replay(args, out=print):
         player.spin_in_background(SingleThreadedExecutor(context=context))
         if stack is not None:
             t0 = time.monotonic()
-            _wait_ready(player, stack, nodes, args.ready_timeout_s, out)
+            _wait_ready(player, stack, nodes, args.ready_timeout_s)
             out(f'nodes ready after {time.monotonic() - t0:.1f} s')
         player.publish_clock(player.playback.clock_ns(time.monotonic()))
         time.sleep(args.delay)

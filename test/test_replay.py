@@ -306,6 +306,22 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, text):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_replay_refuses_a_domain_where_a_stack_runs(tmp_path, capsys):
+    """A stack's arm interface would act on replayed actions: the replay refuses its domain
+    (here the stack's lock is held, as a running stack holds it)."""
+    import os
+
+    from awopt_ros.cli import main
+    from awopt_ros.launcher import acquire_domain_lock, domain_id_of
+    fd = acquire_domain_lock(domain_id_of())
+    try:
+        assert main(['replay', str(_write_bag(tmp_path / 'bag'))]) == 1
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert err.startswith('awopt replay: error: another awopt stack is running on ROS_DOMAIN_ID')
+
+
 def test_missing_bag_is_one_line(tmp_path, capsys):
     from awopt_ros.cli import main
     assert main(['replay', str(tmp_path / 'nope')]) == 2

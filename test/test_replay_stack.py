@@ -60,12 +60,8 @@ class _Listener:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, f'replay not connected: {topics}'
             time.sleep(0.05)
-        future = client.call_async(SetBool.Request(data=False))
-        while not future.done():
-            assert time.monotonic() < deadline, 'no answer from /awopt_replay/pause'
-            time.sleep(0.02)
-        assert future.result().success
-        assert future.result().message.startswith('playing'), future.result().message
+        answer = _answer(client, SetBool.Request(data=False), deadline)
+        assert answer.success and answer.message.startswith('playing'), answer.message
 
     def wait_for(self, topic, count, timeout_s):
         deadline = time.monotonic() + timeout_s
@@ -81,6 +77,20 @@ class _Listener:
         self.thread.join(timeout=2.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def _answer(client, request, deadline, retry_s=2.0):
+    """Call the service of ``client`` (its executor spins elsewhere) until it answers, asking
+    again every ``retry_s`` (idempotent requests only): a request sent while DDS is still
+    matching the service's reply path can be lost. Fails at ``deadline`` (monotonic s)."""
+    while True:
+        future = client.call_async(request)
+        again = time.monotonic() + retry_s
+        while not future.done() and time.monotonic() < min(again, deadline):
+            time.sleep(0.02)
+        if future.done():
+            return future.result()
+        assert time.monotonic() < deadline, f'no answer from {client.srv_name}'
 
 
 def _replay(listener, args, topics, timeout_s=120):
@@ -180,15 +190,11 @@ def test_old_message_compressed_bag_replays_plain_messages(recorded_demo_run, tm
     assert listener.got['/policy/image'] == want['/policy/image']
 
 
-def _call(node, srv_type, name, request, timeout_s=10.0):
+def _call(node, srv_type, name, request, timeout_s=20.0):
+    """One request (a step is not idempotent: no retry), in the same process as the server."""
     client = node.create_client(srv_type, name)
     assert client.wait_for_service(timeout_sec=timeout_s), name
-    future = client.call_async(request)
-    deadline = time.monotonic() + timeout_s
-    while not future.done():
-        assert time.monotonic() < deadline, f'no answer from {name}'
-        time.sleep(0.01)
-    return future.result()
+    return _answer(client, request, time.monotonic() + timeout_s, retry_s=timeout_s)
 
 
 def test_player_services_pause_step_and_clock(ros_context):
