@@ -12,7 +12,8 @@ Control: ``--start-paused``; the services ``/awopt_replay/pause`` (std_srvs/SetB
 space (pause / resume), s (step) and q (quit).
 
 ``--nodes camera_pipeline,policy,success_detector`` starts those stack nodes as processes
-(:mod:`awopt_ros.launcher`; params from ``--config`` and ``--set``, ``use_sim_time: true``)
+(``robot_state`` too: the robot model and TF for rviz; :mod:`awopt_ros.launcher`; params
+from ``--config`` and ``--set``, ``use_sim_time: true``)
 and replays the recorded messages they publish on ``/recorded/<topic>`` (``/policy/image`` ->
 ``/recorded/policy/image``), so that their fresh output can be compared with the recorded one
 (rviz, ``ros2 topic echo``, a test). The replay starts once they have subscribed. Their
@@ -90,8 +91,8 @@ def add_replay_args(parser):
                              'are still connecting)')
     parser.add_argument('--nodes', default='', metavar='N1,N2',
                         help='start these stack nodes against the replay (camera_pipeline, '
-                             'policy, success_detector) and replay their recorded output on '
-                             '/recorded/<topic>')
+                             'policy, success_detector; robot_state for the robot in rviz) '
+                             'and replay their recorded output on /recorded/<topic>')
     from awopt_ros.cli import _add_set_arg, _params_file
     parser.add_argument('--config', type=_params_file, default=DEFAULT_CONFIG,
                         help='params YAML of the --nodes')
@@ -120,7 +121,7 @@ def node_overrides(nodes, user, ages_s, config, rate=1.0):
         params = {'use_sim_time': True}
         given = user.get(node, {})
         current = effective_params(config, node, given)
-        limits = {'max_frame_age_s': frame_s}
+        limits = {'max_frame_age_s': frame_s} if node in AGE_DEFAULTS else {}
         if node == 'policy':
             limits['max_joint_state_age_s'] = joints_s
         for param, age in limits.items():

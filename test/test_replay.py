@@ -286,8 +286,10 @@ def test_started_nodes_get_sim_time_and_age_limits_above_the_recordings():
     assert out['policy']['max_joint_state_age_s'] == pytest.approx(0.4 + AGE_MARGIN_S)
     assert out['policy']['mode'] == 'actor'
     assert len(notes) == 3 and all('--set' in n for n in notes)
-    fast, _ = node_overrides(('camera_pipeline',), {}, (0.0, 0.0), DEFAULT_CONFIG, rate=4.0)
+    fast, _ = node_overrides(('camera_pipeline', 'robot_state'), {}, (0.0, 0.0),
+                             DEFAULT_CONFIG, rate=4.0)
     assert fast['camera_pipeline']['max_frame_age_s'] == pytest.approx(4 * AGE_MARGIN_S)
+    assert fast['robot_state'] == {'use_sim_time': True}       # no age limit to raise
 
 
 # ---- the command's errors -----------------------------------------------------------------

@@ -55,6 +55,8 @@ NODE_OUTPUTS = {
     'camera_pipeline': ('/policy/image',),
     'policy': ('/policy/action', '/policy/decision', '/policy/model_info', '/policy/proprio'),
     'success_detector': ('/success_detector/classification', '/success_detector/success'),
+    # the robot model, TF and markers for rviz (none of them is recorded)
+    'robot_state': ('/robot_description', '/tf', '/tf_static', '/awopt/markers'),
 }
 #: Topics each of those nodes must have subscribed (when the recording has them, under the
 #: default driver names) before the replay starts, so that it misses no message.
@@ -62,6 +64,7 @@ NODE_INPUTS = {
     'camera_pipeline': ('/camera/color/image_raw',),
     'policy': ('/camera/color/image_raw', '/joint_states', '/episode/event'),
     'success_detector': ('/episode/event',),
+    'robot_state': ('/joint_states',),
 }
 #: Topics that the arm's driver executes (``arm_interface`` publishes them): replayed under
 #: ``/recorded/<topic>`` unless a ``--remap`` names them, so that a replay on a ROS domain with
