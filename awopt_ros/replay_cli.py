@@ -255,9 +255,11 @@ def run_replay(args, out=print):
     except ValueError as exc:
         return usage_error(PROG, exc)
 
-    if nodes and replay.timeline_goes_back(recording, args.loop):
+    if set(nodes) & set(replay.FRAME_GATED_NODES) \
+            and replay.timeline_goes_back(recording, args.loop):
         return usage_error(PROG, UsageError(
-            '--nodes', 'the started nodes drop frames not newer than the last they took, and '
+            '--nodes', 'the started nodes (camera_pipeline, policy, success_detector) drop '
+            'frames not newer than the last they took, and '
             + ('--loop starts again at the first frame' if args.loop else
                'these bags are not in time order (bags of different runs?)')
             + ': replay them without --nodes, or one bag (run) at a time'))

@@ -298,7 +298,8 @@ def test_started_nodes_get_sim_time_and_age_limits_above_the_recordings():
     (['--remap', 'a:=b'], 'argument --remap: expects /FROM:=/TO'),
     (['--set', 'policy:mode=cem'], 'argument --set: node(s) policy not started'),
     (['--topics', '/nope'], 'nothing to replay'),
-    (['--nodes', 'policy', '--loop'], 'argument --nodes: the started nodes drop frames'),
+    (['--nodes', 'robot_state,policy', '--loop'],
+     'argument --nodes: the started nodes (camera_pipeline, policy, success_detector) drop'),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, text):
     from awopt_ros.cli import main

@@ -23,8 +23,8 @@ next bag's first message follows the previous bag's last one at once, and ``/clo
 the new bag's time: forward for the episodes of one run (its simulated or wall clock goes on),
 backward for a new ``--loop`` pass or bags of different runs (:func:`timeline_goes_back`).
 Nodes that keep the newest stamp they saw (the camera pipeline and the policy drop frames not
-newer than the last) would drop every frame after such a jump, so ``awopt replay --nodes``
-refuses it.
+newer than the last) would drop every frame after such a jump, so ``awopt replay`` refuses it
+when it starts one of :data:`FRAME_GATED_NODES`.
 
 Timing: the log time of a bag is the time at which the logger's callback ran, by the logger's
 clock (simulated time in lockstep and faster-than-real-time runs). A logger busy for a moment
@@ -66,6 +66,9 @@ NODE_INPUTS = {
     'success_detector': ('/episode/event',),
     'robot_state': ('/joint_states',),
 }
+#: The ``--nodes`` that drop frames not newer than the last they took (``FrameGate``): they
+#: cannot run through a jump back of ``/clock`` (:func:`timeline_goes_back`).
+FRAME_GATED_NODES = ('camera_pipeline', 'policy', 'success_detector')
 #: Topics that the arm's driver executes (``arm_interface`` publishes them): replayed under
 #: ``/recorded/<topic>`` unless a ``--remap`` names them, so that a replay on a ROS domain with
 #: a robot driver moves nothing.
