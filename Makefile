@@ -9,6 +9,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.awopt-installed
 APT_PACKAGES := libegl1 libgl1-mesa-dri libglx-mesa0 libosmesa6 libusb-1.0-0
+# only for tests that skip without them: strace (no off-host traffic), xvfb + Vulkan lavapipe
+# (the Rerun viewer renders on a virtual display); a failed install of these is not fatal
+APT_OPTIONAL := strace xvfb xauth mesa-vulkan-drivers
 EPISODES ?= 10
 
 # Network rule: no DDS discovery leaves this machine; shared-memory transport for images.
@@ -34,6 +37,11 @@ $(STAMP): requirements.txt requirements.lock setup.py $(INTERFACE_FILES)
 	  if [ "$$(id -u)" = 0 ]; then echo "apt-get install $$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "warning: missing apt packages (run as root to install): $$missing"; fi; \
+	fi
+	@optional=$$(for p in $(APT_OPTIONAL); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$optional" ] && [ "$$(id -u)" = 0 ]; then echo "apt-get install (optional) $$optional"; \
+	  { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq $$optional; } \
+	    || echo "warning: optional apt packages not installed ($$optional): their tests skip"; \
 	fi
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
