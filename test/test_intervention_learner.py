@@ -210,3 +210,52 @@ def test_finetuner_buffers_the_intervention_flags():
     ft.add_offline([episode([True, False])])
     assert ft.poll() == 1
     np.testing.assert_array_equal(ft.buffer.intervention[:5], [True, False, False, True, True])
+
+
+def _labelled_episode(steps=8, close_at=5):
+    """An episode with noisy logged actions, a recorded noise-free action and demonstrator
+    goal on every step, a grasp close at ``close_at``, and the operator driving steps 1..3."""
+    proprio = np.zeros((steps + 1, spec.PROPRIO_DIM), np.float32)
+    proprio[:, 0] = 0.6 + 0.01 * np.arange(steps + 1)
+    proprio[:, 2] = 0.05
+    actions = np.tile(np.float32([0.004, -0.005, -0.02, 0.1, 0, 0, 0]), (steps, 1))
+    actions[close_at:, spec.IDX_CLOSE] = 1.0
+    clean = np.tile(np.float32([0.01, 0.01, -0.03, 0.05, 0, 0, 0]), (steps + 1, 1))
+    flags = np.zeros(steps + 1, bool)
+    flags[1:4] = True
+    actions[flags[:steps]] = [0.03, 0.0, 0.02, -0.1, 0, 0, 0]   # the operator's correction
+    rewards = np.zeros(steps)
+    rewards[-1] = 1.0
+    return {'observations': {'image': np.zeros((steps + 1, SIZE, SIZE, 3), np.uint8),
+                             'proprio': proprio},
+            'actions': actions, 'rewards': rewards, 'noise_free_action': clean,
+            'intervention': flags,
+            'grasp_goal': np.tile(np.float32([0.65, 0.02, 0.05, 0.0]), (steps + 1, 1))}
+
+
+@pytest.mark.parametrize('action_label', ['hindsight', 'expert'])
+@pytest.mark.parametrize('miss_label', ['mask', 'reopen'])
+def test_relabelled_actor_actions_keep_the_operators_correction(action_label, miss_label):
+    """finetune's labels (expert / hindsight) leave intervention steps as logged: neither the
+    actor's noise-free z, yaw nor the hindsight x, y steer replace the operator's action, which
+    intervention_weight then up-weights; the policy's own steps are relabelled as before."""
+    from awopt_ros.learning.finetune import grasp_target_labeller
+    from awopt_ros.learning.targets import episode_labels, expert_actions, intervention_steps
+    ep = _labelled_episode()
+    labels = grasp_target_labeller((80, 0, 480, 480), False, action_label=action_label,
+                                   miss_label=miss_label)(ep)
+    np.testing.assert_array_equal(labels['actor_action'][1:4], ep['actions'][1:4])
+    assert labels['actor_mask'][1:4].all()
+    if action_label == 'hindsight':       # the other steps: noise-free z, yaw and the steer
+        np.testing.assert_allclose(labels['actor_action'][[0, 4], 2:4], [[-0.03, 0.05]] * 2)
+        assert labels['actor_action'][0, 1] != ep['actions'][0, 1]
+    plain = dict(ep)
+    del plain['intervention']             # no key: no interventions, every step relabelled
+    acts, count = expert_actions(plain, hindsight_goal=True, noise_free=True)
+    assert count == 8 and not np.array_equal(acts[1:4], ep['actions'][1:4])
+    assert expert_actions(ep, hindsight_goal=True, noise_free=True)[1] == 5
+    assert not intervention_steps(plain, 8).any()
+    inproc = dict(plain, infos={'intervention': ep['intervention'].tolist()})
+    assert intervention_steps(inproc, 8).tolist() == ep['intervention'][:8].tolist()
+    got = episode_labels(inproc, None, None, grasp_label=None, action_label=action_label)
+    np.testing.assert_array_equal(got['actor_action'][1:4], ep['actions'][1:4])

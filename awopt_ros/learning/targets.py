@@ -167,6 +167,26 @@ def _recorded(episode, key, step, size):
     return value if value.shape == (size,) and np.all(np.isfinite(value)) else None
 
 
+def intervention_steps(episode, steps):
+    """Return bool (``steps``,): the steps an operator drove (the episode's ``intervention``
+    info, ``core.intervention``; an in-process episode's ``infos['intervention']``), all False
+    when the episode has none (no key: recorded without interventions, or before they existed).
+
+    Raises:
+        ValueError: fewer than ``steps`` flags.
+    """
+    flags = episode.get('intervention')
+    if flags is None:
+        flags = (episode.get('infos') or {}).get('intervention')
+    if flags is None:
+        return np.zeros(steps, dtype=bool)
+    flags = np.asarray(flags, dtype=bool).reshape(-1)
+    if flags.shape[0] < steps:
+        raise ValueError(f'episode {episode.get("id")}: intervention needs at least T={steps} '
+                         f'flags, got {flags.shape[0]}')
+    return flags[:steps].copy()
+
+
 def _grasp_pose(episode, label):
     """Return (T, grasp close step or None, position (3,) m, yaw rad) of one episode's label."""
     _check_label(label)
@@ -273,7 +293,10 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
             executed actions), ``'expert'`` (:func:`expert_actions`) or ``'hindsight'``
             (:func:`expert_actions` with ``hindsight_goal=True`` and ``noise_free=True``:
             episodes without a recorded goal steer to where they closed, and their z, yaw
-            are the actor's recorded noise-free action where there is one).
+            are the actor's recorded noise-free action where there is one). Steps an
+            operator drove (:func:`intervention_steps`) keep their logged action, the
+            operator's, with either label (also with ``miss_label='reopen'``; their misses
+            stay masked).
         miss_label: with expert or hindsight action labels, what the steps of misses
             before the grasp close become: ``'mask'`` (left out of the actor's batches,
             ``actor_mask`` False, :func:`miss_mask`) or ``'reopen'`` (relabelled by
@@ -305,11 +328,17 @@ def episode_labels(episode, camera, crop_xywh, grasp_label='hindsight', with_pos
         own = action_label == 'hindsight'
         labels['actor_action'] = expert_actions(episode, hindsight_goal=own,
                                                 noise_free=own)[0]
-        closedness = _closedness(episode_transitions(episode)[1])
+        _, proprios, logged = episode_transitions(episode)
+        closedness = _closedness(proprios)
         labels['actor_mask'] = miss_mask(labels['actor_action'], closedness)  # bits as logged
         if miss_label == 'reopen':
+            operator = intervention_steps(episode, len(logged))
+            missed = ~labels['actor_mask']
             labels['actor_action'] = reopen_actions(labels['actor_action'], closedness)
             labels['actor_mask'][:] = True
+            # the operator's steps keep the operator's action; their misses stay masked
+            labels['actor_action'][operator] = logged[operator]
+            labels['actor_mask'][operator & missed] = False
     return labels
 
 
@@ -345,6 +374,11 @@ def expert_actions(episode, hindsight_goal=False, noise_free=False):
     x, y keep the goal relabel above, and the discrete bits stay as executed (they decide
     where the grasp closed and, sampled, are the exploration of the gripper).
 
+    Steps an operator drove (:func:`intervention_steps`: the episode's ``intervention`` info)
+    keep their logged action, the operator's correction, unchanged and are not counted: the
+    recorded goal and noise-free action there are the demonstrator's or actor's, not what was
+    executed, and ``intervention_weight`` up-weights these labels.
+
     Raises:
         ValueError: inconsistent episode arrays (``data.episode_transitions``).
     """
@@ -353,8 +387,11 @@ def expert_actions(episode, hindsight_goal=False, noise_free=False):
     t_close = _close_index(actions, _closedness(proprios))
     hindsight = proprios[t_close, :2] if hindsight_goal and t_close is not None else None
     high = spec.ACTION_HIGH[:2]
+    operator = intervention_steps(episode, len(actions))
     count = 0
     for t in range(len(actions)):
+        if operator[t]:     # the operator's correction is the label
+            continue
         clean = recorded_noise_free_action(episode, t) if noise_free else None
         if clean is not None:
             actions[t, 2:4] = clean[2:4]
