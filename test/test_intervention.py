@@ -75,6 +75,33 @@ def test_apply_interventions_keeps_the_policy_action():
     assert np.isnan(own[[0, 3]]).all()
 
 
+def test_the_policys_terminate_stays_in_the_recorded_operator_action(tmp_path):
+    """The episode manager ends the episode on the policy action's terminate (it reads
+    /policy/action) also while the operator drives: the recorded action of that terminal step
+    keeps terminate 1 with the operator's motion and gripper bits; on other intervention
+    steps the policy's terminate 0 stays 0."""
+    policy = np.tile(np.float32([0.01, 0, 0, 0, 0, 0, 0]), (3, 1))
+    policy[2, spec.IDX_TERMINATE] = 1.0
+    ops = np.float32([[0, 0.02, 0, 0, 0, 1, 0], [0, -0.02, 0, 0, 1, 0, 0]])
+    acts, _, own = iv.apply_interventions(policy, [1.0, 1.1, 1.2], [1.1, 1.2], ops)
+    np.testing.assert_allclose(acts[1], ops[0])
+    np.testing.assert_allclose(acts[2], [0, -0.02, 0, 0, 1, 0, 1])
+    assert own[2, spec.IDX_TERMINATE] == 1.0
+    # the same through the recorder the logger uses: the dataset's terminal step
+    rng = np.random.default_rng(2)
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    rec.begin(1, 101)
+    for t in range(3):
+        rec.add_step(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                     rng.normal(size=6).astype(np.float32), policy[t], 0.0,
+                     POLICY_IDS['actor'], 10.0 + 0.1 * t)
+    rec.end(True, True, False, *_final(rng), interventions=([10.1, 10.2], ops))
+    ep = load_episodes(tmp_path, DATASET_ID)[0]
+    np.testing.assert_allclose(ep['actions'][2], [0, -0.02, 0, 0, 1, 0, 1])
+    assert ep['actions'][1, spec.IDX_TERMINATE] == 0.0
+    np.testing.assert_array_equal(ep['intervention'][:3], [False, True, True])
+
+
 def test_intervention_weights():
     np.testing.assert_array_equal(iv.intervention_weights([True, False], 5), [5.0, 1.0])
     with pytest.raises(ValueError):

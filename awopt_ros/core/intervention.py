@@ -19,8 +19,9 @@ is published on ``/arm/intervention`` (:data:`INTERVENTION_TOPIC`, sensor_msgs/J
 named ``spec.ACTION_NAMES``, header stamp = the replaced policy action's stamp).
 
 The logger matches those stamps to its dataset steps (:func:`apply_interventions`): such a step
-records the operator's action, info ``intervention`` 1, policy id 'operator' and the policy's
-own action in info ``policy_action``. The learner scales the actor loss of intervention steps
+records the operator's action (with the policy action's terminate bit: the episode manager
+ends the episode on it), info ``intervention`` 1, policy id 'operator' and the policy's own
+action in info ``policy_action``. The learner scales the actor loss of intervention steps
 by ``intervention_weight`` (:func:`intervention_weights`).
 """
 import math
@@ -192,10 +193,16 @@ def apply_interventions(actions, step_stamps_s, stamps_s, operator_actions):
         stamps_s: (M,) stamps of the ``/arm/intervention`` messages (s).
         operator_actions: (M, 7) their actions.
 
+    The terminate bit of such a step stays the policy's: the episode manager ends the
+    episode on the policy action's terminate (it reads ``/policy/action``), an episode-level
+    decision that no arm executes, so the recorded action of the terminal step says terminate
+    1 also while the operator drove (the operator's own action always has terminate 0).
+
     Returns:
         ``(actions (T, 7) float32, intervention (T,) bool, policy_action (T, 7) float32)``:
-        the operator's action (clipped to the action bounds) where a step had one, the flags,
-        and the policy's own action on those steps (NaN on the others).
+        the operator's action (clipped to the action bounds) with the policy's terminate bit
+        where a step had one, the flags, and the policy's own action on those steps (NaN on
+        the others).
 
     Raises:
         ValueError: shapes that do not match.
@@ -213,6 +220,7 @@ def apply_interventions(actions, step_stamps_s, stamps_s, operator_actions):
     policy_action = np.full(acts.shape, np.nan, dtype=np.float32)
     policy_action[flags] = acts[flags]
     acts[flags] = np.clip(ops[idx[flags]], spec.ACTION_LOW, spec.ACTION_HIGH)
+    acts[flags, spec.IDX_TERMINATE] = policy_action[flags, spec.IDX_TERMINATE]
     return acts, flags, policy_action
 
 

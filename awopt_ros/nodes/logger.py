@@ -36,12 +36,20 @@ no detector, or its frame not scored and no recent one of the episode), next to
 before. Without vision_msgs installed the classification topic is left out (a warning).
 
 Operator interventions (``core.intervention``): the bags record the operator's
-``/operator/twist`` and ``/operator/gripper`` and the arm interface's ``/arm/intervention``
-(the operator's action executed in place of a policy action, stamped with that action's
-stamp). Like the classifier scores, the interventions are looked up when the episode ends: a
-grasp dataset step whose stamp has one records the operator's action, info ``intervention``
-1, policy id 'operator' and the policy's own action in info ``policy_action``
-(``EpisodeRecorder.finish``'s ``interventions``).
+``/operator/twist`` and ``/operator/gripper`` (best-effort subscriptions, like the arm
+interface's: reliable and best-effort sources alike) and the arm interface's
+``/arm/intervention`` (the operator's action executed in place of a policy action, stamped
+with that action's stamp). Like the classifier scores, the interventions are looked up when
+the episode ends: a grasp dataset step whose stamp has one records the operator's action,
+info ``intervention`` 1, policy id 'operator' and the policy's own action in info
+``policy_action`` (``EpisodeRecorder.finish``'s ``interventions``,
+``core.intervention.apply_interventions``). The recorded action keeps the policy action's
+terminate bit: the episode manager ends the episode on the terminate of ``/policy/action``
+also while the operator drives (an episode-level decision, not executed by the arm), so the
+terminal step of an episode the policy terminated says terminate 1. The step's
+``noise_free_action`` stays the actor's (what it would have done without noise, not what was
+executed, like ``policy_action``); the learner's action relabelling leaves intervention steps
+as recorded (``learning.targets.intervention_steps``).
 
 With ``task: insertion`` the joint states carry no gripper joint, the bags also
 record the wrench, the goal and the residual controller's faults (:data:`INSERTION_TOPICS`),
@@ -153,8 +161,10 @@ STACK_TOPICS = {
     EVENT: ('std_msgs/msg/String', 'latched'),
     '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable'),
     INTERVENTION: ('sensor_msgs/msg/JointState', 'reliable'),
-    OPERATOR_TWIST: ('geometry_msgs/msg/TwistStamped', 'reliable'),
-    OPERATOR_GRIPPER: ('std_msgs/msg/Bool', 'reliable'),
+    # best effort, as the arm interface subscribes: records reliable and best-effort
+    # operator sources (a spacemouse or joystick driver) alike
+    OPERATOR_TWIST: ('geometry_msgs/msg/TwistStamped', 'sensor'),
+    OPERATOR_GRIPPER: ('std_msgs/msg/Bool', 'sensor'),
 }
 #: Topics of the insertion stack: the wrist wrench, the observed goal (latched: the
 #: episode's goal goes into its bag at the start) and the residual controller's force faults.
