@@ -342,9 +342,118 @@ def test_session_note_between_episodes_and_a_failing_write(tmp_path):
     assert written and record['episode'] == 1 and record['index'] == 0
     session.journal.unlink()
     session.journal.mkdir()          # an unwritable journal: the record stays queued
+    record, written = session.annotate(label='failure')
+    assert not written and len(session.pending) == 1 and session.write_error
     with pytest.raises(OSError):
-        session.annotate(label='failure')
-    assert len(session.pending) == 1
+        session.flush()
     session.journal.rmdir()
-    assert session.flush() == 1 and not session.pending
+    assert session.flush() == 1 and not session.pending and session.write_error is None
     assert load_episodes(tmp_path, DATASET_ID)[0]['label'] == 'failure'
+
+
+def test_a_failed_write_is_queued_once_and_written_once(tmp_path, monkeypatch):
+    """A journal write that fails (a full disk) leaves the record queued, and annotate says
+    so instead of raising: a caller told 'failed' would send it again and the retry would
+    write it twice."""
+    import errno
+    (tmp_path / 'datasets' / DATASET_ID).mkdir(parents=True)
+    session = ann.OperatorSession(tmp_path, DATASET_ID, count=lambda *_: 0)
+    for event in ('start', 'end'):
+        session.on_event({'event': event, 'episode': 1})
+    real = ann.append_record
+
+    def full(path, record):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(ann, 'append_record', full)
+    record, written = session.annotate(note='first try')
+    assert not written and 'No space left' in session.write_error
+    assert session.pending == [record]
+    monkeypatch.setattr(ann, 'append_record', real)
+    assert session.flush() == 1 and session.write_error is None
+    assert [r['note'] for r in ann.read_journal(session.journal)] == ['first try']
+
+
+def test_an_episode_reported_not_written_cancels_its_records(tmp_path):
+    """A record made before the logger's report (after_index) for an episode that is then
+    NOT written never applies to a later episode with the same number."""
+    rec = _dataset(tmp_path, [1, 2])                  # a first recording: episodes 1, 2
+    session = ann.OperatorSession(tmp_path, DATASET_ID)
+    # a second recording into the run dir numbers from 1 again; its episode 1 is refused
+    session.on_event({'event': 'start', 'episode': 1, 'seed': 0, 'stamp_s': 100.0})
+    session.on_event({'event': 'end', 'episode': 1, 'stamp_s': 110.0})
+    record, written = session.annotate(discarded=True, reason='operator pressed discard')
+    assert written and record['after_index'] == 2 and record['id']
+    assert (record['seed'], record['start_stamp_s'], record['end_stamp_s']) == (0, 100.0, 110.0)
+    session.on_saved(_saved(1, None, tmp_path, written=False))
+    assert session.cancelled and session.cancelled[0][1] == [record['id']]
+    records = ann.read_journal(session.journal)
+    assert records[-1]['cancels'] == [record['id']] and 'No space' in records[-1]['reason']
+    # a third recording: its episode 1 (same seed, same simulated stamps) lands at index 2
+    _record(rec, 1, seed=0)
+    assert [(e['episode'], e['discarded']) for e in load_episodes(tmp_path, DATASET_ID)] == [
+        (1, False), (2, False), (1, False)]
+
+
+def test_a_queued_record_of_an_episode_not_written_is_dropped(tmp_path):
+    session = ann.OperatorSession(tmp_path, DATASET_ID)       # no dataset folder yet
+    for event in ('start', 'end'):
+        session.on_event({'event': event, 'episode': 1})
+    record, written = session.annotate(label='success')
+    assert not written and session.pending == [record]
+    session.on_saved(_saved(1, None, tmp_path, written=False))
+    assert not session.pending and session.cancelled[0][1] == [record['id']]
+    _dataset(tmp_path, [1])                            # a later episode 1 is written
+    assert session.flush() == 0 and not session.journal.exists()
+
+
+def test_after_index_records_check_the_seed_and_stamps():
+    """Without the logger's report (no logger ran), a record still does not go to a later
+    episode of that number whose seed or first stamp shows it is another one."""
+    record = ann.make_record(1, after_index=2, discarded=True, seed=7, start_stamp_s=50.0,
+                             end_stamp_s=60.0)
+    numbers = [1, 2, 1]
+    for ident, applies in (({'seed': 8, 'stamp_s': 55.0}, False),     # another seed
+                           ({'seed': 7, 'stamp_s': 75.0}, False),     # after its end
+                           ({'seed': 7, 'stamp_s': 40.0}, False),     # before its start
+                           ({'seed': 7, 'stamp_s': 55.0}, True),
+                           ({'seed': None, 'stamp_s': None}, True)):  # unknown: by number
+        identities = [None, None, dict(ident, episode=1)]
+        assert ann.fold([record], numbers, identities)[2]['discarded'] is applies, ident
+    assert ann.fold([record], numbers)[2]['discarded']
+
+
+def test_episode_identities_read_the_seed_and_first_stamp(tmp_path):
+    _dataset(tmp_path, [3, 4])
+    assert ann.episode_identities(tmp_path, DATASET_ID) == [
+        {'episode': 3, 'seed': 0, 'stamp_s': 100.0}, {'episode': 4, 'seed': 1, 'stamp_s': 100.0}]
+    assert ann.episode_numbers(tmp_path, DATASET_ID) == [3, 4]
+
+
+def test_annotate_some_episodes_resolves_against_the_whole_dataset(tmp_path):
+    """A reader of only the new episodes (finetune) passes the whole dataset's identities:
+    a record pending for an earlier episode 3 must not go to a new episode 3."""
+    numbers = [1, 2, 3, 4, 5, 1, 2, 3]
+    path = tmp_path / ann.JOURNAL_NAME
+    ann.append_record(path, ann.make_record(3, after_index=2, discarded=True))
+    identities = [{'episode': n, 'seed': None, 'stamp_s': None} for n in numbers]
+    new = [{'id': i, 'episode': numbers[i]} for i in range(5, 8)]
+    ann.annotate(new, path, identities)
+    assert not any(ep['discarded'] for ep in new)
+    old = [{'id': i, 'episode': numbers[i]} for i in range(0, 3)]
+    assert [ep['discarded'] for ep in ann.annotate(old, path, identities)] == [
+        False, False, True]
+
+
+def test_a_bag_is_matched_to_its_dataset_episode():
+    from awopt_ros.learning.success_data import _bag_annotation
+    idents = [{'episode': 1, 'seed': 3, 'stamp_s': 1.5}, {'episode': 1, 'seed': 3,
+                                                          'stamp_s': 30.5}]
+    plain = {'label': None, 'discarded': False, 'notes': []}
+    gone = {'label': None, 'discarded': True, 'notes': []}
+    tables = [(DATASET_ID, idents, [gone, plain])]
+    assert _bag_annotation(tables, 2, None, None) is None
+    assert _bag_annotation(tables, 1, {'seed': 3, 'stamp_s': 1.0}, {'stamp_s': 9.0}) is gone
+    assert _bag_annotation(tables, 1, {'seed': 3, 'stamp_s': 30.0}, None) is plain
+    assert _bag_annotation(tables, 1, {'seed': 3}, None) == 'ambiguous'
+    assert _bag_annotation([(DATASET_ID, idents, [plain, dict(plain)])], 1, None, None) \
+        == plain

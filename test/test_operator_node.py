@@ -164,3 +164,61 @@ def test_each_record_is_published(run):
     # episode 1's records came before the logger created the dataset (queued, written later);
     # episode 2's after
     assert [a['written'] for a in published[2:]] == [True, True]
+
+
+# -- the node's answers, in-process (no stack) ------------------------------------------------
+def _operator_node(ctx, out):
+    from rclpy.parameter import Parameter
+
+    from awopt_ros.nodes.operator import OperatorNode
+    node = OperatorNode(context=ctx, parameter_overrides=[
+        Parameter('output_dir', value=str(out)), Parameter('dataset_name', value='kuka-grasp'),
+        Parameter('flush_period_s', value=60.0)])
+    published = []
+    node.annotation_pub.publish = lambda msg: published.append(json.loads(msg.data))
+    for event in ({'event': 'start', 'episode': 1, 'seed': 4, 'stamp_s': 10.0},
+                  {'event': 'end', 'episode': 1, 'stamp_s': 20.0}):
+        node._on_event(String(data=json.dumps(event)))
+    return node, published
+
+
+def test_a_failed_journal_write_is_answered_as_queued_and_written_once(ros_context, tmp_path):
+    """The answer matches what happens: the record stays queued after a failed write and is
+    written later, so the answer is success (queued, with the reason), never a failure that
+    the operator would answer by sending it again."""
+    node, _ = _operator_node(ros_context, tmp_path)
+    try:
+        journal = journal_path(tmp_path, 'awopt/kuka-grasp-v0')
+        journal.mkdir(parents=True)          # a journal that cannot be written
+        answer = node._on_label(SetBool.Request(data=False), SetBool.Response())
+        assert answer.success, answer.message
+        assert 'queued: journal write failed' in answer.message
+        assert 'not in the dataset yet' in answer.message
+        journal.rmdir()
+        node._flush()
+        assert [r['label'] for r in read_journal(journal)] == ['failure']
+        assert not node.session.pending
+    finally:
+        node.destroy_node()
+
+
+def test_a_record_of_an_episode_not_written_is_cancelled_and_published(ros_context, tmp_path):
+    node, published = _operator_node(ros_context, tmp_path)
+    try:
+        journal = journal_path(tmp_path, 'awopt/kuka-grasp-v0')
+        journal.parent.mkdir(parents=True)
+        answer = node._on_discard(Trigger.Request(), Trigger.Response())
+        assert answer.success and 'not in the dataset yet' in answer.message
+        record = published[-1]
+        assert (record['after_index'], record['seed'], record['start_stamp_s'],
+                record['end_stamp_s']) == (0, 4, 10.0, 20.0)
+        node._on_saved(String(data=json.dumps({
+            'episode': 1, 'dataset_written': False, 'dataset_index': None, 'steps': 0,
+            'dataset_root': str(tmp_path), 'dataset_id': 'awopt/kuka-grasp-v0',
+            'write_error': 'no steps'})))
+        assert published[-1]['cancels'] == [record['id']]
+        assert read_journal(journal)[-1]['cancels'] == [record['id']]
+        answer = node._on_label(SetBool.Request(data=True), SetBool.Response())
+        assert not answer.success and 'not in the dataset' in answer.message
+    finally:
+        node.destroy_node()

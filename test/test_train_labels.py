@@ -125,3 +125,41 @@ def test_success_classifier_frames_skip_discarded_and_use_labels(run):
     assert len(frames.labels) == 3 and frames.labels.tolist() == [1, 1, 1]
     truth = frames_from_dataset(run / 'datasets' / DATASET_ID)
     assert set(np.asarray(truth.episode).tolist()) == {1}
+
+
+def test_finetune_reader_resolves_pending_records_against_the_whole_dataset(tmp_path):
+    """finetune reads only the new episodes; a record the operator node made before the
+    logger's report (after_index) for an earlier episode must not go to a new episode with
+    the same number (a second recording into the run dir numbers from 1 again)."""
+    from awopt_ros.core import annotations as ann
+    from awopt_ros.core.dataset import EpisodeRecorder
+    from awopt_ros.learning.finetune import DatasetSource
+    rec = EpisodeRecorder(tmp_path, DATASET_ID)
+    rng = np.random.default_rng(0)
+    for seed, number in enumerate([1, 2, 3, 4, 5, 1, 2, 3]):
+        rec.begin(number, seed)
+        rec.add_step(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), np.zeros(6, np.float32),
+                     np.zeros(7, np.float32), 0.0, 1, 1.0)
+        rec.end(False, False, True, np.zeros((64, 64, 3), np.uint8), np.zeros(6, np.float32))
+    ann.append_record(ann.journal_path(tmp_path, DATASET_ID), ann.make_record(
+        3, after_index=2, discarded=True, reason='camera covered', source='operator'))
+    source = DatasetSource(tmp_path, DATASET_ID)
+    assert [ep['discarded'] for ep in source(5)] == [False, False, False]
+    assert [ep['id'] for ep in source(0) if ep['discarded']] == [2]
+
+
+def test_success_classifier_frames_from_bags_skip_discarded_and_use_labels(run):
+    """collect-success-frames --from-run reads bags for insertion runs (and runs without an
+    image dataset): the run's journal applies there too."""
+    from awopt_ros.learning.success_data import frames_from_bags
+    _annotate(run)
+    frames = frames_from_bags(run, label='operator', last_k=3, operator_labels={},
+                              unlabelled='recorded')
+    assert frames.meta['sources'] == [[2, 2, 'annotation']]
+    assert frames.meta['discarded_episodes'] == 1
+    assert frames.labels.tolist() == [1, 1, 1]
+    # a verdict of the --labels file still comes first; ground truth skips the discarded too
+    mine = frames_from_bags(run / 'bags', label='operator', last_k=3, operator_labels={2: False})
+    assert mine.meta['sources'] == [[2, 2, 'operator']] and mine.labels.tolist() == [0, 0, 0]
+    truth = frames_from_bags(run)
+    assert set(np.asarray(truth.episode).tolist()) == {2}

@@ -12,6 +12,8 @@ One JSON object per line, appended under an exclusive ``flock`` on the journal, 
 
     {"time": "2026-12-07T03:40:00.123Z", "source": "cli", "episode": 2, "index": 1,
      "label": "failure", "discarded": true, "reason": "...", "note": "..."}
+    {"time": "...", "source": "operator", "episode": 3, "after_index": 2, "seed": 7,
+     "start_stamp_s": 812.4, "end_stamp_s": 830.0, "id": "3f2a9c0d1e4b", "label": "success"}
 
 - ``episode`` (int): the episode manager's number (``options.episode``, ``bags/episode_NNNN``).
 - ``index`` (int, optional): the dataset's episode index (``id`` of :func:`load_episodes`).
@@ -23,7 +25,16 @@ One JSON object per line, appended under an exclusive ``flock`` on the journal, 
 - ``after_index`` (int, optional): the dataset held this many episodes when the record was
   made; the record is for the first episode numbered ``episode`` at an index >= it (the
   episode still being recorded or written). Until that episode is in the dataset the record
-  is pending (ignored).
+  is pending (ignored). The operator node adds what else tells that episode from a later one
+  with the same number (a later recording into the same run directory): ``seed`` (the start
+  event's seed) and ``start_stamp_s`` / ``end_stamp_s`` (the start and end events' stamps, s):
+  a dataset episode whose seed differs, or whose first step's ``stamp_s`` lies outside that
+  span, is not it. Stamps and seeds can repeat in simulated-time runs; there the node's
+  cancelling record is what protects a later episode (below).
+- ``id`` (str, operator node records): the record's own id; ``cancels`` (list of ids): a
+  record that cancels earlier ones. The operator node writes it when the logger reports an
+  episode it annotated with ``after_index`` as not written (refused, no steps, a write error),
+  so that the record never applies to a later episode of that number.
 - ``label``: 'success', 'failure', or null (the label cleared); ``discarded``: bool (false =
   undo), with an optional ``reason``; ``note``: text; ``source``: who wrote it ('cli',
   'operator' node).
@@ -56,7 +67,9 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +103,8 @@ _UNSET = object()
 
 
 def make_record(episode, *, index=None, after_index=None, label=_UNSET, discarded=None,
-                reason=None, note=None, source='cli', time=None):
+                reason=None, note=None, source='cli', time=None, seed=None, start_stamp_s=None,
+                end_stamp_s=None, record_id=None):
     """Return a journal record (dict) for episode number ``episode``.
 
     Args:
@@ -104,6 +118,9 @@ def make_record(episode, *, index=None, after_index=None, label=_UNSET, discarde
         note: a note (str, not empty after stripping).
         source: 'cli' or 'operator'.
         time: ISO 8601 UTC text (default: now).
+        seed, start_stamp_s, end_stamp_s: what identifies an ``after_index`` episode (the
+            start event's seed and stamp, the end event's stamp, s; see the module doc).
+        record_id: the record's ``id`` (str), for a later cancelling record.
 
     Raises:
         ValueError: a bad value (the message names it), or a record that changes nothing.
@@ -122,6 +139,13 @@ def make_record(episode, *, index=None, after_index=None, label=_UNSET, discarde
         if int(after_index) < 0:
             raise ValueError(f'after_index must be >= 0, got {after_index}')
         record['after_index'] = int(after_index)
+        if seed is not None:
+            record['seed'] = int(seed)
+        for key, value in (('start_stamp_s', start_stamp_s), ('end_stamp_s', end_stamp_s)):
+            if value is not None:
+                record[key] = float(value)
+    if record_id is not None:
+        record['id'] = str(record_id)
     if label is not _UNSET:
         if label is not None and label not in LABELS:
             raise ValueError(f'label must be one of {LABELS} or None, got {label!r}')
@@ -139,6 +163,21 @@ def make_record(episode, *, index=None, after_index=None, label=_UNSET, discarde
     if not any(k in record for k in ('label', 'discarded', 'note')):
         raise ValueError('a record needs a label, a discard or a note')
     return record
+
+
+def make_cancel(episode, ids, reason, source='operator', time=None):
+    """Return a record that cancels the records ``ids`` (list of their ``id``) of episode
+    number ``episode``, saying why (``reason``: str)."""
+    ids = [str(i) for i in ids]
+    if not ids:
+        raise ValueError('nothing to cancel')
+    return {'time': time or _now_iso(), 'source': str(source), 'episode': int(episode),
+            'cancels': ids, 'reason': str(reason)}
+
+
+def new_record_id():
+    """Return a fresh record ``id`` (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
 
 
 def append_record(path, record):
@@ -206,7 +245,29 @@ def read_journal(path):
     return records
 
 
-def _target(record, numbers):
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def same_episode(record, identity, tolerance_s=1e-6):
+    """True unless ``identity`` (dict ``seed``, ``stamp_s`` = the first step's stamp, s; None
+    or missing values: unknown) shows that the dataset episode is not the one ``record``'s
+    ``seed`` / ``start_stamp_s`` / ``end_stamp_s`` describe."""
+    if not identity:
+        return True
+    seed, known = _number(record.get('seed')), _number(identity.get('seed'))
+    if seed is not None and known is not None and int(seed) != int(known):
+        return False
+    first = _number(identity.get('stamp_s'))
+    if first is None or not math.isfinite(first):
+        return True
+    start, end = _number(record.get('start_stamp_s')), _number(record.get('end_stamp_s'))
+    if start is not None and first < start - tolerance_s:
+        return False
+    return not (end is not None and first > end + tolerance_s)
+
+
+def _target(record, numbers, identities=None):
     """Return the dataset index ``record`` is for, or None (pending or stale)."""
     episode = record['episode']
     index = record.get('index')
@@ -220,25 +281,35 @@ def _target(record, numbers):
     after = record.get('after_index', 0)
     after = after if isinstance(after, int) and after >= 0 else 0
     for i in range(after, len(numbers)):
-        if numbers[i] == episode:
+        if numbers[i] == episode and same_episode(
+                record, identities[i] if identities and i < len(identities) else None):
             return i
     return None        # the episode is not in the dataset (yet)
 
 
-def fold(records, numbers):
+def fold(records, numbers, identities=None):
     """Return the annotations of each dataset episode from journal ``records``.
 
     Args:
         records: list of records (:func:`read_journal`), in journal order.
-        numbers: the episode number of each dataset index (list; None where unknown).
+        numbers: the episode number of each dataset index (list; None where unknown), for
+            every episode of the dataset (an ``after_index`` record is resolved against the
+            whole list: a partial one would give it to another episode).
+        identities: optional list (by index) of dicts ``seed`` / ``stamp_s`` (the first
+            step's stamp), :func:`episode_identities`, checked against the identity an
+            ``after_index`` record carries (:func:`same_episode`).
 
     Returns:
         list (one per index) of dicts ``label`` ('success' | 'failure' | None),
         ``discarded`` (bool), ``notes`` (list of str).
     """
     out = [{'label': None, 'discarded': False, 'notes': []} for _ in numbers]
+    cancelled = {str(i) for r in records if isinstance(r.get('cancels'), list)
+                 for i in r['cancels']}
     for record in records:
-        index = _target(record, numbers)
+        if 'cancels' in record or ('id' in record and str(record['id']) in cancelled):
+            continue
+        index = _target(record, numbers, identities)
         if index is None:
             continue
         state = out[index]
@@ -253,19 +324,34 @@ def fold(records, numbers):
     return out
 
 
-def annotate(episodes, path):
+def _identity_of(ep):
+    stamps = ep.get('stamp_s')
+    first = float(stamps[0]) if stamps is not None and len(stamps) else None
+    return {'episode': ep.get('episode'), 'seed': ep.get('seed'), 'stamp_s': first}
+
+
+def annotate(episodes, path, identities=None):
     """Add ``label``, ``discarded`` and ``notes`` (see :func:`fold`) from the journal ``path``
     to each episode dict of ``episodes`` (in place; episode ``id`` = dataset index, ``episode``
     = number); return ``episodes``. Episodes of a dataset without a journal get None, False,
-    []."""
+    [].
+
+    ``episodes`` must be every episode of the dataset unless ``identities`` gives the whole
+    dataset (:func:`episode_identities`, by index; episodes past its end are taken from
+    ``episodes``): a reader of only some episodes (e.g. the new ones) passes it, else an
+    ``after_index`` record may be given to the wrong episode.
+    """
     episodes = list(episodes)
     if not episodes:
         return episodes
     size = max(int(ep['id']) for ep in episodes) + 1
-    numbers = [None] * size
+    idents = list(identities or [])
+    idents += [None] * max(0, size - len(idents))
     for ep in episodes:
-        numbers[int(ep['id'])] = ep.get('episode')
-    folded = fold(read_journal(path), numbers)
+        if idents[int(ep['id'])] is None or identities is None:
+            idents[int(ep['id'])] = _identity_of(ep)
+    numbers = [None if i is None else i.get('episode') for i in idents]
+    folded = fold(read_journal(path), numbers, idents)
     for ep in episodes:
         ep.update(folded[int(ep['id'])])
     return episodes
@@ -273,8 +359,20 @@ def annotate(episodes, path):
 
 def episode_numbers(root_dir, dataset_id):
     """Return the episode manager's number of each episode of the dataset, by index (list of
-    int or None), read from the HDF5 file's episode attributes without the episode arrays and
-    without HDF5 file locking (so that it never blocks, nor is blocked by, a logger appending).
+    int or None): the ``episode`` of :func:`episode_identities`.
+
+    Raises:
+        FileNotFoundError: no dataset (no ``data/metadata.json``) at that place.
+    """
+    return [i['episode'] for i in episode_identities(root_dir, dataset_id)]
+
+
+def episode_identities(root_dir, dataset_id):
+    """Return what identifies each episode of the dataset, by index: a list of dicts
+    ``episode`` (the episode manager's number), ``seed`` (int) and ``stamp_s`` (the first
+    step's stamp, s), each None where unknown. Read from the HDF5 file's episode attributes
+    and one element of ``infos/stamp_s``, without the episode arrays and without HDF5 file
+    locking (so that it never blocks, nor is blocked by, a logger appending).
 
     Episodes the logger is appending at that moment may be missing (the count comes from
     ``data/metadata.json``, written after the episode).
@@ -292,15 +390,21 @@ def episode_numbers(root_dir, dataset_id):
     if not (data / 'main_data.hdf5').is_file():     # another Minari storage format
         from minari import MinariDataset
         metadata = MinariDataset(data).storage.get_episode_metadata(range(total))
-        return [None if (m.get('options') or {}).get('episode') is None
-                else int(m['options']['episode']) for m in metadata]
-    numbers = []
+        return [{'episode': None if (m.get('options') or {}).get('episode') is None
+                 else int(m['options']['episode']),
+                 'seed': None if m.get('seed') is None else int(m['seed']), 'stamp_s': None}
+                for m in metadata]
+    out = []
     with h5py.File(data / 'main_data.hdf5', 'r', locking=False) as f:
         for i in range(total):
             group = f.get(f'episode_{i}')
             value = None if group is None else group.attrs.get('options/episode')
-            numbers.append(None if value is None else int(value))
-    return numbers
+            seed = None if group is None else group.attrs.get('seed')
+            stamps = None if group is None else group.get('infos/stamp_s')
+            first = float(stamps[0]) if stamps is not None and stamps.shape[0] else None
+            out.append({'episode': None if value is None else int(value),
+                        'seed': None if seed is None else int(seed), 'stamp_s': first})
+    return out
 
 
 def resolve_episode(numbers, episode, index=None):
@@ -436,10 +540,16 @@ class OperatorSession:
     Episode identity: when the logger has reported the episode saved, the record carries its
     dataset ``index``; before that (an episode still running, or ended and not written yet),
     ``after_index`` = the dataset's episode count when that episode started (it cannot be in
-    the dataset before its start), so that a number repeated in the dataset is not mistaken.
+    the dataset before its start), so that a number repeated in the dataset is not mistaken,
+    with the start event's ``seed`` and ``stamp_s`` and the end event's ``stamp_s`` (see the
+    module doc). When the logger then reports that episode as not written (refused, no
+    steps, a write error), its ``after_index`` records are cancelled (:meth:`on_saved`: queued
+    ones dropped, written ones cancelled by a ``cancels`` record), so that they never apply to
+    a later episode with the same number.
     A record whose dataset folder does not exist yet (the logger creates it with its first
-    episode) is queued and written by :meth:`flush` (called on every report and by the
-    node's timer).
+    episode), or whose write failed (e.g. ENOSPC; :attr:`write_error` says why), is queued and
+    written by :meth:`flush` (called on every report and by the node's timer): a record
+    :meth:`annotate` returned is written exactly once, sooner or later.
 
     Args:
         root_dir: the run directory (the logger's ``output_dir``).
@@ -456,8 +566,12 @@ class OperatorSession:
         self._start_count = {}       # episode number -> dataset count at its start
         self._saved = {}             # episode number -> the logger's latest report of it
         self._saved_total = 0        # dataset episodes per the reports (index + 1)
-        self.pending = []            # records not written yet (no dataset folder)
+        self.pending = []            # records not written yet (no dataset folder, a failure)
         self.written = 0
+        self.write_error = None      # text of the last failed write (None after a success)
+        self._events = {}            # episode number -> {'seed', 'start_stamp_s', 'end_stamp_s'}
+        self._unresolved = {}        # episode number -> [(id, record)] written with after_index
+        self.cancelled = []          # (episode, ids, reason) of the cancellations made
 
     @property
     def journal(self):
@@ -473,30 +587,63 @@ class OperatorSession:
         kind, episode = event.get('event'), event.get('episode')
         if not isinstance(episode, int) or isinstance(episode, bool):
             return
+        stamp = _number(event.get('stamp_s'))
         if kind == 'start':
             if episode != self.running:
                 if episode in self._start_count:   # its number again: a new episode
                     self._saved.pop(episode, None)
+                    self._unresolved.pop(episode, None)
                 self._start_count[episode] = self.known_count()
+                seed = event.get('seed')
+                self._events[episode] = {
+                    'seed': seed if isinstance(seed, int) and not isinstance(seed, bool)
+                    else None, 'start_stamp_s': stamp, 'end_stamp_s': None}
             self.running = episode
         elif kind == 'end':
             self.last_ended = episode
+            if stamp is not None and episode in self._events:
+                self._events[episode]['end_stamp_s'] = stamp
             if self.running == episode:
                 self.running = None
 
     def on_saved(self, saved):
         """Take a ``/logger/episode_saved`` dict: remembers the episode's dataset index and
-        the dataset the logger writes; writes queued records that can be now."""
+        the dataset the logger writes; writes queued records that can be now.
+
+        A report of an episode NOT written cancels the records made for it with
+        ``after_index`` (queued ones are dropped, written ones get a ``cancels`` record;
+        :attr:`cancelled` lists them), so that they never apply to a later episode.
+
+        Returns:
+            int: queued records written now (:meth:`flush`).
+        """
         episode = saved.get('episode')
         if saved.get('dataset_root') and saved.get('dataset_id'):
             self.root_dir = Path(saved['dataset_root'])
             self.dataset_id = str(saved['dataset_id'])
         if isinstance(episode, int) and not isinstance(episode, bool):
             self._saved[episode] = saved
+            made = self._unresolved.pop(episode, [])
+            if made and (not saved.get('dataset_written')
+                         or saved.get('dataset_index') is None):
+                self._cancel(episode, made, saved.get('write_error') or 'no steps')
         index = saved.get('dataset_index')
         if isinstance(index, int) and not isinstance(index, bool):
             self._saved_total = max(self._saved_total, index + 1)
         return self.flush()
+
+    def _cancel(self, episode, made, why):
+        """Cancel the records ``made`` (list of (id, record)) of episode ``episode``."""
+        ids = {rid for rid, _ in made}
+        queued = [r for r in self.pending if r.get('id') in ids]
+        self.pending = [r for r in self.pending if r.get('id') not in ids]
+        written = [rid for rid, rec in made if not any(rec is q for q in queued)]
+        reason = f'episode {episode} was not written to the dataset ({why})'
+        if written:
+            self.pending.append(make_cancel(episode, written, reason))
+        self.cancelled.append((episode, sorted(ids), reason))
+        _LOG.warning('%d annotation record(s) of episode %d cancelled (%d not written yet): '
+                     '%s', len(ids), episode, len(queued), reason)
 
     def _where(self, episode):
         """Return ``{'index': I}`` or ``{'after_index': K}`` for episode number ``episode``.
@@ -510,11 +657,17 @@ class OperatorSession:
                 why = saved.get('write_error') or 'no steps'
                 raise NoEpisodeError(f'episode {episode} is not in the dataset ({why})')
             return {'index': int(saved['dataset_index'])}
-        return {'after_index': int(self._start_count.get(episode, 0))}
+        return {'after_index': int(self._start_count.get(episode, 0)),
+                **self._events.get(episode, {})}
 
     def annotate(self, *, note_running=False, **fields):
         """Make and write (or queue) a record for the last ended episode (``note_running``:
         the running one when an episode runs); return ``(record, written)``.
+
+        ``written`` False: the record is queued (no dataset folder yet, or the write failed:
+        :attr:`write_error` then says why) and :meth:`flush` writes it later; it is never
+        dropped, so the caller must not send it again. ``'index' in record``: the episode is
+        in the dataset; else (``after_index``) it is not yet.
 
         Raises:
             NoEpisodeError: no such episode (none ended yet), or it was not recorded.
@@ -525,25 +678,37 @@ class OperatorSession:
         if episode is None:
             raise NoEpisodeError('no episode has ended yet' if not note_running
                                  else 'no episode is running or has ended yet')
-        record = make_record(episode, source='operator', **self._where(episode), **fields)
+        record = make_record(episode, source='operator', record_id=new_record_id(),
+                             **self._where(episode), **fields)
+        if 'after_index' in record:
+            self._unresolved.setdefault(episode, []).append((record['id'], record))
         self.pending.append(record)
-        before = self.written
-        self.flush()
-        return record, self.written > before
+        try:
+            self.flush()
+        except OSError:
+            pass                      # queued; write_error says why, flush() retries
+        return record, not any(r is record for r in self.pending)
 
     def flush(self):
         """Write the queued records whose dataset folder exists now; return how many.
 
         Raises:
-            OSError: a write failed other than for a missing folder (the record stays queued).
+            OSError: a write failed other than for a missing folder (the record stays queued;
+                :attr:`write_error` says why).
         """
         done = 0
-        while self.pending:
-            try:
-                append_record(self.journal, self.pending[0])
-            except FileNotFoundError:
-                break
-            self.pending.pop(0)
-            done += 1
-        self.written += done
+        try:
+            while self.pending:
+                try:
+                    append_record(self.journal, self.pending[0])
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    self.write_error = str(exc)
+                    raise
+                self.pending.pop(0)
+                done += 1
+                self.write_error = None
+        finally:
+            self.written += done
         return done

@@ -206,10 +206,15 @@ class DatasetSource:
             if source is not None:
                 episode['reward_source'] = source
             out.append(episode)
-        from awopt_ros.core.annotations import annotate, journal_path
+        from awopt_ros.core.annotations import annotate, episode_identities, journal_path
         # the operator's label / discard / notes as they stand now (a later one does not
-        # reach an episode already taken in)
-        return annotate(out, journal_path(self.root_dir, self.dataset_id))
+        # reach an episode already taken in), resolved against every episode of the dataset
+        # (an after_index record matched against the new ones only would miss its episode)
+        try:
+            identities = episode_identities(self.root_dir, self.dataset_id)
+        except FileNotFoundError:     # cannot be: the dataset gave episodes just now
+            identities = None
+        return annotate(out, journal_path(self.root_dir, self.dataset_id), identities)
 
 
 @dataclass

@@ -38,11 +38,14 @@ import concurrent.futures as cf
 import json
 import math
 import multiprocessing as mp
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+_LOG = logging.getLogger(__name__)
 
 #: Hard-negative scenarios of :func:`collect_grasp_frames` (besides ``'normal'`` episodes).
 HARD_NEGATIVE_KINDS = ('closed_on_air', 'grasped_not_lifted', 'dropped')
@@ -945,6 +948,53 @@ def _bag_dirs(source):
     return found
 
 
+def _journal_tables(source):
+    """Return the operator annotations of the run folder that ``source`` (a run folder, its
+    ``bags`` folder or one bag folder in it) belongs to: a list of ``(dataset id, identities,
+    states)`` per Minari dataset of the run (``core.annotations.episode_identities`` and
+    ``fold``, by dataset index); [] for a list of bags or a run without a dataset."""
+    if isinstance(source, (list, tuple)):
+        return []
+    from awopt_ros.core import annotations as ann
+    from awopt_ros.core.dataset import datasets_dir
+    path = Path(source)
+    for run in (path, path.parent, path.parent.parent):
+        if datasets_dir(run).is_dir():
+            break
+    else:
+        return []
+    tables = []
+    for data in sorted(datasets_dir(run).glob('*/*/data')):
+        dataset_id = f'{data.parent.parent.name}/{data.parent.name}'
+        try:
+            identities = ann.episode_identities(run, dataset_id)
+        except FileNotFoundError:         # a dataset folder without episodes yet
+            continue
+        states = ann.fold(ann.read_journal(ann.journal_path(run, dataset_id)),
+                          [i['episode'] for i in identities], identities)
+        tables.append((dataset_id, identities, states))
+    return tables
+
+
+def _bag_annotation(tables, number, start, end):
+    """Return the annotations (``label``, ``discarded``, ``notes``) of the dataset episode an
+    episode bag holds: the one numbered ``number`` (and, where several are, the one whose seed
+    and first step's stamp fit the bag's ``start`` / ``end`` events); None when the datasets
+    have none; ``'ambiguous'`` when several fit and their annotations differ."""
+    from awopt_ros.core.annotations import same_episode
+    found = [(ident, state) for _, identities, states in tables
+             for ident, state in zip(identities, states) if ident['episode'] == number]
+    if len(found) > 1:
+        start = start or {}
+        record = {'seed': start.get('seed'), 'start_stamp_s': start.get('stamp_s'),
+                  'end_stamp_s': (end or {}).get('stamp_s')}
+        found = [f for f in found if same_episode(record, f[0])] or found
+    kinds = {json.dumps(state, sort_keys=True) for _, state in found}
+    if not kinds:
+        return None
+    return found[0][1] if len(kinds) == 1 else 'ambiguous'
+
+
 def _image_array(msg):
     """Return a ``sensor_msgs/Image`` (rgb8 or bgr8) as uint8 (H, W, 3) RGB."""
     if msg.encoding not in ('rgb8', 'bgr8'):
@@ -981,12 +1031,22 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
         unlabelled: ``'skip'`` or ``'recorded'``: episodes missing from ``operator_labels``
             take the ``success`` of their ``end`` event instead of being skipped.
 
+    The operator's annotations of the run's datasets (``core.annotations``: ``awopt label``,
+    ``awopt discard``, the operator node) apply as on :func:`frames_from_dataset`: a bag of a
+    discarded episode gives no frames, and with ``'operator'`` an episode's journal label
+    stands where ``operator_labels`` has none (label source ``'annotation'``). A bag is
+    matched to its dataset episode by its number and, where the dataset holds that number
+    several times (several recordings into one run folder), by the seed and first step's
+    stamp within the bag's start and end events; a bag that still matches several episodes
+    with different annotations is skipped with a warning (``meta['ambiguous_bags']``).
+    Only a run folder (or its bags) has a journal; a list of bag folders has none.
+
     Returns:
         FrameSet (kind 'normal'); ``episode`` = the episode number, ``step`` = the frame's
         index among the bag's images. ``meta['numbers']``: every bag's episode number;
         ``meta['sources']``: ``[episode, episode, label source]`` per kept episode (as
         :func:`frames_from_dataset`); ``meta['success_samples']``: ``success_topic`` messages
-        read.
+        read; ``meta['discarded_episodes']``: bags left out as discarded.
 
     Raises:
         ValueError: unknown ``label`` or ``unlabelled``, ``last_k`` < 1, an image encoding
@@ -1001,8 +1061,9 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
     store = default_typestore()
     parts, skipped, bags = [], [], _bag_dirs(source)
     numbers, sources, n_samples = [], [], 0
+    tables, discarded, ambiguous = _journal_tables(source), 0, []
     for k, bag in enumerate(bags):
-        images, samples, end, number = [], [], None, None
+        images, samples, end, number, start = [], [], None, None, None
         match = re.search(r'(\d+)$', bag.name)
         for topic, msgtype, stamp_ns, data in read_messages(bag):
             if topic == image_topic:
@@ -1015,10 +1076,22 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
                     number = int(event['episode'])
                 if event.get('event') == 'end' and end is None:
                     end = (stamp_ns, event)
+                if event.get('event') == 'start' and start is None:
+                    start = event
         if number is None:
             number = int(match.group(1)) if match else k
         numbers.append(number)
         n_samples += len(samples)
+        state = _bag_annotation(tables, number, start, end and end[1]) if tables else None
+        if state == 'ambiguous':
+            _LOG.warning('%s skipped: episode %d is in the dataset several times with different '
+                         'operator annotations, and the bag does not tell which it is', bag,
+                         number)
+            ambiguous.append(str(bag))
+            continue
+        if state is not None and state['discarded']:    # the operator discarded it
+            discarded += 1
+            continue
         source = label
         if end is not None:
             images = [im for im in images if im[0] <= end[0]]
@@ -1032,6 +1105,8 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
             labels = np.asarray(labels, dtype=np.uint8)
         else:
             verdict = None if operator_labels is None else operator_labels.get(number)
+            if verdict is None and state is not None and state['label'] is not None:
+                verdict, source = state['label'] == 'success', 'annotation'
             if verdict is None and (operator_labels is None or unlabelled == 'recorded'):
                 verdict, source = None if end is None else end[1].get('success'), 'recorded'
             if verdict is None:
@@ -1051,7 +1126,8 @@ def frames_from_bags(source, label='ground_truth', last_k=5, operator_labels=Non
             'last_k': last_k if label == 'operator' else None,
             'operator_labels': operator_labels is not None, 'skipped_bags': skipped,
             'episodes': [p[2] for p in parts], 'image_topic': image_topic,
-            'numbers': numbers, 'sources': sources, 'success_samples': n_samples}
+            'numbers': numbers, 'sources': sources, 'success_samples': n_samples,
+            'discarded_episodes': discarded, 'ambiguous_bags': ambiguous}
     return _frames_of_episodes(parts, group, task, meta)
 
 

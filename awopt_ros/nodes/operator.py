@@ -18,10 +18,16 @@ from its ``/logger/episode_saved`` reports (``dataset_root``, ``dataset_id``, an
 ``dataset_name``, which the bringups (``awopt_ros.launcher.with_operator_overrides``, the
 launch files) set to the logger's: a params file needs no ``operator`` section. A label
 before the logger has written the episode is kept with the dataset's count at the episode's
-start (``after_index``) and applies once the episode is in the dataset; a record for a dataset
-whose folder does not exist yet is queued and written once the logger has created it. An
-episode the logger reported as not recorded is refused (``success`` false). The logic is
-:class:`awopt_ros.core.annotations.OperatorSession`; this node only converts messages.
+start (``after_index``), the start event's seed and stamp and the end event's stamp, and
+applies once the episode is in the dataset; when the logger then reports that episode as not
+written, the record is cancelled (logged, and published on ``/operator/annotation`` as a
+``cancels`` record). A record for a dataset whose folder does not exist yet, or whose journal
+write failed (e.g. a full disk), is queued and retried every ``flush_period_s``: the answer is
+then still ``success`` true, with ``queued`` and the reason in its message (do not send it
+again: it will be written once). The answer's message says whether the episode is in the
+dataset yet (``in the dataset at index I``, or ``not in the dataset yet``). An episode the
+logger reported as not recorded is refused (``success`` false: nothing is written). The logic
+is :class:`awopt_ros.core.annotations.OperatorSession`; this node only converts messages.
 """
 import json
 
@@ -54,6 +60,7 @@ class OperatorNode(Node):
         flush_s = declare(self, 'flush_period_s', 1.0,
                           'How often records queued for a dataset not created yet are '
                           'retried (s).', low=0.05, high=60.0, read_only=True)
+        self._flush_s = flush_s
         self.session = OperatorSession(output_dir, dataset_id_for(name))
         self.annotation_pub = self.create_publisher(String, ANNOTATION, qos.LATCHED)
         self.create_subscription(String, EVENT, self._on_event, qos.LATCHED)
@@ -85,7 +92,15 @@ class OperatorNode(Node):
         if saved is None:
             self.get_logger().warning(f'bad {SAVED} report ignored: {msg.data[:80]!r}')
             return
+        before = len(self.session.cancelled)
         self._flush(lambda: self.session.on_saved(saved))
+        for episode, ids, reason in self.session.cancelled[before:]:
+            self.get_logger().warning(f'annotation record(s) {", ".join(ids)} cancelled: '
+                                      f'{reason}')
+            self.annotation_pub.publish(String(data=json.dumps({
+                'episode': episode, 'cancels': ids, 'reason': reason,
+                'dataset_root': str(self.session.root_dir),
+                'dataset_id': self.session.dataset_id})))
 
     def _flush(self, step=None):
         try:
@@ -100,18 +115,26 @@ class OperatorNode(Node):
                                    f'{self.session.journal}')
 
     def _annotate(self, what, **fields):
-        """Write a record; return ``(ok, message)`` for a service answer."""
+        """Write (or queue) a record; return ``(ok, message)`` for a service answer: ok False
+        only when nothing was queued (a refusal); a record queued after a failed write is ok
+        (it is retried, and written once)."""
         try:
             record, written = self.session.annotate(**fields)
         except (NoEpisodeError, ValueError) as exc:
             self.get_logger().warning(f'{what} refused: {exc}')
             return False, str(exc)
-        except OSError as exc:
-            self.get_logger().error(f'{what}: writing {self.session.journal} failed: {exc}')
-            return False, f'journal write failed: {exc}'
-        where = (f'dataset index {record["index"]}' if 'index' in record else
-                 'applies once the logger has written it')
-        state = 'written' if written else 'queued until the logger creates the dataset'
+        where = (f'in the dataset at index {record["index"]}' if 'index' in record else
+                 'not in the dataset yet: applies once the logger has written it, cancelled '
+                 'if it does not')
+        if written:
+            state = 'written'
+        elif self.session.write_error is not None:
+            state = (f'queued: journal write failed: {self.session.write_error}; retried every '
+                     f'{self._flush_s:g} s, do not send it again')
+            self.get_logger().error(f'{what}: writing {self.session.journal} failed: '
+                                    f'{self.session.write_error} (queued)')
+        else:
+            state = 'queued until the logger creates the dataset'
         self.annotation_pub.publish(String(data=json.dumps(dict(
             record, dataset_root=str(self.session.root_dir), dataset_id=self.session.dataset_id,
             written=written))))
