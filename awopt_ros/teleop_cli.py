@@ -12,7 +12,9 @@ once the arm interface's ``intervention_timeout_s`` has passed.
 
 Keys (:data:`awopt_ros.core.intervention.HELP`): w/s +-x, a/d +-y, r/f +-z, q/e yaw, c/o
 close/open the gripper, space stop (zero twist while held), Ctrl-C quit. A terminal sends no
-key releases: a key counts as held until ``--hold-s`` after its last repeat.
+key releases: a key counts as held until ``--hold-s`` after its last repeat. Keys count as
+typed (lowercase; Caps Lock's uppercase letters are ignored); arrow, function and other keys
+that send escape sequences are ignored whole (``core.intervention.KeyStream``).
 
 The terminal is put in cbreak mode (keys arrive one by one, not echoed; restored at exit);
 without a terminal on stdin the command refuses to run (exit 2).
@@ -117,6 +119,7 @@ def run_teleop(args, out=print):
 
     from awopt_ros.ros import qos
     keys = iv.TeleopKeys(args.speed, args.yaw_speed, args.hold_s)
+    stream = iv.KeyStream()       # arrow / function keys' escape sequences are left out
     context = Context()
     rclpy.init(context=context)
     node = rclpy.create_node('awopt_teleop', context=context)
@@ -150,7 +153,8 @@ def run_teleop(args, out=print):
                 if not data:              # end of input (the terminal went away)
                     break
                 now = time.monotonic()
-                if any(keys.press(ch, now) == 'quit' for ch in data.decode(errors='ignore')):
+                typed = stream.feed(data.decode(errors='ignore'), now)
+                if any(keys.press(ch, now) == 'quit' for ch in typed):
                     break
                 continue
             now = time.monotonic()

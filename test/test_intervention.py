@@ -177,7 +177,7 @@ def test_teleop_keys_move_while_held_and_go_idle_after_release():
     assert keys.command(1.9) is None              # released (no repeat for hold_s)
     expected = {'s': ((-0.1, 0, 0), 0.0), 'a': ((0, 0.1, 0), 0.0), 'd': ((0, -0.1, 0), 0.0),
                 'r': ((0, 0, 0.1), 0.0), 'f': ((0, 0, -0.1), 0.0), 'q': ((0, 0, 0), 0.5),
-                'e': ((0, 0, 0), -0.5), 'W': ((0.1, 0, 0), 0.0)}
+                'e': ((0, 0, 0), -0.5)}
     for t, (key, (lin, yaw)) in enumerate(expected.items()):
         keys.press(key, 10.0 * (t + 2))
         cmd = keys.command(10.0 * (t + 2))
@@ -202,3 +202,35 @@ def test_teleop_gripper_and_stop_keys():
     assert keys.press('\x03', 5.5) == 'quit' and keys.press('\x04', 5.5) == 'quit'
     with pytest.raises(ValueError):
         iv.TeleopKeys(speed_m_s=0.0)
+
+
+def test_uppercase_keys_are_not_commands():
+    keys = iv.TeleopKeys(hold_s=0.5)
+    for key in 'WASDRFQECO':
+        assert keys.press(key, 1.0) is False, key
+    assert keys.command(1.1) is None
+
+
+@pytest.mark.parametrize('seq', [b'\x1b[A', b'\x1b[B', b'\x1b[C', b'\x1b[D', b'\x1bOP',
+                                 b'\x1bOQ', b'\x1b[H', b'\x1b[15~', b'\x1b[1;5C', b'\x1bw',
+                                 b'\x1b[200~'])
+def test_escape_sequences_of_arrow_and_function_keys_command_nothing(seq):
+    """Fed through KeyStream (as awopt teleop does), an arrow, function or Alt key neither
+    moves nor works the gripper; keys typed around it still count."""
+    stream, keys = iv.KeyStream(), iv.TeleopKeys(hold_s=0.5)
+    typed = stream.feed(seq.decode(), 1.0)
+    assert typed == []
+    assert not any(keys.press(ch, 1.0) for ch in typed) and keys.command(1.0) is None
+    # split across reads (within the escape timeout), then a real key
+    stream = iv.KeyStream()
+    assert stream.feed(seq[:2].decode(), 2.0) == []
+    assert stream.feed(seq[2:].decode() + 'w', 2.01) == ['w']
+    assert iv.KeyStream().feed('a' + seq.decode() + 'd', 3.0) == ['a', 'd']
+
+
+def test_key_stream_lets_quit_through_and_forgets_a_lone_escape():
+    stream = iv.KeyStream()
+    assert stream.feed('\x1b[1\x03', 1.0) == ['\x03']          # Ctrl-C inside a sequence
+    assert stream.feed('\x1b', 2.0) == []                       # the Esc key alone
+    assert stream.feed('w', 3.0) == ['w']                        # much later: a key of its own
+    assert stream.feed('\x1b\x1b[Aq', 4.0) == ['q']

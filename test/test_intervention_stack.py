@@ -159,8 +159,8 @@ def test_the_policy_resumes_after_the_intervention(run):
 
 def test_teleop_publishes_while_a_key_is_held_and_refuses_without_a_tty(tmp_path):
     """``awopt teleop`` on a pseudo-terminal: held ``w`` -> +x twists in base_link, ``c`` ->
-    gripper close, released -> one zero twist and silence, Ctrl-D quits (exit 0); without a
-    terminal it refuses with one line."""
+    gripper close, released -> one zero twist and silence, arrow / function / uppercase keys
+    send nothing, Ctrl-D quits (exit 0); without a terminal it refuses with one line."""
     import pty
     import subprocess
     import sys
@@ -208,6 +208,11 @@ def test_teleop_publishes_while_a_key_is_held_and_refuses_without_a_tty(tmp_path
         count = len(twists)
         spin(0.8)
         assert len(twists) == count          # quiet: the policy takes over
+        gripped = len(grippers)
+        # arrow, function and uppercase keys: escape sequences and letters are no commands
+        spin(0.8, b'\x1b[A\x1b[C\x1bOP\x1b[15~WC')
+        spin(0.5)
+        assert len(twists) == count and len(grippers) == gripped
         os.write(master, b'\x04')
         assert proc.wait(timeout=15) == 0
     finally:

@@ -253,6 +253,59 @@ HELP = ('keys (hold to move; release and the policy takes over again):\n'
         '  Ctrl-C quit')
 
 
+#: A pending escape sequence is dropped when its next byte comes later than this (s): a
+#: terminal writes a sequence at once, so a lone Esc press does not swallow the next key.
+ESCAPE_TIMEOUT_S = 0.05
+_ESC = '\x1b'
+#: Longest escape sequence consumed (characters after Esc); a longer one is given up.
+_MAX_ESCAPE_LEN = 32
+
+
+class KeyStream:
+    """Terminal input -> single keys, without the terminal's escape sequences.
+
+    Arrow, function and editing keys (and Alt+key) arrive as escape sequences: Esc ``[``
+    parameters and a final byte (CSI, e.g. ``ESC [ A`` Up, ``ESC [ 1 5 ~`` F5), Esc ``O`` and
+    one byte (SS3, e.g. ``ESC O P`` F1), or Esc and one character (Alt+key). Fed byte by byte
+    to :meth:`TeleopKeys.press` their characters would read as command keys (``A``, ``P``,
+    ``[``...); :meth:`feed` consumes each sequence whole, also one split across reads, and
+    returns only the keys typed. The quit keys (Ctrl-C, Ctrl-D) always come through, also
+    inside a sequence.
+    """
+
+    def __init__(self):
+        self._state = None     # None, 'esc', 'csi' or 'ss3'
+        self._length = 0       # characters of the pending sequence after Esc
+        self._last_s = None    # when the last character came (s)
+
+    def feed(self, text, now_s):
+        """Return the keys (list of 1-character str) in ``text`` received at ``now_s`` (s,
+        steady clock), escape sequences left out."""
+        if self._state is not None and (self._last_s is None
+                                        or now_s - self._last_s > ESCAPE_TIMEOUT_S):
+            self._state = None   # a lone Esc some time ago: not the start of this text
+        self._last_s = float(now_s)
+        keys = []
+        for ch in text:
+            if ch in QUIT_KEYS:
+                self._state = None
+                keys.append(ch)
+            elif ch == _ESC:
+                self._state, self._length = 'esc', 0
+            elif self._state is None:
+                keys.append(ch)
+            elif self._state == 'esc':
+                self._state = {'[': 'csi', 'O': 'ss3'}.get(ch)   # else Alt+key: dropped
+            elif self._state == 'ss3':
+                self._state = None                               # its final byte
+            else:                                                # CSI
+                self._length += 1
+                final = '\x40' <= ch <= '\x7e'
+                if final or not '\x20' <= ch <= '\x3f' or self._length > _MAX_ESCAPE_LEN:
+                    self._state = None
+        return keys
+
+
 @dataclass
 class TeleopCommand:
     """What ``awopt teleop`` publishes now: ``linear_m_s`` (3,) and ``yaw_rate_rad_s`` (the
@@ -298,13 +351,16 @@ class TeleopKeys:
     def press(self, key, now_s):
         """Take one key (a 1-character str) pressed at ``now_s`` (s, steady clock).
 
+        Keys are taken as typed: only the lowercase command keys count (an uppercase ``W``,
+        e.g. with Caps Lock, is ignored like any key that is not mapped). Feed keys through
+        :class:`KeyStream` so that arrow and function keys' escape sequences are left out.
+
         Returns:
             'quit' for a quit key, True when the key is a command, False when it is not
             (ignored).
         """
         if key in QUIT_KEYS:
             return 'quit'
-        key = key.lower() if key != STOP_KEY else key
         if not self.active(now_s):
             self._gripper = None        # a new intervention: no gripper command yet
             self._twist = None
