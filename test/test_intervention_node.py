@@ -165,3 +165,57 @@ def test_the_workspace_box_bounds_the_operator(rig):
     dpos, _ = _tcp_delta(np.array(h.got['traj'][-1].points[0].positions))
     assert dpos[2] < 1e-4
     assert h.arm.counts()['clamped'] == 1
+
+
+def test_with_interventions_disabled_an_operator_changes_nothing(ros_context):
+    """interventions_enabled false (the Sawyer insertion files): no operator subscription,
+    the policy's action is executed while an operator twists and closes, nothing is published
+    on /arm/intervention; the parameter is read-only and the diagnostics say so."""
+    h = Harness(ros_context, [Parameter('intervention_timeout_s', value=0.5),
+                              Parameter('interventions_enabled', value=False)])
+    try:
+        twist_pub = h.peer.create_publisher(TwistStamped, '/operator/twist', qos.SENSOR)
+        gripper_pub = h.peer.create_publisher(Bool, '/operator/gripper', qos.SENSOR)
+        executed = []
+        h.peer.create_subscription(JointState, '/arm/intervention', executed.append,
+                                   qos.COMMAND)
+        h.spin_for(0.3)
+        assert twist_pub.get_subscription_count() == 0
+        assert gripper_pub.get_subscription_count() == 0
+        h.enable(True)
+        for _ in range(2):
+            msg = TwistStamped()
+            msg.header.stamp = h.peer.get_clock().now().to_msg()
+            msg.header.frame_id = 'base_link'
+            msg.twist.linear.x = 0.1
+            twist_pub.publish(msg)
+            gripper_pub.publish(Bool(data=True))
+            h.spin_for(0.05)
+            h.send(POLICY)
+            assert h.spin_until(lambda: h.got['traj'] and h.got['gripper'], 3.0)
+        dpos, _ = _tcp_delta(np.array(h.got['traj'][-1].points[0].positions))
+        np.testing.assert_allclose(dpos, POLICY[:3], atol=2e-4)         # the policy's action
+        assert list(h.got['gripper'][-1].data) == [0.0]                  # the policy's open
+        h.spin_for(0.2)
+        assert executed == [] and h.arm.counts()['intervention_steps'] == 0
+        result = h.arm.set_parameters([Parameter('interventions_enabled', value=True)])[0]
+        assert not result.successful                                     # read-only
+        assert h.spin_until(lambda: h.got['diag']
+                            and 'interventions_enabled' in h.diagnostics()[2], 2.0)
+        values = h.diagnostics()[2]
+        assert values['interventions_enabled'] in ('False', 'false')
+        assert values['intervening'] in ('False', 'false')
+    finally:
+        h.close()
+
+
+def test_interventions_are_off_in_the_sawyer_insertion_files_only():
+    import yaml
+
+    from awopt_ros.core.paths import share_dir
+    paths = sorted((share_dir() / 'config').glob('awopt_ros_*.yaml'))
+    assert len(paths) >= 6
+    for path in paths:
+        arm = yaml.safe_load(path.read_text()).get('arm_interface', {})
+        enabled = arm.get('ros__parameters', {}).get('interventions_enabled', True)
+        assert enabled is ('sawyer' not in path.name), path.name

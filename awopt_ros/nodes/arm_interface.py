@@ -74,8 +74,16 @@ is disabled, stopped, holding for stale inputs or homing, and never enables one;
 when a policy action comes (in lockstep: one per frame), so the simulator steps as usual.
 Each executed operator action is published on ``/arm/intervention`` (sensor_msgs/JointState,
 names ``core.spec.ACTION_NAMES``, header stamp = the replaced policy action's stamp); the
-logger marks those steps in the dataset. Diagnostics: ``intervening`` (active now),
-``intervention_steps``, ``operator_twists_rejected``.
+logger marks those steps in the dataset. Diagnostics: ``interventions_enabled``,
+``intervening`` (active now), ``intervention_steps``, ``operator_twists_rejected``.
+
+``interventions_enabled`` (read-only, default true: the Kuka grasp files) false subscribes
+no operator topic: every policy action is executed as sent. The Sawyer insertion files
+(config/awopt_ros_sawyer_insertion.yaml, awopt_ros_sawyer_bridge.yaml) set it false: there
+the residual controller's force-limit back-off and hold steps arrive as ordinary
+``/policy/action`` messages, and an operator command would replace them (no force limit
+while the operator drives); and the insertion state dataset records no interventions (its
+steps are the controller's decisions), which is consistent only with none happening.
 """
 import json
 import time
@@ -256,6 +264,12 @@ class ArmInterfaceNode(Node):
             self, 'home_velocity_scale', 0.2,
             'Fraction of max_joint_velocity_rad_s that no joint exceeds while /arm/home moves '
             'the arm', low=0.01, high=1.0)
+        p['interventions_enabled'] = declare(
+            self, 'interventions_enabled', True,
+            'Operator interventions: subscribe operator_twist_topic / operator_gripper_topic and '
+            "let the operator's command replace policy actions; false (the Sawyer insertion "
+            'files): no operator subscription, every policy action is executed as sent',
+            read_only=True)
         p['intervention_timeout_s'] = declare(
             self, 'intervention_timeout_s', intervention.DEFAULT_TIMEOUT_S,
             'Operator intervention: active while the newest operator twist or gripper message '
@@ -332,11 +346,17 @@ class ArmInterfaceNode(Node):
                                  qos.SENSOR)
         if self._heartbeat:
             self.create_subscription(Bool, HEARTBEAT_TOPIC, self._on_heartbeat, qos.COMMAND)
-        # Best effort: matches reliable and best-effort operator sources alike.
-        self.create_subscription(TwistStamped, p['operator_twist_topic'], self._on_twist,
-                                 qos.SENSOR)
-        self.create_subscription(Bool, p['operator_gripper_topic'], self._on_operator_gripper,
-                                 qos.SENSOR)
+        self._interventions = bool(p['interventions_enabled'])
+        if self._interventions:
+            # Best effort: matches reliable and best-effort operator sources alike.
+            self.create_subscription(TwistStamped, p['operator_twist_topic'], self._on_twist,
+                                     qos.SENSOR)
+            self.create_subscription(Bool, p['operator_gripper_topic'],
+                                     self._on_operator_gripper, qos.SENSOR)
+        else:
+            self.get_logger().info('operator interventions disabled (interventions_enabled '
+                                   f'false): {p["operator_twist_topic"]} and '
+                                   f'{p["operator_gripper_topic"]} are not subscribed')
         self.create_service(SetBool, '/arm/enable', self._on_enable)
         self.create_service(Trigger, STOP_SERVICE, self._on_stop)
         self.create_service(Trigger, CLEAR_STOP_SERVICE, self._on_clear_stop)
@@ -759,7 +779,8 @@ class ArmInterfaceNode(Node):
         if self._q_meas is None:   # no joint state since the enable yet
             self._counts['ignored'] += 1
             return
-        operator = self._override.action(time.monotonic(), self._period_s)
+        operator = (self._override.action(time.monotonic(), self._period_s)
+                    if self._interventions else None)
         if operator is not None:   # the operator's command takes the policy action's path
             action = operator
         closedness = self._closedness if self._params['reopen_empty_gripper'] else None
@@ -836,7 +857,9 @@ class ArmInterfaceNode(Node):
         values = dict(self._counts, **self._arm.counts, **self._gripper.counts,
                       enabled=self._gate.enabled, stopped=self._gate.stopped,
                       holding=self._holding, homing=self._homing is not None,
-                      intervening=self._override.active(time.monotonic()),
+                      interventions_enabled=self._interventions,
+                      intervening=(self._interventions
+                                   and self._override.active(time.monotonic())),
                       stale=','.join(stale),
                       last_controller_error=getattr(self._arm, 'last_error', ''))
         level, message = self._diagnostic_status(stale, missing)
