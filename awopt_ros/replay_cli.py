@@ -43,6 +43,11 @@ AGE_MARGIN_S = 1.0
 #: Longest extra wait (s) after ``--delay`` for subscribers already on the graph (rviz, a
 #: test) to connect to the replay's publishers.
 CONNECT_WAIT_S = 3.0
+#: Longest wait (s) for each started node's first ``/diagnostics`` status once ``/clock`` is
+#: at the recording's start (their 1 s timers fire on that jump of their clock): it says that
+#: the node spins and has heard from the replay, and on a loaded host its DDS readers may still
+#: be accepting the replay's writers before that (a best-effort frame sent then is lost).
+DIAGNOSTICS_WAIT_S = 10.0
 #: The age limits' defaults as the nodes declare them (s; used when the params file does not
 #: set them; 0 = no limit).
 AGE_DEFAULTS = {
@@ -84,7 +89,7 @@ def add_replay_args(parser):
                              'and see the recorded stamps as old)')
     parser.add_argument('--clock-hz', type=count(1.0, float), default=100.0,
                         help='/clock messages per second between recorded messages')
-    parser.add_argument('--delay', type=nonnegative_float, default=0.5,
+    parser.add_argument('--delay', type=nonnegative_float, default=1.0,
                         help='seconds between the publishers (and started nodes) being ready '
                              'and the first message, for late subscribers to connect (then '
                              f'up to {CONNECT_WAIT_S:g} s more while subscribers on the graph '
@@ -305,10 +310,19 @@ def run_replay(args, out=print):
                            context=context)
         player.spin_in_background(SingleThreadedExecutor(context=context))
         if stack is not None:
+            player.watch_diagnostics()
             t0 = time.monotonic()
             _wait_ready(player, stack, nodes, args.ready_timeout_s)
-            out(f'nodes ready after {time.monotonic() - t0:.1f} s')
         player.publish_clock(player.playback.clock_ns(time.monotonic()))
+        if stack is not None:
+            deadline = time.monotonic() + DIAGNOSTICS_WAIT_S
+            while not set(nodes) <= player.diagnostics_heard \
+                    and time.monotonic() < deadline and not stack.dead():
+                time.sleep(0.05)
+            player.watch_diagnostics(False)
+            silent = sorted(set(nodes) - player.diagnostics_heard)
+            out(f'nodes ready after {time.monotonic() - t0:.1f} s'
+                + (f' ({", ".join(silent)}: no /diagnostics yet)' if silent else ''))
         time.sleep(args.delay)
         deadline = time.monotonic() + CONNECT_WAIT_S
         while player.unmatched(player.graph_subscriber_counts()) \

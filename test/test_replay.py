@@ -146,8 +146,10 @@ def test_remaps_move_started_nodes_outputs_and_controller_commands_to_recorded()
     assert remaps['/policy/action'] == '/mine'                  # the user's remap wins
     assert remaps['/arm_controller/joint_trajectory'] == \
         '/recorded/arm_controller/joint_trajectory'            # never to the controllers
+    assert remaps['/diagnostics'] == '/recorded/diagnostics'       # fresh statuses alone
     assert '/success_detector/success' not in remaps
     assert '/camera/color/image_raw' not in remaps
+    assert '/diagnostics' not in remaps_for(())
 
 
 def test_selection():
@@ -180,8 +182,9 @@ def _joints(stamp_s):
     return msg
 
 
-def _write_bag(path, frames=((1.0, 1.0), (1.1, 1.3), (1.2, 1.3))):
-    """A bag with camera frames (stamp, log time), joint states and a latched event."""
+def _write_bag(path, frames=((1.0, 1.0), (1.1, 1.3), (1.2, 1.3)), t0=0.0):
+    """A bag with camera frames (stamp, log time), a joint state at ``t0`` + 0.95 s and a
+    latched event at ``t0`` + 0.9 s."""
     topics = {'/camera/color/image_raw': 'sensor_msgs/msg/Image',
               '/joint_states': 'sensor_msgs/msg/JointState',
               '/episode/event': 'std_msgs/msg/String',
@@ -190,8 +193,9 @@ def _write_bag(path, frames=((1.0, 1.0), (1.1, 1.3), (1.2, 1.3))):
                                       '/joint_states': 'sensor', '/episode/event': 'latched'},
                    compression='none') as writer:
         writer.write('/episode/event', serialize_message(String(data='{"event": "start"}')),
-                     int(0.9 * S))
-        writer.write('/joint_states', serialize_message(_joints(0.95)), int(0.95 * S))
+                     int((t0 + 0.9) * S))
+        writer.write('/joint_states', serialize_message(_joints(t0 + 0.95)),
+                     int((t0 + 0.95) * S))
         for stamp, logged in frames:
             writer.write('/camera/color/image_raw', serialize_message(_image(stamp)),
                          int(round(logged * S)))
@@ -227,13 +231,33 @@ def test_load_recording_selects_remaps_and_keeps_qos_and_bytes(tmp_path):
     assert rec.topics['/camera/color/image_raw'] == ('sensor_msgs/msg/Image',
                                                      QosSpec(False, False, 5))
     assert rec.topics['/episode/event'][1].transient_local
-    msgs = rec.segments[0].messages
+    msgs = rec.segments[0].load()
     assert [m.log_time_ns for m in msgs] == sorted(m.log_time_ns for m in msgs)
     for topic in ('/camera/color/image_raw', '/policy/image', '/episode/event'):
         assert [m.data for m in msgs if m.source_topic == topic] == [
             d for t, _, _, d in read_messages(bag) if t == topic]
     with pytest.raises(ValueError, match='nothing to replay'):
         load_recording([bag], selection=Selection(topics=('/nope',)))
+
+
+def test_a_run_is_replayed_one_bag_in_memory_at_a_time(tmp_path):
+    run = tmp_path / 'run'
+    for k, t0 in enumerate((0.0, 10.0, 20.0)):
+        _write_bag(run / 'bags' / f'episode_{k + 1:04d}',
+                   frames=[(t0 + 1.0, t0 + 1.0), (t0 + 1.1, t0 + 1.3)], t0=t0)
+    rec = load_recording([run])
+    assert [s.messages for s in rec.segments] == [None, None, None]   # nothing held
+    assert rec.message_count == 3 * 6 and not replay.timeline_goes_back(rec)
+    assert input_ages_s(rec) == pytest.approx((0.2, 0.35))
+    pb = Playback(rec, rate=100.0)
+    pb.start(0.0)
+    seen = []
+    for wall in range(300):
+        while pb.due(wall * 0.01) is not None:
+            loaded = [s.messages is not None for s in rec.segments]
+            assert sum(loaded) <= 1, loaded
+            seen.append(pb.segment)
+    assert pb.done and pb.published == 18 and seen[-1] == 3
 
 
 def test_header_stamps_and_the_ages_a_replay_gives(tmp_path):
@@ -262,7 +286,7 @@ def test_stamp_timing_sends_stamped_messages_at_their_stamps(tmp_path):
     with pytest.raises(ValueError, match='timing must be one of'):
         replay.send_time_ns(0, frame, True, 'wall')
     bag = _write_bag(tmp_path / 'bag')
-    frames = [m for m in load_recording([bag], timing='stamp').segments[0].messages
+    frames = [m for m in load_recording([bag], timing='stamp').segments[0].load()
               if m.source_topic == '/camera/color/image_raw']
     assert [m.time_ns for m in frames] == [int(1.0 * S), int(1.1 * S), int(1.2 * S)]
     assert [m.log_time_ns for m in frames] == [int(1.0 * S), int(1.3 * S), int(1.3 * S)]

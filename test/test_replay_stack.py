@@ -50,13 +50,27 @@ class _Listener:
             sub.get_publisher_count() > 0 for sub in self.node.subscriptions
             if sub.topic_name in topics)
 
-    def resume_replay(self, proc, topics, timeout_s=90.0):
-        """Once ``topics`` are connected, resume the paused replay ``proc`` (Popen) through
+    def heard_from(self, nodes):
+        """True when a ``/diagnostics`` status of each of ``nodes`` came (needs the topic):
+        their writers have matched this listener's readers, so their first output is not
+        lost to discovery (a subscription sees only its own side of the match)."""
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.serialization import deserialize_message
+        with self.lock:
+            raw = list(self.got.get('/diagnostics', ()))
+        names = {st.name for data in raw
+                 for st in deserialize_message(data, DiagnosticArray).status}
+        return set(nodes) <= names
+
+    def resume_replay(self, proc, topics, nodes=(), timeout_s=90.0):
+        """Once ``topics`` are connected (and the started ``nodes`` were heard on
+        ``/diagnostics``), resume the paused replay ``proc`` (Popen) through
         ``/awopt_replay/pause``; fails when the replay exits first or on the timeout."""
         from std_srvs.srv import SetBool
         client = self.node.create_client(SetBool, '/awopt_replay/pause')
         deadline = time.monotonic() + timeout_s
-        while not (self.connected(topics) and client.service_is_ready()):
+        while not (self.connected(topics) and client.service_is_ready()
+                   and self.heard_from(nodes)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, f'replay not connected: {topics}'
             time.sleep(0.05)
@@ -93,14 +107,15 @@ def _answer(client, request, deadline, retry_s=2.0):
         assert time.monotonic() < deadline, f'no answer from {client.srv_name}'
 
 
-def _replay(listener, args, topics, timeout_s=120):
+def _replay(listener, args, topics, nodes=(), timeout_s=120):
     """Run ``awopt replay --start-paused ARGS``, resume it once the listener's ``topics`` are
-    connected (no message lost to discovery), wait for it; return (stdout, stderr)."""
+    connected and the started ``nodes`` heard (no message lost to discovery), wait for it;
+    return (stdout, stderr)."""
     proc = subprocess.Popen([str(AWOPT), 'replay', '--start-paused', *map(str, args)], cwd=ROOT,
                             env=dict(os.environ), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
-        listener.resume_replay(proc, topics)
+        listener.resume_replay(proc, topics, nodes)
         out, err = proc.communicate(timeout=timeout_s)
     finally:
         if proc.poll() is None:
@@ -117,36 +132,50 @@ def _by_stamp(images):
 
 def test_replayed_episode_gives_fresh_policy_images_identical_to_the_recorded_ones(
         recorded_demo_run, tmp_path):
+    """Every frame of a recorded episode replayed into a fresh camera pipeline gives the
+    recorded policy image bit for bit (matched by stamp). Fresh images reach this test best
+    effort, as rviz gets them: on a loaded host one can be lost on the way, so a frame whose
+    fresh image did not arrive is looked for in one more replay (a wrong image fails at
+    once)."""
     bag = recorded_demo_run / 'bags' / 'episode_0001'
     recorded = [m for m in read_messages(bag) if m[0] == '/policy/image']
-    assert recorded
-    listener = _Listener({'/policy/image': ('sensor_msgs/msg/Image', 'sensor'),
-                          '/recorded/policy/image': ('sensor_msgs/msg/Image', 'sensor'),
-                          '/policy/action': ('sensor_msgs/msg/JointState', 'reliable'),
-                          '/arm_controller/joint_trajectory':
-                              ('trajectory_msgs/msg/JointTrajectory', 'reliable')})
-    try:
-        stdout, _ = _replay(listener, [bag, '--rate', '0.5', '--nodes', 'camera_pipeline,policy',
-                                       '--log-dir', tmp_path / 'logs'],
-                            ['/policy/image', '/recorded/policy/image', '/policy/action'])
-        listener.wait_for('/policy/image', len(recorded), 5.0)
-    finally:
-        listener.close()
-    assert f'published {len(read_messages(bag))} messages' in stdout
-    fresh = _by_stamp(listener.got['/policy/image'])
     want = _by_stamp(m[3] for m in recorded)
-    # every recorded frame has a fresh image of the same stamp, bit for bit the same
-    missing = sorted(set(want) - set(fresh))
+    assert want
+    seen, missing = set(), sorted(want)
+    for attempt in range(2):
+        listener = _Listener({
+            '/policy/image': ('sensor_msgs/msg/Image', 'sensor'),
+            '/recorded/policy/image': ('sensor_msgs/msg/Image', 'sensor'),
+            '/policy/action': ('sensor_msgs/msg/JointState', 'reliable'),
+            '/arm_controller/joint_trajectory': ('trajectory_msgs/msg/JointTrajectory',
+                                                 'reliable'),
+            '/diagnostics': ('diagnostic_msgs/msg/DiagnosticArray', 'reliable')})
+        try:
+            stdout, _ = _replay(listener, [bag, '--rate', '0.5',
+                                           '--nodes', 'camera_pipeline,policy',
+                                           '--log-dir', tmp_path / f'logs{attempt}'],
+                                ['/policy/image', '/recorded/policy/image', '/policy/action'],
+                                nodes=('camera_pipeline', 'policy'))
+            listener.wait_for('/policy/image', len(want), 5.0)
+        finally:
+            listener.close()
+        assert f'published {len(read_messages(bag))} messages' in stdout
+        # every fresh image is bit for bit the recorded image of its stamp
+        for data in listener.got['/policy/image']:
+            stamp = _by_stamp([data]).popitem()[0]
+            assert want.get(stamp) == data, stamp
+            seen.add(stamp)
+        # the recorded images went out on /recorded/policy/image, as recorded
+        replayed = _by_stamp(listener.got['/recorded/policy/image'])
+        assert replayed and all(want.get(stamp) == data for stamp, data in replayed.items())
+        assert listener.got['/policy/action'], 'the fresh policy acted on the replayed frames'
+        # nothing commanded the arm's controllers: recorded commands went to /recorded/...
+        assert listener.got['/arm_controller/joint_trajectory'] == []
+        missing = sorted(set(want) - seen)
+        if not missing:
+            break
+    # every recorded frame had its fresh image
     assert not missing, (missing, stdout)
-    for stamp, data in want.items():
-        assert fresh[stamp] == data, stamp
-    # the recorded images went out on /recorded/policy/image, as recorded (best effort: the
-    # listener may miss one while it connects)
-    replayed = _by_stamp(listener.got['/recorded/policy/image'])
-    assert replayed and all(want.get(stamp) == data for stamp, data in replayed.items())
-    assert listener.got['/policy/action'], 'the fresh policy acted on the replayed frames'
-    # nothing commanded the arm's controllers: recorded commands went to /recorded/...
-    assert listener.got['/arm_controller/joint_trajectory'] == []
 
 
 def _message_compressed_copy(bag, dst):

@@ -41,7 +41,7 @@ Messages are never decoded here (only header stamps are read, from the CDR bytes
 publishes the recorded bytes as they are.
 """
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from awopt_ros.core.bag import scan_mcap
@@ -125,10 +125,42 @@ class Message:
 
 @dataclass
 class Segment:
-    """The messages of one bag (``path``), in log-time order."""
+    """The messages of one bag (``path``), in send-time order.
+
+    ``messages`` is the list while the segment is loaded; a segment of
+    :func:`load_recording` holds none between :meth:`load` and :meth:`release` (``loader``
+    reads the bag again), so that a replay of a long run keeps one bag in memory, not all.
+    ``count``, ``first_ns``, ``last_ns`` (send times) and ``ages_ns`` (:func:`message_ages_ns`)
+    are known without loading."""
 
     path: Path
-    messages: list = field(default_factory=list)
+    messages: list = None
+    loader: object = None
+    count: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    ages_ns: tuple = None
+
+    def __post_init__(self):
+        if self.messages is not None:
+            self._describe(self.messages)
+
+    def _describe(self, messages):
+        self.count = len(messages)
+        if messages:
+            self.first_ns, self.last_ns = messages[0].time_ns, messages[-1].time_ns
+        self.ages_ns = message_ages_ns(messages)
+
+    def load(self):
+        """Return the messages (read with ``loader`` when not loaded)."""
+        if self.messages is None:
+            self.messages = self.loader()
+        return self.messages
+
+    def release(self):
+        """Drop the messages when ``loader`` can read them again (no-op otherwise)."""
+        if self.loader is not None:
+            self.messages = None
 
 
 @dataclass
@@ -143,7 +175,7 @@ class Recording:
 
     @property
     def message_count(self):
-        return sum(len(s.messages) for s in self.segments)
+        return sum(s.count for s in self.segments)
 
 
 def bag_dirs(path):
@@ -208,11 +240,14 @@ def parse_nodes(text):
 
 
 def remaps_for(nodes, remaps=None):
-    """Return ``{recorded topic: published topic}``: the outputs of ``nodes`` and the
+    """Return ``{recorded topic: published topic}``: the outputs of ``nodes`` (and, when
+    there are any, ``/diagnostics``, where they report under their own names) and the
     :data:`COMMAND_TOPICS` to ``/recorded/<topic>``, then the user's ``remaps`` (which win)."""
     out = {t: RECORDED_PREFIX + t for t in COMMAND_TOPICS}
     for node in nodes:
         out.update((t, RECORDED_PREFIX + t) for t in NODE_OUTPUTS[node])
+    if nodes:
+        out['/diagnostics'] = RECORDED_PREFIX + '/diagnostics'
     out.update(remaps or {})
     return out
 
@@ -315,7 +350,7 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None, timing='
     if timing == 'stamp':
         from awopt_ros.core.bag import default_typestore
         typestore = default_typestore()
-    segments, topics = [], {}
+    segments, topics, recorded = [], {}, set()
     for path in paths:
         for bag in bag_dirs(path):
             scan = scan_mcap(bag)
@@ -336,16 +371,22 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None, timing='
                 topics.setdefault(name, (msgtype, spec))
             stamped = {t: typestore is not None and has_header(m, typestore)
                        for t, m in types.items()}
-            messages = [Message(remaps.get(topic, topic), topic, msgtype, int(t), bytes(data),
-                                send_time_ns(t, data, stamped[topic], timing))
-                        for topic, msgtype, t, data in _read(scan)
-                        if topic in types]
-            messages.sort(key=lambda m: m.time_ns)
-            segments.append(Segment(Path(bag), messages))
-    segments = [s for s in segments if s.messages]
+
+            def loader(bag=bag, types=types, stamped=stamped, scan=None):
+                scan = scan or scan_mcap(bag)
+                messages = [Message(remaps.get(topic, topic), topic, msgtype, int(t),
+                                    bytes(data), send_time_ns(t, data, stamped[topic], timing))
+                            for topic, msgtype, t, data in _read(scan) if topic in types]
+                messages.sort(key=lambda m: m.time_ns)
+                return messages
+            segment = Segment(Path(bag), loader(scan=scan), loader)
+            del scan
+            recorded.update(m.source_topic for m in segment.messages)
+            segment.release()
+            if segment.count:
+                segments.append(segment)
     if not segments:
         raise ValueError('nothing to replay: no message on the selected topics')
-    recorded = {m.source_topic for s in segments for m in s.messages}
     remapped = {src: dst for src, dst in remaps.items() if src != dst and src in recorded}
     return Recording(segments, topics, remapped)
 
@@ -389,10 +430,10 @@ def timeline_goes_back(recording, loop=False):
         return True
     end = None
     for segment in recording.segments:
-        if segment.messages and end is not None and segment.messages[0].time_ns < end:
+        if segment.count and end is not None and segment.first_ns < end:
             return True
-        if segment.messages:
-            end = segment.messages[-1].time_ns
+        if segment.count:
+            end = segment.last_ns
     return False
 
 
@@ -421,28 +462,42 @@ def header_stamp_ns(data):
     return sec * 1_000_000_000 + nanosec
 
 
-def input_ages_s(recording, camera_topic='/camera/color/image_raw',
-                 joints_topic='/joint_states'):
+def _is_camera_frame(m):
+    return m.msgtype == 'sensor_msgs/msg/Image' and m.source_topic.endswith('/color/image_raw')
+
+
+def _is_joint_state(m):
+    return m.msgtype == 'sensor_msgs/msg/JointState' and m.source_topic.endswith('joint_states')
+
+
+def message_ages_ns(messages):
+    """Return ``(frame age, joint state age)`` (ns, >= 0) of one segment's messages (in send
+    order), as :func:`input_ages_s` defines them; camera frames are the sensor_msgs/Image
+    messages on ``.../color/image_raw``, joint states the JointState messages on
+    ``...joint_states``; messages without a readable header are left out."""
+    frame, joints, newest = 0, 0, None
+    for m in messages:
+        try:
+            if _is_joint_state(m):
+                stamp = header_stamp_ns(m.data)
+                newest = stamp if newest is None else max(newest, stamp)
+            elif _is_camera_frame(m):
+                frame = max(frame, m.time_ns - header_stamp_ns(m.data))
+                if newest is not None:
+                    joints = max(joints, m.time_ns - newest)
+        except ValueError:
+            continue
+    return frame, joints
+
+
+def input_ages_s(recording):
     """Return ``(frame age, joint state age)`` (s, >= 0): the largest age that a node on the
     replay's ``/clock`` sees, by the header stamps, of a camera frame when it arrives
     (``send time - stamp``) and of the newest joint state at that moment (``frame send time -
-    newest joint state stamp``). Topics are recorded names; messages without a readable
-    header are left out."""
-    frame, joints, newest = 0, 0, None
-    for segment in recording.segments:
-        newest = None
-        for m in segment.messages:
-            try:
-                if m.source_topic == joints_topic:
-                    stamp = header_stamp_ns(m.data)
-                    newest = stamp if newest is None else max(newest, stamp)
-                elif m.source_topic == camera_topic:
-                    frame = max(frame, m.time_ns - header_stamp_ns(m.data))
-                    if newest is not None:
-                        joints = max(joints, m.time_ns - newest)
-            except ValueError:
-                continue
-    return frame * 1e-9, joints * 1e-9
+    newest joint state stamp``), over the recording's segments."""
+    ages = [s.ages_ns for s in recording.segments if s.ages_ns is not None]
+    return (max((a[0] for a in ages), default=0) * 1e-9,
+            max((a[1] for a in ages), default=0) * 1e-9)
 
 
 class Playback:
@@ -470,7 +525,7 @@ class Playback:
     def __init__(self, recording, rate=1.0, loop=False, start_paused=False):
         if not float(rate) > 0.0:
             raise ValueError(f'rate must be > 0, got {rate}')
-        self.segments = [s for s in recording.segments if s.messages]
+        self.segments = [s for s in recording.segments if s.count]
         if not self.segments:
             raise ValueError('nothing to replay')
         self.rate = float(rate)
@@ -480,7 +535,8 @@ class Playback:
         self.index = 0
         self.passes = 0          # completed passes over every segment
         self.published = 0
-        self._anchor_ns = self.segments[0].messages[0].time_ns
+        self._messages = self.segments[0].load()     # the current segment's
+        self._anchor_ns = self._messages[0].time_ns
         self._anchor_wall = None
         self._clock_ns = self._anchor_ns
 
@@ -498,7 +554,7 @@ class Playback:
 
     def peek(self):
         """Return the next :class:`Message` (None when done)."""
-        return None if self.done else self.segments[self.segment].messages[self.index]
+        return None if self.done else self._messages[self.index]
 
     def start(self, wall_s):
         """Anchor the position to wall time ``wall_s`` (the first call only)."""
@@ -566,25 +622,29 @@ class Playback:
 
     # ---- internals -------------------------------------------------------------------------
     def _advance(self):
-        seg = self.segments[self.segment]
-        msg = seg.messages[self.index]
+        msg = self._messages[self.index]
         self.published += 1
         self._clock_ns = max(self._clock_ns, msg.time_ns)
         self.index += 1
-        if self.index < len(seg.messages):
+        if self.index < len(self._messages):
             if self.paused:
                 self._anchor_ns = msg.time_ns
             return msg
-        # End of a segment: the next one starts where this one's last message was due.
+        # End of a segment: the next one starts where this one's last message was due. Only
+        # the segment being played is held in memory (a bag read again when it comes).
         due_wall = self._anchor_wall + (msg.time_ns - self._anchor_ns) / (self.rate * 1e9)
         self.index = 0
+        if len(self.segments) > 1:
+            self.segments[self.segment].release()
         self.segment += 1
         if self.segment >= len(self.segments):
             self.passes += 1
             if not self.loop:
+                self._messages = []
                 return msg
             self.segment = 0
-        first = self.segments[self.segment].messages[0].time_ns
+        self._messages = self.segments[self.segment].load()
+        first = self._messages[0].time_ns
         if not self.paused:
             self._anchor_wall = due_wall
         self._anchor_ns = first

@@ -24,6 +24,7 @@ import importlib
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -99,6 +100,9 @@ class BagPlayer(Node):
         self.clock_pub = (self.create_publisher(Clock, '/clock', CLOCK_QOS)
                           if publish_clock else None)
         self._last_clock_ns = None
+        #: Names of the ``/diagnostics`` statuses heard (:meth:`watch_diagnostics`).
+        self.diagnostics_heard = set()
+        self._diag_sub = None
         self.create_service(SetBool, '/awopt_replay/pause', self._on_pause)
         self.create_service(Trigger, '/awopt_replay/step', self._on_step)
         self._spin_thread = None
@@ -237,6 +241,18 @@ class BagPlayer(Node):
             return {t for t, _ in self.get_subscriber_names_and_types_by_node(node_name, '/')}
         except Exception:  # noqa: BLE001 - NodeNameNonExistentError while it starts
             return set()
+
+    def watch_diagnostics(self, on=True):
+        """Start (or stop) collecting the status names on ``/diagnostics`` into
+        :attr:`diagnostics_heard`: a started node's first status says that it spins and
+        has heard the replay's ``/clock`` (its timers run on it)."""
+        if on and self._diag_sub is None:
+            self._diag_sub = self.create_subscription(
+                DiagnosticArray, '/diagnostics',
+                lambda msg: self.diagnostics_heard.update(st.name for st in msg.status), 10)
+        elif not on and self._diag_sub is not None:
+            self.destroy_subscription(self._diag_sub)
+            self._diag_sub = None
 
     def graph_subscriber_counts(self):
         """Return ``{published topic: subscriptions on the graph}`` of the replayed topics
