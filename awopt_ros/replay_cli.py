@@ -218,7 +218,7 @@ def _keys(player, out):
                 return
             if key == ' ':
                 out(player.toggle_pause())
-            elif key in 's.':
+            elif key in 'sS':
                 out(player.step()[1])
             elif key in 'qQ':
                 player.stop()
@@ -303,7 +303,7 @@ def run_replay(args, out=print):
             refuse_stack_on_graph(domain, 1.0, env)
         context = Context()
         rclpy.init(context=context)
-        progress = _progress(recording, args.loop)
+        progress = _Progress(recording, args.loop)
         player = BagPlayer(recording, rate=args.rate, loop=args.loop,
                            start_paused=args.start_paused, publish_clock=args.clock,
                            clock_hz=args.clock_hz, on_message=progress.message,
@@ -367,7 +367,7 @@ def run_replay(args, out=print):
     return code
 
 
-class _progress:
+class _Progress:
     """A tqdm bar of published messages (per pass over the bags) on stderr."""
 
     def __init__(self, recording, loop):

@@ -382,7 +382,8 @@ def load_recording(paths, *, selection=None, remaps=None, presets=None, timing='
             segment = Segment(Path(bag), loader(scan=scan), loader)
             del scan
             recorded.update(m.source_topic for m in segment.messages)
-            segment.release()
+            if segments:            # the first bag stays loaded: the replay begins with it
+                segment.release()
             if segment.count:
                 segments.append(segment)
     if not segments:
