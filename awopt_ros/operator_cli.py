@@ -102,8 +102,9 @@ def _write(prog, args, **fields):
     except OSError as exc:
         print(f'{prog}: error: could not write {path}: {exc}', file=sys.stderr)
         return 1
+    identities = annotations.episode_identities(root, dataset_id)
     state = annotations.fold(annotations.read_journal(path),
-                             annotations.episode_numbers(root, dataset_id))[index]
+                             [i['episode'] for i in identities], identities)[index]
     flags = [f'label {state["label"] or "none"}',
              'DISCARDED (left out of training)' if state['discarded'] else 'kept for training',
              f'{len(state["notes"])} note(s)']

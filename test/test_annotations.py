@@ -251,6 +251,17 @@ def test_label_discard_note_commands(tmp_path, capsys):
     assert [(e['label'], e['discarded']) for e in eps] == [(None, False), (None, False)]
 
 
+def test_command_prints_what_load_episodes_gives(tmp_path, capsys):
+    """The command's summary line uses the same episode identity as load_episodes: an
+    operator record for another episode 1 (its seed differs) is not shown as this one's."""
+    _dataset(tmp_path, [1, 2, 1])                    # seeds 0, 1, 2
+    ann.append_record(ann.journal_path(tmp_path, DATASET_ID), ann.make_record(
+        1, after_index=2, discarded=True, seed=9, source='operator'))
+    assert awopt(['note', str(tmp_path), '--episode', '1', '--index', '2', 'looked']) == 0
+    assert 'kept for training' in capsys.readouterr().out
+    assert not load_episodes(tmp_path, DATASET_ID)[2]['discarded']
+
+
 def test_commands_refuse_unknown_and_ambiguous_episodes(tmp_path, capsys):
     _dataset(tmp_path, [1, 2, 1])
     capsys.readouterr()
