@@ -450,6 +450,8 @@ def test_annotate_some_episodes_resolves_against_the_whole_dataset(tmp_path):
     new = [{'id': i, 'episode': numbers[i]} for i in range(5, 8)]
     ann.annotate(new, path, identities)
     assert not any(ep['discarded'] for ep in new)
+    # without them, the unread earlier episodes are unknown: the record stays unresolved
+    assert not any(ep['discarded'] for ep in ann.annotate([dict(ep) for ep in new], path))
     old = [{'id': i, 'episode': numbers[i]} for i in range(0, 3)]
     assert [ep['discarded'] for ep in ann.annotate(old, path, identities)] == [
         False, False, True]

@@ -281,6 +281,8 @@ def _target(record, numbers, identities=None):
     after = record.get('after_index', 0)
     after = after if isinstance(after, int) and after >= 0 else 0
     for i in range(after, len(numbers)):
+        if numbers[i] is None:
+            return None    # an episode of unknown number (not read): it may be this one
         if numbers[i] == episode and same_episode(
                 record, identities[i] if identities and i < len(identities) else None):
             return i
@@ -294,7 +296,8 @@ def fold(records, numbers, identities=None):
         records: list of records (:func:`read_journal`), in journal order.
         numbers: the episode number of each dataset index (list; None where unknown), for
             every episode of the dataset (an ``after_index`` record is resolved against the
-            whole list: a partial one would give it to another episode).
+            whole list; one that meets an unknown number before its episode stays
+            unresolved rather than go to a later episode).
         identities: optional list (by index) of dicts ``seed`` / ``stamp_s`` (the first
             step's stamp), :func:`episode_identities`, checked against the identity an
             ``after_index`` record carries (:func:`same_episode`).
