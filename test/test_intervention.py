@@ -56,6 +56,18 @@ def test_override_active_only_while_the_newest_message_is_fresh():
         o.set_timeout(0.0)
 
 
+def test_an_enable_ends_the_intervention_until_a_newer_operator_message():
+    o = iv.OperatorOverride(timeout_s=0.3)
+    o.on_twist(10.0, [0.1, 0, 0], 0.0)
+    o.on_gripper(10.0, True)
+    o.end()                                     # the arm's enable at 10.18
+    assert not o.active(10.2) and o.action(10.2, 0.1) is None
+    o.end()                                     # ending none is harmless
+    o.on_twist(10.25, [0, 0.1, 0], 0.0)         # received after it: a new intervention,
+    np.testing.assert_allclose(o.action(10.3, 0.1), [0, 0.01, 0, 0, 0, 0, 0], atol=1e-7)
+    assert o.action(10.55, 0.1) is None         # no gripper from before, its own timeout
+
+
 def test_match_stamps_within_the_tolerance():
     got = iv.match_stamps([1.0, 1.1, 1.2000004, 5.0], [1.2, 1.0, 3.0])
     np.testing.assert_array_equal(got, [1, -1, 0, -1])

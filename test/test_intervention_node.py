@@ -88,6 +88,31 @@ def test_the_operator_replaces_policy_actions_while_active(rig):
     assert list(h.got['gripper'][-1].data) == [0.0]                    # the policy's open
 
 
+def test_an_operator_command_from_before_an_enable_does_not_carry_into_the_episode(rig):
+    """A twist held to the end of one episode is still younger than intervention_timeout_s
+    when the next starts: after the enable the policy acts until a new operator message."""
+    h, op = rig()
+    h.enable(True)
+    op.twist(vx=0.1)
+    op.gripper(True)
+    h.send(POLICY)
+    assert h.spin_until(lambda: op.executed and h.got['traj'], 3.0)
+    h.enable(False)                     # the episode ends, the next one starts at once
+    h.enable(True)                      # well within the 0.5 s timeout of the twist
+    n, n_gripper = len(h.got['traj']), len(h.got['gripper'])
+    h.send(POLICY)
+    assert h.spin_until(lambda: len(h.got['traj']) > n
+                        and len(h.got['gripper']) > n_gripper, 3.0)
+    dpos, _ = _tcp_delta(np.array(h.got['traj'][-1].points[0].positions))
+    np.testing.assert_allclose(dpos, POLICY[:3], atol=2e-4)           # the policy's action
+    assert list(h.got['gripper'][-1].data) == [0.0]                    # the policy's open
+    assert len(op.executed) == 1 and h.arm.counts()['intervention_steps'] == 1
+    op.twist(vy=0.1)                    # a message after the enable starts an intervention
+    h.send(POLICY)
+    assert h.spin_until(lambda: len(op.executed) == 2, 3.0)
+    np.testing.assert_allclose(op.executed[-1].position, [0, 0.01, 0, 0, 0, 0, 0], atol=1e-7)
+
+
 def test_the_stamp_is_the_replaced_actions(rig):
     h, op = rig()
     h.enable(True)

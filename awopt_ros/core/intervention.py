@@ -10,11 +10,14 @@ ignored: the action space has only the vertical yaw) and ``std_msgs/Bool`` on
 The arm interface keeps an :class:`OperatorOverride`: the intervention is active while the
 newest operator message (either topic) is younger than ``intervention_timeout_s``, measured
 on a steady clock at reception (a person's timing is wall time, also while the stack runs
-on simulated time). While active, every policy action the arm interface would execute is
-replaced by :func:`operator_action` (the twist times the control period, clipped to the action
-bounds ``core.spec.ACTION_LOW``/``ACTION_HIGH``; gripper bits from the newest gripper message
-of this intervention, none: no gripper change; terminate 0), which then goes through the same
-safety filter, IK, joint limits and watchdogs as a policy action. The executed operator action
+on simulated time), and was received after the arm's latest enable (``/arm/enable true``, at
+each episode start, ends an intervention: a command held to the end of one episode does not
+drive the first steps of the next; a message after the enable starts a new one). While
+active, every policy action the arm interface would execute is replaced by
+:func:`operator_action` (the twist times the control period, clipped to the action bounds
+``core.spec.ACTION_LOW``/``ACTION_HIGH``; gripper bits from the newest gripper message of this
+intervention, none: no gripper change; terminate 0), which then goes through the same safety
+filter, IK, joint limits and watchdogs as a policy action. The executed operator action
 is published on ``/arm/intervention`` (:data:`INTERVENTION_TOPIC`, sensor_msgs/JointState
 named ``spec.ACTION_NAMES``, header stamp = the replaced policy action's stamp).
 
@@ -98,7 +101,9 @@ class OperatorOverride:
     An intervention starts with an operator message and lasts while the newest one is younger
     than ``timeout_s``; its twist is the newest twist received during it (zero until one
     comes), its gripper the newest gripper message received during it (None until one comes:
-    a gripper command of an earlier intervention is not repeated).
+    a gripper command of an earlier intervention is not repeated). :meth:`end` (the arm's
+    enable, at each episode start) ends it at once: messages received before it do not count,
+    and the next intervention starts only with a message received after it.
 
     Args:
         timeout_s: ``intervention_timeout_s`` (s, finite, > 0).
@@ -126,6 +131,19 @@ class OperatorOverride:
     def active(self, now_s):
         """True while the newest operator message is younger than the timeout."""
         return self._last_s is not None and now_s - self._last_s < self.timeout_s
+
+    def end(self):
+        """End the running intervention, if any (the arm was enabled: a new episode).
+
+        The operator messages received until now no longer count, also those younger than the
+        timeout (a key held to the end of the last episode): :meth:`active` is False until the
+        next :meth:`on_twist` / :meth:`on_gripper`, which starts a new intervention with
+        nothing of this one (zero twist until one comes, no gripper command).
+        """
+        self._last_s = None
+        self._linear = np.zeros(3)
+        self._yaw = 0.0
+        self._gripper = None
 
     def _touch(self, now_s):
         if not self.active(now_s):     # a new intervention: nothing of the last one carries

@@ -64,8 +64,12 @@ Operator interventions (``core.intervention``): ``geometry_msgs/TwistStamped`` o
 ``operator_twist_topic`` (``/operator/twist``; frame ``base_link`` or empty, others are
 rejected with a throttled warning; linear m/s, ``angular.z`` rad/s) and ``std_msgs/Bool`` on
 ``operator_gripper_topic`` (``/operator/gripper``, true close, false open). While the newest
-of them is younger than ``intervention_timeout_s`` (steady clock, at reception), each policy
-action the node would act on is replaced by the operator's action (the twist x
+of them is younger than ``intervention_timeout_s`` (steady clock, at reception) and came after
+the latest ``/arm/enable true`` (an enable, at each episode start, ends an intervention: an
+operator message received before it does not count, also when younger than the timeout, so a
+key held to the end of one episode does not drive the next one's first steps; the next
+operator message starts a new intervention), each policy action the node would act on is
+replaced by the operator's action (the twist x
 ``control_period_s``, clipped to the action bounds; gripper bits from the newest gripper
 message of this intervention, else no gripper change; terminate 0), which takes exactly the
 policy action's path: the same enable/stop gate, watchdogs, heartbeat, safety filter,
@@ -273,8 +277,9 @@ class ArmInterfaceNode(Node):
         p['intervention_timeout_s'] = declare(
             self, 'intervention_timeout_s', intervention.DEFAULT_TIMEOUT_S,
             'Operator intervention: active while the newest operator twist or gripper message '
-            "is younger than this (s, steady clock); while active the operator's command "
-            'replaces each policy action', low=0.01, high=5.0)
+            'is younger than this (s, steady clock) and came after the latest /arm/enable '
+            "true; while active the operator's command replaces each policy action",
+            low=0.01, high=5.0)
         p['operator_twist_topic'] = declare(
             self, 'operator_twist_topic', intervention.TWIST_TOPIC,
             'Operator command, geometry_msgs/TwistStamped in base_link (linear m/s, '
@@ -591,6 +596,9 @@ class ArmInterfaceNode(Node):
             # episode manager counts exactly the actions this node acts on as steps.
             self._enabled_at_s = self._now_s()
             self._watchdog.reset(POLICY)
+            # Nor does an operator command received before it (a key held to the end of the
+            # last episode): an intervention starts again only with a newer operator message.
+            self._override.end()
             stale = self._stale(self._now_s())
             response.message = json.dumps({'state': 'enabled', 'stamp_s': self._enabled_at_s,
                                            'stale': stale})
