@@ -6,16 +6,20 @@ new actions differ from the logged ones (:mod:`awopt_ros.learning.reevaluate`).
 
 Inputs: run directories (their Minari dataset, the recorded policy images; ``--from-bags``:
 their bags' camera frames instead), bag directories (``bags/episode_NNNN``), or
-``--dataset-root R --dataset-id I``. Outputs: ``summary.json`` and one PNG per episode in
-``--out`` (default ``runs/reevaluate/<model>_<input>_<YYYYmmdd-HHMMSS>``), and a table on
-stdout. Exit status 0 (1 with ``--fail-on-divergence`` when a deterministic step diverges;
-2 on bad input, one line on stderr).
+``--dataset-root R --dataset-id I``; ``--episode N`` and ``--index I`` (dataset index) pick
+episodes (a number two recordings into one run directory used: ``episode_NNNN_index_I``, each
+episode matched to its own bag as ``awopt view`` does). Outputs: ``summary.json`` and one
+PNG per episode in ``--out`` (default
+``runs/reevaluate/<model>_<input>_<YYYYmmdd-HHMMSS>``), and a table on stdout. Exit status
+0 (1 with ``--fail-on-divergence`` when a deterministic step diverges; 2 on bad input, one
+line on stderr).
 """
+import re
 import sys
 import time
 from pathlib import Path
 
-from awopt_ros.cli_args import UsageError, nonnegative_float, usage_error
+from awopt_ros.cli_args import UsageError, count, nonnegative_float, usage_error
 
 PROG = 'awopt reevaluate'
 
@@ -42,7 +46,14 @@ def add_reevaluate_args(parser):
     parser.add_argument('--critic-head', default=None, help='critic head ONNX')
     parser.add_argument('--episode', type=int, nargs='+', action='extend', default=None,
                         metavar='N', help="only these episode numbers (the episode "
-                                          "manager's; default: all)")
+                                          "manager's; default: all). A number that "
+                                          'several recordings into one run directory used '
+                                          'selects all its episodes, named '
+                                          'episode_NNNN_index_I (--index picks one)')
+    parser.add_argument('--index', type=count(0), nargs='+', action='extend', default=None,
+                        metavar='I', help="only these dataset indices (of each input's "
+                                          'dataset; with --episode they must hold those '
+                                          'numbers)')
     parser.add_argument('--atol', type=nonnegative_float, default=DEFAULT_ATOL,
                         help='tolerance on dx, dy, dz (m) and dyaw (rad)')
     parser.add_argument('--out', default=None,
@@ -83,8 +94,36 @@ def _bag_dirs(path):
     return sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob('*.mcap')))
 
 
+def _run_bags(path, dataset_id):
+    """The bags of run directory ``path`` as ``('bag', dir, name, index, number)`` sources:
+    matched to the episodes of its dataset ``dataset_id`` (by number, seed and recording
+    order, as ``awopt view`` does), so that they carry the dataset's name and index; bags no
+    dataset episode claims follow with name and index None, as do all bags when the dataset
+    cannot be read."""
+    from awopt_ros.core.annotations import episode_identities
+    from awopt_ros.learning.reevaluate import dataset_episode_name, episode_bag
+    bags = _bag_dirs(path)
+    matched = []
+    if dataset_id is not None:
+        try:
+            identities = episode_identities(path, dataset_id)
+        except (FileNotFoundError, OSError, ValueError, KeyError):
+            identities = []
+        episodes = [dict(ident, id=i) for i, ident in enumerate(identities)]
+        numbers = [ep['episode'] for ep in episodes]
+        for ep in episodes:
+            bag = episode_bag(path, ep, episodes)
+            if bag is not None and bag not in [m[1] for m in matched]:
+                matched.append(('bag', bag, dataset_episode_name(ep['episode'], ep['id'],
+                                                                 numbers),
+                                ep['id'], ep['episode']))
+    claimed = {m[1] for m in matched}
+    return matched + [('bag', b, None, None, _bag_number(b)) for b in bags if b not in claimed]
+
+
 def _sources(args):
-    """Return a list of ('dataset', root, dataset_id) and ('bag', dir) sources (UsageError)."""
+    """Return a list of ('dataset', root, dataset_id) and ('bag', dir, name, index, number)
+    sources (UsageError); name, index (the dataset's) and number may be None."""
     sources = []
     if args.dataset_root is not None:
         root = Path(args.dataset_root)
@@ -102,15 +141,17 @@ def _sources(args):
         if not path.is_dir():
             raise UsageError('RUN_DIR|BAG', f'{raw} is not a run or bag directory')
         if any(path.glob('*.mcap')):
-            sources.append(('bag', path))
+            sources.append(('bag', path, None, None, _bag_number(path)))
         elif (path / 'datasets').is_dir() and not args.from_bags:
             sources.append(('dataset', path, _pick_dataset(path, args.dataset_id, 'RUN_DIR')))
         else:
-            bags = _bag_dirs(path)
-            if not bags:
+            if not _bag_dirs(path):
                 raise UsageError('RUN_DIR|BAG', f'{raw} holds no dataset (datasets/) and no '
                                  'bag (.mcap): no episodes')
-            sources += [('bag', b) for b in bags]
+            ids = _dataset_ids(path) if (path / 'datasets').is_dir() else []
+            dataset_id = (args.dataset_id if args.dataset_id in ids else
+                          ids[0] if len(ids) == 1 and args.dataset_id is None else None)
+            sources += _run_bags(path, dataset_id)
     if not sources:
         raise UsageError('RUN_DIR|BAG', 'give a run directory, bag directories or '
                          '--dataset-root/--dataset-id')
@@ -169,20 +210,8 @@ def run_reevaluate(args):
                     geometry = geo
                 episodes += loaded
             else:
-                episodes.append(('bag', source[1]))
-        if args.episode:
-            numbers = {getattr(e, 'number', None) for e in episodes
-                       if not isinstance(e, tuple)}
-            wanted = set(args.episode)
-            bag_eps = [e for e in episodes if isinstance(e, tuple)
-                       and _bag_number(e[1]) in wanted]
-            data_eps = [e for e in episodes if not isinstance(e, tuple) and e.number in wanted]
-            known = numbers | {_bag_number(e[1]) for e in episodes if isinstance(e, tuple)}
-            missing = sorted(wanted - known)
-            if missing:
-                raise UsageError('--episode', f'no episode {missing} in the inputs (episodes '
-                                 f'{sorted(n for n in known if n is not None) or "none"})')
-            episodes = data_eps + bag_eps
+                episodes.append(source)
+        episodes = _select(episodes, args)
         if not episodes:
             raise UsageError('RUN_DIR|BAG', 'the inputs hold no episodes')
         has_dataset = any(not isinstance(e, tuple) for e in episodes)
@@ -216,7 +245,8 @@ def run_reevaluate(args):
     for item in _progress(args.progress, 're-evaluating')(episodes):
         if isinstance(item, tuple):
             try:
-                item = rv.bag_episode(item[1], crop, size, args.camera_topic)
+                item = rv.bag_episode(item[1], crop, size, args.camera_topic, name=item[2],
+                                      index=item[3])
             except (rv.ReevaluateError, FileNotFoundError, ValueError, KeyError) as exc:
                 return usage_error(PROG, f'{item[1]}: {exc}')
             result = bag_evaluator.run(item)
@@ -249,11 +279,59 @@ def run_reevaluate(args):
 
 
 def _bag_number(bag_dir):
-    name = Path(bag_dir).name
-    try:
-        return int(name.rsplit('_', 1)[-1])
-    except ValueError:
-        return None
+    """The episode number of a bag directory's name (``episode_NNNN`` or, for a number a
+    second recording into the run used again, ``episode_NNNN_K``), else None."""
+    match = re.fullmatch(r'episode_(\d+)(?:_\d+)?', Path(bag_dir).name)
+    return int(match.group(1)) if match else None
+
+
+def _number(item):
+    return item[4] if isinstance(item, tuple) else item.number
+
+
+def _index(item):
+    return item[3] if isinstance(item, tuple) else item.index
+
+
+def _select(episodes, args):
+    """The episodes (RecordedEpisode, or bag sources) that ``--episode`` and ``--index`` pick,
+    in input order (UsageError for numbers or indices the inputs lack)."""
+    if args.index:
+        indices = {_index(e) for e in episodes} - {None}
+        if not indices:
+            raise UsageError('--index', 'the inputs have no dataset (a dataset index picks an '
+                             "episode of a run directory's dataset)")
+        missing = sorted(set(args.index) - indices)
+        if missing:
+            raise UsageError('--index', f'no dataset index {missing} in the inputs (indices '
+                             f'{", ".join(map(str, sorted(indices)))})')
+        episodes = [e for e in episodes if _index(e) in set(args.index)]
+        wanted = set(args.episode or ())
+        if wanted:
+            wrong = [e for e in episodes if _number(e) not in wanted]
+            if wrong:
+                numbers = ' or '.join(map(str, sorted(wanted)))
+                raise UsageError('--index', f'dataset index {_index(wrong[0])} is episode '
+                                 f'{_number(wrong[0])}, not {numbers}')
+        return episodes
+    if not args.episode:
+        return episodes
+    wanted = set(args.episode)
+    known = {_number(e) for e in episodes} - {None}
+    missing = sorted(wanted - known)
+    if missing:
+        raise UsageError('--episode', f'no episode {missing} in the inputs (episodes '
+                         f'{sorted(known) or "none"})')
+    episodes = [e for e in episodes if _number(e) in wanted]
+    for number in sorted(wanted):
+        indices = [_index(e) for e in episodes if _number(e) == number
+                   and '_index_' in str(e[2] if isinstance(e, tuple) else e.name)]
+        if not indices:
+            continue              # the number is used once in each input
+        print(f'{PROG}: episode {number} is at dataset indices {indices} (several recordings '
+              'into one run directory): all re-evaluated, named episode_NNNN_index_I '
+              '(--index picks one)', file=sys.stderr)
+    return episodes
 
 
 def _recorded_crop(bags, episodes):
@@ -262,8 +340,8 @@ def _recorded_crop(bags, episodes):
     if not bags.is_dir():
         return None
     for ep in episodes:
-        bag = bags / ep.name
-        if bag.is_dir():
+        bag = Path(ep.bag) if ep.bag else None
+        if bag is not None and bag.is_dir():
             contract = recorded_model_contract(bag)
             if contract and contract.get('crop_xywh'):
                 return [int(v) for v in contract['crop_xywh']]

@@ -263,6 +263,128 @@ def test_bag_episode_steps_match_the_dataset(proprio_run):
         assert np.array_equal(ep.policy, ds['policy'][:t])
 
 
+@pytest.fixture(scope='module')
+def repeated_run(recorded_demo_run, tmp_path_factory):
+    """A copy of the shared run with a second recording of 1 episode into it: its episode is
+    numbered 1 again (bag ``episode_0001_1``, dataset index 2). Scene seed 7 with room for 25
+    steps: the grasp succeeds before the limit (the shared run's episodes end by the limit),
+    so the policy answers the frame the episode ended on."""
+    from recorded_run import record_demo
+    run = tmp_path_factory.mktemp('reevaluate_repeated') / 'run'
+    shutil.copytree(recorded_demo_run, run)
+    return record_demo(run, episodes=1, max_steps=25, seed=7)
+
+
+def _events(bag):
+    typestore = default_typestore()
+    events = {}
+    for topic, msgtype, _, data in read_messages(bag):
+        if topic == rv.EVENT_TOPIC:
+            payload = json.loads(typestore.deserialize_cdr(data, msgtype).data)
+            events[payload.get('event')] = payload
+    return events
+
+
+def _restamped(message, stamp_s, typestore):
+    """A bag message tuple with its header stamp set to ``stamp_s``."""
+    from dataclasses import replace
+    topic, msgtype, log_ns, data = message
+    msg = typestore.deserialize_cdr(data, msgtype)
+    sec, nanosec = divmod(int(round(stamp_s * 1e9)), 1_000_000_000)
+    msg = replace(msg, header=replace(msg.header, stamp=replace(msg.header.stamp, sec=sec,
+                                                                nanosec=nanosec)))
+    return (topic, msgtype, log_ns, typestore.serialize_cdr(msg, msgtype))
+
+
+def test_bag_steps_are_the_executed_actions(recorded_demo_run, repeated_run, tmp_path,
+                                            capsys, monkeypatch):
+    """From bags, an episode has the dataset's (and the episode manager's) step count: the
+    action the policy computed on the frame the episode ended on (stamped at the end event,
+    logged when it arrives before the bag closes) was never executed and is no step."""
+    from awopt_ros.core import bag as bag_module
+    from awopt_ros.core.dataset import load_episodes
+    typestore = default_typestore()
+    episodes = {ep['episode']: ep for ep in load_episodes(recorded_demo_run, DATASET)}
+    original = bag_module.read_messages
+
+    def with_answer_to_last_frame(path):
+        """The bag, plus a camera frame and an action stamped at the end event (as the
+        lockstep policy answers the frame the episode ended on)."""
+        messages = original(path)
+        end = _events(path)['end']['stamp_s']
+        last = {m[0]: m for m in messages}
+        return messages + [_restamped(last[topic], end, typestore)
+                           for topic in (rv.CAMERA_TOPIC, rv.ACTION_TOPIC)]
+
+    monkeypatch.setattr(bag_module, 'read_messages', with_answer_to_last_frame)
+    for bag in _bags(recorded_demo_run):
+        ep = rv.bag_episode(bag, list(spec.POLICY_CROP_XYWH), spec.POLICY_IMAGE_SIZE)
+        ds = episodes[ep.number]
+        t = len(ds['actions'])
+        assert _events(bag)['end']['steps'] == t
+        assert ep.steps == t
+        np.testing.assert_allclose(ep.stamp_s, ds['stamp_s'][:t], atol=1e-9)
+        assert np.array_equal(ep.actions, ds['actions'])
+    monkeypatch.setattr(bag_module, 'read_messages', original)
+    # a whole run from its bags (its second recording's episode succeeds before the step
+    # limit): every episode's steps are the dataset's
+    episodes = load_episodes(repeated_run, DATASET)
+    out = tmp_path / 'o'
+    rc, _, err = _run([SHIPPED, repeated_run, '--from-bags', '--out', out], capsys)
+    assert rc == 0, err
+    steps = {ep['index']: ep['steps'] for ep in _summary(out)['episodes']}
+    assert steps == {i: len(ep['actions']) for i, ep in enumerate(episodes)}
+
+
+@pytest.mark.parametrize('from_bags', [False, True], ids=['dataset', 'bags'])
+def test_repeated_episode_numbers_get_unique_names(repeated_run, tmp_path, capsys, from_bags):
+    """Two recordings into one run directory both have an episode 1: both are re-evaluated
+    under names of their own (their dataset index added, as ``awopt view`` names them), with
+    a plot each, the index in the JSON, from bags each from its own bag; ``--index`` picks
+    one."""
+    extra = ['--from-bags'] if from_bags else []
+    out = tmp_path / 'o'
+    rc, _, err = _run([SHIPPED, repeated_run, '--episode', '1', '--out', out, *extra], capsys)
+    assert rc == 0, err
+    assert 'dataset indices [0, 2]' in err and '--index' in err
+    doc = _summary(out)
+    names = ['episode_0001_index_0', 'episode_0001_index_2']
+    assert [(ep['name'], ep['episode'], ep['index']) for ep in doc['episodes']] == [
+        (names[0], 1, 0), (names[1], 1, 2)]
+    assert doc['plots'] == [f'{n}.png' for n in names]
+    assert [ep['plot'] for ep in doc['episodes']] == doc['plots']
+    assert all((out / p).is_file() for p in doc['plots'])
+    second = doc['episodes'][1]
+    if from_bags:
+        assert [Path(ep['path']).name for ep in doc['episodes']] == ['episode_0001',
+                                                                     'episode_0001_1']
+    # --index: that dataset episode alone
+    out = tmp_path / 'o2'
+    rc, stdout, err = _run([SHIPPED, repeated_run, '--index', '2', '--out', out, *extra],
+                           capsys)
+    assert rc == 0, err
+    ep, = _summary(out)['episodes']
+    assert (ep['name'], ep['index'], ep['steps']) == (names[1], 2, second['steps'])
+    assert names[1] in stdout
+    # --index with --episode must agree; an index the dataset lacks
+    rc, _, err = _run([SHIPPED, repeated_run, '--index', '1', '--episode', '1', '--out',
+                       tmp_path / 'o3', *extra], capsys)
+    _one_line_error(rc, err, '--index', 'episode 2')
+    rc, _, err = _run([SHIPPED, repeated_run, '--index', '9', '--out', tmp_path / 'o3',
+                       *extra], capsys)
+    _one_line_error(rc, err, '--index', '0, 1, 2')
+
+
+def test_same_episode_of_two_inputs_keeps_both_plots(recorded_demo_run, tmp_path, capsys):
+    out = tmp_path / 'o'
+    rc, _, err = _run([SHIPPED, recorded_demo_run, recorded_demo_run, '--episode', '2',
+                       '--out', out], capsys)
+    assert rc == 0, err
+    doc = _summary(out)
+    assert doc['plots'] == ['episode_0002.png', 'episode_0002_2.png']
+    assert all((out / p).is_file() for p in doc['plots'])
+
+
 # -- CLI: one-line errors, outputs --------------------------------------------------------------
 
 

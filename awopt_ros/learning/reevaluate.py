@@ -25,8 +25,9 @@ Inputs per step
   crop of the recording (the crop of the recorded model's contract in the bag's
   ``/policy/model_info``; else ``spec.POLICY_CROP_XYWH``).
 * From a bag directory (or a run directory with ``--from-bags``): every ``/policy/action`` of
-  the episode (stamped after its ``start`` event, up to its ``end`` event) is a step; its
-  camera frame (same stamp, ``--camera-topic``) goes through
+  the episode (stamped after its ``start`` event, up to its ``end`` event, at most the end
+  event's ``steps``: the action answering the frame the episode ended on never ran) is a
+  step; its camera frame (same stamp, ``--camera-topic``) goes through
   :func:`awopt_ros.core.image_ops.crop_resize` with the MODEL's ``crop_xywh`` and
   ``image_size``, on :func:`awopt_ros.ros.convert.image_view` of the frame (what the live
   node does with ``image_source: camera``). Where the recorded ``/policy/image`` of that stamp
@@ -69,6 +70,7 @@ shaded, diverging steps marked, Q when a critic is given) and a table on stdout.
 """
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +114,10 @@ class RecordedEpisode:
     """One recorded episode's steps, as the policy saw them.
 
     Attributes:
-        name: e.g. 'episode_0003' (the episode manager's number) or 'dataset_episode_5'.
+        name: e.g. 'episode_0003' (the episode manager's number), 'episode_0003_index_7' (a
+            number that several recordings into one run directory used: the dataset index
+            added), 'episode_0003_1' (such a bag read without its dataset) or
+            'dataset_episode_5'.
         number: the episode manager's number, or None.
         source: 'dataset' or 'bag'.
         path: the dataset root or the bag directory (str).
@@ -129,6 +134,8 @@ class RecordedEpisode:
         notes: list of str, things a user should know about this episode's data.
         label: the operator's label ('success' | 'failure') where the dataset has one.
         discarded: the operator discarded the episode (it is still re-evaluated).
+        index: the episode's dataset index (None for a bag read without its dataset).
+        bag: the episode's bag directory (str) where known, else None.
     """
 
     name: str
@@ -147,6 +154,8 @@ class RecordedEpisode:
     notes: list = field(default_factory=list)
     label: object = None
     discarded: bool = False
+    index: object = None
+    bag: object = None
 
     @property
     def steps(self):
@@ -169,6 +178,34 @@ class RecordedEpisode:
 
 def _episode_name(number, fallback):
     return f'episode_{int(number):04d}' if number is not None else fallback
+
+
+def dataset_episode_name(number, index, numbers):
+    """Return the name of the dataset episode at ``index`` with episode number ``number``:
+    'episode_NNNN', 'episode_NNNN_index_I' when several episodes of the dataset have that number
+    (``numbers``: every episode's number; two recordings into one run directory each number
+    their episodes from 1, as ``awopt view`` names them), 'dataset_episode_I' without a
+    number."""
+    if number is None:
+        return f'dataset_episode_{index}'
+    name = _episode_name(number, None)
+    if sum(n == number for n in numbers) > 1:
+        name += f'_index_{index}'
+    return name
+
+
+def episode_bag(root, episode, episodes):
+    """Return the bag directory (Path) of a dataset episode under ``root/bags``, or None.
+
+    ``episode`` and ``episodes``: dicts with ``id`` (dataset index), ``episode`` (number) and
+    ``seed``, as :func:`awopt_ros.core.dataset.load_episodes` returns them. The logger's rule
+    (``bags/episode_NNNN``, then ``episode_NNNN_1``, ... for a number used again) is resolved
+    by seed and recording order as ``awopt view`` does (:func:`awopt_ros.view_cli.find_bag`).
+    """
+    from awopt_ros.view_cli import find_bag
+    if episode.get('episode') is None or not (Path(root) / 'bags').is_dir():
+        return None
+    return find_bag(Path(root), episode, episodes)[0]
 
 
 def bag_topics(bag_dir):
@@ -206,6 +243,7 @@ def dataset_episodes(root, dataset_id, bags_dir=None):
     except ValueError as exc:
         raise ReevaluateError(f'--dataset-id: {exc}') from exc
     out, size = [], None
+    numbers = [ep['episode'] for ep in loaded]
     for ep in loaded:
         if 'image' not in ep:
             raise ReevaluateError(f'dataset {dataset_id} of {root} is a state task dataset '
@@ -213,18 +251,19 @@ def dataset_episodes(root, dataset_id, bags_dir=None):
         t = len(ep['actions'])
         size = int(ep['image'].shape[1])
         number = ep['episode']
-        name = _episode_name(number, f'dataset_episode_{ep["id"]}')
-        source, notes = 'unknown', []
+        name = dataset_episode_name(number, ep['id'], numbers)
+        source, notes, bag = 'unknown', [], None
         if bags_dir is not None and number is not None:
-            bag = Path(bags_dir) / name
-            if bag.is_dir():
+            bag = episode_bag(Path(bags_dir).parent, ep, loaded)
+            if bag is not None:
                 source = 'policy' if PROPRIO_TOPIC in bag_topics(bag) else 'joint_states'
         out.append(RecordedEpisode(
             name=name, number=number, source='dataset', path=str(root),
             image=ep['image'][:t], proprio=ep['proprio'][:t], actions=ep['actions'],
             noise_free=ep['noise_free_action'][:t], policy=ep['policy'][:t],
             stamp_s=ep['stamp_s'][:t], proprio_source=source, notes=notes,
-            label=ep.get('label'), discarded=bool(ep.get('discarded', False))))
+            label=ep.get('label'), discarded=bool(ep.get('discarded', False)),
+            index=int(ep['id']), bag=None if bag is None else str(bag)))
         if out[-1].discarded:
             notes.append('discarded by the operator (re-evaluated all the same)')
     return out, size
@@ -259,12 +298,16 @@ def recorded_model_contract(bag_dir):
     return None
 
 
-def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
+def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC, name=None,
+                index=None):
     """Read one episode's bag as a :class:`RecordedEpisode` (source 'bag').
 
     Steps: the ``/policy/action`` messages stamped after the bag's ``start`` event (the
     logger's rule: an action on a frame from before the start belongs to no episode) and at
-    or before its ``end`` event (all of them when the bag has no end, e.g. cut by a crash).
+    or before its ``end`` event, at most the end event's ``steps`` of them (the logger's rule
+    too: in lockstep the policy answers the frame the episode ended on, at the end event's
+    stamp, but that action is never executed); all of them when the bag has no end (e.g. cut
+    by a crash).
     Each step's image is the camera frame of the action's stamp through
     ``crop_resize(image_view(frame), crop_xywh, image_size)``; its proprio the
     ``/policy/proprio`` of that stamp, else the forward kinematics of the latest joint state
@@ -273,6 +316,12 @@ def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
     Actions without a camera frame are left out (counted in ``notes``). A bag without
     ``camera_topic`` whose only ``*/color/image_raw`` topic is another is read from that one
     (said in ``notes``).
+
+    ``name`` and ``index``: the episode's name and dataset index when the caller matched the
+    bag to its dataset episode (:func:`episode_bag`, :func:`dataset_episode_name`); by default
+    the name is 'episode_NNNN' of the start event's number, or the bag directory's name when
+    it is that number's repeat (``episode_NNNN_1``: a second recording into the run), and the
+    index None.
 
     Raises:
         FileNotFoundError: no ``.mcap`` in ``bag_dir``.
@@ -332,6 +381,10 @@ def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
     start_ns = _event_ns(start)
     end_ns = _event_ns(end)
     number = start.get('episode') if start else None
+    limit = (end or {}).get('steps')
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+    taken = 0
+    actions.sort(key=lambda item: item[0])
     joints.sort(key=lambda item: item[0])
     joint_stamps = np.array([s for s, _ in joints], dtype=np.int64)
     names = list(spec.ARM_JOINTS) + [spec.GRIPPER_JOINT]
@@ -342,6 +395,9 @@ def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
             continue
         if end_ns is not None and stamp_ns > end_ns + _STAMP_TOLERANCE_NS:
             continue
+        if limit is not None and taken >= limit:
+            continue                  # answered the frame the episode ended on: not executed
+        taken += 1
         frame = _lookup(frames, stamp_ns)
         if frame is None:
             no_frame += 1
@@ -378,9 +434,13 @@ def bag_episode(bag_dir, crop_xywh, image_size, camera_topic=CAMERA_TOPIC):
     if no_frame:
         notes.append(f'{no_frame} action(s) without a camera frame of their stamp left out')
     size = int(image_size)
+    if name is None:
+        name = _episode_name(number, Path(bag_dir).name)
+        if number is not None and re.fullmatch(rf'{name}_\d+', Path(bag_dir).name):
+            name = Path(bag_dir).name           # episode_NNNN_1: the number used again
     return RecordedEpisode(
-        name=_episode_name(number, Path(bag_dir).name), number=number, source='bag',
-        path=str(bag_dir),
+        name=name, number=number, source='bag', path=str(bag_dir), index=index,
+        bag=str(bag_dir),
         image=np.stack(rows['image']).reshape(-1, size, size, 3),
         proprio=np.stack(rows['proprio']), actions=np.stack(rows['actions']).astype(np.float32),
         noise_free=np.stack(rows['noise_free']), policy=np.asarray(rows['policy'], np.int64),
@@ -535,7 +595,8 @@ def compare(episode, result, atol=DEFAULT_ATOL):
     """Return the per-episode report (a JSON-able dict) of ``result`` (:meth:`Reevaluator.run`)
     against ``episode``'s logged actions; see the module docstring for the fields.
 
-    Keys: ``name``, ``episode``, ``source``, ``path``, ``steps``, ``deterministic_steps``,
+    Keys: ``name``, ``episode``, ``index`` (the dataset index; None for a bag read without its
+    dataset), ``source``, ``path``, ``steps``, ``deterministic_steps``,
     ``proprio_source``, ``policy_image_mismatches``, ``policy_images_compared``, ``notes``,
     ``continuous`` {dim: {mean_abs, max_abs, beyond_atol}}, ``decisions`` {dim: agreement},
     ``label``, ``discarded`` (the operator's, where recorded),
@@ -567,7 +628,8 @@ def compare(episode, result, atol=DEFAULT_ATOL):
 
     q_logged, q_new = result['q_logged'], result['q_new']
     return {
-        'name': episode.name, 'episode': episode.number, 'source': episode.source,
+        'name': episode.name, 'episode': episode.number, 'index': episode.index,
+        'source': episode.source,
         'path': episode.path, 'steps': episode.steps, 'deterministic_steps': int(det.sum()),
         'proprio_source': episode.proprio_source, 'label': episode.label,
         'discarded': episode.discarded,
@@ -706,14 +768,15 @@ def _fmt(value, spec_='.2g'):
 
 def table(reports, summary):
     """Return the printed table (str): one row per episode and a total row."""
-    head = (f'{"episode":<16}{"steps":>6}{"det":>5}{"div":>5}{"first":>6}  '
+    width = max([16] + [len(r['name']) + 2 for r in reports])
+    head = (f'{"episode":<{width}}{"steps":>6}{"det":>5}{"div":>5}{"first":>6}  '
             + ''.join(f'{"max|" + n + "|":>12}' for n in CONTINUOUS_NAMES)
             + ''.join(f'{n[:5]:>7}' for n in DISCRETE_NAMES) + f'{"Q log":>7}{"Q new":>7}'
             + '  proprio')
     lines = [head, '-' * len(head)]
 
     def row(label, steps, det, div, first, cont, dec, ql, qn, proprio):
-        return (f'{label:<16}{steps:>6}{det:>5}{div:>5}{_fmt(first, "d"):>6}  '
+        return (f'{label:<{width}}{steps:>6}{det:>5}{div:>5}{_fmt(first, "d"):>6}  '
                 + ''.join(f'{_fmt(cont[n]["max_abs"], ".2e"):>12}' for n in CONTINUOUS_NAMES)
                 + ''.join(f'{_fmt(dec[n], ".0%"):>7}' for n in DISCRETE_NAMES)
                 + f'{_fmt(ql, ".2f"):>7}{_fmt(qn, ".2f"):>7}  {proprio}')
@@ -733,17 +796,26 @@ def table(reports, summary):
 def write_outputs(out_dir, model, inputs, reports, summary, critic=None, progress=None):
     """Write ``summary.json`` and one ``<episode name>.png`` per report into ``out_dir``.
 
+    Reports that share a name (the same episode of two inputs) get ``_2``, ``_3``, ... in the
+    PNG's name, so that no plot replaces another; each report's ``plot`` is its PNG's name.
+
     Returns:
         dict with ``summary`` (Path) and ``plots`` (list of Path).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = []
+    plots, used = [], set()
+    for r in reports:
+        stem, k = r['name'], 2
+        while stem in used:
+            stem, k = f'{r["name"]}_{k}', k + 1
+        used.add(stem)
+        r['plot'] = f'{stem}.png'
     for r in (progress(reports) if progress else reports):
         title = (f'{Path(model).name} on {r["name"]} ({r["source"]}): {r["diverging_steps"]} '
                  f'of {r["deterministic_steps"]} deterministic steps diverge (atol '
                  f'{summary["atol"]:g}), proprio from {r["proprio_source"]}')
-        plots.append(plot_report(r, out_dir / f'{r["name"]}.png', title, summary['atol']))
+        plots.append(plot_report(r, out_dir / r['plot'], title, summary['atol']))
     doc = {'model': str(model), 'critic': critic, 'inputs': [str(p) for p in inputs],
            'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'summary': summary,
            'episodes': reports, 'plots': [p.name for p in plots]}
@@ -755,5 +827,6 @@ def write_outputs(out_dir, model, inputs, reports, summary, critic=None, progres
 
 
 __all__ = ['DEFAULT_ATOL', 'RecordedEpisode', 'ReevaluateError', 'Reevaluator', 'bag_episode',
-           'bag_topics', 'check_model_kind', 'compare', 'dataset_episodes', 'model_geometry',
+           'bag_topics', 'check_model_kind', 'compare', 'dataset_episode_name',
+           'dataset_episodes', 'episode_bag', 'model_geometry',
            'plot_report', 'recorded_model_contract', 'summarize', 'table', 'write_outputs']
