@@ -30,14 +30,14 @@
   (:mod:`awopt_ros.learning.plot_episode`).
 - ``awopt bag-repair PATH...``: rebuild bags that a crash cut short (no footer, no
   metadata.yaml) from what can be read, marked as cut (:mod:`awopt_ros.bag_cli`).
+- ``awopt view RUN --episode N [--spawn]``: one recorded episode (camera and policy images,
+  actions, proprioception, success, rewards, labels) as a Rerun ``.rrd`` to open with
+  ``rerun FILE`` (:mod:`awopt_ros.view_cli`).
 - ``awopt replay BAG_OR_RUN...``: recorded episodes back on their topics with their QoS,
   timing (``--rate``) and ``/clock``; ``--nodes`` runs stack nodes against them
   (:mod:`awopt_ros.replay_cli`).
 - ``awopt reevaluate MODEL RUN_DIR|BAG...``: a model on recorded episodes as the live policy
   node runs it, compared with the logged actions (:mod:`awopt_ros.reevaluate_cli`).
-- ``awopt view RUN --episode N [--spawn]``: one recorded episode (camera and policy images,
-  actions, proprioception, success, rewards, labels) as a Rerun ``.rrd`` to open with
-  ``rerun FILE`` (:mod:`awopt_ros.view_cli`).
 - ``awopt label|discard|note RUN --episode N ...``: the operator's label, discard and notes of
   a recorded episode (:mod:`awopt_ros.operator_cli`).
 - ``awopt teleop``: keyboard teleoperation (in a terminal) that overrides the policy while
@@ -576,6 +576,12 @@ def build_parser():
     add_bag_repair_args(p)
     p.set_defaults(func=run_bag_repair_cli)
 
+    p = sub.add_parser('view', help='one recorded episode as a Rerun recording (.rrd)',
+                       usage='%(prog)s RUN_DIR [--episode N] [options]')
+    from awopt_ros.view_cli import add_view_args, run_view
+    add_view_args(p)
+    p.set_defaults(func=run_view)
+
     p = sub.add_parser('replay', help='play recorded episodes back on their topics',
                        usage='%(prog)s BAG_OR_RUN [BAG_OR_RUN ...] [options]')
     from awopt_ros.replay_cli import add_replay_args, run_replay
@@ -589,17 +595,11 @@ def build_parser():
     add_reevaluate_args(p)
     p.set_defaults(func=run_reevaluate)
 
-    p = sub.add_parser('view', help='one recorded episode as a Rerun recording (.rrd)',
-                       usage='%(prog)s RUN_DIR [--episode N] [options]')
-    from awopt_ros.view_cli import add_view_args, run_view
-    add_view_args(p)
-    p.set_defaults(func=run_view)
-
     from awopt_ros import operator_cli
     for name, help_text, add, run in (
             ('label', 'label a recorded episode success or failure', operator_cli.add_label_args,
              operator_cli.run_label),
-            ('discard', 'leave a recorded episode out of training (--undo: take it back)',
+            ('discard', 'leave a recorded episode out of training (--undo)',
              operator_cli.add_discard_args, operator_cli.run_discard),
             ('note', 'add a note to a recorded episode', operator_cli.add_note_args,
              operator_cli.run_note)):
