@@ -606,7 +606,7 @@ def build_parser():
         p = sub.add_parser(name, help=help_text)
         add(p)
         p.set_defaults(func=run)
-    p = sub.add_parser('teleop', help='keyboard teleoperation overriding the policy (a tty)',
+    p = sub.add_parser('teleop', help='keyboard teleoperation that overrides the policy',
                        usage='%(prog)s [--speed M_S] [--yaw-speed RAD_S] [options]')
     from awopt_ros.teleop_cli import add_teleop_args, run_teleop
     add_teleop_args(p)
