@@ -17,7 +17,8 @@ typed (lowercase; Caps Lock's uppercase letters are ignored); arrow, function an
 that send escape sequences are ignored whole (``core.intervention.KeyStream``).
 
 The terminal is put in cbreak mode (keys arrive one by one, not echoed; restored at exit);
-without a terminal on stdin the command refuses to run (exit 2).
+without a terminal on stdin the command refuses to run (exit 2). Its ROS context is
+initialised without the command line (no ROS arguments: the topics are options).
 """
 import os
 import select
@@ -121,7 +122,9 @@ def run_teleop(args, out=print):
     keys = iv.TeleopKeys(args.speed, args.yaw_speed, args.hold_s)
     stream = iv.KeyStream()       # arrow / function keys' escape sequences are left out
     context = Context()
-    rclpy.init(context=context)
+    # args=[]: without it rcl parses sys.argv, the awopt command line (its options are not
+    # ROS arguments; one that looks like a remap would warn or rename the node).
+    rclpy.init(args=[], context=context)
     node = rclpy.create_node('awopt_teleop', context=context)
     twist_pub = node.create_publisher(TwistStamped, args.twist_topic, qos.COMMAND)
     gripper_pub = node.create_publisher(Bool, args.gripper_topic, qos.COMMAND)
