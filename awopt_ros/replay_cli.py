@@ -336,8 +336,12 @@ def run_replay(args, out=print):
             player.play()
         finally:
             progress.close()
-        out(f'published {player.playback.published} messages'
-            + (' (stopped)' if player.stopped.is_set() else ''))
+        pb = player.playback
+        out(f'published {pb.published} messages'
+            + (' (stopped)' if player.stopped.is_set() else '')
+            + (f'; the replay fell behind {pb.lag_shifts} time(s), {pb.lag_s:.2f} s in all '
+               '(a busy host): it went on from there rather than sending the messages due '
+               'at once' if pb.lag_shifts else ''))
         if stack is not None and not player.stopped.is_set():
             time.sleep(args.linger)      # the nodes finish with the last messages
         if stack is not None and stack.dead():

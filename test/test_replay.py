@@ -419,3 +419,34 @@ def test_no_keys_off_a_terminal(monkeypatch):
     from awopt_ros.replay_cli import _keys
     monkeypatch.setattr('sys.stdin', io.StringIO(''))
     assert _keys(object(), print) is None
+
+
+def test_a_late_player_keeps_the_recorded_spacing_with_max_lag():
+    """A player starved of CPU for a moment: without max_lag_s every message due goes out at
+    once (a burst a 5-deep sensor queue cuts); with it, the schedule moves and the next
+    messages keep their recorded spacing."""
+    times = [1.0, 1.1, 1.2, 1.3, 1.4]
+    burst = Playback(_recording(_segment(times)), rate=1.0)
+    burst.start(0.0)
+    assert len(list(iter(lambda: burst.due(1.0), None))) == 5   # all due at once
+    pb = Playback(_recording(_segment(times)), rate=1.0, max_lag_s=0.1)
+    pb.start(0.0)
+    assert pb.due(1.0) is not None                   # 1 s late: goes out, the schedule moves
+    assert pb.due(1.0) is None                       # the next one keeps its 0.1 s spacing
+    assert pb.wait_s(1.0) == pytest.approx(0.1)
+    assert pb.due(1.1) is not None and pb.due(1.1) is None
+    assert pb.lag_shifts == 1 and pb.lag_s == pytest.approx(1.0)
+    with pytest.raises(ValueError, match='max_lag_s'):
+        Playback(_recording(_segment(times)), max_lag_s=-1.0)
+
+
+def test_a_resume_before_the_player_begins_does_not_make_messages_overdue():
+    """The pause service answers while the player still waits for its subscribers: a resume
+    then, and the player beginning 10 s later, sends the first messages on their schedule
+    from then, not all at once."""
+    pb = Playback(_recording(_segment([1.0, 1.1, 1.2])), rate=1.0, start_paused=True)
+    pb.clock_ns(0.0)
+    pb.resume(0.0)                     # the test resumes early
+    pb.begin(10.0)                     # the player's loop starts 10 s later
+    assert pb.due(10.0) is not None and pb.due(10.0) is None
+    assert pb.wait_s(10.0) == pytest.approx(0.1)

@@ -510,6 +510,12 @@ class Playback:
         rate: playback speed (> 0; 2.0 = twice as fast as recorded).
         loop: start again at the first segment after the last one.
         start_paused: begin paused (:meth:`resume` or :meth:`step` go on).
+        max_lag_s: None (default): a caller that comes late gets every message that is due at
+            once (the schedule never drifts). A number (wall s): a message due more than this
+            long ago moves the schedule instead (the position restarts at that message, now),
+            so that a player starved of CPU for a moment sends the next messages with their
+            recorded spacing rather than in a burst that a subscriber's short queue (sensor
+            data: 5 frames) would cut; :attr:`lag_shifts` and :attr:`lag_s` count it.
 
     Each segment plays on its recorded timeline: at wall time ``w`` the position is
     ``anchor_ns + (w - anchor_wall) * rate`` s, and a message is due when the position
@@ -523,9 +529,14 @@ class Playback:
         ValueError: ``rate`` not > 0, or an empty recording.
     """
 
-    def __init__(self, recording, rate=1.0, loop=False, start_paused=False):
+    def __init__(self, recording, rate=1.0, loop=False, start_paused=False, max_lag_s=None):
         if not float(rate) > 0.0:
             raise ValueError(f'rate must be > 0, got {rate}')
+        if max_lag_s is not None and not float(max_lag_s) >= 0.0:
+            raise ValueError(f'max_lag_s must be >= 0 or None, got {max_lag_s}')
+        self.max_lag_s = None if max_lag_s is None else float(max_lag_s)
+        self.lag_shifts = 0      # times the schedule moved for a late caller (max_lag_s)
+        self.lag_s = 0.0         # wall seconds it moved in all
         self.segments = [s for s in recording.segments if s.count]
         if not self.segments:
             raise ValueError('nothing to replay')
@@ -562,6 +573,13 @@ class Playback:
         if self._anchor_wall is None:
             self._anchor_wall = float(wall_s)
 
+    def begin(self, wall_s):
+        """The player starts sending at wall time ``wall_s``: anchor the position there when
+        nothing went out yet (a resume that came while the player was still waiting for its
+        subscribers must not make the first messages overdue)."""
+        if self.published == 0 and self.segment == 0 and self.index == 0:
+            self._anchor_wall = float(wall_s)
+
     def position_ns(self, wall_s):
         """Return the playback position (ns of recorded time) at wall time ``wall_s``."""
         self.start(wall_s)
@@ -594,6 +612,11 @@ class Playback:
         wait = self.wait_s(wall_s)
         if wait is None or wait > 0.0:
             return None
+        if self.max_lag_s is not None and -wait > self.max_lag_s:
+            self._anchor_ns = self.peek().time_ns     # restart the schedule here, now
+            self._anchor_wall = float(wall_s)
+            self.lag_shifts += 1
+            self.lag_s += -wait
         return self._advance()
 
     def pause(self, wall_s):

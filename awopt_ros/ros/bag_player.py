@@ -32,6 +32,9 @@ from std_srvs.srv import SetBool, Trigger
 
 from awopt_ros.core.replay import Playback
 
+#: A message due more than this long ago (wall s; the player starved of CPU) moves the
+#: schedule rather than going out in a burst with the others due (core.replay.Playback).
+MAX_LAG_S = 0.1
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        history=HistoryPolicy.KEEP_LAST)
 
@@ -87,7 +90,8 @@ class BagPlayer(Node):
         super().__init__('awopt_replay', **kwargs)
         if not float(clock_hz) > 0.0:
             raise ValueError(f'clock_hz must be > 0, got {clock_hz}')
-        self.playback = Playback(recording, rate=rate, loop=loop, start_paused=start_paused)
+        self.playback = Playback(recording, rate=rate, loop=loop, start_paused=start_paused,
+                                 max_lag_s=MAX_LAG_S)
         self.clock_period_s = 1.0 / float(clock_hz)
         self.on_message = on_message
         self.lock = threading.RLock()
@@ -172,6 +176,7 @@ class BagPlayer(Node):
         pb = self.playback
         with self.lock:
             pb.start(time.monotonic())
+            pb.begin(time.monotonic())
             self.publish_clock(pb.clock_ns(time.monotonic()))
         while not self.stopped.is_set():
             with self.lock:
