@@ -46,6 +46,9 @@ DEPTH_UNIT_M = 0.001
 #: Longest wait for the first frame after the device opens (s): a live camera takes a moment
 #: (USB set-up, auto exposure) before its first frame; ``frame_timeout_s`` applies after it.
 FIRST_FRAME_TIMEOUT_S = 5.0
+#: After a recording's playback stopped, frames still on their way are waited for this long
+#: (ms) before the end is reported.
+PLAYBACK_DRAIN_MS = 500
 _PROFILE = re.compile(r'^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$')
 
 
@@ -698,7 +701,7 @@ class PyRealSenseDevice(RealSenseDevice):
         if self._pipeline is None:
             raise DeviceUnavailable('the device is not open')
         deadline = time.monotonic() + timeout_s
-        while True:     # a recording's end is noticed within 0.1 s, a camera waits it all
+        while True:     # a recording's end is noticed within 0.6 s, a camera waits it all
             wait_s = deadline - time.monotonic()
             if self._playback is not None:
                 wait_s = min(wait_s, 0.1)
@@ -707,6 +710,11 @@ class PyRealSenseDevice(RealSenseDevice):
                 break
             if self._playback is not None and \
                     self._playback.current_status() == self._rs.playback_status.stopped:
+                # The playback stops once it has handed its last frames on; on a busy host
+                # they can still be on their way to the pipeline's queue: wait for them once.
+                ok, frameset = self._pipeline.try_wait_for_frames(PLAYBACK_DRAIN_MS)
+                if ok:
+                    break
                 raise PlaybackEnded('the recording ended')
             if time.monotonic() >= deadline:
                 raise FrameTimeout(f'no frame within {timeout_s:g} s')
