@@ -115,41 +115,6 @@ def _ranges(numbers):
     return ', '.join(out)
 
 
-def find_bag(run, episode, episodes):
-    """Return the bag directory of ``episode`` under ``run/bags`` and a note (str or None).
-
-    The logger names a bag ``episode_NNNN`` and, when that exists already (a second recording
-    into the same run directory numbered its episodes from 1 again), ``episode_NNNN_1``,
-    ``_2``, ... in recording order. A bag is the episode's when its ``metadata.yaml`` seed
-    (``awopt_seed``) is the episode's; among the dataset's episodes with the same number and
-    seed, the k-th (by index) gets the k-th such bag. Returns ``(None, note)`` when none fits.
-    """
-    import re
-
-    from awopt_ros.learning.view_episode import bag_metadata
-    number, seed = int(episode['episode']), episode['seed']
-    base = f'episode_{number:04d}'
-    pattern = re.compile(rf'{base}(_(\d+))?')
-    found = []
-    for path in (run / 'bags').glob(f'{base}*'):
-        match = pattern.fullmatch(path.name)
-        if match and path.is_dir() and any(path.glob('*.mcap')):
-            found.append((int(match.group(2) or 0), path))
-    found = [path for _, path in sorted(found)]
-    if not found:
-        return None, f'no bag at {run / "bags" / base}: camera frames and joint states left out'
-    if seed is None:
-        return found[0], None
-    fits = [p for p in found if bag_metadata(p).get('awopt_seed', str(seed)) == str(seed)]
-    if not fits:
-        return None, (f'the bags {", ".join(p.name for p in found)} hold other episodes (seed '
-                      f'{", ".join(bag_metadata(p).get("awopt_seed", "?") for p in found)}, not '
-                      f'{seed}): bag left out')
-    same = [ep['id'] for ep in episodes if ep['episode'] == number and ep['seed'] == seed]
-    k = same.index(episode['id']) if episode['id'] in same else 0
-    return fits[min(k, len(fits) - 1)], None
-
-
 def _bag_for(run, episode, episodes, args):
     """Return ``(bag dir or None, read_bag dict or None, note or None)``."""
     from awopt_ros.learning.view_episode import read_bag
@@ -157,6 +122,7 @@ def _bag_for(run, episode, episodes, args):
         return None, None, None
     if episode['episode'] is None:
         return None, None, 'the episode has no number: no bag'
+    from awopt_ros.learning.view_episode import find_bag
     bag_dir, note = find_bag(run, episode, episodes)
     if bag_dir is None:
         return None, None, note

@@ -282,7 +282,7 @@ def test_view_command_errors(run_copy, tmp_path, capsys, monkeypatch, no_analyti
 def test_find_bag_matches_seed_and_order(recorded_demo_run, tmp_path):
     """Two recordings into one run directory: bags episode_0001 and episode_0001_1; each
     dataset episode gets the bag with its seed, in recording order."""
-    from awopt_ros.view_cli import find_bag
+    from awopt_ros.learning.view_episode import find_bag
     run = tmp_path / 'run'
     (run / 'bags').mkdir(parents=True)
     source = recorded_demo_run / 'bags' / 'episode_0001'

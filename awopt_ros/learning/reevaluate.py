@@ -200,9 +200,10 @@ def episode_bag(root, episode, episodes):
     ``episode`` and ``episodes``: dicts with ``id`` (dataset index), ``episode`` (number) and
     ``seed``, as :func:`awopt_ros.core.dataset.load_episodes` returns them. The logger's rule
     (``bags/episode_NNNN``, then ``episode_NNNN_1``, ... for a number used again) is resolved
-    by seed and recording order as ``awopt view`` does (:func:`awopt_ros.view_cli.find_bag`).
+    by seed and recording order as ``awopt view`` does
+    (:func:`awopt_ros.learning.view_episode.find_bag`).
     """
-    from awopt_ros.view_cli import find_bag
+    from awopt_ros.learning.view_episode import find_bag
     if episode.get('episode') is None or not (Path(root) / 'bags').is_dir():
         return None
     return find_bag(Path(root), episode, episodes)[0]

@@ -641,3 +641,37 @@ def spawn_viewer(path, popen=None):
         proc = popen(viewer_command(path), env=viewer_env(state), stdin=subprocess.DEVNULL,
                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, log_path
+
+
+def find_bag(run, episode, episodes):
+    """Return the bag directory of ``episode`` under ``run/bags`` and a note (str or None).
+
+    The logger names a bag ``episode_NNNN`` and, when that exists already (a second recording
+    into the same run directory numbered its episodes from 1 again), ``episode_NNNN_1``,
+    ``_2``, ... in recording order. A bag is the episode's when its ``metadata.yaml`` seed
+    (``awopt_seed``) is the episode's; among the dataset's episodes with the same number and
+    seed, the k-th (by index) gets the k-th such bag. Returns ``(None, note)`` when none fits.
+    """
+    import re
+
+    number, seed = int(episode['episode']), episode['seed']
+    base = f'episode_{number:04d}'
+    pattern = re.compile(rf'{base}(_(\d+))?')
+    found = []
+    for path in (run / 'bags').glob(f'{base}*'):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and any(path.glob('*.mcap')):
+            found.append((int(match.group(2) or 0), path))
+    found = [path for _, path in sorted(found)]
+    if not found:
+        return None, f'no bag at {run / "bags" / base}: camera frames and joint states left out'
+    if seed is None:
+        return found[0], None
+    fits = [p for p in found if bag_metadata(p).get('awopt_seed', str(seed)) == str(seed)]
+    if not fits:
+        return None, (f'the bags {", ".join(p.name for p in found)} hold other episodes (seed '
+                      f'{", ".join(bag_metadata(p).get("awopt_seed", "?") for p in found)}, not '
+                      f'{seed}): bag left out')
+    same = [ep['id'] for ep in episodes if ep['episode'] == number and ep['seed'] == seed]
+    k = same.index(episode['id']) if episode['id'] in same else 0
+    return fits[min(k, len(fits) - 1)], None
