@@ -128,6 +128,13 @@ def _bag_messages(bag_dir):
     return out
 
 
+def _log_tail(path, lines=30):
+    try:
+        return '\n'.join(Path(path).read_text(errors='replace').splitlines()[-lines:])
+    except OSError as exc:
+        return f'({exc})'
+
+
 def _window(run, k):
     start = next(s for s in run['starts'] if s['episode'] == k)
     end = next(e for e in run['ends'] if e['episode'] == k)
@@ -197,9 +204,16 @@ def test_dataset_matches_published_actions_and_outcomes(run):
         last_s = ep['stamp_s'][steps - 1] if steps else t0
         seen = {convert.stamp_to_s(m.header.stamp): convert.msg_to_action(m)
                 for m in run['actions'] if t0 <= convert.stamp_to_s(m.header.stamp) <= last_s}
-        dataset = {round(t * 1e3): a for t, a in zip(ep['stamp_s'][:-1], ep['actions'])}
+        stamps = np.asarray(ep['stamp_s'][:-1])
         for t, a in seen.items():   # what this process saw on the wire is in the dataset
-            np.testing.assert_allclose(dataset[round(t * 1e3)], a, atol=1e-6)
+            # Matched within a microsecond: the dataset's float seconds come from integer
+            # nanoseconds, the wire's from sec + nanosec (they may differ by one float step).
+            k = int(np.argmin(np.abs(stamps - t))) if len(stamps) else -1
+            assert k >= 0 and abs(stamps[k] - t) < 1e-6, (
+                f'episode {end["episode"]}: action stamped {t:.6f} s (start {t0:.6f}) seen '
+                f'published but not in the dataset; logger log:\n'
+                + _log_tail(run['out'] / 'logs' / 'logger.log'))
+            np.testing.assert_allclose(ep['actions'][k], a, atol=1e-6)
         assert ep['image'].shape == (steps + 1, 64, 64, 3) and ep['image'].dtype == np.uint8
         assert ep['proprio'].shape == (steps + 1, 6)
         # The tool starts at the home pose, above the bin.

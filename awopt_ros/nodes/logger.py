@@ -98,6 +98,7 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+import rclpy.logging
 from rclpy.node import Node
 from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import deserialize_message
@@ -185,7 +186,7 @@ INPUT_TOPICS = (EVENT, MODEL_INFO, DECISION, POLICY_IMAGE, ACTION, JOINTS, SUCCE
 #: ``ros.diagnostics.LOGGER_READY_KEYS``).
 _RECEIVED = {CAMERA: 'camera_frames_received', POLICY_IMAGE: 'policy_images_received',
              ACTION: 'actions_received', JOINTS: 'joint_states_received'}
-_QOS = {'sensor': qos.RECORD_SENSOR, 'reliable': qos.COMMAND, 'latched': qos.LATCHED}
+_QOS = {'sensor': qos.RECORD_SENSOR, 'reliable': qos.RECORD_RELIABLE, 'latched': qos.LATCHED}
 _MAX_IMAGES = 64          # recent policy images kept for stamp matching
 PRESTART_S = 1.0          # messages kept between episodes (s), see LoggerNode._prestart
 _MAX_JOINT_STATES = 400   # 4 s at 100 Hz
@@ -1078,6 +1079,10 @@ class LoggerNode(Node):
                 self.get_logger().error(f'{self.recorder.pending_episodes} episode(s) not '
                                         f'written to the dataset (their bags are kept): {exc}')
                 break
+        # What was received, dropped and saved, for the record (also in /diagnostics).
+        # A logger of its own: at shutdown the node's rosout publisher is gone.
+        rclpy.logging.get_logger(f'{self.get_name()}.counts').info(', '.join(
+            f'{k} {v}' for k, v in sorted(self.counts.items()) if v))
 
 
 def main(args=None):
