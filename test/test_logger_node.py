@@ -389,6 +389,33 @@ def test_actions_after_the_last_counted_step_are_trimmed(harness, tmp_path):
     assert ep['terminations'].tolist() == [True]
 
 
+def test_actions_published_while_the_logger_is_held_up_are_all_recorded(harness, tmp_path):
+    """A logger whose executor is held up (closing the previous episode on a loaded host) for
+    longer than 10 actions takes every action afterwards: none is lost from bag or dataset."""
+    h, rng = harness, np.random.default_rng(10)
+    h.announce_actor()
+    h.start(3, 3)
+    n = 30   # 3 s of 10 Hz actions, published while nothing is spun
+    actions = [np.float32([0.001 * i, 0, 0, 0, 0, 0, 0]) for i in range(n)]
+    for i, action in enumerate(actions):
+        stamp = convert.s_to_stamp(70.0 + 0.1 * i)
+        js = JointState(name=h.joint_names, position=[0.0] * 8)
+        js.header.stamp = stamp
+        h.pub['joints'].publish(js)
+        small = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        h.pub['pimage'].publish(convert.numpy_to_image(small, stamp, 'camera_color_optical_frame'))
+        h.pub['action'].publish(convert.action_to_msg(action, stamp))
+    time.sleep(0.5)   # every message delivered to the logger's subscriptions
+    h.spin_until(lambda: h.logger.recorder.steps == n, timeout_s=10.0)
+    h.event(event='end', episode=3, outcome='timeout', steps=n, success=False,
+            terminated=False, truncated=True)
+    h.spin_until(lambda: h.saved)
+    assert h.saved[0]['steps'] == n
+    assert len(_bag_messages(tmp_path / 'run' / 'bags' / 'episode_0003')['/policy/action']) == n
+    (ep,) = load_episodes(tmp_path / 'run', 'awopt/kuka-grasp-v0')
+    np.testing.assert_array_equal(ep['actions'], np.stack(actions))
+
+
 def _steps_each_waiting_for(h, t0_s, companions):
     """Publish one step per ``companions`` entry (joint state, policy image, action stamped
     t0_s + 0.1 i), check the logger holds the step back, then call the entry with the stamp
