@@ -356,6 +356,48 @@ def test_switch_mode_draws_on_episode_start(ros_context, model_path, critic_path
         _close_rig(executor, node, tester)
 
 
+def test_switch_mode_draws_the_next_episodes_policy_at_each_end(ros_context, model_path,
+                                                                critic_paths):
+    """A frame stamped after a start can reach the policy before the start event (under
+    load): the episode's policy is drawn at start-up and at the previous episode's end, so such
+    a frame is already acted on by it; the sequence of episode policies is the seed's."""
+    from awopt_ros.core.policy_runtime import PolicyRuntime
+    ref = PolicyRuntime('switch', object(), None, cem_episode_prob=0.5, seed=0)
+    expected = [ref.begin_episode() for _ in range(3)]
+    assert expected == ['cem', 'actor', 'cem']    # the seed gives a change at each episode
+    enc, head = critic_paths
+    executor, node, tester, actions, _, decisions = _make_rig(ros_context, _params(
+        model_path, mode='switch', critic_encoder_path=str(enc), critic_head_path=str(head),
+        cem_samples=16, cem_elites=4, reload_period_s=0.0, seed=0, cem_episode_prob=0.5))
+    try:
+        rt = node.runtime
+        _wait_matched(executor, tester)
+        img = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+
+        def act_once():   # a frame before any start event: the first episode's policy acts
+            n = len(decisions)
+            stamp = convert.s_to_stamp(node.get_clock().now().nanoseconds * 1e-9)
+            assert _spin_sending(executor, lambda: _send_image(executor, node, tester, img,
+                                                               stamp),
+                                 lambda: len(decisions) > n, 10.0)
+            return decisions[-1]
+
+        seen = []
+        for episode in (1, 2, 3):
+            d = act_once()                 # before the start event of this episode
+            assert d['episode_policy'] == d['source'] == expected[episode - 1], (episode, d)
+            tester.event_pub.publish(String(data=json.dumps(
+                {'event': 'start', 'episode': episode, 'seed': 0, 'stamp_s': 0.0})))
+            assert _spin_until(executor, lambda: rt.episodes == episode)
+            seen.append(rt.episode_policy)
+            tester.event_pub.publish(String(data=json.dumps({'event': 'end',
+                                                             'episode': episode})))
+            assert _spin_until(executor, lambda: rt._prepared is not None)
+        assert seen == expected
+    finally:
+        _close_rig(executor, node, tester)
+
+
 def test_hot_swap_during_image_stream_drops_nothing(ros_context, model_path, model2_path,
                                                     tmp_path):
     live = tmp_path / 'actor.onnx'

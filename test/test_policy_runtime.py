@@ -104,6 +104,20 @@ def test_switch_draws_cem_for_80_percent_of_episodes():
     assert [other.begin_episode() for _ in range(200)] != draws[:200]
 
 
+def test_a_prepared_draw_is_the_next_episodes_and_the_sequence_is_the_seeds():
+    plain = PolicyRuntime('switch', FixedActor(GOOD), None, cem_episode_prob=0.5, seed=3)
+    draws = [plain.begin_episode() for _ in range(40)]
+    rt = PolicyRuntime('switch', FixedActor(GOOD), None, cem_episode_prob=0.5, seed=3)
+    got = []
+    for k in range(40):
+        if k % 3 != 2:   # every third episode starts with no end before it: begin draws
+            nxt = rt.prepare_next_episode()
+            assert rt.episode_policy == nxt == rt.prepare_next_episode()   # no second draw
+        got.append(rt.begin_episode())
+        assert rt.episode_policy == got[-1] and rt.episodes == k + 1
+    assert got == draws
+
+
 @pytest.mark.parametrize('mode, prob, expected', [
     ('actor', 0.8, {'actor'}), ('cem', 0.8, {'cem'}),
     ('switch', 0.0, {'actor'}), ('switch', 1.0, {'cem'})])

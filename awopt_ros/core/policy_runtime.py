@@ -314,6 +314,7 @@ class PolicyRuntime:
             self.watcher.mark(group, tuple(files.get(p) for p in group_paths))
         self._models = ModelSet(actor=actor, critic=critic, version=1, files=dict(files))
         self.episode_policy = None
+        self._prepared = None
         self.episodes = 0
         self.begin_episode()
         self.episodes = 0   # the start-up draw is not an episode
@@ -369,14 +370,36 @@ class PolicyRuntime:
 
         'switch' draws CEM with probability ``cem_episode_prob`` (AW-Opt episode-level
         switching), else the actor; 'actor' and 'cem' modes always return their own policy.
+        After :meth:`prepare_next_episode` the episode takes the policy drawn there (no new
+        draw), so the sequence of episode policies for a seed is the same either way.
         """
+        if self._prepared is None:
+            self._draw()
+        self._prepared = None
+        self.episodes += 1
+        return self.episode_policy
+
+    def prepare_next_episode(self):
+        """Draw the next episode's policy now and act with it from now on; return it.
+
+        For a node that hears of an episode's start on one topic and its frames on another:
+        drawn when the previous episode ends (and at start-up), the policy is already the
+        episode's when a frame stamped after the start reaches the node before the start event
+        does (under load), so an AW-Opt episode is one policy's from its first step. The next
+        :meth:`begin_episode` keeps this draw; calling this again before it replaces nothing
+        (the draw stands until an episode takes it).
+        """
+        if self._prepared is None:
+            self._draw()
+            self._prepared = self.episode_policy
+        return self._prepared
+
+    def _draw(self):
         if self.mode == 'switch':
             draw = self._switch_rng.random()
             self.episode_policy = 'cem' if draw < self.cem_episode_prob else 'actor'
         else:
             self.episode_policy = self.mode
-        self.episodes += 1
-        return self.episode_policy
 
     # -- acting -----------------------------------------------------------------------------------
 

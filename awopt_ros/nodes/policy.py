@@ -14,8 +14,10 @@ Inputs (``image_source``):
 
 Joint states come on ``joint_states_topic`` (sensor-data QoS) under the driver's names
 (``joint_names``, ``gripper_joint``: :func:`awopt_ros.ros.robot_params.declare_joint_names`),
-and ``/episode/event`` (latched JSON; a ``start`` event draws the episode's policy in mode
-'switch' and restarts the action grid, below).
+and ``/episode/event`` (latched JSON; in mode 'switch' the next episode's policy is drawn at
+start-up and at each ``end``, so that a frame stamped after a start that arrives before the
+start event is already acted on by that episode's policy; a ``start`` takes that draw, or
+draws when no end came between two starts, and restarts the action grid, below).
 
 Action rate: the policy acts ``action_rate_hz`` times a second (10 Hz, the task's control
 period; 0 = on every frame) on the newest frame, whatever the camera's rate
@@ -248,6 +250,7 @@ class PolicyNode(Node):
         self._joint_state = None          # latest sensor_msgs/JointState
         self._joint_state_rx_s = None     # node-clock time it arrived (s)
         self._episode = None              # number of the episode whose start was handled
+        self.runtime.prepare_next_episode()   # the first episode's policy (mode 'switch')
         self._last_rejection = {}         # group -> message of its latest rejected swap
 
         self.info_pub = self.create_publisher(String, '/policy/model_info', qos.LATCHED)
@@ -408,6 +411,11 @@ class PolicyNode(Node):
         self._joint_state_rx_s = self._now_s()
 
     def _on_event(self, msg):
+        if episode_events.is_end(msg.data):
+            # The next episode's policy is drawn now: a frame stamped after its start that
+            # comes before the start event is acted on by that episode's policy.
+            self.runtime.prepare_next_episode()
+            return
         start = episode_events.start_of(msg.data, self._episode, self.get_logger())
         if start is None:
             return

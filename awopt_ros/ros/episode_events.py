@@ -30,3 +30,13 @@ def start_of(data, current_episode, logger):
     except ValueError as exc:
         logger.warning(f'bad episode event ignored: {exc}')
         return None
+
+
+def is_end(data):
+    """Return whether the event JSON ``data`` (str) is an episode's ``end`` (a malformed event
+    is not)."""
+    try:
+        event = json.loads(data)
+        return isinstance(event, dict) and event.get('event') == 'end'
+    except ValueError:
+        return False
