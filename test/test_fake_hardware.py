@@ -73,14 +73,26 @@ def run(tmp_path_factory):
                     and _number(sim.get('arm_goals_goals', 0)) >= steps)
         client.spin_until(counted, 20.0)
         actions = dict(get_action_names_and_types(client))
-        topics = {name: [client.count_publishers(name), client.count_subscribers(name)]
+        # Endpoints of the stack's nodes only: a node of an earlier in-process test that the
+        # garbage collector has not yet destroyed may still be in the graph under these names.
+        ours = {n.name for n in stack.nodes}
+
+        def endpoints(infos):
+            return sorted(f'{i.node_namespace.rstrip("/")}/{i.node_name}' for i in infos
+                          if i.node_name in ours)
+        topics = {name: [endpoints(client.get_publishers_info_by_topic(name)),
+                         endpoints(client.get_subscriptions_info_by_topic(name))]
                   for name in ('/arm_controller/joint_trajectory', '/joint_states',
                                '/camera/color/image_raw', '/camera/color/camera_info')}
+        others = {name: [client.count_publishers(name), client.count_subscribers(name)]
+                  for name in topics}
+        driver_topic = endpoints(client.get_publishers_info_by_topic('/lbr/joint_states'))
         counters = {name: {k: _number(v) for k, v in values.items()}
                     for name, values in client.counters.items()}
     finally:
         codes = stack.stop()
-    result = dict(ends=ends, codes=codes, out=out, actions=actions, topics=topics,
+    result = dict(ends=ends, codes=codes, out=out, actions=actions, topics=topics, others=others,
+                  driver_topic=driver_topic,
                   counters=counters, joint_names=joint_names, saved=dict(client.saved))
     client.destroy_node()
     rclpy.try_shutdown(context=ctx)
@@ -113,7 +125,9 @@ def test_arm_and_gripper_move_through_the_control_msgs_actions(run):
 
 def test_nothing_speaks_the_simulators_own_names(run):
     # (the simulator keeps serving the topic interface of the controllers under their names)
-    assert all(counts == [0, 0] for counts in run['topics'].values()), run['topics']
+    assert all(ends == [[], []] for ends in run['topics'].values()), (run['topics'],
+                                                                   run['others'])
+    assert run['driver_topic'] == ['/sim_robot']   # the check sees the stack's endpoints
 
 
 def test_bag_and_dataset_hold_the_episodes_under_the_drivers_names(run):
