@@ -6,7 +6,10 @@ Services (act on the last ENDED episode; the answer's message names it):
 - ``/operator/discard`` (std_srvs/Trigger): leave the episode out of training.
 
 Topic ``/operator/note`` (std_msgs/String): a note for the running episode, or the last ended
-one between episodes. Each record is appended to the dataset's annotations journal
+one between episodes. A note that comes before this node knows of any episode (the first
+start event and the note race on separate topics) is held for ``EARLY_NOTE_HOLD_S`` and goes
+to the episode that starts meanwhile (2 s; refused, and logged, when none does). Each record
+is appended to the dataset's annotations journal
 (:mod:`awopt_ros.core.annotations`: ``<output_dir>/datasets/<id>/annotations.jsonl``,
 ``flock`` + ``fsync``, never touching the HDF5 the logger appends to) and published on
 ``/operator/annotation`` (std_msgs/String JSON: the record plus ``dataset_root``,
@@ -30,6 +33,7 @@ logger reported as not recorded is refused (``success`` false: nothing is writte
 is :class:`awopt_ros.core.annotations.OperatorSession`; this node only converts messages.
 """
 import json
+import time
 
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -44,6 +48,8 @@ from awopt_ros.ros.run import spin_node
 EVENT = '/episode/event'
 SAVED = '/logger/episode_saved'
 ANNOTATION = '/operator/annotation'
+#: How long a note that came before any episode was known waits for the first start (s).
+EARLY_NOTE_HOLD_S = 2.0
 
 
 class OperatorNode(Node):
@@ -62,6 +68,7 @@ class OperatorNode(Node):
                           'retried (s).', low=0.05, high=60.0, read_only=True)
         self._flush_s = flush_s
         self.session = OperatorSession(output_dir, dataset_id_for(name))
+        self._early_notes = []   # (monotonic s, text): notes before any episode was known
         self.annotation_pub = self.create_publisher(String, ANNOTATION, qos.LATCHED)
         self.create_subscription(String, EVENT, self._on_event, qos.LATCHED)
         self.create_subscription(String, SAVED, self._on_saved, qos.LATCHED)
@@ -86,6 +93,13 @@ class OperatorNode(Node):
             self.get_logger().warning(f'bad episode event ignored: {msg.data[:80]!r}')
             return
         self.session.on_event(event)
+        if self._early_notes and self.session.running is not None:
+            notes, self._early_notes = self._early_notes, []
+            for received_s, text in notes:
+                if time.monotonic() - received_s <= EARLY_NOTE_HOLD_S:
+                    self._annotate('note added', note=text, note_running=True)
+                else:
+                    self._refuse_early_note(text)
 
     def _on_saved(self, msg):
         saved = self._json(msg)
@@ -102,7 +116,16 @@ class OperatorNode(Node):
                 'dataset_root': str(self.session.root_dir),
                 'dataset_id': self.session.dataset_id})))
 
+    def _refuse_early_note(self, text):
+        self.get_logger().warning(f'note refused: no episode started within '
+                                  f'{EARLY_NOTE_HOLD_S:g} s of it: {text[:80]!r}')
+
     def _flush(self, step=None):
+        now = time.monotonic()
+        for received_s, text in [n for n in self._early_notes
+                                 if now - n[0] > EARLY_NOTE_HOLD_S]:
+            self._early_notes.remove((received_s, text))
+            self._refuse_early_note(text)
         try:
             done = (step or self.session.flush)()
         except OSError as exc:
@@ -152,6 +175,11 @@ class OperatorNode(Node):
         return response
 
     def _on_note(self, msg):
+        if self.session.running is None and self.session.last_ended is None:
+            self._early_notes.append((time.monotonic(), msg.data))
+            self.get_logger().info(f'note held: no episode known yet; it goes to one that '
+                                   f'starts within {EARLY_NOTE_HOLD_S:g} s')
+            return
         self._annotate('note added', note=msg.data, note_running=True)
 
 
