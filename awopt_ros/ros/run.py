@@ -1,4 +1,5 @@
 """Spin a node with the shutdown behaviour of ros2/examples (exit 0 on Ctrl-C / shutdown)."""
+import ctypes
 import faulthandler
 import signal
 import sys
@@ -8,6 +9,71 @@ from rclpy.executors import ExternalShutdownException
 
 from awopt_ros.core.heap import keep_large_buffers
 from awopt_ros.ros.params import check_overrides
+
+
+#: How long a node process's ROS teardown (destroying its publishers, subscriptions and node,
+#: shutting rclpy down) may take after the node's own ``close()`` has run (s); see
+#: :func:`teardown_deadline`.
+TEARDOWN_TIMEOUT_S = 5.0
+
+
+class _SigEvent(ctypes.Structure):
+    """glibc ``struct sigevent`` (64 bytes) with the ``SIGEV_THREAD`` members."""
+    _fields_ = [('sigev_value', ctypes.c_void_p), ('sigev_signo', ctypes.c_int),
+                ('sigev_notify', ctypes.c_int), ('sigev_notify_function', ctypes.c_void_p),
+                ('sigev_notify_attributes', ctypes.c_void_p), ('_pad', ctypes.c_byte * 32)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [('interval_sec', ctypes.c_long), ('interval_nsec', ctypes.c_long),
+                ('value_sec', ctypes.c_long), ('value_nsec', ctypes.c_long)]
+
+
+def _is_node_process():
+    """Whether this process runs a node module as ``__main__`` (``python -m
+    awopt_ros.nodes.X``, what the launcher and the launch files start): never in a test
+    process or a CLI, where ending the process would end more than the node."""
+    spec = getattr(sys.modules.get('__main__'), '__spec__', None)
+    return spec is not None and str(spec.name).startswith('awopt_ros.nodes.')
+
+
+def teardown_deadline(timeout_s, code):
+    """End this process with exit code ``code`` if it is still running ``timeout_s`` from now.
+
+    For the ROS teardown of a node process after its ``close()`` has saved its work: Fast DDS
+    can deadlock while deleting a writer or a node, holding the GIL (seen in this project's
+    test suite: a node still in ``destroy_node`` 15 s after SIGINT, then killed; a known class
+    of Fast DDS teardown deadlock, eProsima/Fast-DDS#6193). No Python thread or signal handler
+    could run then, so the deadline is a POSIX timer whose ``SIGEV_THREAD`` notification calls
+    libc ``_exit(code)`` on a thread of its own. Half a second before it, faulthandler writes
+    every thread's Python stack to stderr (the node's log): where the teardown hung.
+
+    Returns a function that cancels the deadline, or None where it cannot be set (not
+    Linux/glibc, or not a node process: see :func:`_is_node_process`).
+    """
+    if not sys.platform.startswith('linux') or not _is_node_process():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        exit_fn = ctypes.cast(libc._exit, ctypes.c_void_p).value
+        timer = ctypes.c_void_p()
+        event = _SigEvent(sigev_value=int(code) & 0xFF, sigev_notify=2,   # SIGEV_THREAD
+                          sigev_notify_function=exit_fn)
+        if libc.timer_create(1, ctypes.byref(event), ctypes.byref(timer)) != 0:  # MONOTONIC
+            return None
+        whole, frac = divmod(float(timeout_s), 1.0)
+        spec = _ITimerSpec(value_sec=int(whole), value_nsec=int(frac * 1e9))
+        if libc.timer_settime(timer, 0, ctypes.byref(spec), None) != 0:
+            libc.timer_delete(timer)
+            return None
+    except (OSError, AttributeError):
+        return None
+    faulthandler.dump_traceback_later(max(0.1, timeout_s - 0.5), exit=False)
+
+    def cancel():
+        faulthandler.cancel_dump_traceback_later()
+        libc.timer_delete(timer)
+    return cancel
 
 
 class StartupError(RuntimeError):
@@ -63,11 +129,17 @@ def spin_node(node_cls, args=None):
             raise
         rclpy.logging.get_logger(node.get_name()).debug(f'error during shutdown: {exc}')
     finally:
+        cancel = None
         if node is not None:
             close = getattr(node, 'close', None)
             if close is not None:
                 close()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            cancel = teardown_deadline(TEARDOWN_TIMEOUT_S, code)
             node.destroy_node()
         rclpy.try_shutdown()
+        if cancel is not None:
+            cancel()
         signal.signal(signal.SIGINT, previous)
     return code
