@@ -117,12 +117,11 @@ def _ranges(numbers):
 
 def _bag_for(run, episode, episodes, args):
     """Return ``(bag dir or None, read_bag dict or None, note or None)``."""
-    from awopt_ros.learning.view_episode import read_bag
+    from awopt_ros.learning.view_episode import find_bag, read_bag
     if args.no_bag:
         return None, None, None
     if episode['episode'] is None:
         return None, None, 'the episode has no number: no bag'
-    from awopt_ros.learning.view_episode import find_bag
     bag_dir, note = find_bag(run, episode, episodes)
     if bag_dir is None:
         return None, None, note

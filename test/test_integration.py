@@ -87,6 +87,7 @@ def run(tmp_path_factory):
     starts = [e for e in client.events if e['event'] == 'start']
     result = dict(ends=ends, lost=lost, starts=starts, frames=frames, actions=actions,
                   saved=dict(client.saved), codes=codes, out=out,
+                  logger=next(n for n in stack.nodes if n.name == 'logger'),
                   camera_stamps_ns=list(client.camera_stamps_ns))
     client.destroy_node()
     rclpy.try_shutdown(context=ctx)
@@ -126,13 +127,6 @@ def _bag_messages(bag_dir):
             out.setdefault(conn.topic, []).append(
                 (raw, reader.deserialize(raw, conn.msgtype)))
     return out
-
-
-def _log_tail(path, lines=30):
-    try:
-        return '\n'.join(Path(path).read_text(errors='replace').splitlines()[-lines:])
-    except OSError as exc:
-        return f'({exc})'
 
 
 def _window(run, k):
@@ -212,7 +206,7 @@ def test_dataset_matches_published_actions_and_outcomes(run):
             assert k >= 0 and abs(stamps[k] - t) < 1e-6, (
                 f'episode {end["episode"]}: action stamped {t:.6f} s (start {t0:.6f}) seen '
                 f'published but not in the dataset; logger log:\n'
-                + _log_tail(run['out'] / 'logs' / 'logger.log'))
+                + run['logger'].log_tail(30))
             np.testing.assert_allclose(ep['actions'][k], a, atol=1e-6)
         assert ep['image'].shape == (steps + 1, 64, 64, 3) and ep['image'].dtype == np.uint8
         assert ep['proprio'].shape == (steps + 1, 6)

@@ -63,6 +63,7 @@ settings, keep it on the machine too.
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -652,8 +653,6 @@ def find_bag(run, episode, episodes):
     (``awopt_seed``) is the episode's; among the dataset's episodes with the same number and
     seed, the k-th (by index) gets the k-th such bag. Returns ``(None, note)`` when none fits.
     """
-    import re
-
     number, seed = int(episode['episode']), episode['seed']
     base = f'episode_{number:04d}'
     pattern = re.compile(rf'{base}(_(\d+))?')

@@ -75,7 +75,7 @@ class OperatorNode(Node):
         self.create_subscription(String, '/operator/note', self._on_note, qos.COMMAND)
         self.create_service(SetBool, '/operator/label', self._on_label)
         self.create_service(Trigger, '/operator/discard', self._on_discard)
-        self.create_timer(flush_s, self._flush)
+        self.create_timer(flush_s, self._on_timer)
         self.get_logger().info(f'operator annotations for {self.session.dataset_id} in '
                                f'{self.session.root_dir}')
 
@@ -93,13 +93,11 @@ class OperatorNode(Node):
             self.get_logger().warning(f'bad episode event ignored: {msg.data[:80]!r}')
             return
         self.session.on_event(event)
-        if self._early_notes and self.session.running is not None:
+        if self.session.running is not None:
+            self._expire_early_notes()
             notes, self._early_notes = self._early_notes, []
-            for received_s, text in notes:
-                if time.monotonic() - received_s <= EARLY_NOTE_HOLD_S:
-                    self._annotate('note added', note=text, note_running=True)
-                else:
-                    self._refuse_early_note(text)
+            for _, text in notes:
+                self._annotate('note added', note=text, note_running=True)
 
     def _on_saved(self, msg):
         saved = self._json(msg)
@@ -116,16 +114,19 @@ class OperatorNode(Node):
                 'dataset_root': str(self.session.root_dir),
                 'dataset_id': self.session.dataset_id})))
 
-    def _refuse_early_note(self, text):
-        self.get_logger().warning(f'note refused: no episode started within '
-                                  f'{EARLY_NOTE_HOLD_S:g} s of it: {text[:80]!r}')
+    def _expire_early_notes(self):
+        """Refuse (log) the held notes older than ``EARLY_NOTE_HOLD_S``."""
+        now = time.monotonic()
+        for _, text in [n for n in self._early_notes if now - n[0] > EARLY_NOTE_HOLD_S]:
+            self.get_logger().warning(f'note refused: no episode started within '
+                                      f'{EARLY_NOTE_HOLD_S:g} s of it: {text[:80]!r}')
+        self._early_notes = [n for n in self._early_notes if now - n[0] <= EARLY_NOTE_HOLD_S]
+
+    def _on_timer(self):
+        self._expire_early_notes()
+        self._flush()
 
     def _flush(self, step=None):
-        now = time.monotonic()
-        for received_s, text in [n for n in self._early_notes
-                                 if now - n[0] > EARLY_NOTE_HOLD_S]:
-            self._early_notes.remove((received_s, text))
-            self._refuse_early_note(text)
         try:
             done = (step or self.session.flush)()
         except OSError as exc:

@@ -175,9 +175,10 @@ class BagPlayer(Node):
         the number of messages published."""
         pb = self.playback
         with self.lock:
-            pb.start(time.monotonic())
-            pb.begin(time.monotonic())
-            self.publish_clock(pb.clock_ns(time.monotonic()))
+            now = time.monotonic()
+            pb.start(now)
+            pb.begin(now)
+            self.publish_clock(pb.clock_ns(now))
         while not self.stopped.is_set():
             with self.lock:
                 now = time.monotonic()
